@@ -1,0 +1,39 @@
+// How the broker reaches node agents: an interface, so the broker's logic can
+// be tested against in-process agents or fakes, and a gRPC implementation.
+//
+// Thread-safety: implementations are safe to call from several threads.
+#ifndef SERVER_AGENT_CLIENT_H_
+#define SERVER_AGENT_CLIENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/agent.pb.h"
+#include "proto/broker.pb.h"
+
+namespace iommu {
+
+class AgentClient {
+ public:
+  virtual ~AgentClient() = default;
+
+  // Asks the agent at `agent_address` to create (or confirm) a container.
+  // Returns what the agent holds, with the geometry its backend reported.
+  virtual absl::StatusOr<v1::AgentContainer> CreateContainer(
+      const std::string& agent_address, const v1::AgentCreateContainerRequest& request) = 0;
+
+  // Asks the agent to destroy a container. NOT_FOUND when it holds none.
+  virtual absl::Status DestroyContainer(const std::string& agent_address,
+                                        const std::string& container_id) = 0;
+};
+
+// Calls agents over gRPC (plaintext), one cached channel per address, with
+// `deadline` on every call.
+std::unique_ptr<AgentClient> NewGrpcAgentClient(absl::Duration deadline);
+
+}  // namespace iommu
+
+#endif  // SERVER_AGENT_CLIENT_H_

@@ -1,0 +1,1133 @@
+#include "server/broker.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace {
+
+constexpr char kTenant[] = "tenant";
+constexpr char kNode[] = "node";
+constexpr char kDevices[] = "devices";
+constexpr char kContainer[] = "container";
+constexpr char kWindow[] = "window";
+
+std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
+
+// The fingerprint of a request: its method and its exact content.
+template <typename Req>
+std::string Fingerprint(const char* method, const Req& req) {
+  return absl::StrCat(method, "\n", req.SerializeAsString());
+}
+
+StoreRecord Record(const char* kind, const std::string& id,
+                   const google::protobuf::Message& msg) {
+  return StoreRecord{kind, id, msg.SerializeAsString()};
+}
+
+// One log line per event, key=value.
+void Log(const std::string& line) { std::cerr << "broker " << line << std::endl; }
+
+// Pages through an ordered map: entries after `token` that pass `keep`, at
+// most `limit`; sets *next to the last id returned when more may follow.
+template <typename Map, typename Keep, typename Emit>
+void Page(const Map& map, const std::string& token, uint32_t limit, Keep keep, Emit emit,
+          std::string* next) {
+  auto it = token.empty() ? map.begin() : map.upper_bound(token);
+  uint32_t n = 0;
+  for (; it != map.end(); ++it) {
+    if (!keep(it->second)) continue;
+    if (n == limit) {
+      return;  // *next already names the last one emitted.
+    }
+    emit(it->second);
+    *next = it->first;
+    ++n;
+  }
+  next->clear();  // Reached the end: no more pages.
+}
+
+absl::Status ValidateQuota(const v1::Quota& q) {
+  if (q.pinned_bytes() == 0) {
+    return absl::InvalidArgumentError("quota.pinned_bytes: required, must be greater than 0");
+  }
+  if (q.pinned_bytes() % 4096 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quota.pinned_bytes: must be a multiple of 4096 (a host page), got ", q.pinned_bytes()));
+  }
+  if (q.window_bytes() % 4096 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quota.window_bytes: must be a multiple of 4096 (a host page), got ", q.window_bytes()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePageToken(const std::string& token) {
+  if (token.size() > 256) {
+    return absl::InvalidArgumentError("page_token: at most 256 characters");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ construction
+
+Broker::Broker(Store* store, AgentClient* agents, BrokerOptions options)
+    : store_(store), agents_(agents), options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient* agents,
+                                                       BrokerOptions options) {
+  if (!options.now_ms) {
+    options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
+  }
+  std::unique_ptr<Broker> broker(new Broker(store, agents, std::move(options)));
+  RETURN_IF_ERROR(broker->Load());
+  return broker;
+}
+
+absl::Status Broker::Load() {
+  ASSIGN_OR_RETURN(std::vector<StoreRecord> records, store_->LoadAll());
+  absl::MutexLock l(&mu_);
+  auto corrupt = [](const StoreRecord& r) {
+    return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
+                                            " does not parse"));
+  };
+  std::vector<v1::Window> windows;
+  for (const StoreRecord& r : records) {
+    if (r.kind == kTenant) {
+      v1::Tenant t;
+      if (!t.ParseFromString(r.value)) return corrupt(r);
+      tenants_[t.id()] = t;
+    } else if (r.kind == kNode) {
+      v1::Node n;
+      if (!n.ParseFromString(r.value)) return corrupt(r);
+      nodes_[n.name()].node = n;
+    } else if (r.kind == kDevices) {
+      v1::ListDevicesResponse d;
+      if (!d.ParseFromString(r.value)) return corrupt(r);
+      nodes_[r.id].devices.assign(d.devices().begin(), d.devices().end());
+    } else if (r.kind == kContainer) {
+      v1::Container c;
+      if (!c.ParseFromString(r.value)) return corrupt(r);
+      std::vector<IovaInterval> usable;
+      for (const auto& range : c.geometry().usable_ranges()) {
+        usable.push_back({range.start(), range.last()});
+      }
+      ASSIGN_OR_RETURN(WindowAllocator alloc,
+                       WindowAllocator::Create(usable, MinPageSize(c.geometry().page_size_bitmap())));
+      for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
+      containers_.emplace(c.id(), ContainerEntry{c, std::move(alloc), {}});
+    } else if (r.kind == kWindow) {
+      v1::Window w;
+      if (!w.ParseFromString(r.value)) return corrupt(r);
+      windows.push_back(w);
+    } else {
+      return absl::DataLossError(absl::StrCat("store: unknown record kind ", Quoted(r.kind)));
+    }
+  }
+  for (const v1::Window& w : windows) {
+    auto it = containers_.find(w.container_id());
+    if (it == containers_.end()) {
+      return absl::DataLossError(absl::StrCat("store: window ", w.id(), " names missing container ",
+                                              w.container_id()));
+    }
+    absl::Status s = it->second.allocator.AllocateAt(w.base(), w.size());
+    if (!s.ok()) {
+      return absl::DataLossError(absl::StrCat("store: window ", w.id(), " does not fit: ",
+                                              s.message()));
+    }
+    it->second.window_ids.insert(w.id());
+    windows_[w.id()] = w;
+  }
+  Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
+                   " containers=", containers_.size(), " windows=", windows_.size()));
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ helpers
+
+template <typename Resp>
+absl::Status Broker::CheckReplayLocked(const std::string& request_id,
+                                       const std::string& fingerprint, Resp* out,
+                                       bool* replayed) {
+  *replayed = false;
+  RETURN_IF_ERROR(ValidateRequestId("request_id", request_id));
+  if (request_id.empty()) return absl::OkStatus();
+  if (inflight_.count(request_id)) {
+    return absl::AbortedError(absl::StrCat("request_id: a request with id ", Quoted(request_id),
+                                           " is in flight; retry after it finishes"));
+  }
+  ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(request_id));
+  if (!prior.has_value()) return absl::OkStatus();
+  if (prior->fingerprint != fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("request_id: ", Quoted(request_id),
+                     " was already used for a different request; use a new id"));
+  }
+  if (!out->ParseFromString(prior->response)) {
+    return absl::DataLossError(absl::StrCat("store: answer to request ", request_id,
+                                            " does not parse"));
+  }
+  *replayed = true;
+  return absl::OkStatus();
+}
+
+template <typename Req, typename Resp>
+absl::Status Broker::Mutate(const char* method, const Req& req, Resp* out,
+                            const std::function<absl::StatusOr<Plan>(Resp*)>& plan_fn) {
+  absl::MutexLock l(&mu_);
+  const std::string fingerprint = Fingerprint(method, req);
+  bool replayed = false;
+  RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+  if (replayed) return absl::OkStatus();
+  Resp answer;
+  ASSIGN_OR_RETURN(Plan plan, plan_fn(&answer));
+  if (!req.request_id().empty()) {
+    plan.batch.request =
+        RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+  }
+  RETURN_IF_ERROR(store_->Commit(plan.batch));
+  if (plan.apply) plan.apply();
+  *out = std::move(answer);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Broker::NodeEntry*> Broker::FindNodeLocked(const std::string& field,
+                                                          const std::string& name) {
+  RETURN_IF_ERROR(ValidateNodeName(field, name));
+  auto it = nodes_.find(name);
+  if (it == nodes_.end()) {
+    return absl::NotFoundError(absl::StrCat(field, ": no node ", Quoted(name)));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<Broker::ContainerEntry*> Broker::FindContainerLocked(const std::string& id) {
+  RETURN_IF_ERROR(ValidateObjectId("container_id", id, "c-"));
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(absl::StrCat("container_id: no container ", Quoted(id)));
+  }
+  return &it->second;
+}
+
+bool Broker::NodeLiveLocked(const NodeEntry& n) const { return !n.session_id.empty(); }
+
+bool Broker::DeviceBusyLocked(const std::string& node, const std::string& address) const {
+  return device_holder_.count({node, address}) || pending_devices_.count({node, address});
+}
+
+std::vector<v1::Device> Broker::DeviceViewLocked(const NodeEntry& n) const {
+  std::vector<v1::Device> out = n.devices;
+  for (v1::Device& d : out) {
+    auto it = device_holder_.find({n.node.name(), d.address()});
+    d.set_container_id(it == device_holder_.end() ? "" : it->second);
+  }
+  return out;
+}
+
+v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
+  v1::Node v = n.node;
+  v.set_state(NodeLiveLocked(n) ? v1::NODE_STATE_READY : v1::NODE_STATE_UNAVAILABLE);
+  v.set_last_heartbeat_ms(n.last_heartbeat_ms);
+  v.set_device_count(n.devices.size());
+  uint32_t free_count = 0;
+  for (const v1::Device& d : n.devices) {
+    if (d.assignable() && !DeviceBusyLocked(n.node.name(), d.address())) ++free_count;
+  }
+  v.set_free_device_count(free_count);
+  uint32_t containers = 0;
+  for (const auto& [id, c] : containers_) {
+    if (c.container.node() == n.node.name()) ++containers;
+  }
+  v.set_container_count(containers);
+  return v;
+}
+
+v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
+  v1::Container v = c.container;
+  auto node = nodes_.find(c.container.node());
+  const bool live = node != nodes_.end() && NodeLiveLocked(node->second);
+  v.set_state(live ? v1::CONTAINER_STATE_READY : v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  v.set_window_count(c.window_ids.size());
+  v.set_window_bytes(c.allocator.allocated_bytes());
+  return v;
+}
+
+int Broker::TenantContainerCountLocked(const std::string& tenant) const {
+  int n = 0;
+  for (const auto& [id, c] : containers_) {
+    if (c.container.tenant_id() == tenant) ++n;
+  }
+  auto it = pending_creates_.find(tenant);
+  if (it != pending_creates_.end()) n += it->second;
+  return n;
+}
+
+uint64_t Broker::TenantWindowBytesLocked(const std::string& tenant) const {
+  uint64_t n = 0;
+  for (const auto& [id, w] : windows_) {
+    if (w.tenant_id() == tenant) n += w.size();
+  }
+  return n;
+}
+
+std::string Broker::NewIdLocked(const char* prefix) {
+  for (;;) {
+    std::string id = absl::StrFormat("%s%016x", prefix, absl::Uniform<uint64_t>(rng_));
+    if (!containers_.count(id) && !windows_.count(id)) return id;
+  }
+}
+
+// ------------------------------------------------------------ tenants
+
+absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out) {
+  return Mutate<v1::CreateTenantRequest, v1::Tenant>(
+      "CreateTenant", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+        RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+        if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
+        RETURN_IF_ERROR(ValidateQuota(req.quota()));
+        if (tenants_.count(req.tenant_id())) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " already exists"));
+        }
+        answer->set_id(req.tenant_id());
+        *answer->mutable_quota() = req.quota();
+        answer->set_create_time_ms(Now());
+        Plan plan;
+        plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
+        plan.apply = [this, t = *answer]() ABSL_NO_THREAD_SAFETY_ANALYSIS { tenants_[t.id()] = t; };
+        Log(absl::StrCat("event=tenant_created tenant=", req.tenant_id(),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out) {
+  RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  absl::MutexLock l(&mu_);
+  auto it = tenants_.find(req.tenant_id());
+  if (it == tenants_.end()) {
+    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+  }
+  *out = it->second;
+  return absl::OkStatus();
+}
+
+absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
+                                 v1::ListTenantsResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  absl::MutexLock l(&mu_);
+  std::string next;
+  Page(
+      tenants_, req.page_token(), limit, [](const v1::Tenant&) { return true; },
+      [&](const v1::Tenant& t) { *out->add_tenants() = t; }, &next);
+  out->set_next_page_token(next);
+  return absl::OkStatus();
+}
+
+absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out) {
+  return Mutate<v1::SetTenantQuotaRequest, v1::Tenant>(
+      "SetTenantQuota", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+        RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+        if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
+        RETURN_IF_ERROR(ValidateQuota(req.quota()));
+        auto it = tenants_.find(req.tenant_id());
+        if (it == tenants_.end()) {
+          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+        }
+        *answer = it->second;
+        *answer->mutable_quota() = req.quota();
+        Plan plan;
+        plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
+        plan.apply = [this, t = *answer]() ABSL_NO_THREAD_SAFETY_ANALYSIS { tenants_[t.id()] = t; };
+        Log(absl::StrCat("event=tenant_quota_set tenant=", req.tenant_id(),
+                         " pinned_bytes=", req.quota().pinned_bytes(),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
+                                  v1::DeleteTenantResponse* out) {
+  return Mutate<v1::DeleteTenantRequest, v1::DeleteTenantResponse>(
+      "DeleteTenant", req, out, [&](v1::DeleteTenantResponse*) -> absl::StatusOr<Plan> {
+        RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+        if (!tenants_.count(req.tenant_id())) {
+          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+        }
+        const int held = TenantContainerCountLocked(req.tenant_id());
+        if (held > 0) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " still owns ", held,
+                           " container(s); delete them first"));
+        }
+        Plan plan;
+        plan.batch.deletes.push_back({kTenant, req.tenant_id()});
+        plan.apply = [this, id = req.tenant_id()]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          tenants_.erase(id);
+        };
+        Log(absl::StrCat("event=tenant_deleted tenant=", req.tenant_id(),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+// ------------------------------------------------------------ nodes
+
+absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  absl::MutexLock l(&mu_);
+  std::string next;
+  Page(
+      nodes_, req.page_token(), limit, [](const NodeEntry&) { return true; },
+      [&](const NodeEntry& n) { *out->add_nodes() = NodeViewLocked(n); }, &next);
+  out->set_next_page_token(next);
+  return absl::OkStatus();
+}
+
+absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+  *out = NodeViewLocked(*n);
+  return absl::OkStatus();
+}
+
+v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
+  v1::Node persisted = n->node;
+  persisted.set_cordoned(cordoned);
+  plan->batch.puts.push_back(Record(kNode, persisted.name(), persisted));
+  plan->apply = [n, cordoned] { n->node.set_cordoned(cordoned); };
+  v1::Node view = NodeViewLocked(*n);
+  view.set_cordoned(cordoned);
+  return view;
+}
+
+absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out) {
+  return Mutate<v1::CordonNodeRequest, v1::Node>(
+      "CordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+        ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+        Plan plan;
+        *answer = CordonPlanLocked(n, true, &plan);
+        Log(absl::StrCat("event=node_cordoned node=", req.node(), " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out) {
+  return Mutate<v1::UncordonNodeRequest, v1::Node>(
+      "UncordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+        ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+        Plan plan;
+        *answer = CordonPlanLocked(n, false, &plan);
+        Log(absl::StrCat("event=node_uncordoned node=", req.node(),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out) {
+  const std::string fingerprint = Fingerprint("DrainNode", req);
+  std::vector<std::string> victims;
+  {
+    absl::MutexLock l(&mu_);
+    bool replayed = false;
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    if (replayed) return absl::OkStatus();
+    ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+    // Cordon first, durably, so nothing new lands while we delete.
+    Plan plan;
+    CordonPlanLocked(n, true, &plan);
+    RETURN_IF_ERROR(store_->Commit(plan.batch));
+    plan.apply();
+    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+    for (const auto& [id, c] : containers_) {
+      if (c.container.node() == req.node()) victims.push_back(id);
+    }
+  }
+  Log(absl::StrCat("event=node_draining node=", req.node(), " containers=", victims.size(),
+                   " delete=", req.delete_containers(), " request_id=", req.request_id()));
+  v1::DrainNodeResponse answer;
+  absl::Status first_error;
+  for (const std::string& id : victims) {
+    if (!req.delete_containers()) {
+      answer.add_remaining_container_ids(id);
+      continue;
+    }
+    absl::Status s = DeleteContainerInternal(id, std::nullopt);
+    if (s.ok() || absl::IsNotFound(s)) {
+      answer.add_deleted_container_ids(id);
+    } else {
+      answer.add_remaining_container_ids(id);
+      if (first_error.ok()) first_error = s;
+    }
+  }
+  absl::MutexLock l(&mu_);
+  inflight_.erase(req.request_id());
+  if (!first_error.ok()) {
+    // Not remembered: a retry deletes what is left.
+    return absl::Status(first_error.code(),
+                        absl::StrCat("node: drained ", answer.deleted_container_ids_size(),
+                                     " container(s), then failed: ", first_error.message()));
+  }
+  auto it = nodes_.find(req.node());
+  if (it != nodes_.end()) *answer.mutable_node() = NodeViewLocked(it->second);
+  if (!req.request_id().empty()) {
+    WriteBatch b;
+    b.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+    RETURN_IF_ERROR(store_->Commit(b));
+  }
+  *out = std::move(answer);
+  return absl::OkStatus();
+}
+
+absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req,
+                                 v1::ListDevicesResponse* out) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+  for (v1::Device& d : DeviceViewLocked(*n)) *out->add_devices() = std::move(d);
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ containers
+
+absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
+                                 std::vector<std::string>* devices) {
+  if (!req.node().empty()) {
+    // Explicit placement: the node and its devices, checked one by one.
+    ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+    if (!NodeLiveLocked(*n)) {
+      return absl::UnavailableError(
+          absl::StrCat("node: node ", Quoted(req.node()), " is not heartbeating"));
+    }
+    if (n->node.cordoned()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node: node ", Quoted(req.node()), " is cordoned"));
+    }
+    if (req.devices().empty()) {
+      return absl::InvalidArgumentError("devices: at least one device is required with node");
+    }
+    std::set<std::string> wanted;
+    for (int i = 0; i < req.devices_size(); ++i) {
+      const std::string field = absl::StrCat("devices[", i, "]");
+      const std::string& addr = req.devices(i);
+      RETURN_IF_ERROR(ValidatePciAddress(field, addr));
+      if (!wanted.insert(addr).second) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ": ", addr, " is listed twice"));
+      }
+      auto d = std::find_if(n->devices.begin(), n->devices.end(),
+                            [&](const v1::Device& x) { return x.address() == addr; });
+      if (d == n->devices.end()) {
+        return absl::NotFoundError(
+            absl::StrCat(field, ": node ", Quoted(req.node()), " has no device ", addr));
+      }
+      if (!d->assignable()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(field, ": device ", addr, " is not assignable: ", d->unassignable_reason()));
+      }
+      auto holder = device_holder_.find({req.node(), addr});
+      if (holder != device_holder_.end()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(field, ": device ", addr, " is held by container ", holder->second));
+      }
+      if (pending_devices_.count({req.node(), addr})) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(field, ": device ", addr, " is being assigned to another container"));
+      }
+    }
+    // A group is assigned whole or not at all.
+    for (int i = 0; i < req.devices_size(); ++i) {
+      const auto& d = *std::find_if(n->devices.begin(), n->devices.end(),
+                                    [&](const v1::Device& x) { return x.address() == req.devices(i); });
+      for (const v1::Device& peer : n->devices) {
+        if (peer.iommu_group() == d.iommu_group() && !wanted.count(peer.address())) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "devices[", i, "]: IOMMU group ", d.iommu_group(), " also holds ", peer.address(),
+              "; a group is assigned whole"));
+        }
+      }
+    }
+    *node = req.node();
+    devices->assign(wanted.begin(), wanted.end());
+    return absl::OkStatus();
+  }
+
+  // Placement by selector.
+  if (!req.devices().empty()) {
+    return absl::InvalidArgumentError("devices: may only be given together with node");
+  }
+  const uint32_t count = req.selector().count() == 0 ? 1 : req.selector().count();
+  if (count > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selector.count: at most 64 devices per container, got ", count));
+  }
+  auto matches = [&](const v1::Device& d) {
+    return (req.selector().vendor_id() == 0 || d.vendor_id() == req.selector().vendor_id()) &&
+           (req.selector().device_id() == 0 || d.device_id() == req.selector().device_id());
+  };
+  std::string best_node;
+  std::vector<std::string> best_devices;
+  size_t best_free = 0;
+  for (const auto& [name, n] : nodes_) {
+    if (!NodeLiveLocked(n) || n.node.cordoned()) continue;
+    // Whole groups only: a group qualifies when every member matches, is
+    // assignable and is free.
+    std::map<uint32_t, std::vector<const v1::Device*>> groups;
+    for (const v1::Device& d : n.devices) groups[d.iommu_group()].push_back(&d);
+    std::vector<std::string> picked;
+    size_t free_matching = 0;
+    for (const auto& [group, members] : groups) {
+      bool ok = true;
+      for (const v1::Device* d : members) {
+        ok = ok && matches(*d) && d->assignable() && !DeviceBusyLocked(name, d->address());
+      }
+      if (!ok) continue;
+      free_matching += members.size();
+      if (picked.size() + members.size() <= count) {
+        for (const v1::Device* d : members) picked.push_back(d->address());
+      }
+    }
+    if (picked.size() == count && free_matching > best_free) {
+      best_free = free_matching;
+      best_node = name;
+      best_devices = picked;
+    }
+  }
+  if (best_node.empty()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "selector: no ready, uncordoned node has %u free assignable device(s) matching "
+        "vendor_id=0x%04x device_id=0x%04x",
+        count, req.selector().vendor_id(), req.selector().device_id()));
+  }
+  std::sort(best_devices.begin(), best_devices.end());
+  *node = best_node;
+  *devices = best_devices;
+  return absl::OkStatus();
+}
+
+absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out) {
+  const std::string fingerprint = Fingerprint("CreateContainer", req);
+  std::string node, agent_address, id;
+  std::vector<std::string> devices;
+  {
+    absl::MutexLock l(&mu_);
+    bool replayed = false;
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    if (replayed) return absl::OkStatus();
+    RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+    auto tenant = tenants_.find(req.tenant_id());
+    if (tenant == tenants_.end()) {
+      return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+    }
+    const uint32_t max = tenant->second.quota().max_containers();
+    const int held = TenantContainerCountLocked(req.tenant_id());
+    if (max != 0 && static_cast<uint32_t>(held) >= max) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held, " of its ",
+                       max, " containers (quota.max_containers)"));
+    }
+    RETURN_IF_ERROR(PlaceLocked(req, &node, &devices));
+    agent_address = nodes_[node].node.agent_address();
+    id = NewIdLocked("c-");
+    // Reserve while the agent works, so no concurrent create takes them.
+    for (const std::string& d : devices) pending_devices_.insert({node, d});
+    ++pending_creates_[req.tenant_id()];
+    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+  }
+
+  v1::AgentCreateContainerRequest agent_req;
+  agent_req.set_container_id(id);
+  agent_req.set_tenant_id(req.tenant_id());
+  for (const std::string& d : devices) agent_req.add_devices(d);
+  absl::StatusOr<v1::AgentContainer> created = agents_->CreateContainer(agent_address, agent_req);
+
+  absl::Status s = CommitCreatedContainer(req, fingerprint, id, node, devices, created, out);
+  if (!s.ok() && created.ok()) {
+    // Not acknowledged, so it must not exist: undo on the agent. If that
+    // fails too, the agent drops it at its next reconcile, since the store
+    // does not list it.
+    agents_->DestroyContainer(agent_address, id).IgnoreError();
+  }
+  return s;
+}
+
+absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& req,
+                                            const std::string& fingerprint, const std::string& id,
+                                            const std::string& node,
+                                            const std::vector<std::string>& devices,
+                                            const absl::StatusOr<v1::AgentContainer>& created,
+                                            v1::Container* out) {
+  absl::MutexLock l(&mu_);
+  for (const std::string& d : devices) pending_devices_.erase({node, d});
+  if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
+  inflight_.erase(req.request_id());
+  if (!created.ok()) {
+    const absl::Status& s = created.status();
+    Log(absl::StrCat("event=container_create_failed node=", node, " tenant=", req.tenant_id(),
+                     " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(), "\""));
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+      return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node),
+                                                 " did not answer: ", s.message()));
+    }
+    return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+  }
+  v1::Container c;
+  c.set_id(id);
+  c.set_tenant_id(req.tenant_id());
+  c.set_node(node);
+  for (const std::string& d : devices) c.add_devices(d);
+  *c.mutable_geometry() = created->geometry();
+  c.set_create_time_ms(Now());
+  std::vector<IovaInterval> usable;
+  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
+  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
+  if (page == 0) {
+    return absl::InternalError(absl::StrCat("node ", Quoted(node), ": agent reported container ",
+                                            id, " with no IOMMU page size"));
+  }
+  ASSIGN_OR_RETURN(WindowAllocator alloc, WindowAllocator::Create(usable, page));
+  ContainerEntry entry{c, std::move(alloc), {}};
+  v1::Container answer = ContainerViewLocked(entry);
+  WriteBatch batch;
+  batch.puts.push_back(Record(kContainer, id, c));
+  if (!req.request_id().empty()) {
+    batch.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+  }
+  RETURN_IF_ERROR(store_->Commit(batch));
+  for (const std::string& d : devices) device_holder_[{node, d}] = id;
+  containers_.emplace(id, std::move(entry));
+  Log(absl::StrCat("event=container_created container=", id, " tenant=", req.tenant_id(),
+                   " node=", node, " devices=", absl::StrJoin(devices, ","),
+                   " request_id=", req.request_id()));
+  *out = std::move(answer);
+  return absl::OkStatus();
+}
+
+absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Container* out) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+  *out = ContainerViewLocked(*c);
+  return absl::OkStatus();
+}
+
+absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
+                                    v1::ListContainersResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  if (!v1::ContainerState_IsValid(req.state())) {
+    return absl::InvalidArgumentError(absl::StrCat("state: unknown state ", req.state()));
+  }
+  absl::MutexLock l(&mu_);
+  std::string next;
+  Page(
+      containers_, req.page_token(), limit,
+      [&](const ContainerEntry& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        if (!req.tenant_id().empty() && c.container.tenant_id() != req.tenant_id()) return false;
+        if (!req.node().empty() && c.container.node() != req.node()) return false;
+        if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED &&
+            ContainerViewLocked(c).state() != req.state()) {
+          return false;
+        }
+        return true;
+      },
+      [&](const ContainerEntry& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        *out->add_containers() = ContainerViewLocked(c);
+      },
+      &next);
+  out->set_next_page_token(next);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string& id) {
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(absl::StrCat("container_id: no container ", Quoted(id)));
+  }
+  const ContainerEntry& c = it->second;
+  Plan plan;
+  plan.batch.deletes.push_back({kContainer, id});
+  for (const std::string& w : c.window_ids) plan.batch.deletes.push_back({kWindow, w});
+  plan.apply = [this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    auto it = containers_.find(id);
+    for (const std::string& w : it->second.window_ids) windows_.erase(w);
+    for (const std::string& d : it->second.container.devices()) {
+      device_holder_.erase({it->second.container.node(), d});
+    }
+    containers_.erase(it);
+  };
+  return plan;
+}
+
+absl::Status Broker::DeleteContainerInternal(const std::string& id,
+                                             std::optional<RequestRecord> request) {
+  std::string node, address;
+  bool live = false;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
+    if (deleting_.count(id)) {
+      return absl::AbortedError(
+          absl::StrCat("container_id: container ", id, " is already being deleted"));
+    }
+    node = c->container.node();
+    auto n = nodes_.find(node);
+    live = n != nodes_.end() && NodeLiveLocked(n->second);
+    if (n != nodes_.end()) address = n->second.node.agent_address();
+    deleting_.insert(id);
+  }
+  if (live) {
+    absl::Status s = agents_->DestroyContainer(address, id);
+    // NOT_FOUND: the agent lost it already (e.g. it restarted); that is the
+    // state we want.
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      absl::MutexLock l(&mu_);
+      deleting_.erase(id);
+      if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+        return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node), " at ",
+                                                   address, " did not answer: ", s.message()));
+      }
+      return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+    }
+  }
+  absl::MutexLock l(&mu_);
+  deleting_.erase(id);
+  ASSIGN_OR_RETURN(Plan plan, PlanDeleteContainerLocked(id));
+  if (request.has_value()) plan.batch.request = std::move(request);
+  RETURN_IF_ERROR(store_->Commit(plan.batch));
+  plan.apply();
+  Log(absl::StrCat("event=container_deleted container=", id, " node=", node,
+                   " node_live=", live));
+  return absl::OkStatus();
+}
+
+absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
+                                     v1::DeleteContainerResponse* out) {
+  const std::string fingerprint = Fingerprint("DeleteContainer", req);
+  {
+    absl::MutexLock l(&mu_);
+    bool replayed = false;
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    if (replayed) return absl::OkStatus();
+    RETURN_IF_ERROR(FindContainerLocked(req.container_id()).status());
+    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+  }
+  std::optional<RequestRecord> record;
+  if (!req.request_id().empty()) {
+    record = RequestRecord{req.request_id(), fingerprint,
+                           v1::DeleteContainerResponse().SerializeAsString(), Now()};
+  }
+  absl::Status s = DeleteContainerInternal(req.container_id(), std::move(record));
+  absl::MutexLock l(&mu_);
+  inflight_.erase(req.request_id());
+  return s;
+}
+
+// ------------------------------------------------------------ windows
+
+absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out) {
+  return Mutate<v1::AllocateWindowRequest, v1::Window>(
+      "AllocateWindow", req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
+        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+        if (deleting_.count(req.container_id())) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
+        }
+        const uint64_t page = c->allocator.page_size();
+        ASSIGN_OR_RETURN(uint64_t alignment,
+                         ValidateWindowRequest(req.size(), req.alignment(), req.fixed_base(),
+                                               req.base(), page));
+        if (!req.fixed_base() && req.base() != 0) {
+          return absl::InvalidArgumentError("base: only allowed with fixed_base");
+        }
+        const std::string& tenant = c->container.tenant_id();
+        auto t = tenants_.find(tenant);
+        const uint64_t limit = t == tenants_.end() ? 0 : t->second.quota().window_bytes();
+        const uint64_t used = TenantWindowBytesLocked(tenant);
+        if (limit != 0 && (used > limit || req.size() > limit - used)) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "size: tenant ", Quoted(tenant), " has ", Hex(used), " of its ", Hex(limit),
+              " window bytes reserved; ", Hex(req.size()), " more would pass quota.window_bytes"));
+        }
+        // Stage on a copy so that a failed commit leaves the allocator as it was.
+        WindowAllocator staged = c->allocator;
+        uint64_t base = req.base();
+        if (req.fixed_base()) {
+          RETURN_IF_ERROR(staged.AllocateAt(base, req.size()));
+        } else {
+          ASSIGN_OR_RETURN(base, staged.Allocate(req.size(), alignment));
+        }
+        answer->set_id(NewIdLocked("w-"));
+        answer->set_container_id(req.container_id());
+        answer->set_tenant_id(tenant);
+        answer->set_base(base);
+        answer->set_size(req.size());
+        answer->set_alignment(alignment);
+        answer->set_create_time_ms(Now());
+        Plan plan;
+        plan.batch.puts.push_back(Record(kWindow, answer->id(), *answer));
+        plan.apply = [this, c, w = *answer, staged = std::move(staged)]() mutable
+                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       c->allocator = std::move(staged);
+                       c->window_ids.insert(w.id());
+                       windows_[w.id()] = w;
+                     };
+        Log(absl::StrCat("event=window_allocated window=", answer->id(),
+                         " container=", req.container_id(), " tenant=", tenant,
+                         " base=", Hex(base), " size=", Hex(req.size()),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
+                                   v1::ReleaseWindowResponse* out) {
+  return Mutate<v1::ReleaseWindowRequest, v1::ReleaseWindowResponse>(
+      "ReleaseWindow", req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
+        RETURN_IF_ERROR(ValidateObjectId("window_id", req.window_id(), "w-"));
+        auto w = windows_.find(req.window_id());
+        if (w == windows_.end()) {
+          return absl::NotFoundError(absl::StrCat("window_id: no window ", Quoted(req.window_id())));
+        }
+        ContainerEntry* c = &containers_.at(w->second.container_id());
+        WindowAllocator staged = c->allocator;
+        RETURN_IF_ERROR(staged.Release(w->second.base()));
+        Plan plan;
+        plan.batch.deletes.push_back({kWindow, req.window_id()});
+        plan.apply = [this, c, id = req.window_id(), staged = std::move(staged)]() mutable
+                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       c->allocator = std::move(staged);
+                       c->window_ids.erase(id);
+                       windows_.erase(id);
+                     };
+        Log(absl::StrCat("event=window_released window=", req.window_id(),
+                         " container=", w->second.container_id(), " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  if (!req.container_id().empty()) {
+    RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
+  }
+  if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  absl::MutexLock l(&mu_);
+  std::string next;
+  Page(
+      windows_, req.page_token(), limit,
+      [&](const v1::Window& w) {
+        return (req.container_id().empty() || w.container_id() == req.container_id()) &&
+               (req.tenant_id().empty() || w.tenant_id() == req.tenant_id());
+      },
+      [&](const v1::Window& w) { *out->add_windows() = w; }, &next);
+  out->set_next_page_token(next);
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ usage
+
+absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out) {
+  if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  absl::MutexLock l(&mu_);
+  if (!req.tenant_id().empty() && !tenants_.count(req.tenant_id())) {
+    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+  }
+  if (!req.node().empty() && !nodes_.count(req.node())) {
+    return absl::NotFoundError(absl::StrCat("node: no node ", Quoted(req.node())));
+  }
+  std::map<std::pair<std::string, std::string>, v1::NodeUsage> rows;  // (tenant, node)
+  auto row = [&](const std::string& tenant, const std::string& node) -> v1::NodeUsage& {
+    v1::NodeUsage& r = rows[{tenant, node}];
+    r.set_tenant_id(tenant);
+    r.set_node(node);
+    return r;
+  };
+  auto wanted = [&](const std::string& tenant, const std::string& node) {
+    return (req.tenant_id().empty() || tenant == req.tenant_id()) &&
+           (req.node().empty() || node == req.node());
+  };
+  for (const auto& [id, c] : containers_) {
+    const std::string& t = c.container.tenant_id();
+    const std::string& n = c.container.node();
+    if (!wanted(t, n)) continue;
+    v1::NodeUsage& r = row(t, n);
+    r.set_containers(r.containers() + 1);
+    r.set_windows(r.windows() + c.window_ids.size());
+    r.set_window_bytes(r.window_bytes() + c.allocator.allocated_bytes());
+  }
+  for (const auto& [name, n] : nodes_) {
+    for (const auto& [tenant, u] : n.usage) {
+      if (!wanted(tenant, name)) continue;
+      v1::NodeUsage& r = row(tenant, name);
+      r.set_pinned_bytes(u.billed_bytes());
+      r.set_mapped_bytes(u.mapped_bytes());
+    }
+  }
+  std::map<std::string, v1::TenantUsage> totals;
+  for (const auto& [id, t] : tenants_) {
+    if (!req.tenant_id().empty() && id != req.tenant_id()) continue;
+    v1::TenantUsage& u = totals[id];
+    u.set_tenant_id(id);
+    *u.mutable_quota() = t.quota();
+  }
+  for (const auto& [key, r] : rows) {
+    *out->add_nodes() = r;
+    v1::TenantUsage& u = totals[r.tenant_id()];
+    u.set_tenant_id(r.tenant_id());
+    u.set_containers(u.containers() + r.containers());
+    u.set_windows(u.windows() + r.windows());
+    u.set_window_bytes(u.window_bytes() + r.window_bytes());
+    u.set_pinned_bytes(u.pinned_bytes() + r.pinned_bytes());
+    u.set_mapped_bytes(u.mapped_bytes() + r.mapped_bytes());
+  }
+  for (auto& [id, u] : totals) {
+    u.set_dedup_saved_bytes(u.mapped_bytes() > u.pinned_bytes() ? u.mapped_bytes() - u.pinned_bytes()
+                                                                 : 0);
+    *out->add_tenants() = u;
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ registry
+
+absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterResponse* out) {
+  RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  if (req.agent_address().empty() || req.agent_address().size() > 255) {
+    return absl::InvalidArgumentError("agent_address: required, host:port, at most 255 characters");
+  }
+  if (req.devices_size() > 4096) {
+    return absl::InvalidArgumentError("devices: at most 4096 devices per node");
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < req.devices_size(); ++i) {
+    RETURN_IF_ERROR(ValidatePciAddress(absl::StrCat("devices[", i, "].address"),
+                                       req.devices(i).address()));
+    if (!seen.insert(req.devices(i).address()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices[", i, "].address: ", req.devices(i).address(), " is listed twice"));
+    }
+  }
+  absl::MutexLock l(&mu_);
+  NodeEntry& n = nodes_[req.node()];
+  v1::Node persisted = n.node;
+  persisted.set_name(req.node());
+  persisted.set_agent_address(req.agent_address());
+  persisted.set_backend(req.backend());
+  persisted.set_simulated(req.simulated());
+  persisted.set_agent_version(req.agent_version());
+  persisted.set_launcher_socket(req.launcher_socket());
+  v1::ListDevicesResponse devices;
+  for (const v1::Device& d : req.devices()) {
+    v1::Device* copy = devices.add_devices();
+    *copy = d;
+    copy->clear_container_id();  // The broker's store decides who holds what.
+  }
+  WriteBatch batch;
+  batch.puts.push_back(Record(kNode, req.node(), persisted));
+  batch.puts.push_back(Record(kDevices, req.node(), devices));
+  absl::Status s = store_->Commit(batch);
+  if (!s.ok()) {
+    if (n.node.name().empty()) nodes_.erase(req.node());  // Never known: forget again.
+    return s;
+  }
+  n.node = persisted;
+  n.devices.assign(devices.devices().begin(), devices.devices().end());
+  n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  n.last_heartbeat_ms = Now();
+  n.usage.clear();
+  out->set_session_id(n.session_id);
+  out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  std::set<std::string> held;
+  for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
+  int to_create = 0;
+  for (const auto& [id, c] : containers_) {
+    if (c.container.node() != req.node()) continue;
+    v1::AgentContainer* d = out->add_desired_containers();
+    d->set_id(id);
+    d->set_tenant_id(c.container.tenant_id());
+    *d->mutable_devices() = c.container.devices();
+    *d->mutable_geometry() = c.container.geometry();
+    if (!held.erase(id)) ++to_create;
+  }
+  Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
+                   " backend=", req.backend(), req.simulated() ? " SIMULATED=true" : "",
+                   " devices=", req.devices_size(), " desired=", out->desired_containers_size(),
+                   " to_create=", to_create, " to_destroy=", held.size()));
+  return absl::OkStatus();
+}
+
+absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse*) {
+  RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(req.node());
+  if (it == nodes_.end() || it->second.session_id.empty() ||
+      it->second.session_id != req.session_id()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
+        "; register again"));
+  }
+  NodeEntry& n = it->second;
+  n.last_heartbeat_ms = Now();
+  n.usage.clear();
+  for (const v1::PinUsage& u : req.usage()) {
+    if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse*) {
+  RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(req.node());
+  if (it == nodes_.end() || it->second.session_id != req.session_id()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
+        "; register again"));
+  }
+  for (int i = 0; i < req.failed_container_ids_size(); ++i) {
+    Log(absl::StrCat("event=reconcile_failed node=", req.node(),
+                     " container=", req.failed_container_ids(i), " reason=\"",
+                     i < req.failure_reasons_size() ? req.failure_reasons(i) : "", "\""));
+  }
+  Log(absl::StrCat("event=node_reconciled node=", req.node(), " containers=",
+                   req.containers_size(), " failed=", req.failed_container_ids_size()));
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Broker::CheckLiveness() {
+  absl::MutexLock l(&mu_);
+  std::vector<std::string> marked;
+  const int64_t now = Now();
+  for (auto& [name, n] : nodes_) {
+    if (!n.session_id.empty() && now - n.last_heartbeat_ms > options_.node_timeout_ms) {
+      n.session_id.clear();
+      n.usage.clear();
+      marked.push_back(name);
+      Log(absl::StrCat("event=node_unavailable node=", name, " last_heartbeat_ms_ago=",
+                       now - n.last_heartbeat_ms));
+    }
+  }
+  return marked;
+}
+
+absl::Status Broker::ExpireRequests() {
+  ASSIGN_OR_RETURN(int64_t n, store_->ExpireRequests(Now() - options_.request_ttl_ms));
+  if (n > 0) Log(absl::StrCat("event=requests_expired count=", n));
+  return absl::OkStatus();
+}
+
+}  // namespace iommu

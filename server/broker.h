@@ -1,0 +1,208 @@
+// The broker's logic, free of gRPC: tenants and quotas, nodes and their
+// devices, containers and their placement, IOVA windows, usage, and the
+// registry that node agents join. Every method takes a request proto and
+// fills a response proto, returning an absl::Status whose message names the
+// offending field and the rule it broke. broker_service.h adapts it to gRPC.
+//
+// Durability: a mutation is committed to the Store before it is applied in
+// memory and acknowledged; a failed commit changes nothing. Mutations carrying
+// a request_id remember their answer in the same commit, so a retry returns
+// it and changes nothing twice.
+//
+// Thread-safety: all methods are safe to call concurrently. State sits under
+// one mutex; calls to agents (which may block for a deadline) are made
+// without it, with the devices involved reserved in the meantime.
+#ifndef SERVER_BROKER_H_
+#define SERVER_BROKER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/agent.pb.h"
+#include "proto/broker.pb.h"
+#include "server/agent_client.h"
+#include "server/store.h"
+#include "server/window_allocator.h"
+
+namespace iommu {
+
+struct BrokerOptions {
+  // What the broker tells agents; they heartbeat this often.
+  int64_t heartbeat_interval_ms = 1000;
+  // A node whose last heartbeat is older than this is UNAVAILABLE.
+  int64_t node_timeout_ms = 5000;
+  // How long the answer to a mutation is remembered for retries.
+  int64_t request_ttl_ms = 24 * 3600 * 1000;
+  // Milliseconds since the epoch; injectable so tests control time.
+  std::function<int64_t()> now_ms;
+};
+
+class Broker final {
+ public:
+  // Loads the state from `store` (containers come back with their windows).
+  // `store` and `agents` must outlive the broker. Errors: the store's, or
+  // DATA_LOSS when a record cannot be parsed.
+  static absl::StatusOr<std::unique_ptr<Broker>> Create(Store* store, AgentClient* agents,
+                                                        BrokerOptions options);
+
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // ---- Broker API (see proto/broker.proto for each RPC's contract) ----
+  absl::Status CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out);
+  absl::Status GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out);
+  absl::Status ListTenants(const v1::ListTenantsRequest& req, v1::ListTenantsResponse* out);
+  absl::Status SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out);
+  absl::Status DeleteTenant(const v1::DeleteTenantRequest& req, v1::DeleteTenantResponse* out);
+
+  absl::Status ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out);
+  absl::Status GetNode(const v1::GetNodeRequest& req, v1::Node* out);
+  absl::Status CordonNode(const v1::CordonNodeRequest& req, v1::Node* out);
+  absl::Status UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out);
+  absl::Status DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out);
+  absl::Status ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out);
+
+  absl::Status CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out);
+  absl::Status GetContainer(const v1::GetContainerRequest& req, v1::Container* out);
+  absl::Status ListContainers(const v1::ListContainersRequest& req,
+                              v1::ListContainersResponse* out);
+  absl::Status DeleteContainer(const v1::DeleteContainerRequest& req,
+                               v1::DeleteContainerResponse* out);
+
+  absl::Status AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out);
+  absl::Status ReleaseWindow(const v1::ReleaseWindowRequest& req, v1::ReleaseWindowResponse* out);
+  absl::Status ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out);
+
+  absl::Status GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out);
+
+  // ---- NodeRegistry (called by agents) ----
+  absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);
+  absl::Status Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out);
+  absl::Status Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse* out);
+
+  // ---- housekeeping, called periodically by the daemon ----
+  // Marks READY nodes whose last heartbeat is older than node_timeout_ms as
+  // UNAVAILABLE and forgets their session, so they must register (and
+  // reconcile) again. Returns the names of the nodes it marked.
+  std::vector<std::string> CheckLiveness();
+  // Forgets remembered answers older than request_ttl_ms.
+  absl::Status ExpireRequests();
+
+ private:
+  struct NodeEntry {
+    v1::Node node;  // Persisted fields only; state and counts are derived.
+    std::vector<v1::Device> devices;
+    std::string session_id;  // Empty: not registered (UNAVAILABLE).
+    int64_t last_heartbeat_ms = 0;
+    std::map<std::string, v1::PinUsage> usage;  // By tenant, from heartbeats.
+  };
+  struct ContainerEntry {
+    v1::Container container;  // As persisted.
+    WindowAllocator allocator;
+    std::set<std::string> window_ids;
+  };
+  // A change computed under the lock: committed first, then applied.
+  struct Plan {
+    WriteBatch batch;
+    std::function<void()> apply;
+  };
+
+  Broker(Store* store, AgentClient* agents, BrokerOptions options);
+  absl::Status Load();
+
+  int64_t Now() const { return options_.now_ms(); }
+
+  // Idempotency. Looks up `req`'s request_id: OK + *replayed=true with `out`
+  // filled when the same request was answered before; FAILED_PRECONDITION
+  // when the id was used for a different request; ABORTED when a request
+  // with that id is in flight.
+  template <typename Resp>
+  absl::Status CheckReplayLocked(const std::string& request_id, const std::string& fingerprint,
+                                 Resp* out, bool* replayed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Runs a mutation that needs no agent call: validates request_id, replays
+  // a remembered answer, or calls `plan` (which validates, fills `out` and
+  // returns the change), commits the change with the answer and applies it.
+  template <typename Req, typename Resp>
+  absl::Status Mutate(const char* method, const Req& req, Resp* out,
+                      const std::function<absl::StatusOr<Plan>(Resp*)>& plan)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Second half of CreateContainer, after the agent answered: releases the
+  // reservation and, if the agent created the container, commits it.
+  absl::Status CommitCreatedContainer(const v1::CreateContainerRequest& req,
+                                      const std::string& fingerprint, const std::string& id,
+                                      const std::string& node,
+                                      const std::vector<std::string>& devices,
+                                      const absl::StatusOr<v1::AgentContainer>& created,
+                                      v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<Plan> PlanDeleteContainerLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes one container: destroys it on its agent (unless the node is
+  // unavailable, in which case the agent drops it when it reconciles), then
+  // commits. `request` is recorded in the same commit when set.
+  absl::Status DeleteContainerInternal(const std::string& id,
+                                       std::optional<RequestRecord> request)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::StatusOr<NodeEntry*> FindNodeLocked(const std::string& field, const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Node NodeViewLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Container ContainerViewLocked(const ContainerEntry& c) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<v1::Device> DeviceViewLocked(const NodeEntry& n) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool DeviceBusyLocked(const std::string& node, const std::string& address) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int TenantContainerCountLocked(const std::string& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t TenantWindowBytesLocked(const std::string& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Picks the node and devices for a create request; see CreateContainerRequest.
+  absl::Status PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
+                           std::vector<std::string>* devices) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string NewIdLocked(const char* prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Node CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  Store* const store_;
+  AgentClient* const agents_;
+  const BrokerOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, v1::Tenant> tenants_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, NodeEntry> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ContainerEntry> containers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::Window> windows_ ABSL_GUARDED_BY(mu_);
+  // (node, device address) -> container id, for every device a container holds.
+  std::map<std::pair<std::string, std::string>, std::string> device_holder_ ABSL_GUARDED_BY(mu_);
+  // Devices reserved by creates waiting on their agent, and how many such
+  // creates each tenant has (they count against max_containers).
+  std::set<std::pair<std::string, std::string>> pending_devices_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> pending_creates_ ABSL_GUARDED_BY(mu_);
+  // Containers being destroyed on their agent; other changes to them wait.
+  std::set<std::string> deleting_ ABSL_GUARDED_BY(mu_);
+  // Request ids of mutations in flight, so a concurrent retry cannot run twice.
+  std::set<std::string> inflight_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace iommu
+
+#endif  // SERVER_BROKER_H_

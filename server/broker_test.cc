@@ -1,0 +1,737 @@
+// Unit tests of the broker's logic against a FakeStore and a fake agent
+// client: placement, quotas, idempotency, liveness, reload, and that every
+// refused request changes nothing.
+#include "server/broker.h"
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/fake_store.h"
+
+namespace iommu {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// An in-memory stand-in for node agents: remembers containers per address
+// and can be told to fail.
+class FakeAgents final : public AgentClient {
+ public:
+  absl::StatusOr<v1::AgentContainer> CreateContainer(
+      const std::string& address, const v1::AgentCreateContainerRequest& req) override {
+    absl::MutexLock l(&mu_);
+    ++creates_;
+    if (!next_error_.ok()) {
+      absl::Status s = next_error_;
+      next_error_ = absl::OkStatus();
+      return s;
+    }
+    v1::AgentContainer c;
+    c.set_id(req.container_id());
+    c.set_tenant_id(req.tenant_id());
+    *c.mutable_devices() = req.devices();
+    auto* g = c.mutable_geometry();
+    auto* r1 = g->add_usable_ranges();
+    r1->set_start(0);
+    r1->set_last(0xfedfffff);
+    auto* r2 = g->add_usable_ranges();
+    r2->set_start(0xfef00000);
+    r2->set_last(0x7fffffffffULL);
+    g->set_page_size_bitmap(0x40201000);
+    g->set_max_mappings(65535);
+    held_[address].insert(req.container_id());
+    return c;
+  }
+  absl::Status DestroyContainer(const std::string& address, const std::string& id) override {
+    absl::MutexLock l(&mu_);
+    ++destroys_;
+    if (!next_error_.ok()) {
+      absl::Status s = next_error_;
+      next_error_ = absl::OkStatus();
+      return s;
+    }
+    if (!held_[address].erase(id)) return absl::NotFoundError("container_id: unknown");
+    return absl::OkStatus();
+  }
+  void set_next_error(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    next_error_ = std::move(s);
+  }
+  std::set<std::string> held(const std::string& address) {
+    absl::MutexLock l(&mu_);
+    return held_[address];
+  }
+  int creates() {
+    absl::MutexLock l(&mu_);
+    return creates_;
+  }
+  int destroys() {
+    absl::MutexLock l(&mu_);
+    return destroys_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::set<std::string>> held_ ABSL_GUARDED_BY(mu_);
+  absl::Status next_error_ ABSL_GUARDED_BY(mu_);
+  int creates_ ABSL_GUARDED_BY(mu_) = 0;
+  int destroys_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+v1::Device Dev(const std::string& addr, uint32_t group, uint32_t vendor = 0x1234,
+               uint32_t device = 0x11e8, bool assignable = true) {
+  v1::Device d;
+  d.set_address(addr);
+  d.set_iommu_group(group);
+  d.set_vendor_id(vendor);
+  d.set_device_id(device);
+  d.set_driver("vfio-pci");
+  d.set_assignable(assignable);
+  if (!assignable) d.set_unassignable_reason("group member bound to a host driver");
+  return d;
+}
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Restart(); }
+
+  void Restart() {
+    broker_.reset();
+    BrokerOptions o;
+    o.node_timeout_ms = 5000;
+    o.now_ms = [this] { return now_ms_; };
+    auto b = Broker::Create(&store_, &agents_, o);
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = std::move(*b);
+  }
+
+  std::string RegisterNode(const std::string& name, std::vector<v1::Device> devices,
+                           v1::RegisterResponse* out = nullptr) {
+    v1::RegisterRequest req;
+    req.set_node(name);
+    req.set_agent_address(name + ":1");
+    req.set_backend("sim");
+    req.set_simulated(true);
+    for (auto& d : devices) *req.add_devices() = d;
+    v1::RegisterResponse resp;
+    EXPECT_TRUE(broker_->Register(req, &resp).ok());
+    if (out) *out = resp;
+    return resp.session_id();
+  }
+
+  void CreateTenant(const std::string& id, uint32_t max_containers = 0, uint64_t window_bytes = 0) {
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(id);
+    req.mutable_quota()->set_pinned_bytes(1ULL << 30);
+    req.mutable_quota()->set_max_containers(max_containers);
+    req.mutable_quota()->set_window_bytes(window_bytes);
+    v1::Tenant t;
+    ASSERT_TRUE(broker_->CreateTenant(req, &t).ok());
+  }
+
+  absl::StatusOr<v1::Container> Create(const std::string& tenant, const std::string& node,
+                                       std::vector<std::string> devices,
+                                       const std::string& request_id = "") {
+    v1::CreateContainerRequest req;
+    req.set_request_id(request_id);
+    req.set_tenant_id(tenant);
+    req.set_node(node);
+    for (auto& d : devices) req.add_devices(d);
+    v1::Container c;
+    absl::Status s = broker_->CreateContainer(req, &c);
+    if (!s.ok()) return s;
+    return c;
+  }
+
+  absl::StatusOr<v1::Container> Place(const std::string& tenant, uint32_t vendor, uint32_t count) {
+    v1::CreateContainerRequest req;
+    req.set_tenant_id(tenant);
+    req.mutable_selector()->set_vendor_id(vendor);
+    req.mutable_selector()->set_count(count);
+    v1::Container c;
+    absl::Status s = broker_->CreateContainer(req, &c);
+    if (!s.ok()) return s;
+    return c;
+  }
+
+  absl::StatusOr<v1::Window> Allocate(const std::string& container, uint64_t size,
+                                      uint64_t alignment = 0, bool fixed = false,
+                                      uint64_t base = 0) {
+    v1::AllocateWindowRequest req;
+    req.set_container_id(container);
+    req.set_size(size);
+    req.set_alignment(alignment);
+    req.set_fixed_base(fixed);
+    req.set_base(base);
+    v1::Window w;
+    absl::Status s = broker_->AllocateWindow(req, &w);
+    if (!s.ok()) return s;
+    return w;
+  }
+
+  // Everything a client can observe plus everything persisted.
+  std::string Snapshot() {
+    std::string out;
+    v1::ListTenantsResponse t;
+    EXPECT_TRUE(broker_->ListTenants({}, &t).ok());
+    v1::ListNodesResponse n;
+    EXPECT_TRUE(broker_->ListNodes({}, &n).ok());
+    v1::ListContainersResponse c;
+    EXPECT_TRUE(broker_->ListContainers({}, &c).ok());
+    v1::ListWindowsResponse w;
+    EXPECT_TRUE(broker_->ListWindows({}, &w).ok());
+    out = t.DebugString() + n.DebugString() + c.DebugString() + w.DebugString();
+    auto records = store_.LoadAll();
+    EXPECT_TRUE(records.ok());
+    for (const auto& r : *records) out += r.kind + "/" + r.id + "=" + r.value + "\n";
+    return out;
+  }
+
+  int64_t now_ms_ = 1'000'000;
+  FakeStore store_;
+  FakeAgents agents_;
+  std::unique_ptr<Broker> broker_;
+};
+
+void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string& substr) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_THAT(s.message(), HasSubstr(substr)) << s;
+}
+
+TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state(), v1::CONTAINER_STATE_READY);
+  EXPECT_THAT(c->devices(), ElementsAre("0000:00:04.0"));
+  EXPECT_EQ(c->geometry().usable_ranges_size(), 2);
+
+  v1::ListDevicesRequest ldr;
+  ldr.set_node("n1");
+  v1::ListDevicesResponse devices;
+  ASSERT_TRUE(broker_->ListDevices(ldr, &devices).ok());
+  EXPECT_EQ(devices.devices(0).container_id(), c->id());
+  EXPECT_EQ(devices.devices(1).container_id(), "");
+
+  auto w1 = Allocate(c->id(), 0x200000, 0x200000);
+  ASSERT_TRUE(w1.ok()) << w1.status();
+  EXPECT_EQ(w1->base() % 0x200000, 0u);
+  auto w2 = Allocate(c->id(), 0x1000);
+  ASSERT_TRUE(w2.ok());
+  EXPECT_TRUE(w2->base() + w2->size() <= w1->base() || w1->base() + w1->size() <= w2->base());
+
+  v1::GetUsageRequest ur;
+  ur.set_tenant_id("acme");
+  v1::GetUsageResponse usage;
+  ASSERT_TRUE(broker_->GetUsage(ur, &usage).ok());
+  ASSERT_EQ(usage.tenants_size(), 1);
+  EXPECT_EQ(usage.tenants(0).window_bytes(), 0x201000u);
+  EXPECT_EQ(usage.tenants(0).containers(), 1u);
+  ASSERT_EQ(usage.nodes_size(), 1);
+  EXPECT_EQ(usage.nodes(0).node(), "n1");
+
+  v1::ReleaseWindowRequest rr;
+  rr.set_window_id(w1->id());
+  v1::ReleaseWindowResponse rresp;
+  ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
+
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
+  EXPECT_TRUE(agents_.held("n1:1").empty());
+  v1::ListWindowsResponse lw;
+  ASSERT_TRUE(broker_->ListWindows({}, &lw).ok());
+  EXPECT_EQ(lw.windows_size(), 0);  // w2 went with its container.
+
+  v1::DeleteTenantRequest dt;
+  dt.set_tenant_id("acme");
+  v1::DeleteTenantResponse dtr;
+  EXPECT_TRUE(broker_->DeleteTenant(dt, &dtr).ok());
+}
+
+TEST_F(BrokerTest, RetriedCreateTenantReturnsFirstAnswerAndCommitsOnce) {
+  v1::CreateTenantRequest req;
+  req.set_request_id("req-1");
+  req.set_tenant_id("acme");
+  req.mutable_quota()->set_pinned_bytes(4096);
+  v1::Tenant first, second;
+  ASSERT_TRUE(broker_->CreateTenant(req, &first).ok());
+  const int commits = store_.commits();
+  now_ms_ += 1000;
+  ASSERT_TRUE(broker_->CreateTenant(req, &second).ok());
+  EXPECT_EQ(store_.commits(), commits);
+  EXPECT_EQ(first.SerializeAsString(), second.SerializeAsString());
+  // Survives a restart too.
+  Restart();
+  v1::Tenant third;
+  ASSERT_TRUE(broker_->CreateTenant(req, &third).ok());
+  EXPECT_EQ(first.SerializeAsString(), third.SerializeAsString());
+}
+
+TEST_F(BrokerTest, RequestIdReusedForDifferentRequestIsRefused) {
+  v1::CreateTenantRequest req;
+  req.set_request_id("req-1");
+  req.set_tenant_id("acme");
+  req.mutable_quota()->set_pinned_bytes(4096);
+  v1::Tenant t;
+  ASSERT_TRUE(broker_->CreateTenant(req, &t).ok());
+  req.set_tenant_id("other");
+  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kFailedPrecondition,
+             "request_id: \"req-1\" was already used for a different request");
+}
+
+TEST_F(BrokerTest, RetriedCreateContainerCallsAgentOnce) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto a = Create("acme", "n1", {"0000:00:04.0"}, "create-1");
+  ASSERT_TRUE(a.ok());
+  auto b = Create("acme", "n1", {"0000:00:04.0"}, "create-1");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->id(), b->id());
+  EXPECT_EQ(agents_.creates(), 1);
+  v1::ListContainersResponse l;
+  ASSERT_TRUE(broker_->ListContainers({}, &l).ok());
+  EXPECT_EQ(l.containers_size(), 1);
+}
+
+TEST_F(BrokerTest, RetriedDeleteAndReleaseSucceedWithoutChangingAnything) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  auto w = Allocate(c->id(), 0x1000);
+  ASSERT_TRUE(w.ok());
+  v1::ReleaseWindowRequest rr;
+  rr.set_request_id("rel-1");
+  rr.set_window_id(w->id());
+  v1::ReleaseWindowResponse rresp;
+  ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
+  ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
+  rr.set_request_id("rel-2");
+  ExpectCode(broker_->ReleaseWindow(rr, &rresp), absl::StatusCode::kNotFound, "window_id: no window");
+
+  v1::DeleteContainerRequest dr;
+  dr.set_request_id("del-1");
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
+  const int destroys = agents_.destroys();
+  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
+  EXPECT_EQ(agents_.destroys(), destroys);
+}
+
+TEST_F(BrokerTest, EveryRefusedRequestChangesNothing) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6), Dev("0000:00:06.0", 7),
+                      Dev("0000:00:07.0", 7), Dev("0000:00:08.0", 8, 0x8086, 0x1, false)});
+  RegisterNode("n2", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme", /*max_containers=*/2, /*window_bytes=*/0x400000);
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(Allocate(c->id(), 0x200000).ok());
+  v1::CordonNodeRequest cordon;
+  cordon.set_node("n2");
+  v1::Node node;
+  ASSERT_TRUE(broker_->CordonNode(cordon, &node).ok());
+
+  const std::string before = Snapshot();
+  const int agent_calls = agents_.creates();
+  struct Case {
+    std::string name;
+    std::function<absl::Status()> call;
+    absl::StatusCode code;
+    std::string substr;
+  };
+  v1::Tenant t;
+  v1::Container cont;
+  v1::Window win;
+  std::vector<Case> cases = {
+      {"bad tenant id",
+       [&] {
+         v1::CreateTenantRequest r;
+         r.set_tenant_id("Bad_Id");
+         r.mutable_quota()->set_pinned_bytes(4096);
+         return broker_->CreateTenant(r, &t);
+       },
+       absl::StatusCode::kInvalidArgument, "tenant_id: must start with a lowercase letter"},
+      {"missing quota",
+       [&] {
+         v1::CreateTenantRequest r;
+         r.set_tenant_id("x");
+         return broker_->CreateTenant(r, &t);
+       },
+       absl::StatusCode::kInvalidArgument, "quota: required"},
+      {"zero pinned quota",
+       [&] {
+         v1::CreateTenantRequest r;
+         r.set_tenant_id("x");
+         r.mutable_quota()->set_max_containers(1);
+         return broker_->CreateTenant(r, &t);
+       },
+       absl::StatusCode::kInvalidArgument, "quota.pinned_bytes: required"},
+      {"duplicate tenant",
+       [&] {
+         v1::CreateTenantRequest r;
+         r.set_tenant_id("acme");
+         r.mutable_quota()->set_pinned_bytes(4096);
+         return broker_->CreateTenant(r, &t);
+       },
+       absl::StatusCode::kAlreadyExists, "tenant \"acme\" already exists"},
+      {"bad request id",
+       [&] {
+         v1::CreateTenantRequest r;
+         r.set_request_id("has space");
+         r.set_tenant_id("x");
+         r.mutable_quota()->set_pinned_bytes(4096);
+         return broker_->CreateTenant(r, &t);
+       },
+       absl::StatusCode::kInvalidArgument, "request_id: only"},
+      {"quota for unknown tenant",
+       [&] {
+         v1::SetTenantQuotaRequest r;
+         r.set_tenant_id("nobody");
+         r.mutable_quota()->set_pinned_bytes(4096);
+         return broker_->SetTenantQuota(r, &t);
+       },
+       absl::StatusCode::kNotFound, "tenant_id: no tenant \"nobody\""},
+      {"delete tenant with containers",
+       [&] {
+         v1::DeleteTenantRequest r;
+         r.set_tenant_id("acme");
+         v1::DeleteTenantResponse o;
+         return broker_->DeleteTenant(r, &o);
+       },
+       absl::StatusCode::kFailedPrecondition, "still owns 1 container"},
+      {"unknown node", [&] { return Create("acme", "n9", {"0000:00:05.0"}).status(); },
+       absl::StatusCode::kNotFound, "node: no node \"n9\""},
+      {"cordoned node", [&] { return Create("acme", "n2", {"0000:00:04.0"}).status(); },
+       absl::StatusCode::kFailedPrecondition, "node: node \"n2\" is cordoned"},
+      {"bad pci address", [&] { return Create("acme", "n1", {"00:05.0"}).status(); },
+       absl::StatusCode::kInvalidArgument, "devices[0]: must be a PCI address"},
+      {"unknown device", [&] { return Create("acme", "n1", {"0000:00:1f.0"}).status(); },
+       absl::StatusCode::kNotFound, "devices[0]: node \"n1\" has no device 0000:00:1f.0"},
+      {"device held", [&] { return Create("acme", "n1", {"0000:00:04.0"}).status(); },
+       absl::StatusCode::kFailedPrecondition, "is held by container"},
+      {"half a group", [&] { return Create("acme", "n1", {"0000:00:06.0"}).status(); },
+       absl::StatusCode::kFailedPrecondition, "IOMMU group 7 also holds 0000:00:07.0"},
+      {"unassignable", [&] { return Create("acme", "n1", {"0000:00:08.0"}).status(); },
+       absl::StatusCode::kFailedPrecondition, "is not assignable"},
+      {"device twice",
+       [&] { return Create("acme", "n1", {"0000:00:05.0", "0000:00:05.0"}).status(); },
+       absl::StatusCode::kInvalidArgument, "devices[1]: 0000:00:05.0 is listed twice"},
+      {"unknown tenant", [&] { return Create("nobody", "n1", {"0000:00:05.0"}).status(); },
+       absl::StatusCode::kNotFound, "tenant_id: no tenant"},
+      {"no placement", [&] { return Place("acme", 0xdead, 1).status(); },
+       absl::StatusCode::kResourceExhausted, "selector: no ready, uncordoned node"},
+      {"unknown container", [&] { return Allocate("c-0000000000000000", 0x1000).status(); },
+       absl::StatusCode::kNotFound, "container_id: no container"},
+      {"malformed container id", [&] { return Allocate("c-1", 0x1000).status(); },
+       absl::StatusCode::kInvalidArgument, "container_id: must be \"c-\" followed by"},
+      {"zero size", [&] { return Allocate(c->id(), 0).status(); },
+       absl::StatusCode::kInvalidArgument, "size: must be greater than 0"},
+      {"unaligned size", [&] { return Allocate(c->id(), 0x1800).status(); },
+       absl::StatusCode::kInvalidArgument, "size: must be a multiple of the IOMMU page size"},
+      {"bad alignment", [&] { return Allocate(c->id(), 0x1000, 0x3000).status(); },
+       absl::StatusCode::kInvalidArgument, "alignment: must be a power of two"},
+      {"base without fixed", [&] { return Allocate(c->id(), 0x1000, 0, false, 0x1000).status(); },
+       absl::StatusCode::kInvalidArgument, "base: only allowed with fixed_base"},
+      {"fixed base in msi window",
+       [&] { return Allocate(c->id(), 0x1000, 0, true, 0xfee00000).status(); },
+       absl::StatusCode::kFailedPrecondition, "outside the container's usable IOVA ranges"},
+      {"fixed base overlapping",
+       [&] { return Allocate(c->id(), 0x1000, 0, true, 0).status(); },
+       absl::StatusCode::kAlreadyExists, "overlaps window"},
+      {"window quota", [&] { return Allocate(c->id(), 0x400000).status(); },
+       absl::StatusCode::kResourceExhausted, "would pass quota.window_bytes"},
+      {"too big for the space", [&] { return Allocate(c->id(), 1ULL << 62, 0, false, 0).status(); },
+       absl::StatusCode::kResourceExhausted, "quota.window_bytes"},
+      {"page size too big",
+       [&] {
+         v1::ListTenantsRequest r;
+         r.set_page_size(5000);
+         v1::ListTenantsResponse o;
+         return broker_->ListTenants(r, &o);
+       },
+       absl::StatusCode::kInvalidArgument, "page_size: at most 1000"},
+      {"unknown window",
+       [&] {
+         v1::ReleaseWindowRequest r;
+         r.set_window_id("w-0000000000000000");
+         v1::ReleaseWindowResponse o;
+         return broker_->ReleaseWindow(r, &o);
+       },
+       absl::StatusCode::kNotFound, "window_id: no window"},
+      {"bad state filter",
+       [&] {
+         v1::ListContainersRequest r;
+         r.set_state(static_cast<v1::ContainerState>(42));
+         v1::ListContainersResponse o;
+         return broker_->ListContainers(r, &o);
+       },
+       absl::StatusCode::kInvalidArgument, "state: unknown state 42"},
+  };
+  for (const Case& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    ExpectCode(tc.call(), tc.code, tc.substr);
+    EXPECT_EQ(Snapshot(), before);
+  }
+  EXPECT_EQ(agents_.creates(), agent_calls);
+}
+
+TEST_F(BrokerTest, MaxContainersQuotaIsEnforced) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+  CreateTenant("acme", /*max_containers=*/1);
+  ASSERT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
+  ExpectCode(Create("acme", "n1", {"0000:00:05.0"}).status(), absl::StatusCode::kResourceExhausted,
+             "holds 1 of its 1 containers (quota.max_containers)");
+}
+
+TEST_F(BrokerTest, LoweredQuotaBlocksNewWindowsButTakesNothingAway) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme", 0, 0x400000);
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(Allocate(c->id(), 0x200000).ok());
+  v1::SetTenantQuotaRequest q;
+  q.set_tenant_id("acme");
+  q.mutable_quota()->set_pinned_bytes(4096);
+  q.mutable_quota()->set_window_bytes(0x100000);
+  v1::Tenant t;
+  ASSERT_TRUE(broker_->SetTenantQuota(q, &t).ok());
+  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kResourceExhausted,
+             "quota.window_bytes");
+  v1::ListWindowsResponse lw;
+  ASSERT_TRUE(broker_->ListWindows({}, &lw).ok());
+  EXPECT_EQ(lw.windows_size(), 1);
+}
+
+TEST_F(BrokerTest, AgentFailureOnCreateChangesNothing) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  const std::string before = Snapshot();
+  agents_.set_next_error(absl::UnavailableError("connection refused"));
+  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
+             "node: agent of node \"n1\" did not answer");
+  EXPECT_EQ(Snapshot(), before);
+  agents_.set_next_error(absl::FailedPreconditionError("devices[0]: EBUSY"));
+  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kFailedPrecondition,
+             "node \"n1\": devices[0]: EBUSY");
+  EXPECT_EQ(Snapshot(), before);
+  // The device was not left reserved.
+  EXPECT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
+}
+
+TEST_F(BrokerTest, StoreFailureOnCreateUndoesAgentContainer) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  const std::string before = Snapshot();
+  store_.set_next_commit_error(absl::UnavailableError("disk full"));
+  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
+             "disk full");
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_TRUE(agents_.held("n1:1").empty());
+}
+
+TEST_F(BrokerTest, StoreFailureOnWindowLeavesAllocatorUnchanged) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  store_.set_next_commit_error(absl::UnavailableError("disk full"));
+  ExpectCode(Allocate(c->id(), 0x1000, 0, true, 0x1000).status(), absl::StatusCode::kUnavailable,
+             "disk full");
+  // The range is still free.
+  EXPECT_TRUE(Allocate(c->id(), 0x1000, 0, true, 0x1000).ok());
+}
+
+TEST_F(BrokerTest, PlacementPicksNodeWithMostFreeMatchingDevicesAndSkipsUnfit) {
+  RegisterNode("a", {Dev("0000:00:04.0", 1)});
+  RegisterNode("b", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2), Dev("0000:00:06.0", 3)});
+  RegisterNode("c", {Dev("0000:00:04.0", 1, 0x8086, 0x10)});
+  CreateTenant("acme");
+  auto c1 = Place("acme", 0x1234, 1);
+  ASSERT_TRUE(c1.ok()) << c1.status();
+  EXPECT_EQ(c1->node(), "b");
+  auto c2 = Place("acme", 0x8086, 1);
+  ASSERT_TRUE(c2.ok());
+  EXPECT_EQ(c2->node(), "c");
+  // b has 2 free, a has 1; cordon b: the next goes to a.
+  v1::CordonNodeRequest cr;
+  cr.set_node("b");
+  v1::Node n;
+  ASSERT_TRUE(broker_->CordonNode(cr, &n).ok());
+  auto c3 = Place("acme", 0x1234, 1);
+  ASSERT_TRUE(c3.ok());
+  EXPECT_EQ(c3->node(), "a");
+  // a is full now and b is cordoned.
+  ExpectCode(Place("acme", 0x1234, 1).status(), absl::StatusCode::kResourceExhausted,
+             "no ready, uncordoned node");
+}
+
+TEST_F(BrokerTest, PlacementNeverPutsTwoContainersOnOneDevice) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2), Dev("0000:00:06.0", 3)});
+  CreateTenant("acme");
+  std::set<std::string> used;
+  for (int i = 0; i < 3; ++i) {
+    auto c = Place("acme", 0, 1);
+    ASSERT_TRUE(c.ok());
+    for (const auto& d : c->devices()) EXPECT_TRUE(used.insert(d).second) << d;
+  }
+  ExpectCode(Place("acme", 0, 1).status(), absl::StatusCode::kResourceExhausted, "selector");
+}
+
+TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) {
+  v1::RegisterResponse reg;
+  const std::string session = RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)}, &reg);
+  EXPECT_EQ(reg.desired_containers_size(), 0);
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+
+  now_ms_ += 4000;
+  EXPECT_TRUE(broker_->CheckLiveness().empty());
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  v1::HeartbeatResponse hbr;
+  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  now_ms_ += 5001;
+  EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("n1"));
+
+  v1::GetNodeRequest gn;
+  gn.set_node("n1");
+  v1::Node node;
+  ASSERT_TRUE(broker_->GetNode(gn, &node).ok());
+  EXPECT_EQ(node.state(), v1::NODE_STATE_UNAVAILABLE);
+  v1::GetContainerRequest gc;
+  gc.set_container_id(c->id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  ExpectCode(Create("acme", "n1", {"0000:00:05.0"}).status(), absl::StatusCode::kUnavailable,
+             "node: node \"n1\" is not heartbeating");
+  ExpectCode(broker_->Heartbeat(hb, &hbr), absl::StatusCode::kFailedPrecondition,
+             "register again");
+
+  // The agent comes back: it is told which containers it must hold.
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)}, &reg);
+  ASSERT_EQ(reg.desired_containers_size(), 1);
+  EXPECT_EQ(reg.desired_containers(0).id(), c->id());
+  EXPECT_THAT(reg.desired_containers(0).devices(), ElementsAre("0000:00:04.0"));
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_READY);
+}
+
+TEST_F(BrokerTest, DeleteOnUnavailableNodeForgetsNowAndAgentDropsItLater) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  now_ms_ += 10000;
+  broker_->CheckLiveness();
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
+  EXPECT_EQ(agents_.destroys(), 0);
+  v1::RegisterResponse reg;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  EXPECT_EQ(reg.desired_containers_size(), 0);
+}
+
+TEST_F(BrokerTest, DrainCordonsAndDeletesContainers) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+  CreateTenant("acme");
+  ASSERT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
+  ASSERT_TRUE(Create("acme", "n1", {"0000:00:05.0"}).ok());
+  v1::DrainNodeRequest dr;
+  dr.set_node("n1");
+  v1::DrainNodeResponse out;
+  ASSERT_TRUE(broker_->DrainNode(dr, &out).ok());
+  EXPECT_TRUE(out.node().cordoned());
+  EXPECT_EQ(out.remaining_container_ids_size(), 2);
+  dr.set_delete_containers(true);
+  ASSERT_TRUE(broker_->DrainNode(dr, &out).ok());
+  EXPECT_EQ(out.deleted_container_ids_size(), 2);
+  EXPECT_EQ(out.remaining_container_ids_size(), 0);
+  EXPECT_EQ(out.node().container_count(), 0u);
+  EXPECT_TRUE(agents_.held("n1:1").empty());
+}
+
+TEST_F(BrokerTest, StateSurvivesRestartIncludingAllocatorOccupancy) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  auto w = Allocate(c->id(), 0x10000, 0, true, 0x100000);
+  ASSERT_TRUE(w.ok());
+  v1::CordonNodeRequest cr;
+  cr.set_node("n1");
+  v1::Node n;
+  ASSERT_TRUE(broker_->CordonNode(cr, &n).ok());
+  Restart();
+  v1::GetContainerRequest gc;
+  gc.set_container_id(c->id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.window_count(), 1u);
+  // Until the agent registers again the node is unavailable.
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  ExpectCode(Allocate(c->id(), 0x1000, 0, true, 0x100000).status(),
+             absl::StatusCode::kAlreadyExists, "overlaps window");
+  v1::GetNodeRequest gn;
+  gn.set_node("n1");
+  ASSERT_TRUE(broker_->GetNode(gn, &n).ok());
+  EXPECT_TRUE(n.cordoned());
+  v1::ListDevicesRequest ld;
+  ld.set_node("n1");
+  v1::ListDevicesResponse devs;
+  ASSERT_TRUE(broker_->ListDevices(ld, &devs).ok());
+  EXPECT_EQ(devs.devices(0).container_id(), c->id());
+}
+
+TEST_F(BrokerTest, ListsPageInIdOrder) {
+  for (int i = 0; i < 7; ++i) CreateTenant("t" + std::to_string(i));
+  v1::ListTenantsRequest req;
+  req.set_page_size(3);
+  std::vector<std::string> seen;
+  for (int pages = 0; pages < 10; ++pages) {
+    v1::ListTenantsResponse resp;
+    ASSERT_TRUE(broker_->ListTenants(req, &resp).ok());
+    for (const auto& t : resp.tenants()) seen.push_back(t.id());
+    if (resp.next_page_token().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  EXPECT_THAT(seen, ElementsAre("t0", "t1", "t2", "t3", "t4", "t5", "t6"));
+}
+
+TEST_F(BrokerTest, HeartbeatUsageShowsInUsageWithDedupSavings) {
+  const std::string session = RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  auto* u = hb.add_usage();
+  u->set_tenant_id("acme");
+  u->set_billed_bytes(0x10000);
+  u->set_mapped_bytes(0x30000);
+  v1::HeartbeatResponse hbr;
+  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  v1::GetUsageResponse usage;
+  ASSERT_TRUE(broker_->GetUsage({}, &usage).ok());
+  ASSERT_EQ(usage.tenants_size(), 1);
+  EXPECT_EQ(usage.tenants(0).pinned_bytes(), 0x10000u);
+  EXPECT_EQ(usage.tenants(0).mapped_bytes(), 0x30000u);
+  EXPECT_EQ(usage.tenants(0).dedup_saved_bytes(), 0x20000u);
+}
+
+}  // namespace
+}  // namespace iommu

@@ -1,0 +1,86 @@
+// An in-memory Store for tests, with failure switches: set_next_commit_error()
+// makes the next Commit fail (and apply nothing), as a full disk would.
+// Thread-safe.
+#ifndef SERVER_FAKE_STORE_H_
+#define SERVER_FAKE_STORE_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "server/store.h"
+
+namespace iommu {
+
+class FakeStore final : public Store {
+ public:
+  FakeStore() = default;
+  FakeStore(const FakeStore&) = delete;
+  FakeStore& operator=(const FakeStore&) = delete;
+
+  absl::StatusOr<std::vector<StoreRecord>> LoadAll() override {
+    absl::MutexLock l(&mu_);
+    std::vector<StoreRecord> out;
+    for (const auto& [key, value] : objects_) out.push_back({key.first, key.second, value});
+    return out;
+  }
+
+  absl::Status Commit(const WriteBatch& batch) override {
+    absl::MutexLock l(&mu_);
+    if (!next_commit_error_.ok()) {
+      absl::Status s = next_commit_error_;
+      next_commit_error_ = absl::OkStatus();
+      return s;
+    }
+    for (const StoreRecord& r : batch.puts) objects_[{r.kind, r.id}] = r.value;
+    for (const auto& key : batch.deletes) objects_.erase(key);
+    if (batch.request) requests_[batch.request->request_id] = *batch.request;
+    ++commits_;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view id) override {
+    absl::MutexLock l(&mu_);
+    auto it = requests_.find(std::string(id));
+    if (it == requests_.end()) return std::optional<RequestRecord>();
+    return std::optional<RequestRecord>(it->second);
+  }
+
+  absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override {
+    absl::MutexLock l(&mu_);
+    int64_t n = 0;
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      if (it->second.time_ms < before_ms) {
+        it = requests_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
+  void set_next_commit_error(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    next_commit_error_ = std::move(s);
+  }
+  int commits() const {
+    absl::MutexLock l(&mu_);
+    return commits_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::string> objects_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RequestRecord> requests_ ABSL_GUARDED_BY(mu_);
+  absl::Status next_commit_error_ ABSL_GUARDED_BY(mu_);
+  int commits_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace iommu
+
+#endif  // SERVER_FAKE_STORE_H_

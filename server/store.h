@@ -1,0 +1,72 @@
+// The broker's durable state behind one interface. The embedded implementation
+// is SQLite (sqlite_store.h); a replicated one (etcd) can sit behind the same
+// interface later. The store knows nothing of tenants or containers: it keeps
+// opaque records (a kind, an id, serialized protobuf bytes) and remembers the
+// answers to mutations for idempotent retries.
+//
+// Thread-safety: implementations are safe to call from several threads; each
+// call is atomic with respect to the others.
+#ifndef SERVER_STORE_H_
+#define SERVER_STORE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace iommu {
+
+// One persisted object.
+struct StoreRecord {
+  std::string kind;   // e.g. "tenant", "node", "container", "window".
+  std::string id;     // Unique within its kind.
+  std::string value;  // Serialized protobuf message.
+};
+
+// The answer to one acknowledged mutation, kept so that a retry with the same
+// request id returns it instead of changing anything again.
+struct RequestRecord {
+  std::string request_id;
+  // Identifies the request's method and content; a retry whose fingerprint
+  // differs is a client bug, refused by the broker.
+  std::string fingerprint;
+  std::string response;  // Serialized protobuf response.
+  int64_t time_ms = 0;   // When it was acknowledged.
+};
+
+// One atomic change: all of it is applied or none of it.
+struct WriteBatch {
+  std::vector<StoreRecord> puts;                            // Insert or replace.
+  std::vector<std::pair<std::string, std::string>> deletes; // (kind, id); absent is fine.
+  std::optional<RequestRecord> request;
+
+  bool empty() const { return puts.empty() && deletes.empty() && !request.has_value(); }
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Every record, ordered by (kind, id). Called once at start.
+  virtual absl::StatusOr<std::vector<StoreRecord>> LoadAll() = 0;
+
+  // Applies `batch` atomically. On OK the change is durable: it survives
+  // kill -9 of the process and a power cut. On error nothing was applied.
+  virtual absl::Status Commit(const WriteBatch& batch) = 0;
+
+  // The remembered answer for `request_id`, or nullopt.
+  virtual absl::StatusOr<std::optional<RequestRecord>> FindRequest(
+      absl::string_view request_id) = 0;
+
+  // Forgets answers acknowledged before `before_ms`. Returns how many.
+  virtual absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) = 0;
+};
+
+}  // namespace iommu
+
+#endif  // SERVER_STORE_H_

@@ -1,0 +1,306 @@
+#include "server/window_allocator.h"
+
+#include <algorithm>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "absl/base/internal/raw_logging.h"
+#include "absl/strings/str_cat.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace {
+
+constexpr uint64_t kMaxIova = std::numeric_limits<uint64_t>::max();
+
+// How many of the smallest big-enough extents Allocate() tries for an exact
+// best fit before falling back to an extent that fits whatever its alignment.
+// Bounded so that Allocate() stays O(log n).
+constexpr int kBestFitProbes = 8;
+
+// The lowest multiple of `alignment` (a power of two) >= v, or nullopt when
+// that would not fit in 64 bits.
+std::optional<uint64_t> AlignUp(uint64_t v, uint64_t alignment) {
+  const uint64_t rem = v & (alignment - 1);
+  if (rem == 0) return v;
+  const uint64_t add = alignment - rem;
+  if (v > kMaxIova - add) return std::nullopt;
+  return v + add;
+}
+
+// The lowest base in [start, last] aligned to `alignment` with room for
+// `size` bytes (size >= 1) before `last`, or nullopt.
+std::optional<uint64_t> AlignedFit(uint64_t start, uint64_t last, uint64_t size,
+                                   uint64_t alignment) {
+  const std::optional<uint64_t> base = AlignUp(start, alignment);
+  if (!base.has_value() || *base > last || last - *base < size - 1) return std::nullopt;
+  return base;
+}
+
+// Formats a length given as length - 1, which may be 2^64 - 1 (a whole
+// 64-bit space), for messages.
+std::string HexLength(uint64_t length_minus_one) {
+  if (length_minus_one == kMaxIova) return "0x10000000000000000";
+  return Hex(length_minus_one + 1);
+}
+
+std::string HexRange(uint64_t start, uint64_t last) {
+  return absl::StrCat(Hex(start), "-", Hex(last));
+}
+
+}  // namespace
+
+absl::StatusOr<WindowAllocator> WindowAllocator::Create(std::vector<IovaInterval> usable,
+                                                        uint64_t page_size) {
+  if (!IsPowerOfTwo(page_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be a power of two, got ", Hex(page_size)));
+  }
+  for (const IovaInterval& r : usable) {
+    if (r.start > r.last) {
+      return absl::InvalidArgumentError(absl::StrCat("usable: range start ", Hex(r.start),
+                                                     " is after its last byte ", Hex(r.last)));
+    }
+  }
+  std::sort(usable.begin(), usable.end(),
+            [](const IovaInterval& a, const IovaInterval& b) { return a.start < b.start; });
+  for (size_t i = 1; i < usable.size(); ++i) {
+    if (usable[i].start <= usable[i - 1].last) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("usable: ranges ", HexRange(usable[i - 1].start, usable[i - 1].last),
+                       " and ", HexRange(usable[i].start, usable[i].last), " overlap"));
+    }
+  }
+
+  // Merge adjacent ranges first: a page split between two adjacent ranges is
+  // wholly usable, and merged ranges keep usable_ and the (coalesced) free
+  // extents in agreement about where boundaries are.
+  std::vector<IovaInterval> merged;
+  for (const IovaInterval& r : usable) {
+    if (!merged.empty() && merged.back().last + 1 == r.start) {  // back().last < r.start
+      merged.back().last = r.last;
+    } else {
+      merged.push_back(r);
+    }
+  }
+
+  // Keep whole pages only: the IOMMU cannot map part of a page, so a partial
+  // page at either end of a range is as good as reserved.
+  const uint64_t page_mask = page_size - 1;
+  std::vector<IovaInterval> trimmed;
+  for (const IovaInterval& r : merged) {
+    const std::optional<uint64_t> start = AlignUp(r.start, page_size);
+    uint64_t last = r.last;
+    if ((last & page_mask) != page_mask) {
+      const uint64_t end = last & ~page_mask;  // first byte of the partial page
+      if (end == 0) continue;
+      last = end - 1;
+    }
+    if (!start.has_value() || *start > last) continue;
+    trimmed.push_back({*start, last});
+  }
+  return WindowAllocator(std::move(trimmed), page_size);
+}
+
+WindowAllocator::WindowAllocator(std::vector<IovaInterval> usable, uint64_t page_size)
+    : page_size_(page_size), usable_(std::move(usable)) {
+  for (const IovaInterval& r : usable_) InsertFree(r.start, r.last);
+}
+
+absl::Status WindowAllocator::ValidateSize(uint64_t size) const {
+  if (size == 0) return absl::InvalidArgumentError("size: must be greater than 0");
+  if ((size & (page_size_ - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "size: must be a multiple of the IOMMU page size ", Hex(page_size_), ", got ", Hex(size)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WindowAllocator::ValidateAlignment(uint64_t alignment) const {
+  if (!IsPowerOfTwo(alignment)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("alignment: must be a power of two, got ", Hex(alignment)));
+  }
+  if (alignment < page_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("alignment: must be at least the IOMMU page size ", Hex(page_size_), ", got ",
+                     Hex(alignment)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> WindowAllocator::Allocate(uint64_t size, uint64_t alignment) {
+  if (absl::Status s = ValidateSize(size); !s.ok()) return s;
+  if (absl::Status s = ValidateAlignment(alignment); !s.ok()) return s;
+
+  // Takes the aligned fit in the extent starting at `start`.
+  auto take = [this, size](uint64_t start, uint64_t base) {
+    const auto extent = free_by_start_.find(start);
+    ABSL_RAW_CHECK(extent != free_by_start_.end(), "size index names a missing extent");
+    Carve(extent, base, base + (size - 1));
+    return base;
+  };
+
+  // 1. Exact best fit among the few smallest extents that are long enough.
+  auto it = free_by_size_.lower_bound({size - 1, 0});
+  for (int probes = 0; probes < kBestFitProbes && it != free_by_size_.end(); ++probes, ++it) {
+    const uint64_t start = it->second;
+    if (auto base = AlignedFit(start, start + it->first, size, alignment))
+      return take(start, *base);
+  }
+
+  // 2. An extent of at least size + alignment - page_size bytes fits whatever
+  // its start: extents start on a page, so aligning up wastes at most
+  // alignment - page_size bytes. If that length overflows, no extent has it.
+  auto guaranteed = free_by_size_.end();
+  const uint64_t slack = alignment - page_size_;
+  if (size - 1 <= kMaxIova - slack) {
+    guaranteed = free_by_size_.lower_bound({size - 1 + slack, 0});
+    if (guaranteed != free_by_size_.end()) {
+      const uint64_t start = guaranteed->second;
+      const auto base = AlignedFit(start, start + guaranteed->first, size, alignment);
+      ABSL_RAW_CHECK(base.has_value(), "an extent with alignment slack did not fit");
+      return take(start, *base);
+    }
+  }
+
+  // 3. No extent is long enough to fit regardless of alignment; the rest of
+  // the candidates might still fit by luck of their start. Scanning them
+  // (only on this path) keeps the promise that failure means no fit exists.
+  for (; it != free_by_size_.end(); ++it) {
+    const uint64_t start = it->second;
+    if (auto base = AlignedFit(start, start + it->first, size, alignment))
+      return take(start, *base);
+  }
+
+  const std::string largest =
+      free_by_size_.empty() ? "0x0" : HexLength(free_by_size_.rbegin()->first);
+  return absl::ResourceExhaustedError(absl::StrCat("size: no free IOVA range of ", Hex(size),
+                                                   " bytes aligned to ", Hex(alignment),
+                                                   " (largest free range ", largest, ")"));
+}
+
+absl::Status WindowAllocator::AllocateAt(uint64_t base, uint64_t size) {
+  if (absl::Status s = ValidateSize(size); !s.ok()) return s;
+  if ((base & (page_size_ - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base: must be a multiple of the IOMMU page size ", Hex(page_size_), ", got ", Hex(base)));
+  }
+  if (size - 1 > kMaxIova - base) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base: ", Hex(base), " + size ", Hex(size), " overflows 64 bits"));
+  }
+  const uint64_t last = base + (size - 1);
+
+  if (!IsUsable(base, last)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base: range ", HexRange(base, last), " is outside the container's usable IOVA ranges"));
+  }
+
+  // The lowest window that overlaps: the one starting at or before `base` if
+  // it reaches `base`, else the first one starting inside the range.
+  auto w = windows_.upper_bound(base);
+  if (w != windows_.begin() && std::prev(w)->second >= base) --w;
+  if (w != windows_.end() && w->first <= last) {
+    return absl::AlreadyExistsError(absl::StrCat("base: range ", HexRange(base, last),
+                                                 " overlaps window at ",
+                                                 HexRange(w->first, w->second)));
+  }
+
+  // Usable and touching no window, so one free extent holds all of it: free
+  // extents are exactly the usable ranges minus the windows, coalesced.
+  auto extent = free_by_start_.upper_bound(base);
+  ABSL_RAW_CHECK(extent != free_by_start_.begin(), "usable range not covered by free extents");
+  --extent;
+  ABSL_RAW_CHECK(extent->first <= base && extent->second >= last,
+                 "free extents do not cover a usable range outside windows");
+  Carve(extent, base, last);
+  return absl::OkStatus();
+}
+
+absl::Status WindowAllocator::Release(uint64_t base) {
+  const auto w = windows_.find(base);
+  if (w == windows_.end()) {
+    return absl::NotFoundError(absl::StrCat("base: no window starts at ", Hex(base)));
+  }
+  uint64_t start = w->first;
+  uint64_t last = w->second;
+  allocated_bytes_ -= last - start + 1;
+  windows_.erase(w);
+
+  // Coalesce with the free extent ending just before and the one starting
+  // just after, so that FreeRanges() stays canonical and best fit sees the
+  // real extent sizes.
+  auto next = free_by_start_.upper_bound(start);
+  if (next != free_by_start_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second + 1 == start) {  // prev->second < start, so no overflow
+      start = prev->first;
+      EraseFree(prev);
+    }
+  }
+  if (next != free_by_start_.end() && last != kMaxIova && last + 1 == next->first) {
+    last = next->second;
+    EraseFree(next);
+  }
+  InsertFree(start, last);
+  return absl::OkStatus();
+}
+
+uint64_t WindowAllocator::free_bytes() const {
+  if (free_bytes_ > kMaxIova) return kMaxIova;
+  return absl::Uint128Low64(free_bytes_);
+}
+
+std::vector<IovaInterval> WindowAllocator::FreeRanges() const {
+  std::vector<IovaInterval> out;
+  out.reserve(free_by_start_.size());
+  for (const auto& [start, last] : free_by_start_) out.push_back({start, last});
+  return out;
+}
+
+std::vector<IovaInterval> WindowAllocator::Windows() const {
+  std::vector<IovaInterval> out;
+  out.reserve(windows_.size());
+  for (const auto& [start, last] : windows_) out.push_back({start, last});
+  return out;
+}
+
+void WindowAllocator::InsertFree(uint64_t start, uint64_t last) {
+  free_by_start_.emplace(start, last);
+  free_by_size_.emplace(last - start, start);
+  free_bytes_ += absl::uint128(last - start) + 1;
+}
+
+void WindowAllocator::EraseFree(std::map<uint64_t, uint64_t>::iterator it) {
+  const uint64_t start = it->first;
+  const uint64_t last = it->second;
+  free_by_size_.erase({last - start, start});
+  free_by_start_.erase(it);
+  free_bytes_ -= absl::uint128(last - start) + 1;
+}
+
+void WindowAllocator::Carve(std::map<uint64_t, uint64_t>::iterator extent, uint64_t base,
+                            uint64_t last) {
+  const uint64_t extent_start = extent->first;
+  const uint64_t extent_last = extent->second;
+  EraseFree(extent);
+  if (base > extent_start) InsertFree(extent_start, base - 1);
+  if (last < extent_last) InsertFree(last + 1, extent_last);
+  windows_.emplace(base, last);
+  allocated_bytes_ += last - base + 1;
+}
+
+bool WindowAllocator::IsUsable(uint64_t start, uint64_t last) const {
+  // The usable range with the greatest start <= `start` is the only one that
+  // can hold it, since usable ranges are disjoint and merged.
+  auto it = std::upper_bound(usable_.begin(), usable_.end(), start,
+                             [](uint64_t v, const IovaInterval& r) { return v < r.start; });
+  if (it == usable_.begin()) return false;
+  --it;
+  return it->last >= last;
+}
+
+}  // namespace iommu
