@@ -1,12 +1,12 @@
 #include "server/broker.h"
 
 #include <algorithm>
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 
@@ -32,8 +32,7 @@ StoreRecord Record(const char* kind, const std::string& id,
   return StoreRecord{kind, id, msg.SerializeAsString()};
 }
 
-// One log line per event, key=value.
-void Log(const std::string& line) { std::cerr << "broker " << line << std::endl; }
+void Log(const std::string& fields) { LogLine(LogLevel::kInfo, "broker", fields); }
 
 // Pages through an ordered map: entries after `token` that pass `keep`, at
 // most `limit`; sets *next to the last id returned when more may follow.

@@ -1,9 +1,9 @@
 #include "server/broker_service.h"
 
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 
 namespace iommu {
 namespace {
@@ -12,10 +12,10 @@ namespace {
 // an operator can see why a caller was turned away.
 grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const absl::Status& s) {
   if (!s.ok()) {
-    std::cerr << absl::StrCat("broker event=rpc_error method=", method, " peer=", ctx->peer(),
-                              " code=", absl::StatusCodeToString(s.code()), " error=\"",
-                              s.message(), "\"")
-              << std::endl;
+    LogLine(LogLevel::kWarning, "broker",
+            absl::StrCat("event=rpc_error method=", method, " peer=", ctx->peer(),
+                         " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(),
+                         "\""));
   }
   return ToGrpcStatus(s);
 }

@@ -17,6 +17,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "common/log.h"
 #include "server/agent_client.h"
 #include "server/broker.h"
 #include "server/broker_service.h"
@@ -33,14 +34,22 @@ ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "how often agents are told to he
 ABSL_FLAG(int64_t, node_timeout_ms, 5000,
           "a node whose last heartbeat is older than this becomes UNAVAILABLE");
 ABSL_FLAG(int64_t, agent_timeout_ms, 10000, "deadline of each broker-to-agent call");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 5000,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish");
 
 namespace {
 
-void Log(const std::string& line) { std::cerr << "broker " << line << std::endl; }
+void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, "broker", fields); }
 
 int Run() {
+  iommu::LogLevel level;
+  if (!iommu::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    Log(absl::StrCat("event=fatal error=\"--log_level: unknown level ", absl::GetFlag(FLAGS_log_level),
+                     "; use debug, info, warning or error\""));
+    return 2;
+  }
+  iommu::SetLogLevel(level);
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop;
   sigemptyset(&stop);
@@ -101,8 +110,10 @@ int Run() {
   int sig = 0;
   sigwait(&stop, &sig);
   Log(absl::StrCat("event=stopping signal=", sig));
+  Log("event=draining");
   server->Shutdown(absl::ToChronoTime(absl::Now() +
                                       absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
+  Log("event=drained");
   stopping.Notify();
   housekeeper.join();
   server.reset();

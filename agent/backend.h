@@ -1,0 +1,121 @@
+// The backend seam of the node agent: one interface over the host's IOMMU
+// API, with one method per kernel operation, so that the iommufd, VFIO type1
+// and simulated implementations are interchangeable and every layer above
+// (AgentCore, the pinned-page ledger, the launcher socket) is tested against
+// the simulated one.
+//
+// Implementations must be thread-safe: the agent's gRPC threads, the
+// registration loop and the launcher socket call them concurrently.
+//
+// Errors: every failure is a status built by ErrnoStatus (agent/errno_status.h)
+// naming the backend, the operation, its arguments and the errno, with the
+// canonical code proto/agent.proto documents for that errno. A failed call
+// changes nothing.
+#ifndef AGENT_BACKEND_H_
+#define AGENT_BACKEND_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace iommu {
+namespace agent {
+
+// One PCI function as the backend sees it (sysfs + IOMMU group).
+struct BackendDevice {
+  std::string address;  // "DDDD:BB:DD.F"
+  uint32_t iommu_group = 0;
+  uint32_t vendor_id = 0;
+  uint32_t device_id = 0;
+  std::string driver;  // "vfio-pci" when ready for passthrough.
+  bool assignable = false;
+  std::string unassignable_reason;  // Empty when assignable.
+};
+
+// An inclusive IOVA range, as IOMMU_IOAS_IOVA_RANGES reports it.
+struct IovaRange {
+  uint64_t start = 0;
+  uint64_t last = 0;  // Inclusive.
+};
+
+// What an address space accepts, read once after the devices are attached.
+struct Geometry {
+  std::vector<IovaRange> usable;  // Sorted, disjoint.
+  uint64_t page_size_bitmap = 0;  // Bit n set: 2^n bytes supported.
+  uint32_t max_mappings = 0;      // 0: not limited.
+};
+
+// One DMA mapping in an address space.
+struct BackendMapping {
+  uint64_t iova = 0;
+  uint64_t size = 0;
+  uint64_t vaddr = 0;  // Host virtual address in the agent's process.
+  bool readable = false;
+  bool writable = false;
+};
+
+// Identifies an address space inside one Backend instance. Opaque to callers;
+// never reused while the backend lives.
+using ContainerHandle = uint64_t;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "sim", "iommufd" or "vfio-type1" (the Node.backend values).
+  virtual absl::string_view kind() const = 0;
+
+  // True when no real IOMMU is behind this backend (no real DMA, no pinning).
+  virtual bool simulated() const = 0;
+
+  // Every PCI function the agent may manage, with its IOMMU group and whether
+  // it can be assigned. Sorted by address.
+  virtual absl::StatusOr<std::vector<BackendDevice>> ListDevices() = 0;
+
+  // Allocates an address space and attaches the listed devices to it
+  // (iommufd: IOMMU_IOAS_ALLOC + VFIO_DEVICE_BIND_IOMMUFD +
+  // VFIO_DEVICE_ATTACH_IOMMUFD_PT; type1: VFIO_GROUP_SET_CONTAINER +
+  // VFIO_SET_IOMMU). Every IOMMU group touched must be listed whole. On
+  // success the backend owns the address space until DestroyContainer.
+  // Errors: empty list or partial group -> EINVAL; unknown device -> ENODEV;
+  // device held by another address space or not assignable -> EBUSY.
+  virtual absl::StatusOr<ContainerHandle> CreateContainer(
+      const std::vector<std::string>& device_addresses) = 0;
+
+  // The address space's usable IOVA ranges, page sizes and mapping limit
+  // (IOMMU_IOAS_IOVA_RANGES; VFIO_IOMMU_GET_INFO and its capability chain).
+  virtual absl::StatusOr<Geometry> GetGeometry(ContainerHandle handle) = 0;
+
+  // Unmaps everything, detaches the devices and releases the address space.
+  // On failure the address space is left as it was.
+  virtual absl::Status DestroyContainer(ContainerHandle handle) = 0;
+
+  // Maps [vaddr, vaddr + size) of the agent's memory at [iova, iova + size)
+  // (IOMMU_IOAS_MAP with FIXED_IOVA; VFIO_IOMMU_MAP_DMA). The kernel pins the
+  // pages until they are unmapped. Errors: size 0, misaligned iova/size/vaddr,
+  // no access bit, or outside the usable ranges -> EINVAL; overlap -> EEXIST;
+  // mapping limit reached -> ENOSPC.
+  virtual absl::Status Map(ContainerHandle handle, uint64_t iova,
+                           uint64_t vaddr, uint64_t size, bool readable,
+                           bool writable) = 0;
+
+  // Unmaps every mapping inside [iova, iova + size) (IOMMU_IOAS_UNMAP;
+  // VFIO_IOMMU_UNMAP_DMA). The range must cover whole mappings: cutting one is
+  // EINVAL, a range holding none is ENOENT. Returns the bytes unmapped, as
+  // both kernel APIs do.
+  virtual absl::StatusOr<uint64_t> Unmap(ContainerHandle handle, uint64_t iova,
+                                         uint64_t size) = 0;
+
+  // The address space's mappings, sorted by IOVA.
+  virtual absl::StatusOr<std::vector<BackendMapping>> ListMappings(
+      ContainerHandle handle) = 0;
+};
+
+}  // namespace agent
+}  // namespace iommu
+
+#endif  // AGENT_BACKEND_H_

@@ -1,0 +1,202 @@
+// iommu-agent: the node agent binary. Only flags and wiring; every piece of
+// logic lives in the libraries of this package.
+#include <signal.h>
+#include <pthread.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "agent/agent_core.h"
+#include "agent/agent_service.h"
+#include "agent/log.h"
+#include "agent/registration.h"
+#include "agent/sim_backend.h"
+#include "agent/startup.h"
+#include "agent/version.h"
+#include "common/validation.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+
+ABSL_FLAG(std::string, node, "",
+          "Required. This node's name: 1-63 of [a-z0-9.-], starting with a "
+          "letter or digit.");
+ABSL_FLAG(std::string, broker, "", "Required. The broker's host:port.");
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "host:port for the agent's gRPC API; port 0 picks a free port.");
+ABSL_FLAG(std::string, advertise_address, "",
+          "host:port the broker dials to reach this agent. Default: the "
+          "--listen host with the bound port.");
+ABSL_FLAG(std::string, backend, "auto", "auto, iommufd, vfio or sim.");
+ABSL_FLAG(std::string, sim_devices, "",
+          "With --backend=sim: fake devices, "
+          "ADDRESS=VENDOR:DEVICE@GROUP[!DRIVER] joined by ',', e.g. "
+          "0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6");
+ABSL_FLAG(std::string, sim_config, "",
+          "With --backend=sim: a file of fake devices, one spec per line, "
+          "'#' comments.");
+ABSL_FLAG(uint32_t, sim_max_mappings, 65535,
+          "With --backend=sim: the mapping limit per container (0: none).");
+ABSL_FLAG(std::string, launcher_socket, "/run/iommu-agent/launcher.sock",
+          "The unix socket for VM launchers (reported to the broker only, "
+          "for now).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound gRPC port is written there once serving.");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+
+namespace iommu {
+namespace agent {
+namespace {
+
+int Fail(absl::string_view event, const absl::Status& status) {
+  LogEvent(LogLevel::kError, event,
+           {{"code", absl::StatusCodeToString(status.code())},
+            {"error", status.message()}});
+  std::fprintf(stderr, "iommu-agent: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  // Block the stop signals before any thread exists, so that every thread
+  // inherits the mask and only sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "iommu-agent --node=NAME --broker=HOST:PORT [--backend=sim "
+      "--sim_devices=...]");
+  absl::ParseCommandLine(argc, argv);
+
+  absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) return Fail("bad_flag", level.status());
+  SetMinLogLevel(*level);
+
+  const std::string node = absl::GetFlag(FLAGS_node);
+  if (absl::Status s = ValidateNodeName("node", node); !s.ok()) {
+    return Fail("bad_flag", s);
+  }
+  const std::string broker = absl::GetFlag(FLAGS_broker);
+  if (broker.empty()) {
+    return Fail("bad_flag", absl::InvalidArgumentError(
+                                "broker: required, the broker's host:port"));
+  }
+  if (absl::StatusOr<HostPort> b = SplitHostPort("broker", broker); !b.ok()) {
+    return Fail("bad_flag", b.status());
+  }
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  absl::StatusOr<HostPort> listen_hp = SplitHostPort("listen", listen);
+  if (!listen_hp.ok()) return Fail("bad_flag", listen_hp.status());
+  std::string advertise = absl::GetFlag(FLAGS_advertise_address);
+  if (!advertise.empty()) {
+    if (absl::StatusOr<HostPort> a = SplitHostPort("advertise_address", advertise);
+        !a.ok()) {
+      return Fail("bad_flag", a.status());
+    }
+  } else if (IsWildcardHost(listen_hp->host)) {
+    return Fail("bad_flag",
+                absl::InvalidArgumentError(absl::StrCat(
+                    "advertise_address: required when --listen=", listen,
+                    " accepts on every interface (the broker cannot dial ",
+                    listen_hp->host, ")")));
+  }
+
+  absl::StatusOr<std::string> kind =
+      ChooseBackend(absl::GetFlag(FLAGS_backend), ProbeHostIommu());
+  if (!kind.ok()) return Fail("backend_refused", kind.status());
+
+  // Only "sim" gets here until the real backends land.
+  absl::StatusOr<std::vector<SimDeviceSpec>> specs =
+      ParseSimDevices(absl::GetFlag(FLAGS_sim_devices));
+  if (!specs.ok()) return Fail("bad_flag", specs.status());
+  if (const std::string path = absl::GetFlag(FLAGS_sim_config); !path.empty()) {
+    absl::StatusOr<std::vector<SimDeviceSpec>> more = ReadSimConfigFile(path);
+    if (!more.ok()) return Fail("bad_flag", more.status());
+    specs->insert(specs->end(), more->begin(), more->end());
+  }
+  Geometry geometry = DefaultX86Geometry();
+  geometry.max_mappings = absl::GetFlag(FLAGS_sim_max_mappings);
+  const size_t device_count = specs->size();
+  absl::StatusOr<std::unique_ptr<SimBackend>> backend =
+      SimBackend::Create(*std::move(specs), geometry);
+  if (!backend.ok()) return Fail("bad_flag", backend.status());
+  std::fputs(SimBanner().c_str(), stderr);
+  if (device_count == 0) {
+    LogEvent(LogLevel::kWarning, "sim_no_devices",
+             {{"hint", "pass --sim_devices or --sim_config"}});
+  }
+
+  AgentCore core(node, backend->get());
+  AgentService service(&core);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  // TODO(security): mTLS between broker and agent with the dev certificates.
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail("listen_failed", absl::UnavailableError(absl::StrCat(
+                                     "listen: could not serve on ", listen)));
+  }
+  if (advertise.empty()) advertise = JoinHostPort(listen_hp->host, port);
+  LogEvent(LogLevel::kInfo, "serving",
+           {{"node", node},
+            {"listen", listen},
+            {"port", port},
+            {"advertise_address", advertise},
+            {"backend", *kind},
+            {"devices", device_count},
+            {"version", kAgentVersion},
+            {"simulated", true},
+            {"sim_warning", "SIMULATED BACKEND: no real IOMMU, no real DMA, no pinned memory"}});
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    if (absl::Status s = WriteFileAtomically(path, absl::StrCat(port, "\n")); !s.ok()) {
+      server->Shutdown();
+      return Fail("port_file_failed", s);
+    }
+  }
+
+  RegistrationOptions options;
+  options.agent_address = advertise;
+  options.launcher_socket = absl::GetFlag(FLAGS_launcher_socket);
+  options.agent_version = kAgentVersion;
+  options.broker_address = broker;
+  Registration registration(
+      options, &core,
+      v1::NodeRegistry::NewStub(
+          grpc::CreateChannel(broker, grpc::InsecureChannelCredentials())));
+  registration.Start();
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogEvent(LogLevel::kInfo, "stopping", {{"signal", strsignal(signal_number)}});
+  registration.Stop();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  server->Wait();
+  LogEvent(LogLevel::kInfo, "stopped", {{"node", node}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace agent
+}  // namespace iommu
+
+int main(int argc, char** argv) { return iommu::agent::Main(argc, argv); }

@@ -1,0 +1,266 @@
+#include "agent/registration.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+constexpr absl::string_view kSimWarning =
+    "SIMULATED BACKEND: no real IOMMU, no real DMA, no pinned memory";
+
+}  // namespace
+
+absl::string_view StateName(Registration::State state) {
+  switch (state) {
+    case Registration::State::kIdle:
+      return "idle";
+    case Registration::State::kRegistering:
+      return "registering";
+    case Registration::State::kRegistered:
+      return "registered";
+    case Registration::State::kBrokerUnreachable:
+      return "broker_unreachable";
+    case Registration::State::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+Registration::Registration(RegistrationOptions options, AgentCore* core,
+                           std::unique_ptr<v1::NodeRegistry::StubInterface> stub)
+    : options_(std::move(options)),
+      core_(core),
+      stub_(std::move(stub)),
+      heartbeat_interval_(options_.default_heartbeat_interval),
+      backoff_(options_.initial_backoff) {}
+
+Registration::~Registration() { Stop(); }
+
+void Registration::Start() {
+  SetState(State::kRegistering);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Registration::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      if (active_context_ != nullptr) active_context_->TryCancel();
+    }
+  }
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) {
+    thread_.join();
+    Log(LogLevel::kInfo, "registration_stopped", {});
+  }
+  SetState(State::kStopped);
+}
+
+Registration::State Registration::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+std::string Registration::session_id() const {
+  absl::MutexLock lock(&mu_);
+  return session_id_;
+}
+
+void Registration::SetState(State state) {
+  absl::MutexLock lock(&mu_);
+  state_ = state;
+}
+
+void Registration::Log(LogLevel level, absl::string_view event,
+                       std::vector<LogField> fields) {
+  fields.insert(fields.begin(), {{"node", core_->node()},
+                                 {"broker", options_.broker_address}});
+  if (core_->backend().simulated()) {
+    fields.push_back({"simulated", true});
+    fields.push_back({"sim_warning", kSimWarning});
+  }
+  LogEvent(level, event, fields);
+}
+
+bool Registration::Wait(absl::Duration d) {
+  if (d > absl::ZeroDuration()) stop_.WaitForNotificationWithTimeout(d);
+  return !stop_.HasBeenNotified();
+}
+
+absl::Duration Registration::NextBackoff() {
+  const absl::Duration current = backoff_;
+  backoff_ = std::min(backoff_ * 2, options_.max_backoff);
+  // Half fixed, half random: agents that lost the broker together do not
+  // come back in lockstep.
+  return current / 2 + absl::Uniform(rng_, 0.0, 1.0) * (current / 2);
+}
+
+void Registration::ResetBackoff() { backoff_ = options_.initial_backoff; }
+
+template <typename Request, typename Response, typename Method>
+absl::Status Registration::Call(Method method, const Request& request,
+                                Response* response) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("registration stopping");
+    active_context_ = &context;
+  }
+  grpc::Status status = ((*stub_).*method)(&context, request, response);
+  {
+    absl::MutexLock lock(&mu_);
+    active_context_ = nullptr;
+  }
+  return FromGrpcStatus(status);
+}
+
+absl::Status Registration::RegisterOnce() {
+  ASSIGN_OR_RETURN(v1::GetInventoryResponse inventory, core_->Inventory());
+  v1::RegisterRequest request;
+  request.set_node(core_->node());
+  request.set_agent_address(options_.agent_address);
+  request.set_backend(inventory.backend());
+  request.set_simulated(inventory.simulated());
+  request.set_agent_version(options_.agent_version);
+  request.set_launcher_socket(options_.launcher_socket);
+  *request.mutable_devices() = std::move(*inventory.mutable_devices());
+  *request.mutable_containers() = std::move(*inventory.mutable_containers());
+
+  v1::RegisterResponse response;
+  RETURN_IF_ERROR(Call(&v1::NodeRegistry::StubInterface::Register, request, &response));
+  if (response.session_id().empty()) {
+    return absl::InternalError("Register: broker answered without a session_id");
+  }
+
+  const std::vector<v1::AgentContainer> desired(
+      response.desired_containers().begin(), response.desired_containers().end());
+  ReconcileResult result = core_->Reconcile(desired);
+
+  v1::ReconciledRequest reconciled;
+  reconciled.set_node(core_->node());
+  reconciled.set_session_id(response.session_id());
+  for (v1::AgentContainer& c : result.held) *reconciled.add_containers() = std::move(c);
+  for (std::string& id : result.failed_ids) reconciled.add_failed_container_ids(std::move(id));
+  for (std::string& why : result.failure_reasons) {
+    reconciled.add_failure_reasons(std::move(why));
+  }
+  v1::ReconciledResponse reconciled_response;
+  // If this fails the session is dropped and the whole exchange repeats:
+  // registering again returns the desired list afresh and Reconcile is
+  // idempotent, so nothing is applied twice.
+  RETURN_IF_ERROR(Call(&v1::NodeRegistry::StubInterface::Reconciled, reconciled,
+                       &reconciled_response));
+
+  session_ = response.session_id();
+  heartbeat_interval_ = response.heartbeat_interval_ms() > 0
+                            ? absl::Milliseconds(response.heartbeat_interval_ms())
+                            : options_.default_heartbeat_interval;
+  {
+    absl::MutexLock lock(&mu_);
+    session_id_ = session_;
+  }
+  Log(LogLevel::kInfo, "registered",
+      {{"session", session_},
+       {"heartbeat_interval_ms", absl::ToInt64Milliseconds(heartbeat_interval_)},
+       {"desired", desired.size()},
+       {"held", reconciled.containers_size()},
+       {"failed", reconciled.failed_container_ids_size()},
+       {"failed_attempts_before", failed_attempts_}});
+  return absl::OkStatus();
+}
+
+absl::Status Registration::HeartbeatOnce() {
+  v1::HeartbeatRequest request;
+  request.set_node(core_->node());
+  request.set_session_id(session_);
+  // usage stays empty until the pinned-page ledger exists.
+  request.set_container_count(static_cast<uint32_t>(core_->container_count()));
+  v1::HeartbeatResponse response;
+  return Call(&v1::NodeRegistry::StubInterface::Heartbeat, request, &response);
+}
+
+void Registration::NoteFailure(absl::string_view what, const absl::Status& status,
+                               State new_state) {
+  ++failed_attempts_;
+  SetState(new_state);
+  if (new_state == last_logged_state_ && status.code() == last_logged_code_) return;
+  last_logged_state_ = new_state;
+  last_logged_code_ = status.code();
+  Log(LogLevel::kWarning, absl::StrCat(what, "_failed"),
+      {{"state", StateName(new_state)},
+       {"code", absl::StatusCodeToString(status.code())},
+       {"error", status.message()},
+       {"retry", "backoff; logged again only when the state or code changes"}});
+}
+
+void Registration::Run() {
+  Log(LogLevel::kInfo, "registration_started",
+      {{"agent_address", options_.agent_address},
+       {"backend", core_->backend().kind()}});
+  absl::Duration wait = absl::ZeroDuration();
+  while (Wait(wait)) {
+    if (session_.empty()) {
+      absl::Status s = RegisterOnce();
+      if (!s.ok()) {
+        if (s.code() == absl::StatusCode::kCancelled && stop_.HasBeenNotified()) break;
+        NoteFailure("register", s, State::kRegistering);
+        wait = NextBackoff();
+        continue;
+      }
+      failed_attempts_ = 0;
+      last_logged_state_ = State::kRegistered;
+      last_logged_code_ = absl::StatusCode::kOk;
+      SetState(State::kRegistered);
+      ResetBackoff();
+      wait = heartbeat_interval_;
+      continue;
+    }
+
+    absl::Status s = HeartbeatOnce();
+    if (s.ok()) {
+      if (last_logged_state_ != State::kRegistered) {
+        Log(LogLevel::kInfo, "heartbeat_recovered",
+            {{"session", session_}, {"failed_attempts", failed_attempts_}});
+        last_logged_state_ = State::kRegistered;
+        last_logged_code_ = absl::StatusCode::kOk;
+      }
+      failed_attempts_ = 0;
+      SetState(State::kRegistered);
+      ResetBackoff();
+      wait = heartbeat_interval_;
+      continue;
+    }
+    if (s.code() == absl::StatusCode::kCancelled && stop_.HasBeenNotified()) break;
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      // The broker no longer knows this session: it restarted or declared
+      // the node unavailable. Register again now; containers are kept and
+      // reconciled against what the broker says.
+      Log(LogLevel::kWarning, "session_lost",
+          {{"session", session_}, {"error", s.message()}});
+      session_.clear();
+      {
+        absl::MutexLock lock(&mu_);
+        session_id_.clear();
+      }
+      last_logged_state_ = State::kRegistering;
+      last_logged_code_ = s.code();
+      SetState(State::kRegistering);
+      ResetBackoff();
+      wait = absl::ZeroDuration();
+      continue;
+    }
+    NoteFailure("heartbeat", s, State::kBrokerUnreachable);
+    wait = NextBackoff();
+  }
+}
+
+}  // namespace agent
+}  // namespace iommu

@@ -1,0 +1,462 @@
+#include "agent/sim_backend.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <iterator>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/memory/memory.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/errno_status.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+constexpr absl::string_view kVfioPci = "vfio-pci";
+
+absl::Status BadSpec(absl::string_view spec, absl::string_view rule) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "sim device \"", absl::CEscape(spec),
+      "\": ", rule, " (expected ADDRESS=VENDOR:DEVICE@GROUP[!DRIVER], e.g. "
+      "0000:00:04.0=1234:11e8@5)"));
+}
+
+bool ParseHex16(absl::string_view s, uint32_t* out) {
+  if (s.empty() || s.size() > 4) return false;
+  for (char c : s) {
+    if (!absl::ascii_isxdigit(c)) return false;
+  }
+  return absl::SimpleHexAtoi(s, out);
+}
+
+absl::StatusOr<SimDeviceSpec> ParseOneSpec(absl::string_view raw) {
+  const absl::string_view spec = absl::StripAsciiWhitespace(raw);
+  SimDeviceSpec out;
+  const size_t eq = spec.find('=');
+  if (eq == absl::string_view::npos) return BadSpec(spec, "missing '='");
+  out.address = std::string(spec.substr(0, eq));
+  if (absl::Status s = ValidatePciAddress("address", out.address); !s.ok()) {
+    return BadSpec(spec, s.message());
+  }
+  absl::string_view rest = spec.substr(eq + 1);
+  const size_t at = rest.find('@');
+  if (at == absl::string_view::npos) return BadSpec(spec, "missing '@GROUP'");
+  const absl::string_view ids = rest.substr(0, at);
+  absl::string_view group = rest.substr(at + 1);
+  const size_t bang = group.find('!');
+  if (bang != absl::string_view::npos) {
+    out.host_driver = std::string(group.substr(bang + 1));
+    group = group.substr(0, bang);
+    if (out.host_driver.empty()) {
+      return BadSpec(spec, "'!' must be followed by the host driver's name");
+    }
+    if (out.host_driver == kVfioPci) {
+      return BadSpec(spec, "'!' marks a host driver; vfio-pci is the default");
+    }
+  }
+  const size_t colon = ids.find(':');
+  if (colon == absl::string_view::npos ||
+      !ParseHex16(ids.substr(0, colon), &out.vendor_id) ||
+      !ParseHex16(ids.substr(colon + 1), &out.device_id)) {
+    return BadSpec(spec, "VENDOR:DEVICE must be two hex ids of 1-4 digits");
+  }
+  for (char c : group) {
+    if (!absl::ascii_isdigit(c)) {
+      return BadSpec(spec, "GROUP must be a decimal number");
+    }
+  }
+  if (group.empty() || !absl::SimpleAtoi(group, &out.iommu_group)) {
+    return BadSpec(spec, "GROUP must be a decimal number");
+  }
+  return out;
+}
+
+std::string DeviceList(const std::vector<std::string>& addresses) {
+  return absl::StrCat("[", absl::StrJoin(addresses, ","), "]");
+}
+
+std::string MapContext(ContainerHandle h, uint64_t iova, uint64_t size,
+                       uint64_t vaddr) {
+  return absl::StrCat("sim MAP_DMA container=", h, " iova=", Hex(iova),
+                      " size=", Hex(size), " vaddr=", Hex(vaddr));
+}
+
+std::string UnmapContext(ContainerHandle h, uint64_t iova, uint64_t size) {
+  return absl::StrCat("sim UNMAP_DMA container=", h, " iova=", Hex(iova),
+                      " size=", Hex(size));
+}
+
+std::string NoContainer(ContainerHandle h) {
+  return absl::StrCat("no container with handle ", h);
+}
+
+std::string RangeText(uint64_t start, uint64_t last) {
+  return absl::StrCat(Hex(start), "-", Hex(last));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SimDeviceSpec>> ParseSimDevices(
+    absl::string_view specs) {
+  std::vector<SimDeviceSpec> out;
+  if (absl::StripAsciiWhitespace(specs).empty()) return out;
+  for (absl::string_view spec : absl::StrSplit(specs, ',')) {
+    ASSIGN_OR_RETURN(SimDeviceSpec parsed, ParseOneSpec(spec));
+    out.push_back(std::move(parsed));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SimDeviceSpec>> ParseSimConfig(
+    absl::string_view text) {
+  std::vector<SimDeviceSpec> out;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    const size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    absl::StatusOr<SimDeviceSpec> parsed = ParseOneSpec(line);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", line_number, ": ", parsed.status().message()));
+    }
+    out.push_back(*std::move(parsed));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SimDeviceSpec>> ReadSimConfigFile(
+    const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) return ErrnoStatus(errno, absl::StrCat("open sim config ", path));
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  const int read_errno = errno;
+  std::fclose(f);
+  if (failed) return ErrnoStatus(read_errno, absl::StrCat("read sim config ", path));
+  absl::StatusOr<std::vector<SimDeviceSpec>> parsed = ParseSimConfig(text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", parsed.status().message()));
+  }
+  return parsed;
+}
+
+Geometry DefaultX86Geometry() {
+  Geometry g;
+  g.usable = {{0x0, 0xfedfffff}, {0xfef00000, 0x7fffffffff}};
+  g.page_size_bitmap = 0x40201000;  // 4K | 2M | 1G
+  g.max_mappings = 65535;
+  return g;
+}
+
+absl::StatusOr<std::unique_ptr<SimBackend>> SimBackend::Create(
+    std::vector<SimDeviceSpec> specs, Geometry geometry) {
+  if (geometry.page_size_bitmap == 0) {
+    return absl::InvalidArgumentError("sim geometry: page_size_bitmap is empty");
+  }
+  const uint64_t granule = MinPageSize(geometry.page_size_bitmap);
+  for (size_t i = 0; i < geometry.usable.size(); ++i) {
+    const IovaRange& r = geometry.usable[i];
+    if (r.start > r.last || r.start % granule != 0 ||
+        (r.last + 1) % granule != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sim geometry: usable range ", RangeText(r.start, r.last),
+          " is empty or not aligned to the page size ", Hex(granule)));
+    }
+    if (i > 0 && r.start <= geometry.usable[i - 1].last) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sim geometry: usable range ", RangeText(r.start, r.last),
+          " is not sorted after and disjoint from the previous one"));
+    }
+  }
+
+  std::sort(specs.begin(), specs.end(),
+            [](const SimDeviceSpec& a, const SimDeviceSpec& b) {
+              return a.address < b.address;
+            });
+  // Which device blocks each group (the first one bound to a host driver).
+  std::map<uint32_t, const SimDeviceSpec*> blocker;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (i > 0 && specs[i].address == specs[i - 1].address) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sim devices: address ", specs[i].address, " listed twice"));
+    }
+    if (!specs[i].host_driver.empty()) {
+      blocker.emplace(specs[i].iommu_group, &specs[i]);
+    }
+  }
+  std::vector<BackendDevice> devices;
+  devices.reserve(specs.size());
+  for (const SimDeviceSpec& spec : specs) {
+    BackendDevice d;
+    d.address = spec.address;
+    d.iommu_group = spec.iommu_group;
+    d.vendor_id = spec.vendor_id;
+    d.device_id = spec.device_id;
+    d.driver = spec.host_driver.empty() ? std::string(kVfioPci) : spec.host_driver;
+    auto it = blocker.find(spec.iommu_group);
+    d.assignable = it == blocker.end();
+    if (!d.assignable) {
+      const SimDeviceSpec& b = *it->second;
+      d.unassignable_reason =
+          b.address == spec.address
+              ? absl::StrCat("bound to host driver ", b.host_driver,
+                             ", not vfio-pci")
+              : absl::StrCat("IOMMU group ", spec.iommu_group, " member ",
+                             b.address, " is bound to host driver ",
+                             b.host_driver, ", not vfio-pci");
+    }
+    devices.push_back(std::move(d));
+  }
+  return absl::WrapUnique(new SimBackend(std::move(devices), std::move(geometry)));
+}
+
+SimBackend::SimBackend(std::vector<BackendDevice> devices, Geometry geometry)
+    : devices_(std::move(devices)),
+      geometry_(std::move(geometry)),
+      granule_(MinPageSize(geometry_.page_size_bitmap)) {}
+
+void SimBackend::set_next_error(SimOp op, int err) {
+  absl::MutexLock lock(&mu_);
+  next_error_[static_cast<int>(op)] = err;
+}
+
+absl::Status SimBackend::TakeInjectedErrorLocked(SimOp op,
+                                                 absl::string_view context) {
+  auto it = next_error_.find(static_cast<int>(op));
+  if (it == next_error_.end()) return absl::OkStatus();
+  const int err = it->second;
+  next_error_.erase(it);
+  return ErrnoStatus(err, context, "injected by set_next_error");
+}
+
+SimBackend::Container* SimBackend::FindLocked(ContainerHandle handle) {
+  auto it = containers_.find(handle);
+  return it == containers_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<std::vector<BackendDevice>> SimBackend::ListDevices() {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kListDevices, "sim LIST_DEVICES"));
+  return devices_;
+}
+
+absl::StatusOr<ContainerHandle> SimBackend::CreateContainer(
+    const std::vector<std::string>& addresses) {
+  const std::string context =
+      absl::StrCat("sim CREATE_CONTAINER devices=", DeviceList(addresses));
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kCreateContainer, context));
+  if (addresses.empty()) return ErrnoStatus(EINVAL, context, "no devices");
+
+  absl::flat_hash_set<std::string> listed;
+  std::vector<const BackendDevice*> found;
+  for (const std::string& address : addresses) {
+    if (!listed.insert(address).second) {
+      return ErrnoStatus(EINVAL, context,
+                         absl::StrCat(address, " listed twice"));
+    }
+    auto it = std::lower_bound(
+        devices_.begin(), devices_.end(), address,
+        [](const BackendDevice& d, const std::string& a) { return d.address < a; });
+    if (it == devices_.end() || it->address != address) {
+      return ErrnoStatus(ENODEV, context, absl::StrCat("no device ", address));
+    }
+    found.push_back(&*it);
+  }
+  for (const BackendDevice* d : found) {
+    // iommufd refuses to claim DMA ownership of a group that a host driver
+    // uses (EBUSY); type1 reports the group as not viable.
+    if (!d->assignable) {
+      return ErrnoStatus(EBUSY, context,
+                         absl::StrCat(d->address, " is not assignable: ",
+                                      d->unassignable_reason));
+    }
+    auto held = holder_.find(d->address);
+    if (held != holder_.end()) {
+      return ErrnoStatus(EBUSY, context,
+                         absl::StrCat(d->address, " is held by container ",
+                                      held->second));
+    }
+  }
+  // Type1 attaches groups, not devices: a partial group would silently hand
+  // the other members to the same address space.
+  for (const BackendDevice* d : found) {
+    for (const BackendDevice& other : devices_) {
+      if (other.iommu_group == d->iommu_group && !listed.contains(other.address)) {
+        return ErrnoStatus(
+            EINVAL, context,
+            absl::StrCat("group ", d->iommu_group, " also holds ",
+                         other.address, "; assign the whole group"));
+      }
+    }
+  }
+
+  const ContainerHandle handle = next_handle_++;
+  Container& c = containers_[handle];
+  c.devices = addresses;
+  for (const std::string& address : addresses) holder_[address] = handle;
+  return handle;
+}
+
+absl::StatusOr<Geometry> SimBackend::GetGeometry(ContainerHandle handle) {
+  const std::string context = absl::StrCat("sim GET_GEOMETRY container=", handle);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kGetGeometry, context));
+  if (FindLocked(handle) == nullptr) {
+    return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  }
+  return geometry_;
+}
+
+absl::Status SimBackend::DestroyContainer(ContainerHandle handle) {
+  const std::string context = absl::StrCat("sim DESTROY container=", handle);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kDestroyContainer, context));
+  Container* c = FindLocked(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  for (const std::string& address : c->devices) holder_.erase(address);
+  containers_.erase(handle);  // Its mappings go with it.
+  return absl::OkStatus();
+}
+
+absl::Status SimBackend::Map(ContainerHandle handle, uint64_t iova,
+                             uint64_t vaddr, uint64_t size, bool readable,
+                             bool writable) {
+  const std::string context = MapContext(handle, iova, size, vaddr);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kMap, context));
+  Container* c = FindLocked(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  // The checks come in the order type1's vfio_dma_do_map makes them.
+  if (!readable && !writable) {
+    return ErrnoStatus(EINVAL, context, "neither readable nor writable");
+  }
+  if (size == 0) return ErrnoStatus(EINVAL, context, "size is 0");
+  if ((iova | size | vaddr) % granule_ != 0) {
+    return ErrnoStatus(EINVAL, context,
+                       absl::StrCat("iova, size and vaddr must be multiples of "
+                                    "the page size ", Hex(granule_)));
+  }
+  const uint64_t last = iova + (size - 1);
+  if (last < iova || vaddr + (size - 1) < vaddr) {
+    return ErrnoStatus(EINVAL, context, "range wraps past 2^64");
+  }
+  bool inside = false;
+  for (const IovaRange& r : geometry_.usable) {
+    if (iova >= r.start && last <= r.last) inside = true;
+  }
+  if (!inside) {
+    return ErrnoStatus(EINVAL, context,
+                       absl::StrCat(RangeText(iova, last),
+                                    " is not inside one usable range"));
+  }
+  // Mappings are disjoint, so only two can overlap [iova, last]: the first
+  // one starting at or after iova (if it starts by last) and the one before
+  // it (if it reaches iova).
+  auto next = c->mappings.lower_bound(iova);
+  if (next != c->mappings.end() && next->first <= last) {
+    return ErrnoStatus(EEXIST, context,
+                       absl::StrCat("overlaps mapping ",
+                                    RangeText(next->first,
+                                              next->first + next->second.size - 1)));
+  }
+  if (next != c->mappings.begin()) {
+    auto prev = std::prev(next);
+    const uint64_t prev_last = prev->first + prev->second.size - 1;
+    if (prev_last >= iova) {
+      return ErrnoStatus(EEXIST, context,
+                         absl::StrCat("overlaps mapping ",
+                                      RangeText(prev->first, prev_last)));
+    }
+  }
+  if (geometry_.max_mappings != 0 &&
+      c->mappings.size() >= geometry_.max_mappings) {
+    return ErrnoStatus(ENOSPC, context,
+                       absl::StrCat("container holds the maximum of ",
+                                    geometry_.max_mappings, " mappings"));
+  }
+  c->mappings[iova] = BackendMapping{iova, size, vaddr, readable, writable};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> SimBackend::Unmap(ContainerHandle handle,
+                                           uint64_t iova, uint64_t size) {
+  const std::string context = UnmapContext(handle, iova, size);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kUnmap, context));
+  Container* c = FindLocked(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  if (size == 0) return ErrnoStatus(EINVAL, context, "size is 0");
+  if ((iova | size) % granule_ != 0) {
+    return ErrnoStatus(EINVAL, context,
+                       absl::StrCat("iova and size must be multiples of the "
+                                    "page size ", Hex(granule_)));
+  }
+  const uint64_t last = iova + (size - 1);
+  if (last < iova) return ErrnoStatus(EINVAL, context, "range wraps past 2^64");
+
+  // Every mapping overlapping [iova, last]: possibly one starting before iova,
+  // then those starting inside the range.
+  auto first = c->mappings.lower_bound(iova);
+  if (first != c->mappings.begin()) {
+    auto prev = std::prev(first);
+    const uint64_t prev_last = prev->first + prev->second.size - 1;
+    if (prev_last >= iova) {
+      return ErrnoStatus(EINVAL, context,
+                         absl::StrCat("cuts mapping ",
+                                      RangeText(prev->first, prev_last),
+                                      "; unmap whole mappings"));
+    }
+  }
+  auto end = first;
+  uint64_t unmapped = 0;
+  for (; end != c->mappings.end() && end->first <= last; ++end) {
+    const uint64_t m_last = end->first + end->second.size - 1;
+    if (m_last > last) {
+      return ErrnoStatus(EINVAL, context,
+                         absl::StrCat("cuts mapping ",
+                                      RangeText(end->first, m_last),
+                                      "; unmap whole mappings"));
+    }
+    unmapped += end->second.size;
+  }
+  if (first == end) {
+    return ErrnoStatus(ENOENT, context,
+                       absl::StrCat("nothing mapped in ", RangeText(iova, last)));
+  }
+  c->mappings.erase(first, end);
+  return unmapped;
+}
+
+absl::StatusOr<std::vector<BackendMapping>> SimBackend::ListMappings(
+    ContainerHandle handle) {
+  const std::string context = absl::StrCat("sim LIST_MAPPINGS container=", handle);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kListMappings, context));
+  Container* c = FindLocked(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  std::vector<BackendMapping> out;
+  out.reserve(c->mappings.size());
+  for (const auto& [iova, m] : c->mappings) out.push_back(m);
+  return out;
+}
+
+}  // namespace agent
+}  // namespace iommu

@@ -1,0 +1,155 @@
+#include "agent/startup.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "agent/errno_status.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+bool Exists(const char* path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+absl::Status BadAddress(absl::string_view field, absl::string_view value,
+                        absl::string_view rule) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": ", rule, ", got \"", absl::CEscape(value), "\""));
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> SplitHostPort(absl::string_view field,
+                                       absl::string_view value) {
+  HostPort out;
+  absl::string_view port;
+  if (!value.empty() && value[0] == '[') {
+    const size_t close = value.find(']');
+    if (close == absl::string_view::npos || close + 1 >= value.size() ||
+        value[close + 1] != ':') {
+      return BadAddress(field, value, "must be [ipv6]:port");
+    }
+    out.host = std::string(value.substr(1, close - 1));
+    port = value.substr(close + 2);
+  } else {
+    const size_t colon = value.rfind(':');
+    if (colon == absl::string_view::npos) {
+      return BadAddress(field, value, "must be host:port");
+    }
+    out.host = std::string(value.substr(0, colon));
+    if (out.host.find(':') != std::string::npos) {
+      return BadAddress(field, value, "IPv6 hosts must be bracketed, [::1]:port");
+    }
+    port = value.substr(colon + 1);
+  }
+  if (out.host.empty()) return BadAddress(field, value, "host is empty");
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(port, &out.port) || out.port > 65535) {
+    return BadAddress(field, value, "port must be a number 0-65535");
+  }
+  return out;
+}
+
+std::string JoinHostPort(absl::string_view host, int port) {
+  if (host.find(':') != absl::string_view::npos) {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+bool IsWildcardHost(absl::string_view host) {
+  return host == "0.0.0.0" || host == "::" || host == "*" || host == "[::]";
+}
+
+HostIommu ProbeHostIommu() {
+  HostIommu h;
+  h.dev_iommu = Exists("/dev/iommu");
+  h.dev_vfio_devices = Exists("/dev/vfio/devices");
+  h.dev_vfio_vfio = Exists("/dev/vfio/vfio");
+  return h;
+}
+
+absl::StatusOr<std::string> ChooseBackend(absl::string_view flag,
+                                          const HostIommu& host) {
+  if (flag == "sim") return std::string("sim");
+  if (flag == "iommufd" || flag == "vfio") {
+    return absl::UnimplementedError(absl::StrCat(
+        "backend: the ", flag == "vfio" ? "vfio-type1" : "iommufd",
+        " backend is not built yet (it lands in a later release); use "
+        "--backend=sim for a simulated node"));
+  }
+  if (flag == "auto") {
+    const bool iommufd = host.dev_iommu && host.dev_vfio_devices;
+    if (iommufd || host.dev_vfio_vfio) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "backend: auto found ",
+          iommufd ? "/dev/iommu and /dev/vfio/devices (iommufd)"
+                  : "/dev/vfio/vfio (vfio-type1)",
+          ", but the real backends land in a later release; this build can "
+          "only run --backend=sim, which does no real DMA"));
+    }
+    return absl::FailedPreconditionError(
+        "backend: auto found no IOMMU here (no /dev/iommu + /dev/vfio/devices, "
+        "no /dev/vfio/vfio); refusing to fall back to a simulation silently. "
+        "Pass --backend=sim explicitly for a simulated node");
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "backend: must be auto, iommufd, vfio or sim, got \"", absl::CEscape(flag),
+      "\""));
+}
+
+std::string SimBanner() {
+  return "\n"
+         "############################################################\n"
+         "##                                                        ##\n"
+         "##   SIMULATED BACKEND: no real IOMMU, no real DMA,       ##\n"
+         "##   no pinned memory.                                    ##\n"
+         "##   Devices, containers and mappings exist only in this  ##\n"
+         "##   process. Never use this node for real guests.        ##\n"
+         "##                                                        ##\n"
+         "############################################################\n"
+         "\n";
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view contents) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", tmp));
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      close(fd);
+      unlink(tmp.c_str());
+      return ErrnoStatus(err, absl::StrCat("write ", tmp));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (close(fd) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoStatus(err, absl::StrCat("close ", tmp));
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoStatus(err, absl::StrCat("rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace agent
+}  // namespace iommu

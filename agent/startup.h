@@ -1,0 +1,60 @@
+// Start-up helpers for the iommu-agent binary, kept out of main.cc so that
+// tests link them: host:port parsing, the --backend decision, the simulated
+// backend banner and the port file. Thread-safe (no shared state).
+#ifndef AGENT_STARTUP_H_
+#define AGENT_STARTUP_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace iommu {
+namespace agent {
+
+struct HostPort {
+  std::string host;  // Without brackets for IPv6 ("::1").
+  int port = 0;
+};
+
+// Parses "host:port" or "[v6]:port"; port 0-65535. INVALID_ARGUMENT naming
+// `field` otherwise.
+absl::StatusOr<HostPort> SplitHostPort(absl::string_view field,
+                                       absl::string_view value);
+
+// "host:port", bracketing IPv6 hosts.
+std::string JoinHostPort(absl::string_view host, int port);
+
+// True for addresses that accept on every interface (0.0.0.0, ::, [::], *):
+// a broker cannot dial them.
+bool IsWildcardHost(absl::string_view host);
+
+// What exists under /dev on this host.
+struct HostIommu {
+  bool dev_iommu = false;          // /dev/iommu
+  bool dev_vfio_devices = false;   // /dev/vfio/devices
+  bool dev_vfio_vfio = false;      // /dev/vfio/vfio
+};
+HostIommu ProbeHostIommu();
+
+// Decides the backend from --backend and what the host has. Returns "sim"
+// (the only backend built so far) or an error whose message tells the
+// operator what to do: FAILED_PRECONDITION for auto (real backend found but
+// not built yet, or nothing found and sim not asked for), UNIMPLEMENTED for
+// iommufd/vfio, INVALID_ARGUMENT for an unknown value.
+absl::StatusOr<std::string> ChooseBackend(absl::string_view flag,
+                                          const HostIommu& host);
+
+// The multi-line warning printed at start with --backend=sim.
+std::string SimBanner();
+
+// Writes `contents` to `path` via a temporary file and rename, so a reader
+// polling for the file never sees it half-written.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view contents);
+
+}  // namespace agent
+}  // namespace iommu
+
+#endif  // AGENT_STARTUP_H_

@@ -1,0 +1,795 @@
+#include "client/args.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+// ---------------------------------------------------------------- the table
+
+struct NounSpec {
+  const char* name;
+  const char* summary;
+};
+
+constexpr NounSpec kNouns[] = {
+    {"tenant", "Tenants and their quotas (pinned memory, containers, IOVA window bytes)"},
+    {"node", "Nodes (hosts whose agent registered) and their scheduling state"},
+    {"device", "PCI devices that a node can pass through"},
+    {"container", "Containers: IOMMU address spaces on a node with devices attached"},
+    {"window", "IOVA windows reserved inside containers"},
+};
+
+FlagSpec Flag(std::string name, ValueKind kind, std::string value_name, std::string help,
+              bool required = false, bool repeated = false) {
+  FlagSpec f;
+  f.name = std::move(name);
+  f.kind = kind;
+  f.value_name = std::move(value_name);
+  f.help = std::move(help);
+  f.required = required;
+  f.repeated = repeated;
+  return f;
+}
+
+FlagSpec LimitFlag() {
+  return Flag("limit", ValueKind::kUint32, "N",
+              "Show at most N results (default: all, fetched page by page).");
+}
+
+std::vector<CommandSpec> BuildCommands() {
+  std::vector<CommandSpec> c;
+  auto add = [&c](CommandSpec s) { c.push_back(std::move(s)); };
+
+  // Tenants.
+  add({"tenant", "create", "ID", false, "Create a tenant with a quota",
+       "Creates tenant ID with the given quota. ID is 1-63 characters: lowercase letters, "
+       "digits and '-', starting with a letter.\n\n"
+       "The pinned quota caps the guest memory the tenant may have pinned across the fleet; "
+       "each host page is billed once per node however many containers map it.",
+       {Flag("pinned", ValueKind::kSize, "SIZE", "Bytes of guest memory the tenant may pin (> 0).",
+             true),
+        Flag("max-containers", ValueKind::kUint32, "N",
+             "Containers the tenant may hold at once (default 0: no limit)."),
+        Flag("window-bytes", ValueKind::kSize, "SIZE",
+             "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
+       {"iommuctl tenant create acme --pinned=64G --max-containers=8"},
+       true});
+  add({"tenant", "get", "ID", false, "Show one tenant", "Shows tenant ID and its quota.", {},
+       {"iommuctl tenant get acme"}});
+  add({"tenant", "list", "", false, "List tenants", "Lists every tenant and its quota.",
+       {LimitFlag()}, {"iommuctl tenant list", "iommuctl -o json tenant list"}});
+  add({"tenant", "set-quota", "ID", false, "Replace a tenant's quota",
+       "Replaces the whole quota of tenant ID. Limits not given become 0 (no limit). The new "
+       "quota may be below current usage: nothing is taken away, but new containers, windows "
+       "and pins are refused until usage drops below it.",
+       {Flag("pinned", ValueKind::kSize, "SIZE", "Bytes of guest memory the tenant may pin (> 0).",
+             true),
+        Flag("max-containers", ValueKind::kUint32, "N",
+             "Containers the tenant may hold at once (default 0: no limit)."),
+        Flag("window-bytes", ValueKind::kSize, "SIZE",
+             "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
+       {"iommuctl tenant set-quota acme --pinned=128G --max-containers=16"},
+       true});
+  add({"tenant", "delete", "ID", false, "Delete a tenant",
+       "Deletes tenant ID. The tenant must own no containers.", {},
+       {"iommuctl tenant delete acme"}, true});
+
+  // Nodes.
+  add({"node", "list", "", false, "List nodes",
+       "Lists the nodes whose agent registered, with their state, backend and device counts.",
+       {LimitFlag()}, {"iommuctl node list"}});
+  add({"node", "get", "NAME", false, "Show one node", "Shows node NAME in detail.", {},
+       {"iommuctl node get host-a"}});
+  add({"node", "cordon", "NAME", false, "Stop placing new containers on a node",
+       "Cordons node NAME: it keeps its containers but receives no new ones.", {},
+       {"iommuctl node cordon host-a"}, true});
+  add({"node", "uncordon", "NAME", false, "Allow placing containers on a node again",
+       "Uncordons node NAME.", {}, {"iommuctl node uncordon host-a"}, true});
+  add({"node", "drain", "NAME", false, "Cordon a node and optionally delete its containers",
+       "Cordons node NAME. With --delete-containers it also deletes every container on it "
+       "(and their windows); without, it reports the containers that remain.",
+       {Flag("delete-containers", ValueKind::kSwitch, "",
+             "Also delete every container on the node.")},
+       {"iommuctl node drain host-a", "iommuctl node drain host-a --delete-containers"},
+       true});
+
+  // Devices.
+  add({"device", "list", "", false, "List a node's PCI devices",
+       "Lists the PCI devices of node NAME: address, IOMMU group, ids, driver, whether it can "
+       "be assigned and which container holds it.",
+       {Flag("node", ValueKind::kString, "NAME", "The node whose devices to list.", true)},
+       {"iommuctl device list --node=host-a"}});
+
+  // Containers.
+  add({"container", "create", "", false, "Create a container (IOMMU address space with devices)",
+       "Creates a container for a tenant. Either name the node and its devices exactly "
+       "(--node and one or more --device), or give a device selector (--vendor, --device-id, "
+       "--count, all optional) and let the broker place the container on a ready, uncordoned "
+       "node with enough free matching devices.",
+       {Flag("tenant", ValueKind::kString, "ID", "The tenant that owns the container.", true),
+        Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
+        Flag("device", ValueKind::kString, "ADDR",
+             "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
+        Flag("vendor", ValueKind::kPciId, "ID", "Selector: PCI vendor id, e.g. 0x1234."),
+        Flag("device-id", ValueKind::kPciId, "ID", "Selector: PCI device id, e.g. 0x11e8."),
+        Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1).")},
+       {"iommuctl container create --tenant=acme --vendor=0x1234 --device-id=0x11e8 --count=2",
+        "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0"},
+       true});
+  add({"container", "get", "ID", false, "Show one container",
+       "Shows container ID: its node, devices, state, IOVA geometry and windows.", {},
+       {"iommuctl container get c-0123456789abcdef"}});
+  add({"container", "list", "", false, "List containers",
+       "Lists containers, optionally only those of a tenant, on a node, or in a state.",
+       {Flag("tenant", ValueKind::kString, "ID", "Only this tenant's containers."),
+        Flag("node", ValueKind::kString, "NAME", "Only containers on this node."),
+        Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready or "
+                                                   "node-unavailable."),
+        LimitFlag()},
+       {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable"}});
+  add({"container", "delete", "ID", false, "Delete a container",
+       "Deletes container ID, releasing its windows and its devices. If its node is "
+       "unavailable the container is forgotten now and the node's agent destroys the address "
+       "space when it reconciles.",
+       {}, {"iommuctl container delete c-0123456789abcdef"}, true});
+
+  // Windows.
+  add({"window", "allocate", "CONTAINER", false, "Reserve an IOVA window in a container",
+       "Reserves SIZE bytes of IOVA space in container CONTAINER. Without --base the broker "
+       "picks the smallest free range that fits, lowest address first.",
+       {Flag("size", ValueKind::kSize, "SIZE",
+             "Bytes; a multiple of the container's IOMMU page size.", true),
+        Flag("align", ValueKind::kSize, "SIZE",
+             "Alignment, a power of two >= the IOMMU page size (default: the page size)."),
+        Flag("base", ValueKind::kUint64, "ADDR",
+             "Place the window exactly here (a multiple of the alignment), e.g. 0x100000000.")},
+       {"iommuctl window allocate c-0123456789abcdef --size=2G --align=2M",
+        "iommuctl window allocate c-0123456789abcdef --size=1G --base=0x100000000"},
+       true});
+  add({"window", "release", "ID", false, "Release an IOVA window", "Releases window ID.", {},
+       {"iommuctl window release w-0123456789abcdef"}, true});
+  add({"window", "list", "", false, "List IOVA windows",
+       "Lists windows, optionally only those of one container or one tenant.",
+       {Flag("container", ValueKind::kString, "ID", "Only windows in this container."),
+        Flag("tenant", ValueKind::kString, "ID", "Only this tenant's windows."), LimitFlag()},
+       {"iommuctl window list --container=c-0123456789abcdef"}});
+
+  // Single words.
+  add({"usage", "", "", false, "Show usage against quotas, per tenant and per node",
+       "Shows, per tenant: quota, IOVA window bytes, pinned bytes (billed: each host page "
+       "once per node), mapped bytes (every mapping counted) and what deduplication saved; "
+       "then the same per tenant and node. Pinned figures come from each node's last "
+       "heartbeat.",
+       {Flag("tenant", ValueKind::kString, "ID", "Only this tenant."),
+        Flag("node", ValueKind::kString, "NAME", "Only this node.")},
+       {"iommuctl usage", "iommuctl usage --tenant=acme -o json"}});
+  CommandSpec version{"version", "", "", false, "Print the iommuctl version",
+                      "Prints the version of iommuctl and the broker API it speaks.", {},
+                      {"iommuctl version"}};
+  version.needs_broker = false;
+  add(std::move(version));
+  CommandSpec help{"help", "", "COMMAND", true, "Show help for a command",
+                   "Shows help for iommuctl, a noun, or a command. Same as --help.", {},
+                   {"iommuctl help container create"}};
+  help.needs_broker = false;
+  add(std::move(help));
+  return c;
+}
+
+// ---------------------------------------------------------------- globals
+
+const std::vector<FlagSpec>& GlobalFlags() {
+  static const auto* flags = new std::vector<FlagSpec>{
+      Flag("broker", ValueKind::kString, "HOST:PORT",
+           absl::StrCat("Broker address (default: $", kBrokerEnvVar, ", else ",
+                        kDefaultBrokerAddress, ").")),
+      Flag("output", ValueKind::kString, "FORMAT", "Output format: table or json (also -o)."),
+      Flag("timeout", ValueKind::kDuration, "DURATION",
+           "Deadline of each call to the broker, e.g. 5s, 500ms (default 5s)."),
+      Flag("request-id", ValueKind::kString, "ID",
+           "Idempotency key of a mutation (default: a fresh random id). Repeat a failed "
+           "mutation with the same id to retry it safely."),
+      Flag("help", ValueKind::kSwitch, "", "Show help (also -h)."),
+  };
+  return *flags;
+}
+
+const FlagSpec* FindFlag(const std::vector<FlagSpec>& flags, absl::string_view name) {
+  for (const FlagSpec& f : flags) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+// Levenshtein distance, for "did you mean" hints.
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean \"x\"?)" for the closest candidate within distance 2, or "".
+std::string Suggest(absl::string_view word, const std::vector<std::string>& candidates,
+                    absl::string_view prefix) {
+  size_t best = 3;
+  std::string best_word;
+  for (const std::string& c : candidates) {
+    const size_t d = EditDistance(word, c);
+    if (d < best || (!best_word.empty() && d == best && c < best_word)) {
+      if (d < best) best = d;
+      best_word = c;
+    }
+  }
+  if (best_word.empty()) return "";
+  return absl::StrCat(" (did you mean ", prefix, best_word, "?)");
+}
+
+std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
+
+absl::Status Usage(absl::string_view message) { return absl::InvalidArgumentError(message); }
+
+std::vector<std::string> NounsAndWords() {
+  std::vector<std::string> out;
+  for (const CommandSpec& c : Commands()) {
+    if (std::find(out.begin(), out.end(), c.noun) == out.end()) out.push_back(c.noun);
+  }
+  return out;
+}
+
+std::vector<std::string> VerbsOf(absl::string_view noun) {
+  std::vector<std::string> out;
+  for (const CommandSpec& c : Commands()) {
+    if (c.noun == noun && !c.verb.empty()) out.push_back(c.verb);
+  }
+  return out;
+}
+
+// Checks `text` against `spec.kind` and fills `value`.
+absl::Status ParseValue(const FlagSpec& spec, absl::string_view text, FlagValue* value) {
+  const std::string flag = absl::StrCat("--", spec.name);
+  value->text = std::string(text);
+  switch (spec.kind) {
+    case ValueKind::kSwitch: {
+      const std::string lower = absl::AsciiStrToLower(text);
+      if (lower == "true" || lower == "1") {
+        value->number = 1;
+      } else if (lower == "false" || lower == "0") {
+        value->number = 0;
+      } else {
+        return Usage(absl::StrCat(flag, ": takes no value (or =true / =false), got ",
+                                  Quote(text)));
+      }
+      return absl::OkStatus();
+    }
+    case ValueKind::kString:
+      if (text.empty()) return Usage(absl::StrCat(flag, ": must not be empty"));
+      return absl::OkStatus();
+    case ValueKind::kSize: {
+      auto v = ParseSize(flag, text);
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      return absl::OkStatus();
+    }
+    case ValueKind::kUint32:
+    case ValueKind::kUint64:
+    case ValueKind::kPciId: {
+      const uint64_t max = spec.kind == ValueKind::kUint32   ? std::numeric_limits<uint32_t>::max()
+                           : spec.kind == ValueKind::kPciId ? 0xffff
+                                                            : std::numeric_limits<uint64_t>::max();
+      auto v = ParseUint(flag, text, max);
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      return absl::OkStatus();
+    }
+    case ValueKind::kDuration: {
+      auto d = ParseTimeout(flag, text);
+      if (!d.ok()) return d.status();
+      value->duration = *d;
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("unhandled flag kind");
+}
+
+// Applies one global flag to `inv`.
+absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocation* inv) {
+  if (spec.name == "help") {
+    if (value.number != 0) inv->help = true;
+  } else if (spec.name == "broker") {
+    inv->global.broker = value.text;
+  } else if (spec.name == "output") {
+    const std::string lower = absl::AsciiStrToLower(value.text);
+    if (lower == "table") {
+      inv->global.output = OutputFormat::kTable;
+    } else if (lower == "json") {
+      inv->global.output = OutputFormat::kJson;
+    } else {
+      return Usage(absl::StrCat("--output: must be table or json, got ", Quote(value.text)));
+    }
+  } else if (spec.name == "timeout") {
+    inv->global.timeout = value.duration;
+  } else if (spec.name == "request-id") {
+    inv->global.request_id = value.text;
+  }
+  return absl::OkStatus();
+}
+
+// Word-wraps `text` to `width` columns; every line but the first starts with
+// `indent` spaces, and the first line is taken to start at column `indent`
+// too (the caller printed what precedes it). Keeps the paragraph breaks
+// ('\n') of `text`.
+std::string Wrap(absl::string_view text, size_t width, size_t indent) {
+  std::string out;
+  size_t column = indent;
+  bool first_paragraph = true;
+  for (absl::string_view paragraph : absl::StrSplit(text, '\n')) {
+    if (!first_paragraph) {
+      out.append("\n").append(indent, ' ');
+      column = indent;
+    }
+    first_paragraph = false;
+    bool first_word = true;
+    for (absl::string_view word : absl::StrSplit(paragraph, ' ', absl::SkipEmpty())) {
+      if (!first_word && column + 1 + word.size() > width) {
+        out.append("\n").append(indent, ' ');
+        column = indent;
+        first_word = true;
+      }
+      if (!first_word) {
+        out.push_back(' ');
+        ++column;
+      }
+      out.append(word.data(), word.size());
+      column += word.size();
+      first_word = false;
+    }
+  }
+  return out;
+}
+
+constexpr size_t kHelpWidth = 80;
+
+std::string KindHint(const FlagSpec& f) {
+  if (f.kind == ValueKind::kSwitch) return absl::StrCat("--", f.name);
+  return absl::StrCat("--", f.name, "=", f.value_name);
+}
+
+std::string UsageLine(const CommandSpec& c) {
+  std::string line = absl::StrCat("iommuctl ", c.FullName());
+  if (!c.positional.empty()) {
+    absl::StrAppend(&line, c.positional_optional ? " [" : " ", c.positional,
+                    c.positional_optional ? "]" : "");
+  }
+  for (const FlagSpec& f : c.flags) {
+    absl::StrAppend(&line, " ", f.required ? "" : "[", KindHint(f), f.repeated ? "..." : "",
+                    f.required ? "" : "]");
+  }
+  return line;
+}
+
+void AppendFlagList(const std::vector<FlagSpec>& flags, std::string* out) {
+  size_t width = 0;
+  for (const FlagSpec& f : flags) width = std::max(width, KindHint(f).size());
+  for (const FlagSpec& f : flags) {
+    std::string help = f.help;
+    if (f.required) absl::StrAppend(&help, " Required.");
+    if (f.repeated && !absl::StrContains(help, "repeatable")) absl::StrAppend(&help, " Repeatable.");
+    // Help starts after the flag column; long help wraps under itself.
+    absl::StrAppendFormat(out, "  %-*s  %s\n", static_cast<int>(width), KindHint(f),
+                          Wrap(help, kHelpWidth, width + 4));
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public
+
+std::string CommandSpec::FullName() const {
+  return verb.empty() ? noun : absl::StrCat(noun, " ", verb);
+}
+
+const std::vector<CommandSpec>& Commands() {
+  static const auto* commands = new std::vector<CommandSpec>(BuildCommands());
+  return *commands;
+}
+
+const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb) {
+  for (const CommandSpec& c : Commands()) {
+    if (c.noun == noun && c.verb == verb) return &c;
+  }
+  return nullptr;
+}
+
+bool IsNoun(absl::string_view noun) {
+  for (const CommandSpec& c : Commands()) {
+    if (c.noun == noun) return true;
+  }
+  return false;
+}
+
+bool Invocation::Has(absl::string_view flag) const {
+  return flags.find(std::string(flag)) != flags.end();
+}
+
+std::string Invocation::String(absl::string_view flag) const {
+  auto it = flags.find(std::string(flag));
+  return it == flags.end() || it->second.empty() ? "" : it->second.back().text;
+}
+
+uint64_t Invocation::Number(absl::string_view flag) const {
+  auto it = flags.find(std::string(flag));
+  return it == flags.end() || it->second.empty() ? 0 : it->second.back().number;
+}
+
+std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
+  std::vector<std::string> out;
+  auto it = flags.find(std::string(flag));
+  if (it == flags.end()) return out;
+  for (const FlagValue& v : it->second) out.push_back(v.text);
+  return out;
+}
+
+absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
+                                   uint64_t max) {
+  const std::string what =
+      max == 0xffff ? "a 16-bit id" : "an unsigned integer (decimal or 0x hex)";
+  absl::string_view digits = text;
+  int base = 10;
+  if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) base = 16;
+  if (digits.empty()) {
+    return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
+  }
+  uint64_t v = 0;
+  for (char ch : digits) {
+    int d;
+    if (absl::ascii_isdigit(ch)) {
+      d = ch - '0';
+    } else if (base == 16 && absl::ascii_isxdigit(ch)) {
+      d = absl::ascii_tolower(ch) - 'a' + 10;
+    } else {
+      return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
+    }
+    if (v > (std::numeric_limits<uint64_t>::max() - d) / base) {
+      return Usage(absl::StrCat(flag, ": ", Quote(text), " is too large"));
+    }
+    v = v * base + d;
+  }
+  if (v > max) {
+    return Usage(absl::StrFormat("%s: %s is too large (at most %#x)", flag, Quote(text), max));
+  }
+  return v;
+}
+
+absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text) {
+  const auto invalid = [&] {
+    return Usage(absl::StrCat(flag, ": invalid size ", Quote(text),
+                              " (expected e.g. 4096, 0x1000, 4K, 2M, 1G, 1T)"));
+  };
+  absl::string_view s = absl::StripAsciiWhitespace(text);
+  if (s.empty()) return invalid();
+  if (absl::StartsWithIgnoreCase(s, "0x")) {
+    auto v = ParseUint(flag, s, std::numeric_limits<uint64_t>::max());
+    if (!v.ok()) return invalid();
+    return v;
+  }
+  size_t n = 0;
+  while (n < s.size() && absl::ascii_isdigit(s[n])) ++n;
+  if (n == 0) return invalid();
+  absl::string_view digits = s.substr(0, n);
+  std::string unit = absl::AsciiStrToLower(s.substr(n));
+  int shift = 0;
+  if (!unit.empty() && unit != "b") {
+    static constexpr char kUnits[] = "kmgtpe";
+    const char* p = std::strchr(kUnits, unit[0]);
+    if (p == nullptr || *p == '\0') return invalid();
+    shift = 10 * static_cast<int>(p - kUnits + 1);
+    absl::string_view rest = absl::string_view(unit).substr(1);
+    if (!rest.empty() && rest != "b" && rest != "ib") return invalid();
+  }
+  uint64_t v = 0;
+  if (!absl::SimpleAtoi(digits, &v)) {
+    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
+  }
+  if (shift > 0 && v > (std::numeric_limits<uint64_t>::max() >> shift)) {
+    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
+  }
+  return v << shift;
+}
+
+absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {
+  absl::Duration d;
+  uint64_t seconds = 0;
+  if (absl::SimpleAtoi(text, &seconds)) {
+    d = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &d)) {
+    return Usage(absl::StrCat(flag, ": invalid duration ", Quote(text),
+                              " (expected e.g. 5s, 500ms, 1m)"));
+  }
+  if (d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
+    return Usage(absl::StrCat(flag, ": must be a positive, finite duration, got ", Quote(text)));
+  }
+  return d;
+}
+
+absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args,
+                                            absl::string_view default_broker) {
+  Invocation inv;
+  inv.global.broker = std::string(default_broker);
+  std::vector<std::string> words;  // Non-flag arguments, in order.
+  bool flags_done = false;         // After "--".
+  const CommandSpec* command = nullptr;
+
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (flags_done || arg.size() < 2 || arg[0] != '-') {
+      words.push_back(arg);
+      // Resolve the command as soon as its words are known, so that its own
+      // flags are recognised after it.
+      if (command == nullptr && !words.empty()) {
+        if (words.size() == 1 && FindCommand(words[0], "") != nullptr) {
+          command = FindCommand(words[0], "");
+        } else if (words.size() == 2) {
+          command = FindCommand(words[0], words[1]);
+        }
+      }
+      continue;
+    }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    // Split into name and optional inline value.
+    std::string name;
+    bool has_value = false;
+    std::string value_text;
+    if (arg[1] == '-') {
+      absl::string_view body = absl::string_view(arg).substr(2);
+      const size_t eq = body.find('=');
+      name = std::string(body.substr(0, eq));
+      if (eq != absl::string_view::npos) {
+        has_value = true;
+        value_text = std::string(body.substr(eq + 1));
+      }
+    } else {
+      // Short flags: -h, -o VALUE, -o=VALUE, -oVALUE.
+      const char letter = arg[1];
+      if (letter == 'h' && arg.size() == 2) {
+        name = "help";
+      } else if (letter == 'o') {
+        name = "output";
+        if (arg.size() > 2) {
+          has_value = true;
+          value_text = arg.substr(arg[2] == '=' ? 3 : 2);
+        }
+      } else {
+        return Usage(absl::StrCat("unknown flag ", Quote(arg)));
+      }
+    }
+
+    const FlagSpec* spec = command != nullptr ? FindFlag(command->flags, name) : nullptr;
+    const bool global = spec == nullptr;
+    if (global) spec = FindFlag(GlobalFlags(), name);
+    if (spec == nullptr) {
+      std::vector<std::string> candidates;
+      if (command != nullptr) {
+        for (const FlagSpec& f : command->flags) candidates.push_back(f.name);
+      }
+      for (const FlagSpec& f : GlobalFlags()) candidates.push_back(f.name);
+      std::string where = command != nullptr ? absl::StrCat(" for ", Quote(command->FullName()))
+                                             : std::string();
+      if (command == nullptr && words.size() < 2) {
+        // A command flag given before the command words.
+        for (const CommandSpec& c : Commands()) {
+          if (FindFlag(c.flags, name) != nullptr) {
+            where = " (command flags go after the command, e.g. iommuctl container list "
+                    "--tenant=acme)";
+            break;
+          }
+        }
+      }
+      return Usage(absl::StrCat("unknown flag --", name, where, Suggest(name, candidates, "--")));
+    }
+    if (spec->kind == ValueKind::kSwitch) {
+      if (!has_value) value_text = "true";
+    } else if (!has_value) {
+      if (i + 1 >= args.size()) {
+        return Usage(absl::StrCat("--", spec->name, ": needs a value (--", spec->name, "=",
+                                  spec->value_name, ")"));
+      }
+      value_text = args[++i];
+    }
+    FlagValue value;
+    absl::Status st = ParseValue(*spec, value_text, &value);
+    if (!st.ok()) return st;
+    if (global) {
+      st = ApplyGlobal(*spec, value, &inv);
+      if (!st.ok()) return st;
+      continue;
+    }
+    auto& values = inv.flags[spec->name];
+    if (!values.empty() && !spec->repeated) {
+      return Usage(absl::StrCat("--", spec->name, ": given more than once"));
+    }
+    values.push_back(std::move(value));
+  }
+
+  // `help [noun [verb]]` is the same as `[noun [verb]] --help`.
+  if (!words.empty() && words[0] == "help") {
+    inv.help = true;
+    words.erase(words.begin());
+    command = nullptr;
+    if (!inv.flags.empty()) return Usage("help: takes no flags");
+    if (words.size() >= 2) command = FindCommand(words[0], words[1]);
+    if (words.size() == 1) command = FindCommand(words[0], "");
+  }
+
+  if (words.empty()) {
+    if (inv.help) return inv;
+    return Usage("missing command");
+  }
+  const std::string& noun = words[0];
+  if (!IsNoun(noun)) {
+    return Usage(absl::StrCat("unknown command ", Quote(noun), Suggest(noun, NounsAndWords(), "")));
+  }
+  if (command == nullptr) {
+    if (words.size() == 1) {
+      // A noun without its verb.
+      if (inv.help) {
+        inv.help_noun = noun;
+        return inv;
+      }
+      return Usage(absl::StrCat(Quote(noun), " needs a command: one of ",
+                                absl::StrJoin(VerbsOf(noun), ", ")));
+    }
+    return Usage(absl::StrCat("unknown command ", Quote(absl::StrCat(noun, " ", words[1])),
+                              Suggest(words[1], VerbsOf(noun), ""), "; ", noun,
+                              " commands are: ", absl::StrJoin(VerbsOf(noun), ", ")));
+  }
+  if (inv.help) {
+    inv.help_noun = command->noun;
+    inv.help_command = command;
+    return inv;
+  }
+  inv.command = command;
+
+  // Positional argument.
+  const size_t used = command->verb.empty() ? 1 : 2;
+  std::vector<std::string> rest(words.begin() + used, words.end());
+  if (command->positional.empty()) {
+    if (!rest.empty()) {
+      return Usage(absl::StrCat(Quote(command->FullName()), " takes no arguments, got ",
+                                Quote(rest[0])));
+    }
+  } else {
+    if (rest.empty() && !command->positional_optional) {
+      return Usage(absl::StrCat(Quote(command->FullName()), ": missing ", command->positional));
+    }
+    if (rest.size() > 1) {
+      return Usage(absl::StrCat(Quote(command->FullName()), ": takes one ", command->positional,
+                                ", got also ", Quote(rest[1])));
+    }
+    if (!rest.empty()) inv.positional = rest[0];
+    if (!rest.empty() && inv.positional.empty()) {
+      return Usage(absl::StrCat(Quote(command->FullName()), ": ", command->positional,
+                                " must not be empty"));
+    }
+  }
+
+  for (const FlagSpec& f : command->flags) {
+    if (f.required && !inv.Has(f.name)) {
+      return Usage(absl::StrCat("--", f.name, ": required by ", Quote(command->FullName()),
+                                " (--", f.name, "=", f.value_name, ")"));
+    }
+  }
+  return inv;
+}
+
+std::string UsageHint(const std::vector<std::string>& args) {
+  std::vector<std::string> words;
+  for (const std::string& a : args) {
+    if (!a.empty() && a[0] != '-') words.push_back(a);
+  }
+  if (!words.empty() && words[0] == "help") words.erase(words.begin());
+  std::string topic;
+  if (words.size() >= 2 && FindCommand(words[0], words[1]) != nullptr) {
+    topic = absl::StrCat(words[0], " ", words[1], " ");
+  } else if (!words.empty() && IsNoun(words[0])) {
+    topic = absl::StrCat(words[0], " ");
+  }
+  return absl::StrCat("Run 'iommuctl ", topic, "--help' for usage.");
+}
+
+std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
+  std::string out;
+  if (command != nullptr) {
+    absl::StrAppend(&out, command->summary, ".\n\nUsage:\n  ",
+                    Wrap(UsageLine(*command), kHelpWidth, 4), "\n\n",
+                    Wrap(command->description, kHelpWidth, 0), "\n");
+    if (!command->flags.empty()) {
+      absl::StrAppend(&out, "\nFlags:\n");
+      AppendFlagList(command->flags, &out);
+    }
+    if (!command->examples.empty()) {
+      absl::StrAppend(&out, "\nExamples:\n");
+      for (const std::string& e : command->examples) absl::StrAppend(&out, "  ", e, "\n");
+    }
+    absl::StrAppend(&out, "\nGlobal flags (before or after the command):\n");
+    AppendFlagList(GlobalFlags(), &out);
+    return out;
+  }
+  if (!noun.empty()) {
+    const char* summary = "";
+    for (const NounSpec& n : kNouns) {
+      if (noun == n.name) summary = n.summary;
+    }
+    absl::StrAppend(&out, summary, ".\n\nUsage:\n  iommuctl ", noun,
+                    " <command> [args] [--flags]\n\nCommands:\n");
+    size_t width = 0;
+    for (const CommandSpec& c : Commands()) {
+      if (c.noun == noun) width = std::max(width, c.verb.size());
+    }
+    for (const CommandSpec& c : Commands()) {
+      if (c.noun != noun) continue;
+      absl::StrAppendFormat(&out, "  %-*s  %s\n", static_cast<int>(width), c.verb, c.summary);
+    }
+    absl::StrAppend(&out, "\nExamples:\n");
+    for (const CommandSpec& c : Commands()) {
+      if (c.noun == noun && !c.examples.empty()) absl::StrAppend(&out, "  ", c.examples[0], "\n");
+    }
+    absl::StrAppend(&out, "\nRun 'iommuctl ", noun, " <command> --help' for a command's flags.\n");
+    return out;
+  }
+  absl::StrAppend(&out,
+                  Wrap("iommuctl drives the iommu-broker: tenants and their pinned-memory "
+                       "quotas, nodes and their PCI devices, containers (IOMMU address spaces "
+                       "with devices attached) and IOVA windows.",
+                       kHelpWidth, 0),
+                  "\n\nUsage:\n  iommuctl [global flags] <noun> <command> [args] [--flags]\n\n"
+                  "Commands:\n");
+  size_t width = 0;
+  for (const CommandSpec& c : Commands()) width = std::max(width, c.FullName().size());
+  for (const CommandSpec& c : Commands()) {
+    absl::StrAppendFormat(&out, "  %-*s  %s\n", static_cast<int>(width), c.FullName(), c.summary);
+  }
+  absl::StrAppend(&out, "\nGlobal flags:\n");
+  AppendFlagList(GlobalFlags(), &out);
+  absl::StrAppend(&out,
+                  "\nSizes accept 4096, 0x1000, 4K, 2M, 1G, 1T (binary units; 4KiB and 4kb "
+                  "too).\n\nExamples:\n"
+                  "  iommuctl tenant create acme --pinned=64G\n"
+                  "  iommuctl container create --tenant=acme --vendor=0x1234 --count=1\n"
+                  "  iommuctl window allocate c-0123456789abcdef --size=2G\n"
+                  "  iommuctl -o json usage --tenant=acme\n"
+                  "\n",
+                  Wrap("Exit status: 0 success; 1 the broker refused the request or could not "
+                       "be reached (\"error: CODE: message\" on stderr); 2 usage error.",
+                       kHelpWidth, 0),
+                  "\nRun 'iommuctl <noun> --help' or 'iommuctl <noun> <command> --help' for more.\n");
+  return out;
+}
+
+}  // namespace client
+}  // namespace iommu

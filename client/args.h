@@ -1,0 +1,164 @@
+// Command-line grammar of iommuctl and its parser.
+//
+//   iommuctl [global flags] <noun> <verb> [args] [--flags]
+//
+// Provides the command table (every command, its positional argument, its
+// flags and its help text), value parsers for sizes ("2M", "0x1000", "1GiB"),
+// integers (decimal or 0x hex) and durations, ParseCommandLine(), which turns
+// argv into a typed Invocation, and the help renderers.
+//
+// Everything here is pure: no I/O, no environment access, no gRPC. All
+// functions are thread-safe; the command table is immutable after first use.
+// Every error is INVALID_ARGUMENT whose message names the offending flag or
+// word; the caller reports it as a usage error (exit code 2).
+#ifndef CLIENT_ARGS_H_
+#define CLIENT_ARGS_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace iommu {
+namespace client {
+
+// The version iommuctl reports.
+inline constexpr char kIommuctlVersion[] = "0.1.0";
+// Used when neither --broker nor $IOMMU_BROKER is given.
+inline constexpr char kDefaultBrokerAddress[] = "127.0.0.1:7400";
+// Environment variable naming the broker (read by the caller, not here).
+inline constexpr char kBrokerEnvVar[] = "IOMMU_BROKER";
+
+// How a flag's value is read.
+enum class ValueKind {
+  kSwitch,    // No value: "--delete-containers" (or "=true" / "=false").
+  kString,    // Any text.
+  kSize,      // Bytes: 4096, 0x1000, 4K, 2M, 1G, 1T, 4KiB, 4kb (binary units).
+  kUint32,    // Decimal or 0x hex, fits 32 bits.
+  kUint64,    // Decimal or 0x hex, fits 64 bits (addresses).
+  kPciId,     // Decimal or 0x hex, at most 0xffff.
+  kDuration,  // "5s", "1500ms", "1m"; a bare number is seconds. > 0.
+};
+
+// One flag of a command.
+struct FlagSpec {
+  std::string name;        // Without dashes: "pinned".
+  ValueKind kind = ValueKind::kString;
+  std::string value_name;  // For help: "SIZE". Empty for switches.
+  std::string help;
+  bool required = false;
+  bool repeated = false;   // May be given several times.
+};
+
+// One command: `noun verb`, or a single word (`usage`, `version`, `help`),
+// in which case verb is empty.
+struct CommandSpec {
+  std::string noun;
+  std::string verb;
+  // Name of the single positional argument ("ID", "NAME"), empty when the
+  // command takes none.
+  std::string positional;
+  bool positional_optional = false;  // Only `help` has an optional one.
+  std::string summary;               // One line, for the command lists.
+  std::string description;           // Paragraph(s) for `--help`.
+  std::vector<FlagSpec> flags;
+  std::vector<std::string> examples;
+  // True for commands that change state: they carry a request id.
+  bool mutation = false;
+  // False for commands that never talk to the broker (version, help).
+  bool needs_broker = true;
+
+  // "container create", or "usage".
+  std::string FullName() const;
+};
+
+// Every iommuctl command, grouped by noun in the order help lists them.
+const std::vector<CommandSpec>& Commands();
+
+// The command named `noun verb` (verb empty for single-word commands), or
+// nullptr.
+const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb);
+
+// True when some command uses `noun` as its first word.
+bool IsNoun(absl::string_view noun);
+
+enum class OutputFormat { kTable, kJson };
+
+// Flags that apply to every command; accepted before or after the command.
+struct GlobalOptions {
+  std::string broker;                  // host:port.
+  OutputFormat output = OutputFormat::kTable;
+  absl::Duration timeout = absl::Seconds(5);
+  std::string request_id;              // Empty: generate one per mutation.
+};
+
+// A parsed flag value: the text as given, and the number for numeric kinds
+// (sizes, integers, switches as 0/1). Durations are in `duration`.
+struct FlagValue {
+  std::string text;
+  uint64_t number = 0;
+  absl::Duration duration;
+};
+
+// The result of parsing a command line.
+struct Invocation {
+  GlobalOptions global;
+  // Help was asked for (--help, -h, or the `help` command). help_noun and
+  // help_command say about what: both empty for the top level.
+  bool help = false;
+  std::string help_noun;
+  const CommandSpec* help_command = nullptr;
+  // The command to run when !help. Never null then.
+  const CommandSpec* command = nullptr;
+  // The positional argument, when the command takes one (else empty).
+  std::string positional;
+  // Flags given, by name; each value already checked against its kind.
+  std::map<std::string, std::vector<FlagValue>> flags;
+
+  bool Has(absl::string_view flag) const;
+  // The last value given for `flag`; empty / 0 when absent.
+  std::string String(absl::string_view flag) const;
+  uint64_t Number(absl::string_view flag) const;
+  // Every value given for a repeated flag, in order.
+  std::vector<std::string> Strings(absl::string_view flag) const;
+};
+
+// Parses argv[1..] (`args` excludes the program name). `default_broker` is
+// used when --broker is absent (the caller resolves $IOMMU_BROKER).
+// On success the Invocation either asks for help or names a command with all
+// required flags present and every value well-formed. On failure returns
+// INVALID_ARGUMENT naming the flag or word, e.g.
+//   "--pinned: invalid size \"12Q\" (expected e.g. 4096, 0x1000, 4K, 2M, 1G)".
+absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args,
+                                            absl::string_view default_broker);
+
+// A hint for a usage error in `args`: "Run 'iommuctl container create --help'
+// for usage." naming the deepest command or noun recognised in `args`.
+std::string UsageHint(const std::vector<std::string>& args);
+
+// Help text: the top level (noun and command empty), one noun's commands, or
+// one command (its usage line, description, flags and examples).
+std::string RenderHelp(absl::string_view noun, const CommandSpec* command);
+
+// Value parsers. `flag` names the flag for messages (e.g. "--size").
+//
+// Sizes: a decimal number with an optional binary unit K, M, G, T, P, E
+// (case-insensitive, optionally followed by "iB" or "B"), or a 0x hex number
+// without unit; a bare trailing "B" means bytes. Refuses overflow, fractions
+// and anything else.
+absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text);
+// Decimal or 0x hex; refuses values above `max`.
+absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
+                                   uint64_t max);
+// "5s", "250ms", "2m", or a bare number of seconds; must be > 0.
+absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text);
+
+}  // namespace client
+}  // namespace iommu
+
+#endif  // CLIENT_ARGS_H_

@@ -1,0 +1,314 @@
+#include "client/args.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+absl::StatusOr<Invocation> Parse(const std::vector<std::string>& args) {
+  return ParseCommandLine(args, "broker.example:7400");
+}
+
+void ExpectUsageError(const std::vector<std::string>& args, const std::string& substring) {
+  absl::StatusOr<Invocation> inv = Parse(args);
+  ASSERT_FALSE(inv.ok()) << "parsed: " << absl::StrJoin(args, " ");
+  EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inv.status().message()), HasSubstr(substring));
+}
+
+// ---------------------------------------------------------------- values
+
+TEST(ParseSizeTest, AcceptsDecimalHexAndBinaryUnits) {
+  struct Case {
+    const char* text;
+    uint64_t want;
+  } cases[] = {
+      {"4096", 4096},         {"0x1000", 0x1000},       {"0X1000", 0x1000},
+      {"4K", 4096},           {"4k", 4096},             {"4KiB", 4096},
+      {"4kib", 4096},         {"4KB", 4096},            {"2M", 2u << 20},
+      {"1G", 1ull << 30},     {"1g", 1ull << 30},       {"1T", 1ull << 40},
+      {"1TiB", 1ull << 40},   {"512B", 512},            {"0", 0},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<uint64_t> v = ParseSize("--size", c.text);
+    ASSERT_TRUE(v.ok()) << c.text << ": " << v.status();
+    EXPECT_EQ(*v, c.want) << c.text;
+  }
+  EXPECT_EQ(*ParseSize("--size", "15E"), 15ull << 60);
+  EXPECT_EQ(*ParseSize("--size", "0xffffffffffffffff"), ~0ull);
+}
+
+TEST(ParseSizeTest, RejectsGarbageNamingTheFlag) {
+  for (const char* bad : {"", "K", "12Q", "1.5G", "-1", "4KiBB", "4 K", "0x", "0xg", "4Ki",
+                          "1e3", "2MM"}) {
+    absl::StatusOr<uint64_t> v = ParseSize("--pinned", bad);
+    ASSERT_FALSE(v.ok()) << bad;
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(v.status().message()), HasSubstr("--pinned: invalid size")) << bad;
+  }
+}
+
+TEST(ParseSizeTest, RejectsOverflow) {
+  absl::StatusOr<uint64_t> v = ParseSize("--size", "16E");
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("--size: size \"16E\" is too large"));
+  EXPECT_FALSE(ParseSize("--size", "18446744073709551616").ok());
+  EXPECT_FALSE(ParseSize("--size", "0x10000000000000000").ok());
+}
+
+TEST(ParseUintTest, AcceptsDecimalAndHexWithinMax) {
+  EXPECT_EQ(*ParseUint("--vendor", "0x1234", 0xffff), 0x1234u);
+  EXPECT_EQ(*ParseUint("--vendor", "0xABcd", 0xffff), 0xabcdu);
+  EXPECT_EQ(*ParseUint("--count", "12", 0xffffffff), 12u);
+  EXPECT_EQ(*ParseUint("--base", "0x100000000", ~0ull), 0x100000000ull);
+}
+
+TEST(ParseUintTest, RejectsGarbageAndValuesAboveMax) {
+  absl::StatusOr<uint64_t> v = ParseUint("--vendor", "0x10000", 0xffff);
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("--vendor: \"0x10000\" is too large"));
+  v = ParseUint("--count", "12abc", 0xffffffff);
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("--count: expected an unsigned integer"));
+  EXPECT_FALSE(ParseUint("--count", "", 10).ok());
+  EXPECT_FALSE(ParseUint("--count", "-3", 10).ok());
+  EXPECT_FALSE(ParseUint("--base", "99999999999999999999", ~0ull).ok());
+}
+
+TEST(ParseTimeoutTest, AcceptsDurationsAndBareSeconds) {
+  EXPECT_EQ(*ParseTimeout("--timeout", "5s"), absl::Seconds(5));
+  EXPECT_EQ(*ParseTimeout("--timeout", "250ms"), absl::Milliseconds(250));
+  EXPECT_EQ(*ParseTimeout("--timeout", "7"), absl::Seconds(7));
+  absl::StatusOr<absl::Duration> d = ParseTimeout("--timeout", "soon");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("--timeout: invalid duration"));
+  EXPECT_FALSE(ParseTimeout("--timeout", "0s").ok());
+  EXPECT_FALSE(ParseTimeout("--timeout", "-1s").ok());
+  EXPECT_FALSE(ParseTimeout("--timeout", "inf").ok());
+}
+
+// ---------------------------------------------------------------- commands
+
+TEST(ParseCommandLineTest, TenantCreateWithAllFlags) {
+  absl::StatusOr<Invocation> inv = Parse(
+      {"tenant", "create", "acme", "--pinned=64G", "--max-containers", "8", "--window-bytes=1T"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_NE(inv->command, nullptr);
+  EXPECT_EQ(inv->command->FullName(), "tenant create");
+  EXPECT_TRUE(inv->command->mutation);
+  EXPECT_EQ(inv->positional, "acme");
+  EXPECT_EQ(inv->Number("pinned"), 64ull << 30);
+  EXPECT_EQ(inv->Number("max-containers"), 8u);
+  EXPECT_EQ(inv->Number("window-bytes"), 1ull << 40);
+  EXPECT_FALSE(inv->help);
+}
+
+TEST(ParseCommandLineTest, GlobalFlagsBeforeAndAfterTheCommand) {
+  absl::StatusOr<Invocation> inv =
+      Parse({"--broker=10.0.0.1:9000", "-o", "json", "node", "list", "--timeout=2s",
+             "--request-id", "r-1"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.broker, "10.0.0.1:9000");
+  EXPECT_EQ(inv->global.output, OutputFormat::kJson);
+  EXPECT_EQ(inv->global.timeout, absl::Seconds(2));
+  EXPECT_EQ(inv->global.request_id, "r-1");
+
+  inv = Parse({"node", "list", "-ojson"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.output, OutputFormat::kJson);
+  inv = Parse({"--output=table", "node", "list"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.output, OutputFormat::kTable);
+}
+
+TEST(ParseCommandLineTest, DefaultsComeFromTheCaller) {
+  absl::StatusOr<Invocation> inv = Parse({"usage"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.broker, "broker.example:7400");
+  EXPECT_EQ(inv->global.output, OutputFormat::kTable);
+  EXPECT_EQ(inv->global.timeout, absl::Seconds(5));
+  EXPECT_EQ(inv->global.request_id, "");
+}
+
+TEST(ParseCommandLineTest, RepeatedDeviceFlagKeepsOrder) {
+  absl::StatusOr<Invocation> inv =
+      Parse({"container", "create", "--tenant=acme", "--node=n1", "--device=0000:00:04.0",
+             "--device", "0000:00:05.0"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Strings("device"),
+            (std::vector<std::string>{"0000:00:04.0", "0000:00:05.0"}));
+}
+
+TEST(ParseCommandLineTest, SwitchesTakeNoValueOrABoolean) {
+  absl::StatusOr<Invocation> inv = Parse({"node", "drain", "n1", "--delete-containers"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Number("delete-containers"), 1u);
+  inv = Parse({"node", "drain", "n1", "--delete-containers=false"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Number("delete-containers"), 0u);
+  ExpectUsageError({"node", "drain", "n1", "--delete-containers=maybe"},
+                   "--delete-containers: takes no value");
+}
+
+TEST(ParseCommandLineTest, HexAddressesAndIds) {
+  absl::StatusOr<Invocation> inv = Parse(
+      {"window", "allocate", "c-0123456789abcdef", "--size=1G", "--base=0x100000000", "--align=2M"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Number("base"), 0x100000000ull);
+  EXPECT_EQ(inv->Number("align"), 2u << 20);
+  inv = Parse({"container", "create", "--tenant=a", "--vendor=0x1234", "--device-id=0x11e8"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Number("vendor"), 0x1234u);
+  EXPECT_EQ(inv->Number("device-id"), 0x11e8u);
+}
+
+TEST(ParseCommandLineTest, DoubleDashEndsFlags) {
+  absl::StatusOr<Invocation> inv = Parse({"tenant", "get", "--", "acme"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->positional, "acme");
+}
+
+TEST(ParseCommandLineTest, EveryCommandParsesWithItsRequiredArguments) {
+  for (const CommandSpec& c : Commands()) {
+    std::vector<std::string> args = absl::StrSplit(c.FullName(), ' ');
+    if (!c.positional.empty() && !c.positional_optional) args.push_back("x");
+    for (const FlagSpec& f : c.flags) {
+      if (f.required) args.push_back("--" + f.name + "=1");
+    }
+    absl::StatusOr<Invocation> inv = Parse(args);
+    ASSERT_TRUE(inv.ok()) << c.FullName() << ": " << inv.status();
+  }
+}
+
+// ---------------------------------------------------------------- errors
+
+TEST(ParseCommandLineTest, UnknownCommandSuggestsTheClosest) {
+  ExpectUsageError({"contianer", "list"}, "unknown command \"contianer\" (did you mean container?)");
+  ExpectUsageError({"container", "lst"}, "unknown command \"container lst\" (did you mean list?)");
+  ExpectUsageError({"container", "frob"}, "container commands are: create, get, list, delete");
+  ExpectUsageError({}, "missing command");
+  ExpectUsageError({"container"}, "\"container\" needs a command");
+}
+
+TEST(ParseCommandLineTest, UnknownFlagSuggestsTheClosest) {
+  ExpectUsageError({"container", "create", "--tenant=a", "--devcie=0000:00:04.0"},
+                   "unknown flag --devcie for \"container create\" (did you mean --device?)");
+  ExpectUsageError({"--tenant=a", "container", "list"}, "command flags go after the command");
+  ExpectUsageError({"node", "list", "-x"}, "unknown flag \"-x\"");
+}
+
+TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
+  ExpectUsageError({"tenant", "create", "acme", "--pinned=lots"}, "--pinned: invalid size \"lots\"");
+  ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
+                   "--vendor: \"0x12345\" is too large (at most 0xffff)");
+  ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
+  ExpectUsageError({"-o", "yaml", "node", "list"}, "--output: must be table or json, got \"yaml\"");
+  ExpectUsageError({"--timeout=forever", "node", "list"}, "--timeout: invalid duration");
+  ExpectUsageError({"node", "list", "--broker="}, "--broker: must not be empty");
+}
+
+TEST(ParseCommandLineTest, MissingRequiredFlagAndArgument) {
+  ExpectUsageError({"tenant", "create", "acme"}, "--pinned: required by \"tenant create\"");
+  ExpectUsageError({"tenant", "create", "--pinned=1G"}, "\"tenant create\": missing ID");
+  ExpectUsageError({"device", "list"}, "--node: required by \"device list\"");
+  ExpectUsageError({"window", "allocate", "c-1"}, "--size: required");
+  ExpectUsageError({"tenant", "list", "extra"}, "\"tenant list\" takes no arguments");
+  ExpectUsageError({"tenant", "get", "a", "b"}, "takes one ID, got also \"b\"");
+  ExpectUsageError({"window", "allocate", "c-1", "--size"}, "--size: needs a value");
+  ExpectUsageError({"tenant", "create", "a", "--pinned=1G", "--pinned=2G"},
+                   "--pinned: given more than once");
+}
+
+// ---------------------------------------------------------------- help
+
+TEST(ParseCommandLineTest, HelpAtEveryLevel) {
+  absl::StatusOr<Invocation> inv = Parse({"--help"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_TRUE(inv->help);
+  EXPECT_EQ(inv->help_noun, "");
+  EXPECT_EQ(inv->help_command, nullptr);
+
+  inv = Parse({"container", "-h"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_TRUE(inv->help);
+  EXPECT_EQ(inv->help_noun, "container");
+  EXPECT_EQ(inv->help_command, nullptr);
+
+  // Help wins over missing required flags.
+  inv = Parse({"container", "create", "--help"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_NE(inv->help_command, nullptr);
+  EXPECT_EQ(inv->help_command->FullName(), "container create");
+
+  inv = Parse({"help", "window", "allocate"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_NE(inv->help_command, nullptr);
+  EXPECT_EQ(inv->help_command->FullName(), "window allocate");
+
+  inv = Parse({"help"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_TRUE(inv->help);
+  ExpectUsageError({"help", "nonsense"}, "unknown command \"nonsense\"");
+}
+
+TEST(RenderHelpTest, TopLevelListsEveryCommandAndGlobalFlag) {
+  const std::string help = RenderHelp("", nullptr);
+  for (const CommandSpec& c : Commands()) EXPECT_THAT(help, HasSubstr(c.FullName())) << c.FullName();
+  for (const char* flag : {"--broker", "--output", "--timeout", "--request-id", "--help"}) {
+    EXPECT_THAT(help, HasSubstr(flag));
+  }
+  EXPECT_THAT(help, HasSubstr("Examples:"));
+}
+
+TEST(RenderHelpTest, NounListsItsCommands) {
+  const std::string help = RenderHelp("container", nullptr);
+  for (const char* verb : {"create", "get", "list", "delete"}) EXPECT_THAT(help, HasSubstr(verb));
+  EXPECT_THAT(help, HasSubstr("iommuctl container <command>"));
+  EXPECT_THAT(help, Not(HasSubstr("window allocate")));
+}
+
+TEST(RenderHelpTest, CommandShowsUsageFlagsAndExample) {
+  const std::string help = RenderHelp("container", FindCommand("container", "create"));
+  EXPECT_THAT(help, HasSubstr("iommuctl container create --tenant=ID"));
+  EXPECT_THAT(help, HasSubstr("--device=ADDR"));
+  EXPECT_THAT(help, HasSubstr("--vendor=ID"));
+  EXPECT_THAT(help, HasSubstr("Examples:\n  iommuctl container create"));
+  EXPECT_THAT(help, HasSubstr("Global flags"));
+}
+
+TEST(RenderHelpTest, LinesFitEightyColumns) {
+  std::vector<std::string> texts = {RenderHelp("", nullptr)};
+  for (const CommandSpec& c : Commands()) {
+    texts.push_back(RenderHelp(c.noun, nullptr));
+    texts.push_back(RenderHelp(c.noun, &c));
+  }
+  for (const std::string& text : texts) {
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      // Example command lines may be long; prose must wrap.
+      if (absl::StartsWith(line, "  iommuctl ")) continue;
+      EXPECT_LE(line.size(), 80u) << line;
+    }
+  }
+}
+
+TEST(UsageHintTest, NamesTheDeepestKnownCommand) {
+  EXPECT_EQ(UsageHint({"container", "create", "--bogus"}),
+            "Run 'iommuctl container create --help' for usage.");
+  EXPECT_EQ(UsageHint({"container", "frob"}), "Run 'iommuctl container --help' for usage.");
+  EXPECT_EQ(UsageHint({"frob"}), "Run 'iommuctl --help' for usage.");
+}
+
+}  // namespace
+}  // namespace client
+}  // namespace iommu

@@ -1,0 +1,477 @@
+#include "client/commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "client/args.h"
+#include "client/format.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "grpcpp/client_context.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+namespace v1 = ::iommu::v1;
+using Stub = v1::Broker::StubInterface;
+
+// Usage errors found while building a request carry this payload, so that
+// they exit with 2 rather than 1.
+constexpr char kUsagePayload[] = "type.iommu/iommuctl.UsageError";
+
+absl::Status UsageError(absl::string_view message) {
+  absl::Status status = absl::InvalidArgumentError(message);
+  status.SetPayload(kUsagePayload, absl::Cord("1"));
+  return status;
+}
+
+bool IsUsageError(const absl::Status& status) {
+  return status.GetPayload(kUsagePayload).has_value();
+}
+
+// One run of one command: the stub, the options and the output stream.
+class Session final {
+ public:
+  Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out)
+      : inv_(inv), stub_(stub), request_id_(std::move(request_id)), out_(out) {}
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const Invocation& inv() const { return inv_; }
+  const std::string& request_id() const { return request_id_; }
+
+  // Calls `method` with a deadline of --timeout; returns its status.
+  template <typename Req, typename Resp>
+  absl::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                    const Req& request, Resp* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoMilliseconds(inv_.global.timeout));
+    return FromGrpcStatus((stub_->*method)(&context, request, response));
+  }
+
+  // Calls a list method page by page (page_size 1000, or fewer to stop at
+  // --limit) and gathers the items of every page into `all`. When --limit
+  // stops early, all->next_page_token resumes after the last item shown.
+  template <typename Req, typename Resp, typename Item>
+  absl::Status ListAll(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                       Req request,
+                       google::protobuf::RepeatedPtrField<Item>* (Resp::*items)(), Resp* all) {
+    const uint64_t limit = inv_.Number("limit");
+    std::string token;
+    while (true) {
+      uint64_t page_size = kMaxPageSize;
+      const uint64_t have = static_cast<uint64_t>((all->*items)()->size());
+      if (limit > 0) page_size = std::min<uint64_t>(page_size, limit - have);
+      request.set_page_size(static_cast<uint32_t>(page_size));
+      request.set_page_token(token);
+      Resp page;
+      RETURN_IF_ERROR(Call(method, request, &page));
+      auto* got = (page.*items)();
+      for (Item& item : *got) {
+        if (limit > 0 && static_cast<uint64_t>((all->*items)()->size()) >= limit) break;
+        *(all->*items)()->Add() = std::move(item);
+      }
+      const bool full = limit > 0 && static_cast<uint64_t>((all->*items)()->size()) >= limit;
+      if (page.next_page_token().empty() || full) {
+        all->set_next_page_token(full ? page.next_page_token() : "");
+        return absl::OkStatus();
+      }
+      if (page.next_page_token() == token) {
+        return absl::InternalError(absl::StrCat(
+            "the broker returned the same page_token twice (\"", token, "\"); stopping"));
+      }
+      token = page.next_page_token();
+    }
+  }
+
+  // Prints `message` as JSON or as its table view.
+  absl::Status Print(const google::protobuf::Message& message) {
+    absl::StatusOr<std::string> text = inv_.global.output == OutputFormat::kJson
+                                           ? FormatJson(message)
+                                           : FormatTable(message);
+    if (!text.ok()) return text.status();
+    out_ << *text;
+    return absl::OkStatus();
+  }
+
+  // Prints `message` as JSON, or `confirmation` (a line) for tables: for the
+  // answers that carry nothing (deletes, releases).
+  absl::Status PrintDone(const google::protobuf::Message& message,
+                         absl::string_view confirmation) {
+    if (inv_.global.output == OutputFormat::kJson) return Print(message);
+    out_ << confirmation << "\n";
+    return absl::OkStatus();
+  }
+
+ private:
+  const Invocation& inv_;
+  Stub* const stub_;
+  const std::string request_id_;
+  std::ostream& out_;
+};
+
+// ---------------------------------------------------------------- tenants
+
+void FillQuota(const Invocation& inv, v1::Quota* quota) {
+  quota->set_pinned_bytes(inv.Number("pinned"));
+  quota->set_max_containers(static_cast<uint32_t>(inv.Number("max-containers")));
+  quota->set_window_bytes(inv.Number("window-bytes"));
+}
+
+absl::Status TenantCreate(Session& s) {
+  v1::CreateTenantRequest req;
+  req.set_request_id(s.request_id());
+  req.set_tenant_id(s.inv().positional);
+  FillQuota(s.inv(), req.mutable_quota());
+  v1::Tenant resp;
+  RETURN_IF_ERROR(s.Call(&Stub::CreateTenant, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status TenantGet(Session& s) {
+  v1::GetTenantRequest req;
+  req.set_tenant_id(s.inv().positional);
+  v1::Tenant resp;
+  RETURN_IF_ERROR(s.Call(&Stub::GetTenant, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status TenantList(Session& s) {
+  v1::ListTenantsResponse all;
+  RETURN_IF_ERROR(s.ListAll(&Stub::ListTenants, v1::ListTenantsRequest(),
+                            &v1::ListTenantsResponse::mutable_tenants, &all));
+  return s.Print(all);
+}
+
+absl::Status TenantSetQuota(Session& s) {
+  v1::SetTenantQuotaRequest req;
+  req.set_request_id(s.request_id());
+  req.set_tenant_id(s.inv().positional);
+  FillQuota(s.inv(), req.mutable_quota());
+  v1::Tenant resp;
+  RETURN_IF_ERROR(s.Call(&Stub::SetTenantQuota, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status TenantDelete(Session& s) {
+  v1::DeleteTenantRequest req;
+  req.set_request_id(s.request_id());
+  req.set_tenant_id(s.inv().positional);
+  v1::DeleteTenantResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::DeleteTenant, req, &resp));
+  return s.PrintDone(resp, absl::StrCat("tenant ", req.tenant_id(), " deleted"));
+}
+
+// ---------------------------------------------------------------- nodes
+
+absl::Status NodeList(Session& s) {
+  v1::ListNodesResponse all;
+  RETURN_IF_ERROR(s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(),
+                            &v1::ListNodesResponse::mutable_nodes, &all));
+  return s.Print(all);
+}
+
+absl::Status NodeGet(Session& s) {
+  v1::GetNodeRequest req;
+  req.set_node(s.inv().positional);
+  v1::Node resp;
+  RETURN_IF_ERROR(s.Call(&Stub::GetNode, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status NodeCordon(Session& s) {
+  v1::CordonNodeRequest req;
+  req.set_request_id(s.request_id());
+  req.set_node(s.inv().positional);
+  v1::Node resp;
+  RETURN_IF_ERROR(s.Call(&Stub::CordonNode, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status NodeUncordon(Session& s) {
+  v1::UncordonNodeRequest req;
+  req.set_request_id(s.request_id());
+  req.set_node(s.inv().positional);
+  v1::Node resp;
+  RETURN_IF_ERROR(s.Call(&Stub::UncordonNode, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status NodeDrain(Session& s) {
+  v1::DrainNodeRequest req;
+  req.set_request_id(s.request_id());
+  req.set_node(s.inv().positional);
+  req.set_delete_containers(s.inv().Number("delete-containers") != 0);
+  v1::DrainNodeResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::DrainNode, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status DeviceList(Session& s) {
+  v1::ListDevicesRequest req;
+  req.set_node(s.inv().String("node"));
+  v1::ListDevicesResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::ListDevices, req, &resp));
+  return s.Print(resp);
+}
+
+// ---------------------------------------------------------------- containers
+
+absl::Status ContainerCreate(Session& s) {
+  const Invocation& inv = s.inv();
+  v1::CreateContainerRequest req;
+  req.set_request_id(s.request_id());
+  req.set_tenant_id(inv.String("tenant"));
+  const bool exact = inv.Has("node") || inv.Has("device");
+  if (exact) {
+    for (const char* selector : {"vendor", "device-id", "count"}) {
+      if (inv.Has(selector)) {
+        return UsageError(absl::StrCat("--", selector,
+                                       ": cannot be combined with --node/--device (name the "
+                                       "devices exactly, or select them, not both)"));
+      }
+    }
+    if (!inv.Has("node")) return UsageError("--node: required with --device");
+    if (!inv.Has("device")) return UsageError("--device: required with --node (repeatable)");
+    req.set_node(inv.String("node"));
+    for (const std::string& d : inv.Strings("device")) req.add_devices(d);
+  } else {
+    if (inv.Has("count") && inv.Number("count") == 0) {
+      return UsageError("--count: must be at least 1");
+    }
+    v1::DeviceSelector* selector = req.mutable_selector();
+    selector->set_vendor_id(static_cast<uint32_t>(inv.Number("vendor")));
+    selector->set_device_id(static_cast<uint32_t>(inv.Number("device-id")));
+    selector->set_count(static_cast<uint32_t>(inv.Number("count")));
+  }
+  v1::Container resp;
+  RETURN_IF_ERROR(s.Call(&Stub::CreateContainer, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status ContainerGet(Session& s) {
+  v1::GetContainerRequest req;
+  req.set_container_id(s.inv().positional);
+  v1::Container resp;
+  RETURN_IF_ERROR(s.Call(&Stub::GetContainer, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status ContainerList(Session& s) {
+  const Invocation& inv = s.inv();
+  v1::ListContainersRequest req;
+  req.set_tenant_id(inv.String("tenant"));
+  req.set_node(inv.String("node"));
+  if (inv.Has("state")) {
+    const std::string state = absl::AsciiStrToLower(inv.String("state"));
+    if (state == "ready") {
+      req.set_state(v1::CONTAINER_STATE_READY);
+    } else if (state == "node-unavailable") {
+      req.set_state(v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+    } else {
+      return UsageError(absl::StrCat("--state: must be ready or node-unavailable, got \"",
+                                     inv.String("state"), "\""));
+    }
+  }
+  v1::ListContainersResponse all;
+  RETURN_IF_ERROR(
+      s.ListAll(&Stub::ListContainers, req, &v1::ListContainersResponse::mutable_containers, &all));
+  return s.Print(all);
+}
+
+absl::Status ContainerDelete(Session& s) {
+  v1::DeleteContainerRequest req;
+  req.set_request_id(s.request_id());
+  req.set_container_id(s.inv().positional);
+  v1::DeleteContainerResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::DeleteContainer, req, &resp));
+  return s.PrintDone(resp, absl::StrCat("container ", req.container_id(), " deleted"));
+}
+
+// ---------------------------------------------------------------- windows
+
+absl::Status WindowAllocate(Session& s) {
+  const Invocation& inv = s.inv();
+  v1::AllocateWindowRequest req;
+  req.set_request_id(s.request_id());
+  req.set_container_id(inv.positional);
+  req.set_size(inv.Number("size"));
+  req.set_alignment(inv.Number("align"));
+  if (inv.Has("base")) {
+    req.set_fixed_base(true);
+    req.set_base(inv.Number("base"));
+  }
+  v1::Window resp;
+  RETURN_IF_ERROR(s.Call(&Stub::AllocateWindow, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status WindowRelease(Session& s) {
+  v1::ReleaseWindowRequest req;
+  req.set_request_id(s.request_id());
+  req.set_window_id(s.inv().positional);
+  v1::ReleaseWindowResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::ReleaseWindow, req, &resp));
+  return s.PrintDone(resp, absl::StrCat("window ", req.window_id(), " released"));
+}
+
+absl::Status WindowList(Session& s) {
+  v1::ListWindowsRequest req;
+  req.set_container_id(s.inv().String("container"));
+  req.set_tenant_id(s.inv().String("tenant"));
+  v1::ListWindowsResponse all;
+  RETURN_IF_ERROR(
+      s.ListAll(&Stub::ListWindows, req, &v1::ListWindowsResponse::mutable_windows, &all));
+  return s.Print(all);
+}
+
+absl::Status Usage(Session& s) {
+  v1::GetUsageRequest req;
+  req.set_tenant_id(s.inv().String("tenant"));
+  req.set_node(s.inv().String("node"));
+  v1::GetUsageResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::GetUsage, req, &resp));
+  return s.Print(resp);
+}
+
+using Handler = absl::Status (*)(Session&);
+
+const std::map<std::string, Handler>& Handlers() {
+  static const auto* handlers = new std::map<std::string, Handler>{
+      {"tenant create", &TenantCreate},     {"tenant get", &TenantGet},
+      {"tenant list", &TenantList},         {"tenant set-quota", &TenantSetQuota},
+      {"tenant delete", &TenantDelete},     {"node list", &NodeList},
+      {"node get", &NodeGet},               {"node cordon", &NodeCordon},
+      {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
+      {"device list", &DeviceList},         {"container create", &ContainerCreate},
+      {"container get", &ContainerGet},     {"container list", &ContainerList},
+      {"container delete", &ContainerDelete}, {"window allocate", &WindowAllocate},
+      {"window release", &WindowRelease},   {"window list", &WindowList},
+      {"usage", &Usage},
+  };
+  return *handlers;
+}
+
+int PrintVersion(const Invocation& inv, std::ostream& out) {
+  if (inv.global.output == OutputFormat::kJson) {
+    out << "{\n  \"client_version\": \"" << kIommuctlVersion << "\",\n  \"api\": \"iommu.v1\"\n}\n";
+  } else {
+    out << "iommuctl " << kIommuctlVersion << " (broker API iommu.v1)\n";
+  }
+  return 0;
+}
+
+// True when the broker may or may not have applied a mutation that failed
+// with `code`, so that retrying with the same request id is the safe move.
+bool OutcomeUnknown(absl::StatusCode code) {
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+         code == absl::StatusCode::kUnknown || code == absl::StatusCode::kInternal ||
+         code == absl::StatusCode::kCancelled || code == absl::StatusCode::kAborted;
+}
+
+}  // namespace
+
+std::string NewRequestId() {
+  absl::BitGen gen;
+  const uint64_t hi = absl::Uniform<uint64_t>(gen);
+  const uint64_t lo = absl::Uniform<uint64_t>(gen);
+  // Version 4, variant 10xx.
+  const uint64_t h = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+  const uint64_t l = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", h >> 32, (h >> 16) & 0xffff, h & 0xffff,
+                         l >> 48, l & 0xffffffffffffULL);
+}
+
+CliEnvironment ProcessEnvironment() {
+  CliEnvironment env;
+  const char* broker = std::getenv(kBrokerEnvVar);
+  env.default_broker = broker != nullptr && broker[0] != '\0' ? broker : kDefaultBrokerAddress;
+  return env;
+}
+
+int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostream& err,
+                const StubFactory& stub_factory) {
+  return RunIommuctl(argc, argv, out, err, stub_factory, ProcessEnvironment());
+}
+
+int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostream& err,
+                const StubFactory& stub_factory, const CliEnvironment& env) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  if (args.empty()) {
+    err << RenderHelp("", nullptr);
+    return 2;
+  }
+  const std::string default_broker =
+      env.default_broker.empty() ? kDefaultBrokerAddress : env.default_broker;
+  absl::StatusOr<Invocation> parsed = ParseCommandLine(args, default_broker);
+  if (!parsed.ok()) {
+    err << "error: " << parsed.status().message() << "\n" << UsageHint(args) << "\n";
+    return 2;
+  }
+  const Invocation& inv = *parsed;
+  if (inv.help) {
+    out << RenderHelp(inv.help_noun, inv.help_command);
+    return 0;
+  }
+  if (inv.command->FullName() == "version") return PrintVersion(inv, out);
+
+  auto handler = Handlers().find(inv.command->FullName());
+  if (handler == Handlers().end()) {
+    err << "error: INTERNAL: no handler for \"" << inv.command->FullName() << "\"\n";
+    return 1;
+  }
+
+  std::string request_id;
+  if (inv.command->mutation) {
+    if (!inv.global.request_id.empty()) {
+      absl::Status valid = ValidateRequestId("--request-id", inv.global.request_id);
+      if (!valid.ok()) {
+        err << "error: " << valid.message() << "\n" << UsageHint(args) << "\n";
+        return 2;
+      }
+      request_id = inv.global.request_id;
+    } else {
+      request_id = env.new_request_id ? env.new_request_id() : NewRequestId();
+    }
+  }
+
+  absl::StatusOr<std::shared_ptr<Stub>> stub = stub_factory(inv.global.broker);
+  if (stub.ok() && *stub == nullptr) stub = absl::InternalError("stub factory returned null");
+  if (!stub.ok()) {
+    err << "error: " << absl::StatusCodeToString(stub.status().code()) << ": "
+        << stub.status().message() << "\n";
+    return 1;
+  }
+
+  Session session(inv, stub->get(), request_id, out);
+  absl::Status status = handler->second(session);
+  if (status.ok()) return 0;
+  if (IsUsageError(status)) {
+    err << "error: " << status.message() << "\n" << UsageHint(args) << "\n";
+    return 2;
+  }
+  err << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
+  if (inv.command->mutation && OutcomeUnknown(status.code())) {
+    err << "hint: the broker may or may not have applied this; retry safely with --request-id="
+        << request_id << "\n";
+  }
+  return 1;
+}
+
+}  // namespace client
+}  // namespace iommu

@@ -1,0 +1,67 @@
+// iommuctl's commands: each turns a parsed Invocation (client/args.h) into a
+// broker request, calls the broker through Broker::StubInterface, and prints
+// the answer (client/format.h).
+//
+// RunIommuctl() is the whole program minus process wiring: main.cc passes
+// std::cout, std::cerr and a gRPC stub factory; tests pass string streams and
+// a fake stub, in-process.
+//
+// Exit codes: 0 success (help included); 2 usage error ("error: <message>"
+// and a hint naming the right --help on `err`); 1 when the broker refused or
+// could not be reached ("error: <CODE_NAME>: <message>" on `err`, e.g.
+// "error: NOT_FOUND: container_id: no container \"c-...\"").
+//
+// Thread-compatible: concurrent RunIommuctl calls are safe if their streams,
+// stubs and factories are distinct or thread-safe.
+#ifndef CLIENT_COMMANDS_H_
+#define CLIENT_COMMANDS_H_
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/broker.grpc.pb.h"
+
+namespace iommu {
+namespace client {
+
+// Makes the stub that talks to the broker at `address` (host:port). Called at
+// most once per RunIommuctl, and only for commands that need the broker.
+// The stub is shared so that a test can keep a handle on its fake.
+using StubFactory =
+    std::function<absl::StatusOr<std::shared_ptr<iommu::v1::Broker::StubInterface>>(
+        const std::string& address)>;
+
+// What RunIommuctl takes from its surroundings.
+struct CliEnvironment {
+  // Broker address when --broker is not given.
+  std::string default_broker;
+  // Makes the request id of a mutation when --request-id is not given.
+  // Null: NewRequestId().
+  std::function<std::string()> new_request_id;
+};
+
+// The environment of this process: default_broker from $IOMMU_BROKER if set
+// and non-empty, else 127.0.0.1:7400; random request ids.
+CliEnvironment ProcessEnvironment();
+
+// A fresh random request id: a version 4 UUID in lowercase hex.
+std::string NewRequestId();
+
+// Runs iommuctl with argv[0..argc) (argv[0] is the program name and is
+// ignored), writing results to `out` and errors to `err`; returns the exit
+// code (see the file comment). Uses ProcessEnvironment().
+int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostream& err,
+                const StubFactory& stub_factory);
+
+// Same with an explicit environment (tests: fixed request ids, no $IOMMU_BROKER).
+int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostream& err,
+                const StubFactory& stub_factory, const CliEnvironment& env);
+
+}  // namespace client
+}  // namespace iommu
+
+#endif  // CLIENT_COMMANDS_H_

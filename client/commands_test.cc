@@ -1,0 +1,413 @@
+#include "client/commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/args.h"
+#include "client/fake_broker_stub.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+namespace v1 = ::iommu::v1;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+
+class CommandsTest : public ::testing::Test {
+ protected:
+  CommandsTest() : fake_(std::make_shared<FakeBrokerStub>()) {
+    env_.default_broker = "default.example:7400";
+    env_.new_request_id = [this] { return absl::StrCat("generated-", ++ids_issued_); };
+  }
+
+  // Runs `iommuctl args...`; fills out_ and err_, returns the exit code.
+  int Run(const std::vector<std::string>& args) {
+    std::vector<const char*> argv = {"iommuctl"};
+    for (const std::string& a : args) argv.push_back(a.c_str());
+    std::ostringstream out, err;
+    StubFactory factory = [this](const std::string& address)
+        -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
+      addresses_.push_back(address);
+      return std::shared_ptr<v1::Broker::StubInterface>(fake_);
+    };
+    const int code = RunIommuctl(static_cast<int>(argv.size()), argv.data(), out, err, factory, env_);
+    out_ = out.str();
+    err_ = err.str();
+    return code;
+  }
+
+  std::shared_ptr<FakeBrokerStub> fake_;
+  CliEnvironment env_;
+  int ids_issued_ = 0;
+  std::vector<std::string> addresses_;
+  std::string out_;
+  std::string err_;
+};
+
+// ---------------------------------------------------------------- requests
+
+TEST_F(CommandsTest, ContainerCreateBySelectorBuildsTheRequest) {
+  v1::Container answer;
+  answer.set_id("c-00000000000000a1");
+  answer.set_tenant_id("acme");
+  fake_->SetResponse("CreateContainer", answer);
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--device-id=0x11e8",
+                 "--count=2"}),
+            0)
+      << err_;
+  auto reqs = fake_->Requests<v1::CreateContainerRequest>("CreateContainer");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].request_id(), "generated-1");
+  EXPECT_EQ(reqs[0].tenant_id(), "acme");
+  EXPECT_EQ(reqs[0].node(), "");
+  EXPECT_THAT(reqs[0].devices(), IsEmpty());
+  EXPECT_EQ(reqs[0].selector().vendor_id(), 0x1234u);
+  EXPECT_EQ(reqs[0].selector().device_id(), 0x11e8u);
+  EXPECT_EQ(reqs[0].selector().count(), 2u);
+  EXPECT_THAT(out_, HasSubstr("c-00000000000000a1"));
+  EXPECT_EQ(err_, "");
+}
+
+TEST_F(CommandsTest, ContainerCreateOnNamedNodeAndDevices) {
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
+                 "--device=0000:00:04.0", "--device=0000:00:05.0"}),
+            0)
+      << err_;
+  auto reqs = fake_->Requests<v1::CreateContainerRequest>("CreateContainer");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].node(), "host-a");
+  ASSERT_EQ(reqs[0].devices_size(), 2);
+  EXPECT_EQ(reqs[0].devices(0), "0000:00:04.0");
+  EXPECT_EQ(reqs[0].devices(1), "0000:00:05.0");
+  EXPECT_FALSE(reqs[0].has_selector());
+}
+
+TEST_F(CommandsTest, ContainerCreateRefusesMixedPlacementWithoutCallingTheBroker) {
+  EXPECT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
+                 "--device=0000:00:04.0", "--vendor=0x1234"}),
+            2);
+  EXPECT_THAT(err_, StartsWith("error: --vendor: cannot be combined with --node/--device"));
+  EXPECT_THAT(err_, HasSubstr("Run 'iommuctl container create --help' for usage."));
+  EXPECT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --device: required with --node"));
+  EXPECT_EQ(Run({"container", "create", "--tenant=acme", "--device=0000:00:04.0"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --node: required with --device"));
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+}
+
+TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
+  ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64G", "--max-containers=8"}), 0) << err_;
+  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1T"}), 0)
+      << err_;
+  auto create = fake_->Requests<v1::CreateTenantRequest>("CreateTenant");
+  ASSERT_EQ(create.size(), 1u);
+  EXPECT_EQ(create[0].tenant_id(), "acme");
+  EXPECT_EQ(create[0].quota().pinned_bytes(), 64ull << 30);
+  EXPECT_EQ(create[0].quota().max_containers(), 8u);
+  EXPECT_EQ(create[0].quota().window_bytes(), 0u);
+  auto set = fake_->Requests<v1::SetTenantQuotaRequest>("SetTenantQuota");
+  ASSERT_EQ(set.size(), 1u);
+  EXPECT_EQ(set[0].quota().pinned_bytes(), 0x1000u);
+  EXPECT_EQ(set[0].quota().max_containers(), 0u);
+  EXPECT_EQ(set[0].quota().window_bytes(), 1ull << 40);
+  // A fresh request id per mutation.
+  EXPECT_EQ(create[0].request_id(), "generated-1");
+  EXPECT_EQ(set[0].request_id(), "generated-2");
+}
+
+TEST_F(CommandsTest, WindowAllocateWithFixedBase) {
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=1G", "--align=2M",
+                 "--base=0x100000000"}),
+            0)
+      << err_;
+  auto reqs = fake_->Requests<v1::AllocateWindowRequest>("AllocateWindow");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].container_id(), "c-00000000000000a1");
+  EXPECT_EQ(reqs[0].size(), 1ull << 30);
+  EXPECT_EQ(reqs[0].alignment(), 2u << 20);
+  EXPECT_TRUE(reqs[0].fixed_base());
+  EXPECT_EQ(reqs[0].base(), 0x100000000u);
+
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=4K"}), 0) << err_;
+  reqs = fake_->Requests<v1::AllocateWindowRequest>("AllocateWindow");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_FALSE(reqs[1].fixed_base());
+  EXPECT_EQ(reqs[1].alignment(), 0u);
+}
+
+TEST_F(CommandsTest, ContainerListFiltersByState) {
+  ASSERT_EQ(Run({"container", "list", "--tenant=acme", "--node=host-a",
+                 "--state=node-unavailable"}),
+            0)
+      << err_;
+  auto reqs = fake_->Requests<v1::ListContainersRequest>("ListContainers");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].tenant_id(), "acme");
+  EXPECT_EQ(reqs[0].node(), "host-a");
+  EXPECT_EQ(reqs[0].state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  EXPECT_EQ(Run({"container", "list", "--state=gone"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --state: must be ready or node-unavailable, got \"gone\""));
+}
+
+TEST_F(CommandsTest, NodeDrainAndDeviceList) {
+  ASSERT_EQ(Run({"node", "drain", "host-a", "--delete-containers"}), 0) << err_;
+  auto drain = fake_->Requests<v1::DrainNodeRequest>("DrainNode");
+  ASSERT_EQ(drain.size(), 1u);
+  EXPECT_EQ(drain[0].node(), "host-a");
+  EXPECT_TRUE(drain[0].delete_containers());
+  ASSERT_EQ(Run({"device", "list", "--node=host-a"}), 0) << err_;
+  auto devices = fake_->Requests<v1::ListDevicesRequest>("ListDevices");
+  ASSERT_EQ(devices.size(), 1u);
+  EXPECT_EQ(devices[0].node(), "host-a");
+}
+
+TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"tenant", "create", "a", "--pinned=1G"},
+      {"tenant", "get", "a"},
+      {"tenant", "list"},
+      {"tenant", "set-quota", "a", "--pinned=2G"},
+      {"tenant", "delete", "a"},
+      {"node", "list"},
+      {"node", "get", "n"},
+      {"node", "cordon", "n"},
+      {"node", "uncordon", "n"},
+      {"node", "drain", "n"},
+      {"device", "list", "--node=n"},
+      {"container", "create", "--tenant=a"},
+      {"container", "get", "c"},
+      {"container", "list"},
+      {"container", "delete", "c"},
+      {"window", "allocate", "c", "--size=4K"},
+      {"window", "release", "w"},
+      {"window", "list"},
+      {"usage"},
+  };
+  for (const auto& c : commands) {
+    EXPECT_EQ(Run(c), 0) << absl::StrJoin(c, " ") << ": " << err_;
+    // JSON output of every command parses.
+    std::vector<std::string> json = c;
+    json.push_back("-o");
+    json.push_back("json");
+    EXPECT_EQ(Run(json), 0) << err_;
+    EXPECT_THAT(out_, StartsWith("{"));
+  }
+  std::set<std::string> methods;
+  for (const auto& call : fake_->calls()) methods.insert(call.method);
+  EXPECT_EQ(methods.size(), 19u);
+}
+
+// ---------------------------------------------------------------- request ids
+
+TEST_F(CommandsTest, GivenRequestIdIsHonoured) {
+  ASSERT_EQ(Run({"--request-id=retry-42", "container", "delete", "c-1"}), 0) << err_;
+  ASSERT_EQ(Run({"window", "release", "w-1", "--request-id", "retry-42"}), 0) << err_;
+  EXPECT_EQ(fake_->Requests<v1::DeleteContainerRequest>("DeleteContainer")[0].request_id(),
+            "retry-42");
+  EXPECT_EQ(fake_->Requests<v1::ReleaseWindowRequest>("ReleaseWindow")[0].request_id(),
+            "retry-42");
+  EXPECT_EQ(ids_issued_, 0);
+  EXPECT_EQ(out_, "window w-1 released\n");
+}
+
+TEST_F(CommandsTest, InvalidRequestIdIsAUsageError) {
+  EXPECT_EQ(Run({"--request-id=has space", "tenant", "delete", "a"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --request-id: only [A-Za-z0-9._:-] allowed"));
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+}
+
+TEST(NewRequestIdTest, IsAFreshValidUuid) {
+  const std::string a = NewRequestId();
+  const std::string b = NewRequestId();
+  EXPECT_NE(a, b);
+  ASSERT_EQ(a.size(), 36u);
+  EXPECT_EQ(a[8], '-');
+  EXPECT_EQ(a[14], '4');
+  EXPECT_TRUE(a[19] == '8' || a[19] == '9' || a[19] == 'a' || a[19] == 'b') << a;
+}
+
+// ---------------------------------------------------------------- errors
+
+TEST_F(CommandsTest, BrokerErrorExitsOneWithCodeName) {
+  fake_->SetError("GetContainer",
+                  grpc::Status(grpc::StatusCode::NOT_FOUND,
+                               "container_id: no container \"c-0123456789abcdef\""));
+  EXPECT_EQ(Run({"container", "get", "c-0123456789abcdef"}), 1);
+  EXPECT_EQ(err_, "error: NOT_FOUND: container_id: no container \"c-0123456789abcdef\"\n");
+  EXPECT_EQ(out_, "");
+}
+
+TEST_F(CommandsTest, UnavailableMutationSuggestsRetryWithTheSameRequestId) {
+  fake_->SetError("DeleteTenant", grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"));
+  EXPECT_EQ(Run({"tenant", "delete", "acme"}), 1);
+  EXPECT_THAT(err_, StartsWith("error: UNAVAILABLE: connection refused\n"));
+  EXPECT_THAT(err_, HasSubstr("--request-id=generated-1"));
+}
+
+TEST_F(CommandsTest, InvalidArgumentFromBrokerIsExitOne) {
+  fake_->SetError("AllocateWindow",
+                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               "size: must be a multiple of the IOMMU page size 0x1000"));
+  EXPECT_EQ(Run({"window", "allocate", "c-1", "--size=100"}), 1);
+  EXPECT_EQ(err_,
+            "error: INVALID_ARGUMENT: size: must be a multiple of the IOMMU page size 0x1000\n");
+}
+
+TEST_F(CommandsTest, StubFactoryFailureExitsOne) {
+  std::vector<const char*> argv = {"iommuctl", "tenant", "list"};
+  std::ostringstream out, err;
+  StubFactory failing = [](const std::string&)
+      -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
+    return absl::UnavailableError("no route");
+  };
+  EXPECT_EQ(RunIommuctl(3, argv.data(), out, err, failing, env_), 1);
+  EXPECT_EQ(err.str(), "error: UNAVAILABLE: no route\n");
+}
+
+TEST_F(CommandsTest, UsageErrorsExitTwoWithHint) {
+  EXPECT_EQ(Run({"frobnicate"}), 2);
+  EXPECT_EQ(err_, "error: unknown command \"frobnicate\"\nRun 'iommuctl --help' for usage.\n");
+  EXPECT_EQ(Run({"tenant", "create", "acme", "--pinned=lots"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --pinned: invalid size \"lots\""));
+  EXPECT_THAT(err_, HasSubstr("Run 'iommuctl tenant create --help' for usage."));
+  EXPECT_EQ(Run({}), 2);
+  EXPECT_THAT(err_, HasSubstr("Usage:"));
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+  EXPECT_THAT(addresses_, IsEmpty());
+}
+
+// ---------------------------------------------------------------- help etc.
+
+TEST_F(CommandsTest, HelpAtEveryLevelExitsZeroWithoutTheBroker) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--help"},
+                                             {"-h"},
+                                             {"help"},
+                                             {"container", "--help"},
+                                             {"container", "create", "--help"},
+                                             {"help", "container", "create"},
+                                             {"usage", "-h"}}) {
+    EXPECT_EQ(Run(args), 0) << absl::StrJoin(args, " ");
+    EXPECT_THAT(out_, HasSubstr("Usage:"));
+    EXPECT_EQ(err_, "");
+  }
+  EXPECT_EQ(Run({"container", "create", "--help"}), 0);
+  EXPECT_THAT(out_, HasSubstr("Examples:"));
+  EXPECT_THAT(addresses_, IsEmpty());
+}
+
+TEST_F(CommandsTest, Version) {
+  EXPECT_EQ(Run({"version"}), 0);
+  EXPECT_EQ(out_, absl::StrCat("iommuctl ", kIommuctlVersion, " (broker API iommu.v1)\n"));
+  EXPECT_EQ(Run({"version", "-o", "json"}), 0);
+  EXPECT_THAT(out_, HasSubstr("\"client_version\""));
+  EXPECT_THAT(addresses_, IsEmpty());
+}
+
+// ---------------------------------------------------------------- wiring
+
+TEST_F(CommandsTest, BrokerAddressFromFlagElseEnvironmentDefault) {
+  ASSERT_EQ(Run({"node", "list"}), 0);
+  ASSERT_EQ(Run({"--broker=10.1.2.3:9", "node", "list"}), 0);
+  EXPECT_EQ(addresses_, (std::vector<std::string>{"default.example:7400", "10.1.2.3:9"}));
+}
+
+TEST_F(CommandsTest, TimeoutBecomesTheCallDeadline) {
+  const auto before = std::chrono::system_clock::now();
+  ASSERT_EQ(Run({"--timeout=30s", "tenant", "get", "a"}), 0);
+  ASSERT_EQ(fake_->calls().size(), 1u);
+  const auto left = fake_->calls()[0].deadline - before;
+  EXPECT_GE(left, std::chrono::seconds(29));
+  EXPECT_LE(left, std::chrono::seconds(31));
+}
+
+// A broker with `total` tenants named t0000.. that pages them.
+void ServeTenants(FakeBrokerStub& fake, int total) {
+  fake.SetHandler("ListTenants", [total](const google::protobuf::Message& request,
+                                         google::protobuf::Message* response) {
+    const auto& req = dynamic_cast<const v1::ListTenantsRequest&>(request);
+    auto* resp = dynamic_cast<v1::ListTenantsResponse*>(response);
+    const int start = req.page_token().empty() ? 0 : std::stoi(req.page_token());
+    const int end = std::min<int>(total, start + static_cast<int>(req.page_size()));
+    for (int i = start; i < end; ++i) resp->add_tenants()->set_id(absl::StrFormat("t%04d", i));
+    if (end < total) resp->set_next_page_token(absl::StrCat(end));
+    return grpc::Status::OK;
+  });
+}
+
+TEST_F(CommandsTest, ListFetchesEveryPage) {
+  ServeTenants(*fake_, 2500);
+  ASSERT_EQ(Run({"-o", "json", "tenant", "list"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::ListTenantsRequest>("ListTenants");
+  ASSERT_EQ(reqs.size(), 3u);
+  EXPECT_EQ(reqs[0].page_size(), 1000u);
+  EXPECT_EQ(reqs[0].page_token(), "");
+  EXPECT_EQ(reqs[1].page_token(), "1000");
+  EXPECT_EQ(reqs[2].page_token(), "2000");
+  v1::ListTenantsResponse all;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all).ok());
+  EXPECT_EQ(all.tenants_size(), 2500);
+  EXPECT_EQ(all.tenants(2499).id(), "t2499");
+  EXPECT_EQ(all.next_page_token(), "");
+}
+
+TEST_F(CommandsTest, LimitStopsEarlyAndKeepsTheResumeToken) {
+  ServeTenants(*fake_, 2500);
+  ASSERT_EQ(Run({"-o", "json", "tenant", "list", "--limit=1200"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::ListTenantsRequest>("ListTenants");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[1].page_size(), 200u);
+  v1::ListTenantsResponse all;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all).ok());
+  EXPECT_EQ(all.tenants_size(), 1200);
+  EXPECT_EQ(all.next_page_token(), "1200");
+
+  ASSERT_EQ(Run({"tenant", "list", "--limit=3"}), 0) << err_;
+  const std::vector<std::string> lines = absl::StrSplit(out_, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines.size(), 4u);  // Header + 3.
+}
+
+TEST_F(CommandsTest, ListStopsOnARepeatedPageToken) {
+  fake_->SetHandler("ListWindows", [](const google::protobuf::Message&,
+                                      google::protobuf::Message* response) {
+    dynamic_cast<v1::ListWindowsResponse*>(response)->set_next_page_token("again");
+    return grpc::Status::OK;
+  });
+  EXPECT_EQ(Run({"window", "list"}), 1);
+  EXPECT_THAT(err_, StartsWith("error: INTERNAL: the broker returned the same page_token twice"));
+}
+
+TEST_F(CommandsTest, TablesForListsAndConfirmationsForDeletes) {
+  v1::ListContainersResponse page;
+  auto* c = page.add_containers();
+  c->set_id("c-00000000000000a1");
+  c->set_tenant_id("acme");
+  c->set_node("host-a");
+  c->set_state(v1::CONTAINER_STATE_READY);
+  fake_->SetResponse("ListContainers", page);
+  ASSERT_EQ(Run({"container", "list"}), 0) << err_;
+  EXPECT_THAT(out_, StartsWith("ID                  TENANT  NODE    STATE"));
+  EXPECT_THAT(out_, HasSubstr("c-00000000000000a1  acme    host-a  ready"));
+  ASSERT_EQ(Run({"container", "delete", "c-00000000000000a1"}), 0);
+  EXPECT_EQ(out_, "container c-00000000000000a1 deleted\n");
+  ASSERT_EQ(Run({"-o", "json", "container", "delete", "c-00000000000000a1"}), 0);
+  EXPECT_EQ(out_, "{}\n");
+}
+
+}  // namespace
+}  // namespace client
+}  // namespace iommu

@@ -1,0 +1,353 @@
+#include "client/format.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/validation.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+using ::iommu::v1::Container;
+using ::iommu::v1::ContainerState;
+using ::iommu::v1::Node;
+using ::iommu::v1::NodeState;
+using ::iommu::v1::Tenant;
+using ::iommu::v1::Window;
+
+// "Key: value" lines with the values aligned.
+class Details final {
+ public:
+  void Add(std::string key, std::string value) {
+    lines_.emplace_back(std::move(key), std::move(value));
+  }
+  std::string Render() const {
+    size_t width = 0;
+    for (const auto& [k, v] : lines_) width = std::max(width, k.size() + 1);
+    std::string out;
+    for (const auto& [k, v] : lines_) {
+      std::string line =
+          absl::StrFormat("%-*s  %s", static_cast<int>(width), absl::StrCat(k, ":"), v);
+      absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> lines_;
+};
+
+std::string OrUnlimited(uint64_t limit, bool bytes) {
+  if (limit == 0) return "unlimited";
+  return bytes ? FormatBytes(limit) : absl::StrCat(limit);
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+std::string YesNo(bool b) { return b ? "yes" : "no"; }
+
+std::string NodeStateCell(const Node& node) {
+  std::string s = NodeStateName(node.state());
+  if (node.cordoned()) absl::StrAppend(&s, ",cordoned");
+  return s;
+}
+
+std::string PciId(uint32_t id) { return absl::StrFormat("0x%04x", id); }
+
+std::string Percent(uint64_t used, uint64_t limit) {
+  if (limit == 0) return "-";
+  return absl::StrFormat("%.0f%%", 100.0 * static_cast<double>(used) / static_cast<double>(limit));
+}
+
+std::string IdList(const google::protobuf::RepeatedPtrField<std::string>& ids) {
+  return ids.empty() ? "none" : absl::StrJoin(ids, ", ");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Table
+
+Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+
+void Table::AddRow(std::vector<std::string> cells) {
+  cells.resize(rows_[0].size());
+  rows_.push_back(std::move(cells));
+}
+
+std::string Table::Render() const {
+  std::vector<size_t> widths(rows_[0].size(), 0);
+  for (const auto& row : rows_) {
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows_) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i > 0) line.append("  ");
+      line.append(row[i]);
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size(), ' ');
+    }
+    absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- scalars
+
+std::string FormatBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return absl::StrCat(bytes, "B");
+  int unit = 0;
+  double value = static_cast<double>(bytes) / 1024.0;
+  while (value >= 1024.0 && unit < 5) {
+    value /= 1024.0;
+    ++unit;
+  }
+  // Rounding may reach 1024.0 of a unit: show the next unit instead.
+  if (absl::StrFormat("%.1f", value) == "1024.0" && unit < 5) {
+    value /= 1024.0;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f%s", value, kUnits[unit]);
+}
+
+std::string FormatTimeMs(int64_t ms) {
+  if (ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
+std::string FormatPageSizes(uint64_t page_size_bitmap) {
+  std::vector<std::string> sizes;
+  for (int bit = 0; bit < 64; ++bit) {
+    if (page_size_bitmap & (uint64_t{1} << bit)) {
+      const uint64_t size = uint64_t{1} << bit;
+      // Page sizes are powers of two: show them without the decimal.
+      std::string s = FormatBytes(size);
+      absl::StrReplaceAll({{".0", ""}}, &s);
+      sizes.push_back(s);
+    }
+  }
+  return sizes.empty() ? "-" : absl::StrJoin(sizes, ",");
+}
+
+std::string ContainerStateName(ContainerState state) {
+  switch (state) {
+    case iommu::v1::CONTAINER_STATE_READY:
+      return "ready";
+    case iommu::v1::CONTAINER_STATE_NODE_UNAVAILABLE:
+      return "node-unavailable";
+    default:
+      return "unknown";
+  }
+}
+
+std::string NodeStateName(NodeState state) {
+  switch (state) {
+    case iommu::v1::NODE_STATE_READY:
+      return "ready";
+    case iommu::v1::NODE_STATE_UNAVAILABLE:
+      return "unavailable";
+    default:
+      return "unknown";
+  }
+}
+
+absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print ", message.GetTypeName(),
+                                            " as JSON: ", status.ToString()));
+  }
+  if (out.empty() || out.back() != '\n') out.push_back('\n');
+  return out;
+}
+
+// ---------------------------------------------------------------- lists
+
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response) {
+  Table table({"ID", "PINNED-QUOTA", "MAX-CONTAINERS", "WINDOW-QUOTA", "CREATED"});
+  for (const Tenant& t : response.tenants()) {
+    table.AddRow({t.id(), FormatBytes(t.quota().pinned_bytes()),
+                  OrUnlimited(t.quota().max_containers(), false),
+                  OrUnlimited(t.quota().window_bytes(), true), FormatTimeMs(t.create_time_ms())});
+  }
+  return table.Render();
+}
+
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response) {
+  Table table({"NAME", "STATE", "BACKEND", "DEVICES(FREE/ALL)", "CONTAINERS", "AGENT",
+               "LAST-HEARTBEAT"});
+  for (const Node& n : response.nodes()) {
+    table.AddRow({n.name(), NodeStateCell(n), OrDash(n.backend()),
+                  absl::StrCat(n.free_device_count(), "/", n.device_count()),
+                  absl::StrCat(n.container_count()), OrDash(n.agent_address()),
+                  FormatTimeMs(n.last_heartbeat_ms())});
+  }
+  return table.Render();
+}
+
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
+  Table table({"ADDRESS", "GROUP", "VENDOR", "DEVICE", "DRIVER", "ASSIGNABLE", "CONTAINER"});
+  for (const iommu::v1::Device& d : response.devices()) {
+    std::string assignable = YesNo(d.assignable());
+    if (!d.assignable() && !d.unassignable_reason().empty()) {
+      absl::StrAppend(&assignable, " (", d.unassignable_reason(), ")");
+    }
+    table.AddRow({d.address(), absl::StrCat(d.iommu_group()), PciId(d.vendor_id()),
+                  PciId(d.device_id()), OrDash(d.driver()), assignable,
+                  OrDash(d.container_id())});
+  }
+  return table.Render();
+}
+
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response) {
+  Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "WINDOWS", "WINDOW-BYTES", "CREATED"});
+  for (const Container& c : response.containers()) {
+    table.AddRow({c.id(), c.tenant_id(), c.node(), ContainerStateName(c.state()),
+                  c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ","),
+                  absl::StrCat(c.window_count()), FormatBytes(c.window_bytes()),
+                  FormatTimeMs(c.create_time_ms())});
+  }
+  return table.Render();
+}
+
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response) {
+  Table table({"ID", "CONTAINER", "TENANT", "BASE", "LAST", "SIZE", "ALIGN", "CREATED"});
+  for (const Window& w : response.windows()) {
+    table.AddRow({w.id(), w.container_id(), w.tenant_id(), Hex(w.base()),
+                  w.size() == 0 ? "-" : Hex(w.base() + w.size() - 1), FormatBytes(w.size()),
+                  FormatBytes(w.alignment()), FormatTimeMs(w.create_time_ms())});
+  }
+  return table.Render();
+}
+
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
+  Table tenants({"TENANT", "PINNED(BILLED)", "PINNED-QUOTA", "USE", "MAPPED", "DEDUP-SAVED",
+                 "WINDOW-BYTES", "WINDOW-QUOTA", "CONTAINERS", "MAX-CONTAINERS", "WINDOWS"});
+  for (const iommu::v1::TenantUsage& u : response.tenants()) {
+    tenants.AddRow({u.tenant_id(), FormatBytes(u.pinned_bytes()),
+                    FormatBytes(u.quota().pinned_bytes()),
+                    Percent(u.pinned_bytes(), u.quota().pinned_bytes()),
+                    FormatBytes(u.mapped_bytes()), FormatBytes(u.dedup_saved_bytes()),
+                    FormatBytes(u.window_bytes()), OrUnlimited(u.quota().window_bytes(), true),
+                    absl::StrCat(u.containers()), OrUnlimited(u.quota().max_containers(), false),
+                    absl::StrCat(u.windows())});
+  }
+  Table nodes({"TENANT", "NODE", "PINNED(BILLED)", "MAPPED", "DEDUP-SAVED", "WINDOW-BYTES",
+               "CONTAINERS", "WINDOWS"});
+  for (const iommu::v1::NodeUsage& u : response.nodes()) {
+    const uint64_t saved = u.mapped_bytes() > u.pinned_bytes() ? u.mapped_bytes() - u.pinned_bytes()
+                                                               : 0;
+    nodes.AddRow({u.tenant_id(), u.node(), FormatBytes(u.pinned_bytes()),
+                  FormatBytes(u.mapped_bytes()), FormatBytes(saved), FormatBytes(u.window_bytes()),
+                  absl::StrCat(u.containers()), absl::StrCat(u.windows())});
+  }
+  return absl::StrCat(tenants.Render(), "\n", nodes.Render());
+}
+
+// ---------------------------------------------------------------- objects
+
+std::string FormatTenant(const Tenant& tenant) {
+  Details d;
+  d.Add("ID", tenant.id());
+  d.Add("Pinned quota", absl::StrCat(FormatBytes(tenant.quota().pinned_bytes()), " (",
+                                     tenant.quota().pinned_bytes(), " bytes)"));
+  d.Add("Max containers", OrUnlimited(tenant.quota().max_containers(), false));
+  d.Add("Window quota", OrUnlimited(tenant.quota().window_bytes(), true));
+  d.Add("Created", FormatTimeMs(tenant.create_time_ms()));
+  return d.Render();
+}
+
+std::string FormatNode(const Node& node) {
+  Details d;
+  d.Add("Name", node.name());
+  d.Add("State", NodeStateName(node.state()));
+  d.Add("Cordoned", YesNo(node.cordoned()));
+  d.Add("Backend", absl::StrCat(OrDash(node.backend()), node.simulated() ? " (simulated)" : ""));
+  d.Add("Devices", absl::StrCat(node.device_count(), " (", node.free_device_count(), " free)"));
+  d.Add("Containers", absl::StrCat(node.container_count()));
+  d.Add("Agent address", OrDash(node.agent_address()));
+  d.Add("Launcher socket", OrDash(node.launcher_socket()));
+  d.Add("Agent version", OrDash(node.agent_version()));
+  d.Add("Last heartbeat", FormatTimeMs(node.last_heartbeat_ms()));
+  return d.Render();
+}
+
+std::string FormatContainer(const Container& c) {
+  Details d;
+  d.Add("ID", c.id());
+  d.Add("Tenant", c.tenant_id());
+  d.Add("Node", c.node());
+  d.Add("State", ContainerStateName(c.state()));
+  d.Add("Devices", c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ", "));
+  d.Add("Page sizes", FormatPageSizes(c.geometry().page_size_bitmap()));
+  d.Add("Max mappings", c.geometry().max_mappings() == 0
+                            ? "unlimited"
+                            : absl::StrCat(c.geometry().max_mappings()));
+  std::vector<std::string> ranges;
+  for (const iommu::v1::IovaRange& r : c.geometry().usable_ranges()) {
+    ranges.push_back(absl::StrCat(Hex(r.start()), "-", Hex(r.last())));
+  }
+  d.Add("Usable IOVA", ranges.empty() ? "-" : absl::StrJoin(ranges, ", "));
+  d.Add("Windows", absl::StrCat(c.window_count(), " (", FormatBytes(c.window_bytes()), ")"));
+  d.Add("Created", FormatTimeMs(c.create_time_ms()));
+  return d.Render();
+}
+
+std::string FormatWindow(const Window& w) {
+  Details d;
+  d.Add("ID", w.id());
+  d.Add("Container", w.container_id());
+  d.Add("Tenant", w.tenant_id());
+  d.Add("Base", Hex(w.base()));
+  d.Add("Last", w.size() == 0 ? "-" : Hex(w.base() + w.size() - 1));
+  d.Add("Size", absl::StrCat(FormatBytes(w.size()), " (", Hex(w.size()), ")"));
+  d.Add("Alignment", absl::StrCat(FormatBytes(w.alignment()), " (", Hex(w.alignment()), ")"));
+  d.Add("Created", FormatTimeMs(w.create_time_ms()));
+  return d.Render();
+}
+
+std::string FormatDrain(const iommu::v1::DrainNodeResponse& response) {
+  Details d;
+  d.Add("Node", response.node().name());
+  d.Add("State", NodeStateCell(response.node()));
+  d.Add("Deleted containers", IdList(response.deleted_container_ids()));
+  d.Add("Remaining containers", IdList(response.remaining_container_ids()));
+  return d.Render();
+}
+
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message) {
+  using namespace iommu::v1;  // NOLINT: dispatch over every response type.
+  if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
+  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) return FormatTenantTable(*m);
+  if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
+  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) return FormatNodeTable(*m);
+  if (auto* m = dynamic_cast<const DrainNodeResponse*>(&message)) return FormatDrain(*m);
+  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) return FormatDeviceTable(*m);
+  if (auto* m = dynamic_cast<const Container*>(&message)) return FormatContainer(*m);
+  if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
+    return FormatContainerTable(*m);
+  }
+  if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
+  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m);
+  if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m);
+  return absl::InvalidArgumentError(
+      absl::StrCat("no table view for ", message.GetTypeName()));
+}
+
+}  // namespace client
+}  // namespace iommu

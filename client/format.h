@@ -1,0 +1,89 @@
+// Output of iommuctl: each broker response as an aligned table (for people)
+// or as JSON (for scripts).
+//
+// Tables: one header row in capitals, columns left-aligned and separated by
+// two spaces, sizes human-readable ("2.0GiB"), IOVA addresses as exact hex
+// ("0x100000000"), times as RFC 3339 UTC. A single object (a get or a create)
+// is shown as "Key: value" lines instead.
+//
+// JSON: the proto3 JSON mapping with proto field names and every primitive
+// field printed (so zeros are explicit); 64-bit integers are JSON strings, as
+// the mapping requires. Every output ends with a newline.
+//
+// Pure functions: no I/O, thread-safe.
+#ifndef CLIENT_FORMAT_H_
+#define CLIENT_FORMAT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "proto/broker.pb.h"
+
+namespace iommu {
+namespace client {
+
+// Column-aligned text table. Not thread-safe (a plain value type).
+class Table final {
+ public:
+  explicit Table(std::vector<std::string> header);
+
+  // Adds a row; missing cells are blank, extra cells are an error of the
+  // caller and are dropped.
+  void AddRow(std::vector<std::string> cells);
+
+  // The header and the rows, aligned, each line ending in '\n' with no
+  // trailing blanks.
+  std::string Render() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;  // rows_[0] is the header.
+};
+
+// Bytes in binary units with one decimal: 512 -> "512B", 4096 -> "4.0KiB",
+// 3 << 29 -> "1.5GiB".
+std::string FormatBytes(uint64_t bytes);
+
+// Milliseconds since the epoch as "2024-05-01T12:00:00Z"; "-" for 0.
+std::string FormatTimeMs(int64_t ms);
+
+// The page sizes set in a page-size bitmap, e.g. "4KiB,2MiB,1GiB"; "-" if none.
+std::string FormatPageSizes(uint64_t page_size_bitmap);
+
+// Display names of states: "ready", "node-unavailable", "unavailable".
+std::string ContainerStateName(iommu::v1::ContainerState state);
+std::string NodeStateName(iommu::v1::NodeState state);
+
+// `message` as pretty-printed JSON (see the file comment). Fails only if
+// protobuf cannot serialise the message (INTERNAL).
+absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
+
+// Tables for lists.
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response);
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response);
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response);
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response);
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response);
+// Two tables: per tenant (quota, pinned (billed), mapped, dedup saved, window
+// bytes, ...), then per tenant and node.
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response);
+
+// "Key: value" views of single objects.
+std::string FormatTenant(const iommu::v1::Tenant& tenant);
+std::string FormatNode(const iommu::v1::Node& node);
+std::string FormatContainer(const iommu::v1::Container& container);
+std::string FormatWindow(const iommu::v1::Window& window);
+// The node after the drain, then the deleted and remaining containers.
+std::string FormatDrain(const iommu::v1::DrainNodeResponse& response);
+
+// The table view of any broker response above, chosen by message type.
+// INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete
+// responses; callers print their own confirmation for those).
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message);
+
+}  // namespace client
+}  // namespace iommu
+
+#endif  // CLIENT_FORMAT_H_

@@ -1,0 +1,238 @@
+#include "client/format.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr int64_t kCreated = 1714564800000;  // 2024-05-01T12:00:00Z.
+
+iommu::v1::Container SampleContainer() {
+  iommu::v1::Container c;
+  c.set_id("c-00000000000000a1");
+  c.set_tenant_id("acme");
+  c.set_node("host-a");
+  c.add_devices("0000:00:04.0");
+  c.add_devices("0000:00:05.0");
+  c.set_state(iommu::v1::CONTAINER_STATE_READY);
+  auto* g = c.mutable_geometry();
+  auto* r = g->add_usable_ranges();
+  r->set_start(0);
+  r->set_last(0xfedfffff);
+  r = g->add_usable_ranges();
+  r->set_start(0xfef00000);
+  r->set_last(0xffffffffffff);
+  g->set_page_size_bitmap((1ull << 12) | (1ull << 21) | (1ull << 30));
+  g->set_max_mappings(65535);
+  c.set_create_time_ms(kCreated);
+  c.set_window_count(1);
+  c.set_window_bytes(2ull << 30);
+  return c;
+}
+
+iommu::v1::GetUsageResponse SampleUsage() {
+  iommu::v1::GetUsageResponse u;
+  auto* t = u.add_tenants();
+  t->set_tenant_id("acme");
+  t->mutable_quota()->set_pinned_bytes(8ull << 30);
+  t->mutable_quota()->set_max_containers(4);
+  t->set_containers(2);
+  t->set_windows(3);
+  t->set_window_bytes(6ull << 30);
+  t->set_pinned_bytes(2ull << 30);
+  t->set_mapped_bytes(4ull << 30);
+  t->set_dedup_saved_bytes(2ull << 30);
+  auto* n = u.add_nodes();
+  n->set_tenant_id("acme");
+  n->set_node("host-a");
+  n->set_containers(2);
+  n->set_windows(3);
+  n->set_window_bytes(6ull << 30);
+  n->set_pinned_bytes(2ull << 30);
+  n->set_mapped_bytes(4ull << 30);
+  return u;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+TEST(FormatBytesTest, BinaryUnitsWithOneDecimal) {
+  EXPECT_EQ(FormatBytes(0), "0B");
+  EXPECT_EQ(FormatBytes(512), "512B");
+  EXPECT_EQ(FormatBytes(1023), "1023B");
+  EXPECT_EQ(FormatBytes(4096), "4.0KiB");
+  EXPECT_EQ(FormatBytes(2ull << 30), "2.0GiB");
+  EXPECT_EQ(FormatBytes(3ull << 29), "1.5GiB");
+  EXPECT_EQ(FormatBytes(1ull << 40), "1.0TiB");
+  EXPECT_EQ(FormatBytes((1ull << 20) - 1), "1.0MiB");  // Rounds up a unit.
+  EXPECT_EQ(FormatBytes(~0ull), "16.0EiB");
+}
+
+TEST(FormatScalarsTest, TimesPageSizesAndStates) {
+  EXPECT_EQ(FormatTimeMs(kCreated), "2024-05-01T12:00:00Z");
+  EXPECT_EQ(FormatTimeMs(0), "-");
+  EXPECT_EQ(FormatPageSizes((1ull << 12) | (1ull << 21) | (1ull << 30)), "4KiB,2MiB,1GiB");
+  EXPECT_EQ(FormatPageSizes(0), "-");
+  EXPECT_EQ(ContainerStateName(iommu::v1::CONTAINER_STATE_NODE_UNAVAILABLE), "node-unavailable");
+  EXPECT_EQ(NodeStateName(iommu::v1::NODE_STATE_READY), "ready");
+}
+
+TEST(TableTest, AlignsColumnsWithoutTrailingBlanks) {
+  Table t({"A", "LONGER", "C"});
+  t.AddRow({"xxxx", "y", ""});
+  t.AddRow({"z"});
+  EXPECT_EQ(t.Render(), "A     LONGER  C\nxxxx  y\nz\n");
+}
+
+TEST(FormatTableTest, TenantListShowsQuotaHumanReadable) {
+  iommu::v1::ListTenantsResponse r;
+  auto* t = r.add_tenants();
+  t->set_id("acme");
+  t->mutable_quota()->set_pinned_bytes(64ull << 30);
+  t->mutable_quota()->set_max_containers(8);
+  t->set_create_time_ms(kCreated);
+  auto* u = r.add_tenants();
+  u->set_id("beta-corp");
+  u->mutable_quota()->set_pinned_bytes(1ull << 30);
+  u->mutable_quota()->set_window_bytes(1ull << 40);
+  const std::vector<std::string> lines = Lines(FormatTenantTable(r));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "ID         PINNED-QUOTA  MAX-CONTAINERS  WINDOW-QUOTA  CREATED");
+  EXPECT_EQ(lines[1], "acme       64.0GiB       8               unlimited     2024-05-01T12:00:00Z");
+  EXPECT_EQ(lines[2], "beta-corp  1.0GiB        unlimited       1.0TiB        -");
+}
+
+TEST(FormatTableTest, EmptyListPrintsOnlyTheHeader) {
+  EXPECT_EQ(Lines(FormatContainerTable(iommu::v1::ListContainersResponse())).size(), 1u);
+}
+
+TEST(FormatTableTest, WindowListShowsExactHexBaseAndLast) {
+  iommu::v1::ListWindowsResponse r;
+  auto* w = r.add_windows();
+  w->set_id("w-00000000000000b2");
+  w->set_container_id("c-00000000000000a1");
+  w->set_tenant_id("acme");
+  w->set_base(0x100000000);
+  w->set_size(2ull << 30);
+  w->set_alignment(2u << 20);
+  const std::string text = FormatWindowTable(r);
+  EXPECT_THAT(text, HasSubstr("0x100000000"));
+  EXPECT_THAT(text, HasSubstr("0x17fffffff"));
+  EXPECT_THAT(text, HasSubstr("2.0GiB"));
+  EXPECT_THAT(text, HasSubstr("2.0MiB"));
+}
+
+TEST(FormatTableTest, NodesAndDevices) {
+  iommu::v1::ListNodesResponse nodes;
+  auto* n = nodes.add_nodes();
+  n->set_name("host-a");
+  n->set_state(iommu::v1::NODE_STATE_READY);
+  n->set_cordoned(true);
+  n->set_backend("sim");
+  n->set_device_count(4);
+  n->set_free_device_count(3);
+  EXPECT_THAT(FormatNodeTable(nodes), HasSubstr("host-a  ready,cordoned  sim      3/4"));
+
+  iommu::v1::ListDevicesResponse devices;
+  auto* d = devices.add_devices();
+  d->set_address("0000:00:04.0");
+  d->set_iommu_group(7);
+  d->set_vendor_id(0x1234);
+  d->set_device_id(0x11e8);
+  d->set_driver("vfio-pci");
+  d->set_assignable(false);
+  d->set_unassignable_reason("group 7 has a host driver");
+  const std::string text = FormatDeviceTable(devices);
+  EXPECT_THAT(text, HasSubstr("0x1234"));
+  EXPECT_THAT(text, HasSubstr("0x11e8"));
+  EXPECT_THAT(text, HasSubstr("no (group 7 has a host driver)"));
+}
+
+TEST(FormatTableTest, UsageShowsTenantAndNodeRows) {
+  const std::string text = FormatUsage(SampleUsage());
+  const std::vector<std::string> lines = Lines(text);
+  ASSERT_EQ(lines.size(), 4u) << text;
+  EXPECT_THAT(lines[0], HasSubstr("TENANT  PINNED(BILLED)  PINNED-QUOTA  USE  MAPPED  DEDUP-SAVED"));
+  EXPECT_THAT(lines[1], HasSubstr("acme    2.0GiB          8.0GiB        25%  4.0GiB  2.0GiB"));
+  EXPECT_THAT(lines[2], HasSubstr("TENANT  NODE    PINNED(BILLED)"));
+  EXPECT_THAT(lines[3], HasSubstr("acme    host-a  2.0GiB          4.0GiB  2.0GiB"));
+  EXPECT_THAT(text, HasSubstr("\n\n"));  // The two tables are apart.
+}
+
+TEST(FormatObjectTest, ContainerShowsGeometry) {
+  const std::string text = FormatContainer(SampleContainer());
+  EXPECT_THAT(text, HasSubstr("ID:            c-00000000000000a1\n"));
+  EXPECT_THAT(text, HasSubstr("Devices:       0000:00:04.0, 0000:00:05.0\n"));
+  EXPECT_THAT(text, HasSubstr("Page sizes:    4KiB,2MiB,1GiB\n"));
+  EXPECT_THAT(text, HasSubstr("Usable IOVA:   0x0-0xfedfffff, 0xfef00000-0xffffffffffff\n"));
+  EXPECT_THAT(text, HasSubstr("Windows:       1 (2.0GiB)\n"));
+  EXPECT_THAT(text, Not(HasSubstr(" \n")));
+}
+
+TEST(FormatObjectTest, DrainListsDeletedAndRemaining) {
+  iommu::v1::DrainNodeResponse r;
+  r.mutable_node()->set_name("host-a");
+  r.mutable_node()->set_cordoned(true);
+  r.mutable_node()->set_state(iommu::v1::NODE_STATE_READY);
+  r.add_deleted_container_ids("c-1");
+  r.add_deleted_container_ids("c-2");
+  const std::string text = FormatDrain(r);
+  EXPECT_THAT(text, HasSubstr("ready,cordoned"));
+  EXPECT_THAT(text, HasSubstr("Deleted containers:    c-1, c-2\n"));
+  EXPECT_THAT(text, HasSubstr("Remaining containers:  none\n"));
+}
+
+TEST(FormatTableTest, DispatchesOnMessageType) {
+  EXPECT_THAT(*FormatTable(SampleContainer()), HasSubstr("Page sizes:"));
+  EXPECT_THAT(*FormatTable(SampleUsage()), HasSubstr("DEDUP-SAVED"));
+  absl::StatusOr<std::string> none = FormatTable(iommu::v1::DeleteContainerResponse());
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("DeleteContainerResponse"));
+}
+
+TEST(FormatJsonTest, UsesProtoNamesPrintsZerosAndParsesBack) {
+  iommu::v1::Container c = SampleContainer();
+  c.set_window_count(0);
+  absl::StatusOr<std::string> json = FormatJson(c);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"tenant_id\": \"acme\""));
+  EXPECT_THAT(*json, HasSubstr("\"window_count\": 0"));
+  EXPECT_THAT(*json, HasSubstr("\"state\": \"CONTAINER_STATE_READY\""));
+  EXPECT_THAT(*json, HasSubstr("\"page_size_bitmap\": \"1075843072\""));
+  EXPECT_EQ(json->back(), '\n');
+
+  iommu::v1::Container back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(c, back));
+}
+
+TEST(FormatJsonTest, UsageAndEmptyResponsesParseBack) {
+  absl::StatusOr<std::string> json = FormatJson(SampleUsage());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"dedup_saved_bytes\": \"2147483648\""));
+  iommu::v1::GetUsageResponse back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(SampleUsage(), back));
+
+  json = FormatJson(iommu::v1::DeleteTenantResponse());
+  ASSERT_TRUE(json.ok());
+  EXPECT_EQ(*json, "{}\n");
+}
+
+}  // namespace
+}  // namespace client
+}  // namespace iommu

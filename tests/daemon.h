@@ -1,0 +1,58 @@
+// Test helper: runs one of the project's daemons as a child process, waits
+// for it to publish its port (--port_file), and stops or kills it. The child
+// is killed in the destructor, so a failing test leaves nothing running.
+//
+// Thread-compatible (one thread drives a Daemon).
+#ifndef TESTS_DAEMON_H_
+#define TESTS_DAEMON_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace iommu::testing {
+
+// A unique empty directory under TEST_TMPDIR.
+std::string NewTempDir(const std::string& name);
+
+// Path of a binary built by Bazel, from the test's runfiles
+// (e.g. "server/iommu-broker").
+std::string RunfilePath(const std::string& relative);
+
+class Daemon final {
+ public:
+  Daemon() = default;
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Starts `binary` with `args` plus --port_file=<dir>/<name>.port; stderr
+  // goes to <dir>/<name>.log. Waits up to `timeout` for the port.
+  absl::Status Start(const std::string& binary, std::vector<std::string> args,
+                     const std::string& dir, const std::string& name,
+                     absl::Duration timeout = absl::Seconds(30));
+
+  // SIGTERM, then waits for exit. Returns the exit status (as waitpid).
+  int Stop();
+  // SIGKILL, then reaps.
+  void Kill();
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string log_path() const { return log_; }
+  std::string Log() const;  // Contents of the log so far.
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_;
+};
+
+}  // namespace iommu::testing
+
+#endif  // TESTS_DAEMON_H_
