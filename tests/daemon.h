@@ -23,6 +23,20 @@ std::string NewTempDir(const std::string& name);
 // (e.g. "server/iommu-broker").
 std::string RunfilePath(const std::string& relative);
 
+// Runs `argv` to completion with `env_extra` ("K=V") added to the
+// environment; captures stdout and stderr.
+struct CommandResult {
+  int exit_code = -1;  // -1 if killed by a signal.
+  std::string out;
+  std::string err;
+};
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         const std::vector<std::string>& env_extra = {});
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for daemons that must
+// come back on the same port after a restart).
+int PickFreePort();
+
 class Daemon final {
  public:
   Daemon() = default;
