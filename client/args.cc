@@ -119,16 +119,24 @@ std::vector<CommandSpec> BuildCommands() {
        "Creates a container for a tenant. Either name the node and its devices exactly "
        "(--node and one or more --device), or give a device selector (--vendor, --device-id, "
        "--count, all optional) and let the broker place the container on a ready, uncordoned "
-       "node with enough free matching devices.",
+       "node with enough free matching devices.\n\n"
+       "The container's pin budget (--budget) is its share of the tenant's pinned quota: the "
+       "node's agent lets the tenant's billed bytes on that node grow up to the sum of the "
+       "budgets of the tenant's containers there, without asking the broker per mapping. "
+       "Change it later with 'iommuctl container set-budget'.",
        {Flag("tenant", ValueKind::kString, "ID", "The tenant that owns the container.", true),
         Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
         Flag("device", ValueKind::kString, "ADDR",
              "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
         Flag("vendor", ValueKind::kPciId, "ID", "Selector: PCI vendor id, e.g. 0x1234."),
         Flag("device-id", ValueKind::kPciId, "ID", "Selector: PCI device id, e.g. 0x11e8."),
-        Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1).")},
+        Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1)."),
+        Flag("budget", ValueKind::kSize, "SIZE",
+             "Bytes of the tenant's pinned quota set aside for this container; default: all of "
+             "the quota no other container has yet.")},
        {"iommuctl container create --tenant=acme --vendor=0x1234 --device-id=0x11e8 --count=2",
-        "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0"},
+        "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
+        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16G"},
        true});
   add({"container", "get", "ID", false, "Show one container",
        "Shows container ID: its node, devices, state, IOVA geometry and windows.", {},
@@ -146,6 +154,34 @@ std::vector<CommandSpec> BuildCommands() {
        "unavailable the container is forgotten now and the node's agent destroys the address "
        "space when it reconciles.",
        {}, {"iommuctl container delete c-0123456789abcdef"}, true});
+  add({"container", "set-budget", "ID", false, "Change a container's share of the pinned quota",
+       "Sets the pin budget of container ID: the bytes of its tenant's pinned quota set aside "
+       "for it. Raising it takes from the quota no other container has yet (refused with "
+       "RESOURCE_EXHAUSTED when there is not enough). Lowering it below what is pinned through "
+       "the container now is allowed: nothing is unpinned, but new pins are refused until "
+       "usage drops below it.",
+       {Flag("budget", ValueKind::kSize, "SIZE", "The new budget in bytes, a multiple of 4096.",
+             true)},
+       {"iommuctl container set-budget c-0123456789abcdef --budget=16G"},
+       true});
+  add({"container", "grant", "ID", false, "Issue a VM launcher token for a container",
+       "Issues a single-use token that hands container ID (which must be ready) to a VM "
+       "launcher on the container's node. The launcher presents it on the agent's unix socket "
+       "(shown as Launcher socket) to open a session bound to the container, its tenant and "
+       "the windows listed; the agent checks the token without calling the broker. The token "
+       "must be presented before it expires (--ttl); the session then lives as long as its "
+       "socket. Windows allocated after the grant need a new grant.\n\n"
+       "Prints the token first, then where to present it and what it grants; --token-only "
+       "prints just the token, for scripts.",
+       {Flag("ttl", ValueKind::kDuration, "DURATION",
+             "How long the token may be presented: whole seconds from 1s to 1h, e.g. 30s, 5m "
+             "(default: the broker's, 60s)."),
+        Flag("token-only", ValueKind::kSwitch, "",
+             "Print only the token and a newline (table output only), e.g. "
+             "TOKEN=$(iommuctl container grant ID --token-only).")},
+       {"iommuctl container grant c-0123456789abcdef",
+        "iommuctl container grant c-0123456789abcdef --ttl=5m",
+        "TOKEN=$(iommuctl container grant c-0123456789abcdef --token-only)"}});
 
   // Windows.
   add({"window", "allocate", "CONTAINER", false, "Reserve an IOVA window in a container",
@@ -444,6 +480,12 @@ uint64_t Invocation::Number(absl::string_view flag) const {
   return it == flags.end() || it->second.empty() ? 0 : it->second.back().number;
 }
 
+absl::Duration Invocation::Duration(absl::string_view flag) const {
+  auto it = flags.find(std::string(flag));
+  return it == flags.end() || it->second.empty() ? absl::ZeroDuration()
+                                                 : it->second.back().duration;
+}
+
 std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
   std::vector<std::string> out;
   auto it = flags.find(std::string(flag));
@@ -708,8 +750,29 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
 }
 
 std::string UsageHint(const std::vector<std::string>& args) {
+  // A flag that takes its value as the next argument ("-o json", "--tenant
+  // acme"): that value is not a command word.
+  const auto takes_next = [](const std::string& a) {
+    if (a == "-o") return true;
+    if (!absl::StartsWith(a, "--") || absl::StrContains(a, '=')) return false;
+    const absl::string_view name = absl::string_view(a).substr(2);
+    const FlagSpec* f = FindFlag(GlobalFlags(), name);
+    for (const CommandSpec& c : Commands()) {
+      if (f == nullptr) f = FindFlag(c.flags, name);
+    }
+    return f != nullptr && f->kind != ValueKind::kSwitch;
+  };
   std::vector<std::string> words;
-  for (const std::string& a : args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      words.insert(words.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    if (takes_next(a)) {
+      ++i;
+      continue;
+    }
     if (!a.empty() && a[0] != '-') words.push_back(a);
   }
   if (!words.empty() && words[0] == "help") words.erase(words.begin());

@@ -124,6 +124,8 @@ struct Invocation {
   // The last value given for `flag`; empty / 0 when absent.
   std::string String(absl::string_view flag) const;
   uint64_t Number(absl::string_view flag) const;
+  // The last value given for a duration flag; absl::ZeroDuration() when absent.
+  absl::Duration Duration(absl::string_view flag) const;
   // Every value given for a repeated flag, in order.
   std::vector<std::string> Strings(absl::string_view flag) const;
 };

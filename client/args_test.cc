@@ -173,6 +173,55 @@ TEST(ParseCommandLineTest, HexAddressesAndIds) {
   EXPECT_EQ(inv->Number("device-id"), 0x11e8u);
 }
 
+TEST(ParseCommandLineTest, ContainerBudgetFlagsAreSizes) {
+  absl::StatusOr<Invocation> inv =
+      Parse({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16G"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Number("budget"), 16ull << 30);
+
+  inv = Parse({"container", "set-budget", "c-0123456789abcdef", "--budget", "0x200000"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_NE(inv->command, nullptr);
+  EXPECT_EQ(inv->command->FullName(), "container set-budget");
+  EXPECT_TRUE(inv->command->mutation);
+  EXPECT_EQ(inv->positional, "c-0123456789abcdef");
+  EXPECT_EQ(inv->Number("budget"), 0x200000u);
+
+  ExpectUsageError({"container", "set-budget", "c-1"},
+                   "--budget: required by \"container set-budget\" (--budget=SIZE)");
+  ExpectUsageError({"container", "set-budget", "--budget=1G"},
+                   "\"container set-budget\": missing ID");
+  ExpectUsageError({"container", "set-budget", "c-1", "--budget=lots"},
+                   "--budget: invalid size \"lots\"");
+}
+
+TEST(ParseCommandLineTest, ContainerGrantTakesTtlAndTokenOnly) {
+  absl::StatusOr<Invocation> inv =
+      Parse({"container", "grant", "c-0123456789abcdef", "--ttl=5m", "--token-only"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  ASSERT_NE(inv->command, nullptr);
+  EXPECT_EQ(inv->command->FullName(), "container grant");
+  // A grant issues a token; it carries no request id.
+  EXPECT_FALSE(inv->command->mutation);
+  EXPECT_EQ(inv->Duration("ttl"), absl::Minutes(5));
+  EXPECT_EQ(inv->Number("token-only"), 1u);
+
+  inv = Parse({"container", "grant", "c-1", "--ttl", "90"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Duration("ttl"), absl::Seconds(90));
+  EXPECT_FALSE(inv->Has("token-only"));
+
+  inv = Parse({"container", "grant", "c-1"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_FALSE(inv->Has("ttl"));
+  EXPECT_EQ(inv->Duration("ttl"), absl::ZeroDuration());
+
+  ExpectUsageError({"container", "grant", "c-1", "--ttl=soon"}, "--ttl: invalid duration \"soon\"");
+  ExpectUsageError({"container", "grant", "c-1", "--ttl=0"},
+                   "--ttl: must be a positive, finite duration");
+  ExpectUsageError({"container", "grant"}, "\"container grant\": missing ID");
+}
+
 TEST(ParseCommandLineTest, DoubleDashEndsFlags) {
   absl::StatusOr<Invocation> inv = Parse({"tenant", "get", "--", "acme"});
   ASSERT_TRUE(inv.ok()) << inv.status();
@@ -196,7 +245,8 @@ TEST(ParseCommandLineTest, EveryCommandParsesWithItsRequiredArguments) {
 TEST(ParseCommandLineTest, UnknownCommandSuggestsTheClosest) {
   ExpectUsageError({"contianer", "list"}, "unknown command \"contianer\" (did you mean container?)");
   ExpectUsageError({"container", "lst"}, "unknown command \"container lst\" (did you mean list?)");
-  ExpectUsageError({"container", "frob"}, "container commands are: create, get, list, delete");
+  ExpectUsageError({"container", "frob"},
+                   "container commands are: create, get, list, delete, set-budget, grant");
   ExpectUsageError({}, "missing command");
   ExpectUsageError({"container"}, "\"container\" needs a command");
 }
@@ -273,7 +323,9 @@ TEST(RenderHelpTest, TopLevelListsEveryCommandAndGlobalFlag) {
 
 TEST(RenderHelpTest, NounListsItsCommands) {
   const std::string help = RenderHelp("container", nullptr);
-  for (const char* verb : {"create", "get", "list", "delete"}) EXPECT_THAT(help, HasSubstr(verb));
+  for (const char* verb : {"create", "get", "list", "delete", "set-budget", "grant"}) {
+    EXPECT_THAT(help, HasSubstr(verb));
+  }
   EXPECT_THAT(help, HasSubstr("iommuctl container <command>"));
   EXPECT_THAT(help, Not(HasSubstr("window allocate")));
 }
@@ -285,6 +337,23 @@ TEST(RenderHelpTest, CommandShowsUsageFlagsAndExample) {
   EXPECT_THAT(help, HasSubstr("--vendor=ID"));
   EXPECT_THAT(help, HasSubstr("Examples:\n  iommuctl container create"));
   EXPECT_THAT(help, HasSubstr("Global flags"));
+}
+
+TEST(RenderHelpTest, BudgetAndGrantCommandsShowTheirFlagsAndExamples) {
+  std::string help = RenderHelp("container", FindCommand("container", "create"));
+  EXPECT_THAT(help, HasSubstr("[--budget=SIZE]"));
+  EXPECT_THAT(help, HasSubstr("--budget=SIZE   Bytes of the tenant's pinned quota set aside"));
+
+  help = RenderHelp("container", FindCommand("container", "set-budget"));
+  EXPECT_THAT(help, HasSubstr("iommuctl container set-budget ID --budget=SIZE\n"));
+  EXPECT_THAT(help, HasSubstr("Examples:\n  iommuctl container set-budget c-"));
+
+  help = RenderHelp("container", FindCommand("container", "grant"));
+  EXPECT_THAT(help, HasSubstr("iommuctl container grant ID [--ttl=DURATION] [--token-only]\n"));
+  EXPECT_THAT(help, HasSubstr("--ttl=DURATION  How long the token may be presented"));
+  EXPECT_THAT(help, HasSubstr("--token-only    Print only the token and a newline"));
+  EXPECT_THAT(help, HasSubstr("  TOKEN=$(iommuctl container grant c-0123456789abcdef "
+                              "--token-only)\n"));
 }
 
 TEST(RenderHelpTest, LinesFitEightyColumns) {
@@ -307,6 +376,18 @@ TEST(UsageHintTest, NamesTheDeepestKnownCommand) {
             "Run 'iommuctl container create --help' for usage.");
   EXPECT_EQ(UsageHint({"container", "frob"}), "Run 'iommuctl container --help' for usage.");
   EXPECT_EQ(UsageHint({"frob"}), "Run 'iommuctl --help' for usage.");
+}
+
+TEST(UsageHintTest, SkipsTheValuesOfFlagsGivenAsSeparateArguments) {
+  // Regression: "-o json" made "json" the first word, so the hint fell back to
+  // the top level.
+  EXPECT_EQ(UsageHint({"-o", "json", "container", "grant", "c-1", "--token-only"}),
+            "Run 'iommuctl container grant --help' for usage.");
+  EXPECT_EQ(UsageHint({"--broker", "h:1", "--timeout", "2s", "container", "list", "--tenant",
+                       "acme", "--bogus"}),
+            "Run 'iommuctl container list --help' for usage.");
+  EXPECT_EQ(UsageHint({"node", "drain", "--delete-containers", "n1", "--bogus"}),
+            "Run 'iommuctl node drain --help' for usage.");
 }
 
 }  // namespace

@@ -108,6 +108,10 @@ class Session final {
     return absl::OkStatus();
   }
 
+  // Prints `line` and a newline, whatever the output format: for the views
+  // meant for shell scripts (--token-only).
+  void PrintLine(absl::string_view line) { out_ << line << "\n"; }
+
   // Prints `message` as JSON, or `confirmation` (a line) for tables: for the
   // answers that carry nothing (deletes, releases).
   absl::Status PrintDone(const google::protobuf::Message& message,
@@ -258,6 +262,7 @@ absl::Status ContainerCreate(Session& s) {
     selector->set_device_id(static_cast<uint32_t>(inv.Number("device-id")));
     selector->set_count(static_cast<uint32_t>(inv.Number("count")));
   }
+  req.set_pin_budget_bytes(inv.Number("budget"));
   v1::Container resp;
   RETURN_IF_ERROR(s.Call(&Stub::CreateContainer, req, &resp));
   return s.Print(resp);
@@ -300,6 +305,51 @@ absl::Status ContainerDelete(Session& s) {
   v1::DeleteContainerResponse resp;
   RETURN_IF_ERROR(s.Call(&Stub::DeleteContainer, req, &resp));
   return s.PrintDone(resp, absl::StrCat("container ", req.container_id(), " deleted"));
+}
+
+absl::Status ContainerSetBudget(Session& s) {
+  v1::SetContainerBudgetRequest req;
+  req.set_request_id(s.request_id());
+  req.set_container_id(s.inv().positional);
+  req.set_pin_budget_bytes(s.inv().Number("budget"));
+  v1::Container resp;
+  RETURN_IF_ERROR(s.Call(&Stub::SetContainerBudget, req, &resp));
+  return s.Print(resp);
+}
+
+// The broker's bounds of GrantLauncherRequest.ttl_seconds.
+constexpr absl::Duration kMinGrantTtl = absl::Seconds(1);
+constexpr absl::Duration kMaxGrantTtl = absl::Hours(1);
+
+absl::Status ContainerGrant(Session& s) {
+  const Invocation& inv = s.inv();
+  const bool token_only = inv.Number("token-only") != 0;
+  if (token_only && inv.global.output == OutputFormat::kJson) {
+    return UsageError("--token-only: prints the bare token; cannot be combined with -o json");
+  }
+  v1::GrantLauncherRequest req;
+  req.set_container_id(inv.positional);
+  if (inv.Has("ttl")) {
+    const absl::Duration ttl = inv.Duration("ttl");
+    const std::string given = absl::StrCat("\"", inv.String("ttl"), "\"");
+    if (ttl < kMinGrantTtl) {
+      return UsageError(absl::StrCat("--ttl: must be at least 1s, got ", given));
+    }
+    if (ttl > kMaxGrantTtl) {
+      return UsageError(absl::StrCat("--ttl: must be at most 1h, got ", given));
+    }
+    if (absl::Trunc(ttl, absl::Seconds(1)) != ttl) {
+      return UsageError(absl::StrCat("--ttl: must be a whole number of seconds, got ", given));
+    }
+    req.set_ttl_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(ttl)));
+  }
+  v1::GrantLauncherResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::GrantLauncher, req, &resp));
+  if (!token_only) return s.Print(resp);
+  // A script would carry on with an empty $TOKEN: fail instead.
+  if (resp.token().empty()) return absl::InternalError("the broker returned an empty token");
+  s.PrintLine(resp.token());
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------- windows
@@ -359,7 +409,8 @@ const std::map<std::string, Handler>& Handlers() {
       {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
       {"device list", &DeviceList},         {"container create", &ContainerCreate},
       {"container get", &ContainerGet},     {"container list", &ContainerList},
-      {"container delete", &ContainerDelete}, {"window allocate", &WindowAllocate},
+      {"container delete", &ContainerDelete}, {"container set-budget", &ContainerSetBudget},
+      {"container grant", &ContainerGrant}, {"window allocate", &WindowAllocate},
       {"window release", &WindowRelease},   {"window list", &WindowList},
       {"usage", &Usage},
   };

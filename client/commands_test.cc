@@ -15,6 +15,7 @@
 #include "client/args.h"
 #include "client/fake_broker_stub.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
@@ -109,6 +110,140 @@ TEST_F(CommandsTest, ContainerCreateRefusesMixedPlacementWithoutCallingTheBroker
   EXPECT_THAT(fake_->calls(), IsEmpty());
 }
 
+TEST_F(CommandsTest, ContainerCreatePassesTheBudget) {
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16G"}), 0)
+      << err_;
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
+                 "--device=0000:00:04.0", "--budget=0x200000"}),
+            0)
+      << err_;
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::CreateContainerRequest>("CreateContainer");
+  ASSERT_EQ(reqs.size(), 3u);
+  EXPECT_EQ(reqs[0].pin_budget_bytes(), 16ull << 30);
+  EXPECT_EQ(reqs[1].pin_budget_bytes(), 0x200000u);
+  // Without --budget the broker gives the rest of the tenant's quota.
+  EXPECT_EQ(reqs[2].pin_budget_bytes(), 0u);
+}
+
+TEST_F(CommandsTest, ContainerSetBudgetCarriesARequestIdAndShowsTheContainer) {
+  v1::Container answer;
+  answer.set_id("c-00000000000000a1");
+  answer.set_pin_budget_bytes(16ull << 30);
+  fake_->SetResponse("SetContainerBudget", answer);
+  ASSERT_EQ(Run({"container", "set-budget", "c-00000000000000a1", "--budget=16G"}), 0) << err_;
+  ASSERT_EQ(Run({"--request-id=budget-1", "container", "set-budget", "c-00000000000000a1",
+                 "--budget=0"}),
+            0)
+      << err_;
+  auto reqs = fake_->Requests<v1::SetContainerBudgetRequest>("SetContainerBudget");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].request_id(), "generated-1");
+  EXPECT_EQ(reqs[0].container_id(), "c-00000000000000a1");
+  EXPECT_EQ(reqs[0].pin_budget_bytes(), 16ull << 30);
+  EXPECT_EQ(reqs[1].request_id(), "budget-1");
+  EXPECT_EQ(reqs[1].pin_budget_bytes(), 0u);
+  EXPECT_THAT(out_, HasSubstr("Pin budget:"));
+  EXPECT_THAT(out_, HasSubstr("16.0GiB (17179869184 bytes)"));
+}
+
+TEST_F(CommandsTest, ContainerSetBudgetUnavailableSuggestsRetry) {
+  fake_->SetError("SetContainerBudget",
+                  grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"));
+  EXPECT_EQ(Run({"container", "set-budget", "c-1", "--budget=1G"}), 1);
+  EXPECT_THAT(err_, HasSubstr("retry safely with --request-id=generated-1"));
+}
+
+v1::GrantLauncherResponse SampleGrant() {
+  v1::GrantLauncherResponse g;
+  g.set_token("tok.ABCdef-123_xyz");
+  g.set_node("host-a");
+  g.set_launcher_socket("/run/iommu-agent/launcher.sock");
+  g.set_container_id("c-00000000000000a1");
+  g.set_tenant_id("acme");
+  g.set_expires_ms(1714564860000);  // 2024-05-01T12:01:00Z.
+  v1::Window* w = g.add_windows();
+  w->set_id("w-00000000000000b2");
+  w->set_base(0x100000000);
+  w->set_size(2ull << 30);
+  return g;
+}
+
+TEST_F(CommandsTest, ContainerGrantBuildsTheRequestAndShowsTheTokenFirst) {
+  fake_->SetResponse("GrantLauncher", SampleGrant());
+  ASSERT_EQ(Run({"container", "grant", "c-00000000000000a1", "--ttl=5m"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "grant", "c-00000000000000a1"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::GrantLauncherRequest>("GrantLauncher");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].container_id(), "c-00000000000000a1");
+  EXPECT_EQ(reqs[0].ttl_seconds(), 300u);
+  // Without --ttl the broker's default (60s) applies.
+  EXPECT_EQ(reqs[1].ttl_seconds(), 0u);
+  // Not a mutation: no request id was made.
+  EXPECT_EQ(ids_issued_, 0);
+  EXPECT_THAT(out_, StartsWith("Token:            tok.ABCdef-123_xyz\n"));
+  EXPECT_THAT(out_, HasSubstr("Launcher socket:  /run/iommu-agent/launcher.sock\n"));
+  EXPECT_THAT(out_, HasSubstr("Expires:          2024-05-01T12:01:00Z\n"));
+  EXPECT_EQ(err_, "");
+
+  ASSERT_EQ(Run({"-o", "json", "container", "grant", "c-00000000000000a1"}), 0) << err_;
+  v1::GrantLauncherResponse back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &back).ok()) << out_;
+  EXPECT_EQ(back.token(), "tok.ABCdef-123_xyz");
+  EXPECT_EQ(back.windows_size(), 1);
+}
+
+TEST_F(CommandsTest, ContainerGrantTokenOnlyPrintsJustTheTokenAndANewline) {
+  fake_->SetResponse("GrantLauncher", SampleGrant());
+  ASSERT_EQ(Run({"container", "grant", "c-00000000000000a1", "--token-only", "--ttl=30s"}), 0)
+      << err_;
+  EXPECT_EQ(out_, "tok.ABCdef-123_xyz\n");
+  EXPECT_EQ(err_, "");
+  EXPECT_EQ(fake_->Requests<v1::GrantLauncherRequest>("GrantLauncher")[0].ttl_seconds(), 30u);
+}
+
+TEST_F(CommandsTest, ContainerGrantTokenOnlyFailsOnAnEmptyToken) {
+  // A script must not carry on with an empty $TOKEN.
+  EXPECT_EQ(Run({"container", "grant", "c-1", "--token-only"}), 1);
+  EXPECT_EQ(out_, "");
+  EXPECT_EQ(err_, "error: INTERNAL: the broker returned an empty token\n");
+}
+
+TEST_F(CommandsTest, ContainerGrantTokenOnlyRefusesJsonWithoutCallingTheBroker) {
+  EXPECT_EQ(Run({"-o", "json", "container", "grant", "c-1", "--token-only"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --token-only: prints the bare token; cannot be combined "
+                               "with -o json\n"));
+  EXPECT_THAT(err_, HasSubstr("Run 'iommuctl container grant --help' for usage."));
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+}
+
+TEST_F(CommandsTest, ContainerGrantRefusesTtlOutsideOneSecondToOneHour) {
+  struct Case {
+    const char* flag;
+    const char* error;
+  } cases[] = {
+      {"--ttl=500ms", "error: --ttl: must be at least 1s, got \"500ms\"\n"},
+      {"--ttl=61m", "error: --ttl: must be at most 1h, got \"61m\"\n"},
+      {"--ttl=3601", "error: --ttl: must be at most 1h, got \"3601\"\n"},
+      {"--ttl=1500ms", "error: --ttl: must be a whole number of seconds, got \"1500ms\"\n"},
+      {"--ttl=0", "error: --ttl: must be a positive, finite duration, got \"0\"\n"},
+      {"--ttl=-5s", "error: --ttl: must be a positive, finite duration, got \"-5s\"\n"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(Run({"container", "grant", "c-1", c.flag}), 2) << c.flag;
+    EXPECT_THAT(err_, StartsWith(c.error)) << c.flag;
+    EXPECT_THAT(err_, HasSubstr("Run 'iommuctl container grant --help' for usage.")) << c.flag;
+  }
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+  // The bounds themselves are accepted.
+  ASSERT_EQ(Run({"container", "grant", "c-1", "--ttl=1s"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "grant", "c-1", "--ttl=1h"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::GrantLauncherRequest>("GrantLauncher");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].ttl_seconds(), 1u);
+  EXPECT_EQ(reqs[1].ttl_seconds(), 3600u);
+}
+
 TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
   ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64G", "--max-containers=8"}), 0) << err_;
   ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1T"}), 0)
@@ -192,6 +327,8 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"container", "get", "c"},
       {"container", "list"},
       {"container", "delete", "c"},
+      {"container", "set-budget", "c", "--budget=4K"},
+      {"container", "grant", "c"},
       {"window", "allocate", "c", "--size=4K"},
       {"window", "release", "w"},
       {"window", "list"},
@@ -208,7 +345,17 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
   }
   std::set<std::string> methods;
   for (const auto& call : fake_->calls()) methods.insert(call.method);
-  EXPECT_EQ(methods.size(), 19u);
+  // Every method of the Broker service, read from the proto itself so that a
+  // new RPC without a command fails here.
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          v1::Broker::service_full_name());
+  ASSERT_NE(service, nullptr);
+  std::set<std::string> want;
+  for (int i = 0; i < service->method_count(); ++i) want.insert(service->method(i)->name());
+  EXPECT_EQ(methods, want);
+  EXPECT_EQ(want.count("SetContainerBudget"), 1u);
+  EXPECT_EQ(want.count("GrantLauncher"), 1u);
 }
 
 // ---------------------------------------------------------------- request ids

@@ -115,6 +115,8 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
   IOMMU_FAKE_BROKER_RPC(GetContainer, GetContainerRequest, Container)
   IOMMU_FAKE_BROKER_RPC(ListContainers, ListContainersRequest, ListContainersResponse)
   IOMMU_FAKE_BROKER_RPC(DeleteContainer, DeleteContainerRequest, DeleteContainerResponse)
+  IOMMU_FAKE_BROKER_RPC(SetContainerBudget, SetContainerBudgetRequest, Container)
+  IOMMU_FAKE_BROKER_RPC(GrantLauncher, GrantLauncherRequest, GrantLauncherResponse)
   IOMMU_FAKE_BROKER_RPC(AllocateWindow, AllocateWindowRequest, Window)
   IOMMU_FAKE_BROKER_RPC(ReleaseWindow, ReleaseWindowRequest, ReleaseWindowResponse)
   IOMMU_FAKE_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)

@@ -24,7 +24,8 @@ using ::iommu::v1::NodeState;
 using ::iommu::v1::Tenant;
 using ::iommu::v1::Window;
 
-// "Key: value" lines with the values aligned.
+// "Key: value" lines with the values aligned. A value added with an empty
+// key continues the value above it on a line of its own.
 class Details final {
  public:
   void Add(std::string key, std::string value) {
@@ -35,8 +36,8 @@ class Details final {
     for (const auto& [k, v] : lines_) width = std::max(width, k.size() + 1);
     std::string out;
     for (const auto& [k, v] : lines_) {
-      std::string line =
-          absl::StrFormat("%-*s  %s", static_cast<int>(width), absl::StrCat(k, ":"), v);
+      std::string line = absl::StrFormat("%-*s  %s", static_cast<int>(width),
+                                         k.empty() ? "" : absl::StrCat(k, ":"), v);
       absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
     }
     return out;
@@ -66,6 +67,11 @@ std::string PciId(uint32_t id) { return absl::StrFormat("0x%04x", id); }
 std::string Percent(uint64_t used, uint64_t limit) {
   if (limit == 0) return "-";
   return absl::StrFormat("%.0f%%", 100.0 * static_cast<double>(used) / static_cast<double>(limit));
+}
+
+// "8.0GiB (8589934592 bytes)".
+std::string BytesExact(uint64_t bytes) {
+  return absl::StrCat(FormatBytes(bytes), " (", bytes, " bytes)");
 }
 
 std::string IdList(const google::protobuf::RepeatedPtrField<std::string>& ids) {
@@ -215,12 +221,13 @@ std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
 }
 
 std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response) {
-  Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "WINDOWS", "WINDOW-BYTES", "CREATED"});
+  Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "BUDGET", "WINDOWS", "WINDOW-BYTES",
+               "CREATED"});
   for (const Container& c : response.containers()) {
     table.AddRow({c.id(), c.tenant_id(), c.node(), ContainerStateName(c.state()),
                   c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ","),
-                  absl::StrCat(c.window_count()), FormatBytes(c.window_bytes()),
-                  FormatTimeMs(c.create_time_ms())});
+                  FormatBytes(c.pin_budget_bytes()), absl::StrCat(c.window_count()),
+                  FormatBytes(c.window_bytes()), FormatTimeMs(c.create_time_ms())});
   }
   return table.Render();
 }
@@ -264,8 +271,7 @@ std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
 std::string FormatTenant(const Tenant& tenant) {
   Details d;
   d.Add("ID", tenant.id());
-  d.Add("Pinned quota", absl::StrCat(FormatBytes(tenant.quota().pinned_bytes()), " (",
-                                     tenant.quota().pinned_bytes(), " bytes)"));
+  d.Add("Pinned quota", BytesExact(tenant.quota().pinned_bytes()));
   d.Add("Max containers", OrUnlimited(tenant.quota().max_containers(), false));
   d.Add("Window quota", OrUnlimited(tenant.quota().window_bytes(), true));
   d.Add("Created", FormatTimeMs(tenant.create_time_ms()));
@@ -304,6 +310,7 @@ std::string FormatContainer(const Container& c) {
   }
   d.Add("Usable IOVA", ranges.empty() ? "-" : absl::StrJoin(ranges, ", "));
   d.Add("Windows", absl::StrCat(c.window_count(), " (", FormatBytes(c.window_bytes()), ")"));
+  d.Add("Pin budget", BytesExact(c.pin_budget_bytes()));
   d.Add("Created", FormatTimeMs(c.create_time_ms()));
   return d.Render();
 }
@@ -330,6 +337,24 @@ std::string FormatDrain(const iommu::v1::DrainNodeResponse& response) {
   return d.Render();
 }
 
+std::string FormatGrant(const iommu::v1::GrantLauncherResponse& grant) {
+  Details d;
+  d.Add("Token", grant.token());
+  d.Add("Node", grant.node());
+  d.Add("Launcher socket", OrDash(grant.launcher_socket()));
+  d.Add("Container", grant.container_id());
+  d.Add("Tenant", grant.tenant_id());
+  d.Add("Expires", FormatTimeMs(grant.expires_ms()));
+  if (grant.windows().empty()) d.Add("Windows", "none");
+  for (int i = 0; i < grant.windows_size(); ++i) {
+    const Window& w = grant.windows(i);
+    const std::string last = w.size() == 0 ? "-" : Hex(w.base() + w.size() - 1);
+    d.Add(i == 0 ? "Windows" : "", absl::StrCat(w.id(), "  ", Hex(w.base()), "-", last, "  (",
+                                                FormatBytes(w.size()), ")"));
+  }
+  return d.Render();
+}
+
 absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message) {
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
@@ -345,6 +370,7 @@ absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message
   if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
   if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m);
   if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m);
+  if (auto* m = dynamic_cast<const GrantLauncherResponse*>(&message)) return FormatGrant(*m);
   return absl::InvalidArgumentError(
       absl::StrCat("no table view for ", message.GetTypeName()));
 }

@@ -77,6 +77,10 @@ std::string FormatContainer(const iommu::v1::Container& container);
 std::string FormatWindow(const iommu::v1::Window& window);
 // The node after the drain, then the deleted and remaining containers.
 std::string FormatDrain(const iommu::v1::DrainNodeResponse& response);
+// A launcher grant: the token first, then the node, the launcher socket, the
+// container, the tenant, the expiry and the windows (id, base-last, size),
+// one window a line.
+std::string FormatGrant(const iommu::v1::GrantLauncherResponse& grant);
 
 // The table view of any broker response above, chosen by message type.
 // INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete

@@ -39,7 +39,29 @@ iommu::v1::Container SampleContainer() {
   c.set_create_time_ms(kCreated);
   c.set_window_count(1);
   c.set_window_bytes(2ull << 30);
+  c.set_pin_budget_bytes(8ull << 30);
   return c;
+}
+
+iommu::v1::GrantLauncherResponse SampleGrant() {
+  iommu::v1::GrantLauncherResponse g;
+  g.set_token("tok.ABCdef-123_xyz");
+  g.set_node("host-a");
+  g.set_launcher_socket("/run/iommu-agent/launcher.sock");
+  g.set_container_id("c-00000000000000a1");
+  g.set_tenant_id("acme");
+  g.set_expires_ms(kCreated + 60000);
+  auto* w = g.add_windows();
+  w->set_id("w-00000000000000b2");
+  w->set_container_id("c-00000000000000a1");
+  w->set_base(0x100000000);
+  w->set_size(2ull << 30);
+  w = g.add_windows();
+  w->set_id("w-00000000000000b3");
+  w->set_container_id("c-00000000000000a1");
+  w->set_base(0x200000000);
+  w->set_size(2u << 20);
+  return g;
 }
 
 iommu::v1::GetUsageResponse SampleUsage() {
@@ -119,6 +141,27 @@ TEST(FormatTableTest, EmptyListPrintsOnlyTheHeader) {
   EXPECT_EQ(Lines(FormatContainerTable(iommu::v1::ListContainersResponse())).size(), 1u);
 }
 
+TEST(FormatTableTest, ContainerListShowsTheBudgetHumanReadable) {
+  iommu::v1::ListContainersResponse r;
+  *r.add_containers() = SampleContainer();
+  auto* c = r.add_containers();
+  c->set_id("c-00000000000000a2");
+  c->set_tenant_id("acme");
+  c->set_node("host-b");
+  c->set_state(iommu::v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  const std::vector<std::string> lines = Lines(FormatContainerTable(r));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0],
+            "ID                  TENANT  NODE    STATE             DEVICES                    "
+            "BUDGET  WINDOWS  WINDOW-BYTES  CREATED");
+  EXPECT_EQ(lines[1],
+            "c-00000000000000a1  acme    host-a  ready             0000:00:04.0,0000:00:05.0  "
+            "8.0GiB  1        2.0GiB        2024-05-01T12:00:00Z");
+  EXPECT_EQ(lines[2],
+            "c-00000000000000a2  acme    host-b  node-unavailable  -                          "
+            "0B      0        0B            -");
+}
+
 TEST(FormatTableTest, WindowListShowsExactHexBaseAndLast) {
   iommu::v1::ListWindowsResponse r;
   auto* w = r.add_windows();
@@ -179,7 +222,29 @@ TEST(FormatObjectTest, ContainerShowsGeometry) {
   EXPECT_THAT(text, HasSubstr("Page sizes:    4KiB,2MiB,1GiB\n"));
   EXPECT_THAT(text, HasSubstr("Usable IOVA:   0x0-0xfedfffff, 0xfef00000-0xffffffffffff\n"));
   EXPECT_THAT(text, HasSubstr("Windows:       1 (2.0GiB)\n"));
+  EXPECT_THAT(text, HasSubstr("Pin budget:    8.0GiB (8589934592 bytes)\n"));
   EXPECT_THAT(text, Not(HasSubstr(" \n")));
+}
+
+TEST(FormatObjectTest, GrantShowsTheTokenFirstAndOneWindowALine) {
+  EXPECT_EQ(FormatGrant(SampleGrant()),
+            "Token:            tok.ABCdef-123_xyz\n"
+            "Node:             host-a\n"
+            "Launcher socket:  /run/iommu-agent/launcher.sock\n"
+            "Container:        c-00000000000000a1\n"
+            "Tenant:           acme\n"
+            "Expires:          2024-05-01T12:01:00Z\n"
+            "Windows:          w-00000000000000b2  0x100000000-0x17fffffff  (2.0GiB)\n"
+            "                  w-00000000000000b3  0x200000000-0x2001fffff  (2.0MiB)\n");
+}
+
+TEST(FormatObjectTest, GrantWithoutWindowsSaysNone) {
+  iommu::v1::GrantLauncherResponse g = SampleGrant();
+  g.clear_windows();
+  g.clear_launcher_socket();
+  const std::string text = FormatGrant(g);
+  EXPECT_THAT(text, HasSubstr("Launcher socket:  -\n"));
+  EXPECT_THAT(text, HasSubstr("Windows:          none\n"));
 }
 
 TEST(FormatObjectTest, DrainListsDeletedAndRemaining) {
@@ -198,6 +263,7 @@ TEST(FormatObjectTest, DrainListsDeletedAndRemaining) {
 TEST(FormatTableTest, DispatchesOnMessageType) {
   EXPECT_THAT(*FormatTable(SampleContainer()), HasSubstr("Page sizes:"));
   EXPECT_THAT(*FormatTable(SampleUsage()), HasSubstr("DEDUP-SAVED"));
+  EXPECT_THAT(*FormatTable(SampleGrant()), HasSubstr("Token:"));
   absl::StatusOr<std::string> none = FormatTable(iommu::v1::DeleteContainerResponse());
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
@@ -218,6 +284,20 @@ TEST(FormatJsonTest, UsesProtoNamesPrintsZerosAndParsesBack) {
   iommu::v1::Container back;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(c, back));
+}
+
+TEST(FormatJsonTest, GrantAndBudgetParseBack) {
+  absl::StatusOr<std::string> json = FormatJson(SampleGrant());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"token\": \"tok.ABCdef-123_xyz\""));
+  EXPECT_THAT(*json, HasSubstr("\"expires_ms\": \"1714564860000\""));
+  iommu::v1::GrantLauncherResponse back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(SampleGrant(), back));
+
+  json = FormatJson(SampleContainer());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"pin_budget_bytes\": \"8589934592\""));
 }
 
 TEST(FormatJsonTest, UsageAndEmptyResponsesParseBack) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/grant_token.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -18,6 +19,7 @@ constexpr char kNode[] = "node";
 constexpr char kDevices[] = "devices";
 constexpr char kContainer[] = "container";
 constexpr char kWindow[] = "window";
+constexpr char kNodeKey[] = "nodekey";
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
@@ -113,6 +115,8 @@ absl::Status Broker::Load() {
       v1::ListDevicesResponse d;
       if (!d.ParseFromString(r.value)) return corrupt(r);
       nodes_[r.id].devices.assign(d.devices().begin(), d.devices().end());
+    } else if (r.kind == kNodeKey) {
+      nodes_[r.id].grant_key = r.value;
     } else if (r.kind == kContainer) {
       v1::Container c;
       if (!c.ParseFromString(r.value)) return corrupt(r);
@@ -271,6 +275,16 @@ int Broker::TenantContainerCountLocked(const std::string& tenant) const {
   return n;
 }
 
+uint64_t Broker::TenantBudgetLocked(const std::string& tenant) const {
+  uint64_t n = 0;
+  for (const auto& [id, c] : containers_) {
+    if (c.container.tenant_id() == tenant) n += c.container.pin_budget_bytes();
+  }
+  auto it = pending_budget_.find(tenant);
+  if (it != pending_budget_.end()) n += it->second;
+  return n;
+}
+
 uint64_t Broker::TenantWindowBytesLocked(const std::string& tenant) const {
   uint64_t n = 0;
   for (const auto& [id, w] : windows_) {
@@ -348,7 +362,37 @@ absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Te
         *answer->mutable_quota() = req.quota();
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
-        plan.apply = [this, t = *answer]() ABSL_NO_THREAD_SAFETY_ANALYSIS { tenants_[t.id()] = t; };
+        // Budgets never sum past the quota: shrink the newest first. Pins
+        // already made stay; the agents refuse new ones past the budgets.
+        uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
+        std::vector<std::pair<std::string, uint64_t>> shrunk;  // id, new budget
+        if (budgeted > req.quota().pinned_bytes()) {
+          std::vector<const ContainerEntry*> mine;
+          for (const auto& [id, c] : containers_) {
+            if (c.container.tenant_id() == req.tenant_id()) mine.push_back(&c);
+          }
+          std::sort(mine.begin(), mine.end(), [](const ContainerEntry* a, const ContainerEntry* b) {
+            return std::make_pair(a->container.create_time_ms(), a->container.id()) >
+                   std::make_pair(b->container.create_time_ms(), b->container.id());
+          });
+          for (const ContainerEntry* c : mine) {
+            if (budgeted <= req.quota().pinned_bytes()) break;
+            const uint64_t excess = budgeted - req.quota().pinned_bytes();
+            const uint64_t cut = std::min(excess, c->container.pin_budget_bytes());
+            if (cut == 0) continue;
+            v1::Container changed = c->container;
+            changed.set_pin_budget_bytes(changed.pin_budget_bytes() - cut);
+            plan.batch.puts.push_back(Record(kContainer, changed.id(), changed));
+            shrunk.push_back({changed.id(), changed.pin_budget_bytes()});
+            budgeted -= cut;
+          }
+        }
+        plan.apply = [this, t = *answer, shrunk]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          tenants_[t.id()] = t;
+          for (const auto& [id, budget] : shrunk) {
+            containers_.at(id).container.set_pin_budget_bytes(budget);
+          }
+        };
         Log(absl::StrCat("event=tenant_quota_set tenant=", req.tenant_id(),
                          " pinned_bytes=", req.quota().pinned_bytes(),
                          " request_id=", req.request_id()));
@@ -618,6 +662,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
   const std::string fingerprint = Fingerprint("CreateContainer", req);
   std::string node, agent_address, id;
   std::vector<std::string> devices;
+  uint64_t budget = 0;
   {
     absl::MutexLock l(&mu_);
     bool replayed = false;
@@ -635,12 +680,27 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
           absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held, " of its ",
                        max, " containers (quota.max_containers)"));
     }
+    if (req.pin_budget_bytes() % 4096 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pin_budget_bytes: must be a multiple of 4096 (a host page), got ", req.pin_budget_bytes()));
+    }
+    const uint64_t quota = tenant->second.quota().pinned_bytes();
+    const uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
+    const uint64_t unbudgeted = budgeted >= quota ? 0 : quota - budgeted;
+    if (req.pin_budget_bytes() > unbudgeted) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
+          " bytes of its pinned quota ", Hex(quota), " not yet budgeted to containers; asked for ",
+          Hex(req.pin_budget_bytes())));
+    }
+    budget = req.pin_budget_bytes() == 0 ? unbudgeted : req.pin_budget_bytes();
     RETURN_IF_ERROR(PlaceLocked(req, &node, &devices));
     agent_address = nodes_[node].node.agent_address();
     id = NewIdLocked("c-");
     // Reserve while the agent works, so no concurrent create takes them.
     for (const std::string& d : devices) pending_devices_.insert({node, d});
     ++pending_creates_[req.tenant_id()];
+    pending_budget_[req.tenant_id()] += budget;
     if (!req.request_id().empty()) inflight_.insert(req.request_id());
   }
 
@@ -648,9 +708,11 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
   agent_req.set_container_id(id);
   agent_req.set_tenant_id(req.tenant_id());
   for (const std::string& d : devices) agent_req.add_devices(d);
+  agent_req.set_pin_budget_bytes(budget);
   absl::StatusOr<v1::AgentContainer> created = agents_->CreateContainer(agent_address, agent_req);
 
-  absl::Status s = CommitCreatedContainer(req, fingerprint, id, node, devices, created, out);
+  absl::Status s =
+      CommitCreatedContainer(req, fingerprint, id, node, devices, budget, created, out);
   if (!s.ok() && created.ok()) {
     // Not acknowledged, so it must not exist: undo on the agent. If that
     // fails too, the agent drops it at its next reconcile, since the store
@@ -664,11 +726,13 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
                                             const std::string& fingerprint, const std::string& id,
                                             const std::string& node,
                                             const std::vector<std::string>& devices,
+                                            uint64_t budget,
                                             const absl::StatusOr<v1::AgentContainer>& created,
                                             v1::Container* out) {
   absl::MutexLock l(&mu_);
   for (const std::string& d : devices) pending_devices_.erase({node, d});
   if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
+  if ((pending_budget_[req.tenant_id()] -= budget) == 0) pending_budget_.erase(req.tenant_id());
   inflight_.erase(req.request_id());
   if (!created.ok()) {
     const absl::Status& s = created.status();
@@ -687,6 +751,7 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   for (const std::string& d : devices) c.add_devices(d);
   *c.mutable_geometry() = created->geometry();
   c.set_create_time_ms(Now());
+  c.set_pin_budget_bytes(budget);
   std::vector<IovaInterval> usable;
   for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
   const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
@@ -831,6 +896,86 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
   absl::MutexLock l(&mu_);
   inflight_.erase(req.request_id());
   return s;
+}
+
+absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req,
+                                        v1::Container* out) {
+  return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
+      "SetContainerBudget", req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
+        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+        if (req.pin_budget_bytes() % 4096 != 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("pin_budget_bytes: must be a multiple of 4096 (a host page), got ",
+                           req.pin_budget_bytes()));
+        }
+        const std::string& tenant = c->container.tenant_id();
+        const uint64_t quota = tenants_.at(tenant).quota().pinned_bytes();
+        const uint64_t others = TenantBudgetLocked(tenant) - c->container.pin_budget_bytes();
+        if (req.pin_budget_bytes() > c->container.pin_budget_bytes() &&
+            (others > quota || req.pin_budget_bytes() > quota - others)) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "pin_budget_bytes: tenant ", Quoted(tenant), " has ",
+              Hex(others > quota ? 0 : quota - others),
+              " bytes of its pinned quota available for this container; asked for ",
+              Hex(req.pin_budget_bytes())));
+        }
+        v1::Container changed = c->container;
+        changed.set_pin_budget_bytes(req.pin_budget_bytes());
+        Plan plan;
+        plan.batch.puts.push_back(Record(kContainer, changed.id(), changed));
+        plan.apply = [c, changed] { c->container = changed; };
+        ContainerEntry view{changed, c->allocator, c->window_ids};
+        *answer = ContainerViewLocked(view);
+        Log(absl::StrCat("event=container_budget_set container=", changed.id(),
+                         " pin_budget_bytes=", req.pin_budget_bytes(),
+                         " request_id=", req.request_id()));
+        return plan;
+      });
+}
+
+absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
+                                   v1::GrantLauncherResponse* out) {
+  if (req.ttl_seconds() > 3600) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl_seconds: at most 3600, got ", req.ttl_seconds()));
+  }
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+  auto n = nodes_.find(c->container.node());
+  if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
+    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(c->container.node()),
+                                               " of container ", req.container_id(),
+                                               " is not heartbeating"));
+  }
+  if (n->second.grant_key.empty()) {
+    return absl::InternalError(absl::StrCat("node ", Quoted(c->container.node()), " has no key"));
+  }
+  const int64_t now = Now();
+  v1::LauncherGrant grant;
+  grant.set_token_id(NewGrantTokenId());
+  grant.set_node(c->container.node());
+  grant.set_container_id(req.container_id());
+  grant.set_tenant_id(c->container.tenant_id());
+  grant.set_issued_ms(now);
+  grant.set_expires_ms(now + 1000LL * (req.ttl_seconds() == 0 ? 60 : req.ttl_seconds()));
+  for (const std::string& wid : c->window_ids) {
+    const v1::Window& w = windows_.at(wid);
+    v1::GrantWindow* gw = grant.add_windows();
+    gw->set_window_id(w.id());
+    gw->set_base(w.base());
+    gw->set_size(w.size());
+    *out->add_windows() = w;
+  }
+  out->set_token(SignGrant(grant, n->second.grant_key));
+  out->set_node(grant.node());
+  out->set_launcher_socket(n->second.node.launcher_socket());
+  out->set_container_id(grant.container_id());
+  out->set_tenant_id(grant.tenant_id());
+  out->set_expires_ms(grant.expires_ms());
+  Log(absl::StrCat("event=launcher_granted container=", req.container_id(),
+                   " tenant=", grant.tenant_id(), " node=", grant.node(),
+                   " windows=", grant.windows_size(), " expires_ms=", grant.expires_ms()));
+  return absl::OkStatus();
 }
 
 // ------------------------------------------------------------ windows
@@ -1038,12 +1183,19 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   WriteBatch batch;
   batch.puts.push_back(Record(kNode, req.node(), persisted));
   batch.puts.push_back(Record(kDevices, req.node(), devices));
+  std::string key = n.grant_key;
+  if (key.empty()) {
+    key = NewGrantKey();
+    batch.puts.push_back(StoreRecord{kNodeKey, req.node(), key});
+  }
   absl::Status s = store_->Commit(batch);
   if (!s.ok()) {
     if (n.node.name().empty()) nodes_.erase(req.node());  // Never known: forget again.
     return s;
   }
   n.node = persisted;
+  n.grant_key = key;
+  out->set_grant_key(key);
   n.devices.assign(devices.devices().begin(), devices.devices().end());
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   n.last_heartbeat_ms = Now();
@@ -1060,6 +1212,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     d->set_tenant_id(c.container.tenant_id());
     *d->mutable_devices() = c.container.devices();
     *d->mutable_geometry() = c.container.geometry();
+    d->set_pin_budget_bytes(c.container.pin_budget_bytes());
     if (!held.erase(id)) ++to_create;
   }
   Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
@@ -1069,7 +1222,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   return absl::OkStatus();
 }
 
-absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse*) {
+absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out) {
   RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
   absl::MutexLock l(&mu_);
   auto it = nodes_.find(req.node());
@@ -1084,6 +1237,12 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   n.usage.clear();
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
+  }
+  for (const auto& [id, c] : containers_) {
+    if (c.container.node() != req.node()) continue;
+    v1::ContainerBudget* b = out->add_budgets();
+    b->set_container_id(id);
+    b->set_pin_budget_bytes(c.container.pin_budget_bytes());
   }
   return absl::OkStatus();
 }

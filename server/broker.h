@@ -80,6 +80,9 @@ class Broker final {
                               v1::ListContainersResponse* out);
   absl::Status DeleteContainer(const v1::DeleteContainerRequest& req,
                                v1::DeleteContainerResponse* out);
+  absl::Status SetContainerBudget(const v1::SetContainerBudgetRequest& req, v1::Container* out);
+  absl::Status GrantLauncher(const v1::GrantLauncherRequest& req,
+                             v1::GrantLauncherResponse* out);
 
   absl::Status AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out);
   absl::Status ReleaseWindow(const v1::ReleaseWindowRequest& req, v1::ReleaseWindowResponse* out);
@@ -107,6 +110,7 @@ class Broker final {
     std::string session_id;  // Empty: not registered (UNAVAILABLE).
     int64_t last_heartbeat_ms = 0;
     std::map<std::string, v1::PinUsage> usage;  // By tenant, from heartbeats.
+    std::string grant_key;  // Signs launcher tokens for this node; persisted.
   };
   struct ContainerEntry {
     v1::Container container;  // As persisted.
@@ -145,7 +149,7 @@ class Broker final {
   absl::Status CommitCreatedContainer(const v1::CreateContainerRequest& req,
                                       const std::string& fingerprint, const std::string& id,
                                       const std::string& node,
-                                      const std::vector<std::string>& devices,
+                                      const std::vector<std::string>& devices, uint64_t budget,
                                       const absl::StatusOr<v1::AgentContainer>& created,
                                       v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<Plan> PlanDeleteContainerLocked(const std::string& id)
@@ -173,6 +177,9 @@ class Broker final {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t TenantWindowBytesLocked(const std::string& tenant) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sum of the pin budgets of the tenant's containers, including creates in
+  // flight.
+  uint64_t TenantBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Picks the node and devices for a create request; see CreateContainerRequest.
   absl::Status PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
                            std::vector<std::string>* devices) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -196,6 +203,7 @@ class Broker final {
   // creates each tenant has (they count against max_containers).
   std::set<std::pair<std::string, std::string>> pending_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pending_creates_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> pending_budget_ ABSL_GUARDED_BY(mu_);
   // Containers being destroyed on their agent; other changes to them wait.
   std::set<std::string> deleting_ ABSL_GUARDED_BY(mu_);
   // Request ids of mutations in flight, so a concurrent retry cannot run twice.

@@ -33,6 +33,8 @@ class BrokerService final : public v1::Broker::Service {
   IOMMU_BROKER_RPC(GetContainer, GetContainerRequest, Container)
   IOMMU_BROKER_RPC(ListContainers, ListContainersRequest, ListContainersResponse)
   IOMMU_BROKER_RPC(DeleteContainer, DeleteContainerRequest, DeleteContainerResponse)
+  IOMMU_BROKER_RPC(SetContainerBudget, SetContainerBudgetRequest, Container)
+  IOMMU_BROKER_RPC(GrantLauncher, GrantLauncherRequest, GrantLauncherResponse)
   IOMMU_BROKER_RPC(AllocateWindow, AllocateWindowRequest, Window)
   IOMMU_BROKER_RPC(ReleaseWindow, ReleaseWindowRequest, ReleaseWindowResponse)
   IOMMU_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)

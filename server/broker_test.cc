@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/grant_token.h"
 #include "server/fake_store.h"
 
 namespace iommu {
@@ -731,6 +732,125 @@ TEST_F(BrokerTest, HeartbeatUsageShowsInUsageWithDedupSavings) {
   EXPECT_EQ(usage.tenants(0).pinned_bytes(), 0x10000u);
   EXPECT_EQ(usage.tenants(0).mapped_bytes(), 0x30000u);
   EXPECT_EQ(usage.tenants(0).dedup_saved_bytes(), 0x20000u);
+}
+
+TEST_F(BrokerTest, PinBudgetsDefaultToTheUnbudgetedRestAndNeverSumPastQuota) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2), Dev("0000:00:06.0", 3),
+                      Dev("0000:00:07.0", 4)});
+  CreateTenant("acme");  // 1 GiB pinned quota.
+  v1::CreateContainerRequest req;
+  req.set_tenant_id("acme");
+  req.set_node("n1");
+  req.add_devices("0000:00:04.0");
+  req.set_pin_budget_bytes(256 << 20);
+  v1::Container a, b, c;
+  ASSERT_TRUE(broker_->CreateContainer(req, &a).ok());
+  EXPECT_EQ(a.pin_budget_bytes(), 256u << 20);
+  req.set_devices(0, "0000:00:05.0");
+  req.set_pin_budget_bytes(0);
+  ASSERT_TRUE(broker_->CreateContainer(req, &b).ok());
+  EXPECT_EQ(b.pin_budget_bytes(), 768u << 20);
+  req.set_devices(0, "0000:00:06.0");
+  ASSERT_TRUE(broker_->CreateContainer(req, &c).ok());
+  EXPECT_EQ(c.pin_budget_bytes(), 0u);
+  req.set_devices(0, "0000:00:07.0");
+  req.set_pin_budget_bytes(4096);
+  ExpectCode(broker_->CreateContainer(req, &c), absl::StatusCode::kResourceExhausted,
+             "pin_budget_bytes: tenant \"acme\" has 0x0 bytes of its pinned quota");
+  req.set_pin_budget_bytes(100);
+  ExpectCode(broker_->CreateContainer(req, &c), absl::StatusCode::kInvalidArgument,
+             "pin_budget_bytes: must be a multiple of 4096");
+  // Moving budget between containers: free some, then take it.
+  v1::SetContainerBudgetRequest sb;
+  sb.set_container_id(b.id());
+  sb.set_pin_budget_bytes(512 << 20);
+  v1::Container out;
+  ASSERT_TRUE(broker_->SetContainerBudget(sb, &out).ok());
+  EXPECT_EQ(out.pin_budget_bytes(), 512u << 20);
+  sb.set_container_id(a.id());
+  sb.set_pin_budget_bytes(512 << 20);  // 256 MiB were freed by b.
+  ASSERT_TRUE(broker_->SetContainerBudget(sb, &out).ok());
+  sb.set_pin_budget_bytes((512 << 20) + 4096);
+  ExpectCode(broker_->SetContainerBudget(sb, &out), absl::StatusCode::kResourceExhausted,
+             "available for this container");
+}
+
+TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem) {
+  const std::string session =
+      RegisterNode("n1", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2)});
+  CreateTenant("acme");
+  v1::CreateContainerRequest req;
+  req.set_tenant_id("acme");
+  req.set_node("n1");
+  req.add_devices("0000:00:04.0");
+  req.set_pin_budget_bytes(512 << 20);
+  v1::Container older, newer;
+  ASSERT_TRUE(broker_->CreateContainer(req, &older).ok());
+  now_ms_ += 1;
+  req.set_devices(0, "0000:00:05.0");
+  req.set_pin_budget_bytes(0);
+  ASSERT_TRUE(broker_->CreateContainer(req, &newer).ok());
+  v1::SetTenantQuotaRequest q;
+  q.set_tenant_id("acme");
+  q.mutable_quota()->set_pinned_bytes(256 << 20);
+  v1::Tenant t;
+  ASSERT_TRUE(broker_->SetTenantQuota(q, &t).ok());
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  v1::HeartbeatResponse hbr;
+  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  std::map<std::string, uint64_t> budgets;
+  for (const auto& b : hbr.budgets()) budgets[b.container_id()] = b.pin_budget_bytes();
+  EXPECT_EQ(budgets[newer.id()], 0u);
+  EXPECT_EQ(budgets[older.id()], 256u << 20);
+  // And the shrink is durable.
+  Restart();
+  v1::GetContainerRequest gc;
+  gc.set_container_id(older.id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.pin_budget_bytes(), 256u << 20);
+}
+
+TEST_F(BrokerTest, GrantLauncherSignsWithTheNodeKeyAndListsTheWindows) {
+  v1::RegisterResponse reg;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  ASSERT_GE(reg.grant_key().size(), 16u);
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  auto w = Allocate(c->id(), 0x200000);
+  ASSERT_TRUE(w.ok());
+  v1::GrantLauncherRequest gr;
+  gr.set_container_id(c->id());
+  gr.set_ttl_seconds(30);
+  v1::GrantLauncherResponse grant;
+  ASSERT_TRUE(broker_->GrantLauncher(gr, &grant).ok());
+  EXPECT_EQ(grant.node(), "n1");
+  EXPECT_EQ(grant.expires_ms(), now_ms_ + 30000);
+  ASSERT_EQ(grant.windows_size(), 1);
+  auto verified = VerifyGrant(grant.token(), reg.grant_key(), now_ms_);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->container_id(), c->id());
+  EXPECT_EQ(verified->tenant_id(), "acme");
+  ASSERT_EQ(verified->windows_size(), 1);
+  EXPECT_EQ(verified->windows(0).base(), w->base());
+  EXPECT_EQ(VerifyGrant(grant.token(), "another key that is long enough", now_ms_).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // The key survives a broker restart, so tokens handed out stay valid.
+  Restart();
+  v1::RegisterResponse again;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &again);
+  EXPECT_EQ(again.grant_key(), reg.grant_key());
+  gr.set_ttl_seconds(3601);
+  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kInvalidArgument,
+             "ttl_seconds: at most 3600");
+  gr.set_ttl_seconds(0);
+  now_ms_ += 10000;
+  broker_->CheckLiveness();
+  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kUnavailable,
+             "is not heartbeating");
 }
 
 }  // namespace

@@ -1,0 +1,166 @@
+#include "common/grant_token.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace iommu {
+namespace {
+
+constexpr absl::string_view kVersionPrefix = "v1";
+constexpr size_t kMacBytes = 32;  // SHA-256.
+
+[[noreturn]] void Die(const char* what) {
+  std::fprintf(stderr, "grant_token: %s\n", what);
+  std::abort();
+}
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()),
+                 static_cast<int>(n)) != 1) {
+    Die("RAND_bytes failed");
+  }
+  return out;
+}
+
+// HMAC-SHA256(key, data). The callers have checked the key size, so a
+// failure here is OpenSSL itself failing.
+std::string Mac(absl::string_view key, absl::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int out_len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+           out, &out_len) == nullptr ||
+      out_len != kMacBytes) {
+    Die("HMAC-SHA256 failed");
+  }
+  return std::string(reinterpret_cast<char*>(out), out_len);
+}
+
+absl::Status Malformed(absl::string_view why) {
+  return absl::UnauthenticatedError(absl::StrCat("token: malformed (", why, ")"));
+}
+
+// Decodes unpadded base64url, accepting only the canonical spelling: absl's
+// decoder also takes padding and ignores stray low bits, and a token with two
+// spellings would defeat the replay check for anything keyed on its text.
+bool DecodeCanonical(absl::string_view in, std::string* out) {
+  if (in.empty()) return false;
+  for (char c : in) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                    (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  if (!absl::WebSafeBase64Unescape(in, out)) return false;
+  return absl::WebSafeBase64Escape(*out) == in;
+}
+
+}  // namespace
+
+std::string SignGrant(const v1::LauncherGrant& grant, absl::string_view key) {
+  if (key.size() < kMinGrantKeyBytes) Die("SignGrant: key shorter than 16 bytes");
+  std::string payload;
+  if (!grant.SerializeToString(&payload)) Die("SignGrant: grant does not serialize");
+  std::string token = absl::StrCat(kVersionPrefix, ".",
+                                   absl::WebSafeBase64Escape(payload), ".",
+                                   absl::WebSafeBase64Escape(Mac(key, payload)));
+  if (token.size() > kMaxGrantTokenBytes) Die("SignGrant: token exceeds 4096 bytes");
+  return token;
+}
+
+absl::StatusOr<v1::LauncherGrant> VerifyGrant(absl::string_view token,
+                                              absl::string_view key,
+                                              int64_t now_ms) {
+  if (key.size() < kMinGrantKeyBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "grant key: must be at least ", kMinGrantKeyBytes, " bytes, got ",
+        key.size()));
+  }
+  if (token.empty()) return Malformed("empty");
+  if (token.size() > kMaxGrantTokenBytes) {
+    return Malformed(absl::StrCat("longer than ", kMaxGrantTokenBytes, " bytes"));
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
+  if (parts.size() != 3) return Malformed("want v1.<payload>.<signature>");
+  if (parts[0] != kVersionPrefix) return Malformed("unknown version, want v1");
+  std::string payload;
+  if (!DecodeCanonical(parts[1], &payload)) {
+    return Malformed("payload is not unpadded base64url");
+  }
+  std::string mac;
+  if (!DecodeCanonical(parts[2], &mac)) {
+    return Malformed("signature is not unpadded base64url");
+  }
+  if (mac.size() != kMacBytes) return Malformed("signature is not 32 bytes");
+  const std::string want = Mac(key, payload);
+  if (CRYPTO_memcmp(want.data(), mac.data(), kMacBytes) != 0) {
+    return absl::UnauthenticatedError("token: bad signature");
+  }
+  v1::LauncherGrant grant;
+  if (!grant.ParseFromString(payload)) {
+    return Malformed("signed payload does not parse");
+  }
+  if (now_ms >= grant.expires_ms()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "token: expired at ", grant.expires_ms(), " (now ", now_ms, ")"));
+  }
+  return grant;
+}
+
+std::string NewGrantKey() { return RandomBytes(32); }
+
+std::string NewGrantTokenId() { return absl::BytesToHexString(RandomBytes(16)); }
+
+ReplayCache::ReplayCache(size_t max_entries) : max_entries_(max_entries) {
+  if (max_entries_ == 0) Die("ReplayCache: max_entries must be > 0");
+}
+
+void ReplayCache::PruneLocked(int64_t now_ms) {
+  while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
+    expiry_by_id_.erase(by_expiry_.begin()->second);
+    by_expiry_.erase(by_expiry_.begin());
+  }
+}
+
+absl::Status ReplayCache::Consume(const std::string& token_id,
+                                  int64_t expires_ms, int64_t now_ms) {
+  if (token_id.empty()) {
+    return absl::InvalidArgumentError("token_id: must not be empty");
+  }
+  absl::MutexLock lock(&mu_);
+  PruneLocked(now_ms);
+  // An expired token is refused here too, so that an id is never dropped by
+  // pruning while the token it names could still be accepted.
+  if (expires_ms <= now_ms) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "token: expired at ", expires_ms, " (now ", now_ms, ")"));
+  }
+  if (expiry_by_id_.contains(token_id)) {
+    return absl::UnauthenticatedError("token: already used");
+  }
+  if (expiry_by_id_.size() >= max_entries_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "token: replay cache full (", max_entries_,
+        " unexpired tokens used); retry after the oldest expires"));
+  }
+  expiry_by_id_.emplace(token_id, expires_ms);
+  by_expiry_.emplace(expires_ms, token_id);
+  return absl::OkStatus();
+}
+
+size_t ReplayCache::size() {
+  absl::MutexLock lock(&mu_);
+  return expiry_by_id_.size();
+}
+
+}  // namespace iommu

@@ -1,0 +1,114 @@
+// Launcher grant tokens: the broker signs a v1::LauncherGrant with a key it
+// shares with one node's agent; the agent verifies the token a launcher
+// presents on its unix socket and consumes its id so that it opens one
+// session only (DESIGN.md, "Launchers never hold the IOMMU side").
+//
+// Token format (ASCII, at most kMaxGrantTokenBytes):
+//   "v1." base64url(payload) "." base64url(HMAC-SHA256(key, payload))
+// where payload is the serialized LauncherGrant and base64url is RFC 4648
+// section 5 without padding. Only the canonical encoding is accepted, so a
+// token has exactly one spelling.
+//
+// Thread-safety: the free functions are pure (OpenSSL's HMAC and RAND_bytes
+// are thread-safe); ReplayCache is thread-safe.
+#ifndef COMMON_GRANT_TOKEN_H_
+#define COMMON_GRANT_TOKEN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/launcher.pb.h"
+
+namespace iommu {
+
+// Longer tokens are refused before any decoding, so a hostile peer cannot
+// make the agent decode or MAC megabytes. A grant with a few dozen windows
+// fits in well under 1 KiB.
+inline constexpr size_t kMaxGrantTokenBytes = 4096;
+
+// Keys shorter than this are refused: HMAC-SHA256 wants at least 128 bits,
+// and an empty key is always a configuration mistake.
+inline constexpr size_t kMinGrantKeyBytes = 16;
+
+// Returns the token for `grant` signed with `key`. `key` must hold at least
+// kMinGrantKeyBytes bytes and the serialized grant must fit the token limit;
+// both are the broker's own bugs, not input errors, so violating them aborts.
+std::string SignGrant(const v1::LauncherGrant& grant, absl::string_view key);
+
+// Checks `token` against `key` and returns its grant when the MAC matches and
+// now_ms < grant.expires_ms. The MAC is compared in constant time before the
+// payload is parsed, so nothing an attacker writes is interpreted unless the
+// broker signed it. Errors (all UNAUTHENTICATED, so a peer learns only which
+// rule failed):
+//   "token: malformed (...)"   empty, too long, not "v1.<b64>.<b64>", bad or
+//                              non-canonical base64, MAC of the wrong size,
+//                              or a signed payload that does not parse;
+//   "token: bad signature"     the MAC does not match (tampered, other key);
+//   "token: expired at <ms> (now <ms>)".
+// FAILED_PRECONDITION when `key` is shorter than kMinGrantKeyBytes (the
+// agent's configuration, not the token, is wrong).
+// Does not consult a ReplayCache: call ReplayCache::Consume on success.
+absl::StatusOr<v1::LauncherGrant> VerifyGrant(absl::string_view token,
+                                              absl::string_view key,
+                                              int64_t now_ms);
+
+// 32 random bytes from OpenSSL's CSPRNG, for a new broker/agent key. Aborts
+// if the CSPRNG fails (there is no safe fallback).
+std::string NewGrantKey();
+
+// 16 random bytes as 32 lower-case hex digits, for LauncherGrant.token_id.
+std::string NewGrantTokenId();
+
+// Remembers the ids of tokens already used until they expire, so a token
+// (single-use by design) cannot open a second session, e.g. after being
+// sniffed from a launcher's command line. Bounded: when full of unexpired ids
+// it refuses new tokens rather than forgetting an id that could then be
+// replayed. In memory only: after an agent restart tokens issued before it
+// can be replayed until they expire, which is why grants are short-lived.
+//
+// Thread-safe.
+class ReplayCache final {
+ public:
+  // `max_entries` unexpired ids are remembered at most; must be > 0.
+  explicit ReplayCache(size_t max_entries = 100000);
+
+  ReplayCache(const ReplayCache&) = delete;
+  ReplayCache& operator=(const ReplayCache&) = delete;
+
+  // Records `token_id` as used until `expires_ms`. Forgets ids whose expiry
+  // is at or before `now_ms` first. Errors, none of which records anything:
+  //   UNAUTHENTICATED "token: already used" when the id is remembered;
+  //   UNAUTHENTICATED "token: expired ..." when expires_ms <= now_ms;
+  //   INVALID_ARGUMENT "token_id: ..." when the id is empty;
+  //   RESOURCE_EXHAUSTED "token: replay cache full ..." when max_entries
+  //   unexpired ids are held.
+  absl::Status Consume(const std::string& token_id, int64_t expires_ms,
+                       int64_t now_ms);
+
+  // Ids remembered now (expired ones may linger until the next Consume).
+  size_t size();
+
+ private:
+  void PruneLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const size_t max_entries_;
+
+  absl::Mutex mu_;
+  // id -> expires_ms, and the same entries ordered by expiry for pruning.
+  absl::flat_hash_map<std::string, int64_t> expiry_by_id_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<int64_t, std::string>> by_expiry_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace iommu
+
+#endif  // COMMON_GRANT_TOKEN_H_

@@ -1,0 +1,248 @@
+#include "common/grant_token.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace {
+
+using ::testing::HasSubstr;
+using Code = absl::StatusCode;
+
+constexpr int64_t kNow = 1'700'000'000'000;
+
+// Checks the exact code and a substring of the message.
+template <typename T>
+void ExpectError(const absl::StatusOr<T>& s, Code code, absl::string_view text) {
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), code) << s.status();
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(std::string(text)));
+}
+void ExpectError(const absl::Status& s, Code code, absl::string_view text) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(text)));
+}
+
+v1::LauncherGrant SampleGrant() {
+  v1::LauncherGrant g;
+  g.set_token_id(NewGrantTokenId());
+  g.set_node("n1");
+  g.set_container_id("c-0123456789abcdef");
+  g.set_tenant_id("acme");
+  v1::GrantWindow* w = g.add_windows();
+  w->set_window_id("w-0000000000000001");
+  w->set_base(0x100000);
+  w->set_size(0x200000);
+  g.set_issued_ms(kNow);
+  g.set_expires_ms(kNow + 60'000);
+  return g;
+}
+
+TEST(GrantTokenTest, RoundTripReturnsTheSignedGrant) {
+  const std::string key = NewGrantKey();
+  ASSERT_EQ(key.size(), 32u);
+  const v1::LauncherGrant grant = SampleGrant();
+  const std::string token = SignGrant(grant, key);
+  EXPECT_EQ(token.substr(0, 3), "v1.");
+  absl::StatusOr<v1::LauncherGrant> got = VerifyGrant(token, key, kNow);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->SerializeAsString(), grant.SerializeAsString());
+  EXPECT_EQ(got->windows(0).base(), 0x100000u);
+}
+
+TEST(GrantTokenTest, TokenIdsAndKeysAreRandomHex) {
+  const std::string a = NewGrantTokenId();
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos);
+  EXPECT_NE(a, NewGrantTokenId());
+  EXPECT_NE(NewGrantKey(), NewGrantKey());
+}
+
+TEST(GrantTokenTest, ChangingAnyByteOfTheTokenIsRefused) {
+  const std::string key = NewGrantKey();
+  const std::string token = SignGrant(SampleGrant(), key);
+  for (size_t i = 0; i < token.size(); ++i) {
+    std::string bad = token;
+    // Swap for another base64url character (or another char for '.'/'v1').
+    bad[i] = bad[i] == 'A' ? 'B' : 'A';
+    absl::StatusOr<v1::LauncherGrant> got = VerifyGrant(bad, key, kNow);
+    ASSERT_FALSE(got.ok()) << "byte " << i << " changed, still accepted";
+    EXPECT_EQ(got.status().code(), Code::kUnauthenticated) << got.status();
+  }
+}
+
+TEST(GrantTokenTest, TamperedPayloadIsBadSignature) {
+  const std::string key = NewGrantKey();
+  v1::LauncherGrant grant = SampleGrant();
+  const std::string token = SignGrant(grant, key);
+  // Re-encode a payload with a wider window and keep the old signature.
+  grant.mutable_windows(0)->set_size(0x40000000);
+  std::vector<std::string> parts = absl::StrSplit(token, '.');
+  const std::string forged = absl::StrCat(
+      "v1.", absl::WebSafeBase64Escape(grant.SerializeAsString()), ".", parts[2]);
+  ExpectError(VerifyGrant(forged, key, kNow), Code::kUnauthenticated,
+              "token: bad signature");
+  // A flipped bit in the payload's last character.
+  std::string flipped = token;
+  const size_t dot = token.rfind('.');
+  flipped[dot - 2] = flipped[dot - 2] == 'Q' ? 'g' : 'Q';
+  EXPECT_EQ(VerifyGrant(flipped, key, kNow).status().code(),
+            Code::kUnauthenticated);
+}
+
+TEST(GrantTokenTest, WrongKeyIsBadSignature) {
+  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  ExpectError(VerifyGrant(token, NewGrantKey(), kNow), Code::kUnauthenticated,
+              "token: bad signature");
+}
+
+TEST(GrantTokenTest, ValidUntilTheMillisecondBeforeExpiry) {
+  const std::string key = NewGrantKey();
+  const v1::LauncherGrant grant = SampleGrant();
+  const std::string token = SignGrant(grant, key);
+  EXPECT_TRUE(VerifyGrant(token, key, grant.expires_ms() - 1).ok());
+  ExpectError(VerifyGrant(token, key, grant.expires_ms()),
+              Code::kUnauthenticated,
+              absl::StrCat("token: expired at ", grant.expires_ms()));
+  ExpectError(VerifyGrant(token, key, grant.expires_ms() + 1),
+              Code::kUnauthenticated, "expired");
+}
+
+TEST(GrantTokenTest, ShortKeyIsAConfigurationError) {
+  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  ExpectError(VerifyGrant(token, "", kNow), Code::kFailedPrecondition,
+              "grant key: must be at least 16 bytes");
+  ExpectError(VerifyGrant(token, "0123456789abcde", kNow),
+              Code::kFailedPrecondition, "got 15");
+}
+
+TEST(GrantTokenDeathTest, SigningWithAShortKeyAborts) {
+  EXPECT_DEATH(SignGrant(SampleGrant(), "short"), "key shorter than 16 bytes");
+}
+
+TEST(GrantTokenTest, MalformedTokensAreRefusedWithoutCrashing) {
+  const std::string key = NewGrantKey();
+  const std::string token = SignGrant(SampleGrant(), key);
+  std::vector<std::string> parts = absl::StrSplit(token, '.');
+  struct Case {
+    std::string token;
+    std::string want;
+  };
+  const std::vector<Case> cases = {
+      {"", "malformed (empty)"},
+      {"v1", "want v1.<payload>.<signature>"},
+      {"v1.", "want v1.<payload>.<signature>"},
+      {absl::StrCat("v1.", parts[1]), "want v1.<payload>.<signature>"},
+      {absl::StrCat(token, ".x"), "want v1.<payload>.<signature>"},
+      {absl::StrCat("v2.", parts[1], ".", parts[2]), "unknown version"},
+      {absl::StrCat("v1..", parts[2]), "payload is not unpadded base64url"},
+      {absl::StrCat("v1.", parts[1], "."), "signature is not unpadded base64url"},
+      {absl::StrCat("v1.", parts[1], "!.", parts[2]), "payload is not"},
+      {absl::StrCat("v1.", parts[1], "=.", parts[2]), "payload is not"},
+      {absl::StrCat("v1.", parts[1], ".", parts[2], "=="), "signature is not"},
+      {absl::StrCat("v1.", parts[1], ".", parts[2].substr(0, 20)),
+       "signature is not 32 bytes"},
+      // Standard (not url-safe) alphabet.
+      {absl::StrCat("v1.", parts[1], ".+/+/"), "signature is not"},
+      {std::string(kMaxGrantTokenBytes + 1, 'A'), "longer than 4096 bytes"},
+      {std::string(1 << 20, '.'), "longer than 4096 bytes"},
+      {std::string("v1.\0.\0", 6), "payload is not"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.token.substr(0, 80));
+    ExpectError(VerifyGrant(c.token, key, kNow), Code::kUnauthenticated,
+                c.want);
+  }
+}
+
+TEST(GrantTokenTest, SignedGarbagePayloadIsMalformedNotAccepted) {
+  // Only the key holder can produce this, but the agent must still not
+  // crash or accept it.
+  const std::string key = NewGrantKey();
+  const std::string payload = "\xff\xff\xff";
+  unsigned char mac[32];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), key.size(),
+       reinterpret_cast<const unsigned char*>(payload.data()), payload.size(),
+       mac, &len);
+  const std::string token = absl::StrCat(
+      "v1.", absl::WebSafeBase64Escape(payload), ".",
+      absl::WebSafeBase64Escape(
+          absl::string_view(reinterpret_cast<char*>(mac), len)));
+  ExpectError(VerifyGrant(token, key, kNow), Code::kUnauthenticated,
+              "signed payload does not parse");
+}
+
+TEST(ReplayCacheTest, SecondUseOfATokenIdIsRefused) {
+  ReplayCache cache;
+  ASSERT_TRUE(cache.Consume("t1", kNow + 1000, kNow).ok());
+  ExpectError(cache.Consume("t1", kNow + 1000, kNow + 1), Code::kUnauthenticated,
+              "token: already used");
+  EXPECT_TRUE(cache.Consume("t2", kNow + 1000, kNow + 1).ok());
+  EXPECT_EQ(cache.size(), 2u);
+}
+
+TEST(ReplayCacheTest, RefusesExpiredTokensAndEmptyIds) {
+  ReplayCache cache;
+  ExpectError(cache.Consume("t1", kNow, kNow), Code::kUnauthenticated,
+              "token: expired");
+  ExpectError(cache.Consume("", kNow + 1, kNow), Code::kInvalidArgument,
+              "token_id: must not be empty");
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST(ReplayCacheTest, ForgetsIdsOnlyOnceTheirTokenExpired) {
+  ReplayCache cache;
+  ASSERT_TRUE(cache.Consume("t1", kNow + 10, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", kNow + 20, kNow).ok());
+  // At kNow + 10, t1 is expired (so VerifyGrant refuses it anyway) and is
+  // forgotten; t2 is still remembered.
+  ASSERT_TRUE(cache.Consume("t3", kNow + 30, kNow + 10).ok());
+  EXPECT_EQ(cache.size(), 2u);
+  ExpectError(cache.Consume("t2", kNow + 20, kNow + 19), Code::kUnauthenticated,
+              "already used");
+}
+
+TEST(ReplayCacheTest, WhenFullRefusesInsteadOfForgettingUnexpiredIds) {
+  ReplayCache cache(2);
+  ASSERT_TRUE(cache.Consume("t1", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", kNow + 200, kNow).ok());
+  ExpectError(cache.Consume("t3", kNow + 300, kNow), Code::kResourceExhausted,
+              "replay cache full");
+  // Still refused as replays: nothing was evicted.
+  ExpectError(cache.Consume("t1", kNow + 100, kNow), Code::kUnauthenticated,
+              "already used");
+  // Once t1 expired there is room again.
+  EXPECT_TRUE(cache.Consume("t3", kNow + 300, kNow + 100).ok());
+}
+
+TEST(ReplayCacheTest, ConcurrentConsumersAcceptEachIdOnce) {
+  ReplayCache cache;
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        if (cache.Consume(absl::StrCat("id", i), kNow + 1000, kNow).ok()) {
+          ++accepted;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(accepted.load(), 200);
+}
+
+}  // namespace
+}  // namespace iommu

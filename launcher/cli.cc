@@ -1,0 +1,353 @@
+#include "launcher/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "launcher/client.h"
+
+namespace iommu {
+namespace launcher {
+namespace {
+
+// errno -> status once, at the call site, naming the call and its object.
+absl::Status ErrnoStatus(int err, absl::string_view context) {
+  return absl::ErrnoToStatus(err, context);
+}
+
+constexpr const char kTokenEnv[] = "IOMMU_LAUNCHER_TOKEN";
+
+std::string Hex(uint64_t v) { return absl::StrFormat("0x%x", v); }
+
+const char* Access(bool r, bool w) { return r && w ? "rw" : (r ? "r" : (w ? "w" : "none")); }
+
+void Line(std::FILE* out, const std::string& line) {
+  std::fprintf(out, "%s\n", line.c_str());
+  std::fflush(out);
+}
+
+// Blocks until SIGINT/SIGTERM, EOF (or an error) on stdin, or the agent
+// closing `agent_fd`. Signals are blocked first and taken through a
+// signalfd, so one that arrives between "ready" and poll() is not lost.
+absl::Status WaitForRelease(int agent_fd, std::FILE* out) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) {
+    return ErrnoStatus(errno, "sigprocmask SIG_BLOCK SIGINT SIGTERM");
+  }
+  agent::UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sfd.valid()) return ErrnoStatus(errno, "signalfd SIGINT SIGTERM");
+  Line(out, "ready");
+  bool stdin_open = true;
+  while (true) {
+    pollfd fds[3] = {{sfd.get(), POLLIN, 0},
+                     {agent_fd, POLLIN, 0},
+                     {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "poll");
+    }
+    if (fds[0].revents != 0) {
+      signalfd_siginfo info;
+      const ssize_t n = read(sfd.get(), &info, sizeof(info));
+      const char* name = n == sizeof(info) && info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
+      Line(out, absl::StrCat("step=release reason=", name));
+      return absl::OkStatus();
+    }
+    if (fds[1].revents != 0) {
+      // The agent sends nothing unasked, so any readiness is a hang-up.
+      return absl::UnavailableError("launcher socket: the agent closed the connection");
+    }
+    if (fds[2].revents != 0) {
+      char buf[256];
+      const ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+      if (n > 0) continue;  // Input is ignored; only its end matters.
+      if (n < 0 && errno == EINTR) continue;
+      Line(out, "step=release reason=stdin-eof");
+      return absl::OkStatus();
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseSize(absl::string_view field, absl::string_view text) {
+  absl::string_view digits = text;
+  uint64_t multiplier = 1;
+  if (!digits.empty()) {
+    switch (absl::ascii_toupper(digits.back())) {
+      case 'K': multiplier = uint64_t{1} << 10; break;
+      case 'M': multiplier = uint64_t{1} << 20; break;
+      case 'G': multiplier = uint64_t{1} << 30; break;
+      case 'T': multiplier = uint64_t{1} << 40; break;
+      default: break;
+    }
+    if (multiplier != 1) digits.remove_suffix(1);
+  }
+  uint64_t value = 0;
+  bool ok = false;
+  if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) {
+    ok = !digits.empty() &&
+         digits.find_first_not_of("0123456789abcdefABCDEF") == absl::string_view::npos &&
+         absl::SimpleHexAtoi(digits, &value);
+  } else {
+    ok = !digits.empty() &&
+         digits.find_first_not_of("0123456789") == absl::string_view::npos &&
+         absl::SimpleAtoi(digits, &value);
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": \"", text, "\" is not a size (want e.g. 4096, 0x1000, 4K, 2M, 1G)"));
+  }
+  if (value > UINT64_MAX / multiplier) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": \"", text, "\" exceeds 2^64-1"));
+  }
+  return value * multiplier;
+}
+
+absl::StatusOr<MapSpec> ParseMapSpec(absl::string_view text) {
+  const std::string form = "want OFFSET:LENGTH@IOVA[:rw|r|w]";
+  std::vector<absl::string_view> at = absl::StrSplit(text, '@');
+  if (at.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("--map: \"", text, "\": ", form));
+  }
+  std::vector<absl::string_view> range = absl::StrSplit(at[0], ':');
+  std::vector<absl::string_view> where = absl::StrSplit(at[1], ':');
+  if (range.size() != 2 || where.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("--map: \"", text, "\": ", form));
+  }
+  MapSpec spec;
+  absl::StatusOr<uint64_t> v = ParseSize("--map offset", range[0]);
+  if (!v.ok()) return v.status();
+  spec.offset = *v;
+  v = ParseSize("--map length", range[1]);
+  if (!v.ok()) return v.status();
+  if (*v == 0) return absl::InvalidArgumentError("--map length: must not be 0");
+  spec.length = *v;
+  v = ParseSize("--map iova", where[0]);
+  if (!v.ok()) return v.status();
+  spec.iova = *v;
+  if (where.size() == 2) {
+    if (where[1] == "rw") {
+      spec.readable = spec.writable = true;
+    } else if (where[1] == "r") {
+      spec.writable = false;
+    } else if (where[1] == "w") {
+      spec.readable = false;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--map access: \"", where[1], "\" must be rw, r or w"));
+    }
+  }
+  return spec;
+}
+
+absl::StatusOr<UnmapSpec> ParseUnmapSpec(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  if (parts.size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--unmap: \"", text, "\": want IOVA:LENGTH"));
+  }
+  UnmapSpec spec;
+  absl::StatusOr<uint64_t> v = ParseSize("--unmap iova", parts[0]);
+  if (!v.ok()) return v.status();
+  spec.iova = *v;
+  v = ParseSize("--unmap length", parts[1]);
+  if (!v.ok()) return v.status();
+  if (*v == 0) return absl::InvalidArgumentError("--unmap length: must not be 0");
+  spec.length = *v;
+  return spec;
+}
+
+std::string Usage() {
+  return absl::StrCat(
+      "usage: iommu-launcher --socket=PATH --token=TOKEN [--memfd=SIZE | --file=PATH]\n"
+      "         [--map=OFFSET:LENGTH@IOVA[:rw|r|w]]... [--unmap=IOVA:LENGTH]...\n"
+      "         [--list] [--devices] [--hold]\n"
+      "\n"
+      "Opens a session on the node agent's launcher socket with a broker grant\n"
+      "token, hands it guest memory and maps it for DMA, printing key=value lines.\n"
+      "  --socket   the agent's launcher socket (Node.launcher_socket)\n"
+      "  --token    the grant token; default: $", kTokenEnv, "\n"
+      "  --memfd    create a memfd of SIZE bytes (4096, 0x1000, 4K, 2M, 1G)\n"
+      "  --file     register PATH (opened read-write) instead\n"
+      "  --map      map memory range OFFSET:LENGTH at IOVA (default access rw)\n"
+      "  --unmap    unmap the whole mappings inside IOVA:LENGTH (after the maps)\n"
+      "  --list     print the session's mappings\n"
+      "  --devices  fetch the device fds and print their addresses\n"
+      "  --hold     print \"ready\", then keep the session until SIGINT/SIGTERM\n"
+      "             or EOF on stdin\n"
+      "Exit status 0 on success; 1 with \"error: CODE: message\" on stderr.\n");
+}
+
+absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
+                                     const char* env_token) {
+  CliOptions options;
+  bool token_given = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (!absl::StartsWith(arg, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
+    }
+    absl::string_view name = arg.substr(2);
+    absl::string_view value;
+    bool has_value = false;
+    if (size_t eq = name.find('='); eq != absl::string_view::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    if (name == "list" || name == "hold" || name == "devices" || name == "help") {
+      if (has_value) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, ": takes no value"));
+      }
+      if (name == "list") options.list = true;
+      if (name == "hold") options.hold = true;
+      if (name == "devices") options.devices = true;
+      if (name == "help") options.help = true;
+      continue;
+    }
+    if (name != "socket" && name != "token" && name != "memfd" && name != "file" &&
+        name != "map" && name != "unmap") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    if (!has_value) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, ": needs a value"));
+      }
+      value = args[++i];
+    }
+    if (name == "socket") {
+      options.socket = std::string(value);
+    } else if (name == "token") {
+      options.token = std::string(value);
+      token_given = true;
+    } else if (name == "memfd") {
+      absl::StatusOr<uint64_t> size = ParseSize("--memfd", value);
+      if (!size.ok()) return size.status();
+      if (*size == 0) return absl::InvalidArgumentError("--memfd: must not be 0");
+      options.memfd_size = *size;
+    } else if (name == "file") {
+      options.file = std::string(value);
+    } else if (name == "map") {
+      absl::StatusOr<MapSpec> spec = ParseMapSpec(value);
+      if (!spec.ok()) return spec.status();
+      options.maps.push_back(*spec);
+    } else {
+      absl::StatusOr<UnmapSpec> spec = ParseUnmapSpec(value);
+      if (!spec.ok()) return spec.status();
+      options.unmaps.push_back(*spec);
+    }
+  }
+  if (options.help) return options;
+  if (!token_given && env_token != nullptr) options.token = env_token;
+  if (options.socket.empty()) return absl::InvalidArgumentError("--socket: required");
+  if (options.token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token: required (or set ", kTokenEnv, ")"));
+  }
+  if (options.memfd_size != 0 && !options.file.empty()) {
+    return absl::InvalidArgumentError("--memfd and --file: give one, not both");
+  }
+  if (!options.maps.empty() && options.memfd_size == 0 && options.file.empty()) {
+    return absl::InvalidArgumentError("--map: needs memory (--memfd or --file)");
+  }
+  return options;
+}
+
+absl::Status RunCli(const CliOptions& options, std::FILE* out) {
+  absl::StatusOr<std::unique_ptr<LauncherClient>> client =
+      LauncherClient::Connect(options.socket);
+  if (!client.ok()) return client.status();
+  LauncherClient& c = **client;
+
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> session = c.OpenSession(options.token);
+  if (!session.ok()) return session.status();
+  Line(out, absl::StrCat("step=open_session session_id=", session->session_id(),
+                         " container_id=", session->container_id(),
+                         " tenant_id=", session->tenant_id(),
+                         " expires_ms=", session->expires_ms()));
+  for (const v1::GrantWindow& w : session->windows()) {
+    Line(out, absl::StrCat("step=window window_id=", w.window_id(), " base=", Hex(w.base()),
+                           " size=", Hex(w.size())));
+  }
+
+  agent::UniqueFd memory;
+  std::string memory_name;
+  if (options.memfd_size != 0) {
+    memory_name = "iommu-launcher";
+    absl::StatusOr<agent::UniqueFd> fd =
+        LauncherClient::CreateMemfd(options.memfd_size, memory_name);
+    if (!fd.ok()) return fd.status();
+    memory = *std::move(fd);
+  } else if (!options.file.empty()) {
+    memory_name = options.file;
+    memory.reset(open(options.file.c_str(), O_RDWR | O_CLOEXEC));
+    if (!memory.valid()) return ErrnoStatus(errno, absl::StrCat("open --file ", options.file));
+  }
+  std::string memory_id;
+  if (memory.valid()) {
+    absl::StatusOr<v1::LauncherResponse::MemoryRegistered> reg =
+        c.RegisterMemory(memory.get(), memory_name);
+    if (!reg.ok()) return reg.status();
+    memory_id = reg->memory_id();
+    Line(out, absl::StrCat("step=register_memory memory_id=", reg->memory_id(),
+                           " size=", Hex(reg->size()), " owner_tenant=", reg->owner_tenant(),
+                           " shared=", reg->shared() ? "true" : "false"));
+  }
+
+  for (const MapSpec& m : options.maps) {
+    absl::Status status = c.Map(memory_id, m.offset, m.length, m.iova, m.readable, m.writable);
+    if (!status.ok()) return status;
+    Line(out, absl::StrCat("step=map memory_id=", memory_id, " offset=", Hex(m.offset),
+                           " length=", Hex(m.length), " iova=", Hex(m.iova),
+                           " access=", Access(m.readable, m.writable)));
+  }
+  for (const UnmapSpec& u : options.unmaps) {
+    absl::StatusOr<uint64_t> bytes = c.Unmap(u.iova, u.length);
+    if (!bytes.ok()) return bytes.status();
+    Line(out, absl::StrCat("step=unmap iova=", Hex(u.iova), " length=", Hex(u.length),
+                           " bytes=", Hex(*bytes)));
+  }
+  if (options.list) {
+    absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>> list = c.ListMappings();
+    if (!list.ok()) return list.status();
+    for (const auto& e : *list) {
+      Line(out, absl::StrCat("step=mapping memory_id=", e.memory_id(), " offset=",
+                             Hex(e.offset()), " length=", Hex(e.length()), " iova=",
+                             Hex(e.iova()), " access=", Access(e.readable(), e.writable())));
+    }
+    Line(out, absl::StrCat("step=list count=", list->size()));
+  }
+  LauncherDevices devices;  // Held until return, so --hold keeps them open.
+  if (options.devices) {
+    absl::StatusOr<LauncherDevices> got = c.GetDevices();
+    if (!got.ok()) return got.status();
+    devices = *std::move(got);
+    for (size_t i = 0; i < devices.addresses.size(); ++i) {
+      Line(out, absl::StrCat("step=device address=", devices.addresses[i],
+                             " fd=", devices.fds[i].get()));
+    }
+  }
+  if (options.hold) return WaitForRelease(c.socket_fd(), out);
+  return absl::OkStatus();
+}
+
+}  // namespace launcher
+}  // namespace iommu

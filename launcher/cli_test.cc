@@ -1,0 +1,212 @@
+#include "launcher/cli.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agent/fake_launcher_handler.h"
+#include "agent/launcher_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace launcher {
+namespace {
+
+using ::testing::HasSubstr;
+using Code = absl::StatusCode;
+
+template <typename T>
+void ExpectError(const absl::StatusOr<T>& s, Code code, absl::string_view text) {
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), code) << s.status();
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(std::string(text)));
+}
+
+TEST(ParseSizeTest, AcceptsDecimalHexAndBinarySuffixes) {
+  EXPECT_EQ(*ParseSize("f", "4096"), 4096u);
+  EXPECT_EQ(*ParseSize("f", "0x1000"), 0x1000u);
+  EXPECT_EQ(*ParseSize("f", "4K"), 4096u);
+  EXPECT_EQ(*ParseSize("f", "2m"), 2u << 20);
+  EXPECT_EQ(*ParseSize("f", "1G"), 1u << 30);
+  EXPECT_EQ(*ParseSize("f", "0x10M"), 16u << 20);
+  EXPECT_EQ(*ParseSize("f", "0"), 0u);
+  EXPECT_EQ(*ParseSize("f", "0xffffffffffffffff"), UINT64_MAX);
+}
+
+TEST(ParseSizeTest, RejectsJunkAndOverflowNamingTheField) {
+  for (const char* bad : {"", "K", "0x", "-1", "+1", "1.5M", "4KB", "12 ", "0xg", "1P"}) {
+    SCOPED_TRACE(bad);
+    ExpectError(ParseSize("--memfd", bad), Code::kInvalidArgument, "--memfd: ");
+  }
+  ExpectError(ParseSize("--memfd", "99999999999999999999"), Code::kInvalidArgument,
+              "is not a size");
+  ExpectError(ParseSize("--memfd", "0xffffffffffffffffK"), Code::kInvalidArgument,
+              "exceeds 2^64-1");
+  ExpectError(ParseSize("--memfd", "17179869184G"), Code::kInvalidArgument, "exceeds");
+}
+
+TEST(ParseMapSpecTest, ParsesRangeIovaAndAccess) {
+  absl::StatusOr<MapSpec> m = ParseMapSpec("0:2M@0x100000");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->offset, 0u);
+  EXPECT_EQ(m->length, 2u << 20);
+  EXPECT_EQ(m->iova, 0x100000u);
+  EXPECT_TRUE(m->readable && m->writable);
+  m = ParseMapSpec("4K:4K@1M:r");
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->readable);
+  EXPECT_FALSE(m->writable);
+  m = ParseMapSpec("0:4K@1M:w");
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->readable);
+  EXPECT_TRUE(m->writable);
+}
+
+TEST(ParseMapSpecTest, RejectsMalformedSpecs) {
+  ExpectError(ParseMapSpec("0:4K"), Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA");
+  ExpectError(ParseMapSpec("0@1M"), Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA");
+  ExpectError(ParseMapSpec("0:4K@1M:rw:x"), Code::kInvalidArgument, "want");
+  ExpectError(ParseMapSpec("0:0@1M"), Code::kInvalidArgument, "--map length: must not be 0");
+  ExpectError(ParseMapSpec("x:4K@1M"), Code::kInvalidArgument, "--map offset");
+  ExpectError(ParseMapSpec("0:4K@1M:x"), Code::kInvalidArgument, "--map access");
+}
+
+TEST(ParseUnmapSpecTest, ParsesAndRejects) {
+  absl::StatusOr<UnmapSpec> u = ParseUnmapSpec("0x100000:2M");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->iova, 0x100000u);
+  EXPECT_EQ(u->length, 2u << 20);
+  ExpectError(ParseUnmapSpec("1M"), Code::kInvalidArgument, "want IOVA:LENGTH");
+  ExpectError(ParseUnmapSpec("1M:0"), Code::kInvalidArgument, "must not be 0");
+}
+
+TEST(ParseArgsTest, ParsesEveryFlagAndRepeats) {
+  absl::StatusOr<CliOptions> o = ParseArgs(
+      {"--socket=/s", "--token", "t", "--memfd=4M", "--map=0:1M@1M", "--map", "1M:1M@2M:r",
+       "--unmap=1M:1M", "--list", "--devices", "--hold"},
+      nullptr);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->socket, "/s");
+  EXPECT_EQ(o->token, "t");
+  EXPECT_EQ(o->memfd_size, 4u << 20);
+  ASSERT_EQ(o->maps.size(), 2u);
+  EXPECT_FALSE(o->maps[1].writable);
+  ASSERT_EQ(o->unmaps.size(), 1u);
+  EXPECT_TRUE(o->list && o->devices && o->hold);
+}
+
+TEST(ParseArgsTest, TokenFallsBackToTheEnvironment) {
+  absl::StatusOr<CliOptions> o = ParseArgs({"--socket=/s"}, "from-env");
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->token, "from-env");
+  o = ParseArgs({"--socket=/s", "--token=flag"}, "from-env");
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->token, "flag");
+}
+
+TEST(ParseArgsTest, RejectsBadCombinationsNamingTheFlag) {
+  ExpectError(ParseArgs({"--token=t"}, nullptr), Code::kInvalidArgument, "--socket: required");
+  ExpectError(ParseArgs({"--socket=/s"}, nullptr), Code::kInvalidArgument, "--token: required");
+  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--memfd=4K", "--file=/f"}, nullptr),
+              Code::kInvalidArgument, "--memfd and --file");
+  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--map=0:4K@1M"}, nullptr),
+              Code::kInvalidArgument, "--map: needs memory");
+  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--bogus"}, nullptr),
+              Code::kInvalidArgument, "unknown flag --bogus");
+  ExpectError(ParseArgs({"--socket=/s", "--token"}, nullptr), Code::kInvalidArgument,
+              "--token: needs a value");
+  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--list=yes"}, nullptr),
+              Code::kInvalidArgument, "--list: takes no value");
+  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--memfd=0"}, nullptr),
+              Code::kInvalidArgument, "--memfd: must not be 0");
+  ExpectError(ParseArgs({"stray"}, nullptr), Code::kInvalidArgument, "unexpected argument");
+}
+
+class RunCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/cliXXXXXX");
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    agent::LauncherServerOptions options;
+    options.socket_path = dir + "/launcher.sock";
+    auto server = agent::LauncherServer::Start(options, &handler_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  // Runs the CLI, returning its status and what it printed.
+  absl::Status Run(const std::vector<std::string>& args, std::string* printed) {
+    std::vector<std::string> all = {absl::StrCat("--socket=", server_->socket_path())};
+    all.insert(all.end(), args.begin(), args.end());
+    absl::StatusOr<CliOptions> options = ParseArgs(all, nullptr);
+    if (!options.ok()) return options.status();
+    char* buf = nullptr;
+    size_t len = 0;
+    std::FILE* out = open_memstream(&buf, &len);
+    absl::Status status = RunCli(*options, out);
+    std::fclose(out);
+    printed->assign(buf, len);
+    std::free(buf);
+    return status;
+  }
+
+  agent::FakeLauncherHandler handler_;
+  std::unique_ptr<agent::LauncherServer> server_;
+};
+
+TEST_F(RunCliTest, PrintsEachStepAsKeyValueLines) {
+  std::string out;
+  absl::Status status =
+      Run({"--token=good", "--memfd=2M", "--map=0:1M@1M", "--map=1M:64K@0x200000:r",
+           "--unmap=0x200000:64K", "--list", "--devices"},
+          &out);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_THAT(out, HasSubstr("step=open_session session_id=s-1 container_id=c-0123456789abcdef "
+                             "tenant_id=acme"));
+  EXPECT_THAT(out, HasSubstr("step=window window_id=w-0000000000000001 base=0x100000 "
+                             "size=0x200000\n"));
+  EXPECT_THAT(out, HasSubstr("size=0x200000 owner_tenant=acme shared=false\n"));
+  EXPECT_THAT(out, HasSubstr("offset=0x0 length=0x100000 iova=0x100000 access=rw\n"));
+  EXPECT_THAT(out, HasSubstr("offset=0x100000 length=0x10000 iova=0x200000 access=r\n"));
+  EXPECT_THAT(out, HasSubstr("step=unmap iova=0x200000 length=0x10000 bytes=0x10000\n"));
+  EXPECT_THAT(out, HasSubstr("step=list count=1\n"));
+  EXPECT_THAT(out, HasSubstr("step=device address=0000:00:04.0 fd="));
+}
+
+TEST_F(RunCliTest, ReturnsTheAgentsError) {
+  std::string out;
+  absl::Status status = Run({"--token=bad"}, &out);
+  EXPECT_EQ(status.code(), Code::kUnauthenticated);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("token: bad signature"));
+  EXPECT_EQ(out, "");
+}
+
+TEST_F(RunCliTest, HoldPrintsReadyAndReleasesOnStdinEof) {
+  // Swap stdin for a pipe whose writer is already closed.
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  close(p[1]);
+  const int saved = dup(STDIN_FILENO);
+  ASSERT_EQ(dup2(p[0], STDIN_FILENO), STDIN_FILENO);
+  close(p[0]);
+  std::string out;
+  absl::Status status = Run({"--token=good", "--hold"}, &out);
+  dup2(saved, STDIN_FILENO);
+  close(saved);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_THAT(out, HasSubstr("\nready\nstep=release reason=stdin-eof\n"));
+  // The session stayed open until release: the connection closes only now.
+  EXPECT_TRUE(handler_.WaitForEvents("disconnect", 1, absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace launcher
+}  // namespace iommu

@@ -1,0 +1,183 @@
+#include "launcher/client.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "agent/fake_launcher_handler.h"
+#include "agent/launcher_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace iommu {
+namespace launcher {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Code = absl::StatusCode;
+using agent::FakeLauncherHandler;
+
+template <typename T>
+void ExpectError(const absl::StatusOr<T>& s, Code code, absl::string_view text) {
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), code) << s.status();
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(std::string(text)));
+}
+void ExpectError(const absl::Status& s, Code code, absl::string_view text) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(text)));
+}
+
+ino_t Inode(int fd) {
+  struct stat st;
+  EXPECT_EQ(fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+class LauncherClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/lcXXXXXX");
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    path_ = dir + "/launcher.sock";
+    StartServer({});
+  }
+
+  void StartServer(agent::LauncherServerOptions options) {
+    server_.reset();
+    options.socket_path = path_;
+    auto server = agent::LauncherServer::Start(std::move(options), &handler_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  std::unique_ptr<LauncherClient> Connect() {
+    absl::StatusOr<std::unique_ptr<LauncherClient>> client = LauncherClient::Connect(path_);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
+  std::string path_;
+  FakeLauncherHandler handler_;
+  std::unique_ptr<agent::LauncherServer> server_;
+};
+
+TEST_F(LauncherClientTest, OpenSessionReturnsTheSession) {
+  auto client = Connect();
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> s = client->OpenSession("good");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->container_id(), "c-0123456789abcdef");
+  EXPECT_EQ(s->tenant_id(), "acme");
+  ASSERT_EQ(s->windows_size(), 1);
+  EXPECT_EQ(s->windows(0).base(), FakeLauncherHandler::kWindowBase);
+}
+
+TEST_F(LauncherClientTest, AgentErrorsKeepTheirCodeAndMessage) {
+  auto client = Connect();
+  ExpectError(client->OpenSession("bad"), Code::kUnauthenticated, "token: bad signature");
+  ExpectError(client->Map("m-1", 0, 0x1000, 0x10, true, true), Code::kInvalidArgument,
+              "iova: 0x10 is outside every window");
+  ExpectError(client->Unmap(0x100000, 0x1000), Code::kNotFound, "no mapping");
+  // The connection is still usable after errors.
+  EXPECT_TRUE(client->OpenSession("good").ok());
+}
+
+TEST_F(LauncherClientTest, RegisterMemoryPassesTheMemfdItself) {
+  auto client = Connect();
+  absl::StatusOr<UniqueFd> memfd = LauncherClient::CreateMemfd(2 << 20, "guest");
+  ASSERT_TRUE(memfd.ok()) << memfd.status();
+  absl::StatusOr<v1::LauncherResponse::MemoryRegistered> reg =
+      client->RegisterMemory(memfd->get(), "guest");
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  EXPECT_EQ(reg->size(), 2u << 20);
+  EXPECT_FALSE(reg->shared());
+  // The handler fstat'ed the fd it received: the same object.
+  EXPECT_EQ(handler_.last_memory_inode(), Inode(memfd->get()));
+  // The client keeps its own fd.
+  EXPECT_NE(fcntl(memfd->get(), F_GETFD), -1);
+  reg = client->RegisterMemory(memfd->get(), "again");
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  EXPECT_TRUE(reg->shared());
+  ExpectError(client->RegisterMemory(-1, "none"), Code::kInvalidArgument, "fd:");
+}
+
+TEST_F(LauncherClientTest, CreateMemfdIsSizedSealedAndCloseOnExec) {
+  absl::StatusOr<UniqueFd> memfd = LauncherClient::CreateMemfd(0x3000, "guest");
+  ASSERT_TRUE(memfd.ok()) << memfd.status();
+  struct stat st;
+  ASSERT_EQ(fstat(memfd->get(), &st), 0);
+  EXPECT_EQ(st.st_size, 0x3000);
+  EXPECT_EQ(fcntl(memfd->get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  EXPECT_EQ(fcntl(memfd->get(), F_GET_SEALS) & F_SEAL_SHRINK, F_SEAL_SHRINK);
+  EXPECT_NE(ftruncate(memfd->get(), 0x1000), 0);
+  ExpectError(LauncherClient::CreateMemfd(0, "x"), Code::kInvalidArgument, "size: must be");
+}
+
+TEST_F(LauncherClientTest, MapListUnmapRoundTrip) {
+  auto client = Connect();
+  ASSERT_TRUE(client->OpenSession("good").ok());
+  ASSERT_TRUE(client->Map("m-1", 0, 0x1000, 0x100000, true, false).ok());
+  ASSERT_TRUE(client->Map("m-1", 0x1000, 0x2000, 0x102000, true, true).ok());
+  absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>> list =
+      client->ListMappings();
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].iova(), 0x100000u);
+  EXPECT_FALSE((*list)[0].writable());
+  EXPECT_EQ((*list)[1].offset(), 0x1000u);
+  absl::StatusOr<uint64_t> bytes = client->Unmap(0x100000, 0x200000);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 0x3000u);
+  list = client->ListMappings();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(LauncherClientTest, GetDevicesReturnsTheDeviceFds) {
+  auto client = Connect();
+  absl::StatusOr<LauncherDevices> devices = client->GetDevices();
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  EXPECT_THAT(devices->addresses, ElementsAre("0000:00:04.0", "0000:00:05.0"));
+  ASSERT_EQ(devices->fds.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(Inode(devices->fds[i].get()), handler_.device_inode(i));
+    EXPECT_EQ(fcntl(devices->fds[i].get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  }
+}
+
+TEST_F(LauncherClientTest, ConnectErrorsNameThePath) {
+  absl::StatusOr<std::unique_ptr<LauncherClient>> client =
+      LauncherClient::Connect(path_ + ".missing");
+  ExpectError(client, Code::kNotFound, ".missing");
+}
+
+TEST_F(LauncherClientTest, RefusedConnectionReportsTheAgentsReason) {
+  agent::LauncherServerOptions options;
+  options.max_connections = 1;
+  StartServer(options);
+  auto first = Connect();
+  ASSERT_TRUE(handler_.WaitForEvents("connect", 1, absl::Seconds(10)));
+  auto second = Connect();
+  ExpectError(second->OpenSession("good"), Code::kResourceExhausted,
+              "too many connections (limit 1)");
+}
+
+TEST_F(LauncherClientTest, AgentGoneIsUnavailable) {
+  auto client = Connect();
+  ASSERT_TRUE(client->OpenSession("good").ok());
+  server_->Stop();
+  ExpectError(client->ListMappings(), Code::kUnavailable, "launcher socket");
+}
+
+}  // namespace
+}  // namespace launcher
+}  // namespace iommu
