@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "agent/log.h"
 #include "common/status_macros.h"
@@ -73,24 +74,39 @@ v1::AgentContainer AgentCore::ToProto(const std::string& id, const Held& held) {
   out.set_tenant_id(held.tenant_id);
   for (const std::string& d : held.devices) out.add_devices(d);
   *out.mutable_geometry() = held.geometry;
+  out.set_pin_budget_bytes(held.pin_budget_bytes);
+  return out;
+}
+
+v1::Mapping AgentCore::MappingToProto(const MappingRecord& m) {
+  v1::Mapping out;
+  out.set_iova(m.iova);
+  out.set_size(m.size);
+  out.set_readable(m.readable);
+  out.set_writable(m.writable);
+  out.set_session_id(m.session_id);
+  out.set_memory_id(m.memory_id);
+  out.set_offset(m.offset);
+  out.set_owner_tenant(m.owner);
   return out;
 }
 
 absl::StatusOr<v1::AgentContainer> AgentCore::CreateContainer(
     absl::string_view id, absl::string_view tenant_id,
-    const std::vector<std::string>& devices) {
+    const std::vector<std::string>& devices, uint64_t pin_budget_bytes) {
   absl::MutexLock lock(&mu_);
-  return CreateLocked(id, tenant_id, devices);
+  return CreateLocked(id, tenant_id, devices, pin_budget_bytes);
 }
 
 absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
     absl::string_view id, absl::string_view tenant_id,
-    const std::vector<std::string>& devices) {
+    const std::vector<std::string>& devices, uint64_t pin_budget_bytes) {
   RETURN_IF_ERROR(ValidateCreate(id, tenant_id, devices));
   auto it = containers_.find(id);
   if (it != containers_.end()) {
-    const Held& held = it->second;
+    Held& held = it->second;
     if (SameSpec(held.tenant_id, held.devices, tenant_id, devices)) {
+      held.pin_budget_bytes = pin_budget_bytes;  // The broker's word is the latest.
       return ToProto(it->first, held);
     }
     return absl::AlreadyExistsError(absl::StrCat(
@@ -114,6 +130,7 @@ absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
   held.devices = devices;
   held.handle = handle;
   held.geometry = GeometryToProto(*geometry);
+  held.pin_budget_bytes = pin_budget_bytes;
   auto [inserted, unused] = containers_.emplace(std::string(id), std::move(held));
   LogEvent(LogLevel::kInfo, "container_created",
            {{"container", id},
@@ -135,8 +152,13 @@ absl::Status AgentCore::DestroyLocked(absl::string_view id) {
         absl::StrCat(ContainerIdField(id), " is not held by this node"));
   }
   RETURN_IF_ERROR(backend_->DestroyContainer(it->second.handle));
+  // The backend dropped every mapping with the address space; release their
+  // pins so billing follows.
+  for (const auto& [iova, m] : it->second.mappings) ForgetMappingLocked(m);
   LogEvent(LogLevel::kInfo, "container_destroyed",
-           {{"container", id}, {"tenant", it->second.tenant_id}});
+           {{"container", id},
+            {"tenant", it->second.tenant_id},
+            {"mappings_dropped", it->second.mappings.size()}});
   containers_.erase(it);
   return absl::OkStatus();
 }
@@ -149,17 +171,9 @@ absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainer(
     return absl::NotFoundError(
         absl::StrCat(ContainerIdField(id), " is not held by this node"));
   }
-  ASSIGN_OR_RETURN(std::vector<BackendMapping> mappings,
-                   backend_->ListMappings(it->second.handle));
   v1::AgentGetContainerResponse out;
   *out.mutable_container() = ToProto(it->first, it->second);
-  for (const BackendMapping& m : mappings) {
-    v1::Mapping* mapping = out.add_mappings();
-    mapping->set_iova(m.iova);
-    mapping->set_size(m.size);
-    mapping->set_readable(m.readable);
-    mapping->set_writable(m.writable);
-  }
+  for (const auto& [iova, m] : it->second.mappings) *out.add_mappings() = MappingToProto(m);
   return out;
 }
 
@@ -188,6 +202,12 @@ absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
   }
   for (v1::AgentContainer& c : ContainersLocked()) {
     *out.add_containers() = std::move(c);
+  }
+  for (const std::string& tenant : ledger_.tenants()) {
+    v1::PinUsage* u = out.add_usage();
+    u->set_tenant_id(tenant);
+    u->set_billed_bytes(ledger_.billed_bytes(tenant));
+    u->set_mapped_bytes(ledger_.mapped_bytes(tenant));
   }
   return out;
 }
@@ -241,8 +261,9 @@ ReconcileResult AgentCore::Reconcile(
 
   ReconcileResult result;
   for (const v1::AgentContainer& c : desired) {
-    absl::StatusOr<v1::AgentContainer> created = CreateLocked(
-        c.id(), c.tenant_id(), {c.devices().begin(), c.devices().end()});
+    absl::StatusOr<v1::AgentContainer> created =
+        CreateLocked(c.id(), c.tenant_id(), {c.devices().begin(), c.devices().end()},
+                     c.pin_budget_bytes());
     if (!created.ok()) {
       LogEvent(LogLevel::kError, "reconcile_create_failed",
                {{"container", c.id()}, {"error", created.status().ToString()}});
@@ -254,16 +275,284 @@ ReconcileResult AgentCore::Reconcile(
   return result;
 }
 
-absl::Status AgentCore::Map(const v1::AgentMapRequest& request) {
-  (void)request;
-  return absl::UnimplementedError(
-      "Map: the node-side map path arrives with the pinned-page ledger");
+// ---------------------------------------------------------------- budgets
+
+void AgentCore::SetBudgets(const std::vector<v1::ContainerBudget>& budgets) {
+  absl::MutexLock lock(&mu_);
+  for (const v1::ContainerBudget& b : budgets) {
+    auto it = containers_.find(b.container_id());
+    if (it == containers_.end() || it->second.pin_budget_bytes == b.pin_budget_bytes()) continue;
+    LogEvent(LogLevel::kInfo, "pin_budget_set",
+             {{"container", b.container_id()},
+              {"tenant", it->second.tenant_id},
+              {"from", it->second.pin_budget_bytes},
+              {"to", b.pin_budget_bytes()}});
+    it->second.pin_budget_bytes = b.pin_budget_bytes();
+  }
 }
 
-absl::Status AgentCore::Unmap(const v1::AgentUnmapRequest& request) {
-  (void)request;
-  return absl::UnimplementedError(
-      "Unmap: the node-side unmap path arrives with the pinned-page ledger");
+std::vector<v1::PinUsage> AgentCore::Usage() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::PinUsage> out;
+  for (const std::string& tenant : ledger_.tenants()) {
+    v1::PinUsage u;
+    u.set_tenant_id(tenant);
+    u.set_billed_bytes(ledger_.billed_bytes(tenant));
+    u.set_mapped_bytes(ledger_.mapped_bytes(tenant));
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+uint64_t AgentCore::NodeBudgetLocked(const std::string& tenant) const {
+  uint64_t sum = 0;
+  for (const auto& [id, held] : containers_) {
+    if (held.tenant_id == tenant) sum += held.pin_budget_bytes;
+  }
+  return sum;
+}
+
+void AgentCore::SetGrantKey(std::string key) {
+  absl::MutexLock lock(&mu_);
+  grant_key_ = std::move(key);
+}
+
+std::string AgentCore::grant_key() {
+  absl::MutexLock lock(&mu_);
+  return grant_key_;
+}
+
+absl::StatusOr<std::string> AgentCore::ContainerTenant(absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(absl::StrCat(ContainerIdField(id), " is not held by this node"));
+  }
+  return it->second.tenant_id;
+}
+
+absl::StatusOr<std::vector<std::string>> AgentCore::ContainerDevices(absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(absl::StrCat(ContainerIdField(id), " is not held by this node"));
+  }
+  return it->second.devices;
+}
+
+// ---------------------------------------------------------------- memory
+
+absl::StatusOr<MemoryInfo> AgentCore::RegisterMemory(const std::string& session_id,
+                                                     const std::string& tenant,
+                                                     GuestMemoryRegion memory,
+                                                     absl::string_view name) {
+  if (memory.size == 0 || memory.size % Ledger::kPageSize != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fd: memory size must be a non-zero multiple of 4096, got ", memory.size));
+  }
+  absl::MutexLock lock(&mu_);
+  const bool known = ledger_.owner(memory.key).has_value();
+  ASSIGN_OR_RETURN(std::string owner, ledger_.Register(memory.key, memory.size, tenant));
+  std::string id;
+  do {
+    id = absl::StrFormat("m-%016x", absl::Uniform<uint64_t>(rng_));
+  } while (memory_.count(id));
+  MemoryInfo info{id, memory.size, owner, known};
+  LogEvent(LogLevel::kInfo, "memory_registered",
+           {{"memory", id},
+            {"session", session_id},
+            {"tenant", tenant},
+            {"owner", owner},
+            {"object", memory.key.DebugString()},
+            {"size", Hex(memory.size)},
+            {"shared", known}});
+  memory_.emplace(id, Memory{session_id, tenant, std::string(name), std::move(memory)});
+  return info;
+}
+
+absl::Status AgentCore::MapMemory(const std::string& session_id, const std::string& container_id,
+                                  const std::string& memory_id, uint64_t offset,
+                                  uint64_t length, uint64_t iova, bool readable, bool writable) {
+  absl::MutexLock lock(&mu_);
+  auto c = containers_.find(container_id);
+  if (c == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
+  }
+  auto mem = memory_.find(memory_id);
+  if (mem == memory_.end() || mem->second.session_id != session_id) {
+    // Another session's memory is as absent as memory that never existed.
+    return absl::NotFoundError(
+        absl::StrCat("memory_id: this session has no memory \"", memory_id, "\""));
+  }
+  if (!readable && !writable) {
+    return absl::InvalidArgumentError("readable, writable: at least one must be set");
+  }
+  const uint64_t page = MinPageSize(c->second.geometry.page_size_bitmap());
+  for (const auto& [field, value] :
+       {std::pair<const char*, uint64_t>{"offset", offset}, {"length", length}, {"iova", iova}}) {
+    if (value % page != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": must be a multiple of the IOMMU page size ", Hex(page), ", got ", Hex(value)));
+    }
+  }
+  if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
+  const uint64_t size = mem->second.region.size;
+  if (offset > size || length > size - offset) {
+    return absl::InvalidArgumentError(absl::StrCat("length: offset ", Hex(offset), " + length ",
+                                                   Hex(length), " passes the end of memory ",
+                                                   memory_id, " (", Hex(size), " bytes)"));
+  }
+  if (length - 1 > UINT64_MAX - iova) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("iova: ", Hex(iova), " + length ", Hex(length), " overflows 64 bits"));
+  }
+  const ObjectKey key = mem->second.region.key;
+  const std::string owner = ledger_.owner(key).value_or(mem->second.tenant);
+  ASSIGN_OR_RETURN(uint64_t newly, ledger_.NewlyBilledIfMapped(key, offset, length));
+  const uint64_t billed = ledger_.billed_bytes(owner);
+  const uint64_t budget = NodeBudgetLocked(owner);
+  if (newly > 0 && (billed > budget || newly > budget - billed)) {
+    LogEvent(LogLevel::kWarning, "map_refused_quota",
+             {{"container", container_id}, {"session", session_id}, {"owner", owner},
+              {"billed", billed}, {"newly", newly}, {"budget", budget}});
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "length: mapping ", Hex(length), " bytes would bill tenant \"", owner, "\" ", Hex(newly),
+        " more bytes; it has ", Hex(billed), " billed of its ", Hex(budget),
+        " byte pin budget on node ", node_, " (the sum of its containers' budgets here)"));
+  }
+  RETURN_IF_ERROR(backend_->Map(c->second.handle, iova, mem->second.region.vaddr + offset, length,
+                                readable, writable));
+  absl::StatusOr<uint64_t> billed_now = ledger_.Map(key, offset, length);
+  if (!billed_now.ok()) {
+    // Cannot happen after NewlyBilledIfMapped succeeded; keep the backend
+    // and the ledger in step anyway.
+    backend_->Unmap(c->second.handle, iova, length).IgnoreError();
+    return absl::InternalError(absl::StrCat("ledger refused a checked map: ",
+                                            billed_now.status().ToString()));
+  }
+  MappingRecord m;
+  m.iova = iova;
+  m.size = length;
+  m.readable = readable;
+  m.writable = writable;
+  m.session_id = session_id;
+  m.memory_id = memory_id;
+  m.offset = offset;
+  m.key = key;
+  m.owner = owner;
+  c->second.mappings.emplace(iova, std::move(m));
+  LogEvent(LogLevel::kDebug, "mapped",
+           {{"container", container_id}, {"session", session_id}, {"memory", memory_id},
+            {"iova", Hex(iova)}, {"size", Hex(length)}, {"newly_billed", *billed_now}});
+  return absl::OkStatus();
+}
+
+void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
+  absl::StatusOr<uint64_t> released = ledger_.Unmap(m.key, m.offset, m.size);
+  if (!released.ok()) {
+    LogEvent(LogLevel::kError, "ledger_unmap_failed",
+             {{"memory", m.memory_id}, {"iova", Hex(m.iova)}, {"error", released.status().ToString()}});
+  }
+}
+
+absl::StatusOr<uint64_t> AgentCore::Unmap(const std::string& container_id, uint64_t iova,
+                                          uint64_t length, const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  auto c = containers_.find(container_id);
+  if (c == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
+  }
+  if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
+  if (length - 1 > UINT64_MAX - iova) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("iova: ", Hex(iova), " + length ", Hex(length), " overflows 64 bits"));
+  }
+  const uint64_t last = iova + (length - 1);
+  auto& mappings = c->second.mappings;
+  // The first mapping that may intersect: the one starting at or before iova.
+  auto it = mappings.upper_bound(iova);
+  if (it != mappings.begin()) --it;
+  std::vector<uint64_t> victims;
+  for (; it != mappings.end() && it->first <= last; ++it) {
+    const MappingRecord& m = it->second;
+    const uint64_t m_last = m.iova + (m.size - 1);
+    if (m_last < iova) continue;
+    if (m.iova < iova || m_last > last) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "iova: range ", Hex(iova), "-", Hex(last), " cuts mapping ", Hex(m.iova), "-",
+          Hex(m_last), "; unmap whole mappings"));
+    }
+    if (!session_id.empty() && m.session_id != session_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "iova: range ", Hex(iova), "-", Hex(last), " holds a mapping of another session"));
+    }
+    victims.push_back(it->first);
+  }
+  if (victims.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("iova: no mapping inside ", Hex(iova), "-", Hex(last)));
+  }
+  uint64_t bytes = 0;
+  for (uint64_t v : victims) {
+    auto m = mappings.find(v);
+    RETURN_IF_ERROR(backend_->Unmap(c->second.handle, m->second.iova, m->second.size).status());
+    ForgetMappingLocked(m->second);
+    bytes += m->second.size;
+    mappings.erase(m);
+  }
+  return bytes;
+}
+
+std::vector<v1::Mapping> AgentCore::SessionMappings(const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Mapping> out;
+  for (const auto& [id, held] : containers_) {
+    for (const auto& [iova, m] : held.mappings) {
+      if (m.session_id == session_id) out.push_back(MappingToProto(m));
+    }
+  }
+  return out;
+}
+
+void AgentCore::CloseSession(const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  size_t unmapped = 0, released = 0;
+  for (auto& [id, held] : containers_) {
+    for (auto it = held.mappings.begin(); it != held.mappings.end();) {
+      if (it->second.session_id != session_id) {
+        ++it;
+        continue;
+      }
+      absl::Status s = backend_->Unmap(held.handle, it->second.iova, it->second.size).status();
+      if (!s.ok()) {
+        // The pins stay counted while the backend still holds them.
+        LogEvent(LogLevel::kError, "session_unmap_failed",
+                 {{"session", session_id}, {"container", id}, {"error", s.ToString()}});
+        ++it;
+        continue;
+      }
+      ForgetMappingLocked(it->second);
+      it = held.mappings.erase(it);
+      ++unmapped;
+    }
+  }
+  for (auto it = memory_.begin(); it != memory_.end();) {
+    if (it->second.session_id != session_id) {
+      ++it;
+      continue;
+    }
+    absl::Status s = ledger_.Unregister(it->second.region.key);
+    if (!s.ok()) {
+      LogEvent(LogLevel::kError, "memory_unregister_failed",
+               {{"memory", it->first}, {"error", s.ToString()}});
+    }
+    it = memory_.erase(it);
+    ++released;
+  }
+  LogEvent(LogLevel::kInfo, "session_closed",
+           {{"session", session_id}, {"unmapped", unmapped}, {"memory_released", released}});
 }
 
 }  // namespace agent

@@ -1,19 +1,21 @@
-// AgentCore: the node agent's state and logic, free of gRPC. It holds the
-// containers (address spaces) the broker asked for, keyed by the broker's
-// container id, on top of a Backend, and answers the Agent API and the
-// registration loop's reconcile step.
+// AgentCore: the node agent's state and logic, free of gRPC and sockets. It
+// holds the containers (address spaces) the broker asked for, keyed by the
+// broker's container id, on top of a Backend; the guest memory launcher
+// sessions registered; every DMA mapping; and the pinned-page ledger that
+// bills each pinned host page once, to the tenant owning the memory, within
+// the pin budgets the broker granted (DESIGN.md invariants 2, 3, 4).
 //
 // Thread-safe. One mutex serialises every operation, held across the backend
-// calls, because a create/destroy must be atomic with respect to the id and
-// device bookkeeping (two concurrent creates of one id must not both reach the
-// kernel). Backend calls are short ioctls, so this costs little; the map path,
-// which pins memory and can be slow, arrives with the pinned-page ledger and
-// will not run under this lock.
+// calls, because a map must be atomic with the quota check and the ledger
+// update: two concurrent maps must not both fit under a budget that has room
+// for one. Backend calls are single ioctls.
 #ifndef AGENT_AGENT_CORE_H_
 #define AGENT_AGENT_CORE_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,7 +24,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/random/random.h"
 #include "agent/backend.h"
+#include "agent/ledger.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 
@@ -37,6 +41,24 @@ struct ReconcileResult {
   // order, same length).
   std::vector<std::string> failed_ids;
   std::vector<std::string> failure_reasons;
+};
+
+// Guest memory a launcher handed the agent, already mapped into the agent's
+// address space (guest_memory.h makes these from a memfd). `keepalive` owns
+// the mapping and the fd; the core holds it while the memory is registered.
+struct GuestMemoryRegion {
+  ObjectKey key;     // (st_dev, st_ino): the same memory arriving twice.
+  uint64_t size = 0; // Bytes, a multiple of 4096.
+  uint64_t vaddr = 0;  // Where the agent mapped it.
+  std::shared_ptr<void> keepalive;
+};
+
+// What RegisterMemory answers.
+struct MemoryInfo {
+  std::string memory_id;   // "m-" + 16 hex digits, valid in its session only.
+  uint64_t size = 0;
+  std::string owner_tenant;  // Who its pinned pages are billed to.
+  bool shared = false;       // The object was already registered before.
 };
 
 class AgentCore final {
@@ -65,7 +87,7 @@ class AgentCore final {
   // assignable, ...). A failure leaves nothing behind.
   absl::StatusOr<v1::AgentContainer> CreateContainer(
       absl::string_view id, absl::string_view tenant_id,
-      const std::vector<std::string>& devices);
+      const std::vector<std::string>& devices, uint64_t pin_budget_bytes = 0);
 
   // Destroys container `id`: the backend unmaps everything and releases the
   // devices. NOT_FOUND if the agent holds no such container; on a backend
@@ -94,21 +116,103 @@ class AgentCore final {
 
   // Node-side map and unmap: UNIMPLEMENTED until the pinned-page ledger
   // lands, because mapping without it would pin memory nobody bills.
-  absl::Status Map(const v1::AgentMapRequest& request);
-  absl::Status Unmap(const v1::AgentUnmapRequest& request);
+  // ---- pin budgets and the ledger ----
+
+  // Sets the budgets of held containers; unknown ids are ignored. Lowering a
+  // budget below what is pinned takes nothing away.
+  void SetBudgets(const std::vector<v1::ContainerBudget>& budgets);
+  // Billed and mapped bytes per tenant with non-zero usage, sorted.
+  std::vector<v1::PinUsage> Usage();
+
+  // ---- launcher sessions: memory and mappings ----
+
+  // Registers `memory` for `session_id` of `tenant`. The first tenant to
+  // register a backing object owns it and is billed for it; a later
+  // registration of the same object (by any session or tenant) shares it.
+  // Errors: INVALID_ARGUMENT "fd: ..." for a size that is 0 or not a whole
+  // number of pages; FAILED_PRECONDITION when the object is known with
+  // another size.
+  absl::StatusOr<MemoryInfo> RegisterMemory(const std::string& session_id,
+                                            const std::string& tenant,
+                                            GuestMemoryRegion memory, absl::string_view name);
+
+  // Maps [offset, offset + length) of the session's memory `memory_id` at
+  // [iova, iova + length) of `container_id`. The caller has checked that the
+  // range lies in one of the session's windows. Pins the pages and bills
+  // their owner, unless that would take the owner's billed bytes on this
+  // node past the sum of the owner's container budgets here:
+  // RESOURCE_EXHAUSTED with the numbers. Errors name the field:
+  // NOT_FOUND container_id / memory_id (also for another session's memory);
+  // INVALID_ARGUMENT offset, length, iova (alignment to the container's IOMMU
+  // page size, zero, overflow, past the memory's end), readable/writable
+  // (neither set); the backend's error (ALREADY_EXISTS overlap,
+  // RESOURCE_EXHAUSTED mapping limit, ...). A failure changes nothing: not
+  // the backend's mappings, not the ledger.
+  absl::Status MapMemory(const std::string& session_id, const std::string& container_id,
+                         const std::string& memory_id, uint64_t offset, uint64_t length,
+                         uint64_t iova, bool readable, bool writable);
+
+  // Unmaps every mapping inside [iova, iova + length) of `container_id` and
+  // returns the bytes unmapped. With a non-empty `session_id` only that
+  // session's mappings may be in the range. Errors: INVALID_ARGUMENT when the
+  // range cuts a mapping or is empty/overflows; NOT_FOUND when it holds none;
+  // PERMISSION_DENIED when it holds another session's mapping.
+  absl::StatusOr<uint64_t> Unmap(const std::string& container_id, uint64_t iova,
+                                 uint64_t length, const std::string& session_id);
+
+  // The session's mappings, by container then IOVA.
+  std::vector<v1::Mapping> SessionMappings(const std::string& session_id);
+
+  // The session ended: unmaps everything it mapped, releases its memory.
+  void CloseSession(const std::string& session_id);
+
+  // The key launcher tokens are checked with (from the broker at
+  // registration); empty until the first registration.
+  void SetGrantKey(std::string key);
+  std::string grant_key();
+
+  // The tenant of a held container, or NOT_FOUND.
+  absl::StatusOr<std::string> ContainerTenant(absl::string_view id);
+  // The devices of a held container, or NOT_FOUND.
+  absl::StatusOr<std::vector<std::string>> ContainerDevices(absl::string_view id);
 
  private:
+  // One DMA mapping, as the agent made it.
+  struct MappingRecord {
+    uint64_t iova = 0;
+    uint64_t size = 0;
+    bool readable = false;
+    bool writable = false;
+    std::string session_id;
+    std::string memory_id;
+    uint64_t offset = 0;
+    ObjectKey key;
+    std::string owner;
+  };
   struct Held {
     std::string tenant_id;
     std::vector<std::string> devices;  // As requested.
     ContainerHandle handle = 0;
     v1::ContainerGeometry geometry;
+    uint64_t pin_budget_bytes = 0;
+    std::map<uint64_t, MappingRecord> mappings;  // By IOVA.
+  };
+  struct Memory {
+    std::string session_id;
+    std::string tenant;
+    std::string name;
+    GuestMemoryRegion region;
   };
 
   absl::StatusOr<v1::AgentContainer> CreateLocked(
       absl::string_view id, absl::string_view tenant_id,
-      const std::vector<std::string>& devices)
+      const std::vector<std::string>& devices, uint64_t pin_budget_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases the ledger's pins of `m` (the backend mapping is already gone).
+  void ForgetMappingLocked(const MappingRecord& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sum of the budgets of `tenant`'s containers on this node.
+  uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static v1::Mapping MappingToProto(const MappingRecord& m);
   absl::Status DestroyLocked(absl::string_view id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::AgentContainer> ContainersLocked()
@@ -121,6 +225,10 @@ class AgentCore final {
 
   absl::Mutex mu_;
   std::map<std::string, Held, std::less<>> containers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Memory> memory_ ABSL_GUARDED_BY(mu_);  // By memory id.
+  Ledger ledger_ ABSL_GUARDED_BY(mu_);
+  std::string grant_key_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace agent

@@ -241,12 +241,227 @@ TEST_F(AgentCoreTest, ReconcileKeepsContainerWhoseDestroyFails) {
   EXPECT_THAT(Ids(r.held), ElementsAre(kC1));
 }
 
-TEST_F(AgentCoreTest, NodeSideMapAndUnmapAreNotImplementedYet) {
-  EXPECT_THAT(core_->Map(v1::AgentMapRequest()),
-              StatusIs(Code::kUnimplemented,
-                       "Map: the node-side map path arrives with the pinned-page ledger"));
-  EXPECT_THAT(core_->Unmap(v1::AgentUnmapRequest()),
-              StatusIs(Code::kUnimplemented, "pinned-page ledger"));
+// ---------------------------------------------------------------- map path
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kMiB = 1 << 20;
+
+GuestMemoryRegion Memory(uint64_t ino, uint64_t size) {
+  // The sim backend never touches the bytes, so any page-aligned address
+  // stands in for the agent's own mapping of the launcher's memfd.
+  return GuestMemoryRegion{ObjectKey{7, ino}, size, 0x7f0000000000ULL + ino * (1ULL << 32),
+                           nullptr};
+}
+
+class MapPathTest : public AgentCoreTest {
+ protected:
+  void SetUp() override {
+    ASSERT_OK(core_->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
+    ASSERT_OK(core_->CreateContainer(kC2, "acme", {"0000:00:07.0"}, 0));
+    ASSERT_OK(core_->CreateContainer(kC3, "globex", {"0000:00:08.0"}, 16 * kMiB));
+  }
+
+  uint64_t Billed(const std::string& tenant) {
+    for (const v1::PinUsage& u : core_->Usage()) {
+      if (u.tenant_id() == tenant) return u.billed_bytes();
+    }
+    return 0;
+  }
+  uint64_t Mapped(const std::string& tenant) {
+    for (const v1::PinUsage& u : core_->Usage()) {
+      if (u.tenant_id() == tenant) return u.mapped_bytes();
+    }
+    return 0;
+  }
+  size_t BackendMappings(const char* container) {
+    auto got = core_->GetContainer(container);
+    EXPECT_OK(got);
+    return got->mappings_size();
+  }
+  // Everything observable, for "a refusal changes nothing".
+  std::string Snapshot() {
+    std::string out;
+    for (const char* c : {kC1, kC2, kC3}) out += core_->GetContainer(c)->DebugString();
+    for (const v1::PinUsage& u : core_->Usage()) out += u.DebugString();
+    return out;
+  }
+};
+
+TEST_F(MapPathTest, SameMemoryInTwoContainersIsBilledOnce) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kMiB), "guest");
+  ASSERT_OK(mem);
+  EXPECT_EQ(mem->owner_tenant, "acme");
+  EXPECT_FALSE(mem->shared);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 8 * kMiB, 0x100000000, true, true));
+  ASSERT_OK(core_->MapMemory("s1", kC2, mem->memory_id, 0, 8 * kMiB, 0x100000000, true, true));
+  EXPECT_EQ(Billed("acme"), 8 * kMiB);
+  EXPECT_EQ(Mapped("acme"), 16 * kMiB);
+  EXPECT_EQ(BackendMappings(kC1), 1u);
+  EXPECT_EQ(BackendMappings(kC2), 1u);
+  // Unmap one of two: still billed. Both: zero.
+  ASSERT_OK(core_->Unmap(kC1, 0x100000000, 8 * kMiB, "s1"));
+  EXPECT_EQ(Billed("acme"), 8 * kMiB);
+  ASSERT_OK(core_->Unmap(kC2, 0x100000000, 8 * kMiB, "s1"));
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(Mapped("acme"), 0u);
+}
+
+TEST_F(MapPathTest, SecondTenantHandedTheMemoryBillsTheOwnerOnce) {
+  auto mine = core_->RegisterMemory("s1", "acme", Memory(1, 4 * kMiB), "guest");
+  ASSERT_OK(mine);
+  auto theirs = core_->RegisterMemory("s2", "globex", Memory(1, 4 * kMiB), "borrowed");
+  ASSERT_OK(theirs);
+  EXPECT_TRUE(theirs->shared);
+  EXPECT_EQ(theirs->owner_tenant, "acme");
+  ASSERT_OK(core_->MapMemory("s1", kC1, mine->memory_id, 0, 4 * kMiB, 0, true, true));
+  ASSERT_OK(core_->MapMemory("s2", kC3, theirs->memory_id, 0, 4 * kMiB, 0, true, false));
+  EXPECT_EQ(Billed("acme"), 4 * kMiB);
+  EXPECT_EQ(Billed("globex"), 0u);
+  EXPECT_EQ(Mapped("acme"), 8 * kMiB);
+}
+
+TEST_F(MapPathTest, PartialOverlapsBillDistinctPages) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(mem);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 3 * kPage, 0x10000, true, true));
+  ASSERT_OK(core_->MapMemory("s1", kC2, mem->memory_id, 2 * kPage, 3 * kPage, 0x10000, true, true));
+  EXPECT_EQ(Billed("acme"), 5 * kPage);
+  EXPECT_EQ(Mapped("acme"), 6 * kPage);
+}
+
+TEST_F(MapPathTest, MapPastTheBudgetIsRefusedWithTheNumbersAndChangesNothing) {
+  auto big = core_->RegisterMemory("s3", "globex", Memory(9, 32 * kMiB), "guest");
+  ASSERT_OK(big);
+  ASSERT_OK(core_->MapMemory("s3", kC3, big->memory_id, 0, 12 * kMiB, 0, true, true));
+  const std::string before = Snapshot();
+  EXPECT_THAT(core_->MapMemory("s3", kC3, big->memory_id, 12 * kMiB, 8 * kMiB, 12 * kMiB, true,
+                               true),
+              StatusIs(Code::kResourceExhausted,
+                       "would bill tenant \"globex\" 0x800000 more bytes; it has 0xc00000 billed "
+                       "of its 0x1000000 byte pin budget"));
+  EXPECT_EQ(Snapshot(), before);
+  // Mapping already-billed pages again costs nothing and is allowed.
+  ASSERT_OK(core_->MapMemory("s3", kC3, big->memory_id, 0, 4 * kMiB, 0x40000000, true, true));
+  EXPECT_EQ(Billed("globex"), 12 * kMiB);
+  // Raising the budget lets it through.
+  v1::ContainerBudget b;
+  b.set_container_id(kC3);
+  b.set_pin_budget_bytes(32 * kMiB);
+  core_->SetBudgets({b});
+  EXPECT_OK(core_->MapMemory("s3", kC3, big->memory_id, 12 * kMiB, 8 * kMiB, 12 * kMiB, true,
+                             true));
+}
+
+TEST_F(MapPathTest, LoweredBudgetKeepsPinsButBlocksNewOnes) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kMiB), "guest");
+  ASSERT_OK(mem);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 4 * kMiB, 0, true, true));
+  v1::ContainerBudget b;
+  b.set_container_id(kC1);
+  b.set_pin_budget_bytes(1 * kMiB);
+  core_->SetBudgets({b});
+  EXPECT_EQ(Billed("acme"), 4 * kMiB);
+  EXPECT_THAT(core_->MapMemory("s1", kC1, mem->memory_id, 4 * kMiB, kPage, 4 * kMiB, true, true),
+              StatusIs(Code::kResourceExhausted, "pin budget"));
+  ASSERT_OK(core_->Unmap(kC1, 0, 4 * kMiB, "s1"));
+  EXPECT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, kMiB, 0, true, true));
+}
+
+TEST_F(MapPathTest, EveryBadMapIsRefusedWithTheFieldAndChangesNothing) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "guest");
+  ASSERT_OK(mem);
+  auto other = core_->RegisterMemory("s2", "acme", Memory(2, 8 * kPage), "other");
+  ASSERT_OK(other);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, kPage, 0x10000, true, true));
+  const std::string before = Snapshot();
+  const std::string& id = mem->memory_id;
+  struct Case {
+    absl::Status status;
+    Code code;
+    const char* substr;
+  };
+  const Case cases[] = {
+      {core_->MapMemory("s1", "c-00000000000000ff", id, 0, kPage, 0, true, true), Code::kNotFound,
+       "container_id: c-00000000000000ff is not held"},
+      {core_->MapMemory("s1", kC1, other->memory_id, 0, kPage, 0, true, true), Code::kNotFound,
+       "memory_id: this session has no memory"},
+      {core_->MapMemory("s1", kC1, "m-nope", 0, kPage, 0, true, true), Code::kNotFound,
+       "memory_id"},
+      {core_->MapMemory("s1", kC1, id, 0, kPage, 0, false, false), Code::kInvalidArgument,
+       "readable, writable: at least one"},
+      {core_->MapMemory("s1", kC1, id, 100, kPage, 0, true, true), Code::kInvalidArgument,
+       "offset: must be a multiple of the IOMMU page size 0x1000"},
+      {core_->MapMemory("s1", kC1, id, 0, 100, 0, true, true), Code::kInvalidArgument,
+       "length: must be a multiple"},
+      {core_->MapMemory("s1", kC1, id, 0, kPage, 0x10, true, true), Code::kInvalidArgument,
+       "iova: must be a multiple"},
+      {core_->MapMemory("s1", kC1, id, 0, 0, 0, true, true), Code::kInvalidArgument,
+       "length: must be greater than 0"},
+      {core_->MapMemory("s1", kC1, id, 4 * kPage, 8 * kPage, 0, true, true),
+       Code::kInvalidArgument, "passes the end of memory"},
+      {core_->MapMemory("s1", kC1, id, 0, kPage, 0x10000, true, true), Code::kAlreadyExists, ""},
+      {core_->MapMemory("s1", kC1, id, 0, kPage, 0xfee00000, true, true), Code::kInvalidArgument,
+       ""},
+      {core_->MapMemory("s1", kC1, id, 0, 2 * kPage, 0xfffffffffffff000ULL, true, true),
+       Code::kInvalidArgument, "overflows"},
+      {core_->Unmap(kC1, 0x10000, kPage, "s2").status(), Code::kPermissionDenied,
+       "another session"},
+      {core_->Unmap(kC1, 0x11000, kPage, "s1").status(), Code::kNotFound, "no mapping inside"},
+      {core_->Unmap(kC1, 0x10000, 0, "s1").status(), Code::kInvalidArgument, "length"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_THAT(c.status, StatusIs(c.code, c.substr));
+  }
+  EXPECT_EQ(Snapshot(), before);
+}
+
+TEST_F(MapPathTest, UnmapMustCoverWholeMappings) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "guest");
+  ASSERT_OK(mem);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 2 * kPage, 0x10000, true, true));
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 2 * kPage, kPage, 0x12000, true, true));
+  EXPECT_THAT(core_->Unmap(kC1, 0x10000, kPage, "s1"),
+              StatusIs(Code::kInvalidArgument, "cuts mapping 0x10000-0x11fff"));
+  auto bytes = core_->Unmap(kC1, 0x0, 0x100000, "s1");
+  ASSERT_OK(bytes);
+  EXPECT_EQ(*bytes, 3 * kPage);
+  EXPECT_EQ(BackendMappings(kC1), 0u);
+}
+
+TEST_F(MapPathTest, ClosingASessionUnmapsEverythingItMappedAndReleasesBilling) {
+  auto a = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "a");
+  auto b = core_->RegisterMemory("s2", "acme", Memory(1, 8 * kPage), "b");
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  ASSERT_OK(core_->MapMemory("s1", kC1, a->memory_id, 0, 8 * kPage, 0, true, true));
+  ASSERT_OK(core_->MapMemory("s2", kC2, b->memory_id, 0, 4 * kPage, 0, true, true));
+  core_->CloseSession("s1");
+  EXPECT_EQ(BackendMappings(kC1), 0u);
+  EXPECT_EQ(Billed("acme"), 4 * kPage);  // s2's pins stay.
+  EXPECT_TRUE(core_->SessionMappings("s1").empty());
+  EXPECT_EQ(core_->SessionMappings("s2").size(), 1u);
+  core_->CloseSession("s2");
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_TRUE(core_->Usage().empty());
+}
+
+TEST_F(MapPathTest, DestroyingAContainerReleasesItsPins) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "a");
+  ASSERT_OK(mem);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 8 * kPage, 0, true, true));
+  ASSERT_OK(core_->DestroyContainer(kC1));
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_TRUE(core_->SessionMappings("s1").empty());
+}
+
+TEST_F(MapPathTest, BackendFailureChangesNothing) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "a");
+  ASSERT_OK(mem);
+  const std::string before = Snapshot();
+  backend_->set_next_error(SimOp::kMap, ENOSPC);
+  EXPECT_THAT(core_->MapMemory("s1", kC1, mem->memory_id, 0, kPage, 0, true, true),
+              StatusIs(Code::kResourceExhausted, ""));
+  EXPECT_EQ(Snapshot(), before);
 }
 
 }  // namespace

@@ -24,7 +24,8 @@ grpc::Status AgentService::CreateContainer(
   const std::vector<std::string> devices(request->devices().begin(),
                                          request->devices().end());
   absl::StatusOr<v1::AgentContainer> created =
-      core_->CreateContainer(request->container_id(), request->tenant_id(), devices);
+      core_->CreateContainer(request->container_id(), request->tenant_id(), devices,
+                             request->pin_budget_bytes());
   if (!created.ok()) return ToGrpcStatus(created.status());
   *response = *std::move(created);
   return grpc::Status::OK;
@@ -46,16 +47,22 @@ grpc::Status AgentService::GetContainer(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::Map(grpc::ServerContext* /*context*/,
-                               const v1::AgentMapRequest* request,
-                               v1::AgentMapResponse* /*response*/) {
-  return ToGrpcStatus(core_->Map(*request));
-}
-
 grpc::Status AgentService::Unmap(grpc::ServerContext* /*context*/,
                                  const v1::AgentUnmapRequest* request,
-                                 v1::AgentUnmapResponse* /*response*/) {
-  return ToGrpcStatus(core_->Unmap(*request));
+                                 v1::AgentUnmapResponse* response) {
+  // An operator's revocation: any session's mappings in the range.
+  absl::StatusOr<uint64_t> bytes =
+      core_->Unmap(request->container_id(), request->iova(), request->size(), "");
+  if (!bytes.ok()) return ToGrpcStatus(bytes.status());
+  response->set_unmapped_bytes(*bytes);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::SetPinBudgets(grpc::ServerContext* /*context*/,
+                                         const v1::SetPinBudgetsRequest* request,
+                                         v1::SetPinBudgetsResponse* /*response*/) {
+  core_->SetBudgets({request->budgets().begin(), request->budgets().end()});
+  return grpc::Status::OK;
 }
 
 }  // namespace agent

@@ -34,8 +34,9 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status GetContainer(grpc::ServerContext* context,
                             const v1::AgentGetContainerRequest* request,
                             v1::AgentGetContainerResponse* response) override;
-  grpc::Status Map(grpc::ServerContext* context, const v1::AgentMapRequest* request,
-                   v1::AgentMapResponse* response) override;
+  grpc::Status SetPinBudgets(grpc::ServerContext* context,
+                             const v1::SetPinBudgetsRequest* request,
+                             v1::SetPinBudgetsResponse* response) override;
   grpc::Status Unmap(grpc::ServerContext* context,
                      const v1::AgentUnmapRequest* request,
                      v1::AgentUnmapResponse* response) override;

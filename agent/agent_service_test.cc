@@ -112,17 +112,31 @@ TEST_F(AgentServiceTest, ErrorsKeepCodeAndMessage) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
 }
 
-TEST_F(AgentServiceTest, MapAndUnmapAreUnimplemented) {
+TEST_F(AgentServiceTest, UnmapOfNothingIsNotFoundAndBudgetsApply) {
+  v1::AgentContainer created;
+  ASSERT_TRUE(Create(kC1, "acme", &created).ok());
   grpc::ClientContext ctx;
-  v1::AgentMapResponse resp;
-  grpc::Status s = stub_->Map(&ctx, v1::AgentMapRequest(), &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(s.error_message(), HasSubstr("pinned-page ledger"));
+  v1::AgentUnmapRequest req;
+  req.set_container_id(kC1);
+  req.set_iova(0);
+  req.set_size(0x1000);
+  v1::AgentUnmapResponse resp;
+  grpc::Status s = stub_->Unmap(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("iova: no mapping inside"));
 
   grpc::ClientContext ctx2;
-  v1::AgentUnmapResponse resp2;
-  s = stub_->Unmap(&ctx2, v1::AgentUnmapRequest(), &resp2);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  v1::SetPinBudgetsRequest budgets;
+  auto* b = budgets.add_budgets();
+  b->set_container_id(kC1);
+  b->set_pin_budget_bytes(1 << 20);
+  v1::SetPinBudgetsResponse bresp;
+  ASSERT_TRUE(stub_->SetPinBudgets(&ctx2, budgets, &bresp).ok());
+  grpc::ClientContext ctx3;
+  v1::GetInventoryResponse inv;
+  ASSERT_TRUE(stub_->GetInventory(&ctx3, v1::GetInventoryRequest(), &inv).ok());
+  ASSERT_EQ(inv.containers_size(), 1);
+  EXPECT_EQ(inv.containers(0).pin_budget_bytes(), 1u << 20);
 }
 
 }  // namespace

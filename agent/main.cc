@@ -1,9 +1,11 @@
 // iommu-agent: the node agent binary. Only flags and wiring; every piece of
 // logic lives in the libraries of this package.
+#include <grp.h>
 #include <signal.h>
 #include <pthread.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -12,11 +14,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/agent_core.h"
 #include "agent/agent_service.h"
+#include "agent/launcher_server.h"
+#include "agent/launcher_sessions.h"
 #include "agent/log.h"
 #include "agent/registration.h"
 #include "agent/sim_backend.h"
@@ -53,6 +59,16 @@ ABSL_FLAG(uint32_t, sim_max_mappings, 65535,
 ABSL_FLAG(std::string, launcher_socket, "/run/iommu-agent/launcher.sock",
           "The unix socket for VM launchers (reported to the broker only, "
           "for now).");
+ABSL_FLAG(std::string, launcher_socket_mode, "0660",
+          "Octal permissions of the launcher socket; who may connect is who may open it.");
+ABSL_FLAG(std::string, launcher_group, "",
+          "Group (name or gid) that owns the launcher socket, e.g. the group VM launchers run "
+          "as. Empty: the agent's own group.");
+ABSL_FLAG(std::string, launcher_allowed_uids, "",
+          "Comma-separated uids allowed on the launcher socket (checked with SO_PEERCRED). "
+          "Empty: any uid the socket's permissions let in.");
+ABSL_FLAG(uint32_t, max_launcher_connections, 64,
+          "Launcher connections (and so sessions) held at once.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written there once serving.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -174,6 +190,58 @@ int Main(int argc, char** argv) {
     }
   }
 
+  // The launcher socket: tokens -> sessions -> memory -> mappings.
+  LauncherServerOptions launcher_options;
+  launcher_options.socket_path = absl::GetFlag(FLAGS_launcher_socket);
+  launcher_options.max_connections = absl::GetFlag(FLAGS_max_launcher_connections);
+  LauncherSessionOptions session_options;
+  {
+    const std::string mode = absl::GetFlag(FLAGS_launcher_socket_mode);
+    char* end = nullptr;
+    const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+    if (mode.empty() || *end != '\0' || m > 0777) {
+      server->Shutdown();
+      return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
+                                  "launcher_socket_mode: must be octal permissions like 0660, "
+                                  "got \"", mode, "\"")));
+    }
+    launcher_options.socket_mode = static_cast<mode_t>(m);
+    const std::string group = absl::GetFlag(FLAGS_launcher_group);
+    if (!group.empty()) {
+      gid_t gid;
+      if (absl::SimpleAtoi(group, &gid)) {
+        launcher_options.socket_gid = gid;
+      } else if (struct group* g = getgrnam(group.c_str()); g != nullptr) {
+        launcher_options.socket_gid = g->gr_gid;
+      } else {
+        server->Shutdown();
+        return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
+                                    "launcher_group: no group \"", group, "\"")));
+      }
+    }
+    for (absl::string_view uid : absl::StrSplit(absl::GetFlag(FLAGS_launcher_allowed_uids), ',',
+                                                absl::SkipEmpty())) {
+      uid_t u;
+      if (!absl::SimpleAtoi(uid, &u)) {
+        server->Shutdown();
+        return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
+                                    "launcher_allowed_uids: \"", uid, "\" is not a uid")));
+      }
+      session_options.allowed_uids.insert(u);
+    }
+  }
+  LauncherSessions sessions(&core, session_options);
+  absl::StatusOr<std::unique_ptr<LauncherServer>> launcher_server =
+      LauncherServer::Start(launcher_options, &sessions);
+  if (!launcher_server.ok()) {
+    server->Shutdown();
+    return Fail("launcher_socket_failed", launcher_server.status());
+  }
+  LogEvent(LogLevel::kInfo, "launcher_socket_listening",
+           {{"path", launcher_options.socket_path},
+            {"mode", absl::GetFlag(FLAGS_launcher_socket_mode)},
+            {"allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids)}});
+
   RegistrationOptions options;
   options.agent_address = advertise;
   options.launcher_socket = absl::GetFlag(FLAGS_launcher_socket);
@@ -189,6 +257,9 @@ int Main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   LogEvent(LogLevel::kInfo, "stopping", {{"signal", strsignal(signal_number)}});
   registration.Stop();
+  // Closing the launcher socket ends every session: their mappings are
+  // unmapped and released before the process exits.
+  (*launcher_server)->Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   server->Wait();
   LogEvent(LogLevel::kInfo, "stopped", {{"node", node}});

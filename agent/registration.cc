@@ -140,6 +140,8 @@ absl::Status Registration::RegisterOnce() {
     return absl::InternalError("Register: broker answered without a session_id");
   }
 
+  // Tokens are checked with this key; it is stable across broker restarts.
+  if (!response.grant_key().empty()) core_->SetGrantKey(response.grant_key());
   const std::vector<v1::AgentContainer> desired(
       response.desired_containers().begin(), response.desired_containers().end());
   ReconcileResult result = core_->Reconcile(desired);
@@ -181,10 +183,13 @@ absl::Status Registration::HeartbeatOnce() {
   v1::HeartbeatRequest request;
   request.set_node(core_->node());
   request.set_session_id(session_);
-  // usage stays empty until the pinned-page ledger exists.
+  for (v1::PinUsage& u : core_->Usage()) *request.add_usage() = std::move(u);
   request.set_container_count(static_cast<uint32_t>(core_->container_count()));
   v1::HeartbeatResponse response;
-  return Call(&v1::NodeRegistry::StubInterface::Heartbeat, request, &response);
+  RETURN_IF_ERROR(Call(&v1::NodeRegistry::StubInterface::Heartbeat, request, &response));
+  // Budgets the broker changed reach us here even if its push was lost.
+  core_->SetBudgets({response.budgets().begin(), response.budgets().end()});
+  return absl::OkStatus();
 }
 
 void Registration::NoteFailure(absl::string_view what, const absl::Status& status,

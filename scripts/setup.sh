@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   bazel-bootstrap g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
-  libgrpc++-dev libabsl-dev prometheus-cpp-dev libsqlite3-dev
+  libgrpc++-dev libabsl-dev prometheus-cpp-dev libsqlite3-dev libssl-dev
   # tests
   libgtest-dev libgmock-dev python3 sqlite3
 )

@@ -1,0 +1,248 @@
+#include "agent/launcher_sessions.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "agent/guest_memory.h"
+#include "agent/log.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+absl::Status NeedsSession() {
+  return absl::FailedPreconditionError(
+      "open_session: the first request on a connection must open a session with a token");
+}
+
+}  // namespace
+
+LauncherSessions::LauncherSessions(AgentCore* core, LauncherSessionOptions options)
+    : core_(core), options_(std::move(options)) {}
+
+absl::Status LauncherSessions::OnConnect(uint64_t conn_id, const PeerCred& peer) {
+  if (!options_.allowed_uids.empty() && !options_.allowed_uids.count(peer.uid)) {
+    LogEvent(LogLevel::kWarning, "launcher_refused",
+             {{"conn", conn_id}, {"pid", peer.pid}, {"uid", peer.uid}, {"reason", "uid"}});
+    return absl::PermissionDeniedError(
+        absl::StrCat("peer: uid ", peer.uid, " may not use this agent's launcher socket"));
+  }
+  absl::MutexLock l(&mu_);
+  conns_[conn_id].peer = peer;
+  return absl::OkStatus();
+}
+
+size_t LauncherSessions::session_count() {
+  absl::MutexLock l(&mu_);
+  size_t n = 0;
+  for (const auto& [id, c] : conns_) n += !c.session_id.empty();
+  return n;
+}
+
+void LauncherSessions::OnDisconnect(uint64_t conn_id) {
+  std::string session;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = conns_.find(conn_id);
+    if (it == conns_.end()) return;
+    session = it->second.session_id;
+    conns_.erase(it);
+  }
+  // Whatever the launcher mapped goes with it: a killed launcher leaves no
+  // pins and no billing behind.
+  if (!session.empty()) core_->CloseSession(session);
+}
+
+void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& req,
+                                 std::vector<UniqueFd> fds, v1::LauncherResponse* response,
+                                 std::vector<int>* out_fds) {
+  absl::MutexLock l(&mu_);
+  auto it = conns_.find(conn_id);
+  absl::Status s;
+  if (it == conns_.end()) {
+    s = absl::InternalError("connection unknown to the session table");
+  } else if (req.op_case() != v1::LauncherRequest::kRegisterMemory && !fds.empty()) {
+    // Only RegisterMemory carries an fd; anything else sent along is closed
+    // (by UniqueFd) and refused.
+    s = absl::InvalidArgumentError(absl::StrCat("fd: this request takes no fd, got ", fds.size()));
+  } else if (req.op_case() != v1::LauncherRequest::kOpenSession &&
+             it->second.session_id.empty()) {
+    s = NeedsSession();
+  } else {
+    Conn& conn = it->second;
+    switch (req.op_case()) {
+      case v1::LauncherRequest::kOpenSession:
+        s = Open(conn, req.open_session(), response);
+        break;
+      case v1::LauncherRequest::kRegisterMemory:
+        s = Register(conn, req.register_memory(), std::move(fds), response);
+        break;
+      case v1::LauncherRequest::kMap:
+        s = Map(conn, req.map());
+        if (s.ok()) response->mutable_mapped();
+        break;
+      case v1::LauncherRequest::kUnmap: {
+        absl::StatusOr<uint64_t> bytes = core_->Unmap(conn.container_id, req.unmap().iova(),
+                                                      req.unmap().length(), conn.session_id);
+        s = bytes.status();
+        if (s.ok()) response->mutable_unmapped()->set_bytes(*bytes);
+        break;
+      }
+      case v1::LauncherRequest::kListMappings: {
+        auto* list = response->mutable_mapping_list();
+        for (const v1::Mapping& m : core_->SessionMappings(conn.session_id)) {
+          auto* e = list->add_mappings();
+          e->set_memory_id(m.memory_id());
+          e->set_offset(m.offset());
+          e->set_length(m.size());
+          e->set_iova(m.iova());
+          e->set_readable(m.readable());
+          e->set_writable(m.writable());
+        }
+        break;
+      }
+      case v1::LauncherRequest::kGetDevices: {
+        absl::StatusOr<std::vector<std::string>> devices =
+            core_->ContainerDevices(conn.container_id);
+        s = devices.status();
+        if (s.ok()) {
+          // The simulated backend has no device fds to hand out; the real
+          // backends attach one per address.
+          for (const std::string& d : *devices) response->mutable_devices()->add_addresses(d);
+        }
+        break;
+      }
+      case v1::LauncherRequest::OP_NOT_SET:
+        s = absl::InvalidArgumentError("op: exactly one operation must be set");
+        break;
+    }
+  }
+  (void)out_fds;
+  if (!s.ok()) {
+    response->clear_result();
+    response->set_code(static_cast<int32_t>(s.code()));
+    response->set_message(std::string(s.message()));
+  }
+}
+
+absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenSession& req,
+                                    v1::LauncherResponse* response) {
+  if (!conn.session_id.empty()) {
+    return absl::FailedPreconditionError(
+        "open_session: this connection already holds a session; open another connection");
+  }
+  const std::string key = core_->grant_key();
+  if (key.empty()) {
+    return absl::UnavailableError(
+        "token: this agent has not registered with the broker yet; retry shortly");
+  }
+  const int64_t now = options_.now_ms ? options_.now_ms() : absl::ToUnixMillis(absl::Now());
+  ASSIGN_OR_RETURN(v1::LauncherGrant grant, VerifyGrant(req.token(), key, now));
+  auto refuse = [&](absl::Status s) {
+    LogEvent(LogLevel::kWarning, "session_refused",
+             {{"pid", conn.peer.pid}, {"uid", conn.peer.uid},
+              {"container", grant.container_id()}, {"error", s.message()}});
+    return s;
+  };
+  if (grant.node() != core_->node()) {
+    return refuse(absl::UnauthenticatedError(absl::StrCat(
+        "token: issued for node \"", grant.node(), "\", this is node \"", core_->node(), "\"")));
+  }
+  if (grant.has_launcher_uid() && grant.launcher_uid() != conn.peer.uid) {
+    return refuse(absl::PermissionDeniedError(absl::StrCat(
+        "token: issued for uid ", grant.launcher_uid(), ", presented by uid ", conn.peer.uid)));
+  }
+  absl::StatusOr<std::string> tenant = core_->ContainerTenant(grant.container_id());
+  if (!tenant.ok()) return refuse(tenant.status());
+  if (*tenant != grant.tenant_id()) {
+    return refuse(absl::UnauthenticatedError(absl::StrCat(
+        "token: container ", grant.container_id(), " does not belong to tenant \"",
+        grant.tenant_id(), "\"")));
+  }
+  // Last: a token refused above for a transient reason can be presented again.
+  RETURN_IF_ERROR(replay_.Consume(grant.token_id(), grant.expires_ms(), now));
+  conn.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  conn.container_id = grant.container_id();
+  conn.tenant_id = grant.tenant_id();
+  conn.windows.assign(grant.windows().begin(), grant.windows().end());
+  auto* opened = response->mutable_session_opened();
+  opened->set_session_id(conn.session_id);
+  opened->set_container_id(conn.container_id);
+  opened->set_tenant_id(conn.tenant_id);
+  *opened->mutable_windows() = grant.windows();
+  opened->set_expires_ms(grant.expires_ms());
+  LogEvent(LogLevel::kInfo, "session_opened",
+           {{"session", conn.session_id}, {"container", conn.container_id},
+            {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
+            {"windows", conn.windows.size()}});
+  return absl::OkStatus();
+}
+
+absl::Status LauncherSessions::Register(Conn& conn,
+                                        const v1::LauncherRequest::RegisterMemory& req,
+                                        std::vector<UniqueFd> fds,
+                                        v1::LauncherResponse* response) {
+  if (fds.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fd: register_memory takes exactly one fd, got ", fds.size()));
+  }
+  if (req.name().size() > 64) {
+    return absl::InvalidArgumentError("name: at most 64 characters");
+  }
+  if (conn.memory_objects >= options_.max_memory_objects) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "fd: this session already registered ", conn.memory_objects, " memory objects (limit ",
+        options_.max_memory_objects, ")"));
+  }
+  ASSIGN_OR_RETURN(GuestMemoryRegion region, MapGuestMemory(std::move(fds[0])));
+  if (region.size > options_.max_memory_bytes - conn.memory_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "fd: registering ", Hex(region.size), " more bytes passes this session's limit of ",
+        Hex(options_.max_memory_bytes), " bytes of registered memory"));
+  }
+  const uint64_t size = region.size;
+  ASSIGN_OR_RETURN(MemoryInfo info,
+                   core_->RegisterMemory(conn.session_id, conn.tenant_id, std::move(region),
+                                         req.name()));
+  ++conn.memory_objects;
+  conn.memory_bytes += size;
+  auto* out = response->mutable_memory_registered();
+  out->set_memory_id(info.memory_id);
+  out->set_size(info.size);
+  out->set_owner_tenant(info.owner_tenant);
+  out->set_shared(info.shared);
+  return absl::OkStatus();
+}
+
+absl::Status LauncherSessions::Map(Conn& conn, const v1::LauncherRequest::Map& req) {
+  // The whole range must lie inside one window the grant named.
+  const uint64_t iova = req.iova();
+  const uint64_t length = req.length();
+  if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
+  bool inside = false;
+  for (const v1::GrantWindow& w : conn.windows) {
+    if (iova >= w.base() && iova - w.base() <= w.size() && length <= w.size() - (iova - w.base())) {
+      inside = true;
+      break;
+    }
+  }
+  if (!inside) {
+    std::vector<std::string> names;
+    for (const v1::GrantWindow& w : conn.windows) {
+      names.push_back(absl::StrCat(Hex(w.base()), "+", Hex(w.size())));
+    }
+    return absl::PermissionDeniedError(absl::StrCat(
+        "iova: ", Hex(iova), "+", Hex(length), " is outside every window of the session [",
+        absl::StrJoin(names, ", "), "]"));
+  }
+  return core_->MapMemory(conn.session_id, conn.container_id, req.memory_id(), req.offset(),
+                          length, iova, req.readable(), req.writable());
+}
+
+}  // namespace agent
+}  // namespace iommu

@@ -1,0 +1,92 @@
+// LauncherSessions: the agent's side of the launcher protocol
+// (proto/launcher.proto), plugged into LauncherServer. It turns a token the
+// broker signed into a session bound to one container, its tenant and its
+// windows; registers the launcher's memory; and maps, unmaps and lists
+// through AgentCore, so every pin goes through the ledger and the pin
+// budgets. When a connection closes (the launcher exited or was killed) the
+// session's mappings are unmapped and its billing released.
+//
+// Thread-safe: LauncherServer calls it from its one thread; the state it
+// shares with other threads lives in AgentCore.
+#ifndef AGENT_LAUNCHER_SESSIONS_H_
+#define AGENT_LAUNCHER_SESSIONS_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/agent_core.h"
+#include "agent/launcher_server.h"
+#include "common/grant_token.h"
+#include "proto/launcher.pb.h"
+
+namespace iommu {
+namespace agent {
+
+struct LauncherSessionOptions {
+  // Peers whose SO_PEERCRED uid is not listed are refused at connect. Empty:
+  // any uid the socket's permissions let in.
+  std::set<uid_t> allowed_uids;
+  // Per session: how many memory objects and how many bytes of them it may
+  // register.
+  size_t max_memory_objects = 64;
+  uint64_t max_memory_bytes = 1ULL << 40;
+  // Milliseconds since the epoch; injectable for tests of token expiry.
+  std::function<int64_t()> now_ms;
+};
+
+class LauncherSessions final : public LauncherHandler {
+ public:
+  // `core` is not owned and must outlive this object.
+  LauncherSessions(AgentCore* core, LauncherSessionOptions options);
+
+  LauncherSessions(const LauncherSessions&) = delete;
+  LauncherSessions& operator=(const LauncherSessions&) = delete;
+
+  absl::Status OnConnect(uint64_t conn_id, const PeerCred& peer) override;
+  void OnRequest(uint64_t conn_id, const v1::LauncherRequest& req, std::vector<UniqueFd> fds,
+                 v1::LauncherResponse* response, std::vector<int>* out_fds) override;
+  void OnDisconnect(uint64_t conn_id) override;
+
+  // Open sessions now.
+  size_t session_count();
+
+ private:
+  struct Conn {
+    PeerCred peer;
+    std::string session_id;  // Empty until OpenSession succeeds.
+    std::string container_id;
+    std::string tenant_id;
+    std::vector<v1::GrantWindow> windows;
+    size_t memory_objects = 0;
+    uint64_t memory_bytes = 0;
+  };
+
+  absl::Status Open(Conn& conn, const v1::LauncherRequest::OpenSession& req,
+                    v1::LauncherResponse* response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Register(Conn& conn, const v1::LauncherRequest::RegisterMemory& req,
+                        std::vector<UniqueFd> fds, v1::LauncherResponse* response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Map(Conn& conn, const v1::LauncherRequest::Map& req)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  AgentCore* const core_;
+  const LauncherSessionOptions options_;
+
+  ReplayCache replay_;
+  absl::Mutex mu_;
+  std::map<uint64_t, Conn> conns_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace agent
+}  // namespace iommu
+
+#endif  // AGENT_LAUNCHER_SESSIONS_H_
