@@ -12,7 +12,8 @@ ROOT=$PWD
 
 scripts/setup.sh
 echo "==> building"
-bazel build //server:iommu-broker //agent:iommu-agent //client:iommuctl 2>&1 | tail -n 2
+bazel build //server:iommu-broker //agent:iommu-agent //client:iommuctl //launcher:iommu-launcher \
+  2>&1 | tail -n 2
 
 BIN=$ROOT/bazel-bin
 STATE=$ROOT/.demo
@@ -72,20 +73,52 @@ step() {
   "$CTL" "$@"
 }
 
-step tenant create acme --pinned=4G --max-containers=4
+json_field() {  # json_field KEY < json: the first string value of KEY
+  sed -n "s/.*\"$1\": \"\([^\"]*\)\".*/\1/p" | head -n 1
+}
+
+step tenant create acme --pinned=1G --max-containers=4
 step node list
 step device list --node=node-1
-step container create --tenant=acme --node=node-1 --device=0000:00:04.0
-CONTAINER=$("$CTL" -o json container list --tenant=acme |
-  sed -n 's/.*"id": "\(c-[0-9a-f]*\)".*/\1/p' | head -n 1)
-step window allocate "$CONTAINER" --size=1G --align=1G
-step window allocate "$CONTAINER" --size=2M
-step window list --container="$CONTAINER"
+step container create --tenant=acme --node=node-1 --device=0000:00:04.0 --budget=512M
+C1=$("$CTL" -o json container list --tenant=acme | json_field id)
+step window allocate "$C1" --size=1G --align=1G
+step window allocate "$C1" --size=2M
+step container create --tenant=acme --node=node-1 --device=0000:00:05.0
+C2=$("$CTL" -o json container list --tenant=acme | grep '"id"' | sed -n 2p | json_field id)
+step window allocate "$C2" --size=1G --base=0x100000000
 step usage --tenant=acme
-WINDOW=$("$CTL" -o json window list --container="$CONTAINER" |
-  sed -n 's/.*"id": "\(w-[0-9a-f]*\)".*/\1/p' | head -n 1)
+
+echo
+echo "==> two VM launchers map the SAME 64 MiB of guest memory, one into each container"
+GUEST=/dev/shm/iommu-broker-demo-$$
+truncate -s 64M "$GUEST"
+for c in "$C1" "$C2"; do
+  TOKEN=$("$CTL" container grant "$c" --token-only)
+  base=$("$CTL" -o json window list --container="$c" | json_field base)
+  echo "\$ iommu-launcher --socket=$STATE/launcher.sock --token=… --file=$GUEST --map=0:64M@$base --hold"
+  IOMMU_LAUNCHER_TOKEN=$TOKEN "$BIN/launcher/iommu-launcher" --socket="$STATE/launcher.sock" \
+    --file="$GUEST" --map="0:64M@$base" --hold < <(sleep 3600) > "$STATE/launcher-$c.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q '^ready' "$STATE/launcher-$c.log" && break; sleep 0.1; done
+  sed 's/^/    /' "$STATE/launcher-$c.log"
+done
+rm -f "$GUEST"  # The agent and the launchers hold it open; the name is not needed.
+sleep 2  # One heartbeat carries the ledger to the broker.
+echo "    (billed once, mapped twice: DEDUP-SAVED is what double billing would have cost)"
+step usage --tenant=acme
+
+echo
+echo "==> the launchers exit; their mappings and billing go with them"
+kill -TERM "${PIDS[@]:2}" 2>/dev/null || true
+wait "${PIDS[@]:2}" 2>/dev/null || true
+PIDS=("${PIDS[@]:0:2}")
+sleep 2
+step usage --tenant=acme
+WINDOW=$("$CTL" -o json window list --container="$C1" | json_field id)
 step window release "$WINDOW"
-step container delete "$CONTAINER"
+step container delete "$C1"
+step container delete "$C2"
 step tenant delete acme
 step node get node-1
 

@@ -35,6 +35,14 @@ class GrpcAgentClient final : public AgentClient {
     return FromGrpcStatus(Stub(agent_address)->DestroyContainer(&ctx, req, &out));
   }
 
+  absl::Status SetPinBudgets(const std::string& agent_address,
+                             const v1::SetPinBudgetsRequest& request) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+    v1::SetPinBudgetsResponse out;
+    return FromGrpcStatus(Stub(agent_address)->SetPinBudgets(&ctx, request, &out));
+  }
+
  private:
   v1::Agent::Stub* Stub(const std::string& address) {
     absl::MutexLock l(&mu_);

@@ -28,6 +28,10 @@ class AgentClient {
   // Asks the agent to destroy a container. NOT_FOUND when it holds none.
   virtual absl::Status DestroyContainer(const std::string& agent_address,
                                         const std::string& container_id) = 0;
+
+  // Tells the agent new pin budgets of some of its containers.
+  virtual absl::Status SetPinBudgets(const std::string& agent_address,
+                                     const v1::SetPinBudgetsRequest& request) = 0;
 };
 
 // Calls agents over gRPC (plaintext), one cached channel per address, with

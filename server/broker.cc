@@ -348,7 +348,36 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
   return absl::OkStatus();
 }
 
+void Broker::PushBudgets(const std::string& tenant) {
+  std::map<std::string, v1::SetPinBudgetsRequest> by_address;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, c] : containers_) {
+      if (c.container.tenant_id() != tenant) continue;
+      auto n = nodes_.find(c.container.node());
+      if (n == nodes_.end() || !NodeLiveLocked(n->second)) continue;
+      v1::ContainerBudget* b = by_address[n->second.node.agent_address()].add_budgets();
+      b->set_container_id(id);
+      b->set_pin_budget_bytes(c.container.pin_budget_bytes());
+    }
+  }
+  for (const auto& [address, req] : by_address) {
+    absl::Status s = agents_->SetPinBudgets(address, req);
+    if (!s.ok()) {
+      Log(absl::StrCat("event=budget_push_failed agent=", address, " tenant=", tenant,
+                       " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+    }
+  }
+}
+
 absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out) {
+  absl::Status s = SetTenantQuotaInternal(req, out);
+  if (s.ok()) PushBudgets(req.tenant_id());
+  return s;
+}
+
+absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req,
+                                            v1::Tenant* out) {
   return Mutate<v1::SetTenantQuotaRequest, v1::Tenant>(
       "SetTenantQuota", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
@@ -900,6 +929,13 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
 
 absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req,
                                         v1::Container* out) {
+  absl::Status s = SetContainerBudgetInternal(req, out);
+  if (s.ok()) PushBudgets(out->tenant_id());
+  return s;
+}
+
+absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
+                                                v1::Container* out) {
   return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
       "SetContainerBudget", req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));

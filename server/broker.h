@@ -152,6 +152,13 @@ class Broker final {
                                       const std::vector<std::string>& devices, uint64_t budget,
                                       const absl::StatusOr<v1::AgentContainer>& created,
                                       v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req, v1::Tenant* out)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
+                                          v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
+  // Pushes the current budgets of `tenant`'s containers to their (live)
+  // agents, best effort: heartbeat answers repeat them anyway.
+  void PushBudgets(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<Plan> PlanDeleteContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes one container: destroys it on its agent (unless the node is

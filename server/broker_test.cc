@@ -61,6 +61,16 @@ class FakeAgents final : public AgentClient {
     if (!held_[address].erase(id)) return absl::NotFoundError("container_id: unknown");
     return absl::OkStatus();
   }
+  absl::Status SetPinBudgets(const std::string& address,
+                             const v1::SetPinBudgetsRequest& req) override {
+    absl::MutexLock l(&mu_);
+    for (const auto& b : req.budgets()) pushed_[b.container_id()] = b.pin_budget_bytes();
+    return absl::OkStatus();
+  }
+  std::map<std::string, uint64_t> pushed() {
+    absl::MutexLock l(&mu_);
+    return pushed_;
+  }
   void set_next_error(absl::Status s) {
     absl::MutexLock l(&mu_);
     next_error_ = std::move(s);
@@ -82,6 +92,7 @@ class FakeAgents final : public AgentClient {
   absl::Mutex mu_;
   std::map<std::string, std::set<std::string>> held_ ABSL_GUARDED_BY(mu_);
   absl::Status next_error_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> pushed_ ABSL_GUARDED_BY(mu_);
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
   int destroys_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -804,6 +815,8 @@ TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem
   for (const auto& b : hbr.budgets()) budgets[b.container_id()] = b.pin_budget_bytes();
   EXPECT_EQ(budgets[newer.id()], 0u);
   EXPECT_EQ(budgets[older.id()], 256u << 20);
+  // They were also pushed to the agent at once.
+  EXPECT_EQ(agents_.pushed(), budgets);
   // And the shrink is durable.
   Restart();
   v1::GetContainerRequest gc;
