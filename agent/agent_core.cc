@@ -59,6 +59,21 @@ v1::ContainerGeometry GeometryToProto(const Geometry& g) {
   return out;
 }
 
+// True when [iova, iova + length) lies wholly inside one of `windows`.
+bool InsideOneWindow(const std::vector<IovaRange>& windows, uint64_t iova, uint64_t length) {
+  const uint64_t last = iova + (length - 1);  // Callers checked for overflow.
+  for (const IovaRange& w : windows) {
+    if (iova >= w.start && last <= w.last) return true;
+  }
+  return false;
+}
+
+std::string WindowList(const std::vector<IovaRange>& windows) {
+  std::vector<std::string> out;
+  for (const IovaRange& w : windows) out.push_back(absl::StrCat(Hex(w.start), "-", Hex(w.last)));
+  return absl::StrCat("[", absl::StrJoin(out, ", "), "]");
+}
+
 std::string ContainerIdField(absl::string_view id) {
   return absl::StrCat("container_id: ", id);
 }
@@ -264,6 +279,11 @@ ReconcileResult AgentCore::Reconcile(
     absl::StatusOr<v1::AgentContainer> created =
         CreateLocked(c.id(), c.tenant_id(), {c.devices().begin(), c.devices().end()},
                      c.pin_budget_bytes());
+    if (created.ok()) {
+      std::vector<IovaRange> windows;
+      for (const v1::IovaRange& w : c.windows()) windows.push_back({w.start(), w.last()});
+      SetWindowsLocked(c.id(), std::move(windows)).IgnoreError();  // Held: cannot fail.
+    }
     if (!created.ok()) {
       LogEvent(LogLevel::kError, "reconcile_create_failed",
                {{"container", c.id()}, {"error", created.status().ToString()}});
@@ -331,6 +351,90 @@ absl::StatusOr<std::string> AgentCore::ContainerTenant(absl::string_view id) {
   return it->second.tenant_id;
 }
 
+absl::StatusOr<AgentCore::Session*> AgentCore::LiveSessionLocked(const std::string& session_id) {
+  auto s = sessions_.find(session_id);
+  if (s == sessions_.end()) {
+    return absl::NotFoundError(absl::StrCat("session: no session \"", session_id, "\""));
+  }
+  auto c = containers_.find(s->second.container_id);
+  if (c == containers_.end() || c->second.handle != s->second.handle) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session: container ", s->second.container_id,
+        " this session was opened on was destroyed; open a new session with a new token"));
+  }
+  return &s->second;
+}
+
+absl::StatusOr<std::vector<IovaRange>> AgentCore::OpenSession(
+    const std::string& session_id, const std::string& container_id, const std::string& tenant,
+    std::vector<IovaRange> grant_windows) {
+  absl::MutexLock lock(&mu_);
+  auto c = containers_.find(container_id);
+  if (c == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
+  }
+  if (c->second.tenant_id != tenant) {
+    return absl::UnauthenticatedError(absl::StrCat("token: container ", container_id,
+                                                   " does not belong to tenant \"", tenant, "\""));
+  }
+  if (sessions_.count(session_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("session: \"", session_id, "\" exists"));
+  }
+  std::vector<IovaRange> usable;
+  for (const IovaRange& w : grant_windows) {
+    if (InsideOneWindow(c->second.windows, w.start, w.last - w.start + 1)) usable.push_back(w);
+  }
+  sessions_[session_id] = Session{container_id, c->second.handle, tenant, std::move(grant_windows)};
+  return usable;
+}
+
+absl::StatusOr<size_t> AgentCore::SetWindows(const std::string& container_id,
+                                             std::vector<IovaRange> windows) {
+  absl::MutexLock lock(&mu_);
+  return SetWindowsLocked(container_id, std::move(windows));
+}
+
+absl::StatusOr<size_t> AgentCore::SetWindowsLocked(const std::string& container_id,
+                                                   std::vector<IovaRange> windows) {
+  auto c = containers_.find(container_id);
+  if (c == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
+  }
+  c->second.windows = std::move(windows);
+  // A released window takes its mappings with it: the broker's word on which
+  // IOVA a tenant holds is final (DESIGN.md invariant 2).
+  size_t revoked = 0;
+  for (auto it = c->second.mappings.begin(); it != c->second.mappings.end();) {
+    const MappingRecord& m = it->second;
+    if (InsideOneWindow(c->second.windows, m.iova, m.size)) {
+      ++it;
+      continue;
+    }
+    absl::Status s = backend_->Unmap(c->second.handle, m.iova, m.size).status();
+    if (!s.ok()) {
+      LogEvent(LogLevel::kError, "revoke_failed",
+               {{"container", container_id}, {"iova", Hex(m.iova)}, {"error", s.ToString()}});
+      ++it;
+      continue;
+    }
+    LogEvent(LogLevel::kWarning, "mapping_revoked",
+             {{"container", container_id}, {"session", m.session_id}, {"iova", Hex(m.iova)},
+              {"size", Hex(m.size)}, {"reason", "outside the container's windows"}});
+    ForgetMappingLocked(m);
+    it = c->second.mappings.erase(it);
+    ++revoked;
+  }
+  return revoked;
+}
+
+absl::StatusOr<std::vector<std::string>> AgentCore::SessionDevices(const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  return containers_.at(session->container_id).devices;
+}
+
 absl::StatusOr<std::vector<std::string>> AgentCore::ContainerDevices(absl::string_view id) {
   absl::MutexLock lock(&mu_);
   auto it = containers_.find(id);
@@ -351,6 +455,11 @@ absl::StatusOr<MemoryInfo> AgentCore::RegisterMemory(const std::string& session_
         absl::StrCat("fd: memory size must be a non-zero multiple of 4096, got ", memory.size));
   }
   absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  if (session->tenant != tenant) {
+    return absl::InternalError(absl::StrCat("session ", session_id, " belongs to tenant ",
+                                            session->tenant, ", not ", tenant));
+  }
   const bool known = ledger_.owner(memory.key).has_value();
   ASSIGN_OR_RETURN(std::string owner, ledger_.Register(memory.key, memory.size, tenant));
   std::string id;
@@ -374,11 +483,12 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
                                   const std::string& memory_id, uint64_t offset,
                                   uint64_t length, uint64_t iova, bool readable, bool writable) {
   absl::MutexLock lock(&mu_);
-  auto c = containers_.find(container_id);
-  if (c == containers_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  if (session->container_id != container_id) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        ContainerIdField(container_id), " is not the container of session ", session_id));
   }
+  auto c = containers_.find(container_id);
   auto mem = memory_.find(memory_id);
   if (mem == memory_.end() || mem->second.session_id != session_id) {
     // Another session's memory is as absent as memory that never existed.
@@ -406,6 +516,15 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   if (length - 1 > UINT64_MAX - iova) {
     return absl::InvalidArgumentError(
         absl::StrCat("iova: ", Hex(iova), " + length ", Hex(length), " overflows 64 bits"));
+  }
+  // Inside a window the token named, and one the container still has: a
+  // window released since the token was issued is closed to it.
+  if (!InsideOneWindow(session->grant_windows, iova, length) ||
+      !InsideOneWindow(c->second.windows, iova, length)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "iova: ", Hex(iova), "+", Hex(length), " is outside every window of the session ",
+        WindowList(session->grant_windows), " that container ", container_id, " still holds ",
+        WindowList(c->second.windows)));
   }
   const ObjectKey key = mem->second.region.key;
   const std::string owner = ledger_.owner(key).value_or(mem->second.tenant);
@@ -459,6 +578,13 @@ void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
 absl::StatusOr<uint64_t> AgentCore::Unmap(const std::string& container_id, uint64_t iova,
                                           uint64_t length, const std::string& session_id) {
   absl::MutexLock lock(&mu_);
+  if (!session_id.empty()) {
+    ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+    if (session->container_id != container_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          ContainerIdField(container_id), " is not the container of session ", session_id));
+    }
+  }
   auto c = containers_.find(container_id);
   if (c == containers_.end()) {
     return absl::NotFoundError(
@@ -551,6 +677,7 @@ void AgentCore::CloseSession(const std::string& session_id) {
     it = memory_.erase(it);
     ++released;
   }
+  sessions_.erase(session_id);
   LogEvent(LogLevel::kInfo, "session_closed",
            {{"session", session_id}, {"unmapped", unmapped}, {"memory_released", released}});
 }

@@ -126,6 +126,29 @@ class AgentCore final {
 
   // ---- launcher sessions: memory and mappings ----
 
+  // Opens launcher session `session_id` on container `container_id` of
+  // `tenant`, which may map only inside `grant_windows` (the windows the
+  // broker's token named) and, at the time of each map, inside the
+  // container's current windows (SetWindows). The session is bound to this
+  // incarnation of the container: if the container is destroyed (and maybe
+  // created again under the same id, for another tenant) the session is dead
+  // and every further call on it is FAILED_PRECONDITION. Errors: NOT_FOUND
+  // container_id; UNAUTHENTICATED when the container belongs to another
+  // tenant; ALREADY_EXISTS for a session id in use.
+  // Returns the grant windows the container still holds (what the session
+  // can actually map into).
+  absl::StatusOr<std::vector<IovaRange>> OpenSession(const std::string& session_id,
+                                                     const std::string& container_id,
+                                                     const std::string& tenant,
+                                                     std::vector<IovaRange> grant_windows);
+
+  // The container's windows, as the broker last said (each an inclusive
+  // range). Mappings no longer inside a window are revoked: unmapped and
+  // their pins released. Returns how many were revoked; NOT_FOUND for an
+  // unknown container.
+  absl::StatusOr<size_t> SetWindows(const std::string& container_id,
+                                    std::vector<IovaRange> windows);
+
   // Registers `memory` for `session_id` of `tenant`. The first tenant to
   // register a backing object owns it and is billed for it; a later
   // registration of the same object (by any session or tenant) shares it.
@@ -137,17 +160,20 @@ class AgentCore final {
                                             GuestMemoryRegion memory, absl::string_view name);
 
   // Maps [offset, offset + length) of the session's memory `memory_id` at
-  // [iova, iova + length) of `container_id`. The caller has checked that the
-  // range lies in one of the session's windows. Pins the pages and bills
-  // their owner, unless that would take the owner's billed bytes on this
-  // node past the sum of the owner's container budgets here:
-  // RESOURCE_EXHAUSTED with the numbers. Errors name the field:
-  // NOT_FOUND container_id / memory_id (also for another session's memory);
-  // INVALID_ARGUMENT offset, length, iova (alignment to the container's IOMMU
-  // page size, zero, overflow, past the memory's end), readable/writable
-  // (neither set); the backend's error (ALREADY_EXISTS overlap,
-  // RESOURCE_EXHAUSTED mapping limit, ...). A failure changes nothing: not
-  // the backend's mappings, not the ledger.
+  // [iova, iova + length) of `container_id`, which must be the session's
+  // container. The range must lie inside one window the session's grant
+  // named that the container still holds. Pins the pages and bills their
+  // owner, unless that would take the owner's billed bytes on this node past
+  // the sum of the owner's container budgets here: RESOURCE_EXHAUSTED with
+  // the numbers. Errors name the field, in this order: NOT_FOUND session
+  // (unknown) / FAILED_PRECONDITION session (its container was destroyed);
+  // PERMISSION_DENIED container_id (not the session's); NOT_FOUND memory_id
+  // (also for another session's memory); INVALID_ARGUMENT readable/writable
+  // (neither set), offset, length, iova (alignment to the container's IOMMU
+  // page size, zero, past the memory's end, overflow); PERMISSION_DENIED iova
+  // (outside the windows); RESOURCE_EXHAUSTED (budget); the backend's error
+  // (ALREADY_EXISTS overlap, RESOURCE_EXHAUSTED mapping limit, ...). A
+  // failure changes nothing: not the backend's mappings, not the ledger.
   absl::Status MapMemory(const std::string& session_id, const std::string& container_id,
                          const std::string& memory_id, uint64_t offset, uint64_t length,
                          uint64_t iova, bool readable, bool writable);
@@ -173,6 +199,9 @@ class AgentCore final {
 
   // The tenant of a held container, or NOT_FOUND.
   absl::StatusOr<std::string> ContainerTenant(absl::string_view id);
+  // The devices of the session's container (FAILED_PRECONDITION when the
+  // session is dead, NOT_FOUND when unknown).
+  absl::StatusOr<std::vector<std::string>> SessionDevices(const std::string& session_id);
   // The devices of a held container, or NOT_FOUND.
   absl::StatusOr<std::vector<std::string>> ContainerDevices(absl::string_view id);
 
@@ -196,6 +225,13 @@ class AgentCore final {
     v1::ContainerGeometry geometry;
     uint64_t pin_budget_bytes = 0;
     std::map<uint64_t, MappingRecord> mappings;  // By IOVA.
+    std::vector<IovaRange> windows;  // Where mappings may go, from the broker.
+  };
+  struct Session {
+    std::string container_id;
+    ContainerHandle handle = 0;  // The container incarnation it was opened on.
+    std::string tenant;
+    std::vector<IovaRange> grant_windows;
   };
   struct Memory {
     std::string session_id;
@@ -213,6 +249,13 @@ class AgentCore final {
   // Sum of the budgets of `tenant`'s containers on this node.
   uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Mapping MappingToProto(const MappingRecord& m);
+  absl::StatusOr<size_t> SetWindowsLocked(const std::string& container_id,
+                                          std::vector<IovaRange> windows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The session, if it exists and its container incarnation still does;
+  // else NOT_FOUND / FAILED_PRECONDITION naming "session".
+  absl::StatusOr<Session*> LiveSessionLocked(const std::string& session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DestroyLocked(absl::string_view id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::AgentContainer> ContainersLocked()
@@ -226,6 +269,7 @@ class AgentCore final {
   absl::Mutex mu_;
   std::map<std::string, Held, std::less<>> containers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Memory> memory_ ABSL_GUARDED_BY(mu_);  // By memory id.
+  std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   Ledger ledger_ ABSL_GUARDED_BY(mu_);
   std::string grant_key_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);

@@ -8,7 +8,15 @@
 // IOVAs, overlaps, ranges straddling the MSI window, another session's
 // memory), Unmap (whole mappings, ranges cutting one, empty ranges, another
 // session's mappings), CloseSession, SetBudgets, DestroyContainer + recreate,
-// and backend faults injected with SimBackend::set_next_error.
+// SetWindows (growing and shrinking each container's windows, revoking the
+// mappings left outside), and backend faults injected with
+// SimBackend::set_next_error.
+//
+// Each session is opened on one container incarnation (OpenSession) with the
+// windows its grant names; a map must lie wholly inside one of those and one
+// of the container's current windows. Once its container is destroyed (even
+// if recreated under the same id) a session is dead: every call on it is
+// FAILED_PRECONDITION until the launcher reconnects (a new session).
 //
 // A small reference model predicts the exact status code (and a substring of
 // its message) of every operation. After EVERY step the test compares, with
@@ -21,7 +29,8 @@
 //     host address each mapping pins;
 //   * billed bytes recomputed from the backend's mappings alone (distinct
 //     pinned pages per owning tenant: invariant 3 on the "kernel" state);
-//   * AgentCore::SessionMappings() of every open session.
+//   * AgentCore::SessionMappings() of every open session;
+//   * AgentCore::SessionDevices() of every session (live, dead or refused).
 // A refused operation must leave all of that unchanged (the model does not
 // change), and a map refused for quota must be refused exactly when the model
 // says billed + newly billed > the owner's node budget (invariant 4).
@@ -95,6 +104,20 @@ bool InsideUsable(uint64_t iova, uint64_t last) {
   return (last <= 0xfedfffffULL) || (iova >= 0xfef00000ULL && last <= 0x7fffffffffULL);
 }
 
+// Windows the broker may give a container (inclusive): two adjacent ones over
+// the low IOVAs RandomIova mostly picks (so ranges straddle them), one around
+// the MSI window and one over the top of the usable range (so the backend
+// still refuses what the windows let through).
+const IovaRange kWindows[] = {
+    {0x0, 0x3ffff}, {0x40000, 0x7ffff}, {0xfed00000, 0xfeffffff}, {0x7fffff0000, 0x800000ffff}};
+
+bool InsideOne(const std::vector<IovaRange>& windows, uint64_t iova, uint64_t last) {
+  for (const IovaRange& w : windows) {
+    if (iova >= w.start && last <= w.last) return true;
+  }
+  return false;
+}
+
 // ------------------------------------------------------------------ model
 
 struct MMapping {
@@ -114,6 +137,7 @@ struct MContainer {
   uint64_t budget = 0;
   ContainerHandle handle = 0;
   std::map<uint64_t, MMapping> mappings;  // By IOVA.
+  std::vector<IovaRange> windows;         // None until SetWindows.
 };
 
 struct MObject {
@@ -135,6 +159,10 @@ struct MSession {
   std::string id;
   std::string tenant;
   std::vector<std::string> memory_ids;
+  bool open = false;  // OpenSession succeeded (the core knows the id).
+  int container = -1;
+  ContainerHandle handle = 0;  // The incarnation it was opened on.
+  std::vector<IovaRange> grants;
 };
 
 struct Expected {
@@ -155,13 +183,13 @@ class Harness {
     core_ = std::make_unique<AgentCore>("n1", backend_.get());
     objects_.resize(kNumObjects);
     sessions_.resize(kNumSessions);
-    for (int s = 0; s < kNumSessions; ++s) NewSession(s);
   }
 
   // ---------------------------------------------------------------- setup
 
-  // Creates every container with a random tenant and budget.
-  void CreateAll() {
+  // Creates every container with a random tenant, budget and windows, then
+  // opens the sessions. Returns "" or the first mismatch.
+  std::string CreateAll() {
     for (int c = 0; c < kNumContainers; ++c) {
       const std::string tenant = kTenants[Uniform(kNumTenants)];
       const uint64_t budget = kBudgets[Uniform(std::size(kBudgets))];
@@ -173,7 +201,14 @@ class Harness {
       m.tenant = tenant;
       m.budget = budget;
       m.handle = next_handle_++;
+      std::string err = SetRandomWindows(c);
+      if (!err.empty()) return err;
     }
+    for (int s = 0; s < kNumSessions; ++s) {
+      std::string err = NewSession(s);
+      if (!err.empty()) return err;
+    }
+    return "";
   }
 
   // One random operation. Returns "" or a description of the first mismatch
@@ -181,10 +216,11 @@ class Harness {
   std::string Step() {
     const int pick = Uniform(100);
     if (pick < 10) return OpRegister();
-    if (pick < 60) return OpMap();
-    if (pick < 84) return OpUnmap();
-    if (pick < 86) return OpCloseSession();
-    if (pick < 91) return OpSetBudgets();
+    if (pick < 58) return OpMap();
+    if (pick < 81) return OpUnmap();
+    if (pick < 83) return OpCloseSession();
+    if (pick < 87) return OpSetBudgets();
+    if (pick < 91) return OpSetWindows();
     if (pick < 94) return OpDestroyAndRecreate();
     if (pick < 96) return OpCreateExisting();
     return OpInjectedFault();
@@ -313,6 +349,15 @@ class Harness {
         err << "SessionMappings(" << s.id << ") got " << got_list.size() << " want "
             << want_list.size() << "; ";
       }
+      // Its container's devices while it lives; FAILED_PRECONDITION once the
+      // container incarnation is gone; NOT_FOUND if it never opened.
+      absl::StatusOr<std::vector<std::string>> devices = core_->SessionDevices(s.id);
+      const Expected want_devices = PredictSession(s.id);
+      if (const std::string m = Match(devices.status(), want_devices); !m.empty()) {
+        err << "SessionDevices(" << s.id << ") " << m;
+      } else if (devices.ok() && *devices != kContainers[s.container].devices) {
+        err << "SessionDevices(" << s.id << ") lists other devices; ";
+      }
     }
     return err.str();
   }
@@ -348,7 +393,7 @@ class Harness {
     for (int s = 0; s < kNumSessions; ++s) {
       core_->CloseSession(sessions_[s].id);
       ModelCloseSession(s, /*fail_first=*/false);
-      NewSession(s);
+      if (std::string err = NewSession(s); !err.empty()) return absl::StrCat("drain: ", err);
     }
     for (int c = 0; c < kNumContainers; ++c) {
       if (!model_[c].held) continue;
@@ -374,10 +419,100 @@ class Harness {
   }
   bool Chance(int percent) { return Uniform(100) < percent; }
 
-  void NewSession(int s) {
-    sessions_[s].id = absl::StrCat("s-", s, "-", ++session_gen_);
-    sessions_[s].tenant = kTenants[Uniform(kNumTenants)];
-    sessions_[s].memory_ids.clear();
+  // A launcher connects with a token for a random container: usually of the
+  // container's tenant and naming the container's current windows; sometimes
+  // another tenant's (refused), another window set (the grant predates a
+  // change), or a container not held (refused).
+  std::string NewSession(int s) {
+    MSession& sess = sessions_[s];
+    sess = MSession{};
+    sess.id = absl::StrCat("s-", s, "-", ++session_gen_);
+    sess.container = Uniform(kNumContainers);
+    const MContainer& mc = model_[sess.container];
+    sess.tenant = mc.held && Chance(92) ? mc.tenant : kTenants[Uniform(kNumTenants)];
+    sess.grants = Chance(75) ? mc.windows : RandomWindows();
+    last_op_ = absl::StrCat("OpenSession(", sess.id, ", ", kContainers[sess.container].id, ", ",
+                            sess.tenant, ", ", WindowsText(sess.grants), ")");
+    Expected want;
+    if (!mc.held) {
+      want = {Code::kNotFound, "is not held by this node"};
+    } else if (mc.tenant != sess.tenant) {
+      want = {Code::kUnauthenticated, absl::StrCat("does not belong to tenant \"", sess.tenant)};
+    }
+    absl::Status got = core_->OpenSession(sess.id, kContainers[sess.container].id, sess.tenant,
+                                          sess.grants).status();
+    Count("open", got);
+    if (std::string err = Match(got, want); !err.empty()) return err;
+    sess.open = got.ok();
+    sess.handle = mc.handle;
+    return "";
+  }
+
+  // What the core says of a session before anything else.
+  Expected PredictSession(const std::string& id) const {
+    for (const MSession& s : sessions_) {
+      if (s.id != id || !s.open) continue;
+      const MContainer& mc = model_[s.container];
+      if (!mc.held || mc.handle != s.handle) {
+        return {Code::kFailedPrecondition,
+                absl::StrCat("session: container ", kContainers[s.container].id,
+                             " this session was opened on was destroyed")};
+      }
+      return {};
+    }
+    return {Code::kNotFound, absl::StrCat("session: no session \"", id, "\"")};
+  }
+
+  bool Live(int s) const { return PredictSession(sessions_[s].id).code == Code::kOk; }
+
+  // The launcher of a session that is dead or was refused mostly reconnects.
+  std::string Reconnect(int s) {
+    core_->CloseSession(sessions_[s].id);
+    ++outcomes_["reconnect"];
+    ModelCloseSession(s, /*fail_first=*/false);
+    return NewSession(s);
+  }
+
+  std::vector<IovaRange> RandomWindows() {
+    std::vector<IovaRange> out;
+    for (const IovaRange& w : kWindows) {
+      if (Chance(75)) out.push_back(w);
+    }
+    return out;
+  }
+
+  static std::string WindowsText(const std::vector<IovaRange>& windows) {
+    std::string out = "[";
+    for (const IovaRange& w : windows) absl::StrAppend(&out, Hex(w.start), "-", Hex(w.last), " ");
+    return out + "]";
+  }
+
+  // SetWindows on held container `c`: the model revokes exactly the mappings
+  // not wholly inside one new window.
+  // With `shrink`, one of the container's windows is released (if it has
+  // any); else the windows are drawn afresh (growing, shrinking or both).
+  std::string SetRandomWindows(int c, bool shrink = false) {
+    std::vector<IovaRange> windows = RandomWindows();
+    if (shrink && !model_[c].windows.empty()) {
+      windows = model_[c].windows;
+      windows.erase(windows.begin() + Uniform(windows.size()));
+    }
+    last_op_ = absl::StrCat("SetWindows(", kContainers[c].id, ", ", WindowsText(windows), ")");
+    MContainer& mc = model_[c];
+    std::vector<uint64_t> victims;
+    for (const auto& [iova, m] : mc.mappings) {
+      if (!InsideOne(windows, iova, iova + (m.size - 1))) victims.push_back(iova);
+    }
+    absl::StatusOr<size_t> got = core_->SetWindows(kContainers[c].id, windows);
+    Count("set_windows", got.status());
+    if (!got.ok()) return absl::StrCat("SetWindows: ", Describe(got.status()));
+    if (*got != victims.size()) {
+      return absl::StrCat("SetWindows revoked ", *got, " want ", victims.size(), "; ");
+    }
+    outcomes_["revoked"] += static_cast<int>(victims.size());
+    for (uint64_t v : victims) ModelRemoveMapping(mc, mc.mappings.find(v));
+    mc.windows = std::move(windows);
+    return "";
   }
 
   static std::string MappingText(const MMapping& m) {
@@ -496,6 +631,7 @@ class Harness {
 
   std::string OpRegister(int s = -1) {
     if (s < 0) s = Uniform(kNumSessions);
+    if (!Live(s) && Chance(50)) return Reconnect(s);
     const int obj = Uniform(kNumObjects);
     uint64_t size = kObjectPages[obj] * kPage;
     const int variant = Uniform(100);
@@ -512,13 +648,16 @@ class Harness {
     Expected want;
     if (size == 0 || size % kPage != 0) {
       want = {Code::kInvalidArgument, "fd: memory size must be a non-zero multiple of 4096"};
+    } else if (Expected session = PredictSession(sessions_[s].id); session.code != Code::kOk) {
+      want = session;
     } else if (o.known && o.size != size) {
       want = {Code::kFailedPrecondition, absl::StrCat("size: object ", KeyOf(obj).DebugString())};
     }
     absl::StatusOr<MemoryInfo> got = core_->RegisterMemory(
         sessions_[s].id, sessions_[s].tenant,
         GuestMemoryRegion{KeyOf(obj), size, VaddrOf(obj), nullptr}, "guest");
-    Count("register", got.status());
+    Count(absl::StartsWith(want.substr, "session:") ? "register-session" : "register",
+          got.status());
     std::string err = Match(got.status(), want);
     if (!err.empty() || !got.ok()) return err;
     const bool was_known = o.known;
@@ -551,8 +690,10 @@ class Harness {
 
   std::string OpMap() {
     const int s = Uniform(kNumSessions);
-    const int c = Uniform(kNumContainers);
+    if (!Live(s) && Chance(75)) return Reconnect(s);
     const MSession& sess = sessions_[s];
+    // Mostly the session's own container.
+    const int c = Chance(85) && sess.container >= 0 ? sess.container : Uniform(kNumContainers);
     // A session without memory mostly registers some first.
     if (sess.memory_ids.empty() && Chance(90)) return OpRegister(s);
     std::string memory_id;
@@ -595,7 +736,10 @@ class Harness {
                                &quota_refusal);
     absl::Status got = core_->MapMemory(sess.id, kContainers[c].id, memory_id, offset, length,
                                         iova, readable, writable);
-    Count(quota_refusal ? "map-quota" : "map", got);
+    Count(quota_refusal                                           ? "map-quota"
+          : absl::StrContains(want.substr, "outside every window") ? "map-window"
+                                                                    : "map",
+          got);
     std::string err = Match(got, want);
     // Invariant 4, stated on its own: a quota refusal happens exactly when
     // the model says the owner would pass its node budget.
@@ -612,7 +756,14 @@ class Harness {
                       uint64_t length, uint64_t iova, bool readable, bool writable,
                       bool* quota_refusal) {
     const MContainer& mc = model_[c];
-    if (!mc.held) return {Code::kNotFound, "container_id: "};
+    if (Expected session = PredictSession(sessions_[s].id); session.code != Code::kOk) {
+      return session;
+    }
+    if (sessions_[s].container != c) {
+      return {Code::kPermissionDenied, absl::StrCat("container_id: ", kContainers[c].id,
+                                                    " is not the container of session ",
+                                                    sessions_[s].id)};
+    }
     auto mem = memory_.find(memory_id);
     if (mem == memory_.end() || mem->second.session != sessions_[s].id) {
       return {Code::kNotFound, absl::StrCat("memory_id: this session has no memory \"",
@@ -628,6 +779,12 @@ class Harness {
       return {Code::kInvalidArgument, "passes the end of memory"};
     }
     if (length - 1 > kMax - iova) return {Code::kInvalidArgument, "overflows 64 bits"};
+    if (!InsideOne(sessions_[s].grants, iova, iova + (length - 1)) ||
+        !InsideOne(mc.windows, iova, iova + (length - 1))) {
+      return {Code::kPermissionDenied,
+              absl::StrCat("iova: ", Hex(iova), "+", Hex(length),
+                           " is outside every window of the session")};
+    }
     const MObject& o = objects_[mem->second.obj];
     uint64_t newly = 0;
     for (uint64_t p = offset / kPage; p < (offset + length) / kPage; ++p) newly += o.pins[p] == 0;
@@ -675,6 +832,14 @@ class Harness {
   Expected PredictUnmap(int c, uint64_t iova, uint64_t length, const std::string& session,
                         std::vector<uint64_t>* victims, uint64_t* bytes) {
     const MContainer& mc = model_[c];
+    if (!session.empty()) {
+      if (Expected live = PredictSession(session); live.code != Code::kOk) return live;
+      for (const MSession& s : sessions_) {
+        if (s.id == session && s.container != c) {
+          return {Code::kPermissionDenied, "is not the container of session"};
+        }
+      }
+    }
     if (!mc.held) return {Code::kNotFound, "container_id: "};
     if (length == 0) return {Code::kInvalidArgument, "length: must be greater than 0"};
     if (length - 1 > kMax - iova) return {Code::kInvalidArgument, "overflows 64 bits"};
@@ -752,8 +917,19 @@ class Harness {
     core_->CloseSession(sessions_[s].id);
     ++outcomes_["close"];
     ModelCloseSession(s, /*fail_first=*/false);
-    NewSession(s);
-    return "";
+    return NewSession(s);
+  }
+
+  // The broker's windows for a container change (or a push for a container
+  // the node does not hold).
+  std::string OpSetWindows() {
+    const int c = Uniform(kNumContainers + 1);
+    if (c < kNumContainers && model_[c].held) return SetRandomWindows(c, /*shrink=*/Chance(50));
+    const char* id = c < kNumContainers ? kContainers[c].id : kUnknownContainer;
+    last_op_ = absl::StrCat("SetWindows(", id, ", not held)");
+    absl::StatusOr<size_t> got = core_->SetWindows(id, RandomWindows());
+    Count("set_windows", got.status());
+    return Match(got.status(), {Code::kNotFound, "is not held by this node"});
   }
 
   std::string OpSetBudgets() {
@@ -820,7 +996,10 @@ class Harness {
     model_[c].tenant = tenant;
     model_[c].budget = budget;
     model_[c].handle = next_handle_++;
-    return "";
+    // The broker tells a new container its windows; now and then it stays
+    // without any for a while (nothing can be mapped into it).
+    if (Chance(10)) return "";
+    return SetRandomWindows(c);
   }
 
   // CreateContainer on an id already held: same spec updates the budget,
@@ -847,13 +1026,13 @@ class Harness {
   // it must fail with the backend's error and change nothing (or, for
   // CloseSession, leave exactly the mapping whose unmap failed).
   std::string OpInjectedFault() {
-    const int kind = Uniform(4);
+    const int kind = Uniform(5);
     if (kind == 0) {
       // Map: find a map the model says succeeds.
       for (int attempt = 0; attempt < 20; ++attempt) {
         const int s = Uniform(kNumSessions);
-        if (sessions_[s].memory_ids.empty()) continue;
-        const int c = Uniform(kNumContainers);
+        if (sessions_[s].memory_ids.empty() || !sessions_[s].open) continue;
+        const int c = sessions_[s].container;
         const std::string memory_id =
             sessions_[s].memory_ids[Uniform(sessions_[s].memory_ids.size())];
         const uint64_t pages = memory_[memory_id].size / kPage;
@@ -885,9 +1064,13 @@ class Harness {
         std::advance(it, Uniform(mc.mappings.size()));
         last_op_ = absl::StrCat("Unmap with injected EIO (", kContainers[c].id, ", iova ",
                                 Hex(it->first), ")");
+        // The owner, or the node when the owner is gone (a session whose
+        // close failed to unmap this).
+        const std::string session =
+            PredictSession(it->second.session).code == Code::kOk ? it->second.session : "";
         backend_->set_next_error(SimOp::kUnmap, EIO);
-        absl::StatusOr<uint64_t> got =
-            core_->Unmap(kContainers[c].id, it->first, it->second.size, it->second.session);
+        absl::StatusOr<uint64_t> got = core_->Unmap(kContainers[c].id, it->first, it->second.size,
+                                                     session);
         Count("unmap-fault", got.status());
         return Match(got.status(), {Code::kInternal, "injected by set_next_error"});
       }
@@ -903,6 +1086,40 @@ class Harness {
       Count("destroy-fault", got);
       return Match(got, {Code::kInternal, "injected by set_next_error"});
     }
+    if (kind == 3) {
+      // SetWindows whose first revocation fails: that mapping stays mapped
+      // and billed (the backend still holds it), the others are revoked.
+      for (int c = 0; c < kNumContainers; ++c) {
+        MContainer& mc = model_[c];
+        if (mc.mappings.empty()) continue;
+        std::vector<IovaRange> windows = RandomWindows();
+        std::vector<uint64_t> victims;
+        for (const auto& [iova, m] : mc.mappings) {
+          if (!InsideOne(windows, iova, iova + (m.size - 1))) victims.push_back(iova);
+        }
+        if (victims.empty()) windows.clear();
+        victims.clear();
+        for (const auto& [iova, m] : mc.mappings) {
+          if (!InsideOne(windows, iova, iova + (m.size - 1))) victims.push_back(iova);
+        }
+        last_op_ = absl::StrCat("SetWindows with injected EIO (", kContainers[c].id, ", ",
+                                WindowsText(windows), ")");
+        backend_->set_next_error(SimOp::kUnmap, EIO);
+        absl::StatusOr<size_t> got = core_->SetWindows(kContainers[c].id, windows);
+        Count("set_windows-fault", got.status());
+        if (!got.ok()) return absl::StrCat("SetWindows: ", Describe(got.status()));
+        if (*got != victims.size() - 1) {
+          return absl::StrCat("SetWindows revoked ", *got, " want ", victims.size() - 1, "; ");
+        }
+        for (size_t i = 1; i < victims.size(); ++i) {
+          ModelRemoveMapping(mc, mc.mappings.find(victims[i]));
+        }
+        outcomes_["revoked"] += static_cast<int>(victims.size() - 1);
+        mc.windows = std::move(windows);
+        return "";
+      }
+      return "";
+    }
     // CloseSession whose first unmap fails: that mapping stays (and stays
     // billed, the backend still holds it); the rest go.
     for (int s = 0; s < kNumSessions; ++s) {
@@ -916,8 +1133,7 @@ class Harness {
       core_->CloseSession(sessions_[s].id);
       ++outcomes_["close-fault"];
       ModelCloseSession(s, /*fail_first=*/true);
-      NewSession(s);
-      return "";
+      return NewSession(s);
     }
     return "";
   }
@@ -947,7 +1163,7 @@ class AgentCoreRandomTest : public ::testing::TestWithParam<uint32_t> {
 TEST_P(AgentCoreRandomTest, LedgerBackendAndBudgetsFollowTheModelAfterEveryStep) {
   const uint32_t seed = GetParam();
   Harness h(seed);
-  h.CreateAll();
+  ASSERT_EQ(h.CreateAll(), "") << "seed " << seed << " setup: " << h.last_op();
   ASSERT_EQ(h.CheckState(), "") << "seed " << seed << " after setup";
   for (int step = 0; step < kSteps; ++step) {
     const std::string op_err = h.Step();
@@ -971,6 +1187,13 @@ TEST_P(AgentCoreRandomTest, LedgerBackendAndBudgetsFollowTheModelAfterEveryStep)
   EXPECT_GT(n["map:ALREADY_EXISTS"], 0) << summary;
   EXPECT_GT(n["map:INVALID_ARGUMENT"], 0) << summary;
   EXPECT_GT(n["map:NOT_FOUND"], 0) << summary;
+  EXPECT_GT(n["map:PERMISSION_DENIED"], 0) << summary;       // Another container.
+  EXPECT_GT(n["map:FAILED_PRECONDITION"], 0) << summary;     // A dead session.
+  EXPECT_GT(n["map-window:PERMISSION_DENIED"], 10) << summary;
+  EXPECT_GT(n["revoked"], 5) << summary;
+  EXPECT_GT(n["open:UNAUTHENTICATED"] + n["open:NOT_FOUND"], 0) << summary;
+  EXPECT_GT(n["register-session:FAILED_PRECONDITION"], 0) << summary;  // A dead session.
+  EXPECT_GT(n["unmap:FAILED_PRECONDITION"], 0) << summary;
   EXPECT_GT(n["unmap:OK"], 20) << summary;
   EXPECT_GT(n["unmap:INVALID_ARGUMENT"], 0) << summary;
   EXPECT_GT(n["unmap:NOT_FOUND"], 0) << summary;
@@ -1029,6 +1252,8 @@ class AgentCoreUnmapFaultTest : public ::testing::Test {
     backend_ = std::make_unique<NthUnmapFailsBackend>(sim_.get());
     core_ = std::make_unique<AgentCore>("n1", backend_.get());
     ASSERT_OK(core_->CreateContainer(kContainers[0].id, "acme", kContainers[0].devices, 1ULL << 30));
+    ASSERT_OK(core_->SetWindows(kContainers[0].id, {kWindows[0]}));
+    ASSERT_OK(core_->OpenSession("s1", kContainers[0].id, "acme", {kWindows[0]}));
     absl::StatusOr<MemoryInfo> mem = core_->RegisterMemory(
         "s1", "acme", GuestMemoryRegion{KeyOf(0), 16 * kPage, VaddrOf(0), nullptr}, "guest");
     ASSERT_OK(mem);

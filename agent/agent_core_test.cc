@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "agent/sim_backend.h"
 #include "agent/status_matchers.h"
 #include "gmock/gmock.h"
@@ -19,6 +20,14 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using Code = absl::StatusCode;
+
+MATCHER_P(IsOkAndHolds, value, "is OK and holds a value that matches") {
+  if (!arg.ok()) {
+    *result_listener << "status " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(value, *arg, result_listener);
+}
 
 constexpr char kC1[] = "c-0000000000000001";
 constexpr char kC2[] = "c-0000000000000002";
@@ -253,12 +262,26 @@ GuestMemoryRegion Memory(uint64_t ino, uint64_t size) {
                            nullptr};
 }
 
+// The window every container of MapPathTest holds and every session's grant
+// names unless a test says otherwise: the low 8 GiB (the MSI window inside it
+// stays the backend's to refuse).
+constexpr IovaRange kAll{0, 0x1ffffffffULL};
+
 class MapPathTest : public AgentCoreTest {
  protected:
   void SetUp() override {
     ASSERT_OK(core_->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
     ASSERT_OK(core_->CreateContainer(kC2, "acme", {"0000:00:07.0"}, 0));
     ASSERT_OK(core_->CreateContainer(kC3, "globex", {"0000:00:08.0"}, 16 * kMiB));
+    for (const char* c : {kC1, kC2, kC3}) {
+      absl::StatusOr<size_t> revoked = core_->SetWindows(c, {kAll});
+      ASSERT_OK(revoked);
+      ASSERT_EQ(*revoked, 0u);
+    }
+    // s1 and s2: acme on kC1 and kC2; s3: globex on kC3.
+    ASSERT_OK(core_->OpenSession("s1", kC1, "acme", {kAll}));
+    ASSERT_OK(core_->OpenSession("s2", kC2, "acme", {kAll}));
+    ASSERT_OK(core_->OpenSession("s3", kC3, "globex", {kAll}));
   }
 
   uint64_t Billed(const std::string& tenant) {
@@ -288,12 +311,17 @@ class MapPathTest : public AgentCoreTest {
 };
 
 TEST_F(MapPathTest, SameMemoryInTwoContainersIsBilledOnce) {
+  // A session maps into its own container only: the same memory reaches a
+  // second container through a session on that one.
   auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kMiB), "guest");
   ASSERT_OK(mem);
   EXPECT_EQ(mem->owner_tenant, "acme");
   EXPECT_FALSE(mem->shared);
+  auto again = core_->RegisterMemory("s2", "acme", Memory(1, 8 * kMiB), "guest");
+  ASSERT_OK(again);
+  EXPECT_TRUE(again->shared);
   ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 8 * kMiB, 0x100000000, true, true));
-  ASSERT_OK(core_->MapMemory("s1", kC2, mem->memory_id, 0, 8 * kMiB, 0x100000000, true, true));
+  ASSERT_OK(core_->MapMemory("s2", kC2, again->memory_id, 0, 8 * kMiB, 0x100000000, true, true));
   EXPECT_EQ(Billed("acme"), 8 * kMiB);
   EXPECT_EQ(Mapped("acme"), 16 * kMiB);
   EXPECT_EQ(BackendMappings(kC1), 1u);
@@ -301,7 +329,7 @@ TEST_F(MapPathTest, SameMemoryInTwoContainersIsBilledOnce) {
   // Unmap one of two: still billed. Both: zero.
   ASSERT_OK(core_->Unmap(kC1, 0x100000000, 8 * kMiB, "s1"));
   EXPECT_EQ(Billed("acme"), 8 * kMiB);
-  ASSERT_OK(core_->Unmap(kC2, 0x100000000, 8 * kMiB, "s1"));
+  ASSERT_OK(core_->Unmap(kC2, 0x100000000, 8 * kMiB, "s2"));
   EXPECT_EQ(Billed("acme"), 0u);
   EXPECT_EQ(Mapped("acme"), 0u);
 }
@@ -309,12 +337,12 @@ TEST_F(MapPathTest, SameMemoryInTwoContainersIsBilledOnce) {
 TEST_F(MapPathTest, SecondTenantHandedTheMemoryBillsTheOwnerOnce) {
   auto mine = core_->RegisterMemory("s1", "acme", Memory(1, 4 * kMiB), "guest");
   ASSERT_OK(mine);
-  auto theirs = core_->RegisterMemory("s2", "globex", Memory(1, 4 * kMiB), "borrowed");
+  auto theirs = core_->RegisterMemory("s3", "globex", Memory(1, 4 * kMiB), "borrowed");
   ASSERT_OK(theirs);
   EXPECT_TRUE(theirs->shared);
   EXPECT_EQ(theirs->owner_tenant, "acme");
   ASSERT_OK(core_->MapMemory("s1", kC1, mine->memory_id, 0, 4 * kMiB, 0, true, true));
-  ASSERT_OK(core_->MapMemory("s2", kC3, theirs->memory_id, 0, 4 * kMiB, 0, true, false));
+  ASSERT_OK(core_->MapMemory("s3", kC3, theirs->memory_id, 0, 4 * kMiB, 0, true, false));
   EXPECT_EQ(Billed("acme"), 4 * kMiB);
   EXPECT_EQ(Billed("globex"), 0u);
   EXPECT_EQ(Mapped("acme"), 8 * kMiB);
@@ -323,8 +351,11 @@ TEST_F(MapPathTest, SecondTenantHandedTheMemoryBillsTheOwnerOnce) {
 TEST_F(MapPathTest, PartialOverlapsBillDistinctPages) {
   auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 16 * kPage), "guest");
   ASSERT_OK(mem);
+  auto shared = core_->RegisterMemory("s2", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(shared);
   ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 3 * kPage, 0x10000, true, true));
-  ASSERT_OK(core_->MapMemory("s1", kC2, mem->memory_id, 2 * kPage, 3 * kPage, 0x10000, true, true));
+  ASSERT_OK(
+      core_->MapMemory("s2", kC2, shared->memory_id, 2 * kPage, 3 * kPage, 0x10000, true, true));
   EXPECT_EQ(Billed("acme"), 5 * kPage);
   EXPECT_EQ(Mapped("acme"), 6 * kPage);
 }
@@ -370,7 +401,9 @@ TEST_F(MapPathTest, LoweredBudgetKeepsPinsButBlocksNewOnes) {
 TEST_F(MapPathTest, EveryBadMapIsRefusedWithTheFieldAndChangesNothing) {
   auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "guest");
   ASSERT_OK(mem);
-  auto other = core_->RegisterMemory("s2", "acme", Memory(2, 8 * kPage), "other");
+  // s4: another acme session on kC1, whose memory s1 must not see.
+  ASSERT_OK(core_->OpenSession("s4", kC1, "acme", {kAll}));
+  auto other = core_->RegisterMemory("s4", "acme", Memory(2, 8 * kPage), "other");
   ASSERT_OK(other);
   ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, kPage, 0x10000, true, true));
   const std::string before = Snapshot();
@@ -381,8 +414,13 @@ TEST_F(MapPathTest, EveryBadMapIsRefusedWithTheFieldAndChangesNothing) {
     const char* substr;
   };
   const Case cases[] = {
-      {core_->MapMemory("s1", "c-00000000000000ff", id, 0, kPage, 0, true, true), Code::kNotFound,
-       "container_id: c-00000000000000ff is not held"},
+      {core_->MapMemory("s1", "c-00000000000000ff", id, 0, kPage, 0, true, true),
+       Code::kPermissionDenied,
+       "container_id: c-00000000000000ff is not the container of session s1"},
+      {core_->MapMemory("s1", kC2, id, 0, kPage, 0, true, true), Code::kPermissionDenied,
+       "container_id: c-0000000000000002 is not the container of session s1"},
+      {core_->MapMemory("s9", kC1, id, 0, kPage, 0, true, true), Code::kNotFound,
+       "session: no session \"s9\""},
       {core_->MapMemory("s1", kC1, other->memory_id, 0, kPage, 0, true, true), Code::kNotFound,
        "memory_id: this session has no memory"},
       {core_->MapMemory("s1", kC1, "m-nope", 0, kPage, 0, true, true), Code::kNotFound,
@@ -404,8 +442,11 @@ TEST_F(MapPathTest, EveryBadMapIsRefusedWithTheFieldAndChangesNothing) {
        ""},
       {core_->MapMemory("s1", kC1, id, 0, 2 * kPage, 0xfffffffffffff000ULL, true, true),
        Code::kInvalidArgument, "overflows"},
-      {core_->Unmap(kC1, 0x10000, kPage, "s2").status(), Code::kPermissionDenied,
+      {core_->Unmap(kC1, 0x10000, kPage, "s4").status(), Code::kPermissionDenied,
        "another session"},
+      {core_->Unmap(kC1, 0x10000, kPage, "s2").status(), Code::kPermissionDenied,
+       "container_id: c-0000000000000001 is not the container of session s2"},
+      {core_->Unmap(kC1, 0x10000, kPage, "s9").status(), Code::kNotFound, "session: no session"},
       {core_->Unmap(kC1, 0x11000, kPage, "s1").status(), Code::kNotFound, "no mapping inside"},
       {core_->Unmap(kC1, 0x10000, 0, "s1").status(), Code::kInvalidArgument, "length"},
   };
@@ -462,6 +503,226 @@ TEST_F(MapPathTest, BackendFailureChangesNothing) {
   EXPECT_THAT(core_->MapMemory("s1", kC1, mem->memory_id, 0, kPage, 0, true, true),
               StatusIs(Code::kResourceExhausted, ""));
   EXPECT_EQ(Snapshot(), before);
+}
+
+// ------------------------------------------------------ sessions, windows
+
+TEST_F(MapPathTest, OpenSessionChecksContainerTenantAndId) {
+  EXPECT_THAT(core_->OpenSession("s5", "c-00000000000000ff", "acme", {kAll}),
+              StatusIs(Code::kNotFound, "container_id: c-00000000000000ff is not held"));
+  EXPECT_THAT(core_->OpenSession("s5", kC3, "acme", {kAll}),
+              StatusIs(Code::kUnauthenticated,
+                       "token: container c-0000000000000003 does not belong to tenant \"acme\""));
+  EXPECT_THAT(core_->OpenSession("s1", kC2, "acme", {kAll}),
+              StatusIs(Code::kAlreadyExists, "session: \"s1\" exists"));
+  // Nothing was opened by the refusals.
+  EXPECT_THAT(core_->RegisterMemory("s5", "acme", Memory(1, kPage), "guest"),
+              StatusIs(Code::kNotFound, "session: no session \"s5\""));
+  EXPECT_THAT(core_->SessionDevices("s5"), StatusIs(Code::kNotFound, "session: no session"));
+  // s1 is still bound to kC1.
+  EXPECT_THAT(core_->SessionDevices("s1"), IsOkAndHolds(ElementsAre("0000:00:04.0")));
+}
+
+// Invariant 7: a session is bound to the container incarnation it was opened
+// on. Destroying the container kills it, even when the same id comes back
+// (here for another tenant, as Reconcile does for a container "desired with
+// another tenant").
+TEST_F(MapPathTest, SessionOnDestroyedContainerIsDead) {
+  auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kPage), "guest");
+  ASSERT_OK(mem);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mem->memory_id, 0, 8 * kPage, 0x10000, true, true));
+  ASSERT_EQ(Billed("acme"), 8 * kPage);
+
+  ASSERT_OK(core_->DestroyContainer(kC1));
+  // The destroy released the container's mappings and their billing.
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(Mapped("acme"), 0u);
+  EXPECT_THAT(core_->SessionMappings("s1"), IsEmpty());
+  EXPECT_THAT(backend_->ListMappings(1), StatusIs(Code::kNotFound, ""));
+
+  ASSERT_OK(core_->CreateContainer(kC1, "globex", {"0000:00:04.0"}, 64 * kMiB));
+  ASSERT_OK(core_->SetWindows(kC1, {kAll}));  // Windows are no obstacle.
+  const std::string before = Snapshot();
+  constexpr char kDead[] =
+      "session: container c-0000000000000001 this session was opened on was destroyed";
+  EXPECT_THAT(core_->MapMemory("s1", kC1, mem->memory_id, 0, 8 * kPage, 0x10000, true, true),
+              StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(core_->Unmap(kC1, 0x10000, 8 * kPage, "s1"),
+              StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(core_->SessionDevices("s1"), StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(core_->RegisterMemory("s1", "acme", Memory(2, kPage), "more"),
+              StatusIs(Code::kFailedPrecondition, kDead));
+  // Nothing reached the new container, and nobody is billed.
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_EQ(BackendMappings(kC1), 0u);
+  EXPECT_THAT(*backend_->ListMappings(4), IsEmpty());  // The new incarnation.
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(Billed("globex"), 0u);
+  // The dead session's id stays taken until it is closed.
+  EXPECT_THAT(core_->OpenSession("s1", kC1, "globex", {kAll}),
+              StatusIs(Code::kAlreadyExists, "session: \"s1\" exists"));
+  // The old tenant cannot open on the new incarnation; its tenant can.
+  EXPECT_THAT(core_->OpenSession("s5", kC1, "acme", {kAll}),
+              StatusIs(Code::kUnauthenticated, "does not belong to tenant \"acme\""));
+  ASSERT_OK(core_->OpenSession("s5", kC1, "globex", {kAll}));
+  EXPECT_THAT(core_->SessionDevices("s5"), IsOkAndHolds(ElementsAre("0000:00:04.0")));
+  core_->CloseSession("s1");
+  EXPECT_THAT(core_->SessionDevices("s1"), StatusIs(Code::kNotFound, "session: no session"));
+  EXPECT_TRUE(core_->Usage().empty());
+}
+
+TEST_F(MapPathTest, SessionOnContainerRecreatedForTheSameTenantIsDeadToo) {
+  ASSERT_OK(core_->DestroyContainer(kC1));
+  ASSERT_OK(core_->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
+  ASSERT_OK(core_->SetWindows(kC1, {kAll}));
+  EXPECT_THAT(core_->SessionDevices("s1"),
+              StatusIs(Code::kFailedPrecondition, "this session was opened on was destroyed"));
+  EXPECT_THAT(core_->RegisterMemory("s1", "acme", Memory(1, kPage), "guest"),
+              StatusIs(Code::kFailedPrecondition, "was destroyed"));
+  EXPECT_TRUE(core_->Usage().empty());
+}
+
+// Invariant 2: the broker's word on which IOVA a container holds is final; a
+// released window takes its mappings (and their pins) with it.
+TEST_F(MapPathTest, ReleasedWindowRevokesItsMappingsAndRefusesNewOnes) {
+  const IovaRange w1{0x100000, 0x1fffff}, w2{0x40000000, 0x401fffff};
+  ASSERT_OK(core_->SetWindows(kC1, {w1, w2}));
+  ASSERT_OK(core_->OpenSession("s5", kC1, "acme", {w1, w2}));
+  auto mem = core_->RegisterMemory("s5", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(mem);
+  const std::string& id = mem->memory_id;
+  ASSERT_OK(core_->MapMemory("s5", kC1, id, 0, 4 * kPage, w1.start, true, true));
+  ASSERT_OK(core_->MapMemory("s5", kC1, id, 4 * kPage, 4 * kPage, w2.start, true, true));
+  // The same pages as the first mapping: revoking this one keeps them billed.
+  ASSERT_OK(core_->MapMemory("s5", kC1, id, 0, 4 * kPage, w2.start + 0x10000, true, true));
+  ASSERT_EQ(Billed("acme"), 8 * kPage);
+  ASSERT_EQ(Mapped("acme"), 12 * kPage);
+
+  absl::StatusOr<size_t> revoked = core_->SetWindows(kC1, {w1});
+  ASSERT_OK(revoked);
+  EXPECT_EQ(*revoked, 2u);
+  EXPECT_EQ(Billed("acme"), 4 * kPage);
+  EXPECT_EQ(Mapped("acme"), 4 * kPage);
+  EXPECT_EQ(BackendMappings(kC1), 1u);
+  absl::StatusOr<std::vector<BackendMapping>> in_backend = backend_->ListMappings(1);
+  ASSERT_OK(in_backend);
+  ASSERT_EQ(in_backend->size(), 1u);
+  EXPECT_EQ((*in_backend)[0].iova, w1.start);
+  ASSERT_EQ(core_->SessionMappings("s5").size(), 1u);
+
+  const std::string before = Snapshot();
+  EXPECT_THAT(core_->MapMemory("s5", kC1, id, 8 * kPage, kPage, w2.start, true, true),
+              StatusIs(Code::kPermissionDenied,
+                       "iova: 0x40000000+0x1000 is outside every window of the session "
+                       "[0x100000-0x1fffff, 0x40000000-0x401fffff] that container "
+                       "c-0000000000000001 still holds [0x100000-0x1fffff]"));
+  EXPECT_THAT(core_->Unmap(kC1, w2.start, 0x200000, "s5"),
+              StatusIs(Code::kNotFound, "no mapping inside"));
+  EXPECT_EQ(Snapshot(), before);
+
+  // Shrinking the window: a mapping left partly outside is revoked whole.
+  revoked = core_->SetWindows(kC1, {{w1.start, w1.start + 2 * kPage - 1}});
+  ASSERT_OK(revoked);
+  EXPECT_EQ(*revoked, 1u);
+  EXPECT_TRUE(core_->Usage().empty());
+  EXPECT_THAT(*backend_->ListMappings(1), IsEmpty());
+
+  // Granted again, the window is mappable again (the grant still names it);
+  // setting the same windows again revokes nothing.
+  ASSERT_OK(core_->SetWindows(kC1, {w1, w2}));
+  ASSERT_OK(core_->MapMemory("s5", kC1, id, 0, kPage, w2.start, true, true));
+  EXPECT_THAT(core_->SetWindows(kC1, {w1, w2}), IsOkAndHolds(0u));
+  EXPECT_EQ(Billed("acme"), kPage);
+  // Other containers' mappings are untouched by kC1's windows.
+  auto theirs = core_->RegisterMemory("s3", "globex", Memory(2, kPage), "g");
+  ASSERT_OK(theirs);
+  ASSERT_OK(core_->MapMemory("s3", kC3, theirs->memory_id, 0, kPage, w2.start, true, true));
+  EXPECT_THAT(core_->SetWindows(kC1, {}), IsOkAndHolds(1u));
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(Billed("globex"), kPage);
+  EXPECT_EQ(BackendMappings(kC3), 1u);
+  EXPECT_THAT(core_->SetWindows("c-00000000000000ff", {w1}),
+              StatusIs(Code::kNotFound, "container_id: c-00000000000000ff is not held"));
+}
+
+TEST_F(MapPathTest, MapMustBeInsideGrantAndContainerWindows) {
+  // Two adjacent windows both sides know, one only the grant names (released
+  // since), one only the container holds (allocated since).
+  const IovaRange a{0x100000, 0x1fffff}, b{0x200000, 0x2fffff}, granted_only{0x40000000, 0x401fffff},
+      container_only{0x80000000, 0x801fffff};
+  ASSERT_OK(core_->SetWindows(kC1, {a, b, container_only}));
+  ASSERT_OK(core_->OpenSession("s5", kC1, "acme", {a, b, granted_only}));
+  auto mem = core_->RegisterMemory("s5", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(mem);
+  const std::string& id = mem->memory_id;
+  const std::string before = Snapshot();
+  struct Case {
+    uint64_t iova;
+    uint64_t length;
+    const char* why;
+  };
+  const Case refused[] = {
+      {granted_only.start, kPage, "only the grant names it"},
+      {container_only.start, kPage, "only the container holds it"},
+      {b.start - kPage, 2 * kPage, "straddles two adjacent windows, inside neither"},
+      {a.start - kPage, 2 * kPage, "starts before the window"},
+      {b.last + 1 - kPage, 2 * kPage, "ends past the window"},
+      {0, kPage, "inside no window at all"},
+  };
+  for (const Case& c : refused) {
+    EXPECT_THAT(core_->MapMemory("s5", kC1, id, 0, c.length, c.iova, true, true),
+                StatusIs(Code::kPermissionDenied,
+                         absl::StrCat("iova: 0x", absl::Hex(c.iova), "+0x", absl::Hex(c.length),
+                                      " is outside every window of the session")))
+        << c.why;
+  }
+  // Argument errors come first, wherever the range is.
+  EXPECT_THAT(core_->MapMemory("s5", kC1, id, 0, kPage, granted_only.start + 0x10, true, true),
+              StatusIs(Code::kInvalidArgument, "iova: must be a multiple"));
+  EXPECT_THAT(core_->MapMemory("s5", kC1, id, 0, 0, 0, true, true),
+              StatusIs(Code::kInvalidArgument, "length: must be greater than 0"));
+  EXPECT_THAT(core_->MapMemory("s5", kC1, id, 8 * kPage, 16 * kPage, 0, true, true),
+              StatusIs(Code::kInvalidArgument, "passes the end of memory"));
+  EXPECT_THAT(core_->MapMemory("s5", kC1, id, 0, 2 * kPage, 0xfffffffffffff000ULL, true, true),
+              StatusIs(Code::kInvalidArgument, "overflows 64 bits"));
+  EXPECT_EQ(Snapshot(), before);
+  // Wholly inside one window both know, up to its very edges: mapped.
+  EXPECT_OK(core_->MapMemory("s5", kC1, id, 0, 2 * kPage, a.start, true, true));
+  EXPECT_OK(core_->MapMemory("s5", kC1, id, 0, 2 * kPage, a.last + 1 - 2 * kPage, true, true));
+  EXPECT_OK(core_->MapMemory("s5", kC1, id, 0, 16 * kPage, b.start, true, true));
+  EXPECT_EQ(BackendMappings(kC1), 3u);
+}
+
+TEST_F(MapPathTest, FreshContainerHasNoWindowsUntilTheBrokerSetsThem) {
+  ASSERT_OK(core_->CreateContainer(kC4, "acme", {"0000:00:05.0", "0000:00:05.1"}, kMiB));
+  ASSERT_OK(core_->OpenSession("s5", kC4, "acme", {kAll}));
+  auto mem = core_->RegisterMemory("s5", "acme", Memory(1, kPage), "guest");
+  ASSERT_OK(mem);
+  EXPECT_THAT(core_->MapMemory("s5", kC4, mem->memory_id, 0, kPage, 0x10000, true, true),
+              StatusIs(Code::kPermissionDenied,
+                       "that container c-0000000000000004 still holds []"));
+  EXPECT_TRUE(core_->Usage().empty());
+  ASSERT_OK(core_->SetWindows(kC4, {kAll}));
+  EXPECT_OK(core_->MapMemory("s5", kC4, mem->memory_id, 0, kPage, 0x10000, true, true));
+  EXPECT_EQ(Billed("acme"), kPage);
+}
+
+TEST_F(MapPathTest, ReconcileGivesCreatedContainersTheirDesiredWindows) {
+  v1::AgentContainer desired = Desired(kC4, "acme", {"0000:00:05.0", "0000:00:05.1"});
+  desired.set_pin_budget_bytes(kMiB);
+  v1::IovaRange* w = desired.add_windows();
+  w->set_start(0x100000);
+  w->set_last(0x1fffff);
+  std::vector<v1::AgentContainer> all = {desired};
+  for (const v1::AgentContainer& held : core_->Containers()) all.push_back(held);
+  ReconcileResult r = core_->Reconcile(all);
+  ASSERT_THAT(r.failed_ids, IsEmpty());
+  ASSERT_OK(core_->OpenSession("s5", kC4, "acme", {kAll}));
+  auto mem = core_->RegisterMemory("s5", "acme", Memory(1, kPage), "guest");
+  ASSERT_OK(mem);
+  EXPECT_THAT(core_->MapMemory("s5", kC4, mem->memory_id, 0, kPage, 0x200000, true, true),
+              StatusIs(Code::kPermissionDenied, "still holds [0x100000-0x1fffff]"));
+  EXPECT_OK(core_->MapMemory("s5", kC4, mem->memory_id, 0, kPage, 0x100000, true, true));
 }
 
 }  // namespace

@@ -58,6 +58,23 @@ grpc::Status AgentService::Unmap(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
+grpc::Status AgentService::SetWindows(grpc::ServerContext* /*context*/,
+                                      const v1::SetWindowsRequest* request,
+                                      v1::SetWindowsResponse* response) {
+  std::vector<IovaRange> windows;
+  for (const v1::IovaRange& w : request->windows().windows()) {
+    if (w.last() < w.start()) {
+      return ToGrpcStatus(absl::InvalidArgumentError("windows: a range ends before it starts"));
+    }
+    windows.push_back({w.start(), w.last()});
+  }
+  absl::StatusOr<size_t> revoked =
+      core_->SetWindows(request->windows().container_id(), std::move(windows));
+  if (!revoked.ok()) return ToGrpcStatus(revoked.status());
+  response->set_revoked_mappings(static_cast<uint32_t>(*revoked));
+  return grpc::Status::OK;
+}
+
 grpc::Status AgentService::SetPinBudgets(grpc::ServerContext* /*context*/,
                                          const v1::SetPinBudgetsRequest* request,
                                          v1::SetPinBudgetsResponse* /*response*/) {

@@ -34,6 +34,8 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status GetContainer(grpc::ServerContext* context,
                             const v1::AgentGetContainerRequest* request,
                             v1::AgentGetContainerResponse* response) override;
+  grpc::Status SetWindows(grpc::ServerContext* context, const v1::SetWindowsRequest* request,
+                          v1::SetWindowsResponse* response) override;
   grpc::Status SetPinBudgets(grpc::ServerContext* context,
                              const v1::SetPinBudgetsRequest* request,
                              v1::SetPinBudgetsResponse* response) override;

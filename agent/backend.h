@@ -16,11 +16,14 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "agent/unique_fd.h"
 
 namespace iommu {
 namespace agent {
@@ -113,6 +116,21 @@ class Backend {
   // The address space's mappings, sorted by IOVA.
   virtual absl::StatusOr<std::vector<BackendMapping>> ListMappings(
       ContainerHandle handle) = 0;
+
+  // New fds for the container's devices, for handing to a launcher over
+  // SCM_RIGHTS (DESIGN.md, "Launchers never hold the IOMMU side"): one
+  // (address, fd) pair per device, in the order CreateContainer was given,
+  // each a dup (O_CLOEXEC) that the caller owns. Only device fds, never the
+  // iommufd, container or group fds. iommufd: the bound and attached VFIO
+  // device cdev; vfio-type1: the fd from VFIO_GROUP_GET_DEVICE_FD; sim: an
+  // O_RDONLY memfd named "sim-device-<address>" (no real device behind it).
+  // Errors: unknown handle -> ENOENT; the dup's errno (e.g. EMFILE).
+  // The default is for backends with no devices to hand out (test doubles).
+  virtual absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
+  DeviceFds(ContainerHandle handle) {
+    return absl::UnimplementedError(
+        absl::StrCat(kind(), " backend: DeviceFds is not implemented"));
+  }
 };
 
 }  // namespace agent

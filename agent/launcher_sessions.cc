@@ -108,7 +108,7 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
       }
       case v1::LauncherRequest::kGetDevices: {
         absl::StatusOr<std::vector<std::string>> devices =
-            core_->ContainerDevices(conn.container_id);
+            core_->SessionDevices(conn.session_id);
         s = devices.status();
         if (s.ok()) {
           // The simulated backend has no device fds to hand out; the real
@@ -166,20 +166,36 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
   }
   // Last: a token refused above for a transient reason can be presented again.
   RETURN_IF_ERROR(replay_.Consume(grant.token_id(), grant.expires_ms(), now));
-  conn.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  const std::string session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  std::vector<IovaRange> windows;
+  for (const v1::GrantWindow& w : grant.windows()) {
+    if (w.size() == 0 || w.size() - 1 > UINT64_MAX - w.base()) continue;  // Never signed so.
+    windows.push_back({w.base(), w.base() + (w.size() - 1)});
+  }
+  // The core binds the session to this incarnation of the container (it
+  // rechecks the tenant under its lock).
+  absl::StatusOr<std::vector<IovaRange>> usable =
+      core_->OpenSession(session_id, grant.container_id(), grant.tenant_id(), std::move(windows));
+  if (!usable.ok()) return refuse(usable.status());
+  conn.session_id = session_id;
   conn.container_id = grant.container_id();
   conn.tenant_id = grant.tenant_id();
-  conn.windows.assign(grant.windows().begin(), grant.windows().end());
   auto* opened = response->mutable_session_opened();
   opened->set_session_id(conn.session_id);
   opened->set_container_id(conn.container_id);
   opened->set_tenant_id(conn.tenant_id);
-  *opened->mutable_windows() = grant.windows();
+  // Only the windows the container still holds: one released since the
+  // grant was issued is closed to this session.
+  for (const v1::GrantWindow& w : grant.windows()) {
+    for (const IovaRange& u : *usable) {
+      if (u.start == w.base()) *opened->add_windows() = w;
+    }
+  }
   opened->set_expires_ms(grant.expires_ms());
   LogEvent(LogLevel::kInfo, "session_opened",
            {{"session", conn.session_id}, {"container", conn.container_id},
             {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
-            {"windows", conn.windows.size()}});
+            {"windows", opened->windows_size()}});
   return absl::OkStatus();
 }
 
@@ -220,28 +236,10 @@ absl::Status LauncherSessions::Register(Conn& conn,
 }
 
 absl::Status LauncherSessions::Map(Conn& conn, const v1::LauncherRequest::Map& req) {
-  // The whole range must lie inside one window the grant named.
-  const uint64_t iova = req.iova();
-  const uint64_t length = req.length();
-  if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
-  bool inside = false;
-  for (const v1::GrantWindow& w : conn.windows) {
-    if (iova >= w.base() && iova - w.base() <= w.size() && length <= w.size() - (iova - w.base())) {
-      inside = true;
-      break;
-    }
-  }
-  if (!inside) {
-    std::vector<std::string> names;
-    for (const v1::GrantWindow& w : conn.windows) {
-      names.push_back(absl::StrCat(Hex(w.base()), "+", Hex(w.size())));
-    }
-    return absl::PermissionDeniedError(absl::StrCat(
-        "iova: ", Hex(iova), "+", Hex(length), " is outside every window of the session [",
-        absl::StrJoin(names, ", "), "]"));
-  }
+  // The core checks the range against the grant's windows and the
+  // container's current ones, atomically with the map.
   return core_->MapMemory(conn.session_id, conn.container_id, req.memory_id(), req.offset(),
-                          length, iova, req.readable(), req.writable());
+                          req.length(), req.iova(), req.readable(), req.writable());
 }
 
 }  // namespace agent

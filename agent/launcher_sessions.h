@@ -63,7 +63,6 @@ class LauncherSessions final : public LauncherHandler {
     std::string session_id;  // Empty until OpenSession succeeds.
     std::string container_id;
     std::string tenant_id;
-    std::vector<v1::GrantWindow> windows;
     size_t memory_objects = 0;
     uint64_t memory_bytes = 0;
   };

@@ -152,6 +152,13 @@ class LauncherSessionsTest : public ::testing::Test {
     ASSERT_OK(core_->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
     ASSERT_OK(core_->CreateContainer(kC2, "globex", {"0000:00:07.0"}, 4 * kPage));
     ASSERT_OK(core_->CreateContainer(kC3, "acme", {"0000:00:05.1", "0000:00:05.0"}, 0));
+    // The broker pushes a container's windows before it grants a token
+    // naming them: every container holds the windows Grant() signs.
+    for (const char* c : {kC1, kC2, kC3}) {
+      absl::StatusOr<size_t> revoked = core_->SetWindows(c, GrantedWindows());
+      ASSERT_OK(revoked);
+      ASSERT_EQ(*revoked, 0u);
+    }
     core_->SetGrantKey(kKey);
     options_.now_ms = [this] { return now_ms_; };
     MakeSessions();
@@ -181,6 +188,11 @@ class LauncherSessionsTest : public ::testing::Test {
     EXPECT_OK(sessions_->OnConnect(conn, peer));
     connected_.push_back(conn);
     return conn;
+  }
+
+  // The windows Grant() names, as the inclusive ranges the core keeps.
+  static std::vector<IovaRange> GrantedWindows() {
+    return {{kW1Base, kW1Base + kW1Size - 1}, {kW2Base, kW2Base + kW2Size - 1}};
   }
 
   v1::LauncherGrant Grant(const std::string& container = kC1,
@@ -645,9 +657,12 @@ TEST_F(LauncherSessionsTest, MapOutsideEveryWindowIsPermissionDenied) {
                          absl::StrCat("iova: ", Hex(iova), "+0x1000 is outside every window")))
         << Hex(iova);
   }
-  // The error lists the session's windows.
+  // The error lists the session's windows and the container's.
   EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, kPage, 0))),
-              StatusIs(Code::kPermissionDenied, "[0x100000+0x100000, 0x40000000+0x200000]"));
+              StatusIs(Code::kPermissionDenied,
+                       "is outside every window of the session [0x100000-0x1fffff, "
+                       "0x40000000-0x401fffff] that container c-0000000000000001 still holds "
+                       "[0x100000-0x1fffff, 0x40000000-0x401fffff]"));
   EXPECT_EQ(Snapshot(), before);
 }
 
@@ -664,9 +679,13 @@ TEST_F(LauncherSessionsTest, MapStraddlingAWindowEdgeIsRefusedAndUpToTheEdgeIsNo
   // Spanning the gap between two windows.
   EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, 16 * kPage, kW2Base - 8 * kPage))),
               StatusIs(Code::kPermissionDenied, "is outside every window"));
-  // A length so large that iova + length wraps.
+  // A length so large that iova + length wraps: the argument checks come
+  // before the window check, and this length passes the end of the memory.
   EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, ~uint64_t{0} - kPage + 1, kW1Base))),
-              StatusIs(Code::kPermissionDenied, "is outside every window"));
+              StatusIs(Code::kInvalidArgument, "passes the end of memory"));
+  // A length inside the memory at an IOVA where it wraps.
+  EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, 2 * kPage, ~uint64_t{0} - kPage + 1))),
+              StatusIs(Code::kInvalidArgument, "overflows 64 bits"));
   EXPECT_EQ(Snapshot(), before);
   // Ending exactly at the window's end is inside.
   EXPECT_OK(StatusOf(Send(conn, MapReq(memory, 0, 2 * kPage, kW1Base + kW1Size - 2 * kPage))));
@@ -692,7 +711,41 @@ TEST_F(LauncherSessionsTest, MapRefusalsFromTheCoreNameTheFieldAndChangeNothing)
               StatusIs(Code::kNotFound, "memory_id: this session has no memory"));
   EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, kPage, kPage, kW1Base))),
               StatusIs(Code::kAlreadyExists, "overlaps mapping"));
+  // A bad argument is named even where the range is outside every window:
+  // the core checks the arguments first.
+  EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, 0, 0))),
+              StatusIs(Code::kInvalidArgument, "length: must be greater than 0"));
+  EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0x800, kPage, 0))),
+              StatusIs(Code::kInvalidArgument, "offset: must be a multiple"));
+  EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 2 * kPage, 4 * kPage, 0))),
+              StatusIs(Code::kInvalidArgument, "passes the end of memory"));
   EXPECT_EQ(Snapshot(), before);
+}
+
+// The token names windows as they were when it was issued; a window the
+// container has released since is closed to the session (invariant 2).
+TEST_F(LauncherSessionsTest, MapIntoAWindowReleasedSinceTheGrantIsPermissionDenied) {
+  const uint64_t conn = OpenSession();
+  const std::string memory = RegisterNew(conn, 4 * kPage);
+  ASSERT_OK(StatusOf(Send(conn, MapReq(memory, 0, kPage, kW2Base))));
+  EXPECT_EQ(Billed("acme"), kPage);
+  // The broker releases the second window: its mapping is revoked.
+  absl::StatusOr<size_t> revoked =
+      core_->SetWindows(kC1, {{kW1Base, kW1Base + kW1Size - 1}});
+  ASSERT_OK(revoked);
+  EXPECT_EQ(*revoked, 1u);
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(Send(conn, ListReq()).mapping_list().mappings_size(), 0);
+  EXPECT_THAT(*backend_->ListMappings(1), IsEmpty());
+  const std::string before = Snapshot();
+  EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, kPage, kW2Base))),
+              StatusIs(Code::kPermissionDenied,
+                       "is outside every window of the session [0x100000-0x1fffff, "
+                       "0x40000000-0x401fffff] that container c-0000000000000001 still holds "
+                       "[0x100000-0x1fffff]"));
+  EXPECT_EQ(Snapshot(), before);
+  // The window it still holds maps as before.
+  EXPECT_OK(StatusOf(Send(conn, MapReq(memory, 0, kPage, kW1Base))));
 }
 
 TEST_F(LauncherSessionsTest, MapPastTheTenantsPinBudgetIsResourceExhausted) {
@@ -812,20 +865,16 @@ TEST_F(LauncherSessionsTest, GetDevicesListsTheContainersDeviceAddresses) {
 // Invariant 7: a session is bound to a container of its tenant. If the agent
 // destroys that container and the same id comes back for another tenant (the
 // broker's Reconcile recreates a container "desired with another tenant"),
-// the old session must not reach the new tenant's container.
-//
-// DISABLED: product bug. LauncherSessions keeps only the container id and
-// never rechecks its tenant after OpenSession (agent/launcher_sessions.cc,
-// LauncherSessions::Map -> AgentCore::MapMemory with conn.container_id, and
-// the kGetDevices case -> AgentCore::ContainerDevices(conn.container_id)),
-// and AgentCore::MapMemory does not compare the container's tenant with the
-// session's. An acme launcher therefore maps into, and is handed the devices
-// of, globex's container.
-TEST_F(LauncherSessionsTest, DISABLED_SessionCannotReachContainerRecreatedForAnotherTenant) {
+// the old session must not reach the new tenant's container: the session is
+// bound to the container incarnation it was opened on and is dead.
+TEST_F(LauncherSessionsTest, SessionCannotReachContainerRecreatedForAnotherTenant) {
   const uint64_t conn = OpenSession(kC1, "acme");
   const std::string memory = RegisterNew(conn, 4 * kPage);
   ASSERT_OK(core_->DestroyContainer(kC1));
   ASSERT_OK(core_->CreateContainer(kC1, "globex", {"0000:00:04.0"}, 64 * kMiB));
+  // The new container holds the very windows the old token names, so no
+  // window check is what stops the map.
+  ASSERT_OK(core_->SetWindows(kC1, GrantedWindows()));
   // acme still has pin budget on this node (kC3), so quota is not what stops
   // the map.
   v1::ContainerBudget budget;
@@ -833,10 +882,20 @@ TEST_F(LauncherSessionsTest, DISABLED_SessionCannotReachContainerRecreatedForAno
   budget.set_pin_budget_bytes(64 * kMiB);
   core_->SetBudgets({budget});
   const std::string before = Snapshot();
+  constexpr char kDead[] =
+      "session: container c-0000000000000001 this session was opened on was destroyed";
   EXPECT_THAT(StatusOf(Send(conn, MapReq(memory, 0, kPage, kW1Base))),
-              StatusIs(Code::kPermissionDenied, "container_id"));
-  EXPECT_THAT(StatusOf(Send(conn, DevicesReq())), StatusIs(Code::kPermissionDenied, "container_id"));
+              StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(StatusOf(Send(conn, DevicesReq())), StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(StatusOf(Send(conn, UnmapReq(kW1Base, kPage))),
+              StatusIs(Code::kFailedPrecondition, kDead));
+  EXPECT_THAT(StatusOf(Register(conn, Memfd(kPage))),
+              StatusIs(Code::kFailedPrecondition, kDead));
   EXPECT_EQ(Snapshot(), before);
+  EXPECT_THAT(*backend_->ListMappings(4), IsEmpty());  // The new incarnation.
+  // globex's own launcher, with a token for the new container, is served.
+  const uint64_t theirs = OpenSession(kC1, "globex");
+  EXPECT_THAT(Send(theirs, DevicesReq()).devices().addresses(), ElementsAre("0000:00:04.0"));
 }
 
 // ------------------------------------------------------------- fd leaks

@@ -189,6 +189,13 @@ absl::Status Registration::HeartbeatOnce() {
   RETURN_IF_ERROR(Call(&v1::NodeRegistry::StubInterface::Heartbeat, request, &response));
   // Budgets the broker changed reach us here even if its push was lost.
   core_->SetBudgets({response.budgets().begin(), response.budgets().end()});
+  for (const v1::ContainerWindows& cw : response.windows()) {
+    std::vector<IovaRange> windows;
+    for (const v1::IovaRange& w : cw.windows()) windows.push_back({w.start(), w.last()});
+    // A container the broker knows but we do not yet hold is not an error
+    // here; the next registration reconciles it.
+    core_->SetWindows(cw.container_id(), std::move(windows)).IgnoreError();
+  }
   return absl::OkStatus();
 }
 

@@ -1,5 +1,9 @@
 #include "agent/sim_backend.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -455,6 +459,31 @@ absl::StatusOr<std::vector<BackendMapping>> SimBackend::ListMappings(
   std::vector<BackendMapping> out;
   out.reserve(c->mappings.size());
   for (const auto& [iova, m] : c->mappings) out.push_back(m);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
+SimBackend::DeviceFds(ContainerHandle handle) {
+  const std::string context = absl::StrCat("sim DEVICE_FDS container=", handle);
+  std::vector<std::string> devices;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kDeviceFds, context));
+    Container* c = FindLocked(handle);
+    if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+    devices = c->devices;
+  }
+  std::vector<std::pair<std::string, UniqueFd>> out;
+  for (const std::string& address : devices) {
+    const std::string name = absl::StrCat("sim-device-", address);
+    UniqueFd rw(memfd_create(name.c_str(), MFD_CLOEXEC));
+    if (!rw) return ErrnoStatus(errno, absl::StrCat(context, " memfd_create ", name));
+    // Reopen read-only through /proc so the launcher gets an O_RDONLY fd.
+    const std::string proc = absl::StrCat("/proc/self/fd/", rw.get());
+    UniqueFd ro(open(proc.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ro) return ErrnoStatus(errno, absl::StrCat(context, " open ", proc));
+    out.emplace_back(address, std::move(ro));
+  }
   return out;
 }
 

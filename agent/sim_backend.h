@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -78,6 +79,7 @@ enum class SimOp {
   kMap,
   kUnmap,
   kListMappings,
+  kDeviceFds,
 };
 
 class SimBackend final : public Backend {
@@ -110,6 +112,11 @@ class SimBackend final : public Backend {
   absl::StatusOr<uint64_t> Unmap(ContainerHandle handle, uint64_t iova,
                                  uint64_t size) override;
   absl::StatusOr<std::vector<BackendMapping>> ListMappings(
+      ContainerHandle handle) override;
+  // The sim has no device fds: each address comes with a fresh O_RDONLY
+  // memfd named "sim-device-<address>", so the launcher handoff path
+  // (SCM_RIGHTS, fd ownership) runs end to end. No ioctl works on it.
+  absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> DeviceFds(
       ContainerHandle handle) override;
 
  private:

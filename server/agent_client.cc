@@ -43,6 +43,14 @@ class GrpcAgentClient final : public AgentClient {
     return FromGrpcStatus(Stub(agent_address)->SetPinBudgets(&ctx, request, &out));
   }
 
+  absl::Status SetWindows(const std::string& agent_address,
+                          const v1::SetWindowsRequest& request) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+    v1::SetWindowsResponse out;
+    return FromGrpcStatus(Stub(agent_address)->SetWindows(&ctx, request, &out));
+  }
+
  private:
   v1::Agent::Stub* Stub(const std::string& address) {
     absl::MutexLock l(&mu_);

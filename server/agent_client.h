@@ -32,6 +32,10 @@ class AgentClient {
   // Tells the agent new pin budgets of some of its containers.
   virtual absl::Status SetPinBudgets(const std::string& agent_address,
                                      const v1::SetPinBudgetsRequest& request) = 0;
+
+  // Tells the agent a container's current windows.
+  virtual absl::Status SetWindows(const std::string& agent_address,
+                                  const v1::SetWindowsRequest& request) = 0;
 };
 
 // Calls agents over gRPC (plaintext), one cached channel per address, with

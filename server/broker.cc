@@ -975,6 +975,10 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: at most 3600, got ", req.ttl_seconds()));
   }
+  RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
+  // The agent must know the windows the token names before the launcher
+  // arrives with it.
+  RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
   auto n = nodes_.find(c->container.node());
@@ -1016,7 +1020,60 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
 
 // ------------------------------------------------------------ windows
 
+v1::ContainerWindows Broker::WindowsLocked(const ContainerEntry& c) const {
+  v1::ContainerWindows out;
+  out.set_container_id(c.container.id());
+  for (const IovaInterval& w : c.allocator.Windows()) {
+    v1::IovaRange* r = out.add_windows();
+    r->set_start(w.start);
+    r->set_last(w.last);
+  }
+  return out;
+}
+
+absl::Status Broker::PushWindows(const std::string& container_id, bool required) {
+  std::string address;
+  v1::SetWindowsRequest req;
+  {
+    absl::MutexLock l(&mu_);
+    auto c = containers_.find(container_id);
+    if (c == containers_.end()) return absl::OkStatus();
+    auto n = nodes_.find(c->second.container.node());
+    if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
+    address = n->second.node.agent_address();
+    *req.mutable_windows() = WindowsLocked(c->second);
+  }
+  absl::Status s = agents_->SetWindows(address, req);
+  if (!s.ok()) {
+    Log(absl::StrCat("event=windows_push_failed container=", container_id, " agent=", address,
+                     " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+    if (required) {
+      return absl::UnavailableError(absl::StrCat("container_id: the agent at ", address,
+                                                 " did not take the container's windows: ",
+                                                 s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out) {
+  absl::Status s = AllocateWindowInternal(req, out);
+  if (s.ok()) PushWindows(req.container_id(), /*required=*/false).IgnoreError();
+  return s;
+}
+
+absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
+                                   v1::ReleaseWindowResponse* out) {
+  std::string container_id;
+  absl::Status s = ReleaseWindowInternal(req, out, &container_id);
+  // The agent revokes what the window held; if it cannot be told now, its
+  // next heartbeat answer tells it.
+  if (s.ok() && !container_id.empty()) PushWindows(container_id, /*required=*/false).IgnoreError();
+  return s;
+}
+
+absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req,
+                                            v1::Window* out) {
   return Mutate<v1::AllocateWindowRequest, v1::Window>(
       "AllocateWindow", req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
@@ -1071,8 +1128,9 @@ absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Wi
       });
 }
 
-absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
-                                   v1::ReleaseWindowResponse* out) {
+absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
+                                           v1::ReleaseWindowResponse* out,
+                                           std::string* container_id) {
   return Mutate<v1::ReleaseWindowRequest, v1::ReleaseWindowResponse>(
       "ReleaseWindow", req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
         RETURN_IF_ERROR(ValidateObjectId("window_id", req.window_id(), "w-"));
@@ -1080,6 +1138,7 @@ absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
         if (w == windows_.end()) {
           return absl::NotFoundError(absl::StrCat("window_id: no window ", Quoted(req.window_id())));
         }
+        *container_id = w->second.container_id();
         ContainerEntry* c = &containers_.at(w->second.container_id());
         WindowAllocator staged = c->allocator;
         RETURN_IF_ERROR(staged.Release(w->second.base()));
@@ -1249,6 +1308,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     *d->mutable_devices() = c.container.devices();
     *d->mutable_geometry() = c.container.geometry();
     d->set_pin_budget_bytes(c.container.pin_budget_bytes());
+    *d->mutable_windows() = WindowsLocked(c).windows();
     if (!held.erase(id)) ++to_create;
   }
   Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
@@ -1279,6 +1339,7 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
     v1::ContainerBudget* b = out->add_budgets();
     b->set_container_id(id);
     b->set_pin_budget_bytes(c.container.pin_budget_bytes());
+    *out->add_windows() = WindowsLocked(c);
   }
   return absl::OkStatus();
 }

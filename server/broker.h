@@ -86,6 +86,9 @@ class Broker final {
 
   absl::Status AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out);
   absl::Status ReleaseWindow(const v1::ReleaseWindowRequest& req, v1::ReleaseWindowResponse* out);
+  absl::Status AllocateWindowInternal(const v1::AllocateWindowRequest& req, v1::Window* out);
+  absl::Status ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
+                                     v1::ReleaseWindowResponse* out, std::string* container_id);
   absl::Status ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out);
 
   absl::Status GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out);
@@ -156,6 +159,12 @@ class Broker final {
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
                                           v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
+  // The windows of a container as the agent wants them.
+  v1::ContainerWindows WindowsLocked(const ContainerEntry& c) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pushes a container's current windows to its (live) agent. Best effort
+  // unless `required`: heartbeat answers repeat them.
+  absl::Status PushWindows(const std::string& container_id, bool required) ABSL_LOCKS_EXCLUDED(mu_);
   // Pushes the current budgets of `tenant`'s containers to their (live)
   // agents, best effort: heartbeat answers repeat them anyway.
   void PushBudgets(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);

@@ -67,6 +67,15 @@ class FakeAgents final : public AgentClient {
     for (const auto& b : req.budgets()) pushed_[b.container_id()] = b.pin_budget_bytes();
     return absl::OkStatus();
   }
+  absl::Status SetWindows(const std::string& address, const v1::SetWindowsRequest& req) override {
+    absl::MutexLock l(&mu_);
+    windows_[req.windows().container_id()] = req.windows();
+    return absl::OkStatus();
+  }
+  v1::ContainerWindows windows(const std::string& id) {
+    absl::MutexLock l(&mu_);
+    return windows_[id];
+  }
   std::map<std::string, uint64_t> pushed() {
     absl::MutexLock l(&mu_);
     return pushed_;
@@ -93,6 +102,7 @@ class FakeAgents final : public AgentClient {
   std::map<std::string, std::set<std::string>> held_ ABSL_GUARDED_BY(mu_);
   absl::Status next_error_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> pushed_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::ContainerWindows> windows_ ABSL_GUARDED_BY(mu_);
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
   int destroys_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -250,10 +260,16 @@ TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
   ASSERT_EQ(usage.nodes_size(), 1);
   EXPECT_EQ(usage.nodes(0).node(), "n1");
 
+  // The agent was told both windows.
+  EXPECT_EQ(agents_.windows(c->id()).windows_size(), 2);
+
   v1::ReleaseWindowRequest rr;
   rr.set_window_id(w1->id());
   v1::ReleaseWindowResponse rresp;
   ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
+  // And that one is gone, so it can revoke what it held.
+  ASSERT_EQ(agents_.windows(c->id()).windows_size(), 1);
+  EXPECT_EQ(agents_.windows(c->id()).windows(0).start(), w2->base());
 
   v1::DeleteContainerRequest dr;
   dr.set_container_id(c->id());

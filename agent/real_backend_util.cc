@@ -1,0 +1,104 @@
+#include "agent/real_backend_util.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/errno_status.h"
+
+namespace iommu {
+namespace agent {
+
+absl::StatusOr<std::map<uint32_t, std::vector<std::string>>> ResolveGroups(
+    absl::string_view context, const std::vector<BackendDevice>& scanned,
+    const std::vector<std::string>& addresses,
+    const absl::flat_hash_map<std::string, ContainerHandle>& holder) {
+  if (addresses.empty()) return ErrnoStatus(EINVAL, context, "no devices");
+  absl::flat_hash_set<std::string> listed;
+  std::vector<const BackendDevice*> found;
+  for (const std::string& address : addresses) {
+    if (!listed.insert(address).second) {
+      return ErrnoStatus(EINVAL, context, absl::StrCat(address, " listed twice"));
+    }
+    auto it = std::find_if(scanned.begin(), scanned.end(),
+                           [&](const BackendDevice& d) { return d.address == address; });
+    if (it == scanned.end()) {
+      return ErrnoStatus(ENODEV, context,
+                         absl::StrCat("no device ", address, " on the --devices allowlist"));
+    }
+    found.push_back(&*it);
+  }
+  std::map<uint32_t, std::vector<std::string>> groups;
+  for (const BackendDevice* d : found) {
+    if (!d->assignable) {
+      return ErrnoStatus(EBUSY, context, absl::StrCat(d->address, " is not assignable: ",
+                                                      d->unassignable_reason));
+    }
+    if (auto held = holder.find(d->address); held != holder.end()) {
+      return ErrnoStatus(EBUSY, context, absl::StrCat(d->address, " is held by container ",
+                                                      held->second));
+    }
+    groups[d->iommu_group].push_back(d->address);
+  }
+  for (const BackendDevice& other : scanned) {
+    if (groups.count(other.iommu_group) && other.assignable &&
+        !listed.contains(other.address)) {
+      return ErrnoStatus(EINVAL, context,
+                         absl::StrCat("group ", other.iommu_group, " also holds ",
+                                      other.address, "; assign the whole group"));
+    }
+  }
+  return groups;
+}
+
+std::vector<IovaRange> TrimRanges(std::vector<IovaRange> ranges, uint64_t granule) {
+  std::vector<IovaRange> out;
+  for (const IovaRange& r : ranges) {
+    if (r.last < r.start) continue;
+    const uint64_t head = r.start % granule;
+    const uint64_t start = head == 0 ? r.start : r.start + (granule - head);
+    if (start < r.start) continue;  // Rounding up passed 2^64.
+    // The last byte of the last whole page: (last + 1) % granule == 0. For a
+    // range ending at 2^64 - 1, last + 1 wraps to 0, which is aligned.
+    const uint64_t tail = (r.last + 1) % granule;
+    if (tail > r.last) continue;  // Less than one page below r.last.
+    const uint64_t last = r.last - tail;
+    if (last < start) continue;
+    out.push_back(IovaRange{start, last});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const IovaRange& a, const IovaRange& b) { return a.start < b.start; });
+  return out;
+}
+
+uint64_t MappingTable::EraseRange(uint64_t iova, uint64_t size) {
+  if (size == 0) return 0;
+  const uint64_t last = iova + (size - 1);
+  uint64_t bytes = 0;
+  for (auto it = by_iova_.lower_bound(iova);
+       it != by_iova_.end() && it->first <= last;) {
+    if (it->first + (it->second.size - 1) <= last) {
+      bytes += it->second.size;
+      it = by_iova_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return bytes;
+}
+
+std::vector<BackendMapping> MappingTable::List() const {
+  std::vector<BackendMapping> out;
+  out.reserve(by_iova_.size());
+  for (const auto& [iova, m] : by_iova_) out.push_back(m);
+  return out;
+}
+
+std::string DeviceListText(const std::vector<std::string>& addresses) {
+  return absl::StrCat("[", absl::StrJoin(addresses, ","), "]");
+}
+
+}  // namespace agent
+}  // namespace iommu

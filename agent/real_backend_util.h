@@ -1,0 +1,58 @@
+// Helpers shared by the real backends (VfioType1Backend, IommufdBackend):
+// the CreateContainer device checks, usable-range trimming, and the table of
+// mappings each address space keeps (neither kernel API can list them).
+// Pure logic, no I/O. Thread-compatible (MappingTable is guarded by its
+// owner's lock).
+#ifndef AGENT_REAL_BACKEND_UTIL_H_
+#define AGENT_REAL_BACKEND_UTIL_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "agent/backend.h"
+
+namespace iommu {
+namespace agent {
+
+// Checks a CreateContainer request against the scanned devices and the
+// devices already held, with the rules of backend.h (errors built by
+// ErrnoStatus with `context`): empty or duplicated list, partial group ->
+// EINVAL; unknown -> ENODEV; not assignable or held -> EBUSY. Returns the
+// IOMMU groups touched, each with its listed addresses, by group number.
+absl::StatusOr<std::map<uint32_t, std::vector<std::string>>> ResolveGroups(
+    absl::string_view context, const std::vector<BackendDevice>& scanned,
+    const std::vector<std::string>& addresses,
+    const absl::flat_hash_map<std::string, ContainerHandle>& holder);
+
+// Cuts each inclusive range to whole `granule`-sized pages (start rounded
+// up, end rounded down), dropping ranges left empty, and sorts them.
+std::vector<IovaRange> TrimRanges(std::vector<IovaRange> ranges,
+                                  uint64_t granule);
+
+// The mappings of one address space, by IOVA.
+class MappingTable final {
+ public:
+  void Add(const BackendMapping& m) { by_iova_[m.iova] = m; }
+  // Forgets the mappings wholly inside [iova, iova + size); returns their
+  // total size.
+  uint64_t EraseRange(uint64_t iova, uint64_t size);
+  std::vector<BackendMapping> List() const;
+  bool empty() const { return by_iova_.empty(); }
+
+ private:
+  std::map<uint64_t, BackendMapping> by_iova_;
+};
+
+// "[a,b,c]".
+std::string DeviceListText(const std::vector<std::string>& addresses);
+
+}  // namespace agent
+}  // namespace iommu
+
+#endif  // AGENT_REAL_BACKEND_UTIL_H_
