@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -87,6 +88,20 @@ uint64_t MappingTable::EraseRange(uint64_t iova, uint64_t size) {
     }
   }
   return bytes;
+}
+
+const BackendMapping* MappingTable::FindCut(uint64_t iova, uint64_t size) const {
+  if (size == 0) return nullptr;
+  const uint64_t last = iova + (size - 1);
+  auto it = by_iova_.lower_bound(iova);
+  if (it != by_iova_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->first + (prev->second.size - 1) >= iova) return &prev->second;
+  }
+  for (; it != by_iova_.end() && it->first <= last; ++it) {
+    if (it->first + (it->second.size - 1) > last) return &it->second;
+  }
+  return nullptr;
 }
 
 std::vector<BackendMapping> MappingTable::List() const {

@@ -43,6 +43,9 @@ class MappingTable final {
   // total size.
   uint64_t EraseRange(uint64_t iova, uint64_t size);
   std::vector<BackendMapping> List() const;
+  // A mapping that overlaps [iova, iova + size) without lying wholly inside
+  // it (one an unmap of that range would cut), or nullptr.
+  const BackendMapping* FindCut(uint64_t iova, uint64_t size) const;
   bool empty() const { return by_iova_.empty(); }
 
  private:

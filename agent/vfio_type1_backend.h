@@ -48,6 +48,14 @@
 namespace iommu {
 namespace agent {
 
+// The Geometry a container reports, from its VFIO_IOMMU_GET_INFO: usable =
+// the CAP_IOVA_RANGE ranges cut to whole smallest pages; page sizes =
+// iova_pgsizes; max_mappings = DMA_AVAIL (0 when the kernel has no such cap).
+// FAILED_PRECONDITION when the kernel reports no page sizes or no
+// CAP_IOVA_RANGE (kernels before 5.4), since guessing the reserved ranges
+// (e.g. the MSI window) would be unsafe.
+absl::StatusOr<Geometry> Type1Geometry(const Type1Info& info);
+
 class VfioType1Backend final : public Backend {
  public:
   // Checks the host once: /dev/vfio/vfio opens, VFIO_GET_API_VERSION is
@@ -85,11 +93,14 @@ class VfioType1Backend final : public Backend {
   struct Container {
     std::vector<std::string> addresses;
     std::vector<GroupClaim> claims;
+    Geometry geometry;
+    // The fds are set before the container is published and only reset by
+    // DestroyContainer, under `mu`, after which `destroyed` is true.
+    absl::Mutex mu;
     ContainerFd container;
     std::vector<GroupFd> groups;
     std::vector<DeviceFd> devices;
-    Geometry geometry;
-    absl::Mutex mu;
+    bool destroyed ABSL_GUARDED_BY(mu) = false;
     MappingTable mappings ABSL_GUARDED_BY(mu);
   };
 

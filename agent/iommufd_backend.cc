@@ -1,0 +1,252 @@
+#include "agent/iommufd_backend.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/memory/memory.h"
+#include "absl/strings/str_cat.h"
+#include "agent/errno_status.h"
+#include "agent/kernel_uapi.h"
+#include "agent/log.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+std::string NoContainer(ContainerHandle h) {
+  return absl::StrCat("no container with handle ", h);
+}
+
+}  // namespace
+
+absl::StatusOr<Geometry> IoasGeometry(const IoasRanges& ranges,
+                                      uint64_t host_page_size) {
+  const uint64_t granule = std::max<uint64_t>(ranges.iova_alignment, host_page_size);
+  if (!IsPowerOfTwo(granule)) {
+    return absl::InternalError(absl::StrCat(
+        "IOMMU_IOAS_IOVA_RANGES: alignment ", Hex(ranges.iova_alignment),
+        " / host page size ", Hex(host_page_size), " is not a power of two"));
+  }
+  Geometry g;
+  g.page_size_bitmap = granule;
+  g.usable = TrimRanges(ranges.ranges, granule);
+  g.max_mappings = 0;
+  if (g.usable.empty()) {
+    return absl::InternalError("IOMMU_IOAS_IOVA_RANGES: no usable IOVA range");
+  }
+  return g;
+}
+
+absl::StatusOr<std::unique_ptr<IommufdBackend>> IommufdBackend::Create(
+    KernelOps* ops, SysfsDevices* sysfs, uint64_t host_page_size) {
+  ASSIGN_OR_RETURN(IommufdFd probe, IommufdFd::Open(ops));
+  if (!IsPowerOfTwo(host_page_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("host page size ", host_page_size, " is not a power of two"));
+  }
+  return absl::WrapUnique(new IommufdBackend(ops, sysfs, host_page_size));
+}
+
+std::shared_ptr<IommufdBackend::Container> IommufdBackend::Find(
+    ContainerHandle handle) {
+  absl::MutexLock lock(&mu_);
+  auto it = containers_.find(handle);
+  return it == containers_.end() ? nullptr : it->second;
+}
+
+void IommufdBackend::ReleaseClaims(const std::vector<GroupClaim>& claims) {
+  for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
+    if (absl::Status s = sysfs_->ReleaseGroup(*it); !s.ok()) {
+      LogEvent(LogLevel::kWarning, "group_release_failed",
+               {{"group", absl::StrCat(it->group)}, {"error", s.message()}});
+    }
+  }
+}
+
+absl::StatusOr<std::vector<BackendDevice>> IommufdBackend::ListDevices() {
+  return sysfs_->Scan();
+}
+
+absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
+    const std::vector<std::string>& addresses) {
+  const std::string context =
+      absl::StrCat("iommufd CREATE_CONTAINER devices=", DeviceListText(addresses));
+  absl::MutexLock create_lock(&create_mu_);
+  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
+  std::map<uint32_t, std::vector<std::string>> groups;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
+  }
+
+  auto c = std::make_shared<Container>();
+  c->addresses = addresses;
+  struct ClaimGuard {
+    IommufdBackend* self;
+    std::vector<GroupClaim>* claims;
+    bool armed = true;
+    ~ClaimGuard() {
+      if (armed) self->ReleaseClaims(*claims);
+    }
+  };
+  std::vector<GroupClaim> claims;
+  {
+    // Any early return closes the device fds (unbinding them), then the
+    // iommufd (freeing the IOAS), then gives claimed groups back.
+    ClaimGuard guard{this, &claims};
+    IommufdFd iommufd;
+    std::vector<DeviceFd> devices;
+    if (sysfs_->managed()) {
+      for (const auto& [group, unused] : groups) {
+        ASSIGN_OR_RETURN(GroupClaim claim, sysfs_->ClaimGroup(group));
+        claims.push_back(std::move(claim));
+      }
+    }
+    ASSIGN_OR_RETURN(iommufd, IommufdFd::Open(ops_));
+    ASSIGN_OR_RETURN(const uint32_t ioas_id, iommufd.IoasAlloc());
+    for (const std::string& address : addresses) {
+      ASSIGN_OR_RETURN(const std::string path, sysfs_->VfioCdevPath(address));
+      ASSIGN_OR_RETURN(DeviceFd device, DeviceFd::OpenCdev(ops_, path, address));
+      RETURN_IF_ERROR(device.BindIommufd(iommufd).status());
+      RETURN_IF_ERROR(device.AttachIommufdPt(ioas_id).status());
+      devices.push_back(std::move(device));
+    }
+    // Ranges narrow as devices attach: read them after the last attach.
+    ASSIGN_OR_RETURN(const IoasRanges ranges, iommufd.IoasIovaRanges(ioas_id));
+    ASSIGN_OR_RETURN(c->geometry, IoasGeometry(ranges, host_page_size_));
+    guard.armed = false;
+    c->ioas_id = ioas_id;
+    c->iommufd = std::move(iommufd);
+    c->devices = std::move(devices);
+    c->claims = std::move(claims);
+  }
+
+  absl::MutexLock lock(&mu_);
+  const ContainerHandle handle = next_handle_++;
+  for (const std::string& address : addresses) holder_[address] = handle;
+  containers_[handle] = std::move(c);
+  return handle;
+}
+
+absl::StatusOr<Geometry> IommufdBackend::GetGeometry(ContainerHandle handle) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT, absl::StrCat("iommufd GET_GEOMETRY container=", handle),
+                       NoContainer(handle));
+  }
+  return c->geometry;
+}
+
+absl::Status IommufdBackend::DestroyContainer(ContainerHandle handle) {
+  const std::string context = absl::StrCat("iommufd DESTROY container=", handle);
+  absl::MutexLock create_lock(&create_mu_);
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  {
+    absl::MutexLock lock(&c->mu);
+    // Detach explicitly rather than rely on close: a launcher's dup of a
+    // device fd would keep the device attached past our close.
+    size_t detached = 0;
+    absl::Status failed;
+    for (; detached < c->devices.size(); ++detached) {
+      failed = c->devices[detached].DetachIommufdPt();
+      if (!failed.ok()) break;
+    }
+    if (failed.ok()) failed = c->iommufd.Destroy(c->ioas_id);
+    if (!failed.ok()) {
+      // Put the devices back where they were.
+      for (size_t i = 0; i < detached; ++i) {
+        if (absl::Status s = c->devices[i].AttachIommufdPt(c->ioas_id).status(); !s.ok()) {
+          LogEvent(LogLevel::kError, "reattach_failed",
+                   {{"container", absl::StrCat(handle)},
+                    {"device", c->devices[i].address()},
+                    {"error", s.message()}});
+        }
+      }
+      return failed;
+    }
+    c->destroyed = true;
+    c->mappings = MappingTable();
+    {
+      absl::MutexLock table_lock(&mu_);
+      containers_.erase(handle);
+      for (const std::string& address : c->addresses) holder_.erase(address);
+    }
+    c->devices.clear();
+    c->iommufd.Reset();
+  }
+  ReleaseClaims(c->claims);
+  return absl::OkStatus();
+}
+
+absl::Status IommufdBackend::Map(ContainerHandle handle, uint64_t iova,
+                                 uint64_t vaddr, uint64_t size, bool readable,
+                                 bool writable) {
+  std::shared_ptr<Container> c = Find(handle);
+  const std::string context = absl::StrCat("iommufd IOAS_MAP container=", handle,
+                                           " iova=", Hex(iova), " size=", Hex(size));
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  const uint32_t flags = uapi::kIommuIoasMapFixedIova |
+                         (readable ? uapi::kIommuIoasMapReadable : 0) |
+                         (writable ? uapi::kIommuIoasMapWriteable : 0);
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(c->iommufd.IoasMap(c->ioas_id, iova, vaddr, size, flags));
+  c->mappings.Add(BackendMapping{iova, size, vaddr, readable, writable});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> IommufdBackend::Unmap(ContainerHandle handle,
+                                               uint64_t iova, uint64_t size) {
+  const std::string context = absl::StrCat("iommufd IOAS_UNMAP container=", handle,
+                                           " iova=", Hex(iova), " size=", Hex(size));
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  // size 0 would mean "nothing" to us but the kernel reads iova=0 length=0
+  // literally; refuse it here with the backend.h rule.
+  if (size == 0) return ErrnoStatus(EINVAL, context, "size is 0");
+  // iommufd reports cutting a mapping as ENOENT, like an empty range;
+  // backend.h promises EINVAL for it, so check our table first.
+  if (const BackendMapping* cut = c->mappings.FindCut(iova, size)) {
+    return ErrnoStatus(EINVAL, context,
+                       absl::StrCat("cuts mapping ", Hex(cut->iova), "-",
+                                    Hex(cut->iova + cut->size - 1),
+                                    "; unmap whole mappings"));
+  }
+  ASSIGN_OR_RETURN(const uint64_t bytes, c->iommufd.IoasUnmap(c->ioas_id, iova, size));
+  c->mappings.EraseRange(iova, size);
+  return bytes;
+}
+
+absl::StatusOr<std::vector<BackendMapping>> IommufdBackend::ListMappings(
+    ContainerHandle handle) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT, absl::StrCat("iommufd LIST_MAPPINGS container=", handle),
+                       NoContainer(handle));
+  }
+  absl::MutexLock lock(&c->mu);
+  return c->mappings.List();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
+IommufdBackend::DeviceFds(ContainerHandle handle) {
+  const std::string context = absl::StrCat("iommufd DEVICE_FDS container=", handle);
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  std::vector<std::pair<std::string, UniqueFd>> out;
+  for (const DeviceFd& d : c->devices) {
+    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(absl::StrCat("device ", d.address())));
+    out.emplace_back(d.address(), std::move(fd));
+  }
+  return out;
+}
+
+}  // namespace agent
+}  // namespace iommu

@@ -1,0 +1,291 @@
+#include "agent/vfio_type1_backend.h"
+
+#include <cerrno>
+
+#include "absl/memory/memory.h"
+#include "absl/strings/str_cat.h"
+#include "agent/errno_status.h"
+#include "agent/kernel_uapi.h"
+#include "agent/log.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+
+namespace iommu {
+namespace agent {
+namespace {
+
+std::string NoContainer(ContainerHandle h) {
+  return absl::StrCat("no container with handle ", h);
+}
+
+}  // namespace
+
+absl::StatusOr<Geometry> Type1Geometry(const Type1Info& info) {
+  if ((info.flags & uapi::kVfioIommuInfoPgsizes) == 0 || info.iova_pgsizes == 0) {
+    return absl::FailedPreconditionError(
+        "VFIO_IOMMU_GET_INFO: the kernel reports no IOMMU page sizes");
+  }
+  if (!info.has_iova_ranges) {
+    return absl::FailedPreconditionError(
+        "VFIO_IOMMU_GET_INFO: the kernel reports no CAP_IOVA_RANGE (Linux < 5.4?); "
+        "refusing to guess the reserved IOVA ranges");
+  }
+  Geometry g;
+  g.page_size_bitmap = info.iova_pgsizes;
+  g.usable = TrimRanges(info.iova_ranges, MinPageSize(info.iova_pgsizes));
+  g.max_mappings = info.has_dma_avail ? info.dma_avail : 0;
+  return g;
+}
+
+absl::StatusOr<std::unique_ptr<VfioType1Backend>> VfioType1Backend::Create(
+    KernelOps* ops, SysfsDevices* sysfs) {
+  ASSIGN_OR_RETURN(ContainerFd probe, ContainerFd::Open(ops));
+  ASSIGN_OR_RETURN(const int version, probe.GetApiVersion());
+  if (version != uapi::kVfioApiVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VFIO_GET_API_VERSION: kernel reports ", version, ", this agent speaks ",
+        uapi::kVfioApiVersion));
+  }
+  ASSIGN_OR_RETURN(const bool v2, probe.CheckExtension(uapi::kVfioType1v2Iommu));
+  if (!v2) {
+    return absl::FailedPreconditionError(
+        "VFIO_CHECK_EXTENSION: the kernel has no VFIO_TYPE1v2_IOMMU (is "
+        "vfio_iommu_type1 loaded?)");
+  }
+  return absl::WrapUnique(new VfioType1Backend(ops, sysfs));
+}
+
+VfioType1Backend::~VfioType1Backend() {
+  // Containers still open are torn down by their owners' destructors (device
+  // fds, groups, container: the kernel unmaps and unpins on the last close).
+  // Claimed groups stay on vfio-pci: giving them back while a launcher may
+  // still hold a device fd would block in the kernel.
+}
+
+std::shared_ptr<VfioType1Backend::Container> VfioType1Backend::Find(
+    ContainerHandle handle) {
+  absl::MutexLock lock(&mu_);
+  auto it = containers_.find(handle);
+  return it == containers_.end() ? nullptr : it->second;
+}
+
+void VfioType1Backend::ReleaseClaims(const std::vector<GroupClaim>& claims) {
+  for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
+    if (absl::Status s = sysfs_->ReleaseGroup(*it); !s.ok()) {
+      LogEvent(LogLevel::kWarning, "group_release_failed",
+               {{"group", absl::StrCat(it->group)}, {"error", s.message()}});
+    }
+  }
+}
+
+absl::StatusOr<std::vector<BackendDevice>> VfioType1Backend::ListDevices() {
+  return sysfs_->Scan();
+}
+
+absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
+    const std::vector<std::string>& addresses) {
+  const std::string context =
+      absl::StrCat("vfio-type1 CREATE_CONTAINER devices=", DeviceListText(addresses));
+  absl::MutexLock create_lock(&create_mu_);
+  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
+  std::map<uint32_t, std::vector<std::string>> groups;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
+  }
+
+  auto c = std::make_shared<Container>();
+  c->addresses = addresses;
+  // From here, any early return closes what was opened (the owners'
+  // destructors, devices first) and gives claimed groups back.
+  struct ClaimGuard {
+    VfioType1Backend* self;
+    std::vector<GroupClaim>* claims;
+    bool armed = true;
+    ~ClaimGuard() {
+      if (armed) self->ReleaseClaims(*claims);
+    }
+  };
+  std::vector<GroupClaim> claims;
+  absl::Status result;
+  {
+    ClaimGuard guard{this, &claims};
+    ContainerFd container;
+    std::vector<GroupFd> group_fds;
+    std::vector<DeviceFd> devices;
+    if (sysfs_->managed()) {
+      for (const auto& [group, unused] : groups) {
+        ASSIGN_OR_RETURN(GroupClaim claim, sysfs_->ClaimGroup(group));
+        claims.push_back(std::move(claim));
+      }
+    }
+    ASSIGN_OR_RETURN(container, ContainerFd::Open(ops_));
+    for (const auto& [group, unused] : groups) {
+      ASSIGN_OR_RETURN(GroupFd g, GroupFd::Open(ops_, group));
+      ASSIGN_OR_RETURN(const uint32_t flags, g.GetStatus());
+      if ((flags & uapi::kVfioGroupFlagsViable) == 0) {
+        return ErrnoStatus(EBUSY, context,
+                           absl::StrCat("VFIO_GROUP_GET_STATUS group=", group,
+                                        ": not viable (a member is bound to a "
+                                        "host driver)"));
+      }
+      if ((flags & uapi::kVfioGroupFlagsContainerSet) != 0) {
+        return ErrnoStatus(EBUSY, context,
+                           absl::StrCat("VFIO_GROUP_GET_STATUS group=", group,
+                                        ": already set on another container"));
+      }
+      RETURN_IF_ERROR(g.SetContainer(container));
+      group_fds.push_back(std::move(g));
+    }
+    RETURN_IF_ERROR(container.SetIommu(uapi::kVfioType1v2Iommu));
+    ASSIGN_OR_RETURN(const Type1Info info, container.GetIommuInfo());
+    ASSIGN_OR_RETURN(c->geometry, Type1Geometry(info));
+    for (const std::string& address : addresses) {
+      const BackendDevice* d = nullptr;
+      for (const BackendDevice& s : scanned) {
+        if (s.address == address) d = &s;
+      }
+      for (const GroupFd& g : group_fds) {
+        if (g.group() != d->iommu_group) continue;
+        ASSIGN_OR_RETURN(DeviceFd fd, g.GetDeviceFd(address));
+        devices.push_back(std::move(fd));
+      }
+    }
+    guard.armed = false;
+    c->container = std::move(container);
+    c->groups = std::move(group_fds);
+    c->devices = std::move(devices);
+    c->claims = std::move(claims);
+  }
+
+  absl::MutexLock lock(&mu_);
+  const ContainerHandle handle = next_handle_++;
+  for (const std::string& address : addresses) holder_[address] = handle;
+  containers_[handle] = std::move(c);
+  return handle;
+}
+
+absl::StatusOr<Geometry> VfioType1Backend::GetGeometry(ContainerHandle handle) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 GET_GEOMETRY container=", handle),
+                       NoContainer(handle));
+  }
+  return c->geometry;
+}
+
+absl::Status VfioType1Backend::DestroyContainer(ContainerHandle handle) {
+  const std::string context = absl::StrCat("vfio-type1 DESTROY container=", handle);
+  absl::MutexLock create_lock(&create_mu_);
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  {
+    absl::MutexLock lock(&c->mu);
+    // Unmap everything first: this unpins every page even if a launcher
+    // keeps a device fd (and with it the container) open.
+    absl::StatusOr<uint64_t> all = c->container.UnmapDma(0, 0, uapi::kVfioDmaUnmapFlagAll);
+    if (all.ok()) {
+      c->mappings = MappingTable();
+    } else {
+      // Kernels before 5.13 have no FLAG_ALL: unmap what we know we mapped.
+      for (const BackendMapping& m : c->mappings.List()) {
+        absl::StatusOr<uint64_t> one = c->container.UnmapDma(m.iova, m.size, 0);
+        if (!one.ok()) return one.status();  // The rest is left as it was.
+        c->mappings.EraseRange(m.iova, m.size);
+      }
+    }
+    c->destroyed = true;
+    {
+      absl::MutexLock table_lock(&mu_);
+      containers_.erase(handle);
+      for (const std::string& address : c->addresses) holder_.erase(address);
+    }
+    c->devices.clear();
+    for (const GroupFd& g : c->groups) {
+      if (absl::Status s = g.UnsetContainer(); !s.ok()) {
+        LogEvent(LogLevel::kWarning, "group_unset_failed",
+                 {{"container", absl::StrCat(handle)},
+                  {"group", absl::StrCat(g.group())},
+                  {"error", s.message()},
+                  {"note", "a launcher still holds a device fd; the group stays on "
+                           "the emptied container until it closes it"}});
+      }
+    }
+    c->groups.clear();
+    c->container.Reset();
+  }
+  ReleaseClaims(c->claims);
+  return absl::OkStatus();
+}
+
+absl::Status VfioType1Backend::Map(ContainerHandle handle, uint64_t iova,
+                                   uint64_t vaddr, uint64_t size, bool readable,
+                                   bool writable) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT,
+                       absl::StrCat("vfio-type1 MAP_DMA container=", handle, " iova=",
+                                    Hex(iova), " size=", Hex(size)),
+                       NoContainer(handle));
+  }
+  const uint32_t flags = (readable ? uapi::kVfioDmaMapFlagRead : 0) |
+                         (writable ? uapi::kVfioDmaMapFlagWrite : 0);
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) {
+    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 MAP_DMA container=", handle),
+                       NoContainer(handle));
+  }
+  RETURN_IF_ERROR(c->container.MapDma(iova, vaddr, size, flags));
+  c->mappings.Add(BackendMapping{iova, size, vaddr, readable, writable});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> VfioType1Backend::Unmap(ContainerHandle handle,
+                                                 uint64_t iova, uint64_t size) {
+  const std::string context = absl::StrCat("vfio-type1 UNMAP_DMA container=", handle,
+                                           " iova=", Hex(iova), " size=", Hex(size));
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(const uint64_t bytes, c->container.UnmapDma(iova, size, 0));
+  if (bytes == 0) {
+    return ErrnoStatus(ENOENT, context, "nothing mapped in that range");
+  }
+  c->mappings.EraseRange(iova, size);
+  return bytes;
+}
+
+absl::StatusOr<std::vector<BackendMapping>> VfioType1Backend::ListMappings(
+    ContainerHandle handle) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 LIST_MAPPINGS container=", handle),
+                       NoContainer(handle));
+  }
+  absl::MutexLock lock(&c->mu);
+  return c->mappings.List();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
+VfioType1Backend::DeviceFds(ContainerHandle handle) {
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) {
+    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 DEVICE_FDS container=", handle),
+                       NoContainer(handle));
+  }
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) {
+    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 DEVICE_FDS container=", handle),
+                       NoContainer(handle));
+  }
+  std::vector<std::pair<std::string, UniqueFd>> out;
+  for (const DeviceFd& d : c->devices) {
+    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(absl::StrCat("device ", d.address())));
+    out.emplace_back(d.address(), std::move(fd));
+  }
+  return out;
+}
+
+}  // namespace agent
+}  // namespace iommu
