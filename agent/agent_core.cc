@@ -435,6 +435,13 @@ absl::StatusOr<std::vector<std::string>> AgentCore::SessionDevices(const std::st
   return containers_.at(session->container_id).devices;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> AgentCore::SessionDeviceFds(
+    const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  return backend_->DeviceFds(session->handle);
+}
+
 absl::StatusOr<std::vector<std::string>> AgentCore::ContainerDevices(absl::string_view id) {
   absl::MutexLock lock(&mu_);
   auto it = containers_.find(id);

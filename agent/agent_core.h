@@ -202,6 +202,10 @@ class AgentCore final {
   // The devices of the session's container (FAILED_PRECONDITION when the
   // session is dead, NOT_FOUND when unknown).
   absl::StatusOr<std::vector<std::string>> SessionDevices(const std::string& session_id);
+  // The session's device fds from the backend (dups the caller owns), one
+  // per device in container order. Never the iommufd/container/group fds.
+  absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> SessionDeviceFds(
+      const std::string& session_id);
   // The devices of a held container, or NOT_FOUND.
   absl::StatusOr<std::vector<std::string>> ContainerDevices(absl::string_view id);
 

@@ -64,6 +64,7 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
   absl::MutexLock l(&mu_);
   auto it = conns_.find(conn_id);
   absl::Status s;
+  if (it != conns_.end()) it->second.sent_fds.clear();  // The last answer went out.
   if (it == conns_.end()) {
     s = absl::InternalError("connection unknown to the session table");
   } else if (req.op_case() != v1::LauncherRequest::kRegisterMemory && !fds.empty()) {
@@ -107,13 +108,20 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
         break;
       }
       case v1::LauncherRequest::kGetDevices: {
-        absl::StatusOr<std::vector<std::string>> devices =
-            core_->SessionDevices(conn.session_id);
+        // Device fds only: the iommufd / container / group fds never leave
+        // the agent (DESIGN.md, "Launchers never hold the IOMMU side").
+        absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> devices =
+            core_->SessionDeviceFds(conn.session_id);
         s = devices.status();
         if (s.ok()) {
-          // The simulated backend has no device fds to hand out; the real
-          // backends attach one per address.
-          for (const std::string& d : *devices) response->mutable_devices()->add_addresses(d);
+          for (auto& [address, fd] : *devices) {
+            response->mutable_devices()->add_addresses(address);
+            out_fds->push_back(fd.get());
+            conn.sent_fds.push_back(std::move(fd));
+          }
+          LogEvent(LogLevel::kInfo, "device_fds_sent",
+                   {{"session", conn.session_id}, {"container", conn.container_id},
+                    {"devices", out_fds->size()}, {"pid", conn.peer.pid}});
         }
         break;
       }
@@ -122,8 +130,8 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
         break;
     }
   }
-  (void)out_fds;
   if (!s.ok()) {
+    out_fds->clear();
     response->clear_result();
     response->set_code(static_cast<int32_t>(s.code()));
     response->set_message(std::string(s.message()));

@@ -65,6 +65,9 @@ class LauncherSessions final : public LauncherHandler {
     std::string tenant_id;
     size_t memory_objects = 0;
     uint64_t memory_bytes = 0;
+    // Device fds of the last GetDevices answer: they must stay open until
+    // the server has sent it, which happens before the next request.
+    std::vector<UniqueFd> sent_fds;
   };
 
   absl::Status Open(Conn& conn, const v1::LauncherRequest::OpenSession& req,

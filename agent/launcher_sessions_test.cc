@@ -215,12 +215,28 @@ class LauncherSessionsTest : public ::testing::Test {
     return g;
   }
 
+  std::vector<int> last_out_fds_;  // Owned by the sessions until the next request.
+
   v1::LauncherResponse Send(uint64_t conn, const v1::LauncherRequest& req,
                             std::vector<UniqueFd> fds = {}) {
     v1::LauncherResponse response;
     std::vector<int> out_fds;
     sessions_->OnRequest(conn, req, std::move(fds), &response, &out_fds);
-    EXPECT_THAT(out_fds, IsEmpty());  // The sim has no device fds.
+    // Only GetDevices hands out fds: one per device address, each the sim's
+    // stand-in memfd for that device.
+    if (req.op_case() == v1::LauncherRequest::kGetDevices && response.code() == 0) {
+      EXPECT_EQ(out_fds.size(), static_cast<size_t>(response.devices().addresses_size()));
+      for (size_t i = 0; i < out_fds.size(); ++i) {
+        char link[256] = {};
+        const std::string path = "/proc/self/fd/" + std::to_string(out_fds[i]);
+        ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
+        EXPECT_GT(n, 0);
+        EXPECT_THAT(std::string(link), HasSubstr("sim-device-" + response.devices().addresses(i)));
+      }
+    } else {
+      EXPECT_THAT(out_fds, IsEmpty());
+    }
+    last_out_fds_ = out_fds;
     if (response.code() != 0) {
       EXPECT_EQ(response.result_case(), v1::LauncherResponse::RESULT_NOT_SET)
           << "a refusal carries no result";

@@ -1,6 +1,7 @@
 // iommu-agent: the node agent binary. Only flags and wiring; every piece of
 // logic lives in the libraries of this package.
 #include <grp.h>
+#include <unistd.h>
 #include <signal.h>
 #include <pthread.h>
 
@@ -25,7 +26,11 @@
 #include "agent/launcher_sessions.h"
 #include "agent/log.h"
 #include "agent/registration.h"
+#include "agent/iommufd_backend.h"
+#include "agent/linux_kernel_ops.h"
 #include "agent/sim_backend.h"
+#include "agent/sysfs_devices.h"
+#include "agent/vfio_type1_backend.h"
 #include "agent/startup.h"
 #include "agent/version.h"
 #include "common/validation.h"
@@ -69,6 +74,14 @@ ABSL_FLAG(std::string, launcher_allowed_uids, "",
           "Empty: any uid the socket's permissions let in.");
 ABSL_FLAG(uint32_t, max_launcher_connections, 64,
           "Launcher connections (and so sessions) held at once.");
+ABSL_FLAG(std::string, devices, "",
+          "Real backends: the PCI devices this agent may manage, as addresses "
+          "(0000:00:04.0), vendor:device (1234:11e8) or vendor:* entries, comma-separated. "
+          "Devices not listed are never touched. Required with --backend=iommufd|vfio|auto.");
+ABSL_FLAG(bool, manage_drivers, false,
+          "Real backends: bind managed devices to vfio-pci (driver_override) when a container "
+          "takes them and give them back to their old driver when it is destroyed. Without it, "
+          "only devices already bound to vfio-pci are assignable.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written there once serving.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -136,28 +149,65 @@ int Main(int argc, char** argv) {
       ChooseBackend(absl::GetFlag(FLAGS_backend), ProbeHostIommu());
   if (!kind.ok()) return Fail("backend_refused", kind.status());
 
-  // Only "sim" gets here until the real backends land.
-  absl::StatusOr<std::vector<SimDeviceSpec>> specs =
-      ParseSimDevices(absl::GetFlag(FLAGS_sim_devices));
-  if (!specs.ok()) return Fail("bad_flag", specs.status());
-  if (const std::string path = absl::GetFlag(FLAGS_sim_config); !path.empty()) {
-    absl::StatusOr<std::vector<SimDeviceSpec>> more = ReadSimConfigFile(path);
-    if (!more.ok()) return Fail("bad_flag", more.status());
-    specs->insert(specs->end(), more->begin(), more->end());
-  }
-  Geometry geometry = DefaultX86Geometry();
-  geometry.max_mappings = absl::GetFlag(FLAGS_sim_max_mappings);
-  const size_t device_count = specs->size();
-  absl::StatusOr<std::unique_ptr<SimBackend>> backend =
-      SimBackend::Create(*std::move(specs), geometry);
-  if (!backend.ok()) return Fail("bad_flag", backend.status());
-  std::fputs(SimBanner().c_str(), stderr);
-  if (device_count == 0) {
-    LogEvent(LogLevel::kWarning, "sim_no_devices",
-             {{"hint", "pass --sim_devices or --sim_config"}});
+  std::unique_ptr<SysfsDevices> sysfs;  // Outlives the backend.
+  std::unique_ptr<Backend> backend;
+  const bool simulated = *kind == "sim";
+  size_t device_count = 0;
+  if (simulated) {
+    absl::StatusOr<std::vector<SimDeviceSpec>> specs =
+        ParseSimDevices(absl::GetFlag(FLAGS_sim_devices));
+    if (!specs.ok()) return Fail("bad_flag", specs.status());
+    if (const std::string path = absl::GetFlag(FLAGS_sim_config); !path.empty()) {
+      absl::StatusOr<std::vector<SimDeviceSpec>> more = ReadSimConfigFile(path);
+      if (!more.ok()) return Fail("bad_flag", more.status());
+      specs->insert(specs->end(), more->begin(), more->end());
+    }
+    Geometry geometry = DefaultX86Geometry();
+    geometry.max_mappings = absl::GetFlag(FLAGS_sim_max_mappings);
+    device_count = specs->size();
+    absl::StatusOr<std::unique_ptr<SimBackend>> sim =
+        SimBackend::Create(*std::move(specs), geometry);
+    if (!sim.ok()) return Fail("bad_flag", sim.status());
+    backend = *std::move(sim);
+    std::fputs(SimBanner().c_str(), stderr);
+    if (device_count == 0) {
+      LogEvent(LogLevel::kWarning, "sim_no_devices",
+               {{"hint", "pass --sim_devices or --sim_config"}});
+    }
+  } else {
+    absl::StatusOr<DeviceFilter> filter = ParseDeviceFilter(absl::GetFlag(FLAGS_devices));
+    if (!filter.ok()) return Fail("bad_flag", filter.status());
+    if (filter->addresses.empty() && filter->ids.empty()) {
+      return Fail("bad_flag", absl::InvalidArgumentError(
+                                  "devices: required with a real backend: the PCI devices "
+                                  "(addresses or vendor:device) this agent may manage"));
+    }
+    SysfsOptions sysfs_options;
+    sysfs_options.managed = absl::GetFlag(FLAGS_manage_drivers);
+    sysfs = std::make_unique<SysfsDevices>(*std::move(filter), sysfs_options);
+    absl::StatusOr<std::string> pin = EnsureCanPinMemory();
+    if (pin.ok()) {
+      LogEvent(LogLevel::kInfo, "memlock", {{"state", *pin}});
+    } else {
+      LogEvent(LogLevel::kWarning, "memlock", {{"error", pin.status().message()}});
+    }
+    if (*kind == "iommufd") {
+      absl::StatusOr<std::unique_ptr<IommufdBackend>> real = IommufdBackend::Create(
+          LinuxKernelOps::Get(), sysfs.get(), static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+      if (!real.ok()) return Fail("backend_failed", real.status());
+      backend = *std::move(real);
+    } else {
+      absl::StatusOr<std::unique_ptr<VfioType1Backend>> real =
+          VfioType1Backend::Create(LinuxKernelOps::Get(), sysfs.get());
+      if (!real.ok()) return Fail("backend_failed", real.status());
+      backend = *std::move(real);
+    }
+    absl::StatusOr<std::vector<BackendDevice>> found = backend->ListDevices();
+    if (!found.ok()) return Fail("backend_failed", found.status());
+    device_count = found->size();
   }
 
-  AgentCore core(node, backend->get());
+  AgentCore core(node, backend.get());
   AgentService service(&core);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -181,8 +231,10 @@ int Main(int argc, char** argv) {
             {"backend", *kind},
             {"devices", device_count},
             {"version", kAgentVersion},
-            {"simulated", true},
-            {"sim_warning", "SIMULATED BACKEND: no real IOMMU, no real DMA, no pinned memory"}});
+            {"simulated", simulated},
+            {"sim_warning", simulated ? "SIMULATED BACKEND: no real IOMMU, no real DMA, no "
+                                        "pinned memory"
+                                      : ""}});
   if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     if (absl::Status s = WriteFileAtomically(path, absl::StrCat(port, "\n")); !s.ok()) {
       server->Shutdown();

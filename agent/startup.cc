@@ -1,5 +1,10 @@
 #include "agent/startup.h"
 
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <fstream>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -82,22 +87,13 @@ HostIommu ProbeHostIommu() {
 absl::StatusOr<std::string> ChooseBackend(absl::string_view flag,
                                           const HostIommu& host) {
   if (flag == "sim") return std::string("sim");
-  if (flag == "iommufd" || flag == "vfio") {
-    return absl::UnimplementedError(absl::StrCat(
-        "backend: the ", flag == "vfio" ? "vfio-type1" : "iommufd",
-        " backend is not built yet (it lands in a later release); use "
-        "--backend=sim for a simulated node"));
-  }
+  if (flag == "iommufd") return std::string("iommufd");
+  if (flag == "vfio") return std::string("vfio-type1");
   if (flag == "auto") {
-    const bool iommufd = host.dev_iommu && host.dev_vfio_devices;
-    if (iommufd || host.dev_vfio_vfio) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "backend: auto found ",
-          iommufd ? "/dev/iommu and /dev/vfio/devices (iommufd)"
-                  : "/dev/vfio/vfio (vfio-type1)",
-          ", but the real backends land in a later release; this build can "
-          "only run --backend=sim, which does no real DMA"));
-    }
+    // iommufd first: it shares pinned pages between IOASes through the
+    // agent's own ledger the same way, and is where the kernel is going.
+    if (host.dev_iommu && host.dev_vfio_devices) return std::string("iommufd");
+    if (host.dev_vfio_vfio) return std::string("vfio-type1");
     return absl::FailedPreconditionError(
         "backend: auto found no IOMMU here (no /dev/iommu + /dev/vfio/devices, "
         "no /dev/vfio/vfio); refusing to fall back to a simulation silently. "
@@ -149,6 +145,43 @@ absl::Status WriteFileAtomically(const std::string& path,
     return ErrnoStatus(err, absl::StrCat("rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// CAP_IPC_LOCK (14) in the effective set, read from /proc/self/status so no
+// libcap is needed.
+bool HasCapIpcLock() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("CapEff:", 0) != 0) continue;
+    const uint64_t caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+    return (caps >> 14) & 1;
+  }
+  return false;
+}
+
+std::string LimitText(rlim_t v) {
+  return v == RLIM_INFINITY ? std::string("unlimited") : absl::StrCat(v, " bytes");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> EnsureCanPinMemory() {
+  if (HasCapIpcLock()) return std::string("CAP_IPC_LOCK: the kernel does not count pins");
+  struct rlimit want = {RLIM_INFINITY, RLIM_INFINITY};
+  if (setrlimit(RLIMIT_MEMLOCK, &want) == 0) {
+    return std::string("RLIMIT_MEMLOCK raised to unlimited");
+  }
+  struct rlimit have = {0, 0};
+  getrlimit(RLIMIT_MEMLOCK, &have);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "memlock: RLIMIT_MEMLOCK is ", LimitText(have.rlim_cur), " (hard ", LimitText(have.rlim_max),
+      ") and the agent has neither CAP_SYS_RESOURCE to raise it nor CAP_IPC_LOCK; the kernel "
+      "will refuse pins past it with ENOMEM. Run the agent with LimitMEMLOCK=infinity or "
+      "AmbientCapabilities=CAP_IPC_LOCK (systemd), or securityContext capabilities IPC_LOCK "
+      "(Kubernetes)"));
 }
 
 }  // namespace agent

@@ -54,6 +54,14 @@ std::string SimBanner();
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
 
+// Makes sure the kernel will let this process pin guest memory: both VFIO
+// type1 and iommufd charge pinned pages to the caller's RLIMIT_MEMLOCK unless
+// it has CAP_IPC_LOCK. Raises the limit to infinity when allowed. Returns a
+// one-line description of what holds ("RLIMIT_MEMLOCK raised to unlimited",
+// "CAP_IPC_LOCK: pins are not counted"), or FAILED_PRECONDITION saying
+// exactly what is missing and how to grant it.
+absl::StatusOr<std::string> EnsureCanPinMemory();
+
 }  // namespace agent
 }  // namespace iommu
 

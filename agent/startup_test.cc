@@ -44,23 +44,22 @@ TEST(ChooseBackendTest, SimIsTakenOnlyWhenAskedFor) {
               StatusIs(Code::kFailedPrecondition, "Pass --backend=sim explicitly"));
 }
 
-TEST(ChooseBackendTest, AutoOnRealHostSaysRealBackendsComeLater) {
+TEST(ChooseBackendTest, AutoPrefersIommufdThenType1) {
+  HostIommu both{true, true, true};
+  EXPECT_EQ(*ChooseBackend("auto", both), "iommufd");
   HostIommu iommufd{true, true, false};
-  EXPECT_THAT(ChooseBackend("auto", iommufd),
-              StatusIs(Code::kFailedPrecondition, "(iommufd), but the real backends land"));
+  EXPECT_EQ(*ChooseBackend("auto", iommufd), "iommufd");
   HostIommu type1{false, false, true};
-  EXPECT_THAT(ChooseBackend("auto", type1),
-              StatusIs(Code::kFailedPrecondition, "(vfio-type1)"));
+  EXPECT_EQ(*ChooseBackend("auto", type1), "vfio-type1");
   // /dev/iommu alone (no VFIO cdevs) is not enough for iommufd.
+  EXPECT_EQ(*ChooseBackend("auto", HostIommu{true, false, true}), "vfio-type1");
   EXPECT_THAT(ChooseBackend("auto", HostIommu{true, false, false}),
               StatusIs(Code::kFailedPrecondition, "found no IOMMU"));
 }
 
-TEST(ChooseBackendTest, RealBackendsAreNotBuiltYet) {
-  EXPECT_THAT(ChooseBackend("iommufd", HostIommu{}),
-              StatusIs(Code::kUnimplemented, "iommufd backend is not built yet"));
-  EXPECT_THAT(ChooseBackend("vfio", HostIommu{}),
-              StatusIs(Code::kUnimplemented, "vfio-type1 backend is not built yet"));
+TEST(ChooseBackendTest, ExplicitChoicesAreTakenAsGiven) {
+  EXPECT_EQ(*ChooseBackend("iommufd", HostIommu{}), "iommufd");
+  EXPECT_EQ(*ChooseBackend("vfio", HostIommu{}), "vfio-type1");
   EXPECT_THAT(ChooseBackend("kvm", HostIommu{}),
               StatusIs(Code::kInvalidArgument, "backend: must be auto, iommufd, vfio or sim"));
 }

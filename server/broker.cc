@@ -305,6 +305,7 @@ std::string Broker::NewIdLocked(const char* prefix) {
 absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out) {
   return Mutate<v1::CreateTenantRequest, v1::Tenant>(
       "CreateTenant", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
         RETURN_IF_ERROR(ValidateQuota(req.quota()));
@@ -317,7 +318,10 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         answer->set_create_time_ms(Now());
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
-        plan.apply = [this, t = *answer]() ABSL_NO_THREAD_SAFETY_ANALYSIS { tenants_[t.id()] = t; };
+        plan.apply = [this, t = *answer]() {
+          mu_.AssertHeld();  // Applied under mu_.
+          tenants_[t.id()] = t;
+        };
         Log(absl::StrCat("event=tenant_created tenant=", req.tenant_id(),
                          " request_id=", req.request_id()));
         return plan;
@@ -380,6 +384,7 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
                                             v1::Tenant* out) {
   return Mutate<v1::SetTenantQuotaRequest, v1::Tenant>(
       "SetTenantQuota", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
         RETURN_IF_ERROR(ValidateQuota(req.quota()));
@@ -416,7 +421,8 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
             budgeted -= cut;
           }
         }
-        plan.apply = [this, t = *answer, shrunk]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        plan.apply = [this, t = *answer, shrunk]() {
+          mu_.AssertHeld();  // Applied under mu_.
           tenants_[t.id()] = t;
           for (const auto& [id, budget] : shrunk) {
             containers_.at(id).container.set_pin_budget_bytes(budget);
@@ -433,6 +439,7 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
                                   v1::DeleteTenantResponse* out) {
   return Mutate<v1::DeleteTenantRequest, v1::DeleteTenantResponse>(
       "DeleteTenant", req, out, [&](v1::DeleteTenantResponse*) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!tenants_.count(req.tenant_id())) {
           return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
@@ -445,7 +452,8 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
         }
         Plan plan;
         plan.batch.deletes.push_back({kTenant, req.tenant_id()});
-        plan.apply = [this, id = req.tenant_id()]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        plan.apply = [this, id = req.tenant_id()]() {
+          mu_.AssertHeld();  // Applied under mu_.
           tenants_.erase(id);
         };
         Log(absl::StrCat("event=tenant_deleted tenant=", req.tenant_id(),
@@ -463,7 +471,11 @@ absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesRes
   std::string next;
   Page(
       nodes_, req.page_token(), limit, [](const NodeEntry&) { return true; },
-      [&](const NodeEntry& n) { *out->add_nodes() = NodeViewLocked(n); }, &next);
+      [&](const NodeEntry& n) {
+        mu_.AssertHeld();  // Page runs under the caller's lock.
+        *out->add_nodes() = NodeViewLocked(n);
+      },
+      &next);
   out->set_next_page_token(next);
   return absl::OkStatus();
 }
@@ -479,7 +491,7 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
   v1::Node persisted = n->node;
   persisted.set_cordoned(cordoned);
   plan->batch.puts.push_back(Record(kNode, persisted.name(), persisted));
-  plan->apply = [n, cordoned] { n->node.set_cordoned(cordoned); };
+  plan->apply = [n, cordoned] { n->node.set_cordoned(cordoned); };  // n is stable in nodes_.
   v1::Node view = NodeViewLocked(*n);
   view.set_cordoned(cordoned);
   return view;
@@ -488,6 +500,7 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
 absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out) {
   return Mutate<v1::CordonNodeRequest, v1::Node>(
       "CordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, true, &plan);
@@ -499,6 +512,7 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out)
 absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out) {
   return Mutate<v1::UncordonNodeRequest, v1::Node>(
       "UncordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, false, &plan);
@@ -826,7 +840,8 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
   std::string next;
   Page(
       containers_, req.page_token(), limit,
-      [&](const ContainerEntry& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      [&](const ContainerEntry& c) {
+        mu_.AssertHeld();  // Page runs under the caller's lock.
         if (!req.tenant_id().empty() && c.container.tenant_id() != req.tenant_id()) return false;
         if (!req.node().empty() && c.container.node() != req.node()) return false;
         if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED &&
@@ -835,7 +850,8 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
         }
         return true;
       },
-      [&](const ContainerEntry& c) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      [&](const ContainerEntry& c) {
+        mu_.AssertHeld();  // Page runs under the caller's lock.
         *out->add_containers() = ContainerViewLocked(c);
       },
       &next);
@@ -852,7 +868,8 @@ absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string
   Plan plan;
   plan.batch.deletes.push_back({kContainer, id});
   for (const std::string& w : c.window_ids) plan.batch.deletes.push_back({kWindow, w});
-  plan.apply = [this, id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  plan.apply = [this, id]() {
+    mu_.AssertHeld();  // Applied under mu_.
     auto it = containers_.find(id);
     for (const std::string& w : it->second.window_ids) windows_.erase(w);
     for (const std::string& d : it->second.container.devices()) {
@@ -938,6 +955,7 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
                                                 v1::Container* out) {
   return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
       "SetContainerBudget", req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
         if (req.pin_budget_bytes() % 4096 != 0) {
           return absl::InvalidArgumentError(
@@ -1076,6 +1094,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
                                             v1::Window* out) {
   return Mutate<v1::AllocateWindowRequest, v1::Window>(
       "AllocateWindow", req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
         if (deleting_.count(req.container_id())) {
           return absl::FailedPreconditionError(
@@ -1114,12 +1133,12 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         answer->set_create_time_ms(Now());
         Plan plan;
         plan.batch.puts.push_back(Record(kWindow, answer->id(), *answer));
-        plan.apply = [this, c, w = *answer, staged = std::move(staged)]() mutable
-                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                       c->allocator = std::move(staged);
-                       c->window_ids.insert(w.id());
-                       windows_[w.id()] = w;
-                     };
+        plan.apply = [this, c, w = *answer, staged = std::move(staged)]() mutable {
+          mu_.AssertHeld();  // Applied under mu_.
+          c->allocator = std::move(staged);
+          c->window_ids.insert(w.id());
+          windows_[w.id()] = w;
+        };
         Log(absl::StrCat("event=window_allocated window=", answer->id(),
                          " container=", req.container_id(), " tenant=", tenant,
                          " base=", Hex(base), " size=", Hex(req.size()),
@@ -1133,6 +1152,7 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
                                            std::string* container_id) {
   return Mutate<v1::ReleaseWindowRequest, v1::ReleaseWindowResponse>(
       "ReleaseWindow", req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateObjectId("window_id", req.window_id(), "w-"));
         auto w = windows_.find(req.window_id());
         if (w == windows_.end()) {
@@ -1144,12 +1164,12 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
         RETURN_IF_ERROR(staged.Release(w->second.base()));
         Plan plan;
         plan.batch.deletes.push_back({kWindow, req.window_id()});
-        plan.apply = [this, c, id = req.window_id(), staged = std::move(staged)]() mutable
-                     ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                       c->allocator = std::move(staged);
-                       c->window_ids.erase(id);
-                       windows_.erase(id);
-                     };
+        plan.apply = [this, c, id = req.window_id(), staged = std::move(staged)]() mutable {
+          mu_.AssertHeld();  // Applied under mu_.
+          c->allocator = std::move(staged);
+          c->window_ids.erase(id);
+          windows_.erase(id);
+        };
         Log(absl::StrCat("event=window_released window=", req.window_id(),
                          " container=", w->second.container_id(), " request_id=", req.request_id()));
         return plan;
