@@ -12,6 +12,10 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev python3 sqlite3
 )
+# The real-kernel VM tests (QEMU, busybox, kernel build): one list, kept
+# with the harness.
+mapfile -t VM_PACKAGES < <("$(dirname "$0")/../tests/vm/deps.sh" --list)
+PACKAGES+=("${VM_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
