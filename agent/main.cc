@@ -112,6 +112,7 @@ int Main(int argc, char** argv) {
       "--sim_devices=...]");
   absl::ParseCommandLine(argc, argv);
 
+  SetLogSource("agent");
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return Fail("bad_flag", level.status());
   SetMinLogLevel(*level);

@@ -3,18 +3,18 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <string>
 
-#include "absl/strings/str_cat.h"
+#include "absl/strings/escaping.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace iommu {
 namespace {
 
-std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> g_min_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<const char*> g_source{"iommu"};
 
-const char* Name(LogLevel level) {
+absl::string_view LevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug:
       return "debug";
@@ -25,37 +25,82 @@ const char* Name(LogLevel level) {
     case LogLevel::kError:
       return "error";
   }
-  return "info";
+  return "unknown";
 }
 
-}  // namespace
-
-void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
-
-bool ParseLogLevel(absl::string_view text, LogLevel* level) {
-  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
-    if (text == Name(l)) {
-      *level = l;
-      return true;
+void AppendValue(std::string* out, absl::string_view v) {
+  bool plain = !v.empty();
+  for (char c : v) {
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || c < 0x21 || c > 0x7e) {
+      plain = false;
+      break;
     }
   }
-  return false;
+  if (plain) {
+    out->append(v.data(), v.size());
+  } else {
+    absl::StrAppend(out, "\"", absl::CEscape(v), "\"");
+  }
 }
 
-void LogLine(LogLevel level, absl::string_view source, absl::string_view fields) {
-  if (static_cast<int>(level) < g_level.load()) return;
-  std::string line = absl::StrCat(
-      "ts=", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      " level=", Name(level), " src=", source, " ", fields, "\n");
-  // One write(2) per line: concurrent lines do not interleave.
+std::string Prefix(LogLevel level) {
+  return absl::StrCat("ts=",
+                      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+                      " level=", LevelName(level), " src=", g_source.load(), " ");
+}
+
+bool Enabled(LogLevel level) {
+  return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
+}
+
+// One write(2) per line: concurrent lines do not interleave.
+void WriteLine(std::string line) {
+  line.push_back('\n');
   const char* p = line.data();
   size_t left = line.size();
   while (left > 0) {
     ssize_t n = write(STDERR_FILENO, p, left);
     if (n <= 0) return;
     p += n;
-    left -= n;
+    left -= static_cast<size_t>(n);
   }
+}
+
+}  // namespace
+
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
+    if (name == LevelName(l)) return l;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "log_level: must be debug, info, warning or error, got \"", absl::CEscape(name), "\""));
+}
+
+void SetMinLogLevel(LogLevel level) {
+  g_min_level.store(static_cast<int>(level), std::memory_order_relaxed);
+}
+
+void SetLogSource(const char* source) { g_source.store(source); }
+
+std::string FormatLogLine(LogLevel level, absl::string_view event,
+                          const std::vector<LogField>& fields) {
+  std::string line = absl::StrCat(Prefix(level), "event=");
+  AppendValue(&line, event);
+  for (const LogField& f : fields) {
+    absl::StrAppend(&line, " ", f.key, "=");
+    AppendValue(&line, f.value);
+  }
+  return line;
+}
+
+void LogEvent(LogLevel level, absl::string_view event, const std::vector<LogField>& fields) {
+  if (!Enabled(level)) return;
+  WriteLine(FormatLogLine(level, event, fields));
+}
+
+void LogLine(LogLevel level, absl::string_view fields) {
+  if (!Enabled(level)) return;
+  WriteLine(absl::StrCat(Prefix(level), fields));
 }
 
 }  // namespace iommu

@@ -34,7 +34,7 @@ StoreRecord Record(const char* kind, const std::string& id,
   return StoreRecord{kind, id, msg.SerializeAsString()};
 }
 
-void Log(const std::string& fields) { LogLine(LogLevel::kInfo, "broker", fields); }
+void Log(const std::string& fields) { LogLine(LogLevel::kInfo, fields); }
 
 // Pages through an ordered map: entries after `token` that pass `keep`, at
 // most `limit`; sets *next to the last id returned when more may follow.

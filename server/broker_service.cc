@@ -12,7 +12,7 @@ namespace {
 // an operator can see why a caller was turned away.
 grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const absl::Status& s) {
   if (!s.ok()) {
-    LogLine(LogLevel::kWarning, "broker",
+    LogLine(LogLevel::kWarning,
             absl::StrCat("event=rpc_error method=", method, " peer=", ctx->peer(),
                          " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(),
                          "\""));

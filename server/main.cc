@@ -40,16 +40,16 @@ ABSL_FLAG(int64_t, shutdown_grace_ms, 5000,
 
 namespace {
 
-void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, "broker", fields); }
+void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, fields); }
 
 int Run() {
-  iommu::LogLevel level;
-  if (!iommu::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    Log(absl::StrCat("event=fatal error=\"--log_level: unknown level ", absl::GetFlag(FLAGS_log_level),
-                     "; use debug, info, warning or error\""));
+  iommu::SetLogSource("broker");
+  absl::StatusOr<iommu::LogLevel> level = iommu::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", level.status().message()}});
     return 2;
   }
-  iommu::SetLogLevel(level);
+  iommu::SetMinLogLevel(*level);
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop;
   sigemptyset(&stop);

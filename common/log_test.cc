@@ -1,4 +1,4 @@
-#include "agent/log.h"
+#include "common/log.h"
 
 #include <cstdint>
 
@@ -6,7 +6,6 @@
 #include "gtest/gtest.h"
 
 namespace iommu {
-namespace agent {
 namespace {
 
 using ::testing::EndsWith;
@@ -14,6 +13,7 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 TEST(LogTest, FormatsKeyValuePairsAndQuotesWhenNeeded) {
+  SetLogSource("agent");
   const std::string line = FormatLogLine(
       LogLevel::kWarning, "heartbeat_failed",
       {{"node", "n1"}, {"count", uint64_t{3}}, {"ok", false}, {"error", "a \"b\" c"}});
@@ -41,5 +41,5 @@ TEST(LogTest, ParsesLevels) {
 }
 
 }  // namespace
-}  // namespace agent
+
 }  // namespace iommu
