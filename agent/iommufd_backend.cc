@@ -109,7 +109,17 @@ absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
     for (const std::string& address : addresses) {
       ASSIGN_OR_RETURN(const std::string path, sysfs_->VfioCdevPath(address));
       ASSIGN_OR_RETURN(DeviceFd device, DeviceFd::OpenCdev(ops_, path, address));
-      RETURN_IF_ERROR(device.BindIommufd(iommufd).status());
+      if (absl::Status bound = device.BindIommufd(iommufd).status(); !bound.ok()) {
+        // 6.12 answers EINVAL (not EBUSY) when the cdev is already bound,
+        // e.g. a launcher from before an agent restart still holds it open:
+        // that is a state to wait out, not a bad argument.
+        if (absl::IsInvalidArgument(bound)) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              bound.message(), " (the device is still bound to another iommufd context: "
+                               "a process from before may still hold its fd)"));
+        }
+        return bound;
+      }
       RETURN_IF_ERROR(device.AttachIommufdPt(ioas_id).status());
       devices.push_back(std::move(device));
     }

@@ -162,6 +162,9 @@ absl::Status Registration::RegisterOnce() {
                        &reconciled_response));
 
   session_ = response.session_id();
+  reconcile_retry_at_ = reconciled.failed_container_ids_size() == 0
+                            ? absl::InfiniteFuture()
+                            : absl::Now() + options_.reconcile_retry_interval;
   heartbeat_interval_ = response.heartbeat_interval_ms() > 0
                             ? absl::Milliseconds(response.heartbeat_interval_ms())
                             : options_.default_heartbeat_interval;
@@ -248,6 +251,17 @@ void Registration::Run() {
       SetState(State::kRegistered);
       ResetBackoff();
       wait = heartbeat_interval_;
+      if (absl::Now() >= reconcile_retry_at_) {
+        // Some desired containers could not be created; registering again
+        // hands us the desired list afresh and Reconcile retries them.
+        Log(LogLevel::kInfo, "reconcile_retry", {{"session", session_}});
+        session_.clear();
+        {
+          absl::MutexLock lock(&mu_);
+          session_id_.clear();
+        }
+        wait = absl::ZeroDuration();
+      }
       continue;
     }
     if (s.code() == absl::StatusCode::kCancelled && stop_.HasBeenNotified()) break;

@@ -50,6 +50,10 @@ struct RegistrationOptions {
   absl::Duration max_backoff = absl::Seconds(30);
   // Used when RegisterResponse.heartbeat_interval_ms is 0.
   absl::Duration default_heartbeat_interval = absl::Seconds(10);
+  // When a reconcile could not create some desired containers (e.g. a
+  // launcher from before a restart still holds a device open), register and
+  // reconcile again this long after.
+  absl::Duration reconcile_retry_interval = absl::Seconds(5);
 };
 
 class Registration final {
@@ -123,6 +127,8 @@ class Registration final {
   // Used only by the loop thread.
   std::string session_;  // Mirrored into session_id_ for readers.
   absl::Duration heartbeat_interval_;
+  // Set when the last reconcile left desired containers uncreated.
+  absl::Time reconcile_retry_at_ = absl::InfiniteFuture();
   absl::Duration backoff_;
   absl::BitGen rng_;
   int failed_attempts_ = 0;

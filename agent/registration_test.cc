@@ -190,9 +190,9 @@ class RegistrationTest : public ::testing::Test {
     return o;
   }
 
-  void Start() {
+  void Start(RegistrationOptions options = Options()) {
     registration_ = std::make_unique<Registration>(
-        Options(), core_.get(),
+        options, core_.get(),
         v1::NodeRegistry::NewStub(server_->InProcessChannel(grpc::ChannelArguments())));
     registration_->Start();
   }
@@ -257,6 +257,28 @@ TEST_F(RegistrationTest, ReportsContainersItCouldNotCreate) {
   EXPECT_THAT(r.failed_container_ids(), ElementsAre(kC2));
   ASSERT_EQ(r.failure_reasons_size(), 1);
   EXPECT_THAT(r.failure_reasons(0), HasSubstr("ENODEV"));
+}
+
+TEST_F(RegistrationTest, RetriesContainersItCouldNotCreateUntilTheyExist) {
+  // A device held elsewhere (as a launcher from before a restart may hold
+  // it): the first reconcile fails, a later one succeeds once it is free.
+  backend_->set_next_error(SimOp::kCreateContainer, EBUSY);
+  broker_.SetDesired({Desired(kC1, "0000:00:04.0")});
+  RegistrationOptions options = Options();
+  options.reconcile_retry_interval = absl::Milliseconds(50);
+  options.default_heartbeat_interval = absl::Milliseconds(10);
+  Start(options);
+  ASSERT_TRUE(broker_.WaitUntil([](const FakeBroker::Snapshot& s) { return s.reconciled >= 2; }));
+  const std::vector<v1::ReconciledRequest> r = broker_.reconciled();
+  EXPECT_THAT(r[0].failed_container_ids(), ElementsAre(kC1));
+  EXPECT_EQ(r[1].failed_container_ids_size(), 0);
+  ASSERT_EQ(r[1].containers_size(), 1);
+  EXPECT_EQ(r[1].containers(0).id(), kC1);
+  // And it stops retrying once nothing is missing.
+  const size_t registers = broker_.registers().size();
+  ASSERT_TRUE(broker_.WaitUntil(
+      [](const FakeBroker::Snapshot& s) { return s.ok_heartbeats >= 20; }));
+  EXPECT_EQ(broker_.registers().size(), registers);
 }
 
 TEST_F(RegistrationTest, RegistersAgainWhenBrokerForgetsSession) {

@@ -145,8 +145,8 @@ std::vector<CommandSpec> BuildCommands() {
        "Lists containers, optionally only those of a tenant, on a node, or in a state.",
        {Flag("tenant", ValueKind::kString, "ID", "Only this tenant's containers."),
         Flag("node", ValueKind::kString, "NAME", "Only containers on this node."),
-        Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready or "
-                                                   "node-unavailable."),
+        Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready, "
+                                                   "node-unavailable or failed."),
         LimitFlag()},
        {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable"}});
   add({"container", "delete", "ID", false, "Delete a container",

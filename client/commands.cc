@@ -287,8 +287,10 @@ absl::Status ContainerList(Session& s) {
       req.set_state(v1::CONTAINER_STATE_READY);
     } else if (state == "node-unavailable") {
       req.set_state(v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+    } else if (state == "failed") {
+      req.set_state(v1::CONTAINER_STATE_FAILED);
     } else {
-      return UsageError(absl::StrCat("--state: must be ready or node-unavailable, got \"",
+      return UsageError(absl::StrCat("--state: must be ready, node-unavailable or failed, got \"",
                                      inv.String("state"), "\""));
     }
   }

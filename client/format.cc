@@ -151,6 +151,8 @@ std::string ContainerStateName(ContainerState state) {
       return "ready";
     case iommu::v1::CONTAINER_STATE_NODE_UNAVAILABLE:
       return "node-unavailable";
+    case iommu::v1::CONTAINER_STATE_FAILED:
+      return "failed";
     default:
       return "unknown";
   }
@@ -299,6 +301,7 @@ std::string FormatContainer(const Container& c) {
   d.Add("Tenant", c.tenant_id());
   d.Add("Node", c.node());
   d.Add("State", ContainerStateName(c.state()));
+  if (!c.status_message().empty()) d.Add("Status", c.status_message());
   d.Add("Devices", c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ", "));
   d.Add("Page sizes", FormatPageSizes(c.geometry().page_size_bitmap()));
   d.Add("Max mappings", c.geometry().max_mappings() == 0

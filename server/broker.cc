@@ -260,6 +260,13 @@ v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
   auto node = nodes_.find(c.container.node());
   const bool live = node != nodes_.end() && NodeLiveLocked(node->second);
   v.set_state(live ? v1::CONTAINER_STATE_READY : v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  if (live) {
+    auto f = node->second.failed.find(c.container.id());
+    if (f != node->second.failed.end()) {
+      v.set_state(v1::CONTAINER_STATE_FAILED);
+      v.set_status_message(f->second);
+    }
+  }
   v.set_window_count(c.window_ids.size());
   v.set_window_bytes(c.allocator.allocated_bytes());
   return v;
@@ -1315,6 +1322,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   n.last_heartbeat_ms = Now();
   n.usage.clear();
+  n.failed.clear();
   out->set_session_id(n.session_id);
   out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
   std::set<std::string> held;
@@ -1373,10 +1381,17 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
         "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
         "; register again"));
   }
+  it->second.failed.clear();
   for (int i = 0; i < req.failed_container_ids_size(); ++i) {
+    const std::string reason = i < req.failure_reasons_size() ? req.failure_reasons(i) : "";
+    // Shown as CONTAINER_STATE_FAILED until the agent's retry succeeds: the
+    // store must not claim the node holds what it does not (invariant 6).
+    if (containers_.count(req.failed_container_ids(i))) {
+      it->second.failed[req.failed_container_ids(i)] =
+          absl::StrCat("the node's agent could not re-create it: ", reason.substr(0, 512));
+    }
     Log(absl::StrCat("event=reconcile_failed node=", req.node(),
-                     " container=", req.failed_container_ids(i), " reason=\"",
-                     i < req.failure_reasons_size() ? req.failure_reasons(i) : "", "\""));
+                     " container=", req.failed_container_ids(i), " reason=\"", reason, "\""));
   }
   Log(absl::StrCat("event=node_reconciled node=", req.node(), " containers=",
                    req.containers_size(), " failed=", req.failed_container_ids_size()));

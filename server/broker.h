@@ -114,6 +114,9 @@ class Broker final {
     int64_t last_heartbeat_ms = 0;
     std::map<std::string, v1::PinUsage> usage;  // By tenant, from heartbeats.
     std::string grant_key;  // Signs launcher tokens for this node; persisted.
+    // Containers the agent could not re-create at its last reconcile, with
+    // the reason; cleared at each registration.
+    std::map<std::string, std::string> failed;
   };
   struct ContainerEntry {
     v1::Container container;  // As persisted.

@@ -658,6 +658,41 @@ TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) 
   EXPECT_EQ(got.state(), v1::CONTAINER_STATE_READY);
 }
 
+TEST_F(BrokerTest, ContainerTheAgentCouldNotRecreateShowsFailedUntilItDoes) {
+  v1::RegisterResponse reg;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  v1::ReconciledRequest rec;
+  rec.set_node("n1");
+  rec.set_session_id(reg.session_id());
+  rec.add_failed_container_ids(c->id());
+  rec.add_failure_reasons("VFIO_DEVICE_BIND_IOMMUFD: device still bound");
+  v1::ReconciledResponse rr;
+  ASSERT_TRUE(broker_->Reconciled(rec, &rr).ok());
+  v1::GetContainerRequest gc;
+  gc.set_container_id(c->id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_FAILED);
+  EXPECT_THAT(got.status_message(), HasSubstr("could not re-create it: VFIO_DEVICE_BIND_IOMMUFD"));
+  v1::ListContainersRequest lr;
+  lr.set_state(v1::CONTAINER_STATE_FAILED);
+  v1::ListContainersResponse listed;
+  ASSERT_TRUE(broker_->ListContainers(lr, &listed).ok());
+  EXPECT_EQ(listed.containers_size(), 1);
+  // The agent's retry registers again and reconciles without failures.
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  rec.set_session_id(reg.session_id());
+  rec.clear_failed_container_ids();
+  rec.clear_failure_reasons();
+  ASSERT_TRUE(broker_->Reconciled(rec, &rr).ok());
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_READY);
+  EXPECT_EQ(got.status_message(), "");
+}
+
 TEST_F(BrokerTest, DeleteOnUnavailableNodeForgetsNowAndAgentDropsItLater) {
   RegisterNode("n1", {Dev("0000:00:04.0", 5)});
   CreateTenant("acme");
