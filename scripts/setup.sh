@@ -11,6 +11,7 @@ PACKAGES=(
   libgrpc++-dev libabsl-dev prometheus-cpp-dev libsqlite3-dev libssl-dev
   # tests
   libgtest-dev libgmock-dev python3 sqlite3
+  clang-14 libclang-rt-14-dev   # sanitizer builds and libFuzzer (fuzz/run.sh)
 )
 # The real-kernel VM tests (QEMU, busybox, kernel build): one list, kept
 # with the harness.
