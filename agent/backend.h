@@ -108,8 +108,11 @@ class Backend {
 
   // Unmaps every mapping inside [iova, iova + size) (IOMMU_IOAS_UNMAP;
   // VFIO_IOMMU_UNMAP_DMA). The range must cover whole mappings: cutting one is
-  // EINVAL, a range holding none is ENOENT. Returns the bytes unmapped, as
-  // both kernel APIs do.
+  // EINVAL, a range holding none is ENOENT. Size 0 or a misaligned iova/size
+  // is EINVAL even when the range holds whole mappings (type1 refuses it;
+  // iommufd's kernel would not, so its backend does). Returns the bytes
+  // unmapped, as both kernel APIs do. agent/backend_conformance.h checks
+  // these rules on every backend.
   virtual absl::StatusOr<uint64_t> Unmap(ContainerHandle handle, uint64_t iova,
                                          uint64_t size) = 0;
 

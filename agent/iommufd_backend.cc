@@ -219,6 +219,15 @@ absl::StatusOr<uint64_t> IommufdBackend::Unmap(ContainerHandle handle,
   // size 0 would mean "nothing" to us but the kernel reads iova=0 length=0
   // literally; refuse it here with the backend.h rule.
   if (size == 0) return ErrnoStatus(EINVAL, context, "size is 0");
+  // 6.12's IOMMU_IOAS_UNMAP does not check alignment: it unmaps the whole
+  // mappings inside a misaligned range (found by the conformance suite).
+  // backend.h promises EINVAL, as type1 answers.
+  const uint64_t granule = MinPageSize(c->geometry.page_size_bitmap);
+  if ((iova | size) % granule != 0) {
+    return ErrnoStatus(EINVAL, context,
+                       absl::StrCat("iova and size must be multiples of the page size ",
+                                    Hex(granule)));
+  }
   // iommufd reports cutting a mapping as ENOENT, like an empty range;
   // backend.h promises EINVAL for it, so check our table first.
   if (const BackendMapping* cut = c->mappings.FindCut(iova, size)) {

@@ -24,8 +24,11 @@
 // Map = IOMMU_IOAS_MAP with FIXED_IOVA (+READABLE/WRITEABLE); Unmap =
 // IOMMU_IOAS_UNMAP (bytes from its length field; ENOENT when nothing is
 // mapped there). iommufd answers a range that cuts a mapping with ENOENT
-// too; the backend refuses such a range itself first, with EINVAL as
-// backend.h promises, from the mappings it tracks. Destroy = VFIO_DEVICE_DETACH_IOMMUFD_PT on every device
+// too, and does not check an unmap range's alignment at all (a misaligned
+// range holding whole mappings unmaps them); the backend refuses both itself
+// first, with EINVAL as backend.h promises: cuts from the mappings it tracks,
+// misalignment against the geometry's page size. Size 0 is EINVAL here too
+// (the kernel would read iova 0 + length 0 literally). Destroy = VFIO_DEVICE_DETACH_IOMMUFD_PT on every device
 // (effective even if a launcher still holds a dup of the device fd), then
 // IOMMU_DESTROY(ioas), which unmaps and unpins, then close the device fds and
 // the iommufd. If a detach or the destroy fails, the devices are attached

@@ -307,6 +307,25 @@ TEST_F(IommufdTest, MapUnmapUseFixedIovaAndReportBytes) {
               StatusIs(absl::StatusCode::kInvalidArgument, "size is 0"));
 }
 
+// Regression (backend conformance suite, 6.12 VM): IOMMU_IOAS_UNMAP accepted
+// iova=0x101800 size=0x1800 and unmapped the page at 0x102000.
+TEST_F(IommufdTest, RefusesMisalignedUnmapBeforeTheKernel) {
+  absl::StatusOr<ContainerHandle> h = backend_->CreateContainer({kA});
+  ASSERT_OK(h);
+  ASSERT_OK(backend_->Map(*h, 0x102000, 0x7f0000000000, 0x1000, true, true));
+  ops_.ClearLog();
+  EXPECT_THAT(backend_->Unmap(*h, 0x101800, 0x1800),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "EINVAL (iova and size must be multiples of the page size 0x1000)"));
+  EXPECT_THAT(backend_->Unmap(*h, 0x102000, 0x1800),
+              StatusIs(absl::StatusCode::kInvalidArgument, "EINVAL"));
+  EXPECT_THAT(ops_.log(), IsEmpty());  // Refused before the kernel.
+  EXPECT_EQ(ops_.ioas_mappings(1).size(), 1u);
+  absl::StatusOr<std::vector<BackendMapping>> m = backend_->ListMappings(*h);
+  ASSERT_OK(m);
+  EXPECT_EQ(m->size(), 1u);
+}
+
 TEST_F(IommufdTest, DestroyDetachesThenDestroysTheIoasThenCloses) {
   absl::StatusOr<ContainerHandle> h = backend_->CreateContainer({kB0, kB1});
   ASSERT_OK(h);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Host side of the real-kernel product tests: boots a VM with iommu-broker, iommu-agent
-# (a REAL backend), iommuctl and vm_dma_test, two edu devices, and runs tests/vm/vm_e2e.sh
-# inside (see vm_dma_test.cc for what is proved).
+# (a REAL backend), iommuctl, vm_dma_test and backend_conformance, two edu devices, and
+# runs tests/vm/vm_e2e.sh inside: first the backend conformance suite
+# (agent/backend_conformance.h; type1 VM: vfio; iommufd VM: iommufd and vfio), then the
+# product test (see vm_dma_test.cc for what is proved).
 #
-#   tests/vm/vm_dma.sh type1   [BROKER AGENT IOMMUCTL VM_DMA_TEST]   Debian 6.12, --backend=vfio
-#   tests/vm/vm_dma.sh iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST]   built kernel, --backend=iommufd
+#   tests/vm/vm_dma.sh type1   [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]   Debian 6.12, --backend=vfio
+#   tests/vm/vm_dma.sh iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]   built kernel, --backend=iommufd
 #
 # Binaries default to the workspace's bazel-bin (bazel build them first); under
 # `bazel test //tests/vm:vm_type1_test` / `:vm_iommufd_test` Bazel passes them.
@@ -18,7 +20,7 @@ WHICH="${1:-}"
 case "$WHICH" in
   type1) BACKEND=vfio ;;
   iommufd) BACKEND=iommufd ;;
-  *) echo "usage: $0 type1|iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST]" >&2; exit 2 ;;
+  *) echo "usage: $0 type1|iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]" >&2; exit 2 ;;
 esac
 shift
 BIN="$HERE/../../bazel-bin"
@@ -26,7 +28,8 @@ BROKER="${1:-$BIN/server/iommu-broker}"
 AGENT="${2:-$BIN/agent/iommu-agent}"
 CTL="${3:-$BIN/client/iommuctl}"
 TESTBIN="${4:-$BIN/tests/vm/vm_dma_test}"
-for b in "$BROKER" "$AGENT" "$CTL" "$TESTBIN"; do
+CONFORMANCE="${5:-$BIN/agent/backend_conformance_main}"
+for b in "$BROKER" "$AGENT" "$CTL" "$TESTBIN" "$CONFORMANCE"; do
   [[ -x "$b" ]] || { echo "vm_dma.sh: FAIL: missing binary $b (bazel build it first)" >&2; exit 1; }
 done
 
@@ -77,20 +80,26 @@ else
   step "build iommufd kernel (cached)" "$HERE/kernels.sh" build-iommufd-kernel || finish 1
   KERNEL="$STEP_OUT"
 fi
-step "mkinitramfs (broker, agent, iommuctl, vm_dma_test)" "$HERE/mkinitramfs.sh" \
+step "mkinitramfs (broker, agent, iommuctl, tests)" "$HERE/mkinitramfs.sh" \
   -o "$WORK/initramfs.cpio.gz" "${MODS[@]}" \
   -a "$HERE/vm_e2e.sh=/bin/vm_e2e.sh" \
   -c "/bin/sh /bin/vm_e2e.sh $BACKEND --parts=${VM_DMA_PARTS:-abcdef}" \
   "$BROKER=/bin/iommu-broker" "$AGENT=/bin/iommu-agent" "$CTL=/bin/iommuctl" \
-  "$TESTBIN=/bin/vm_dma_test" || finish 1
+  "$TESTBIN=/bin/vm_dma_test" "$CONFORMANCE=/bin/backend_conformance" || finish 1
 rc=0
-step "VM $WHICH: broker + agent --backend=$BACKEND + vm_dma_test" "$HERE/run_vm.sh" \
+step "VM $WHICH: conformance + agent --backend=$BACKEND + vm_dma_test" "$HERE/run_vm.sh" \
   -k "$KERNEL" -i "$WORK/initramfs.cpio.gz" -n 2 -T "$TIMEOUT" \
   -l "$LOGS/$WHICH-console.log" || rc=$?
 echo "$STEP_OUT"
-# The pass criterion is the in-VM status; also insist on the test's own PASS line and on
-# the agent having used the backend that was asked for.
+# The pass criterion is the in-VM status; also insist on the conformance suite's and the
+# test's own PASS lines and on the agent having used the backend that was asked for.
 if ((rc == 0)); then
+  want_conformance=(vfio-type1)
+  [[ "$WHICH" == iommufd ]] && want_conformance=(iommufd vfio-type1)
+  for kind in "${want_conformance[@]}"; do
+    grep -q "^backend_conformance $kind: PASS" <<<"$STEP_OUT" \
+      || { echo "vm_dma.sh: no 'backend_conformance $kind: PASS' line"; rc=1; }
+  done
   grep -q '^vm_dma_test: PASS' <<<"$STEP_OUT" || { echo "vm_dma.sh: no 'vm_dma_test: PASS' line"; rc=1; }
   want_used="$BACKEND"; [[ "$BACKEND" == vfio ]] && want_used="vfio-type1|vfio"
   grep -Eq "^vm_e2e: agent backend requested=$BACKEND used=($want_used)( |\$)" <<<"$STEP_OUT" \

@@ -4,7 +4,11 @@
 #
 #   vm_e2e.sh BACKEND [vm_dma_test args...]      BACKEND: vfio | iommufd | auto
 #
-# Starts iommu-broker and iommu-agent (--backend=BACKEND, --devices=1234:11e8) on
+# First runs the backend conformance suite (/bin/backend_conformance) on the edu devices
+# with the real backend(s) the kernel offers for BACKEND: vfio -> vfio; iommufd ->
+# iommufd, then vfio (that kernel has VFIO_CONTAINER too); auto -> none. It must run
+# before the agent, which then takes the devices; a failure ends the script (exit 13).
+# Then starts iommu-broker and iommu-agent (--backend=BACKEND, --devices=1234:11e8) on
 # 127.0.0.1, waits until the node is ready, prints the backend the agent actually used
 # (from its log), runs vm_dma_test and exits with its status. The agent is started by
 # /tmp/start_agent.sh (pid in /tmp/agent.pid) so that vm_dma_test can kill -9 it and start
@@ -19,6 +23,20 @@ dump_logs() {
   echo "----- broker log (tail) -----"; tail -n 30 /tmp/broker.log 2>/dev/null
   echo "----- agent log (tail) -----"; tail -n 60 /tmp/agent.log 2>/dev/null
 }
+t0=$(cut -d' ' -f1 /proc/uptime)
+
+case "$BACKEND" in
+  vfio) conformance="vfio" ;;
+  iommufd) conformance="iommufd vfio" ;;
+  *) conformance="" ;;
+esac
+for kind in $conformance; do
+  tc=$(cut -d' ' -f1 /proc/uptime)
+  backend_conformance "$kind"
+  crc=$?
+  echo "vm_e2e: backend_conformance $kind rc=$crc in $(awk -v a="$tc" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}') s"
+  [ $crc = 0 ] || { echo "vm_e2e: backend conformance failed for $kind"; exit 13; }
+done
 t0=$(cut -d' ' -f1 /proc/uptime)
 
 iommu-broker --listen=127.0.0.1:7400 --db=/tmp/broker.db --port_file=/tmp/bport \
