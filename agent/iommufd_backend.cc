@@ -56,15 +56,6 @@ std::shared_ptr<IommufdBackend::Container> IommufdBackend::Find(
   return it == containers_.end() ? nullptr : it->second;
 }
 
-void IommufdBackend::ReleaseClaims(const std::vector<GroupClaim>& claims) {
-  for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
-    if (absl::Status s = sysfs_->ReleaseGroup(*it); !s.ok()) {
-      LogEvent(LogLevel::kWarning, "group_release_failed",
-               {{"group", absl::StrCat(it->group)}, {"error", s.message()}});
-    }
-  }
-}
-
 absl::StatusOr<std::vector<BackendDevice>> IommufdBackend::ListDevices() {
   return sysfs_->Scan();
 }
@@ -83,19 +74,11 @@ absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
 
   auto c = std::make_shared<Container>();
   c->addresses = addresses;
-  struct ClaimGuard {
-    IommufdBackend* self;
-    std::vector<GroupClaim>* claims;
-    bool armed = true;
-    ~ClaimGuard() {
-      if (armed) self->ReleaseClaims(*claims);
-    }
-  };
   std::vector<GroupClaim> claims;
   {
     // Any early return closes the device fds (unbinding them), then the
     // iommufd (freeing the IOAS), then gives claimed groups back.
-    ClaimGuard guard{this, &claims};
+    ClaimGuard guard(sysfs_, &claims);
     IommufdFd iommufd;
     std::vector<DeviceFd> devices;
     if (sysfs_->managed()) {
@@ -126,7 +109,7 @@ absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
     // Ranges narrow as devices attach: read them after the last attach.
     ASSIGN_OR_RETURN(const IoasRanges ranges, iommufd.IoasIovaRanges(ioas_id));
     ASSIGN_OR_RETURN(c->geometry, IoasGeometry(ranges, host_page_size_));
-    guard.armed = false;
+    guard.Disarm();
     c->ioas_id = ioas_id;
     c->iommufd = std::move(iommufd);
     c->devices = std::move(devices);
@@ -187,7 +170,7 @@ absl::Status IommufdBackend::DestroyContainer(ContainerHandle handle) {
     c->devices.clear();
     c->iommufd.Reset();
   }
-  ReleaseClaims(c->claims);
+  ReleaseGroupClaims(sysfs_, c->claims);
   return absl::OkStatus();
 }
 

@@ -111,7 +111,6 @@ class IommufdBackend final : public Backend {
       : ops_(ops), sysfs_(sysfs), host_page_size_(host_page_size) {}
 
   std::shared_ptr<Container> Find(ContainerHandle handle);
-  void ReleaseClaims(const std::vector<GroupClaim>& claims);
 
   // Constant after construction.
   KernelOps* const ops_;

@@ -1,5 +1,7 @@
 #include "agent/real_backend_util.h"
 
+#include "agent/log.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <iterator>
@@ -113,6 +115,15 @@ std::vector<BackendMapping> MappingTable::List() const {
 
 std::string DeviceListText(const std::vector<std::string>& addresses) {
   return absl::StrCat("[", absl::StrJoin(addresses, ","), "]");
+}
+
+void ReleaseGroupClaims(SysfsDevices* sysfs, const std::vector<GroupClaim>& claims) {
+  for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
+    if (absl::Status s = sysfs->ReleaseGroup(*it); !s.ok()) {
+      LogEvent(LogLevel::kWarning, "group_release_failed",
+               {{"group", absl::StrCat(it->group)}, {"error", s.message()}});
+    }
+  }
 }
 
 }  // namespace agent

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/backend.h"
+#include "agent/sysfs_devices.h"
 
 namespace iommu {
 namespace agent {
@@ -54,6 +55,29 @@ class MappingTable final {
 
 // "[a,b,c]".
 std::string DeviceListText(const std::vector<std::string>& addresses);
+
+// Gives claimed groups back to their old drivers, newest claim first;
+// failures are logged (the devices stay on vfio-pci, which is safe).
+void ReleaseGroupClaims(SysfsDevices* sysfs, const std::vector<GroupClaim>& claims);
+
+// Releases `claims` when it goes out of scope unless Disarm() was called: a
+// container create that fails part-way never leaves a group claimed.
+class ClaimGuard final {
+ public:
+  ClaimGuard(SysfsDevices* sysfs, std::vector<GroupClaim>* claims)
+      : sysfs_(sysfs), claims_(claims) {}
+  ~ClaimGuard() {
+    if (armed_) ReleaseGroupClaims(sysfs_, *claims_);
+  }
+  ClaimGuard(const ClaimGuard&) = delete;
+  ClaimGuard& operator=(const ClaimGuard&) = delete;
+  void Disarm() { armed_ = false; }
+
+ private:
+  SysfsDevices* const sysfs_;
+  std::vector<GroupClaim>* const claims_;
+  bool armed_ = true;
+};
 
 }  // namespace agent
 }  // namespace iommu

@@ -69,15 +69,6 @@ std::shared_ptr<VfioType1Backend::Container> VfioType1Backend::Find(
   return it == containers_.end() ? nullptr : it->second;
 }
 
-void VfioType1Backend::ReleaseClaims(const std::vector<GroupClaim>& claims) {
-  for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
-    if (absl::Status s = sysfs_->ReleaseGroup(*it); !s.ok()) {
-      LogEvent(LogLevel::kWarning, "group_release_failed",
-               {{"group", absl::StrCat(it->group)}, {"error", s.message()}});
-    }
-  }
-}
-
 absl::StatusOr<std::vector<BackendDevice>> VfioType1Backend::ListDevices() {
   return sysfs_->Scan();
 }
@@ -98,18 +89,10 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
   c->addresses = addresses;
   // From here, any early return closes what was opened (the owners'
   // destructors, devices first) and gives claimed groups back.
-  struct ClaimGuard {
-    VfioType1Backend* self;
-    std::vector<GroupClaim>* claims;
-    bool armed = true;
-    ~ClaimGuard() {
-      if (armed) self->ReleaseClaims(*claims);
-    }
-  };
   std::vector<GroupClaim> claims;
   absl::Status result;
   {
-    ClaimGuard guard{this, &claims};
+    ClaimGuard guard(sysfs_, &claims);
     ContainerFd container;
     std::vector<GroupFd> group_fds;
     std::vector<DeviceFd> devices;
@@ -151,7 +134,7 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
         devices.push_back(std::move(fd));
       }
     }
-    guard.armed = false;
+    guard.Disarm();
     c->container = std::move(container);
     c->groups = std::move(group_fds);
     c->devices = std::move(devices);
@@ -214,7 +197,7 @@ absl::Status VfioType1Backend::DestroyContainer(ContainerHandle handle) {
     c->groups.clear();
     c->container.Reset();
   }
-  ReleaseClaims(c->claims);
+  ReleaseGroupClaims(sysfs_, c->claims);
   return absl::OkStatus();
 }
 

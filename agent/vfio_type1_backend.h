@@ -107,7 +107,6 @@ class VfioType1Backend final : public Backend {
   VfioType1Backend(KernelOps* ops, SysfsDevices* sysfs) : ops_(ops), sysfs_(sysfs) {}
 
   std::shared_ptr<Container> Find(ContainerHandle handle);
-  void ReleaseClaims(const std::vector<GroupClaim>& claims);
 
   // Constant after construction.
   KernelOps* const ops_;
