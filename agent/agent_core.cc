@@ -218,12 +218,7 @@ absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
   for (v1::AgentContainer& c : ContainersLocked()) {
     *out.add_containers() = std::move(c);
   }
-  for (const std::string& tenant : ledger_.tenants()) {
-    v1::PinUsage* u = out.add_usage();
-    u->set_tenant_id(tenant);
-    u->set_billed_bytes(ledger_.billed_bytes(tenant));
-    u->set_mapped_bytes(ledger_.mapped_bytes(tenant));
-  }
+  for (v1::PinUsage& u : UsageLocked()) *out.add_usage() = std::move(u);
   return out;
 }
 
@@ -313,6 +308,10 @@ void AgentCore::SetBudgets(const std::vector<v1::ContainerBudget>& budgets) {
 
 std::vector<v1::PinUsage> AgentCore::Usage() {
   absl::MutexLock lock(&mu_);
+  return UsageLocked();
+}
+
+std::vector<v1::PinUsage> AgentCore::UsageLocked() {
   std::vector<v1::PinUsage> out;
   for (const std::string& tenant : ledger_.tenants()) {
     v1::PinUsage u;
@@ -440,15 +439,6 @@ absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> AgentCore::Session
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
   return backend_->DeviceFds(session->handle);
-}
-
-absl::StatusOr<std::vector<std::string>> AgentCore::ContainerDevices(absl::string_view id) {
-  absl::MutexLock lock(&mu_);
-  auto it = containers_.find(id);
-  if (it == containers_.end()) {
-    return absl::NotFoundError(absl::StrCat(ContainerIdField(id), " is not held by this node"));
-  }
-  return it->second.devices;
 }
 
 // ---------------------------------------------------------------- memory

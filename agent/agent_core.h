@@ -206,8 +206,6 @@ class AgentCore final {
   // per device in container order. Never the iommufd/container/group fds.
   absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> SessionDeviceFds(
       const std::string& session_id);
-  // The devices of a held container, or NOT_FOUND.
-  absl::StatusOr<std::vector<std::string>> ContainerDevices(absl::string_view id);
 
  private:
   // One DMA mapping, as the agent made it.
@@ -253,6 +251,7 @@ class AgentCore final {
   // Sum of the budgets of `tenant`'s containers on this node.
   uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Mapping MappingToProto(const MappingRecord& m);
+  std::vector<v1::PinUsage> UsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<size_t> SetWindowsLocked(const std::string& container_id,
                                           std::vector<IovaRange> windows)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
