@@ -70,6 +70,19 @@ absl::Status ValidateQuota(const v1::Quota& q) {
   return absl::OkStatus();
 }
 
+// An agent's refusal as the broker's caller sees it: UNAVAILABLE when the
+// agent could not be reached (`address`, when known, says where it was
+// tried), else the agent's own code with the node named.
+absl::Status AgentCallError(const std::string& node, const std::string& address,
+                            const absl::Status& s) {
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+    return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node),
+                                               address.empty() ? "" : " at ", address,
+                                               " did not answer: ", s.message()));
+  }
+  return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+}
+
 absl::Status ValidatePageToken(const std::string& token) {
   if (token.size() > 256) {
     return absl::InvalidArgumentError("page_token: at most 256 characters");
@@ -788,11 +801,7 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
     const absl::Status& s = created.status();
     Log(absl::StrCat("event=container_create_failed node=", node, " tenant=", req.tenant_id(),
                      " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(), "\""));
-    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
-      return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node),
-                                                 " did not answer: ", s.message()));
-    }
-    return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+    return AgentCallError(node, "", s);
   }
   v1::Container c;
   c.set_id(id);
@@ -911,11 +920,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
     if (!s.ok() && !absl::IsNotFound(s)) {
       absl::MutexLock l(&mu_);
       deleting_.erase(id);
-      if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
-        return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node), " at ",
-                                                   address, " did not answer: ", s.message()));
-      }
-      return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+      return AgentCallError(node, address, s);
     }
   }
   absl::MutexLock l(&mu_);
