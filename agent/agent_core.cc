@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "agent/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -80,8 +82,8 @@ std::string ContainerIdField(absl::string_view id) {
 
 }  // namespace
 
-AgentCore::AgentCore(std::string node, Backend* backend)
-    : node_(std::move(node)), backend_(backend) {}
+AgentCore::AgentCore(std::string node, Backend* backend, AgentCoreObserver* observer)
+    : node_(std::move(node)), backend_(backend), observer_(observer) {}
 
 v1::AgentContainer AgentCore::ToProto(const std::string& id, const Held& held) {
   v1::AgentContainer out;
@@ -219,6 +221,12 @@ absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
     *out.add_containers() = std::move(c);
   }
   for (v1::PinUsage& u : UsageLocked()) *out.add_usage() = std::move(u);
+  v1::LauncherHoldings* launcher = out.mutable_launcher();
+  launcher->set_sessions(static_cast<uint32_t>(sessions_.size()));
+  launcher->set_memory_objects(static_cast<uint32_t>(memory_.size()));
+  uint64_t memory_bytes = 0;
+  for (const auto& [id, m] : memory_) memory_bytes += m.region.size;
+  launcher->set_memory_bytes(memory_bytes);
   return out;
 }
 
@@ -479,7 +487,12 @@ absl::StatusOr<MemoryInfo> AgentCore::RegisterMemory(const std::string& session_
 absl::Status AgentCore::MapMemory(const std::string& session_id, const std::string& container_id,
                                   const std::string& memory_id, uint64_t offset,
                                   uint64_t length, uint64_t iova, bool readable, bool writable) {
+  const absl::Time start = absl::Now();
   absl::MutexLock lock(&mu_);
+  // Every return below, refusals included, is one timed map.
+  absl::Cleanup observe = [&] {
+    if (observer_ != nullptr) observer_->ObserveMap(absl::Now() - start);
+  };
   ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
   if (session->container_id != container_id) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -574,7 +587,11 @@ void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
 
 absl::StatusOr<uint64_t> AgentCore::Unmap(const std::string& container_id, uint64_t iova,
                                           uint64_t length, const std::string& session_id) {
+  const absl::Time start = absl::Now();
   absl::MutexLock lock(&mu_);
+  absl::Cleanup observe = [&] {
+    if (observer_ != nullptr) observer_->ObserveUnmap(absl::Now() - start);
+  };
   if (!session_id.empty()) {
     ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
     if (session->container_id != container_id) {
@@ -677,6 +694,23 @@ void AgentCore::CloseSession(const std::string& session_id) {
   sessions_.erase(session_id);
   LogEvent(LogLevel::kInfo, "session_closed",
            {{"session", session_id}, {"unmapped", unmapped}, {"memory_released", released}});
+}
+
+AgentStats AgentCore::Stats() {
+  absl::MutexLock lock(&mu_);
+  AgentStats s;
+  for (const std::string& tenant : ledger_.tenants()) {
+    s.tenants.push_back({tenant, ledger_.billed_bytes(tenant), ledger_.mapped_bytes(tenant)});
+  }
+  s.containers = containers_.size();
+  for (const auto& [id, held] : containers_) {
+    const uint64_t n = held.mappings.size();
+    s.mappings += n;
+    s.max_container_mappings = std::max(s.max_container_mappings, n);
+    s.mappings_limit = std::max<uint64_t>(s.mappings_limit, held.geometry.max_mappings());
+  }
+  s.launcher_sessions = sessions_.size();
+  return s;
 }
 
 }  // namespace agent

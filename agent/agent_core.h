@@ -25,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/random/random.h"
+#include "agent/agent_stats.h"
 #include "agent/backend.h"
 #include "agent/ledger.h"
 #include "proto/agent.pb.h"
@@ -64,8 +65,9 @@ struct MemoryInfo {
 class AgentCore final {
  public:
   // `node` is this agent's node name; `backend` must outlive the AgentCore
-  // and is not owned.
-  AgentCore(std::string node, Backend* backend);
+  // and is not owned. `observer`, when set, is told how long each map and
+  // unmap took (metrics); not owned, must outlive the AgentCore.
+  AgentCore(std::string node, Backend* backend, AgentCoreObserver* observer = nullptr);
 
   AgentCore(const AgentCore&) = delete;
   AgentCore& operator=(const AgentCore&) = delete;
@@ -99,7 +101,8 @@ class AgentCore final {
       absl::string_view id);
 
   // Every device the backend lists, with Device.container_id set to the
-  // holding container, and every container held.
+  // holding container, every container held, the ledger's usage and what
+  // launcher sessions hold (sessions, registered memory).
   absl::StatusOr<v1::GetInventoryResponse> Inventory();
 
   // Every container held, sorted by id.
@@ -123,6 +126,10 @@ class AgentCore final {
   void SetBudgets(const std::vector<v1::ContainerBudget>& budgets);
   // Billed and mapped bytes per tenant with non-zero usage, sorted.
   std::vector<v1::PinUsage> Usage();
+
+  // A summary for the metrics gauges (agent/agent_metrics.h): usage per
+  // tenant, containers, mappings and their limit, open sessions.
+  AgentStats Stats();
 
   // ---- launcher sessions: memory and mappings ----
 
@@ -268,6 +275,7 @@ class AgentCore final {
   // Constant after construction.
   const std::string node_;
   Backend* const backend_;
+  AgentCoreObserver* const observer_;  // May be null.
 
   absl::Mutex mu_;
   std::map<std::string, Held, std::less<>> containers_ ABSL_GUARDED_BY(mu_);

@@ -4,14 +4,41 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 
 namespace iommu {
 namespace agent {
 
-grpc::Status AgentService::GetInventory(grpc::ServerContext* /*context*/,
+absl::Status AgentService::Authorize(absl::string_view method, const Identity& caller) {
+  if (caller.role == Role::kBroker || caller.role == Role::kOperator) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      method, ": the agent API is for the broker and operators; caller is ", caller.ToString()));
+}
+
+absl::Status AgentService::Admit(const char* method, const grpc::ServerContext& ctx) const {
+  absl::StatusOr<Identity> caller = PeerIdentity(ctx, transport_);
+  absl::Status s = caller.ok() ? Authorize(method, *caller) : caller.status();
+  if (!s.ok()) {
+    const Identity who = caller.ok() ? *caller : Identity{};
+    LogEvent(LogLevel::kWarning, "authz_denied",
+             {{"method", method}, {"caller", who.ToString()}, {"peer", ctx.peer()},
+              {"code", absl::StatusCodeToString(s.code())}, {"error", s.message()}});
+    if (on_denial_) on_denial_(method, who, s);
+  }
+  return s;
+}
+
+#define IOMMU_ADMIT(method)                                              \
+  if (absl::Status denied = Admit(method, *context); !denied.ok()) {    \
+    return ToGrpcStatus(denied);                                         \
+  }
+
+grpc::Status AgentService::GetInventory(grpc::ServerContext* context,
                                         const v1::GetInventoryRequest* /*request*/,
                                         v1::GetInventoryResponse* response) {
+  IOMMU_ADMIT("GetInventory");
   absl::StatusOr<v1::GetInventoryResponse> inventory = core_->Inventory();
   if (!inventory.ok()) return ToGrpcStatus(inventory.status());
   *response = *std::move(inventory);
@@ -19,8 +46,9 @@ grpc::Status AgentService::GetInventory(grpc::ServerContext* /*context*/,
 }
 
 grpc::Status AgentService::CreateContainer(
-    grpc::ServerContext* /*context*/, const v1::AgentCreateContainerRequest* request,
+    grpc::ServerContext* context, const v1::AgentCreateContainerRequest* request,
     v1::AgentContainer* response) {
+  IOMMU_ADMIT("CreateContainer");
   const std::vector<std::string> devices(request->devices().begin(),
                                          request->devices().end());
   absl::StatusOr<v1::AgentContainer> created =
@@ -32,14 +60,16 @@ grpc::Status AgentService::CreateContainer(
 }
 
 grpc::Status AgentService::DestroyContainer(
-    grpc::ServerContext* /*context*/, const v1::AgentDestroyContainerRequest* request,
+    grpc::ServerContext* context, const v1::AgentDestroyContainerRequest* request,
     v1::AgentDestroyContainerResponse* /*response*/) {
+  IOMMU_ADMIT("DestroyContainer");
   return ToGrpcStatus(core_->DestroyContainer(request->container_id()));
 }
 
-grpc::Status AgentService::GetContainer(grpc::ServerContext* /*context*/,
+grpc::Status AgentService::GetContainer(grpc::ServerContext* context,
                                         const v1::AgentGetContainerRequest* request,
                                         v1::AgentGetContainerResponse* response) {
+  IOMMU_ADMIT("GetContainer");
   absl::StatusOr<v1::AgentGetContainerResponse> got =
       core_->GetContainer(request->container_id());
   if (!got.ok()) return ToGrpcStatus(got.status());
@@ -47,9 +77,10 @@ grpc::Status AgentService::GetContainer(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::Unmap(grpc::ServerContext* /*context*/,
+grpc::Status AgentService::Unmap(grpc::ServerContext* context,
                                  const v1::AgentUnmapRequest* request,
                                  v1::AgentUnmapResponse* response) {
+  IOMMU_ADMIT("Unmap");
   // An operator's revocation: any session's mappings in the range.
   absl::StatusOr<uint64_t> bytes =
       core_->Unmap(request->container_id(), request->iova(), request->size(), "");
@@ -58,9 +89,10 @@ grpc::Status AgentService::Unmap(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::SetWindows(grpc::ServerContext* /*context*/,
+grpc::Status AgentService::SetWindows(grpc::ServerContext* context,
                                       const v1::SetWindowsRequest* request,
                                       v1::SetWindowsResponse* response) {
+  IOMMU_ADMIT("SetWindows");
   std::vector<IovaRange> windows;
   for (const v1::IovaRange& w : request->windows().windows()) {
     if (w.last() < w.start()) {
@@ -75,12 +107,15 @@ grpc::Status AgentService::SetWindows(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::SetPinBudgets(grpc::ServerContext* /*context*/,
+grpc::Status AgentService::SetPinBudgets(grpc::ServerContext* context,
                                          const v1::SetPinBudgetsRequest* request,
                                          v1::SetPinBudgetsResponse* /*response*/) {
+  IOMMU_ADMIT("SetPinBudgets");
   core_->SetBudgets({request->budgets().begin(), request->budgets().end()});
   return grpc::Status::OK;
 }
+
+#undef IOMMU_ADMIT
 
 }  // namespace agent
 }  // namespace iommu

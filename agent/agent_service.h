@@ -2,12 +2,20 @@
 // from the wire to AgentCore. Holds no state of its own; every status crosses
 // the boundary through ToGrpcStatus.
 //
+// Authorization: only the broker (spiffe://<td>/broker) and operators may
+// call it; everyone else is PERMISSION_DENIED (UNAUTHENTICATED without a
+// certificate), checked in one place (Admit) before any handler runs.
+//
 // Thread-safe (AgentCore is). Uses the synchronous API: every handler is a
 // short, bounded call into AgentCore.
 #ifndef AGENT_AGENT_SERVICE_H_
 #define AGENT_AGENT_SERVICE_H_
 
+#include <functional>
+
 #include "agent/agent_core.h"
+#include "common/identity.h"
+#include "common/tls.h"
 #include "proto/agent.grpc.pb.h"
 
 namespace iommu {
@@ -15,9 +23,17 @@ namespace agent {
 
 class AgentService final : public v1::Agent::Service {
  public:
+  // Called once per refused call (for the log and the denial metric).
+  using DenialHook = std::function<void(absl::string_view method, const Identity& caller,
+                                        const absl::Status& refusal)>;
+
   // `core` must outlive the service (and the server it is registered with);
-  // not owned.
-  explicit AgentService(AgentCore* core) : core_(core) {}
+  // not owned. `transport` says how callers are identified.
+  AgentService(AgentCore* core, TransportConfig transport, DenialHook on_denial = nullptr)
+      : core_(core), transport_(std::move(transport)), on_denial_(std::move(on_denial)) {}
+
+  // The policy, exposed for tests: OK for the broker and operators.
+  static absl::Status Authorize(absl::string_view method, const Identity& caller);
 
   AgentService(const AgentService&) = delete;
   AgentService& operator=(const AgentService&) = delete;
@@ -44,7 +60,13 @@ class AgentService final : public v1::Agent::Service {
                      v1::AgentUnmapResponse* response) override;
 
  private:
+  // Identifies and authorizes the caller of `method`; the refusal, logged and
+  // counted, or OK.
+  absl::Status Admit(const char* method, const grpc::ServerContext& ctx) const;
+
   AgentCore* const core_;
+  const TransportConfig transport_;
+  const DenialHook on_denial_;
 };
 
 }  // namespace agent

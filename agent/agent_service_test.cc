@@ -34,7 +34,9 @@ class AgentServiceTest : public ::testing::Test {
     EXPECT_OK(backend);
     backend_ = *std::move(backend);
     core_ = std::make_unique<AgentCore>("n1", backend_.get());
-    service_ = std::make_unique<AgentService>(core_.get());
+    TransportConfig insecure;
+    insecure.insecure = true;
+    service_ = std::make_unique<AgentService>(core_.get(), insecure);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();

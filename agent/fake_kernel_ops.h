@@ -25,14 +25,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/backend.h"
+#include "agent/ioctl_names.h"  // IoctlName, used with the fake's log.
 #include "agent/kernel_ops.h"
 
 namespace iommu {
 namespace agent {
-
-// Symbolic name of an ioctl request of agent/kernel_uapi.h ("IOMMU_IOAS_MAP"),
-// or "ioctl 0x..." when unknown.
-std::string IoctlName(unsigned long request);
 
 // Builds a VFIO_IOMMU_GET_INFO capability chain as the kernel lays it out
 // after the 24-byte header: an unknown capability first when `unknown_cap`

@@ -1,5 +1,7 @@
 #include "agent/launcher_sessions.h"
 
+#include <sys/stat.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,21 +22,50 @@ absl::Status NeedsSession() {
       "open_session: the first request on a connection must open a session with a token");
 }
 
+PeerPolicyOptions PeerOptions(const LauncherSessionOptions& options) {
+  PeerPolicyOptions out;
+  out.allowed_uids = options.allowed_uids;
+  out.allowed_gids = options.allowed_gids;
+  out.max_sessions_per_peer = options.max_sessions_per_peer;
+  return out;
+}
+
+absl::Status OverMemoryLimit(uint64_t size, uint64_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "fd: registering ", Hex(size), " more bytes passes this session's limit of ", Hex(limit),
+      " bytes of registered memory"));
+}
+
 }  // namespace
 
+absl::Status ValidateLauncherSessionOptions(const LauncherSessionOptions& options) {
+  RETURN_IF_ERROR(ValidatePeerPolicyOptions(PeerOptions(options)));
+  if (options.max_memory_objects == 0) {
+    return absl::InvalidArgumentError("max_session_memory_objects: must be at least 1");
+  }
+  if (options.max_memory_bytes < 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_session_memory_bytes: must be at least 4096 (one page), got ",
+        options.max_memory_bytes));
+  }
+  return absl::OkStatus();
+}
+
 LauncherSessions::LauncherSessions(AgentCore* core, LauncherSessionOptions options)
-    : core_(core), options_(std::move(options)) {}
+    : core_(core), options_(std::move(options)), peers_(PeerOptions(options_)) {}
 
 absl::Status LauncherSessions::OnConnect(uint64_t conn_id, const PeerCred& peer) {
-  if (!options_.allowed_uids.empty() && !options_.allowed_uids.count(peer.uid)) {
-    LogEvent(LogLevel::kWarning, "launcher_refused",
-             {{"conn", conn_id}, {"pid", peer.pid}, {"uid", peer.uid}, {"reason", "uid"}});
-    return absl::PermissionDeniedError(
-        absl::StrCat("peer: uid ", peer.uid, " may not use this agent's launcher socket"));
-  }
   absl::MutexLock l(&mu_);
+  // The server logs the refusal with the peer's pid and uid and tells the
+  // peer; nothing is counted for it.
+  RETURN_IF_ERROR(peers_.Admit(peer.uid, peer.gid));
   conns_[conn_id].peer = peer;
   return absl::OkStatus();
+}
+
+size_t LauncherSessions::peer_connections(uid_t uid) {
+  absl::MutexLock l(&mu_);
+  return peers_.held(uid);
 }
 
 size_t LauncherSessions::session_count() {
@@ -51,6 +82,7 @@ void LauncherSessions::OnDisconnect(uint64_t conn_id) {
     auto it = conns_.find(conn_id);
     if (it == conns_.end()) return;
     session = it->second.session_id;
+    peers_.Release(it->second.peer.uid);
     conns_.erase(it);
   }
   // Whatever the launcher mapped goes with it: a killed launcher leaves no
@@ -223,12 +255,18 @@ absl::Status LauncherSessions::Register(Conn& conn,
         "fd: this session already registered ", conn.memory_objects, " memory objects (limit ",
         options_.max_memory_objects, ")"));
   }
-  ASSIGN_OR_RETURN(GuestMemoryRegion region, MapGuestMemory(std::move(fds[0])));
-  if (region.size > options_.max_memory_bytes - conn.memory_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "fd: registering ", Hex(region.size), " more bytes passes this session's limit of ",
-        Hex(options_.max_memory_bytes), " bytes of registered memory"));
+  const uint64_t room = options_.max_memory_bytes - conn.memory_bytes;
+  // Checked before mapping as well, so that an fd announcing a terabyte does
+  // not make the agent reserve the address space only to refuse it. The
+  // launcher may resize the object between this fstat and the mmap, so the
+  // check after mapping is the one that holds.
+  struct stat st;
+  if (::fstat(fds[0].get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+      static_cast<uint64_t>(st.st_size) > room) {
+    return OverMemoryLimit(static_cast<uint64_t>(st.st_size), options_.max_memory_bytes);
   }
+  ASSIGN_OR_RETURN(GuestMemoryRegion region, MapGuestMemory(std::move(fds[0])));
+  if (region.size > room) return OverMemoryLimit(region.size, options_.max_memory_bytes);
   const uint64_t size = region.size;
   ASSIGN_OR_RETURN(MemoryInfo info,
                    core_->RegisterMemory(conn.session_id, conn.tenant_id, std::move(region),

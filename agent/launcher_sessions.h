@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/agent_core.h"
 #include "agent/launcher_server.h"
+#include "agent/peer_policy.h"
 #include "common/grant_token.h"
 #include "proto/launcher.pb.h"
 
@@ -33,17 +34,31 @@ struct LauncherSessionOptions {
   // Peers whose SO_PEERCRED uid is not listed are refused at connect. Empty:
   // any uid the socket's permissions let in.
   std::set<uid_t> allowed_uids;
+  // Peers whose SO_PEERCRED gid is not listed are refused at connect. Empty:
+  // any gid. A peer must pass both sets (peer_policy.h).
+  std::set<gid_t> allowed_gids;
+  // Connections (each holds at most one session) one uid may hold at once;
+  // more are refused at connect with RESOURCE_EXHAUSTED.
+  size_t max_sessions_per_peer = kDefaultMaxSessionsPerPeer;
   // Per session: how many memory objects and how many bytes of them it may
-  // register.
+  // register. Each object holds an fd and a shared mapping in the agent, so
+  // these bound what one session adds to the agent's fd table and address
+  // space.
   size_t max_memory_objects = 64;
   uint64_t max_memory_bytes = 1ULL << 40;
   // Milliseconds since the epoch; injectable for tests of token expiry.
   std::function<int64_t()> now_ms;
 };
 
+// INVALID_ARGUMENT naming the field when `options` cannot work: a zero
+// max_sessions_per_peer or max_memory_objects, max_memory_bytes below one
+// page (4096), or the kernel's "no id" in an allowed set.
+absl::Status ValidateLauncherSessionOptions(const LauncherSessionOptions& options);
+
 class LauncherSessions final : public LauncherHandler {
  public:
-  // `core` is not owned and must outlive this object.
+  // `core` is not owned and must outlive this object. `options` should pass
+  // ValidateLauncherSessionOptions.
   LauncherSessions(AgentCore* core, LauncherSessionOptions options);
 
   LauncherSessions(const LauncherSessions&) = delete;
@@ -56,6 +71,8 @@ class LauncherSessions final : public LauncherHandler {
 
   // Open sessions now.
   size_t session_count();
+  // Connections of `uid` counted against max_sessions_per_peer now.
+  size_t peer_connections(uid_t uid);
 
  private:
   struct Conn {
@@ -85,6 +102,7 @@ class LauncherSessions final : public LauncherHandler {
   ReplayCache replay_;
   absl::Mutex mu_;
   std::map<uint64_t, Conn> conns_ ABSL_GUARDED_BY(mu_);
+  PeerPolicy peers_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -451,6 +451,77 @@ TEST_F(LauncherSessionsTest, AllowedUidsRefusesOtherPeersAtConnect) {
   EXPECT_OK(StatusOf(Open(conn, SignGrant(Grant(), kKey))));
 }
 
+TEST_F(LauncherSessionsTest, AllowedGidsRefusesOtherPeersAtConnect) {
+  options_.allowed_gids = {107};
+  MakeSessions();
+  PeerCred peer;
+  peer.pid = 77;
+  peer.uid = kUid;
+  peer.gid = kUid;
+  EXPECT_THAT(sessions_->OnConnect(99, peer),
+              StatusIs(Code::kPermissionDenied,
+                       "peer: gid 1000 may not use this agent's launcher socket"));
+  EXPECT_THAT(StatusOf(Send(99, OpenReq(SignGrant(Grant(), kKey)))),
+              StatusIs(Code::kInternal, "connection unknown"));
+  EXPECT_EQ(sessions_->peer_connections(kUid), 0u);
+  peer.gid = 107;
+  ASSERT_OK(sessions_->OnConnect(100, peer));
+  connected_.push_back(100);
+  EXPECT_OK(StatusOf(Open(100, SignGrant(Grant(), kKey))));
+}
+
+TEST_F(LauncherSessionsTest, ConnectionsPerPeerAreLimitedAndFreedOnDisconnect) {
+  options_.max_sessions_per_peer = 2;
+  MakeSessions();
+  const uint64_t a = OpenSession();
+  const uint64_t idle = Connect();  // No session yet: it holds a slot all the same.
+  EXPECT_EQ(sessions_->peer_connections(kUid), 2u);
+  const std::string before = Snapshot();
+  PeerCred peer;
+  peer.pid = 4243;
+  peer.uid = kUid;
+  peer.gid = kUid;
+  EXPECT_THAT(sessions_->OnConnect(50, peer),
+              StatusIs(Code::kResourceExhausted,
+                       "peer: uid 1000 already holds 2 launcher connections (limit 2 per uid)"));
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_EQ(sessions_->peer_connections(kUid), 2u);
+  // Another uid is not held back by this one.
+  const uint64_t stranger = Connect(2000);
+  EXPECT_EQ(sessions_->peer_connections(2000), 1u);
+  // A closed connection frees its slot, session or not.
+  sessions_->OnDisconnect(idle);
+  EXPECT_EQ(sessions_->peer_connections(kUid), 1u);
+  const uint64_t b = OpenSession();
+  EXPECT_EQ(sessions_->session_count(), 2u);
+  sessions_->OnDisconnect(a);
+  sessions_->OnDisconnect(b);
+  sessions_->OnDisconnect(stranger);
+  EXPECT_EQ(sessions_->peer_connections(kUid), 0u);
+  EXPECT_EQ(sessions_->peer_connections(2000), 0u);
+}
+
+TEST_F(LauncherSessionsTest, ValidateOptionsNamesTheFlagAndTheRule) {
+  EXPECT_OK(ValidateLauncherSessionOptions(LauncherSessionOptions()));
+  LauncherSessionOptions o;
+  o.max_sessions_per_peer = 0;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_sessions_per_peer: must be at least 1"));
+  o = LauncherSessionOptions();
+  o.max_memory_objects = 0;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_session_memory_objects: must be at least 1"));
+  o = LauncherSessionOptions();
+  o.max_memory_bytes = 4095;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument,
+                       "max_session_memory_bytes: must be at least 4096 (one page), got 4095"));
+  o = LauncherSessionOptions();
+  o.allowed_gids = {static_cast<gid_t>(-1)};
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "launcher_allowed_gids"));
+}
+
 TEST_F(LauncherSessionsTest, SecondOpenOnSameConnectionIsRefusedAndItsTokenStaysUnused) {
   const uint64_t conn = OpenSession();
   const std::string token = SignGrant(Grant(), kKey);
@@ -660,6 +731,25 @@ TEST_F(LauncherSessionsTest, PerSessionMemoryByteLimit) {
               StatusIs(Code::kResourceExhausted, "passes this session's limit"));
 }
 
+// Regression guard: the session limit is checked against the fd's size
+// before the agent maps it, so an fd announcing more than the limit (here
+// 2 TiB of sparse memfd, more than any one object may be) is refused by the
+// session's limit without the agent reserving its address space first.
+TEST_F(LauncherSessionsTest, MemoryOverTheSessionLimitIsRefusedBeforeItIsMapped) {
+  options_.max_memory_bytes = 4 * kPage;
+  MakeSessions();
+  const uint64_t conn = OpenSession();
+  const std::string before = Snapshot();
+  const int fds_before = CountOpenFds();
+  EXPECT_THAT(StatusOf(Register(conn, Memfd(2ULL << 40))),
+              StatusIs(Code::kResourceExhausted,
+                       "fd: registering 0x20000000000 more bytes passes this session's limit "
+                       "of 0x4000"));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_EQ(Snapshot(), before);
+  RegisterNew(conn, 4 * kPage);
+}
+
 // ---------------------------------------------------------------- maps
 
 TEST_F(LauncherSessionsTest, MapOutsideEveryWindowIsPermissionDenied) {
@@ -840,8 +930,16 @@ TEST_F(LauncherSessionsTest, DisconnectReleasesMappingsBillingAndFds) {
   ASSERT_OK(backend_->ListMappings(1));
   EXPECT_EQ(backend_->ListMappings(1)->size(), 2u);
   EXPECT_GT(CountOpenFds(), fds_before);  // The agent holds the two memfds.
+  absl::StatusOr<v1::GetInventoryResponse> inventory = core_->Inventory();
+  ASSERT_OK(inventory);
+  EXPECT_EQ(inventory->launcher().sessions(), 1u);
+  EXPECT_EQ(inventory->launcher().memory_objects(), 2u);
+  EXPECT_EQ(inventory->launcher().memory_bytes(), 24 * kPage);
 
   sessions_->OnDisconnect(conn);
+  inventory = core_->Inventory();
+  ASSERT_OK(inventory);
+  EXPECT_EQ(inventory->launcher().ShortDebugString(), "");
   EXPECT_THAT(core_->Usage(), IsEmpty());
   EXPECT_EQ(core_->GetContainer(kC1)->mappings_size(), 0);
   EXPECT_THAT(*backend_->ListMappings(1), IsEmpty());

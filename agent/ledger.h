@@ -35,6 +35,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -176,9 +177,11 @@ class Ledger final {
     uint64_t end;
   };
 
+  struct Usage;
   struct Object {
     uint64_t size = 0;
     std::string owner;
+    Usage* usage = nullptr;  // usage_[owner], which outlives the object.
     // Registrations not yet dropped by Unregister.
     uint64_t references = 0;
     // Live mappings, keyed by (offset, length) in bytes, with how many live
@@ -188,40 +191,45 @@ class Ledger final {
     PinRuns pins;
   };
 
-  // Totals of one owner; an entry exists only while one of them is non-zero.
+  // Totals of one owner. The entry lives while the owner owns at least one
+  // known object (so objects can point at it and Map/Unmap need no lookup
+  // by name); tenants() skips entries whose totals are both zero.
   struct Usage {
     uint64_t billed = 0;
     uint64_t mapped = 0;
+    size_t objects = 0;  // Known objects this tenant owns.
   };
 
   // Validates a range request in the documented order and returns it in
-  // pages.
-  absl::StatusOr<PageRange> CheckRange(ObjectKey key, uint64_t offset,
-                                       uint64_t length) const;
+  // pages. `object` is what objects_ holds for `key`, or nullptr: callers
+  // look it up once and use it afterwards.
+  static absl::StatusOr<PageRange> CheckRange(ObjectKey key,
+                                              const Object* object,
+                                              uint64_t offset,
+                                              uint64_t length);
 
   // Forgets the object at `it` when no reference and no mapping is left.
   void MaybeForget(absl::flat_hash_map<ObjectKey, Object>::iterator it);
 
   // Pages in `range` with pin count 0.
   static uint64_t CountUnpinned(const PinRuns& pins, PageRange range);
-  // Makes `page` a run boundary (a run straddling it is cut in two) and
-  // returns the first run starting at or after `page`.
-  static PinRuns::iterator SplitAt(PinRuns& pins, uint64_t page);
-  // Cuts `run` at `page` (run start < page < run end) and returns the first
-  // half. Every other iterator into `pins` is invalidated.
-  static PinRuns::iterator SplitRun(PinRuns& pins, PinRuns::iterator run,
-                                    uint64_t page);
-  // Merges touching runs of equal count from the run ending at range.first
-  // up to the run starting at range.end.
-  static void MergeAround(PinRuns& pins, PageRange range);
-  // Pin counts +1 over `range`; returns the pages that went from 0 to 1.
-  static uint64_t Pin(PinRuns& pins, PageRange range);
-  // Pin counts -1 over `range`, every page of which must be pinned; returns
-  // the pages that went from 1 to 0.
-  static uint64_t Unpin(PinRuns& pins, PageRange range);
+  // Adds `delta` (+1 or -1) to the pin count of every page in `range` and
+  // returns the pages whose count went from 0 to 1 (+1) or 1 to 0 (-1).
+  // With -1 every page of the range must be pinned. `at` must be
+  // pins.lower_bound(range.first): Unmap walks the tree early (see there).
+  //
+  // One left-to-right pass over the runs touching the range that rewrites
+  // them in place where it can and merges as it goes, so that the common
+  // cases cost a single B-tree insert or erase (pinning a gap between two
+  // runs of count 1: one erase; unpinning the middle of a run of count 1:
+  // one insert). O(log n + k) for k runs touching the range.
+  static uint64_t AddToRange(PinRuns& pins, PageRange range,
+                             PinRuns::iterator at, int delta);
 
   absl::flat_hash_map<ObjectKey, Object> objects_;
-  absl::flat_hash_map<std::string, Usage> usage_;
+  // Node-based so that Object::usage stays valid while other owners come
+  // and go.
+  absl::node_hash_map<std::string, Usage> usage_;
   size_t live_mapping_count_ = 0;
 };
 

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstdio>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,10 +23,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/agent_core.h"
+#include "agent/agent_metrics.h"
 #include "agent/agent_service.h"
+#include "agent/counting_kernel_ops.h"
 #include "agent/launcher_server.h"
 #include "agent/launcher_sessions.h"
 #include "agent/log.h"
+#include "agent/peer_policy.h"
 #include "agent/registration.h"
 #include "agent/iommufd_backend.h"
 #include "agent/linux_kernel_ops.h"
@@ -33,6 +38,8 @@
 #include "agent/vfio_type1_backend.h"
 #include "agent/startup.h"
 #include "agent/version.h"
+#include "common/tls_flags.h"
+#include "common/metrics.h"
 #include "common/validation.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -74,6 +81,20 @@ ABSL_FLAG(std::string, launcher_allowed_uids, "",
           "Empty: any uid the socket's permissions let in.");
 ABSL_FLAG(uint32_t, max_launcher_connections, 64,
           "Launcher connections (and so sessions) held at once.");
+ABSL_FLAG(std::string, launcher_allowed_gids, "",
+          "Comma-separated gids (numbers or group names) allowed on the launcher socket, checked "
+          "against the peer's effective gid from SO_PEERCRED (supplementary groups do not "
+          "count). With --launcher_allowed_uids a peer must pass both. Empty: any gid.");
+ABSL_FLAG(uint32_t, max_sessions_per_peer, iommu::agent::kDefaultMaxSessionsPerPeer,
+          "Launcher connections (each holds at most one session) one uid may hold at once; "
+          "more are refused at connect with RESOURCE_EXHAUSTED. At least 1. Raise it to "
+          "--max_launcher_connections when every launcher runs as one uid.");
+ABSL_FLAG(uint64_t, max_session_memory_bytes, uint64_t{1} << 40,
+          "Bytes of guest memory one launcher session may register (the sum of its memory "
+          "objects' sizes); more is refused with RESOURCE_EXHAUSTED. At least 4096.");
+ABSL_FLAG(uint32_t, max_session_memory_objects, 64,
+          "Memory objects (fds) one launcher session may register; each holds an fd and a "
+          "mapping in the agent. At least 1.");
 ABSL_FLAG(std::string, devices, "",
           "Real backends: the PCI devices this agent may manage, as addresses "
           "(0000:00:04.0), vendor:device (1234:11e8) or vendor:* entries, comma-separated. "
@@ -85,6 +106,9 @@ ABSL_FLAG(bool, manage_drivers, false,
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written there once serving.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port serving Prometheus metrics (iommu_agent_*, docs/METRICS.md) over HTTP at "
+          "/metrics, e.g. 0.0.0.0:9401; empty: no metrics endpoint.");
 
 namespace iommu {
 namespace agent {
@@ -108,8 +132,9 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   absl::SetProgramUsageMessage(
-      "iommu-agent --node=NAME --broker=HOST:PORT [--backend=sim "
-      "--sim_devices=...]");
+      "iommu-agent --node=NAME --broker=HOST:PORT "
+      "--tls_cert=agent-NAME.crt --tls_key=agent-NAME.key --tls_ca=ca.crt (or --insecure) "
+      "[--backend=sim --sim_devices=...]");
   absl::ParseCommandLine(argc, argv);
 
   SetLogSource("agent");
@@ -120,6 +145,15 @@ int Main(int argc, char** argv) {
   const std::string node = absl::GetFlag(FLAGS_node);
   if (absl::Status s = ValidateNodeName("node", node); !s.ok()) {
     return Fail("bad_flag", s);
+  }
+  // The agent's certificate must name this node: the broker accepts its
+  // registration only for the node in the certificate.
+  absl::StatusOr<TransportConfig> transport =
+      TransportConfigFromFlags(Identity{Role::kAgent, node});
+  if (!transport.ok()) return Fail("bad_flag", transport.status());
+  if (transport->insecure) {
+    LogEvent(LogLevel::kWarning, "insecure_transport",
+             {{"warning", "--insecure: plaintext gRPC, no authentication; development only"}});
   }
   const std::string broker = absl::GetFlag(FLAGS_broker);
   if (broker.empty()) {
@@ -145,6 +179,22 @@ int Main(int argc, char** argv) {
                     " accepts on every interface (the broker cannot dial ",
                     listen_hp->host, ")")));
   }
+
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!metrics_address.empty()) {
+    if (absl::Status s = metrics::ValidateMetricsAddress("metrics_address", metrics_address);
+        !s.ok()) {
+      return Fail("bad_flag", s);
+    }
+  }
+  // Metrics: kernel errors are counted at the KernelOps seam, maps and unmaps
+  // timed by AgentCore, state gauges read from AgentCore at scrape time.
+  auto agent_metrics = std::make_shared<AgentMetrics>();
+  CountingKernelOps kernel_ops(
+      LinuxKernelOps::Get(),
+      [m = agent_metrics.get()](absl::string_view call, absl::string_view err) {
+        m->CountKernelError(call, err);
+      });
 
   absl::StatusOr<std::string> kind =
       ChooseBackend(absl::GetFlag(FLAGS_backend), ProbeHostIommu());
@@ -194,12 +244,12 @@ int Main(int argc, char** argv) {
     }
     if (*kind == "iommufd") {
       absl::StatusOr<std::unique_ptr<IommufdBackend>> real = IommufdBackend::Create(
-          LinuxKernelOps::Get(), sysfs.get(), static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+          &kernel_ops, sysfs.get(), static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
       if (!real.ok()) return Fail("backend_failed", real.status());
       backend = *std::move(real);
     } else {
       absl::StatusOr<std::unique_ptr<VfioType1Backend>> real =
-          VfioType1Backend::Create(LinuxKernelOps::Get(), sysfs.get());
+          VfioType1Backend::Create(&kernel_ops, sysfs.get());
       if (!real.ok()) return Fail("backend_failed", real.status());
       backend = *std::move(real);
     }
@@ -208,15 +258,35 @@ int Main(int argc, char** argv) {
     device_count = found->size();
   }
 
-  AgentCore core(node, backend.get());
-  AgentService service(&core);
+  {
+    // The mapping limit to report before any container exists.
+    uint64_t default_limit = 0;
+    if (simulated) {
+      default_limit = absl::GetFlag(FLAGS_sim_max_mappings);
+    } else if (backend->kind() == "vfio-type1") {
+      default_limit = ReadType1DmaEntryLimit().value_or(0);
+    }
+    agent_metrics->SetBackend(backend->kind(), default_limit);
+  }
+  AgentCore core(node, backend.get(), agent_metrics.get());
+  agent_metrics->SetStatsSource([&core] { return core.Stats(); });
+  // /metrics before the API: a port that cannot be bound stops the start.
+  metrics::MetricsServer metrics_server;
+  if (!metrics_address.empty()) {
+    absl::StatusOr<metrics::MetricsServer> started =
+        metrics::StartMetricsServer("metrics_address", metrics_address, agent_metrics);
+    if (!started.ok()) return Fail("metrics_failed", started.status());
+    metrics_server = *std::move(started);
+    LogEvent(LogLevel::kInfo, "metrics_serving",
+             {{"address", metrics_address}, {"port", metrics_server.port}, {"path", "/metrics"}});
+  }
+  AgentService service(&core, *transport);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  // TODO(security): mTLS between broker and agent with the dev certificates.
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, MakeServerCredentials(*transport), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -232,6 +302,7 @@ int Main(int argc, char** argv) {
             {"backend", *kind},
             {"devices", device_count},
             {"version", kAgentVersion},
+            {"transport", DescribeTransport(*transport)},
             {"simulated", simulated},
             {"sim_warning", simulated ? "SIMULATED BACKEND: no real IOMMU, no real DMA, no "
                                         "pinned memory"
@@ -272,15 +343,38 @@ int Main(int argc, char** argv) {
                                     "launcher_group: no group \"", group, "\"")));
       }
     }
-    for (absl::string_view uid : absl::StrSplit(absl::GetFlag(FLAGS_launcher_allowed_uids), ',',
-                                                absl::SkipEmpty())) {
-      uid_t u;
-      if (!absl::SimpleAtoi(uid, &u)) {
-        server->Shutdown();
-        return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
-                                    "launcher_allowed_uids: \"", uid, "\" is not a uid")));
-      }
-      session_options.allowed_uids.insert(u);
+    absl::StatusOr<std::set<uint32_t>> uids =
+        ParseIdList("launcher_allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids));
+    absl::StatusOr<std::set<uint32_t>> gids = ParseIdList(
+        "launcher_allowed_gids", absl::GetFlag(FLAGS_launcher_allowed_gids),
+        [](const std::string& name) -> std::optional<uint32_t> {
+          struct group* g = getgrnam(name.c_str());
+          if (g == nullptr) return std::nullopt;
+          return g->gr_gid;
+        });
+    absl::Status ids = !uids.ok() ? uids.status() : gids.status();
+    if (ids.ok()) {
+      session_options.allowed_uids.insert(uids->begin(), uids->end());
+      session_options.allowed_gids.insert(gids->begin(), gids->end());
+      session_options.max_sessions_per_peer = absl::GetFlag(FLAGS_max_sessions_per_peer);
+      session_options.max_memory_bytes = absl::GetFlag(FLAGS_max_session_memory_bytes);
+      session_options.max_memory_objects = absl::GetFlag(FLAGS_max_session_memory_objects);
+      ids = ValidateLauncherSessionOptions(session_options);
+    }
+    if (!ids.ok()) {
+      server->Shutdown();
+      return Fail("bad_flag", ids);
+    }
+    // Launchers at these limits must not be able to run the agent out of
+    // fds: that would stop its gRPC server and backend too.
+    absl::StatusOr<std::string> nofile = EnsureFdLimit(
+        LauncherFdBudget(launcher_options.max_connections, session_options.max_memory_objects,
+                         kMaxLauncherPacketFds) +
+        kAgentFdReserve);
+    if (nofile.ok()) {
+      LogEvent(LogLevel::kInfo, "nofile", {{"state", *nofile}});
+    } else {
+      LogEvent(LogLevel::kWarning, "nofile", {{"error", nofile.status().message()}});
     }
   }
   LauncherSessions sessions(&core, session_options);
@@ -293,7 +387,12 @@ int Main(int argc, char** argv) {
   LogEvent(LogLevel::kInfo, "launcher_socket_listening",
            {{"path", launcher_options.socket_path},
             {"mode", absl::GetFlag(FLAGS_launcher_socket_mode)},
-            {"allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids)}});
+            {"allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids)},
+            {"allowed_gids", absl::GetFlag(FLAGS_launcher_allowed_gids)},
+            {"max_connections", launcher_options.max_connections},
+            {"max_sessions_per_peer", session_options.max_sessions_per_peer},
+            {"max_session_memory_bytes", session_options.max_memory_bytes},
+            {"max_session_memory_objects", session_options.max_memory_objects}});
 
   RegistrationOptions options;
   options.agent_address = advertise;
@@ -303,7 +402,8 @@ int Main(int argc, char** argv) {
   Registration registration(
       options, &core,
       v1::NodeRegistry::NewStub(
-          grpc::CreateChannel(broker, grpc::InsecureChannelCredentials())));
+          grpc::CreateChannel(broker, MakeChannelCredentials(*transport,
+                                                             Identity{Role::kBroker, ""}))));
   registration.Start();
 
   int signal_number = 0;
@@ -315,6 +415,7 @@ int Main(int argc, char** argv) {
   (*launcher_server)->Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   server->Wait();
+  metrics_server.exposer.reset();  // Scrapes read AgentCore: stop them first.
   LogEvent(LogLevel::kInfo, "stopped", {{"node", node}});
   return 0;
 }

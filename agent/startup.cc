@@ -184,5 +184,47 @@ absl::StatusOr<std::string> EnsureCanPinMemory() {
       "(Kubernetes)"));
 }
 
+uint64_t LauncherFdBudget(uint64_t max_connections, uint64_t max_memory_objects,
+                          uint64_t max_device_fds) {
+  return max_connections * (1 + max_memory_objects + max_device_fds);
+}
+
+FdLimitPlan PlanFdLimit(uint64_t soft, uint64_t hard, uint64_t needed) {
+  FdLimitPlan plan;
+  if (soft >= needed) {
+    plan.soft = soft;
+    return plan;
+  }
+  plan.soft = hard < needed ? hard : needed;
+  if (hard < needed) {
+    plan.status = absl::FailedPreconditionError(absl::StrCat(
+        "nofile: the agent may need ", needed, " fds at its launcher limits but RLIMIT_NOFILE "
+        "allows ", hard, " (hard); launchers at those limits could exhaust the agent's fd table. "
+        "Raise it (LimitNOFILE= in systemd) or lower --max_launcher_connections or "
+        "--max_session_memory_objects"));
+  }
+  return plan;
+}
+
+absl::StatusOr<std::string> EnsureFdLimit(uint64_t needed) {
+  struct rlimit have = {0, 0};
+  if (getrlimit(RLIMIT_NOFILE, &have) != 0) {
+    return ErrnoStatus(errno, "getrlimit RLIMIT_NOFILE");
+  }
+  // RLIM_INFINITY is the largest rlim_t, so it compares as "enough".
+  const FdLimitPlan plan = PlanFdLimit(have.rlim_cur, have.rlim_max, needed);
+  if (plan.soft != have.rlim_cur) {
+    struct rlimit want = {static_cast<rlim_t>(plan.soft), have.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("setrlimit RLIMIT_NOFILE soft=", plan.soft));
+    }
+  }
+  if (!plan.status.ok()) return plan.status;
+  if (plan.soft == have.rlim_cur) {
+    return absl::StrCat("RLIMIT_NOFILE ", have.rlim_cur, " covers the ", needed, " needed");
+  }
+  return absl::StrCat("RLIMIT_NOFILE ", have.rlim_cur, " raised to ", plan.soft);
+}
+
 }  // namespace agent
 }  // namespace iommu

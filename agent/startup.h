@@ -4,6 +4,7 @@
 #ifndef AGENT_STARTUP_H_
 #define AGENT_STARTUP_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -61,6 +62,33 @@ absl::Status WriteFileAtomically(const std::string& path,
 // "CAP_IPC_LOCK: pins are not counted"), or FAILED_PRECONDITION saying
 // exactly what is missing and how to grant it.
 absl::StatusOr<std::string> EnsureCanPinMemory();
+
+// The most fds the launcher socket can make the agent hold at its limits:
+// per connection its socket, the memory objects its session may register and
+// the device fds of its last GetDevices answer (held until its next request).
+uint64_t LauncherFdBudget(uint64_t max_connections, uint64_t max_memory_objects,
+                          uint64_t max_device_fds);
+
+// Fds the agent needs besides the launcher socket's: gRPC, the backend's
+// iommufd / VFIO fds, logs. Generous, since an unused slot costs nothing.
+inline constexpr uint64_t kAgentFdReserve = 1024;
+
+// What EnsureFdLimit does for RLIMIT_NOFILE `soft`/`hard` and `needed` fds:
+// the soft limit to set (unchanged when it already suffices, never above
+// `hard`) and, when even `hard` is short, FAILED_PRECONDITION with the
+// numbers and the fix. Pure.
+struct FdLimitPlan {
+  uint64_t soft = 0;
+  absl::Status status;
+};
+FdLimitPlan PlanFdLimit(uint64_t soft, uint64_t hard, uint64_t needed);
+
+// Raises this process's RLIMIT_NOFILE soft limit as PlanFdLimit says, so
+// that launchers at their limits cannot run the agent out of fds (EMFILE
+// would also stop its gRPC server and backend). Returns a one-line
+// description ("RLIMIT_NOFILE 1024 raised to 7232"), or the plan's error
+// after raising the limit as far as the hard limit allows.
+absl::StatusOr<std::string> EnsureFdLimit(uint64_t needed);
 
 }  // namespace agent
 }  // namespace iommu

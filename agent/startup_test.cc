@@ -86,6 +86,38 @@ TEST(WriteFileAtomicallyTest, ReportsMissingDirectory) {
   EXPECT_THAT(WriteFileAtomically(path, "1"), StatusIs(Code::kNotFound, "ENOENT"));
 }
 
+TEST(LauncherFdBudgetTest, CountsSocketMemoryAndDeviceFdsPerConnection) {
+  EXPECT_EQ(LauncherFdBudget(64, 64, 32), 64u * 97u);
+  EXPECT_EQ(LauncherFdBudget(1, 1, 0), 2u);
+}
+
+TEST(PlanFdLimitTest, LeavesASufficientLimitAlone) {
+  FdLimitPlan plan = PlanFdLimit(20000, 20000, 7232);
+  EXPECT_OK(plan.status);
+  EXPECT_EQ(plan.soft, 20000u);
+}
+
+TEST(PlanFdLimitTest, RaisesTheSoftLimitToWhatIsNeeded) {
+  FdLimitPlan plan = PlanFdLimit(1024, 524288, 7232);
+  EXPECT_OK(plan.status);
+  EXPECT_EQ(plan.soft, 7232u);
+}
+
+TEST(PlanFdLimitTest, ShortHardLimitIsRaisedToAndExplained) {
+  FdLimitPlan plan = PlanFdLimit(1024, 4096, 7232);
+  EXPECT_EQ(plan.soft, 4096u);
+  EXPECT_THAT(plan.status,
+              StatusIs(Code::kFailedPrecondition,
+                       "nofile: the agent may need 7232 fds at its launcher limits but "
+                       "RLIMIT_NOFILE allows 4096 (hard)"));
+}
+
+TEST(EnsureFdLimitTest, SmallNeedIsCoveredWithoutChange) {
+  absl::StatusOr<std::string> s = EnsureFdLimit(16);
+  ASSERT_OK(s);
+  EXPECT_THAT(*s, ::testing::HasSubstr("covers the 16 needed"));
+}
+
 }  // namespace
 }  // namespace agent
 }  // namespace iommu

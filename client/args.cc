@@ -233,6 +233,21 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("broker", ValueKind::kString, "HOST:PORT",
            absl::StrCat("Broker address (default: $", kBrokerEnvVar, ", else ",
                         kDefaultBrokerAddress, ").")),
+      Flag("cert", ValueKind::kString, "FILE",
+           absl::StrCat("PEM client certificate for mutual TLS; its SAN URI "
+                        "(spiffe://<trust-domain>/operator/<name> or .../tenant/<id>) is who you "
+                        "are to the broker (default: $", kCertEnvVar, ").")),
+      Flag("key", ValueKind::kString, "FILE",
+           absl::StrCat("PEM private key of --cert (default: $", kKeyEnvVar, ").")),
+      Flag("ca", ValueKind::kString, "FILE",
+           absl::StrCat("PEM CA bundle that signed the broker's certificate (default: $",
+                        kCaEnvVar, ").")),
+      Flag("trust-domain", ValueKind::kString, "DOMAIN",
+           absl::StrCat("SPIFFE trust domain; the broker must prove spiffe://DOMAIN/broker "
+                        "(default: $", kTrustDomainEnvVar, ", else iommu.local).")),
+      Flag("insecure", ValueKind::kSwitch, "",
+           absl::StrCat("Plaintext, for a broker started with --insecure (development only; "
+                        "also $", kInsecureEnvVar, "=1).")),
       Flag("output", ValueKind::kString, "FORMAT", "Output format: table or json (also -o)."),
       Flag("timeout", ValueKind::kDuration, "DURATION",
            "Deadline of each call to the broker, e.g. 5s, 500ms (default 5s)."),
@@ -356,6 +371,16 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
     if (value.number != 0) inv->help = true;
   } else if (spec.name == "broker") {
     inv->global.broker = value.text;
+  } else if (spec.name == "cert") {
+    inv->global.cert = value.text;
+  } else if (spec.name == "key") {
+    inv->global.key = value.text;
+  } else if (spec.name == "ca") {
+    inv->global.ca = value.text;
+  } else if (spec.name == "trust-domain") {
+    inv->global.trust_domain = value.text;
+  } else if (spec.name == "insecure") {
+    inv->global.insecure = value.number != 0;
   } else if (spec.name == "output") {
     const std::string lower = absl::AsciiStrToLower(value.text);
     if (lower == "table") {

@@ -33,6 +33,13 @@ inline constexpr char kIommuctlVersion[] = "0.1.0";
 inline constexpr char kDefaultBrokerAddress[] = "127.0.0.1:7400";
 // Environment variable naming the broker (read by the caller, not here).
 inline constexpr char kBrokerEnvVar[] = "IOMMU_BROKER";
+// Environment variables for the transport flags (--cert, --key, --ca,
+// --trust-domain; IOMMUCTL_INSECURE=1 for --insecure).
+inline constexpr char kCertEnvVar[] = "IOMMUCTL_CERT";
+inline constexpr char kKeyEnvVar[] = "IOMMUCTL_KEY";
+inline constexpr char kCaEnvVar[] = "IOMMUCTL_CA";
+inline constexpr char kTrustDomainEnvVar[] = "IOMMUCTL_TRUST_DOMAIN";
+inline constexpr char kInsecureEnvVar[] = "IOMMUCTL_INSECURE";
 
 // How a flag's value is read.
 enum class ValueKind {
@@ -92,6 +99,14 @@ enum class OutputFormat { kTable, kJson };
 // Flags that apply to every command; accepted before or after the command.
 struct GlobalOptions {
   std::string broker;                  // host:port.
+  // Transport: mTLS with this certificate, key and CA bundle (PEM files), or
+  // plaintext with insecure. Empty: from $IOMMUCTL_CERT/_KEY/_CA (resolved by
+  // the caller, like the broker address).
+  std::string cert;
+  std::string key;
+  std::string ca;
+  std::string trust_domain;            // Empty: iommu.local.
+  bool insecure = false;
   OutputFormat output = OutputFormat::kTable;
   absl::Duration timeout = absl::Seconds(5);
   std::string request_id;              // Empty: generate one per mutation.

@@ -3,17 +3,42 @@
 #include <memory>
 #include <string>
 
+#include "common/tls.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
 namespace iommu {
 namespace client {
 
+absl::StatusOr<TransportConfig> ClientTransport(const GlobalOptions& global) {
+  TransportConfig config;
+  config.insecure = global.insecure;
+  config.cert_file = global.cert;
+  config.key_file = global.key;
+  config.ca_file = global.ca;
+  if (!global.trust_domain.empty()) config.trust_domain = global.trust_domain;
+  if (!config.insecure && config.cert_file.empty() && config.key_file.empty() &&
+      config.ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--cert, --key, --ca: required to reach a broker over mutual TLS (or set "
+        "$IOMMUCTL_CERT, $IOMMUCTL_KEY, $IOMMUCTL_CA); --insecure for a plaintext "
+        "development broker");
+  }
+  TransportFlagNames names;
+  names.cert = "--cert";
+  names.key = "--key";
+  names.ca = "--ca";
+  if (absl::Status s = ValidateTransportConfig(config, names); !s.ok()) return s;
+  return config;
+}
+
 StubFactory GrpcStubFactory() {
-  return [](const std::string& address)
+  return [](const GlobalOptions& global)
              -> absl::StatusOr<std::shared_ptr<iommu::v1::Broker::StubInterface>> {
-    std::shared_ptr<grpc::Channel> channel =
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    absl::StatusOr<TransportConfig> transport = ClientTransport(global);
+    if (!transport.ok()) return transport.status();
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
+        global.broker, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}));
     return std::shared_ptr<iommu::v1::Broker::StubInterface>(
         iommu::v1::Broker::NewStub(channel));
   };

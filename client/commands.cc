@@ -453,6 +453,15 @@ CliEnvironment ProcessEnvironment() {
   CliEnvironment env;
   const char* broker = std::getenv(kBrokerEnvVar);
   env.default_broker = broker != nullptr && broker[0] != '\0' ? broker : kDefaultBrokerAddress;
+  auto get = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v == nullptr ? "" : v);
+  };
+  env.cert = get(kCertEnvVar);
+  env.key = get(kKeyEnvVar);
+  env.ca = get(kCaEnvVar);
+  env.trust_domain = get(kTrustDomainEnvVar);
+  env.insecure = get(kInsecureEnvVar) == "1";
   return env;
 }
 
@@ -503,9 +512,22 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     }
   }
 
-  absl::StatusOr<std::shared_ptr<Stub>> stub = stub_factory(inv.global.broker);
+  // Flags win over the environment, field by field.
+  GlobalOptions global = inv.global;
+  if (global.cert.empty()) global.cert = env.cert;
+  if (global.key.empty()) global.key = env.key;
+  if (global.ca.empty()) global.ca = env.ca;
+  if (global.trust_domain.empty()) global.trust_domain = env.trust_domain;
+  if (!global.insecure) global.insecure = env.insecure;
+  absl::StatusOr<std::shared_ptr<Stub>> stub = stub_factory(global);
   if (stub.ok() && *stub == nullptr) stub = absl::InternalError("stub factory returned null");
   if (!stub.ok()) {
+    // A transport configuration the factory cannot use is the caller's
+    // mistake (exit 2); anything else is a failure to connect (exit 1).
+    if (absl::IsInvalidArgument(stub.status())) {
+      err << "error: " << stub.status().message() << "\n";
+      return 2;
+    }
     err << "error: " << absl::StatusCodeToString(stub.status().code()) << ": "
         << stub.status().message() << "\n";
     return 1;

@@ -23,29 +23,37 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "client/args.h"
 #include "proto/broker.grpc.pb.h"
 
 namespace iommu {
 namespace client {
 
-// Makes the stub that talks to the broker at `address` (host:port). Called at
-// most once per RunIommuctl, and only for commands that need the broker.
-// The stub is shared so that a test can keep a handle on its fake.
+// Makes the stub that talks to the broker named by `global` (address and
+// transport, with the environment's defaults filled in). Called at most once
+// per RunIommuctl, and only for commands that need the broker. The stub is
+// shared so that a test can keep a handle on its fake.
 using StubFactory =
     std::function<absl::StatusOr<std::shared_ptr<iommu::v1::Broker::StubInterface>>(
-        const std::string& address)>;
+        const GlobalOptions& global)>;
 
 // What RunIommuctl takes from its surroundings.
 struct CliEnvironment {
   // Broker address when --broker is not given.
   std::string default_broker;
+  // Transport defaults when --cert/--key/--ca/--trust-domain/--insecure are
+  // not given.
+  std::string cert, key, ca, trust_domain;
+  bool insecure = false;
   // Makes the request id of a mutation when --request-id is not given.
   // Null: NewRequestId().
   std::function<std::string()> new_request_id;
 };
 
 // The environment of this process: default_broker from $IOMMU_BROKER if set
-// and non-empty, else 127.0.0.1:7400; random request ids.
+// and non-empty, else 127.0.0.1:7400; the transport from $IOMMUCTL_CERT,
+// $IOMMUCTL_KEY, $IOMMUCTL_CA, $IOMMUCTL_TRUST_DOMAIN, $IOMMUCTL_INSECURE=1;
+// random request ids.
 CliEnvironment ProcessEnvironment();
 
 // A fresh random request id: a version 4 UUID in lowercase hex.

@@ -40,9 +40,10 @@ class CommandsTest : public ::testing::Test {
     std::vector<const char*> argv = {"iommuctl"};
     for (const std::string& a : args) argv.push_back(a.c_str());
     std::ostringstream out, err;
-    StubFactory factory = [this](const std::string& address)
+    StubFactory factory = [this](const GlobalOptions& global)
         -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
-      addresses_.push_back(address);
+      addresses_.push_back(global.broker);
+      globals_.push_back(global);
       return std::shared_ptr<v1::Broker::StubInterface>(fake_);
     };
     const int code = RunIommuctl(static_cast<int>(argv.size()), argv.data(), out, err, factory, env_);
@@ -55,6 +56,7 @@ class CommandsTest : public ::testing::Test {
   CliEnvironment env_;
   int ids_issued_ = 0;
   std::vector<std::string> addresses_;
+  std::vector<GlobalOptions> globals_;
   std::string out_;
   std::string err_;
 };
@@ -417,7 +419,7 @@ TEST_F(CommandsTest, InvalidArgumentFromBrokerIsExitOne) {
 TEST_F(CommandsTest, StubFactoryFailureExitsOne) {
   std::vector<const char*> argv = {"iommuctl", "tenant", "list"};
   std::ostringstream out, err;
-  StubFactory failing = [](const std::string&)
+  StubFactory failing = [](const GlobalOptions&)
       -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
     return absl::UnavailableError("no route");
   };
@@ -553,6 +555,33 @@ TEST_F(CommandsTest, TablesForListsAndConfirmationsForDeletes) {
   EXPECT_EQ(out_, "container c-00000000000000a1 deleted\n");
   ASSERT_EQ(Run({"-o", "json", "container", "delete", "c-00000000000000a1"}), 0);
   EXPECT_EQ(out_, "{}\n");
+}
+
+TEST_F(CommandsTest, TransportFlagsWinOverTheEnvironment) {
+  env_.cert = "/env/cert.pem";
+  env_.key = "/env/key.pem";
+  env_.ca = "/env/ca.pem";
+  env_.trust_domain = "env.domain";
+  EXPECT_EQ(Run({"tenant", "list", "--cert=/flag/cert.pem", "--trust-domain=flag.domain"}), 0);
+  ASSERT_EQ(globals_.size(), 1u);
+  EXPECT_EQ(globals_[0].cert, "/flag/cert.pem");
+  EXPECT_EQ(globals_[0].key, "/env/key.pem");
+  EXPECT_EQ(globals_[0].ca, "/env/ca.pem");
+  EXPECT_EQ(globals_[0].trust_domain, "flag.domain");
+  EXPECT_FALSE(globals_[0].insecure);
+  EXPECT_EQ(Run({"--insecure", "tenant", "list"}), 0);
+  EXPECT_TRUE(globals_[1].insecure);
+}
+
+TEST_F(CommandsTest, BadTransportConfigurationIsAUsageError) {
+  std::vector<const char*> argv = {"iommuctl", "tenant", "list"};
+  std::ostringstream out, err;
+  StubFactory refusing = [](const GlobalOptions&)
+      -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
+    return absl::InvalidArgumentError("--cert: cannot read /nope");
+  };
+  EXPECT_EQ(RunIommuctl(3, argv.data(), out, err, refusing, env_), 2);
+  EXPECT_EQ(err.str(), "error: --cert: cannot read /nope\n");
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 #                          grant_token launcher_sessions)
 #
 # The clang build lives in its own Bazel output base ($FUZZ_OUTPUT_BASE,
-# default ~/.cache/iommu-broker/bazel-clang) so it never invalidates the
+# default ~/.cache/iommu-broker/bazel-san, shared with scripts/test.sh's
+# --config=asan and --config=tsan phases) so it never invalidates the
 # workspace's gcc build. Inputs that grow coverage are kept in a scratch copy
 # of the corpus ($FUZZ_OUT/<target>/corpus, default /tmp/iommu-broker-fuzz, not in the tree); a crash is
 # written to $FUZZ_OUT/<target>/ and the script exits non-zero. To keep a
@@ -29,16 +30,21 @@ for arg in "$@"; do
 done
 [ "${#targets[@]}" -eq 0 ] && targets=("${ALL[@]}")
 
-OUTPUT_BASE="${FUZZ_OUTPUT_BASE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-broker/bazel-clang}"
+OUTPUT_BASE="${FUZZ_OUTPUT_BASE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-broker/bazel-san}"
 BAZEL=(bazel --output_base="$OUTPUT_BASE")
 
 labels=()
 for t in "${targets[@]}"; do labels+=("//fuzz:${t}_fuzzer"); done
 echo "fuzz: building ${targets[*]} with clang (output base $OUTPUT_BASE)"
-# launcher_sessions needs agent targets that agent/BUILD does not yet make
-# visible to //fuzz; visibility is relaxed for this clang-only build.
-"${BAZEL[@]}" build --config=fuzz "${labels[@]}" 2>&1 |
-  grep -v "Cannot export local symbol" || true
+# grep drops a harmless linker note that -fsanitize=fuzzer prints per target.
+set +e
+"${BAZEL[@]}" build --config=fuzz "${labels[@]}" 2>&1 | grep -v "Cannot export local symbol"
+build_status="${PIPESTATUS[0]}"
+set -e
+if [ "$build_status" -ne 0 ]; then
+  echo "fuzz: FAILED: the clang build of ${labels[*]} failed" >&2
+  exit 1
+fi
 BIN="$("${BAZEL[@]}" info --config=fuzz bazel-bin 2>/dev/null)/fuzz"
 
 status=0

@@ -44,8 +44,14 @@ wait_for_file() {
   exit 1
 }
 
-echo "==> starting the broker (embedded SQLite store at $STATE/broker.db, plaintext on loopback)"
-"$BIN/server/iommu-broker" --listen=127.0.0.1:0 --db="$STATE/broker.db" \
+echo "==> making a dev CA and certificates (deploy/make-dev-certs.sh): every channel is mTLS"
+deploy/make-dev-certs.sh --out "$STATE/certs" --agent node-1 --tenant acme | sed 's/^/    /'
+CERTS=$STATE/certs
+tls() { echo "--tls_cert=$CERTS/$1.crt" "--tls_key=$CERTS/$1.key" "--tls_ca=$CERTS/ca.crt"; }
+
+echo "==> starting the broker (embedded SQLite store at $STATE/broker.db, mTLS on loopback)"
+# shellcheck disable=SC2046
+"$BIN/server/iommu-broker" --listen=127.0.0.1:0 --db="$STATE/broker.db" $(tls broker) \
   --port_file="$STATE/broker.port" 2>"$STATE/broker.log" &
 PIDS+=($!)
 wait_for_file "$STATE/broker.port" broker "$STATE/broker.log"
@@ -53,7 +59,8 @@ export IOMMU_BROKER="127.0.0.1:$(cat "$STATE/broker.port")"
 echo "    broker at $IOMMU_BROKER"
 
 echo "==> starting one agent, node-1, on the SIMULATED backend (no real IOMMU, no real DMA)"
-"$BIN/agent/iommu-agent" --node=node-1 --broker="$IOMMU_BROKER" --backend=sim \
+# shellcheck disable=SC2046
+"$BIN/agent/iommu-agent" --node=node-1 --broker="$IOMMU_BROKER" --backend=sim $(tls agent-node-1) \
   --sim_devices=0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6,0000:00:06.0=8086:1533@7 \
   --launcher_socket="$STATE/launcher.sock" --port_file="$STATE/agent.port" \
   2>"$STATE/agent.log" &
@@ -62,6 +69,9 @@ wait_for_file "$STATE/agent.port" agent "$STATE/agent.log"
 sed -n '1,10p' "$STATE/agent.log"
 
 CTL="$BIN/client/iommuctl"
+# iommuctl acts as the operator; its identity is the certificate's SAN URI.
+export IOMMUCTL_CERT=$CERTS/operator-admin.crt IOMMUCTL_KEY=$CERTS/operator-admin.key
+export IOMMUCTL_CA=$CERTS/ca.crt
 for _ in $(seq 1 100); do
   "$CTL" node get node-1 2>/dev/null | grep -q "ready" && break
   sleep 0.1
@@ -88,6 +98,12 @@ step container create --tenant=acme --node=node-1 --device=0000:00:05.0
 C2=$("$CTL" -o json container list --tenant=acme | grep '"id"' | sed -n 2p | json_field id)
 step window allocate "$C2" --size=1G --base=0x100000000
 step usage --tenant=acme
+
+echo
+echo "==> as tenant acme (its own certificate): its containers only, and no node management"
+as_acme() { IOMMUCTL_CERT=$CERTS/tenant-acme.crt IOMMUCTL_KEY=$CERTS/tenant-acme.key step "$@"; }
+as_acme container list
+as_acme node cordon node-1 || echo "    (refused, exit $?: tenants cannot manage nodes)"
 
 echo
 echo "==> two VM launchers map the SAME 64 MiB of guest memory, one into each container"
@@ -125,7 +141,10 @@ step node get node-1
 echo
 echo "==> scenario done."
 if [ -t 0 ]; then
-  echo "    The daemons keep running: export IOMMU_BROKER=$IOMMU_BROKER and try"
-  echo "    $CTL --help.  Press Ctrl-C to stop."
+  echo "    The daemons keep running. Try:"
+  echo "      export IOMMU_BROKER=$IOMMU_BROKER IOMMUCTL_CA=$IOMMUCTL_CA \\"
+  echo "        IOMMUCTL_CERT=$IOMMUCTL_CERT IOMMUCTL_KEY=$IOMMUCTL_KEY"
+  echo "      $CTL --help"
+  echo "    Press Ctrl-C to stop."
   wait
 fi

@@ -1,7 +1,67 @@
 #!/usr/bin/env bash
-# Installs what is missing, then builds and runs every test.
+# Installs what is missing, then builds and runs every test, in four phases:
+#   test   bazel test //... (gcc): every test, the QEMU VM tests included
+#   asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan   the same tests under ThreadSanitizer
+#   fuzz   every libFuzzer target for a bounded number of runs (fuzz/run.sh)
 # This is the README's test command; .ci/run calls it and nothing else.
+# Arguments go to the first phase's `bazel test`. Every phase runs even if an
+# earlier one failed; the script fails if any did.
+#
+# The sanitizer and fuzz phases build with clang in one output base of their
+# own ($IOMMU_SAN_OUTPUT_BASE, default ~/.cache/iommu-broker/bazel-san): a
+# different compiler re-runs Bazel's toolchain setup, so sharing the
+# workspace's output base would throw away its gcc build. Each config keeps its
+# own bazel-out tree there (--platform_suffix), so reruns are incremental.
+#
+# Which tests run under the sanitizers: every test except those tagged "vm"
+# (the QEMU tests boot a guest kernel and run the binaries inside it: they
+# test the kernel path, not our memory or threading, and take minutes), and
+# except a test tagged "no_asan" / "no_tsan" (none today; a tag needs a
+# comment saying why). New tests are included automatically.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-bazel test //... "$@"
+
+SAN_BASE="${IOMMU_SAN_OUTPUT_BASE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-broker/bazel-san}"
+SAN_BAZEL=(bazel --output_base="$SAN_BASE")
+# Bazel 4 does not expand %workspace% in --test_env, hence the absolute path.
+TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detect_deadlocks=0:suppressions=$PWD/fuzz/tsan.supp"
+
+summary=()
+failed=0
+phase() {
+  local name="$1" start status
+  shift
+  echo
+  echo "=== test.sh: $name: $*"
+  start=$(date +%s)
+  set +e
+  "$@"
+  status=$?
+  set -e
+  local took=$(($(date +%s) - start))
+  if [ "$status" -eq 0 ]; then
+    summary+=("$(printf '%-5s ok      %4ds' "$name" "$took")")
+  else
+    summary+=("$(printf '%-5s FAILED  %4ds  (exit %d)' "$name" "$took" "$status")")
+    failed=1
+  fi
+}
+
+phase test bazel test //... "$@"
+phase asan "${SAN_BAZEL[@]}" test --config=asan --build_tests_only \
+  --test_tag_filters=-vm,-no_asan -- //...
+phase tsan "${SAN_BAZEL[@]}" test --config=tsan --build_tests_only \
+  --test_tag_filters=-vm,-no_tsan --test_env=TSAN_OPTIONS="$TSAN_OPTIONS_VALUE" -- //...
+# A fresh scratch corpus each time, so the bounded runs start from the seeds
+# in the tree; a crash stays in $FUZZ_OUT/<target>/ for copying to
+# fuzz/regressions/.
+FUZZ_OUT="${TMPDIR:-/tmp}/iommu-broker-fuzz-test"
+rm -rf "$FUZZ_OUT"
+phase fuzz env FUZZ_OUTPUT_BASE="$SAN_BASE" FUZZ_OUT="$FUZZ_OUT" fuzz/run.sh
+
+echo
+echo "=== test.sh: summary"
+printf '  %s\n' "${summary[@]}"
+exit "$failed"

@@ -373,14 +373,14 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
 }
 
 void Broker::PushBudgets(const std::string& tenant) {
-  std::map<std::string, v1::SetPinBudgetsRequest> by_address;
+  std::map<AgentEndpoint, v1::SetPinBudgetsRequest> by_address;
   {
     absl::MutexLock l(&mu_);
     for (const auto& [id, c] : containers_) {
       if (c.container.tenant_id() != tenant) continue;
       auto n = nodes_.find(c.container.node());
       if (n == nodes_.end() || !NodeLiveLocked(n->second)) continue;
-      v1::ContainerBudget* b = by_address[n->second.node.agent_address()].add_budgets();
+      v1::ContainerBudget* b = by_address[Endpoint(n->second)].add_budgets();
       b->set_container_id(id);
       b->set_pin_budget_bytes(c.container.pin_budget_bytes());
     }
@@ -388,7 +388,7 @@ void Broker::PushBudgets(const std::string& tenant) {
   for (const auto& [address, req] : by_address) {
     absl::Status s = agents_->SetPinBudgets(address, req);
     if (!s.ok()) {
-      Log(absl::StrCat("event=budget_push_failed agent=", address, " tenant=", tenant,
+      Log(absl::StrCat("event=budget_push_failed node=", address.node, " tenant=", tenant,
                        " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
     }
   }
@@ -723,7 +723,8 @@ absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::str
 
 absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out) {
   const std::string fingerprint = Fingerprint("CreateContainer", req);
-  std::string node, agent_address, id;
+  std::string node, id;
+  AgentEndpoint agent_address;
   std::vector<std::string> devices;
   uint64_t budget = 0;
   {
@@ -758,7 +759,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     }
     budget = req.pin_budget_bytes() == 0 ? unbudgeted : req.pin_budget_bytes();
     RETURN_IF_ERROR(PlaceLocked(req, &node, &devices));
-    agent_address = nodes_[node].node.agent_address();
+    agent_address = Endpoint(nodes_[node]);
     id = NewIdLocked("c-");
     // Reserve while the agent works, so no concurrent create takes them.
     for (const std::string& d : devices) pending_devices_.insert({node, d});
@@ -898,7 +899,8 @@ absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string
 
 absl::Status Broker::DeleteContainerInternal(const std::string& id,
                                              std::optional<RequestRecord> request) {
-  std::string node, address;
+  std::string node;
+  AgentEndpoint address;
   bool live = false;
   {
     absl::MutexLock l(&mu_);
@@ -910,7 +912,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
     node = c->container.node();
     auto n = nodes_.find(node);
     live = n != nodes_.end() && NodeLiveLocked(n->second);
-    if (n != nodes_.end()) address = n->second.node.agent_address();
+    if (n != nodes_.end()) address = Endpoint(n->second);
     deleting_.insert(id);
   }
   if (live) {
@@ -920,7 +922,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
     if (!s.ok() && !absl::IsNotFound(s)) {
       absl::MutexLock l(&mu_);
       deleting_.erase(id);
-      return AgentCallError(node, address, s);
+      return AgentCallError(node, address.address, s);
     }
   }
   absl::MutexLock l(&mu_);
@@ -1062,7 +1064,7 @@ v1::ContainerWindows Broker::WindowsLocked(const ContainerEntry& c) const {
 }
 
 absl::Status Broker::PushWindows(const std::string& container_id, bool required) {
-  std::string address;
+  AgentEndpoint address;
   v1::SetWindowsRequest req;
   {
     absl::MutexLock l(&mu_);
@@ -1070,15 +1072,15 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
     if (c == containers_.end()) return absl::OkStatus();
     auto n = nodes_.find(c->second.container.node());
     if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
-    address = n->second.node.agent_address();
+    address = Endpoint(n->second);
     *req.mutable_windows() = WindowsLocked(c->second);
   }
   absl::Status s = agents_->SetWindows(address, req);
   if (!s.ok()) {
-    Log(absl::StrCat("event=windows_push_failed container=", container_id, " agent=", address,
+    Log(absl::StrCat("event=windows_push_failed container=", container_id, " node=", address.node,
                      " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
     if (required) {
-      return absl::UnavailableError(absl::StrCat("container_id: the agent at ", address,
+      return absl::UnavailableError(absl::StrCat("container_id: the agent at ", address.address,
                                                  " did not take the container's windows: ",
                                                  s.message()));
     }
@@ -1206,6 +1208,22 @@ absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWind
       [&](const v1::Window& w) { *out->add_windows() = w; }, &next);
   out->set_next_page_token(next);
   return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ ownership
+
+std::optional<std::string> Broker::ContainerTenant(const std::string& container_id) const {
+  absl::MutexLock l(&mu_);
+  auto it = containers_.find(container_id);
+  if (it == containers_.end()) return std::nullopt;
+  return it->second.container.tenant_id();
+}
+
+std::optional<std::string> Broker::WindowTenant(const std::string& window_id) const {
+  absl::MutexLock l(&mu_);
+  auto it = windows_.find(window_id);
+  if (it == windows_.end()) return std::nullopt;
+  return it->second.tenant_id();
 }
 
 // ------------------------------------------------------------ usage
@@ -1423,6 +1441,59 @@ absl::Status Broker::ExpireRequests() {
   ASSIGN_OR_RETURN(int64_t n, store_->ExpireRequests(Now() - options_.request_ttl_ms));
   if (n > 0) Log(absl::StrCat("event=requests_expired count=", n));
   return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ metrics
+
+BrokerStats Broker::Stats() const {
+  absl::MutexLock l(&mu_);
+  BrokerStats s;
+  std::map<std::string, BrokerStats::Tenant> tenants;
+  for (const auto& [id, t] : tenants_) {
+    BrokerStats::Tenant& row = tenants[id];
+    row.id = id;
+    row.quota_pinned_bytes = t.quota().pinned_bytes();
+    row.quota_window_bytes = t.quota().window_bytes();
+  }
+  for (const auto& [id, w] : windows_) {
+    auto t = tenants.find(w.tenant_id());
+    if (t != tenants.end()) t->second.reserved_bytes += w.size();
+  }
+  for (const auto& [name, n] : nodes_) {
+    const bool live = NodeLiveLocked(n);
+    s.nodes.push_back({name, live});
+    if (!live) {
+      ++s.nodes_unavailable;
+    } else if (n.node.cordoned()) {
+      ++s.nodes_cordoned;
+    } else {
+      ++s.nodes_ready;
+    }
+    // Usage from heartbeats, as GetUsage reports it; only for tenants that
+    // exist, so the label set stays the tenants defined.
+    for (const auto& [tenant, u] : n.usage) {
+      auto t = tenants.find(tenant);
+      if (t == tenants.end()) continue;
+      t->second.pinned_bytes += u.billed_bytes();
+      t->second.mapped_bytes += u.mapped_bytes();
+    }
+  }
+  for (const auto& [id, c] : containers_) {
+    switch (ContainerViewLocked(c).state()) {
+      case v1::CONTAINER_STATE_READY:
+        ++s.containers_ready;
+        break;
+      case v1::CONTAINER_STATE_FAILED:
+        ++s.containers_failed;
+        break;
+      default:
+        ++s.containers_node_unavailable;
+        break;
+    }
+  }
+  s.windows = static_cast<int64_t>(windows_.size());
+  for (auto& [id, t] : tenants) s.tenants.push_back(std::move(t));
+  return s;
 }
 
 }  // namespace iommu

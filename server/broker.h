@@ -33,6 +33,8 @@
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 #include "server/agent_client.h"
+#include "server/authz.h"
+#include "server/broker_stats.h"
 #include "server/store.h"
 #include "server/window_allocator.h"
 
@@ -49,7 +51,7 @@ struct BrokerOptions {
   std::function<int64_t()> now_ms;
 };
 
-class Broker final {
+class Broker final : public OwnershipView {
  public:
   // Loads the state from `store` (containers come back with their windows).
   // `store` and `agents` must outlive the broker. Errors: the store's, or
@@ -97,6 +99,15 @@ class Broker final {
   absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);
   absl::Status Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out);
   absl::Status Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse* out);
+
+  // ---- OwnershipView, for the authorization layer ----
+  std::optional<std::string> ContainerTenant(const std::string& container_id) const override;
+  std::optional<std::string> WindowTenant(const std::string& window_id) const override;
+
+  // ---- metrics ----
+  // A summary of the state for the metrics gauges (server/broker_metrics.h),
+  // taken under the lock; cost linear in tenants, nodes and containers.
+  BrokerStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- housekeeping, called periodically by the daemon ----
   // Marks READY nodes whose last heartbeat is older than node_timeout_ms as
@@ -185,6 +196,9 @@ class Broker final {
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static AgentEndpoint Endpoint(const NodeEntry& n) {
+    return AgentEndpoint{n.node.name(), n.node.agent_address()};
+  }
   v1::Node NodeViewLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Container ContainerViewLocked(const ContainerEntry& c) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

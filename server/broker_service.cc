@@ -1,6 +1,5 @@
 #include "server/broker_service.h"
 
-
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -8,65 +7,78 @@
 namespace iommu {
 namespace {
 
-// Converts at the boundary; logs every refusal as one key=value line so that
-// an operator can see why a caller was turned away.
-grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const absl::Status& s) {
+// Logs every refusal as one key=value line so that an operator can see who
+// was turned away and why.
+grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Identity& caller,
+                    const absl::Status& s, LogLevel level = LogLevel::kWarning) {
   if (!s.ok()) {
-    LogLine(LogLevel::kWarning,
-            absl::StrCat("event=rpc_error method=", method, " peer=", ctx->peer(),
-                         " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(),
-                         "\""));
+    LogEvent(level, "rpc_error",
+             {{"method", method},
+              {"caller", caller.ToString()},
+              {"peer", ctx->peer()},
+              {"code", absl::StatusCodeToString(s.code())},
+              {"error", s.message()}});
   }
   return ToGrpcStatus(s);
 }
 
+// Identify, authorize (on a copy the policy may narrow), then call the broker.
+template <typename Req, typename Resp, typename Call>
+grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
+                   const TransportConfig& transport, const Authorizer& authz, const Req& req,
+                   Resp* resp, Call call, LogLevel level = LogLevel::kWarning) {
+  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, transport);
+  if (!caller.ok()) {
+    authz.CountDenial(method, Identity{}, caller.status());
+    return Finish(method, ctx, Identity{}, caller.status());
+  }
+  Req scoped = req;
+  if (absl::Status s = authz.Authorize(*caller, &scoped); !s.ok()) {
+    return Finish(method, ctx, *caller, s);
+  }
+  return Finish(method, ctx, *caller, call(scoped, resp), level);
+}
+
 }  // namespace
 
-#define IOMMU_BROKER_RPC(Method, Req, Resp)                                                 \
-  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,          \
-                                     v1::Resp* resp) {                                      \
-    return Finish(#Method, ctx, broker_->Method(*req, resp));                              \
+#define IOMMU_BROKER_RPC(Method, Req, Resp)                                                   \
+  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,            \
+                                     v1::Resp* resp) {                                        \
+    return Serve(#Method, ctx, *transport_, *authz_, *req, resp,                             \
+                 [this](const v1::Req& r, v1::Resp* out) { return broker_->Method(r, out); }); \
   }
-IOMMU_BROKER_RPC(CreateTenant, CreateTenantRequest, Tenant)
-IOMMU_BROKER_RPC(GetTenant, GetTenantRequest, Tenant)
-IOMMU_BROKER_RPC(ListTenants, ListTenantsRequest, ListTenantsResponse)
-IOMMU_BROKER_RPC(SetTenantQuota, SetTenantQuotaRequest, Tenant)
-IOMMU_BROKER_RPC(DeleteTenant, DeleteTenantRequest, DeleteTenantResponse)
-IOMMU_BROKER_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
-IOMMU_BROKER_RPC(GetNode, GetNodeRequest, Node)
-IOMMU_BROKER_RPC(CordonNode, CordonNodeRequest, Node)
-IOMMU_BROKER_RPC(UncordonNode, UncordonNodeRequest, Node)
-IOMMU_BROKER_RPC(DrainNode, DrainNodeRequest, DrainNodeResponse)
-IOMMU_BROKER_RPC(ListDevices, ListDevicesRequest, ListDevicesResponse)
-IOMMU_BROKER_RPC(CreateContainer, CreateContainerRequest, Container)
-IOMMU_BROKER_RPC(GetContainer, GetContainerRequest, Container)
-IOMMU_BROKER_RPC(ListContainers, ListContainersRequest, ListContainersResponse)
-IOMMU_BROKER_RPC(DeleteContainer, DeleteContainerRequest, DeleteContainerResponse)
-IOMMU_BROKER_RPC(SetContainerBudget, SetContainerBudgetRequest, Container)
-IOMMU_BROKER_RPC(GrantLauncher, GrantLauncherRequest, GrantLauncherResponse)
-IOMMU_BROKER_RPC(AllocateWindow, AllocateWindowRequest, Window)
-IOMMU_BROKER_RPC(ReleaseWindow, ReleaseWindowRequest, ReleaseWindowResponse)
-IOMMU_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)
-IOMMU_BROKER_RPC(GetUsage, GetUsageRequest, GetUsageResponse)
+#include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
 
 grpc::Status NodeRegistryService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
-  return Finish("Register", ctx, broker_->Register(*req, resp));
+  return Serve("Register", ctx, *transport_, *authz_, *req, resp,
+               [this](const v1::RegisterRequest& r, v1::RegisterResponse* out) {
+                 return broker_->Register(r, out);
+               });
 }
 
 grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
                                             const v1::HeartbeatRequest* req,
                                             v1::HeartbeatResponse* resp) {
-  // A stale session is routine after a broker restart; the agent re-registers.
-  return ToGrpcStatus(broker_->Heartbeat(*req, resp));
+  // A stale session is routine after a broker restart (the agent registers
+  // again), so the broker's own refusals are logged at debug level only.
+  return Serve(
+      "Heartbeat", ctx, *transport_, *authz_, *req, resp,
+      [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out) {
+        return broker_->Heartbeat(r, out);
+      },
+      LogLevel::kDebug);
 }
 
 grpc::Status NodeRegistryService::Reconciled(grpc::ServerContext* ctx,
                                              const v1::ReconciledRequest* req,
                                              v1::ReconciledResponse* resp) {
-  return Finish("Reconciled", ctx, broker_->Reconciled(*req, resp));
+  return Serve("Reconciled", ctx, *transport_, *authz_, *req, resp,
+               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out) {
+                 return broker_->Reconciled(r, out);
+               });
 }
 
 }  // namespace iommu

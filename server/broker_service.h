@@ -1,53 +1,42 @@
 // gRPC adapters for the broker: the Broker API for orchestrators, operators
-// and iommuctl, and the NodeRegistry for agents. Each handler converts the
-// broker's absl::Status once, at the boundary, and logs failures.
+// and iommuctl, and the NodeRegistry for agents. Every handler does the same
+// three things, once, at the boundary: identify the caller from its
+// certificate, ask the Authorizer (server/authz.h, the whole policy), and
+// convert the broker's absl::Status, logging refusals.
 //
-// Thread-safety: safe; handlers run on gRPC's threads and Broker is
-// thread-safe.
+// Thread-safety: safe; handlers run on gRPC's threads, and Broker and
+// Authorizer are thread-safe.
 #ifndef SERVER_BROKER_SERVICE_H_
 #define SERVER_BROKER_SERVICE_H_
 
+#include "common/tls.h"
 #include "proto/broker.grpc.pb.h"
+#include "server/authz.h"
 #include "server/broker.h"
 
 namespace iommu {
 
 class BrokerService final : public v1::Broker::Service {
  public:
-  explicit BrokerService(Broker* broker) : broker_(broker) {}
+  // All three must outlive the service.
+  BrokerService(Broker* broker, const Authorizer* authz, const TransportConfig* transport)
+      : broker_(broker), authz_(authz), transport_(transport) {}
 
-#define IOMMU_BROKER_RPC(Method, Req, Resp)                                   \
+#define IOMMU_BROKER_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
-  IOMMU_BROKER_RPC(CreateTenant, CreateTenantRequest, Tenant)
-  IOMMU_BROKER_RPC(GetTenant, GetTenantRequest, Tenant)
-  IOMMU_BROKER_RPC(ListTenants, ListTenantsRequest, ListTenantsResponse)
-  IOMMU_BROKER_RPC(SetTenantQuota, SetTenantQuotaRequest, Tenant)
-  IOMMU_BROKER_RPC(DeleteTenant, DeleteTenantRequest, DeleteTenantResponse)
-  IOMMU_BROKER_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
-  IOMMU_BROKER_RPC(GetNode, GetNodeRequest, Node)
-  IOMMU_BROKER_RPC(CordonNode, CordonNodeRequest, Node)
-  IOMMU_BROKER_RPC(UncordonNode, UncordonNodeRequest, Node)
-  IOMMU_BROKER_RPC(DrainNode, DrainNodeRequest, DrainNodeResponse)
-  IOMMU_BROKER_RPC(ListDevices, ListDevicesRequest, ListDevicesResponse)
-  IOMMU_BROKER_RPC(CreateContainer, CreateContainerRequest, Container)
-  IOMMU_BROKER_RPC(GetContainer, GetContainerRequest, Container)
-  IOMMU_BROKER_RPC(ListContainers, ListContainersRequest, ListContainersResponse)
-  IOMMU_BROKER_RPC(DeleteContainer, DeleteContainerRequest, DeleteContainerResponse)
-  IOMMU_BROKER_RPC(SetContainerBudget, SetContainerBudgetRequest, Container)
-  IOMMU_BROKER_RPC(GrantLauncher, GrantLauncherRequest, GrantLauncherResponse)
-  IOMMU_BROKER_RPC(AllocateWindow, AllocateWindowRequest, Window)
-  IOMMU_BROKER_RPC(ReleaseWindow, ReleaseWindowRequest, ReleaseWindowResponse)
-  IOMMU_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)
-  IOMMU_BROKER_RPC(GetUsage, GetUsageRequest, GetUsageResponse)
+#include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
 
  private:
   Broker* const broker_;
+  const Authorizer* const authz_;
+  const TransportConfig* const transport_;
 };
 
 class NodeRegistryService final : public v1::NodeRegistry::Service {
  public:
-  explicit NodeRegistryService(Broker* broker) : broker_(broker) {}
+  NodeRegistryService(Broker* broker, const Authorizer* authz, const TransportConfig* transport)
+      : broker_(broker), authz_(authz), transport_(transport) {}
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* resp) override;
@@ -58,6 +47,8 @@ class NodeRegistryService final : public v1::NodeRegistry::Service {
 
  private:
   Broker* const broker_;
+  const Authorizer* const authz_;
+  const TransportConfig* const transport_;
 };
 
 }  // namespace iommu

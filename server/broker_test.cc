@@ -26,7 +26,7 @@ using ::testing::HasSubstr;
 class FakeAgents final : public AgentClient {
  public:
   absl::StatusOr<v1::AgentContainer> CreateContainer(
-      const std::string& address, const v1::AgentCreateContainerRequest& req) override {
+      const AgentEndpoint& agent, const v1::AgentCreateContainerRequest& req) override {
     absl::MutexLock l(&mu_);
     ++creates_;
     if (!next_error_.ok()) {
@@ -47,10 +47,10 @@ class FakeAgents final : public AgentClient {
     r2->set_last(0x7fffffffffULL);
     g->set_page_size_bitmap(0x40201000);
     g->set_max_mappings(65535);
-    held_[address].insert(req.container_id());
+    held_[agent.address].insert(req.container_id());
     return c;
   }
-  absl::Status DestroyContainer(const std::string& address, const std::string& id) override {
+  absl::Status DestroyContainer(const AgentEndpoint& agent, const std::string& id) override {
     absl::MutexLock l(&mu_);
     ++destroys_;
     if (!next_error_.ok()) {
@@ -58,16 +58,16 @@ class FakeAgents final : public AgentClient {
       next_error_ = absl::OkStatus();
       return s;
     }
-    if (!held_[address].erase(id)) return absl::NotFoundError("container_id: unknown");
+    if (!held_[agent.address].erase(id)) return absl::NotFoundError("container_id: unknown");
     return absl::OkStatus();
   }
-  absl::Status SetPinBudgets(const std::string& address,
+  absl::Status SetPinBudgets(const AgentEndpoint& agent,
                              const v1::SetPinBudgetsRequest& req) override {
     absl::MutexLock l(&mu_);
     for (const auto& b : req.budgets()) pushed_[b.container_id()] = b.pin_budget_bytes();
     return absl::OkStatus();
   }
-  absl::Status SetWindows(const std::string& address, const v1::SetWindowsRequest& req) override {
+  absl::Status SetWindows(const AgentEndpoint& agent, const v1::SetWindowsRequest& req) override {
     absl::MutexLock l(&mu_);
     windows_[req.windows().container_id()] = req.windows();
     return absl::OkStatus();

@@ -5,8 +5,10 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,10 +20,16 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/rpc_metrics.h"
+#include "common/tls_flags.h"
 #include "server/agent_client.h"
+#include "server/authz.h"
 #include "server/broker.h"
+#include "server/broker_metrics.h"
 #include "server/broker_service.h"
 #include "server/sqlite_store.h"
+#include "server/timed_store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7400",
           "host:port for the gRPC API (Broker, NodeRegistry, health, reflection); port 0 picks "
@@ -37,6 +45,9 @@ ABSL_FLAG(int64_t, agent_timeout_ms, 10000, "deadline of each broker-to-agent ca
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 5000,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port serving Prometheus metrics (iommu_broker_*, docs/METRICS.md) over HTTP at "
+          "/metrics, e.g. 0.0.0.0:9400; empty: no metrics endpoint");
 
 namespace {
 
@@ -57,30 +68,96 @@ int Run() {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  absl::StatusOr<iommu::TransportConfig> transport = iommu::TransportConfigFromFlags(iommu::Identity{iommu::Role::kBroker, ""});
+  if (!transport.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", transport.status().message()}});
+    return 2;
+  }
+  if (transport->insecure) {
+    iommu::LogEvent(iommu::LogLevel::kWarning, "insecure_transport",
+                    {{"warning", "--insecure: plaintext gRPC, no authentication, every caller "
+                                 "is an operator; development only"}});
+  }
+
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!metrics_address.empty()) {
+    if (absl::Status s = iommu::metrics::ValidateMetricsAddress("metrics_address", metrics_address);
+        !s.ok()) {
+      iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
+      return 2;
+    }
+  }
+  // Metrics: commits are timed by a store decorator, RPCs by an interceptor,
+  // state gauges are read from the broker at scrape time.
+  auto metrics = std::make_shared<iommu::BrokerMetrics>();
+
   auto store = iommu::OpenSqliteStore(absl::GetFlag(FLAGS_db));
   if (!store.ok()) {
     Log(absl::StrCat("event=fatal error=\"", store.status().ToString(), "\""));
     return 1;
   }
-  auto agents = iommu::NewGrpcAgentClient(absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)));
+  auto agents = iommu::NewGrpcAgentClient(
+      absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
   iommu::BrokerOptions options;
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
-  auto broker = iommu::Broker::Create(store->get(), agents.get(), options);
+  iommu::TimedStore timed_store(store->get(), [m = metrics.get()](absl::Duration d) {
+    m->ObserveStoreCommit(d);
+  });
+  auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
   if (!broker.ok()) {
     Log(absl::StrCat("event=fatal error=\"", broker.status().ToString(), "\""));
     return 1;
   }
 
-  iommu::BrokerService broker_service(broker->get());
-  iommu::NodeRegistryService registry_service(broker->get());
+  // /metrics before the API: a port that cannot be bound stops the start.
+  metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
+  iommu::metrics::MetricsServer metrics_server;
+  if (!metrics_address.empty()) {
+    absl::StatusOr<iommu::metrics::MetricsServer> started =
+        iommu::metrics::StartMetricsServer("metrics_address", metrics_address, metrics);
+    if (!started.ok()) {
+      iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", started.status().message()}});
+      return 1;
+    }
+    metrics_server = *std::move(started);
+    Log(absl::StrCat("event=metrics_serving address=", metrics_address,
+                     " port=", metrics_server.port, " path=/metrics"));
+  }
+
+  // Every refusal by the authorization layer is logged by the service; the
+  // hook counts it.
+  iommu::Authorizer authz(broker->get(), [m = metrics.get()](absl::string_view method,
+                                            const iommu::Identity& caller,
+                                            const absl::Status& refusal) {
+    iommu::LogEvent(iommu::LogLevel::kInfo, "authz_denied",
+                    {{"method", method},
+                     {"caller", caller.ToString()},
+                     {"code", absl::StatusCodeToString(refusal.code())}});
+    m->CountDenial(method, iommu::RoleName(caller.role));
+  });
+  iommu::BrokerService broker_service(broker->get(), &authz, &*transport);
+  iommu::NodeRegistryService registry_service(broker->get(), &authz, &*transport);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen),
+                           iommu::MakeServerCredentials(*transport), &port);
   builder.RegisterService(&broker_service);
   builder.RegisterService(&registry_service);
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> rpc_metrics;
+    std::set<std::string> methods = iommu::ServiceMethods(
+        {"iommu.v1.Broker", "iommu.v1.NodeRegistry", "grpc.reflection.v1alpha.ServerReflection"});
+    methods.insert({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"});
+    rpc_metrics.push_back(std::make_unique<iommu::RpcMetricsInterceptorFactory>(
+        std::move(methods),
+        [m = metrics.get()](absl::string_view method, absl::string_view code, absl::Duration d) {
+          m->ObserveRpc(method, code, d);
+        }));
+    builder.experimental().SetInterceptorCreators(std::move(rpc_metrics));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     Log(absl::StrCat("event=fatal error=\"cannot listen on ", absl::GetFlag(FLAGS_listen), "\""));
@@ -92,7 +169,8 @@ int Run() {
     std::rename(tmp.c_str(), absl::GetFlag(FLAGS_port_file).c_str());
   }
   Log(absl::StrCat("event=serving listen=", absl::GetFlag(FLAGS_listen), " port=", port,
-                   " db=", absl::GetFlag(FLAGS_db), " transport=plaintext"));
+                   " db=", absl::GetFlag(FLAGS_db),
+                   " transport=\"", iommu::DescribeTransport(*transport), "\""));
 
   // Housekeeping: node liveness and expiry of remembered answers.
   absl::Notification stopping;
@@ -117,6 +195,7 @@ int Run() {
   stopping.Notify();
   housekeeper.join();
   server.reset();
+  metrics_server.exposer.reset();  // Scrapes read the broker: stop them first.
   broker->reset();
   store->reset();  // Closes the database cleanly (checkpoints the WAL).
   Log("event=stopped");
@@ -128,7 +207,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "iommu-broker: hands out IOMMU containers and IOVA windows across a fleet.\n"
-      "Usage: iommu-broker --listen=127.0.0.1:7400 --db=/var/lib/iommu-broker/broker.db");
+      "Usage: iommu-broker --listen=127.0.0.1:7400 --db=/var/lib/iommu-broker/broker.db \\\n"
+      "         --tls_cert=broker.crt --tls_key=broker.key --tls_ca=ca.crt   (or --insecure)");
   absl::ParseCommandLine(argc, argv);
   return Run();
 }

@@ -135,11 +135,12 @@ absl::StatusOr<uint64_t> WindowAllocator::Allocate(uint64_t size, uint64_t align
   if (absl::Status s = ValidateSize(size); !s.ok()) return s;
   if (absl::Status s = ValidateAlignment(alignment); !s.ok()) return s;
 
-  // Takes the aligned fit in the extent starting at `start`.
-  auto take = [this, size](uint64_t start, uint64_t base) {
-    const auto extent = free_by_start_.find(start);
-    ABSL_RAW_CHECK(extent != free_by_start_.end(), "size index names a missing extent");
-    Carve(extent, base, base + (size - 1));
+  // Takes the aligned fit at `base` in the extent `extent` points to.
+  auto take = [this, size](SizeIndex::iterator extent, uint64_t base) {
+    const uint64_t last = base + (size - 1);
+    CarveFree(extent, base, last);
+    windows_.emplace(base, last);
+    allocated_bytes_ += size;
     return base;
   };
 
@@ -148,7 +149,7 @@ absl::StatusOr<uint64_t> WindowAllocator::Allocate(uint64_t size, uint64_t align
   for (int probes = 0; probes < kBestFitProbes && it != free_by_size_.end(); ++probes, ++it) {
     const uint64_t start = it->second;
     if (auto base = AlignedFit(start, start + it->first, size, alignment))
-      return take(start, *base);
+      return take(it, *base);
   }
 
   // 2. An extent of at least size + alignment - page_size bytes fits whatever
@@ -162,7 +163,7 @@ absl::StatusOr<uint64_t> WindowAllocator::Allocate(uint64_t size, uint64_t align
       const uint64_t start = guaranteed->second;
       const auto base = AlignedFit(start, start + guaranteed->first, size, alignment);
       ABSL_RAW_CHECK(base.has_value(), "an extent with alignment slack did not fit");
-      return take(start, *base);
+      return take(guaranteed, *base);
     }
   }
 
@@ -172,7 +173,7 @@ absl::StatusOr<uint64_t> WindowAllocator::Allocate(uint64_t size, uint64_t align
   for (; it != free_by_size_.end(); ++it) {
     const uint64_t start = it->second;
     if (auto base = AlignedFit(start, start + it->first, size, alignment))
-      return take(start, *base);
+      return take(it, *base);
   }
 
   const std::string largest =
@@ -201,7 +202,8 @@ absl::Status WindowAllocator::AllocateAt(uint64_t base, uint64_t size) {
 
   // The lowest window that overlaps: the one starting at or before `base` if
   // it reaches `base`, else the first one starting inside the range.
-  auto w = windows_.upper_bound(base);
+  const auto next = windows_.upper_bound(base);
+  auto w = next;
   if (w != windows_.begin() && std::prev(w)->second >= base) --w;
   if (w != windows_.end() && w->first <= last) {
     return absl::AlreadyExistsError(absl::StrCat("base: range ", HexRange(base, last),
@@ -209,14 +211,22 @@ absl::Status WindowAllocator::AllocateAt(uint64_t base, uint64_t size) {
                                                  HexRange(w->first, w->second)));
   }
 
-  // Usable and touching no window, so one free extent holds all of it: free
-  // extents are exactly the usable ranges minus the windows, coalesced.
-  auto extent = free_by_start_.upper_bound(base);
-  ABSL_RAW_CHECK(extent != free_by_start_.begin(), "usable range not covered by free extents");
-  --extent;
-  ABSL_RAW_CHECK(extent->first <= base && extent->second >= last,
-                 "free extents do not cover a usable range outside windows");
-  Carve(extent, base, last);
+  // Usable and touching no window, so one free extent holds all of it: the
+  // gap between the window before (if it is in the same usable range) and
+  // `next` (likewise), inside the usable range.
+  const IovaInterval* usable = UsableRangeAt(base);
+  uint64_t extent_start = usable->start;
+  uint64_t extent_last = usable->last;
+  if (next != windows_.begin() && std::prev(next)->second >= extent_start) {
+    extent_start = std::prev(next)->second + 1;  // < base, so no overflow
+  }
+  if (next != windows_.end() && next->first <= extent_last) extent_last = next->first - 1;
+  const auto extent = free_by_size_.find({extent_last - extent_start, extent_start});
+  ABSL_RAW_CHECK(extent != free_by_size_.end(), "a gap between windows is not indexed as free");
+  CarveFree(extent, base, last);
+  // Only free_by_size_ changed, so `next` is still valid and the right hint.
+  windows_.emplace_hint(next, base, last);
+  allocated_bytes_ += last - base + 1;
   return absl::OkStatus();
 }
 
@@ -225,27 +235,27 @@ absl::Status WindowAllocator::Release(uint64_t base) {
   if (w == windows_.end()) {
     return absl::NotFoundError(absl::StrCat("base: no window starts at ", Hex(base)));
   }
-  uint64_t start = w->first;
-  uint64_t last = w->second;
-  allocated_bytes_ -= last - start + 1;
-  windows_.erase(w);
+  const uint64_t last = w->second;
 
   // Coalesce with the free extent ending just before and the one starting
-  // just after, so that FreeRanges() stays canonical and best fit sees the
-  // real extent sizes.
-  auto next = free_by_start_.upper_bound(start);
-  if (next != free_by_start_.begin()) {
-    auto prev = std::prev(next);
-    if (prev->second + 1 == start) {  // prev->second < start, so no overflow
-      start = prev->first;
-      EraseFree(prev);
-    }
+  // just after, so that the free extents stay maximal and best fit sees the
+  // real extent sizes. They are the gaps to the neighbouring windows, or to
+  // the ends of the usable range when no window of that range is there.
+  const IovaInterval* usable = UsableRangeAt(base);
+  ABSL_RAW_CHECK(usable != nullptr, "a window lies outside the usable ranges");
+  uint64_t start = usable->start;
+  if (w != windows_.begin() && std::prev(w)->second >= start) {
+    start = std::prev(w)->second + 1;  // < base, so no overflow
   }
-  if (next != free_by_start_.end() && last != kMaxIova && last + 1 == next->first) {
-    last = next->second;
-    EraseFree(next);
+  uint64_t end = usable->last;
+  if (const auto next = std::next(w); next != windows_.end() && next->first <= end) {
+    end = next->first - 1;  // > last
   }
-  InsertFree(start, last);
+  if (start < base) EraseFree(start, base - 1);
+  if (last < end) EraseFree(last + 1, end);
+  InsertFree(start, end);
+  allocated_bytes_ -= last - base + 1;
+  windows_.erase(w);
   return absl::OkStatus();
 }
 
@@ -255,9 +265,15 @@ uint64_t WindowAllocator::free_bytes() const {
 }
 
 std::vector<IovaInterval> WindowAllocator::FreeRanges() const {
+  // From the size index itself rather than recomputed from the windows, so
+  // that tests comparing FreeRanges() with a model check what best fit uses.
   std::vector<IovaInterval> out;
-  out.reserve(free_by_start_.size());
-  for (const auto& [start, last] : free_by_start_) out.push_back({start, last});
+  out.reserve(free_by_size_.size());
+  for (const auto& [length_minus_one, start] : free_by_size_) {
+    out.push_back({start, start + length_minus_one});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const IovaInterval& a, const IovaInterval& b) { return a.start < b.start; });
   return out;
 }
 
@@ -269,38 +285,38 @@ std::vector<IovaInterval> WindowAllocator::Windows() const {
 }
 
 void WindowAllocator::InsertFree(uint64_t start, uint64_t last) {
-  free_by_start_.emplace(start, last);
   free_by_size_.emplace(last - start, start);
   free_bytes_ += absl::uint128(last - start) + 1;
 }
 
-void WindowAllocator::EraseFree(std::map<uint64_t, uint64_t>::iterator it) {
-  const uint64_t start = it->first;
-  const uint64_t last = it->second;
-  free_by_size_.erase({last - start, start});
-  free_by_start_.erase(it);
+void WindowAllocator::EraseFree(uint64_t start, uint64_t last) {
+  const size_t erased = free_by_size_.erase({last - start, start});
+  ABSL_RAW_CHECK(erased == 1, "a free extent next to a window is not indexed");
   free_bytes_ -= absl::uint128(last - start) + 1;
 }
 
-void WindowAllocator::Carve(std::map<uint64_t, uint64_t>::iterator extent, uint64_t base,
-                            uint64_t last) {
-  const uint64_t extent_start = extent->first;
-  const uint64_t extent_last = extent->second;
-  EraseFree(extent);
+void WindowAllocator::CarveFree(SizeIndex::iterator extent, uint64_t base, uint64_t last) {
+  const uint64_t extent_start = extent->second;
+  const uint64_t extent_last = extent->second + extent->first;
+  free_by_size_.erase(extent);
+  free_bytes_ -= absl::uint128(extent_last - extent_start) + 1;
   if (base > extent_start) InsertFree(extent_start, base - 1);
   if (last < extent_last) InsertFree(last + 1, extent_last);
-  windows_.emplace(base, last);
-  allocated_bytes_ += last - base + 1;
+}
+
+const IovaInterval* WindowAllocator::UsableRangeAt(uint64_t iova) const {
+  // The usable range with the greatest start <= `iova` is the only one that
+  // can hold it, since usable ranges are disjoint and merged.
+  auto it = std::upper_bound(usable_.begin(), usable_.end(), iova,
+                             [](uint64_t v, const IovaInterval& r) { return v < r.start; });
+  if (it == usable_.begin()) return nullptr;
+  --it;
+  return iova <= it->last ? &*it : nullptr;
 }
 
 bool WindowAllocator::IsUsable(uint64_t start, uint64_t last) const {
-  // The usable range with the greatest start <= `start` is the only one that
-  // can hold it, since usable ranges are disjoint and merged.
-  auto it = std::upper_bound(usable_.begin(), usable_.end(), start,
-                             [](uint64_t v, const IovaInterval& r) { return v < r.start; });
-  if (it == usable_.begin()) return false;
-  --it;
-  return it->last >= last;
+  const IovaInterval* usable = UsableRangeAt(start);
+  return usable != nullptr && usable->last >= last;
 }
 
 }  // namespace iommu

@@ -56,7 +56,7 @@ TEST(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears
   const std::string dir = testing::NewTempDir("crash");
   const std::string broker = testing::RunfilePath("server/iommu-broker");
   const std::vector<std::string> args = {"--listen=127.0.0.1:0", "--db=" + dir + "/broker.db",
-                                         "--shutdown_grace_ms=500"};
+                                         "--shutdown_grace_ms=500", "--insecure"};
   std::mt19937 rng(42);
   std::map<std::string, uint64_t> acked;  // tenant -> pinned_bytes last acknowledged
 

@@ -1,6 +1,6 @@
-// iommuctl against a live broker and a simulated agent on loopback: the real
-// binary, its exit codes, its stderr, and JSON output that parses back into
-// the API's messages.
+// iommuctl against a live broker and a simulated agent on loopback, over
+// mutual TLS with dev certificates: the real binary, its exit codes, its
+// stderr, and JSON output that parses back into the API's messages.
 #include <string>
 #include <vector>
 
@@ -17,18 +17,41 @@ namespace {
 using ::testing::HasSubstr;
 using testing::CommandResult;
 
+testing::ClusterOptions Tls() {
+  testing::ClusterOptions o;
+  o.tls = true;
+  o.tenants = {"acme", "other"};
+  return o;
+}
+
 class CliTest : public ::testing::Test {
  protected:
+  CliTest() : cluster_(Tls()) {}
+
   void SetUp() override {
     ASSERT_TRUE(cluster_.StartBroker().ok()) << cluster_.broker().Log();
     ASSERT_TRUE(cluster_.StartAgent("node-1", "0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6")
                     .ok());
   }
 
+  // As the operator, with the transport given by flags.
   CommandResult Ctl(std::vector<std::string> args) {
-    args.insert(args.begin(), "--broker=" + cluster_.broker_address());
+    return CtlAs("operator-admin", std::move(args));
+  }
+  CommandResult CtlAs(const std::string& stem, std::vector<std::string> args) {
+    const std::string certs = cluster_.certs_dir();
+    args.insert(args.begin(), {"--broker=" + cluster_.broker_address(),
+                               "--cert=" + certs + "/" + stem + ".crt",
+                               "--key=" + certs + "/" + stem + ".key", "--ca=" + certs + "/ca.crt"});
     args.insert(args.begin(), testing::RunfilePath("client/iommuctl"));
     return testing::RunCommand(args);
+  }
+  // The transport from the environment, as a deployment would set it.
+  std::vector<std::string> EnvFor(const std::string& stem) {
+    const std::string certs = cluster_.certs_dir();
+    return {"IOMMU_BROKER=" + cluster_.broker_address(),
+            "IOMMUCTL_CERT=" + certs + "/" + stem + ".crt",
+            "IOMMUCTL_KEY=" + certs + "/" + stem + ".key", "IOMMUCTL_CA=" + certs + "/ca.crt"};
   }
 
   template <typename Msg>
@@ -126,17 +149,60 @@ TEST_F(CliTest, RetryWithSameRequestIdIsIdempotent) {
   EXPECT_EQ(all.containers_size(), 1);
 }
 
-TEST_F(CliTest, BrokerAddressComesFromEnvironment) {
+TEST_F(CliTest, BrokerAddressAndCertificatesComeFromEnvironment) {
   CommandResult r = testing::RunCommand({testing::RunfilePath("client/iommuctl"), "node", "list"},
-                                        {"IOMMU_BROKER=" + cluster_.broker_address()});
+                                        EnvFor("operator-admin"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("node-1"));
 }
 
+TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
+                                                     "--tenant=acme", "--node=node-1",
+                                                     "--device=0000:00:04.0"}));
+  // The other tenant: its list is empty, the container does not exist for it.
+  auto theirs = Json<v1::ListContainersResponse>(
+      testing::RunCommand({testing::RunfilePath("client/iommuctl"), "-o", "json", "container",
+                           "list"},
+                          EnvFor("tenant-other")));
+  EXPECT_EQ(theirs.containers_size(), 0);
+  CommandResult r = CtlAs("tenant-other", {"container", "get", c.id()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+  r = CtlAs("tenant-other", {"container", "list", "--tenant=acme"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: tenant_id: tenant/other may only name"));
+  r = CtlAs("tenant-acme", {"node", "cordon", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: CordonNode: needs the operator role"));
+}
+
+TEST_F(CliTest, TransportMistakesAreClearErrors) {
+  const std::string ctl = testing::RunfilePath("client/iommuctl");
+  const std::string broker = "--broker=" + cluster_.broker_address();
+  // Nothing given: a usage error that says what to give.
+  CommandResult r = testing::RunCommand({ctl, broker, "node", "list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--cert, --key, --ca: required"));
+  // A key that is not the certificate's.
+  const std::string certs = cluster_.certs_dir();
+  r = testing::RunCommand({ctl, broker, "--cert=" + certs + "/operator-admin.crt",
+                           "--key=" + certs + "/tenant-acme.key", "--ca=" + certs + "/ca.crt",
+                           "node", "list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--key: " + certs + "/tenant-acme.key does not match"));
+  // Plaintext against an mTLS broker cannot connect.
+  r = testing::RunCommand({ctl, broker, "--insecure", "--timeout=2s", "node", "list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+}
+
 TEST_F(CliTest, UnreachableBrokerIsUnavailable) {
   CommandResult r = testing::RunCommand(
-      {testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1", "--timeout=2s", "node",
-       "list"});
+      {testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1", "--insecure",
+       "--timeout=2s", "node", "list"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
 }

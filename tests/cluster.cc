@@ -1,5 +1,9 @@
 #include "tests/cluster.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
@@ -7,38 +11,94 @@
 namespace iommu::testing {
 namespace {
 
-std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
-  // Own subchannels, so a dropped stub closes its connection and a daemon's
-  // graceful stop is not held up by it.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-}
-
 }  // namespace
 
-Cluster::Cluster() : dir_(NewTempDir("cluster")), broker_port_(PickFreePort()) {}
+Cluster::Cluster(ClusterOptions options)
+    : options_(std::move(options)), dir_(NewTempDir("cluster")), broker_port_(PickFreePort()) {
+  if (options_.tls) {
+    std::vector<std::string> args;
+    for (const std::string& t : options_.tenants) {
+      args.push_back("--tenant");
+      args.push_back(t);
+    }
+    absl::Status s = IssueCertificates(args);
+    if (!s.ok()) {
+      std::fprintf(stderr, "cluster: %s\n", s.ToString().c_str());
+      std::abort();
+    }
+  }
+}
+
+absl::Status Cluster::IssueCertificates(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {RunfilePath("deploy/make-dev-certs.sh"), "--out", certs_dir()};
+  // Only the first call makes the CA, the broker's and the operator's.
+  if (std::ifstream(certs_dir() + "/ca.crt").good()) argv.push_back("--no-defaults");
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult r = RunCommand(argv);
+  if (r.exit_code != 0) {
+    return absl::InternalError(absl::StrCat("make-dev-certs.sh failed: ", r.err, r.out));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Cluster::TransportFlags(const std::string& stem) const {
+  if (!options_.tls) return {"--insecure"};
+  return {absl::StrCat("--tls_cert=", certs_dir(), "/", stem, ".crt"),
+          absl::StrCat("--tls_key=", certs_dir(), "/", stem, ".key"),
+          absl::StrCat("--tls_ca=", certs_dir(), "/ca.crt")};
+}
+
+TransportConfig Cluster::ClientConfig(const std::string& stem) const {
+  TransportConfig c;
+  if (!options_.tls) {
+    c.insecure = true;
+    return c;
+  }
+  c.ca_file = certs_dir() + "/ca.crt";
+  if (!stem.empty()) {
+    c.cert_file = absl::StrCat(certs_dir(), "/", stem, ".crt");
+    c.key_file = absl::StrCat(certs_dir(), "/", stem, ".key");
+  }
+  return c;
+}
+
+std::shared_ptr<grpc::Channel> Cluster::ChannelAs(const std::string& address,
+                                                  const TransportConfig& config,
+                                                  const Identity& server) const {
+  // Own subchannels, so a dropped stub closes its connection and a daemon's
+  // graceful stop is not held up by it (and so stubs with different
+  // certificates never share a connection).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, MakeChannelCredentials(config, server), args);
+}
 
 absl::Status Cluster::StartBroker() {
   broker_.Kill();
-  return broker_.Start(RunfilePath("server/iommu-broker"),
-                       {absl::StrCat("--listen=127.0.0.1:", broker_port_),
-                        absl::StrCat("--db=", dir_, "/broker.db"), "--heartbeat_interval_ms=100",
-                        "--node_timeout_ms=1500", "--shutdown_grace_ms=500",
-                        "--agent_timeout_ms=5000"},
-                       dir_, "broker");
+  std::vector<std::string> args = {
+      absl::StrCat("--listen=127.0.0.1:", broker_port_), absl::StrCat("--db=", dir_, "/broker.db"),
+      "--heartbeat_interval_ms=100", "--node_timeout_ms=1500", "--shutdown_grace_ms=500",
+      "--agent_timeout_ms=5000"};
+  for (std::string& f : TransportFlags("broker")) args.push_back(std::move(f));
+  args.insert(args.end(), options_.broker_args.begin(), options_.broker_args.end());
+  return broker_.Start(RunfilePath("server/iommu-broker"), args, dir_, "broker");
 }
 
-absl::Status Cluster::StartAgent(const std::string& node, const std::string& sim_devices) {
+absl::Status Cluster::StartAgent(const std::string& node, const std::string& sim_devices,
+                                 const std::vector<std::string>& extra_args) {
   auto& agent = agents_[node];
   if (agent == nullptr) agent = std::make_unique<Daemon>();
   agent->Kill();
-  absl::Status s = agent->Start(
-      RunfilePath("agent/iommu-agent"),
-      {absl::StrCat("--node=", node), absl::StrCat("--broker=", broker_address()),
-       "--listen=127.0.0.1:0", "--backend=sim", absl::StrCat("--sim_devices=", sim_devices),
-       absl::StrCat("--launcher_socket=", dir_, "/", node, ".sock")},
-      dir_, "agent-" + node);
+  if (options_.tls && !std::ifstream(absl::StrCat(certs_dir(), "/agent-", node, ".crt")).good()) {
+    if (absl::Status s = IssueCertificates({"--agent", node}); !s.ok()) return s;
+  }
+  std::vector<std::string> args = {
+      absl::StrCat("--node=", node), absl::StrCat("--broker=", broker_address()),
+      "--listen=127.0.0.1:0", "--backend=sim", absl::StrCat("--sim_devices=", sim_devices),
+      absl::StrCat("--launcher_socket=", dir_, "/", node, ".sock")};
+  for (std::string& f : TransportFlags("agent-" + node)) args.push_back(std::move(f));
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  absl::Status s = agent->Start(RunfilePath("agent/iommu-agent"), args, dir_, "agent-" + node);
   if (!s.ok()) return s;
   return WaitForNodeState(node, v1::NODE_STATE_READY);
 }
@@ -68,11 +128,30 @@ absl::Status Cluster::WaitForNodeState(const std::string& node, v1::NodeState st
 }
 
 std::unique_ptr<v1::Broker::Stub> Cluster::BrokerStub() const {
-  return v1::Broker::NewStub(Channel(broker_address()));
+  return BrokerStubAs("operator-admin");
 }
 
 std::unique_ptr<v1::Agent::Stub> Cluster::AgentStub(const std::string& node) {
-  return v1::Agent::NewStub(Channel(agents_[node]->address()));
+  return AgentStubAs(node, "operator-admin");
+}
+
+std::unique_ptr<v1::Broker::Stub> Cluster::BrokerStubAs(const std::string& stem) const {
+  return BrokerStubWith(ClientConfig(stem));
+}
+
+std::unique_ptr<v1::Broker::Stub> Cluster::BrokerStubWith(const TransportConfig& config) const {
+  return v1::Broker::NewStub(ChannelAs(broker_address(), config, Identity{Role::kBroker, ""}));
+}
+
+std::unique_ptr<v1::NodeRegistry::Stub> Cluster::RegistryStubAs(const std::string& stem) const {
+  return v1::NodeRegistry::NewStub(
+      ChannelAs(broker_address(), ClientConfig(stem), Identity{Role::kBroker, ""}));
+}
+
+std::unique_ptr<v1::Agent::Stub> Cluster::AgentStubAs(const std::string& node,
+                                                      const std::string& stem) {
+  return v1::Agent::NewStub(
+      ChannelAs(agents_[node]->address(), ClientConfig(stem), Identity{Role::kAgent, node}));
 }
 
 }  // namespace iommu::testing

@@ -1,0 +1,222 @@
+#include "common/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
+
+namespace iommu {
+namespace {
+
+// How often the watched PEM files are re-read (gRPC's file watcher).
+constexpr unsigned kCertRefreshSeconds = 60;
+
+absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": required unless --insecure (a PEM file)"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+
+std::unique_ptr<X509, X509Deleter> ParseCert(const std::string& pem) {
+  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return std::unique_ptr<X509, X509Deleter>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+// The client side's check of the server's identity, after gRPC has verified
+// the chain against the CA bundle.
+class SpiffeIdVerifier final : public grpc::experimental::ExternalCertificateVerifier {
+ public:
+  explicit SpiffeIdVerifier(std::string expected) : expected_(std::move(expected)) {}
+
+  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)> /*callback*/,
+              grpc::Status* sync_status) override {
+    std::vector<std::string> seen;
+    for (const grpc::string_ref& uri : request->uri_names()) {
+      const std::string u(uri.data(), uri.size());
+      if (u == expected_) {
+        *sync_status = grpc::Status::OK;
+        return true;
+      }
+      seen.push_back(u);
+    }
+    *sync_status = grpc::Status(
+        grpc::StatusCode::UNAUTHENTICATED,
+        absl::StrCat("server certificate: expected SAN URI ", expected_, ", got [",
+                     absl::StrJoin(seen, ", "), "]"));
+    return true;
+  }
+
+  void Cancel(grpc::experimental::TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  const std::string expected_;
+};
+
+}  // namespace
+
+absl::Status ValidateTransportConfig(const TransportConfig& config,
+                                     const TransportFlagNames& names) {
+  if (absl::Status s = ValidateTrustDomain("--trust_domain", config.trust_domain); !s.ok()) {
+    return s;
+  }
+  if (config.insecure) {
+    if (!config.cert_file.empty() || !config.key_file.empty() || !config.ca_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--insecure: cannot be combined with ", names.cert, "/", names.key, "/", names.ca,
+          " (choose plaintext or mTLS)"));
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> cert = ReadFile(names.cert, config.cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(names.key, config.key_file);
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::string> ca = ReadFile(names.ca, config.ca_file);
+  if (!ca.ok()) return ca.status();
+
+  auto x509 = ParseCert(*cert);
+  if (x509 == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(names.cert, ": ", config.cert_file, " holds no PEM certificate"));
+  }
+  if (ParseCert(*ca) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(names.ca, ": ", config.ca_file, " holds no PEM certificate"));
+  }
+  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())));
+  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (pkey == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        names.key, ": ", config.key_file, " holds no unencrypted PEM private key"));
+  }
+  if (X509_check_private_key(x509.get(), pkey.get()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(names.key, ": ", config.key_file,
+                                                   " does not match the certificate in ",
+                                                   config.cert_file));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Identity> CertificateIdentity(const std::string& cert_file,
+                                             absl::string_view trust_domain) {
+  absl::StatusOr<std::string> pem = ReadFile("--tls_cert", cert_file);
+  if (!pem.ok()) return pem.status();
+  auto x509 = ParseCert(*pem);
+  if (x509 == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", cert_file, " holds no PEM certificate"));
+  }
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(x509.get(), NID_subject_alt_name, nullptr, nullptr));
+  std::vector<std::string> spiffe;
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
+    std::string v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                  static_cast<size_t>(ASN1_STRING_length(uri)));
+    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
+  }
+  GENERAL_NAMES_free(names);
+  if (spiffe.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_cert: ", cert_file, " must carry exactly one spiffe:// SAN URI, found ",
+        spiffe.size()));
+  }
+  absl::StatusOr<Identity> id = ParseSpiffeId(spiffe[0], trust_domain);
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", id.status().message()));
+  }
+  return id;
+}
+
+std::string DescribeTransport(const TransportConfig& config) {
+  if (config.insecure) return "plaintext";
+  return absl::StrCat("mtls trust_domain=", config.trust_domain);
+}
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TransportConfig& config) {
+  if (config.insecure) return grpc::InsecureServerCredentials();
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TransportConfig& config,
+                                                                 const Identity& expected_peer) {
+  if (config.insecure) return grpc::InsecureChannelCredentials();
+  // Without a certificate of its own the client still verifies the server
+  // (e.g. a health probe); servers then refuse it per RPC.
+  const bool has_identity = !config.cert_file.empty();
+  auto provider =
+      has_identity
+          ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds)
+          : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                config.ca_file, kCertRefreshSeconds);
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(provider);
+  options.watch_root_certs();
+  if (has_identity) options.watch_identity_key_cert_pairs();
+  options.set_verify_server_certs(true);
+  options.set_check_call_host(false);
+  options.set_certificate_verifier(
+      grpc::experimental::ExternalCertificateVerifier::Create<SpiffeIdVerifier>(
+          SpiffeId(config.trust_domain, expected_peer)));
+  return grpc::experimental::TlsCredentials(options);
+}
+
+absl::StatusOr<Identity> PeerIdentity(const grpc::ServerContext& ctx,
+                                      const TransportConfig& config) {
+  if (config.insecure) return Identity::InsecureOperator();
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) {
+    return absl::UnauthenticatedError(
+        "peer certificate: none presented (this server requires a client certificate "
+        "signed by its CA; iommuctl: --cert/--key/--ca)");
+  }
+  std::vector<std::string> spiffe;
+  for (const grpc::string_ref& san : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) {
+    std::string v(san.data(), san.size());
+    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
+  }
+  if (spiffe.size() != 1) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "peer certificate: must carry exactly one spiffe:// SAN URI, found ", spiffe.size()));
+  }
+  return ParseSpiffeId(spiffe[0], config.trust_domain);
+}
+
+}  // namespace iommu

@@ -1,0 +1,164 @@
+#include "server/broker_metrics.h"
+
+#include <utility>
+
+#include "common/metrics.h"
+
+namespace iommu {
+namespace {
+
+using prometheus::MetricType;
+
+constexpr char kRpcDuration[] = "iommu_broker_rpc_duration_seconds";
+constexpr char kRpcDurationHelp[] =
+    "Server-side latency of broker RPCs, by short method name and gRPC status code.";
+constexpr char kStoreCommit[] = "iommu_broker_store_commit_duration_seconds";
+constexpr char kStoreCommitHelp[] =
+    "Latency of one durable store commit (SQLite: WAL append and fsync).";
+constexpr char kAuthzDenials[] = "iommu_broker_authz_denials_total";
+constexpr char kAuthzDenialsHelp[] = "Calls refused by authorization, by method and caller role.";
+
+// RPCs range from a map lookup (tens of microseconds) to a create that waits
+// for an agent (up to --agent_timeout_ms).
+const prometheus::Histogram::BucketBoundaries& RpcBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  return *b;
+}
+
+// A commit is one fsync or two: sub-millisecond on tmpfs, milliseconds on
+// SSDs, tens of milliseconds on slow disks.
+const prometheus::Histogram::BucketBoundaries& CommitBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1};
+  return *b;
+}
+
+}  // namespace
+
+BrokerMetrics::BrokerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      rpc_duration_(prometheus::BuildHistogram()
+                        .Name(kRpcDuration)
+                        .Help(kRpcDurationHelp)
+                        .Register(*registry_)),
+      store_commit_duration_(prometheus::BuildHistogram()
+                                 .Name(kStoreCommit)
+                                 .Help(kStoreCommitHelp)
+                                 .Register(*registry_)
+                                 .Add({}, CommitBuckets())),
+      authz_denials_(prometheus::BuildCounter()
+                         .Name(kAuthzDenials)
+                         .Help(kAuthzDenialsHelp)
+                         .Register(*registry_)),
+      declared_{metrics::NewFamily(kRpcDuration, kRpcDurationHelp, MetricType::Histogram),
+                metrics::NewFamily(kStoreCommit, kStoreCommitHelp, MetricType::Histogram),
+                metrics::NewFamily(kAuthzDenials, kAuthzDenialsHelp, MetricType::Counter)} {}
+
+void BrokerMetrics::SetStatsSource(std::function<BrokerStats()> source) {
+  absl::MutexLock l(&mu_);
+  stats_source_ = std::move(source);
+}
+
+void BrokerMetrics::ObserveRpc(absl::string_view method, absl::string_view code,
+                               absl::Duration elapsed) {
+  rpc_duration_.Add({{"method", std::string(method)}, {"code", std::string(code)}}, RpcBuckets())
+      .Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+void BrokerMetrics::ObserveStoreCommit(absl::Duration elapsed) {
+  store_commit_duration_.Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+void BrokerMetrics::CountDenial(absl::string_view method, absl::string_view role) {
+  authz_denials_.Add({{"method", std::string(method)}, {"role", std::string(role)}}).Increment();
+}
+
+std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerStats& s) {
+  using metrics::AddGauge;
+  using metrics::NewFamily;
+  std::vector<prometheus::MetricFamily> out;
+
+  prometheus::MetricFamily tenants =
+      NewFamily("iommu_broker_tenants", "Tenants defined.", MetricType::Gauge);
+  AddGauge(&tenants, {}, static_cast<double>(s.tenants.size()));
+  out.push_back(std::move(tenants));
+
+  struct PerTenant {
+    const char* name;
+    const char* help;
+    uint64_t BrokerStats::Tenant::*field;
+  };
+  const PerTenant per_tenant[] = {
+      {"iommu_broker_tenant_quota_pinned_bytes", "The tenant's pinned-bytes quota.",
+       &BrokerStats::Tenant::quota_pinned_bytes},
+      {"iommu_broker_tenant_quota_window_bytes",
+       "The tenant's IOVA window-bytes quota (0 = unlimited).",
+       &BrokerStats::Tenant::quota_window_bytes},
+      {"iommu_broker_tenant_reserved_bytes", "IOVA bytes reserved by the tenant's windows.",
+       &BrokerStats::Tenant::reserved_bytes},
+      {"iommu_broker_tenant_pinned_bytes",
+       "Host bytes pinned for the tenant, each page billed once, from agents' heartbeats.",
+       &BrokerStats::Tenant::pinned_bytes},
+      {"iommu_broker_tenant_mapped_bytes",
+       "Bytes mapped for the tenant, every mapping counted, from agents' heartbeats.",
+       &BrokerStats::Tenant::mapped_bytes},
+  };
+  for (const PerTenant& p : per_tenant) {
+    prometheus::MetricFamily f = NewFamily(p.name, p.help, MetricType::Gauge);
+    for (const BrokerStats::Tenant& t : s.tenants) {
+      AddGauge(&f, {{"tenant", t.id}}, static_cast<double>(t.*(p.field)));
+    }
+    out.push_back(std::move(f));
+  }
+
+  // Every state always has a sample (0 included), so that rates and alerts
+  // on a state see it appear rather than a series start.
+  prometheus::MetricFamily containers =
+      NewFamily("iommu_broker_containers", "Containers by state.", MetricType::Gauge);
+  AddGauge(&containers, {{"state", "ready"}}, static_cast<double>(s.containers_ready));
+  AddGauge(&containers, {{"state", "node_unavailable"}},
+           static_cast<double>(s.containers_node_unavailable));
+  AddGauge(&containers, {{"state", "failed"}}, static_cast<double>(s.containers_failed));
+  out.push_back(std::move(containers));
+
+  prometheus::MetricFamily windows =
+      NewFamily("iommu_broker_windows", "IOVA windows allocated.", MetricType::Gauge);
+  AddGauge(&windows, {}, static_cast<double>(s.windows));
+  out.push_back(std::move(windows));
+
+  prometheus::MetricFamily nodes = NewFamily(
+      "iommu_broker_nodes", "Nodes by state (ready, cordoned, unavailable).", MetricType::Gauge);
+  AddGauge(&nodes, {{"state", "ready"}}, static_cast<double>(s.nodes_ready));
+  AddGauge(&nodes, {{"state", "cordoned"}}, static_cast<double>(s.nodes_cordoned));
+  AddGauge(&nodes, {{"state", "unavailable"}}, static_cast<double>(s.nodes_unavailable));
+  out.push_back(std::move(nodes));
+
+  prometheus::MetricFamily up =
+      NewFamily("iommu_broker_node_up",
+                "1 while the node's agent heartbeats, 0 once the node is unavailable.",
+                MetricType::Gauge);
+  for (const BrokerStats::Node& n : s.nodes) AddGauge(&up, {{"node", n.name}}, n.up ? 1 : 0);
+  out.push_back(std::move(up));
+  return out;
+}
+
+std::vector<prometheus::MetricFamily> BrokerMetrics::Collect() const {
+  std::vector<prometheus::MetricFamily> out = registry_->Collect();
+  metrics::AppendMissingFamilies(declared_, &out);
+  std::function<BrokerStats()> source;
+  {
+    absl::MutexLock l(&mu_);
+    source = stats_source_;
+  }
+  if (source) {
+    for (prometheus::MetricFamily& f : StateFamilies(source())) out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::string BrokerMetrics::ScrapeText() const { return metrics::TextFormat(Collect()); }
+
+}  // namespace iommu

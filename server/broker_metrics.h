@@ -1,0 +1,87 @@
+// BrokerMetrics: the broker's Prometheus metrics (docs/METRICS.md,
+// iommu_broker_*). Two kinds:
+//   * gauges that mirror state (tenants, per-tenant bytes, containers and
+//     nodes by state, windows) are computed at scrape time from a BrokerStats
+//     snapshot (Broker::Stats()), so no mutation path has to update them;
+//   * histograms and counters (RPC latency, store commit latency,
+//     authorization denials) are updated where the event happens, through
+//     ObserveRpc (fed by common/rpc_metrics.h's interceptor),
+//     ObserveStoreCommit (fed by server/timed_store.h) and CountDenial (called
+//     by the authorization layer).
+// It is a prometheus::Collectable: register it with the exposer
+// (common/metrics.h StartMetricsServer), which holds it by weak_ptr.
+//
+// Thread-safe: every method may be called from any thread, Collect() from
+// the exposer's threads concurrently with the Observe/Count calls.
+#ifndef SERVER_BROKER_METRICS_H_
+#define SERVER_BROKER_METRICS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+#include "server/broker_stats.h"
+
+namespace iommu {
+
+class BrokerMetrics final : public prometheus::Collectable {
+ public:
+  BrokerMetrics();
+
+  BrokerMetrics(const BrokerMetrics&) = delete;
+  BrokerMetrics& operator=(const BrokerMetrics&) = delete;
+
+  // Where the state gauges come from (typically [&] { return broker->Stats(); }).
+  // Until it is set, a scrape has the event metrics only. `source` must stay
+  // callable while this object is registered with an exposer.
+  void SetStatsSource(std::function<BrokerStats()> source);
+
+  // One finished RPC: iommu_broker_rpc_duration_seconds{method, code}.
+  void ObserveRpc(absl::string_view method, absl::string_view code, absl::Duration elapsed);
+
+  // One durable store commit: iommu_broker_store_commit_duration_seconds.
+  void ObserveStoreCommit(absl::Duration elapsed);
+
+  // A call refused by authorization: iommu_broker_authz_denials_total{method,
+  // role}. `method` is the short RPC name ("CreateTenant"); `role` the
+  // caller's role as the authorization layer names it (e.g. "tenant",
+  // "agent", "anonymous"): keep both to small fixed sets.
+  void CountDenial(absl::string_view method, absl::string_view role);
+
+  // Every iommu_broker_* family: the event metrics (also those without a
+  // sample yet, as HELP/TYPE only) and the state gauges.
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+  // Collect() in the text exposition format.
+  std::string ScrapeText() const;
+
+  // The state gauges for `stats` (pure; what Collect() adds per scrape).
+  static std::vector<prometheus::MetricFamily> StateFamilies(const BrokerStats& stats);
+
+ private:
+  // Constant after construction (prometheus-cpp's families are thread-safe).
+  const std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Histogram>& rpc_duration_;
+  prometheus::Histogram& store_commit_duration_;
+  prometheus::Family<prometheus::Counter>& authz_denials_;
+  // The event families as declared, for listing them before their first sample.
+  const std::vector<prometheus::MetricFamily> declared_;
+
+  mutable absl::Mutex mu_;
+  std::function<BrokerStats()> stats_source_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace iommu
+
+#endif  // SERVER_BROKER_METRICS_H_

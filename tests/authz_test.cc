@@ -1,0 +1,637 @@
+// Authorization over real mutual TLS on loopback: every RPC of the broker's
+// two services (Broker, NodeRegistry) and of the agent's service, crossed
+// with every kind of caller, with the status code each must get. The broker
+// and two sim agents run as processes with certificates from
+// deploy/make-dev-certs.sh; each call opens its own TLS connection with the
+// caller's certificate.
+//
+// What a row proves for an allowed caller is that authorization let it
+// through: the code is then the broker's own answer (OK for a well-formed
+// request, or e.g. FAILED_PRECONDITION for a heartbeat with a made-up
+// session) and the request was designed so that it disturbs nothing else.
+#include <functional>
+#include <map>
+#include <set>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/agent.grpc.pb.h"
+#include "proto/broker.grpc.pb.h"
+#include "tests/cluster.h"
+
+namespace iommu {
+namespace {
+
+using grpc::StatusCode;
+using testing::Cluster;
+using testing::ClusterOptions;
+using testing::RunCommand;
+using testing::RunfilePath;
+
+constexpr char kOwner[] = "acme";
+constexpr char kOther[] = "other";
+// Six single-device groups, so cases can create and delete containers freely.
+constexpr char kDevices[] =
+    "0000:00:04.0=1234:11e8@4,0000:00:05.0=1234:11e8@5,0000:00:06.0=1234:11e8@6,"
+    "0000:00:07.0=1234:11e8@7,0000:00:08.0=1234:11e8@8,0000:00:09.0=1234:11e8@9";
+
+// Who calls.
+enum Caller {
+  kOperator,
+  kOwningTenant,
+  kOtherTenant,
+  kAgentOfNode,     // agent-node-1: the node whose registry calls and API are tried.
+  kAgentOfOtherNode,  // agent-node-2.
+  kBrokerCert,      // the broker's own certificate, used by a client.
+  kNoCertificate,
+  kForeignCa,       // an operator certificate from another CA.
+  kCallerCount,
+};
+
+const char* CallerName(int c) {
+  static const char* names[] = {"operator",   "owning tenant", "other tenant",
+                                "agent of the node", "agent of another node", "broker cert",
+                                "no certificate", "certificate from another CA"};
+  return names[c];
+}
+
+using Codes = std::map<Caller, StatusCode>;
+
+// The shapes of policy the table uses. A handshake with a certificate from
+// another CA fails (UNAVAILABLE); a connection without a certificate gets
+// through the handshake and is refused per call (UNAUTHENTICATED).
+Codes OperatorOnly(StatusCode op = StatusCode::OK) {
+  return {{kOperator, op},
+          {kOwningTenant, StatusCode::PERMISSION_DENIED},
+          {kOtherTenant, StatusCode::PERMISSION_DENIED},
+          {kAgentOfNode, StatusCode::PERMISSION_DENIED},
+          {kAgentOfOtherNode, StatusCode::PERMISSION_DENIED},
+          {kBrokerCert, StatusCode::PERMISSION_DENIED},
+          {kNoCertificate, StatusCode::UNAUTHENTICATED},
+          {kForeignCa, StatusCode::UNAVAILABLE}};
+}
+// Objects of the owning tenant named by id: another tenant cannot tell them
+// from ids that do not exist.
+Codes OwnedById(StatusCode ok = StatusCode::OK) {
+  Codes c = OperatorOnly(ok);
+  c[kOwningTenant] = ok;
+  c[kOtherTenant] = StatusCode::NOT_FOUND;
+  return c;
+}
+// Requests naming the owning tenant explicitly.
+Codes NamesOwner() {
+  Codes c = OperatorOnly();
+  c[kOwningTenant] = StatusCode::OK;
+  return c;
+}
+// Requests without a tenant filter: every tenant is narrowed to itself.
+Codes NarrowedToCaller() {
+  Codes c = OperatorOnly();
+  c[kOwningTenant] = StatusCode::OK;
+  c[kOtherTenant] = StatusCode::OK;
+  return c;
+}
+// NodeRegistry calls for node-1: its agent (and operators) get through.
+Codes AgentOfNode(StatusCode through) {
+  Codes c = OperatorOnly(through);
+  c[kAgentOfNode] = through;
+  return c;
+}
+// The agent's API: the broker and operators only.
+Codes BrokerAndOperator(StatusCode through) {
+  Codes c = OperatorOnly(through);
+  c[kBrokerCert] = through;
+  return c;
+}
+
+class AuthzTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterOptions options;
+    options.tls = true;
+    options.tenants = {kOwner, kOther};
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(cluster_->IssueCertificates({"--agent", "node-2"}).ok());
+    ASSERT_TRUE(cluster_->StartBroker().ok()) << cluster_->broker().Log();
+    ASSERT_TRUE(cluster_->StartAgent("node-1", kDevices).ok()) << cluster_->agent("node-1").Log();
+    ASSERT_TRUE(cluster_->StartAgent("node-2", kDevices).ok()) << cluster_->agent("node-2").Log();
+
+    // A second CA with an identity that would be an operator, if trusted.
+    foreign_dir_ = new std::string(cluster_->dir() + "/foreign");
+    ASSERT_EQ(RunCommand({RunfilePath("deploy/make-dev-certs.sh"), "--out", *foreign_dir_})
+                  .exit_code,
+              0);
+
+    auto op = cluster_->BrokerStub();
+    for (const char* t : {kOwner, kOther}) {
+      grpc::ClientContext ctx;
+      v1::CreateTenantRequest req;
+      req.set_tenant_id(t);
+      req.mutable_quota()->set_pinned_bytes(1ULL << 30);
+      v1::Tenant out;
+      grpc::Status s = op->CreateTenant(&ctx, req, &out);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete foreign_dir_;
+  }
+
+  static TransportConfig Config(Caller c) {
+    switch (c) {
+      case kOperator: return cluster_->ClientConfig("operator-admin");
+      case kOwningTenant: return cluster_->ClientConfig(absl::StrCat("tenant-", kOwner));
+      case kOtherTenant: return cluster_->ClientConfig(absl::StrCat("tenant-", kOther));
+      case kAgentOfNode: return cluster_->ClientConfig("agent-node-1");
+      case kAgentOfOtherNode: return cluster_->ClientConfig("agent-node-2");
+      case kBrokerCert: return cluster_->ClientConfig("broker");
+      case kNoCertificate: return cluster_->ClientConfig("");
+      case kForeignCa: {
+        TransportConfig t = cluster_->ClientConfig("");
+        t.cert_file = *foreign_dir_ + "/operator-admin.crt";
+        t.key_file = *foreign_dir_ + "/operator-admin.key";
+        return t;  // Still verifies the broker with the cluster's CA.
+      }
+      default: break;
+    }
+    return {};
+  }
+  static std::unique_ptr<v1::Broker::Stub> BrokerAs(Caller c) {
+    return v1::Broker::NewStub(cluster_->ChannelAs(cluster_->broker_address(), Config(c),
+                                                   Identity{Role::kBroker, ""}));
+  }
+  static std::unique_ptr<v1::NodeRegistry::Stub> RegistryAs(Caller c) {
+    return v1::NodeRegistry::NewStub(cluster_->ChannelAs(cluster_->broker_address(), Config(c),
+                                                         Identity{Role::kBroker, ""}));
+  }
+  static std::unique_ptr<v1::Agent::Stub> AgentAs(Caller c) {
+    return v1::Agent::NewStub(cluster_->ChannelAs(cluster_->agent("node-1").address(),
+                                                  Config(c), Identity{Role::kAgent, "node-1"}));
+  }
+
+  // Operator helpers for fixtures.
+  static std::string NewContainer(const std::string& tenant) {
+    auto op = cluster_->BrokerStub();
+    grpc::ClientContext ctx;
+    v1::CreateContainerRequest req;
+    req.set_tenant_id(tenant);
+    req.mutable_selector()->set_count(1);  // Either node; placement is not under test.
+    req.set_pin_budget_bytes(1 << 20);
+    v1::Container out;
+    grpc::Status s = op->CreateContainer(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.id();
+  }
+  static void DeleteContainer(const std::string& id) {
+    if (id.empty()) return;
+    auto op = cluster_->BrokerStub();
+    grpc::ClientContext ctx;
+    v1::DeleteContainerRequest req;
+    req.set_container_id(id);
+    v1::DeleteContainerResponse out;
+    grpc::Status s = op->DeleteContainer(&ctx, req, &out);
+    EXPECT_TRUE(s.ok() || s.error_code() == StatusCode::NOT_FOUND) << s.error_message();
+  }
+  static std::string NewWindow(const std::string& container) {
+    auto op = cluster_->BrokerStub();
+    grpc::ClientContext ctx;
+    v1::AllocateWindowRequest req;
+    req.set_container_id(container);
+    req.set_size(1 << 20);
+    v1::Window out;
+    grpc::Status s = op->AllocateWindow(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.id();
+  }
+
+  static Cluster* cluster_;
+  static std::string* foreign_dir_;
+};
+
+Cluster* AuthzTest::cluster_ = nullptr;
+std::string* AuthzTest::foreign_dir_ = nullptr;
+
+// One row: an RPC, the codes per caller, and a call that sets up what it
+// needs, makes the call as `caller`, cleans up, and returns the status.
+struct Row {
+  std::string rpc;
+  Codes want;
+  std::function<grpc::Status(Caller)> call;
+};
+
+template <typename Stub, typename Req, typename Resp>
+grpc::Status Invoke(Stub* stub,
+                    grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                    const Req& req, Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return (stub->*method)(&ctx, req, resp);
+}
+
+TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
+  // Long-lived fixtures of the owning tenant; rows that would consume or
+  // change them make their own.
+  const std::string c1 = NewContainer(kOwner);
+  ASSERT_FALSE(c1.empty());
+  const std::string w1 = NewWindow(c1);
+  int fresh = 0;
+
+  using B = v1::Broker::Stub;
+  using R = v1::NodeRegistry::Stub;
+  using A = v1::Agent::Stub;
+  std::vector<Row> rows = {
+      // ---- tenants
+      {"CreateTenant", OperatorOnly(),
+       [&](Caller c) {
+         v1::CreateTenantRequest req;
+         req.set_tenant_id(absl::StrCat("t", ++fresh));
+         req.mutable_quota()->set_pinned_bytes(4096);
+         v1::Tenant out;
+         return Invoke(BrokerAs(c).get(), &B::CreateTenant, req, &out);
+       }},
+      {"GetTenant(own)", NamesOwner(),
+       [&](Caller c) {
+         v1::GetTenantRequest req;
+         req.set_tenant_id(kOwner);
+         v1::Tenant out;
+         return Invoke(BrokerAs(c).get(), &B::GetTenant, req, &out);
+       }},
+      {"ListTenants", OperatorOnly(),
+       [&](Caller c) {
+         v1::ListTenantsRequest req;
+         v1::ListTenantsResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListTenants, req, &out);
+       }},
+      {"SetTenantQuota", OperatorOnly(),
+       [&](Caller c) {
+         v1::SetTenantQuotaRequest req;
+         req.set_tenant_id(kOwner);
+         req.mutable_quota()->set_pinned_bytes(1ULL << 30);
+         v1::Tenant out;
+         return Invoke(BrokerAs(c).get(), &B::SetTenantQuota, req, &out);
+       }},
+      {"DeleteTenant", OperatorOnly(),
+       [&](Caller c) {
+         const std::string id = absl::StrCat("t", ++fresh);
+         v1::CreateTenantRequest create;
+         create.set_tenant_id(id);
+         create.mutable_quota()->set_pinned_bytes(4096);
+         v1::Tenant t;
+         EXPECT_TRUE(Invoke(cluster_->BrokerStub().get(), &B::CreateTenant, create, &t).ok());
+         v1::DeleteTenantRequest req;
+         req.set_tenant_id(id);
+         v1::DeleteTenantResponse out;
+         return Invoke(BrokerAs(c).get(), &B::DeleteTenant, req, &out);
+       }},
+      // ---- nodes and devices
+      {"ListNodes", OperatorOnly(),
+       [&](Caller c) {
+         v1::ListNodesRequest req;
+         v1::ListNodesResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListNodes, req, &out);
+       }},
+      {"GetNode", OperatorOnly(),
+       [&](Caller c) {
+         v1::GetNodeRequest req;
+         req.set_node("node-1");
+         v1::Node out;
+         return Invoke(BrokerAs(c).get(), &B::GetNode, req, &out);
+       }},
+      {"CordonNode", OperatorOnly(),
+       [&](Caller c) {
+         v1::CordonNodeRequest req;
+         req.set_node("node-2");
+         v1::Node out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::CordonNode, req, &out);
+         v1::UncordonNodeRequest undo;
+         undo.set_node("node-2");
+         Invoke(cluster_->BrokerStub().get(), &B::UncordonNode, undo, &out);
+         return s;
+       }},
+      {"UncordonNode", OperatorOnly(),
+       [&](Caller c) {
+         v1::UncordonNodeRequest req;
+         req.set_node("node-2");
+         v1::Node out;
+         return Invoke(BrokerAs(c).get(), &B::UncordonNode, req, &out);
+       }},
+      {"DrainNode", OperatorOnly(),
+       [&](Caller c) {
+         v1::DrainNodeRequest req;
+         req.set_node("node-2");
+         v1::DrainNodeResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::DrainNode, req, &out);
+         v1::UncordonNodeRequest undo;
+         undo.set_node("node-2");
+         v1::Node n;
+         Invoke(cluster_->BrokerStub().get(), &B::UncordonNode, undo, &n);
+         return s;
+       }},
+      {"ListDevices", OperatorOnly(),
+       [&](Caller c) {
+         v1::ListDevicesRequest req;
+         req.set_node("node-1");
+         v1::ListDevicesResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListDevices, req, &out);
+       }},
+      // ---- containers
+      {"CreateContainer(for owner)", NamesOwner(),
+       [&](Caller c) {
+         v1::CreateContainerRequest req;
+         req.set_tenant_id(kOwner);
+         req.mutable_selector()->set_count(1);
+         req.set_pin_budget_bytes(4096);
+         v1::Container out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::CreateContainer, req, &out);
+         DeleteContainer(out.id());
+         return s;
+       }},
+      {"GetContainer", OwnedById(),
+       [&](Caller c) {
+         v1::GetContainerRequest req;
+         req.set_container_id(c1);
+         v1::Container out;
+         return Invoke(BrokerAs(c).get(), &B::GetContainer, req, &out);
+       }},
+      {"ListContainers(owner)", NamesOwner(),
+       [&](Caller c) {
+         v1::ListContainersRequest req;
+         req.set_tenant_id(kOwner);
+         v1::ListContainersResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListContainers, req, &out);
+       }},
+      {"ListContainers(all)", NarrowedToCaller(),
+       [&](Caller c) {
+         v1::ListContainersRequest req;
+         v1::ListContainersResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::ListContainers, req, &out);
+         if (c == kOtherTenant) {
+           EXPECT_EQ(out.containers_size(), 0) << "saw the owner's";
+         }
+         if (c == kOwningTenant) {
+           EXPECT_GE(out.containers_size(), 1);
+         }
+         return s;
+       }},
+      {"DeleteContainer", OwnedById(),
+       [&](Caller c) {
+         const std::string id = NewContainer(kOwner);
+         v1::DeleteContainerRequest req;
+         req.set_container_id(id);
+         v1::DeleteContainerResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::DeleteContainer, req, &out);
+         DeleteContainer(id);
+         return s;
+       }},
+      {"SetContainerBudget", OwnedById(),
+       [&](Caller c) {
+         v1::SetContainerBudgetRequest req;
+         req.set_container_id(c1);
+         req.set_pin_budget_bytes(1 << 20);
+         v1::Container out;
+         return Invoke(BrokerAs(c).get(), &B::SetContainerBudget, req, &out);
+       }},
+      {"GrantLauncher", OwnedById(),
+       [&](Caller c) {
+         v1::GrantLauncherRequest req;
+         req.set_container_id(c1);
+         v1::GrantLauncherResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::GrantLauncher, req, &out);
+         if (!s.ok()) {
+           EXPECT_TRUE(out.token().empty());
+         }
+         return s;
+       }},
+      // ---- windows
+      {"AllocateWindow", OwnedById(),
+       [&](Caller c) {
+         v1::AllocateWindowRequest req;
+         req.set_container_id(c1);
+         req.set_size(4096);
+         v1::Window out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::AllocateWindow, req, &out);
+         if (s.ok()) {
+           v1::ReleaseWindowRequest undo;
+           undo.set_window_id(out.id());
+           v1::ReleaseWindowResponse r;
+           EXPECT_TRUE(Invoke(cluster_->BrokerStub().get(), &B::ReleaseWindow, undo, &r).ok());
+         }
+         return s;
+       }},
+      {"ReleaseWindow", OwnedById(),
+       [&](Caller c) {
+         const std::string id = NewWindow(c1);
+         v1::ReleaseWindowRequest req;
+         req.set_window_id(id);
+         v1::ReleaseWindowResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::ReleaseWindow, req, &out);
+         if (!s.ok()) {
+           EXPECT_TRUE(Invoke(cluster_->BrokerStub().get(), &B::ReleaseWindow, req, &out).ok());
+         }
+         return s;
+       }},
+      {"ListWindows(container)", NarrowedToCaller(),
+       [&](Caller c) {
+         v1::ListWindowsRequest req;
+         req.set_container_id(c1);
+         v1::ListWindowsResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::ListWindows, req, &out);
+         if (c == kOtherTenant) {
+           EXPECT_EQ(out.windows_size(), 0) << "saw the owner's window";
+         }
+         if (c == kOwningTenant) {
+           EXPECT_EQ(out.windows_size(), 1);
+         }
+         return s;
+       }},
+      {"ListWindows(owner)", NamesOwner(),
+       [&](Caller c) {
+         v1::ListWindowsRequest req;
+         req.set_tenant_id(kOwner);
+         v1::ListWindowsResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListWindows, req, &out);
+       }},
+      // ---- usage
+      {"GetUsage(all)", NarrowedToCaller(),
+       [&](Caller c) {
+         v1::GetUsageRequest req;
+         v1::GetUsageResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::GetUsage, req, &out);
+         if (c == kOtherTenant || c == kOwningTenant) {
+           const std::string self = c == kOtherTenant ? kOther : kOwner;
+           for (const auto& t : out.tenants()) EXPECT_EQ(t.tenant_id(), self);
+           for (const auto& n : out.nodes()) EXPECT_EQ(n.tenant_id(), self);
+         }
+         return s;
+       }},
+      {"GetUsage(owner)", NamesOwner(),
+       [&](Caller c) {
+         v1::GetUsageRequest req;
+         req.set_tenant_id(kOwner);
+         v1::GetUsageResponse out;
+         return Invoke(BrokerAs(c).get(), &B::GetUsage, req, &out);
+       }},
+      // ---- NodeRegistry, for node-1. Requests that get through are refused
+      // by the broker itself (no agent address, unknown session), so the real
+      // agent's registration is not disturbed.
+      {"Register(node-1)", AgentOfNode(StatusCode::INVALID_ARGUMENT),
+       [&](Caller c) {
+         v1::RegisterRequest req;
+         req.set_node("node-1");
+         v1::RegisterResponse out;
+         return Invoke(RegistryAs(c).get(), &R::Register, req, &out);
+       }},
+      {"Heartbeat(node-1)", AgentOfNode(StatusCode::FAILED_PRECONDITION),
+       [&](Caller c) {
+         v1::HeartbeatRequest req;
+         req.set_node("node-1");
+         req.set_session_id("not-a-session");
+         v1::HeartbeatResponse out;
+         return Invoke(RegistryAs(c).get(), &R::Heartbeat, req, &out);
+       }},
+      {"Reconciled(node-1)", AgentOfNode(StatusCode::FAILED_PRECONDITION),
+       [&](Caller c) {
+         v1::ReconciledRequest req;
+         req.set_node("node-1");
+         req.set_session_id("not-a-session");
+         v1::ReconciledResponse out;
+         return Invoke(RegistryAs(c).get(), &R::Reconciled, req, &out);
+       }},
+      // ---- the agent of node-1's own API. Requests name objects it does not
+      // hold, so those that get through change nothing.
+      {"Agent.GetInventory", BrokerAndOperator(StatusCode::OK),
+       [&](Caller c) {
+         v1::GetInventoryRequest req;
+         v1::GetInventoryResponse out;
+         return Invoke(AgentAs(c).get(), &A::GetInventory, req, &out);
+       }},
+      {"Agent.CreateContainer", BrokerAndOperator(StatusCode::INVALID_ARGUMENT),
+       [&](Caller c) {
+         v1::AgentCreateContainerRequest req;  // No id: refused by validation.
+         v1::AgentContainer out;
+         return Invoke(AgentAs(c).get(), &A::CreateContainer, req, &out);
+       }},
+      {"Agent.DestroyContainer", BrokerAndOperator(StatusCode::NOT_FOUND),
+       [&](Caller c) {
+         v1::AgentDestroyContainerRequest req;
+         req.set_container_id("c-00000000000000ff");
+         v1::AgentDestroyContainerResponse out;
+         return Invoke(AgentAs(c).get(), &A::DestroyContainer, req, &out);
+       }},
+      {"Agent.GetContainer", BrokerAndOperator(StatusCode::NOT_FOUND),
+       [&](Caller c) {
+         v1::AgentGetContainerRequest req;
+         req.set_container_id("c-00000000000000ff");
+         v1::AgentGetContainerResponse out;
+         return Invoke(AgentAs(c).get(), &A::GetContainer, req, &out);
+       }},
+      {"Agent.Unmap", BrokerAndOperator(StatusCode::NOT_FOUND),
+       [&](Caller c) {
+         v1::AgentUnmapRequest req;
+         req.set_container_id("c-00000000000000ff");
+         req.set_iova(0);
+         req.set_size(4096);
+         v1::AgentUnmapResponse out;
+         return Invoke(AgentAs(c).get(), &A::Unmap, req, &out);
+       }},
+      {"Agent.SetPinBudgets", BrokerAndOperator(StatusCode::OK),
+       [&](Caller c) {
+         v1::SetPinBudgetsRequest req;  // No budgets: nothing to change.
+         v1::SetPinBudgetsResponse out;
+         return Invoke(AgentAs(c).get(), &A::SetPinBudgets, req, &out);
+       }},
+      {"Agent.SetWindows", BrokerAndOperator(StatusCode::NOT_FOUND),
+       [&](Caller c) {
+         v1::SetWindowsRequest req;
+         req.mutable_windows()->set_container_id("c-00000000000000ff");
+         v1::SetWindowsResponse out;
+         return Invoke(AgentAs(c).get(), &A::SetWindows, req, &out);
+       }},
+  };
+
+  // Every RPC of the three services has a row.
+  std::set<std::string> covered;
+  for (const Row& r : rows) covered.insert(r.rpc.substr(0, r.rpc.find('(')));
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const auto& [service, prefix] : std::vector<std::pair<std::string, std::string>>{
+           {"iommu.v1.Broker", ""}, {"iommu.v1.NodeRegistry", ""}, {"iommu.v1.Agent", "Agent."}}) {
+    const google::protobuf::ServiceDescriptor* d = pool->FindServiceByName(service);
+    ASSERT_NE(d, nullptr) << service;
+    for (int i = 0; i < d->method_count(); ++i) {
+      EXPECT_TRUE(covered.count(prefix + d->method(i)->name())) << service << "." << d->method(i)->name();
+    }
+  }
+
+  for (const Row& row : rows) {
+    ASSERT_EQ(row.want.size(), static_cast<size_t>(kCallerCount)) << row.rpc;
+    for (const auto& [caller, want] : row.want) {
+      grpc::Status got = row.call(caller);
+      EXPECT_EQ(got.error_code(), want)
+          << row.rpc << " as " << CallerName(caller) << ": got " << got.error_code() << " "
+          << got.error_message();
+    }
+  }
+
+  // The owner's fixtures are untouched by everyone else's attempts.
+  v1::GetContainerRequest get;
+  get.set_container_id(c1);
+  v1::Container after;
+  ASSERT_TRUE(Invoke(cluster_->BrokerStub().get(), &B::GetContainer, get, &after).ok());
+  EXPECT_EQ(after.tenant_id(), kOwner);
+  v1::ListWindowsRequest lw;
+  lw.set_container_id(c1);
+  v1::ListWindowsResponse windows;
+  ASSERT_TRUE(Invoke(cluster_->BrokerStub().get(), &B::ListWindows, lw, &windows).ok());
+  ASSERT_EQ(windows.windows_size(), 1);
+  EXPECT_EQ(windows.windows(0).id(), w1);
+  DeleteContainer(c1);
+}
+
+// Another tenant's container looks exactly like one that does not exist.
+TEST_F(AuthzTest, AnotherTenantsContainerIsIndistinguishableFromNone) {
+  const std::string c = NewContainer(kOwner);
+  auto other = BrokerAs(kOtherTenant);
+  v1::GetContainerRequest req;
+  req.set_container_id(c);
+  v1::Container out;
+  grpc::Status theirs = Invoke(other.get(), &v1::Broker::Stub::GetContainer, req, &out);
+  std::string missing_id = c;
+  missing_id.back() = missing_id.back() == '0' ? '1' : '0';
+  req.set_container_id(missing_id);
+  grpc::Status none = Invoke(other.get(), &v1::Broker::Stub::GetContainer, req, &out);
+  EXPECT_EQ(theirs.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(none.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(theirs.error_message(), absl::StrCat("container_id: no container \"", c, "\""));
+  EXPECT_EQ(none.error_message(),
+            absl::StrCat("container_id: no container \"", missing_id, "\""));
+  DeleteContainer(c);
+}
+
+// Refusals name the rule.
+TEST_F(AuthzTest, RefusalsSayWhy) {
+  v1::ListContainersRequest req;
+  req.set_tenant_id(kOwner);
+  v1::ListContainersResponse out;
+  grpc::Status s =
+      Invoke(BrokerAs(kOtherTenant).get(), &v1::Broker::Stub::ListContainers, req, &out);
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(),
+            "tenant_id: tenant/other may only name its own tenant \"other\", not \"acme\"");
+
+  v1::RegisterRequest reg;
+  reg.set_node("node-1");
+  v1::RegisterResponse r;
+  s = Invoke(RegistryAs(kAgentOfOtherNode).get(), &v1::NodeRegistry::Stub::Register, reg, &r);
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(),
+            "node: agent/node-2 may only act for node \"node-2\", not \"node-1\"");
+}
+
+}  // namespace
+}  // namespace iommu
