@@ -228,9 +228,10 @@ absl::Status NodeDrain(Session& s) {
 absl::Status DeviceList(Session& s) {
   v1::ListDevicesRequest req;
   req.set_node(s.inv().String("node"));
-  v1::ListDevicesResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::ListDevices, req, &resp));
-  return s.Print(resp);
+  v1::ListDevicesResponse all;
+  RETURN_IF_ERROR(
+      s.ListAll(&Stub::ListDevices, req, &v1::ListDevicesResponse::mutable_devices, &all));
+  return s.Print(all);
 }
 
 // ---------------------------------------------------------------- containers
@@ -395,9 +396,24 @@ absl::Status Usage(Session& s) {
   v1::GetUsageRequest req;
   req.set_tenant_id(s.inv().String("tenant"));
   req.set_node(s.inv().String("node"));
-  v1::GetUsageResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::GetUsage, req, &resp));
-  return s.Print(resp);
+  // Every page (pages are by tenant; each carries its tenants' node rows).
+  v1::GetUsageResponse all;
+  std::string token;
+  while (true) {
+    req.set_page_size(kMaxPageSize);
+    req.set_page_token(token);
+    v1::GetUsageResponse page;
+    RETURN_IF_ERROR(s.Call(&Stub::GetUsage, req, &page));
+    for (auto& t : *page.mutable_tenants()) *all.add_tenants() = std::move(t);
+    for (auto& n : *page.mutable_nodes()) *all.add_nodes() = std::move(n);
+    if (page.next_page_token().empty()) break;
+    if (page.next_page_token() == token) {
+      return absl::InternalError(absl::StrCat(
+          "the broker returned the same page_token twice (\"", token, "\"); stopping"));
+    }
+    token = page.next_page_token();
+  }
+  return s.Print(all);
 }
 
 using Handler = absl::Status (*)(Session&);

@@ -144,4 +144,26 @@ absl::StatusOr<uint64_t> ValidateWindowRequest(uint64_t size, uint64_t alignment
 
 std::string Hex(uint64_t v) { return absl::StrFormat("0x%x", v); }
 
+absl::Status ValidatePageToken(absl::string_view field, absl::string_view token) {
+  if (token.size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": at most 256 characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateQuota(uint64_t pinned_bytes, uint64_t window_bytes) {
+  if (pinned_bytes == 0) {
+    return absl::InvalidArgumentError("quota.pinned_bytes: required, must be greater than 0");
+  }
+  if (pinned_bytes % 4096 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quota.pinned_bytes: must be a multiple of 4096 (a host page), got ", pinned_bytes));
+  }
+  if (window_bytes % 4096 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quota.window_bytes: must be a multiple of 4096 (a host page), got ", window_bytes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace iommu

@@ -37,6 +37,14 @@ absl::Status ValidatePciAddress(absl::string_view field, absl::string_view value
 absl::Status ValidateObjectId(absl::string_view field, absl::string_view value,
                               absl::string_view prefix);
 
+// Page tokens: at most 256 characters (they are opaque ids of the last item).
+absl::Status ValidatePageToken(absl::string_view field, absl::string_view token);
+
+// A tenant quota: pinned bytes > 0, and both pinned and window bytes
+// multiples of 4096 (a host page). Fields are named "quota.pinned_bytes" and
+// "quota.window_bytes".
+absl::Status ValidateQuota(uint64_t pinned_bytes, uint64_t window_bytes);
+
 // Returns the list page size to use: `requested`, or the default for 0.
 // Error when above kMaxPageSize.
 absl::StatusOr<uint32_t> EffectivePageSize(absl::string_view field,

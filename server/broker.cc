@@ -55,21 +55,6 @@ void Page(const Map& map, const std::string& token, uint32_t limit, Keep keep, E
   next->clear();  // Reached the end: no more pages.
 }
 
-absl::Status ValidateQuota(const v1::Quota& q) {
-  if (q.pinned_bytes() == 0) {
-    return absl::InvalidArgumentError("quota.pinned_bytes: required, must be greater than 0");
-  }
-  if (q.pinned_bytes() % 4096 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quota.pinned_bytes: must be a multiple of 4096 (a host page), got ", q.pinned_bytes()));
-  }
-  if (q.window_bytes() % 4096 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quota.window_bytes: must be a multiple of 4096 (a host page), got ", q.window_bytes()));
-  }
-  return absl::OkStatus();
-}
-
 // An agent's refusal as the broker's caller sees it: UNAVAILABLE when the
 // agent could not be reached (`address`, when known, says where it was
 // tried), else the agent's own code with the node named.
@@ -81,13 +66,6 @@ absl::Status AgentCallError(const std::string& node, const std::string& address,
                                                " did not answer: ", s.message()));
   }
   return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
-}
-
-absl::Status ValidatePageToken(const std::string& token) {
-  if (token.size() > 256) {
-    return absl::InvalidArgumentError("page_token: at most 256 characters");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -328,7 +306,7 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
-        RETURN_IF_ERROR(ValidateQuota(req.quota()));
+        RETURN_IF_ERROR(ValidateQuota(req.quota().pinned_bytes(), req.quota().window_bytes()));
         if (tenants_.count(req.tenant_id())) {
           return absl::AlreadyExistsError(
               absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " already exists"));
@@ -362,7 +340,7 @@ absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out)
 absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
                                  v1::ListTenantsResponse* out) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
-  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
   std::string next;
   Page(
@@ -407,7 +385,7 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
-        RETURN_IF_ERROR(ValidateQuota(req.quota()));
+        RETURN_IF_ERROR(ValidateQuota(req.quota().pinned_bytes(), req.quota().window_bytes()));
         auto it = tenants_.find(req.tenant_id());
         if (it == tenants_.end()) {
           return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
@@ -486,7 +464,7 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
 
 absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
-  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
   std::string next;
   Page(
@@ -599,9 +577,20 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
 
 absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req,
                                  v1::ListDevicesResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
-  for (v1::Device& d : DeviceViewLocked(*n)) *out->add_devices() = std::move(d);
+  std::map<std::string, v1::Device> by_address;
+  for (v1::Device& d : DeviceViewLocked(*n)) {
+    std::string address = d.address();
+    by_address.emplace(std::move(address), std::move(d));
+  }
+  std::string next;
+  Page(
+      by_address, req.page_token(), limit, [](const v1::Device&) { return true; },
+      [&](const v1::Device& d) { *out->add_devices() = d; }, &next);
+  out->set_next_page_token(next);
   return absl::OkStatus();
 }
 
@@ -847,7 +836,7 @@ absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Contai
 absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
                                     v1::ListContainersResponse* out) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
-  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
   if (!v1::ContainerState_IsValid(req.state())) {
@@ -1192,7 +1181,7 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
 
 absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
-  RETURN_IF_ERROR(ValidatePageToken(req.page_token()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.container_id().empty()) {
     RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
   }
@@ -1231,6 +1220,8 @@ std::optional<std::string> Broker::WindowTenant(const std::string& window_id) co
 absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out) {
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
   if (!req.tenant_id().empty() && !tenants_.count(req.tenant_id())) {
     return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
@@ -1245,9 +1236,16 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
     r.set_node(node);
     return r;
   };
+  // This page's tenants: the filter, then at most `limit` ids after the token.
+  std::set<std::string> page;
+  std::string next;
+  Page(
+      tenants_, req.page_token(), limit,
+      [&](const v1::Tenant& t) { return req.tenant_id().empty() || t.id() == req.tenant_id(); },
+      [&](const v1::Tenant& t) { page.insert(t.id()); }, &next);
+  out->set_next_page_token(next);
   auto wanted = [&](const std::string& tenant, const std::string& node) {
-    return (req.tenant_id().empty() || tenant == req.tenant_id()) &&
-           (req.node().empty() || node == req.node());
+    return page.count(tenant) && (req.node().empty() || node == req.node());
   };
   for (const auto& [id, c] : containers_) {
     const std::string& t = c.container.tenant_id();
@@ -1268,7 +1266,7 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
   }
   std::map<std::string, v1::TenantUsage> totals;
   for (const auto& [id, t] : tenants_) {
-    if (!req.tenant_id().empty() && id != req.tenant_id()) continue;
+    if (!page.count(id)) continue;
     v1::TenantUsage& u = totals[id];
     u.set_tenant_id(id);
     *u.mutable_quota() = t.quota();

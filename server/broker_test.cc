@@ -227,6 +227,57 @@ void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string&
   EXPECT_THAT(s.message(), HasSubstr(substr)) << s;
 }
 
+// Devices and usage come in bounded pages that together hold everything once.
+TEST_F(BrokerTest, DevicesAndUsageArePaged) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 4), Dev("0000:00:05.0", 5), Dev("0000:00:06.0", 6)});
+  for (const char* t : {"t-a", "t-b", "t-c"}) CreateTenant(t);
+  ASSERT_TRUE(Create("t-a", "n1", {"0000:00:04.0"}).ok());
+  ASSERT_TRUE(Create("t-c", "n1", {"0000:00:05.0"}).ok());
+
+  std::vector<std::string> seen;
+  v1::ListDevicesRequest ld;
+  ld.set_node("n1");
+  ld.set_page_size(2);
+  do {
+    v1::ListDevicesResponse page;
+    ASSERT_TRUE(broker_->ListDevices(ld, &page).ok());
+    ASSERT_LE(page.devices_size(), 2);
+    for (const auto& d : page.devices()) seen.push_back(d.address());
+    ld.set_page_token(page.next_page_token());
+  } while (!ld.page_token().empty());
+  EXPECT_THAT(seen, ElementsAre("0000:00:04.0", "0000:00:05.0", "0000:00:06.0"));
+
+  std::vector<std::string> tenants, rows;
+  v1::GetUsageRequest ur;
+  ur.set_page_size(2);
+  do {
+    v1::GetUsageResponse page;
+    ASSERT_TRUE(broker_->GetUsage(ur, &page).ok());
+    ASSERT_LE(page.tenants_size(), 2);
+    std::set<std::string> here;
+    for (const auto& t : page.tenants()) {
+      tenants.push_back(t.tenant_id());
+      here.insert(t.tenant_id());
+    }
+    // A page's node rows belong to that page's tenants only.
+    for (const auto& n : page.nodes()) {
+      EXPECT_TRUE(here.count(n.tenant_id())) << n.tenant_id();
+      rows.push_back(n.tenant_id());
+    }
+    ur.set_page_token(page.next_page_token());
+  } while (!ur.page_token().empty());
+  EXPECT_THAT(tenants, ElementsAre("t-a", "t-b", "t-c"));
+  EXPECT_THAT(rows, ElementsAre("t-a", "t-c"));
+
+  ur.set_page_size(1001);  // Over the limit of 1000.
+  v1::GetUsageResponse refused;
+  ExpectCode(broker_->GetUsage(ur, &refused), absl::StatusCode::kInvalidArgument, "page_size");
+  ld.set_page_token(std::string(300, 'x'));
+  ld.set_page_size(0);
+  v1::ListDevicesResponse unused;
+  ExpectCode(broker_->ListDevices(ld, &unused), absl::StatusCode::kInvalidArgument, "page_token");
+}
+
 TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
   RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
   CreateTenant("acme");
