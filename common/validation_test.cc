@@ -81,5 +81,17 @@ TEST(ValidationTest, WindowRequestRules) {
   EXPECT_TRUE(ValidateWindowRequest(0x1000, 0, true, 0xfffffffffffff000ull, 0x1000).ok());
 }
 
+TEST(ValidationTest, PageTokensAndQuotas) {
+  EXPECT_TRUE(ValidatePageToken("page_token", std::string(256, 'a')).ok());
+  EXPECT_EQ(ValidatePageToken("page_token", std::string(257, 'a')).message(),
+            "page_token: at most 256 characters");
+  EXPECT_TRUE(ValidateQuota(4096, 0).ok());
+  EXPECT_EQ(ValidateQuota(0, 0).message(), "quota.pinned_bytes: required, must be greater than 0");
+  EXPECT_EQ(ValidateQuota(4097, 0).message(),
+            "quota.pinned_bytes: must be a multiple of 4096 (a host page), got 4097");
+  EXPECT_EQ(ValidateQuota(4096, 100).message(),
+            "quota.window_bytes: must be a multiple of 4096 (a host page), got 100");
+}
+
 }  // namespace
 }  // namespace iommu

@@ -888,7 +888,7 @@ absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string
 
 absl::Status Broker::DeleteContainerInternal(const std::string& id,
                                              std::optional<RequestRecord> request) {
-  std::string node;
+  std::string node, tenant;
   AgentEndpoint address;
   bool live = false;
   {
@@ -899,6 +899,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
           absl::StrCat("container_id: container ", id, " is already being deleted"));
     }
     node = c->container.node();
+    tenant = c->container.tenant_id();
     auto n = nodes_.find(node);
     live = n != nodes_.end() && NodeLiveLocked(n->second);
     if (n != nodes_.end()) address = Endpoint(n->second);
@@ -920,8 +921,8 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
   if (request.has_value()) plan.batch.request = std::move(request);
   RETURN_IF_ERROR(store_->Commit(plan.batch));
   plan.apply();
-  Log(absl::StrCat("event=container_deleted container=", id, " node=", node,
-                   " node_live=", live));
+  Log(absl::StrCat("event=container_deleted container=", id, " tenant=", tenant, " node=", node,
+                   " node_live=", live, " request_id=", request ? request->request_id : ""));
   return absl::OkStatus();
 }
 
@@ -984,6 +985,7 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         ContainerEntry view{changed, c->allocator, c->window_ids};
         *answer = ContainerViewLocked(view);
         Log(absl::StrCat("event=container_budget_set container=", changed.id(),
+                         " tenant=", changed.tenant_id(), " node=", changed.node(),
                          " pin_budget_bytes=", req.pin_budget_bytes(),
                          " request_id=", req.request_id()));
         return plan;
@@ -1174,7 +1176,8 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
           windows_.erase(id);
         };
         Log(absl::StrCat("event=window_released window=", req.window_id(),
-                         " container=", w->second.container_id(), " request_id=", req.request_id()));
+                         " container=", w->second.container_id(), " tenant=",
+                         w->second.tenant_id(), " request_id=", req.request_id()));
         return plan;
       });
 }

@@ -1,23 +1,51 @@
 #include "server/broker_service.h"
 
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 
 namespace iommu {
 namespace {
 
+// The fields that identify what a request is about, when it has them, so a
+// refusal's log line can be joined with the events of the same request,
+// tenant, node or container. Ids only: nothing else of a request is logged.
+void AddRequestFields(const google::protobuf::Message& req, std::vector<LogField>* fields) {
+  const google::protobuf::Descriptor* d = req.GetDescriptor();
+  const google::protobuf::Reflection* r = req.GetReflection();
+  for (const char* name : {"request_id", "tenant_id", "node", "container_id", "window_id"}) {
+    const google::protobuf::FieldDescriptor* f = d->FindFieldByName(name);
+    if (f == nullptr || f->is_repeated() ||
+        f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+      continue;
+    }
+    std::string v = r->GetString(req, f);
+    if (v.empty()) continue;
+    if (v.size() > 128) v.resize(128);  // Whatever a caller sent, keep lines bounded.
+    // Keys are string literals (LogField keeps a view of the key).
+    const char* key = std::string(name) == "tenant_id" ? "tenant" : name;
+    fields->push_back({key, v});
+  }
+}
+
 // Logs every refusal as one key=value line so that an operator can see who
 // was turned away and why.
 grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Identity& caller,
-                    const absl::Status& s, LogLevel level = LogLevel::kWarning) {
+                    const google::protobuf::Message& req, const absl::Status& s,
+                    LogLevel level = LogLevel::kWarning) {
   if (!s.ok()) {
-    LogEvent(level, "rpc_error",
-             {{"method", method},
-              {"caller", caller.ToString()},
-              {"peer", ctx->peer()},
-              {"code", absl::StatusCodeToString(s.code())},
-              {"error", s.message()}});
+    std::vector<LogField> fields = {{"method", method},
+                                    {"caller", caller.ToString()},
+                                    {"peer", ctx->peer()}};
+    AddRequestFields(req, &fields);
+    fields.push_back({"code", absl::StatusCodeToString(s.code())});
+    fields.push_back({"error", std::string(s.message())});
+    LogEvent(level, "rpc_error", fields);
   }
   return ToGrpcStatus(s);
 }
@@ -30,13 +58,13 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
   absl::StatusOr<Identity> caller = PeerIdentity(*ctx, transport);
   if (!caller.ok()) {
     authz.CountDenial(method, Identity{}, caller.status());
-    return Finish(method, ctx, Identity{}, caller.status());
+    return Finish(method, ctx, Identity{}, req, caller.status());
   }
   Req scoped = req;
   if (absl::Status s = authz.Authorize(*caller, &scoped); !s.ok()) {
-    return Finish(method, ctx, *caller, s);
+    return Finish(method, ctx, *caller, req, s);
   }
-  return Finish(method, ctx, *caller, call(scoped, resp), level);
+  return Finish(method, ctx, *caller, scoped, call(scoped, resp), level);
 }
 
 }  // namespace
