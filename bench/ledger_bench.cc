@@ -2,7 +2,7 @@
 // steady-state cost of one Unmap + one Map with N mappings already live,
 // N in {1e3, 1e4, 1e5, 1e6}, for disjoint memory (one object; and many
 // objects) and for heavily shared memory (the same pages mapped through
-// eight "containers", pin counts changing at nearly every page). See
+// eight "containers" with staggered boundaries, ~6 pins per page). See
 // mapping_layout.h for the exact layouts. The mapping taken down and the one
 // put up are random.
 //

@@ -15,7 +15,8 @@
 //    c's slot k maps pages [k*L + c, k*L + c + L). Three quarters of the
 //    slots are live, so most pages are pinned by about six mappings, and the
 //    sets' boundaries are offset from each other by one page, so the pin
-//    counts change at nearly every page: the hard case for the run map.
+//    count changes at about 3 page boundaries in 8 and every map or unmap
+//    splits and merges several runs: the hard case for the run map.
 //
 // Thread-safety: plain values; const methods only.
 #ifndef BENCH_MAPPING_LAYOUT_H_

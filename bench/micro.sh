@@ -20,7 +20,9 @@
 #                (default: all)
 # Environment: BAZEL (default bazel); BAZEL_STARTUP_OPTS, e.g.
 # "--output_base=/tmp/bz-bench", to keep the opt build out of a shared
-# workspace server's analysis cache.
+# workspace server's analysis cache; BENCH_BIN_DIR: run the binaries found
+# there instead of building (e.g. a saved build of an older commit, for
+# before/after comparisons on the same machine).
 #
 # The 1e6 cases hold a few hundred MB each and take a few seconds to set up;
 # a full run takes about 10 minutes on 2 cores. Benchmarks are never part of
@@ -47,14 +49,18 @@ if [ "${#binaries[@]}" -eq 0 ]; then
   binaries=(allocator_bench ledger_bench validation_bench map_path_bench)
 fi
 
-BAZEL="${BAZEL:-bazel}"
-read -r -a startup <<< "${BAZEL_STARTUP_OPTS:-}"
-targets=()
-for b in "${binaries[@]}"; do targets+=("//bench:$b"); done
-# --symlink_prefix=/ : leave the workspace's bazel-* symlinks alone (they
-# point at whatever the last fastbuild made; others rely on them).
-"$BAZEL" "${startup[@]}" build -c opt --symlink_prefix=/ "${targets[@]}"
-bin="$("$BAZEL" "${startup[@]}" info -c opt --symlink_prefix=/ bazel-bin 2>/dev/null)/bench"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  bin="$BENCH_BIN_DIR"
+else
+  BAZEL="${BAZEL:-bazel}"
+  read -r -a startup <<< "${BAZEL_STARTUP_OPTS:-}"
+  targets=()
+  for b in "${binaries[@]}"; do targets+=("//bench:$b"); done
+  # --symlink_prefix=/ : leave the workspace's bazel-* symlinks alone (they
+  # point at whatever the last fastbuild made; others rely on them).
+  "$BAZEL" "${startup[@]}" build -c opt --symlink_prefix=/ "${targets[@]}"
+  bin="$("$BAZEL" "${startup[@]}" info -c opt --symlink_prefix=/ bazel-bin 2>/dev/null)/bench"
+fi
 
 mkdir -p "$out"
 for b in "${binaries[@]}"; do
