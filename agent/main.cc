@@ -258,6 +258,67 @@ int Main(int argc, char** argv) {
     device_count = found->size();
   }
 
+  // The launcher socket's options: checked before anything is served, so a
+  // bad flag stops the start before the port is published.
+  LauncherServerOptions launcher_options;
+  launcher_options.socket_path = absl::GetFlag(FLAGS_launcher_socket);
+  launcher_options.max_connections = absl::GetFlag(FLAGS_max_launcher_connections);
+  LauncherSessionOptions session_options;
+  {
+    const std::string mode = absl::GetFlag(FLAGS_launcher_socket_mode);
+    char* end = nullptr;
+    const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+    if (mode.empty() || *end != '\0' || m > 0777) {
+      return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
+                                  "launcher_socket_mode: must be octal permissions like 0660, "
+                                  "got \"", mode, "\"")));
+    }
+    launcher_options.socket_mode = static_cast<mode_t>(m);
+    const std::string group = absl::GetFlag(FLAGS_launcher_group);
+    if (!group.empty()) {
+      gid_t gid;
+      if (absl::SimpleAtoi(group, &gid)) {
+        launcher_options.socket_gid = gid;
+      } else if (struct group* g = getgrnam(group.c_str()); g != nullptr) {
+        launcher_options.socket_gid = g->gr_gid;
+      } else {
+          return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
+                                    "launcher_group: no group \"", group, "\"")));
+      }
+    }
+    absl::StatusOr<std::set<uint32_t>> uids =
+        ParseIdList("launcher_allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids));
+    absl::StatusOr<std::set<uint32_t>> gids = ParseIdList(
+        "launcher_allowed_gids", absl::GetFlag(FLAGS_launcher_allowed_gids),
+        [](const std::string& name) -> std::optional<uint32_t> {
+          struct group* g = getgrnam(name.c_str());
+          if (g == nullptr) return std::nullopt;
+          return g->gr_gid;
+        });
+    absl::Status ids = !uids.ok() ? uids.status() : gids.status();
+    if (ids.ok()) {
+      session_options.allowed_uids.insert(uids->begin(), uids->end());
+      session_options.allowed_gids.insert(gids->begin(), gids->end());
+      session_options.max_sessions_per_peer = absl::GetFlag(FLAGS_max_sessions_per_peer);
+      session_options.max_memory_bytes = absl::GetFlag(FLAGS_max_session_memory_bytes);
+      session_options.max_memory_objects = absl::GetFlag(FLAGS_max_session_memory_objects);
+      ids = ValidateLauncherSessionOptions(session_options);
+    }
+    if (!ids.ok()) {
+      return Fail("bad_flag", ids);
+    }
+    // Launchers at these limits must not be able to run the agent out of
+    // fds: that would stop its gRPC server and backend too.
+    absl::StatusOr<std::string> nofile = EnsureFdLimit(
+        LauncherFdBudget(launcher_options.max_connections, session_options.max_memory_objects,
+                         kMaxLauncherPacketFds) +
+        kAgentFdReserve);
+    if (nofile.ok()) {
+      LogEvent(LogLevel::kInfo, "nofile", {{"state", *nofile}});
+    } else {
+      LogEvent(LogLevel::kWarning, "nofile", {{"error", nofile.status().message()}});
+    }
+  }
   {
     // The mapping limit to report before any container exists.
     uint64_t default_limit = 0;
@@ -315,68 +376,6 @@ int Main(int argc, char** argv) {
   }
 
   // The launcher socket: tokens -> sessions -> memory -> mappings.
-  LauncherServerOptions launcher_options;
-  launcher_options.socket_path = absl::GetFlag(FLAGS_launcher_socket);
-  launcher_options.max_connections = absl::GetFlag(FLAGS_max_launcher_connections);
-  LauncherSessionOptions session_options;
-  {
-    const std::string mode = absl::GetFlag(FLAGS_launcher_socket_mode);
-    char* end = nullptr;
-    const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
-    if (mode.empty() || *end != '\0' || m > 0777) {
-      server->Shutdown();
-      return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
-                                  "launcher_socket_mode: must be octal permissions like 0660, "
-                                  "got \"", mode, "\"")));
-    }
-    launcher_options.socket_mode = static_cast<mode_t>(m);
-    const std::string group = absl::GetFlag(FLAGS_launcher_group);
-    if (!group.empty()) {
-      gid_t gid;
-      if (absl::SimpleAtoi(group, &gid)) {
-        launcher_options.socket_gid = gid;
-      } else if (struct group* g = getgrnam(group.c_str()); g != nullptr) {
-        launcher_options.socket_gid = g->gr_gid;
-      } else {
-        server->Shutdown();
-        return Fail("bad_flag", absl::InvalidArgumentError(absl::StrCat(
-                                    "launcher_group: no group \"", group, "\"")));
-      }
-    }
-    absl::StatusOr<std::set<uint32_t>> uids =
-        ParseIdList("launcher_allowed_uids", absl::GetFlag(FLAGS_launcher_allowed_uids));
-    absl::StatusOr<std::set<uint32_t>> gids = ParseIdList(
-        "launcher_allowed_gids", absl::GetFlag(FLAGS_launcher_allowed_gids),
-        [](const std::string& name) -> std::optional<uint32_t> {
-          struct group* g = getgrnam(name.c_str());
-          if (g == nullptr) return std::nullopt;
-          return g->gr_gid;
-        });
-    absl::Status ids = !uids.ok() ? uids.status() : gids.status();
-    if (ids.ok()) {
-      session_options.allowed_uids.insert(uids->begin(), uids->end());
-      session_options.allowed_gids.insert(gids->begin(), gids->end());
-      session_options.max_sessions_per_peer = absl::GetFlag(FLAGS_max_sessions_per_peer);
-      session_options.max_memory_bytes = absl::GetFlag(FLAGS_max_session_memory_bytes);
-      session_options.max_memory_objects = absl::GetFlag(FLAGS_max_session_memory_objects);
-      ids = ValidateLauncherSessionOptions(session_options);
-    }
-    if (!ids.ok()) {
-      server->Shutdown();
-      return Fail("bad_flag", ids);
-    }
-    // Launchers at these limits must not be able to run the agent out of
-    // fds: that would stop its gRPC server and backend too.
-    absl::StatusOr<std::string> nofile = EnsureFdLimit(
-        LauncherFdBudget(launcher_options.max_connections, session_options.max_memory_objects,
-                         kMaxLauncherPacketFds) +
-        kAgentFdReserve);
-    if (nofile.ok()) {
-      LogEvent(LogLevel::kInfo, "nofile", {{"state", *nofile}});
-    } else {
-      LogEvent(LogLevel::kWarning, "nofile", {{"error", nofile.status().message()}});
-    }
-  }
   LauncherSessions sessions(&core, session_options);
   absl::StatusOr<std::unique_ptr<LauncherServer>> launcher_server =
       LauncherServer::Start(launcher_options, &sessions);
