@@ -31,6 +31,7 @@ constexpr NounSpec kNouns[] = {
     {"device", "PCI devices that a node can pass through"},
     {"container", "Containers: IOMMU address spaces on a node with devices attached"},
     {"window", "IOVA windows reserved inside containers"},
+    {"describe", "One object for people: its fields, what it holds and its recent events"},
 };
 
 FlagSpec Flag(std::string name, ValueKind kind, std::string value_name, std::string help,
@@ -204,7 +205,48 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("tenant", ValueKind::kString, "ID", "Only this tenant's windows."), LimitFlag()},
        {"iommuctl window list --container=c-0123456789abcdef"}});
 
+  // Describe: one object for people, in the style of kubectl describe.
+  const std::string events_note =
+      "\n\nEvents are kept in the broker's memory only, the last 20 per object: a broker "
+      "restart forgets them. The events of a deleted object stay for a while, and describe "
+      "then shows them alone. -o json prints one JSON object (see client/views.proto).";
+  add({"describe", "tenant", "ID", false, "Show a tenant: quota against usage, containers, events",
+       "Shows tenant ID for people: its quota against its usage (pinned, billed once per host "
+       "page; mapped; what deduplication saved; containers; windows), its usage per node, its "
+       "containers (the first 50) and its recent events and its containers': what happened, "
+       "when and why, as AGE, TYPE (Normal or Warning), REASON and MESSAGE." +
+           events_note,
+       {}, {"iommuctl describe tenant acme"}});
+  add({"describe", "node", "NAME", false, "Show a node: devices, containers, usage, events",
+       "Shows node NAME for people: its state, agent and backend, its devices, its containers "
+       "(the first 50), each tenant's usage on it, and its recent events: registrations, "
+       "missed heartbeats, cordons and drains, containers created, deleted or failed on it." +
+           events_note,
+       {}, {"iommuctl describe node host-a"}});
+  add({"describe", "container", "ID", false, "Show a container: windows, usage, events",
+       "Shows container ID for people: its node, devices, state, IOVA geometry and pin budget, "
+       "its tenant's usage on its node, its windows (the first 50), and its recent events and "
+       "its windows': creation, budget changes, windows allocated and released, launcher "
+       "grants, refusals and failures with their reason." +
+           events_note,
+       {}, {"iommuctl describe container c-0123456789abcdef"}});
+  add({"describe", "window", "ID", false, "Show an IOVA window, its container and events",
+       "Shows window ID for people: its range, size and alignment, its container, and its "
+       "recent events." +
+           events_note,
+       {}, {"iommuctl describe window w-0123456789abcdef"}});
+
   // Single words.
+  add({"top", "", "", false, "Summarise the fleet: nodes, tenants, usage, dedup saved",
+       "Shows the fleet on one screen: nodes by state (naming those not ready and the cordoned "
+       "ones), containers by state, and one row per tenant with pinned bytes (billed: each "
+       "host page once per node) against its quota, mapped bytes, what deduplication saved, "
+       "containers, windows and window bytes, most pinned first, then a TOTAL row. Pinned "
+       "figures come from each node's last heartbeat. A tenant's certificate sees only its own "
+       "row and no nodes.",
+       {Flag("watch", ValueKind::kDuration, "DURATION",
+             "Redraw every DURATION (e.g. 2s) until interrupted; table output only.")},
+       {"iommuctl top", "iommuctl top --watch=2s", "iommuctl -o json top"}});
   add({"usage", "", "", false, "Show usage against quotas, per tenant and per node",
        "Shows, per tenant: quota, IOVA window bytes, pinned bytes (billed: each host page "
        "once per node), mapped bytes (every mapping counted) and what deduplication saved; "
@@ -871,6 +913,8 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
                   "  iommuctl container create --tenant=acme --vendor=0x1234 --count=1\n"
                   "  iommuctl window allocate c-0123456789abcdef --size=2G\n"
                   "  iommuctl -o json usage --tenant=acme\n"
+                  "  iommuctl top\n"
+                  "  iommuctl describe container c-0123456789abcdef\n"
                   "\n",
                   Wrap("Exit status: 0 success; 1 the broker refused the request or could not "
                        "be reached (\"error: CODE: message\" on stderr); 2 usage error.",

@@ -222,6 +222,32 @@ TEST(ParseCommandLineTest, ContainerGrantTakesTtlAndTokenOnly) {
   ExpectUsageError({"container", "grant"}, "\"container grant\": missing ID");
 }
 
+TEST(ParseCommandLineTest, DescribeTakesAKindAndAnIdAndTopAWatchInterval) {
+  absl::StatusOr<Invocation> inv = Parse({"-o", "json", "describe", "container", "c-1"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->command->FullName(), "describe container");
+  EXPECT_EQ(inv->positional, "c-1");
+  EXPECT_FALSE(inv->command->mutation);
+  EXPECT_EQ(inv->global.output, OutputFormat::kJson);
+  for (const char* kind : {"tenant", "node", "window"}) {
+    inv = Parse({"describe", kind, "x"});
+    ASSERT_TRUE(inv.ok()) << kind << ": " << inv.status();
+  }
+  inv = Parse({"top", "--watch=2s"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->Duration("watch"), absl::Seconds(2));
+  inv = Parse({"top"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_FALSE(inv->Has("watch"));
+
+  ExpectUsageError({"describe"},
+                   "\"describe\" needs a command: one of tenant, node, container, window");
+  ExpectUsageError({"describe", "container"}, "\"describe container\": missing ID");
+  ExpectUsageError({"describe", "pod", "x"}, "unknown command \"describe pod\"");
+  ExpectUsageError({"top", "--watch=often"}, "--watch: invalid duration \"often\"");
+  ExpectUsageError({"top", "extra"}, "\"top\" takes no arguments");
+}
+
 TEST(ParseCommandLineTest, DoubleDashEndsFlags) {
   absl::StatusOr<Invocation> inv = Parse({"tenant", "get", "--", "acme"});
   ASSERT_TRUE(inv.ok()) << inv.status();

@@ -12,9 +12,11 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/args.h"
 #include "client/format.h"
+#include "client/views.pb.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -45,8 +47,13 @@ bool IsUsageError(const absl::Status& status) {
 // One run of one command: the stub, the options and the output stream.
 class Session final {
  public:
-  Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out)
-      : inv_(inv), stub_(stub), request_id_(std::move(request_id)), out_(out) {}
+  Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out,
+          std::function<bool(absl::Duration)> wait)
+      : inv_(inv),
+        stub_(stub),
+        request_id_(std::move(request_id)),
+        out_(out),
+        wait_(std::move(wait)) {}
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -112,6 +119,24 @@ class Session final {
   // meant for shell scripts (--token-only).
   void PrintLine(absl::string_view line) { out_ << line << "\n"; }
 
+  // Prints `message` as JSON, or `table` (already rendered, ending in a
+  // newline): for views that combine several answers (describe, top).
+  absl::Status PrintView(const google::protobuf::Message& message, absl::string_view table) {
+    if (inv_.global.output == OutputFormat::kJson) return Print(message);
+    out_ << table;
+    return absl::OkStatus();
+  }
+
+  // Clears a terminal and prints `table` (for `top --watch`).
+  void Redraw(absl::string_view table) { out_ << "\x1b[H\x1b[2J" << table << std::flush; }
+
+  // Waits between redraws; false: stop.
+  bool Wait(absl::Duration interval) {
+    if (wait_) return wait_(interval);
+    absl::SleepFor(interval);
+    return true;
+  }
+
   // Prints `message` as JSON, or `confirmation` (a line) for tables: for the
   // answers that carry nothing (deletes, releases).
   absl::Status PrintDone(const google::protobuf::Message& message,
@@ -126,6 +151,7 @@ class Session final {
   Stub* const stub_;
   const std::string request_id_;
   std::ostream& out_;
+  const std::function<bool(absl::Duration)> wait_;
 };
 
 // ---------------------------------------------------------------- tenants
@@ -392,12 +418,10 @@ absl::Status WindowList(Session& s) {
   return s.Print(all);
 }
 
-absl::Status Usage(Session& s) {
-  v1::GetUsageRequest req;
-  req.set_tenant_id(s.inv().String("tenant"));
-  req.set_node(s.inv().String("node"));
-  // Every page (pages are by tenant; each carries its tenants' node rows).
-  v1::GetUsageResponse all;
+// Every page of GetUsage (pages are by tenant; each carries its tenants'
+// node rows) into `all`.
+absl::Status AllUsage(Session& s, v1::GetUsageRequest req, v1::GetUsageResponse* all_out) {
+  v1::GetUsageResponse& all = *all_out;
   std::string token;
   while (true) {
     req.set_page_size(kMaxPageSize);
@@ -413,7 +437,302 @@ absl::Status Usage(Session& s) {
     }
     token = page.next_page_token();
   }
+  return absl::OkStatus();
+}
+
+absl::Status Usage(Session& s) {
+  v1::GetUsageRequest req;
+  req.set_tenant_id(s.inv().String("tenant"));
+  req.set_node(s.inv().String("node"));
+  v1::GetUsageResponse all;
+  RETURN_IF_ERROR(AllUsage(s, req, &all));
   return s.Print(all);
+}
+
+// ---------------------------------------------------------------- describe
+
+// Related objects a describe lists before it says "... and N more".
+constexpr uint32_t kDescribeListLimit = 50;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+v1::ObjectRef ObjectOf(v1::ObjectKind kind, const std::string& id) {
+  v1::ObjectRef r;
+  r.set_kind(kind);
+  r.set_id(id);
+  return r;
+}
+
+// Every event the broker holds of `object` (and of what is under it).
+absl::Status FetchEvents(Session& s, const v1::ObjectRef& object,
+                         google::protobuf::RepeatedPtrField<v1::Event>* events) {
+  v1::ListEventsRequest req;
+  *req.mutable_object() = object;
+  v1::ListEventsResponse all;
+  RETURN_IF_ERROR(s.ListAll(&Stub::ListEvents, req, &v1::ListEventsResponse::mutable_events, &all));
+  *events = std::move(*all.mutable_events());
+  return absl::OkStatus();
+}
+
+// After the object's Get answered `not_found`: its events when the broker
+// still holds some (the object was deleted), else `not_found` itself.
+absl::Status EventsOfDeleted(Session& s, const v1::ObjectRef& object,
+                             const absl::Status& not_found,
+                             google::protobuf::RepeatedPtrField<v1::Event>* events) {
+  if (!FetchEvents(s, object, events).ok() || events->empty()) return not_found;
+  return absl::OkStatus();
+}
+
+// How many of `total` a first page of `shown` leaves out, when the broker
+// said more follow.
+uint32_t MoreThan(int shown, uint64_t total, const std::string& next_page_token) {
+  if (next_page_token.empty()) return 0;
+  return total > static_cast<uint64_t>(shown) ? static_cast<uint32_t>(total - shown) : 1;
+}
+
+absl::Status DescribeTenant(Session& s) {
+  const std::string& id = s.inv().positional;
+  iommu::ctl::TenantDescription d;
+  v1::GetTenantRequest get;
+  get.set_tenant_id(id);
+  absl::Status got = s.Call(&Stub::GetTenant, get, d.mutable_tenant());
+  if (absl::IsNotFound(got)) {
+    RETURN_IF_ERROR(EventsOfDeleted(s, ObjectOf(v1::OBJECT_KIND_TENANT, id), got,
+                                    d.mutable_events()));
+    d.mutable_tenant()->set_id(id);
+    d.set_deleted(true);
+    return s.PrintView(d, FormatTenantDescription(d, NowMs()));
+  }
+  RETURN_IF_ERROR(got);
+  v1::GetUsageRequest usage_req;
+  usage_req.set_tenant_id(id);
+  v1::GetUsageResponse usage;
+  RETURN_IF_ERROR(AllUsage(s, usage_req, &usage));
+  for (const v1::TenantUsage& u : usage.tenants()) {
+    if (u.tenant_id() == id) *d.mutable_usage() = u;
+  }
+  *d.mutable_usage_by_node() = usage.nodes();
+  v1::ListContainersRequest list;
+  list.set_tenant_id(id);
+  list.set_page_size(kDescribeListLimit);
+  v1::ListContainersResponse containers;
+  RETURN_IF_ERROR(s.Call(&Stub::ListContainers, list, &containers));
+  *d.mutable_containers() = containers.containers();
+  d.set_more_containers(MoreThan(containers.containers_size(), d.usage().containers(),
+                                 containers.next_page_token()));
+  RETURN_IF_ERROR(FetchEvents(s, ObjectOf(v1::OBJECT_KIND_TENANT, id), d.mutable_events()));
+  return s.PrintView(d, FormatTenantDescription(d, NowMs()));
+}
+
+absl::Status DescribeNode(Session& s) {
+  const std::string& name = s.inv().positional;
+  iommu::ctl::NodeDescription d;
+  v1::GetNodeRequest get;
+  get.set_node(name);
+  absl::Status got = s.Call(&Stub::GetNode, get, d.mutable_node());
+  if (absl::IsNotFound(got)) {
+    RETURN_IF_ERROR(EventsOfDeleted(s, ObjectOf(v1::OBJECT_KIND_NODE, name), got,
+                                    d.mutable_events()));
+    d.mutable_node()->set_name(name);
+    d.set_deleted(true);
+    return s.PrintView(d, FormatNodeDescription(d, NowMs()));
+  }
+  RETURN_IF_ERROR(got);
+  v1::ListDevicesRequest devices_req;
+  devices_req.set_node(name);
+  devices_req.set_page_size(kDescribeListLimit);
+  v1::ListDevicesResponse devices;
+  RETURN_IF_ERROR(s.Call(&Stub::ListDevices, devices_req, &devices));
+  *d.mutable_devices() = devices.devices();
+  d.set_more_devices(
+      MoreThan(devices.devices_size(), d.node().device_count(), devices.next_page_token()));
+  v1::ListContainersRequest list;
+  list.set_node(name);
+  list.set_page_size(kDescribeListLimit);
+  v1::ListContainersResponse containers;
+  RETURN_IF_ERROR(s.Call(&Stub::ListContainers, list, &containers));
+  *d.mutable_containers() = containers.containers();
+  d.set_more_containers(MoreThan(containers.containers_size(), d.node().container_count(),
+                                 containers.next_page_token()));
+  v1::GetUsageRequest usage_req;
+  usage_req.set_node(name);
+  v1::GetUsageResponse usage;
+  RETURN_IF_ERROR(AllUsage(s, usage_req, &usage));
+  *d.mutable_usage() = usage.nodes();
+  RETURN_IF_ERROR(FetchEvents(s, ObjectOf(v1::OBJECT_KIND_NODE, name), d.mutable_events()));
+  return s.PrintView(d, FormatNodeDescription(d, NowMs()));
+}
+
+absl::Status DescribeContainer(Session& s) {
+  const std::string& id = s.inv().positional;
+  iommu::ctl::ContainerDescription d;
+  v1::GetContainerRequest get;
+  get.set_container_id(id);
+  absl::Status got = s.Call(&Stub::GetContainer, get, d.mutable_container());
+  if (absl::IsNotFound(got)) {
+    RETURN_IF_ERROR(EventsOfDeleted(s, ObjectOf(v1::OBJECT_KIND_CONTAINER, id), got,
+                                    d.mutable_events()));
+    d.mutable_container()->set_id(id);
+    d.set_deleted(true);
+    return s.PrintView(d, FormatContainerDescription(d, NowMs()));
+  }
+  RETURN_IF_ERROR(got);
+  const v1::Container& c = d.container();
+  v1::ListWindowsRequest windows_req;
+  windows_req.set_container_id(id);
+  windows_req.set_page_size(kDescribeListLimit);
+  v1::ListWindowsResponse windows;
+  RETURN_IF_ERROR(s.Call(&Stub::ListWindows, windows_req, &windows));
+  *d.mutable_windows() = windows.windows();
+  d.set_more_windows(
+      MoreThan(windows.windows_size(), c.window_count(), windows.next_page_token()));
+  v1::GetUsageRequest usage_req;
+  usage_req.set_tenant_id(c.tenant_id());
+  usage_req.set_node(c.node());
+  v1::GetUsageResponse usage;
+  RETURN_IF_ERROR(AllUsage(s, usage_req, &usage));
+  d.mutable_usage()->set_tenant_id(c.tenant_id());
+  d.mutable_usage()->set_node(c.node());
+  for (const v1::NodeUsage& u : usage.nodes()) {
+    if (u.tenant_id() == c.tenant_id() && u.node() == c.node()) *d.mutable_usage() = u;
+  }
+  RETURN_IF_ERROR(FetchEvents(s, ObjectOf(v1::OBJECT_KIND_CONTAINER, id), d.mutable_events()));
+  return s.PrintView(d, FormatContainerDescription(d, NowMs()));
+}
+
+// Finds window `id` among the windows ListWindows pages through for
+// `container_id` (empty: every window the caller may see).
+absl::StatusOr<bool> FindWindow(Session& s, const std::string& id,
+                                const std::string& container_id, v1::Window* out) {
+  v1::ListWindowsRequest req;
+  req.set_container_id(container_id);
+  v1::ListWindowsResponse all;
+  RETURN_IF_ERROR(
+      s.ListAll(&Stub::ListWindows, req, &v1::ListWindowsResponse::mutable_windows, &all));
+  for (const v1::Window& w : all.windows()) {
+    if (w.id() == id) {
+      *out = w;
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::Status DescribeWindow(Session& s) {
+  const std::string& id = s.inv().positional;
+  iommu::ctl::WindowDescription d;
+  // There is no GetWindow: the events (which also say whether the broker
+  // knows the id at all) name the container to look in; without them, every
+  // window the caller may see is searched.
+  RETURN_IF_ERROR(FetchEvents(s, ObjectOf(v1::OBJECT_KIND_WINDOW, id), d.mutable_events()));
+  std::string hint;
+  for (const v1::Event& e : d.events()) {
+    for (const v1::ObjectRef& r : e.related()) {
+      if (r.kind() == v1::OBJECT_KIND_CONTAINER) hint = r.id();
+    }
+  }
+  bool found = false;
+  if (!hint.empty()) {
+    ASSIGN_OR_RETURN(found, FindWindow(s, id, hint, d.mutable_window()));
+  }
+  if (!found && hint.empty()) {
+    ASSIGN_OR_RETURN(found, FindWindow(s, id, "", d.mutable_window()));
+  }
+  if (!found) {
+    if (d.events().empty()) {
+      return absl::NotFoundError(absl::StrCat("window_id: no window \"", id, "\""));
+    }
+    d.mutable_window()->set_id(id);
+    d.set_deleted(true);
+    return s.PrintView(d, FormatWindowDescription(d, NowMs()));
+  }
+  v1::GetContainerRequest get;
+  get.set_container_id(d.window().container_id());
+  RETURN_IF_ERROR(s.Call(&Stub::GetContainer, get, d.mutable_container()));
+  return s.PrintView(d, FormatWindowDescription(d, NowMs()));
+}
+
+// ---------------------------------------------------------------- top
+
+// The number of containers in `state` the caller may see.
+absl::StatusOr<uint32_t> CountContainers(Session& s, v1::ContainerState state) {
+  v1::ListContainersRequest req;
+  req.set_state(state);
+  v1::ListContainersResponse all;
+  RETURN_IF_ERROR(
+      s.ListAll(&Stub::ListContainers, req, &v1::ListContainersResponse::mutable_containers, &all));
+  return static_cast<uint32_t>(all.containers_size());
+}
+
+absl::Status TakeFleetSummary(Session& s, iommu::ctl::FleetSummary* sum) {
+  sum->set_time_ms(NowMs());
+  v1::ListNodesResponse nodes;
+  absl::Status listed =
+      s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(), &v1::ListNodesResponse::mutable_nodes,
+                &nodes);
+  // Nodes are for operators: a tenant's summary goes without them.
+  if (!absl::IsPermissionDenied(listed)) {
+    RETURN_IF_ERROR(listed);
+    sum->set_nodes_visible(true);
+    sum->set_nodes(nodes.nodes_size());
+    for (const v1::Node& n : nodes.nodes()) {
+      ++(*sum->mutable_nodes_by_state())[NodeStateName(n.state())];
+      if (n.state() != v1::NODE_STATE_READY) sum->add_nodes_not_ready(n.name());
+      if (n.cordoned()) {
+        sum->set_nodes_cordoned(sum->nodes_cordoned() + 1);
+        sum->add_nodes_cordoned_names(n.name());
+      }
+    }
+  }
+  v1::GetUsageResponse usage;
+  RETURN_IF_ERROR(AllUsage(s, v1::GetUsageRequest(), &usage));
+  std::vector<v1::TenantUsage> tenants(usage.tenants().begin(), usage.tenants().end());
+  std::stable_sort(tenants.begin(), tenants.end(),
+                   [](const v1::TenantUsage& a, const v1::TenantUsage& b) {
+                     if (a.pinned_bytes() != b.pinned_bytes()) {
+                       return a.pinned_bytes() > b.pinned_bytes();
+                     }
+                     return a.tenant_id() < b.tenant_id();
+                   });
+  v1::TenantUsage* total = sum->mutable_total();
+  total->set_tenant_id("total");
+  for (v1::TenantUsage& u : tenants) {
+    v1::Quota* q = total->mutable_quota();
+    q->set_pinned_bytes(q->pinned_bytes() + u.quota().pinned_bytes());
+    q->set_window_bytes(q->window_bytes() + u.quota().window_bytes());
+    q->set_max_containers(q->max_containers() + u.quota().max_containers());
+    total->set_containers(total->containers() + u.containers());
+    total->set_windows(total->windows() + u.windows());
+    total->set_window_bytes(total->window_bytes() + u.window_bytes());
+    total->set_pinned_bytes(total->pinned_bytes() + u.pinned_bytes());
+    total->set_mapped_bytes(total->mapped_bytes() + u.mapped_bytes());
+    total->set_dedup_saved_bytes(total->dedup_saved_bytes() + u.dedup_saved_bytes());
+    *sum->add_tenants() = std::move(u);
+  }
+  sum->set_containers(total->containers());
+  ASSIGN_OR_RETURN(uint32_t failed, CountContainers(s, v1::CONTAINER_STATE_FAILED));
+  ASSIGN_OR_RETURN(uint32_t unavailable, CountContainers(s, v1::CONTAINER_STATE_NODE_UNAVAILABLE));
+  auto& by_state = *sum->mutable_containers_by_state();
+  const uint32_t not_ready = failed + unavailable;
+  by_state[ContainerStateName(v1::CONTAINER_STATE_READY)] =
+      sum->containers() > not_ready ? sum->containers() - not_ready : 0;
+  by_state[ContainerStateName(v1::CONTAINER_STATE_NODE_UNAVAILABLE)] = unavailable;
+  by_state[ContainerStateName(v1::CONTAINER_STATE_FAILED)] = failed;
+  return absl::OkStatus();
+}
+
+absl::Status Top(Session& s) {
+  const bool watch = s.inv().Has("watch");
+  if (watch && s.inv().global.output == OutputFormat::kJson) {
+    return UsageError("--watch: redraws a table; cannot be combined with -o json");
+  }
+  while (true) {
+    iommu::ctl::FleetSummary sum;
+    RETURN_IF_ERROR(TakeFleetSummary(s, &sum));
+    if (!watch) return s.PrintView(sum, FormatFleetSummary(sum));
+    s.Redraw(FormatFleetSummary(sum));
+    if (!s.Wait(s.inv().Duration("watch"))) return absl::OkStatus();
+  }
 }
 
 using Handler = absl::Status (*)(Session&);
@@ -431,6 +750,11 @@ const std::map<std::string, Handler>& Handlers() {
       {"container grant", &ContainerGrant}, {"window allocate", &WindowAllocate},
       {"window release", &WindowRelease},   {"window list", &WindowList},
       {"usage", &Usage},
+      {"describe tenant", &DescribeTenant},
+      {"describe node", &DescribeNode},
+      {"describe container", &DescribeContainer},
+      {"describe window", &DescribeWindow},
+      {"top", &Top},
   };
   return *handlers;
 }
@@ -549,7 +873,7 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 1;
   }
 
-  Session session(inv, stub->get(), request_id, out);
+  Session session(inv, stub->get(), request_id, out, env.wait);
   absl::Status status = handler->second(session);
   if (status.ok()) return 0;
   if (IsUsageError(status)) {

@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "client/args.h"
 #include "proto/broker.grpc.pb.h"
 
@@ -48,6 +49,9 @@ struct CliEnvironment {
   // Makes the request id of a mutation when --request-id is not given.
   // Null: NewRequestId().
   std::function<std::string()> new_request_id;
+  // Waits `interval` between two redraws of `top --watch`; returning false
+  // ends the command (exit 0). Null: sleeps, and never ends it (Ctrl-C does).
+  std::function<bool(absl::Duration interval)> wait;
 };
 
 // The environment of this process: default_broker from $IOMMU_BROKER if set

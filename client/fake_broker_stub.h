@@ -121,6 +121,7 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
   IOMMU_FAKE_BROKER_RPC(ReleaseWindow, ReleaseWindowRequest, ReleaseWindowResponse)
   IOMMU_FAKE_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)
   IOMMU_FAKE_BROKER_RPC(GetUsage, GetUsageRequest, GetUsageResponse)
+  IOMMU_FAKE_BROKER_RPC(ListEvents, ListEventsRequest, ListEventsResponse)
 
 #undef IOMMU_FAKE_BROKER_RPC
 

@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/views.pb.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/repeated_ptr_field.h"
 #include "proto/broker.pb.h"
 
 namespace iommu {
@@ -81,6 +83,35 @@ std::string FormatDrain(const iommu::v1::DrainNodeResponse& response);
 // container, the tenant, the expiry and the windows (id, base-last, size),
 // one window a line.
 std::string FormatGrant(const iommu::v1::GrantLauncherResponse& grant);
+
+// ---- describe and top (iommuctl for people). `now_ms` is the time event
+// ages are measured from (milliseconds since the epoch).
+
+// How long ago, kubectl style: "45s", "12m", "5h", "3d" (a duration in
+// milliseconds; negative counts as 0).
+std::string FormatAge(int64_t ms);
+
+// Events as `kubectl describe` shows them: a table of AGE (of the last
+// occurrence; "5m (x3 over 1h)" when repeated), TYPE (Normal or Warning),
+// REASON and MESSAGE, oldest first; "<none>\n" without events.
+std::string FormatEventTable(const google::protobuf::RepeatedPtrField<iommu::v1::Event>& events,
+                             int64_t now_ms);
+
+// An object's fields ("Key: value" lines), then its related objects as
+// indented tables (a tenant's usage per node and containers; a node's
+// devices, containers and usage per tenant; a container's windows and its
+// tenant's usage on its node; a window's container), then "Events:". A
+// deleted object (description.deleted) shows its id and its events only.
+std::string FormatTenantDescription(const iommu::ctl::TenantDescription& d, int64_t now_ms);
+std::string FormatNodeDescription(const iommu::ctl::NodeDescription& d, int64_t now_ms);
+std::string FormatContainerDescription(const iommu::ctl::ContainerDescription& d,
+                                       int64_t now_ms);
+std::string FormatWindowDescription(const iommu::ctl::WindowDescription& d, int64_t now_ms);
+
+// The fleet on one screen: nodes by state (naming those not ready and the
+// cordoned ones, the first few), containers by state, then one row per
+// tenant (in the order given: most pinned first) and a TOTAL row.
+std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary);
 
 // The table view of any broker response above, chosen by message type.
 // INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete

@@ -16,6 +16,7 @@ namespace {
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 constexpr int64_t kCreated = 1714564800000;  // 2024-05-01T12:00:00Z.
 
@@ -311,6 +312,238 @@ TEST(FormatJsonTest, UsageAndEmptyResponsesParseBack) {
   json = FormatJson(iommu::v1::DeleteTenantResponse());
   ASSERT_TRUE(json.ok());
   EXPECT_EQ(*json, "{}\n");
+}
+
+// ---------------------------------------------------------------- describe, top
+
+constexpr int64_t kNow = kCreated + 3600 * 1000;  // An hour after kCreated.
+
+iommu::v1::Event SampleEvent(const std::string& reason, iommu::v1::EventType type,
+                             int64_t last_ms, const std::string& message, uint32_t count = 1,
+                             int64_t first_ms = 0) {
+  iommu::v1::Event e;
+  e.set_reason(reason);
+  e.set_type(type);
+  e.set_message(message);
+  e.set_last_time_ms(last_ms);
+  e.set_first_time_ms(first_ms == 0 ? last_ms : first_ms);
+  e.set_count(count);
+  return e;
+}
+
+iommu::ctl::ContainerDescription SampleContainerDescription() {
+  iommu::ctl::ContainerDescription d;
+  *d.mutable_container() = SampleContainer();
+  iommu::v1::Window* w = d.add_windows();
+  w->set_id("w-00000000000000b2");
+  w->set_container_id("c-00000000000000a1");
+  w->set_base(0x100000000);
+  w->set_size(2ull << 30);
+  w->set_alignment(2u << 20);
+  w->set_create_time_ms(kCreated);
+  d.mutable_usage()->set_tenant_id("acme");
+  d.mutable_usage()->set_node("host-a");
+  d.mutable_usage()->set_pinned_bytes(1ull << 30);
+  d.mutable_usage()->set_mapped_bytes(3ull << 30);
+  *d.add_events() = SampleEvent("ContainerCreated", iommu::v1::EVENT_TYPE_NORMAL, kCreated,
+                                "c-00000000000000a1 on node host-a with devices 0000:00:04.0");
+  *d.add_events() = SampleEvent("WindowAllocated", iommu::v1::EVENT_TYPE_NORMAL,
+                                kNow - 90 * 1000, "w-00000000000000b2 at 0x100000000-0x17fffffff");
+  return d;
+}
+
+TEST(FormatAgeTest, SecondsThenMinutesHoursAndDays) {
+  EXPECT_EQ(FormatAge(-5000), "0s");
+  EXPECT_EQ(FormatAge(0), "0s");
+  EXPECT_EQ(FormatAge(119 * 1000), "119s");
+  EXPECT_EQ(FormatAge(120 * 1000), "2m");
+  EXPECT_EQ(FormatAge(119 * 60 * 1000), "119m");
+  EXPECT_EQ(FormatAge(120 * 60 * 1000), "2h");
+  EXPECT_EQ(FormatAge(47ll * 3600 * 1000), "47h");
+  EXPECT_EQ(FormatAge(49ll * 3600 * 1000), "2d");
+}
+
+TEST(FormatEventTableTest, AgeTypeReasonMessageWithRepeatsCounted) {
+  google::protobuf::RepeatedPtrField<iommu::v1::Event> events;
+  *events.Add() = SampleEvent("ContainerCreated", iommu::v1::EVENT_TYPE_NORMAL, kCreated, "made");
+  *events.Add() = SampleEvent("ContainerFailed", iommu::v1::EVENT_TYPE_WARNING, kNow - 30 * 1000,
+                              "the agent could not re-create it: busy", 3, kNow - 600 * 1000);
+  const std::vector<std::string> lines = Lines(FormatEventTable(events, kNow));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "AGE                TYPE     REASON            MESSAGE");
+  EXPECT_EQ(lines[1], "60m                Normal   ContainerCreated  made");
+  EXPECT_EQ(lines[2],
+            "30s (x3 over 10m)  Warning  ContainerFailed   the agent could not re-create it: busy");
+  EXPECT_EQ(FormatEventTable({}, kNow), "<none>\n");
+}
+
+TEST(FormatDescribeTest, ContainerShowsItsFieldsUsageWindowsAndEvents) {
+  const std::string text = FormatContainerDescription(SampleContainerDescription(), kNow);
+  EXPECT_THAT(text, HasSubstr("ID:            c-00000000000000a1\n"));
+  EXPECT_THAT(text, HasSubstr("Pin budget:    8.0GiB (8589934592 bytes)\n"));
+  EXPECT_THAT(text, HasSubstr("Usage:         tenant acme on node host-a: 1.0GiB pinned (billed), "
+                              "3.0GiB mapped, dedup saved 2.0GiB\n"));
+  EXPECT_THAT(text, HasSubstr("\nWindows:\n  ID                  BASE         LAST         SIZE    "
+                              "ALIGN   CREATED\n  w-00000000000000b2  0x100000000  0x17fffffff  "
+                              "2.0GiB  2.0MiB  2024-05-01T12:00:00Z\n"));
+  EXPECT_THAT(text, HasSubstr("\nEvents:\n  AGE  TYPE    REASON            MESSAGE\n"));
+  EXPECT_THAT(text, HasSubstr("  90s  Normal  WindowAllocated   w-00000000000000b2 at"));
+  EXPECT_THAT(text, Not(HasSubstr(" \n")));
+}
+
+TEST(FormatDescribeTest, EmptySectionsSayNoneAndMoreSaysHowToListThem) {
+  iommu::ctl::ContainerDescription d = SampleContainerDescription();
+  d.clear_events();
+  d.set_more_windows(3);
+  const std::string text = FormatContainerDescription(d, kNow);
+  EXPECT_THAT(text, HasSubstr("\nEvents:  <none>\n"));
+  EXPECT_THAT(text, HasSubstr("  ... and 3 more (iommuctl window list "
+                              "--container=c-00000000000000a1)\n"));
+  d.clear_windows();
+  d.set_more_windows(0);
+  EXPECT_THAT(FormatContainerDescription(d, kNow), HasSubstr("\nWindows:  <none>\n"));
+}
+
+TEST(FormatDescribeTest, ADeletedObjectShowsItsIdAndItsEventsOnly) {
+  iommu::ctl::ContainerDescription d;
+  d.mutable_container()->set_id("c-00000000000000a1");
+  d.set_deleted(true);
+  *d.add_events() = SampleEvent("ContainerDeleted", iommu::v1::EVENT_TYPE_NORMAL, kNow - 5000,
+                                "c-00000000000000a1 deleted from node host-a");
+  const std::string text = FormatContainerDescription(d, kNow);
+  EXPECT_THAT(text, HasSubstr("ID:     c-00000000000000a1\n"
+                              "State:  deleted (only its recent events are left)\n"));
+  EXPECT_THAT(text, HasSubstr("ContainerDeleted"));
+  EXPECT_THAT(text, Not(HasSubstr("Pin budget")));
+}
+
+TEST(FormatDescribeTest, TenantShowsQuotaAgainstUsageNodesAndContainers) {
+  iommu::ctl::TenantDescription d;
+  d.mutable_tenant()->set_id("acme");
+  d.mutable_tenant()->mutable_quota()->set_pinned_bytes(8ull << 30);
+  d.mutable_tenant()->mutable_quota()->set_max_containers(4);
+  d.mutable_tenant()->set_create_time_ms(kCreated);
+  *d.mutable_usage() = SampleUsage().tenants(0);
+  *d.mutable_usage_by_node() = SampleUsage().nodes();
+  *d.add_containers() = SampleContainer();
+  d.set_more_containers(1);
+  const std::string text = FormatTenantDescription(d, kNow);
+  EXPECT_THAT(text, HasSubstr("Pinned:      2.0GiB of 8.0GiB quota (25%), billed once per host "
+                              "page\n"));
+  EXPECT_THAT(text, HasSubstr("Mapped:      4.0GiB (dedup saved 2.0GiB)\n"));
+  EXPECT_THAT(text, HasSubstr("Containers:  2 of 4\n"));
+  EXPECT_THAT(text, HasSubstr("Windows:     3, 6.0GiB of unlimited\n"));
+  EXPECT_THAT(text, HasSubstr("\nUsage by node:\n  NODE    CONTAINERS"));
+  EXPECT_THAT(text, HasSubstr("  host-a  2           3        6.0GiB        2.0GiB          "
+                              "4.0GiB  2.0GiB\n"));
+  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  NODE    STATE"));
+  EXPECT_THAT(text, HasSubstr("  ... and 1 more (iommuctl container list --tenant=acme)\n"));
+  EXPECT_THAT(text, HasSubstr("\nEvents:  <none>\n"));
+}
+
+TEST(FormatDescribeTest, NodeShowsDevicesContainersAndEachTenantsUsage) {
+  iommu::ctl::NodeDescription d;
+  d.mutable_node()->set_name("host-a");
+  d.mutable_node()->set_state(iommu::v1::NODE_STATE_READY);
+  d.mutable_node()->set_backend("sim");
+  d.mutable_node()->set_simulated(true);
+  iommu::v1::Device* dev = d.add_devices();
+  dev->set_address("0000:00:04.0");
+  dev->set_iommu_group(5);
+  dev->set_assignable(true);
+  dev->set_container_id("c-00000000000000a1");
+  *d.add_containers() = SampleContainer();
+  *d.mutable_usage() = SampleUsage().nodes();
+  *d.add_events() = SampleEvent("NodeUnavailable", iommu::v1::EVENT_TYPE_WARNING, kNow - 1000,
+                                "no heartbeat for more than 5000ms");
+  const std::string text = FormatNodeDescription(d, kNow);
+  EXPECT_THAT(text, HasSubstr("Name:             host-a\n"));
+  EXPECT_THAT(text, HasSubstr("Backend:          sim (simulated)\n"));
+  EXPECT_THAT(text, HasSubstr("\nDevices:\n  ADDRESS       GROUP"));
+  EXPECT_THAT(text, HasSubstr("c-00000000000000a1\n"));
+  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  TENANT  STATE"));
+  EXPECT_THAT(text, HasSubstr("\nUsage by tenant:\n  TENANT  CONTAINERS"));
+  EXPECT_THAT(text, HasSubstr("  1s   Warning  NodeUnavailable  no heartbeat"));
+}
+
+TEST(FormatDescribeTest, WindowShowsItsContainer) {
+  iommu::ctl::WindowDescription d;
+  *d.mutable_window() = SampleContainerDescription().windows(0);
+  *d.mutable_container() = SampleContainer();
+  const std::string text = FormatWindowDescription(d, kNow);
+  EXPECT_THAT(text, HasSubstr("Base:       0x100000000\n"));
+  EXPECT_THAT(text, HasSubstr("\nContainer:\n  ID:       c-00000000000000a1\n  Node:     host-a\n"
+                              "  State:    ready\n"));
+}
+
+iommu::ctl::FleetSummary SampleSummary() {
+  iommu::ctl::FleetSummary s;
+  s.set_time_ms(kNow);
+  s.set_nodes_visible(true);
+  s.set_nodes(3);
+  (*s.mutable_nodes_by_state())["ready"] = 2;
+  (*s.mutable_nodes_by_state())["unavailable"] = 1;
+  s.add_nodes_not_ready("host-c");
+  s.set_nodes_cordoned(1);
+  s.add_nodes_cordoned_names("host-b");
+  s.set_containers(3);
+  (*s.mutable_containers_by_state())["ready"] = 2;
+  (*s.mutable_containers_by_state())["failed"] = 1;
+  (*s.mutable_containers_by_state())["node-unavailable"] = 0;
+  iommu::v1::TenantUsage* a = s.add_tenants();
+  *a = SampleUsage().tenants(0);
+  iommu::v1::TenantUsage* b = s.add_tenants();
+  b->set_tenant_id("zeta");
+  b->mutable_quota()->set_pinned_bytes(1ull << 30);
+  b->set_containers(1);
+  iommu::v1::TenantUsage* t = s.mutable_total();
+  t->set_tenant_id("total");
+  t->mutable_quota()->set_pinned_bytes(9ull << 30);
+  t->set_pinned_bytes(2ull << 30);
+  t->set_mapped_bytes(4ull << 30);
+  t->set_dedup_saved_bytes(2ull << 30);
+  t->set_containers(3);
+  t->set_windows(3);
+  t->set_window_bytes(6ull << 30);
+  return s;
+}
+
+TEST(FormatTopTest, NodesAndContainersByStateThenTenantsAndATotal) {
+  const std::string text = FormatFleetSummary(SampleSummary());
+  const std::vector<std::string> lines = Lines(text);
+  ASSERT_EQ(lines.size(), 8u) << text;
+  EXPECT_EQ(lines[0], "As of:       2024-05-01T13:00:00Z");
+  EXPECT_EQ(lines[1],
+            "Nodes:       3: 2 ready, 1 unavailable (not ready: host-c); 1 cordoned (host-b)");
+  EXPECT_EQ(lines[2], "Containers:  3: 2 ready, 1 failed");
+  EXPECT_EQ(lines[3], "Tenants:     2");
+  EXPECT_THAT(lines[4],
+              StartsWith("TENANT  PINNED(BILLED)  PINNED-QUOTA  USE  MAPPED  DEDUP-SAVED"));
+  EXPECT_THAT(lines[5], StartsWith("acme    2.0GiB          8.0GiB        25%  4.0GiB  2.0GiB"));
+  EXPECT_THAT(lines[6], StartsWith("zeta    0B              1.0GiB        0%"));
+  EXPECT_THAT(lines[7], StartsWith("TOTAL   2.0GiB          9.0GiB        22%  4.0GiB  2.0GiB"));
+}
+
+TEST(FormatTopTest, WithoutNodesForATenant) {
+  iommu::ctl::FleetSummary s = SampleSummary();
+  s.set_nodes_visible(false);
+  EXPECT_THAT(FormatFleetSummary(s), Not(HasSubstr("Nodes:")));
+}
+
+TEST(FormatJsonTest, DescriptionsAndTheSummaryParseBack) {
+  absl::StatusOr<std::string> json = FormatJson(SampleContainerDescription());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"reason\": \"WindowAllocated\""));
+  iommu::ctl::ContainerDescription back;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(SampleContainerDescription(), back));
+
+  json = FormatJson(SampleSummary());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"nodes_by_state\""));
+  iommu::ctl::FleetSummary summary;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &summary).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(SampleSummary(), summary));
 }
 
 }  // namespace

@@ -36,9 +36,12 @@ BAZEL=(bazel --output_base="$OUTPUT_BASE")
 labels=()
 for t in "${targets[@]}"; do labels+=("//fuzz:${t}_fuzzer"); done
 echo "fuzz: building ${targets[*]} with clang (output base $OUTPUT_BASE)"
-# grep drops a harmless linker note that -fsanitize=fuzzer prints per target.
+# --experimental_convenience_symlinks=ignore: bazel-bin and bazel-testlogs
+# keep pointing at the workspace's gcc build. grep drops a harmless linker
+# note that -fsanitize=fuzzer prints per target.
 set +e
-"${BAZEL[@]}" build --config=fuzz "${labels[@]}" 2>&1 | grep -v "Cannot export local symbol"
+"${BAZEL[@]}" build --config=fuzz --experimental_convenience_symlinks=ignore "${labels[@]}" 2>&1 |
+  grep -v "Cannot export local symbol"
 build_status="${PIPESTATUS[0]}"
 set -e
 if [ "$build_status" -ne 0 ]; then

@@ -123,6 +123,8 @@ rm -f "$GUEST"  # The agent and the launchers hold it open; the name is not need
 sleep 2  # One heartbeat carries the ledger to the broker.
 echo "    (billed once, mapped twice: DEDUP-SAVED is what double billing would have cost)"
 step usage --tenant=acme
+step top
+step describe container "$C1"
 
 echo
 echo "==> the launchers exit; their mappings and billing go with them"

@@ -15,6 +15,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev   # sanitizer builds and libFuzzer (fuzz/run.sh)
   dpkg-dev                      # apt-get source: Abseil for --config=tsan (third_party/debian_absl.bzl)
   libbenchmark-dev              # microbenchmarks (bench/)
+  gnuplot-nox                   # bench/plot.sh: docs/bench/*.png
   prometheus python3-yaml       # deploy/ checks: promtool, YAML manifests (tests/deploy);
                                 # a real Prometheus for tests/prometheus_e2e_test
 )

@@ -26,7 +26,11 @@ scripts/setup.sh
 SAN_BASE="${IOMMU_SAN_OUTPUT_BASE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-broker/bazel-san}"
 SAN_BAZEL=(bazel --output_base="$SAN_BASE")
 # Bazel 4 does not expand %workspace% in --test_env, hence the absolute path.
+# The suppressions file is not an input Bazel knows of, so its hash goes into
+# the test environment: editing it re-runs the tsan tests instead of reusing
+# cached results.
 TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detect_deadlocks=0:suppressions=$PWD/fuzz/tsan.supp"
+TSAN_SUPP_HASH="$(sha256sum fuzz/tsan.supp | cut -c1-16)"
 
 summary=()
 failed=0
@@ -50,10 +54,27 @@ phase() {
 }
 
 phase test bazel test //... "$@"
-phase asan "${SAN_BAZEL[@]}" test --config=asan --build_tests_only \
-  --test_tag_filters=-vm,-no_asan -- //...
-phase tsan "${SAN_BAZEL[@]}" test --config=tsan --build_tests_only \
-  --test_tag_filters=-vm,-no_tsan --test_env=TSAN_OPTIONS="$TSAN_OPTIONS_VALUE" -- //...
+
+# The sanitizer builds cannot expand //... themselves: the first phase leaves a
+# convenience symlink bazel-<this directory's name> into the workspace's
+# output base, which only that output base knows to skip (.bazelignore can
+# name it for one directory name only, and CI clones elsewhere). So the
+# workspace's own server lists the tests, and the sanitizer builds leave the
+# convenience symlinks (bazel-bin, bazel-testlogs) pointing at the gcc build.
+TESTS_FILE="$(mktemp)"
+trap 'rm -f "$TESTS_FILE"' EXIT
+if bazel query --noshow_progress 'tests(//...) except attr(tags, "\bmanual\b", //...)' \
+    >"$TESTS_FILE"; then
+  SAN_TEST=(test --build_tests_only --keep_going --experimental_convenience_symlinks=ignore
+            --target_pattern_file="$TESTS_FILE")
+  # --keep_going: one target that fails to build does not hide the others' results.
+  phase asan "${SAN_BAZEL[@]}" "${SAN_TEST[@]}" --config=asan --test_tag_filters=-vm,-no_asan
+  phase tsan "${SAN_BAZEL[@]}" "${SAN_TEST[@]}" --config=tsan --test_tag_filters=-vm,-no_tsan \
+    --test_env=TSAN_OPTIONS="$TSAN_OPTIONS_VALUE" --test_env=TSAN_SUPPRESSIONS_SHA256="$TSAN_SUPP_HASH"
+else
+  summary+=("asan, tsan: FAILED: bazel query could not list the tests")
+  failed=1
+fi
 # A fresh scratch corpus each time, so the bounded runs start from the seeds
 # in the tree; a crash stays in $FUZZ_OUT/<target>/ for copying to
 # fuzz/regressions/.

@@ -165,6 +165,54 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::GetUsageRequest* req) 
   return OwnTenantFilter("GetUsage", c, req->mutable_tenant_id());
 }
 
+// ---- events: operators see all; a tenant the events of its own tenant,
+// containers and windows, and its "every event" list is narrowed to itself
+// (events of the fleet, such as nodes', carry no tenant and drop out). The
+// broker's NOT_FOUND for an object that neither exists nor has events is
+// worded as the one here for another tenant's container or window.
+absl::Status Authorizer::Authorize(const Identity& c, v1::ListEventsRequest* req) const {
+  constexpr absl::string_view kMethod = "ListEvents";
+  if (c.role != Role::kTenant) return OperatorOnly(kMethod, c);
+  const v1::ObjectRef& object = req->object();
+  std::optional<std::string> owner;
+  switch (object.kind()) {
+    case v1::OBJECT_KIND_TENANT:
+      if (object.id() != c.name) {
+        return Deny(kMethod, c,
+                    absl::PermissionDeniedError(absl::StrCat(
+                        "object.id: ", c.ToString(), " may only name its own tenant ",
+                        Quoted(c.name), ", not ", Quoted(object.id()))));
+      }
+      break;
+    case v1::OBJECT_KIND_NODE:
+      return Deny(kMethod, c,
+                  absl::PermissionDeniedError(absl::StrCat(
+                      "object.kind: events of nodes need the operator role; caller is ",
+                      c.ToString())));
+    case v1::OBJECT_KIND_CONTAINER:
+      owner = owners_->ContainerTenant(object.id());
+      if (owner.has_value() && *owner != c.name) {
+        return Deny(kMethod, c,
+                    absl::NotFoundError(
+                        absl::StrCat("object.id: no container ", Quoted(object.id()))));
+      }
+      break;
+    case v1::OBJECT_KIND_WINDOW:
+      owner = owners_->WindowTenant(object.id());
+      if (owner.has_value() && *owner != c.name) {
+        return Deny(kMethod, c,
+                    absl::NotFoundError(
+                        absl::StrCat("object.id: no window ", Quoted(object.id()))));
+      }
+      break;
+    default:
+      break;  // Every event (narrowed below), or a kind the broker refuses.
+  }
+  // Narrowed to the caller: a deleted object of another tenant, whose
+  // events the broker still holds, then looks like one that never existed.
+  return OwnTenantFilter(kMethod, c, req->mutable_tenant_id());
+}
+
 // ---- NodeRegistry: the agent of that node.
 absl::Status Authorizer::Authorize(const Identity& c, v1::RegisterRequest* req) const {
   return OwnNode("Register", c, req->node());

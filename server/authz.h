@@ -5,7 +5,7 @@
 // The policy:
 //  * operator: everything.
 //  * tenant T: its own tenant record (GetTenant), and its own containers,
-//    windows, launcher grants and usage. Requests naming another tenant are
+//    windows, launcher grants, usage and events (not nodes' events). Requests naming another tenant are
 //    PERMISSION_DENIED. Requests naming another tenant's container or window
 //    by id are NOT_FOUND with the same message the broker gives for an id
 //    that does not exist, so a tenant cannot probe for others' objects. List

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -35,6 +37,48 @@ StoreRecord Record(const char* kind, const std::string& id,
 }
 
 void Log(const std::string& fields) { LogLine(LogLevel::kInfo, fields); }
+
+// ---- events (server/event_log.h): one RecordEvent next to each event= line.
+constexpr v1::EventType kNormal = v1::EVENT_TYPE_NORMAL;
+constexpr v1::EventType kWarning = v1::EVENT_TYPE_WARNING;
+
+v1::ObjectRef Ref(v1::ObjectKind kind, const std::string& id) {
+  v1::ObjectRef r;
+  r.set_kind(kind);
+  r.set_id(id);
+  return r;
+}
+v1::ObjectRef TenantRef(const std::string& id) { return Ref(v1::OBJECT_KIND_TENANT, id); }
+v1::ObjectRef NodeRef(const std::string& name) { return Ref(v1::OBJECT_KIND_NODE, name); }
+v1::ObjectRef ContainerRef(const std::string& id) { return Ref(v1::OBJECT_KIND_CONTAINER, id); }
+v1::ObjectRef WindowRef(const std::string& id) { return Ref(v1::OBJECT_KIND_WINDOW, id); }
+
+// A quota for event messages: "pinned 4GiB, max containers 8, window bytes no limit".
+std::string QuotaText(const v1::Quota& q) {
+  return absl::StrCat("pinned ", EventBytes(q.pinned_bytes()), ", max containers ",
+                      q.max_containers() == 0 ? "no limit" : absl::StrCat(q.max_containers()),
+                      ", window bytes ",
+                      q.window_bytes() == 0 ? "no limit" : EventBytes(q.window_bytes()));
+}
+
+// An event about `object`, of `tenant` (empty: a fleet event, for operators
+// only), caused by `request_id` (may be empty). `related` names the objects
+// whose events include it; those with an empty id are left out.
+v1::Event NewEvent(v1::EventType type, const char* reason, v1::ObjectRef object,
+                   const std::string& tenant, const std::string& request_id, std::string message,
+                   std::initializer_list<v1::ObjectRef> related = {}) {
+  v1::Event e;
+  e.set_type(type);
+  e.set_reason(reason);
+  *e.mutable_object() = std::move(object);
+  e.set_tenant_id(tenant);
+  e.set_request_id(request_id);
+  e.set_message(std::move(message));
+  for (const v1::ObjectRef& r : related) {
+    if (!r.id().empty()) *e.add_related() = r;
+  }
+  return e;
+}
 
 // Pages through an ordered map: entries after `token` that pass `keep`, at
 // most `limit`; sets *next to the last id returned when more may follow.
@@ -88,26 +132,39 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient
 absl::Status Broker::Load() {
   ASSIGN_OR_RETURN(std::vector<StoreRecord> records, store_->LoadAll());
   absl::MutexLock l(&mu_);
+  RETURN_IF_ERROR(RestoreLocked(records));
+  Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
+                   " containers=", containers_.size(), " windows=", windows_.size()));
+  return absl::OkStatus();
+}
+
+absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
   auto corrupt = [](const StoreRecord& r) {
     return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
                                             " does not parse"));
   };
-  std::vector<v1::Window> windows;
+  // Built aside and swapped in at the end, so an error changes nothing.
+  std::map<std::string, v1::Tenant> tenants;
+  std::map<std::string, NodeEntry> nodes;
+  std::map<std::string, ContainerEntry> containers;
+  std::map<std::string, v1::Window> windows;
+  std::map<std::pair<std::string, std::string>, std::string> device_holder;
+  std::vector<v1::Window> window_records;
   for (const StoreRecord& r : records) {
     if (r.kind == kTenant) {
       v1::Tenant t;
       if (!t.ParseFromString(r.value)) return corrupt(r);
-      tenants_[t.id()] = t;
+      tenants[t.id()] = t;
     } else if (r.kind == kNode) {
       v1::Node n;
       if (!n.ParseFromString(r.value)) return corrupt(r);
-      nodes_[n.name()].node = n;
+      nodes[n.name()].node = n;
     } else if (r.kind == kDevices) {
       v1::ListDevicesResponse d;
       if (!d.ParseFromString(r.value)) return corrupt(r);
-      nodes_[r.id].devices.assign(d.devices().begin(), d.devices().end());
+      nodes[r.id].devices.assign(d.devices().begin(), d.devices().end());
     } else if (r.kind == kNodeKey) {
-      nodes_[r.id].grant_key = r.value;
+      nodes[r.id].grant_key = r.value;
     } else if (r.kind == kContainer) {
       v1::Container c;
       if (!c.ParseFromString(r.value)) return corrupt(r);
@@ -117,19 +174,19 @@ absl::Status Broker::Load() {
       }
       ASSIGN_OR_RETURN(WindowAllocator alloc,
                        WindowAllocator::Create(usable, MinPageSize(c.geometry().page_size_bitmap())));
-      for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
-      containers_.emplace(c.id(), ContainerEntry{c, std::move(alloc), {}});
+      for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = c.id();
+      containers.emplace(c.id(), ContainerEntry{c, std::move(alloc), {}});
     } else if (r.kind == kWindow) {
       v1::Window w;
       if (!w.ParseFromString(r.value)) return corrupt(r);
-      windows.push_back(w);
+      window_records.push_back(w);
     } else {
       return absl::DataLossError(absl::StrCat("store: unknown record kind ", Quoted(r.kind)));
     }
   }
-  for (const v1::Window& w : windows) {
-    auto it = containers_.find(w.container_id());
-    if (it == containers_.end()) {
+  for (const v1::Window& w : window_records) {
+    auto it = containers.find(w.container_id());
+    if (it == containers.end()) {
       return absl::DataLossError(absl::StrCat("store: window ", w.id(), " names missing container ",
                                               w.container_id()));
     }
@@ -139,11 +196,236 @@ absl::Status Broker::Load() {
                                               s.message()));
     }
     it->second.window_ids.insert(w.id());
-    windows_[w.id()] = w;
+    windows[w.id()] = w;
   }
-  Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
-                   " containers=", containers_.size(), " windows=", windows_.size()));
+  // What the store does not hold survives a rollback: a node's live
+  // session, what its agent last reported, and every other field that is
+  // not persisted. Only node, devices and grant_key come from the store.
+  for (auto& [name, n] : nodes) {
+    auto old = nodes_.find(name);
+    if (old == nodes_.end()) continue;
+    NodeEntry kept = std::move(old->second);
+    kept.node = std::move(n.node);
+    kept.devices = std::move(n.devices);
+    kept.grant_key = std::move(n.grant_key);
+    n = std::move(kept);
+  }
+  tenants_ = std::move(tenants);
+  nodes_ = std::move(nodes);
+  containers_ = std::move(containers);
+  windows_ = std::move(windows);
+  device_holder_ = std::move(device_holder);
+  index_ = RecountLocked();
   return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ group commit
+
+absl::Status Broker::CommitLocked(WriteBatch batch) {
+  if (open_group_ == nullptr) open_group_ = std::make_shared<PendingGroup>();
+  std::shared_ptr<PendingGroup> mine = open_group_;
+  mine->batches.push_back(std::move(batch));
+  mine->last_seq = ++applied_seq_;
+  for (;;) {
+    if (mine->done) return mine->status;
+    if (!committing_) {
+      // No commit in progress, so `mine` is still the open group (a leader
+      // that took it would either be committing or have marked it done):
+      // this thread commits it, while later mutations start the next group.
+      LeadCommitLocked();
+      continue;
+    }
+    auto ready = [this, &mine]() {
+      mu_.AssertHeld();  // Await evaluates conditions under mu_.
+      return mine->done || !committing_;
+    };
+    mu_.Await(absl::Condition(&ready));
+  }
+}
+
+void Broker::LeadCommitLocked() {
+  std::shared_ptr<PendingGroup> group = std::move(open_group_);
+  open_group_ = nullptr;
+  committing_ = true;
+  // The store call (an fsync) runs without mu_, so that other mutations can
+  // plan, apply and join the next group, and reads can be served, meanwhile.
+  mu_.Unlock();
+  absl::Status s = store_->CommitGroup(group->batches);
+  mu_.Lock();
+  committing_ = false;
+  group->done = true;
+  group->status = s;
+  if (s.ok()) {
+    resolved_seq_ = group->last_seq;
+    return;
+  }
+  // Every mutation applied after this group planned against its state, so it
+  // fails too; none of them was acknowledged.
+  if (open_group_ != nullptr) {
+    open_group_->done = true;
+    open_group_->status = absl::Status(
+        s.code(), absl::StrCat("store: not committed, an earlier change committed with it failed: ",
+                               s.message()));
+    open_group_ = nullptr;
+  }
+  const uint64_t rolled_back = applied_seq_ - resolved_seq_;
+  resolved_seq_ = rolled_back_seq_ = applied_seq_;
+  // Roll memory back to exactly what the store holds. Nothing else writes
+  // the store now: only a leader commits, and the next one needs mu_.
+  absl::StatusOr<std::vector<StoreRecord>> records = store_->LoadAll();
+  absl::Status restored = records.ok() ? RestoreLocked(*records) : records.status();
+  LogLine(LogLevel::kError,
+          absl::StrCat("event=commit_failed batches=", group->batches.size(),
+                       " rolled_back=", rolled_back, " error=\"", s.message(), "\" reload=",
+                       restored.ok() ? "ok" : std::string(restored.message())));
+  if (!restored.ok()) {
+    // Memory now holds changes the store refused and cannot be put back to
+    // the store's state; serving on could show objects that do not exist.
+    // Fail closed: the broker's supervisor restarts it from the store.
+    std::abort();
+  }
+}
+
+absl::Status Broker::AwaitDurableLocked(uint64_t seen) {
+  if (resolved_seq_ >= seen) return absl::OkStatus();
+  const uint64_t durable_before = resolved_seq_;
+  auto resolved = [this, seen]() {
+    mu_.AssertHeld();  // Await evaluates conditions under mu_.
+    return resolved_seq_ >= seen;
+  };
+  mu_.Await(absl::Condition(&resolved));
+  if (rolled_back_seq_ > durable_before) {
+    return absl::UnavailableError(
+        "store: a commit failed and was rolled back while this answer was being made; retry");
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------ indexes
+
+namespace {
+
+template <typename Totals>
+void Subtract(std::map<std::string, Totals>* m, const std::string& tenant, uint64_t budget,
+              uint64_t window) {
+  auto it = m->find(tenant);
+  if (it == m->end()) return;
+  it->second.budget_bytes -= budget;
+  it->second.window_bytes -= window;
+  if (it->second.budget_bytes == 0 && it->second.window_bytes == 0) m->erase(it);
+}
+
+template <typename Totals>
+void Add(std::map<std::string, Totals>* m, const std::string& tenant, uint64_t budget,
+         uint64_t window) {
+  if (budget == 0 && window == 0) return;
+  Totals& t = (*m)[tenant];
+  t.budget_bytes += budget;
+  t.window_bytes += window;
+}
+
+void EraseFromSet(std::map<std::string, std::set<std::string>>* m, const std::string& key,
+                  const std::string& id) {
+  auto it = m->find(key);
+  if (it == m->end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) m->erase(it);
+}
+
+}  // namespace
+
+void Broker::AddContainerLocked(ContainerEntry entry) {
+  entry.changed_seq = ApplyingSeqLocked();
+  const v1::Container& c = entry.container;
+  for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
+  index_.tenant_containers[c.tenant_id()].insert(c.id());
+  index_.node_containers[c.node()].insert(c.id());
+  Add(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
+  const std::string id = c.id();
+  containers_.emplace(id, std::move(entry));
+}
+
+void Broker::EraseContainerLocked(const std::string& id) {
+  auto it = containers_.find(id);
+  if (it == containers_.end()) return;
+  const v1::Container& c = it->second.container;
+  for (const std::string& w : it->second.window_ids) {
+    auto wit = windows_.find(w);
+    if (wit == windows_.end()) continue;
+    Subtract(&index_.tenants, wit->second.tenant_id(), 0, wit->second.size());
+    windows_.erase(wit);
+  }
+  for (const std::string& d : c.devices()) device_holder_.erase({c.node(), d});
+  EraseFromSet(&index_.tenant_containers, c.tenant_id(), id);
+  EraseFromSet(&index_.node_containers, c.node(), id);
+  Subtract(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
+  containers_.erase(it);
+}
+
+void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
+  c->changed_seq = ApplyingSeqLocked();
+  Subtract(&index_.tenants, c->container.tenant_id(), c->container.pin_budget_bytes(), 0);
+  c->container.set_pin_budget_bytes(budget);
+  Add(&index_.tenants, c->container.tenant_id(), budget, 0);
+}
+
+void Broker::AddWindowLocked(ContainerEntry* c, const v1::Window& w) {
+  c->changed_seq = ApplyingSeqLocked();
+  c->window_ids.insert(w.id());
+  windows_[w.id()] = w;
+  Add(&index_.tenants, w.tenant_id(), 0, w.size());
+}
+
+void Broker::EraseWindowLocked(ContainerEntry* c, const std::string& id) {
+  c->changed_seq = ApplyingSeqLocked();
+  c->window_ids.erase(id);
+  auto it = windows_.find(id);
+  if (it == windows_.end()) return;
+  Subtract(&index_.tenants, it->second.tenant_id(), 0, it->second.size());
+  windows_.erase(it);
+}
+
+Broker::Indexes Broker::RecountLocked() const {
+  Indexes x;
+  for (const auto& [id, c] : containers_) {
+    x.tenant_containers[c.container.tenant_id()].insert(id);
+    x.node_containers[c.container.node()].insert(id);
+    Add(&x.tenants, c.container.tenant_id(), c.container.pin_budget_bytes(), 0);
+  }
+  for (const auto& [id, w] : windows_) Add(&x.tenants, w.tenant_id(), 0, w.size());
+  return x;
+}
+
+const std::set<std::string>& Broker::NodeContainersLocked(const std::string& node) const {
+  static const std::set<std::string>* const kNone = new std::set<std::string>();
+  auto it = index_.node_containers.find(node);
+  return it == index_.node_containers.end() ? *kNone : it->second;
+}
+
+const std::set<std::string>& Broker::TenantContainersLocked(const std::string& tenant) const {
+  static const std::set<std::string>* const kNone = new std::set<std::string>();
+  auto it = index_.tenant_containers.find(tenant);
+  return it == index_.tenant_containers.end() ? *kNone : it->second;
+}
+
+absl::Status Broker::CheckIndexes() const {
+  absl::MutexLock l(&mu_);
+  const Indexes want = RecountLocked();
+  if (want == index_) return absl::OkStatus();
+  auto differ = [](const char* what, const auto& want, const auto& have) -> std::string {
+    for (const auto& [key, value] : want) {
+      auto it = have.find(key);
+      if (it == have.end() || !(it->second == value)) return absl::StrCat(what, " of ", key);
+    }
+    for (const auto& [key, value] : have) {
+      if (!want.count(key)) return absl::StrCat(what, " of ", key, " (stale entry)");
+    }
+    return "";
+  };
+  std::string where = differ("tenant totals", want.tenants, index_.tenants);
+  if (where.empty()) where = differ("containers", want.tenant_containers, index_.tenant_containers);
+  if (where.empty()) where = differ("node containers", want.node_containers, index_.node_containers);
+  return absl::InternalError(absl::StrCat("indexes differ from a recount: ", where));
 }
 
 // ------------------------------------------------------------ helpers
@@ -183,13 +465,24 @@ absl::Status Broker::Mutate(const char* method, const Req& req, Resp* out,
   RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
   if (replayed) return absl::OkStatus();
   Resp answer;
-  ASSIGN_OR_RETURN(Plan plan, plan_fn(&answer));
-  if (!req.request_id().empty()) {
-    plan.batch.request =
-        RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+  absl::StatusOr<Plan> plan = plan_fn(&answer);
+  if (!plan.ok()) {
+    // A refusal is an answer about the state too: send it only once what it
+    // was judged against is durable.
+    RETURN_IF_ERROR(AwaitDurableLocked());
+    return plan.status();
   }
-  RETURN_IF_ERROR(store_->Commit(plan.batch));
-  if (plan.apply) plan.apply();
+  if (!req.request_id().empty()) {
+    plan->batch.request =
+        RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+    // Until the group commit, the answer is not in the store for a retry to
+    // find; a retry meanwhile is told the request is in flight.
+    inflight_.insert(req.request_id());
+  }
+  if (plan->apply) plan->apply();
+  absl::Status committed = CommitLocked(std::move(plan->batch));
+  if (!req.request_id().empty()) inflight_.erase(req.request_id());
+  RETURN_IF_ERROR(committed);
   *out = std::move(answer);
   return absl::OkStatus();
 }
@@ -230,7 +523,9 @@ std::vector<v1::Device> Broker::DeviceViewLocked(const NodeEntry& n) const {
 
 v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
   v1::Node v = n.node;
-  v.set_state(NodeLiveLocked(n) ? v1::NODE_STATE_READY : v1::NODE_STATE_UNAVAILABLE);
+  v.set_state(!NodeLiveLocked(n) ? v1::NODE_STATE_UNAVAILABLE
+              : n.reconciled     ? v1::NODE_STATE_READY
+                                 : v1::NODE_STATE_RECONCILING);
   v.set_last_heartbeat_ms(n.last_heartbeat_ms);
   v.set_device_count(n.devices.size());
   uint32_t free_count = 0;
@@ -238,11 +533,7 @@ v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
     if (d.assignable() && !DeviceBusyLocked(n.node.name(), d.address())) ++free_count;
   }
   v.set_free_device_count(free_count);
-  uint32_t containers = 0;
-  for (const auto& [id, c] : containers_) {
-    if (c.container.node() == n.node.name()) ++containers;
-  }
-  v.set_container_count(containers);
+  v.set_container_count(NodeContainersLocked(n.node.name()).size());
   return v;
 }
 
@@ -264,31 +555,23 @@ v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
 }
 
 int Broker::TenantContainerCountLocked(const std::string& tenant) const {
-  int n = 0;
-  for (const auto& [id, c] : containers_) {
-    if (c.container.tenant_id() == tenant) ++n;
-  }
+  int n = static_cast<int>(TenantContainersLocked(tenant).size());
   auto it = pending_creates_.find(tenant);
   if (it != pending_creates_.end()) n += it->second;
   return n;
 }
 
 uint64_t Broker::TenantBudgetLocked(const std::string& tenant) const {
-  uint64_t n = 0;
-  for (const auto& [id, c] : containers_) {
-    if (c.container.tenant_id() == tenant) n += c.container.pin_budget_bytes();
-  }
+  auto totals = index_.tenants.find(tenant);
+  uint64_t n = totals == index_.tenants.end() ? 0 : totals->second.budget_bytes;
   auto it = pending_budget_.find(tenant);
   if (it != pending_budget_.end()) n += it->second;
   return n;
 }
 
 uint64_t Broker::TenantWindowBytesLocked(const std::string& tenant) const {
-  uint64_t n = 0;
-  for (const auto& [id, w] : windows_) {
-    if (w.tenant_id() == tenant) n += w.size();
-  }
-  return n;
+  auto totals = index_.tenants.find(tenant);
+  return totals == index_.tenants.end() ? 0 : totals->second.window_bytes;
 }
 
 std::string Broker::NewIdLocked(const char* prefix) {
@@ -322,6 +605,9 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         };
         Log(absl::StrCat("event=tenant_created tenant=", req.tenant_id(),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(
+            kNormal, "TenantCreated", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
+            absl::StrCat("quota: ", QuotaText(req.quota()))));
         return plan;
       });
 }
@@ -334,7 +620,7 @@ absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out)
     return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
   }
   *out = it->second;
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
@@ -347,27 +633,36 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
       tenants_, req.page_token(), limit, [](const v1::Tenant&) { return true; },
       [&](const v1::Tenant& t) { *out->add_tenants() = t; }, &next);
   out->set_next_page_token(next);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 void Broker::PushBudgets(const std::string& tenant) {
   std::map<AgentEndpoint, v1::SetPinBudgetsRequest> by_address;
   {
     absl::MutexLock l(&mu_);
-    for (const auto& [id, c] : containers_) {
-      if (c.container.tenant_id() != tenant) continue;
+    uint64_t changed_seq = 0;
+    for (const std::string& id : TenantContainersLocked(tenant)) {
+      const ContainerEntry& c = containers_.at(id);
+      changed_seq = std::max(changed_seq, c.changed_seq);
       auto n = nodes_.find(c.container.node());
       if (n == nodes_.end() || !NodeLiveLocked(n->second)) continue;
       v1::ContainerBudget* b = by_address[Endpoint(n->second)].add_budgets();
       b->set_container_id(id);
       b->set_pin_budget_bytes(c.container.pin_budget_bytes());
     }
+    // Only durable budgets reach agents: a raise that a failed commit takes
+    // back must not have let pins past the quota.
+    if (!AwaitDurableLocked(changed_seq).ok()) return;  // The heartbeat answers carry them.
   }
   for (const auto& [address, req] : by_address) {
     absl::Status s = agents_->SetPinBudgets(address, req);
     if (!s.ok()) {
       Log(absl::StrCat("event=budget_push_failed node=", address.node, " tenant=", tenant,
                        " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+      RecordEvent(NewEvent(kWarning, "BudgetPushFailed", NodeRef(address.node), "", "",
+                           absl::StrCat("the agent did not take the budgets of tenant ", tenant,
+                                        " (its next heartbeat answer carries them): ", s.message()),
+                           {TenantRef(tenant)}));
     }
   }
 }
@@ -400,8 +695,8 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         std::vector<std::pair<std::string, uint64_t>> shrunk;  // id, new budget
         if (budgeted > req.quota().pinned_bytes()) {
           std::vector<const ContainerEntry*> mine;
-          for (const auto& [id, c] : containers_) {
-            if (c.container.tenant_id() == req.tenant_id()) mine.push_back(&c);
+          for (const std::string& id : TenantContainersLocked(req.tenant_id())) {
+            mine.push_back(&containers_.at(id));
           }
           std::sort(mine.begin(), mine.end(), [](const ContainerEntry* a, const ContainerEntry* b) {
             return std::make_pair(a->container.create_time_ms(), a->container.id()) >
@@ -422,13 +717,19 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         plan.apply = [this, t = *answer, shrunk]() {
           mu_.AssertHeld();  // Applied under mu_.
           tenants_[t.id()] = t;
-          for (const auto& [id, budget] : shrunk) {
-            containers_.at(id).container.set_pin_budget_bytes(budget);
-          }
+          for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
         };
         Log(absl::StrCat("event=tenant_quota_set tenant=", req.tenant_id(),
                          " pinned_bytes=", req.quota().pinned_bytes(),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(
+            kNormal, "QuotaChanged", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
+            absl::StrCat("quota: ", QuotaText(req.quota()), " (was: ",
+                         QuotaText(it->second.quota()), ")",
+                         shrunk.empty() ? "" : "; budgets shrunk to fit, newest first: ",
+                         absl::StrJoin(shrunk, ", ", [](std::string* o, const auto& c) {
+                           absl::StrAppend(o, c.first, " to ", EventBytes(c.second));
+                         }))));
         return plan;
       });
 }
@@ -456,6 +757,8 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
         };
         Log(absl::StrCat("event=tenant_deleted tenant=", req.tenant_id(),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
+                             req.request_id(), "deleted"));
         return plan;
       });
 }
@@ -475,14 +778,14 @@ absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesRes
       },
       &next);
   out->set_next_page_token(next);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out) {
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
   *out = NodeViewLocked(*n);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
@@ -503,6 +806,8 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out)
         Plan plan;
         *answer = CordonPlanLocked(n, true, &plan);
         Log(absl::StrCat("event=node_cordoned node=", req.node(), " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "NodeCordoned", NodeRef(req.node()), "", req.request_id(),
+                             "cordoned: no new containers are placed here"));
         return plan;
       });
 }
@@ -516,6 +821,8 @@ absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* 
         *answer = CordonPlanLocked(n, false, &plan);
         Log(absl::StrCat("event=node_uncordoned node=", req.node(),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "NodeUncordoned", NodeRef(req.node()), "", req.request_id(),
+                             "uncordoned: new containers may be placed here again"));
         return plan;
       });
 }
@@ -532,15 +839,22 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
     // Cordon first, durably, so nothing new lands while we delete.
     Plan plan;
     CordonPlanLocked(n, true, &plan);
-    RETURN_IF_ERROR(store_->Commit(plan.batch));
-    plan.apply();
     if (!req.request_id().empty()) inflight_.insert(req.request_id());
-    for (const auto& [id, c] : containers_) {
-      if (c.container.node() == req.node()) victims.push_back(id);
+    plan.apply();
+    absl::Status cordoned = CommitLocked(std::move(plan.batch));  // n is stale after this.
+    if (!cordoned.ok()) {
+      inflight_.erase(req.request_id());
+      return cordoned;
     }
+    const std::set<std::string>& on_node = NodeContainersLocked(req.node());
+    victims.assign(on_node.begin(), on_node.end());
   }
   Log(absl::StrCat("event=node_draining node=", req.node(), " containers=", victims.size(),
                    " delete=", req.delete_containers(), " request_id=", req.request_id()));
+  RecordEvent(NewEvent(kNormal, "NodeDraining", NodeRef(req.node()), "", req.request_id(),
+                       absl::StrCat("cordoned; ", victims.size(), " container(s) on it ",
+                                    req.delete_containers() ? "are being deleted"
+                                                            : "are left in place")));
   v1::DrainNodeResponse answer;
   absl::Status first_error;
   for (const std::string& id : victims) {
@@ -557,8 +871,8 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
     }
   }
   absl::MutexLock l(&mu_);
-  inflight_.erase(req.request_id());
   if (!first_error.ok()) {
+    inflight_.erase(req.request_id());
     // Not remembered: a retry deletes what is left.
     return absl::Status(first_error.code(),
                         absl::StrCat("node: drained ", answer.deleted_container_ids_size(),
@@ -566,11 +880,16 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   }
   auto it = nodes_.find(req.node());
   if (it != nodes_.end()) *answer.mutable_node() = NodeViewLocked(it->second);
+  absl::Status s;
   if (!req.request_id().empty()) {
     WriteBatch b;
     b.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
-    RETURN_IF_ERROR(store_->Commit(b));
+    s = CommitLocked(std::move(b));  // Durable only after all the answer shows.
+  } else {
+    s = AwaitDurableLocked();
   }
+  inflight_.erase(req.request_id());
+  RETURN_IF_ERROR(s);
   *out = std::move(answer);
   return absl::OkStatus();
 }
@@ -591,7 +910,7 @@ absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req,
       by_address, req.page_token(), limit, [](const v1::Device&) { return true; },
       [&](const v1::Device& d) { *out->add_devices() = d; }, &next);
   out->set_next_page_token(next);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 // ------------------------------------------------------------ containers
@@ -604,6 +923,11 @@ absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::str
     if (!NodeLiveLocked(*n)) {
       return absl::UnavailableError(
           absl::StrCat("node: node ", Quoted(req.node()), " is not heartbeating"));
+    }
+    if (!n->reconciled) {
+      return absl::UnavailableError(absl::StrCat(
+          "node: node ", Quoted(req.node()),
+          " is reconciling after its agent registered; retry in a moment"));
     }
     if (n->node.cordoned()) {
       return absl::FailedPreconditionError(
@@ -674,7 +998,7 @@ absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::str
   std::vector<std::string> best_devices;
   size_t best_free = 0;
   for (const auto& [name, n] : nodes_) {
-    if (!NodeLiveLocked(n) || n.node.cordoned()) continue;
+    if (!NodePlaceableLocked(n)) continue;
     // Whole groups only: a group qualifies when every member matches, is
     // assignable and is free.
     std::map<uint32_t, std::vector<const v1::Device*>> groups;
@@ -729,9 +1053,12 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     const uint32_t max = tenant->second.quota().max_containers();
     const int held = TenantContainerCountLocked(req.tenant_id());
     if (max != 0 && static_cast<uint32_t>(held) >= max) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held, " of its ",
-                       max, " containers (quota.max_containers)"));
+      return RecordRefusal(
+          NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
+                   req.request_id(), ""),
+          absl::ResourceExhaustedError(
+              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held,
+                           " of its ", max, " containers (quota.max_containers)")));
     }
     if (req.pin_budget_bytes() % 4096 != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -741,13 +1068,24 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     const uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
     const uint64_t unbudgeted = budgeted >= quota ? 0 : quota - budgeted;
     if (req.pin_budget_bytes() > unbudgeted) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
-          " bytes of its pinned quota ", Hex(quota), " not yet budgeted to containers; asked for ",
-          Hex(req.pin_budget_bytes())));
+      return RecordRefusal(
+          NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
+                   req.request_id(), ""),
+          absl::ResourceExhaustedError(absl::StrCat(
+              "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
+              " bytes of its pinned quota ", Hex(quota),
+              " not yet budgeted to containers; asked for ", Hex(req.pin_budget_bytes()))));
     }
     budget = req.pin_budget_bytes() == 0 ? unbudgeted : req.pin_budget_bytes();
-    RETURN_IF_ERROR(PlaceLocked(req, &node, &devices));
+    absl::Status placed = PlaceLocked(req, &node, &devices);
+    // No room is worth telling people about; a malformed request is not.
+    if (absl::IsResourceExhausted(placed)) {
+      RecordRefusal(NewEvent(kWarning, "PlacementFailed", TenantRef(req.tenant_id()),
+                             req.tenant_id(), req.request_id(), ""),
+                    placed)
+          .IgnoreError();
+    }
+    RETURN_IF_ERROR(placed);
     agent_address = Endpoint(nodes_[node]);
     id = NewIdLocked("c-");
     // Reserve while the agent works, so no concurrent create takes them.
@@ -786,11 +1124,21 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   for (const std::string& d : devices) pending_devices_.erase({node, d});
   if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
   if ((pending_budget_[req.tenant_id()] -= budget) == 0) pending_budget_.erase(req.tenant_id());
-  inflight_.erase(req.request_id());
+  // The request stays in flight until its answer is durable (or refused).
+  absl::Cleanup forget_request = [this, &req] {
+    mu_.AssertHeld();  // Runs before `l` unlocks.
+    inflight_.erase(req.request_id());
+  };
   if (!created.ok()) {
     const absl::Status& s = created.status();
     Log(absl::StrCat("event=container_create_failed node=", node, " tenant=", req.tenant_id(),
                      " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(), "\""));
+    RecordEvent(NewEvent(kWarning, "ContainerCreateFailed", TenantRef(req.tenant_id()),
+                         req.tenant_id(), req.request_id(),
+                         absl::StrCat("on node ", node, " with devices ",
+                                      absl::StrJoin(devices, ","), ": the agent answered ",
+                                      absl::StatusCodeToString(s.code()), ": ", s.message()),
+                         {NodeRef(node)}));
     return AgentCallError(node, "", s);
   }
   v1::Container c;
@@ -816,12 +1164,17 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   if (!req.request_id().empty()) {
     batch.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
   }
-  RETURN_IF_ERROR(store_->Commit(batch));
-  for (const std::string& d : devices) device_holder_[{node, d}] = id;
-  containers_.emplace(id, std::move(entry));
+  AddContainerLocked(std::move(entry));
+  RETURN_IF_ERROR(CommitLocked(std::move(batch)));  // Rolled back on error.
   Log(absl::StrCat("event=container_created container=", id, " tenant=", req.tenant_id(),
                    " node=", node, " devices=", absl::StrJoin(devices, ","),
                    " request_id=", req.request_id()));
+  RecordEvent(NewEvent(kNormal, "ContainerCreated", ContainerRef(id), req.tenant_id(),
+                       req.request_id(),
+                       absl::StrCat(id, " on node ", node, " with devices ",
+                                    absl::StrJoin(devices, ","), "; pin budget ",
+                                    EventBytes(budget)),
+                       {TenantRef(req.tenant_id()), NodeRef(node)}));
   *out = std::move(answer);
   return absl::OkStatus();
 }
@@ -830,7 +1183,7 @@ absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Contai
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
   *out = ContainerViewLocked(*c);
-  return absl::OkStatus();
+  return AwaitDurableLocked(c->changed_seq);  // Only its own changes show.
 }
 
 absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
@@ -862,7 +1215,7 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
       },
       &next);
   out->set_next_page_token(next);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string& id) {
@@ -876,12 +1229,7 @@ absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string
   for (const std::string& w : c.window_ids) plan.batch.deletes.push_back({kWindow, w});
   plan.apply = [this, id]() {
     mu_.AssertHeld();  // Applied under mu_.
-    auto it = containers_.find(id);
-    for (const std::string& w : it->second.window_ids) windows_.erase(w);
-    for (const std::string& d : it->second.container.devices()) {
-      device_holder_.erase({it->second.container.node(), d});
-    }
-    containers_.erase(it);
+    EraseContainerLocked(id);
   };
   return plan;
 }
@@ -918,11 +1266,18 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
   absl::MutexLock l(&mu_);
   deleting_.erase(id);
   ASSIGN_OR_RETURN(Plan plan, PlanDeleteContainerLocked(id));
-  if (request.has_value()) plan.batch.request = std::move(request);
-  RETURN_IF_ERROR(store_->Commit(plan.batch));
+  if (request.has_value()) plan.batch.request = request;
   plan.apply();
+  RETURN_IF_ERROR(CommitLocked(std::move(plan.batch)));  // Rolled back on error.
   Log(absl::StrCat("event=container_deleted container=", id, " tenant=", tenant, " node=", node,
                    " node_live=", live, " request_id=", request ? request->request_id : ""));
+  RecordEvent(NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), tenant,
+                       request ? request->request_id : "",
+                       live ? absl::StrCat(id, " deleted from node ", node)
+                            : absl::StrCat(id, " forgotten; node ", node,
+                                           " is unavailable and its agent destroys it when it "
+                                           "reconciles"),
+                       {TenantRef(tenant), NodeRef(node)}));
   return absl::OkStatus();
 }
 
@@ -971,23 +1326,35 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         const uint64_t others = TenantBudgetLocked(tenant) - c->container.pin_budget_bytes();
         if (req.pin_budget_bytes() > c->container.pin_budget_bytes() &&
             (others > quota || req.pin_budget_bytes() > quota - others)) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "pin_budget_bytes: tenant ", Quoted(tenant), " has ",
-              Hex(others > quota ? 0 : quota - others),
-              " bytes of its pinned quota available for this container; asked for ",
-              Hex(req.pin_budget_bytes())));
+          return RecordRefusal(
+              NewEvent(kWarning, "QuotaExceeded", ContainerRef(req.container_id()), tenant,
+                       req.request_id(), "", {TenantRef(tenant)}),
+              absl::ResourceExhaustedError(absl::StrCat(
+                  "pin_budget_bytes: tenant ", Quoted(tenant), " has ",
+                  Hex(others > quota ? 0 : quota - others),
+                  " bytes of its pinned quota available for this container; asked for ",
+                  Hex(req.pin_budget_bytes()))));
         }
         v1::Container changed = c->container;
         changed.set_pin_budget_bytes(req.pin_budget_bytes());
         Plan plan;
         plan.batch.puts.push_back(Record(kContainer, changed.id(), changed));
-        plan.apply = [c, changed] { c->container = changed; };
+        plan.apply = [this, c, changed] {
+          mu_.AssertHeld();  // Applied under mu_.
+          SetBudgetLocked(c, changed.pin_budget_bytes());
+          c->container = changed;
+        };
         ContainerEntry view{changed, c->allocator, c->window_ids};
         *answer = ContainerViewLocked(view);
         Log(absl::StrCat("event=container_budget_set container=", changed.id(),
                          " tenant=", changed.tenant_id(), " node=", changed.node(),
                          " pin_budget_bytes=", req.pin_budget_bytes(),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "BudgetChanged", ContainerRef(changed.id()),
+                             changed.tenant_id(), req.request_id(),
+                             absl::StrCat("pin budget ", EventBytes(req.pin_budget_bytes()),
+                                          " (was ", EventBytes(c->container.pin_budget_bytes()),
+                                          ")")));
         return plan;
       });
 }
@@ -1035,9 +1402,15 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   out->set_container_id(grant.container_id());
   out->set_tenant_id(grant.tenant_id());
   out->set_expires_ms(grant.expires_ms());
+  RETURN_IF_ERROR(AwaitDurableLocked());  // The token names only durable windows.
   Log(absl::StrCat("event=launcher_granted container=", req.container_id(),
                    " tenant=", grant.tenant_id(), " node=", grant.node(),
                    " windows=", grant.windows_size(), " expires_ms=", grant.expires_ms()));
+  RecordEvent(NewEvent(kNormal, "LauncherGranted", ContainerRef(req.container_id()),
+                       grant.tenant_id(), "",
+                       absl::StrCat("single-use launcher token for node ", grant.node(), " with ",
+                                    grant.windows_size(), " window(s), valid for ",
+                                    (grant.expires_ms() - grant.issued_ms()) / 1000, "s")));
   return absl::OkStatus();
 }
 
@@ -1065,11 +1438,20 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
     if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
     address = Endpoint(n->second);
     *req.mutable_windows() = WindowsLocked(c->second);
+    // Agents enforce windows: push only durable ones.
+    absl::Status durable = AwaitDurableLocked(c->second.changed_seq);
+    if (!durable.ok()) return required ? durable : absl::OkStatus();
   }
   absl::Status s = agents_->SetWindows(address, req);
   if (!s.ok()) {
     Log(absl::StrCat("event=windows_push_failed container=", container_id, " node=", address.node,
                      " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+    RecordEvent(NewEvent(kWarning, "WindowsPushFailed", ContainerRef(container_id), "", "",
+                         absl::StrCat("the agent of node ", address.node,
+                                      " did not take the windows (its next heartbeat answer "
+                                      "carries them): ",
+                                      s.message()),
+                         {NodeRef(address.node)}));
     if (required) {
       return absl::UnavailableError(absl::StrCat("container_id: the agent at ", address.address,
                                                  " did not take the container's windows: ",
@@ -1117,9 +1499,13 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         const uint64_t limit = t == tenants_.end() ? 0 : t->second.quota().window_bytes();
         const uint64_t used = TenantWindowBytesLocked(tenant);
         if (limit != 0 && (used > limit || req.size() > limit - used)) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "size: tenant ", Quoted(tenant), " has ", Hex(used), " of its ", Hex(limit),
-              " window bytes reserved; ", Hex(req.size()), " more would pass quota.window_bytes"));
+          return RecordRefusal(
+              NewEvent(kWarning, "QuotaExceeded", ContainerRef(req.container_id()), tenant,
+                       req.request_id(), "", {TenantRef(tenant)}),
+              absl::ResourceExhaustedError(absl::StrCat(
+                  "size: tenant ", Quoted(tenant), " has ", Hex(used), " of its ", Hex(limit),
+                  " window bytes reserved; ", Hex(req.size()),
+                  " more would pass quota.window_bytes")));
         }
         // Stage on a copy so that a failed commit leaves the allocator as it was.
         WindowAllocator staged = c->allocator;
@@ -1141,13 +1527,18 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         plan.apply = [this, c, w = *answer, staged = std::move(staged)]() mutable {
           mu_.AssertHeld();  // Applied under mu_.
           c->allocator = std::move(staged);
-          c->window_ids.insert(w.id());
-          windows_[w.id()] = w;
+          AddWindowLocked(c, w);
         };
         Log(absl::StrCat("event=window_allocated window=", answer->id(),
                          " container=", req.container_id(), " tenant=", tenant,
                          " base=", Hex(base), " size=", Hex(req.size()),
                          " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "WindowAllocated", WindowRef(answer->id()), tenant,
+                             req.request_id(),
+                             absl::StrCat(answer->id(), " at ", Hex(base), "-",
+                                          Hex(base + req.size() - 1), " (",
+                                          EventBytes(req.size()), ")"),
+                             {ContainerRef(req.container_id())}));
         return plan;
       });
 }
@@ -1172,12 +1563,17 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
         plan.apply = [this, c, id = req.window_id(), staged = std::move(staged)]() mutable {
           mu_.AssertHeld();  // Applied under mu_.
           c->allocator = std::move(staged);
-          c->window_ids.erase(id);
-          windows_.erase(id);
+          EraseWindowLocked(c, id);
         };
         Log(absl::StrCat("event=window_released window=", req.window_id(),
                          " container=", w->second.container_id(), " tenant=",
                          w->second.tenant_id(), " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "WindowReleased", WindowRef(req.window_id()),
+                             w->second.tenant_id(), req.request_id(),
+                             absl::StrCat(req.window_id(), " at ", Hex(w->second.base()), "-",
+                                          Hex(w->second.base() + w->second.size() - 1), " (",
+                                          EventBytes(w->second.size()), ")"),
+                             {ContainerRef(w->second.container_id())}));
         return plan;
       });
 }
@@ -1199,7 +1595,7 @@ absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWind
       },
       [&](const v1::Window& w) { *out->add_windows() = w; }, &next);
   out->set_next_page_token(next);
-  return absl::OkStatus();
+  return AwaitDurableLocked();
 }
 
 // ------------------------------------------------------------ ownership
@@ -1250,7 +1646,12 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
   auto wanted = [&](const std::string& tenant, const std::string& node) {
     return page.count(tenant) && (req.node().empty() || node == req.node());
   };
-  for (const auto& [id, c] : containers_) {
+  std::vector<const ContainerEntry*> theirs;  // Only this page's tenants' containers.
+  for (const std::string& t : page) {
+    for (const std::string& id : TenantContainersLocked(t)) theirs.push_back(&containers_.at(id));
+  }
+  for (const ContainerEntry* entry : theirs) {
+    const ContainerEntry& c = *entry;
     const std::string& t = c.container.tenant_id();
     const std::string& n = c.container.node();
     if (!wanted(t, n)) continue;
@@ -1289,7 +1690,95 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
                                                                  : 0);
     *out->add_tenants() = u;
   }
-  return absl::OkStatus();
+  return AwaitDurableLocked();
+}
+
+// ------------------------------------------------------------ events
+
+void Broker::RecordEvent(v1::Event event) {
+  event.set_last_time_ms(Now());
+  events_.Record(std::move(event));
+}
+
+absl::Status Broker::RecordRefusal(v1::Event event, absl::Status refusal) {
+  if (!refusal.ok()) {
+    event.set_message(std::string(refusal.message()));
+    RecordEvent(std::move(event));
+  }
+  return refusal;
+}
+
+bool Broker::ObjectExistsLocked(const v1::ObjectRef& object, const std::string& tenant) const {
+  switch (object.kind()) {
+    case v1::OBJECT_KIND_TENANT:
+      return tenants_.count(object.id()) > 0 && (tenant.empty() || tenant == object.id());
+    case v1::OBJECT_KIND_NODE:
+      return nodes_.count(object.id()) > 0;
+    case v1::OBJECT_KIND_CONTAINER: {
+      auto it = containers_.find(object.id());
+      return it != containers_.end() &&
+             (tenant.empty() || it->second.container.tenant_id() == tenant);
+    }
+    case v1::OBJECT_KIND_WINDOW: {
+      auto it = windows_.find(object.id());
+      return it != windows_.end() && (tenant.empty() || it->second.tenant_id() == tenant);
+    }
+    default:
+      return false;
+  }
+}
+
+absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out) {
+  ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
+  RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
+  uint64_t after = 0;
+  if (!req.page_token().empty() && (!absl::SimpleAtoi(req.page_token(), &after) || after == 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a page token of ListEvents (pass next_page_token unchanged)");
+  }
+  if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  const v1::ObjectRef& object = req.object();
+  const char* what = nullptr;  // The kind, for NOT_FOUND; null: every event.
+  switch (object.kind()) {
+    case v1::OBJECT_KIND_UNSPECIFIED:
+      if (!object.id().empty()) {
+        return absl::InvalidArgumentError("object.kind: required with object.id");
+      }
+      break;
+    case v1::OBJECT_KIND_TENANT:
+      RETURN_IF_ERROR(ValidateTenantId("object.id", object.id()));
+      what = "tenant";
+      break;
+    case v1::OBJECT_KIND_NODE:
+      RETURN_IF_ERROR(ValidateNodeName("object.id", object.id()));
+      what = "node";
+      break;
+    case v1::OBJECT_KIND_CONTAINER:
+      RETURN_IF_ERROR(ValidateObjectId("object.id", object.id(), "c-"));
+      what = "container";
+      break;
+    case v1::OBJECT_KIND_WINDOW:
+      RETURN_IF_ERROR(ValidateObjectId("object.id", object.id(), "w-"));
+      what = "window";
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("object.kind: unknown kind ", object.kind(),
+                       " (tenant, node, container or window; unset for every event)"));
+  }
+  absl::MutexLock l(&mu_);
+  // Events outlive their object (until they age out), so that one can still
+  // ask what happened to a deleted container. The words are the
+  // authorization layer's for another tenant's object.
+  if (what != nullptr && !ObjectExistsLocked(object, req.tenant_id()) &&
+      !events_.Holds(object, req.tenant_id())) {
+    return absl::NotFoundError(absl::StrCat("object.id: no ", what, " ", Quoted(object.id())));
+  }
+  EventLog::Page page = events_.List(object, req.tenant_id(), after, limit);
+  for (v1::Event& e : page.events) *out->add_events() = std::move(e);
+  out->set_next_page_token(page.next_after == 0 ? "" : absl::StrCat(page.next_after));
+  // The events may tell of changes not yet durable.
+  return AwaitDurableLocked();
 }
 
 // ------------------------------------------------------------ registry
@@ -1312,8 +1801,8 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     }
   }
   absl::MutexLock l(&mu_);
-  NodeEntry& n = nodes_[req.node()];
-  v1::Node persisted = n.node;
+  NodeEntry& before = nodes_[req.node()];
+  v1::Node persisted = before.node;
   persisted.set_name(req.node());
   persisted.set_agent_address(req.agent_address());
   persisted.set_backend(req.backend());
@@ -1329,21 +1818,27 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   WriteBatch batch;
   batch.puts.push_back(Record(kNode, req.node(), persisted));
   batch.puts.push_back(Record(kDevices, req.node(), devices));
-  std::string key = n.grant_key;
+  std::string key = before.grant_key;
   if (key.empty()) {
     key = NewGrantKey();
     batch.puts.push_back(StoreRecord{kNodeKey, req.node(), key});
   }
-  absl::Status s = store_->Commit(batch);
-  if (!s.ok()) {
-    if (n.node.name().empty()) nodes_.erase(req.node());  // Never known: forget again.
-    return s;
+  // The persisted part is applied now and committed with the group; a
+  // failed commit rolls it back (and forgets a node never known). The
+  // session starts only once the node's record is durable.
+  before.node = persisted;
+  before.grant_key = key;
+  before.devices.assign(devices.devices().begin(), devices.devices().end());
+  RETURN_IF_ERROR(CommitLocked(std::move(batch)));
+  auto found = nodes_.find(req.node());  // Looked up again: mu_ was released.
+  if (found == nodes_.end()) {
+    return absl::UnavailableError(absl::StrCat("node: node ", Quoted(req.node()),
+                                               " was rolled back by a failed commit; retry"));
   }
-  n.node = persisted;
-  n.grant_key = key;
-  out->set_grant_key(key);
-  n.devices.assign(devices.devices().begin(), devices.devices().end());
+  NodeEntry& n = found->second;
+  out->set_grant_key(n.grant_key);
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  n.reconciled = false;
   n.last_heartbeat_ms = Now();
   n.usage.clear();
   n.failed.clear();
@@ -1352,8 +1847,8 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   std::set<std::string> held;
   for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
   int to_create = 0;
-  for (const auto& [id, c] : containers_) {
-    if (c.container.node() != req.node()) continue;
+  for (const std::string& id : NodeContainersLocked(req.node())) {
+    const ContainerEntry& c = containers_.at(id);
     v1::AgentContainer* d = out->add_desired_containers();
     d->set_id(id);
     d->set_tenant_id(c.container.tenant_id());
@@ -1367,7 +1862,14 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
                    " backend=", req.backend(), req.simulated() ? " SIMULATED=true" : "",
                    " devices=", req.devices_size(), " desired=", out->desired_containers_size(),
                    " to_create=", to_create, " to_destroy=", held.size()));
-  return absl::OkStatus();
+  RecordEvent(NewEvent(
+      kNormal, "NodeRegistered", NodeRef(req.node()), "", "",
+      absl::StrCat("agent at ", req.agent_address(), ", backend ", req.backend(),
+                   req.simulated() ? " (SIMULATED)" : "", ", ", req.devices_size(),
+                   " device(s); it should hold ", out->desired_containers_size(),
+                   " container(s): ", to_create, " to re-create, ", held.size(), " to destroy")));
+  // The desired containers may include some not yet durable.
+  return AwaitDurableLocked();
 }
 
 absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out) {
@@ -1386,14 +1888,15 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
   }
-  for (const auto& [id, c] : containers_) {
-    if (c.container.node() != req.node()) continue;
+  for (const std::string& id : NodeContainersLocked(req.node())) {
+    const ContainerEntry& c = containers_.at(id);
     v1::ContainerBudget* b = out->add_budgets();
     b->set_container_id(id);
     b->set_pin_budget_bytes(c.container.pin_budget_bytes());
     *out->add_windows() = WindowsLocked(c);
   }
-  return absl::OkStatus();
+  // Agents enforce what this answer carries: only durable budgets and windows.
+  return AwaitDurableLocked();
 }
 
 absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse*) {
@@ -1406,6 +1909,7 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
         "; register again"));
   }
   it->second.failed.clear();
+  it->second.reconciled = true;
   for (int i = 0; i < req.failed_container_ids_size(); ++i) {
     const std::string reason = i < req.failure_reasons_size() ? req.failure_reasons(i) : "";
     // Shown as CONTAINER_STATE_FAILED until the agent's retry succeeds: the
@@ -1416,9 +1920,22 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
     }
     Log(absl::StrCat("event=reconcile_failed node=", req.node(),
                      " container=", req.failed_container_ids(i), " reason=\"", reason, "\""));
+    RecordEvent(NewEvent(
+        kWarning, "ContainerFailed", ContainerRef(req.failed_container_ids(i)),
+        containers_.count(req.failed_container_ids(i))
+            ? containers_.at(req.failed_container_ids(i)).container.tenant_id()
+            : "",
+        "",
+        absl::StrCat("the agent of node ", req.node(),
+                     " could not re-create it (it retries): ", reason.substr(0, 512)),
+        {NodeRef(req.node())}));
   }
   Log(absl::StrCat("event=node_reconciled node=", req.node(), " containers=",
                    req.containers_size(), " failed=", req.failed_container_ids_size()));
+  RecordEvent(NewEvent(kNormal, "NodeReconciled", NodeRef(req.node()), "", "",
+                       absl::StrCat("the agent holds ", req.containers_size(), " container(s); ",
+                                    req.failed_container_ids_size(),
+                                    " could not be re-created")));
   return absl::OkStatus();
 }
 
@@ -1433,6 +1950,10 @@ std::vector<std::string> Broker::CheckLiveness() {
       marked.push_back(name);
       Log(absl::StrCat("event=node_unavailable node=", name, " last_heartbeat_ms_ago=",
                        now - n.last_heartbeat_ms));
+      RecordEvent(NewEvent(kWarning, "NodeUnavailable", NodeRef(name), "", "",
+                           absl::StrCat("no heartbeat for more than ", options_.node_timeout_ms,
+                                        "ms: nothing is placed or changed here until its agent "
+                                        "registers again")));
     }
   }
   return marked;
@@ -1465,6 +1986,8 @@ BrokerStats Broker::Stats() const {
     s.nodes.push_back({name, live});
     if (!live) {
       ++s.nodes_unavailable;
+    } else if (!n.reconciled) {
+      ++s.nodes_reconciling;
     } else if (n.node.cordoned()) {
       ++s.nodes_cordoned;
     } else {

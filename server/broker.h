@@ -4,10 +4,23 @@
 // fills a response proto, returning an absl::Status whose message names the
 // offending field and the rule it broke. broker_service.h adapts it to gRPC.
 //
-// Durability: a mutation is committed to the Store before it is applied in
-// memory and acknowledged; a failed commit changes nothing. Mutations carrying
-// a request_id remember their answer in the same commit, so a retry returns
-// it and changes nothing twice.
+// Durability: a mutation is committed to the Store before it is
+// acknowledged; a failed commit changes nothing. Mutations carrying a
+// request_id remember their answer in the same commit, so a retry returns it
+// and changes nothing twice.
+//
+// Group commit: concurrent mutations share one store commit (one fsync). A
+// mutation plans and applies its change to memory under the lock, appends its
+// WriteBatch to the open group and waits, without the lock, until a group
+// containing it is durable; the first waiter finding no commit in progress
+// commits the whole group (see CommitLocked). Later mutations plan against
+// the applied-but-not-yet-durable state; groups commit in order, so a
+// mutation is acknowledged only once everything it saw is durable too. When
+// a group commit fails, every mutation in it and every one applied after it
+// fails, and memory is rolled back by reloading the persisted state from the
+// store (live sessions, heartbeats and reservations are kept). Reads wait
+// for whatever they saw to be durable before answering, so no client is ever
+// shown an object that a failed commit or a crash could still take back.
 //
 // Thread-safety: all methods are safe to call concurrently. State sits under
 // one mutex; calls to agents (which may block for a deadline) are made
@@ -35,6 +48,7 @@
 #include "server/agent_client.h"
 #include "server/authz.h"
 #include "server/broker_stats.h"
+#include "server/event_log.h"
 #include "server/store.h"
 #include "server/window_allocator.h"
 
@@ -95,18 +109,25 @@ class Broker final : public OwnershipView {
 
   absl::Status GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out);
 
+  absl::Status ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out);
+
   // ---- NodeRegistry (called by agents) ----
   absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);
   absl::Status Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out);
   absl::Status Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse* out);
 
   // ---- OwnershipView, for the authorization layer ----
+  // These answer from memory without waiting for pending commits: they are
+  // not shown to callers, and a mutation authorized against a pending object
+  // is ordered after it (and fails with it).
   std::optional<std::string> ContainerTenant(const std::string& container_id) const override;
   std::optional<std::string> WindowTenant(const std::string& window_id) const override;
 
   // ---- metrics ----
   // A summary of the state for the metrics gauges (server/broker_metrics.h),
-  // taken under the lock; cost linear in tenants, nodes and containers.
+  // taken under the lock; cost linear in tenants, nodes and containers. It
+  // does not wait for pending commits: counts may include changes at most
+  // one group commit from durable.
   BrokerStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- housekeeping, called periodically by the daemon ----
@@ -117,11 +138,20 @@ class Broker final : public OwnershipView {
   // Forgets remembered answers older than request_ttl_ms.
   absl::Status ExpireRequests();
 
+  // ---- for tests ----
+  // Recounts the per-tenant and per-node indexes from the containers and
+  // windows (linear) and compares them with the ones every change keeps up
+  // to date. INTERNAL naming the first difference.
+  absl::Status CheckIndexes() const ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   struct NodeEntry {
     v1::Node node;  // Persisted fields only; state and counts are derived.
     std::vector<v1::Device> devices;
     std::string session_id;  // Empty: not registered (UNAVAILABLE).
+    // The agent reported back after this session's registration (Reconciled);
+    // until then the node is RECONCILING and nothing is placed on it.
+    bool reconciled = false;
     int64_t last_heartbeat_ms = 0;
     std::map<std::string, v1::PinUsage> usage;  // By tenant, from heartbeats.
     std::string grant_key;  // Signs launcher tokens for this node; persisted.
@@ -133,15 +163,94 @@ class Broker final : public OwnershipView {
     v1::Container container;  // As persisted.
     WindowAllocator allocator;
     std::set<std::string> window_ids;
+    // Sequence number of the last mutation that changed the container or its
+    // windows, so an answer about this container alone waits for that one
+    // (AwaitDurableLocked(seq)) rather than for every mutation in flight.
+    uint64_t changed_seq = 0;
   };
-  // A change computed under the lock: committed first, then applied.
+  // A change computed under the lock: applied to memory, then committed
+  // (group commit), then acknowledged; rolled back by reload if the commit
+  // fails.
   struct Plan {
     WriteBatch batch;
     std::function<void()> apply;
   };
+  // Mutations applied in memory and waiting for one store commit.
+  struct PendingGroup {
+    std::vector<WriteBatch> batches;
+    uint64_t last_seq = 0;  // Sequence number of the last batch in it.
+    bool done = false;      // Committed (status OK) or failed and rolled back.
+    absl::Status status;
+  };
+  // Derived from containers_ and windows_, kept up to date by every change
+  // (Add/Erase/Set...Locked below) so that quota checks and node views cost
+  // O(log n) instead of a scan of every container or window.
+  struct TenantTotals {
+    uint64_t budget_bytes = 0;  // Sum of its containers' pin budgets.
+    uint64_t window_bytes = 0;  // Sum of its windows' sizes.
+    bool operator==(const TenantTotals& o) const {
+      return budget_bytes == o.budget_bytes && window_bytes == o.window_bytes;
+    }
+  };
+  struct Indexes {
+    std::map<std::string, TenantTotals> tenants;  // No entry: all zero.
+    std::map<std::string, std::set<std::string>> tenant_containers;  // No entry: none.
+    std::map<std::string, std::set<std::string>> node_containers;    // No entry: none.
+    bool operator==(const Indexes& o) const {
+      return tenants == o.tenants && tenant_containers == o.tenant_containers &&
+             node_containers == o.node_containers;
+    }
+  };
 
   Broker(Store* store, AgentClient* agents, BrokerOptions options);
   absl::Status Load();
+  // Replaces the persisted part of the state (tenants, nodes' records,
+  // containers, windows) with `records`, keeping what is not persisted
+  // (sessions, heartbeats, usage, reservations). Used at start and to roll
+  // back after a failed group commit.
+  absl::Status RestoreLocked(const std::vector<StoreRecord>& records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- group commit ----
+  // Commits `batch`, whose change the caller has already applied to memory,
+  // and returns when it is durable (OK) or rolled back (the error). Releases
+  // mu_ while it waits or commits: pointers into the maps taken before the
+  // call are invalid after it. Batches commit in the order of their calls.
+  absl::Status CommitLocked(WriteBatch batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits the open group, with mu_ released during the store call; on
+  // failure fails every group not yet durable and rolls memory back.
+  void LeadCommitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For answers computed from memory: waits (releasing mu_) until every
+  // change applied so far is durable. UNAVAILABLE if a commit failed and
+  // rolled back part of what the answer may show; the caller must not send
+  // it. Immediate when nothing is pending.
+  absl::Status AwaitDurableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return AwaitDurableLocked(applied_seq_);
+  }
+  // The same for answers showing only what mutations up to `seq` changed.
+  absl::Status AwaitDurableLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The sequence number the mutation being applied now will commit under
+  // (applies are followed by CommitLocked in the same critical section).
+  uint64_t ApplyingSeqLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return applied_seq_ + 1;
+  }
+
+  // ---- index maintenance: every change to containers_ / windows_ ----
+  void AddContainerLocked(ContainerEntry entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Erases the container, its windows and its devices' holder entries.
+  void EraseContainerLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetBudgetLocked(ContainerEntry* c, uint64_t budget) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The window's record and ids only; the caller updates c->allocator.
+  void AddWindowLocked(ContainerEntry* c, const v1::Window& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseWindowLocked(ContainerEntry* c, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The indexes as a full scan computes them.
+  Indexes RecountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The ids of the containers on `node` / of `tenant` (empty set if none).
+  const std::set<std::string>& NodeContainersLocked(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const std::set<std::string>& TenantContainersLocked(const std::string& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int64_t Now() const { return options_.now_ms(); }
 
@@ -191,11 +300,24 @@ class Broker final : public OwnershipView {
                                        std::optional<RequestRecord> request)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Events (server/event_log.h), stamped with Now(); recorded where the
+  // change is decided, next to its log line. RecordRefusal records `event`
+  // with `refusal`'s message when `refusal` is not OK, and returns `refusal`.
+  void RecordEvent(v1::Event event);
+  absl::Status RecordRefusal(v1::Event event, absl::Status refusal);
+  // Whether `object` exists now (and, when `tenant` is set, belongs to it).
+  bool ObjectExistsLocked(const v1::ObjectRef& object, const std::string& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::StatusOr<NodeEntry*> FindNodeLocked(const std::string& field, const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Live, reconciled and not cordoned: new containers may go here.
+  bool NodePlaceableLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return NodeLiveLocked(n) && n.reconciled && !n.node.cordoned();
+  }
   static AgentEndpoint Endpoint(const NodeEntry& n) {
     return AgentEndpoint{n.node.name(), n.node.agent_address()};
   }
@@ -224,6 +346,9 @@ class Broker final : public OwnershipView {
   Store* const store_;
   AgentClient* const agents_;
   const BrokerOptions options_;
+  // Thread-safe on its own, so not under mu_ (which may be held when
+  // recording: mu_ is always taken first).
+  EventLog events_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, v1::Tenant> tenants_ ABSL_GUARDED_BY(mu_);
@@ -239,8 +364,19 @@ class Broker final : public OwnershipView {
   std::map<std::string, uint64_t> pending_budget_ ABSL_GUARDED_BY(mu_);
   // Containers being destroyed on their agent; other changes to them wait.
   std::set<std::string> deleting_ ABSL_GUARDED_BY(mu_);
-  // Request ids of mutations in flight, so a concurrent retry cannot run twice.
+  // Request ids of mutations in flight (including those applied and waiting
+  // for their group commit, whose answer is not in the store yet), so a
+  // concurrent retry cannot run twice.
   std::set<std::string> inflight_ ABSL_GUARDED_BY(mu_);
+  Indexes index_ ABSL_GUARDED_BY(mu_);
+  // Group commit. Every applied mutation takes the next sequence number.
+  std::shared_ptr<PendingGroup> open_group_ ABSL_GUARDED_BY(mu_);  // Null: none.
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;  // A leader is in the store call.
+  uint64_t applied_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // Every mutation up to this one is durable or rolled back.
+  uint64_t resolved_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last mutation rolled back by a failed group commit (0: none yet).
+  uint64_t rolled_back_seq_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
 };
 

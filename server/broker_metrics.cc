@@ -134,6 +134,7 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerS
   AddGauge(&nodes, {{"state", "ready"}}, static_cast<double>(s.nodes_ready));
   AddGauge(&nodes, {{"state", "cordoned"}}, static_cast<double>(s.nodes_cordoned));
   AddGauge(&nodes, {{"state", "unavailable"}}, static_cast<double>(s.nodes_unavailable));
+  AddGauge(&nodes, {{"state", "reconciling"}}, static_cast<double>(s.nodes_reconciling));
   out.push_back(std::move(nodes));
 
   prometheus::MetricFamily up =

@@ -150,6 +150,12 @@ class LiveBrokerMetricsTest : public ::testing::Test {
     v1::RegisterResponse resp;
     absl::Status s = broker_->Register(req, &resp);
     EXPECT_TRUE(s.ok()) << s;
+    // The agent reports back; only then is the node READY for placement.
+    v1::ReconciledRequest rec;
+    rec.set_node(name);
+    rec.set_session_id(resp.session_id());
+    v1::ReconciledResponse unused;
+    EXPECT_TRUE(broker_->Reconciled(rec, &unused).ok());
     return resp.session_id();
   }
 

@@ -38,6 +38,7 @@ struct BrokerStats {
   int64_t nodes_ready = 0;
   int64_t nodes_cordoned = 0;
   int64_t nodes_unavailable = 0;
+  int64_t nodes_reconciling = 0;  // Registered, not yet reported back.
   std::vector<Node> nodes;  // By name.
 };
 

@@ -135,7 +135,7 @@ class BrokerTest : public ::testing::Test {
   }
 
   std::string RegisterNode(const std::string& name, std::vector<v1::Device> devices,
-                           v1::RegisterResponse* out = nullptr) {
+                           v1::RegisterResponse* out = nullptr, bool reconcile = true) {
     v1::RegisterRequest req;
     req.set_node(name);
     req.set_agent_address(name + ":1");
@@ -145,6 +145,15 @@ class BrokerTest : public ::testing::Test {
     v1::RegisterResponse resp;
     EXPECT_TRUE(broker_->Register(req, &resp).ok());
     if (out) *out = resp;
+    if (reconcile) {
+      // As a well-behaved agent: it now holds exactly what it was told.
+      v1::ReconciledRequest rec;
+      rec.set_node(name);
+      rec.set_session_id(resp.session_id());
+      *rec.mutable_containers() = resp.desired_containers();
+      v1::ReconciledResponse unused;
+      EXPECT_TRUE(broker_->Reconciled(rec, &unused).ok());
+    }
     return resp.session_id();
   }
 
@@ -225,6 +234,35 @@ class BrokerTest : public ::testing::Test {
 void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string& substr) {
   EXPECT_EQ(s.code(), code) << s;
   EXPECT_THAT(s.message(), HasSubstr(substr)) << s;
+}
+
+// Between Register and Reconciled the agent is cleaning up to match the
+// store: nothing is placed on the node, so a new container cannot be caught
+// by that clean-up.
+TEST_F(BrokerTest, NothingIsPlacedOnANodeUntilItHasReconciled) {
+  CreateTenant("acme");
+  v1::RegisterResponse reg;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg, /*reconcile=*/false);
+  v1::GetNodeRequest gn;
+  gn.set_node("n1");
+  v1::Node node;
+  ASSERT_TRUE(broker_->GetNode(gn, &node).ok());
+  EXPECT_EQ(node.state(), v1::NODE_STATE_RECONCILING);
+  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
+             "is reconciling");
+  v1::CreateContainerRequest placed;
+  placed.set_tenant_id("acme");
+  v1::Container c;
+  ExpectCode(broker_->CreateContainer(placed, &c), absl::StatusCode::kResourceExhausted, "");
+
+  v1::ReconciledRequest rec;
+  rec.set_node("n1");
+  rec.set_session_id(reg.session_id());
+  v1::ReconciledResponse rr;
+  ASSERT_TRUE(broker_->Reconciled(rec, &rr).ok());
+  ASSERT_TRUE(broker_->GetNode(gn, &node).ok());
+  EXPECT_EQ(node.state(), v1::NODE_STATE_READY);
+  EXPECT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
 }
 
 // Devices and usage come in bounded pages that together hold everything once.

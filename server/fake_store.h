@@ -1,5 +1,7 @@
 // An in-memory Store for tests, with failure switches: set_next_commit_error()
-// makes the next Commit fail (and apply nothing), as a full disk would.
+// makes the next Commit or CommitGroup fail (and apply nothing), as a full
+// disk would; PauseCommits() holds every commit until ResumeCommits(), as a
+// slow fsync would, so tests can line up concurrent mutations behind one.
 // Thread-safe.
 #ifndef SERVER_FAKE_STORE_H_
 #define SERVER_FAKE_STORE_H_
@@ -12,6 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "server/store.h"
 
 namespace iommu {
@@ -30,15 +33,30 @@ class FakeStore final : public Store {
   }
 
   absl::Status Commit(const WriteBatch& batch) override {
+    return CommitGroup(absl::MakeConstSpan(&batch, 1));
+  }
+
+  absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override {
     absl::MutexLock l(&mu_);
-    if (!next_commit_error_.ok()) {
+    ++waiting_;
+    auto resumed = [this]() {
+      mu_.AssertHeld();  // Await evaluates conditions under mu_.
+      return !paused_;
+    };
+    mu_.Await(absl::Condition(&resumed));
+    --waiting_;
+    if (!next_commit_error_.ok() && commits_to_pass_-- <= 0) {
       absl::Status s = next_commit_error_;
       next_commit_error_ = absl::OkStatus();
+      commits_to_pass_ = 0;
       return s;
     }
-    for (const StoreRecord& r : batch.puts) objects_[{r.kind, r.id}] = r.value;
-    for (const auto& key : batch.deletes) objects_.erase(key);
-    if (batch.request) requests_[batch.request->request_id] = *batch.request;
+    for (const WriteBatch& batch : batches) {
+      for (const StoreRecord& r : batch.puts) objects_[{r.kind, r.id}] = r.value;
+      for (const auto& key : batch.deletes) objects_.erase(key);
+      if (batch.request) requests_[batch.request->request_id] = *batch.request;
+      ++batches_;
+    }
     ++commits_;
     return absl::OkStatus();
   }
@@ -64,13 +82,39 @@ class FakeStore final : public Store {
     return n;
   }
 
-  void set_next_commit_error(absl::Status s) {
+  void set_next_commit_error(absl::Status s) { set_commit_error_after(0, std::move(s)); }
+  // Lets `pass` commits succeed, then fails the one after them with `s`.
+  void set_commit_error_after(int pass, absl::Status s) {
     absl::MutexLock l(&mu_);
     next_commit_error_ = std::move(s);
+    commits_to_pass_ = pass;
   }
+  // Commits (one per Commit or CommitGroup that succeeded) and the batches
+  // they held.
   int commits() const {
     absl::MutexLock l(&mu_);
     return commits_;
+  }
+  int batches() const {
+    absl::MutexLock l(&mu_);
+    return batches_;
+  }
+  void PauseCommits() {
+    absl::MutexLock l(&mu_);
+    paused_ = true;
+  }
+  void ResumeCommits() {
+    absl::MutexLock l(&mu_);
+    paused_ = false;
+  }
+  // Blocks until `n` commits are held by PauseCommits().
+  void AwaitPausedCommits(int n) const {
+    absl::MutexLock l(&mu_);
+    auto enough = [this, n]() {
+      mu_.AssertHeld();  // Await evaluates conditions under mu_.
+      return waiting_ >= n;
+    };
+    mu_.Await(absl::Condition(&enough));
   }
 
  private:
@@ -78,7 +122,11 @@ class FakeStore final : public Store {
   std::map<std::pair<std::string, std::string>, std::string> objects_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, RequestRecord> requests_ ABSL_GUARDED_BY(mu_);
   absl::Status next_commit_error_ ABSL_GUARDED_BY(mu_);
+  int commits_to_pass_ ABSL_GUARDED_BY(mu_) = 0;
   int commits_ ABSL_GUARDED_BY(mu_) = 0;
+  int batches_ ABSL_GUARDED_BY(mu_) = 0;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;  // Commits held by paused_.
 };
 
 }  // namespace iommu

@@ -5,14 +5,19 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/status_macros.h"
 
 namespace iommu {
@@ -69,10 +74,80 @@ class SqliteStore final : public Store {
  public:
   SqliteStore(sqlite3* db, std::unique_ptr<LockFile> lock) : db_(db), lock_(std::move(lock)) {}
   ~SqliteStore() override {
+    if (checkpointer_.joinable()) {
+      {
+        absl::MutexLock l(&checkpoint_mu_);
+        stop_checkpointer_ = true;
+      }
+      checkpointer_.join();
+    }
+    {
+      absl::MutexLock l(&read_mu_);
+      find_request_.reset();
+      sqlite3_close_v2(read_db_);
+    }
     absl::MutexLock l(&mu_);
+    put_.reset();
+    delete_.reset();
+    insert_request_.reset();
     // Closing cleanly checkpoints the WAL; a crash instead leaves it for the
     // next open to replay, which is just as safe.
     sqlite3_close_v2(db_);
+  }
+
+  // Opens the second connection that LoadAll and FindRequest use. In WAL
+  // mode a reader sees the last committed state and neither waits for nor
+  // delays a writer, so a lookup is never stuck behind a commit's fsync (the
+  // broker looks requests up under its own lock while another thread
+  // commits).
+  // Moves WAL checkpoints off the commit path. By default the commit that
+  // grows the WAL past 1000 pages copies it into the database file and
+  // fsyncs that, in the committer's thread: tens of milliseconds added to
+  // one commit, which every request waiting on that group pays. Instead a
+  // thread of our own checkpoints (PASSIVE: never blocks a writer or a
+  // reader) on its own connection every `period`. Durability does not
+  // change: a commit is durable once its WAL frames are fsynced.
+  absl::Status StartCheckpointer(const std::string& path, absl::Duration period) {
+    {
+      absl::MutexLock l(&mu_);
+      RETURN_IF_ERROR(ExecLocked("PRAGMA wal_autocheckpoint=0"));
+    }
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db);
+      return absl::UnavailableError(absl::StrCat("store: open checkpointer on ", path, ": ", msg));
+    }
+    sqlite3_busy_timeout(db, 5000);
+    checkpointer_ = std::thread([this, db, period] {
+      absl::MutexLock l(&checkpoint_mu_);
+      while (!checkpoint_mu_.AwaitWithTimeout(absl::Condition(&stop_checkpointer_), period)) {
+        checkpoint_mu_.Unlock();
+        // Errors (busy, I/O) only delay the checkpoint; the next try or the
+        // clean close does it, and commits are durable regardless.
+        sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        checkpoint_mu_.Lock();
+      }
+      sqlite3_close_v2(db);
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status OpenReader(const std::string& path) {
+    absl::MutexLock l(&read_mu_);
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db);
+      return absl::UnavailableError(absl::StrCat("store: open reader on ", path, ": ", msg));
+    }
+    sqlite3_busy_timeout(db, 5000);
+    read_db_ = db;
+    return absl::OkStatus();
   }
 
   absl::Status Migrate() {
@@ -111,24 +186,38 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::vector<StoreRecord>> LoadAll() override {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock l(&read_mu_);
     Statement st;
-    RETURN_IF_ERROR(PrepareLocked("SELECT kind, id, value FROM objects ORDER BY kind, id", &st));
+    if (sqlite3_prepare_v2(read_db_, "SELECT kind, id, value FROM objects ORDER BY kind, id", -1,
+                           st.out(), nullptr) != SQLITE_OK) {
+      return Error(read_db_, "prepare load objects");
+    }
     std::vector<StoreRecord> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
       out.push_back(StoreRecord{ColumnText(st.get(), 0), ColumnText(st.get(), 1),
                                 ColumnBlob(st.get(), 2)});
     }
-    if (rc != SQLITE_DONE) return ErrorLocked("load objects");
+    if (rc != SQLITE_DONE) return Error(read_db_, "load objects");
     return out;
   }
 
   absl::Status Commit(const WriteBatch& batch) override {
-    if (batch.empty()) return absl::OkStatus();
+    return CommitGroup(absl::MakeConstSpan(&batch, 1));
+  }
+
+  absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override {
+    if (std::all_of(batches.begin(), batches.end(),
+                    [](const WriteBatch& b) { return b.empty(); })) {
+      return absl::OkStatus();
+    }
     absl::MutexLock l(&mu_);
     RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-    absl::Status s = ApplyLocked(batch);
+    absl::Status s;
+    for (const WriteBatch& batch : batches) {
+      s = ApplyLocked(batch);
+      if (!s.ok()) break;
+    }
     if (!s.ok()) {
       ExecLocked("ROLLBACK").IgnoreError();
       return s;
@@ -143,19 +232,36 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id) override {
-    absl::MutexLock l(&mu_);
-    Statement st;
-    RETURN_IF_ERROR(PrepareLocked(
-        "SELECT fingerprint, response, time_ms FROM requests WHERE request_id = ?", &st));
-    sqlite3_bind_text(st.get(), 1, request_id.data(), request_id.size(), SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st.get());
-    if (rc == SQLITE_DONE) return std::optional<RequestRecord>();
-    if (rc != SQLITE_ROW) return ErrorLocked("find request");
+    absl::MutexLock l(&read_mu_);
+    if (find_request_ == nullptr) {
+      find_request_ = std::make_unique<Statement>();
+      if (sqlite3_prepare_v2(read_db_,
+                             "SELECT fingerprint, response, time_ms FROM requests WHERE "
+                             "request_id = ?",
+                             -1, find_request_->out(), nullptr) != SQLITE_OK) {
+        find_request_.reset();
+        return Error(read_db_, "prepare find request");
+      }
+    }
+    sqlite3_stmt* st = find_request_->get();
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, request_id.data(), request_id.size(), SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+      sqlite3_reset(st);  // Ends the read transaction.
+      return std::optional<RequestRecord>();
+    }
+    if (rc != SQLITE_ROW) {
+      absl::Status s = Error(read_db_, "find request");
+      sqlite3_reset(st);
+      return s;
+    }
     RequestRecord r;
     r.request_id = std::string(request_id);
-    r.fingerprint = ColumnBlob(st.get(), 0);
-    r.response = ColumnBlob(st.get(), 1);
-    r.time_ms = sqlite3_column_int64(st.get(), 2);
+    r.fingerprint = ColumnBlob(st, 0);
+    r.response = ColumnBlob(st, 1);
+    r.time_ms = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);  // Ends the read transaction.
     return std::optional<RequestRecord>(std::move(r));
   }
 
@@ -170,46 +276,59 @@ class SqliteStore final : public Store {
 
  private:
   absl::Status ApplyLocked(const WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // The three statements are prepared once and reused: a group commit
+    // runs them for every batch it holds.
     if (!batch.puts.empty()) {
-      Statement st;
-      RETURN_IF_ERROR(PrepareLocked(
-          "INSERT OR REPLACE INTO objects (kind, id, value) VALUES (?, ?, ?)", &st));
+      RETURN_IF_ERROR(CachedLocked(
+          "INSERT OR REPLACE INTO objects (kind, id, value) VALUES (?, ?, ?)", &put_));
+      sqlite3_stmt* st = put_->get();
       for (const StoreRecord& r : batch.puts) {
-        sqlite3_reset(st.get());
-        sqlite3_bind_text(st.get(), 1, r.kind.data(), r.kind.size(), SQLITE_STATIC);
-        sqlite3_bind_text(st.get(), 2, r.id.data(), r.id.size(), SQLITE_STATIC);
-        sqlite3_bind_blob(st.get(), 3, r.value.data(), r.value.size(), SQLITE_STATIC);
-        if (sqlite3_step(st.get()) != SQLITE_DONE) {
-          return ErrorLocked(absl::StrCat("put ", r.kind, "/", r.id));
-        }
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, r.kind.data(), r.kind.size(), SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r.id.data(), r.id.size(), SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, r.value.data(), r.value.size(), SQLITE_STATIC);
+        const int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return ErrorLocked(absl::StrCat("put ", r.kind, "/", r.id));
       }
     }
     if (!batch.deletes.empty()) {
-      Statement st;
-      RETURN_IF_ERROR(PrepareLocked("DELETE FROM objects WHERE kind = ? AND id = ?", &st));
+      RETURN_IF_ERROR(CachedLocked("DELETE FROM objects WHERE kind = ? AND id = ?", &delete_));
+      sqlite3_stmt* st = delete_->get();
       for (const auto& [kind, id] : batch.deletes) {
-        sqlite3_reset(st.get());
-        sqlite3_bind_text(st.get(), 1, kind.data(), kind.size(), SQLITE_STATIC);
-        sqlite3_bind_text(st.get(), 2, id.data(), id.size(), SQLITE_STATIC);
-        if (sqlite3_step(st.get()) != SQLITE_DONE) {
-          return ErrorLocked(absl::StrCat("delete ", kind, "/", id));
-        }
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, kind.data(), kind.size(), SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, id.data(), id.size(), SQLITE_STATIC);
+        const int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return ErrorLocked(absl::StrCat("delete ", kind, "/", id));
       }
     }
     if (batch.request.has_value()) {
       const RequestRecord& r = *batch.request;
-      Statement st;
-      RETURN_IF_ERROR(PrepareLocked(
+      RETURN_IF_ERROR(CachedLocked(
           "INSERT INTO requests (request_id, fingerprint, response, time_ms) VALUES (?, ?, ?, ?)",
-          &st));
-      sqlite3_bind_text(st.get(), 1, r.request_id.data(), r.request_id.size(), SQLITE_STATIC);
-      sqlite3_bind_blob(st.get(), 2, r.fingerprint.data(), r.fingerprint.size(), SQLITE_STATIC);
-      sqlite3_bind_blob(st.get(), 3, r.response.data(), r.response.size(), SQLITE_STATIC);
-      sqlite3_bind_int64(st.get(), 4, r.time_ms);
-      if (sqlite3_step(st.get()) != SQLITE_DONE) {
-        return ErrorLocked(absl::StrCat("record request ", r.request_id));
-      }
+          &insert_request_));
+      sqlite3_stmt* st = insert_request_->get();
+      sqlite3_reset(st);
+      sqlite3_bind_text(st, 1, r.request_id.data(), r.request_id.size(), SQLITE_STATIC);
+      sqlite3_bind_blob(st, 2, r.fingerprint.data(), r.fingerprint.size(), SQLITE_STATIC);
+      sqlite3_bind_blob(st, 3, r.response.data(), r.response.size(), SQLITE_STATIC);
+      sqlite3_bind_int64(st, 4, r.time_ms);
+      const int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) return ErrorLocked(absl::StrCat("record request ", r.request_id));
     }
+    return absl::OkStatus();
+  }
+
+  // Prepares `sql` into *st the first time; later calls reuse it.
+  absl::Status CachedLocked(const char* sql, std::unique_ptr<Statement>* st)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (*st != nullptr) return absl::OkStatus();
+    auto fresh = std::make_unique<Statement>();
+    RETURN_IF_ERROR(PrepareLocked(sql, fresh.get()));
+    *st = std::move(fresh);
     return absl::OkStatus();
   }
 
@@ -233,9 +352,12 @@ class SqliteStore final : public Store {
   // The connection's last error as a Status. Busy/locked and I/O errors are
   // UNAVAILABLE (the caller may retry); corruption is DATA_LOSS.
   absl::Status ErrorLocked(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const int code = sqlite3_extended_errcode(db_);
+    return Error(db_, what);
+  }
+  static absl::Status Error(sqlite3* db, absl::string_view what) {
+    const int code = sqlite3_extended_errcode(db);
     const std::string msg =
-        absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db_), " (sqlite ", code, ")");
+        absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
     switch (code & 0xff) {
       case SQLITE_CORRUPT:
       case SQLITE_NOTADB:
@@ -258,8 +380,17 @@ class SqliteStore final : public Store {
                         : std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, col));
   }
 
-  absl::Mutex mu_;
+  absl::Mutex mu_;  // The write connection: migrations, commits, expiry.
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  std::unique_ptr<Statement> put_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Statement> delete_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Statement> insert_request_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex read_mu_;  // The read connection: LoadAll, FindRequest.
+  sqlite3* read_db_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
+  std::unique_ptr<Statement> find_request_ ABSL_GUARDED_BY(read_mu_);
+  absl::Mutex checkpoint_mu_;
+  bool stop_checkpointer_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  std::thread checkpointer_;
   const std::unique_ptr<LockFile> lock_;
 };
 
@@ -306,6 +437,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
     }
   }
   RETURN_IF_ERROR(store->Migrate());
+  RETURN_IF_ERROR(store->OpenReader(path));
+  RETURN_IF_ERROR(store->StartCheckpointer(path, absl::Milliseconds(100)));
   return std::unique_ptr<Store>(std::move(store));
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -143,6 +144,54 @@ TEST(SqliteStoreTest, ExpiresOldRequestsOnly) {
   EXPECT_EQ(*n, 2);
   EXPECT_FALSE((*store)->FindRequest("r1")->has_value());
   EXPECT_TRUE((*store)->FindRequest("r2")->has_value());
+}
+
+TEST(SqliteStoreTest, CommitGroupAppliesBatchesInOrderAndDurably) {
+  const std::string path = TempPath("group.db");
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    std::vector<WriteBatch> group(3);
+    group[0].puts.push_back({"tenant", "a", "A1"});
+    group[0].request = RequestRecord{"r0", "fp0", "resp0", 1};
+    group[1].deletes.push_back({"tenant", "a"});  // Deletes what batch 0 wrote...
+    group[1].request = RequestRecord{"r1", "fp1", "resp1", 2};
+    group[2].puts.push_back({"tenant", "a", "A3"});  // ...and batch 2 writes it again.
+    group[2].puts.push_back({"tenant", "b", "B"});
+    ASSERT_TRUE((*store)->CommitGroup(group).ok());
+  }
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok());
+  auto all = (*store)->LoadAll();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].value, "A3");
+  EXPECT_EQ((*all)[1].value, "B");
+  for (const char* id : {"r0", "r1"}) {
+    auto r = (*store)->FindRequest(id);
+    ASSERT_TRUE(r.ok());
+    EXPECT_TRUE(r->has_value()) << id;
+  }
+}
+
+TEST(SqliteStoreTest, FailedBatchFailsItsWholeGroup) {
+  const std::string path = TempPath("group_atomic.db");
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok());
+  std::vector<WriteBatch> group(2);
+  group[0].puts.push_back({"tenant", "a", "A"});
+  group[0].request = RequestRecord{"same", "fp", "r", 1};
+  group[1].puts.push_back({"tenant", "b", "B"});
+  group[1].request = RequestRecord{"same", "fp", "r", 1};  // Primary key violation.
+  absl::Status s = (*store)->CommitGroup(group);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("record request same"));
+  auto all = (*store)->LoadAll();
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->empty());
+  auto r = (*store)->FindRequest("same");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace iommu {
 
@@ -58,6 +59,13 @@ class Store {
   // Applies `batch` atomically. On OK the change is durable: it survives
   // kill -9 of the process and a power cut. On error nothing was applied.
   virtual absl::Status Commit(const WriteBatch& batch) = 0;
+
+  // Applies every batch of `batches`, in order (a later batch may put or
+  // delete what an earlier one wrote), as one atomic change with one durable
+  // sync: on OK all of them survive kill -9 and a power cut, on error none
+  // was applied. This is how the broker lets concurrent mutations share one
+  // fsync (group commit).
+  virtual absl::Status CommitGroup(absl::Span<const WriteBatch> batches) = 0;
 
   // The remembered answer for `request_id`, or nullopt.
   virtual absl::StatusOr<std::optional<RequestRecord>> FindRequest(

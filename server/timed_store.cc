@@ -18,6 +18,13 @@ absl::Status TimedStore::Commit(const WriteBatch& batch) {
   return s;
 }
 
+absl::Status TimedStore::CommitGroup(absl::Span<const WriteBatch> batches) {
+  const absl::Time start = absl::Now();
+  absl::Status s = inner_->CommitGroup(batches);
+  if (on_commit_) on_commit_(absl::Now() - start);
+  return s;
+}
+
 absl::StatusOr<std::optional<RequestRecord>> TimedStore::FindRequest(
     absl::string_view request_id) {
   return inner_->FindRequest(request_id);

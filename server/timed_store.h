@@ -29,6 +29,8 @@ class TimedStore final : public Store {
 
   absl::StatusOr<std::vector<StoreRecord>> LoadAll() override;
   absl::Status Commit(const WriteBatch& batch) override;
+  // Timed like Commit: one observation per group.
+  absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override;
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id) override;
   absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override;
 

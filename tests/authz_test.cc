@@ -477,6 +477,52 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          v1::GetUsageResponse out;
          return Invoke(BrokerAs(c).get(), &B::GetUsage, req, &out);
        }},
+      // ---- events: a tenant sees its own objects' (and its narrowed list);
+      // another tenant's container is NOT_FOUND, nodes are for operators.
+      {"ListEvents(container)", OwnedById(),
+       [&](Caller c) {
+         v1::ListEventsRequest req;
+         req.mutable_object()->set_kind(v1::OBJECT_KIND_CONTAINER);
+         req.mutable_object()->set_id(c1);
+         v1::ListEventsResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::ListEvents, req, &out);
+         if (s.ok()) {
+           EXPECT_GE(out.events_size(), 1) << "its creation";
+         } else {
+           EXPECT_EQ(out.events_size(), 0);
+         }
+         return s;
+       }},
+      {"ListEvents(own tenant)", NamesOwner(),
+       [&](Caller c) {
+         v1::ListEventsRequest req;
+         req.mutable_object()->set_kind(v1::OBJECT_KIND_TENANT);
+         req.mutable_object()->set_id(kOwner);
+         v1::ListEventsResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListEvents, req, &out);
+       }},
+      {"ListEvents(node)", OperatorOnly(),
+       [&](Caller c) {
+         v1::ListEventsRequest req;
+         req.mutable_object()->set_kind(v1::OBJECT_KIND_NODE);
+         req.mutable_object()->set_id("node-1");
+         v1::ListEventsResponse out;
+         return Invoke(BrokerAs(c).get(), &B::ListEvents, req, &out);
+       }},
+      {"ListEvents(all)", NarrowedToCaller(),
+       [&](Caller c) {
+         v1::ListEventsRequest req;
+         v1::ListEventsResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::ListEvents, req, &out);
+         if (c == kOtherTenant || c == kOwningTenant) {
+           const std::string self = c == kOtherTenant ? kOther : kOwner;
+           for (const auto& e : out.events()) EXPECT_EQ(e.tenant_id(), self) << e.reason();
+         }
+         if (c == kOwningTenant) {
+           EXPECT_GE(out.events_size(), 1);
+         }
+         return s;
+       }},
       // ---- NodeRegistry, for node-1. Requests that get through are refused
       // by the broker itself (no agent address, unknown session), so the real
       // agent's registration is not disturbed.

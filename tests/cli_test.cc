@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "client/views.pb.h"
 #include "proto/broker.pb.h"
 #include "tests/cluster.h"
 
@@ -15,6 +16,7 @@ namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::CommandResult;
 
 testing::ClusterOptions Tls() {
@@ -177,6 +179,84 @@ TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
   r = CtlAs("tenant-acme", {"node", "cordon", "node-1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: CordonNode: needs the operator role"));
+}
+
+TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
+                                                     "--tenant=acme", "--node=node-1",
+                                                     "--device=0000:00:04.0"}));
+  ASSERT_FALSE(c.id().empty());
+  auto w = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2M"}));
+  ASSERT_FALSE(w.id().empty());
+
+  // For people: the fields, the window, and the events of both.
+  CommandResult r = Ctl({"describe", "container", c.id()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Tenant:        acme\n"));
+  EXPECT_THAT(r.out, HasSubstr("\nWindows:\n"));
+  EXPECT_THAT(r.out, HasSubstr(w.id()));
+  EXPECT_THAT(r.out, HasSubstr("\nEvents:\n  AGE"));
+  EXPECT_THAT(r.out, HasSubstr("Normal  ContainerCreated"));
+  EXPECT_THAT(r.out, HasSubstr("on node node-1 with devices 0000:00:04.0"));
+  EXPECT_THAT(r.out, HasSubstr("Normal  WindowAllocated"));
+  // For scripts: one object that parses back.
+  auto d = Json<iommu::ctl::ContainerDescription>(
+      Ctl({"-o", "json", "describe", "container", c.id()}));
+  EXPECT_EQ(d.container().id(), c.id());
+  ASSERT_EQ(d.windows_size(), 1);
+  ASSERT_EQ(d.events_size(), 2);
+  EXPECT_EQ(d.events(0).reason(), "ContainerCreated");
+  EXPECT_EQ(d.events(1).reason(), "WindowAllocated");
+
+  // Its tenant may describe it; another tenant cannot tell it exists.
+  r = CtlAs("tenant-acme", {"describe", "container", c.id()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("ContainerCreated"));
+  r = CtlAs("tenant-other", {"describe", "container", c.id()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: container_id: no container"));
+  EXPECT_TRUE(r.out.empty());
+  r = CtlAs("tenant-acme", {"describe", "node", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED"));
+
+  // The node and the tenant tell their side.
+  r = Ctl({"describe", "node", "node-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("NodeRegistered"));
+  EXPECT_THAT(r.out, HasSubstr(c.id()));
+  r = Ctl({"describe", "tenant", "acme"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("TenantCreated"));
+  EXPECT_THAT(r.out, HasSubstr(c.id()));
+  r = Ctl({"describe", "window", w.id()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("WindowAllocated"));
+
+  // After the delete, the container's events still say what happened.
+  ASSERT_EQ(Ctl({"container", "delete", c.id()}).exit_code, 0);
+  r = Ctl({"describe", "container", c.id()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("State:  deleted"));
+  EXPECT_THAT(r.out, HasSubstr("ContainerDeleted"));
+
+  // top: the node and both tenants for the operator; a tenant sees itself.
+  r = Ctl({"top"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Nodes:       1: 1 ready\n"));
+  EXPECT_THAT(r.out, HasSubstr("\nacme "));
+  EXPECT_THAT(r.out, HasSubstr("\nother "));
+  EXPECT_THAT(r.out, HasSubstr("\nTOTAL "));
+  auto sum = Json<iommu::ctl::FleetSummary>(Ctl({"-o", "json", "top"}));
+  EXPECT_EQ(sum.tenants_size(), 2);
+  EXPECT_EQ(sum.nodes(), 1u);
+  r = CtlAs("tenant-acme", {"top"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\nacme "));
+  EXPECT_THAT(r.out, Not(HasSubstr("other")));
+  EXPECT_THAT(r.out, Not(HasSubstr("Nodes:")));
 }
 
 TEST_F(CliTest, TransportMistakesAreClearErrors) {

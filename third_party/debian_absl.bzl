@@ -46,10 +46,13 @@ def _debian_absl_impl(rctx):
             cwd = cache,
         )
 
-    # dpkg-source applies Debian's patches; it wants a directory that does not
-    # exist yet, so unpack beside the repository root and move the tree up.
-    _run(rctx, ["dpkg-source", "--no-check", "-x", cache + "/" + dsc, "unpacked"],
-         "unpacking " + dsc + " (dpkg-source is in dpkg-dev; run scripts/setup.sh)")
+    # dpkg-source checks the files against the .dsc's checksums and applies
+    # Debian's patches (the .dsc's signature cannot be checked without
+    # debian-keyring; apt already verified the files against the signed
+    # Sources index). It wants a directory that does not exist yet, so unpack
+    # beside the repository root and move the tree up.
+    _run(rctx, ["dpkg-source", "-x", cache + "/" + dsc, "unpacked"],
+         "unpacking %s (dpkg-source is in dpkg-dev: run scripts/setup.sh; on a checksum error delete %s)" % (dsc, cache))
     _run(rctx, ["sh", "-c", "find unpacked -mindepth 1 -maxdepth 1 -exec mv -t . {} + && rmdir unpacked"],
          "moving the Abseil tree into the repository")
 

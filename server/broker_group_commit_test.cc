@@ -1,0 +1,426 @@
+// Group commit and the derived indexes of the broker: concurrent mutations
+// share store commits and all survive a restart; a failed group commit fails
+// every mutation in it (and after it) and rolls memory back; answers never
+// show what is not durable; the per-tenant and per-node indexes always equal
+// a full recount.
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/broker.h"
+#include "server/fake_store.h"
+#include "server/sqlite_store.h"
+
+namespace iommu {
+namespace {
+
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+
+// Agents that create every container asked for, with a fixed geometry.
+class OkAgents final : public AgentClient {
+ public:
+  absl::StatusOr<v1::AgentContainer> CreateContainer(
+      const AgentEndpoint&, const v1::AgentCreateContainerRequest& req) override {
+    v1::AgentContainer c;
+    c.set_id(req.container_id());
+    c.set_tenant_id(req.tenant_id());
+    *c.mutable_devices() = req.devices();
+    auto* g = c.mutable_geometry();
+    auto* r = g->add_usable_ranges();
+    r->set_start(0);
+    r->set_last(0xfedfffff);
+    g->set_page_size_bitmap(0x1000);
+    return c;
+  }
+  absl::Status DestroyContainer(const AgentEndpoint&, const std::string&) override {
+    return absl::OkStatus();
+  }
+  absl::Status SetPinBudgets(const AgentEndpoint&, const v1::SetPinBudgetsRequest&) override {
+    return absl::OkStatus();
+  }
+  absl::Status SetWindows(const AgentEndpoint&, const v1::SetWindowsRequest&) override {
+    return absl::OkStatus();
+  }
+};
+
+std::string Address(int i) { return absl::StrFormat("0000:00:%02x.0", i); }
+
+class GroupCommitTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Restart(); }
+
+  void Restart() {
+    broker_.reset();
+    auto b = Broker::Create(store(), &agents_, BrokerOptions{});
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = std::move(*b);
+  }
+
+  virtual Store* store() { return &fake_; }
+
+  absl::Status CreateTenant(const std::string& id, const std::string& request_id = "",
+                            v1::Tenant* out = nullptr) {
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(id);
+    req.set_request_id(request_id);
+    req.mutable_quota()->set_pinned_bytes(1ULL << 30);
+    v1::Tenant t;
+    return broker_->CreateTenant(req, out ? out : &t);
+  }
+
+  // Tenants in memory, durable or not (Stats does not wait for commits).
+  size_t TenantsInMemory() { return broker_->Stats().tenants.size(); }
+
+  // Blocks until `n` tenants are in memory: the mutations creating them were
+  // applied and are waiting for their group commit.
+  void AwaitTenantsInMemory(size_t n) {
+    while (TenantsInMemory() < n) std::this_thread::yield();
+  }
+
+  std::set<std::string> DurableTenants() {
+    std::set<std::string> out;
+    auto records = store()->LoadAll();
+    EXPECT_TRUE(records.ok());
+    for (const StoreRecord& r : *records) {
+      if (r.kind == "tenant") out.insert(r.id);
+    }
+    return out;
+  }
+
+  void RegisterNode(const std::string& name, int devices) {
+    v1::RegisterRequest req;
+    req.set_node(name);
+    req.set_agent_address(name + ":1");
+    req.set_backend("sim");
+    for (int i = 0; i < devices; ++i) {
+      v1::Device* d = req.add_devices();
+      d->set_address(Address(i));
+      d->set_iommu_group(i + 1);
+      d->set_assignable(true);
+    }
+    v1::RegisterResponse resp;
+    ASSERT_TRUE(broker_->Register(req, &resp).ok());
+    v1::ReconciledRequest done;
+    done.set_node(name);
+    done.set_session_id(resp.session_id());
+    v1::ReconciledResponse ignored;
+    ASSERT_TRUE(broker_->Reconciled(done, &ignored).ok());
+  }
+
+  FakeStore fake_;
+  OkAgents agents_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(GroupCommitTest, MutationsWaitingBehindACommitShareTheNextOne) {
+  const int commits_before = fake_.commits();
+  fake_.PauseCommits();
+  std::vector<absl::Status> results(17);
+  std::vector<std::thread> threads;
+  // The first mutation's commit is held in the store, as a slow fsync would be...
+  threads.emplace_back([&] { results[0] = CreateTenant("t0"); });
+  fake_.AwaitPausedCommits(1);
+  // ...and sixteen more are applied meanwhile and wait for the next commit.
+  for (int i = 1; i < 17; ++i) {
+    threads.emplace_back([&, i] { results[i] = CreateTenant(absl::StrCat("t", i)); });
+  }
+  AwaitTenantsInMemory(17);
+  EXPECT_TRUE(DurableTenants().empty());
+  fake_.ResumeCommits();
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
+  // One commit for the first, one for the sixteen behind it.
+  EXPECT_EQ(fake_.commits() - commits_before, 2);
+  EXPECT_EQ(DurableTenants().size(), 17u);
+  Restart();
+  v1::ListTenantsResponse all;
+  ASSERT_TRUE(broker_->ListTenants({}, &all).ok());
+  EXPECT_EQ(all.tenants_size(), 17);
+}
+
+TEST_F(GroupCommitTest, FailedGroupFailsEveryMemberAndEverythingAfterItAndRollsBack) {
+  ASSERT_TRUE(CreateTenant("kept").ok());
+  fake_.PauseCommits();
+  absl::Status first, second, third;
+  std::thread a([&] { first = CreateTenant("a"); });
+  fake_.AwaitPausedCommits(1);
+  std::thread b([&] { second = CreateTenant("b"); });
+  std::thread c([&] { third = CreateTenant("c"); });
+  AwaitTenantsInMemory(4);
+  fake_.set_next_commit_error(absl::UnavailableError("disk full"));
+  fake_.ResumeCommits();
+  a.join();
+  b.join();
+  c.join();
+  EXPECT_EQ(first.code(), absl::StatusCode::kUnavailable) << first;
+  EXPECT_THAT(first.message(), HasSubstr("disk full"));
+  // b and c were planned against a's state: they fail too, and say why.
+  for (const absl::Status& s : {second, third}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("an earlier change committed with it failed: disk full"));
+  }
+  // Memory is what the store holds, and the broker goes on working.
+  EXPECT_EQ(TenantsInMemory(), 1u);
+  EXPECT_EQ(DurableTenants(), std::set<std::string>{"kept"});
+  v1::GetTenantRequest get;
+  get.set_tenant_id("a");
+  v1::Tenant t;
+  EXPECT_EQ(broker_->GetTenant(get, &t).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(CreateTenant("a").ok());
+  EXPECT_TRUE(broker_->CheckIndexes().ok());
+}
+
+TEST_F(GroupCommitTest, FailedLaterGroupKeepsTheEarlierOne) {
+  fake_.PauseCommits();
+  absl::Status first, second, third;
+  std::thread a([&] { first = CreateTenant("a"); });
+  fake_.AwaitPausedCommits(1);
+  std::thread b([&] { second = CreateTenant("b"); });
+  std::thread c([&] { third = CreateTenant("c"); });
+  AwaitTenantsInMemory(3);
+  fake_.set_commit_error_after(1, absl::UnavailableError("disk full"));  // b and c's group.
+  fake_.ResumeCommits();
+  a.join();
+  b.join();
+  c.join();
+  EXPECT_TRUE(first.ok()) << first;
+  EXPECT_EQ(second.code(), absl::StatusCode::kUnavailable) << second;
+  EXPECT_EQ(third.code(), absl::StatusCode::kUnavailable) << third;
+  EXPECT_EQ(DurableTenants(), std::set<std::string>{"a"});
+  EXPECT_EQ(TenantsInMemory(), 1u);
+}
+
+TEST_F(GroupCommitTest, ReadNeverShowsAnObjectItsFailedCommitTakesBack) {
+  fake_.PauseCommits();
+  absl::Status created;
+  std::thread a([&] { created = CreateTenant("a"); });
+  fake_.AwaitPausedCommits(1);
+  fake_.set_next_commit_error(absl::UnavailableError("disk full"));
+  // The tenant is in memory, its commit pending. A read of it must not say
+  // it exists: it waits for the commit and, when that fails, refuses.
+  absl::Status read;
+  std::thread reader([&] {
+    v1::GetTenantRequest get;
+    get.set_tenant_id("a");
+    v1::Tenant t;
+    read = broker_->GetTenant(get, &t);
+  });
+  fake_.ResumeCommits();
+  a.join();
+  reader.join();
+  EXPECT_FALSE(created.ok());
+  EXPECT_THAT(read.code(),
+              AnyOf(absl::StatusCode::kUnavailable, absl::StatusCode::kNotFound))
+      << read;
+}
+
+TEST_F(GroupCommitTest, ReadOfPendingObjectAnswersOnlyOnceItIsDurable) {
+  fake_.PauseCommits();
+  std::thread a([&] { EXPECT_TRUE(CreateTenant("a").ok()); });
+  fake_.AwaitPausedCommits(1);
+  absl::Mutex mu;
+  bool resumed = false;
+  absl::Status read;
+  bool durable_when_answered = false;
+  std::thread reader([&] {
+    v1::GetTenantRequest get;
+    get.set_tenant_id("a");
+    v1::Tenant t;
+    read = broker_->GetTenant(get, &t);
+    absl::MutexLock l(&mu);
+    durable_when_answered = resumed;
+  });
+  {
+    absl::MutexLock l(&mu);
+    resumed = true;
+  }
+  fake_.ResumeCommits();
+  a.join();
+  reader.join();
+  // Either the reader ran before the create (NOT_FOUND) or it answered after
+  // the commit was let through.
+  if (read.ok()) {
+    EXPECT_TRUE(durable_when_answered);
+  } else {
+    EXPECT_EQ(read.code(), absl::StatusCode::kNotFound) << read;
+  }
+}
+
+TEST_F(GroupCommitTest, RetryWhileTheFirstAttemptWaitsForItsCommitIsInFlight) {
+  fake_.PauseCommits();
+  v1::Tenant first;
+  absl::Status s;
+  std::thread a([&] { s = CreateTenant("a", "req-1", &first); });
+  fake_.AwaitPausedCommits(1);
+  absl::Status retry = CreateTenant("a", "req-1");
+  EXPECT_EQ(retry.code(), absl::StatusCode::kAborted) << retry;
+  EXPECT_THAT(retry.message(), HasSubstr("in flight"));
+  fake_.ResumeCommits();
+  a.join();
+  ASSERT_TRUE(s.ok()) << s;
+  v1::Tenant again;
+  ASSERT_TRUE(CreateTenant("a", "req-1", &again).ok());
+  EXPECT_EQ(again.SerializeAsString(), first.SerializeAsString());
+  EXPECT_EQ(DurableTenants().size(), 1u);
+}
+
+TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
+  RegisterNode("n1", 24);
+  RegisterNode("n2", 24);
+  for (const char* t : {"a", "b", "c"}) {
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(t);
+    req.mutable_quota()->set_pinned_bytes(64ULL << 20);
+    req.mutable_quota()->set_window_bytes(1ULL << 30);
+    v1::Tenant out;
+    ASSERT_TRUE(broker_->CreateTenant(req, &out).ok());
+  }
+  absl::BitGen rng;
+  std::map<std::string, std::string> containers;  // id -> tenant
+  std::vector<std::string> windows;
+  auto pick = [&](const auto& v) { return *std::next(v.begin(), absl::Uniform<size_t>(rng, 0, v.size())); };
+  for (int step = 0; step < 400; ++step) {
+    const int op = absl::Uniform(rng, 0, 7);
+    const std::string tenant = std::string(1, "abc"[absl::Uniform(rng, 0, 3)]);
+    if (op == 0 || containers.empty()) {
+      v1::CreateContainerRequest req;
+      req.set_tenant_id(tenant);
+      req.set_pin_budget_bytes(4096 * absl::Uniform(rng, 1, 64));
+      v1::Container c;
+      if (broker_->CreateContainer(req, &c).ok()) containers[c.id()] = tenant;
+    } else if (op == 1) {
+      auto [id, t] = pick(containers);
+      v1::DeleteContainerRequest req;
+      req.set_container_id(id);
+      v1::DeleteContainerResponse out;
+      ASSERT_TRUE(broker_->DeleteContainer(req, &out).ok());
+      containers.erase(id);
+    } else if (op == 2 || op == 3) {
+      v1::AllocateWindowRequest req;
+      req.set_container_id(pick(containers).first);
+      req.set_size(4096 * absl::Uniform(rng, 1, 16));
+      v1::Window w;
+      if (broker_->AllocateWindow(req, &w).ok()) windows.push_back(w.id());
+    } else if (op == 4 && !windows.empty()) {
+      const size_t i = absl::Uniform<size_t>(rng, 0, windows.size());
+      v1::ReleaseWindowRequest req;
+      req.set_window_id(windows[i]);
+      v1::ReleaseWindowResponse out;
+      broker_->ReleaseWindow(req, &out).IgnoreError();  // NOT_FOUND if its container went.
+      windows.erase(windows.begin() + i);
+    } else if (op == 5) {
+      v1::SetContainerBudgetRequest req;
+      req.set_container_id(pick(containers).first);
+      req.set_pin_budget_bytes(4096 * absl::Uniform(rng, 0, 64));
+      v1::Container out;
+      broker_->SetContainerBudget(req, &out).IgnoreError();  // May pass the quota.
+    } else if (op == 6) {
+      // Shrinking the quota shrinks budgets.
+      v1::SetTenantQuotaRequest req;
+      req.set_tenant_id(tenant);
+      req.mutable_quota()->set_pinned_bytes(4096 * absl::Uniform(rng, 1, 16384));
+      req.mutable_quota()->set_window_bytes(1ULL << 30);
+      v1::Tenant out;
+      ASSERT_TRUE(broker_->SetTenantQuota(req, &out).ok());
+    }
+    if (step % 7 == 0) {
+      // A failed commit rolls back through a reload: indexes rebuilt.
+      fake_.set_next_commit_error(absl::UnavailableError("disk full"));
+      v1::AllocateWindowRequest req;
+      req.set_container_id(containers.empty() ? "c-0000000000000000" : pick(containers).first);
+      req.set_size(4096);
+      v1::Window w;
+      EXPECT_FALSE(broker_->AllocateWindow(req, &w).ok());
+      fake_.set_next_commit_error(absl::OkStatus());
+    }
+    absl::Status check = broker_->CheckIndexes();
+    ASSERT_TRUE(check.ok()) << "step " << step << " op " << op << ": " << check;
+  }
+  Restart();
+  EXPECT_TRUE(broker_->CheckIndexes().ok());
+}
+
+// The same through the real store: 32 concurrent clients, each of whose
+// acknowledged changes is on disk after a restart.
+class SqliteGroupCommitTest : public GroupCommitTest {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    path_ = absl::StrCat(dir ? dir : "/tmp", "/group_commit.db");
+    std::remove(path_.c_str());
+    auto s = OpenSqliteStore(path_);
+    ASSERT_TRUE(s.ok()) << s.status();
+    sqlite_ = std::move(*s);
+    GroupCommitTest::SetUp();
+  }
+  Store* store() override { return sqlite_.get(); }
+
+  std::string path_;
+  std::unique_ptr<Store> sqlite_;
+};
+
+TEST_F(SqliteGroupCommitTest, EveryAcknowledgedMutationOfConcurrentClientsSurvivesRestart) {
+  RegisterNode("n1", 32);
+  constexpr int kClients = 32;
+  constexpr int kPerClient = 10;
+  std::vector<std::set<std::string>> acknowledged(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      const std::string tenant = absl::StrCat("t", i);
+      if (!CreateTenant(tenant, absl::StrCat("create-", i)).ok()) return;
+      v1::CreateContainerRequest cr;
+      cr.set_tenant_id(tenant);
+      cr.set_node("n1");
+      cr.add_devices(Address(i));
+      v1::Container c;
+      if (!broker_->CreateContainer(cr, &c).ok()) return;
+      for (int k = 0; k < kPerClient; ++k) {
+        v1::AllocateWindowRequest req;
+        req.set_request_id(absl::StrCat("w-", i, "-", k));
+        req.set_container_id(c.id());
+        req.set_size(0x10000);
+        v1::Window w;
+        if (broker_->AllocateWindow(req, &w).ok()) acknowledged[i].insert(w.id());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  // Close the store as kill -9 would leave it is not possible in process;
+  // reopening the file through a new broker is the next best thing.
+  broker_.reset();
+  sqlite_.reset();
+  auto s = OpenSqliteStore(path_);
+  ASSERT_TRUE(s.ok()) << s.status();
+  sqlite_ = std::move(*s);
+  Restart();
+  v1::ListWindowsResponse all;
+  v1::ListWindowsRequest req;
+  req.set_page_size(1000);
+  ASSERT_TRUE(broker_->ListWindows(req, &all).ok());
+  std::set<std::string> present;
+  for (const v1::Window& w : all.windows()) present.insert(w.id());
+  size_t total = 0;
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_EQ(acknowledged[i].size(), static_cast<size_t>(kPerClient)) << "client " << i;
+    for (const std::string& id : acknowledged[i]) EXPECT_TRUE(present.count(id)) << id;
+    total += acknowledged[i].size();
+  }
+  EXPECT_EQ(present.size(), total);
+  EXPECT_TRUE(broker_->CheckIndexes().ok());
+}
+
+}  // namespace
+}  // namespace iommu
