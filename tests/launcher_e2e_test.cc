@@ -48,6 +48,7 @@
 #include "proto/broker.grpc.pb.h"
 #include "proto/launcher.pb.h"
 #include "tests/cluster.h"
+#include "tests/test_util.h"
 
 extern char** environ;
 
@@ -65,24 +66,8 @@ constexpr char kDevB[] = "0000:00:05.0";
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * 1024;
 
-template <typename Req, typename Resp, typename Stub, typename Method>
-grpc::Status Call(Stub* stub, Method method, const Req& req, Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  return (stub->*method)(&ctx, req, resp);
-}
-
-// Polls `done` every 20 ms until it holds or `timeout` passes; returns
-// whether it held. Callers assert on the state afterwards, so a timeout
-// reports what was seen, not merely "timed out".
-bool PollUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(5)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return true;
-}
+using testing::Call;
+using testing::PollUntil;
 
 // One tenant's billing on one node (agent PinUsage) or across the fleet
 // (broker TenantUsage pinned/mapped).
@@ -915,6 +900,9 @@ TEST_F(LauncherE2eTest, EveryBadInputIsRefusedChangesNothingAndLeaksNoFd) {
     // Every barrage connection closes at the end of this scope.
   }
 
+  // The agent notices the closed connections on its own thread: wait for it
+  // (the sessions they held end), then everything must be as before.
+  PollUntil([&] { return Snapshot() == before; });
   EXPECT_EQ(Snapshot(), before);
   ASSERT_OK_AND_ASSIGN(still, sa->ListMappings());
   ASSERT_EQ(still.size(), 1u);

@@ -53,6 +53,7 @@
 #include "proto/broker.grpc.pb.h"
 #include "proto/launcher.pb.h"
 #include "tests/cluster.h"
+#include "tests/test_util.h"
 
 namespace iommu {
 namespace {
@@ -88,23 +89,8 @@ constexpr size_t kKernelMaxFds = 253;
     EXPECT_THAT(std::string(_s.message()), HasSubstr(want_substr)) << #expr; \
   } while (0)
 
-template <typename Req, typename Resp, typename Stub, typename Method>
-grpc::Status Call(Stub* stub, Method method, const Req& req, Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  return (stub->*method)(&ctx, req, resp);
-}
-
-// Polls `done` every 20 ms until it holds or `timeout` passes. Callers assert
-// on the state afterwards, so a timeout reports what was seen.
-bool PollUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return true;
-}
+using testing::Call;
+using testing::PollUntil;
 
 // Socket inode -> "unix" / "tcp <local> <remote>", from /proc/<pid>/net.
 std::map<std::string, std::string> SocketKinds(pid_t pid) {
