@@ -66,8 +66,9 @@ absl::string_view ShortMethodName(absl::string_view full_method) {
   return slash == absl::string_view::npos ? full_method : full_method.substr(slash + 1);
 }
 
-std::string GrpcCodeName(grpc::StatusCode code) {
-  // grpc::StatusCode and absl::StatusCode share their numbering.
+std::string GrpcCodeName(int code) {
+  // gRPC's and absl's status codes share their numbering; absl::StatusCode is
+  // an int-based enum class, so any int converts to it safely.
   std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   return name.empty() ? "UNKNOWN" : name;
 }

@@ -43,8 +43,11 @@ std::set<std::string> ServiceMethods(const std::vector<std::string>& service_ful
 // The short method name of a full one ("/pkg.Service/Method" -> "Method").
 absl::string_view ShortMethodName(absl::string_view full_method);
 
-// The canonical name of a gRPC status code ("OK", "INVALID_ARGUMENT", ...).
-std::string GrpcCodeName(grpc::StatusCode code);
+// The canonical name of a gRPC status code ("OK", "INVALID_ARGUMENT", ...),
+// "UNKNOWN" for a number that is none. Takes an int: a peer may send any code,
+// and grpc::StatusCode has no fixed underlying type, so a value like 99 held
+// in it is undefined behaviour (UBSan's enum check flags it).
+std::string GrpcCodeName(int code);
 
 class RpcMetricsInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {

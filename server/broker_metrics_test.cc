@@ -359,7 +359,7 @@ TEST_F(RpcMetricsTest, MadeUpMethodNamesShareOneLabel) {
 TEST(RpcMetricsHelpersTest, NamesMethodsAndCodes) {
   EXPECT_EQ(ShortMethodName("/iommu.v1.Broker/CreateTenant"), "CreateTenant");
   EXPECT_EQ(GrpcCodeName(grpc::StatusCode::RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
-  EXPECT_EQ(GrpcCodeName(static_cast<grpc::StatusCode>(99)), "UNKNOWN");
+  EXPECT_EQ(GrpcCodeName(99), "UNKNOWN");
   const std::set<std::string> methods = ServiceMethods({"iommu.v1.Broker", "no.such.Service"});
   EXPECT_TRUE(methods.count("/iommu.v1.Broker/CreateTenant"));
   EXPECT_TRUE(methods.count("/iommu.v1.Broker/GetUsage"));
