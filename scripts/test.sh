@@ -29,7 +29,7 @@ SAN_BAZEL=(bazel --output_base="$SAN_BASE")
 # The suppressions file is not an input Bazel knows of, so its hash goes into
 # the test environment: editing it re-runs the tsan tests instead of reusing
 # cached results.
-TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detect_deadlocks=0:suppressions=$PWD/fuzz/tsan.supp"
+TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detect_deadlocks=1:suppressions=$PWD/fuzz/tsan.supp"
 TSAN_SUPP_HASH="$(sha256sum fuzz/tsan.supp | cut -c1-16)"
 
 summary=()
