@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
+#include "server/ok_agents.h"
 
 namespace iommu {
 namespace {
@@ -18,31 +19,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-// Agents that create whatever they are asked to, with one geometry.
-class OkAgents final : public AgentClient {
- public:
-  absl::StatusOr<v1::AgentContainer> CreateContainer(
-      const AgentEndpoint&, const v1::AgentCreateContainerRequest& req) override {
-    v1::AgentContainer c;
-    c.set_id(req.container_id());
-    c.set_tenant_id(req.tenant_id());
-    *c.mutable_devices() = req.devices();
-    auto* r = c.mutable_geometry()->add_usable_ranges();
-    r->set_start(0);
-    r->set_last(0xfedfffff);
-    c.mutable_geometry()->set_page_size_bitmap(0x1000);
-    return c;
-  }
-  absl::Status DestroyContainer(const AgentEndpoint&, const std::string&) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetPinBudgets(const AgentEndpoint&, const v1::SetPinBudgetsRequest&) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetWindows(const AgentEndpoint&, const v1::SetWindowsRequest&) override {
-    return absl::OkStatus();
-  }
-};
 
 v1::ObjectRef Ref(v1::ObjectKind kind, const std::string& id) {
   v1::ObjectRef r;

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
+#include "server/ok_agents.h"
 #include "server/sqlite_store.h"
 
 namespace iommu {
@@ -28,32 +29,6 @@ namespace {
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
-// Agents that create every container asked for, with a fixed geometry.
-class OkAgents final : public AgentClient {
- public:
-  absl::StatusOr<v1::AgentContainer> CreateContainer(
-      const AgentEndpoint&, const v1::AgentCreateContainerRequest& req) override {
-    v1::AgentContainer c;
-    c.set_id(req.container_id());
-    c.set_tenant_id(req.tenant_id());
-    *c.mutable_devices() = req.devices();
-    auto* g = c.mutable_geometry();
-    auto* r = g->add_usable_ranges();
-    r->set_start(0);
-    r->set_last(0xfedfffff);
-    g->set_page_size_bitmap(0x1000);
-    return c;
-  }
-  absl::Status DestroyContainer(const AgentEndpoint&, const std::string&) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetPinBudgets(const AgentEndpoint&, const v1::SetPinBudgetsRequest&) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetWindows(const AgentEndpoint&, const v1::SetWindowsRequest&) override {
-    return absl::OkStatus();
-  }
-};
 
 std::string Address(int i) { return absl::StrFormat("0000:00:%02x.0", i); }
 

@@ -19,6 +19,7 @@
 #include "proto/broker.grpc.pb.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
+#include "server/ok_agents.h"
 #include "server/timed_store.h"
 
 namespace iommu {
@@ -27,35 +28,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// Agents that create every container asked for (the broker's view is what
-// is under test here, not the agent).
-class CreatingAgents final : public AgentClient {
- public:
-  absl::StatusOr<v1::AgentContainer> CreateContainer(
-      const AgentEndpoint& agent, const v1::AgentCreateContainerRequest& req) override {
-    v1::AgentContainer c;
-    c.set_id(req.container_id());
-    c.set_tenant_id(req.tenant_id());
-    *c.mutable_devices() = req.devices();
-    auto* g = c.mutable_geometry();
-    auto* r = g->add_usable_ranges();
-    r->set_start(0);
-    r->set_last(0xfedfffff);
-    g->set_page_size_bitmap(0x40201000);
-    g->set_max_mappings(65535);
-    return c;
-  }
-  absl::Status DestroyContainer(const AgentEndpoint& agent, const std::string& id) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetPinBudgets(const AgentEndpoint& agent,
-                             const v1::SetPinBudgetsRequest& req) override {
-    return absl::OkStatus();
-  }
-  absl::Status SetWindows(const AgentEndpoint& agent, const v1::SetWindowsRequest& req) override {
-    return absl::OkStatus();
-  }
-};
 
 TEST(BrokerMetricsTest, StateGaugesFromStats) {
   BrokerStats s;
@@ -167,7 +139,7 @@ class LiveBrokerMetricsTest : public ::testing::Test {
   absl::Mutex mu_;
   int64_t now_ms_ ABSL_GUARDED_BY(mu_) = 1'000'000;
   FakeStore store_;
-  CreatingAgents agents_;
+  OkAgents agents_;
   std::shared_ptr<BrokerMetrics> metrics_;
   std::unique_ptr<TimedStore> timed_;
   std::unique_ptr<Broker> broker_;
