@@ -373,23 +373,6 @@ class LauncherE2eTest : public ::testing::Test {
   std::map<std::string, std::unique_ptr<v1::Agent::Stub>> agents_;
 };
 
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const absl::Status _s = (expr);              \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s; \
-  } while (0)
-
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << #expr << ": " << lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
-
-#define EXPECT_STATUS(expr, want_code, want_substr)                         \
-  do {                                                                      \
-    const absl::Status _s = (expr);                                         \
-    EXPECT_EQ(_s.code(), (want_code)) << #expr << ": " << _s;               \
-    EXPECT_THAT(std::string(_s.message()), HasSubstr(want_substr)) << #expr; \
-  } while (0)
 
 // ------------------------------------------------------------- invariant 3
 

@@ -71,23 +71,6 @@ constexpr uint64_t kMiB = 1024 * 1024;
 // The kernel's SCM_MAX_FD: the most fds one message can carry.
 constexpr size_t kKernelMaxFds = 253;
 
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const absl::Status _s = (expr);              \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s; \
-  } while (0)
-
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                             \
-  auto lhs##_or = (expr);                                           \
-  ASSERT_TRUE(lhs##_or.ok()) << #expr << ": " << lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
-
-#define EXPECT_STATUS(expr, want_code, want_substr)                          \
-  do {                                                                       \
-    const absl::Status _s = (expr);                                          \
-    EXPECT_EQ(_s.code(), (want_code)) << #expr << ": " << _s;                \
-    EXPECT_THAT(std::string(_s.message()), HasSubstr(want_substr)) << #expr; \
-  } while (0)
 
 using testing::Call;
 using testing::PollUntil;

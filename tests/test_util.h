@@ -1,14 +1,40 @@
-// Small helpers shared by the multi-process tests: a unary gRPC call with a
-// deadline, and polling for a condition. Thread-compatible.
+// Small helpers shared by the multi-process tests: status assertions, a
+// unary gRPC call with a deadline, and polling for a condition.
+// Thread-compatible.
 #ifndef TESTS_TEST_UTIL_H_
 #define TESTS_TEST_UTIL_H_
 
 #include <functional>
 
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/client_context.h"
+#include "gmock/gmock.h"
 #include "grpcpp/support/status.h"
+#include "gtest/gtest.h"
+
+// absl::Status assertions (Debian's Abseil ships no status matchers).
+#define ASSERT_OK(expr)                          \
+  do {                                           \
+    const absl::Status _s = (expr);              \
+    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s; \
+  } while (0)
+
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                             \
+  auto lhs##_or = (expr);                                           \
+  ASSERT_TRUE(lhs##_or.ok()) << #expr << ": " << lhs##_or.status(); \
+  auto lhs = *std::move(lhs##_or)
+
+#define EXPECT_STATUS(expr, want_code, want_substr)                                      \
+  do {                                                                                   \
+    const absl::Status _s = (expr);                                                      \
+    EXPECT_EQ(_s.code(), (want_code)) << #expr << ": " << _s;                            \
+    EXPECT_THAT(std::string(_s.message()), ::testing::HasSubstr(want_substr)) << #expr; \
+  } while (0)
 
 namespace iommu::testing {
 
