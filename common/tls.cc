@@ -6,10 +6,13 @@
 #include <openssl/x509v3.h>
 
 #include <fstream>
+#include <map>
+#include <tuple>
 #include <sstream>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -79,6 +82,27 @@ class SpiffeIdVerifier final : public grpc::experimental::ExternalCertificateVer
  private:
   const std::string expected_;
 };
+
+// One file watcher per set of files for the whole process: each watcher
+// runs a thread, and the broker opens a channel per agent (a thousand agents
+// must not mean a thousand threads re-reading the same three files).
+std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> SharedProvider(
+    const TransportConfig& config) {
+  static absl::Mutex mu(absl::kConstInit);  // Guards *providers.
+  static auto* providers =
+      new std::map<std::tuple<std::string, std::string, std::string>,
+                   std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider>>();
+  absl::MutexLock l(&mu);
+  auto& p = (*providers)[{config.key_file, config.cert_file, config.ca_file}];
+  if (p == nullptr) {
+    p = config.cert_file.empty()
+            ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                  config.ca_file, kCertRefreshSeconds)
+            : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                  config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds);
+  }
+  return p;
+}
 
 }  // namespace
 
@@ -165,8 +189,7 @@ std::string DescribeTransport(const TransportConfig& config) {
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TransportConfig& config) {
   if (config.insecure) return grpc::InsecureServerCredentials();
-  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-      config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds);
+  auto provider = SharedProvider(config);
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_root_certs();
   options.watch_identity_key_cert_pairs();
@@ -180,12 +203,7 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const Transport
   // Without a certificate of its own the client still verifies the server
   // (e.g. a health probe); servers then refuse it per RPC.
   const bool has_identity = !config.cert_file.empty();
-  auto provider =
-      has_identity
-          ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-                config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds)
-          : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-                config.ca_file, kCertRefreshSeconds);
+  auto provider = SharedProvider(config);
   grpc::experimental::TlsChannelCredentialsOptions options;
   options.set_certificate_provider(provider);
   options.watch_root_certs();
