@@ -33,12 +33,12 @@ struct TransportConfig {
   std::string trust_domain = "iommu.local";
 };
 
-// Checks the flags and the files: INVALID_ARGUMENT naming the flag
-// (--tls_cert, --tls_key, --tls_ca, --trust_domain, --insecure) when one is
-// missing, unreadable or not PEM, or when the key does not match the
-// certificate, or when both --insecure and TLS files are given. `flag_prefix`
-// is "" for the daemons ("--tls_cert") and e.g. "--" with different names for
-// the CLI: pass the three display names.
+// Checks the flags and the files: INVALID_ARGUMENT naming the flag when one
+// is missing, unreadable or not PEM, when the key does not match the
+// certificate, when --trust_domain breaks its rule, or when both --insecure
+// and TLS files are given. `names` are the flag names to put in messages
+// (the daemons' --tls_cert/--tls_key/--tls_ca by default; iommuctl passes
+// --cert/--key/--ca).
 struct TransportFlagNames {
   std::string cert = "--tls_cert";
   std::string key = "--tls_key";
