@@ -95,7 +95,9 @@ C1=$("$CTL" -o json container list --tenant=acme | json_field id)
 step window allocate "$C1" --size=1G --align=1G
 step window allocate "$C1" --size=2M
 step container create --tenant=acme --node=node-1 --device=0000:00:05.0
-C2=$("$CTL" -o json container list --tenant=acme | grep '"id"' | sed -n 2p | json_field id)
+# Ids are random, so list order says nothing about which is new: take the one that is not C1.
+C2=$("$CTL" -o json container list --tenant=acme | sed -n 's/.*"id": "\(c-[0-9a-f]*\)".*/\1/p' \
+  | grep -vx "$C1" | head -n 1)
 step window allocate "$C2" --size=1G --base=0x100000000
 step usage --tenant=acme
 
