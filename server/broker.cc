@@ -1507,13 +1507,16 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
                   " window bytes reserved; ", Hex(req.size()),
                   " more would pass quota.window_bytes")));
         }
-        // Stage on a copy so that a failed commit leaves the allocator as it was.
-        WindowAllocator staged = c->allocator;
+        // Reserve in place, as the plan's last step that can fail (a failed
+        // Allocate changes nothing). Mutate applies every successful plan at
+        // once, and a failed group commit is rolled back by reloading the
+        // allocators from the store, so no staging copy (linear in the
+        // container's windows) is needed.
         uint64_t base = req.base();
         if (req.fixed_base()) {
-          RETURN_IF_ERROR(staged.AllocateAt(base, req.size()));
+          RETURN_IF_ERROR(c->allocator.AllocateAt(base, req.size()));
         } else {
-          ASSIGN_OR_RETURN(base, staged.Allocate(req.size(), alignment));
+          ASSIGN_OR_RETURN(base, c->allocator.Allocate(req.size(), alignment));
         }
         answer->set_id(NewIdLocked("w-"));
         answer->set_container_id(req.container_id());
@@ -1524,9 +1527,8 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         answer->set_create_time_ms(Now());
         Plan plan;
         plan.batch.puts.push_back(Record(kWindow, answer->id(), *answer));
-        plan.apply = [this, c, w = *answer, staged = std::move(staged)]() mutable {
+        plan.apply = [this, c, w = *answer] {
           mu_.AssertHeld();  // Applied under mu_.
-          c->allocator = std::move(staged);
           AddWindowLocked(c, w);
         };
         Log(absl::StrCat("event=window_allocated window=", answer->id(),
@@ -1556,13 +1558,13 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
         }
         *container_id = w->second.container_id();
         ContainerEntry* c = &containers_.at(w->second.container_id());
-        WindowAllocator staged = c->allocator;
-        RETURN_IF_ERROR(staged.Release(w->second.base()));
+        // Released in place, as the plan's last step that can fail; see
+        // AllocateWindowInternal for why no staging copy is needed.
+        RETURN_IF_ERROR(c->allocator.Release(w->second.base()));
         Plan plan;
         plan.batch.deletes.push_back({kWindow, req.window_id()});
-        plan.apply = [this, c, id = req.window_id(), staged = std::move(staged)]() mutable {
+        plan.apply = [this, c, id = req.window_id()] {
           mu_.AssertHeld();  // Applied under mu_.
-          c->allocator = std::move(staged);
           EraseWindowLocked(c, id);
         };
         Log(absl::StrCat("event=window_released window=", req.window_id(),
