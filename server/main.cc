@@ -129,11 +129,7 @@ int Run() {
   // hook counts it.
   iommu::Authorizer authz(broker->get(), [m = metrics.get()](absl::string_view method,
                                             const iommu::Identity& caller,
-                                            const absl::Status& refusal) {
-    iommu::LogEvent(iommu::LogLevel::kInfo, "authz_denied",
-                    {{"method", method},
-                     {"caller", caller.ToString()},
-                     {"code", absl::StatusCodeToString(refusal.code())}});
+                                            const absl::Status& /*refusal*/) {
     m->CountDenial(method, iommu::RoleName(caller.role));
   });
   iommu::BrokerService broker_service(broker->get(), &authz, &*transport);
