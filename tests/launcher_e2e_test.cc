@@ -235,25 +235,8 @@ class LauncherE2eTest : public ::testing::Test {
   std::string CreateContainer(const std::string& tenant, const std::string& node,
                               const std::string& device, uint64_t pin_budget = 0,
                               uint64_t window_size = kMiB) {
-    v1::CreateContainerRequest req;
-    req.set_tenant_id(tenant);
-    req.set_node(node);
-    req.add_devices(device);
-    req.set_pin_budget_bytes(pin_budget);
-    v1::Container c;
-    grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::CreateContainer, req, &c);
-    if (!s.ok()) {
-      ADD_FAILURE() << "CreateContainer: " << s.error_message();
-      return "";
-    }
-    v1::AllocateWindowRequest ar;
-    ar.set_container_id(c.id());
-    ar.set_size(window_size);
-    ar.set_alignment(window_size);
-    v1::Window w;
-    s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, ar, &w);
-    if (!s.ok()) ADD_FAILURE() << "AllocateWindow: " << s.error_message();
-    return c.id();
+    return testing::CreateContainerWithWindow(broker_.get(), tenant, node, device, pin_budget,
+                                              window_size);
   }
 
   std::string Grant(const std::string& container_id) {

@@ -313,25 +313,8 @@ class LauncherHardeningTest : public ::testing::Test {
   // failure and returns "" on error.
   std::string CreateContainer(const std::string& tenant, const std::string& node,
                               const std::string& device) {
-    v1::CreateContainerRequest req;
-    req.set_tenant_id(tenant);
-    req.set_node(node);
-    req.add_devices(device);
-    req.set_pin_budget_bytes(16 * kMiB);
-    v1::Container c;
-    grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::CreateContainer, req, &c);
-    if (!s.ok()) {
-      ADD_FAILURE() << "CreateContainer: " << s.error_message();
-      return "";
-    }
-    v1::AllocateWindowRequest ar;
-    ar.set_container_id(c.id());
-    ar.set_size(kMiB);
-    ar.set_alignment(kMiB);
-    v1::Window w;
-    s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, ar, &w);
-    if (!s.ok()) ADD_FAILURE() << "AllocateWindow: " << s.error_message();
-    return c.id();
+    return testing::CreateContainerWithWindow(broker_.get(), tenant, node, device, 16 * kMiB,
+                                              kMiB);
   }
 
   v1::GrantLauncherResponse GrantResponse(const std::string& container_id,

@@ -1,11 +1,13 @@
 // Small helpers shared by the multi-process tests: status assertions, a
-// unary gRPC call with a deadline, and polling for a condition.
+// unary gRPC call with a deadline, polling for a condition, and a container
+// with one window made through the broker.
 // Thread-compatible.
 #ifndef TESTS_TEST_UTIL_H_
 #define TESTS_TEST_UTIL_H_
 
 #include <functional>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -16,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/support/status.h"
 #include "gtest/gtest.h"
+#include "proto/broker.grpc.pb.h"
 
 // absl::Status assertions (Debian's Abseil ships no status matchers).
 #define ASSERT_OK(expr)                          \
@@ -57,6 +60,33 @@ inline bool PollUntil(const std::function<bool()>& done,
     absl::SleepFor(absl::Milliseconds(20));
   }
   return true;
+}
+
+// Creates a container of `tenant` on `node` with `device` and one window of
+// `window_size` bytes aligned to its size; returns its id, or "" after
+// recording the failure (ADD_FAILURE names the call that was refused).
+inline std::string CreateContainerWithWindow(v1::Broker::Stub* broker, const std::string& tenant,
+                                             const std::string& node, const std::string& device,
+                                             uint64_t pin_budget, uint64_t window_size) {
+  v1::CreateContainerRequest req;
+  req.set_tenant_id(tenant);
+  req.set_node(node);
+  req.add_devices(device);
+  req.set_pin_budget_bytes(pin_budget);
+  v1::Container c;
+  grpc::Status s = Call(broker, &v1::Broker::Stub::CreateContainer, req, &c);
+  if (!s.ok()) {
+    ADD_FAILURE() << "CreateContainer: " << s.error_message();
+    return "";
+  }
+  v1::AllocateWindowRequest ar;
+  ar.set_container_id(c.id());
+  ar.set_size(window_size);
+  ar.set_alignment(window_size);
+  v1::Window w;
+  s = Call(broker, &v1::Broker::Stub::AllocateWindow, ar, &w);
+  if (!s.ok()) ADD_FAILURE() << "AllocateWindow: " << s.error_message();
+  return c.id();
 }
 
 }  // namespace iommu::testing
