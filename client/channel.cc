@@ -17,17 +17,11 @@ absl::StatusOr<TransportConfig> ClientTransport(const GlobalOptions& global) {
   config.key_file = global.key;
   config.ca_file = global.ca;
   if (!global.trust_domain.empty()) config.trust_domain = global.trust_domain;
-  if (!config.insecure && config.cert_file.empty() && config.key_file.empty() &&
-      config.ca_file.empty()) {
-    return absl::InvalidArgumentError(
-        "--cert, --key, --ca: required to reach a broker over mutual TLS (or set "
-        "$IOMMUCTL_CERT, $IOMMUCTL_KEY, $IOMMUCTL_CA); --insecure for a plaintext "
-        "development broker");
-  }
   TransportFlagNames names;
   names.cert = "--cert";
   names.key = "--key";
   names.ca = "--ca";
+  names.hint = "; $IOMMUCTL_CERT, $IOMMUCTL_KEY and $IOMMUCTL_CA stand in for the flags";
   if (absl::Status s = ValidateTransportConfig(config, names); !s.ok()) return s;
   return config;
 }

@@ -111,6 +111,13 @@ absl::Status ValidateTransportConfig(const TransportConfig& config,
   if (absl::Status s = ValidateTrustDomain("--trust_domain", config.trust_domain); !s.ok()) {
     return s;
   }
+  if (!config.insecure && config.cert_file.empty() && config.key_file.empty() &&
+      config.ca_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(names.cert, ", ", names.key, ", ", names.ca,
+                                                   ": required (mutual TLS), or --insecure for "
+                                                   "plaintext (development only)",
+                                                   names.hint));
+  }
   if (config.insecure) {
     if (!config.cert_file.empty() || !config.key_file.empty() || !config.ca_file.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(

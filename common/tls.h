@@ -33,8 +33,9 @@ struct TransportConfig {
   std::string trust_domain = "iommu.local";
 };
 
-// Checks the flags and the files: INVALID_ARGUMENT naming the flag when one
-// is missing, unreadable or not PEM, when the key does not match the
+// Checks the flags and the files: INVALID_ARGUMENT naming the three flags
+// when neither they nor --insecure are given, naming the flag when one is
+// missing, unreadable or not PEM, when the key does not match the
 // certificate, when --trust_domain breaks its rule, or when both --insecure
 // and TLS files are given. `names` are the flag names to put in messages
 // (the daemons' --tls_cert/--tls_key/--tls_ca by default; iommuctl passes
@@ -43,6 +44,8 @@ struct TransportFlagNames {
   std::string cert = "--tls_cert";
   std::string key = "--tls_key";
   std::string ca = "--tls_ca";
+  // Appended to the error when none of the three is given: where to get them.
+  std::string hint = "; deploy/make-dev-certs.sh makes a dev CA and certificates";
 };
 absl::Status ValidateTransportConfig(const TransportConfig& config,
                                      const TransportFlagNames& names = {});

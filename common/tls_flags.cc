@@ -27,12 +27,6 @@ absl::StatusOr<TransportConfig> TransportConfigFromFlags(const Identity& self) {
   config.key_file = absl::GetFlag(FLAGS_tls_key);
   config.ca_file = absl::GetFlag(FLAGS_tls_ca);
   config.trust_domain = absl::GetFlag(FLAGS_trust_domain);
-  if (!config.insecure && config.cert_file.empty() && config.key_file.empty() &&
-      config.ca_file.empty()) {
-    return absl::InvalidArgumentError(
-        "--tls_cert, --tls_key, --tls_ca: required (mutual TLS), or pass --insecure for "
-        "plaintext (development only); deploy/make-dev-certs.sh makes a dev CA and certificates");
-  }
   if (absl::Status s = ValidateTransportConfig(config); !s.ok()) return s;
   if (config.insecure) return config;
   absl::StatusOr<Identity> mine = CertificateIdentity(config.cert_file, config.trust_domain);

@@ -62,7 +62,10 @@ TEST_F(TlsTest, RefusalsNameTheFlag) {
   c.trust_domain = "Bad Domain";
   EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--trust_domain"));
 
-  TransportFlagNames cli{"--cert", "--key", "--ca"};
+  EXPECT_THAT(ValidateTransportConfig(TransportConfig{}).message(),
+              HasSubstr("--tls_cert, --tls_key, --tls_ca: required (mutual TLS), or --insecure"));
+
+  TransportFlagNames cli{"--cert", "--key", "--ca", ""};
   c = Config("broker");
   c.cert_file.clear();
   EXPECT_THAT(ValidateTransportConfig(c, cli).message(), HasSubstr("--cert: required"));
