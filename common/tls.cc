@@ -52,6 +52,25 @@ std::unique_ptr<X509, X509Deleter> ParseCert(const std::string& pem) {
   return std::unique_ptr<X509, X509Deleter>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
 }
 
+// The certificate's spiffe:// names. Only URI SANs count: a DNS or email
+// SAN that spells a SPIFFE ID is not one (a CA may issue those to anyone who
+// controls a host name or a mailbox).
+std::vector<std::string> SpiffeUriSans(X509* x509) {
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(x509, NID_subject_alt_name, nullptr, nullptr));
+  std::vector<std::string> spiffe;
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
+    std::string v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                  static_cast<size_t>(ASN1_STRING_length(uri)));
+    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
+  }
+  GENERAL_NAMES_free(names);
+  return spiffe;
+}
+
 // The client side's check of the server's identity, after gRPC has verified
 // the chain against the CA bundle.
 class SpiffeIdVerifier final : public grpc::experimental::ExternalCertificateVerifier {
@@ -165,18 +184,7 @@ absl::StatusOr<Identity> CertificateIdentity(const std::string& cert_file,
   if (x509 == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", cert_file, " holds no PEM certificate"));
   }
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(x509.get(), NID_subject_alt_name, nullptr, nullptr));
-  std::vector<std::string> spiffe;
-  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
-    const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
-    std::string v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                  static_cast<size_t>(ASN1_STRING_length(uri)));
-    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
-  }
-  GENERAL_NAMES_free(names);
+  const std::vector<std::string> spiffe = SpiffeUriSans(x509.get());
   if (spiffe.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--tls_cert: ", cert_file, " must carry exactly one spiffe:// SAN URI, found ",
@@ -232,11 +240,14 @@ absl::StatusOr<Identity> PeerIdentity(const grpc::ServerContext& ctx,
         "peer certificate: none presented (this server requires a client certificate "
         "signed by its CA; iommuctl: --cert/--key/--ca)");
   }
-  std::vector<std::string> spiffe;
-  for (const grpc::string_ref& san : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) {
-    std::string v(san.data(), san.size());
-    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
+  // gRPC's SAN property mixes every kind of name (DNS, email, IP, URI), so
+  // the names are read from the verified leaf certificate itself.
+  std::vector<grpc::string_ref> pem = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  auto x509 = pem.size() == 1 ? ParseCert(std::string(pem[0].data(), pem[0].size())) : nullptr;
+  if (x509 == nullptr) {
+    return absl::UnauthenticatedError("peer certificate: the TLS layer did not expose it");
   }
+  const std::vector<std::string> spiffe = SpiffeUriSans(x509.get());
   if (spiffe.size() != 1) {
     return absl::UnauthenticatedError(absl::StrCat(
         "peer certificate: must carry exactly one spiffe:// SAN URI, found ", spiffe.size()));

@@ -25,6 +25,14 @@ constexpr char kNodeKey[] = "nodekey";
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
+// The key a request's answer is remembered under: its id scoped by who sent
+// it, so one caller's ids never collide with another's, nor tell it which ids
+// the other used. Empty for a request without an id.
+std::string RequestKey(const Identity& caller, const std::string& request_id) {
+  if (request_id.empty()) return "";
+  return absl::StrCat(caller.ToString(), "|", request_id);
+}
+
 // The fingerprint of a request: its method and its exact content.
 template <typename Req>
 std::string Fingerprint(const char* method, const Req& req) {
@@ -431,17 +439,17 @@ absl::Status Broker::CheckIndexes() const {
 // ------------------------------------------------------------ helpers
 
 template <typename Resp>
-absl::Status Broker::CheckReplayLocked(const std::string& request_id,
+absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std::string& key,
                                        const std::string& fingerprint, Resp* out,
                                        bool* replayed) {
   *replayed = false;
   RETURN_IF_ERROR(ValidateRequestId("request_id", request_id));
   if (request_id.empty()) return absl::OkStatus();
-  if (inflight_.count(request_id)) {
+  if (inflight_.count(key)) {
     return absl::AbortedError(absl::StrCat("request_id: a request with id ", Quoted(request_id),
                                            " is in flight; retry after it finishes"));
   }
-  ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(request_id));
+  ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(key));
   if (!prior.has_value()) return absl::OkStatus();
   if (prior->fingerprint != fingerprint) {
     return absl::FailedPreconditionError(
@@ -457,12 +465,13 @@ absl::Status Broker::CheckReplayLocked(const std::string& request_id,
 }
 
 template <typename Req, typename Resp>
-absl::Status Broker::Mutate(const char* method, const Req& req, Resp* out,
+absl::Status Broker::Mutate(const char* method, const Identity& caller, const Req& req, Resp* out,
                             const std::function<absl::StatusOr<Plan>(Resp*)>& plan_fn) {
   absl::MutexLock l(&mu_);
   const std::string fingerprint = Fingerprint(method, req);
+  const std::string rkey = RequestKey(caller, req.request_id());
   bool replayed = false;
-  RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+  RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
   if (replayed) return absl::OkStatus();
   Resp answer;
   absl::StatusOr<Plan> plan = plan_fn(&answer);
@@ -474,14 +483,14 @@ absl::Status Broker::Mutate(const char* method, const Req& req, Resp* out,
   }
   if (!req.request_id().empty()) {
     plan->batch.request =
-        RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+        RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
     // Until the group commit, the answer is not in the store for a retry to
     // find; a retry meanwhile is told the request is in flight.
-    inflight_.insert(req.request_id());
+    inflight_.insert(rkey);
   }
   if (plan->apply) plan->apply();
   absl::Status committed = CommitLocked(std::move(plan->batch));
-  if (!req.request_id().empty()) inflight_.erase(req.request_id());
+  if (!req.request_id().empty()) inflight_.erase(rkey);
   RETURN_IF_ERROR(committed);
   *out = std::move(answer);
   return absl::OkStatus();
@@ -583,9 +592,10 @@ std::string Broker::NewIdLocked(const char* prefix) {
 
 // ------------------------------------------------------------ tenants
 
-absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out) {
+absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out,
+      const Identity& caller) {
   return Mutate<v1::CreateTenantRequest, v1::Tenant>(
-      "CreateTenant", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+      "CreateTenant", caller, req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
@@ -612,7 +622,8 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
       });
 }
 
-absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out) {
+absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out,
+      const Identity& caller) {
   RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   absl::MutexLock l(&mu_);
   auto it = tenants_.find(req.tenant_id());
@@ -624,7 +635,8 @@ absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out)
 }
 
 absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
-                                 v1::ListTenantsResponse* out) {
+                                 v1::ListTenantsResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -667,16 +679,18 @@ void Broker::PushBudgets(const std::string& tenant) {
   }
 }
 
-absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out) {
-  absl::Status s = SetTenantQuotaInternal(req, out);
+absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
+      const Identity& caller) {
+  absl::Status s = SetTenantQuotaInternal(req, out, caller);
   if (s.ok()) PushBudgets(req.tenant_id());
   return s;
 }
 
 absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req,
-                                            v1::Tenant* out) {
+                                            v1::Tenant* out,
+      const Identity& caller) {
   return Mutate<v1::SetTenantQuotaRequest, v1::Tenant>(
-      "SetTenantQuota", req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+      "SetTenantQuota", caller, req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
@@ -735,9 +749,10 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
 }
 
 absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
-                                  v1::DeleteTenantResponse* out) {
+                                  v1::DeleteTenantResponse* out,
+      const Identity& caller) {
   return Mutate<v1::DeleteTenantRequest, v1::DeleteTenantResponse>(
-      "DeleteTenant", req, out, [&](v1::DeleteTenantResponse*) -> absl::StatusOr<Plan> {
+      "DeleteTenant", caller, req, out, [&](v1::DeleteTenantResponse*) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!tenants_.count(req.tenant_id())) {
@@ -765,7 +780,8 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
 
 // ------------------------------------------------------------ nodes
 
-absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out) {
+absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -781,7 +797,8 @@ absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesRes
   return AwaitDurableLocked();
 }
 
-absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out) {
+absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out,
+      const Identity& caller) {
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
   *out = NodeViewLocked(*n);
@@ -798,9 +815,10 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
   return view;
 }
 
-absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out) {
+absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
+      const Identity& caller) {
   return Mutate<v1::CordonNodeRequest, v1::Node>(
-      "CordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+      "CordonNode", caller, req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
@@ -812,9 +830,10 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out)
       });
 }
 
-absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out) {
+absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out,
+      const Identity& caller) {
   return Mutate<v1::UncordonNodeRequest, v1::Node>(
-      "UncordonNode", req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
+      "UncordonNode", caller, req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
@@ -827,23 +846,25 @@ absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* 
       });
 }
 
-absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out) {
+absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out,
+      const Identity& caller) {
   const std::string fingerprint = Fingerprint("DrainNode", req);
+  const std::string rkey = RequestKey(caller, req.request_id());
   std::vector<std::string> victims;
   {
     absl::MutexLock l(&mu_);
     bool replayed = false;
-    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
     ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
     // Cordon first, durably, so nothing new lands while we delete.
     Plan plan;
     CordonPlanLocked(n, true, &plan);
-    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+    if (!req.request_id().empty()) inflight_.insert(rkey);
     plan.apply();
     absl::Status cordoned = CommitLocked(std::move(plan.batch));  // n is stale after this.
     if (!cordoned.ok()) {
-      inflight_.erase(req.request_id());
+      inflight_.erase(rkey);
       return cordoned;
     }
     const std::set<std::string>& on_node = NodeContainersLocked(req.node());
@@ -872,7 +893,7 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   }
   absl::MutexLock l(&mu_);
   if (!first_error.ok()) {
-    inflight_.erase(req.request_id());
+    inflight_.erase(rkey);
     // Not remembered: a retry deletes what is left.
     return absl::Status(first_error.code(),
                         absl::StrCat("node: drained ", answer.deleted_container_ids_size(),
@@ -883,19 +904,20 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   absl::Status s;
   if (!req.request_id().empty()) {
     WriteBatch b;
-    b.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+    b.request = RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
     s = CommitLocked(std::move(b));  // Durable only after all the answer shows.
   } else {
     s = AwaitDurableLocked();
   }
-  inflight_.erase(req.request_id());
+  inflight_.erase(rkey);
   RETURN_IF_ERROR(s);
   *out = std::move(answer);
   return absl::OkStatus();
 }
 
 absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req,
-                                 v1::ListDevicesResponse* out) {
+                                 v1::ListDevicesResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -1034,8 +1056,10 @@ absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::str
   return absl::OkStatus();
 }
 
-absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out) {
+absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out,
+      const Identity& caller) {
   const std::string fingerprint = Fingerprint("CreateContainer", req);
+  const std::string rkey = RequestKey(caller, req.request_id());
   std::string node, id;
   AgentEndpoint agent_address;
   std::vector<std::string> devices;
@@ -1043,7 +1067,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
   {
     absl::MutexLock l(&mu_);
     bool replayed = false;
-    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
     RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
     auto tenant = tenants_.find(req.tenant_id());
@@ -1092,7 +1116,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     for (const std::string& d : devices) pending_devices_.insert({node, d});
     ++pending_creates_[req.tenant_id()];
     pending_budget_[req.tenant_id()] += budget;
-    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+    if (!req.request_id().empty()) inflight_.insert(rkey);
   }
 
   v1::AgentCreateContainerRequest agent_req;
@@ -1103,7 +1127,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
   absl::StatusOr<v1::AgentContainer> created = agents_->CreateContainer(agent_address, agent_req);
 
   absl::Status s =
-      CommitCreatedContainer(req, fingerprint, id, node, devices, budget, created, out);
+      CommitCreatedContainer(req, fingerprint, rkey, id, node, devices, budget, created, out);
   if (!s.ok() && created.ok()) {
     // Not acknowledged, so it must not exist: undo on the agent. If that
     // fails too, the agent drops it at its next reconcile, since the store
@@ -1114,7 +1138,8 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
 }
 
 absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& req,
-                                            const std::string& fingerprint, const std::string& id,
+                                            const std::string& fingerprint,
+                                            const std::string& rkey, const std::string& id,
                                             const std::string& node,
                                             const std::vector<std::string>& devices,
                                             uint64_t budget,
@@ -1125,9 +1150,9 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
   if ((pending_budget_[req.tenant_id()] -= budget) == 0) pending_budget_.erase(req.tenant_id());
   // The request stays in flight until its answer is durable (or refused).
-  absl::Cleanup forget_request = [this, &req] {
+  absl::Cleanup forget_request = [this, &rkey] {
     mu_.AssertHeld();  // Runs before `l` unlocks.
-    inflight_.erase(req.request_id());
+    inflight_.erase(rkey);
   };
   if (!created.ok()) {
     const absl::Status& s = created.status();
@@ -1162,7 +1187,7 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   WriteBatch batch;
   batch.puts.push_back(Record(kContainer, id, c));
   if (!req.request_id().empty()) {
-    batch.request = RequestRecord{req.request_id(), fingerprint, answer.SerializeAsString(), Now()};
+    batch.request = RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
   }
   AddContainerLocked(std::move(entry));
   RETURN_IF_ERROR(CommitLocked(std::move(batch)));  // Rolled back on error.
@@ -1179,7 +1204,8 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
   return absl::OkStatus();
 }
 
-absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Container* out) {
+absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Container* out,
+      const Identity& caller) {
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
   *out = ContainerViewLocked(*c);
@@ -1187,7 +1213,8 @@ absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Contai
 }
 
 absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
-                                    v1::ListContainersResponse* out) {
+                                    v1::ListContainersResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
@@ -1282,38 +1309,42 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
 }
 
 absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
-                                     v1::DeleteContainerResponse* out) {
+                                     v1::DeleteContainerResponse* out,
+      const Identity& caller) {
   const std::string fingerprint = Fingerprint("DeleteContainer", req);
+  const std::string rkey = RequestKey(caller, req.request_id());
   {
     absl::MutexLock l(&mu_);
     bool replayed = false;
-    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), fingerprint, out, &replayed));
+    RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
     RETURN_IF_ERROR(FindContainerLocked(req.container_id()).status());
-    if (!req.request_id().empty()) inflight_.insert(req.request_id());
+    if (!req.request_id().empty()) inflight_.insert(rkey);
   }
   std::optional<RequestRecord> record;
   if (!req.request_id().empty()) {
-    record = RequestRecord{req.request_id(), fingerprint,
+    record = RequestRecord{rkey, fingerprint,
                            v1::DeleteContainerResponse().SerializeAsString(), Now()};
   }
   absl::Status s = DeleteContainerInternal(req.container_id(), std::move(record));
   absl::MutexLock l(&mu_);
-  inflight_.erase(req.request_id());
+  inflight_.erase(rkey);
   return s;
 }
 
 absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req,
-                                        v1::Container* out) {
-  absl::Status s = SetContainerBudgetInternal(req, out);
+                                        v1::Container* out,
+      const Identity& caller) {
+  absl::Status s = SetContainerBudgetInternal(req, out, caller);
   if (s.ok()) PushBudgets(out->tenant_id());
   return s;
 }
 
 absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
-                                                v1::Container* out) {
+                                                v1::Container* out,
+      const Identity& caller) {
   return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
-      "SetContainerBudget", req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
+      "SetContainerBudget", caller, req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
         if (req.pin_budget_bytes() % 4096 != 0) {
@@ -1360,7 +1391,8 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
 }
 
 absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
-                                   v1::GrantLauncherResponse* out) {
+                                   v1::GrantLauncherResponse* out,
+      const Identity& caller) {
   if (req.ttl_seconds() > 3600) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: at most 3600, got ", req.ttl_seconds()));
@@ -1461,16 +1493,18 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
   return absl::OkStatus();
 }
 
-absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out) {
-  absl::Status s = AllocateWindowInternal(req, out);
+absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out,
+      const Identity& caller) {
+  absl::Status s = AllocateWindowInternal(req, out, caller);
   if (s.ok()) PushWindows(req.container_id(), /*required=*/false).IgnoreError();
   return s;
 }
 
 absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
-                                   v1::ReleaseWindowResponse* out) {
+                                   v1::ReleaseWindowResponse* out,
+      const Identity& caller) {
   std::string container_id;
-  absl::Status s = ReleaseWindowInternal(req, out, &container_id);
+  absl::Status s = ReleaseWindowInternal(req, out, &container_id, caller);
   // The agent revokes what the window held; if it cannot be told now, its
   // next heartbeat answer tells it.
   if (s.ok() && !container_id.empty()) PushWindows(container_id, /*required=*/false).IgnoreError();
@@ -1478,9 +1512,10 @@ absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
 }
 
 absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req,
-                                            v1::Window* out) {
+                                            v1::Window* out,
+      const Identity& caller) {
   return Mutate<v1::AllocateWindowRequest, v1::Window>(
-      "AllocateWindow", req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
+      "AllocateWindow", caller, req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
         if (deleting_.count(req.container_id())) {
@@ -1547,9 +1582,10 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
 
 absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
                                            v1::ReleaseWindowResponse* out,
-                                           std::string* container_id) {
+                                           std::string* container_id,
+      const Identity& caller) {
   return Mutate<v1::ReleaseWindowRequest, v1::ReleaseWindowResponse>(
-      "ReleaseWindow", req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
+      "ReleaseWindow", caller, req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateObjectId("window_id", req.window_id(), "w-"));
         auto w = windows_.find(req.window_id());
@@ -1580,7 +1616,8 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
       });
 }
 
-absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out) {
+absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.container_id().empty()) {
@@ -1618,7 +1655,8 @@ std::optional<std::string> Broker::WindowTenant(const std::string& window_id) co
 
 // ------------------------------------------------------------ usage
 
-absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out) {
+absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out,
+      const Identity& caller) {
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
@@ -1730,7 +1768,8 @@ bool Broker::ObjectExistsLocked(const v1::ObjectRef& object, const std::string& 
   }
 }
 
-absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out) {
+absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out,
+      const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   uint64_t after = 0;

@@ -50,7 +50,8 @@ grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Id
   return ToGrpcStatus(s);
 }
 
-// Identify, authorize (on a copy the policy may narrow), then call the broker.
+// Identify, authorize (on a copy the policy may narrow), then call the broker
+// with the caller (request ids are scoped by it).
 template <typename Req, typename Resp, typename Call>
 grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
                    const TransportConfig& transport, const Authorizer& authz, const Req& req,
@@ -64,7 +65,7 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
   if (absl::Status s = authz.Authorize(*caller, &scoped); !s.ok()) {
     return Finish(method, ctx, *caller, req, s);
   }
-  return Finish(method, ctx, *caller, scoped, call(scoped, resp), level);
+  return Finish(method, ctx, *caller, scoped, call(scoped, resp, *caller), level);
 }
 
 }  // namespace
@@ -73,7 +74,9 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
   grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,            \
                                      v1::Resp* resp) {                                        \
     return Serve(#Method, ctx, *transport_, *authz_, *req, resp,                             \
-                 [this](const v1::Req& r, v1::Resp* out) { return broker_->Method(r, out); }); \
+                 [this](const v1::Req& r, v1::Resp* out, const Identity& caller) {              \
+                   return broker_->Method(r, out, caller);                                     \
+                 });                                                                           \
   }
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
@@ -82,7 +85,7 @@ grpc::Status NodeRegistryService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
   return Serve("Register", ctx, *transport_, *authz_, *req, resp,
-               [this](const v1::RegisterRequest& r, v1::RegisterResponse* out) {
+               [this](const v1::RegisterRequest& r, v1::RegisterResponse* out, const Identity&) {
                  return broker_->Register(r, out);
                });
 }
@@ -94,7 +97,7 @@ grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
   // again), so the broker's own refusals are logged at debug level only.
   return Serve(
       "Heartbeat", ctx, *transport_, *authz_, *req, resp,
-      [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out) {
+      [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out, const Identity&) {
         return broker_->Heartbeat(r, out);
       },
       LogLevel::kDebug);
@@ -104,7 +107,7 @@ grpc::Status NodeRegistryService::Reconciled(grpc::ServerContext* ctx,
                                              const v1::ReconciledRequest* req,
                                              v1::ReconciledResponse* resp) {
   return Serve("Reconciled", ctx, *transport_, *authz_, *req, resp,
-               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out) {
+               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out, const Identity&) {
                  return broker_->Reconciled(r, out);
                });
 }

@@ -679,5 +679,83 @@ TEST_F(AuthzTest, RefusalsSayWhy) {
             "node: agent/node-2 may only act for node \"node-2\", not \"node-1\"");
 }
 
+
+// Request ids are scoped by the caller: another tenant using an id first
+// neither blocks this tenant's own request with that id nor learns that it
+// was used, and each caller's retry gets its own first answer.
+TEST_F(AuthzTest, RequestIdsAreScopedByCaller) {
+  auto make = [](Caller as, const char* tenant, v1::Container* out) {
+    v1::CreateContainerRequest req;
+    req.set_request_id("shared-request-1");
+    req.set_tenant_id(tenant);
+    req.mutable_selector()->set_count(1);
+    req.set_pin_budget_bytes(1 << 20);
+    return Invoke(BrokerAs(as).get(), &v1::Broker::Stub::CreateContainer, req, out);
+  };
+  v1::Container theirs, mine, theirs_again, mine_again;
+  grpc::Status s = make(kOtherTenant, kOther, &theirs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = make(kOwningTenant, kOwner, &mine);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_NE(mine.id(), theirs.id());
+  EXPECT_EQ(mine.tenant_id(), kOwner);
+  // Retries replay each caller's own answer.
+  ASSERT_TRUE(make(kOtherTenant, kOther, &theirs_again).ok());
+  ASSERT_TRUE(make(kOwningTenant, kOwner, &mine_again).ok());
+  EXPECT_EQ(theirs_again.id(), theirs.id());
+  EXPECT_EQ(mine_again.id(), mine.id());
+  // The operator's id space is its own too.
+  v1::Container op;
+  s = make(kOperator, kOwner, &op);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_NE(op.id(), mine.id());
+  DeleteContainer(theirs.id());
+  DeleteContainer(mine.id());
+  DeleteContainer(op.id());
+}
+
+// Only URI SANs carry an identity: a certificate from the trusted CA whose
+// spiffe:// name is a DNS or email SAN is nobody.
+TEST_F(AuthzTest, SpiffeIdOnlyFromUriSans) {
+  const std::string dir = cluster_->certs_dir();
+  auto issue = [&](const std::string& stem, const std::string& san) {
+    const std::string ext = absl::StrCat(dir, "/", stem, ".ext");
+    std::string script = absl::StrCat(
+        "set -e; printf '%s\\n' 'basicConstraints=critical,CA:FALSE' "
+        "'keyUsage=critical,digitalSignature,keyEncipherment' "
+        "'extendedKeyUsage=serverAuth,clientAuth' 'subjectAltName=", san, "' > ", ext,
+        "; openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 "
+        "-subj /CN=", stem, " -keyout ", dir, "/", stem, ".key -out ", dir, "/", stem,
+        ".csr 2>/dev/null; openssl x509 -req -in ", dir, "/", stem, ".csr -CA ", dir,
+        "/ca.crt -CAkey ", dir, "/ca.key -CAcreateserial -days 1 -sha256 -extfile ", ext,
+        " -out ", dir, "/", stem, ".crt 2>/dev/null");
+    testing::CommandResult r = RunCommand({"/bin/sh", "-c", script});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  };
+  issue("dns-spiffe", "DNS:spiffe://iommu.local/operator/admin");
+  issue("email-spiffe", "email:spiffe://iommu.local/operator/admin");
+  issue("dns-and-uri", "DNS:spiffe://iommu.local/operator/admin,URI:spiffe://iommu.local/tenant/other");
+  auto as = [&](const std::string& stem) {
+    TransportConfig t = cluster_->ClientConfig("");
+    t.cert_file = absl::StrCat(dir, "/", stem, ".crt");
+    t.key_file = absl::StrCat(dir, "/", stem, ".key");
+    return v1::Broker::NewStub(
+        cluster_->ChannelAs(cluster_->broker_address(), t, Identity{Role::kBroker, ""}));
+  };
+  v1::ListTenantsRequest req;
+  v1::ListTenantsResponse out;
+  for (const char* stem : {"dns-spiffe", "email-spiffe"}) {
+    grpc::Status s = Invoke(as(stem).get(), &v1::Broker::Stub::ListTenants, req, &out);
+    EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << stem;
+    EXPECT_EQ(s.error_message(),
+              "peer certificate: must carry exactly one spiffe:// SAN URI, found 0")
+        << stem;
+  }
+  // With a URI SAN as well, the URI is who it is: a tenant, not an operator.
+  grpc::Status s = Invoke(as("dns-and-uri").get(), &v1::Broker::Stub::ListTenants, req, &out);
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(), "ListTenants: needs the operator role; caller is tenant/other");
+}
+
 }  // namespace
 }  // namespace iommu
