@@ -25,6 +25,14 @@ constexpr char kNodeKey[] = "nodekey";
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
+bool IsLowerHex(const std::string& s, size_t length) {
+  if (s.size() != length) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 // The key a request's answer is remembered under: its id scoped by who sent
 // it, so one caller's ids never collide with another's, nor tell it which ids
 // the other used. Empty for a request without an id.
@@ -648,13 +656,14 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
   return AwaitDurableLocked();
 }
 
-void Broker::PushBudgets(const std::string& tenant) {
+void Broker::PushBudgets(const std::string& tenant, const std::string& node) {
   std::map<AgentEndpoint, v1::SetPinBudgetsRequest> by_address;
   {
     absl::MutexLock l(&mu_);
     uint64_t changed_seq = 0;
     for (const std::string& id : TenantContainersLocked(tenant)) {
       const ContainerEntry& c = containers_.at(id);
+      if (c.container.node() != node) continue;
       changed_seq = std::max(changed_seq, c.changed_seq);
       auto n = nodes_.find(c.container.node());
       if (n == nodes_.end() || !NodeLiveLocked(n->second)) continue;
@@ -679,10 +688,39 @@ void Broker::PushBudgets(const std::string& tenant) {
   }
 }
 
+void Broker::QueuePushBudgets(const std::string& tenant) {
+  std::set<std::string> nodes;
+  {
+    absl::MutexLock l(&mu_);
+    for (const std::string& id : TenantContainersLocked(tenant)) {
+      nodes.insert(containers_.at(id).container.node());
+    }
+  }
+  for (const std::string& node : nodes) {
+    pushes_.Enqueue(node, absl::StrCat("budgets/", tenant),
+                    [this, tenant, node] { PushBudgets(tenant, node); });
+  }
+}
+
+void Broker::QueuePushWindows(const std::string& container_id) {
+  std::string node;
+  {
+    absl::MutexLock l(&mu_);
+    auto c = containers_.find(container_id);
+    if (c == containers_.end()) return;
+    node = c->second.container.node();
+  }
+  pushes_.Enqueue(node, absl::StrCat("windows/", container_id), [this, container_id] {
+    PushWindows(container_id, /*required=*/false).IgnoreError();
+  });
+}
+
+void Broker::WaitForPushes() { pushes_.WaitIdle(); }
+
 absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
       const Identity& caller) {
   absl::Status s = SetTenantQuotaInternal(req, out, caller);
-  if (s.ok()) PushBudgets(req.tenant_id());
+  if (s.ok()) QueuePushBudgets(req.tenant_id());
   return s;
 }
 
@@ -1336,7 +1374,7 @@ absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req
                                         v1::Container* out,
       const Identity& caller) {
   absl::Status s = SetContainerBudgetInternal(req, out, caller);
-  if (s.ok()) PushBudgets(out->tenant_id());
+  if (s.ok()) QueuePushBudgets(out->tenant_id());
   return s;
 }
 
@@ -1399,7 +1437,31 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   }
   RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
   // The agent must know the windows the token names before the launcher
-  // arrives with it.
+  // arrives with it. That needs the agent: refuse at once when the node is
+  // not READY rather than wait for the agent's timeout.
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+    const std::string& node = c->container.node();
+    auto n = nodes_.find(node);
+    if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
+      return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+                                                 " of container ", req.container_id(),
+                                                 " is not heartbeating"));
+    }
+    if (!n->second.reconciled) {
+      return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+                                                 " of container ", req.container_id(),
+                                                 " is reconciling after registering; retry"));
+    }
+    if (c->window_ids.size() > kMaxWindowsPerContainer) {
+      // Only a store written before the limit can hold more.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "container_id: container ", req.container_id(), " holds ", c->window_ids.size(),
+          " windows; a launcher grant names at most ", kMaxWindowsPerContainer,
+          ": release windows first"));
+    }
+  }
   RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
@@ -1420,6 +1482,7 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   grant.set_tenant_id(c->container.tenant_id());
   grant.set_issued_ms(now);
   grant.set_expires_ms(now + 1000LL * (req.ttl_seconds() == 0 ? 60 : req.ttl_seconds()));
+  grant.set_agent_incarnation(n->second.agent_incarnation);
   for (const std::string& wid : c->window_ids) {
     const v1::Window& w = windows_.at(wid);
     v1::GrantWindow* gw = grant.add_windows();
@@ -1496,7 +1559,7 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
 absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out,
       const Identity& caller) {
   absl::Status s = AllocateWindowInternal(req, out, caller);
-  if (s.ok()) PushWindows(req.container_id(), /*required=*/false).IgnoreError();
+  if (s.ok()) QueuePushWindows(req.container_id());
   return s;
 }
 
@@ -1507,7 +1570,7 @@ absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
   absl::Status s = ReleaseWindowInternal(req, out, &container_id, caller);
   // The agent revokes what the window held; if it cannot be told now, its
   // next heartbeat answer tells it.
-  if (s.ok() && !container_id.empty()) PushWindows(container_id, /*required=*/false).IgnoreError();
+  if (s.ok() && !container_id.empty()) QueuePushWindows(container_id);
   return s;
 }
 
@@ -1521,6 +1584,12 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         if (deleting_.count(req.container_id())) {
           return absl::FailedPreconditionError(
               absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
+        }
+        if (c->window_ids.size() >= kMaxWindowsPerContainer) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "container_id: container ", req.container_id(), " already holds ",
+              c->window_ids.size(), " windows, the most a container may hold (",
+              kMaxWindowsPerContainer, "); release one or use larger windows"));
         }
         const uint64_t page = c->allocator.page_size();
         ASSIGN_OR_RETURN(uint64_t alignment,
@@ -1841,6 +1910,11 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
           absl::StrCat("devices[", i, "].address: ", req.devices(i).address(), " is listed twice"));
     }
   }
+  if (!req.agent_incarnation().empty() && !IsLowerHex(req.agent_incarnation(), 32)) {
+    // Empty is an agent from before incarnations; its grants carry none.
+    return absl::InvalidArgumentError(
+        "agent_incarnation: 32 lower-case hex digits when set");
+  }
   absl::MutexLock l(&mu_);
   NodeEntry& before = nodes_[req.node()];
   v1::Node persisted = before.node;
@@ -1878,9 +1952,11 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   }
   NodeEntry& n = found->second;
   out->set_grant_key(n.grant_key);
+  n.agent_incarnation = req.agent_incarnation();
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   n.reconciled = false;
   n.last_heartbeat_ms = Now();
+  n.deaf_ms_at_heartbeat = deaf_ms_;
   n.usage.clear();
   n.failed.clear();
   out->set_session_id(n.session_id);
@@ -1925,6 +2001,7 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   }
   NodeEntry& n = it->second;
   n.last_heartbeat_ms = Now();
+  n.deaf_ms_at_heartbeat = deaf_ms_;
   n.usage.clear();
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
@@ -1984,13 +2061,27 @@ std::vector<std::string> Broker::CheckLiveness() {
   absl::MutexLock l(&mu_);
   std::vector<std::string> marked;
   const int64_t now = Now();
+  // A check much later than the daemon's period means this process could
+  // not run (stopped, starved, or this lock held): it could not take
+  // heartbeats either, so that time does not count as the nodes' silence.
+  const int64_t period = options_.liveness_check_interval_ms;
+  if (period > 0 && last_liveness_check_ms_ != 0) {
+    const int64_t gap = now - last_liveness_check_ms_;
+    if (gap > std::max<int64_t>(4 * period, 1000)) {
+      deaf_ms_ += gap - period;
+      Log(absl::StrCat("event=broker_was_paused ms=", gap,
+                       " note=node_silence_during_it_is_not_counted"));
+    }
+  }
+  last_liveness_check_ms_ = now;
   for (auto& [name, n] : nodes_) {
-    if (!n.session_id.empty() && now - n.last_heartbeat_ms > options_.node_timeout_ms) {
+    const int64_t silent_ms = now - n.last_heartbeat_ms - (deaf_ms_ - n.deaf_ms_at_heartbeat);
+    if (!n.session_id.empty() && silent_ms > options_.node_timeout_ms) {
       n.session_id.clear();
       n.usage.clear();
       marked.push_back(name);
       Log(absl::StrCat("event=node_unavailable node=", name, " last_heartbeat_ms_ago=",
-                       now - n.last_heartbeat_ms));
+                       now - n.last_heartbeat_ms, " silent_ms=", silent_ms));
       RecordEvent(NewEvent(kWarning, "NodeUnavailable", NodeRef(name), "", "",
                            absl::StrCat("no heartbeat for more than ", options_.node_timeout_ms,
                                         "ms: nothing is placed or changed here until its agent "

@@ -49,16 +49,31 @@
 #include "server/authz.h"
 #include "server/broker_stats.h"
 #include "server/event_log.h"
+#include "server/push_queue.h"
 #include "server/store.h"
 #include "server/window_allocator.h"
 
 namespace iommu {
 
+// The most windows one container holds. A launcher grant names every window
+// of its container and must fit a token (kMaxGrantTokenBytes), which this
+// many windows with the longest node and tenant names do with room to spare
+// (broker_test checks the worst case). A guest needs a few windows: its RAM
+// below and above 4 GiB, and hot-plugged memory.
+inline constexpr size_t kMaxWindowsPerContainer = 48;
+
 struct BrokerOptions {
   // What the broker tells agents; they heartbeat this often.
   int64_t heartbeat_interval_ms = 1000;
-  // A node whose last heartbeat is older than this is UNAVAILABLE.
+  // A node silent for longer than this is UNAVAILABLE. Silence is counted
+  // only while the broker could take heartbeats (see below).
   int64_t node_timeout_ms = 5000;
+  // How often the daemon calls CheckLiveness. When set, a call much later
+  // than that (the process was stopped or starved) takes the time since the
+  // previous call out of every node's silence, so a broker pause does not
+  // turn every live node UNAVAILABLE at once. 0: calls come irregularly
+  // (tests driving an injected clock), so gaps say nothing.
+  int64_t liveness_check_interval_ms = 0;
   // How long the answer to a mutation is remembered for retries.
   int64_t request_ttl_ms = 24 * 3600 * 1000;
   // Milliseconds since the epoch; injectable so tests control time.
@@ -163,6 +178,8 @@ class Broker final : public OwnershipView {
   absl::Status ExpireRequests();
 
   // ---- for tests ----
+  // Waits until every queued best-effort push to agents has been made.
+  void WaitForPushes();
   // Recounts the per-tenant and per-node indexes from the containers and
   // windows (linear) and compares them with the ones every change keeps up
   // to date. INTERNAL naming the first difference.
@@ -177,6 +194,10 @@ class Broker final : public OwnershipView {
     // until then the node is RECONCILING and nothing is placed on it.
     bool reconciled = false;
     int64_t last_heartbeat_ms = 0;
+    int64_t deaf_ms_at_heartbeat = 0;  // deaf_ms_ when last_heartbeat_ms was set.
+    // RegisterRequest.agent_incarnation of the live registration; bound into
+    // every grant so that the agent's restart voids tokens used before it.
+    std::string agent_incarnation;
     std::map<std::string, v1::PinUsage> usage;  // By tenant, from heartbeats.
     std::string grant_key;  // Signs launcher tokens for this node; persisted.
     // Containers the agent could not re-create at its last reconcile, with
@@ -317,9 +338,14 @@ class Broker final : public OwnershipView {
   // Pushes a container's current windows to its (live) agent. Best effort
   // unless `required`: heartbeat answers repeat them.
   absl::Status PushWindows(const std::string& container_id, bool required) ABSL_LOCKS_EXCLUDED(mu_);
-  // Pushes the current budgets of `tenant`'s containers to their (live)
-  // agents, best effort: heartbeat answers repeat them anyway.
-  void PushBudgets(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
+  // Pushes the current budgets of `tenant`'s containers on `node` to its
+  // (live) agent, best effort: heartbeat answers repeat them anyway.
+  void PushBudgets(const std::string& tenant, const std::string& node) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queue the best-effort pushes on pushes_, so the reply that caused them
+  // does not wait on an agent (a stalled one would hold it for the agent
+  // timeout).
+  void QueuePushBudgets(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
+  void QueuePushWindows(const std::string& container_id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<Plan> PlanDeleteContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes one container: destroys it on its agent (unless the node is
@@ -407,6 +433,14 @@ class Broker final : public OwnershipView {
   // The last mutation rolled back by a failed group commit (0: none yet).
   uint64_t rolled_back_seq_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // Liveness (CheckLiveness): when it last ran, and the total time the
+  // broker was found unable to take heartbeats.
+  int64_t last_liveness_check_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t deaf_ms_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Best-effort pushes to agents. Last, so it is destroyed first: its
+  // workers call into the broker until they are joined.
+  PushQueue pushes_{4};
 };
 
 }  // namespace iommu

@@ -124,10 +124,11 @@ class BrokerTest : public ::testing::Test {
  protected:
   void SetUp() override { Restart(); }
 
-  void Restart() {
+  void Restart(int64_t liveness_check_interval_ms = 0) {
     broker_.reset();
     BrokerOptions o;
     o.node_timeout_ms = 5000;
+    o.liveness_check_interval_ms = liveness_check_interval_ms;
     o.now_ms = [this] { return now_ms_; };
     auto b = Broker::Create(&store_, &agents_, o);
     ASSERT_TRUE(b.ok()) << b.status();
@@ -349,7 +350,8 @@ TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
   ASSERT_EQ(usage.nodes_size(), 1);
   EXPECT_EQ(usage.nodes(0).node(), "n1");
 
-  // The agent was told both windows.
+  // The agent was told both windows (after the replies: pushes are queued).
+  broker_->WaitForPushes();
   EXPECT_EQ(agents_.windows(c->id()).windows_size(), 2);
 
   v1::ReleaseWindowRequest rr;
@@ -357,6 +359,7 @@ TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
   v1::ReleaseWindowResponse rresp;
   ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
   // And that one is gone, so it can revoke what it held.
+  broker_->WaitForPushes();
   ASSERT_EQ(agents_.windows(c->id()).windows_size(), 1);
   EXPECT_EQ(agents_.windows(c->id()).windows(0).start(), w2->base());
 
@@ -955,7 +958,8 @@ TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem
   for (const auto& b : hbr.budgets()) budgets[b.container_id()] = b.pin_budget_bytes();
   EXPECT_EQ(budgets[newer.id()], 0u);
   EXPECT_EQ(budgets[older.id()], 256u << 20);
-  // They were also pushed to the agent at once.
+  // They were also pushed to the agent, after the reply.
+  broker_->WaitForPushes();
   EXPECT_EQ(agents_.pushed(), budgets);
   // And the shrink is durable.
   Restart();
@@ -1004,6 +1008,104 @@ TEST_F(BrokerTest, GrantLauncherSignsWithTheNodeKeyAndListsTheWindows) {
   broker_->CheckLiveness();
   ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kUnavailable,
              "is not heartbeating");
+}
+
+
+// A broker that could not run (SIGSTOP, starvation) could not take
+// heartbeats either: that time is not the nodes' silence.
+TEST_F(BrokerTest, BrokerPauseDoesNotCountAsNodeSilence) {
+  Restart(/*liveness_check_interval_ms=*/250);
+  v1::RegisterResponse reg;
+  const std::string session = RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  EXPECT_TRUE(broker_->CheckLiveness().empty());
+  now_ms_ += 8000;  // Stopped for 8 s, longer than node_timeout_ms.
+  EXPECT_TRUE(broker_->CheckLiveness().empty());
+  // Running again: the node has the full timeout to be heard from.
+  for (int i = 0; i < 19; ++i) {
+    now_ms_ += 250;
+    EXPECT_TRUE(broker_->CheckLiveness().empty()) << i;
+  }
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  v1::HeartbeatResponse hbr;
+  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  // Silence while the broker runs still counts.
+  for (int i = 0; i < 20; ++i) {
+    now_ms_ += 250;
+    EXPECT_TRUE(broker_->CheckLiveness().empty()) << i;
+  }
+  now_ms_ += 250;
+  EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("n1"));
+}
+
+TEST_F(BrokerTest, WindowsPerContainerAreBoundedAndEveryGrantFitsAToken) {
+  // The longest names the validation rules allow.
+  const std::string node(63, 'n');
+  const std::string tenant = "t" + std::string(62, 'x');
+  v1::RegisterResponse reg;
+  RegisterNode(node, {Dev("0000:00:04.0", 5)}, &reg);
+  CreateTenant(tenant);
+  auto c = Create(tenant, node, {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  // High, widely spaced windows: the longest varints a grant can carry.
+  for (size_t i = 0; i < kMaxWindowsPerContainer; ++i) {
+    auto w = Allocate(c->id(), 0x1000, 0, /*fixed=*/true, 0x7f00000000ULL + i * 0x2000000ULL);
+    ASSERT_TRUE(w.ok()) << i << ": " << w.status();
+  }
+  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kResourceExhausted,
+             "already holds 48 windows, the most a container may hold (48)");
+  v1::GrantLauncherRequest gr;
+  gr.set_container_id(c->id());
+  v1::GrantLauncherResponse grant;
+  ASSERT_TRUE(broker_->GrantLauncher(gr, &grant).ok());
+  EXPECT_EQ(grant.windows_size(), static_cast<int>(kMaxWindowsPerContainer));
+  EXPECT_LE(grant.token().size(), kMaxGrantTokenBytes);
+  auto verified = VerifyGrant(grant.token(), reg.grant_key(), now_ms_);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->windows_size(), static_cast<int>(kMaxWindowsPerContainer));
+}
+
+// Grants are bound to the agent run that registered, so its restart (a new
+// incarnation) voids tokens used before it.
+TEST_F(BrokerTest, GrantsCarryTheRegisteredAgentIncarnation) {
+  v1::RegisterRequest req;
+  req.set_node("n1");
+  req.set_agent_address("n1:1");
+  *req.add_devices() = Dev("0000:00:04.0", 5);
+  req.set_agent_incarnation("not hex");
+  v1::RegisterResponse reg;
+  ExpectCode(broker_->Register(req, &reg), absl::StatusCode::kInvalidArgument,
+             "agent_incarnation: 32 lower-case hex digits");
+  req.set_agent_incarnation(std::string(32, 'a'));
+  ASSERT_TRUE(broker_->Register(req, &reg).ok());
+  v1::ReconciledRequest rec;
+  rec.set_node("n1");
+  rec.set_session_id(reg.session_id());
+  v1::ReconciledResponse unused;
+  ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  v1::GrantLauncherRequest gr;
+  gr.set_container_id(c->id());
+  v1::GrantLauncherResponse grant;
+  ASSERT_TRUE(broker_->GrantLauncher(gr, &grant).ok());
+  auto verified = VerifyGrant(grant.token(), reg.grant_key(), now_ms_);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(verified->agent_incarnation(), std::string(32, 'a'));
+  // The agent restarts: new incarnation, and it reconciles again.
+  req.set_agent_incarnation(std::string(32, 'b'));
+  ASSERT_TRUE(broker_->Register(req, &reg).ok());
+  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kUnavailable,
+             "is reconciling after registering; retry");
+  rec.set_session_id(reg.session_id());
+  *rec.add_containers() = reg.desired_containers(0);
+  ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
+  ASSERT_TRUE(broker_->GrantLauncher(gr, &grant).ok());
+  verified = VerifyGrant(grant.token(), reg.grant_key(), now_ms_);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_EQ(verified->agent_incarnation(), std::string(32, 'b'));
 }
 
 }  // namespace

@@ -51,6 +51,10 @@ ABSL_FLAG(std::string, metrics_address, "",
 
 namespace {
 
+// How often the housekeeper checks node liveness (and, every 240th time,
+// expires remembered answers).
+constexpr int64_t kHousekeepingPeriodMs = 250;
+
 void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, fields); }
 
 int Run() {
@@ -101,6 +105,7 @@ int Run() {
   iommu::BrokerOptions options;
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
+  options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   iommu::TimedStore timed_store(store->get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
   });
@@ -172,7 +177,7 @@ int Run() {
   absl::Notification stopping;
   std::thread housekeeper([&] {
     int ticks = 0;
-    while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(250))) {
+    while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(kHousekeepingPeriodMs))) {
       (*broker)->CheckLiveness();
       if (++ticks % 240 == 0) {
         absl::Status s = (*broker)->ExpireRequests();
