@@ -148,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient
 absl::Status Broker::Load() {
   ASSIGN_OR_RETURN(std::vector<StoreRecord> records, store_->LoadAll());
   absl::MutexLock l(&mu_);
+  last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
   RETURN_IF_ERROR(RestoreLocked(records));
   Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
                    " containers=", containers_.size(), " windows=", windows_.size()));
@@ -2065,7 +2066,7 @@ std::vector<std::string> Broker::CheckLiveness() {
   // not run (stopped, starved, or this lock held): it could not take
   // heartbeats either, so that time does not count as the nodes' silence.
   const int64_t period = options_.liveness_check_interval_ms;
-  if (period > 0 && last_liveness_check_ms_ != 0) {
+  if (period > 0) {
     const int64_t gap = now - last_liveness_check_ms_;
     if (gap > std::max<int64_t>(4 * period, 1000)) {
       deaf_ms_ += gap - period;

@@ -1,0 +1,128 @@
+// Liveness from outside, with real processes: a broker that was stopped
+// (SIGSTOP) does not blame the nodes for the heartbeats it could not take,
+// and a stalled agent holds up neither the replies that do not need it nor,
+// once its node is no longer READY, the ones that do.
+#include <signal.h>
+
+#include <chrono>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/broker.grpc.pb.h"
+#include "tests/cluster.h"
+
+namespace iommu {
+namespace {
+
+using testing::Cluster;
+
+constexpr char kDevices[] = "0000:00:04.0=1234:11e8@4,0000:00:05.0=1234:11e8@5";
+
+// Deadlines well under the cluster's --agent_timeout_ms (5 s): a call that
+// waited on the stalled agent misses them.
+std::unique_ptr<grpc::ClientContext> Context(int seconds = 2) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+int CountEvents(v1::Broker::Stub* stub, const std::string& node, const std::string& reason) {
+  v1::ListEventsRequest req;
+  req.mutable_object()->set_kind(v1::OBJECT_KIND_NODE);
+  req.mutable_object()->set_id(node);
+  req.set_page_size(1000);
+  v1::ListEventsResponse out;
+  grpc::Status s = stub->ListEvents(Context().get(), req, &out);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  int n = 0;
+  for (const v1::Event& e : out.events()) n += e.reason() == reason;
+  return n;
+}
+
+TEST(BrokerLivenessTest, BrokerPauseDoesNotMarkLiveNodesUnavailable) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
+  ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
+  auto stub = cluster.BrokerStub();
+  ASSERT_EQ(CountEvents(stub.get(), "node-1", "NodeUnavailable"), 0);
+
+  // Stopped for twice the node timeout (1.5 s), then running again.
+  ASSERT_EQ(kill(cluster.broker().pid(), SIGSTOP), 0);
+  absl::SleepFor(absl::Seconds(3));
+  ASSERT_EQ(kill(cluster.broker().pid(), SIGCONT), 0);
+  // Several liveness checks and heartbeats later.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(CountEvents(stub.get(), "node-1", "NodeUnavailable"), 0) << cluster.broker().Log();
+  v1::GetNodeRequest gn;
+  gn.set_node("node-1");
+  v1::Node node;
+  ASSERT_TRUE(stub->GetNode(Context().get(), gn, &node).ok());
+  EXPECT_EQ(node.state(), v1::NODE_STATE_READY);
+  EXPECT_NE(cluster.broker().Log().find("event=broker_was_paused"), std::string::npos);
+
+  // A node that really stops is still noticed.
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGSTOP), 0);
+  EXPECT_TRUE(cluster.WaitForNodeState("node-1", v1::NODE_STATE_UNAVAILABLE).ok());
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGCONT), 0);
+}
+
+TEST(BrokerLivenessTest, StalledAgentHoldsNoReplyThatDoesNotNeedIt) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
+  ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
+  auto stub = cluster.BrokerStub();
+  v1::CreateTenantRequest tr;
+  tr.set_tenant_id("acme");
+  tr.mutable_quota()->set_pinned_bytes(1ULL << 30);
+  v1::Tenant tenant;
+  ASSERT_TRUE(stub->CreateTenant(Context().get(), tr, &tenant).ok());
+  v1::CreateContainerRequest cr;
+  cr.set_tenant_id("acme");
+  cr.mutable_selector()->set_count(1);
+  v1::Container c;
+  grpc::Status s = stub->CreateContainer(Context().get(), cr, &c);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGSTOP), 0);
+  // The window is the broker's to give; telling the agent is best effort.
+  v1::AllocateWindowRequest ar;
+  ar.set_container_id(c.id());
+  ar.set_size(1 << 20);
+  v1::Window w;
+  s = stub->AllocateWindow(Context().get(), ar, &w);
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  v1::ReleaseWindowRequest rr;
+  rr.set_window_id(w.id());
+  v1::ReleaseWindowResponse released;
+  s = stub->ReleaseWindow(Context().get(), rr, &released);
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  v1::SetContainerBudgetRequest br;
+  br.set_container_id(c.id());
+  br.set_pin_budget_bytes(1 << 20);
+  v1::Container budgeted;
+  s = stub->SetContainerBudget(Context().get(), br, &budgeted);
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+
+  // A grant needs the agent: once the node is not READY it is refused at once.
+  ASSERT_TRUE(cluster.WaitForNodeState("node-1", v1::NODE_STATE_UNAVAILABLE).ok());
+  v1::GrantLauncherRequest gr;
+  gr.set_container_id(c.id());
+  v1::GrantLauncherResponse grant;
+  s = stub->GrantLauncher(Context().get(), gr, &grant);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_NE(s.error_message().find("is not heartbeating"), std::string::npos)
+      << s.error_message();
+
+  // Back: the agent gets the current windows and budgets and grants work.
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGCONT), 0);
+  ASSERT_TRUE(cluster.WaitForNodeState("node-1", v1::NODE_STATE_READY).ok());
+  s = stub->GrantLauncher(Context(10).get(), gr, &grant);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+}  // namespace
+}  // namespace iommu
