@@ -239,6 +239,8 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
 // ------------------------------------------------------------ group commit
 
 absl::Status Broker::CommitLocked(WriteBatch batch) {
+  // Memory no longer matches the store: nothing planned on it may commit.
+  if (!unrecoverable_.ok()) return unrecoverable_;
   if (open_group_ == nullptr) open_group_ = std::make_shared<PendingGroup>();
   std::shared_ptr<PendingGroup> mine = open_group_;
   mine->batches.push_back(std::move(batch));
@@ -298,12 +300,17 @@ void Broker::LeadCommitLocked() {
   if (!restored.ok()) {
     // Memory now holds changes the store refused and cannot be put back to
     // the store's state; serving on could show objects that do not exist.
-    // Fail closed: the broker's supervisor restarts it from the store.
-    std::abort();
+    // Fail closed: every answer and commit is refused from now on, and the
+    // daemon stops (Unrecoverable) so its supervisor restarts it from the
+    // store.
+    unrecoverable_ = absl::UnavailableError(absl::StrCat(
+        "broker: its state could not be reloaded from the store after a failed commit (",
+        restored.message(), "); it is restarting"));
   }
 }
 
 absl::Status Broker::AwaitDurableLocked(uint64_t seen) {
+  if (!unrecoverable_.ok()) return unrecoverable_;
   if (resolved_seq_ >= seen) return absl::OkStatus();
   const uint64_t durable_before = resolved_seq_;
   auto resolved = [this, seen]() {
@@ -2056,6 +2063,11 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
                                     req.failed_container_ids_size(),
                                     " could not be re-created")));
   return absl::OkStatus();
+}
+
+absl::Status Broker::Unrecoverable() const {
+  absl::MutexLock l(&mu_);
+  return unrecoverable_;
 }
 
 std::vector<std::string> Broker::CheckLiveness() {

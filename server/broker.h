@@ -176,6 +176,10 @@ class Broker final : public OwnershipView {
   std::vector<std::string> CheckLiveness();
   // Forgets remembered answers older than request_ttl_ms.
   absl::Status ExpireRequests();
+  // Not OK once memory could not be restored to the store's state after a
+  // failed commit: every answer and commit is then refused with this status,
+  // and the daemon must stop so that a restart loads the store afresh.
+  absl::Status Unrecoverable() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- for tests ----
   // Waits until every queued best-effort push to agents has been made.
@@ -433,6 +437,8 @@ class Broker final : public OwnershipView {
   // The last mutation rolled back by a failed group commit (0: none yet).
   uint64_t rolled_back_seq_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // See Unrecoverable().
+  absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
   // Liveness (CheckLiveness): when it last ran, and the total time the
   // broker was found unable to take heartbeats.
   int64_t last_liveness_check_ms_ ABSL_GUARDED_BY(mu_) = 0;

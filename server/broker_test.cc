@@ -1108,5 +1108,30 @@ TEST_F(BrokerTest, GrantsCarryTheRegisteredAgentIncarnation) {
   EXPECT_EQ(verified->agent_incarnation(), std::string(32, 'b'));
 }
 
+
+// A failed commit whose rollback cannot reload the store leaves memory that
+// matches nothing durable: the broker refuses every answer and commit from
+// then on (the daemon then stops), instead of aborting.
+TEST_F(BrokerTest, UnreloadableStoreAfterFailedCommitFailsClosedWithoutAborting) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  EXPECT_TRUE(broker_->Unrecoverable().ok());
+  store_.set_next_commit_error(absl::UnavailableError("disk full"));
+  store_.set_next_load_error(absl::DataLossError("page 7: checksum mismatch"));
+  v1::CreateTenantRequest req;
+  req.set_tenant_id("globex");
+  req.mutable_quota()->set_pinned_bytes(1 << 20);
+  v1::Tenant t;
+  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kUnavailable, "disk full");
+  ExpectCode(broker_->Unrecoverable(), absl::StatusCode::kUnavailable,
+             "could not be reloaded from the store after a failed commit (page 7");
+  // Reads and further mutations are refused with the same reason.
+  v1::GetTenantRequest get;
+  get.set_tenant_id("acme");
+  ExpectCode(broker_->GetTenant(get, &t), absl::StatusCode::kUnavailable, "it is restarting");
+  req.set_tenant_id("initech");
+  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kUnavailable, "it is restarting");
+}
+
 }  // namespace
 }  // namespace iommu

@@ -1,6 +1,6 @@
 // An in-memory Store for tests, with failure switches: set_next_commit_error()
 // makes the next Commit or CommitGroup fail (and apply nothing), as a full
-// disk would; PauseCommits() holds every commit until ResumeCommits(), as a
+// disk would; set_next_load_error() fails the next LoadAll; PauseCommits() holds every commit until ResumeCommits(), as a
 // slow fsync would, so tests can line up concurrent mutations behind one.
 // Thread-safe.
 #ifndef SERVER_FAKE_STORE_H_
@@ -27,6 +27,7 @@ class FakeStore final : public Store {
 
   absl::StatusOr<std::vector<StoreRecord>> LoadAll() override {
     absl::MutexLock l(&mu_);
+    if (!next_load_error_.ok()) return std::exchange(next_load_error_, absl::OkStatus());
     std::vector<StoreRecord> out;
     for (const auto& [key, value] : objects_) out.push_back({key.first, key.second, value});
     return out;
@@ -82,6 +83,11 @@ class FakeStore final : public Store {
     return n;
   }
 
+  // Makes the next LoadAll fail with `s`, as an unreadable file would.
+  void set_next_load_error(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    next_load_error_ = std::move(s);
+  }
   void set_next_commit_error(absl::Status s) { set_commit_error_after(0, std::move(s)); }
   // Lets `pass` commits succeed, then fails the one after them with `s`.
   void set_commit_error_after(int pass, absl::Status s) {
@@ -122,6 +128,7 @@ class FakeStore final : public Store {
   std::map<std::pair<std::string, std::string>, std::string> objects_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, RequestRecord> requests_ ABSL_GUARDED_BY(mu_);
   absl::Status next_commit_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status next_load_error_ ABSL_GUARDED_BY(mu_);
   int commits_to_pass_ ABSL_GUARDED_BY(mu_) = 0;
   int commits_ ABSL_GUARDED_BY(mu_) = 0;
   int batches_ ABSL_GUARDED_BY(mu_) = 0;

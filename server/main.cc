@@ -1,7 +1,9 @@
 // iommu-broker: the central broker daemon. Parses flags and wires the store,
 // the broker logic and the gRPC services; all logic lives in libraries.
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -175,10 +177,17 @@ int Run() {
 
   // Housekeeping: node liveness and expiry of remembered answers.
   absl::Notification stopping;
+  std::atomic<int> exit_code{0};
   std::thread housekeeper([&] {
     int ticks = 0;
     while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(kHousekeepingPeriodMs))) {
       (*broker)->CheckLiveness();
+      if (absl::Status s = (*broker)->Unrecoverable(); !s.ok()) {
+        Log(absl::StrCat("event=fatal error=\"", s.message(), "\""));
+        exit_code = 1;
+        kill(getpid(), SIGTERM);  // The stop path below drains and exits.
+        return;
+      }
       if (++ticks % 240 == 0) {
         absl::Status s = (*broker)->ExpireRequests();
         if (!s.ok()) Log(absl::StrCat("event=expire_failed error=\"", s.ToString(), "\""));
@@ -200,7 +209,7 @@ int Run() {
   broker->reset();
   store->reset();  // Closes the database cleanly (checkpoints the WAL).
   Log("event=stopped");
-  return 0;
+  return exit_code.load();
 }
 
 }  // namespace
