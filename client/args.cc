@@ -187,7 +187,8 @@ std::vector<CommandSpec> BuildCommands() {
   // Windows.
   add({"window", "allocate", "CONTAINER", false, "Reserve an IOVA window in a container",
        "Reserves SIZE bytes of IOVA space in container CONTAINER. Without --base the broker "
-       "picks the smallest free range that fits, lowest address first.",
+       "picks the smallest free range that fits, lowest address first. A container holds at "
+       "most 48 windows (a launcher grant names them all).",
        {Flag("size", ValueKind::kSize, "SIZE",
              "Bytes; a multiple of the container's IOMMU page size.", true),
         Flag("align", ValueKind::kSize, "SIZE",
