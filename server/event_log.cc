@@ -9,7 +9,8 @@ namespace iommu {
 
 EventLog::EventLog(EventLogOptions options)
     : options_{std::max<size_t>(options.max_events, 1),
-               std::max<size_t>(options.max_per_object, 1)} {}
+               std::max<size_t>(options.max_per_object, 1),
+               std::max<size_t>(options.max_per_tenant, 1)} {}
 
 namespace {
 
@@ -40,6 +41,13 @@ void EventLog::RemoveLocked(uint64_t seq) {
     if (ring == rings_.end()) continue;
     ring->second.erase(seq);
     if (ring->second.empty()) rings_.erase(ring);
+  }
+  if (const std::string& tenant = it->second.event.tenant_id(); !tenant.empty()) {
+    auto mine = by_tenant_.find(tenant);
+    if (mine != by_tenant_.end()) {
+      mine->second.erase(seq);
+      if (mine->second.empty()) by_tenant_.erase(mine);
+    }
   }
   events_.erase(it);
 }
@@ -80,8 +88,14 @@ void EventLog::Record(v1::Event event) {
     // allows (every-event lists still show it).
     if (ring.size() > options_.max_per_object) ring.erase(ring.begin());
   }
+  const std::string tenant = event.tenant_id();
   entry.event = std::move(event);
   events_.emplace(seq, std::move(entry));
+  if (!tenant.empty()) {
+    std::set<uint64_t>& mine = by_tenant_[tenant];
+    mine.insert(seq);
+    if (mine.size() > options_.max_per_tenant) RemoveLocked(*mine.begin());
+  }
   while (events_.size() > options_.max_events) RemoveLocked(events_.begin()->first);
 }
 

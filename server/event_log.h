@@ -2,9 +2,11 @@
 // window), for people: what happened, when, and why (iommuctl describe shows
 // them). Pure logic: no I/O, no gRPC, no clock (callers stamp the time).
 //
-// Memory is bounded twice: each object keeps its most recent
-// `max_per_object` events, and the log holds at most `max_events` in all,
-// dropping the oldest first. An event is filed under its object and under
+// Memory is bounded three ways: each object keeps its most recent
+// `max_per_object` events, each tenant its most recent `max_per_tenant`
+// (so a tenant making many objects churns only its own events out, never
+// another's), and the log holds at most `max_events` in all, dropping the
+// oldest first. An event is filed under its object and under
 // each of its related objects (a window's container, a container's tenant
 // and node), so that one object's events include what happened under it;
 // each filing counts against that object's ring. Objects whose events have
@@ -44,6 +46,8 @@ struct EventLogOptions {
   size_t max_events = 10000;
   // Events held per object (its own and its related objects'). At least 1.
   size_t max_per_object = 20;
+  // Events held per tenant (events with a tenant_id). At least 1.
+  size_t max_per_tenant = 1000;
 };
 
 class EventLog final {
@@ -98,6 +102,8 @@ class EventLog final {
   // Per object: the sequences of the events filed under it, at most
   // max_per_object; never empty (an emptied ring is erased).
   std::map<Key, std::set<uint64_t>> rings_ ABSL_GUARDED_BY(mu_);
+  // Per tenant: the sequences of its events; never empty.
+  std::map<std::string, std::set<uint64_t>> by_tenant_ ABSL_GUARDED_BY(mu_);
 };
 
 // Sizes in event messages: exact binary units when the size is a whole

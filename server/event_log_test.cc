@@ -132,6 +132,23 @@ TEST(EventLogTest, TheGlobalCapDropsTheOldestEverywhere) {
   EXPECT_TRUE(log.Holds(Container("c-4"), ""));
 }
 
+// A tenant making many objects churns out only its own events: another
+// tenant's, and fleet events, stay.
+TEST(EventLogTest, OneTenantCannotPushOutAnothersEvents) {
+  EventLog log(EventLogOptions{/*max_events=*/10, /*max_per_object=*/20, /*max_per_tenant=*/4});
+  log.Record(Ev("Quiet", Container("c-quiet"), 0, "globex", {Tenant("globex")}));
+  log.Record(Ev("NodeRegistered", Node("n1"), 1));
+  for (int i = 0; i < 1000; ++i) {
+    log.Record(Ev(absl::StrCat("H", i), Container(absl::StrCat("c-", i)), 2 + i, "hostile",
+                  {Tenant("hostile")}));
+  }
+  EXPECT_THAT(Reasons(log.List(Tenant("hostile"), "", 0, 100)),
+              ElementsAre("H996", "H997", "H998", "H999"));
+  EXPECT_THAT(Reasons(log.List(kAll, "globex", 0, 100)), ElementsAre("Quiet"));
+  EXPECT_THAT(Reasons(log.List(Node("n1"), "", 0, 100)), ElementsAre("NodeRegistered"));
+  EXPECT_EQ(log.size(), 6u);
+}
+
 TEST(EventLogTest, ARepeatedEventIsKeptOnceWithACountAndItsFirstTime) {
   EventLog log;
   log.Record(Ev("ContainerFailed", Container("c-1"), 100, "acme", {Node("n1")}, "busy"));
