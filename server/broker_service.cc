@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "common/grpc_status.h"
@@ -35,13 +36,17 @@ void AddRequestFields(const google::protobuf::Message& req, std::vector<LogField
 
 // Logs every refusal as one key=value line so that an operator can see who
 // was turned away and why.
+// At most a few lines a second per caller (CallerLimits), so one caller
+// cannot flood the log; a line after a quiet spell says how many it dropped.
 grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Identity& caller,
-                    const google::protobuf::Message& req, const absl::Status& s,
-                    LogLevel level = LogLevel::kWarning) {
-  if (!s.ok()) {
+                    CallerLimits* limits, const google::protobuf::Message& req,
+                    const absl::Status& s, LogLevel level = LogLevel::kWarning) {
+  uint64_t suppressed = 0;
+  if (!s.ok() && limits->ShouldLogRefusal(caller.ToString(), absl::Now(), &suppressed)) {
     std::vector<LogField> fields = {{"method", method},
                                     {"caller", caller.ToString()},
                                     {"peer", ctx->peer()}};
+    if (suppressed > 0) fields.push_back({"suppressed_before", std::to_string(suppressed)});
     AddRequestFields(req, &fields);
     fields.push_back({"code", absl::StatusCodeToString(s.code())});
     fields.push_back({"error", std::string(s.message())});
@@ -50,22 +55,26 @@ grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Id
   return ToGrpcStatus(s);
 }
 
-// Identify, authorize (on a copy the policy may narrow), then call the broker
-// with the caller (request ids are scoped by it).
+// Identify, bound the caller's calls in flight, authorize (on a copy the
+// policy may narrow), then call the broker with the caller (request ids are
+// scoped by it).
 template <typename Req, typename Resp, typename Call>
-grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
-                   const TransportConfig& transport, const Authorizer& authz, const Req& req,
-                   Resp* resp, Call call, LogLevel level = LogLevel::kWarning) {
-  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, transport);
+grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const ServiceDeps& deps,
+                   const Req& req, Resp* resp, Call call, LogLevel level = LogLevel::kWarning) {
+  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, *deps.transport);
   if (!caller.ok()) {
-    authz.CountDenial(method, Identity{}, caller.status());
-    return Finish(method, ctx, Identity{}, req, caller.status());
+    deps.authz->CountDenial(method, Identity{}, caller.status());
+    return Finish(method, ctx, Identity{}, deps.limits, req, caller.status());
+  }
+  CallerAdmission admission(deps.limits, caller->ToString());
+  if (!admission.status().ok()) {
+    return Finish(method, ctx, *caller, deps.limits, req, admission.status());
   }
   Req scoped = req;
-  if (absl::Status s = authz.Authorize(*caller, &scoped); !s.ok()) {
-    return Finish(method, ctx, *caller, req, s);
+  if (absl::Status s = deps.authz->Authorize(*caller, &scoped); !s.ok()) {
+    return Finish(method, ctx, *caller, deps.limits, req, s);
   }
-  return Finish(method, ctx, *caller, scoped, call(scoped, resp, *caller), level);
+  return Finish(method, ctx, *caller, deps.limits, scoped, call(scoped, resp, *caller), level);
 }
 
 }  // namespace
@@ -73,9 +82,9 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
 #define IOMMU_BROKER_RPC(Method, Req, Resp)                                                   \
   grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,            \
                                      v1::Resp* resp) {                                        \
-    return Serve(#Method, ctx, *transport_, *authz_, *req, resp,                             \
+    return Serve(#Method, ctx, deps_, *req, resp,                                            \
                  [this](const v1::Req& r, v1::Resp* out, const Identity& caller) {              \
-                   return broker_->Method(r, out, caller);                                     \
+                   return deps_.broker->Method(r, out, caller);                                \
                  });                                                                           \
   }
 #include "server/broker_rpcs.inc"
@@ -84,9 +93,9 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx,
 grpc::Status NodeRegistryService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
-  return Serve("Register", ctx, *transport_, *authz_, *req, resp,
+  return Serve("Register", ctx, deps_, *req, resp,
                [this](const v1::RegisterRequest& r, v1::RegisterResponse* out, const Identity&) {
-                 return broker_->Register(r, out);
+                 return deps_.broker->Register(r, out);
                });
 }
 
@@ -96,9 +105,9 @@ grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
   // A stale session is routine after a broker restart (the agent registers
   // again), so the broker's own refusals are logged at debug level only.
   return Serve(
-      "Heartbeat", ctx, *transport_, *authz_, *req, resp,
+      "Heartbeat", ctx, deps_, *req, resp,
       [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out, const Identity&) {
-        return broker_->Heartbeat(r, out);
+        return deps_.broker->Heartbeat(r, out);
       },
       LogLevel::kDebug);
 }
@@ -106,9 +115,9 @@ grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
 grpc::Status NodeRegistryService::Reconciled(grpc::ServerContext* ctx,
                                              const v1::ReconciledRequest* req,
                                              v1::ReconciledResponse* resp) {
-  return Serve("Reconciled", ctx, *transport_, *authz_, *req, resp,
+  return Serve("Reconciled", ctx, deps_, *req, resp,
                [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out, const Identity&) {
-                 return broker_->Reconciled(r, out);
+                 return deps_.broker->Reconciled(r, out);
                });
 }
 

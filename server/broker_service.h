@@ -2,7 +2,8 @@
 // and iommuctl, and the NodeRegistry for agents. Every handler does the same
 // three things, once, at the boundary: identify the caller from its
 // certificate, ask the Authorizer (server/authz.h, the whole policy), and
-// convert the broker's absl::Status, logging refusals.
+// convert the broker's absl::Status, logging refusals. Each caller has a
+// bound on its calls in flight and on its refusals logged (CallerLimits).
 //
 // Thread-safety: safe; handlers run on gRPC's threads, and Broker and
 // Authorizer are thread-safe.
@@ -13,14 +14,22 @@
 #include "proto/broker.grpc.pb.h"
 #include "server/authz.h"
 #include "server/broker.h"
+#include "server/caller_limits.h"
 
 namespace iommu {
 
+// What both services use; everything must outlive them.
+struct ServiceDeps {
+  Broker* broker;
+  const Authorizer* authz;
+  const TransportConfig* transport;
+  // Per-caller calls in flight and refusal log volume (thread-safe).
+  CallerLimits* limits;
+};
+
 class BrokerService final : public v1::Broker::Service {
  public:
-  // All three must outlive the service.
-  BrokerService(Broker* broker, const Authorizer* authz, const TransportConfig* transport)
-      : broker_(broker), authz_(authz), transport_(transport) {}
+  explicit BrokerService(ServiceDeps deps) : deps_(deps) {}
 
 #define IOMMU_BROKER_RPC(Method, Req, Resp) \
   grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
@@ -28,15 +37,12 @@ class BrokerService final : public v1::Broker::Service {
 #undef IOMMU_BROKER_RPC
 
  private:
-  Broker* const broker_;
-  const Authorizer* const authz_;
-  const TransportConfig* const transport_;
+  const ServiceDeps deps_;
 };
 
 class NodeRegistryService final : public v1::NodeRegistry::Service {
  public:
-  NodeRegistryService(Broker* broker, const Authorizer* authz, const TransportConfig* transport)
-      : broker_(broker), authz_(authz), transport_(transport) {}
+  explicit NodeRegistryService(ServiceDeps deps) : deps_(deps) {}
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* resp) override;
@@ -46,9 +52,7 @@ class NodeRegistryService final : public v1::NodeRegistry::Service {
                           v1::ReconciledResponse* resp) override;
 
  private:
-  Broker* const broker_;
-  const Authorizer* const authz_;
-  const TransportConfig* const transport_;
+  const ServiceDeps deps_;
 };
 
 }  // namespace iommu

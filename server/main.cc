@@ -51,6 +51,10 @@ ABSL_FLAG(std::string, metrics_address, "",
           "host:port serving Prometheus metrics (iommu_broker_*, docs/METRICS.md) over HTTP at "
           "/metrics, e.g. 0.0.0.0:9400; empty: no metrics endpoint");
 
+ABSL_FLAG(uint32_t, max_inflight_per_caller, 64,
+          "Calls of one caller (certificate identity) in flight at once; more are refused with "
+          "RESOURCE_EXHAUSTED, so one tenant cannot hold every handler thread. 0: no limit");
+
 namespace {
 
 // How often the housekeeper checks node liveness (and, every 240th time,
@@ -139,8 +143,12 @@ int Run() {
                                             const absl::Status& /*refusal*/) {
     m->CountDenial(method, iommu::RoleName(caller.role));
   });
-  iommu::BrokerService broker_service(broker->get(), &authz, &*transport);
-  iommu::NodeRegistryService registry_service(broker->get(), &authz, &*transport);
+  iommu::CallerLimitsOptions limits_options;
+  limits_options.max_inflight_per_caller = absl::GetFlag(FLAGS_max_inflight_per_caller);
+  iommu::CallerLimits caller_limits(limits_options);
+  const iommu::ServiceDeps deps{broker->get(), &authz, &*transport, &caller_limits};
+  iommu::BrokerService broker_service(deps);
+  iommu::NodeRegistryService registry_service(deps);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

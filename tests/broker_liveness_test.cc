@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -122,6 +123,57 @@ TEST(BrokerLivenessTest, StalledAgentHoldsNoReplyThatDoesNotNeedIt) {
   ASSERT_TRUE(cluster.WaitForNodeState("node-1", v1::NODE_STATE_READY).ok());
   s = stub->GrantLauncher(Context(10).get(), gr, &grant);
   EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+// A tenant whose calls hang (here: on a stalled agent) holds at most
+// --max_inflight_per_caller handlers; its next call is refused at once and
+// another tenant is served.
+TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
+  testing::ClusterOptions options;
+  options.tls = true;
+  options.tenants = {"hostile", "acme"};
+  options.broker_args = {"--max_inflight_per_caller=1"};
+  Cluster cluster(options);
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
+  ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
+  auto op = cluster.BrokerStub();
+  for (const char* t : {"hostile", "acme"}) {
+    v1::CreateTenantRequest tr;
+    tr.set_tenant_id(t);
+    tr.mutable_quota()->set_pinned_bytes(1ULL << 30);
+    v1::Tenant tenant;
+    ASSERT_TRUE(op->CreateTenant(Context().get(), tr, &tenant).ok());
+  }
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGSTOP), 0);
+  auto hostile = cluster.BrokerStubAs("tenant-hostile");
+  v1::CreateContainerRequest cr;
+  cr.set_tenant_id("hostile");
+  cr.mutable_selector()->set_count(1);
+  v1::Container hanging;
+  grpc::ClientContext hanging_ctx;
+  grpc::Status hanging_status;
+  std::thread stuck([&] { hanging_status = hostile->CreateContainer(&hanging_ctx, cr, &hanging); });
+  // Until the broker holds the stuck call, a second one may still get in.
+  grpc::Status s;
+  for (int i = 0; i < 100; ++i) {
+    v1::ListContainersRequest lr;
+    v1::ListContainersResponse lo;
+    s = hostile->ListContainers(Context().get(), lr, &lo);
+    if (!s.ok()) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(s.error_message().find("tenant/hostile already has 1 calls in flight"),
+            std::string::npos)
+      << s.error_message();
+  // Another tenant is served meanwhile.
+  auto acme = cluster.BrokerStubAs("tenant-acme");
+  v1::ListContainersRequest lr;
+  v1::ListContainersResponse lo;
+  s = acme->ListContainers(Context().get(), lr, &lo);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGCONT), 0);
+  stuck.join();
 }
 
 }  // namespace
