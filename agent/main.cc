@@ -103,6 +103,9 @@ ABSL_FLAG(bool, manage_drivers, false,
           "Real backends: bind managed devices to vfio-pci (driver_override) when a container "
           "takes them and give them back to their old driver when it is destroyed. Without it, "
           "only devices already bound to vfio-pci are assignable.");
+ABSL_FLAG(absl::Duration, registration_max_backoff, absl::Seconds(1),
+          "Longest wait between attempts to reach the broker (full jitter below it; "
+          "also never above the broker's heartbeat interval).");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written there once serving.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -140,6 +143,10 @@ int Main(int argc, char** argv) {
   SetLogSource("agent");
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return Fail("bad_flag", level.status());
+  if (absl::GetFlag(FLAGS_registration_max_backoff) <= absl::ZeroDuration()) {
+    return Fail("bad_flag",
+                absl::InvalidArgumentError("registration_max_backoff: must be positive"));
+  }
   SetMinLogLevel(*level);
 
   const std::string node = absl::GetFlag(FLAGS_node);
@@ -398,6 +405,7 @@ int Main(int argc, char** argv) {
   options.launcher_socket = absl::GetFlag(FLAGS_launcher_socket);
   options.agent_version = kAgentVersion;
   options.broker_address = broker;
+  options.max_backoff = absl::GetFlag(FLAGS_registration_max_backoff);
   Registration registration(
       options, &core,
       v1::NodeRegistry::NewStub(
