@@ -82,7 +82,10 @@ void LauncherSessions::OnDisconnect(uint64_t conn_id) {
     auto it = conns_.find(conn_id);
     if (it == conns_.end()) return;
     session = it->second.session_id;
-    peers_.Release(it->second.peer.uid);
+    const absl::Status released = peers_.Release(it->second.peer.uid);
+    if (!released.ok()) {
+      LogEvent(LogLevel::kError, "peer_count_mismatch", {{"error", released.message()}});
+    }
     conns_.erase(it);
   }
   // Whatever the launcher mapped goes with it: a killed launcher leaves no

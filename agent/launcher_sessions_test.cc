@@ -139,6 +139,13 @@ v1::LauncherRequest DevicesReq() {
   return req;
 }
 
+// SignGrant for grants that must sign; a failure fails the test.
+std::string Signed(const v1::LauncherGrant& grant, absl::string_view key) {
+  absl::StatusOr<std::string> token = SignGrant(grant, key);
+  EXPECT_TRUE(token.ok()) << token.status();
+  return token.ok() ? *token : std::string();
+}
+
 class LauncherSessionsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -251,7 +258,7 @@ class LauncherSessionsTest : public ::testing::Test {
   // A connection with an open session on `container` of `tenant`.
   uint64_t OpenSession(const std::string& container = kC1, const std::string& tenant = "acme") {
     const uint64_t conn = Connect();
-    v1::LauncherResponse r = Open(conn, SignGrant(Grant(container, tenant), kKey));
+    v1::LauncherResponse r = Open(conn, Signed(Grant(container, tenant), kKey));
     EXPECT_OK(StatusOf(r));
     return conn;
   }
@@ -306,7 +313,7 @@ class LauncherSessionsTest : public ::testing::Test {
 TEST_F(LauncherSessionsTest, ValidTokenOpensSessionBoundToItsContainer) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
-  v1::LauncherResponse r = Open(conn, SignGrant(grant, kKey));
+  v1::LauncherResponse r = Open(conn, Signed(grant, kKey));
   ASSERT_OK(StatusOf(r));
   ASSERT_TRUE(r.has_session_opened());
   const auto& opened = r.session_opened();
@@ -323,7 +330,7 @@ TEST_F(LauncherSessionsTest, ValidTokenOpensSessionBoundToItsContainer) {
 TEST_F(LauncherSessionsTest, RefusesOpenUntilAgentHasAKeyAndKeepsTheTokenUsable) {
   core_->SetGrantKey("");
   const uint64_t conn = Connect();
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kUnavailable, "token: this agent has not registered"));
   EXPECT_EQ(sessions_->session_count(), 0u);
@@ -336,7 +343,7 @@ TEST_F(LauncherSessionsTest, RefusesGarbageTokens) {
   const std::string before = Snapshot();
   for (const std::string& token :
        {std::string(""), std::string("hello"), std::string("v1.AAAA.BBBB"),
-        std::string("v2.") + SignGrant(Grant(), kKey).substr(3), std::string(5000, 'a')}) {
+        std::string("v2.") + Signed(Grant(), kKey).substr(3), std::string(5000, 'a')}) {
     EXPECT_THAT(StatusOf(Open(conn, token)), StatusIs(Code::kUnauthenticated, "token: malformed"))
         << token.substr(0, 40);
   }
@@ -345,7 +352,7 @@ TEST_F(LauncherSessionsTest, RefusesGarbageTokens) {
 
 TEST_F(LauncherSessionsTest, RefusesTamperedToken) {
   const uint64_t conn = Connect();
-  std::string token = SignGrant(Grant(), kKey);
+  std::string token = Signed(Grant(), kKey);
   // Flip one base64 digit in the middle of the payload: still canonical
   // base64, another payload under the same MAC.
   const size_t dot = token.find('.', 3);
@@ -359,7 +366,7 @@ TEST_F(LauncherSessionsTest, RefusesTamperedToken) {
 
 TEST_F(LauncherSessionsTest, RefusesTokenSignedWithAnotherKey) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(), kOtherKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(), kOtherKey))),
               StatusIs(Code::kUnauthenticated, "token: bad signature"));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
@@ -367,7 +374,7 @@ TEST_F(LauncherSessionsTest, RefusesTokenSignedWithAnotherKey) {
 TEST_F(LauncherSessionsTest, RefusesExpiredTokenIncludingExactlyAtExpiry) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
-  const std::string token = SignGrant(grant, kKey);
+  const std::string token = Signed(grant, kKey);
   now_ms_ = grant.expires_ms() + 1;
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kUnauthenticated,
@@ -380,7 +387,7 @@ TEST_F(LauncherSessionsTest, RefusesExpiredTokenIncludingExactlyAtExpiry) {
 }
 
 TEST_F(LauncherSessionsTest, ReplayOnSecondConnectionIsRefused) {
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   const uint64_t first = Connect();
   ASSERT_OK(StatusOf(Open(first, token)));
   const uint64_t second = Connect();
@@ -393,28 +400,28 @@ TEST_F(LauncherSessionsTest, ReplayOnSecondConnectionIsRefused) {
   EXPECT_THAT(StatusOf(Open(second, token)),
               StatusIs(Code::kUnauthenticated, "token: already used"));
   // The second connection can still open with a token of its own.
-  EXPECT_OK(StatusOf(Open(second, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(second, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenForAnotherNode) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
   grant.set_node("n2");
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(grant, kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(grant, kKey))),
               StatusIs(Code::kUnauthenticated, "token: issued for node \"n2\", this is node \"n1\""));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenForContainerNotHeld) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(kNotHeld, "acme"), kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(kNotHeld, "acme"), kKey))),
               StatusIs(Code::kNotFound, absl::StrCat("container_id: ", kNotHeld)));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenWhoseTenantDoesNotOwnTheContainer) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(kC1, "globex"), kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(kC1, "globex"), kKey))),
               StatusIs(Code::kUnauthenticated,
                        absl::StrCat("token: container ", kC1,
                                     " does not belong to tenant \"globex\"")));
@@ -424,7 +431,7 @@ TEST_F(LauncherSessionsTest, RefusesTokenWhoseTenantDoesNotOwnTheContainer) {
 TEST_F(LauncherSessionsTest, LauncherUidMustMatchPeerAndRefusalKeepsTokenUsable) {
   v1::LauncherGrant grant = Grant();
   grant.set_launcher_uid(2000);
-  const std::string token = SignGrant(grant, kKey);
+  const std::string token = Signed(grant, kKey);
   const uint64_t wrong = Connect(kUid);
   EXPECT_THAT(StatusOf(Open(wrong, token)),
               StatusIs(Code::kPermissionDenied, "token: issued for uid 2000, presented by uid 1000"));
@@ -444,11 +451,11 @@ TEST_F(LauncherSessionsTest, AllowedUidsRefusesOtherPeersAtConnect) {
               StatusIs(Code::kPermissionDenied,
                        "peer: uid 2000 may not use this agent's launcher socket"));
   // A refused connection has no state: a request on it is not served.
-  EXPECT_THAT(StatusOf(Send(99, OpenReq(SignGrant(Grant(), kKey)))),
+  EXPECT_THAT(StatusOf(Send(99, OpenReq(Signed(Grant(), kKey)))),
               StatusIs(Code::kInternal, "connection unknown"));
   EXPECT_EQ(sessions_->session_count(), 0u);
   const uint64_t conn = Connect(kUid);
-  EXPECT_OK(StatusOf(Open(conn, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(conn, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, AllowedGidsRefusesOtherPeersAtConnect) {
@@ -461,13 +468,13 @@ TEST_F(LauncherSessionsTest, AllowedGidsRefusesOtherPeersAtConnect) {
   EXPECT_THAT(sessions_->OnConnect(99, peer),
               StatusIs(Code::kPermissionDenied,
                        "peer: gid 1000 may not use this agent's launcher socket"));
-  EXPECT_THAT(StatusOf(Send(99, OpenReq(SignGrant(Grant(), kKey)))),
+  EXPECT_THAT(StatusOf(Send(99, OpenReq(Signed(Grant(), kKey)))),
               StatusIs(Code::kInternal, "connection unknown"));
   EXPECT_EQ(sessions_->peer_connections(kUid), 0u);
   peer.gid = 107;
   ASSERT_OK(sessions_->OnConnect(100, peer));
   connected_.push_back(100);
-  EXPECT_OK(StatusOf(Open(100, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(100, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, ConnectionsPerPeerAreLimitedAndFreedOnDisconnect) {
@@ -524,7 +531,7 @@ TEST_F(LauncherSessionsTest, ValidateOptionsNamesTheFlagAndTheRule) {
 
 TEST_F(LauncherSessionsTest, SecondOpenOnSameConnectionIsRefusedAndItsTokenStaysUnused) {
   const uint64_t conn = OpenSession();
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   const std::string before = Snapshot();
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kFailedPrecondition, "open_session: this connection already holds"));
@@ -562,7 +569,7 @@ TEST_F(LauncherSessionsTest, FdsOnRequestsThatTakeNoneAreClosedAndRefused) {
   const uint64_t conn = Connect();
   const int fds_before = CountOpenFds();
   // OpenSession with an fd: refused, and the token stays unused.
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   {
     std::vector<UniqueFd> fds;
     fds.push_back(Memfd(kPage));

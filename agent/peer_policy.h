@@ -73,8 +73,10 @@ class PeerPolicy final {
   absl::Status Admit(uid_t uid, gid_t gid);
 
   // The connection of `uid` that Admit counted closed. Releasing a uid with
-  // nothing counted is a caller bug and aborts.
-  void Release(uid_t uid);
+  // nothing counted is a caller bug: INTERNAL, and nothing changes (the
+  // agent logs it and keeps serving; aborting would hand whoever found the
+  // bug a way to kill every launcher's session).
+  absl::Status Release(uid_t uid);
 
   // Connections counted for `uid` now.
   size_t held(uid_t uid) const;

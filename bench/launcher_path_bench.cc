@@ -132,7 +132,9 @@ class PathState {
     auto client = LauncherClient::Connect(options.socket_path);
     BENCH_CHECK(client.ok(), client.status().ToString());
     client_ = *std::move(client);
-    auto opened = client_->OpenSession(SignGrant(Grant(kSocketContainer), kKey));
+    absl::StatusOr<std::string> token = SignGrant(Grant(kSocketContainer), kKey);
+    BENCH_CHECK(token.ok(), token.status().ToString());
+    auto opened = client_->OpenSession(*token);
     BENCH_CHECK(opened.ok(), opened.status().ToString());
     auto memfd = LauncherClient::CreateMemfd(kMemBytes, "socket-guest-ram");
     BENCH_CHECK(memfd.ok(), memfd.status().ToString());

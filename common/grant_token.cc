@@ -19,6 +19,8 @@ namespace {
 constexpr absl::string_view kVersionPrefix = "v1";
 constexpr size_t kMacBytes = 32;  // SHA-256.
 
+// Only for failures no input can cause: OpenSSL's CSPRNG or HMAC failing
+// (there is no safe fallback to a weaker key or an unchecked token).
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "grant_token: %s\n", what);
   std::abort();
@@ -33,8 +35,9 @@ std::string RandomBytes(size_t n) {
   return out;
 }
 
-// HMAC-SHA256(key, data). The callers have checked the key size, so a
-// failure here is OpenSSL itself failing.
+// HMAC-SHA256(key, data). The callers have checked the key size (and
+// tokens are capped at 4 KiB before this), so a failure here is OpenSSL
+// itself failing, not anything a peer sent.
 std::string Mac(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int out_len = 0;
@@ -65,27 +68,46 @@ bool DecodeCanonical(absl::string_view in, std::string* out) {
   return absl::WebSafeBase64Escape(*out) == in;
 }
 
+// `at_least`: the size is a lower bound (the payload alone), not exact.
+absl::Status TooLarge(size_t bytes, bool at_least) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "grant: token would be ", at_least ? "more than " : "", bytes,
+      " bytes, over the limit of ", kMaxGrantTokenBytes,
+      " bytes (name fewer windows, or shorter ids)"));
+}
+
+absl::Status ShortKey(size_t got) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "grant key: must be at least ", kMinGrantKeyBytes, " bytes, got ", got));
+}
+
 }  // namespace
 
-std::string SignGrant(const v1::LauncherGrant& grant, absl::string_view key) {
-  if (key.size() < kMinGrantKeyBytes) Die("SignGrant: key shorter than 16 bytes");
+absl::StatusOr<std::string> SignGrant(const v1::LauncherGrant& grant, absl::string_view key) {
+  if (key.size() < kMinGrantKeyBytes) return ShortKey(key.size());
+  // Checked before serializing so a grant with megabytes of windows is not
+  // encoded and MACed only to be refused: a token is about 4/3 of the
+  // payload plus 48 bytes.
+  const size_t payload_bytes = grant.ByteSizeLong();
+  if (payload_bytes > kMaxGrantTokenBytes) {
+    return TooLarge(payload_bytes, /*at_least=*/true);
+  }
   std::string payload;
-  if (!grant.SerializeToString(&payload)) Die("SignGrant: grant does not serialize");
+  if (!grant.SerializeToString(&payload)) {
+    return absl::InvalidArgumentError(
+        "grant: does not serialize (a string field that is not UTF-8?)");
+  }
   std::string token = absl::StrCat(kVersionPrefix, ".",
                                    absl::WebSafeBase64Escape(payload), ".",
                                    absl::WebSafeBase64Escape(Mac(key, payload)));
-  if (token.size() > kMaxGrantTokenBytes) Die("SignGrant: token exceeds 4096 bytes");
+  if (token.size() > kMaxGrantTokenBytes) return TooLarge(token.size(), /*at_least=*/false);
   return token;
 }
 
 absl::StatusOr<v1::LauncherGrant> VerifyGrant(absl::string_view token,
                                               absl::string_view key,
                                               int64_t now_ms) {
-  if (key.size() < kMinGrantKeyBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "grant key: must be at least ", kMinGrantKeyBytes, " bytes, got ",
-        key.size()));
-  }
+  if (key.size() < kMinGrantKeyBytes) return ShortKey(key.size());
   if (token.empty()) return Malformed("empty");
   if (token.size() > kMaxGrantTokenBytes) {
     return Malformed(absl::StrCat("longer than ", kMaxGrantTokenBytes, " bytes"));

@@ -39,10 +39,17 @@ inline constexpr size_t kMaxGrantTokenBytes = 4096;
 // and an empty key is always a configuration mistake.
 inline constexpr size_t kMinGrantKeyBytes = 16;
 
-// Returns the token for `grant` signed with `key`. `key` must hold at least
-// kMinGrantKeyBytes bytes and the serialized grant must fit the token limit;
-// both are the broker's own bugs, not input errors, so violating them aborts.
-std::string SignGrant(const v1::LauncherGrant& grant, absl::string_view key);
+// Returns the token for `grant` signed with `key`. Never aborts on its
+// input: a grant comes from a request (its windows, ids) and a key from a
+// store, so a bad one is an error for that request, not for the process.
+// Errors:
+//   FAILED_PRECONDITION "grant key: must be at least 16 bytes, got N" (the
+//   signer's configuration is wrong, not the grant);
+//   INVALID_ARGUMENT "grant: does not serialize" (e.g. a string field that is
+//   not UTF-8);
+//   RESOURCE_EXHAUSTED "grant: token would be N bytes, over the limit of 4096
+//   bytes" (too many or too large windows or ids).
+absl::StatusOr<std::string> SignGrant(const v1::LauncherGrant& grant, absl::string_view key);
 
 // Checks `token` against `key` and returns its grant when the MAC matches and
 // now_ms < grant.expires_ms. The MAC is compared in constant time before the
@@ -62,10 +69,12 @@ absl::StatusOr<v1::LauncherGrant> VerifyGrant(absl::string_view token,
                                               int64_t now_ms);
 
 // 32 random bytes from OpenSSL's CSPRNG, for a new broker/agent key. Aborts
-// if the CSPRNG fails (there is no safe fallback).
+// if the CSPRNG fails: no input reaches this (only the process's own
+// entropy source), and there is no safe fallback to a weaker key.
 std::string NewGrantKey();
 
-// 16 random bytes as 32 lower-case hex digits, for LauncherGrant.token_id.
+// 16 random bytes as 32 lower-case hex digits, for LauncherGrant.token_id
+// and the agent's incarnation. Aborts like NewGrantKey if the CSPRNG fails.
 std::string NewGrantTokenId();
 
 // Remembers the ids of tokens already used until they expire, so a token

@@ -34,6 +34,13 @@ void ExpectError(const absl::Status& s, Code code, absl::string_view text) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(text)));
 }
 
+// SignGrant for grants that must sign; a failure fails the test.
+std::string Signed(const v1::LauncherGrant& grant, absl::string_view key) {
+  absl::StatusOr<std::string> token = SignGrant(grant, key);
+  EXPECT_TRUE(token.ok()) << token.status();
+  return token.ok() ? *token : std::string();
+}
+
 v1::LauncherGrant SampleGrant() {
   v1::LauncherGrant g;
   g.set_token_id(NewGrantTokenId());
@@ -53,7 +60,7 @@ TEST(GrantTokenTest, RoundTripReturnsTheSignedGrant) {
   const std::string key = NewGrantKey();
   ASSERT_EQ(key.size(), 32u);
   const v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   EXPECT_EQ(token.substr(0, 3), "v1.");
   absl::StatusOr<v1::LauncherGrant> got = VerifyGrant(token, key, kNow);
   ASSERT_TRUE(got.ok()) << got.status();
@@ -71,7 +78,7 @@ TEST(GrantTokenTest, TokenIdsAndKeysAreRandomHex) {
 
 TEST(GrantTokenTest, ChangingAnyByteOfTheTokenIsRefused) {
   const std::string key = NewGrantKey();
-  const std::string token = SignGrant(SampleGrant(), key);
+  const std::string token = Signed(SampleGrant(), key);
   for (size_t i = 0; i < token.size(); ++i) {
     std::string bad = token;
     // Swap for another base64url character (or another char for '.'/'v1').
@@ -85,7 +92,7 @@ TEST(GrantTokenTest, ChangingAnyByteOfTheTokenIsRefused) {
 TEST(GrantTokenTest, TamperedPayloadIsBadSignature) {
   const std::string key = NewGrantKey();
   v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   // Re-encode a payload with a wider window and keep the old signature.
   grant.mutable_windows(0)->set_size(0x40000000);
   std::vector<std::string> parts = absl::StrSplit(token, '.');
@@ -102,7 +109,7 @@ TEST(GrantTokenTest, TamperedPayloadIsBadSignature) {
 }
 
 TEST(GrantTokenTest, WrongKeyIsBadSignature) {
-  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  const std::string token = Signed(SampleGrant(), NewGrantKey());
   ExpectError(VerifyGrant(token, NewGrantKey(), kNow), Code::kUnauthenticated,
               "token: bad signature");
 }
@@ -110,7 +117,7 @@ TEST(GrantTokenTest, WrongKeyIsBadSignature) {
 TEST(GrantTokenTest, ValidUntilTheMillisecondBeforeExpiry) {
   const std::string key = NewGrantKey();
   const v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   EXPECT_TRUE(VerifyGrant(token, key, grant.expires_ms() - 1).ok());
   ExpectError(VerifyGrant(token, key, grant.expires_ms()),
               Code::kUnauthenticated,
@@ -120,20 +127,41 @@ TEST(GrantTokenTest, ValidUntilTheMillisecondBeforeExpiry) {
 }
 
 TEST(GrantTokenTest, ShortKeyIsAConfigurationError) {
-  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  const std::string token = Signed(SampleGrant(), NewGrantKey());
   ExpectError(VerifyGrant(token, "", kNow), Code::kFailedPrecondition,
               "grant key: must be at least 16 bytes");
   ExpectError(VerifyGrant(token, "0123456789abcde", kNow),
               Code::kFailedPrecondition, "got 15");
 }
 
-TEST(GrantTokenDeathTest, SigningWithAShortKeyAborts) {
-  EXPECT_DEATH(SignGrant(SampleGrant(), "short"), "key shorter than 16 bytes");
+// Regression (issue 11, A): signing used to abort the broker on a short key
+// or an oversized grant; both are now errors for that one request.
+TEST(GrantTokenTest, SigningWithAShortKeyIsFailedPrecondition) {
+  ExpectError(SignGrant(SampleGrant(), "short"), Code::kFailedPrecondition,
+              "grant key: must be at least 16 bytes, got 5");
+}
+
+TEST(GrantTokenTest, SigningAGrantTooLargeForATokenIsResourceExhausted) {
+  v1::LauncherGrant grant = SampleGrant();
+  // Each window is ~40 bytes serialized: 100 of them pass 4096 once base64'd.
+  for (int i = 0; i < 100; ++i) {
+    v1::GrantWindow* w = grant.add_windows();
+    w->set_window_id("w-0000000000000002");
+    w->set_base(0x100000000ULL * (i + 2));
+    w->set_size(0x200000);
+  }
+  ExpectError(SignGrant(grant, NewGrantKey()), Code::kResourceExhausted,
+              "over the limit of 4096 bytes");
+  // Far past the limit: refused from its size alone, before encoding.
+  grant.set_tenant_id(std::string(100000, 'a'));
+  ExpectError(SignGrant(grant, NewGrantKey()), Code::kResourceExhausted,
+              absl::StrCat("grant: token would be more than ", grant.ByteSizeLong(),
+                           " bytes, over the limit of 4096 bytes"));
 }
 
 TEST(GrantTokenTest, MalformedTokensAreRefusedWithoutCrashing) {
   const std::string key = NewGrantKey();
-  const std::string token = SignGrant(SampleGrant(), key);
+  const std::string token = Signed(SampleGrant(), key);
   std::vector<std::string> parts = absl::StrSplit(token, '.');
   struct Case {
     std::string token;

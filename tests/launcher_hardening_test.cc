@@ -367,7 +367,12 @@ class LauncherHardeningTest : public ::testing::Test {
     }
     grant->set_token_id(NewGrantTokenId());
     edit(*grant);
-    return SignGrant(*grant, key);
+    absl::StatusOr<std::string> token = SignGrant(*grant, key);
+    if (!token.ok()) {
+      ADD_FAILURE() << token.status();
+      return "";
+    }
+    return *token;
   }
 
   v1::GetInventoryResponse Inventory(const std::string& node) {
