@@ -536,6 +536,16 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
         WindowList(session->grant_windows), " that container ", container_id, " still holds ",
         WindowList(c->second.windows)));
   }
+  // Mapping records live in the agent's memory whichever container they are
+  // in: one tenant may not take them all (DESIGN.md invariant 10).
+  auto tenant_maps = mappings_per_tenant_.find(session->tenant);
+  const size_t held_maps = tenant_maps == mappings_per_tenant_.end() ? 0 : tenant_maps->second;
+  if (held_maps >= max_mappings_per_tenant_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "iova: tenant \"", session->tenant, "\" already holds ", held_maps,
+        " mappings on node ", node_, " (limit ", max_mappings_per_tenant_,
+        " per tenant, --max_mappings_per_tenant); unmap some first"));
+  }
   const ObjectKey key = mem->second.region.key;
   const std::string owner = ledger_.owner(key).value_or(mem->second.tenant);
   ASSIGN_OR_RETURN(uint64_t newly, ledger_.NewlyBilledIfMapped(key, offset, length));
@@ -570,14 +580,23 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   m.offset = offset;
   m.key = key;
   m.owner = owner;
+  m.tenant = session->tenant;
   c->second.mappings.emplace(iova, std::move(m));
+  ++mappings_per_tenant_[session->tenant];
   LogEvent(LogLevel::kDebug, "mapped",
            {{"container", container_id}, {"session", session_id}, {"memory", memory_id},
             {"iova", Hex(iova)}, {"size", Hex(length)}, {"newly_billed", *billed_now}});
   return absl::OkStatus();
 }
 
+void AgentCore::SetMaxMappingsPerTenant(size_t limit) {
+  absl::MutexLock lock(&mu_);
+  max_mappings_per_tenant_ = limit;
+}
+
 void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
+  auto t = mappings_per_tenant_.find(m.tenant);
+  if (t != mappings_per_tenant_.end() && --t->second == 0) mappings_per_tenant_.erase(t);
   absl::StatusOr<uint64_t> released = ledger_.Unmap(m.key, m.offset, m.size);
   if (!released.ok()) {
     LogEvent(LogLevel::kError, "ledger_unmap_failed",

@@ -62,6 +62,10 @@ struct MemoryInfo {
   bool shared = false;       // The object was already registered before.
 };
 
+// The default of --max_mappings_per_tenant: a full vfio type1 container's
+// worth (its default dma_entry_limit is 65535).
+inline constexpr size_t kDefaultMaxMappingsPerTenant = 65536;
+
 class AgentCore final {
  public:
   // `node` is this agent's node name; `backend` must outlive the AgentCore
@@ -199,6 +203,11 @@ class AgentCore final {
   // The session ended: unmaps everything it mapped, releases its memory.
   void CloseSession(const std::string& session_id);
 
+  // Mappings the sessions of one tenant may hold on this node at once
+  // (--max_mappings_per_tenant); MapMemory refuses past it with
+  // RESOURCE_EXHAUSTED naming the tenant and the limit.
+  void SetMaxMappingsPerTenant(size_t limit);
+
   // The key launcher tokens are checked with (from the broker at
   // registration); empty until the first registration.
   void SetGrantKey(std::string key);
@@ -226,6 +235,7 @@ class AgentCore final {
     uint64_t offset = 0;
     ObjectKey key;
     std::string owner;
+    std::string tenant;  // The tenant of the session that mapped it.
   };
   struct Held {
     std::string tenant_id;
@@ -283,6 +293,9 @@ class AgentCore final {
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   Ledger ledger_ ABSL_GUARDED_BY(mu_);
   std::string grant_key_ ABSL_GUARDED_BY(mu_);
+  size_t max_mappings_per_tenant_ ABSL_GUARDED_BY(mu_) = kDefaultMaxMappingsPerTenant;
+  // Mappings by the tenant of the session that made them; only non-zero.
+  std::map<std::string, size_t> mappings_per_tenant_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,8 @@ struct LauncherServer::Connection {
   UniqueFd fd;
   PeerCred peer;
   bool open = true;  // False once it must be closed.
+  bool session_opened = false;  // An OpenSession was answered OK.
+  absl::Time open_deadline;     // Closed at this time unless session_opened.
 };
 
 namespace {
@@ -58,6 +61,9 @@ absl::StatusOr<std::unique_ptr<LauncherServer>> LauncherServer::Start(
       options.max_request_bytes > kMaxLauncherPacketBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_request_bytes: must be 1-", kMaxLauncherPacketBytes));
+  }
+  if (options.session_open_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("launcher_session_open_timeout: must be positive");
   }
   if (options.max_request_fds > kMaxLauncherPacketFds) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -119,14 +125,16 @@ void LauncherServer::Run() {
   while (true) {
     const absl::Time now = absl::Now();
     const bool poll_listener = now >= accept_paused_until;
+    int timeout_ms = CloseIdle(&conns, now);
+    if (!poll_listener) {
+      const int resume_ms =
+          static_cast<int>(absl::ToInt64Milliseconds(accept_paused_until - now)) + 1;
+      timeout_ms = timeout_ms < 0 ? resume_ms : std::min(timeout_ms, resume_ms);
+    }
     fds.clear();
     fds.push_back({wake_.get(), POLLIN, 0});
     fds.push_back({poll_listener ? listener_.get() : -1, POLLIN, 0});
     for (const auto& c : conns) fds.push_back({c->fd.get(), POLLIN, 0});
-    const int timeout_ms =
-        poll_listener ? -1
-                      : static_cast<int>(absl::ToInt64Milliseconds(
-                            accept_paused_until - now)) + 1;
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno != EINTR) {
         LogEvent(LogLevel::kError, "launcher_poll_failed",
@@ -172,6 +180,43 @@ void LauncherServer::Run() {
            {{"path", options_.socket_path}});
 }
 
+int LauncherServer::CloseIdle(std::vector<std::unique_ptr<Connection>>* conns, absl::Time now) {
+  absl::Time next = absl::InfiniteFuture();
+  for (auto it = conns->begin(); it != conns->end();) {
+    Connection& c = **it;
+    if (c.session_opened) {
+      ++it;
+      continue;
+    }
+    if (now < c.open_deadline) {
+      next = std::min(next, c.open_deadline);
+      ++it;
+      continue;
+    }
+    const absl::Status idle = absl::DeadlineExceededError(absl::StrCat(
+        "launcher socket: no session opened within ",
+        absl::FormatDuration(options_.session_open_timeout),
+        " of connecting; closing (open a session first, with a token)"));
+    WarnAbout(c.peer.uid, "launcher_idle_closed",
+              {{"conn", c.id}, {"pid", c.peer.pid}, {"uid", c.peer.uid},
+               {"error", idle.message()}});
+    Refuse(&c, idle);
+    handler_->OnDisconnect(c.id);
+    it = conns->erase(it);
+  }
+  if (next == absl::InfiniteFuture()) return -1;
+  // Rounded up so that the deadline has passed when poll returns.
+  return static_cast<int>(absl::ToInt64Milliseconds(next - now)) + 1;
+}
+
+void LauncherServer::WarnAbout(uid_t uid, absl::string_view event,
+                               std::vector<LogField> fields) {
+  uint64_t suppressed = 0;
+  if (!warnings_.Allow(absl::StrCat("uid=", uid), absl::Now(), &suppressed)) return;
+  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+  LogEvent(LogLevel::kWarning, event, fields);
+}
+
 bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) {
   absl::StatusOr<UniqueFd> fd = AcceptUnix(listener_.get());
   if (!fd.ok()) {
@@ -182,27 +227,31 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   if (!fd->valid()) return true;  // Nothing pending after all.
   Connection conn;
   conn.fd = *std::move(fd);
-  if (conns->size() >= options_.max_connections) {
-    // Told rather than just hung up on, so the launcher's error says why.
-    const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
-        "launcher socket: too many connections (limit ", options_.max_connections, ")"));
-    LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", refused.message()}});
-    Refuse(&conn, refused);
-    return true;
-  }
   absl::StatusOr<PeerCred> peer = GetPeerCred(conn.fd.get());
   if (!peer.ok()) {
     LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", peer.status().message()}});
     return true;
   }
+  if (conns->size() >= options_.max_connections) {
+    // Told rather than just hung up on, so the launcher's error says why.
+    const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
+        "launcher socket: too many connections (limit ", options_.max_connections,
+        "); connections without a session are closed after ",
+        absl::FormatDuration(options_.session_open_timeout)));
+    WarnAbout(peer->uid, "launcher_refused",
+              {{"pid", peer->pid}, {"uid", peer->uid}, {"error", refused.message()}});
+    Refuse(&conn, refused);
+    return true;
+  }
   conn.peer = *peer;
   conn.id = next_conn_id_++;
+  conn.open_deadline = absl::Now() + options_.session_open_timeout;
   const absl::Status status = handler_->OnConnect(conn.id, conn.peer);
   if (!status.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_refused",
-             {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
-              {"code", absl::StatusCodeToString(status.code())},
-              {"error", status.message()}});
+    WarnAbout(conn.peer.uid, "launcher_refused",
+              {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
+               {"code", absl::StatusCodeToString(status.code())},
+               {"error", status.message()}});
     Refuse(&conn, status);
     return true;
   }
@@ -239,8 +288,9 @@ bool LauncherServer::ServeOne(Connection* conn) {
     // Over a limit: the packet was consumed whole and its fds closed, so the
     // stream is still in step; answer and keep the connection.
     if (packet.status().code() == absl::StatusCode::kInvalidArgument) {
-      LogEvent(LogLevel::kWarning, "launcher_bad_request",
-               {{"conn", conn->id}, {"error", packet.status().message()}});
+      WarnAbout(conn->peer.uid, "launcher_bad_request",
+                {{"conn", conn->id}, {"uid", conn->peer.uid},
+                 {"error", packet.status().message()}});
       return Send(conn, ErrorResponse(0, packet.status()), {});
     }
     LogEvent(LogLevel::kWarning, "launcher_recv_failed",
@@ -255,8 +305,8 @@ bool LauncherServer::ServeOne(Connection* conn) {
     const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
         "request: does not parse as iommu.v1.LauncherRequest (",
         packet->bytes.size(), " bytes)"));
-    LogEvent(LogLevel::kWarning, "launcher_bad_request",
-             {{"conn", conn->id}, {"error", bad.message()}});
+    WarnAbout(conn->peer.uid, "launcher_bad_request",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", bad.message()}});
     return Send(conn, ErrorResponse(0, bad), {});
   }
   if (req.op_case() == v1::LauncherRequest::OP_NOT_SET) {
@@ -273,6 +323,9 @@ bool LauncherServer::ServeOne(Connection* conn) {
   const size_t fds_in = packet->fds.size();
   handler_->OnRequest(conn->id, req, std::move(packet->fds), &response, &out_fds);
   response.set_seq(req.seq());
+  if (req.op_case() == v1::LauncherRequest::kOpenSession && response.code() == 0) {
+    conn->session_opened = true;
+  }
   if (response.code() != 0) {
     // An error carries no result and no fds, whatever the handler left.
     response.clear_result();

@@ -598,6 +598,81 @@ TEST_F(LauncherSessionsTest, FdsOnRequestsThatTakeNoneAreClosedAndRefused) {
   EXPECT_EQ(Snapshot(), before);
 }
 
+// ------------------------------------------------- per-tenant bounds
+// Regressions (issue 11, B): each shared per-node resource is bounded per
+// tenant, so one hostile tenant reaching its bound leaves others served.
+
+TEST_F(LauncherSessionsTest, SessionsPastTheTenantLimitAreRefusedAndOtherTenantsServed) {
+  options_.max_sessions_per_tenant = 2;
+  MakeSessions();
+  const uint64_t a1 = OpenSession(kC1, "acme");
+  OpenSession(kC3, "acme");  // The limit counts the tenant, not the container.
+  const std::string before = Snapshot();
+  const uint64_t third = Connect(2000);  // Nor the uid.
+  const std::string token = Signed(Grant(kC1, "acme"), kKey);
+  EXPECT_THAT(StatusOf(Open(third, token)),
+              StatusIs(Code::kResourceExhausted,
+                       "open_session: tenant \"acme\" already holds 2 sessions on this node "
+                       "(limit 2 per tenant, --max_sessions_per_tenant)"));
+  EXPECT_EQ(Snapshot(), before);
+  // Another tenant is not held back.
+  OpenSession(kC2, "globex");
+  // A closed session frees the slot, and the refused token was not used up.
+  sessions_->OnDisconnect(a1);
+  EXPECT_OK(StatusOf(Open(third, token)));
+}
+
+TEST_F(LauncherSessionsTest, MemoryPastTheTenantLimitIsRefusedAcrossItsSessions) {
+  options_.max_memory_bytes_per_tenant = 8 * kPage;
+  MakeSessions();
+  const uint64_t a1 = OpenSession(kC1, "acme");
+  const uint64_t a2 = OpenSession(kC3, "acme");
+  RegisterNew(a1, 4 * kPage);
+  RegisterNew(a2, 4 * kPage);
+  const std::string before = Snapshot();
+  EXPECT_THAT(StatusOf(Register(a2, Memfd(kPage))),
+              StatusIs(Code::kResourceExhausted,
+                       "fd: registering 0x1000 more bytes passes tenant \"acme\"'s limit of "
+                       "0x8000 bytes of registered memory on this node "
+                       "(--max_memory_bytes_per_tenant; it holds 0x8000)"));
+  EXPECT_EQ(Snapshot(), before);
+  const uint64_t g = OpenSession(kC2, "globex");
+  RegisterNew(g, 4 * kPage);
+}
+
+TEST_F(LauncherSessionsTest, UsedTokensPastTheTenantShareAreRefusedAndOtherTenantsServed) {
+  options_.replay = ReplayCacheLimits{2, 10};
+  MakeSessions();
+  for (int i = 0; i < 2; ++i) sessions_->OnDisconnect(OpenSession(kC1, "acme"));
+  const uint64_t conn = Connect();
+  const std::string token = Signed(Grant(kC1, "acme"), kKey);
+  EXPECT_THAT(StatusOf(Open(conn, token)),
+              StatusIs(Code::kResourceExhausted,
+                       "token: tenant \"acme\" has used 2 unexpired tokens on this node "
+                       "(limit 2 per tenant, --replay_cache_per_tenant)"));
+  OpenSession(kC2, "globex");
+  // Once acme's used tokens expire, its share is back (and they stay refused
+  // by VerifyGrant as expired, so nothing forgotten can be replayed).
+  now_ms_ += 60'000;
+  EXPECT_OK(StatusOf(Open(conn, Signed(Grant(kC1, "acme"), kKey))));
+}
+
+TEST_F(LauncherSessionsTest, ValidateRefusesZeroPerTenantLimits) {
+  LauncherSessionOptions o;
+  EXPECT_OK(ValidateLauncherSessionOptions(o));
+  o.max_sessions_per_tenant = 0;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_sessions_per_tenant: must be at least 1"));
+  o = LauncherSessionOptions();
+  o.max_memory_bytes_per_tenant = 100;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_memory_bytes_per_tenant: must be at least"));
+  o = LauncherSessionOptions();
+  o.replay.total = o.replay.per_tenant - 1;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "replay_cache_max: must be at least"));
+}
+
 // ---------------------------------------------------------------- memory
 
 TEST_F(LauncherSessionsTest, RegisterMemoryNeedsExactlyOneFd) {

@@ -33,10 +33,13 @@
 namespace iommu {
 namespace agent {
 
-// The default of --max_sessions_per_peer: half of the default
-// --max_launcher_connections (64), so one uid never holds every slot. A node
-// whose launchers all run as one uid raises it to the connection limit.
-inline constexpr size_t kDefaultMaxSessionsPerPeer = 32;
+// The default of --max_sessions_per_peer: a quarter of the default
+// --max_launcher_connections (64), so that two or three uids cannot hold
+// every slot (issue 11: two uids at 32 each kept every other launcher out).
+// Connections without a session are also closed after
+// --launcher_session_open_timeout, so only sessions hold slots for long. A
+// node whose launchers all run as one uid raises it to the connection limit.
+inline constexpr size_t kDefaultMaxSessionsPerPeer = 16;
 
 struct PeerPolicyOptions {
   // A peer whose SO_PEERCRED uid is not listed is refused. Empty: any uid

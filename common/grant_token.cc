@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <vector>
 
@@ -143,18 +144,41 @@ std::string NewGrantKey() { return RandomBytes(32); }
 
 std::string NewGrantTokenId() { return absl::BytesToHexString(RandomBytes(16)); }
 
-ReplayCache::ReplayCache(size_t max_entries) : max_entries_(max_entries) {
-  if (max_entries_ == 0) Die("ReplayCache: max_entries must be > 0");
+absl::Status ValidateReplayCacheLimits(const ReplayCacheLimits& limits) {
+  if (limits.per_tenant == 0) {
+    return absl::InvalidArgumentError("replay_cache_per_tenant: must be at least 1");
+  }
+  if (limits.total < limits.per_tenant) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "replay_cache_max: must be at least replay_cache_per_tenant (", limits.per_tenant,
+        "), got ", limits.total));
+  }
+  return absl::OkStatus();
 }
+
+namespace {
+
+ReplayCacheLimits AtLeastOne(ReplayCacheLimits limits) {
+  limits.per_tenant = std::max<size_t>(limits.per_tenant, 1);
+  limits.total = std::max<size_t>(limits.total, 1);
+  return limits;
+}
+
+}  // namespace
+
+ReplayCache::ReplayCache(ReplayCacheLimits limits) : limits_(AtLeastOne(limits)) {}
 
 void ReplayCache::PruneLocked(int64_t now_ms) {
   while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
-    expiry_by_id_.erase(by_expiry_.begin()->second);
+    auto it = by_id_.find(by_expiry_.begin()->second);
+    auto t = per_tenant_.find(it->second.tenant);
+    if (--t->second == 0) per_tenant_.erase(t);
+    by_id_.erase(it);
     by_expiry_.erase(by_expiry_.begin());
   }
 }
 
-absl::Status ReplayCache::Consume(const std::string& token_id,
+absl::Status ReplayCache::Consume(const std::string& token_id, const std::string& tenant,
                                   int64_t expires_ms, int64_t now_ms) {
   if (token_id.empty()) {
     return absl::InvalidArgumentError("token_id: must not be empty");
@@ -167,22 +191,39 @@ absl::Status ReplayCache::Consume(const std::string& token_id,
     return absl::UnauthenticatedError(absl::StrCat(
         "token: expired at ", expires_ms, " (now ", now_ms, ")"));
   }
-  if (expiry_by_id_.contains(token_id)) {
+  if (by_id_.contains(token_id)) {
     return absl::UnauthenticatedError("token: already used");
   }
-  if (expiry_by_id_.size() >= max_entries_) {
+  // The tenant's share first: a tenant at its limit is told so, whatever
+  // the total, and cannot push the total to its limit alone.
+  auto t = per_tenant_.find(tenant);
+  const size_t held = t == per_tenant_.end() ? 0 : t->second;
+  if (held >= limits_.per_tenant) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "token: replay cache full (", max_entries_,
-        " unexpired tokens used); retry after the oldest expires"));
+        "token: tenant \"", tenant, "\" has used ", held,
+        " unexpired tokens on this node (limit ", limits_.per_tenant,
+        " per tenant, --replay_cache_per_tenant); retry after its oldest expires"));
   }
-  expiry_by_id_.emplace(token_id, expires_ms);
+  if (by_id_.size() >= limits_.total) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "token: replay cache full (", limits_.total,
+        " unexpired tokens used, --replay_cache_max); retry after the oldest expires"));
+  }
+  by_id_.emplace(token_id, Entry{expires_ms, tenant});
   by_expiry_.emplace(expires_ms, token_id);
+  ++per_tenant_[tenant];
   return absl::OkStatus();
 }
 
 size_t ReplayCache::size() {
   absl::MutexLock lock(&mu_);
-  return expiry_by_id_.size();
+  return by_id_.size();
+}
+
+size_t ReplayCache::tenant_size(const std::string& tenant) {
+  absl::MutexLock lock(&mu_);
+  auto t = per_tenant_.find(tenant);
+  return t == per_tenant_.end() ? 0 : t->second;
 }
 
 }  // namespace iommu

@@ -214,45 +214,84 @@ TEST(GrantTokenTest, SignedGarbagePayloadIsMalformedNotAccepted) {
 
 TEST(ReplayCacheTest, SecondUseOfATokenIdIsRefused) {
   ReplayCache cache;
-  ASSERT_TRUE(cache.Consume("t1", kNow + 1000, kNow).ok());
-  ExpectError(cache.Consume("t1", kNow + 1000, kNow + 1), Code::kUnauthenticated,
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 1000, kNow).ok());
+  ExpectError(cache.Consume("t1", "acme", kNow + 1000, kNow + 1), Code::kUnauthenticated,
               "token: already used");
-  EXPECT_TRUE(cache.Consume("t2", kNow + 1000, kNow + 1).ok());
+  EXPECT_TRUE(cache.Consume("t2", "acme", kNow + 1000, kNow + 1).ok());
   EXPECT_EQ(cache.size(), 2u);
 }
 
 TEST(ReplayCacheTest, RefusesExpiredTokensAndEmptyIds) {
   ReplayCache cache;
-  ExpectError(cache.Consume("t1", kNow, kNow), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t1", "acme", kNow, kNow), Code::kUnauthenticated,
               "token: expired");
-  ExpectError(cache.Consume("", kNow + 1, kNow), Code::kInvalidArgument,
+  ExpectError(cache.Consume("", "acme", kNow + 1, kNow), Code::kInvalidArgument,
               "token_id: must not be empty");
   EXPECT_EQ(cache.size(), 0u);
 }
 
 TEST(ReplayCacheTest, ForgetsIdsOnlyOnceTheirTokenExpired) {
   ReplayCache cache;
-  ASSERT_TRUE(cache.Consume("t1", kNow + 10, kNow).ok());
-  ASSERT_TRUE(cache.Consume("t2", kNow + 20, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 10, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", "acme", kNow + 20, kNow).ok());
   // At kNow + 10, t1 is expired (so VerifyGrant refuses it anyway) and is
   // forgotten; t2 is still remembered.
-  ASSERT_TRUE(cache.Consume("t3", kNow + 30, kNow + 10).ok());
+  ASSERT_TRUE(cache.Consume("t3", "acme", kNow + 30, kNow + 10).ok());
   EXPECT_EQ(cache.size(), 2u);
-  ExpectError(cache.Consume("t2", kNow + 20, kNow + 19), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t2", "acme", kNow + 20, kNow + 19), Code::kUnauthenticated,
               "already used");
 }
 
 TEST(ReplayCacheTest, WhenFullRefusesInsteadOfForgettingUnexpiredIds) {
-  ReplayCache cache(2);
-  ASSERT_TRUE(cache.Consume("t1", kNow + 100, kNow).ok());
-  ASSERT_TRUE(cache.Consume("t2", kNow + 200, kNow).ok());
-  ExpectError(cache.Consume("t3", kNow + 300, kNow), Code::kResourceExhausted,
-              "replay cache full");
+  ReplayCache cache(ReplayCacheLimits{2, 2});
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", "acme", kNow + 200, kNow).ok());
+  ExpectError(cache.Consume("t3", "acme", kNow + 300, kNow), Code::kResourceExhausted,
+              "has used 2 unexpired tokens");
   // Still refused as replays: nothing was evicted.
-  ExpectError(cache.Consume("t1", kNow + 100, kNow), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t1", "acme", kNow + 100, kNow), Code::kUnauthenticated,
               "already used");
   // Once t1 expired there is room again.
-  EXPECT_TRUE(cache.Consume("t3", kNow + 300, kNow + 100).ok());
+  EXPECT_TRUE(cache.Consume("t3", "acme", kNow + 300, kNow + 100).ok());
+}
+
+// Regression (issue 11, B.a): 100,000 used tokens of one tenant filled the
+// one global cache and every other tenant's fresh token was refused for up
+// to an hour. Now the flooding tenant hits its own share only.
+TEST(ReplayCacheTest, ATenantOverItsShareIsRefusedAndOtherTenantsAreNot) {
+  ReplayCache cache(ReplayCacheLimits{3, 10});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cache.Consume(absl::StrCat("evil", i), "evil", kNow + 1000, kNow).ok());
+  }
+  ExpectError(cache.Consume("evil3", "evil", kNow + 1000, kNow), Code::kResourceExhausted,
+              "token: tenant \"evil\" has used 3 unexpired tokens on this node (limit 3 per "
+              "tenant");
+  EXPECT_TRUE(cache.Consume("good0", "acme", kNow + 1000, kNow).ok());
+  EXPECT_EQ(cache.tenant_size("evil"), 3u);
+  EXPECT_EQ(cache.tenant_size("acme"), 1u);
+  // The refused id was not recorded, and the used ones are still replays.
+  ExpectError(cache.Consume("evil0", "evil", kNow + 1000, kNow), Code::kUnauthenticated,
+              "already used");
+  // Expiry gives the tenant its share back.
+  EXPECT_TRUE(cache.Consume("evil3", "evil", kNow + 2000, kNow + 1000).ok());
+  EXPECT_EQ(cache.tenant_size("evil"), 1u);
+}
+
+TEST(ReplayCacheTest, TheTotalBoundsMemoryAcrossTenants) {
+  ReplayCache cache(ReplayCacheLimits{2, 3});
+  ASSERT_TRUE(cache.Consume("a0", "a", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("a1", "a", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("b0", "b", kNow + 100, kNow).ok());
+  ExpectError(cache.Consume("c0", "c", kNow + 100, kNow), Code::kResourceExhausted,
+              "replay cache full (3 unexpired tokens used, --replay_cache_max)");
+}
+
+TEST(ReplayCacheTest, ValidateRefusesZeroAndATotalBelowTheShare) {
+  EXPECT_TRUE(ValidateReplayCacheLimits(ReplayCacheLimits()).ok());
+  ExpectError(ValidateReplayCacheLimits({0, 10}), Code::kInvalidArgument,
+              "replay_cache_per_tenant: must be at least 1");
+  ExpectError(ValidateReplayCacheLimits({10, 9}), Code::kInvalidArgument,
+              "replay_cache_max: must be at least replay_cache_per_tenant (10), got 9");
 }
 
 TEST(ReplayCacheTest, ConcurrentConsumersAcceptEachIdOnce) {
@@ -262,7 +301,7 @@ TEST(ReplayCacheTest, ConcurrentConsumersAcceptEachIdOnce) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 200; ++i) {
-        if (cache.Consume(absl::StrCat("id", i), kNow + 1000, kNow).ok()) {
+        if (cache.Consume(absl::StrCat("id", i), "acme", kNow + 1000, kNow).ok()) {
           ++accepted;
         }
       }
