@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/log.h"
+#include "common/grant_token.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 
@@ -83,7 +84,10 @@ std::string ContainerIdField(absl::string_view id) {
 }  // namespace
 
 AgentCore::AgentCore(std::string node, Backend* backend, AgentCoreObserver* observer)
-    : node_(std::move(node)), backend_(backend), observer_(observer) {}
+    : node_(std::move(node)),
+      incarnation_(NewGrantTokenId()),
+      backend_(backend),
+      observer_(observer) {}
 
 v1::AgentContainer AgentCore::ToProto(const std::string& id, const Held& held) {
   v1::AgentContainer out;

@@ -81,6 +81,13 @@ class AgentCore final {
   ~AgentCore() = default;
 
   const std::string& node() const { return node_; }
+  // This run of the agent: 32 random hex digits drawn once, when the
+  // AgentCore is made (once per process). Registration sends it to the
+  // broker, which binds every grant it signs to it
+  // (LauncherGrant.agent_incarnation); a token bound to another run is
+  // refused, so a token used before a restart (whose replay cache lived in
+  // memory) cannot be used again after it.
+  const std::string& incarnation() const { return incarnation_; }
   const Backend& backend() const { return *backend_; }
 
   // Creates container `id` ("c-" + 16 hex) for `tenant_id` with `devices`,
@@ -284,6 +291,7 @@ class AgentCore final {
 
   // Constant after construction.
   const std::string node_;
+  const std::string incarnation_;
   Backend* const backend_;
   AgentCoreObserver* const observer_;  // May be null.
 

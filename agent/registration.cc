@@ -144,6 +144,9 @@ absl::Status Registration::RegisterOnce() {
   request.set_simulated(inventory.simulated());
   request.set_agent_version(options_.agent_version);
   request.set_launcher_socket(options_.launcher_socket);
+  // The broker binds the grants it signs to this run; see
+  // AgentCore::incarnation().
+  request.set_agent_incarnation(core_->incarnation());
   *request.mutable_devices() = std::move(*inventory.mutable_devices());
   *request.mutable_containers() = std::move(*inventory.mutable_containers());
 

@@ -221,6 +221,9 @@ TEST_F(RegistrationTest, RegistersReconcilesThenHeartbeats) {
   EXPECT_TRUE(r.simulated());
   EXPECT_EQ(r.agent_version(), "test");
   EXPECT_EQ(r.launcher_socket(), "/run/iommu-agent/launcher.sock");
+  // This run's incarnation, which the broker binds its grants to.
+  EXPECT_EQ(r.agent_incarnation(), core_->incarnation());
+  EXPECT_EQ(r.agent_incarnation().size(), 32u);
   ASSERT_EQ(r.devices_size(), 2);
   EXPECT_EQ(r.devices(1).container_id(), kC2);
   ASSERT_EQ(r.containers_size(), 1);
