@@ -232,6 +232,14 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
     return refuse(absl::UnauthenticatedError(absl::StrCat(
         "token: issued for node \"", grant.node(), "\", this is node \"", core_->node(), "\"")));
   }
+  // The replay cache lives in memory and the key outlives a restart: a
+  // token used before this run started must not open a session now. The
+  // broker binds each grant to the latest run it heard register.
+  if (grant.agent_incarnation() != core_->incarnation()) {
+    return refuse(absl::UnauthenticatedError(
+        "token: issued to an earlier run of this agent (it restarted since); ask the broker "
+        "for a new grant"));
+  }
   if (grant.has_launcher_uid() && grant.launcher_uid() != conn.peer.uid) {
     return refuse(absl::PermissionDeniedError(absl::StrCat(
         "token: issued for uid ", grant.launcher_uid(), ", presented by uid ", conn.peer.uid)));

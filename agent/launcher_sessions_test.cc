@@ -207,6 +207,7 @@ class LauncherSessionsTest : public ::testing::Test {
     v1::LauncherGrant g;
     g.set_token_id(NewGrantTokenId());
     g.set_node("n1");
+    g.set_agent_incarnation(core_->incarnation());
     g.set_container_id(container);
     g.set_tenant_id(tenant);
     auto* w1 = g.add_windows();
@@ -325,6 +326,55 @@ TEST_F(LauncherSessionsTest, ValidTokenOpensSessionBoundToItsContainer) {
   EXPECT_EQ(opened.windows(1).size(), kW2Size);
   EXPECT_EQ(opened.expires_ms(), grant.expires_ms());
   EXPECT_EQ(sessions_->session_count(), 1u);
+}
+
+// Regression (issue 11, C): the used-token set lives in memory and the key
+// survives a restart, so a token used before an agent restart opened a
+// second session after it. Tokens are now bound to one run of the agent.
+TEST_F(LauncherSessionsTest, TokenUsedBeforeARestartIsRefusedAfterIt) {
+  const std::string token = Signed(Grant(), kKey);
+  EXPECT_OK(StatusOf(Open(Connect(), token)));
+
+  // The restarted agent: a new AgentCore (a new incarnation) with the same
+  // key, the same container, and an empty replay cache.
+  absl::StatusOr<std::vector<SimDeviceSpec>> specs = ParseSimDevices(kDevices);
+  ASSERT_OK(specs);
+  absl::StatusOr<std::unique_ptr<SimBackend>> backend = SimBackend::Create(*std::move(specs));
+  ASSERT_OK(backend);
+  auto core = std::make_unique<AgentCore>("n1", backend->get());
+  EXPECT_NE(core->incarnation(), core_->incarnation());
+  ASSERT_OK(core->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
+  ASSERT_OK(core->SetWindows(kC1, GrantedWindows()).status());
+  core->SetGrantKey(kKey);
+  auto restarted = std::make_unique<LauncherSessions>(core.get(), options_);
+  PeerCred peer;
+  peer.pid = 4242;
+  peer.uid = kUid;
+  peer.gid = kUid;
+  ASSERT_OK(restarted->OnConnect(1, peer));
+  auto open = [&](const std::string& t) {
+    v1::LauncherResponse response;
+    std::vector<int> out_fds;
+    restarted->OnRequest(1, OpenReq(t), {}, &response, &out_fds);
+    return StatusOf(response);
+  };
+  EXPECT_THAT(open(token),
+              StatusIs(Code::kUnauthenticated,
+                       "token: issued to an earlier run of this agent (it restarted since); ask "
+                       "the broker for a new grant"));
+  // A grant without an incarnation (a broker that does not bind them) too.
+  v1::LauncherGrant unbound = Grant();
+  unbound.clear_agent_incarnation();
+  EXPECT_THAT(open(Signed(unbound, kKey)),
+              StatusIs(Code::kUnauthenticated, "issued to an earlier run of this agent"));
+  EXPECT_EQ(restarted->session_count(), 0u);
+  // A grant for the new run opens.
+  v1::LauncherGrant fresh = Grant();
+  fresh.set_agent_incarnation(core->incarnation());
+  EXPECT_OK(open(Signed(fresh, kKey)));
+  restarted->OnDisconnect(1);
+  restarted.reset();
+  core.reset();
 }
 
 TEST_F(LauncherSessionsTest, RefusesOpenUntilAgentHasAKeyAndKeepsTheTokenUsable) {

@@ -221,10 +221,11 @@ class PathState {
   static constexpr char kCoreContainer[] = "c-00000000000000b2";
   static constexpr char kCoreSession[] = "core-session";
 
-  static v1::LauncherGrant Grant(const std::string& container) {
+  v1::LauncherGrant Grant(const std::string& container) const {
     v1::LauncherGrant g;
     g.set_token_id(NewGrantTokenId());
     g.set_node(kNode);
+    g.set_agent_incarnation(core_->incarnation());
     g.set_container_id(container);
     g.set_tenant_id(kTenant);
     v1::GrantWindow* w = g.add_windows();

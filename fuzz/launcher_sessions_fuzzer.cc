@@ -201,6 +201,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           const uint8_t flags = in.U8();
           g.set_token_id((flags & 1) ? std::string("fixed-token-id") : NewGrantTokenId());
           g.set_node((flags & 2) ? in.ShortString() : std::string("n1"));
+          // Mostly this run's incarnation, sometimes another run's.
+          g.set_agent_incarnation((flags & 128) ? in.ShortString() : core.incarnation());
           const uint8_t c = in.U8() % 4;
           g.set_container_id((flags & 4) ? in.ShortString() : std::string(kContainers[c]));
           g.set_tenant_id((flags & 8) ? std::string(kTenants[in.U8() % 4]) : std::string(kTenants[c]));

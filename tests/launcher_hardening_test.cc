@@ -959,6 +959,42 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
   EXPECT_LT(State("n1").fds, full.fds);
 }
 
+// ------------------------------------------------ tokens across restarts
+
+// Regression (issue 11, C): the used-token set lives in the agent's memory
+// and the key survives a restart, so a token used before an agent restart
+// opened a second session after it. Grants are now bound to one run of the
+// agent (LauncherGrant.agent_incarnation). Needs the broker to copy the
+// node's latest RegisterRequest.agent_incarnation into every grant.
+TEST_F(LauncherHardeningTest, TokenUsedBeforeAnAgentRestartIsRefusedAfterIt) {
+  StartAgent("n1");
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("acme");
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  ASSERT_FALSE(HasFailure());
+  const std::string token = Grant(c);
+  {
+    ASSERT_OK_AND_ASSIGN(first, LauncherClient::Connect(Socket("n1")));
+    ASSERT_OK(first->OpenSession(token).status());
+  }
+
+  // kill -9 and start again: a new run, with an empty replay cache.
+  ASSERT_OK(cluster_.StartAgent("n1", kTwoEdus));
+  agents_["n1"] = cluster_.AgentStub("n1");
+  // Served again once the new run has registered and reconciled.
+  absl::Status fresh = absl::UnknownError("not tried");
+  PollUntil([&] {
+    fresh = Open("n1", c).status();
+    return fresh.ok();
+  });
+  ASSERT_TRUE(fresh.ok()) << fresh << "\n" << cluster_.agent("n1").Log();
+
+  ASSERT_OK_AND_ASSIGN(replay, LauncherClient::Connect(Socket("n1")));
+  EXPECT_STATUS(replay->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
+                "token: issued to an earlier run of this agent (it restarted since); ask the "
+                "broker for a new grant");
+}
+
 // ------------------------------------------- one hostile peer, one good one
 // Issue 11, item 2: every resource the launcher socket shares on a node is
 // bounded per uid or per tenant, and a well-behaved launcher is served while
