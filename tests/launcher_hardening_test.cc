@@ -959,6 +959,35 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
   EXPECT_LT(State("n1").fds, full.fds);
 }
 
+// Regression (issue 11, A): a container with more windows than one token
+// can name made SignGrant abort the broker, for every tenant, at the first
+// GrantLauncher. Now that grant alone is refused.
+TEST_F(LauncherHardeningTest, GrantTooLargeForATokenIsRefusedAndTheBrokerLivesOn) {
+  StartAgent("n1");
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("acme");
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string other = CreateContainer("acme", "n1", kDevB);
+  ASSERT_FALSE(HasFailure());
+  for (int i = 0; i < 150; ++i) {
+    v1::AllocateWindowRequest req;
+    req.set_container_id(c);
+    req.set_size(4 * kKiB);
+    v1::Window w;
+    grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, req, &w);
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+  v1::GrantLauncherRequest req;
+  req.set_container_id(c);
+  v1::GrantLauncherResponse out;
+  grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::GrantLauncher, req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("bytes, over the limit of 4096 bytes"));
+  // The broker is still up (an abort would have failed this call too) and
+  // grants for a container of a sane size.
+  EXPECT_FALSE(Grant(other).empty());
+}
+
 // ------------------------------------------------ tokens across restarts
 
 // Regression (issue 11, C): the used-token set lives in the agent's memory
