@@ -28,6 +28,7 @@
 #include "agent/agent_stats.h"
 #include "agent/backend.h"
 #include "agent/ledger.h"
+#include "agent/log_limiter.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 
@@ -305,6 +306,8 @@ class AgentCore final {
   // Mappings by the tenant of the session that made them; only non-zero.
   std::map<std::string, size_t> mappings_per_tenant_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // Refusal warnings, rate-limited per tenant.
+  LogLimiter warnings_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace agent

@@ -293,8 +293,8 @@ bool LauncherServer::ServeOne(Connection* conn) {
                  {"error", packet.status().message()}});
       return Send(conn, ErrorResponse(0, packet.status()), {});
     }
-    LogEvent(LogLevel::kWarning, "launcher_recv_failed",
-             {{"conn", conn->id}, {"error", packet.status().message()}});
+    WarnAbout(conn->peer.uid, "launcher_recv_failed",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", packet.status().message()}});
     return false;
   }
   if (packet->would_block) return true;
@@ -372,8 +372,8 @@ bool LauncherServer::Send(Connection* conn, const v1::LauncherResponse& response
   // launcher on this thread.
   const absl::Status status = SendPacket(conn->fd.get(), bytes, fds);
   if (!status.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_send_failed",
-             {{"conn", conn->id}, {"error", status.message()}});
+    WarnAbout(conn->peer.uid, "launcher_send_failed",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", status.message()}});
     return false;
   }
   return true;
