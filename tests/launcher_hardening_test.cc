@@ -258,7 +258,21 @@ absl::StatusOr<UniqueFd> ConnectAs(const std::string& path, uid_t uid) {
     syscall(SYS_setfsuid, 0);
     const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(3);
-    _exit(SendRaw(child_end.get(), "fd", {fd}) == 0 ? 0 : 4);
+    // sendmsg by hand: no allocation between fork and _exit.
+    char byte = 'x';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    _exit(sendmsg(child_end.get(), &msg, MSG_NOSIGNAL) == 1 ? 0 : 4);
   }
   int status = 0;
   waitpid(pid, &status, 0);
