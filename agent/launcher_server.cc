@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -209,6 +210,46 @@ int LauncherServer::CloseIdle(std::vector<std::unique_ptr<Connection>>* conns, a
   return static_cast<int>(absl::ToInt64Milliseconds(next - now)) + 1;
 }
 
+LauncherServer::Connection* LauncherServer::IdleVictimFor(
+    const std::vector<std::unique_ptr<Connection>>& conns, uid_t newcomer) {
+  std::map<uid_t, size_t> held;
+  for (const auto& c : conns) ++held[c->peer.uid];
+  // Strictly more than one above the newcomer's count: an eviction must
+  // make the shares more even, or two uids would take turns evicting each
+  // other. Connections are in accept order, so the first found of the uid
+  // with the most is its oldest.
+  size_t most = held[newcomer] + 1;
+  Connection* victim = nullptr;
+  for (const auto& c : conns) {
+    if (c->session_opened || !c->open) continue;
+    const size_t n = held[c->peer.uid];
+    if (n > most) {
+      most = n;
+      victim = c.get();
+    }
+  }
+  return victim;
+}
+
+void LauncherServer::Evict(std::vector<std::unique_ptr<Connection>>* conns, Connection* victim,
+                           uid_t newcomer) {
+  const absl::Status evicted = absl::ResourceExhaustedError(absl::StrCat(
+      "launcher socket: full (limit ", options_.max_connections,
+      "); closing this connection, which has no session, to admit uid ", newcomer,
+      ", which holds fewer connections than uid ", victim->peer.uid));
+  WarnAbout(victim->peer.uid, "launcher_idle_evicted",
+            {{"conn", victim->id}, {"pid", victim->peer.pid}, {"uid", victim->peer.uid},
+             {"for_uid", newcomer}, {"error", evicted.message()}});
+  Refuse(victim, evicted);
+  handler_->OnDisconnect(victim->id);
+  for (auto it = conns->begin(); it != conns->end(); ++it) {
+    if (it->get() == victim) {
+      conns->erase(it);
+      break;
+    }
+  }
+}
+
 void LauncherServer::WarnAbout(uid_t uid, absl::string_view event,
                                std::vector<LogField> fields) {
   uint64_t suppressed = 0;
@@ -232,7 +273,12 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
     LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", peer.status().message()}});
     return true;
   }
-  if (conns->size() >= options_.max_connections) {
+  // When full, a connection without a session of the uid holding the most
+  // connections may make room for a uid holding fewer, so that a few uids
+  // churning idle connections cannot keep everyone else out.
+  Connection* victim = nullptr;
+  if (conns->size() >= options_.max_connections) victim = IdleVictimFor(*conns, peer->uid);
+  if (conns->size() >= options_.max_connections && victim == nullptr) {
     // Told rather than just hung up on, so the launcher's error says why.
     const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
         "launcher socket: too many connections (limit ", options_.max_connections,
@@ -255,6 +301,8 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
     Refuse(&conn, status);
     return true;
   }
+  // Only now, so that a newcomer the handler refuses evicts nobody.
+  if (victim != nullptr) Evict(conns, victim, conn.peer.uid);
   LogEvent(LogLevel::kInfo, "launcher_connected",
            {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
             {"gid", conn.peer.gid}});

@@ -81,8 +81,11 @@ struct LauncherServerOptions {
   // Who may connect: launchers run as members of the socket's group.
   mode_t socket_mode = 0660;
   std::optional<gid_t> socket_gid;
-  // Connections beyond this are answered RESOURCE_EXHAUSTED and closed. Each
-  // holds an fd and a session in the agent.
+  // Connections beyond this are answered RESOURCE_EXHAUSTED and closed,
+  // unless a uid holding at least two more connections than the newcomer's
+  // has one without a session: that one is closed instead (told why), so a
+  // few uids cannot keep the others out. Each holds an fd and a session in
+  // the agent.
   size_t max_connections = 64;
   // Largest request accepted; bigger ones are answered INVALID_ARGUMENT.
   size_t max_request_bytes = kMaxLauncherPacketBytes;
@@ -131,6 +134,14 @@ class LauncherServer final {
   // Closes connections past their session_open_timeout; returns the poll
   // timeout (ms, -1 for none) until the next such deadline.
   int CloseIdle(std::vector<std::unique_ptr<Connection>>* conns, absl::Time now);
+  // When every slot is taken: the oldest connection without a session of
+  // the uid holding the most connections, if that uid holds at least two
+  // more than `newcomer`; else null (the newcomer is refused).
+  static Connection* IdleVictimFor(const std::vector<std::unique_ptr<Connection>>& conns,
+                                   uid_t newcomer);
+  // Tells `victim` why (RESOURCE_EXHAUSTED naming both uids), closes it and
+  // removes it from `conns` (OnDisconnect included).
+  void Evict(std::vector<std::unique_ptr<Connection>>* conns, Connection* victim, uid_t newcomer);
   // Logs a warning about `uid`, rate-limited per uid (LogLimiter) so one
   // peer's refusals cannot flood the log; a line that passes carries how
   // many were dropped before it.
