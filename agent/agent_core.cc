@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/log.h"
+#include "common/grant_token.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 
@@ -83,7 +84,10 @@ std::string ContainerIdField(absl::string_view id) {
 }  // namespace
 
 AgentCore::AgentCore(std::string node, Backend* backend, AgentCoreObserver* observer)
-    : node_(std::move(node)), backend_(backend), observer_(observer) {}
+    : node_(std::move(node)),
+      incarnation_(NewGrantTokenId()),
+      backend_(backend),
+      observer_(observer) {}
 
 v1::AgentContainer AgentCore::ToProto(const std::string& id, const Held& held) {
   v1::AgentContainer out;
@@ -536,15 +540,32 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
         WindowList(session->grant_windows), " that container ", container_id, " still holds ",
         WindowList(c->second.windows)));
   }
+  // Mapping records live in the agent's memory whichever container they are
+  // in: one tenant may not take them all (DESIGN.md invariant 10).
+  auto tenant_maps = mappings_per_tenant_.find(session->tenant);
+  const size_t held_maps = tenant_maps == mappings_per_tenant_.end() ? 0 : tenant_maps->second;
+  if (held_maps >= max_mappings_per_tenant_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "iova: tenant \"", session->tenant, "\" already holds ", held_maps,
+        " mappings on node ", node_, " (limit ", max_mappings_per_tenant_,
+        " per tenant, --max_mappings_per_tenant); unmap some first"));
+  }
   const ObjectKey key = mem->second.region.key;
   const std::string owner = ledger_.owner(key).value_or(mem->second.tenant);
   ASSIGN_OR_RETURN(uint64_t newly, ledger_.NewlyBilledIfMapped(key, offset, length));
   const uint64_t billed = ledger_.billed_bytes(owner);
   const uint64_t budget = NodeBudgetLocked(owner);
   if (newly > 0 && (billed > budget || newly > budget - billed)) {
-    LogEvent(LogLevel::kWarning, "map_refused_quota",
-             {{"container", container_id}, {"session", session_id}, {"owner", owner},
-              {"billed", billed}, {"newly", newly}, {"budget", budget}});
+    // Rate-limited per tenant: a launcher retrying a refused map in a loop
+    // must not flood the log (DESIGN.md invariant 10).
+    uint64_t suppressed = 0;
+    if (warnings_.Allow(session->tenant, absl::Now(), &suppressed)) {
+      std::vector<LogField> fields = {{"container", container_id}, {"session", session_id},
+                                      {"owner", owner},            {"billed", billed},
+                                      {"newly", newly},            {"budget", budget}};
+      if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+      LogEvent(LogLevel::kWarning, "map_refused_quota", fields);
+    }
     return absl::ResourceExhaustedError(absl::StrCat(
         "length: mapping ", Hex(length), " bytes would bill tenant \"", owner, "\" ", Hex(newly),
         " more bytes; it has ", Hex(billed), " billed of its ", Hex(budget),
@@ -570,14 +591,23 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   m.offset = offset;
   m.key = key;
   m.owner = owner;
+  m.tenant = session->tenant;
   c->second.mappings.emplace(iova, std::move(m));
+  ++mappings_per_tenant_[session->tenant];
   LogEvent(LogLevel::kDebug, "mapped",
            {{"container", container_id}, {"session", session_id}, {"memory", memory_id},
             {"iova", Hex(iova)}, {"size", Hex(length)}, {"newly_billed", *billed_now}});
   return absl::OkStatus();
 }
 
+void AgentCore::SetMaxMappingsPerTenant(size_t limit) {
+  absl::MutexLock lock(&mu_);
+  max_mappings_per_tenant_ = limit;
+}
+
 void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
+  auto t = mappings_per_tenant_.find(m.tenant);
+  if (t != mappings_per_tenant_.end() && --t->second == 0) mappings_per_tenant_.erase(t);
   absl::StatusOr<uint64_t> released = ledger_.Unmap(m.key, m.offset, m.size);
   if (!released.ok()) {
     LogEvent(LogLevel::kError, "ledger_unmap_failed",

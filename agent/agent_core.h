@@ -28,6 +28,7 @@
 #include "agent/agent_stats.h"
 #include "agent/backend.h"
 #include "agent/ledger.h"
+#include "agent/log_limiter.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 
@@ -62,6 +63,10 @@ struct MemoryInfo {
   bool shared = false;       // The object was already registered before.
 };
 
+// The default of --max_mappings_per_tenant: a full vfio type1 container's
+// worth (its default dma_entry_limit is 65535).
+inline constexpr size_t kDefaultMaxMappingsPerTenant = 65536;
+
 class AgentCore final {
  public:
   // `node` is this agent's node name; `backend` must outlive the AgentCore
@@ -77,6 +82,13 @@ class AgentCore final {
   ~AgentCore() = default;
 
   const std::string& node() const { return node_; }
+  // This run of the agent: 32 random hex digits drawn once, when the
+  // AgentCore is made (once per process). Registration sends it to the
+  // broker, which binds every grant it signs to it
+  // (LauncherGrant.agent_incarnation); a token bound to another run is
+  // refused, so a token used before a restart (whose replay cache lived in
+  // memory) cannot be used again after it.
+  const std::string& incarnation() const { return incarnation_; }
   const Backend& backend() const { return *backend_; }
 
   // Creates container `id` ("c-" + 16 hex) for `tenant_id` with `devices`,
@@ -199,6 +211,11 @@ class AgentCore final {
   // The session ended: unmaps everything it mapped, releases its memory.
   void CloseSession(const std::string& session_id);
 
+  // Mappings the sessions of one tenant may hold on this node at once
+  // (--max_mappings_per_tenant); MapMemory refuses past it with
+  // RESOURCE_EXHAUSTED naming the tenant and the limit.
+  void SetMaxMappingsPerTenant(size_t limit);
+
   // The key launcher tokens are checked with (from the broker at
   // registration); empty until the first registration.
   void SetGrantKey(std::string key);
@@ -226,6 +243,7 @@ class AgentCore final {
     uint64_t offset = 0;
     ObjectKey key;
     std::string owner;
+    std::string tenant;  // The tenant of the session that mapped it.
   };
   struct Held {
     std::string tenant_id;
@@ -274,6 +292,7 @@ class AgentCore final {
 
   // Constant after construction.
   const std::string node_;
+  const std::string incarnation_;
   Backend* const backend_;
   AgentCoreObserver* const observer_;  // May be null.
 
@@ -283,7 +302,12 @@ class AgentCore final {
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   Ledger ledger_ ABSL_GUARDED_BY(mu_);
   std::string grant_key_ ABSL_GUARDED_BY(mu_);
+  size_t max_mappings_per_tenant_ ABSL_GUARDED_BY(mu_) = kDefaultMaxMappingsPerTenant;
+  // Mappings by the tenant of the session that made them; only non-zero.
+  std::map<std::string, size_t> mappings_per_tenant_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // Refusal warnings, rate-limited per tenant.
+  LogLimiter warnings_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace agent

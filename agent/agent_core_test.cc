@@ -360,6 +360,37 @@ TEST_F(MapPathTest, PartialOverlapsBillDistinctPages) {
   EXPECT_EQ(Mapped("acme"), 6 * kPage);
 }
 
+// Regression (issue 11, B): mapping records are agent memory shared by every
+// tenant; one tenant's sessions now stop at their own bound.
+TEST_F(MapPathTest, MappingsPastTheTenantLimitAreRefusedAndOtherTenantsServed) {
+  core_->SetMaxMappingsPerTenant(2);
+  auto a1 = core_->RegisterMemory("s1", "acme", Memory(1, 4 * kMiB), "guest");
+  auto a2 = core_->RegisterMemory("s2", "acme", Memory(2, 4 * kMiB), "guest");
+  ASSERT_OK(a1);
+  ASSERT_OK(a2);
+  ASSERT_OK(core_->MapMemory("s1", kC1, a1->memory_id, 0, kMiB, 0, true, true));
+  // The bound counts the tenant across its sessions and containers.
+  ASSERT_OK(core_->MapMemory("s2", kC2, a2->memory_id, 0, kMiB, 0, true, true));
+  const std::string before = Snapshot();
+  EXPECT_THAT(core_->MapMemory("s1", kC1, a1->memory_id, kMiB, kMiB, kMiB, true, true),
+              StatusIs(Code::kResourceExhausted,
+                       "iova: tenant \"acme\" already holds 2 mappings on node n1 (limit 2 per "
+                       "tenant, --max_mappings_per_tenant)"));
+  EXPECT_EQ(Snapshot(), before);
+  auto g = core_->RegisterMemory("s3", "globex", Memory(3, 4 * kMiB), "guest");
+  ASSERT_OK(g);
+  EXPECT_OK(core_->MapMemory("s3", kC3, g->memory_id, 0, kMiB, 0, true, true));
+  // Unmapping, and a closed session, give the slots back.
+  ASSERT_OK(core_->Unmap(kC2, 0, kMiB, "s2"));
+  EXPECT_OK(core_->MapMemory("s1", kC1, a1->memory_id, kMiB, kMiB, kMiB, true, true));
+  core_->CloseSession("s1");
+  ASSERT_OK(core_->OpenSession("s4", kC1, "acme", {kAll}));
+  auto a4 = core_->RegisterMemory("s4", "acme", Memory(4, 4 * kMiB), "guest");
+  ASSERT_OK(a4);
+  EXPECT_OK(core_->MapMemory("s4", kC1, a4->memory_id, 0, kMiB, 0, true, true));
+  EXPECT_OK(core_->MapMemory("s4", kC1, a4->memory_id, kMiB, kMiB, kMiB, true, true));
+}
+
 TEST_F(MapPathTest, MapPastTheBudgetIsRefusedWithTheNumbersAndChangesNothing) {
   auto big = core_->RegisterMemory("s3", "globex", Memory(9, 32 * kMiB), "guest");
   ASSERT_OK(big);

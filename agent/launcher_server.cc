@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +26,8 @@ struct LauncherServer::Connection {
   UniqueFd fd;
   PeerCred peer;
   bool open = true;  // False once it must be closed.
+  bool session_opened = false;  // An OpenSession was answered OK.
+  absl::Time open_deadline;     // Closed at this time unless session_opened.
 };
 
 namespace {
@@ -58,6 +62,9 @@ absl::StatusOr<std::unique_ptr<LauncherServer>> LauncherServer::Start(
       options.max_request_bytes > kMaxLauncherPacketBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_request_bytes: must be 1-", kMaxLauncherPacketBytes));
+  }
+  if (options.session_open_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("launcher_session_open_timeout: must be positive");
   }
   if (options.max_request_fds > kMaxLauncherPacketFds) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -119,14 +126,16 @@ void LauncherServer::Run() {
   while (true) {
     const absl::Time now = absl::Now();
     const bool poll_listener = now >= accept_paused_until;
+    int timeout_ms = CloseIdle(&conns, now);
+    if (!poll_listener) {
+      const int resume_ms =
+          static_cast<int>(absl::ToInt64Milliseconds(accept_paused_until - now)) + 1;
+      timeout_ms = timeout_ms < 0 ? resume_ms : std::min(timeout_ms, resume_ms);
+    }
     fds.clear();
     fds.push_back({wake_.get(), POLLIN, 0});
     fds.push_back({poll_listener ? listener_.get() : -1, POLLIN, 0});
     for (const auto& c : conns) fds.push_back({c->fd.get(), POLLIN, 0});
-    const int timeout_ms =
-        poll_listener ? -1
-                      : static_cast<int>(absl::ToInt64Milliseconds(
-                            accept_paused_until - now)) + 1;
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno != EINTR) {
         LogEvent(LogLevel::kError, "launcher_poll_failed",
@@ -172,6 +181,83 @@ void LauncherServer::Run() {
            {{"path", options_.socket_path}});
 }
 
+int LauncherServer::CloseIdle(std::vector<std::unique_ptr<Connection>>* conns, absl::Time now) {
+  absl::Time next = absl::InfiniteFuture();
+  for (auto it = conns->begin(); it != conns->end();) {
+    Connection& c = **it;
+    if (c.session_opened) {
+      ++it;
+      continue;
+    }
+    if (now < c.open_deadline) {
+      next = std::min(next, c.open_deadline);
+      ++it;
+      continue;
+    }
+    const absl::Status idle = absl::DeadlineExceededError(absl::StrCat(
+        "launcher socket: no session opened within ",
+        absl::FormatDuration(options_.session_open_timeout),
+        " of connecting; closing (open a session first, with a token)"));
+    WarnAbout(c.peer.uid, "launcher_idle_closed",
+              {{"conn", c.id}, {"pid", c.peer.pid}, {"uid", c.peer.uid},
+               {"error", idle.message()}});
+    Refuse(&c, idle);
+    handler_->OnDisconnect(c.id);
+    it = conns->erase(it);
+  }
+  if (next == absl::InfiniteFuture()) return -1;
+  // Rounded up so that the deadline has passed when poll returns.
+  return static_cast<int>(absl::ToInt64Milliseconds(next - now)) + 1;
+}
+
+LauncherServer::Connection* LauncherServer::IdleVictimFor(
+    const std::vector<std::unique_ptr<Connection>>& conns, uid_t newcomer) {
+  std::map<uid_t, size_t> held;
+  for (const auto& c : conns) ++held[c->peer.uid];
+  // Strictly more than one above the newcomer's count: an eviction must
+  // make the shares more even, or two uids would take turns evicting each
+  // other. Connections are in accept order, so the first found of the uid
+  // with the most is its oldest.
+  size_t most = held[newcomer] + 1;
+  Connection* victim = nullptr;
+  for (const auto& c : conns) {
+    if (c->session_opened || !c->open) continue;
+    const size_t n = held[c->peer.uid];
+    if (n > most) {
+      most = n;
+      victim = c.get();
+    }
+  }
+  return victim;
+}
+
+void LauncherServer::Evict(std::vector<std::unique_ptr<Connection>>* conns, Connection* victim,
+                           uid_t newcomer) {
+  const absl::Status evicted = absl::ResourceExhaustedError(absl::StrCat(
+      "launcher socket: full (limit ", options_.max_connections,
+      "); closing this connection, which has no session, to admit uid ", newcomer,
+      ", which holds fewer connections than uid ", victim->peer.uid));
+  WarnAbout(victim->peer.uid, "launcher_idle_evicted",
+            {{"conn", victim->id}, {"pid", victim->peer.pid}, {"uid", victim->peer.uid},
+             {"for_uid", newcomer}, {"error", evicted.message()}});
+  Refuse(victim, evicted);
+  handler_->OnDisconnect(victim->id);
+  for (auto it = conns->begin(); it != conns->end(); ++it) {
+    if (it->get() == victim) {
+      conns->erase(it);
+      break;
+    }
+  }
+}
+
+void LauncherServer::WarnAbout(uid_t uid, absl::string_view event,
+                               std::vector<LogField> fields) {
+  uint64_t suppressed = 0;
+  if (!warnings_.Allow(absl::StrCat("uid=", uid), absl::Now(), &suppressed)) return;
+  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+  LogEvent(LogLevel::kWarning, event, fields);
+}
+
 bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) {
   absl::StatusOr<UniqueFd> fd = AcceptUnix(listener_.get());
   if (!fd.ok()) {
@@ -182,30 +268,41 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   if (!fd->valid()) return true;  // Nothing pending after all.
   Connection conn;
   conn.fd = *std::move(fd);
-  if (conns->size() >= options_.max_connections) {
-    // Told rather than just hung up on, so the launcher's error says why.
-    const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
-        "launcher socket: too many connections (limit ", options_.max_connections, ")"));
-    LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", refused.message()}});
-    Refuse(&conn, refused);
-    return true;
-  }
   absl::StatusOr<PeerCred> peer = GetPeerCred(conn.fd.get());
   if (!peer.ok()) {
     LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", peer.status().message()}});
     return true;
   }
+  // When full, a connection without a session of the uid holding the most
+  // connections may make room for a uid holding fewer, so that a few uids
+  // churning idle connections cannot keep everyone else out.
+  Connection* victim = nullptr;
+  if (conns->size() >= options_.max_connections) victim = IdleVictimFor(*conns, peer->uid);
+  if (conns->size() >= options_.max_connections && victim == nullptr) {
+    // Told rather than just hung up on, so the launcher's error says why.
+    const absl::Status refused = absl::ResourceExhaustedError(absl::StrCat(
+        "launcher socket: too many connections (limit ", options_.max_connections,
+        "); connections without a session are closed after ",
+        absl::FormatDuration(options_.session_open_timeout)));
+    WarnAbout(peer->uid, "launcher_refused",
+              {{"pid", peer->pid}, {"uid", peer->uid}, {"error", refused.message()}});
+    Refuse(&conn, refused);
+    return true;
+  }
   conn.peer = *peer;
   conn.id = next_conn_id_++;
+  conn.open_deadline = absl::Now() + options_.session_open_timeout;
   const absl::Status status = handler_->OnConnect(conn.id, conn.peer);
   if (!status.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_refused",
-             {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
-              {"code", absl::StatusCodeToString(status.code())},
-              {"error", status.message()}});
+    WarnAbout(conn.peer.uid, "launcher_refused",
+              {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
+               {"code", absl::StatusCodeToString(status.code())},
+               {"error", status.message()}});
     Refuse(&conn, status);
     return true;
   }
+  // Only now, so that a newcomer the handler refuses evicts nobody.
+  if (victim != nullptr) Evict(conns, victim, conn.peer.uid);
   LogEvent(LogLevel::kInfo, "launcher_connected",
            {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
             {"gid", conn.peer.gid}});
@@ -239,12 +336,13 @@ bool LauncherServer::ServeOne(Connection* conn) {
     // Over a limit: the packet was consumed whole and its fds closed, so the
     // stream is still in step; answer and keep the connection.
     if (packet.status().code() == absl::StatusCode::kInvalidArgument) {
-      LogEvent(LogLevel::kWarning, "launcher_bad_request",
-               {{"conn", conn->id}, {"error", packet.status().message()}});
+      WarnAbout(conn->peer.uid, "launcher_bad_request",
+                {{"conn", conn->id}, {"uid", conn->peer.uid},
+                 {"error", packet.status().message()}});
       return Send(conn, ErrorResponse(0, packet.status()), {});
     }
-    LogEvent(LogLevel::kWarning, "launcher_recv_failed",
-             {{"conn", conn->id}, {"error", packet.status().message()}});
+    WarnAbout(conn->peer.uid, "launcher_recv_failed",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", packet.status().message()}});
     return false;
   }
   if (packet->would_block) return true;
@@ -255,8 +353,8 @@ bool LauncherServer::ServeOne(Connection* conn) {
     const absl::Status bad = absl::InvalidArgumentError(absl::StrCat(
         "request: does not parse as iommu.v1.LauncherRequest (",
         packet->bytes.size(), " bytes)"));
-    LogEvent(LogLevel::kWarning, "launcher_bad_request",
-             {{"conn", conn->id}, {"error", bad.message()}});
+    WarnAbout(conn->peer.uid, "launcher_bad_request",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", bad.message()}});
     return Send(conn, ErrorResponse(0, bad), {});
   }
   if (req.op_case() == v1::LauncherRequest::OP_NOT_SET) {
@@ -273,6 +371,9 @@ bool LauncherServer::ServeOne(Connection* conn) {
   const size_t fds_in = packet->fds.size();
   handler_->OnRequest(conn->id, req, std::move(packet->fds), &response, &out_fds);
   response.set_seq(req.seq());
+  if (req.op_case() == v1::LauncherRequest::kOpenSession && response.code() == 0) {
+    conn->session_opened = true;
+  }
   if (response.code() != 0) {
     // An error carries no result and no fds, whatever the handler left.
     response.clear_result();
@@ -319,8 +420,8 @@ bool LauncherServer::Send(Connection* conn, const v1::LauncherResponse& response
   // launcher on this thread.
   const absl::Status status = SendPacket(conn->fd.get(), bytes, fds);
   if (!status.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_send_failed",
-             {{"conn", conn->id}, {"error", status.message()}});
+    WarnAbout(conn->peer.uid, "launcher_send_failed",
+              {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", status.message()}});
     return false;
   }
   return true;

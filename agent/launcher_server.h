@@ -29,6 +29,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/log.h"
+#include "agent/log_limiter.h"
 #include "agent/unique_fd.h"
 #include "agent/unix_socket.h"
 #include "proto/launcher.pb.h"
@@ -78,13 +81,22 @@ struct LauncherServerOptions {
   // Who may connect: launchers run as members of the socket's group.
   mode_t socket_mode = 0660;
   std::optional<gid_t> socket_gid;
-  // Connections beyond this are answered RESOURCE_EXHAUSTED and closed. Each
-  // holds an fd and a session in the agent.
+  // Connections beyond this are answered RESOURCE_EXHAUSTED and closed,
+  // unless a uid holding at least two more connections than the newcomer's
+  // has one without a session: that one is closed instead (told why), so a
+  // few uids cannot keep the others out. Each holds an fd and a session in
+  // the agent.
   size_t max_connections = 64;
   // Largest request accepted; bigger ones are answered INVALID_ARGUMENT.
   size_t max_request_bytes = kMaxLauncherPacketBytes;
   // Fds accepted with one request. Only RegisterMemory carries one.
   size_t max_request_fds = 1;
+  // A connection that has not opened a session (an OpenSession answered OK)
+  // this long after connecting is answered DEADLINE_EXCEEDED and closed, so
+  // idle connections cannot hold slots of max_connections or of a uid's
+  // limit (issue 11: two uids with 32 idle connections each kept every real
+  // launcher out). Positive.
+  absl::Duration session_open_timeout = absl::Seconds(5);
 };
 
 class LauncherServer final {
@@ -119,6 +131,21 @@ class LauncherServer final {
                  ino_t socket_ino);
 
   void Run();
+  // Closes connections past their session_open_timeout; returns the poll
+  // timeout (ms, -1 for none) until the next such deadline.
+  int CloseIdle(std::vector<std::unique_ptr<Connection>>* conns, absl::Time now);
+  // When every slot is taken: the oldest connection without a session of
+  // the uid holding the most connections, if that uid holds at least two
+  // more than `newcomer`; else null (the newcomer is refused).
+  static Connection* IdleVictimFor(const std::vector<std::unique_ptr<Connection>>& conns,
+                                   uid_t newcomer);
+  // Tells `victim` why (RESOURCE_EXHAUSTED naming both uids), closes it and
+  // removes it from `conns` (OnDisconnect included).
+  void Evict(std::vector<std::unique_ptr<Connection>>* conns, Connection* victim, uid_t newcomer);
+  // Logs a warning about `uid`, rate-limited per uid (LogLimiter) so one
+  // peer's refusals cannot flood the log; a line that passes carries how
+  // many were dropped before it.
+  void WarnAbout(uid_t uid, absl::string_view event, std::vector<LogField> fields);
   // Accepts one pending connection; false when accept4 failed and the
   // listener should rest (EMFILE and the like).
   bool AcceptOne(std::vector<std::unique_ptr<Connection>>* conns);
@@ -144,6 +171,7 @@ class LauncherServer final {
   absl::Mutex mu_;
   std::thread thread_ ABSL_GUARDED_BY(mu_);
   uint64_t next_conn_id_ = 1;  // Server thread only.
+  LogLimiter warnings_;         // Server thread only.
 };
 
 }  // namespace agent

@@ -293,6 +293,44 @@ TEST_F(LauncherServerTest, ConnectionsOverTheLimitAreToldAndClosed) {
   EXPECT_EQ(fourth.Recv().code(), 0);
 }
 
+// Regression (issue 11, B.b): the agent never closed an idle connection, so
+// a few uids holding idle connections kept every real launcher out.
+TEST_F(LauncherServerTest, ConnectionWithoutASessionIsClosedAfterTheOpenTimeout) {
+  LauncherServerOptions options;
+  options.max_connections = 1;
+  options.session_open_timeout = absl::Milliseconds(300);
+  StartServer(options);
+  RawClient idle(path_);
+  ASSERT_TRUE(handler_.WaitForEvents("connect", 1, kWait));
+  {
+    RawClient refused(path_);
+    EXPECT_EQ(refused.Recv().code(), static_cast<int>(Code::kResourceExhausted));
+  }
+  // Requests other than a successful OpenSession do not count as a session.
+  ASSERT_OK(idle.Send(ListRequest(1)));
+  EXPECT_EQ(idle.Recv().code(), 0);
+  v1::LauncherResponse closed = idle.Recv();
+  EXPECT_EQ(closed.seq(), 0u);
+  EXPECT_EQ(closed.code(), static_cast<int>(Code::kDeadlineExceeded));
+  EXPECT_THAT(closed.message(),
+              ::testing::HasSubstr("launcher socket: no session opened within 300ms of "
+                                   "connecting; closing"));
+  EXPECT_TRUE(idle.RecvEof());
+  ASSERT_TRUE(handler_.WaitForEvents("disconnect", 1, kWait));
+
+  // The slot is free; a connection that opens a session keeps it.
+  RawClient launcher(path_);
+  v1::LauncherRequest open;
+  open.set_seq(1);
+  open.mutable_open_session()->set_token("good");
+  ASSERT_OK(launcher.Send(open));
+  EXPECT_EQ(launcher.Recv().code(), 0);
+  absl::SleepFor(absl::Milliseconds(600));
+  ASSERT_OK(launcher.Send(ListRequest(2)));
+  EXPECT_EQ(launcher.Recv().code(), 0);
+  EXPECT_EQ(handler_.CountEvents("disconnect"), 1u);
+}
+
 // Regression: the refused connection was closed with the client's request
 // still queued, so the client's read failed with ECONNRESET instead of
 // returning the RESOURCE_EXHAUSTED answer.

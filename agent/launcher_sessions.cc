@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -40,8 +41,17 @@ absl::Status OverMemoryLimit(uint64_t size, uint64_t limit) {
 
 absl::Status ValidateLauncherSessionOptions(const LauncherSessionOptions& options) {
   RETURN_IF_ERROR(ValidatePeerPolicyOptions(PeerOptions(options)));
+  RETURN_IF_ERROR(ValidateReplayCacheLimits(options.replay));
   if (options.max_memory_objects == 0) {
     return absl::InvalidArgumentError("max_session_memory_objects: must be at least 1");
+  }
+  if (options.max_sessions_per_tenant == 0) {
+    return absl::InvalidArgumentError("max_sessions_per_tenant: must be at least 1");
+  }
+  if (options.max_memory_bytes_per_tenant < 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_memory_bytes_per_tenant: must be at least 4096 (one page), got ",
+        options.max_memory_bytes_per_tenant));
   }
   if (options.max_memory_bytes < 4096) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -51,8 +61,39 @@ absl::Status ValidateLauncherSessionOptions(const LauncherSessionOptions& option
   return absl::OkStatus();
 }
 
+size_t LauncherSessions::TenantSessionsLocked(const std::string& tenant) {
+  size_t n = 0;
+  for (const auto& [id, c] : conns_) n += !c.session_id.empty() && c.tenant_id == tenant;
+  return n;
+}
+
+uint64_t LauncherSessions::TenantMemoryBytesLocked(const std::string& tenant) {
+  uint64_t n = 0;
+  for (const auto& [id, c] : conns_) {
+    if (!c.session_id.empty() && c.tenant_id == tenant) n += c.memory_bytes;
+  }
+  return n;
+}
+
+absl::Status LauncherSessions::Refuse(const Conn& conn, const std::string& container,
+                                      absl::Status s) {
+  uint64_t suppressed = 0;
+  if (warnings_.Allow(absl::StrCat("uid=", conn.peer.uid), absl::Now(), &suppressed)) {
+    std::vector<LogField> fields = {{"pid", conn.peer.pid},
+                                    {"uid", conn.peer.uid},
+                                    {"container", container},
+                                    {"error", s.message()}};
+    if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+    LogEvent(LogLevel::kWarning, "session_refused", fields);
+  }
+  return s;
+}
+
 LauncherSessions::LauncherSessions(AgentCore* core, LauncherSessionOptions options)
-    : core_(core), options_(std::move(options)), peers_(PeerOptions(options_)) {}
+    : core_(core),
+      options_(std::move(options)),
+      replay_(options_.replay),
+      peers_(PeerOptions(options_)) {}
 
 absl::Status LauncherSessions::OnConnect(uint64_t conn_id, const PeerCred& peer) {
   absl::MutexLock l(&mu_);
@@ -82,7 +123,10 @@ void LauncherSessions::OnDisconnect(uint64_t conn_id) {
     auto it = conns_.find(conn_id);
     if (it == conns_.end()) return;
     session = it->second.session_id;
-    peers_.Release(it->second.peer.uid);
+    const absl::Status released = peers_.Release(it->second.peer.uid);
+    if (!released.ok()) {
+      LogEvent(LogLevel::kError, "peer_count_mismatch", {{"error", released.message()}});
+    }
     conns_.erase(it);
   }
   // Whatever the launcher mapped goes with it: a killed launcher leaves no
@@ -183,15 +227,18 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
   }
   const int64_t now = options_.now_ms ? options_.now_ms() : absl::ToUnixMillis(absl::Now());
   ASSIGN_OR_RETURN(v1::LauncherGrant grant, VerifyGrant(req.token(), key, now));
-  auto refuse = [&](absl::Status s) {
-    LogEvent(LogLevel::kWarning, "session_refused",
-             {{"pid", conn.peer.pid}, {"uid", conn.peer.uid},
-              {"container", grant.container_id()}, {"error", s.message()}});
-    return s;
-  };
+  auto refuse = [&](absl::Status s) { return Refuse(conn, grant.container_id(), std::move(s)); };
   if (grant.node() != core_->node()) {
     return refuse(absl::UnauthenticatedError(absl::StrCat(
         "token: issued for node \"", grant.node(), "\", this is node \"", core_->node(), "\"")));
+  }
+  // The replay cache lives in memory and the key outlives a restart: a
+  // token used before this run started must not open a session now. The
+  // broker binds each grant to the latest run it heard register.
+  if (grant.agent_incarnation() != core_->incarnation()) {
+    return refuse(absl::UnauthenticatedError(
+        "token: issued to an earlier run of this agent (it restarted since); ask the broker "
+        "for a new grant"));
   }
   if (grant.has_launcher_uid() && grant.launcher_uid() != conn.peer.uid) {
     return refuse(absl::PermissionDeniedError(absl::StrCat(
@@ -205,7 +252,18 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
         grant.tenant_id(), "\"")));
   }
   // Last: a token refused above for a transient reason can be presented again.
-  RETURN_IF_ERROR(replay_.Consume(grant.token_id(), grant.expires_ms(), now));
+  // Per tenant: a tenant burning tokens fills its own share, not everyone's.
+  // Before the replay cache, so a refused open does not use the token up.
+  const size_t tenant_sessions = TenantSessionsLocked(grant.tenant_id());
+  if (tenant_sessions >= options_.max_sessions_per_tenant) {
+    return refuse(absl::ResourceExhaustedError(absl::StrCat(
+        "open_session: tenant \"", grant.tenant_id(), "\" already holds ", tenant_sessions,
+        " sessions on this node (limit ", options_.max_sessions_per_tenant,
+        " per tenant, --max_sessions_per_tenant); close one first")));
+  }
+  const absl::Status consumed =
+      replay_.Consume(grant.token_id(), grant.tenant_id(), grant.expires_ms(), now);
+  if (!consumed.ok()) return refuse(consumed);
   const std::string session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   std::vector<IovaRange> windows;
   for (const v1::GrantWindow& w : grant.windows()) {
@@ -267,6 +325,16 @@ absl::Status LauncherSessions::Register(Conn& conn,
   }
   ASSIGN_OR_RETURN(GuestMemoryRegion region, MapGuestMemory(std::move(fds[0])));
   if (region.size > room) return OverMemoryLimit(region.size, options_.max_memory_bytes);
+  // The tenant's bound, across all its sessions on this node, so that many
+  // sessions of one tenant cannot take the agent's address space together.
+  const uint64_t tenant_bytes = TenantMemoryBytesLocked(conn.tenant_id);
+  if (region.size > options_.max_memory_bytes_per_tenant - std::min(tenant_bytes, options_.max_memory_bytes_per_tenant)) {
+    return Refuse(conn, conn.container_id, absl::ResourceExhaustedError(absl::StrCat(
+        "fd: registering ", Hex(region.size), " more bytes passes tenant \"", conn.tenant_id,
+        "\"'s limit of ", Hex(options_.max_memory_bytes_per_tenant),
+        " bytes of registered memory on this node (--max_memory_bytes_per_tenant; it holds ",
+        Hex(tenant_bytes), ")")));
+  }
   const uint64_t size = region.size;
   ASSIGN_OR_RETURN(MemoryInfo info,
                    core_->RegisterMemory(conn.session_id, conn.tenant_id, std::move(region),

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/agent_core.h"
 #include "agent/launcher_server.h"
+#include "agent/log_limiter.h"
 #include "agent/peer_policy.h"
 #include "common/grant_token.h"
 #include "proto/launcher.pb.h"
@@ -46,6 +47,15 @@ struct LauncherSessionOptions {
   // space.
   size_t max_memory_objects = 64;
   uint64_t max_memory_bytes = 1ULL << 40;
+  // Per tenant on this node, whatever uids its launchers run as: open
+  // sessions, and bytes of memory its sessions registered. Past either, the
+  // tenant's next OpenSession / RegisterMemory is RESOURCE_EXHAUSTED naming
+  // the tenant and the limit; other tenants are unaffected.
+  size_t max_sessions_per_tenant = 16;
+  uint64_t max_memory_bytes_per_tenant = 8ULL << 40;
+  // Used token ids remembered until expiry, per tenant and in all
+  // (--replay_cache_per_tenant, --replay_cache_max).
+  ReplayCacheLimits replay;
   // Milliseconds since the epoch; injectable for tests of token expiry.
   std::function<int64_t()> now_ms;
 };
@@ -94,16 +104,24 @@ class LauncherSessions final : public LauncherHandler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Map(Conn& conn, const v1::LauncherRequest::Map& req)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sessions and registered bytes of `tenant` now (a scan of at most
+  // --max_launcher_connections entries).
+  size_t TenantSessionsLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t TenantMemoryBytesLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A refusal of `conn`'s request, logged rate-limited per uid.
+  absl::Status Refuse(const Conn& conn, const std::string& container, absl::Status s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   AgentCore* const core_;
   const LauncherSessionOptions options_;
 
-  ReplayCache replay_;
+  ReplayCache replay_;  // Thread-safe itself.
   absl::Mutex mu_;
   std::map<uint64_t, Conn> conns_ ABSL_GUARDED_BY(mu_);
   PeerPolicy peers_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  LogLimiter warnings_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace agent

@@ -139,6 +139,13 @@ v1::LauncherRequest DevicesReq() {
   return req;
 }
 
+// SignGrant for grants that must sign; a failure fails the test.
+std::string Signed(const v1::LauncherGrant& grant, absl::string_view key) {
+  absl::StatusOr<std::string> token = SignGrant(grant, key);
+  EXPECT_TRUE(token.ok()) << token.status();
+  return token.ok() ? *token : std::string();
+}
+
 class LauncherSessionsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -200,6 +207,7 @@ class LauncherSessionsTest : public ::testing::Test {
     v1::LauncherGrant g;
     g.set_token_id(NewGrantTokenId());
     g.set_node("n1");
+    g.set_agent_incarnation(core_->incarnation());
     g.set_container_id(container);
     g.set_tenant_id(tenant);
     auto* w1 = g.add_windows();
@@ -251,7 +259,7 @@ class LauncherSessionsTest : public ::testing::Test {
   // A connection with an open session on `container` of `tenant`.
   uint64_t OpenSession(const std::string& container = kC1, const std::string& tenant = "acme") {
     const uint64_t conn = Connect();
-    v1::LauncherResponse r = Open(conn, SignGrant(Grant(container, tenant), kKey));
+    v1::LauncherResponse r = Open(conn, Signed(Grant(container, tenant), kKey));
     EXPECT_OK(StatusOf(r));
     return conn;
   }
@@ -306,7 +314,7 @@ class LauncherSessionsTest : public ::testing::Test {
 TEST_F(LauncherSessionsTest, ValidTokenOpensSessionBoundToItsContainer) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
-  v1::LauncherResponse r = Open(conn, SignGrant(grant, kKey));
+  v1::LauncherResponse r = Open(conn, Signed(grant, kKey));
   ASSERT_OK(StatusOf(r));
   ASSERT_TRUE(r.has_session_opened());
   const auto& opened = r.session_opened();
@@ -320,10 +328,59 @@ TEST_F(LauncherSessionsTest, ValidTokenOpensSessionBoundToItsContainer) {
   EXPECT_EQ(sessions_->session_count(), 1u);
 }
 
+// Regression (issue 11, C): the used-token set lives in memory and the key
+// survives a restart, so a token used before an agent restart opened a
+// second session after it. Tokens are now bound to one run of the agent.
+TEST_F(LauncherSessionsTest, TokenUsedBeforeARestartIsRefusedAfterIt) {
+  const std::string token = Signed(Grant(), kKey);
+  EXPECT_OK(StatusOf(Open(Connect(), token)));
+
+  // The restarted agent: a new AgentCore (a new incarnation) with the same
+  // key, the same container, and an empty replay cache.
+  absl::StatusOr<std::vector<SimDeviceSpec>> specs = ParseSimDevices(kDevices);
+  ASSERT_OK(specs);
+  absl::StatusOr<std::unique_ptr<SimBackend>> backend = SimBackend::Create(*std::move(specs));
+  ASSERT_OK(backend);
+  auto core = std::make_unique<AgentCore>("n1", backend->get());
+  EXPECT_NE(core->incarnation(), core_->incarnation());
+  ASSERT_OK(core->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 64 * kMiB));
+  ASSERT_OK(core->SetWindows(kC1, GrantedWindows()).status());
+  core->SetGrantKey(kKey);
+  auto restarted = std::make_unique<LauncherSessions>(core.get(), options_);
+  PeerCred peer;
+  peer.pid = 4242;
+  peer.uid = kUid;
+  peer.gid = kUid;
+  ASSERT_OK(restarted->OnConnect(1, peer));
+  auto open = [&](const std::string& t) {
+    v1::LauncherResponse response;
+    std::vector<int> out_fds;
+    restarted->OnRequest(1, OpenReq(t), {}, &response, &out_fds);
+    return StatusOf(response);
+  };
+  EXPECT_THAT(open(token),
+              StatusIs(Code::kUnauthenticated,
+                       "token: issued to an earlier run of this agent (it restarted since); ask "
+                       "the broker for a new grant"));
+  // A grant without an incarnation (a broker that does not bind them) too.
+  v1::LauncherGrant unbound = Grant();
+  unbound.clear_agent_incarnation();
+  EXPECT_THAT(open(Signed(unbound, kKey)),
+              StatusIs(Code::kUnauthenticated, "issued to an earlier run of this agent"));
+  EXPECT_EQ(restarted->session_count(), 0u);
+  // A grant for the new run opens.
+  v1::LauncherGrant fresh = Grant();
+  fresh.set_agent_incarnation(core->incarnation());
+  EXPECT_OK(open(Signed(fresh, kKey)));
+  restarted->OnDisconnect(1);
+  restarted.reset();
+  core.reset();
+}
+
 TEST_F(LauncherSessionsTest, RefusesOpenUntilAgentHasAKeyAndKeepsTheTokenUsable) {
   core_->SetGrantKey("");
   const uint64_t conn = Connect();
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kUnavailable, "token: this agent has not registered"));
   EXPECT_EQ(sessions_->session_count(), 0u);
@@ -336,7 +393,7 @@ TEST_F(LauncherSessionsTest, RefusesGarbageTokens) {
   const std::string before = Snapshot();
   for (const std::string& token :
        {std::string(""), std::string("hello"), std::string("v1.AAAA.BBBB"),
-        std::string("v2.") + SignGrant(Grant(), kKey).substr(3), std::string(5000, 'a')}) {
+        std::string("v2.") + Signed(Grant(), kKey).substr(3), std::string(5000, 'a')}) {
     EXPECT_THAT(StatusOf(Open(conn, token)), StatusIs(Code::kUnauthenticated, "token: malformed"))
         << token.substr(0, 40);
   }
@@ -345,7 +402,7 @@ TEST_F(LauncherSessionsTest, RefusesGarbageTokens) {
 
 TEST_F(LauncherSessionsTest, RefusesTamperedToken) {
   const uint64_t conn = Connect();
-  std::string token = SignGrant(Grant(), kKey);
+  std::string token = Signed(Grant(), kKey);
   // Flip one base64 digit in the middle of the payload: still canonical
   // base64, another payload under the same MAC.
   const size_t dot = token.find('.', 3);
@@ -359,7 +416,7 @@ TEST_F(LauncherSessionsTest, RefusesTamperedToken) {
 
 TEST_F(LauncherSessionsTest, RefusesTokenSignedWithAnotherKey) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(), kOtherKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(), kOtherKey))),
               StatusIs(Code::kUnauthenticated, "token: bad signature"));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
@@ -367,7 +424,7 @@ TEST_F(LauncherSessionsTest, RefusesTokenSignedWithAnotherKey) {
 TEST_F(LauncherSessionsTest, RefusesExpiredTokenIncludingExactlyAtExpiry) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
-  const std::string token = SignGrant(grant, kKey);
+  const std::string token = Signed(grant, kKey);
   now_ms_ = grant.expires_ms() + 1;
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kUnauthenticated,
@@ -380,7 +437,7 @@ TEST_F(LauncherSessionsTest, RefusesExpiredTokenIncludingExactlyAtExpiry) {
 }
 
 TEST_F(LauncherSessionsTest, ReplayOnSecondConnectionIsRefused) {
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   const uint64_t first = Connect();
   ASSERT_OK(StatusOf(Open(first, token)));
   const uint64_t second = Connect();
@@ -393,28 +450,28 @@ TEST_F(LauncherSessionsTest, ReplayOnSecondConnectionIsRefused) {
   EXPECT_THAT(StatusOf(Open(second, token)),
               StatusIs(Code::kUnauthenticated, "token: already used"));
   // The second connection can still open with a token of its own.
-  EXPECT_OK(StatusOf(Open(second, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(second, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenForAnotherNode) {
   const uint64_t conn = Connect();
   v1::LauncherGrant grant = Grant();
   grant.set_node("n2");
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(grant, kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(grant, kKey))),
               StatusIs(Code::kUnauthenticated, "token: issued for node \"n2\", this is node \"n1\""));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenForContainerNotHeld) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(kNotHeld, "acme"), kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(kNotHeld, "acme"), kKey))),
               StatusIs(Code::kNotFound, absl::StrCat("container_id: ", kNotHeld)));
   EXPECT_EQ(sessions_->session_count(), 0u);
 }
 
 TEST_F(LauncherSessionsTest, RefusesTokenWhoseTenantDoesNotOwnTheContainer) {
   const uint64_t conn = Connect();
-  EXPECT_THAT(StatusOf(Open(conn, SignGrant(Grant(kC1, "globex"), kKey))),
+  EXPECT_THAT(StatusOf(Open(conn, Signed(Grant(kC1, "globex"), kKey))),
               StatusIs(Code::kUnauthenticated,
                        absl::StrCat("token: container ", kC1,
                                     " does not belong to tenant \"globex\"")));
@@ -424,7 +481,7 @@ TEST_F(LauncherSessionsTest, RefusesTokenWhoseTenantDoesNotOwnTheContainer) {
 TEST_F(LauncherSessionsTest, LauncherUidMustMatchPeerAndRefusalKeepsTokenUsable) {
   v1::LauncherGrant grant = Grant();
   grant.set_launcher_uid(2000);
-  const std::string token = SignGrant(grant, kKey);
+  const std::string token = Signed(grant, kKey);
   const uint64_t wrong = Connect(kUid);
   EXPECT_THAT(StatusOf(Open(wrong, token)),
               StatusIs(Code::kPermissionDenied, "token: issued for uid 2000, presented by uid 1000"));
@@ -444,11 +501,11 @@ TEST_F(LauncherSessionsTest, AllowedUidsRefusesOtherPeersAtConnect) {
               StatusIs(Code::kPermissionDenied,
                        "peer: uid 2000 may not use this agent's launcher socket"));
   // A refused connection has no state: a request on it is not served.
-  EXPECT_THAT(StatusOf(Send(99, OpenReq(SignGrant(Grant(), kKey)))),
+  EXPECT_THAT(StatusOf(Send(99, OpenReq(Signed(Grant(), kKey)))),
               StatusIs(Code::kInternal, "connection unknown"));
   EXPECT_EQ(sessions_->session_count(), 0u);
   const uint64_t conn = Connect(kUid);
-  EXPECT_OK(StatusOf(Open(conn, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(conn, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, AllowedGidsRefusesOtherPeersAtConnect) {
@@ -461,13 +518,13 @@ TEST_F(LauncherSessionsTest, AllowedGidsRefusesOtherPeersAtConnect) {
   EXPECT_THAT(sessions_->OnConnect(99, peer),
               StatusIs(Code::kPermissionDenied,
                        "peer: gid 1000 may not use this agent's launcher socket"));
-  EXPECT_THAT(StatusOf(Send(99, OpenReq(SignGrant(Grant(), kKey)))),
+  EXPECT_THAT(StatusOf(Send(99, OpenReq(Signed(Grant(), kKey)))),
               StatusIs(Code::kInternal, "connection unknown"));
   EXPECT_EQ(sessions_->peer_connections(kUid), 0u);
   peer.gid = 107;
   ASSERT_OK(sessions_->OnConnect(100, peer));
   connected_.push_back(100);
-  EXPECT_OK(StatusOf(Open(100, SignGrant(Grant(), kKey))));
+  EXPECT_OK(StatusOf(Open(100, Signed(Grant(), kKey))));
 }
 
 TEST_F(LauncherSessionsTest, ConnectionsPerPeerAreLimitedAndFreedOnDisconnect) {
@@ -524,7 +581,7 @@ TEST_F(LauncherSessionsTest, ValidateOptionsNamesTheFlagAndTheRule) {
 
 TEST_F(LauncherSessionsTest, SecondOpenOnSameConnectionIsRefusedAndItsTokenStaysUnused) {
   const uint64_t conn = OpenSession();
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   const std::string before = Snapshot();
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kFailedPrecondition, "open_session: this connection already holds"));
@@ -562,7 +619,7 @@ TEST_F(LauncherSessionsTest, FdsOnRequestsThatTakeNoneAreClosedAndRefused) {
   const uint64_t conn = Connect();
   const int fds_before = CountOpenFds();
   // OpenSession with an fd: refused, and the token stays unused.
-  const std::string token = SignGrant(Grant(), kKey);
+  const std::string token = Signed(Grant(), kKey);
   {
     std::vector<UniqueFd> fds;
     fds.push_back(Memfd(kPage));
@@ -589,6 +646,81 @@ TEST_F(LauncherSessionsTest, FdsOnRequestsThatTakeNoneAreClosedAndRefused) {
     EXPECT_EQ(CountOpenFds(), fds_open) << req.ShortDebugString();
   }
   EXPECT_EQ(Snapshot(), before);
+}
+
+// ------------------------------------------------- per-tenant bounds
+// Regressions (issue 11, B): each shared per-node resource is bounded per
+// tenant, so one hostile tenant reaching its bound leaves others served.
+
+TEST_F(LauncherSessionsTest, SessionsPastTheTenantLimitAreRefusedAndOtherTenantsServed) {
+  options_.max_sessions_per_tenant = 2;
+  MakeSessions();
+  const uint64_t a1 = OpenSession(kC1, "acme");
+  OpenSession(kC3, "acme");  // The limit counts the tenant, not the container.
+  const std::string before = Snapshot();
+  const uint64_t third = Connect(2000);  // Nor the uid.
+  const std::string token = Signed(Grant(kC1, "acme"), kKey);
+  EXPECT_THAT(StatusOf(Open(third, token)),
+              StatusIs(Code::kResourceExhausted,
+                       "open_session: tenant \"acme\" already holds 2 sessions on this node "
+                       "(limit 2 per tenant, --max_sessions_per_tenant)"));
+  EXPECT_EQ(Snapshot(), before);
+  // Another tenant is not held back.
+  OpenSession(kC2, "globex");
+  // A closed session frees the slot, and the refused token was not used up.
+  sessions_->OnDisconnect(a1);
+  EXPECT_OK(StatusOf(Open(third, token)));
+}
+
+TEST_F(LauncherSessionsTest, MemoryPastTheTenantLimitIsRefusedAcrossItsSessions) {
+  options_.max_memory_bytes_per_tenant = 8 * kPage;
+  MakeSessions();
+  const uint64_t a1 = OpenSession(kC1, "acme");
+  const uint64_t a2 = OpenSession(kC3, "acme");
+  RegisterNew(a1, 4 * kPage);
+  RegisterNew(a2, 4 * kPage);
+  const std::string before = Snapshot();
+  EXPECT_THAT(StatusOf(Register(a2, Memfd(kPage))),
+              StatusIs(Code::kResourceExhausted,
+                       "fd: registering 0x1000 more bytes passes tenant \"acme\"'s limit of "
+                       "0x8000 bytes of registered memory on this node "
+                       "(--max_memory_bytes_per_tenant; it holds 0x8000)"));
+  EXPECT_EQ(Snapshot(), before);
+  const uint64_t g = OpenSession(kC2, "globex");
+  RegisterNew(g, 4 * kPage);
+}
+
+TEST_F(LauncherSessionsTest, UsedTokensPastTheTenantShareAreRefusedAndOtherTenantsServed) {
+  options_.replay = ReplayCacheLimits{2, 10};
+  MakeSessions();
+  for (int i = 0; i < 2; ++i) sessions_->OnDisconnect(OpenSession(kC1, "acme"));
+  const uint64_t conn = Connect();
+  const std::string token = Signed(Grant(kC1, "acme"), kKey);
+  EXPECT_THAT(StatusOf(Open(conn, token)),
+              StatusIs(Code::kResourceExhausted,
+                       "token: tenant \"acme\" has used 2 unexpired tokens on this node "
+                       "(limit 2 per tenant, --replay_cache_per_tenant)"));
+  OpenSession(kC2, "globex");
+  // Once acme's used tokens expire, its share is back (and they stay refused
+  // by VerifyGrant as expired, so nothing forgotten can be replayed).
+  now_ms_ += 60'000;
+  EXPECT_OK(StatusOf(Open(conn, Signed(Grant(kC1, "acme"), kKey))));
+}
+
+TEST_F(LauncherSessionsTest, ValidateRefusesZeroPerTenantLimits) {
+  LauncherSessionOptions o;
+  EXPECT_OK(ValidateLauncherSessionOptions(o));
+  o.max_sessions_per_tenant = 0;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_sessions_per_tenant: must be at least 1"));
+  o = LauncherSessionOptions();
+  o.max_memory_bytes_per_tenant = 100;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "max_memory_bytes_per_tenant: must be at least"));
+  o = LauncherSessionOptions();
+  o.replay.total = o.replay.per_tenant - 1;
+  EXPECT_THAT(ValidateLauncherSessionOptions(o),
+              StatusIs(Code::kInvalidArgument, "replay_cache_max: must be at least"));
 }
 
 // ---------------------------------------------------------------- memory

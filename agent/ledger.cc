@@ -320,7 +320,10 @@ uint64_t Ledger::AddToRange(PinRuns& pins, PageRange range,
       count = cur->second.count;
       reuse = true;
     } else {
-      // Unpinned pages up to the next run or the range's end.
+      // Unpinned pages up to the next run or the range's end. Unreachable
+      // by input when unpinning: Unmap refuses (FAILED_PRECONDITION) any
+      // range that is not a live mapping before it gets here, and every page
+      // of a live mapping is pinned. Only a ledger bug lands here.
       ABSL_RAW_CHECK(delta > 0, "unpinning a page that is not pinned");
       const uint64_t gap_end =
           cur == pins.end() ? range.end : std::min(cur->first, range.end);

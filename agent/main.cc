@@ -89,6 +89,25 @@ ABSL_FLAG(uint32_t, max_sessions_per_peer, iommu::agent::kDefaultMaxSessionsPerP
           "Launcher connections (each holds at most one session) one uid may hold at once; "
           "more are refused at connect with RESOURCE_EXHAUSTED. At least 1. Raise it to "
           "--max_launcher_connections when every launcher runs as one uid.");
+ABSL_FLAG(absl::Duration, launcher_session_open_timeout, absl::Seconds(5),
+          "A launcher connection that has not opened a session this long after connecting is "
+          "closed (DEADLINE_EXCEEDED), so idle connections cannot hold slots. Positive.");
+ABSL_FLAG(uint32_t, max_sessions_per_tenant, 16,
+          "Launcher sessions one tenant may hold on this node at once, whatever uids its "
+          "launchers run as; more are refused with RESOURCE_EXHAUSTED. At least 1.");
+ABSL_FLAG(uint64_t, max_memory_bytes_per_tenant, uint64_t{8} << 40,
+          "Bytes of guest memory the sessions of one tenant may register on this node "
+          "together; more is refused with RESOURCE_EXHAUSTED. At least 4096.");
+ABSL_FLAG(uint64_t, max_mappings_per_tenant, iommu::agent::kDefaultMaxMappingsPerTenant,
+          "DMA mappings the sessions of one tenant may hold on this node at once; more are "
+          "refused with RESOURCE_EXHAUSTED. At least 1.");
+ABSL_FLAG(uint64_t, replay_cache_per_tenant, iommu::ReplayCacheLimits().per_tenant,
+          "Used launcher token ids of one tenant remembered until they expire; past it that "
+          "tenant's new tokens are refused with RESOURCE_EXHAUSTED (never forgotten early, "
+          "which would allow replay). At least 1.");
+ABSL_FLAG(uint64_t, replay_cache_max, iommu::ReplayCacheLimits().total,
+          "Used launcher token ids remembered in all (a memory bound, about 150 bytes each); "
+          "at least --replay_cache_per_tenant.");
 ABSL_FLAG(uint64_t, max_session_memory_bytes, uint64_t{1} << 40,
           "Bytes of guest memory one launcher session may register (the sum of its memory "
           "objects' sizes); more is refused with RESOURCE_EXHAUSTED. At least 4096.");
@@ -103,6 +122,9 @@ ABSL_FLAG(bool, manage_drivers, false,
           "Real backends: bind managed devices to vfio-pci (driver_override) when a container "
           "takes them and give them back to their old driver when it is destroyed. Without it, "
           "only devices already bound to vfio-pci are assignable.");
+ABSL_FLAG(absl::Duration, registration_max_backoff, absl::Seconds(1),
+          "Longest wait between attempts to reach the broker (full jitter below it; "
+          "also never above the broker's heartbeat interval).");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written there once serving.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -140,6 +162,10 @@ int Main(int argc, char** argv) {
   SetLogSource("agent");
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return Fail("bad_flag", level.status());
+  if (absl::GetFlag(FLAGS_registration_max_backoff) <= absl::ZeroDuration()) {
+    return Fail("bad_flag",
+                absl::InvalidArgumentError("registration_max_backoff: must be positive"));
+  }
   SetMinLogLevel(*level);
 
   const std::string node = absl::GetFlag(FLAGS_node);
@@ -263,6 +289,7 @@ int Main(int argc, char** argv) {
   LauncherServerOptions launcher_options;
   launcher_options.socket_path = absl::GetFlag(FLAGS_launcher_socket);
   launcher_options.max_connections = absl::GetFlag(FLAGS_max_launcher_connections);
+  launcher_options.session_open_timeout = absl::GetFlag(FLAGS_launcher_session_open_timeout);
   LauncherSessionOptions session_options;
   {
     const std::string mode = absl::GetFlag(FLAGS_launcher_socket_mode);
@@ -302,7 +329,18 @@ int Main(int argc, char** argv) {
       session_options.max_sessions_per_peer = absl::GetFlag(FLAGS_max_sessions_per_peer);
       session_options.max_memory_bytes = absl::GetFlag(FLAGS_max_session_memory_bytes);
       session_options.max_memory_objects = absl::GetFlag(FLAGS_max_session_memory_objects);
+      session_options.max_sessions_per_tenant = absl::GetFlag(FLAGS_max_sessions_per_tenant);
+      session_options.max_memory_bytes_per_tenant =
+          absl::GetFlag(FLAGS_max_memory_bytes_per_tenant);
+      session_options.replay.per_tenant = absl::GetFlag(FLAGS_replay_cache_per_tenant);
+      session_options.replay.total = absl::GetFlag(FLAGS_replay_cache_max);
       ids = ValidateLauncherSessionOptions(session_options);
+      if (ids.ok() && absl::GetFlag(FLAGS_max_mappings_per_tenant) == 0) {
+        ids = absl::InvalidArgumentError("max_mappings_per_tenant: must be at least 1");
+      }
+      if (ids.ok() && absl::GetFlag(FLAGS_launcher_session_open_timeout) <= absl::ZeroDuration()) {
+        ids = absl::InvalidArgumentError("launcher_session_open_timeout: must be positive");
+      }
     }
     if (!ids.ok()) {
       return Fail("bad_flag", ids);
@@ -330,6 +368,7 @@ int Main(int argc, char** argv) {
     agent_metrics->SetBackend(backend->kind(), default_limit);
   }
   AgentCore core(node, backend.get(), agent_metrics.get());
+  core.SetMaxMappingsPerTenant(absl::GetFlag(FLAGS_max_mappings_per_tenant));
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
   // /metrics before the API: a port that cannot be bound stops the start.
   metrics::MetricsServer metrics_server;
@@ -391,13 +430,20 @@ int Main(int argc, char** argv) {
             {"max_connections", launcher_options.max_connections},
             {"max_sessions_per_peer", session_options.max_sessions_per_peer},
             {"max_session_memory_bytes", session_options.max_memory_bytes},
-            {"max_session_memory_objects", session_options.max_memory_objects}});
+            {"max_session_memory_objects", session_options.max_memory_objects},
+            {"session_open_timeout", absl::FormatDuration(launcher_options.session_open_timeout)},
+            {"max_sessions_per_tenant", session_options.max_sessions_per_tenant},
+            {"max_memory_bytes_per_tenant", session_options.max_memory_bytes_per_tenant},
+            {"max_mappings_per_tenant", absl::GetFlag(FLAGS_max_mappings_per_tenant)},
+            {"replay_cache_per_tenant", session_options.replay.per_tenant},
+            {"replay_cache_max", session_options.replay.total}});
 
   RegistrationOptions options;
   options.agent_address = advertise;
   options.launcher_socket = absl::GetFlag(FLAGS_launcher_socket);
   options.agent_version = kAgentVersion;
   options.broker_address = broker;
+  options.max_backoff = absl::GetFlag(FLAGS_registration_max_backoff);
   Registration registration(
       options, &core,
       v1::NodeRegistry::NewStub(

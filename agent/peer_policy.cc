@@ -1,6 +1,5 @@
 #include "agent/peer_policy.h"
 
-#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -55,14 +54,16 @@ absl::Status PeerPolicy::Admit(uid_t uid, gid_t gid) {
   return absl::OkStatus();
 }
 
-void PeerPolicy::Release(uid_t uid) {
+absl::Status PeerPolicy::Release(uid_t uid) {
   auto it = held_.find(uid);
   if (it == held_.end()) {
-    // The server pairs every successful OnConnect with one OnDisconnect; an
-    // unmatched release means the count is wrong and the limit unsound.
-    std::abort();
+    // The server pairs every successful OnConnect with one OnDisconnect, so
+    // this is our bug, not a peer's doing.
+    return absl::InternalError(
+        absl::StrCat("peer: uid ", uid, " released a launcher connection it did not hold"));
   }
   if (--it->second == 0) held_.erase(it);
+  return absl::OkStatus();
 }
 
 size_t PeerPolicy::held(uid_t uid) const {

@@ -33,10 +33,13 @@
 namespace iommu {
 namespace agent {
 
-// The default of --max_sessions_per_peer: half of the default
-// --max_launcher_connections (64), so one uid never holds every slot. A node
-// whose launchers all run as one uid raises it to the connection limit.
-inline constexpr size_t kDefaultMaxSessionsPerPeer = 32;
+// The default of --max_sessions_per_peer: a quarter of the default
+// --max_launcher_connections (64), so that two or three uids cannot hold
+// every slot (issue 11: two uids at 32 each kept every other launcher out).
+// Connections without a session are also closed after
+// --launcher_session_open_timeout, so only sessions hold slots for long. A
+// node whose launchers all run as one uid raises it to the connection limit.
+inline constexpr size_t kDefaultMaxSessionsPerPeer = 16;
 
 struct PeerPolicyOptions {
   // A peer whose SO_PEERCRED uid is not listed is refused. Empty: any uid
@@ -73,8 +76,10 @@ class PeerPolicy final {
   absl::Status Admit(uid_t uid, gid_t gid);
 
   // The connection of `uid` that Admit counted closed. Releasing a uid with
-  // nothing counted is a caller bug and aborts.
-  void Release(uid_t uid);
+  // nothing counted is a caller bug: INTERNAL, and nothing changes (the
+  // agent logs it and keeps serving; aborting would hand whoever found the
+  // bug a way to kill every launcher's session).
+  absl::Status Release(uid_t uid);
 
   // Connections counted for `uid` now.
   size_t held(uid_t uid) const;

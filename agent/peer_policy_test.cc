@@ -76,7 +76,7 @@ TEST(PeerPolicyTest, ConnectionsOverThePerUidLimitAreRefusedUntilOneCloses) {
   EXPECT_OK(policy.Admit(1001, 1000));
   EXPECT_OK(policy.Admit(1001, 1000));
   EXPECT_THAT(policy.Admit(1001, 1000), StatusIs(Code::kResourceExhausted, "uid 1001"));
-  policy.Release(1000);
+  EXPECT_OK(policy.Release(1000));
   EXPECT_EQ(policy.held(1000), 1u);
   EXPECT_OK(policy.Admit(1000, 1000));
   EXPECT_THAT(policy.Admit(1000, 1000), StatusIs(Code::kResourceExhausted, "uid 1000"));
@@ -86,7 +86,7 @@ TEST(PeerPolicyTest, ReleasingEveryConnectionForgetsTheUid) {
   PeerPolicy policy(Limit(3));
   for (int i = 0; i < 3; ++i) ASSERT_OK(policy.Admit(7, 7));
   EXPECT_EQ(policy.peers(), 1u);
-  for (int i = 0; i < 3; ++i) policy.Release(7);
+  for (int i = 0; i < 3; ++i) EXPECT_OK(policy.Release(7));
   EXPECT_EQ(policy.held(7), 0u);
   EXPECT_EQ(policy.peers(), 0u);
   for (int i = 0; i < 3; ++i) EXPECT_OK(policy.Admit(7, 7));
@@ -106,9 +106,14 @@ TEST(PeerPolicyTest, RefusalsNeverChangeTheCount) {
   EXPECT_EQ(policy.peers(), 1u);
 }
 
-TEST(PeerPolicyDeathTest, ReleaseWithoutAdmitAborts) {
+// Regression (issue 11, A): this used to abort the agent.
+TEST(PeerPolicyTest, ReleaseWithoutAdmitIsInternalAndChangesNothing) {
   PeerPolicy policy(Limit(1));
-  EXPECT_DEATH(policy.Release(1000), "");
+  ASSERT_OK(policy.Admit(7, 7));
+  EXPECT_THAT(policy.Release(1000),
+              StatusIs(absl::StatusCode::kInternal, "uid 1000 released a launcher connection"));
+  EXPECT_EQ(policy.held(7), 1u);
+  EXPECT_EQ(policy.peers(), 1u);
 }
 
 TEST(PeerPolicyTest, ValidateRefusesZeroLimitAndTheNoIdValue) {

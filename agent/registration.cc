@@ -37,8 +37,7 @@ Registration::Registration(RegistrationOptions options, AgentCore* core,
     : options_(std::move(options)),
       core_(core),
       stub_(std::move(stub)),
-      heartbeat_interval_(options_.default_heartbeat_interval),
-      backoff_(options_.initial_backoff) {}
+      heartbeat_interval_(options_.default_heartbeat_interval) {}
 
 Registration::~Registration() { Stop(); }
 
@@ -94,15 +93,29 @@ bool Registration::Wait(absl::Duration d) {
   return !stop_.HasBeenNotified();
 }
 
-absl::Duration Registration::NextBackoff() {
-  const absl::Duration current = backoff_;
-  backoff_ = std::min(backoff_ * 2, options_.max_backoff);
-  // Half fixed, half random: agents that lost the broker together do not
-  // come back in lockstep.
-  return current / 2 + absl::Uniform(rng_, 0.0, 1.0) * (current / 2);
+absl::Duration RetryDelay(int attempt, absl::Duration initial, absl::Duration cap,
+                          double unit_random) {
+  if (initial <= absl::ZeroDuration() || cap <= absl::ZeroDuration()) {
+    return absl::ZeroDuration();
+  }
+  absl::Duration ceiling = initial;
+  // Doubling stops at the cap, so neither the loop nor the Duration
+  // overflows however many attempts failed.
+  for (int i = 0; i < attempt && ceiling < cap; ++i) ceiling *= 2;
+  ceiling = std::min(ceiling, cap);
+  unit_random = std::clamp(unit_random, 0.0, 1.0);
+  return ceiling * unit_random;
 }
 
-void Registration::ResetBackoff() { backoff_ = options_.initial_backoff; }
+absl::Duration Registration::NextBackoff() {
+  const absl::Duration cap = std::min(options_.max_backoff, heartbeat_interval_);
+  const absl::Duration d = RetryDelay(backoff_attempt_, options_.initial_backoff, cap,
+                                      absl::Uniform(rng_, 0.0, 1.0));
+  if (backoff_attempt_ < 64) ++backoff_attempt_;
+  return d;
+}
+
+void Registration::ResetBackoff() { backoff_attempt_ = 0; }
 
 template <typename Request, typename Response, typename Method>
 absl::Status Registration::Call(Method method, const Request& request,
@@ -131,6 +144,9 @@ absl::Status Registration::RegisterOnce() {
   request.set_simulated(inventory.simulated());
   request.set_agent_version(options_.agent_version);
   request.set_launcher_socket(options_.launcher_socket);
+  // The broker binds the grants it signs to this run; see
+  // AgentCore::incarnation().
+  request.set_agent_incarnation(core_->incarnation());
   *request.mutable_devices() = std::move(*inventory.mutable_devices());
   *request.mutable_containers() = std::move(*inventory.mutable_containers());
 

@@ -7,8 +7,9 @@
 //  * Heartbeat refused with FAILED_PRECONDITION (the broker restarted or
 //    declared the node unavailable): register again at once.
 //  * Broker unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, or any other error):
-//    keep every container, retry with capped exponential backoff, and log
-//    once per change of state, not once per attempt.
+//    keep every container, retry with exponential backoff and full jitter,
+//    capped at max_backoff and at the heartbeat interval (RetryDelay), and
+//    log once per change of state, not once per attempt.
 //  * Every RPC carries a deadline; Stop() cancels the one in flight.
 //
 // Thread-safety: Start() and Stop() are called by the owner, not concurrently
@@ -45,9 +46,12 @@ struct RegistrationOptions {
   std::string broker_address;
   // Deadline of each RPC.
   absl::Duration rpc_timeout = absl::Seconds(5);
-  // Retry delays after a failure: doubling from initial to max, jittered.
-  absl::Duration initial_backoff = absl::Milliseconds(500);
-  absl::Duration max_backoff = absl::Seconds(30);
+  // Retry delays after a failure: RetryDelay. The cap is also never above
+  // the heartbeat interval, so that a fleet whose broker comes back is
+  // registered again within about two intervals (issue 11: with a 30 s cap,
+  // ten agents took 15.5 s to come back after an 8 s outage).
+  absl::Duration initial_backoff = absl::Milliseconds(250);
+  absl::Duration max_backoff = absl::Seconds(1);
   // Used when RegisterResponse.heartbeat_interval_ms is 0.
   absl::Duration default_heartbeat_interval = absl::Seconds(10);
   // When a reconcile could not create some desired containers (e.g. a
@@ -104,8 +108,8 @@ class Registration final {
   // Waits up to `d`; false when stopping.
   bool Wait(absl::Duration d);
 
-  // The next retry delay (doubling, capped, jittered); ResetBackoff() after a
-  // success.
+  // The next retry delay (RetryDelay with the next attempt number, capped by
+  // max_backoff and the heartbeat interval); ResetBackoff() after a success.
   absl::Duration NextBackoff();
   void ResetBackoff();
 
@@ -129,7 +133,7 @@ class Registration final {
   absl::Duration heartbeat_interval_;
   // Set when the last reconcile left desired containers uncreated.
   absl::Time reconcile_retry_at_ = absl::InfiniteFuture();
-  absl::Duration backoff_;
+  int backoff_attempt_ = 0;
   absl::BitGen rng_;
   int failed_attempts_ = 0;
   absl::StatusCode last_logged_code_ = absl::StatusCode::kOk;
@@ -144,6 +148,15 @@ class Registration final {
   State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
   std::string session_id_ ABSL_GUARDED_BY(mu_);
 };
+
+// The delay before retry number `attempt` (0 for the first retry after a
+// failure): "full jitter", `unit_random` (in [0, 1), injected so tests can
+// pin it) times min(cap, initial * 2^attempt). Full rather than partial
+// jitter because agents that lost the broker together otherwise retry in
+// waves; a fleet retries on average every cap/2 once the cap is reached.
+// Non-positive `initial` or `cap` give zero.
+absl::Duration RetryDelay(int attempt, absl::Duration initial, absl::Duration cap,
+                          double unit_random);
 
 // "idle", "registering", ... for logs.
 absl::string_view StateName(Registration::State state);

@@ -221,6 +221,9 @@ TEST_F(RegistrationTest, RegistersReconcilesThenHeartbeats) {
   EXPECT_TRUE(r.simulated());
   EXPECT_EQ(r.agent_version(), "test");
   EXPECT_EQ(r.launcher_socket(), "/run/iommu-agent/launcher.sock");
+  // This run's incarnation, which the broker binds its grants to.
+  EXPECT_EQ(r.agent_incarnation(), core_->incarnation());
+  EXPECT_EQ(r.agent_incarnation().size(), 32u);
   ASSERT_EQ(r.devices_size(), 2);
   EXPECT_EQ(r.devices(1).container_id(), kC2);
   ASSERT_EQ(r.containers_size(), 1);
@@ -343,6 +346,43 @@ TEST_F(RegistrationTest, StopBeforeStartIsHarmless) {
       v1::NodeRegistry::NewStub(server_->InProcessChannel(grpc::ChannelArguments())));
   registration.Stop();
   EXPECT_EQ(registration.state(), Registration::State::kStopped);
+}
+
+// Regression (issue 11, E): with the old doubling to 30 s, ten agents took
+// 15.5 s to be READY after an 8 s broker outage. Now the delay never passes
+// the cap (1 s by default, and at most the heartbeat interval), and it is
+// drawn uniformly below the ceiling so a fleet does not retry in waves.
+TEST(RetryDelayTest, DoublesFromInitialAndStopsAtTheCap) {
+  const absl::Duration initial = absl::Milliseconds(250), cap = absl::Seconds(1);
+  // unit_random just under 1: the ceiling itself, attempt by attempt.
+  const double top = 1.0;
+  EXPECT_EQ(RetryDelay(0, initial, cap, top), absl::Milliseconds(250));
+  EXPECT_EQ(RetryDelay(1, initial, cap, top), absl::Milliseconds(500));
+  EXPECT_EQ(RetryDelay(2, initial, cap, top), absl::Seconds(1));
+  EXPECT_EQ(RetryDelay(3, initial, cap, top), absl::Seconds(1));
+  EXPECT_EQ(RetryDelay(1000000, initial, cap, top), absl::Seconds(1));
+}
+
+TEST(RetryDelayTest, FullJitterScalesTheWholeCeiling) {
+  const absl::Duration initial = absl::Milliseconds(250), cap = absl::Seconds(1);
+  EXPECT_EQ(RetryDelay(5, initial, cap, 0.0), absl::ZeroDuration());
+  EXPECT_EQ(RetryDelay(5, initial, cap, 0.25), absl::Milliseconds(250));
+  EXPECT_EQ(RetryDelay(1, initial, cap, 0.5), absl::Milliseconds(250));
+  // Out-of-range randomness is clamped, never past the cap or negative.
+  EXPECT_EQ(RetryDelay(5, initial, cap, 7.0), absl::Seconds(1));
+  EXPECT_EQ(RetryDelay(5, initial, cap, -1.0), absl::ZeroDuration());
+  EXPECT_EQ(RetryDelay(5, absl::ZeroDuration(), cap, 0.5), absl::ZeroDuration());
+}
+
+TEST(RetryDelayTest, AnOutageOfEightSecondsCostsAtMostOneCapAfterTheBrokerReturns) {
+  // Worst case for one agent: every draw at the ceiling. Sum the waits of
+  // attempts until 8 s have passed; the next attempt comes at most one cap
+  // later, i.e. within two 1 s heartbeat intervals of the broker's return.
+  const absl::Duration initial = absl::Milliseconds(250), cap = absl::Seconds(1);
+  absl::Duration t = absl::ZeroDuration();
+  int attempt = 0;
+  while (t < absl::Seconds(8)) t += RetryDelay(attempt++, initial, cap, 1.0);
+  EXPECT_LE(t - absl::Seconds(8), cap);
 }
 
 }  // namespace

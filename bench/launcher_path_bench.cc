@@ -132,7 +132,9 @@ class PathState {
     auto client = LauncherClient::Connect(options.socket_path);
     BENCH_CHECK(client.ok(), client.status().ToString());
     client_ = *std::move(client);
-    auto opened = client_->OpenSession(SignGrant(Grant(kSocketContainer), kKey));
+    absl::StatusOr<std::string> token = SignGrant(Grant(kSocketContainer), kKey);
+    BENCH_CHECK(token.ok(), token.status().ToString());
+    auto opened = client_->OpenSession(*token);
     BENCH_CHECK(opened.ok(), opened.status().ToString());
     auto memfd = LauncherClient::CreateMemfd(kMemBytes, "socket-guest-ram");
     BENCH_CHECK(memfd.ok(), memfd.status().ToString());
@@ -219,10 +221,11 @@ class PathState {
   static constexpr char kCoreContainer[] = "c-00000000000000b2";
   static constexpr char kCoreSession[] = "core-session";
 
-  static v1::LauncherGrant Grant(const std::string& container) {
+  v1::LauncherGrant Grant(const std::string& container) const {
     v1::LauncherGrant g;
     g.set_token_id(NewGrantTokenId());
     g.set_node(kNode);
+    g.set_agent_incarnation(core_->incarnation());
     g.set_container_id(container);
     g.set_tenant_id(kTenant);
     v1::GrantWindow* w = g.add_windows();

@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <vector>
 
@@ -19,6 +20,8 @@ namespace {
 constexpr absl::string_view kVersionPrefix = "v1";
 constexpr size_t kMacBytes = 32;  // SHA-256.
 
+// Only for failures no input can cause: OpenSSL's CSPRNG or HMAC failing
+// (there is no safe fallback to a weaker key or an unchecked token).
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "grant_token: %s\n", what);
   std::abort();
@@ -33,8 +36,9 @@ std::string RandomBytes(size_t n) {
   return out;
 }
 
-// HMAC-SHA256(key, data). The callers have checked the key size, so a
-// failure here is OpenSSL itself failing.
+// HMAC-SHA256(key, data). The callers have checked the key size (and
+// tokens are capped at 4 KiB before this), so a failure here is OpenSSL
+// itself failing, not anything a peer sent.
 std::string Mac(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int out_len = 0;
@@ -65,27 +69,46 @@ bool DecodeCanonical(absl::string_view in, std::string* out) {
   return absl::WebSafeBase64Escape(*out) == in;
 }
 
+// `at_least`: the size is a lower bound (the payload alone), not exact.
+absl::Status TooLarge(size_t bytes, bool at_least) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "grant: token would be ", at_least ? "more than " : "", bytes,
+      " bytes, over the limit of ", kMaxGrantTokenBytes,
+      " bytes (name fewer windows, or shorter ids)"));
+}
+
+absl::Status ShortKey(size_t got) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "grant key: must be at least ", kMinGrantKeyBytes, " bytes, got ", got));
+}
+
 }  // namespace
 
-std::string SignGrant(const v1::LauncherGrant& grant, absl::string_view key) {
-  if (key.size() < kMinGrantKeyBytes) Die("SignGrant: key shorter than 16 bytes");
+absl::StatusOr<std::string> SignGrant(const v1::LauncherGrant& grant, absl::string_view key) {
+  if (key.size() < kMinGrantKeyBytes) return ShortKey(key.size());
+  // Checked before serializing so a grant with megabytes of windows is not
+  // encoded and MACed only to be refused: a token is about 4/3 of the
+  // payload plus 48 bytes.
+  const size_t payload_bytes = grant.ByteSizeLong();
+  if (payload_bytes > kMaxGrantTokenBytes) {
+    return TooLarge(payload_bytes, /*at_least=*/true);
+  }
   std::string payload;
-  if (!grant.SerializeToString(&payload)) Die("SignGrant: grant does not serialize");
+  if (!grant.SerializeToString(&payload)) {
+    return absl::InvalidArgumentError(
+        "grant: does not serialize (a string field that is not UTF-8?)");
+  }
   std::string token = absl::StrCat(kVersionPrefix, ".",
                                    absl::WebSafeBase64Escape(payload), ".",
                                    absl::WebSafeBase64Escape(Mac(key, payload)));
-  if (token.size() > kMaxGrantTokenBytes) Die("SignGrant: token exceeds 4096 bytes");
+  if (token.size() > kMaxGrantTokenBytes) return TooLarge(token.size(), /*at_least=*/false);
   return token;
 }
 
 absl::StatusOr<v1::LauncherGrant> VerifyGrant(absl::string_view token,
                                               absl::string_view key,
                                               int64_t now_ms) {
-  if (key.size() < kMinGrantKeyBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "grant key: must be at least ", kMinGrantKeyBytes, " bytes, got ",
-        key.size()));
-  }
+  if (key.size() < kMinGrantKeyBytes) return ShortKey(key.size());
   if (token.empty()) return Malformed("empty");
   if (token.size() > kMaxGrantTokenBytes) {
     return Malformed(absl::StrCat("longer than ", kMaxGrantTokenBytes, " bytes"));
@@ -121,18 +144,41 @@ std::string NewGrantKey() { return RandomBytes(32); }
 
 std::string NewGrantTokenId() { return absl::BytesToHexString(RandomBytes(16)); }
 
-ReplayCache::ReplayCache(size_t max_entries) : max_entries_(max_entries) {
-  if (max_entries_ == 0) Die("ReplayCache: max_entries must be > 0");
+absl::Status ValidateReplayCacheLimits(const ReplayCacheLimits& limits) {
+  if (limits.per_tenant == 0) {
+    return absl::InvalidArgumentError("replay_cache_per_tenant: must be at least 1");
+  }
+  if (limits.total < limits.per_tenant) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "replay_cache_max: must be at least replay_cache_per_tenant (", limits.per_tenant,
+        "), got ", limits.total));
+  }
+  return absl::OkStatus();
 }
+
+namespace {
+
+ReplayCacheLimits AtLeastOne(ReplayCacheLimits limits) {
+  limits.per_tenant = std::max<size_t>(limits.per_tenant, 1);
+  limits.total = std::max<size_t>(limits.total, 1);
+  return limits;
+}
+
+}  // namespace
+
+ReplayCache::ReplayCache(ReplayCacheLimits limits) : limits_(AtLeastOne(limits)) {}
 
 void ReplayCache::PruneLocked(int64_t now_ms) {
   while (!by_expiry_.empty() && by_expiry_.begin()->first <= now_ms) {
-    expiry_by_id_.erase(by_expiry_.begin()->second);
+    auto it = by_id_.find(by_expiry_.begin()->second);
+    auto t = per_tenant_.find(it->second.tenant);
+    if (--t->second == 0) per_tenant_.erase(t);
+    by_id_.erase(it);
     by_expiry_.erase(by_expiry_.begin());
   }
 }
 
-absl::Status ReplayCache::Consume(const std::string& token_id,
+absl::Status ReplayCache::Consume(const std::string& token_id, const std::string& tenant,
                                   int64_t expires_ms, int64_t now_ms) {
   if (token_id.empty()) {
     return absl::InvalidArgumentError("token_id: must not be empty");
@@ -145,22 +191,39 @@ absl::Status ReplayCache::Consume(const std::string& token_id,
     return absl::UnauthenticatedError(absl::StrCat(
         "token: expired at ", expires_ms, " (now ", now_ms, ")"));
   }
-  if (expiry_by_id_.contains(token_id)) {
+  if (by_id_.contains(token_id)) {
     return absl::UnauthenticatedError("token: already used");
   }
-  if (expiry_by_id_.size() >= max_entries_) {
+  // The tenant's share first: a tenant at its limit is told so, whatever
+  // the total, and cannot push the total to its limit alone.
+  auto t = per_tenant_.find(tenant);
+  const size_t held = t == per_tenant_.end() ? 0 : t->second;
+  if (held >= limits_.per_tenant) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "token: replay cache full (", max_entries_,
-        " unexpired tokens used); retry after the oldest expires"));
+        "token: tenant \"", tenant, "\" has used ", held,
+        " unexpired tokens on this node (limit ", limits_.per_tenant,
+        " per tenant, --replay_cache_per_tenant); retry after its oldest expires"));
   }
-  expiry_by_id_.emplace(token_id, expires_ms);
+  if (by_id_.size() >= limits_.total) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "token: replay cache full (", limits_.total,
+        " unexpired tokens used, --replay_cache_max); retry after the oldest expires"));
+  }
+  by_id_.emplace(token_id, Entry{expires_ms, tenant});
   by_expiry_.emplace(expires_ms, token_id);
+  ++per_tenant_[tenant];
   return absl::OkStatus();
 }
 
 size_t ReplayCache::size() {
   absl::MutexLock lock(&mu_);
-  return expiry_by_id_.size();
+  return by_id_.size();
+}
+
+size_t ReplayCache::tenant_size(const std::string& tenant) {
+  absl::MutexLock lock(&mu_);
+  auto t = per_tenant_.find(tenant);
+  return t == per_tenant_.end() ? 0 : t->second;
 }
 
 }  // namespace iommu

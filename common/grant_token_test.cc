@@ -34,6 +34,13 @@ void ExpectError(const absl::Status& s, Code code, absl::string_view text) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(text)));
 }
 
+// SignGrant for grants that must sign; a failure fails the test.
+std::string Signed(const v1::LauncherGrant& grant, absl::string_view key) {
+  absl::StatusOr<std::string> token = SignGrant(grant, key);
+  EXPECT_TRUE(token.ok()) << token.status();
+  return token.ok() ? *token : std::string();
+}
+
 v1::LauncherGrant SampleGrant() {
   v1::LauncherGrant g;
   g.set_token_id(NewGrantTokenId());
@@ -53,7 +60,7 @@ TEST(GrantTokenTest, RoundTripReturnsTheSignedGrant) {
   const std::string key = NewGrantKey();
   ASSERT_EQ(key.size(), 32u);
   const v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   EXPECT_EQ(token.substr(0, 3), "v1.");
   absl::StatusOr<v1::LauncherGrant> got = VerifyGrant(token, key, kNow);
   ASSERT_TRUE(got.ok()) << got.status();
@@ -71,7 +78,7 @@ TEST(GrantTokenTest, TokenIdsAndKeysAreRandomHex) {
 
 TEST(GrantTokenTest, ChangingAnyByteOfTheTokenIsRefused) {
   const std::string key = NewGrantKey();
-  const std::string token = SignGrant(SampleGrant(), key);
+  const std::string token = Signed(SampleGrant(), key);
   for (size_t i = 0; i < token.size(); ++i) {
     std::string bad = token;
     // Swap for another base64url character (or another char for '.'/'v1').
@@ -85,7 +92,7 @@ TEST(GrantTokenTest, ChangingAnyByteOfTheTokenIsRefused) {
 TEST(GrantTokenTest, TamperedPayloadIsBadSignature) {
   const std::string key = NewGrantKey();
   v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   // Re-encode a payload with a wider window and keep the old signature.
   grant.mutable_windows(0)->set_size(0x40000000);
   std::vector<std::string> parts = absl::StrSplit(token, '.');
@@ -102,7 +109,7 @@ TEST(GrantTokenTest, TamperedPayloadIsBadSignature) {
 }
 
 TEST(GrantTokenTest, WrongKeyIsBadSignature) {
-  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  const std::string token = Signed(SampleGrant(), NewGrantKey());
   ExpectError(VerifyGrant(token, NewGrantKey(), kNow), Code::kUnauthenticated,
               "token: bad signature");
 }
@@ -110,7 +117,7 @@ TEST(GrantTokenTest, WrongKeyIsBadSignature) {
 TEST(GrantTokenTest, ValidUntilTheMillisecondBeforeExpiry) {
   const std::string key = NewGrantKey();
   const v1::LauncherGrant grant = SampleGrant();
-  const std::string token = SignGrant(grant, key);
+  const std::string token = Signed(grant, key);
   EXPECT_TRUE(VerifyGrant(token, key, grant.expires_ms() - 1).ok());
   ExpectError(VerifyGrant(token, key, grant.expires_ms()),
               Code::kUnauthenticated,
@@ -120,20 +127,41 @@ TEST(GrantTokenTest, ValidUntilTheMillisecondBeforeExpiry) {
 }
 
 TEST(GrantTokenTest, ShortKeyIsAConfigurationError) {
-  const std::string token = SignGrant(SampleGrant(), NewGrantKey());
+  const std::string token = Signed(SampleGrant(), NewGrantKey());
   ExpectError(VerifyGrant(token, "", kNow), Code::kFailedPrecondition,
               "grant key: must be at least 16 bytes");
   ExpectError(VerifyGrant(token, "0123456789abcde", kNow),
               Code::kFailedPrecondition, "got 15");
 }
 
-TEST(GrantTokenDeathTest, SigningWithAShortKeyAborts) {
-  EXPECT_DEATH(SignGrant(SampleGrant(), "short"), "key shorter than 16 bytes");
+// Regression (issue 11, A): signing used to abort the broker on a short key
+// or an oversized grant; both are now errors for that one request.
+TEST(GrantTokenTest, SigningWithAShortKeyIsFailedPrecondition) {
+  ExpectError(SignGrant(SampleGrant(), "short"), Code::kFailedPrecondition,
+              "grant key: must be at least 16 bytes, got 5");
+}
+
+TEST(GrantTokenTest, SigningAGrantTooLargeForATokenIsResourceExhausted) {
+  v1::LauncherGrant grant = SampleGrant();
+  // Each window is ~40 bytes serialized: 100 of them pass 4096 once base64'd.
+  for (int i = 0; i < 100; ++i) {
+    v1::GrantWindow* w = grant.add_windows();
+    w->set_window_id("w-0000000000000002");
+    w->set_base(0x100000000ULL * (i + 2));
+    w->set_size(0x200000);
+  }
+  ExpectError(SignGrant(grant, NewGrantKey()), Code::kResourceExhausted,
+              "over the limit of 4096 bytes");
+  // Far past the limit: refused from its size alone, before encoding.
+  grant.set_tenant_id(std::string(100000, 'a'));
+  ExpectError(SignGrant(grant, NewGrantKey()), Code::kResourceExhausted,
+              absl::StrCat("grant: token would be more than ", grant.ByteSizeLong(),
+                           " bytes, over the limit of 4096 bytes"));
 }
 
 TEST(GrantTokenTest, MalformedTokensAreRefusedWithoutCrashing) {
   const std::string key = NewGrantKey();
-  const std::string token = SignGrant(SampleGrant(), key);
+  const std::string token = Signed(SampleGrant(), key);
   std::vector<std::string> parts = absl::StrSplit(token, '.');
   struct Case {
     std::string token;
@@ -186,45 +214,84 @@ TEST(GrantTokenTest, SignedGarbagePayloadIsMalformedNotAccepted) {
 
 TEST(ReplayCacheTest, SecondUseOfATokenIdIsRefused) {
   ReplayCache cache;
-  ASSERT_TRUE(cache.Consume("t1", kNow + 1000, kNow).ok());
-  ExpectError(cache.Consume("t1", kNow + 1000, kNow + 1), Code::kUnauthenticated,
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 1000, kNow).ok());
+  ExpectError(cache.Consume("t1", "acme", kNow + 1000, kNow + 1), Code::kUnauthenticated,
               "token: already used");
-  EXPECT_TRUE(cache.Consume("t2", kNow + 1000, kNow + 1).ok());
+  EXPECT_TRUE(cache.Consume("t2", "acme", kNow + 1000, kNow + 1).ok());
   EXPECT_EQ(cache.size(), 2u);
 }
 
 TEST(ReplayCacheTest, RefusesExpiredTokensAndEmptyIds) {
   ReplayCache cache;
-  ExpectError(cache.Consume("t1", kNow, kNow), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t1", "acme", kNow, kNow), Code::kUnauthenticated,
               "token: expired");
-  ExpectError(cache.Consume("", kNow + 1, kNow), Code::kInvalidArgument,
+  ExpectError(cache.Consume("", "acme", kNow + 1, kNow), Code::kInvalidArgument,
               "token_id: must not be empty");
   EXPECT_EQ(cache.size(), 0u);
 }
 
 TEST(ReplayCacheTest, ForgetsIdsOnlyOnceTheirTokenExpired) {
   ReplayCache cache;
-  ASSERT_TRUE(cache.Consume("t1", kNow + 10, kNow).ok());
-  ASSERT_TRUE(cache.Consume("t2", kNow + 20, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 10, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", "acme", kNow + 20, kNow).ok());
   // At kNow + 10, t1 is expired (so VerifyGrant refuses it anyway) and is
   // forgotten; t2 is still remembered.
-  ASSERT_TRUE(cache.Consume("t3", kNow + 30, kNow + 10).ok());
+  ASSERT_TRUE(cache.Consume("t3", "acme", kNow + 30, kNow + 10).ok());
   EXPECT_EQ(cache.size(), 2u);
-  ExpectError(cache.Consume("t2", kNow + 20, kNow + 19), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t2", "acme", kNow + 20, kNow + 19), Code::kUnauthenticated,
               "already used");
 }
 
 TEST(ReplayCacheTest, WhenFullRefusesInsteadOfForgettingUnexpiredIds) {
-  ReplayCache cache(2);
-  ASSERT_TRUE(cache.Consume("t1", kNow + 100, kNow).ok());
-  ASSERT_TRUE(cache.Consume("t2", kNow + 200, kNow).ok());
-  ExpectError(cache.Consume("t3", kNow + 300, kNow), Code::kResourceExhausted,
-              "replay cache full");
+  ReplayCache cache(ReplayCacheLimits{2, 2});
+  ASSERT_TRUE(cache.Consume("t1", "acme", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("t2", "acme", kNow + 200, kNow).ok());
+  ExpectError(cache.Consume("t3", "acme", kNow + 300, kNow), Code::kResourceExhausted,
+              "has used 2 unexpired tokens");
   // Still refused as replays: nothing was evicted.
-  ExpectError(cache.Consume("t1", kNow + 100, kNow), Code::kUnauthenticated,
+  ExpectError(cache.Consume("t1", "acme", kNow + 100, kNow), Code::kUnauthenticated,
               "already used");
   // Once t1 expired there is room again.
-  EXPECT_TRUE(cache.Consume("t3", kNow + 300, kNow + 100).ok());
+  EXPECT_TRUE(cache.Consume("t3", "acme", kNow + 300, kNow + 100).ok());
+}
+
+// Regression (issue 11, B.a): 100,000 used tokens of one tenant filled the
+// one global cache and every other tenant's fresh token was refused for up
+// to an hour. Now the flooding tenant hits its own share only.
+TEST(ReplayCacheTest, ATenantOverItsShareIsRefusedAndOtherTenantsAreNot) {
+  ReplayCache cache(ReplayCacheLimits{3, 10});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cache.Consume(absl::StrCat("evil", i), "evil", kNow + 1000, kNow).ok());
+  }
+  ExpectError(cache.Consume("evil3", "evil", kNow + 1000, kNow), Code::kResourceExhausted,
+              "token: tenant \"evil\" has used 3 unexpired tokens on this node (limit 3 per "
+              "tenant");
+  EXPECT_TRUE(cache.Consume("good0", "acme", kNow + 1000, kNow).ok());
+  EXPECT_EQ(cache.tenant_size("evil"), 3u);
+  EXPECT_EQ(cache.tenant_size("acme"), 1u);
+  // The refused id was not recorded, and the used ones are still replays.
+  ExpectError(cache.Consume("evil0", "evil", kNow + 1000, kNow), Code::kUnauthenticated,
+              "already used");
+  // Expiry gives the tenant its share back.
+  EXPECT_TRUE(cache.Consume("evil3", "evil", kNow + 2000, kNow + 1000).ok());
+  EXPECT_EQ(cache.tenant_size("evil"), 1u);
+}
+
+TEST(ReplayCacheTest, TheTotalBoundsMemoryAcrossTenants) {
+  ReplayCache cache(ReplayCacheLimits{2, 3});
+  ASSERT_TRUE(cache.Consume("a0", "a", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("a1", "a", kNow + 100, kNow).ok());
+  ASSERT_TRUE(cache.Consume("b0", "b", kNow + 100, kNow).ok());
+  ExpectError(cache.Consume("c0", "c", kNow + 100, kNow), Code::kResourceExhausted,
+              "replay cache full (3 unexpired tokens used, --replay_cache_max)");
+}
+
+TEST(ReplayCacheTest, ValidateRefusesZeroAndATotalBelowTheShare) {
+  EXPECT_TRUE(ValidateReplayCacheLimits(ReplayCacheLimits()).ok());
+  ExpectError(ValidateReplayCacheLimits({0, 10}), Code::kInvalidArgument,
+              "replay_cache_per_tenant: must be at least 1");
+  ExpectError(ValidateReplayCacheLimits({10, 9}), Code::kInvalidArgument,
+              "replay_cache_max: must be at least replay_cache_per_tenant (10), got 9");
 }
 
 TEST(ReplayCacheTest, ConcurrentConsumersAcceptEachIdOnce) {
@@ -234,7 +301,7 @@ TEST(ReplayCacheTest, ConcurrentConsumersAcceptEachIdOnce) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 200; ++i) {
-        if (cache.Consume(absl::StrCat("id", i), kNow + 1000, kNow).ok()) {
+        if (cache.Consume(absl::StrCat("id", i), "acme", kNow + 1000, kNow).ok()) {
           ++accepted;
         }
       }

@@ -66,8 +66,9 @@ void CheckResult(const absl::StatusOr<v1::LauncherGrant>& g, const std::string& 
   FUZZ_CHECK(token == Token(key, payload), "accepted a token that is not canonical: " +
                                                absl::CHexEscape(token));
   // Re-signing the parsed grant gives a token that verifies to the same grant.
-  const std::string again = SignGrant(*g, key);
-  absl::StatusOr<v1::LauncherGrant> g2 = VerifyGrant(again, key, kNow);
+  absl::StatusOr<std::string> again = SignGrant(*g, key);
+  FUZZ_CHECK(again.ok(), again.status().ToString());
+  absl::StatusOr<v1::LauncherGrant> g2 = VerifyGrant(*again, key, kNow);
   FUZZ_CHECK(g2.ok(), g2.status().ToString());
   FUZZ_CHECK(g2->SerializeAsString() == g->SerializeAsString(), "re-signed grant differs");
 }
@@ -121,9 +122,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       grant.set_expires_ms(in.Bool() ? now + 1 + static_cast<int64_t>(in.UInt(3))
                                      : static_cast<int64_t>(in.U64()));
       if (in.Bool()) grant.set_launcher_uid(static_cast<uint32_t>(in.UInt(4)));
-      if (key.size() < kMinGrantKeyBytes) break;  // SignGrant aborts: a broker bug by contract.
-      if (grant.ByteSizeLong() > 2000) break;     // likewise for oversize grants
-      std::string token = SignGrant(grant, key);
+      absl::StatusOr<std::string> signed_token = SignGrant(grant, key);
+      if (!signed_token.ok()) {
+        // Refused, never aborted: a short key, an oversize grant, a
+        // string field that does not serialize.
+        const absl::StatusCode code = signed_token.status().code();
+        FUZZ_CHECK(code == absl::StatusCode::kFailedPrecondition ||
+                       code == absl::StatusCode::kResourceExhausted ||
+                       code == absl::StatusCode::kInvalidArgument,
+                   signed_token.status().ToString());
+        break;
+      }
+      std::string token = *std::move(signed_token);
       const std::string original = token;
       const size_t pos = static_cast<size_t>(in.UInt(2)) % (token.size() + 1);
       const uint8_t byte = in.U8();

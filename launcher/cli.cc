@@ -30,6 +30,12 @@ absl::Status ErrnoStatus(int err, absl::string_view context) {
 
 constexpr const char kTokenEnv[] = "IOMMU_LAUNCHER_TOKEN";
 
+// No token the broker signs is longer (common/grant_token.h).
+constexpr size_t kMaxTokenBytes = 4096;
+
+constexpr const char kTokenSources[] =
+    "set $IOMMU_LAUNCHER_TOKEN, or pass --token-file=PATH (--token-file=- reads stdin)";
+
 std::string Hex(uint64_t v) { return absl::StrFormat("0x%x", v); }
 
 const char* Access(bool r, bool w) { return r && w ? "rw" : (r ? "r" : (w ? "w" : "none")); }
@@ -177,14 +183,16 @@ absl::StatusOr<UnmapSpec> ParseUnmapSpec(absl::string_view text) {
 
 std::string Usage() {
   return absl::StrCat(
-      "usage: iommu-launcher --socket=PATH --token=TOKEN [--memfd=SIZE | --file=PATH]\n"
+      "usage: iommu-launcher --socket=PATH [--token-file=PATH|-] [--memfd=SIZE | --file=PATH]\n"
       "         [--map=OFFSET:LENGTH@IOVA[:rw|r|w]]... [--unmap=IOVA:LENGTH]...\n"
       "         [--list] [--devices] [--hold]\n"
       "\n"
       "Opens a session on the node agent's launcher socket with a broker grant\n"
       "token, hands it guest memory and maps it for DMA, printing key=value lines.\n"
       "  --socket   the agent's launcher socket (Node.launcher_socket)\n"
-      "  --token    the grant token; default: $", kTokenEnv, "\n"
+      "  --token-file  read the grant token from PATH, or from the first line of\n"
+      "             stdin for \"-\"; default: $", kTokenEnv, ". Never on the command\n"
+      "             line, where every local user can read it (/proc/PID/cmdline)\n"
       "  --memfd    create a memfd of SIZE bytes (4096, 0x1000, 4K, 2M, 1G)\n"
       "  --file     register PATH (opened read-write) instead\n"
       "  --map      map memory range OFFSET:LENGTH at IOVA (default access rw)\n"
@@ -199,7 +207,6 @@ std::string Usage() {
 absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
                                      const char* env_token) {
   CliOptions options;
-  bool token_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     absl::string_view arg = args[i];
     if (!absl::StartsWith(arg, "--")) {
@@ -223,7 +230,14 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
       if (name == "help") options.help = true;
       continue;
     }
-    if (name != "socket" && name != "token" && name != "memfd" && name != "file" &&
+    if (name == "token") {
+      // Removed, not ignored: a token in argv is readable by every local
+      // user, and the single-use check only helps if nobody else sees it.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--token: removed, because a token on the command line is readable by every local "
+          "user through /proc/PID/cmdline; ", kTokenSources));
+    }
+    if (name != "socket" && name != "token-file" && name != "memfd" && name != "file" &&
         name != "map" && name != "unmap") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
@@ -235,9 +249,9 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
     }
     if (name == "socket") {
       options.socket = std::string(value);
-    } else if (name == "token") {
-      options.token = std::string(value);
-      token_given = true;
+    } else if (name == "token-file") {
+      if (value.empty()) return absl::InvalidArgumentError("--token-file: needs a path or -");
+      options.token_file = std::string(value);
     } else if (name == "memfd") {
       absl::StatusOr<uint64_t> size = ParseSize("--memfd", value);
       if (!size.ok()) return size.status();
@@ -256,11 +270,10 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
     }
   }
   if (options.help) return options;
-  if (!token_given && env_token != nullptr) options.token = env_token;
+  if (options.token_file.empty() && env_token != nullptr) options.token = env_token;
   if (options.socket.empty()) return absl::InvalidArgumentError("--socket: required");
-  if (options.token.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--token: required (or set ", kTokenEnv, ")"));
+  if (options.token.empty() && options.token_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("token: required; ", kTokenSources));
   }
   if (options.memfd_size != 0 && !options.file.empty()) {
     return absl::InvalidArgumentError("--memfd and --file: give one, not both");
@@ -271,13 +284,51 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
   return options;
 }
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path, int stdin_fd) {
+  const bool from_stdin = path == "-";
+  agent::UniqueFd owned;
+  int fd = stdin_fd;
+  if (!from_stdin) {
+    owned = agent::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!owned.valid()) return ErrnoStatus(errno, absl::StrCat("--token-file: open ", path));
+    fd = owned.get();
+  }
+  const std::string what = from_stdin ? "stdin" : path;
+  std::string token;
+  char c;
+  // One byte at a time from stdin so that what follows the first line stays
+  // there (--hold watches stdin for EOF); a file is read whole.
+  while (token.size() <= kMaxTokenBytes) {
+    const ssize_t n = ::read(fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, absl::StrCat("--token-file: read ", what));
+    if (n == 0 || (from_stdin && c == '\n')) break;
+    token.push_back(c);
+  }
+  if (token.size() > kMaxTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--token-file: ", what, " holds more than ", kMaxTokenBytes, " bytes; not a token"));
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file: ", what, " holds no token"));
+  }
+  return token;
+}
+
 absl::Status RunCli(const CliOptions& options, std::FILE* out) {
+  std::string token = options.token;
+  if (!options.token_file.empty()) {
+    absl::StatusOr<std::string> read = ReadTokenFile(options.token_file, STDIN_FILENO);
+    if (!read.ok()) return read.status();
+    token = *std::move(read);
+  }
   absl::StatusOr<std::unique_ptr<LauncherClient>> client =
       LauncherClient::Connect(options.socket);
   if (!client.ok()) return client.status();
   LauncherClient& c = **client;
 
-  absl::StatusOr<v1::LauncherResponse::SessionOpened> session = c.OpenSession(options.token);
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> session = c.OpenSession(token);
   if (!session.ok()) return session.status();
   Line(out, absl::StrCat("step=open_session session_id=", session->session_id(),
                          " container_id=", session->container_id(),

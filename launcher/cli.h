@@ -36,7 +36,10 @@ struct UnmapSpec {
 
 struct CliOptions {
   std::string socket;
+  // From $IOMMU_LAUNCHER_TOKEN; empty when token_file is given.
   std::string token;
+  // --token-file: a path, or "-" for one line of stdin. Read by RunCli.
+  std::string token_file;
   uint64_t memfd_size = 0;  // --memfd; 0: not given.
   std::string file;         // --file; empty: not given.
   std::vector<MapSpec> maps;
@@ -61,18 +64,27 @@ absl::StatusOr<MapSpec> ParseMapSpec(absl::string_view text);
 absl::StatusOr<UnmapSpec> ParseUnmapSpec(absl::string_view text);
 
 // Parses the arguments after argv[0]. Flags take "--flag=value" or
-// "--flag value". The token comes from --token, else from `env_token` (the
-// IOMMU_LAUNCHER_TOKEN variable, which unlike argv is not readable by other
-// users through /proc), else it is an error. INVALID_ARGUMENT naming the
-// flag for unknown flags, bad values, --memfd with --file, and --map without
-// memory.
+// "--flag value". The token never comes from argv, which every local user
+// can read in /proc/PID/cmdline: it comes from --token-file (a file, or "-"
+// for stdin; RunCli reads it), else from `env_token` (the
+// IOMMU_LAUNCHER_TOKEN variable, readable only by the same uid and root),
+// else it is an error. INVALID_ARGUMENT naming the flag for unknown flags,
+// the removed --token (the message names the alternatives), bad values,
+// --memfd with --file, and --map without memory.
 absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
                                      const char* env_token);
+
+// The token in `path` ("-": the first line of `stdin_fd`, read one byte at
+// a time so nothing after it is consumed), without surrounding whitespace.
+// INVALID_ARGUMENT "--token-file: ..." for an empty token or one over 4096
+// bytes (no broker token is longer); the open/read errno otherwise.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path, int stdin_fd);
 
 // The --help text.
 std::string Usage();
 
-// Connects, opens the session, registers the memory, maps, unmaps, lists
+// Reads --token-file if given (ReadTokenFile, stdin for "-"), connects,
+// opens the session, registers the memory, maps, unmaps, lists
 // and fetches devices as asked, writing one line per step to `out`, e.g.
 //   step=open_session session_id=s-1 container_id=c-... tenant_id=acme ...
 //   step=map memory_id=m-1 offset=0x0 length=0x200000 iova=0x100000 access=rw

@@ -90,12 +90,13 @@ TEST(ParseUnmapSpecTest, ParsesAndRejects) {
 
 TEST(ParseArgsTest, ParsesEveryFlagAndRepeats) {
   absl::StatusOr<CliOptions> o = ParseArgs(
-      {"--socket=/s", "--token", "t", "--memfd=4M", "--map=0:1M@1M", "--map", "1M:1M@2M:r",
+      {"--socket=/s", "--token-file", "/t", "--memfd=4M", "--map=0:1M@1M", "--map", "1M:1M@2M:r",
        "--unmap=1M:1M", "--list", "--devices", "--hold"},
       nullptr);
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->socket, "/s");
-  EXPECT_EQ(o->token, "t");
+  EXPECT_EQ(o->token_file, "/t");
+  EXPECT_EQ(o->token, "");
   EXPECT_EQ(o->memfd_size, 4u << 20);
   ASSERT_EQ(o->maps.size(), 2u);
   EXPECT_FALSE(o->maps[1].writable);
@@ -103,29 +104,84 @@ TEST(ParseArgsTest, ParsesEveryFlagAndRepeats) {
   EXPECT_TRUE(o->list && o->devices && o->hold);
 }
 
-TEST(ParseArgsTest, TokenFallsBackToTheEnvironment) {
+TEST(ParseArgsTest, TokenComesFromTheEnvironmentUnlessATokenFileIsGiven) {
   absl::StatusOr<CliOptions> o = ParseArgs({"--socket=/s"}, "from-env");
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->token, "from-env");
-  o = ParseArgs({"--socket=/s", "--token=flag"}, "from-env");
+  o = ParseArgs({"--socket=/s", "--token-file=-"}, "from-env");
   ASSERT_TRUE(o.ok());
-  EXPECT_EQ(o->token, "flag");
+  EXPECT_EQ(o->token, "");
+  EXPECT_EQ(o->token_file, "-");
+}
+
+// Regression (issue 11, D): --token=T put the token in /proc/PID/cmdline for
+// every local user to read and replay before the launcher used it.
+TEST(ParseArgsTest, TokenOnTheCommandLineIsRefusedNamingTheAlternatives) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--socket=/s", "--token=t"},
+        std::vector<std::string>{"--socket=/s", "--token", "t"},
+        std::vector<std::string>{"--token"}}) {
+    ExpectError(ParseArgs(args, "from-env"), Code::kInvalidArgument,
+                "--token: removed, because a token on the command line is readable by every "
+                "local user through /proc/PID/cmdline; set $IOMMU_LAUNCHER_TOKEN, or pass "
+                "--token-file=PATH (--token-file=- reads stdin)");
+  }
+}
+
+TEST(ReadTokenFileTest, ReadsAFileOrOneLineOfStdinWithoutSurroundingSpace) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/token");
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("  v1.abc.def\n", f);
+  std::fclose(f);
+  absl::StatusOr<std::string> t = ReadTokenFile(path, -1);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t, "v1.abc.def");
+
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ASSERT_EQ(write(p[1], "v1.x.y\nrest", 11), 11);
+  t = ReadTokenFile("-", p[0]);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t, "v1.x.y");
+  char rest[8] = {};
+  EXPECT_EQ(read(p[0], rest, sizeof(rest)), 4) << "only the first line is consumed";
+  close(p[0]);
+  close(p[1]);
+}
+
+TEST(ReadTokenFileTest, RefusesMissingEmptyAndOversizeFiles) {
+  ExpectError(ReadTokenFile("/nonexistent/token", -1), Code::kNotFound,
+              "--token-file: open /nonexistent/token");
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/empty-token");
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(" \n", f);
+  std::fclose(f);
+  ExpectError(ReadTokenFile(path, -1), Code::kInvalidArgument, "holds no token");
+  f = std::fopen(path.c_str(), "w");
+  std::fputs(std::string(5000, 'a').c_str(), f);
+  std::fclose(f);
+  ExpectError(ReadTokenFile(path, -1), Code::kInvalidArgument, "more than 4096 bytes");
 }
 
 TEST(ParseArgsTest, RejectsBadCombinationsNamingTheFlag) {
-  ExpectError(ParseArgs({"--token=t"}, nullptr), Code::kInvalidArgument, "--socket: required");
-  ExpectError(ParseArgs({"--socket=/s"}, nullptr), Code::kInvalidArgument, "--token: required");
-  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--memfd=4K", "--file=/f"}, nullptr),
+  ExpectError(ParseArgs({}, "t"), Code::kInvalidArgument, "--socket: required");
+  ExpectError(ParseArgs({"--socket=/s"}, nullptr), Code::kInvalidArgument,
+              "token: required; set $IOMMU_LAUNCHER_TOKEN");
+  ExpectError(ParseArgs({"--socket=/s", "--token-file="}, nullptr), Code::kInvalidArgument,
+              "--token-file: needs a path or -");
+  ExpectError(ParseArgs({"--socket=/s", "--memfd=4K", "--file=/f"}, "t"),
               Code::kInvalidArgument, "--memfd and --file");
-  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--map=0:4K@1M"}, nullptr),
+  ExpectError(ParseArgs({"--socket=/s", "--map=0:4K@1M"}, "t"),
               Code::kInvalidArgument, "--map: needs memory");
-  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--bogus"}, nullptr),
+  ExpectError(ParseArgs({"--socket=/s", "--bogus"}, nullptr),
               Code::kInvalidArgument, "unknown flag --bogus");
-  ExpectError(ParseArgs({"--socket=/s", "--token"}, nullptr), Code::kInvalidArgument,
-              "--token: needs a value");
-  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--list=yes"}, nullptr),
+  ExpectError(ParseArgs({"--socket=/s", "--token-file"}, nullptr), Code::kInvalidArgument,
+              "--token-file: needs a value");
+  ExpectError(ParseArgs({"--socket=/s", "--list=yes"}, nullptr),
               Code::kInvalidArgument, "--list: takes no value");
-  ExpectError(ParseArgs({"--socket=/s", "--token=t", "--memfd=0"}, nullptr),
+  ExpectError(ParseArgs({"--socket=/s", "--memfd=0"}, nullptr),
               Code::kInvalidArgument, "--memfd: must not be 0");
   ExpectError(ParseArgs({"stray"}, nullptr), Code::kInvalidArgument, "unexpected argument");
 }
@@ -143,10 +199,12 @@ class RunCliTest : public ::testing::Test {
   }
 
   // Runs the CLI, returning its status and what it printed.
-  absl::Status Run(const std::vector<std::string>& args, std::string* printed) {
+  // `token` stands in for $IOMMU_LAUNCHER_TOKEN.
+  absl::Status Run(const std::vector<std::string>& args, std::string* printed,
+                   const char* token = "good") {
     std::vector<std::string> all = {absl::StrCat("--socket=", server_->socket_path())};
     all.insert(all.end(), args.begin(), args.end());
-    absl::StatusOr<CliOptions> options = ParseArgs(all, nullptr);
+    absl::StatusOr<CliOptions> options = ParseArgs(all, token);
     if (!options.ok()) return options.status();
     char* buf = nullptr;
     size_t len = 0;
@@ -165,7 +223,7 @@ class RunCliTest : public ::testing::Test {
 TEST_F(RunCliTest, PrintsEachStepAsKeyValueLines) {
   std::string out;
   absl::Status status =
-      Run({"--token=good", "--memfd=2M", "--map=0:1M@1M", "--map=1M:64K@0x200000:r",
+      Run({"--memfd=2M", "--map=0:1M@1M", "--map=1M:64K@0x200000:r",
            "--unmap=0x200000:64K", "--list", "--devices"},
           &out);
   ASSERT_TRUE(status.ok()) << status;
@@ -183,7 +241,7 @@ TEST_F(RunCliTest, PrintsEachStepAsKeyValueLines) {
 
 TEST_F(RunCliTest, ReturnsTheAgentsError) {
   std::string out;
-  absl::Status status = Run({"--token=bad"}, &out);
+  absl::Status status = Run({}, &out, "bad");
   EXPECT_EQ(status.code(), Code::kUnauthenticated);
   EXPECT_THAT(std::string(status.message()), HasSubstr("token: bad signature"));
   EXPECT_EQ(out, "");
@@ -198,7 +256,7 @@ TEST_F(RunCliTest, HoldPrintsReadyAndReleasesOnStdinEof) {
   ASSERT_EQ(dup2(p[0], STDIN_FILENO), STDIN_FILENO);
   close(p[0]);
   std::string out;
-  absl::Status status = Run({"--token=good", "--hold"}, &out);
+  absl::Status status = Run({"--hold"}, &out);
   dup2(saved, STDIN_FILENO);
   close(saved);
   ASSERT_TRUE(status.ok()) << status;

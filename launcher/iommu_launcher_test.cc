@@ -36,7 +36,8 @@ struct Child {
   int err = -1;  // Read end of its stderr.
 };
 
-Child Spawn(const std::vector<std::string>& args) {
+// `token`, when not empty, is passed in $IOMMU_LAUNCHER_TOKEN.
+Child Spawn(const std::vector<std::string>& args, const std::string& token = "") {
   const std::string binary =
       absl::StrCat(std::getenv("TEST_SRCDIR"), "/iommu_broker/launcher/iommu-launcher");
   int in[2], out[2], err[2];
@@ -53,8 +54,15 @@ Child Spawn(const std::vector<std::string>& args) {
   all.insert(all.end(), args.begin(), args.end());
   for (std::string& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
+  if (!token.empty()) env_strings.push_back("IOMMU_LAUNCHER_TOKEN=" + token);
+  std::vector<char*> env;
+  for (std::string& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
   Child child;
-  EXPECT_EQ(posix_spawn(&child.pid, binary.c_str(), &actions, nullptr, argv.data(), environ), 0);
+  EXPECT_EQ(posix_spawn(&child.pid, binary.c_str(), &actions, nullptr, argv.data(), env.data()),
+            0);
   posix_spawn_file_actions_destroy(&actions);
   close(in[0]);
   close(out[1]);
@@ -102,7 +110,7 @@ class IommuLauncherTest : public ::testing::Test {
 };
 
 TEST_F(IommuLauncherTest, HoldPrintsReadyAfterMappingAndExitsZeroOnSigterm) {
-  Child child = Spawn({socket_flag_, "--token=good", "--memfd=2M", "--map=0:2M@1M", "--hold"});
+  Child child = Spawn({socket_flag_, "--memfd=2M", "--map=0:2M@1M", "--hold"}, "good");
   const std::string out = ReadUntil(child.out, "ready\n");
   EXPECT_THAT(out, HasSubstr("step=map memory_id="));
   ASSERT_THAT(out, HasSubstr("\nready\n"));
@@ -119,7 +127,9 @@ TEST_F(IommuLauncherTest, HoldPrintsReadyAfterMappingAndExitsZeroOnSigterm) {
 }
 
 TEST_F(IommuLauncherTest, HoldEndsOnStdinEof) {
-  Child child = Spawn({socket_flag_, "--token=good", "--hold"});
+  // The token on stdin's first line; the rest of stdin still ends the hold.
+  Child child = Spawn({socket_flag_, "--token-file=-", "--hold"});
+  ASSERT_EQ(write(child.in, "good\n", 5), 5);
   ASSERT_THAT(ReadUntil(child.out, "ready\n"), HasSubstr("ready\n"));
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 0);
@@ -128,7 +138,7 @@ TEST_F(IommuLauncherTest, HoldEndsOnStdinEof) {
 }
 
 TEST_F(IommuLauncherTest, AgentErrorExitsOneWithCodeAndMessage) {
-  Child child = Spawn({socket_flag_, "--token=bad"});
+  Child child = Spawn({socket_flag_}, "bad");
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_EQ(ReadUntil(child.err, ""), "error: UNAUTHENTICATED: token: bad signature\n");
@@ -137,11 +147,25 @@ TEST_F(IommuLauncherTest, AgentErrorExitsOneWithCodeAndMessage) {
 }
 
 TEST_F(IommuLauncherTest, UsageErrorExitsOne) {
-  Child child = Spawn({socket_flag_, "--token=t", "--map=0:4K@1M"});
+  Child child = Spawn({socket_flag_, "--map=0:4K@1M"}, "t");
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_THAT(ReadUntil(child.err, ""),
               HasSubstr("error: INVALID_ARGUMENT: --map: needs memory"));
+  close(child.out);
+  close(child.err);
+}
+
+// Regression (issue 11, D): `iommu-launcher --token=T` showed T to every
+// local user in /proc/PID/cmdline. Now it never reaches the agent.
+TEST_F(IommuLauncherTest, TokenFlagIsAUsageErrorAndNothingIsSent) {
+  Child child = Spawn({socket_flag_, "--token=good", "--hold"});
+  close(child.in);
+  EXPECT_EQ(Wait(child.pid), 1);
+  EXPECT_THAT(ReadUntil(child.err, ""),
+              HasSubstr("error: INVALID_ARGUMENT: --token: removed, because a token on the "
+                        "command line is readable by every local user"));
+  EXPECT_EQ(handler_.CountEvents("connect"), 0u);
   close(child.out);
   close(child.err);
 }

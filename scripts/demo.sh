@@ -114,7 +114,7 @@ truncate -s 64M "$GUEST"
 for c in "$C1" "$C2"; do
   TOKEN=$("$CTL" container grant "$c" --token-only)
   base=$("$CTL" -o json window list --container="$c" | json_field base)
-  echo "\$ iommu-launcher --socket=$STATE/launcher.sock --token=… --file=$GUEST --map=0:64M@$base --hold"
+  echo "\$ IOMMU_LAUNCHER_TOKEN=… iommu-launcher --socket=$STATE/launcher.sock --file=$GUEST --map=0:64M@$base --hold"
   IOMMU_LAUNCHER_TOKEN=$TOKEN "$BIN/launcher/iommu-launcher" --socket="$STATE/launcher.sock" \
     --file="$GUEST" --map="0:64M@$base" --hold < <(sleep 3600) > "$STATE/launcher-$c.log" 2>&1 &
   PIDS+=($!)

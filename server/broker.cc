@@ -1499,7 +1499,7 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
     gw->set_size(w.size());
     *out->add_windows() = w;
   }
-  out->set_token(SignGrant(grant, n->second.grant_key));
+  ASSIGN_OR_RETURN(*out->mutable_token(), SignGrant(grant, n->second.grant_key));
   out->set_node(grant.node());
   out->set_launcher_socket(n->second.node.launcher_socket());
   out->set_container_id(grant.container_id());

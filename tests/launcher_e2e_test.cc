@@ -130,7 +130,10 @@ class LauncherProcess final {
   LauncherProcess& operator=(const LauncherProcess&) = delete;
   ~LauncherProcess() { Kill(); }
 
-  absl::Status Start(const std::vector<std::string>& args, const std::string& stderr_path) {
+  // `stdin_text` is written to the launcher's stdin (which stays open), e.g.
+  // the token for --token-file=-.
+  absl::Status Start(const std::vector<std::string>& args, const std::string& stderr_path,
+                     const std::string& stdin_text = "") {
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
       return absl::ErrnoToStatus(errno, "pipe2");
@@ -154,6 +157,11 @@ class LauncherProcess final {
     if (rc != 0) {
       pid_ = -1;
       return absl::ErrnoToStatus(rc, absl::StrCat("posix_spawn ", cargv[0]));
+    }
+    if (!stdin_text.empty() &&
+        ::write(stdin_.get(), stdin_text.data(), stdin_text.size()) !=
+            static_cast<ssize_t>(stdin_text.size())) {
+      return absl::ErrnoToStatus(errno, "write the launcher's stdin");
     }
     return absl::OkStatus();
   }
@@ -605,11 +613,11 @@ TEST_F(LauncherE2eTest, LauncherKilledWithSigkillLeavesNoMappingOrBilling) {
   const uint64_t w = windows.windows(0).base();
 
   LauncherProcess launcher;
-  ASSERT_OK(launcher.Start({"--socket=" + Socket("n1"), "--token=" + Grant(c), "--memfd=1M",
+  ASSERT_OK(launcher.Start({"--socket=" + Socket("n1"), "--token-file=-", "--memfd=1M",
                             absl::StrFormat("--map=0:0x80000@0x%x", w),
                             absl::StrFormat("--map=0x40000:0x80000@0x%x:r", w + 0x80000),
                             "--hold"},
-                           cluster_.dir() + "/launcher.err"));
+                           cluster_.dir() + "/launcher.err", Grant(c) + "\n"));
   absl::Status ready = launcher.WaitForLine("ready", absl::Seconds(10));
   ASSERT_TRUE(ready.ok()) << ready << "\nstdout:\n"
                           << launcher.output() << "\nagent log:\n"

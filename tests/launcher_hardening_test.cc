@@ -24,6 +24,9 @@
 #include <sqlite3.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -224,6 +228,79 @@ absl::StatusOr<v1::LauncherGrant> DecodeGrant(const std::string& token) {
   return grant;
 }
 
+// A connection to the unix socket `path` that the agent's SO_PEERCRED sees
+// as coming from `uid`: a child (forked; only raw syscalls after the fork)
+// takes `uid` as its effective uid, which is what SO_PEERCRED reports, keeps
+// 0 as its filesystem uid so that it may still reach the socket file, and
+// hands the connected fd back. Needs root.
+absl::StatusOr<UniqueFd> ConnectAs(const std::string& path, uid_t uid) {
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
+    return absl::ErrnoToStatus(errno, "socketpair");
+  }
+  UniqueFd parent_end(sp[0]), child_end(sp[1]);
+  // Test paths are longer than sun_path: reach the socket through an fd of
+  // its directory, as agent::ConnectUnix does.
+  const size_t slash = path.rfind('/');
+  UniqueFd dir(open(path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return absl::ErrnoToStatus(errno, "open the socket's directory");
+  const std::string reachable =
+      absl::StrCat("/proc/self/fd/", dir.get(), "/", path.substr(slash + 1));
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (reachable.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError("name too long");
+  std::memcpy(addr.sun_path, reachable.c_str(), reachable.size());
+  const pid_t pid = fork();
+  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
+  if (pid == 0) {
+    if (syscall(SYS_setresuid, -1, uid, -1) != 0) _exit(2);
+    syscall(SYS_setfsuid, 0);
+    const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(3);
+    // sendmsg by hand: no allocation between fork and _exit.
+    char byte = 'x';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    _exit(sendmsg(child_end.get(), &msg, MSG_NOSIGNAL) == 1 ? 0 : 4);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("ConnectAs: cannot take uid ", uid, " (needs root with real uids)"));
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat("ConnectAs uid ", uid, ": child exited ", status));
+  }
+  absl::StatusOr<agent::Packet> got = agent::RecvPacket(parent_end.get(), 16, 1);
+  if (!got.ok()) return got.status();
+  if (got->fds.size() != 1) return absl::InternalError("ConnectAs: no fd came back");
+  return std::move(got->fds[0]);
+}
+
+// Lines of `log` with event `event` about `uid`.
+int CountLogLines(const std::string& log, const std::string& event, uid_t uid) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StrContains(line, absl::StrCat("event=", event, " ")) &&
+        absl::StrContains(line, absl::StrCat(" uid=", uid, " "))) {
+      ++n;
+    }
+  }
+  return n;
+}
+
 // Fds of many kinds, each a different thing a hostile launcher could push.
 class FdZoo final {
  public:
@@ -367,7 +444,12 @@ class LauncherHardeningTest : public ::testing::Test {
     }
     grant->set_token_id(NewGrantTokenId());
     edit(*grant);
-    return SignGrant(*grant, key);
+    absl::StatusOr<std::string> token = SignGrant(*grant, key);
+    if (!token.ok()) {
+      ADD_FAILURE() << token.status();
+      return "";
+    }
+    return *token;
   }
 
   v1::GetInventoryResponse Inventory(const std::string& node) {
@@ -782,7 +864,10 @@ TEST_F(LauncherHardeningTest, OversizeMessagesAreRefusedAndTheConnectionSurvives
 // ------------------------------------------------------- sessions per peer
 
 TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTokensKept) {
-  StartAgent("n1", {"--max_sessions_per_peer=3", "--max_launcher_connections=16"});
+  // Idle connections are closed only after a minute here: this case is about
+  // the per-uid count, which counts them while they last.
+  StartAgent("n1", {"--max_sessions_per_peer=3", "--max_launcher_connections=16",
+                    "--launcher_session_open_timeout=60s"});
   ASSERT_FALSE(HasFailure());
   CreateTenant("acme");
   const std::string c = CreateContainer("acme", "n1", kDevA);
@@ -886,6 +971,202 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
   holdings = Inventory("n1").launcher();
   EXPECT_EQ(holdings.ShortDebugString(), "");
   EXPECT_LT(State("n1").fds, full.fds);
+}
+
+// Regression (issue 11, A): a container with more windows than one token
+// can name made SignGrant abort the broker, for every tenant, at the first
+// GrantLauncher. Now that grant alone is refused.
+TEST_F(LauncherHardeningTest, GrantTooLargeForATokenIsRefusedAndTheBrokerLivesOn) {
+  StartAgent("n1");
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("acme");
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string other = CreateContainer("acme", "n1", kDevB);
+  ASSERT_FALSE(HasFailure());
+  for (int i = 0; i < 150; ++i) {
+    v1::AllocateWindowRequest req;
+    req.set_container_id(c);
+    req.set_size(4 * kKiB);
+    v1::Window w;
+    grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, req, &w);
+    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+  v1::GrantLauncherRequest req;
+  req.set_container_id(c);
+  v1::GrantLauncherResponse out;
+  grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::GrantLauncher, req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("bytes, over the limit of 4096 bytes"));
+  // The broker is still up (an abort would have failed this call too) and
+  // grants for a container of a sane size.
+  EXPECT_FALSE(Grant(other).empty());
+}
+
+// ------------------------------------------------ tokens across restarts
+
+// Regression (issue 11, C): the used-token set lives in the agent's memory
+// and the key survives a restart, so a token used before an agent restart
+// opened a second session after it. Grants are now bound to one run of the
+// agent (LauncherGrant.agent_incarnation). Needs the broker to copy the
+// node's latest RegisterRequest.agent_incarnation into every grant.
+TEST_F(LauncherHardeningTest, TokenUsedBeforeAnAgentRestartIsRefusedAfterIt) {
+  StartAgent("n1");
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("acme");
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  ASSERT_FALSE(HasFailure());
+  const std::string token = Grant(c);
+  {
+    ASSERT_OK_AND_ASSIGN(first, LauncherClient::Connect(Socket("n1")));
+    ASSERT_OK(first->OpenSession(token).status());
+  }
+
+  // kill -9 and start again: a new run, with an empty replay cache.
+  ASSERT_OK(cluster_.StartAgent("n1", kTwoEdus));
+  agents_["n1"] = cluster_.AgentStub("n1");
+  // Served again once the new run has registered and reconciled.
+  absl::Status fresh = absl::UnknownError("not tried");
+  PollUntil([&] {
+    fresh = Open("n1", c).status();
+    return fresh.ok();
+  });
+  ASSERT_TRUE(fresh.ok()) << fresh << "\n" << cluster_.agent("n1").Log();
+
+  ASSERT_OK_AND_ASSIGN(replay, LauncherClient::Connect(Socket("n1")));
+  EXPECT_STATUS(replay->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
+                "token: issued to an earlier run of this agent (it restarted since); ask the "
+                "broker for a new grant");
+}
+
+// ------------------------------------------- one hostile peer, one good one
+// Issue 11, item 2: every resource the launcher socket shares on a node is
+// bounded per uid or per tenant, and a well-behaved launcher is served while
+// a hostile one sits at its bound.
+
+TEST_F(LauncherHardeningTest, IdleConnectionsOfHostileUidsCannotKeepALauncherOut) {
+  // Default limits: 64 connections, 16 per uid, idle ones closed after 5 s.
+  StartAgent("n1");
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("acme");
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  ASSERT_FALSE(HasFailure());
+  Grant(c);  // The broker's channel to the agent is open from here on.
+  {
+    absl::StatusOr<UniqueFd> probe = ConnectAs(Socket("n1"), 60001);
+    if (probe.status().code() == absl::StatusCode::kPermissionDenied) {
+      GTEST_SKIP() << probe.status();
+    }
+    ASSERT_OK(probe.status());
+  }
+  absl::SleepFor(absl::Milliseconds(300));  // The probe's close reaches the agent.
+
+  // The report's attack: two uids each try to hold 32 idle connections.
+  // Each gets 16 (refused past that), so 32 of 64 slots stay free.
+  std::map<uid_t, std::vector<UniqueFd>> hostile;
+  for (uid_t uid : {60001u, 60002u}) {
+    for (int i = 0; i < 32; ++i) {
+      ASSERT_OK_AND_ASSIGN(fd, ConnectAs(Socket("n1"), uid));
+      hostile[uid].push_back(std::move(fd));
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(first, Open("n1", c));
+
+  // Two more uids take every slot that is left (the last one is refused).
+  for (uid_t uid : {60003u, 60004u}) {
+    for (int i = 0; i < 16; ++i) {
+      ASSERT_OK_AND_ASSIGN(fd, ConnectAs(Socket("n1"), uid));
+      hostile[uid].push_back(std::move(fd));
+    }
+  }
+  EXPECT_STATUS(ReadAnswer(hostile[60004].back().get(), 0), absl::StatusCode::kResourceExhausted,
+                "launcher socket: too many connections (limit 64)");
+  // A launcher of a uid holding fewer connections is still let in, at once:
+  // the oldest idle connection of a uid holding the most makes room, and is
+  // told why.
+  ASSERT_OK_AND_ASSIGN(second, Open("n1", c));
+  EXPECT_STATUS(ReadAnswer(hostile[60001][0].get(), 0), absl::StatusCode::kResourceExhausted,
+                absl::StrCat("closing this connection, which has no session, to admit uid ",
+                             getuid(), ", which holds fewer connections than uid 60001"));
+  // Idle connections are closed 5 s after connecting, telling each why;
+  // sessions stay.
+  EXPECT_STATUS(ReadAnswer(hostile[60002][0].get(), 0), absl::StatusCode::kDeadlineExceeded,
+                "launcher socket: no session opened within 5s of connecting; closing");
+  EXPECT_TRUE(PollUntil([&] { return Inventory("n1").launcher().sessions() == 2; }));
+  EXPECT_TRUE(first->ListMappings().ok());
+  EXPECT_TRUE(second->ListMappings().ok());
+
+  // One uid's refusals and closures are logged at a bounded rate, however
+  // many there were (here 16 refused and 16 closed for uid 60001).
+  const std::string log = cluster_.agent("n1").Log();
+  const int lines = CountLogLines(log, "launcher_refused", 60001) +
+                    CountLogLines(log, "launcher_idle_evicted", 60001) +
+                    CountLogLines(log, "launcher_idle_closed", 60001);
+  EXPECT_GE(lines, 1);
+  EXPECT_LE(lines, 20) << log;
+}
+
+TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed) {
+  StartAgent("n1", {"--max_sessions_per_tenant=2", "--replay_cache_per_tenant=4",
+                    "--replay_cache_max=16", "--max_mappings_per_tenant=2",
+                    absl::StrCat("--max_memory_bytes_per_tenant=", 512 * kKiB)});
+  ASSERT_FALSE(HasFailure());
+  CreateTenant("evil");
+  CreateTenant("good");
+  const std::string ce = CreateContainer("evil", "n1", kDevA);
+  const std::string cg = CreateContainer("good", "n1", kDevB);
+  ASSERT_FALSE(HasFailure());
+  const uint64_t we = GrantResponse(ce).windows(0).base();
+  const uint64_t wg = GrantResponse(cg).windows(0).base();
+
+  // Sessions: evil holds two; a third is refused and its token kept.
+  ASSERT_OK_AND_ASSIGN(e1, Open("n1", ce));
+  ASSERT_OK_AND_ASSIGN(e2, Open("n1", ce));
+  const std::string kept = Grant(ce);
+  {
+    ASSERT_OK_AND_ASSIGN(e3, LauncherClient::Connect(Socket("n1")));
+    EXPECT_STATUS(e3->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
+                  "open_session: tenant \"evil\" already holds 2 sessions on this node "
+                  "(limit 2 per tenant, --max_sessions_per_tenant)");
+  }
+  ASSERT_OK_AND_ASSIGN(g1, Open("n1", cg));
+
+  // Registered memory: evil's two sessions share 512 KiB.
+  ASSERT_OK_AND_ASSIGN(m1, LauncherClient::CreateMemfd(256 * kKiB, "m1"));
+  ASSERT_OK_AND_ASSIGN(m2, LauncherClient::CreateMemfd(256 * kKiB, "m2"));
+  ASSERT_OK_AND_ASSIGN(m3, LauncherClient::CreateMemfd(4 * kKiB, "m3"));
+  ASSERT_OK_AND_ASSIGN(r1, e1->RegisterMemory(m1.get(), "m1"));
+  ASSERT_OK(e2->RegisterMemory(m2.get(), "m2").status());
+  EXPECT_STATUS(e2->RegisterMemory(m3.get(), "m3").status(), absl::StatusCode::kResourceExhausted,
+                "passes tenant \"evil\"'s limit of 0x80000 bytes of registered memory");
+  ASSERT_OK_AND_ASSIGN(gm, LauncherClient::CreateMemfd(256 * kKiB, "gm"));
+  ASSERT_OK_AND_ASSIGN(rg, g1->RegisterMemory(gm.get(), "gm"));
+
+  // Mappings: evil holds two; a third is refused, good still maps.
+  ASSERT_OK(e1->Map(r1.memory_id(), 0, 64 * kKiB, we, true, true));
+  ASSERT_OK(e1->Map(r1.memory_id(), 64 * kKiB, 64 * kKiB, we + 64 * kKiB, true, true));
+  EXPECT_STATUS(e1->Map(r1.memory_id(), 128 * kKiB, 64 * kKiB, we + 128 * kKiB, true, true),
+                absl::StatusCode::kResourceExhausted,
+                "iova: tenant \"evil\" already holds 2 mappings on node n1 (limit 2 per tenant");
+  EXPECT_TRUE(g1->Map(rg.memory_id(), 0, 64 * kKiB, wg, true, true).ok());
+
+  // Used tokens: evil burns its share (4: the two sessions above and two
+  // more), then its fresh tokens are refused while good's are not.
+  e2.reset();
+  PollUntil([&] { return Inventory("n1").launcher().sessions() == 2; });
+  for (int i = 0; i < 2; ++i) {
+    {
+      ASSERT_OK_AND_ASSIGN(burn, Open("n1", ce));
+    }
+    // Closed on the agent's thread: wait, or the next open meets the
+    // session limit instead.
+    PollUntil([&] { return Inventory("n1").launcher().sessions() == 2; });
+  }
+  ASSERT_OK_AND_ASSIGN(e4, LauncherClient::Connect(Socket("n1")));
+  EXPECT_STATUS(e4->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
+                "token: tenant \"evil\" has used 4 unexpired tokens on this node (limit 4 per "
+                "tenant, --replay_cache_per_tenant)");
+  ASSERT_OK_AND_ASSIGN(g2, Open("n1", cg));
+  EXPECT_EQ(Inventory("n1").launcher().sessions(), 3u);
 }
 
 }  // namespace
