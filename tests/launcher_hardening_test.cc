@@ -974,32 +974,40 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
 }
 
 // Regression (issue 11, A): a container with more windows than one token
-// can name made SignGrant abort the broker, for every tenant, at the first
-// GrantLauncher. Now that grant alone is refused.
-TEST_F(LauncherHardeningTest, GrantTooLargeForATokenIsRefusedAndTheBrokerLivesOn) {
+// could name made SignGrant abort the broker, for every tenant, at the first
+// GrantLauncher. A container now holds at most kMaxWindowsPerContainer (48)
+// windows, refused at allocation, and a grant naming all of them works: a
+// launcher opens a session with it.
+TEST_F(LauncherHardeningTest, WindowsPastTheGrantLimitAreRefusedAndAFullGrantWorks) {
   StartAgent("n1");
   ASSERT_FALSE(HasFailure());
   CreateTenant("acme");
   const std::string c = CreateContainer("acme", "n1", kDevA);
-  const std::string other = CreateContainer("acme", "n1", kDevB);
   ASSERT_FALSE(HasFailure());
+  grpc::Status s;
+  int allocated = 0;
   for (int i = 0; i < 150; ++i) {
     v1::AllocateWindowRequest req;
     req.set_container_id(c);
     req.set_size(4 * kKiB);
     v1::Window w;
-    grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, req, &w);
-    ASSERT_TRUE(s.ok()) << i << ": " << s.error_message();
+    s = Call(broker_.get(), &v1::Broker::Stub::AllocateWindow, req, &w);
+    if (!s.ok()) break;
+    ++allocated;
   }
-  v1::GrantLauncherRequest req;
-  req.set_container_id(c);
-  v1::GrantLauncherResponse out;
-  grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::GrantLauncher, req, &out);
+  EXPECT_GT(allocated, 0);
+  v1::ListWindowsRequest list;
+  list.set_container_id(c);
+  v1::ListWindowsResponse held;
+  ASSERT_TRUE(Call(broker_.get(), &v1::Broker::Stub::ListWindows, list, &held).ok());
+  EXPECT_EQ(held.windows_size(), 48);  // With any the fixture allocated.
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
-  EXPECT_THAT(s.error_message(), HasSubstr("bytes, over the limit of 4096 bytes"));
-  // The broker is still up (an abort would have failed this call too) and
-  // grants for a container of a sane size.
-  EXPECT_FALSE(Grant(other).empty());
+  EXPECT_THAT(s.error_message(), HasSubstr("the most a container may hold (48)"));
+  const std::string token = Grant(c);
+  ASSERT_FALSE(token.empty());
+  ASSERT_OK_AND_ASSIGN(launcher, LauncherClient::Connect(Socket("n1")));
+  ASSERT_OK_AND_ASSIGN(opened, launcher->OpenSession(token));
+  EXPECT_EQ(opened.windows_size(), 48);
 }
 
 // ------------------------------------------------ tokens across restarts
