@@ -2,7 +2,9 @@
 // whatever the umask and a file open to others is refused; a second broker
 // is refused through any name of the database; a damaged file refuses the
 // start with DATA_LOSS; the WAL stays bounded under load and across kill -9.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,7 +92,44 @@ class BrokerStoreTest : public ::testing::Test {
     std::vector<std::string> argv = {RunfilePath("server/iommu-broker")};
     for (const std::string& a : Args(db)) argv.push_back(a);
     argv.push_back("--port_file=" + dir_ + "/refused.port");
-    return RunCommand(argv);
+    return RunBounded(argv);
+  }
+
+  // Runs `argv` to completion like RunCommand, but a process still running
+  // after 10 s (a broker that started instead of refusing) is killed and
+  // reported as exit code -2, so that the test fails instead of hanging.
+  testing::CommandResult RunBounded(const std::vector<std::string>& argv) const {
+    const std::string err_path = dir_ + "/bounded.err";
+    unlink(err_path.c_str());
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) dup2(fd, 2);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    testing::CommandResult r;
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (absl::Now() > deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        r.exit_code = -2;
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    if (r.exit_code != -2 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+    std::ifstream in(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return r;
   }
 
   std::string dir_;
@@ -130,7 +169,7 @@ TEST_F(BrokerStoreTest, TlsKeyReadableByOthersIsRefused) {
   EXPECT_EQ(ModeOf(key), 0600u);  // As make-dev-certs.sh makes it.
   ASSERT_EQ(chmod(key.c_str(), 0644), 0);
   testing::CommandResult r =
-      RunCommand({broker_, "--listen=127.0.0.1:0", "--db=" + db_,
+      RunBounded({broker_, "--listen=127.0.0.1:0", "--db=" + db_,
                   "--tls_cert=" + dir_ + "/certs/broker.crt", "--tls_key=" + key,
                   "--tls_ca=" + dir_ + "/certs/ca.crt"});
   EXPECT_EQ(r.exit_code, 2);
