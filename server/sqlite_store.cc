@@ -147,7 +147,7 @@ class SqliteStore final : public Store {
          {std::string("PRAGMA journal_mode=WAL"), std::string("PRAGMA synchronous=FULL"),
           std::string("PRAGMA foreign_keys=ON"), std::string("PRAGMA busy_timeout=5000"),
           std::string("PRAGMA wal_autocheckpoint=0"),
-          absl::StrCat("PRAGMA journal_size_limit=", options.checkpoint.truncate_bytes)}) {
+          absl::StrCat("PRAGMA journal_size_limit=", options.checkpoint.restart_bytes)}) {
       absl::Status s = ExecLocked(pragma);
       if (absl::IsDataLoss(s)) {
         return absl::DataLossError(

@@ -84,21 +84,26 @@ void WalCheckpointer::CheckpointOnce() {
     absl::MutexLock l(&mu_);
     ++stats_.passive;
   }
-  if (WalBytes() <= options_.truncate_bytes) return;
-  // Rewind and shrink the log. No writer may append while it runs, or the
-  // checkpoint could never catch up (the starvation described in the
-  // header); the passive pass above left little to copy.
+  if (WalBytes() <= options_.restart_bytes) return;
+  // Make the next commit rewind the log (and shrink the file to
+  // journal_size_limit). That needs every frame copied with no writer in
+  // between, or a commit landing meanwhile leaves a frame behind (the
+  // starvation described in the header): hold the writers' mutex. The
+  // passive pass above left little to copy; the cost to commits is that
+  // copy and one fsync of the database file, once per restart_bytes of log.
+  // RESTART rather than TRUNCATE: the file keeps its blocks, so the commits
+  // after it overwrite the log instead of growing the file again.
   {
     absl::MutexLock w(writer_mu_);
-    rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &copied);
+    rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &log_frames, &copied);
   }
-  if (rc == SQLITE_OK && log_frames != 0) rc = SQLITE_BUSY;  // Not emptied.
+  if (rc == SQLITE_OK && log_frames != copied) rc = SQLITE_BUSY;  // Frames left behind.
   if (rc != SQLITE_OK) {
-    CountFailure("truncate", rc);
+    CountFailure("restart", rc);
     return;
   }
   absl::MutexLock l(&mu_);
-  ++stats_.truncations;
+  ++stats_.restarts;
 }
 
 void WalCheckpointer::CountFailure(const char* mode, int rc) {

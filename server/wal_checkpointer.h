@@ -16,11 +16,13 @@
 //
 // Now a thread with its own connection checkpoints PASSIVE every `period`
 // (no lock: commits go on meanwhile), and when the -wal file has passed
-// `truncate_bytes` it holds the writers' mutex for one TRUNCATE checkpoint:
+// `restart_bytes` it holds the writers' mutex for one RESTART checkpoint:
 // by then only the frames appended since the passive pass are left to copy,
-// so commits wait for a short copy and one fsync, once per `truncate_bytes`
-// of log. The WAL file stays below about `truncate_bytes` plus what is
-// committed in one `period`.
+// so commits wait for a short copy and one fsync of the database file, once
+// per `restart_bytes` of log, and the next commit rewinds the log. With
+// journal_size_limit set to `restart_bytes` (the store does) the -wal file
+// stays below about `restart_bytes` plus what is committed in one `period`
+// and one checkpoint.
 //
 // Thread-safe.
 #ifndef SERVER_WAL_CHECKPOINTER_H_
@@ -42,7 +44,10 @@ namespace iommu {
 
 struct WalCheckpointOptions {
   absl::Duration period = absl::Milliseconds(100);
-  int64_t truncate_bytes = 4 << 20;
+  // 16 MiB: at the highest rate measured (~35 MB of log a second) about two
+  // restarts a second, each pausing commits for about one fsync; the WAL
+  // peaked at 21-24 MB (docs/BENCHMARKS.md, "WAL checkpointing").
+  int64_t restart_bytes = 16 << 20;
 };
 
 class WalCheckpointer final {
@@ -61,7 +66,7 @@ class WalCheckpointer final {
 
   struct Stats {
     int64_t passive = 0;      // Passive checkpoints that completed.
-    int64_t truncations = 0;  // TRUNCATE checkpoints that completed.
+    int64_t restarts = 0;     // RESTART checkpoints that completed.
     int64_t failures = 0;     // Checkpoints that returned an error (busy, I/O).
   };
   Stats stats() const;
