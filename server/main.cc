@@ -2,6 +2,7 @@
 // the broker logic and the gRPC services; all logic lives in libraries.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iostream>
@@ -82,7 +83,7 @@ int Run() {
   // anyone else on the node can read (the store's files are checked when
   // it opens).
   if (!transport->insecure) {
-    if (absl::Status s = iommu::CheckPrivateFile("--tls_key", transport->key_file, true);
+    if (absl::Status s = iommu::CheckKeyFile("--tls_key", transport->key_file, getegid());
         !s.ok()) {
       iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
       return 2;

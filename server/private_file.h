@@ -23,6 +23,15 @@ namespace iommu {
 // ("chmod 600 <path>") when it has; UNAVAILABLE when it cannot be stat'ed.
 absl::Status CheckPrivateFile(absl::string_view what, const std::string& path, bool must_exist);
 
+// The rule for a private key provisioned by someone else: no permission bit
+// for others, and for the group at most read, and only when the file's
+// group is this process's own (effective) group. That is how a root-owned
+// key is handed to a service user without handing it to anyone else: the
+// systemd layout (root:iommu-broker 0640) and Kubernetes' fsGroup (0440).
+// FAILED_PRECONDITION as CheckPrivateFile otherwise.
+// `own_gid` is the process's effective gid (a parameter for tests).
+absl::Status CheckKeyFile(absl::string_view what, const std::string& path, gid_t own_gid);
+
 // The same check for a file already open as `fd` (named `path` in errors).
 absl::Status CheckPrivateFd(absl::string_view what, const std::string& path, int fd);
 

@@ -105,6 +105,30 @@ TEST(StoreFileLockTest, FindsTheHolderInProcLocksByDeviceAndInode) {
   EXPECT_EQ(FindFlockHolder("2: FLOCK  ADVISORY  WRITE 222 00:2a:77 0 EOF\n", dev, 77), 222);
 }
 
+TEST(PrivateFileTest, KeyMayBeReadByTheProcesssOwnGroupOnly) {
+  const std::string path = TempPath("broker.key");
+  std::ofstream(path) << "key";
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  const gid_t own = st.st_gid;
+  for (mode_t ok : {0600, 0400, 0640, 0440}) {
+    ASSERT_EQ(chmod(path.c_str(), ok), 0);
+    EXPECT_TRUE(CheckKeyFile("--tls_key", path, own).ok()) << ModeString(ok);
+  }
+  for (mode_t bad : {0644, 0604, 0660, 0620}) {
+    ASSERT_EQ(chmod(path.c_str(), bad), 0);
+    absl::Status s = CheckKeyFile("--tls_key", path, own);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << ModeString(bad);
+    EXPECT_THAT(s.message(), HasSubstr("--tls_key " + path + " has mode " + ModeString(bad)));
+    EXPECT_THAT(s.message(), HasSubstr("chmod 600 " + path));
+  }
+  // Group-readable is fine only for the process's own group.
+  ASSERT_EQ(chmod(path.c_str(), 0640), 0);
+  absl::Status s = CheckKeyFile("--tls_key", path, own + 1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("open to a group other than the broker's own"));
+}
+
 TEST(PrivateFileTest, MissingFileIsOkOnlyWhenOptional) {
   const std::string path = TempPath("absent.key");
   EXPECT_TRUE(CheckPrivateFile("key", path, /*must_exist=*/false).ok());
