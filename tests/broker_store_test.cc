@@ -4,6 +4,7 @@
 // start with DATA_LOSS; the WAL stays bounded under load and across kill -9.
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -265,6 +266,42 @@ TEST_F(BrokerStoreTest, FlippedBytesInABtreePageRefuseTheStartWithDataLoss) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("DATA_LOSS: store: " + db_ + " is damaged"));
   EXPECT_THAT(r.err, HasSubstr("restore the last backup"));
+}
+
+// Regression (issue 11, item 10): a remembered answer damaged while the
+// broker ran made a retry fail with FAILED_PRECONDITION "request_id ...
+// was already used for a different request", as if the client were wrong.
+TEST_F(BrokerStoreTest, DamagedRememberedAnswerIsDataLossOnRetryNotADifferentRequest) {
+  Daemon d;
+  ASSERT_TRUE(d.Start(broker_, Args(db_), dir_, "broker").ok()) << d.Log();
+  auto stub = Connect(d);
+  v1::CreateTenantRequest req;
+  req.set_request_id("retry-me");
+  req.set_tenant_id("acme");
+  req.mutable_quota()->set_pinned_bytes(4096);
+  {
+    grpc::ClientContext ctx;
+    v1::Tenant out;
+    ASSERT_TRUE(stub->CreateTenant(&ctx, req, &out).ok());
+  }
+  // A flipped bit in the stored fingerprint, beside the running broker.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE requests SET fingerprint = "
+                         "CAST(substr(fingerprint, 1, length(fingerprint) - 1) || 'X' AS BLOB) "
+                         "WHERE request_id = 'retry-me'",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  grpc::ClientContext ctx;
+  v1::Tenant out;
+  grpc::Status s = stub->CreateTenant(&ctx, req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("answer to request retry-me fails its checksum"));
+  stub.reset();
+  d.Kill();
 }
 
 // Regression (issue 11, item 8): the WAL grew ~15 KB per mutation while the
