@@ -24,7 +24,9 @@ namespace {
 // Creates `path` with mode 0600, or opens it if it exists. The mode is set
 // with fchmod as well because the umask may have removed the owner's bits.
 absl::StatusOr<int> OpenOrCreatePrivate(const std::string& path) {
-  for (;;) {
+  // A few rounds cover a file removed between the two opens; a dangling
+  // symlink fails both forever (EEXIST, then ENOENT) and is reported.
+  for (int attempt = 0; attempt < 8; ++attempt) {
     int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
       if (fchmod(fd, 0600) != 0) {
@@ -41,7 +43,8 @@ absl::StatusOr<int> OpenOrCreatePrivate(const std::string& path) {
     if (fd >= 0) return fd;
     if (errno != ENOENT && errno != EINTR) break;  // ENOENT: removed meanwhile; create it.
   }
-  return absl::UnavailableError(absl::StrCat("store: open ", path, ": ", std::strerror(errno)));
+  return absl::UnavailableError(absl::StrCat("store: open ", path, ": ", std::strerror(errno),
+                                             errno == ENOENT ? " (a dangling symlink?)" : ""));
 }
 
 std::string ReadProcLocks() {

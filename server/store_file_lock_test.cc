@@ -92,6 +92,14 @@ TEST(StoreFileLockTest, RefusesAStoreFileOpenToGroupOrOthersNamingModeAndFix) {
   EXPECT_TRUE(StoreFileLock::Acquire(path).ok());
 }
 
+TEST(StoreFileLockTest, DanglingSymlinkIsUnavailableNotAHang) {
+  const std::string path = TempPath("dangling.db");
+  ASSERT_EQ(symlink((path + "-nowhere/x.db").c_str(), path.c_str()), 0);
+  auto lock = StoreFileLock::Acquire(path);
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(lock.status().message(), HasSubstr("store: open " + path));
+}
+
 TEST(StoreFileLockTest, FindsTheHolderInProcLocksByDeviceAndInode) {
   const dev_t dev = makedev(0xfd, 0x01);
   const std::string locks =
