@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/record_checksum.h"
@@ -422,6 +425,49 @@ TEST(SqliteStoreTest, AWalLeftByACrashIsReplayedAndEmptiedAtOpen) {
   ASSERT_TRUE(all.ok());
   ASSERT_EQ(all->size(), 1u);
   EXPECT_EQ((*all)[0].id, "acme");
+}
+
+// A long reader (an operator's backup) pins the WAL. The checkpointer must
+// not hold commits off waiting for it every period, and once it is gone the
+// WAL goes back under its bound.
+TEST(SqliteStoreTest, LongReaderNeitherStallsCommitsNorLeavesTheWalLarge) {
+  const std::string path = TempPath("long-reader.db");
+  SqliteStoreOptions options;
+  options.checkpoint.period = absl::Milliseconds(10);
+  options.checkpoint.restart_bytes = 64 << 10;
+  auto store = OpenSqliteStore(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &reader), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM objects;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  absl::Duration slowest;
+  for (int i = 0; i < 200; ++i) {
+    WriteBatch b;
+    b.puts.push_back({"blob", std::to_string(i % 10), std::string(20000, 'a' + i % 26)});
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE((*store)->Commit(b).ok());
+    slowest = std::max(slowest, absl::Now() - start);
+  }
+  struct stat st;
+  ASSERT_EQ(stat((path + "-wal").c_str(), &st), 0);
+  EXPECT_GT(st.st_size, 1 << 20);  // Pinned by the reader meanwhile.
+  ASSERT_EQ(sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(reader);
+  // Each RESTART attempt may wait 10 ms for readers, then backs off; before,
+  // each waited a second.
+  EXPECT_LT(slowest, absl::Milliseconds(500));
+  // The next restart (within the backoff) and commit bring the file back
+  // down to journal_size_limit.
+  absl::SleepFor(absl::Milliseconds(400));
+  for (int i = 0; i < 3; ++i) {
+    WriteBatch b;
+    b.puts.push_back({"blob", "x", std::string(100, 'x')});
+    ASSERT_TRUE((*store)->Commit(b).ok());
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(stat((path + "-wal").c_str(), &st), 0);
+  EXPECT_LT(st.st_size, 1 << 20);
 }
 
 }  // namespace

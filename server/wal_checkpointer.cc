@@ -19,10 +19,11 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(
     sqlite3_close_v2(db);
     return absl::UnavailableError(absl::StrCat("store: open checkpointer on ", path, ": ", msg));
   }
-  // A TRUNCATE checkpoint waits for readers to move to the newest snapshot;
-  // readers are single lookups, so a second is plenty, and a busy try is
-  // simply repeated next period.
-  sqlite3_busy_timeout(db, 1000);
+  // A RESTART checkpoint waits for readers to move to the newest snapshot,
+  // and it waits holding the writers' mutex: the broker's own readers are
+  // single lookups, so 10 ms covers them; a long reader (a backup) makes it
+  // give up quickly, and it is retried after kRestartBackoffPeriods.
+  sqlite3_busy_timeout(db, 10);
   // A connection that has not read the database yet has not opened its WAL,
   // and sqlite3_wal_checkpoint_v2 on it does nothing and returns SQLITE_OK:
   // this is why the old checkpointer never checkpointed anything. Read the
@@ -85,6 +86,10 @@ void WalCheckpointer::CheckpointOnce() {
     ++stats_.passive;
   }
   if (WalBytes() <= options_.restart_bytes) return;
+  if (restart_backoff_ > 0) {
+    --restart_backoff_;
+    return;
+  }
   // Make the next commit rewind the log (and shrink the file to
   // journal_size_limit). That needs every frame copied with no writer in
   // between, or a commit landing meanwhile leaves a frame behind (the
@@ -99,6 +104,9 @@ void WalCheckpointer::CheckpointOnce() {
   }
   if (rc == SQLITE_OK && log_frames != copied) rc = SQLITE_BUSY;  // Frames left behind.
   if (rc != SQLITE_OK) {
+    // Most likely a reader holding an old snapshot: do not hold commits off
+    // for it every period.
+    restart_backoff_ = kRestartBackoffPeriods;
     CountFailure("restart", rc);
     return;
   }

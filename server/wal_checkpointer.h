@@ -79,6 +79,10 @@ class WalCheckpointer final {
   int64_t WalBytes() const;
   void CountFailure(const char* mode, int rc);
 
+  // After a RESTART checkpoint failed, periods to skip before the next one
+  // (each attempt may hold commits off for up to 10 ms waiting for readers).
+  static constexpr int kRestartBackoffPeriods = 10;
+
   // Constant after construction.
   const std::string wal_path_;
   sqlite3* const db_;  // Used by the thread only.
@@ -89,6 +93,7 @@ class WalCheckpointer final {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
   absl::Time last_failure_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int restart_backoff_ = 0;  // Used by the thread only.
   std::thread thread_;
 };
 
