@@ -1,6 +1,7 @@
 // iommu-broker: the central broker daemon. Parses flags and wires the store,
 // the broker logic and the gRPC services; all logic lives in libraries.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -30,6 +31,7 @@
 #include "server/broker.h"
 #include "server/broker_metrics.h"
 #include "server/broker_service.h"
+#include "server/private_file.h"
 #include "server/sqlite_store.h"
 #include "server/timed_store.h"
 
@@ -64,6 +66,9 @@ constexpr int64_t kHousekeepingPeriodMs = 250;
 void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, fields); }
 
 int Run() {
+  // Everything the broker creates is its own alone, whatever umask it was
+  // started with: the store holds every node's token-signing key.
+  umask(077);
   iommu::SetLogSource("broker");
   absl::StatusOr<iommu::LogLevel> level = iommu::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) {
@@ -82,6 +87,16 @@ int Run() {
   if (!transport.ok()) {
     iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", transport.status().message()}});
     return 2;
+  }
+  // Its private key is the broker's identity: refuse to run with a key
+  // anyone else on the node can read (the store's files are checked when
+  // it opens).
+  if (!transport->insecure) {
+    if (absl::Status s = iommu::CheckKeyFile("--tls_key", transport->key_file, getegid());
+        !s.ok()) {
+      iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
+      return 2;
+    }
   }
   if (transport->insecure) {
     iommu::LogEvent(iommu::LogLevel::kWarning, "insecure_transport",
@@ -103,7 +118,10 @@ int Run() {
 
   auto store = iommu::OpenSqliteStore(absl::GetFlag(FLAGS_db));
   if (!store.ok()) {
-    Log(absl::StrCat("event=fatal error=\"", store.status().ToString(), "\""));
+    // The message names the file and what is wrong; the code says which
+    // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
+    // DATA_LOSS: damaged, restore a backup).
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store.status().ToString()}});
     return 1;
   }
   auto agents = iommu::NewGrpcAgentClient(

@@ -1,24 +1,21 @@
 #include "server/sqlite_store.h"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <memory>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/status_macros.h"
+#include "server/record_checksum.h"
+#include "server/store_file_lock.h"
 
 namespace iommu {
 namespace {
@@ -38,6 +35,12 @@ const char* const kMigrations[] = {
     "  response BLOB NOT NULL,"
     "  time_ms INTEGER NOT NULL);"
     "CREATE INDEX requests_by_time ON requests (time_ms);",
+    // 1 -> 2: a checksum per row (record_checksum.h), computed for the rows
+    // already there by the SQL functions RegisterChecksumFunctions adds.
+    "ALTER TABLE objects ADD COLUMN sum INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE objects SET sum = iommu_object_sum(kind, id, value);"
+    "ALTER TABLE requests ADD COLUMN sum INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE requests SET sum = iommu_request_sum(request_id, fingerprint, response, time_ms);",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSqliteSchemaVersion,
               "one migration per schema version");
@@ -56,31 +59,68 @@ class Statement final {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
-// Owns the lock file that keeps a second broker off the same database.
-class LockFile final {
- public:
-  explicit LockFile(int fd) : fd_(fd) {}
-  ~LockFile() {
-    if (fd_ >= 0) close(fd_);
-  }
-  LockFile(const LockFile&) = delete;
-  LockFile& operator=(const LockFile&) = delete;
+absl::string_view ValueBytes(sqlite3_value* v) {
+  const void* p = sqlite3_value_blob(v);
+  return p == nullptr ? absl::string_view()
+                      : absl::string_view(static_cast<const char*>(p), sqlite3_value_bytes(v));
+}
 
- private:
-  int fd_;
-};
+// The checksums as SQL functions, for the migration that adds them.
+void ObjectSumFn(sqlite3_context* ctx, int, sqlite3_value** v) {
+  sqlite3_result_int64(ctx, ObjectChecksum(ValueBytes(v[0]), ValueBytes(v[1]), ValueBytes(v[2])));
+}
+void RequestSumFn(sqlite3_context* ctx, int, sqlite3_value** v) {
+  sqlite3_result_int64(ctx, RequestChecksum(ValueBytes(v[0]), ValueBytes(v[1]), ValueBytes(v[2]),
+                                            sqlite3_value_int64(v[3])));
+}
+bool RegisterChecksumFunctions(sqlite3* db) {
+  const int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC;
+  return sqlite3_create_function(db, "iommu_object_sum", 3, flags, nullptr, ObjectSumFn, nullptr,
+                                 nullptr) == SQLITE_OK &&
+         sqlite3_create_function(db, "iommu_request_sum", 4, flags, nullptr, RequestSumFn,
+                                 nullptr, nullptr) == SQLITE_OK;
+}
+
+std::string ColumnText(sqlite3_stmt* st, int col) {
+  const unsigned char* p = sqlite3_column_text(st, col);
+  return p == nullptr ? std::string()
+                      : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(st, col));
+}
+std::string ColumnBlob(sqlite3_stmt* st, int col) {
+  const void* p = sqlite3_column_blob(st, col);
+  return p == nullptr ? std::string()
+                      : std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, col));
+}
+
+// The connection's last error as a Status. Busy/locked and I/O errors are
+// UNAVAILABLE (the caller may retry); corruption is DATA_LOSS; a full disk is
+// RESOURCE_EXHAUSTED. Never FAILED_PRECONDITION: a read that failed must not
+// look like an answer about the state.
+absl::Status Error(sqlite3* db, absl::string_view what) {
+  const int code = sqlite3_extended_errcode(db);
+  const std::string msg =
+      absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
+  switch (code & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(msg);
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(msg);
+    default:
+      return absl::UnavailableError(msg);
+  }
+}
+
+constexpr char kRestore[] =
+    "; the broker will not serve from a damaged store: restore the last backup "
+    "(docs/OPERATIONS.md, Backups)";
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(sqlite3* db, std::unique_ptr<LockFile> lock) : db_(db), lock_(std::move(lock)) {}
+  SqliteStore(std::string path, std::unique_ptr<StoreFileLock> lock, sqlite3* db)
+      : path_(std::move(path)), lock_(std::move(lock)), db_(db) {}
   ~SqliteStore() override {
-    if (checkpointer_.joinable()) {
-      {
-        absl::MutexLock l(&checkpoint_mu_);
-        stop_checkpointer_ = true;
-      }
-      checkpointer_.join();
-    }
+    checkpointer_.reset();
     {
       absl::MutexLock l(&read_mu_);
       find_request_.reset();
@@ -91,62 +131,56 @@ class SqliteStore final : public Store {
     delete_.reset();
     insert_request_.reset();
     // Closing cleanly checkpoints the WAL; a crash instead leaves it for the
-    // next open to replay, which is just as safe.
+    // next open to replay and truncate, which is just as safe. lock_, a
+    // member, is released only after this: its fd must outlive SQLite's.
     sqlite3_close_v2(db_);
   }
 
-  // Opens the second connection that LoadAll and FindRequest use. In WAL
-  // mode a reader sees the last committed state and neither waits for nor
-  // delays a writer, so a lookup is never stuck behind a commit's fsync (the
-  // broker looks requests up under its own lock while another thread
-  // commits).
-  // Moves WAL checkpoints off the commit path. By default the commit that
-  // grows the WAL past 1000 pages copies it into the database file and
-  // fsyncs that, in the committer's thread: tens of milliseconds added to
-  // one commit, which every request waiting on that group pays. Instead a
-  // thread of our own checkpoints (PASSIVE: never blocks a writer or a
-  // reader) on its own connection every `period`. Durability does not
-  // change: a commit is durable once its WAL frames are fsynced.
-  absl::Status StartCheckpointer(const std::string& path, absl::Duration period) {
-    {
-      absl::MutexLock l(&mu_);
-      RETURN_IF_ERROR(ExecLocked("PRAGMA wal_autocheckpoint=0"));
-    }
-    sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                             nullptr);
-    if (rc != SQLITE_OK) {
-      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-      sqlite3_close_v2(db);
-      return absl::UnavailableError(absl::StrCat("store: open checkpointer on ", path, ": ", msg));
-    }
-    sqlite3_busy_timeout(db, 5000);
-    checkpointer_ = std::thread([this, db, period] {
-      absl::MutexLock l(&checkpoint_mu_);
-      while (!checkpoint_mu_.AwaitWithTimeout(absl::Condition(&stop_checkpointer_), period)) {
-        checkpoint_mu_.Unlock();
-        // Errors (busy, I/O) only delay the checkpoint; the next try or the
-        // clean close does it, and commits are durable regardless.
-        sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-        checkpoint_mu_.Lock();
+  // Sets the connection up: WAL, synchronous=FULL (every COMMIT is fsynced
+  // before it returns), no auto-checkpoint in the committing thread (the
+  // checkpointer does it), and a rewound WAL shrunk to the checkpointer's
+  // threshold.
+  absl::Status Configure(const SqliteStoreOptions& options) {
+    absl::MutexLock l(&mu_);
+    if (!RegisterChecksumFunctions(db_)) return ErrorLocked("register checksum functions");
+    for (const std::string& pragma :
+         {std::string("PRAGMA journal_mode=WAL"), std::string("PRAGMA synchronous=FULL"),
+          std::string("PRAGMA foreign_keys=ON"), std::string("PRAGMA busy_timeout=5000"),
+          std::string("PRAGMA wal_autocheckpoint=0"),
+          absl::StrCat("PRAGMA journal_size_limit=", options.checkpoint.restart_bytes)}) {
+      absl::Status s = ExecLocked(pragma);
+      if (absl::IsDataLoss(s)) {
+        return absl::DataLossError(
+            absl::StrCat("store: ", path_, " is not a database: ", s.message(), kRestore));
       }
-      sqlite3_close_v2(db);
-    });
+      RETURN_IF_ERROR(s);
+    }
     return absl::OkStatus();
   }
 
-  absl::Status OpenReader(const std::string& path) {
-    absl::MutexLock l(&read_mu_);
-    sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                             nullptr);
-    if (rc != SQLITE_OK) {
-      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-      sqlite3_close_v2(db);
-      return absl::UnavailableError(absl::StrCat("store: open reader on ", path, ": ", msg));
+  // SQLite's own check of every page, index and constraint. Refuses to
+  // serve from a file that fails it: damage found now is a clear refusal
+  // instead of a wrong answer later.
+  absl::Status CheckIntegrity() {
+    absl::MutexLock l(&mu_);
+    Statement st;
+    RETURN_IF_ERROR(PrepareLocked("PRAGMA integrity_check(10)", &st));
+    std::vector<std::string> problems;
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      std::string line = ColumnText(st.get(), 0);
+      if (line != "ok") problems.push_back(std::move(line));
     }
-    sqlite3_busy_timeout(db, 5000);
-    read_db_ = db;
+    if (rc != SQLITE_DONE) {
+      absl::Status s = ErrorLocked("integrity_check");
+      return absl::DataLossError(absl::StrCat("store: ", path_, " is damaged: ", s.message(),
+                                              kRestore));
+    }
+    if (!problems.empty()) {
+      return absl::DataLossError(absl::StrCat("store: ", path_,
+                                              " is damaged: integrity_check: ",
+                                              absl::StrJoin(problems, "; "), kRestore));
+    }
     return absl::OkStatus();
   }
 
@@ -185,18 +219,77 @@ class SqliteStore final : public Store {
     return absl::OkStatus();
   }
 
+  // Folds a WAL left by a crash into the database file and empties it, so
+  // that a broker killed in a loop does not carry its log from run to run.
+  absl::Status TruncateWal() {
+    absl::MutexLock l(&mu_);
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr) !=
+        SQLITE_OK) {
+      return ErrorLocked("checkpoint at open");
+    }
+    return absl::OkStatus();
+  }
+
+  // Opens the second connection that LoadAll and FindRequest use. In WAL
+  // mode a reader sees the last committed state and neither waits for nor
+  // delays a writer, so a lookup is never stuck behind a commit's fsync (the
+  // broker looks requests up under its own lock while another thread
+  // commits).
+  absl::Status OpenReader() {
+    absl::MutexLock l(&read_mu_);
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db);
+      return absl::UnavailableError(absl::StrCat("store: open reader on ", path_, ": ", msg));
+    }
+    sqlite3_busy_timeout(db, 5000);
+    read_db_ = db;
+    return absl::OkStatus();
+  }
+
+  absl::Status StartCheckpointer(const WalCheckpointOptions& options) {
+    ASSIGN_OR_RETURN(checkpointer_, WalCheckpointer::Start(path_, &mu_, options));
+    return absl::OkStatus();
+  }
+
+  // Reads every remembered answer once, so that a damaged one refuses the
+  // start rather than a retry later. (Objects are verified by LoadAll.)
+  absl::Status VerifyRequests() {
+    absl::MutexLock l(&read_mu_);
+    Statement st;
+    if (sqlite3_prepare_v2(read_db_,
+                           "SELECT request_id, fingerprint, response, time_ms, sum FROM requests",
+                           -1, st.out(), nullptr) != SQLITE_OK) {
+      return Error(read_db_, "prepare verify requests");
+    }
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      RETURN_IF_ERROR(RequestFromRow(st.get(), nullptr).status());
+    }
+    if (rc != SQLITE_DONE) return Error(read_db_, "verify requests");
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::vector<StoreRecord>> LoadAll() override {
     absl::MutexLock l(&read_mu_);
     Statement st;
-    if (sqlite3_prepare_v2(read_db_, "SELECT kind, id, value FROM objects ORDER BY kind, id", -1,
-                           st.out(), nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(read_db_, "SELECT kind, id, value, sum FROM objects ORDER BY kind, id",
+                           -1, st.out(), nullptr) != SQLITE_OK) {
       return Error(read_db_, "prepare load objects");
     }
     std::vector<StoreRecord> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      out.push_back(StoreRecord{ColumnText(st.get(), 0), ColumnText(st.get(), 1),
-                                ColumnBlob(st.get(), 2)});
+      StoreRecord r{ColumnText(st.get(), 0), ColumnText(st.get(), 1), ColumnBlob(st.get(), 2)};
+      const uint32_t stored = static_cast<uint32_t>(sqlite3_column_int64(st.get(), 3));
+      const uint32_t computed = ObjectChecksum(r.kind, r.id, r.value);
+      if (stored != computed) {
+        return ChecksumError(absl::StrCat("record ", r.kind, "/", r.id), stored, computed);
+      }
+      out.push_back(std::move(r));
     }
     if (rc != SQLITE_DONE) return Error(read_db_, "load objects");
     return out;
@@ -236,8 +329,8 @@ class SqliteStore final : public Store {
     if (find_request_ == nullptr) {
       find_request_ = std::make_unique<Statement>();
       if (sqlite3_prepare_v2(read_db_,
-                             "SELECT fingerprint, response, time_ms FROM requests WHERE "
-                             "request_id = ?",
+                             "SELECT request_id, fingerprint, response, time_ms, sum FROM requests "
+                             "WHERE request_id = ?",
                              -1, find_request_->out(), nullptr) != SQLITE_OK) {
         find_request_.reset();
         return Error(read_db_, "prepare find request");
@@ -256,13 +349,10 @@ class SqliteStore final : public Store {
       sqlite3_reset(st);
       return s;
     }
-    RequestRecord r;
-    r.request_id = std::string(request_id);
-    r.fingerprint = ColumnBlob(st, 0);
-    r.response = ColumnBlob(st, 1);
-    r.time_ms = sqlite3_column_int64(st, 2);
+    absl::StatusOr<RequestRecord> r = RequestFromRow(st, &request_id);
     sqlite3_reset(st);  // Ends the read transaction.
-    return std::optional<RequestRecord>(std::move(r));
+    if (!r.ok()) return r.status();
+    return std::optional<RequestRecord>(*std::move(r));
   }
 
   absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override {
@@ -275,18 +365,48 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // A row of (request_id, fingerprint, response, time_ms, sum), verified:
+  // its checksum matches and, when `wanted` is given, it is the row asked
+  // for (a damaged index could lead to another one). DATA_LOSS otherwise,
+  // never a record that would make the broker refuse a retry as a
+  // different request.
+  absl::StatusOr<RequestRecord> RequestFromRow(sqlite3_stmt* st, const absl::string_view* wanted) {
+    RequestRecord r;
+    r.request_id = ColumnText(st, 0);
+    r.fingerprint = ColumnBlob(st, 1);
+    r.response = ColumnBlob(st, 2);
+    r.time_ms = sqlite3_column_int64(st, 3);
+    const uint32_t stored = static_cast<uint32_t>(sqlite3_column_int64(st, 4));
+    const uint32_t computed = RequestChecksum(r.request_id, r.fingerprint, r.response, r.time_ms);
+    if (stored != computed) {
+      return ChecksumError(absl::StrCat("answer to request ", r.request_id), stored, computed);
+    }
+    if (wanted != nullptr && r.request_id != *wanted) {
+      return absl::DataLossError(absl::StrCat("store: ", path_, " is damaged: looking up request ",
+                                              *wanted, " found request ", r.request_id, kRestore));
+    }
+    return r;
+  }
+
+  absl::Status ChecksumError(absl::string_view what, uint32_t stored, uint32_t computed) const {
+    return absl::DataLossError(absl::StrFormat(
+        "store: %s is damaged: %s fails its checksum (stored 0x%08x, computed 0x%08x)%s", path_,
+        what, stored, computed, kRestore));
+  }
+
   absl::Status ApplyLocked(const WriteBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // The three statements are prepared once and reused: a group commit
     // runs them for every batch it holds.
     if (!batch.puts.empty()) {
       RETURN_IF_ERROR(CachedLocked(
-          "INSERT OR REPLACE INTO objects (kind, id, value) VALUES (?, ?, ?)", &put_));
+          "INSERT OR REPLACE INTO objects (kind, id, value, sum) VALUES (?, ?, ?, ?)", &put_));
       sqlite3_stmt* st = put_->get();
       for (const StoreRecord& r : batch.puts) {
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, r.kind.data(), r.kind.size(), SQLITE_STATIC);
         sqlite3_bind_text(st, 2, r.id.data(), r.id.size(), SQLITE_STATIC);
         sqlite3_bind_blob(st, 3, r.value.data(), r.value.size(), SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, ObjectChecksum(r.kind, r.id, r.value));
         const int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) return ErrorLocked(absl::StrCat("put ", r.kind, "/", r.id));
@@ -307,7 +427,8 @@ class SqliteStore final : public Store {
     if (batch.request.has_value()) {
       const RequestRecord& r = *batch.request;
       RETURN_IF_ERROR(CachedLocked(
-          "INSERT INTO requests (request_id, fingerprint, response, time_ms) VALUES (?, ?, ?, ?)",
+          "INSERT INTO requests (request_id, fingerprint, response, time_ms, sum) "
+          "VALUES (?, ?, ?, ?, ?)",
           &insert_request_));
       sqlite3_stmt* st = insert_request_->get();
       sqlite3_reset(st);
@@ -315,6 +436,7 @@ class SqliteStore final : public Store {
       sqlite3_bind_blob(st, 2, r.fingerprint.data(), r.fingerprint.size(), SQLITE_STATIC);
       sqlite3_bind_blob(st, 3, r.response.data(), r.response.size(), SQLITE_STATIC);
       sqlite3_bind_int64(st, 4, r.time_ms);
+      sqlite3_bind_int64(st, 5, RequestChecksum(r.request_id, r.fingerprint, r.response, r.time_ms));
       const int rc = sqlite3_step(st);
       sqlite3_reset(st);
       if (rc != SQLITE_DONE) return ErrorLocked(absl::StrCat("record request ", r.request_id));
@@ -349,36 +471,14 @@ class SqliteStore final : public Store {
     return absl::OkStatus();
   }
 
-  // The connection's last error as a Status. Busy/locked and I/O errors are
-  // UNAVAILABLE (the caller may retry); corruption is DATA_LOSS.
   absl::Status ErrorLocked(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return Error(db_, what);
   }
-  static absl::Status Error(sqlite3* db, absl::string_view what) {
-    const int code = sqlite3_extended_errcode(db);
-    const std::string msg =
-        absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
-    switch (code & 0xff) {
-      case SQLITE_CORRUPT:
-      case SQLITE_NOTADB:
-        return absl::DataLossError(msg);
-      case SQLITE_FULL:
-        return absl::ResourceExhaustedError(msg);
-      default:
-        return absl::UnavailableError(msg);
-    }
-  }
 
-  static std::string ColumnText(sqlite3_stmt* st, int col) {
-    const unsigned char* p = sqlite3_column_text(st, col);
-    return p == nullptr ? std::string()
-                        : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(st, col));
-  }
-  static std::string ColumnBlob(sqlite3_stmt* st, int col) {
-    const void* p = sqlite3_column_blob(st, col);
-    return p == nullptr ? std::string()
-                        : std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, col));
-  }
+  // Constant after construction. lock_ is declared before the connections
+  // so that it is destroyed after them (see store_file_lock.h).
+  const std::string path_;
+  const std::unique_ptr<StoreFileLock> lock_;
 
   absl::Mutex mu_;  // The write connection: migrations, commits, expiry.
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
@@ -388,57 +488,33 @@ class SqliteStore final : public Store {
   absl::Mutex read_mu_;  // The read connection: LoadAll, FindRequest.
   sqlite3* read_db_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
   std::unique_ptr<Statement> find_request_ ABSL_GUARDED_BY(read_mu_);
-  absl::Mutex checkpoint_mu_;
-  bool stop_checkpointer_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
-  std::thread checkpointer_;
-  const std::unique_ptr<LockFile> lock_;
+  // Takes mu_ to truncate the WAL; stopped first in the destructor.
+  std::unique_ptr<WalCheckpointer> checkpointer_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
-  // One broker per database: a second one would corrupt nothing (SQLite
-  // locks) but would serve stale in-memory state.
-  const std::string lock_path = path + ".lock";
-  int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("store: open ", lock_path, ": ", std::strerror(errno)));
-  }
-  auto lock = std::make_unique<LockFile>(fd);
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    return absl::UnavailableError(absl::StrCat("store: ", path,
-                                               " is in use by another broker (lock ", lock_path,
-                                               " held): ", std::strerror(errno)));
-  }
-
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                                       SqliteStoreOptions options) {
+  // Before SQLite sees the file: it must be private and ours alone.
+  ASSIGN_OR_RETURN(std::unique_ptr<StoreFileLock> lock, StoreFileLock::Acquire(path));
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);
     return absl::UnavailableError(absl::StrCat("store: open ", path, ": ", msg));
   }
-  auto store = std::make_unique<SqliteStore>(db, std::move(lock));
-  // WAL + synchronous=FULL: every COMMIT is fsynced before it returns.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"}) {
-    char* err = nullptr;
-    if (sqlite3_exec(db, pragma, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : sqlite3_errmsg(db);
-      sqlite3_free(err);
-      const int code = sqlite3_extended_errcode(db) & 0xff;
-      if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT) {
-        return absl::DataLossError(absl::StrCat("store: ", path, " is not a database: ", msg));
-      }
-      return absl::UnavailableError(absl::StrCat("store: ", pragma, ": ", msg));
-    }
-  }
+  auto store = std::make_unique<SqliteStore>(path, std::move(lock), db);
+  RETURN_IF_ERROR(store->Configure(options));
+  RETURN_IF_ERROR(store->CheckIntegrity());
   RETURN_IF_ERROR(store->Migrate());
-  RETURN_IF_ERROR(store->OpenReader(path));
-  RETURN_IF_ERROR(store->StartCheckpointer(path, absl::Milliseconds(100)));
+  RETURN_IF_ERROR(store->TruncateWal());
+  RETURN_IF_ERROR(store->OpenReader());
+  RETURN_IF_ERROR(store->VerifyRequests());
+  RETURN_IF_ERROR(store->LoadAll().status());
+  RETURN_IF_ERROR(store->StartCheckpointer(options.checkpoint));
   return std::unique_ptr<Store>(std::move(store));
 }
 

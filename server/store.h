@@ -6,6 +6,12 @@
 //
 // Thread-safety: implementations are safe to call from several threads; each
 // call is atomic with respect to the others.
+//
+// Read errors: a record the store cannot vouch for (damaged on disk, a
+// checksum that does not match, a lookup that found another key) is
+// DATA_LOSS; I/O trouble is UNAVAILABLE. A read never returns a damaged
+// record as if it were the state, so a caller's answer built on it (e.g.
+// "this request id was used for a different request") cannot be wrong.
 #ifndef SERVER_STORE_H_
 #define SERVER_STORE_H_
 
