@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -60,6 +61,22 @@ std::string SimDevices() {
 
 enum class Op { kCreateTenant, kCreateContainer, kAllocateWindow, kReleaseWindow, kDeleteContainer };
 
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kCreateTenant:
+      return "CreateTenant";
+    case Op::kCreateContainer:
+      return "CreateContainer";
+    case Op::kAllocateWindow:
+      return "AllocateWindow";
+    case Op::kReleaseWindow:
+      return "ReleaseWindow";
+    case Op::kDeleteContainer:
+      return "DeleteContainer";
+  }
+  return "?";
+}
+
 // One acknowledged mutation: what was asked and the first answer.
 struct Acked {
   Op op;
@@ -79,6 +96,7 @@ struct WorkerState {
   int abandoned_windows = 0;   // Windows likewise.
   int abandoned_other = 0;
   int refused = 0;             // Definite refusals (changed nothing).
+  std::map<std::string, int> refusals;  // "Op CODE: message prefix" -> count.
   int retried_to_answer = 0;   // Uncertain answers resolved by retrying the request id.
 };
 
@@ -138,6 +156,10 @@ class Worker {
       }
       if (!chaos::IsUncertain(s.error_code())) {
         ++st_.refused;
+        const auto code = static_cast<absl::StatusCode>(s.error_code());
+        ++st_.refusals[absl::StrCat(OpName(op), retried ? " (retried) " : " ",
+                                    absl::StatusCodeToString(code), ": ",
+                                    s.error_message().substr(0, 60))];
         return Outcome::kRefused;
       }
       if (!persist || stop_->load()) break;
@@ -419,6 +441,11 @@ TEST(BrokerKill9ChaosTest, AcknowledgedMutationsSurviveRepeatedKill9UnderConcurr
     orphan_containers += extra_containers;
     orphan_windows += extra_windows;
   }
+  std::map<std::string, int> refusals;
+  for (auto& w : workers) {
+    for (const auto& [what, n] : w->state().refusals) refusals[what] += n;
+  }
+  for (const auto& [what, n] : refusals) Note(absl::StrCat("refused ", n, "x: ", what));
   // Every tenant is one of the workers'.
   EXPECT_EQ(fleet->tenants.size(), static_cast<size_t>(kWorkers));
 
