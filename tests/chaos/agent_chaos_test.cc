@@ -137,6 +137,12 @@ class AgentChaosTest : public ::testing::Test {
   // windows, and the broker's counters equal a recount.
   void ExpectReconciled(const std::string& when) {
     SCOPED_TRACE(when);
+    ExpectReconciledWithSessions(0);
+  }
+
+  // As ExpectReconciled, with `sessions` launcher sessions still open (and
+  // billing, if any, left to the caller).
+  void ExpectReconciledWithSessions(uint32_t sessions) {
     auto both_ready = [&] {
       v1::ListContainersResponse out;
       v1::ListContainersRequest req;
@@ -167,9 +173,11 @@ class AgentChaosTest : public ::testing::Test {
       EXPECT_EQ(c.pin_budget_bytes(), 8 * kMiB) << c.ShortDebugString();
     }
     EXPECT_EQ(held, listed) << "agent vs broker";
-    // Nothing of the dead sessions is held or billed.
-    EXPECT_EQ(inv.launcher().sessions(), 0u) << inv.launcher().ShortDebugString();
-    EXPECT_EQ(inv.usage_size(), 0) << inv.ShortDebugString();
+    EXPECT_EQ(inv.launcher().sessions(), sessions) << inv.launcher().ShortDebugString();
+    // Nothing of dead sessions is held or billed.
+    if (sessions == 0) {
+      EXPECT_EQ(inv.usage_size(), 0) << inv.ShortDebugString();
+    }
   }
 
   testing::Cluster cluster_;
@@ -198,6 +206,8 @@ TEST_F(AgentChaosTest, StoppedAgentKeepsSessionsAndKilledAgentReconcilesWithoutL
 
   // --- SIGSTOP / SIGCONT, each shorter than the node timeout (1.5 s).
   const std::string address = cluster_.agent("n1").address();
+  // 0.4-0.7 s stopped: under the node timeout, and beyond several
+  // heartbeat intervals (100 ms).
   int maps_after_stop = 0;
   for (int cycle = 0; cycle < kStopCycles; ++cycle) {
     SCOPED_TRACE(absl::StrCat("stop cycle ", cycle));
@@ -283,6 +293,41 @@ TEST_F(AgentChaosTest, StoppedAgentKeepsSessionsAndKilledAgentReconcilesWithoutL
       "and 0 bytes billed after restart, counters == recount, new grants opened new sessions "
       "that map inside the restored windows (and not past them); wall time %s",
       kKillCycles, absl::FormatDuration(absl::Now() - start)));
+  holder.Kill();
+}
+
+// The other side of invariant 6: the broker is killed with SIGKILL (three
+// times) while a launcher holds a session. The node's DMA must not notice:
+// the --hold launcher keeps running with its mapping, the agent re-registers
+// with each new broker and keeps its containers (the store lists them), and
+// the broker's view is back to READY with counters equal to a recount.
+TEST_F(AgentChaosTest, BrokerKill9LeavesLiveSessionsAndContainersAlone) {
+  const absl::Time start = absl::Now();
+  chaos::LauncherProcess holder;
+  StartHoldingLauncher(&holder, c1_, w1_, "holder");
+  ASSERT_FALSE(HasFailure());
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    SCOPED_TRACE(absl::StrCat("broker kill cycle ", cycle));
+    broker_.reset();
+    cluster_.broker().Kill();
+    absl::SleepFor(absl::Milliseconds(100 * cycle));
+    ASSERT_TRUE(cluster_.StartBroker().ok()) << cluster_.broker().Log();
+    broker_ = cluster_.BrokerStub();
+    ASSERT_TRUE(cluster_.WaitForNodeState("n1", v1::NODE_STATE_READY).ok());
+    ExpectReconciledWithSessions(/*sessions=*/1);
+    EXPECT_TRUE(holder.Running()) << "the --hold launcher died:\n" << holder.output();
+    EXPECT_EQ(AgentMappings(c1_), 1);
+  }
+  // Billing reached the new broker through heartbeats.
+  EXPECT_TRUE(PollUntil([&] {
+    absl::StatusOr<chaos::Fleet> f = chaos::ReadFleet(broker_.get());
+    return f.ok() && f->usage.tenants_size() == 1 && f->usage.tenants(0).pinned_bytes() == 0x80000;
+  })) << "the broker's usage never showed the session's 0x80000 pinned bytes";
+  Note(absl::StrFormat(
+      "3 broker kill -9 cycles with a --hold session: launcher alive with its mapping, node READY, "
+      "agent == broker (2 containers), counters == recount, 0x80000 pinned bytes reported to the "
+      "new broker; wall time %s",
+      absl::FormatDuration(absl::Now() - start)));
   holder.Kill();
 }
 
