@@ -445,7 +445,14 @@ TEST(BrokerKill9ChaosTest, AcknowledgedMutationsSurviveRepeatedKill9UnderConcurr
   for (auto& w : workers) {
     for (const auto& [what, n] : w->state().refusals) refusals[what] += n;
   }
-  for (const auto& [what, n] : refusals) Note(absl::StrCat("refused ", n, "x: ", what));
+  for (const auto& [what, n] : refusals) {
+    Note(absl::StrCat("refused ", n, "x: ", what));
+    // A retry carries the same request id and content as the request whose
+    // answer was lost: the broker must answer it as the first time, never
+    // as a different request or as a duplicate of itself.
+    EXPECT_EQ(what.find("(retried) FAILED_PRECONDITION"), std::string::npos) << what;
+    EXPECT_EQ(what.find("(retried) ALREADY_EXISTS"), std::string::npos) << what;
+  }
   // Every tenant is one of the workers'.
   EXPECT_EQ(fleet->tenants.size(), static_cast<size_t>(kWorkers));
 
