@@ -143,17 +143,11 @@ class AgentChaosTest : public ::testing::Test {
   // As ExpectReconciled, with `sessions` launcher sessions still open (and
   // billing, if any, left to the caller).
   void ExpectReconciledWithSessions(uint32_t sessions) {
-    auto both_ready = [&] {
-      v1::ListContainersResponse out;
-      v1::ListContainersRequest req;
-      if (!Call(broker_.get(), &v1::Broker::Stub::ListContainers, req, &out).ok()) return false;
-      int ready = 0;
-      for (const auto& c : out.containers()) ready += c.state() == v1::CONTAINER_STATE_READY;
-      return ready == 2 && out.containers_size() == 2;
-    };
-    EXPECT_TRUE(PollUntil(both_ready, absl::Seconds(10))) << "containers not READY again";
-    absl::StatusOr<chaos::Fleet> fleet = chaos::ReadFleet(broker_.get());
+    absl::StatusOr<chaos::Fleet> fleet = chaos::ReadSettledFleet(broker_.get());
     ASSERT_TRUE(fleet.ok()) << fleet.status();
+    for (const auto& [id, c] : fleet->containers) {
+      EXPECT_EQ(c.state(), v1::CONTAINER_STATE_READY) << c.ShortDebugString();
+    }
     std::set<std::string> listed;
     for (const auto& [id, c] : fleet->containers) listed.insert(id);
     EXPECT_EQ(listed, (std::set<std::string>{c1_, c2_})) << "duplicated or lost containers";

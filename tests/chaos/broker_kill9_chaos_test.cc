@@ -377,7 +377,7 @@ TEST(BrokerKill9ChaosTest, AcknowledgedMutationsSurviveRepeatedKill9UnderConcurr
   ASSERT_TRUE(ready.ok()) << ready << "\n" << cluster.agent("n1").Log();
 
   auto stub = chaos::BrokerStubFor(cluster.broker_address());
-  absl::StatusOr<chaos::Fleet> fleet = chaos::ReadFleet(stub.get());
+  absl::StatusOr<chaos::Fleet> fleet = chaos::ReadSettledFleet(stub.get());
   ASSERT_TRUE(fleet.ok()) << fleet.status();
 
   // 1. Every acknowledged mutation is visible; nothing unasked exists.
@@ -470,7 +470,7 @@ TEST(BrokerKill9ChaosTest, AcknowledgedMutationsSurviveRepeatedKill9UnderConcurr
     }
   }
   // The retries changed nothing.
-  absl::StatusOr<chaos::Fleet> after = chaos::ReadFleet(stub.get());
+  absl::StatusOr<chaos::Fleet> after = chaos::ReadSettledFleet(stub.get());
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->containers.size(), fleet->containers.size());
   EXPECT_EQ(after->windows.size(), fleet->windows.size());

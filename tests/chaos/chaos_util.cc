@@ -109,6 +109,22 @@ absl::StatusOr<Fleet> ReadFleet(v1::Broker::Stub* stub) {
   return f;
 }
 
+absl::StatusOr<Fleet> ReadSettledFleet(v1::Broker::Stub* stub, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    absl::StatusOr<Fleet> f = ReadFleet(stub);
+    bool settled = f.ok();
+    if (settled) {
+      for (const auto& [name, n] : f->nodes) settled &= n.state() == v1::NODE_STATE_READY;
+      for (const auto& [id, c] : f->containers) {
+        settled &= c.state() == v1::CONTAINER_STATE_READY;
+      }
+    }
+    if (settled || absl::Now() >= deadline) return f;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
 std::vector<std::string> CheckFleet(const Fleet& f) {
   std::vector<std::string> bad;
   struct Count {

@@ -48,6 +48,13 @@ struct Fleet {
 };
 absl::StatusOr<Fleet> ReadFleet(v1::Broker::Stub* stub);
 
+// ReadFleet, repeated (up to `timeout`) until every node and every container
+// is READY: on a loaded machine (sanitizers, parallel tests) an agent may
+// miss the node timeout and re-register, which briefly shows its node
+// RECONCILING. Returns the last snapshot either way; callers check it.
+absl::StatusOr<Fleet> ReadSettledFleet(v1::Broker::Stub* stub,
+                                       absl::Duration timeout = absl::Seconds(20));
+
 // The invariants a snapshot must satisfy whatever happened before it, as
 // human-readable violations (empty: all hold):
 //  * no half state: every container's tenant exists; every window's
