@@ -104,6 +104,7 @@ absl::Status Daemon::Start(const std::string& binary, std::vector<std::string> a
   const std::string port_file = absl::StrCat(dir, "/", name, ".port");
   unlink(port_file.c_str());
   log_ = absl::StrCat(dir, "/", name, ".log");
+  early_exit_status_ = -1;
   args.insert(args.begin(), binary);
   args.push_back("--port_file=" + port_file);
   pid_ = fork();
@@ -131,6 +132,7 @@ absl::Status Daemon::Start(const std::string& binary, std::vector<std::string> a
     int status;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      early_exit_status_ = status;
       return absl::InternalError(absl::StrCat(name, " exited early: ", Log()));
     }
     absl::SleepFor(absl::Milliseconds(20));

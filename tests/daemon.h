@@ -60,10 +60,14 @@ class Daemon final {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string log_path() const { return log_; }
   std::string Log() const;  // Contents of the log so far.
+  // When Start failed because the child exited before publishing its port:
+  // its wait status (as waitpid); -1 otherwise.
+  int early_exit_status() const { return early_exit_status_; }
 
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  int early_exit_status_ = -1;
   std::string log_;
 };
 
