@@ -155,6 +155,8 @@ std::string ContainerStateName(ContainerState state) {
       return "node-unavailable";
     case iommu::v1::CONTAINER_STATE_FAILED:
       return "failed";
+    case iommu::v1::CONTAINER_STATE_DELETING:
+      return "deleting";
     default:
       return "unknown";
   }

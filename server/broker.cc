@@ -574,6 +574,7 @@ v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
       v.set_status_message(f->second);
     }
   }
+  if (c.container.deleting()) v.set_state(v1::CONTAINER_STATE_DELETING);
   v.set_window_count(c.window_ids.size());
   v.set_window_bytes(c.allocator.allocated_bytes());
   return v;
@@ -1325,6 +1326,24 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
     live = n != nodes_.end() && NodeLiveLocked(n->second);
     if (n != nodes_.end()) address = Endpoint(n->second);
     deleting_.insert(id);
+    if (live && !c->container.deleting()) {
+      // The intent first, durably, and only then the agent's destroy: a
+      // delete refused by the store (say, a full disk) must leave the
+      // container on its agent, and a crash after the destroy must not show
+      // the container READY or have the agent re-create it (Register
+      // finishes a DELETING container its agent no longer holds).
+      v1::Container marked = c->container;
+      marked.set_deleting(true);
+      WriteBatch intent;
+      intent.puts.push_back(Record(kContainer, id, marked));
+      c->container.set_deleting(true);
+      c->changed_seq = ApplyingSeqLocked();
+      absl::Status s = CommitLocked(std::move(intent));  // Rolled back on error; c is stale.
+      if (!s.ok()) {
+        deleting_.erase(id);
+        return s;
+      }
+    }
   }
   if (live) {
     absl::Status s = agents_->DestroyContainer(address, id);
@@ -1341,7 +1360,17 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
   ASSIGN_OR_RETURN(Plan plan, PlanDeleteContainerLocked(id));
   if (request.has_value()) plan.batch.request = request;
   plan.apply();
-  RETURN_IF_ERROR(CommitLocked(std::move(plan.batch)));  // Rolled back on error.
+  absl::Status removed = CommitLocked(std::move(plan.batch));  // Rolled back on error.
+  if (!removed.ok()) {
+    if (!live) return removed;
+    // Destroyed on the node, but not forgotten: the container stays
+    // DELETING (never READY without its agent) until a repeated delete or
+    // the agent's next registration finishes it.
+    return absl::Status(removed.code(),
+                        absl::StrCat(removed.message(), "; container ", id,
+                                     " was destroyed on its node and stays DELETING: repeat "
+                                     "the delete to finish it"));
+  }
   Log(absl::StrCat("event=container_deleted container=", id, " tenant=", tenant, " node=", node,
                    " node_live=", live, " request_id=", request ? request->request_id : ""));
   RecordEvent(NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), tenant,
@@ -1461,6 +1490,10 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
       return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
                                                  " of container ", req.container_id(),
                                                  " is reconciling after registering; retry"));
+    }
+    if (c->container.deleting()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "container_id: container ", req.container_id(), " is being deleted"));
     }
     if (c->window_ids.size() > kMaxWindowsPerContainer) {
       // Only a store written before the limit can hold more.
@@ -1589,7 +1622,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
       "AllocateWindow", caller, req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
-        if (deleting_.count(req.container_id())) {
+        if (deleting_.count(req.container_id()) || c->container.deleting()) {
           return absl::FailedPreconditionError(
               absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
         }
@@ -1972,8 +2005,13 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   std::set<std::string> held;
   for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
   int to_create = 0;
+  std::vector<std::string> finished;  // DELETING, and the agent no longer has it.
   for (const std::string& id : NodeContainersLocked(req.node())) {
     const ContainerEntry& c = containers_.at(id);
+    if (c.container.deleting() && !held.count(id)) {
+      finished.push_back(id);
+      continue;
+    }
     v1::AgentContainer* d = out->add_desired_containers();
     d->set_id(id);
     d->set_tenant_id(c.container.tenant_id());
@@ -1982,6 +2020,20 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     d->set_pin_budget_bytes(c.container.pin_budget_bytes());
     *d->mutable_windows() = WindowsLocked(c).windows();
     if (!held.erase(id)) ++to_create;
+  }
+  if (!finished.empty()) {
+    // A delete whose destroy happened but whose removal was never
+    // committed (the broker crashed, or the store refused it): finish it.
+    WriteBatch removal;
+    for (const std::string& id : finished) {
+      absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
+      if (!plan.ok()) continue;
+      for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
+      plan->apply();
+      Log(absl::StrCat("event=container_deleted container=", id, " node=", req.node(),
+                       " note=finished_at_registration"));
+    }
+    RETURN_IF_ERROR(CommitLocked(std::move(removal)));
   }
   Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
                    " backend=", req.backend(), req.simulated() ? " SIMULATED=true" : "",

@@ -1133,5 +1133,87 @@ TEST_F(BrokerTest, UnreloadableStoreAfterFailedCommitFailsClosedWithoutAborting)
   ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kUnavailable, "it is restarting");
 }
 
+
+// A delete commits its intent before the agent destroys anything: a delete
+// the store refuses leaves the container on its agent, and one interrupted
+// after the destroy is finished when the agent registers without it.
+TEST_F(BrokerTest, DeleteCommitsItsIntentBeforeTheAgentDestroys) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  store_.set_next_commit_error(absl::ResourceExhaustedError("disk full"));
+  ExpectCode(broker_->DeleteContainer(dr, &dresp), absl::StatusCode::kResourceExhausted,
+             "disk full");
+  EXPECT_EQ(agents_.destroys(), 0);
+  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 1u);
+  v1::GetContainerRequest gc;
+  gc.set_container_id(c->id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_READY);
+
+  // The intent commits, the destroy happens, the removal is refused: the
+  // container shows DELETING and takes no new windows.
+  store_.set_commit_error_after(1, absl::ResourceExhaustedError("disk full"));
+  ExpectCode(broker_->DeleteContainer(dr, &dresp), absl::StatusCode::kResourceExhausted,
+             "disk full");
+  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 0u);
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_DELETING);
+  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kFailedPrecondition,
+             "is being deleted");
+
+  // After a restart the agent registers without it: the delete is finished,
+  // and the agent is not asked to re-create it.
+  Restart();
+  v1::RegisterResponse reg;
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
+  EXPECT_EQ(reg.desired_containers_size(), 0);
+  ExpectCode(broker_->GetContainer(gc, &got), absl::StatusCode::kNotFound, "no container");
+}
+
+// An agent that still holds a DELETING container keeps it (its guest's DMA
+// is cut only by a delete request's own destroy); repeating the delete
+// finishes it.
+TEST_F(BrokerTest, DeletingContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  agents_.set_next_error(absl::UnavailableError("agent stalled"));
+  EXPECT_FALSE(broker_->DeleteContainer(dr, &dresp).ok());
+  v1::GetContainerRequest gc;
+  gc.set_container_id(c->id());
+  v1::Container got;
+  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
+  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_DELETING);
+  // The agent re-registers still holding it: it stays desired.
+  v1::RegisterRequest req;
+  req.set_node("n1");
+  req.set_agent_address("n1:1");
+  *req.add_devices() = Dev("0000:00:04.0", 5);
+  v1::AgentContainer* held = req.add_containers();
+  held->set_id(c->id());
+  v1::RegisterResponse reg;
+  ASSERT_TRUE(broker_->Register(req, &reg).ok());
+  ASSERT_EQ(reg.desired_containers_size(), 1);
+  v1::ReconciledRequest rec;
+  rec.set_node("n1");
+  rec.set_session_id(reg.session_id());
+  *rec.mutable_containers() = reg.desired_containers();
+  v1::ReconciledResponse unused;
+  ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
+  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
+  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 0u);
+  ExpectCode(broker_->GetContainer(gc, &got), absl::StatusCode::kNotFound, "no container");
+}
+
 }  // namespace
 }  // namespace iommu

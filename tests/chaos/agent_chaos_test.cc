@@ -325,13 +325,11 @@ TEST_F(AgentChaosTest, BrokerKill9LeavesLiveSessionsAndContainersAlone) {
   holder.Kill();
 }
 
-// PRODUCT BUG, disabled until fixed: an agent remembers used tokens only in
-// memory, so after kill -9 and a restart a token that already opened a
-// session opens a second one (the grant key is stable across restarts and
-// the token has not expired). Commit 25789ff added the agent's incarnation
-// to grants (proto fields only); enable this when agents enforce it. Run
-// with --test_arg=--gtest_also_run_disabled_tests.
-TEST_F(AgentChaosTest, DISABLED_TokenUsedBeforeAnAgentRestartOpensNoSessionAfterIt) {
+// Regression: the agent remembers used tokens only in memory and the grant
+// key survives its restart, so a used token once opened a second session
+// after kill -9 and a restart. Grants are now bound to the agent's run
+// (LauncherGrant.agent_incarnation).
+TEST_F(AgentChaosTest, TokenUsedBeforeAnAgentRestartOpensNoSessionAfterIt) {
   const std::string token = Grant(c1_);
   {
     absl::StatusOr<std::unique_ptr<LauncherClient>> first = LauncherClient::Connect(Socket());

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -370,16 +371,14 @@ TEST_F(StoreFaultChaosTest, RefusedCreateAndWindowChangesOnFullDiskLeaveNothingO
       filled / 1024, create.error_code(), allocate.error_code(), release.error_code()));
 }
 
-// PRODUCT BUG, disabled until fixed (reported from wip-chaos): the broker
-// destroys a container on its agent first and commits the deletion after
-// (Broker::DeleteContainerInternal). When that commit fails (here: the disk
-// is full), DeleteContainer answers RESOURCE_EXHAUSTED "store: ... database
-// or disk is full" -- a refused request, which the API says changes nothing
-// -- yet the agent no longer holds the container, while the broker keeps
-// listing it READY with its window; a launcher session for it cannot open.
-// Nothing repairs this until the agent registers again (DESIGN.md
-// invariants 5 and 6). Run with --gtest_also_run_disabled_tests.
-TEST_F(StoreFaultChaosTest, DISABLED_RefusedDeleteOnFullDiskLeavesTheContainerOnTheAgent) {
+// Regression: DeleteContainer destroyed the container on its agent first and
+// committed the deletion after, so a delete the store refused (a full disk)
+// had cut the guest's DMA while the broker went on listing the container
+// READY. The delete's intent is now committed before the destroy: whichever
+// commit the full disk refuses, the broker never lists READY a container its
+// agent does not hold (either nothing happened, or it is DELETING), and the
+// same delete repeated once there is space finishes it.
+TEST_F(StoreFaultChaosTest, RefusedDeleteOnFullDiskNeverLeavesAReadyContainerWithoutItsAgent) {
   testing::ClusterOptions options;
   options.broker_args = {"--db=" + *g_mnt + "/delete.db"};
   testing::Cluster cluster(options);
@@ -411,7 +410,6 @@ TEST_F(StoreFaultChaosTest, DISABLED_RefusedDeleteOnFullDiskLeavesTheContainerOn
   ASSERT_FALSE(s.ok()) << "the delete was acknowledged on a full disk";
   EXPECT_THAT(s.error_message(), HasSubstr("store"));
 
-  // Refused, so nothing changed: the broker lists it, the agent holds it.
   v1::GetContainerRequest gc;
   gc.set_container_id(c.id());
   v1::Container listed;
@@ -421,10 +419,29 @@ TEST_F(StoreFaultChaosTest, DISABLED_RefusedDeleteOnFullDiskLeavesTheContainerOn
   v1::GetInventoryResponse inv;
   grpc::ClientContext ictx;
   ASSERT_TRUE(agent->GetInventory(&ictx, v1::GetInventoryRequest(), &inv).ok());
-  ASSERT_EQ(inv.containers_size(), 1) << "the refused delete destroyed the container on the agent "
-                                         "while the broker lists it "
-                                      << v1::ContainerState_Name(listed.state());
-  EXPECT_EQ(inv.containers(0).id(), c.id());
+  if (inv.containers_size() == 1) {
+    // The intent was refused: nothing changed.
+    EXPECT_EQ(inv.containers(0).id(), c.id());
+    EXPECT_EQ(listed.state(), v1::CONTAINER_STATE_READY);
+    std::printf("chaos: refused delete: intent refused, container READY on its agent\n");
+  } else {
+    // The removal was refused after the destroy: DELETING, and said so.
+    EXPECT_EQ(inv.containers_size(), 0);
+    EXPECT_EQ(listed.state(), v1::CONTAINER_STATE_DELETING)
+        << "the broker lists a container its agent does not hold as "
+        << v1::ContainerState_Name(listed.state());
+    EXPECT_THAT(s.error_message(), HasSubstr("stays DELETING: repeat the delete"));
+    std::printf("chaos: refused delete: destroyed, listed DELETING, not READY\n");
+  }
+  // With space again, the same delete finishes it.
+  grpc::ClientContext again;
+  s = broker->DeleteContainer(&again, dr, &dresp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  grpc::ClientContext gone;
+  EXPECT_EQ(broker->GetContainer(&gone, gc, &listed).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ictx2;
+  ASSERT_TRUE(agent->GetInventory(&ictx2, v1::GetInventoryRequest(), &inv).ok());
+  EXPECT_EQ(inv.containers_size(), 0);
 }
 
 }  // namespace
