@@ -147,7 +147,8 @@ std::vector<CommandSpec> BuildCommands() {
        {Flag("tenant", ValueKind::kString, "ID", "Only this tenant's containers."),
         Flag("node", ValueKind::kString, "NAME", "Only containers on this node."),
         Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready, "
-                                                   "node-unavailable or failed."),
+                                                   "node-unavailable, failed or deleting (a "
+                                                   "delete to repeat)."),
         LimitFlag()},
        {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable"}});
   add({"container", "delete", "ID", false, "Delete a container",

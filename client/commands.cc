@@ -316,8 +316,10 @@ absl::Status ContainerList(Session& s) {
       req.set_state(v1::CONTAINER_STATE_NODE_UNAVAILABLE);
     } else if (state == "failed") {
       req.set_state(v1::CONTAINER_STATE_FAILED);
+    } else if (state == "deleting") {
+      req.set_state(v1::CONTAINER_STATE_DELETING);
     } else {
-      return UsageError(absl::StrCat("--state: must be ready, node-unavailable or failed, got \"",
+      return UsageError(absl::StrCat("--state: must be ready, node-unavailable, failed or deleting, got \"",
                                      inv.String("state"), "\""));
     }
   }
@@ -712,12 +714,14 @@ absl::Status TakeFleetSummary(Session& s, iommu::ctl::FleetSummary* sum) {
   sum->set_containers(total->containers());
   ASSIGN_OR_RETURN(uint32_t failed, CountContainers(s, v1::CONTAINER_STATE_FAILED));
   ASSIGN_OR_RETURN(uint32_t unavailable, CountContainers(s, v1::CONTAINER_STATE_NODE_UNAVAILABLE));
+  ASSIGN_OR_RETURN(uint32_t deleting, CountContainers(s, v1::CONTAINER_STATE_DELETING));
   auto& by_state = *sum->mutable_containers_by_state();
-  const uint32_t not_ready = failed + unavailable;
+  const uint32_t not_ready = failed + unavailable + deleting;
   by_state[ContainerStateName(v1::CONTAINER_STATE_READY)] =
       sum->containers() > not_ready ? sum->containers() - not_ready : 0;
   by_state[ContainerStateName(v1::CONTAINER_STATE_NODE_UNAVAILABLE)] = unavailable;
   by_state[ContainerStateName(v1::CONTAINER_STATE_FAILED)] = failed;
+  if (deleting > 0) by_state[ContainerStateName(v1::CONTAINER_STATE_DELETING)] = deleting;
   return absl::OkStatus();
 }
 

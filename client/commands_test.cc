@@ -299,7 +299,7 @@ TEST_F(CommandsTest, ContainerListFiltersByState) {
   EXPECT_EQ(reqs[0].node(), "host-a");
   EXPECT_EQ(reqs[0].state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
   EXPECT_EQ(Run({"container", "list", "--state=gone"}), 2);
-  EXPECT_THAT(err_, StartsWith("error: --state: must be ready, node-unavailable or failed, got \"gone\""));
+  EXPECT_THAT(err_, StartsWith("error: --state: must be ready, node-unavailable, failed or deleting, got \"gone\""));
 }
 
 TEST_F(CommandsTest, NodeDrainAndDeviceList) {

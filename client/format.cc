@@ -647,7 +647,7 @@ std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary) {
   }
   std::string containers = absl::StrCat(summary.containers());
   const std::string states =
-      ByState(summary.containers_by_state(), {"ready", "node-unavailable", "failed"});
+      ByState(summary.containers_by_state(), {"ready", "node-unavailable", "failed", "deleting"});
   if (!states.empty()) absl::StrAppend(&containers, ": ", states);
   head.Add("Containers", containers);
   head.Add("Tenants", absl::StrCat(summary.tenants_size()));
