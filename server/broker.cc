@@ -466,7 +466,14 @@ absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std:
                                            " is in flight; retry after it finishes"));
   }
   ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(key));
-  if (!prior.has_value()) return absl::OkStatus();
+  if (!prior.has_value()) {
+    // An answer remembered before ids were scoped by caller is keyed by the
+    // bare id (which cannot contain the scope's '|'). Only the same request
+    // replays it: anything else may be another caller's and is not this
+    // caller's business.
+    ASSIGN_OR_RETURN(prior, store_->FindRequest(request_id));
+    if (!prior.has_value() || prior->fingerprint != fingerprint) return absl::OkStatus();
+  }
   if (prior->fingerprint != fingerprint) {
     return absl::FailedPreconditionError(
         absl::StrCat("request_id: ", Quoted(request_id),
@@ -1352,7 +1359,10 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
     if (!s.ok() && !absl::IsNotFound(s)) {
       absl::MutexLock l(&mu_);
       deleting_.erase(id);
-      return AgentCallError(node, address.address, s);
+      absl::Status failed = AgentCallError(node, address.address, s);
+      return absl::Status(failed.code(),
+                          absl::StrCat(failed.message(), "; container ", id,
+                                       " stays DELETING: repeat the delete to finish it"));
     }
   }
   absl::MutexLock l(&mu_);
@@ -1506,6 +1516,10 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+  if (c->container.deleting() || deleting_.count(req.container_id())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
+  }
   auto n = nodes_.find(c->container.node());
   if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
     return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(c->container.node()),
@@ -1532,7 +1546,13 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
     gw->set_size(w.size());
     *out->add_windows() = w;
   }
-  ASSIGN_OR_RETURN(*out->mutable_token(), SignGrant(grant, n->second.grant_key));
+  absl::StatusOr<std::string> token = SignGrant(grant, n->second.grant_key);
+  if (!token.ok()) {
+    // Not the caller's doing: the node's stored key or this grant is wrong.
+    return absl::InternalError(absl::StrCat("container_id: could not sign a launcher grant for ",
+                                            req.container_id(), ": ", token.status().message()));
+  }
+  out->set_token(*std::move(token));
   out->set_node(grant.node());
   out->set_launcher_socket(n->second.node.launcher_socket());
   out->set_container_id(grant.container_id());
@@ -1564,6 +1584,22 @@ v1::ContainerWindows Broker::WindowsLocked(const ContainerEntry& c) const {
 }
 
 absl::Status Broker::PushWindows(const std::string& container_id, bool required) {
+  std::shared_ptr<absl::Mutex> order;
+  {
+    absl::MutexLock l(&mu_);
+    auto c = containers_.find(container_id);
+    if (c == containers_.end()) return absl::OkStatus();
+    auto n = nodes_.find(c->second.container.node());
+    // Nothing to send, so nothing to wait for behind a push to a stalled agent.
+    if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
+    std::shared_ptr<absl::Mutex>& m = push_order_[c->second.container.node()];
+    if (m == nullptr) m = std::make_shared<absl::Mutex>();
+    order = m;
+  }
+  // One push to a node at a time, each reading what it sends after the one
+  // before was sent: an older push (say, a queued one read before a
+  // release) can never land after a newer one and re-open a window.
+  absl::MutexLock ordered(order.get());
   AgentEndpoint address;
   v1::SetWindowsRequest req;
   {
@@ -1611,7 +1647,10 @@ absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
   absl::Status s = ReleaseWindowInternal(req, out, &container_id, caller);
   // The agent revokes what the window held; if it cannot be told now, its
   // next heartbeat answer tells it.
-  if (s.ok() && !container_id.empty()) QueuePushWindows(container_id);
+  // Releasing revokes: the reply waits until the agent has cut the window's
+  // mappings (or its node is not live, and the next heartbeat answer tells
+  // it), unlike an allocation, whose push only adds room.
+  if (s.ok() && !container_id.empty()) PushWindows(container_id, /*required=*/false).IgnoreError();
   return s;
 }
 
@@ -1991,6 +2030,40 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     return absl::UnavailableError(absl::StrCat("node: node ", Quoted(req.node()),
                                                " was rolled back by a failed commit; retry"));
   }
+  std::set<std::string> held;
+  for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
+  // A delete whose destroy happened but whose removal was never committed
+  // (the broker crashed, or the store refused it) is finished here, before
+  // the session starts, so that a failure leaves no session behind. One in
+  // flight finishes itself.
+  std::vector<std::string> finished;
+  for (const std::string& id : NodeContainersLocked(req.node())) {
+    const ContainerEntry& c = containers_.at(id);
+    if (c.container.deleting() && !held.count(id) && !deleting_.count(id)) finished.push_back(id);
+  }
+  if (!finished.empty()) {
+    WriteBatch removal;
+    for (const std::string& id : finished) {
+      absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
+      if (!plan.ok()) continue;
+      for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
+      plan->apply();
+    }
+    RETURN_IF_ERROR(CommitLocked(std::move(removal)));
+    for (const std::string& id : finished) {
+      Log(absl::StrCat("event=container_deleted container=", id, " node=", req.node(),
+                       " note=finished_at_registration"));
+      RecordEvent(NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), "", "",
+                           absl::StrCat(id, " deleted: its agent on node ", req.node(),
+                                        " no longer holds it"),
+                           {NodeRef(req.node())}));
+    }
+    found = nodes_.find(req.node());
+    if (found == nodes_.end()) {
+      return absl::UnavailableError(absl::StrCat("node: node ", Quoted(req.node()),
+                                                 " was rolled back by a failed commit; retry"));
+    }
+  }
   NodeEntry& n = found->second;
   out->set_grant_key(n.grant_key);
   n.agent_incarnation = req.agent_incarnation();
@@ -1998,20 +2071,17 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   n.reconciled = false;
   n.last_heartbeat_ms = Now();
   n.deaf_ms_at_heartbeat = deaf_ms_;
+  NoteHeartbeatTakenLocked(n.last_heartbeat_ms);
   n.usage.clear();
   n.failed.clear();
   out->set_session_id(n.session_id);
   out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
-  std::set<std::string> held;
-  for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
   int to_create = 0;
-  std::vector<std::string> finished;  // DELETING, and the agent no longer has it.
   for (const std::string& id : NodeContainersLocked(req.node())) {
     const ContainerEntry& c = containers_.at(id);
-    if (c.container.deleting() && !held.count(id)) {
-      finished.push_back(id);
-      continue;
-    }
+    // A DELETING one its agent no longer holds, whose delete is in flight,
+    // is not wanted back.
+    if (c.container.deleting() && !held.count(id)) continue;
     v1::AgentContainer* d = out->add_desired_containers();
     d->set_id(id);
     d->set_tenant_id(c.container.tenant_id());
@@ -2020,20 +2090,6 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     d->set_pin_budget_bytes(c.container.pin_budget_bytes());
     *d->mutable_windows() = WindowsLocked(c).windows();
     if (!held.erase(id)) ++to_create;
-  }
-  if (!finished.empty()) {
-    // A delete whose destroy happened but whose removal was never
-    // committed (the broker crashed, or the store refused it): finish it.
-    WriteBatch removal;
-    for (const std::string& id : finished) {
-      absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
-      if (!plan.ok()) continue;
-      for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
-      plan->apply();
-      Log(absl::StrCat("event=container_deleted container=", id, " node=", req.node(),
-                       " note=finished_at_registration"));
-    }
-    RETURN_IF_ERROR(CommitLocked(std::move(removal)));
   }
   Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
                    " backend=", req.backend(), req.simulated() ? " SIMULATED=true" : "",
@@ -2062,6 +2118,7 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   NodeEntry& n = it->second;
   n.last_heartbeat_ms = Now();
   n.deaf_ms_at_heartbeat = deaf_ms_;
+  NoteHeartbeatTakenLocked(n.last_heartbeat_ms);
   n.usage.clear();
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
@@ -2117,6 +2174,12 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
   return absl::OkStatus();
 }
 
+void Broker::NoteHeartbeatTakenLocked(int64_t now) {
+  longest_quiet_ms_ = std::max(longest_quiet_ms_,
+                               now - std::max(last_heartbeat_taken_ms_, last_liveness_check_ms_));
+  last_heartbeat_taken_ms_ = now;
+}
+
 absl::Status Broker::Unrecoverable() const {
   absl::MutexLock l(&mu_);
   return unrecoverable_;
@@ -2132,13 +2195,21 @@ std::vector<std::string> Broker::CheckLiveness() {
   const int64_t period = options_.liveness_check_interval_ms;
   if (period > 0) {
     const int64_t gap = now - last_liveness_check_ms_;
-    if (gap > std::max<int64_t>(4 * period, 1000)) {
-      deaf_ms_ += gap - period;
+    // The longest time since the last check in which neither a heartbeat
+    // (of any node) nor a check was taken: when the check is late because
+    // the process was stopped, that is the pause; when only this thread was
+    // starved while the handlers ran, heartbeats break it up and it stays
+    // short, so a silent node is still noticed.
+    const int64_t quiet = std::max(longest_quiet_ms_, now - std::max(last_heartbeat_taken_ms_,
+                                                                     last_liveness_check_ms_));
+    if (gap > std::max<int64_t>(4 * period, 1000) && quiet > std::max<int64_t>(4 * period, 1000)) {
+      deaf_ms_ += quiet - period;
       Log(absl::StrCat("event=broker_was_paused ms=", gap,
                        " note=node_silence_during_it_is_not_counted"));
     }
   }
   last_liveness_check_ms_ = now;
+  longest_quiet_ms_ = 0;
   for (auto& [name, n] : nodes_) {
     const int64_t silent_ms = now - n.last_heartbeat_ms - (deaf_ms_ - n.deaf_ms_at_heartbeat);
     if (!n.session_id.empty() && silent_ms > options_.node_timeout_ms) {
@@ -2206,6 +2277,9 @@ BrokerStats Broker::Stats() const {
         break;
       case v1::CONTAINER_STATE_FAILED:
         ++s.containers_failed;
+        break;
+      case v1::CONTAINER_STATE_DELETING:
+        ++s.containers_deleting;
         break;
       default:
         ++s.containers_node_unavailable;

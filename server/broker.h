@@ -373,6 +373,8 @@ class Broker final : public OwnershipView {
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Liveness bookkeeping for a heartbeat or registration taken at `now`.
+  void NoteHeartbeatTakenLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Live, reconciled and not cordoned: new containers may go here.
   bool NodePlaceableLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return NodeLiveLocked(n) && n.reconciled && !n.node.cordoned();
@@ -439,10 +441,17 @@ class Broker final : public OwnershipView {
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   // See Unrecoverable().
   absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
+  // Per node: held across each windows push (taken without mu_), so pushes
+  // to one node read and send in order (PushWindows).
+  std::map<std::string, std::shared_ptr<absl::Mutex>> push_order_ ABSL_GUARDED_BY(mu_);
   // Liveness (CheckLiveness): when it last ran, and the total time the
   // broker was found unable to take heartbeats.
   int64_t last_liveness_check_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t deaf_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // When a heartbeat or registration of any node was last taken, and the
+  // longest time since the last check with neither a heartbeat nor a check.
+  int64_t last_heartbeat_taken_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t longest_quiet_ms_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Best-effort pushes to agents. Last, so it is destroyed first: its
   // workers call into the broker until they are joined.

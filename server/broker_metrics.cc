@@ -122,6 +122,7 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerS
   AddGauge(&containers, {{"state", "node_unavailable"}},
            static_cast<double>(s.containers_node_unavailable));
   AddGauge(&containers, {{"state", "failed"}}, static_cast<double>(s.containers_failed));
+  AddGauge(&containers, {{"state", "deleting"}}, static_cast<double>(s.containers_deleting));
   out.push_back(std::move(containers));
 
   prometheus::MetricFamily windows =

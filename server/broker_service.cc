@@ -1,5 +1,6 @@
 #include "server/broker_service.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,9 +67,12 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
     deps.authz->CountDenial(method, Identity{}, caller.status());
     return Finish(method, ctx, Identity{}, deps.limits, req, caller.status());
   }
-  CallerAdmission admission(deps.limits, caller->ToString());
-  if (!admission.status().ok()) {
-    return Finish(method, ctx, *caller, deps.limits, req, admission.status());
+  std::optional<CallerAdmission> admission;
+  if (deps.bound_inflight) {
+    admission.emplace(deps.limits, caller->ToString());
+    if (!admission->status().ok()) {
+      return Finish(method, ctx, *caller, deps.limits, req, admission->status());
+    }
   }
   Req scoped = req;
   if (absl::Status s = deps.authz->Authorize(*caller, &scoped); !s.ok()) {

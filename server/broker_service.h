@@ -25,6 +25,11 @@ struct ServiceDeps {
   const TransportConfig* transport;
   // Per-caller calls in flight and refusal log volume (thread-safe).
   CallerLimits* limits;
+  // Whether calls count against the caller's in-flight bound. Not for the
+  // NodeRegistry: an agent makes one call at a time, and under --insecure
+  // every caller is the same identity, so agents' heartbeats would share
+  // the operators' bound.
+  bool bound_inflight = true;
 };
 
 class BrokerService final : public v1::Broker::Service {
@@ -42,7 +47,7 @@ class BrokerService final : public v1::Broker::Service {
 
 class NodeRegistryService final : public v1::NodeRegistry::Service {
  public:
-  explicit NodeRegistryService(ServiceDeps deps) : deps_(deps) {}
+  explicit NodeRegistryService(ServiceDeps deps) : deps_(deps) { deps_.bound_inflight = false; }
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* resp) override;
@@ -52,7 +57,7 @@ class NodeRegistryService final : public v1::NodeRegistry::Service {
                           v1::ReconciledResponse* resp) override;
 
  private:
-  const ServiceDeps deps_;
+  ServiceDeps deps_;  // Written only by the constructor.
 };
 
 }  // namespace iommu

@@ -30,6 +30,7 @@ struct BrokerStats {
   int64_t containers_ready = 0;
   int64_t containers_node_unavailable = 0;
   int64_t containers_failed = 0;
+  int64_t containers_deleting = 0;  // A delete to repeat (CONTAINER_STATE_DELETING).
 
   int64_t windows = 0;
 

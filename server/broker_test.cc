@@ -1039,6 +1039,24 @@ TEST_F(BrokerTest, BrokerPauseDoesNotCountAsNodeSilence) {
   EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("n1"));
 }
 
+// A late check while heartbeats got through (only the checking thread was
+// starved) is no pause: a node silent all that time is still noticed.
+TEST_F(BrokerTest, LateLivenessCheckWhileHeartbeatsFlowedIsNoPause) {
+  Restart(/*liveness_check_interval_ms=*/250);
+  const std::string a = RegisterNode("a", {Dev("0000:00:04.0", 5)});
+  RegisterNode("b", {Dev("0000:00:05.0", 6)});
+  EXPECT_TRUE(broker_->CheckLiveness().empty());
+  v1::HeartbeatRequest hb;
+  hb.set_node("a");
+  hb.set_session_id(a);
+  v1::HeartbeatResponse hbr;
+  for (int i = 0; i < 8; ++i) {  // a keeps heartbeating, b has gone quiet.
+    now_ms_ += 1000;
+    ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  }
+  EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("b"));
+}
+
 TEST_F(BrokerTest, WindowsPerContainerAreBoundedAndEveryGrantFitsAToken) {
   // The longest names the validation rules allow.
   const std::string node(63, 'n');
@@ -1048,7 +1066,7 @@ TEST_F(BrokerTest, WindowsPerContainerAreBoundedAndEveryGrantFitsAToken) {
   CreateTenant(tenant);
   auto c = Create(tenant, node, {"0000:00:04.0"});
   ASSERT_TRUE(c.ok()) << c.status();
-  // High, widely spaced windows: the longest varints a grant can carry.
+  // High, widely spaced windows (GrantSizeTest checks the widest fields).
   for (size_t i = 0; i < kMaxWindowsPerContainer; ++i) {
     auto w = Allocate(c->id(), 0x1000, 0, /*fixed=*/true, 0x7f00000000ULL + i * 0x2000000ULL);
     ASSERT_TRUE(w.ok()) << i << ": " << w.status();
@@ -1134,37 +1152,54 @@ TEST_F(BrokerTest, UnreloadableStoreAfterFailedCommitFailsClosedWithoutAborting)
 }
 
 
+// The two-step delete: a node, a tenant and one container, and the calls
+// the delete tests make.
+class DeleteTest : public BrokerTest {
+ protected:
+  void SetUp() override {
+    BrokerTest::SetUp();
+    RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+    CreateTenant("acme");
+    auto c = Create("acme", "n1", {"0000:00:04.0"});
+    ASSERT_TRUE(c.ok());
+    id_ = c->id();
+  }
+  absl::Status Delete() {
+    v1::DeleteContainerRequest req;
+    req.set_container_id(id_);
+    v1::DeleteContainerResponse out;
+    return broker_->DeleteContainer(req, &out);
+  }
+  absl::StatusOr<v1::Container> Get() {
+    v1::GetContainerRequest req;
+    req.set_container_id(id_);
+    v1::Container out;
+    absl::Status s = broker_->GetContainer(req, &out);
+    if (!s.ok()) return s;
+    return out;
+  }
+  std::string id_;
+};
+
 // A delete commits its intent before the agent destroys anything: a delete
 // the store refuses leaves the container on its agent, and one interrupted
 // after the destroy is finished when the agent registers without it.
-TEST_F(BrokerTest, DeleteCommitsItsIntentBeforeTheAgentDestroys) {
-  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
-  CreateTenant("acme");
-  auto c = Create("acme", "n1", {"0000:00:04.0"});
-  ASSERT_TRUE(c.ok());
-  v1::DeleteContainerRequest dr;
-  dr.set_container_id(c->id());
-  v1::DeleteContainerResponse dresp;
+TEST_F(DeleteTest, CommitsItsIntentBeforeTheAgentDestroys) {
   store_.set_next_commit_error(absl::ResourceExhaustedError("disk full"));
-  ExpectCode(broker_->DeleteContainer(dr, &dresp), absl::StatusCode::kResourceExhausted,
-             "disk full");
+  ExpectCode(Delete(), absl::StatusCode::kResourceExhausted, "disk full");
   EXPECT_EQ(agents_.destroys(), 0);
-  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 1u);
-  v1::GetContainerRequest gc;
-  gc.set_container_id(c->id());
-  v1::Container got;
-  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
-  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_READY);
+  EXPECT_EQ(agents_.held("n1:1").count(id_), 1u);
+  ASSERT_TRUE(Get().ok());
+  EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_READY);
 
   // The intent commits, the destroy happens, the removal is refused: the
   // container shows DELETING and takes no new windows.
   store_.set_commit_error_after(1, absl::ResourceExhaustedError("disk full"));
-  ExpectCode(broker_->DeleteContainer(dr, &dresp), absl::StatusCode::kResourceExhausted,
-             "disk full");
-  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 0u);
-  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
-  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_DELETING);
-  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kFailedPrecondition,
+  ExpectCode(Delete(), absl::StatusCode::kResourceExhausted, "stays DELETING: repeat the delete");
+  EXPECT_EQ(agents_.held("n1:1").count(id_), 0u);
+  ASSERT_TRUE(Get().ok());
+  EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_DELETING);
+  ExpectCode(Allocate(id_, 0x1000).status(), absl::StatusCode::kFailedPrecondition,
              "is being deleted");
 
   // After a restart the agent registers without it: the delete is finished,
@@ -1173,34 +1208,23 @@ TEST_F(BrokerTest, DeleteCommitsItsIntentBeforeTheAgentDestroys) {
   v1::RegisterResponse reg;
   RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
   EXPECT_EQ(reg.desired_containers_size(), 0);
-  ExpectCode(broker_->GetContainer(gc, &got), absl::StatusCode::kNotFound, "no container");
+  ExpectCode(Get().status(), absl::StatusCode::kNotFound, "no container");
 }
 
 // An agent that still holds a DELETING container keeps it (its guest's DMA
 // is cut only by a delete request's own destroy); repeating the delete
 // finishes it.
-TEST_F(BrokerTest, DeletingContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
-  RegisterNode("n1", {Dev("0000:00:04.0", 5)});
-  CreateTenant("acme");
-  auto c = Create("acme", "n1", {"0000:00:04.0"});
-  ASSERT_TRUE(c.ok());
-  v1::DeleteContainerRequest dr;
-  dr.set_container_id(c->id());
-  v1::DeleteContainerResponse dresp;
+TEST_F(DeleteTest, ContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
   agents_.set_next_error(absl::UnavailableError("agent stalled"));
-  EXPECT_FALSE(broker_->DeleteContainer(dr, &dresp).ok());
-  v1::GetContainerRequest gc;
-  gc.set_container_id(c->id());
-  v1::Container got;
-  ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
-  EXPECT_EQ(got.state(), v1::CONTAINER_STATE_DELETING);
+  EXPECT_FALSE(Delete().ok());
+  ASSERT_TRUE(Get().ok());
+  EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_DELETING);
   // The agent re-registers still holding it: it stays desired.
   v1::RegisterRequest req;
   req.set_node("n1");
   req.set_agent_address("n1:1");
   *req.add_devices() = Dev("0000:00:04.0", 5);
-  v1::AgentContainer* held = req.add_containers();
-  held->set_id(c->id());
+  req.add_containers()->set_id(id_);
   v1::RegisterResponse reg;
   ASSERT_TRUE(broker_->Register(req, &reg).ok());
   ASSERT_EQ(reg.desired_containers_size(), 1);
@@ -1210,9 +1234,33 @@ TEST_F(BrokerTest, DeletingContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepe
   *rec.mutable_containers() = reg.desired_containers();
   v1::ReconciledResponse unused;
   ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
-  ASSERT_TRUE(broker_->DeleteContainer(dr, &dresp).ok());
-  EXPECT_EQ(agents_.held("n1:1").count(c->id()), 0u);
-  ExpectCode(broker_->GetContainer(gc, &got), absl::StatusCode::kNotFound, "no container");
+  ASSERT_TRUE(Delete().ok());
+  EXPECT_EQ(agents_.held("n1:1").count(id_), 0u);
+  ExpectCode(Get().status(), absl::StatusCode::kNotFound, "no container");
+}
+
+
+// The bound the window limit rests on, with every field at its widest: the
+// longest ids and names validation allows and 64-bit bases and sizes.
+TEST(GrantSizeTest, AGrantNamingTheMostWindowsFitsATokenAtItsWidest) {
+  v1::LauncherGrant grant;
+  grant.set_token_id(std::string(32, 'f'));
+  grant.set_node(std::string(63, 'n'));
+  grant.set_container_id("c-" + std::string(16, 'f'));
+  grant.set_tenant_id("t" + std::string(62, 'x'));
+  grant.set_expires_ms(INT64_MAX);
+  grant.set_issued_ms(INT64_MAX);
+  grant.set_launcher_uid(UINT32_MAX);
+  grant.set_agent_incarnation(std::string(32, 'f'));
+  for (size_t i = 0; i < kMaxWindowsPerContainer; ++i) {
+    v1::GrantWindow* w = grant.add_windows();
+    w->set_window_id("w-" + std::string(16, 'f'));
+    w->set_base(UINT64_MAX - 0xfff);
+    w->set_size(UINT64_MAX - 0xfff);
+  }
+  absl::StatusOr<std::string> token = SignGrant(grant, std::string(32, 'k'));
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_LE(token->size(), kMaxGrantTokenBytes);
 }
 
 }  // namespace

@@ -96,11 +96,6 @@ TEST(BrokerLivenessTest, StalledAgentHoldsNoReplyThatDoesNotNeedIt) {
   v1::Window w;
   s = stub->AllocateWindow(Context().get(), ar, &w);
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
-  v1::ReleaseWindowRequest rr;
-  rr.set_window_id(w.id());
-  v1::ReleaseWindowResponse released;
-  s = stub->ReleaseWindow(Context().get(), rr, &released);
-  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   v1::SetContainerBudgetRequest br;
   br.set_container_id(c.id());
   br.set_pin_budget_bytes(1 << 20);
@@ -108,8 +103,15 @@ TEST(BrokerLivenessTest, StalledAgentHoldsNoReplyThatDoesNotNeedIt) {
   s = stub->SetContainerBudget(Context().get(), br, &budgeted);
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
 
-  // A grant needs the agent: once the node is not READY it is refused at once.
+  // A release waits for the agent to revoke, but only while its node is
+  // live; a grant needs the agent: once the node is not READY it is refused
+  // at once.
   ASSERT_TRUE(cluster.WaitForNodeState("node-1", v1::NODE_STATE_UNAVAILABLE).ok());
+  v1::ReleaseWindowRequest rr;
+  rr.set_window_id(w.id());
+  v1::ReleaseWindowResponse released;
+  s = stub->ReleaseWindow(Context().get(), rr, &released);
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   v1::GrantLauncherRequest gr;
   gr.set_container_id(c.id());
   v1::GrantLauncherResponse grant;
