@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,20 +16,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/record_checksum.h"
+#include "server/store_test_files.h"
 
 namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  std::string path = std::string(dir ? dir : "/tmp") + "/" + name;
-  unlink(path.c_str());
-  unlink((path + "-wal").c_str());
-  unlink((path + "-shm").c_str());
-  return path;
-}
 
 TEST(SqliteStoreTest, EverythingSurvivesCloseAndReopen) {
   const std::string path = TempPath("reopen.db");
@@ -201,6 +194,28 @@ TEST(SqliteStoreTest, FailedBatchFailsItsWholeGroup) {
   EXPECT_FALSE(r->has_value());
 }
 
+// Opens the store at `path` and commits `batch`; returns the open store, or
+// nullptr after recording the failure (the caller ASSERTs non-null).
+std::unique_ptr<Store> OpenAndCommit(const std::string& path, const WriteBatch& batch) {
+  auto store = OpenSqliteStore(path);
+  if (!store.ok()) {
+    ADD_FAILURE() << "open " << path << ": " << store.status();
+    return nullptr;
+  }
+  if (absl::Status s = (*store)->Commit(batch); !s.ok()) {
+    ADD_FAILURE() << "commit to " << path << ": " << s;
+    return nullptr;
+  }
+  return *std::move(store);
+}
+
+// A batch that puts the one object `kind`/`id` = `value`.
+WriteBatch PutBatch(const std::string& kind, const std::string& id, const std::string& value) {
+  WriteBatch b;
+  b.puts.push_back({kind, id, value});
+  return b;
+}
+
 // Runs `sql` on a connection of its own, as an operator or a damaged disk
 // would change the file behind the store's back.
 void ExecRaw(const std::string& path, const std::string& sql) {
@@ -210,12 +225,6 @@ void ExecRaw(const std::string& path, const std::string& sql) {
   EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
   sqlite3_free(err);
   sqlite3_close(db);
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 07777;
 }
 
 // Regression (issue 11, item 6): under umask 022 the database, -wal and
@@ -267,13 +276,7 @@ TEST(SqliteStoreTest, SecondOpenThroughASymlinkOrHardLinkIsRefused) {
 // Regression (issue 11, item 10): a flipped bit in a value was served.
 TEST(SqliteStoreTest, ChangedObjectValueIsDataLossAtOpen) {
   const std::string path = TempPath("flip-object.db");
-  {
-    auto store = OpenSqliteStore(path);
-    ASSERT_TRUE(store.ok());
-    WriteBatch b;
-    b.puts.push_back({"tenant", "acme", "quota=1G"});
-    ASSERT_TRUE((*store)->Commit(b).ok());
-  }
+  ASSERT_NE(OpenAndCommit(path, PutBatch("tenant", "acme", "quota=1G")), nullptr);  // And closed.
   ExecRaw(path, "UPDATE objects SET value = CAST('quota=9G' AS BLOB) WHERE id = 'acme'");
   auto store = OpenSqliteStore(path);
   EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss);
@@ -284,13 +287,10 @@ TEST(SqliteStoreTest, ChangedObjectValueIsDataLossAtOpen) {
 
 TEST(SqliteStoreTest, ChangedObjectValueIsDataLossOnLoadWhileOpen) {
   const std::string path = TempPath("flip-load.db");
-  auto store = OpenSqliteStore(path);
-  ASSERT_TRUE(store.ok());
-  WriteBatch b;
-  b.puts.push_back({"tenant", "acme", "quota=1G"});
-  ASSERT_TRUE((*store)->Commit(b).ok());
+  std::unique_ptr<Store> store = OpenAndCommit(path, PutBatch("tenant", "acme", "quota=1G"));
+  ASSERT_NE(store, nullptr);
   ExecRaw(path, "UPDATE objects SET value = CAST('quota=9G' AS BLOB) WHERE id = 'acme'");
-  auto all = (*store)->LoadAll();
+  auto all = store->LoadAll();
   EXPECT_EQ(all.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(all.status().message(), HasSubstr("record tenant/acme fails its checksum"));
 }
@@ -300,16 +300,15 @@ TEST(SqliteStoreTest, ChangedObjectValueIsDataLossOnLoadWhileOpen) {
 // (FAILED_PRECONDITION). It is DATA_LOSS, at open and on lookup.
 TEST(SqliteStoreTest, ChangedRequestFingerprintIsDataLossNotADifferentRequest) {
   const std::string path = TempPath("flip-request.db");
-  auto store = OpenSqliteStore(path);
-  ASSERT_TRUE(store.ok());
   WriteBatch b;
   b.request = RequestRecord{"req-1", "fp", "resp", 1000};
-  ASSERT_TRUE((*store)->Commit(b).ok());
+  std::unique_ptr<Store> store = OpenAndCommit(path, b);
+  ASSERT_NE(store, nullptr);
   ExecRaw(path, "UPDATE requests SET fingerprint = CAST('fq' AS BLOB) WHERE request_id = 'req-1'");
-  auto found = (*store)->FindRequest("req-1");
+  auto found = store->FindRequest("req-1");
   EXPECT_EQ(found.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(found.status().message(), HasSubstr("answer to request req-1 fails its checksum"));
-  store->reset();
+  store.reset();
   auto reopened = OpenSqliteStore(path);
   EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(reopened.status().message(), HasSubstr("answer to request req-1 fails its checksum"));
@@ -333,13 +332,8 @@ long FindInFile(const std::string& path, const std::string& needle) {
 
 TEST(SqliteStoreTest, FlippedBytesInsideAValueOnDiskAreDataLossAtOpen) {
   const std::string path = TempPath("flip-disk-value.db");
-  {
-    auto store = OpenSqliteStore(path);
-    ASSERT_TRUE(store.ok());
-    WriteBatch b;
-    b.puts.push_back({"tenant", "acme", "MARKER-quota-1073741824"});
-    ASSERT_TRUE((*store)->Commit(b).ok());
-  }  // Closed cleanly: everything is in the database file.
+  // Closed cleanly: everything is in the database file.
+  ASSERT_NE(OpenAndCommit(path, PutBatch("tenant", "acme", "MARKER-quota-1073741824")), nullptr);
   const long at = FindInFile(path, "MARKER-quota-1073741824");
   ASSERT_GT(at, 0);
   Scribble(path, at + 13, 1, '9');
@@ -350,15 +344,11 @@ TEST(SqliteStoreTest, FlippedBytesInsideAValueOnDiskAreDataLossAtOpen) {
 
 TEST(SqliteStoreTest, DamagedBtreePageIsDataLossAtOpen) {
   const std::string path = TempPath("flip-page.db");
-  {
-    auto store = OpenSqliteStore(path);
-    ASSERT_TRUE(store.ok());
-    WriteBatch b;
-    for (int i = 0; i < 500; ++i) {
-      b.puts.push_back({"container", "c-" + std::to_string(i), std::string(100, 'v')});
-    }
-    ASSERT_TRUE((*store)->Commit(b).ok());
+  WriteBatch b;
+  for (int i = 0; i < 500; ++i) {
+    b.puts.push_back({"container", "c-" + std::to_string(i), std::string(100, 'v')});
   }
+  ASSERT_NE(OpenAndCommit(path, b), nullptr);  // And closed.
   // Page 3 is a b-tree page of this schema; scribble over its cell area.
   Scribble(path, 2 * 4096 + 8, 64, '\xff');
   auto store = OpenSqliteStore(path);

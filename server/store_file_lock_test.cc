@@ -11,26 +11,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/private_file.h"
+#include "server/store_test_files.h"
 
 namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  std::string path = std::string(dir ? dir : "/tmp") + "/" + name;
-  unlink(path.c_str());
-  unlink((path + "-wal").c_str());
-  unlink((path + "-shm").c_str());
-  return path;
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 07777;
-}
 
 TEST(StoreFileLockTest, CreatesTheFile0600WhateverTheUmask) {
   for (mode_t mask : {0022, 0000, 0277}) {

@@ -16,35 +16,14 @@
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/daemon.h"
+#include "tests/test_util.h"
 
 namespace iommu {
 namespace {
 
 using testing::Daemon;
-
-std::unique_ptr<v1::Broker::Stub> Connect(const Daemon& d) {
-  // A channel of its own (no global subchannel pool), so that dropping the
-  // stub closes the connection.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::Broker::NewStub(
-      grpc::CreateCustomChannel(d.address(), grpc::InsecureChannelCredentials(), args));
-}
-
-std::map<std::string, uint64_t> ListAll(v1::Broker::Stub* stub) {
-  std::map<std::string, uint64_t> out;
-  v1::ListTenantsRequest req;
-  req.set_page_size(1000);
-  for (;;) {
-    grpc::ClientContext ctx;
-    v1::ListTenantsResponse resp;
-    grpc::Status s = stub->ListTenants(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    for (const auto& t : resp.tenants()) out[t.id()] = t.quota().pinned_bytes();
-    if (!s.ok() || resp.next_page_token().empty()) return out;
-    req.set_page_token(resp.next_page_token());
-  }
-}
+using testing::InsecureBrokerStub;
+using testing::TenantQuotas;
 
 struct Pending {
   bool is_create = false;
@@ -64,9 +43,9 @@ TEST(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears
     SCOPED_TRACE(absl::StrCat("round ", round));
     Daemon d;
     ASSERT_TRUE(d.Start(broker, args, dir, "broker").ok()) << d.Log();
-    auto stub = Connect(d);
+    auto stub = InsecureBrokerStub(d.address());
     // Everything acknowledged in earlier rounds is still there.
-    ASSERT_EQ(ListAll(stub.get()), acked);
+    ASSERT_EQ(TenantQuotas(stub.get()), acked);
 
     const int delay_ms = 30 + static_cast<int>(rng() % 400);
     const pid_t pid = d.pid();
@@ -106,8 +85,8 @@ TEST(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears
     // Restart on the same database.
     Daemon again;
     ASSERT_TRUE(again.Start(broker, args, dir, "broker").ok()) << again.Log();
-    auto stub2 = Connect(again);
-    std::map<std::string, uint64_t> seen = ListAll(stub2.get());
+    auto stub2 = InsecureBrokerStub(again.address());
+    std::map<std::string, uint64_t> seen = TenantQuotas(stub2.get());
     // The in-flight change is all or nothing.
     if (pending->is_create) {
       const std::string& id = pending->create.tenant_id();
@@ -128,7 +107,7 @@ TEST(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears
                                         : stub2->SetTenantQuota(&ctx, pending->update, &out);
     ASSERT_TRUE(s.ok()) << s.error_message();
     acked[out.id()] = out.quota().pinned_bytes();
-    EXPECT_EQ(ListAll(stub2.get()), acked);
+    EXPECT_EQ(TenantQuotas(stub2.get()), acked);
     // Drop the connection first: an idle client that never reads the
     // server's GOAWAY would hold the graceful shutdown to its deadline.
     stub2.reset();

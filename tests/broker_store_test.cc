@@ -24,24 +24,20 @@
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/daemon.h"
+#include "tests/test_util.h"
 
 namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
 using testing::Daemon;
+using testing::InsecureBrokerStub;
+using testing::TenantQuotas;
 using testing::RunCommand;
 using testing::RunfilePath;
 
 // docs/OPERATIONS.md: the WAL stays below this.
 constexpr int64_t kWalBound = 64 << 20;
-
-std::unique_ptr<v1::Broker::Stub> Connect(const Daemon& d) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::Broker::NewStub(
-      grpc::CreateCustomChannel(d.address(), grpc::InsecureChannelCredentials(), args));
-}
 
 grpc::Status CreateTenant(v1::Broker::Stub* stub, const std::string& id, uint64_t quota) {
   grpc::ClientContext ctx;
@@ -51,21 +47,6 @@ grpc::Status CreateTenant(v1::Broker::Stub* stub, const std::string& id, uint64_
   req.mutable_quota()->set_pinned_bytes(quota);
   v1::Tenant out;
   return stub->CreateTenant(&ctx, req, &out);
-}
-
-std::map<std::string, uint64_t> Tenants(v1::Broker::Stub* stub) {
-  std::map<std::string, uint64_t> out;
-  v1::ListTenantsRequest req;
-  req.set_page_size(1000);
-  for (;;) {
-    grpc::ClientContext ctx;
-    v1::ListTenantsResponse resp;
-    grpc::Status s = stub->ListTenants(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    for (const auto& t : resp.tenants()) out[t.id()] = t.quota().pinned_bytes();
-    if (!s.ok() || resp.next_page_token().empty()) return out;
-    req.set_page_token(resp.next_page_token());
-  }
 }
 
 mode_t ModeOf(const std::string& path) {
@@ -145,7 +126,7 @@ TEST_F(BrokerStoreTest, StoreFilesAre0600UnderUmask022AndAnOpenDatabaseIsRefused
   {
     Daemon d;
     ASSERT_TRUE(d.Start(broker_, Args(db_), dir_, "broker").ok()) << d.Log();
-    auto stub = Connect(d);
+    auto stub = InsecureBrokerStub(d.address());
     ASSERT_TRUE(CreateTenant(stub.get(), "acme", 1 << 20).ok());
     EXPECT_EQ(ModeOf(db_), 0600u);
     EXPECT_EQ(ModeOf(db_ + "-wal"), 0600u);
@@ -184,7 +165,7 @@ TEST_F(BrokerStoreTest, TlsKeyReadableByOthersIsRefused) {
 TEST_F(BrokerStoreTest, SecondBrokerThroughASymlinkOrHardLinkIsRefused) {
   Daemon first;
   ASSERT_TRUE(first.Start(broker_, Args(db_), dir_, "first").ok()) << first.Log();
-  auto stub = Connect(first);
+  auto stub = InsecureBrokerStub(first.address());
   ASSERT_TRUE(CreateTenant(stub.get(), "acme", 4096).ok());
   const std::string sym = dir_ + "/symlink.db";
   const std::string hard = dir_ + "/hardlink.db";
@@ -200,13 +181,13 @@ TEST_F(BrokerStoreTest, SecondBrokerThroughASymlinkOrHardLinkIsRefused) {
   // The first broker still serves, and what it acknowledged is durable.
   ASSERT_TRUE(CreateTenant(stub.get(), "beta", 8192).ok());
   const std::map<std::string, uint64_t> want = {{"acme", 4096}, {"beta", 8192}};
-  EXPECT_EQ(Tenants(stub.get()), want);
+  EXPECT_EQ(TenantQuotas(stub.get()), want);
   stub.reset();
   EXPECT_EQ(first.Stop(), 0);
   Daemon again;
   ASSERT_TRUE(again.Start(broker_, Args(hard), dir_, "again").ok()) << again.Log();
-  auto stub2 = Connect(again);
-  EXPECT_EQ(Tenants(stub2.get()), want);
+  auto stub2 = InsecureBrokerStub(again.address());
+  EXPECT_EQ(TenantQuotas(stub2.get()), want);
   stub2.reset();
   EXPECT_EQ(again.Stop(), 0);
 }
@@ -235,7 +216,7 @@ void WriteOneTenant(const std::string& broker, const std::vector<std::string>& a
                     const std::string& dir, const std::string& id) {
   Daemon d;
   ASSERT_TRUE(d.Start(broker, args, dir, "writer").ok()) << d.Log();
-  auto stub = Connect(d);
+  auto stub = InsecureBrokerStub(d.address());
   ASSERT_TRUE(CreateTenant(stub.get(), id, 1 << 30).ok());
   stub.reset();
   ASSERT_EQ(d.Stop(), 0);
@@ -274,7 +255,7 @@ TEST_F(BrokerStoreTest, FlippedBytesInABtreePageRefuseTheStartWithDataLoss) {
 TEST_F(BrokerStoreTest, DamagedRememberedAnswerIsDataLossOnRetryNotADifferentRequest) {
   Daemon d;
   ASSERT_TRUE(d.Start(broker_, Args(db_), dir_, "broker").ok()) << d.Log();
-  auto stub = Connect(d);
+  auto stub = InsecureBrokerStub(d.address());
   v1::CreateTenantRequest req;
   req.set_request_id("retry-me");
   req.set_tenant_id("acme");
@@ -324,7 +305,7 @@ TEST_F(BrokerStoreTest, WalStaysBoundedUnderLoadAndAcrossKill9) {
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
-      auto stub = Connect(d);
+      auto stub = InsecureBrokerStub(d.address());
       for (int i = 0; i < kPerClient; ++i) {
         grpc::ClientContext ctx;
         v1::CreateTenantRequest req;
@@ -352,8 +333,8 @@ TEST_F(BrokerStoreTest, WalStaysBoundedUnderLoadAndAcrossKill9) {
   Daemon again;
   ASSERT_TRUE(again.Start(broker_, Args(db_), dir_, "again").ok()) << again.Log();
   EXPECT_EQ(SizeOf(db_ + "-wal"), 0);
-  auto stub = Connect(again);
-  EXPECT_EQ(Tenants(stub.get()), want);
+  auto stub = InsecureBrokerStub(again.address());
+  EXPECT_EQ(TenantQuotas(stub.get()), want);
   stub.reset();
   EXPECT_EQ(again.Stop(), 0);
 }

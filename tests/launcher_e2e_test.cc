@@ -15,9 +15,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -48,9 +46,8 @@
 #include "proto/broker.grpc.pb.h"
 #include "proto/launcher.pb.h"
 #include "tests/cluster.h"
+#include "tests/launcher_process.h"
 #include "tests/test_util.h"
-
-extern char** environ;
 
 namespace iommu {
 namespace {
@@ -59,6 +56,7 @@ using ::testing::HasSubstr;
 using agent::UniqueFd;
 using launcher::LauncherClient;
 using testing::Cluster;
+using testing::LauncherProcess;
 
 constexpr char kTwoEdus[] = "0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6";
 constexpr char kDevA[] = "0000:00:04.0";
@@ -120,88 +118,6 @@ absl::Status RawCall(int fd, v1::LauncherRequest request, const std::vector<int>
   }
   return absl::Status(static_cast<absl::StatusCode>(response.code()), response.message());
 }
-
-// iommu-launcher --hold as a child process: stdin is a pipe the test keeps
-// open (so it never sees EOF), stdout a pipe the test reads for "ready".
-class LauncherProcess final {
- public:
-  LauncherProcess() = default;
-  LauncherProcess(const LauncherProcess&) = delete;
-  LauncherProcess& operator=(const LauncherProcess&) = delete;
-  ~LauncherProcess() { Kill(); }
-
-  // `stdin_text` is written to the launcher's stdin (which stays open), e.g.
-  // the token for --token-file=-.
-  absl::Status Start(const std::vector<std::string>& args, const std::string& stderr_path,
-                     const std::string& stdin_text = "") {
-    int in[2], out[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
-      return absl::ErrnoToStatus(errno, "pipe2");
-    }
-    stdin_.reset(in[1]);
-    stdout_.reset(out[0]);
-    UniqueFd child_in(in[0]), child_out(out[1]);
-    std::vector<std::string> argv = args;
-    argv.insert(argv.begin(), testing::RunfilePath("launcher/iommu-launcher"));
-    std::vector<char*> cargv;
-    for (std::string& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, child_in.get(), 0);
-    posix_spawn_file_actions_adddup2(&fa, child_out.get(), 1);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    const int rc = posix_spawn(&pid_, cargv[0], &fa, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      pid_ = -1;
-      return absl::ErrnoToStatus(rc, absl::StrCat("posix_spawn ", cargv[0]));
-    }
-    if (!stdin_text.empty() &&
-        ::write(stdin_.get(), stdin_text.data(), stdin_text.size()) !=
-            static_cast<ssize_t>(stdin_text.size())) {
-      return absl::ErrnoToStatus(errno, "write the launcher's stdin");
-    }
-    return absl::OkStatus();
-  }
-
-  // Reads stdout until a line equal to `line` arrives; all output so far is
-  // in output().
-  absl::Status WaitForLine(const std::string& line, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (output_.find(line + "\n") == std::string::npos) {
-      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (left <= 0) return absl::DeadlineExceededError(absl::StrCat("no \"", line, "\" line"));
-      pollfd p = {stdout_.get(), POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char buf[512];
-      const ssize_t n = read(stdout_.get(), buf, sizeof(buf));
-      if (n == 0) return absl::UnavailableError("launcher exited before the line");
-      if (n > 0) output_.append(buf, n);
-    }
-    return absl::OkStatus();
-  }
-
-  // SIGKILL, then reaps. Returns the wait status.
-  int Kill() {
-    int status = 0;
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-      pid_ = -1;
-    }
-    return status;
-  }
-
-  const std::string& output() const { return output_; }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd stdin_;
-  UniqueFd stdout_;
-  std::string output_;
-};
 
 class LauncherE2eTest : public ::testing::Test {
  protected:
@@ -617,7 +533,7 @@ TEST_F(LauncherE2eTest, LauncherKilledWithSigkillLeavesNoMappingOrBilling) {
                             absl::StrFormat("--map=0:0x80000@0x%x", w),
                             absl::StrFormat("--map=0x40000:0x80000@0x%x:r", w + 0x80000),
                             "--hold"},
-                           cluster_.dir() + "/launcher.err", Grant(c) + "\n"));
+                           {}, cluster_.dir() + "/launcher.err", Grant(c) + "\n"));
   absl::Status ready = launcher.WaitForLine("ready", absl::Seconds(10));
   ASSERT_TRUE(ready.ok()) << ready << "\nstdout:\n"
                           << launcher.output() << "\nagent log:\n"

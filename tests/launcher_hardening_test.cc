@@ -394,6 +394,16 @@ class LauncherHardeningTest : public ::testing::Test {
                                               kMiB);
   }
 
+  // Starts agent "n1" with `flags`, creates tenant "acme" and a container on
+  // n1 holding kDevA (see CreateContainer); returns its id, or "" after
+  // recording a failure (callers ASSERT_FALSE(HasFailure())).
+  std::string StartAgentWithAcmeContainer(const std::vector<std::string>& flags = {}) {
+    StartAgent("n1", flags);
+    if (HasFailure()) return "";
+    CreateTenant("acme");
+    return CreateContainer("acme", "n1", kDevA);
+  }
+
   v1::GrantLauncherResponse GrantResponse(const std::string& container_id,
                                           uint32_t ttl_seconds = 300) {
     v1::GrantLauncherRequest req;
@@ -715,10 +725,7 @@ TEST_F(LauncherHardeningTest, BadLimitFlagsStopTheAgentWithTheFlagAndTheRule) {
 // --------------------------------------------------------------- fd floods
 
 TEST_F(LauncherHardeningTest, FdFloodsAreClosedInOneMessageAndAcrossMessages) {
-  StartAgent("n1");
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer();
   ASSERT_FALSE(HasFailure());
   ASSERT_OK_AND_ASSIGN(held, Open("n1", c));
   ASSERT_OK_AND_ASSIGN(memfd, LauncherClient::CreateMemfd(128 * kKiB, "guest"));
@@ -797,10 +804,7 @@ TEST_F(LauncherHardeningTest, FdFloodsAreClosedInOneMessageAndAcrossMessages) {
 // -------------------------------------------------------- oversize messages
 
 TEST_F(LauncherHardeningTest, OversizeMessagesAreRefusedAndTheConnectionSurvives) {
-  StartAgent("n1");
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer();
   ASSERT_FALSE(HasFailure());
   const std::string token = Grant(c);
   FdZoo zoo;
@@ -866,11 +870,9 @@ TEST_F(LauncherHardeningTest, OversizeMessagesAreRefusedAndTheConnectionSurvives
 TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTokensKept) {
   // Idle connections are closed only after a minute here: this case is about
   // the per-uid count, which counts them while they last.
-  StartAgent("n1", {"--max_sessions_per_peer=3", "--max_launcher_connections=16",
-                    "--launcher_session_open_timeout=60s"});
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer(
+      {"--max_sessions_per_peer=3", "--max_launcher_connections=16",
+       "--launcher_session_open_timeout=60s"});
   ASSERT_FALSE(HasFailure());
   ASSERT_OK_AND_ASSIGN(s1, Open("n1", c));
   ASSERT_OK_AND_ASSIGN(s2, Open("n1", c));
@@ -912,11 +914,8 @@ TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTo
 // ------------------------------------------------- registered memory limit
 
 TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld) {
-  StartAgent("n1", {absl::StrCat("--max_session_memory_bytes=", kMiB),
-                    "--max_session_memory_objects=3"});
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer(
+      {absl::StrCat("--max_session_memory_bytes=", kMiB), "--max_session_memory_objects=3"});
   ASSERT_FALSE(HasFailure());
   ASSERT_OK_AND_ASSIGN(s, Open("n1", c));
   ASSERT_OK_AND_ASSIGN(half, LauncherClient::CreateMemfd(512 * kKiB, "half"));
@@ -979,10 +978,7 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
 // windows, refused at allocation, and a grant naming all of them works: a
 // launcher opens a session with it.
 TEST_F(LauncherHardeningTest, WindowsPastTheGrantLimitAreRefusedAndAFullGrantWorks) {
-  StartAgent("n1");
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer();
   ASSERT_FALSE(HasFailure());
   grpc::Status s;
   int allocated = 0;
@@ -1018,10 +1014,7 @@ TEST_F(LauncherHardeningTest, WindowsPastTheGrantLimitAreRefusedAndAFullGrantWor
 // agent (LauncherGrant.agent_incarnation). Needs the broker to copy the
 // node's latest RegisterRequest.agent_incarnation into every grant.
 TEST_F(LauncherHardeningTest, TokenUsedBeforeAnAgentRestartIsRefusedAfterIt) {
-  StartAgent("n1");
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer();
   ASSERT_FALSE(HasFailure());
   const std::string token = Grant(c);
   {
@@ -1053,10 +1046,7 @@ TEST_F(LauncherHardeningTest, TokenUsedBeforeAnAgentRestartIsRefusedAfterIt) {
 
 TEST_F(LauncherHardeningTest, IdleConnectionsOfHostileUidsCannotKeepALauncherOut) {
   // Default limits: 64 connections, 16 per uid, idle ones closed after 5 s.
-  StartAgent("n1");
-  ASSERT_FALSE(HasFailure());
-  CreateTenant("acme");
-  const std::string c = CreateContainer("acme", "n1", kDevA);
+  const std::string c = StartAgentWithAcmeContainer();
   ASSERT_FALSE(HasFailure());
   Grant(c);  // The broker's channel to the agent is open from here on.
   {

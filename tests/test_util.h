@@ -1,6 +1,7 @@
 // Small helpers shared by the multi-process tests: status assertions, a
-// unary gRPC call with a deadline, polling for a condition, and a container
-// with one window made through the broker.
+// unary gRPC call with a deadline, polling for a condition, a broker stub on
+// a channel of its own, the tenants a broker lists, and a container with one
+// window made through the broker.
 // Thread-compatible.
 #ifndef TESTS_TEST_UTIL_H_
 #define TESTS_TEST_UTIL_H_
@@ -8,6 +9,8 @@
 #include <functional>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -15,6 +18,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "gmock/gmock.h"
 #include "grpcpp/support/status.h"
 #include "gtest/gtest.h"
@@ -60,6 +66,32 @@ inline bool PollUntil(const std::function<bool()>& done,
     absl::SleepFor(absl::Milliseconds(20));
   }
   return true;
+}
+
+// An insecure Broker stub for `address` on a channel of its own (no global
+// subchannel pool), so dropping the stub closes its connection.
+inline std::unique_ptr<v1::Broker::Stub> InsecureBrokerStub(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return v1::Broker::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
+// Every tenant the broker lists, all pages: id -> quota.pinned_bytes. A
+// refused page records a failure and ends the listing with what was read.
+inline std::map<std::string, uint64_t> TenantQuotas(v1::Broker::Stub* stub) {
+  std::map<std::string, uint64_t> out;
+  v1::ListTenantsRequest req;
+  req.set_page_size(1000);
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::ListTenantsResponse resp;
+    grpc::Status s = stub->ListTenants(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    for (const auto& t : resp.tenants()) out[t.id()] = t.quota().pinned_bytes();
+    if (!s.ok() || resp.next_page_token().empty()) return out;
+    req.set_page_token(resp.next_page_token());
+  }
 }
 
 // Creates a container of `tenant` on `node` with `device` and one window of

@@ -31,6 +31,7 @@
 #include "proto/broker.grpc.pb.h"
 #include "tests/chaos/chaos_util.h"
 #include "tests/cluster.h"
+#include "tests/launcher_process.h"
 #include "tests/test_util.h"
 
 namespace iommu {
@@ -96,7 +97,7 @@ class AgentChaosTest : public ::testing::Test {
 
   // iommu-launcher --hold on `container` with 1 MiB of memfd, half of it
   // mapped at the start of `window`; the token comes from the environment.
-  void StartHoldingLauncher(chaos::LauncherProcess* l, const std::string& container,
+  void StartHoldingLauncher(testing::LauncherProcess* l, const std::string& container,
                             const v1::Window& window, const std::string& name) {
     absl::Status s = l->Start(
         {"--socket=" + Socket(), "--memfd=1M",
@@ -184,7 +185,7 @@ class AgentChaosTest : public ::testing::Test {
 TEST_F(AgentChaosTest, StoppedAgentKeepsSessionsAndKilledAgentReconcilesWithoutLeaks) {
   const absl::Time start = absl::Now();
   // Sessions: a --hold launcher on c1, a library session on c2.
-  chaos::LauncherProcess holder;
+  testing::LauncherProcess holder;
   StartHoldingLauncher(&holder, c1_, w1_, "holder");
   ASSERT_FALSE(HasFailure());
   absl::StatusOr<std::unique_ptr<LauncherClient>> lib = LauncherClient::Connect(Socket());
@@ -297,7 +298,7 @@ TEST_F(AgentChaosTest, StoppedAgentKeepsSessionsAndKilledAgentReconcilesWithoutL
 // the broker's view is back to READY with counters equal to a recount.
 TEST_F(AgentChaosTest, BrokerKill9LeavesLiveSessionsAndContainersAlone) {
   const absl::Time start = absl::Now();
-  chaos::LauncherProcess holder;
+  testing::LauncherProcess holder;
   StartHoldingLauncher(&holder, c1_, w1_, "holder");
   ASSERT_FALSE(HasFailure());
   for (int cycle = 0; cycle < 3; ++cycle) {

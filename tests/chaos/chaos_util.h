@@ -1,7 +1,7 @@
 // Helpers shared by the fault-injection (chaos) tests: broker stubs that
 // reconnect quickly after a kill, a snapshot of everything the broker lists,
-// the structural checks every scenario runs on that snapshot, and
-// iommu-launcher --hold as a child process with an environment of its own.
+// and the structural checks every scenario runs on that snapshot.
+// (iommu-launcher as a child process is tests/launcher_process.h.)
 //
 // Thread-compatible, except BrokerStubFor (thread-safe: each call makes its
 // own channel).
@@ -18,7 +18,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/unique_fd.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/broker.grpc.pb.h"
 
@@ -66,40 +65,6 @@ absl::StatusOr<Fleet> ReadSettledFleet(v1::Broker::Stub* stub,
 //    tenant (and per tenant and node) containers, windows and window bytes
 //    in GetUsage.
 std::vector<std::string> CheckFleet(const Fleet& fleet);
-
-// iommu-launcher as a child process: stdin a pipe the test keeps open (so
-// --hold never sees EOF), stdout a pipe the test reads, stderr a file.
-class LauncherProcess final {
- public:
-  LauncherProcess() = default;
-  LauncherProcess(const LauncherProcess&) = delete;
-  LauncherProcess& operator=(const LauncherProcess&) = delete;
-  ~LauncherProcess() { Kill(); }
-
-  // Starts the launcher with `args` and the test's environment plus
-  // `env_extra` ("K=V", e.g. the grant token).
-  absl::Status Start(const std::vector<std::string>& args,
-                     const std::vector<std::string>& env_extra, const std::string& stderr_path);
-  // Reads stdout until the line `line` arrives (or the launcher exits).
-  absl::Status WaitForLine(const std::string& line, absl::Duration timeout);
-  // Waits up to `timeout` for the launcher to exit; returns its wait status,
-  // or DEADLINE_EXCEEDED if it is still running.
-  absl::StatusOr<int> WaitExit(absl::Duration timeout);
-  // Whether the child still runs (it is reaped if it exited).
-  bool Running();
-  // SIGKILL and reap; returns the wait status (0 when not running).
-  int Kill();
-
-  pid_t pid() const { return pid_; }
-  const std::string& output() const { return output_; }
-
- private:
-  pid_t pid_ = -1;
-  int exit_status_ = 0;
-  agent::UniqueFd stdin_;
-  agent::UniqueFd stdout_;
-  std::string output_;
-};
 
 }  // namespace iommu::chaos
 
