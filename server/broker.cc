@@ -456,8 +456,7 @@ absl::Status Broker::CheckIndexes() const {
 
 template <typename Resp>
 absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std::string& key,
-                                       const std::string& fingerprint, Resp* out,
-                                       bool* replayed) {
+                                       const std::string& fingerprint, Resp* out, bool* replayed) {
   *replayed = false;
   RETURN_IF_ERROR(ValidateRequestId("request_id", request_id));
   if (request_id.empty()) return absl::OkStatus();
@@ -505,8 +504,7 @@ absl::Status Broker::Mutate(const char* method, const Identity& caller, const Re
     return plan.status();
   }
   if (!req.request_id().empty()) {
-    plan->batch.request =
-        RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
+    plan->batch.request = RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
     // Until the group commit, the answer is not in the store for a retry to
     // find; a retry meanwhile is told the request is in flight.
     inflight_.insert(rkey);
@@ -617,7 +615,7 @@ std::string Broker::NewIdLocked(const char* prefix) {
 // ------------------------------------------------------------ tenants
 
 absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out,
-      const Identity& caller) {
+                                  const Identity& caller) {
   return Mutate<v1::CreateTenantRequest, v1::Tenant>(
       "CreateTenant", caller, req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -647,7 +645,7 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
 }
 
 absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out,
-      const Identity& caller) {
+                               const Identity& caller) {
   RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   absl::MutexLock l(&mu_);
   auto it = tenants_.find(req.tenant_id());
@@ -658,9 +656,8 @@ absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out,
   return AwaitDurableLocked();
 }
 
-absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req,
-                                 v1::ListTenantsResponse* out,
-      const Identity& caller) {
+absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req, v1::ListTenantsResponse* out,
+                                 const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -734,15 +731,14 @@ void Broker::QueuePushWindows(const std::string& container_id) {
 void Broker::WaitForPushes() { pushes_.WaitIdle(); }
 
 absl::Status Broker::SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
-      const Identity& caller) {
+                                    const Identity& caller) {
   absl::Status s = SetTenantQuotaInternal(req, out, caller);
   if (s.ok()) QueuePushBudgets(req.tenant_id());
   return s;
 }
 
-absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req,
-                                            v1::Tenant* out,
-      const Identity& caller) {
+absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
+                                            const Identity& caller) {
   return Mutate<v1::SetTenantQuotaRequest, v1::Tenant>(
       "SetTenantQuota", caller, req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -802,9 +798,8 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
       });
 }
 
-absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
-                                  v1::DeleteTenantResponse* out,
-      const Identity& caller) {
+absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::DeleteTenantResponse* out,
+                                  const Identity& caller) {
   return Mutate<v1::DeleteTenantRequest, v1::DeleteTenantResponse>(
       "DeleteTenant", caller, req, out, [&](v1::DeleteTenantResponse*) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -835,7 +830,7 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req,
 // ------------------------------------------------------------ nodes
 
 absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out,
-      const Identity& caller) {
+                               const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -851,8 +846,7 @@ absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesRes
   return AwaitDurableLocked();
 }
 
-absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out,
-      const Identity& caller) {
+absl::Status Broker::GetNode(const v1::GetNodeRequest& req, v1::Node* out, const Identity& caller) {
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
   *out = NodeViewLocked(*n);
@@ -870,7 +864,7 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
 }
 
 absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
-      const Identity& caller) {
+                                const Identity& caller) {
   return Mutate<v1::CordonNodeRequest, v1::Node>(
       "CordonNode", caller, req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -885,7 +879,7 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
 }
 
 absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out,
-      const Identity& caller) {
+                                  const Identity& caller) {
   return Mutate<v1::UncordonNodeRequest, v1::Node>(
       "UncordonNode", caller, req, out, [&](v1::Node* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -901,7 +895,7 @@ absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* 
 }
 
 absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out,
-      const Identity& caller) {
+                               const Identity& caller) {
   const std::string fingerprint = Fingerprint("DrainNode", req);
   const std::string rkey = RequestKey(caller, req.request_id());
   std::vector<std::string> victims;
@@ -969,9 +963,8 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   return absl::OkStatus();
 }
 
-absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req,
-                                 v1::ListDevicesResponse* out,
-      const Identity& caller) {
+absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out,
+                                 const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
@@ -1111,7 +1104,7 @@ absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::str
 }
 
 absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out,
-      const Identity& caller) {
+                                     const Identity& caller) {
   const std::string fingerprint = Fingerprint("CreateContainer", req);
   const std::string rkey = RequestKey(caller, req.request_id());
   std::string node, id;
@@ -1191,14 +1184,10 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
   return s;
 }
 
-absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& req,
-                                            const std::string& fingerprint,
-                                            const std::string& rkey, const std::string& id,
-                                            const std::string& node,
-                                            const std::vector<std::string>& devices,
-                                            uint64_t budget,
-                                            const absl::StatusOr<v1::AgentContainer>& created,
-                                            v1::Container* out) {
+absl::Status Broker::CommitCreatedContainer(
+    const v1::CreateContainerRequest& req, const std::string& fingerprint, const std::string& rkey,
+    const std::string& id, const std::string& node, const std::vector<std::string>& devices,
+    uint64_t budget, const absl::StatusOr<v1::AgentContainer>& created, v1::Container* out) {
   absl::MutexLock l(&mu_);
   for (const std::string& d : devices) pending_devices_.erase({node, d});
   if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
@@ -1259,7 +1248,7 @@ absl::Status Broker::CommitCreatedContainer(const v1::CreateContainerRequest& re
 }
 
 absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Container* out,
-      const Identity& caller) {
+                                  const Identity& caller) {
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
   *out = ContainerViewLocked(*c);
@@ -1267,8 +1256,7 @@ absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Contai
 }
 
 absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
-                                    v1::ListContainersResponse* out,
-      const Identity& caller) {
+                                    v1::ListContainersResponse* out, const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
@@ -1394,8 +1382,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
 }
 
 absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
-                                     v1::DeleteContainerResponse* out,
-      const Identity& caller) {
+                                     v1::DeleteContainerResponse* out, const Identity& caller) {
   const std::string fingerprint = Fingerprint("DeleteContainer", req);
   const std::string rkey = RequestKey(caller, req.request_id());
   {
@@ -1408,8 +1395,8 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
   }
   std::optional<RequestRecord> record;
   if (!req.request_id().empty()) {
-    record = RequestRecord{rkey, fingerprint,
-                           v1::DeleteContainerResponse().SerializeAsString(), Now()};
+    record =
+        RequestRecord{rkey, fingerprint, v1::DeleteContainerResponse().SerializeAsString(), Now()};
   }
   absl::Status s = DeleteContainerInternal(req.container_id(), std::move(record));
   absl::MutexLock l(&mu_);
@@ -1418,16 +1405,14 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
 }
 
 absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req,
-                                        v1::Container* out,
-      const Identity& caller) {
+                                        v1::Container* out, const Identity& caller) {
   absl::Status s = SetContainerBudgetInternal(req, out, caller);
   if (s.ok()) QueuePushBudgets(out->tenant_id());
   return s;
 }
 
 absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
-                                                v1::Container* out,
-      const Identity& caller) {
+                                                v1::Container* out, const Identity& caller) {
   return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
       "SetContainerBudget", caller, req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -1476,8 +1461,7 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
 }
 
 absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
-                                   v1::GrantLauncherResponse* out,
-      const Identity& caller) {
+                                   v1::GrantLauncherResponse* out, const Identity& caller) {
   if (req.ttl_seconds() > 3600) {
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: at most 3600, got ", req.ttl_seconds()));
@@ -1502,15 +1486,15 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
                                                  " is reconciling after registering; retry"));
     }
     if (c->container.deleting()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "container_id: container ", req.container_id(), " is being deleted"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
     }
     if (c->window_ids.size() > kMaxWindowsPerContainer) {
       // Only a store written before the limit can hold more.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "container_id: container ", req.container_id(), " holds ", c->window_ids.size(),
-          " windows; a launcher grant names at most ", kMaxWindowsPerContainer,
-          ": release windows first"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("container_id: container ", req.container_id(), " holds ",
+                       c->window_ids.size(), " windows; a launcher grant names at most ",
+                       kMaxWindowsPerContainer, ": release windows first"));
     }
   }
   RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
@@ -1634,15 +1618,14 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
 }
 
 absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out,
-      const Identity& caller) {
+                                    const Identity& caller) {
   absl::Status s = AllocateWindowInternal(req, out, caller);
   if (s.ok()) QueuePushWindows(req.container_id());
   return s;
 }
 
 absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
-                                   v1::ReleaseWindowResponse* out,
-      const Identity& caller) {
+                                   v1::ReleaseWindowResponse* out, const Identity& caller) {
   std::string container_id;
   absl::Status s = ReleaseWindowInternal(req, out, &container_id, caller);
   // The agent revokes what the window held; if it cannot be told now, its
@@ -1654,9 +1637,8 @@ absl::Status Broker::ReleaseWindow(const v1::ReleaseWindowRequest& req,
   return s;
 }
 
-absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req,
-                                            v1::Window* out,
-      const Identity& caller) {
+absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req, v1::Window* out,
+                                            const Identity& caller) {
   return Mutate<v1::AllocateWindowRequest, v1::Window>(
       "AllocateWindow", caller, req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -1666,10 +1648,10 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
               absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
         }
         if (c->window_ids.size() >= kMaxWindowsPerContainer) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "container_id: container ", req.container_id(), " already holds ",
-              c->window_ids.size(), " windows, the most a container may hold (",
-              kMaxWindowsPerContainer, "); release one or use larger windows"));
+          return absl::ResourceExhaustedError(
+              absl::StrCat("container_id: container ", req.container_id(), " already holds ",
+                           c->window_ids.size(), " windows, the most a container may hold (",
+                           kMaxWindowsPerContainer, "); release one or use larger windows"));
         }
         const uint64_t page = c->allocator.page_size();
         ASSIGN_OR_RETURN(uint64_t alignment,
@@ -1731,8 +1713,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
 
 absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
                                            v1::ReleaseWindowResponse* out,
-                                           std::string* container_id,
-      const Identity& caller) {
+                                           std::string* container_id, const Identity& caller) {
   return Mutate<v1::ReleaseWindowRequest, v1::ReleaseWindowResponse>(
       "ReleaseWindow", caller, req, out, [&](v1::ReleaseWindowResponse*) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
@@ -1766,7 +1747,7 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
 }
 
 absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out,
-      const Identity& caller) {
+                                 const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.container_id().empty()) {
@@ -1805,7 +1786,7 @@ std::optional<std::string> Broker::WindowTenant(const std::string& window_id) co
 // ------------------------------------------------------------ usage
 
 absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out,
-      const Identity& caller) {
+                              const Identity& caller) {
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   if (!req.node().empty()) RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
@@ -1918,7 +1899,7 @@ bool Broker::ObjectExistsLocked(const v1::ObjectRef& object, const std::string& 
 }
 
 absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out,
-      const Identity& caller) {
+                                const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   uint64_t after = 0;
@@ -1992,8 +1973,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   }
   if (!req.agent_incarnation().empty() && !IsLowerHex(req.agent_incarnation(), 32)) {
     // Empty is an agent from before incarnations; its grants carry none.
-    return absl::InvalidArgumentError(
-        "agent_incarnation: 32 lower-case hex digits when set");
+    return absl::InvalidArgumentError("agent_incarnation: 32 lower-case hex digits when set");
   }
   absl::MutexLock l(&mu_);
   NodeEntry& before = nodes_[req.node()];
@@ -2053,10 +2033,10 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     for (const std::string& id : finished) {
       Log(absl::StrCat("event=container_deleted container=", id, " node=", req.node(),
                        " note=finished_at_registration"));
-      RecordEvent(NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), "", "",
-                           absl::StrCat(id, " deleted: its agent on node ", req.node(),
-                                        " no longer holds it"),
-                           {NodeRef(req.node())}));
+      RecordEvent(NewEvent(
+          kNormal, "ContainerDeleted", ContainerRef(id), "", "",
+          absl::StrCat(id, " deleted: its agent on node ", req.node(), " no longer holds it"),
+          {NodeRef(req.node())}));
     }
     found = nodes_.find(req.node());
     if (found == nodes_.end()) {
@@ -2200,8 +2180,8 @@ std::vector<std::string> Broker::CheckLiveness() {
     // the process was stopped, that is the pause; when only this thread was
     // starved while the handlers ran, heartbeats break it up and it stays
     // short, so a silent node is still noticed.
-    const int64_t quiet = std::max(longest_quiet_ms_, now - std::max(last_heartbeat_taken_ms_,
-                                                                     last_liveness_check_ms_));
+    const int64_t quiet = std::max(
+        longest_quiet_ms_, now - std::max(last_heartbeat_taken_ms_, last_liveness_check_ms_));
     if (gap > std::max<int64_t>(4 * period, 1000) && quiet > std::max<int64_t>(4 * period, 1000)) {
       deaf_ms_ += quiet - period;
       Log(absl::StrCat("event=broker_was_paused ms=", gap,

@@ -92,63 +92,64 @@ class Broker final : public OwnershipView {
   Broker& operator=(const Broker&) = delete;
 
   // ---- Broker API (see proto/broker.proto for each RPC's contract) ----
+  // `caller` is who asked, as the service identified it: request ids are
+  // remembered per caller. The default (anonymous) is for in-process callers
+  // such as tests and benchmarks.
   absl::Status CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant* out,
-      const Identity& caller = Identity{});
+                            const Identity& caller = Identity{});
   absl::Status GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out,
-      const Identity& caller = Identity{});
+                         const Identity& caller = Identity{});
   absl::Status ListTenants(const v1::ListTenantsRequest& req, v1::ListTenantsResponse* out,
-      const Identity& caller = Identity{});
+                           const Identity& caller = Identity{});
   absl::Status SetTenantQuota(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
-      const Identity& caller = Identity{});
+                              const Identity& caller = Identity{});
   absl::Status DeleteTenant(const v1::DeleteTenantRequest& req, v1::DeleteTenantResponse* out,
-      const Identity& caller = Identity{});
+                            const Identity& caller = Identity{});
 
   absl::Status ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out,
-      const Identity& caller = Identity{});
+                         const Identity& caller = Identity{});
   absl::Status GetNode(const v1::GetNodeRequest& req, v1::Node* out,
-      const Identity& caller = Identity{});
+                       const Identity& caller = Identity{});
   absl::Status CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
-      const Identity& caller = Identity{});
+                          const Identity& caller = Identity{});
   absl::Status UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* out,
-      const Identity& caller = Identity{});
+                            const Identity& caller = Identity{});
   absl::Status DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out,
-      const Identity& caller = Identity{});
+                         const Identity& caller = Identity{});
   absl::Status ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out,
-      const Identity& caller = Identity{});
+                           const Identity& caller = Identity{});
 
   absl::Status CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out,
-      const Identity& caller = Identity{});
+                               const Identity& caller = Identity{});
   absl::Status GetContainer(const v1::GetContainerRequest& req, v1::Container* out,
-      const Identity& caller = Identity{});
-  absl::Status ListContainers(const v1::ListContainersRequest& req,
-                              v1::ListContainersResponse* out,
-      const Identity& caller = Identity{});
+                            const Identity& caller = Identity{});
+  absl::Status ListContainers(const v1::ListContainersRequest& req, v1::ListContainersResponse* out,
+                              const Identity& caller = Identity{});
   absl::Status DeleteContainer(const v1::DeleteContainerRequest& req,
                                v1::DeleteContainerResponse* out,
-      const Identity& caller = Identity{});
+                               const Identity& caller = Identity{});
   absl::Status SetContainerBudget(const v1::SetContainerBudgetRequest& req, v1::Container* out,
-      const Identity& caller = Identity{});
-  absl::Status GrantLauncher(const v1::GrantLauncherRequest& req,
-                             v1::GrantLauncherResponse* out,
-      const Identity& caller = Identity{});
+                                  const Identity& caller = Identity{});
+  absl::Status GrantLauncher(const v1::GrantLauncherRequest& req, v1::GrantLauncherResponse* out,
+                             const Identity& caller = Identity{});
 
   absl::Status AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out,
-      const Identity& caller = Identity{});
+                              const Identity& caller = Identity{});
   absl::Status ReleaseWindow(const v1::ReleaseWindowRequest& req, v1::ReleaseWindowResponse* out,
-      const Identity& caller = Identity{});
+                             const Identity& caller = Identity{});
   absl::Status AllocateWindowInternal(const v1::AllocateWindowRequest& req, v1::Window* out,
-      const Identity& caller);
+                                      const Identity& caller);
   absl::Status ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
                                      v1::ReleaseWindowResponse* out, std::string* container_id,
-      const Identity& caller);
+                                     const Identity& caller);
   absl::Status ListWindows(const v1::ListWindowsRequest& req, v1::ListWindowsResponse* out,
-      const Identity& caller = Identity{});
+                           const Identity& caller = Identity{});
 
   absl::Status GetUsage(const v1::GetUsageRequest& req, v1::GetUsageResponse* out,
-      const Identity& caller = Identity{});
+                        const Identity& caller = Identity{});
 
   absl::Status ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out,
-      const Identity& caller = Identity{});
+                          const Identity& caller = Identity{});
 
   // ---- NodeRegistry (called by agents) ----
   absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);
@@ -310,8 +311,8 @@ class Broker final : public OwnershipView {
   // `key` is RequestKey(caller, request_id).
   template <typename Resp>
   absl::Status CheckReplayLocked(const std::string& request_id, const std::string& key,
-                                 const std::string& fingerprint,
-                                 Resp* out, bool* replayed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                 const std::string& fingerprint, Resp* out, bool* replayed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Runs a mutation that needs no agent call: validates request_id, replays
   // a remembered answer, or calls `plan` (which validates, fills `out` and
@@ -325,17 +326,15 @@ class Broker final : public OwnershipView {
   // reservation and, if the agent created the container, commits it.
   absl::Status CommitCreatedContainer(const v1::CreateContainerRequest& req,
                                       const std::string& fingerprint, const std::string& rkey,
-                                      const std::string& id,
-                                      const std::string& node,
+                                      const std::string& id, const std::string& node,
                                       const std::vector<std::string>& devices, uint64_t budget,
                                       const absl::StatusOr<v1::AgentContainer>& created,
                                       v1::Container* out) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req, v1::Tenant* out,
-      const Identity& caller)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                                      const Identity& caller) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status SetContainerBudgetInternal(const v1::SetContainerBudgetRequest& req,
-                                          v1::Container* out,
-      const Identity& caller) ABSL_LOCKS_EXCLUDED(mu_);
+                                          v1::Container* out, const Identity& caller)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The windows of a container as the agent wants them.
   v1::ContainerWindows WindowsLocked(const ContainerEntry& c) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

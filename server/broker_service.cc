@@ -83,13 +83,13 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
 
 }  // namespace
 
-#define IOMMU_BROKER_RPC(Method, Req, Resp)                                                   \
-  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,            \
-                                     v1::Resp* resp) {                                        \
-    return Serve(#Method, ctx, deps_, *req, resp,                                            \
-                 [this](const v1::Req& r, v1::Resp* out, const Identity& caller) {              \
-                   return deps_.broker->Method(r, out, caller);                                \
-                 });                                                                           \
+#define IOMMU_BROKER_RPC(Method, Req, Resp)                                        \
+  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req, \
+                                     v1::Resp* resp) {                             \
+    return Serve(#Method, ctx, deps_, *req, resp,                                  \
+                 [this](const v1::Req& r, v1::Resp* out, const Identity& caller) { \
+                   return deps_.broker->Method(r, out, caller);                    \
+                 });                                                               \
   }
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
@@ -120,9 +120,8 @@ grpc::Status NodeRegistryService::Reconciled(grpc::ServerContext* ctx,
                                              const v1::ReconciledRequest* req,
                                              v1::ReconciledResponse* resp) {
   return Serve("Reconciled", ctx, deps_, *req, resp,
-               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out, const Identity&) {
-                 return deps_.broker->Reconciled(r, out);
-               });
+               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out,
+                      const Identity&) { return deps_.broker->Reconciled(r, out); });
 }
 
 }  // namespace iommu

@@ -17,10 +17,11 @@ absl::Status CallerLimits::Admit(const std::string& caller) {
   size_t& n = inflight_[caller];
   if (options_.max_inflight_per_caller != 0 && n >= options_.max_inflight_per_caller) {
     if (n == 0) inflight_.erase(caller);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "caller: ", caller, " already has ", n, " calls in flight (limit ",
-        options_.max_inflight_per_caller, " per caller, --max_inflight_per_caller); retry "
-        "when some finish"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("caller: ", caller, " already has ", n, " calls in flight (limit ",
+                     options_.max_inflight_per_caller,
+                     " per caller, --max_inflight_per_caller); retry "
+                     "when some finish"));
   }
   ++n;
   return absl::OkStatus();
@@ -39,10 +40,10 @@ bool CallerLimits::ShouldLogRefusal(const std::string& caller, absl::Time now,
   *suppressed = 0;
   if (buckets_.size() >= kBucketsBeforePruning) {
     for (auto it = buckets_.begin(); it != buckets_.end();) {
-      const double refill = absl::ToDoubleSeconds(now - it->second.last) *
-                            options_.refusal_logs_per_second;
-      const bool idle = it->second.suppressed == 0 &&
-                        it->second.tokens + refill >= options_.refusal_log_burst;
+      const double refill =
+          absl::ToDoubleSeconds(now - it->second.last) * options_.refusal_logs_per_second;
+      const bool idle =
+          it->second.suppressed == 0 && it->second.tokens + refill >= options_.refusal_log_burst;
       it = idle ? buckets_.erase(it) : std::next(it);
     }
   }
@@ -51,9 +52,9 @@ bool CallerLimits::ShouldLogRefusal(const std::string& caller, absl::Time now,
   if (inserted) {
     b.tokens = options_.refusal_log_burst;
   } else if (now > b.last) {
-    b.tokens = std::min(options_.refusal_log_burst,
-                        b.tokens + absl::ToDoubleSeconds(now - b.last) *
-                                       options_.refusal_logs_per_second);
+    b.tokens =
+        std::min(options_.refusal_log_burst,
+                 b.tokens + absl::ToDoubleSeconds(now - b.last) * options_.refusal_logs_per_second);
   }
   b.last = std::max(b.last, now);
   if (b.tokens < 1) {
