@@ -150,6 +150,7 @@ absl::Status Broker::Load() {
   absl::MutexLock l(&mu_);
   last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
   RETURN_IF_ERROR(RestoreLocked(records));
+  ASSIGN_OR_RETURN(remembered_, store_->CountRequestsByScope());
   Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
                    " containers=", containers_.size(), " windows=", windows_.size()));
   return absl::OkStatus();
@@ -276,6 +277,9 @@ void Broker::LeadCommitLocked() {
   group->status = s;
   if (s.ok()) {
     resolved_seq_ = group->last_seq;
+    for (const WriteBatch& b : group->batches) {
+      if (b.request.has_value()) ++remembered_[RequestScope(b.request->request_id)];
+    }
     return;
   }
   // Every mutation applied after this group planned against its state, so it
@@ -471,7 +475,9 @@ absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std:
     // replays it: anything else may be another caller's and is not this
     // caller's business.
     ASSIGN_OR_RETURN(prior, store_->FindRequest(request_id));
-    if (!prior.has_value() || prior->fingerprint != fingerprint) return absl::OkStatus();
+    if (!prior.has_value() || prior->fingerprint != fingerprint) {
+      return CheckRememberedLocked(key);
+    }
   }
   if (prior->fingerprint != fingerprint) {
     return absl::FailedPreconditionError(
@@ -2210,7 +2216,26 @@ std::vector<std::string> Broker::CheckLiveness() {
 absl::Status Broker::ExpireRequests() {
   ASSIGN_OR_RETURN(int64_t n, store_->ExpireRequests(Now() - options_.request_ttl_ms));
   if (n > 0) Log(absl::StrCat("event=requests_expired count=", n));
+  // Recounted rather than tracked through expiry; answers committed while
+  // the count runs may be missed until the next one, which only loosens the
+  // bound by the mutations of that moment.
+  absl::StatusOr<std::map<std::string, int64_t>> counts = store_->CountRequestsByScope();
+  if (!counts.ok()) return counts.status();
+  absl::MutexLock l(&mu_);
+  remembered_ = *std::move(counts);
   return absl::OkStatus();
+}
+
+absl::Status Broker::CheckRememberedLocked(const std::string& key) const {
+  const int64_t limit = options_.max_remembered_answers_per_caller;
+  if (limit <= 0) return absl::OkStatus();
+  const std::string scope = RequestScope(key);
+  auto it = remembered_.find(scope);
+  if (it == remembered_.end() || it->second < limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "request_id: ", scope, " has ", it->second, " answers remembered for retries (limit ", limit,
+      " per caller, --max_remembered_answers_per_caller); send mutations without request_id "
+      "or wait for older answers to expire (after ", options_.request_ttl_ms / 1000, " s)"));
 }
 
 // ------------------------------------------------------------ metrics

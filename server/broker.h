@@ -76,6 +76,12 @@ struct BrokerOptions {
   int64_t liveness_check_interval_ms = 0;
   // How long the answer to a mutation is remembered for retries.
   int64_t request_ttl_ms = 24 * 3600 * 1000;
+  // Answers one caller may have remembered at once (each mutation with a
+  // request_id stores one for request_ttl_ms), so no tenant can grow the
+  // store without bound; past it, its mutations with a request_id are
+  // refused (RESOURCE_EXHAUSTED). Calls in flight may pass it by their
+  // number. 0: no limit.
+  int64_t max_remembered_answers_per_caller = 1000000;
   // Milliseconds since the epoch; injectable so tests control time.
   std::function<int64_t()> now_ms;
 };
@@ -372,6 +378,10 @@ class Broker final : public OwnershipView {
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when the caller of request key `key` has
+  // max_remembered_answers_per_caller answers remembered.
+  absl::Status CheckRememberedLocked(const std::string& key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Liveness bookkeeping for a heartbeat or registration taken at `now`.
   void NoteHeartbeatTakenLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Live, reconciled and not cordoned: new containers may go here.
@@ -440,6 +450,9 @@ class Broker final : public OwnershipView {
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   // See Unrecoverable().
   absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
+  // Remembered answers per caller scope (RequestScope), from the store at
+  // start and after each expiry, plus every answer committed since.
+  std::map<std::string, int64_t> remembered_ ABSL_GUARDED_BY(mu_);
   // Per node: held across each windows push (taken without mu_), so pushes
   // to one node read and send in order (PushWindows).
   std::map<std::string, std::shared_ptr<absl::Mutex>> push_order_ ABSL_GUARDED_BY(mu_);

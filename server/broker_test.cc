@@ -124,11 +124,12 @@ class BrokerTest : public ::testing::Test {
  protected:
   void SetUp() override { Restart(); }
 
-  void Restart(int64_t liveness_check_interval_ms = 0) {
+  void Restart(int64_t liveness_check_interval_ms = 0, int64_t max_remembered = 1000000) {
     broker_.reset();
     BrokerOptions o;
     o.node_timeout_ms = 5000;
     o.liveness_check_interval_ms = liveness_check_interval_ms;
+    o.max_remembered_answers_per_caller = max_remembered;
     o.now_ms = [this] { return now_ms_; };
     auto b = Broker::Create(&store_, &agents_, o);
     ASSERT_TRUE(b.ok()) << b.status();
@@ -1261,6 +1262,39 @@ TEST(GrantSizeTest, AGrantNamingTheMostWindowsFitsATokenAtItsWidest) {
   absl::StatusOr<std::string> token = SignGrant(grant, std::string(32, 'k'));
   ASSERT_TRUE(token.ok()) << token.status();
   EXPECT_LE(token->size(), kMaxGrantTokenBytes);
+}
+
+
+// Each mutation with a request_id leaves an answer in the store for a day:
+// one caller may have only so many, so no tenant grows the store for all.
+TEST_F(BrokerTest, RememberedAnswersAreBoundedPerCaller) {
+  Restart(/*liveness_check_interval_ms=*/0, /*max_remembered=*/3);
+  const Identity hostile{Role::kTenant, "hostile"};
+  const Identity acme{Role::kTenant, "acme"};
+  auto create = [&](const Identity& caller, const std::string& id, const std::string& request) {
+    v1::CreateTenantRequest req;
+    req.set_request_id(request);
+    req.set_tenant_id(id);
+    req.mutable_quota()->set_pinned_bytes(1 << 20);
+    v1::Tenant t;
+    return broker_->CreateTenant(req, &t, caller);
+  };
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(create(hostile, absl::StrCat("h", i), absl::StrCat("r", i)).ok()) << i;
+  }
+  ExpectCode(create(hostile, "h3", "r3"), absl::StatusCode::kResourceExhausted,
+             "request_id: tenant/hostile has 3 answers remembered for retries (limit 3 per caller");
+  // Its retries still replay, mutations without an id still work, and
+  // another caller is not affected.
+  EXPECT_TRUE(create(hostile, "h0", "r0").ok());
+  EXPECT_TRUE(create(hostile, "h4", "").ok());
+  EXPECT_TRUE(create(acme, "a0", "r0").ok());
+  // The count survives a restart, and expiry gives room again.
+  Restart(/*liveness_check_interval_ms=*/0, /*max_remembered=*/3);
+  ExpectCode(create(hostile, "h3", "r3"), absl::StatusCode::kResourceExhausted, "limit 3");
+  now_ms_ += 25LL * 3600 * 1000;
+  ASSERT_TRUE(broker_->ExpireRequests().ok());
+  EXPECT_TRUE(create(hostile, "h3", "r3").ok());
 }
 
 }  // namespace

@@ -69,6 +69,13 @@ class FakeStore final : public Store {
     return std::optional<RequestRecord>(it->second);
   }
 
+  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override {
+    absl::MutexLock l(&mu_);
+    std::map<std::string, int64_t> out;
+    for (const auto& [id, r] : requests_) ++out[RequestScope(id)];
+    return out;
+  }
+
   absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override {
     absl::MutexLock l(&mu_);
     int64_t n = 0;

@@ -53,6 +53,11 @@ ABSL_FLAG(std::string, metrics_address, "",
           "host:port serving Prometheus metrics (iommu_broker_*, docs/METRICS.md) over HTTP at "
           "/metrics, e.g. 0.0.0.0:9400; empty: no metrics endpoint");
 
+ABSL_FLAG(int64_t, max_remembered_answers_per_caller, 1000000,
+          "Answers to mutations with a request_id that one caller may have remembered at once "
+          "(each is kept 24 h for retries); past it that caller's mutations with a request_id "
+          "are refused with RESOURCE_EXHAUSTED, so no tenant can grow the store without bound. "
+          "0: no limit");
 ABSL_FLAG(uint32_t, max_inflight_per_caller, 64,
           "Calls of one caller (certificate identity) in flight at once; more are refused with "
           "RESOURCE_EXHAUSTED, so one tenant cannot hold every handler thread. 0: no limit");
@@ -130,6 +135,8 @@ int Run() {
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
+  options.max_remembered_answers_per_caller =
+      absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
   iommu::TimedStore timed_store(store->get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
   });

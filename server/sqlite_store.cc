@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -362,6 +363,25 @@ class SqliteStore final : public Store {
     sqlite3_bind_int64(st.get(), 1, before_ms);
     if (sqlite3_step(st.get()) != SQLITE_DONE) return ErrorLocked("expire requests");
     return static_cast<int64_t>(sqlite3_changes(db_));
+  }
+
+  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override {
+    absl::MutexLock l(&read_mu_);
+    Statement st;
+    if (sqlite3_prepare_v2(read_db_,
+                           "SELECT CASE WHEN instr(request_id, '|') > 0 "
+                           "THEN substr(request_id, 1, instr(request_id, '|') - 1) ELSE '' END "
+                           "AS scope, COUNT(*) FROM requests GROUP BY scope",
+                           -1, st.out(), nullptr) != SQLITE_OK) {
+      return Error(read_db_, "prepare count requests");
+    }
+    std::map<std::string, int64_t> out;
+    int rc;
+    while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+      out[ColumnText(st.get(), 0)] = sqlite3_column_int64(st.get(), 1);
+    }
+    if (rc != SQLITE_DONE) return Error(read_db_, "count requests");
+    return out;
   }
 
  private:

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,21 @@ TEST(SqliteStoreTest, EverythingSurvivesCloseAndReopen) {
   EXPECT_EQ((*req)->fingerprint, "fp");
   EXPECT_EQ((*req)->response, "resp");
   EXPECT_EQ((*req)->time_ms, 1000);
+}
+
+TEST(SqliteStoreTest, CountsRememberedAnswersPerScope) {
+  auto store = OpenSqliteStore(TempPath("scopes.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  int n = 0;
+  for (const char* id : {"tenant/acme|a", "tenant/acme|b", "operator/admin|a", "bare-id"}) {
+    WriteBatch b;
+    b.request = RequestRecord{id, "fp", "resp", 1000 + n++};
+    ASSERT_TRUE((*store)->Commit(b).ok());
+  }
+  auto counts = (*store)->CountRequestsByScope();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::map<std::string, int64_t>{
+                         {"", 1}, {"operator/admin", 1}, {"tenant/acme", 2}}));
 }
 
 TEST(SqliteStoreTest, FailedBatchAppliesNothing) {

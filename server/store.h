@@ -16,6 +16,7 @@
 #define SERVER_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -79,7 +80,18 @@ class Store {
 
   // Forgets answers acknowledged before `before_ms`. Returns how many.
   virtual absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) = 0;
+
+  // How many answers are remembered per scope: the part of each request id
+  // before its first '|' ("" for ids without one). Linear in the answers
+  // remembered; the broker calls it at start and after each expiry.
+  virtual absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() = 0;
 };
+
+// The scope of a remembered request id, as CountRequestsByScope counts it.
+inline std::string RequestScope(absl::string_view request_id) {
+  const size_t bar = request_id.find('|');
+  return bar == absl::string_view::npos ? "" : std::string(request_id.substr(0, bar));
+}
 
 }  // namespace iommu
 

@@ -1,7 +1,9 @@
-// Liveness from outside, with real processes: a broker that was stopped
-// (SIGSTOP) does not blame the nodes for the heartbeats it could not take,
-// and a stalled agent holds up neither the replies that do not need it nor,
-// once its node is no longer READY, the ones that do.
+// Liveness and per-caller bounds from outside, with real processes: a broker
+// that was stopped (SIGSTOP) does not blame the nodes for the heartbeats it
+// could not take; a stalled agent holds up neither the replies that do not
+// need it nor, once its node is no longer READY, the ones that do; and one
+// tenant's calls in flight and remembered answers are bounded apart from
+// another's.
 #include <signal.h>
 
 #include <chrono>
@@ -176,6 +178,57 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
   EXPECT_TRUE(s.ok()) << s.error_message();
   ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGCONT), 0);
   stuck.join();
+}
+
+// Answers remembered for retries are bounded per caller, and survive a
+// restart of the broker with their count.
+TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
+  testing::ClusterOptions options;
+  options.tls = true;
+  options.tenants = {"hostile", "acme"};
+  options.broker_args = {"--max_remembered_answers_per_caller=2"};
+  Cluster cluster(options);
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
+  ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
+  auto op = cluster.BrokerStub();
+  for (const char* t : {"hostile", "acme"}) {
+    v1::CreateTenantRequest tr;
+    tr.set_tenant_id(t);
+    tr.mutable_quota()->set_pinned_bytes(1ULL << 30);
+    v1::Tenant tenant;
+    ASSERT_TRUE(op->CreateTenant(Context().get(), tr, &tenant).ok());
+  }
+  auto allocate_as = [&](const std::string& tenant, const std::string& container,
+                         const std::string& request_id) {
+    auto stub = cluster.BrokerStubAs("tenant-" + tenant);
+    v1::AllocateWindowRequest req;
+    req.set_request_id(request_id);
+    req.set_container_id(container);
+    req.set_size(4096);
+    v1::Window w;
+    return stub->AllocateWindow(Context().get(), req, &w);
+  };
+  auto container_of = [&](const std::string& tenant) {
+    v1::CreateContainerRequest cr;
+    cr.set_tenant_id(tenant);
+    cr.mutable_selector()->set_count(1);
+    v1::Container c;
+    EXPECT_TRUE(op->CreateContainer(Context().get(), cr, &c).ok());
+    return c.id();
+  };
+  const std::string hostile = container_of("hostile");
+  const std::string acme = container_of("acme");
+  ASSERT_TRUE(allocate_as("hostile", hostile, "h-1").ok());
+  ASSERT_TRUE(allocate_as("hostile", hostile, "h-2").ok());
+  grpc::Status s = allocate_as("hostile", hostile, "h-3");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("tenant/hostile has 2 answers remembered"), std::string::npos)
+      << s.error_message();
+  EXPECT_TRUE(allocate_as("acme", acme, "a-1").ok());
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();  // Restart.
+  s = allocate_as("hostile", hostile, "h-3");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(allocate_as("hostile", hostile, "h-1").ok());  // A retry still replays.
 }
 
 }  // namespace
