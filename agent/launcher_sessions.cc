@@ -227,7 +227,9 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
   }
   const int64_t now = options_.now_ms ? options_.now_ms() : absl::ToUnixMillis(absl::Now());
   ASSIGN_OR_RETURN(v1::LauncherGrant grant, VerifyGrant(req.token(), key, now));
-  auto refuse = [&](absl::Status s) { return Refuse(conn, grant.container_id(), std::move(s)); };
+  auto refuse = [&](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return Refuse(conn, grant.container_id(), std::move(s));
+  };
   if (grant.node() != core_->node()) {
     return refuse(absl::UnauthenticatedError(absl::StrCat(
         "token: issued for node \"", grant.node(), "\", this is node \"", core_->node(), "\"")));
