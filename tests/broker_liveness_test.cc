@@ -129,15 +129,17 @@ TEST(BrokerLivenessTest, StalledAgentHoldsNoReplyThatDoesNotNeedIt) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
-// A tenant whose calls hang (here: on a stalled agent) holds at most
-// --max_inflight_per_caller handlers; its next call is refused at once and
-// another tenant is served.
-TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
+// mTLS, a broker with `flag`, one agent, and the tenants "hostile" and
+// "acme" (each with a certificate).
+testing::ClusterOptions TwoTenants(const std::string& flag) {
   testing::ClusterOptions options;
   options.tls = true;
   options.tenants = {"hostile", "acme"};
-  options.broker_args = {"--max_inflight_per_caller=1"};
-  Cluster cluster(options);
+  options.broker_args = {flag};
+  return options;
+}
+
+void StartWithTwoTenants(Cluster& cluster) {
   ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
   ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
   auto op = cluster.BrokerStub();
@@ -148,6 +150,15 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
     v1::Tenant tenant;
     ASSERT_TRUE(op->CreateTenant(Context().get(), tr, &tenant).ok());
   }
+}
+
+// A tenant whose calls hang (here: on a stalled agent) holds at most
+// --max_inflight_per_caller handlers; its next call is refused at once and
+// another tenant is served.
+TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
+  Cluster cluster(TwoTenants("--max_inflight_per_caller=1"));
+  ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
+  auto op = cluster.BrokerStub();
   ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGSTOP), 0);
   auto hostile = cluster.BrokerStubAs("tenant-hostile");
   v1::CreateContainerRequest cr;
@@ -183,21 +194,9 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
 // Answers remembered for retries are bounded per caller, and survive a
 // restart of the broker with their count.
 TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
-  testing::ClusterOptions options;
-  options.tls = true;
-  options.tenants = {"hostile", "acme"};
-  options.broker_args = {"--max_remembered_answers_per_caller=2"};
-  Cluster cluster(options);
-  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
-  ASSERT_TRUE(cluster.StartAgent("node-1", kDevices).ok()) << cluster.agent("node-1").Log();
+  Cluster cluster(TwoTenants("--max_remembered_answers_per_caller=2"));
+  ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
   auto op = cluster.BrokerStub();
-  for (const char* t : {"hostile", "acme"}) {
-    v1::CreateTenantRequest tr;
-    tr.set_tenant_id(t);
-    tr.mutable_quota()->set_pinned_bytes(1ULL << 30);
-    v1::Tenant tenant;
-    ASSERT_TRUE(op->CreateTenant(Context().get(), tr, &tenant).ok());
-  }
   auto allocate_as = [&](const std::string& tenant, const std::string& container,
                          const std::string& request_id) {
     auto stub = cluster.BrokerStubAs("tenant-" + tenant);
