@@ -444,11 +444,20 @@ int Main(int argc, char** argv) {
   options.agent_version = kAgentVersion;
   options.broker_address = broker;
   options.max_backoff = absl::GetFlag(FLAGS_registration_max_backoff);
+  // gRPC's own reconnect backoff grows to minutes (1 s x 1.6 per attempt):
+  // after an outage of a few seconds the channel itself would wait longer
+  // than the registration loop, so it is capped the same way.
+  grpc::ChannelArguments channel_args;
+  const int reconnect_ms =
+      static_cast<int>(absl::ToInt64Milliseconds(options.max_backoff));
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, reconnect_ms);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, reconnect_ms);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, reconnect_ms);
   Registration registration(
       options, &core,
-      v1::NodeRegistry::NewStub(
-          grpc::CreateChannel(broker, MakeChannelCredentials(*transport,
-                                                             Identity{Role::kBroker, ""}))));
+      v1::NodeRegistry::NewStub(grpc::CreateCustomChannel(
+          broker, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}),
+          channel_args)));
   registration.Start();
 
   int signal_number = 0;
