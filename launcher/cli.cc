@@ -298,18 +298,20 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path, int stdin_fd)
   char c;
   // One byte at a time from stdin so that what follows the first line stays
   // there (--hold watches stdin for EOF); a file is read whole.
-  while (token.size() <= kMaxTokenBytes) {
+  // Room for the longest token and a line end ("\r\n"), and one byte more
+  // to tell a longer file.
+  while (token.size() <= kMaxTokenBytes + 2) {
     const ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoStatus(errno, absl::StrCat("--token-file: read ", what));
     if (n == 0 || (from_stdin && c == '\n')) break;
     token.push_back(c);
   }
+  token = std::string(absl::StripAsciiWhitespace(token));
   if (token.size() > kMaxTokenBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--token-file: ", what, " holds more than ", kMaxTokenBytes, " bytes; not a token"));
   }
-  token = std::string(absl::StripAsciiWhitespace(token));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--token-file: ", what, " holds no token"));
   }

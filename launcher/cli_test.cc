@@ -163,6 +163,13 @@ TEST(ReadTokenFileTest, RefusesMissingEmptyAndOversizeFiles) {
   std::fputs(std::string(5000, 'a').c_str(), f);
   std::fclose(f);
   ExpectError(ReadTokenFile(path, -1), Code::kInvalidArgument, "more than 4096 bytes");
+  // A token of the longest size with a line end is a token.
+  f = std::fopen(path.c_str(), "w");
+  std::fputs((std::string(4096, 'a') + "\r\n").c_str(), f);
+  std::fclose(f);
+  absl::StatusOr<std::string> longest = ReadTokenFile(path, -1);
+  ASSERT_TRUE(longest.ok()) << longest.status();
+  EXPECT_EQ(longest->size(), 4096u);
 }
 
 TEST(ParseArgsTest, RejectsBadCombinationsNamingTheFlag) {
