@@ -28,7 +28,7 @@
 #include "agent/agent_stats.h"
 #include "agent/backend.h"
 #include "agent/ledger.h"
-#include "agent/log_limiter.h"
+#include "common/log_limiter.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 

@@ -31,7 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/log.h"
-#include "agent/log_limiter.h"
+#include "common/log_limiter.h"
 #include "agent/unique_fd.h"
 #include "agent/unix_socket.h"
 #include "proto/launcher.pb.h"

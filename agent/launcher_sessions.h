@@ -23,7 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/agent_core.h"
 #include "agent/launcher_server.h"
-#include "agent/log_limiter.h"
+#include "common/log_limiter.h"
 #include "agent/peer_policy.h"
 #include "common/grant_token.h"
 #include "proto/launcher.pb.h"

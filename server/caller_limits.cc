@@ -1,16 +1,8 @@
 #include "server/caller_limits.h"
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 
 namespace iommu {
-namespace {
-
-// Past this many buckets, idle ones (full, nothing suppressed) are dropped.
-constexpr size_t kBucketsBeforePruning = 4096;
-
-}  // namespace
 
 absl::Status CallerLimits::Admit(const std::string& caller) {
   absl::MutexLock l(&mu_);
@@ -38,33 +30,7 @@ bool CallerLimits::ShouldLogRefusal(const std::string& caller, absl::Time now,
                                     uint64_t* suppressed) {
   absl::MutexLock l(&mu_);
   *suppressed = 0;
-  if (buckets_.size() >= kBucketsBeforePruning) {
-    for (auto it = buckets_.begin(); it != buckets_.end();) {
-      const double refill =
-          absl::ToDoubleSeconds(now - it->second.last) * options_.refusal_logs_per_second;
-      const bool idle =
-          it->second.suppressed == 0 && it->second.tokens + refill >= options_.refusal_log_burst;
-      it = idle ? buckets_.erase(it) : std::next(it);
-    }
-  }
-  auto [it, inserted] = buckets_.try_emplace(caller);
-  Bucket& b = it->second;
-  if (inserted) {
-    b.tokens = options_.refusal_log_burst;
-  } else if (now > b.last) {
-    b.tokens =
-        std::min(options_.refusal_log_burst,
-                 b.tokens + absl::ToDoubleSeconds(now - b.last) * options_.refusal_logs_per_second);
-  }
-  b.last = std::max(b.last, now);
-  if (b.tokens < 1) {
-    ++b.suppressed;
-    return false;
-  }
-  b.tokens -= 1;
-  *suppressed = b.suppressed;
-  b.suppressed = 0;
-  return true;
+  return refusal_logs_.Allow(caller, now, suppressed);
 }
 
 size_t CallerLimits::inflight(const std::string& caller) const {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/log_limiter.h"
 
 namespace iommu {
 
@@ -31,7 +32,14 @@ struct CallerLimitsOptions {
 
 class CallerLimits final {
  public:
-  explicit CallerLimits(CallerLimitsOptions options = {}) : options_(options) {}
+  // Callers whose refusal logs are limited apart; past that, quiet ones are
+  // forgotten and new ones share one limit (LogLimiter).
+  static constexpr size_t kMaxLoggedCallers = 4096;
+
+  explicit CallerLimits(CallerLimitsOptions options = {})
+      : options_(options),
+        refusal_logs_(options.refusal_logs_per_second, options.refusal_log_burst,
+                      kMaxLoggedCallers) {}
   CallerLimits(const CallerLimits&) = delete;
   CallerLimits& operator=(const CallerLimits&) = delete;
 
@@ -49,20 +57,12 @@ class CallerLimits final {
   size_t inflight(const std::string& caller) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  struct Bucket {
-    double tokens = 0;
-    absl::Time last;
-    uint64_t suppressed = 0;
-  };
-
   // Constant after construction.
   const CallerLimitsOptions options_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, size_t> inflight_ ABSL_GUARDED_BY(mu_);  // No entry: 0.
-  // Refusal log buckets; a full bucket with nothing suppressed is the same as
-  // no entry, so those are dropped when the map grows.
-  std::map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  LogLimiter refusal_logs_ ABSL_GUARDED_BY(mu_);
 };
 
 // Admit/Release as a scope.

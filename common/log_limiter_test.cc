@@ -1,11 +1,10 @@
-#include "agent/log_limiter.h"
+#include "common/log_limiter.h"
 
 #include <string>
 
 #include "gtest/gtest.h"
 
 namespace iommu {
-namespace agent {
 namespace {
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
@@ -45,5 +44,4 @@ TEST(LogLimiterTest, KeysAreBoundedAndQuietOnesForgotten) {
 }
 
 }  // namespace
-}  // namespace agent
 }  // namespace iommu

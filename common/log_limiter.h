@@ -1,14 +1,14 @@
-// LogLimiter: rate-limits warning lines per peer, so that one uid (or
-// tenant) sending refused requests as fast as it can cannot flood the
-// agent's log and bury everyone else's lines (DESIGN.md invariant 10, "log
+// LogLimiter: rate-limits warning lines per peer, so that one uid, tenant or
+// caller sending refused requests as fast as it can cannot flood a daemon's
+// log and bury everyone else's lines (DESIGN.md invariant 10, "log
 // volume"). A token bucket per key: `burst` lines at once, then `per_second`;
 // lines over the rate are counted, and the next line that passes carries
 // "suppressed=N" so the volume is still visible.
 //
 // Pure logic, no I/O, time injected. Thread-compatible: each owner calls it
 // from one thread or under its own mutex.
-#ifndef AGENT_LOG_LIMITER_H_
-#define AGENT_LOG_LIMITER_H_
+#ifndef COMMON_LOG_LIMITER_H_
+#define COMMON_LOG_LIMITER_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +18,6 @@
 #include "absl/time/time.h"
 
 namespace iommu {
-namespace agent {
 
 class LogLimiter final {
  public:
@@ -51,7 +50,6 @@ class LogLimiter final {
   std::map<std::string, Bucket> buckets_;
 };
 
-}  // namespace agent
 }  // namespace iommu
 
-#endif  // AGENT_LOG_LIMITER_H_
+#endif  // COMMON_LOG_LIMITER_H_

@@ -1,9 +1,8 @@
-#include "agent/log_limiter.h"
+#include "common/log_limiter.h"
 
 #include <algorithm>
 
 namespace iommu {
-namespace agent {
 namespace {
 
 // Where keys past max_keys share a bucket; not a valid uid or tenant.
@@ -50,5 +49,4 @@ bool LogLimiter::Allow(const std::string& key, absl::Time now, uint64_t* suppres
   return true;
 }
 
-}  // namespace agent
 }  // namespace iommu
