@@ -1466,6 +1466,39 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
       });
 }
 
+absl::Status Broker::NotBeingDeletedLocked(const std::string& id,
+                                           const ContainerEntry& c) const {
+  if (c.container.deleting() || deleting_.count(id)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("container_id: container ", id, " is being deleted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Broker::ContainerEntry*> Broker::GrantableLocked(const std::string& id) {
+  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
+  RETURN_IF_ERROR(NotBeingDeletedLocked(id, *c));
+  const std::string& node = c->container.node();
+  auto n = nodes_.find(node);
+  if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
+    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+                                               " of container ", id, " is not heartbeating"));
+  }
+  if (!n->second.reconciled) {
+    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+                                               " of container ", id,
+                                               " is reconciling after registering; retry"));
+  }
+  if (c->window_ids.size() > kMaxWindowsPerContainer) {
+    // Only a store written before the limit can hold more.
+    return absl::FailedPreconditionError(
+        absl::StrCat("container_id: container ", id, " holds ", c->window_ids.size(),
+                     " windows; a launcher grant names at most ", kMaxWindowsPerContainer,
+                     ": release windows first"));
+  }
+  return c;
+}
+
 absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
                                    v1::GrantLauncherResponse* out, const Identity& caller) {
   if (req.ttl_seconds() > 3600) {
@@ -1475,47 +1508,16 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
   // The agent must know the windows the token names before the launcher
   // arrives with it. That needs the agent: refuse at once when the node is
-  // not READY rather than wait for the agent's timeout.
+  // not READY rather than wait for the agent's timeout; and again after the
+  // push, which released mu_.
   {
     absl::MutexLock l(&mu_);
-    ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
-    const std::string& node = c->container.node();
-    auto n = nodes_.find(node);
-    if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
-      return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
-                                                 " of container ", req.container_id(),
-                                                 " is not heartbeating"));
-    }
-    if (!n->second.reconciled) {
-      return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
-                                                 " of container ", req.container_id(),
-                                                 " is reconciling after registering; retry"));
-    }
-    if (c->container.deleting()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
-    }
-    if (c->window_ids.size() > kMaxWindowsPerContainer) {
-      // Only a store written before the limit can hold more.
-      return absl::FailedPreconditionError(
-          absl::StrCat("container_id: container ", req.container_id(), " holds ",
-                       c->window_ids.size(), " windows; a launcher grant names at most ",
-                       kMaxWindowsPerContainer, ": release windows first"));
-    }
+    RETURN_IF_ERROR(GrantableLocked(req.container_id()).status());
   }
   RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
   absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
-  if (c->container.deleting() || deleting_.count(req.container_id())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
-  }
-  auto n = nodes_.find(c->container.node());
-  if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
-    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(c->container.node()),
-                                               " of container ", req.container_id(),
-                                               " is not heartbeating"));
-  }
+  ASSIGN_OR_RETURN(ContainerEntry * c, GrantableLocked(req.container_id()));
+  auto n = nodes_.find(c->container.node());  // GrantableLocked found it.
   if (n->second.grant_key.empty()) {
     return absl::InternalError(absl::StrCat("node ", Quoted(c->container.node()), " has no key"));
   }
@@ -1649,10 +1651,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
       "AllocateWindow", caller, req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
-        if (deleting_.count(req.container_id()) || c->container.deleting()) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("container_id: container ", req.container_id(), " is being deleted"));
-        }
+        RETURN_IF_ERROR(NotBeingDeletedLocked(req.container_id(), *c));
         if (c->window_ids.size() >= kMaxWindowsPerContainer) {
           return absl::ResourceExhaustedError(
               absl::StrCat("container_id: container ", req.container_id(), " already holds ",
@@ -2055,9 +2054,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   n.agent_incarnation = req.agent_incarnation();
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   n.reconciled = false;
-  n.last_heartbeat_ms = Now();
-  n.deaf_ms_at_heartbeat = deaf_ms_;
-  NoteHeartbeatTakenLocked(n.last_heartbeat_ms);
+  NoteHeartbeatLocked(&n);
   n.usage.clear();
   n.failed.clear();
   out->set_session_id(n.session_id);
@@ -2102,9 +2099,7 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
         "; register again"));
   }
   NodeEntry& n = it->second;
-  n.last_heartbeat_ms = Now();
-  n.deaf_ms_at_heartbeat = deaf_ms_;
-  NoteHeartbeatTakenLocked(n.last_heartbeat_ms);
+  NoteHeartbeatLocked(&n);
   n.usage.clear();
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
@@ -2160,7 +2155,10 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
   return absl::OkStatus();
 }
 
-void Broker::NoteHeartbeatTakenLocked(int64_t now) {
+void Broker::NoteHeartbeatLocked(NodeEntry* n) {
+  const int64_t now = Now();
+  n->last_heartbeat_ms = now;
+  n->deaf_ms_at_heartbeat = deaf_ms_;
   longest_quiet_ms_ = std::max(longest_quiet_ms_,
                                now - std::max(last_heartbeat_taken_ms_, last_liveness_check_ms_));
   last_heartbeat_taken_ms_ = now;

@@ -377,13 +377,23 @@ class Broker final : public OwnershipView {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION when container `id` (that is `c`) has a delete in
+  // flight or pending (DELETING).
+  absl::Status NotBeingDeletedLocked(const std::string& id, const ContainerEntry& c) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The container a launcher grant may be issued for now: not being deleted,
+  // on a READY node (live and reconciled), naming no more windows than a
+  // token holds. UNAVAILABLE or FAILED_PRECONDITION saying which.
+  absl::StatusOr<ContainerEntry*> GrantableLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NodeLiveLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED when the caller of request key `key` has
   // max_remembered_answers_per_caller answers remembered.
   absl::Status CheckRememberedLocked(const std::string& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Liveness bookkeeping for a heartbeat or registration taken at `now`.
-  void NoteHeartbeatTakenLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `n` was heard from now (a heartbeat or a registration): its silence
+  // starts over, and the fleet-wide quiet time CheckLiveness reads is kept.
+  void NoteHeartbeatLocked(NodeEntry* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Live, reconciled and not cordoned: new containers may go here.
   bool NodePlaceableLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return NodeLiveLocked(n) && n.reconciled && !n.node.cordoned();
