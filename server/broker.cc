@@ -2186,7 +2186,8 @@ std::vector<std::string> Broker::CheckLiveness() {
     // short, so a silent node is still noticed.
     const int64_t quiet = std::max(
         longest_quiet_ms_, now - std::max(last_heartbeat_taken_ms_, last_liveness_check_ms_));
-    if (gap > std::max<int64_t>(4 * period, 1000) && quiet > std::max<int64_t>(4 * period, 1000)) {
+    const int64_t late = std::max<int64_t>(4 * period, 1000);
+    if (gap > late && quiet > late) {
       deaf_ms_ += quiet - period;
       Log(absl::StrCat("event=broker_was_paused ms=", gap,
                        " note=node_silence_during_it_is_not_counted"));
