@@ -49,4 +49,12 @@ MATCHER(IsOk, "is OK") {
 #define ASSERT_OK(expr) ASSERT_THAT((expr), ::iommu::agent::IsOk())
 #define EXPECT_OK(expr) EXPECT_THAT((expr), ::iommu::agent::IsOk())
 
+// Declares `lhs` holding the value of the StatusOr `expr`, or fails the test.
+#ifndef ASSERT_OK_AND_ASSIGN
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                             \
+  auto lhs##_or = (expr);                                           \
+  ASSERT_TRUE(lhs##_or.ok()) << #expr << ": " << lhs##_or.status(); \
+  auto lhs = *std::move(lhs##_or)
+#endif
+
 #endif  // AGENT_STATUS_MATCHERS_H_
