@@ -50,17 +50,6 @@ absl::Status ValidateCreate(absl::string_view id, absl::string_view tenant_id,
   return absl::OkStatus();
 }
 
-v1::ContainerGeometry GeometryToProto(const Geometry& g) {
-  v1::ContainerGeometry out;
-  for (const IovaRange& r : g.usable) {
-    v1::IovaRange* range = out.add_usable_ranges();
-    range->set_start(r.start);
-    range->set_last(r.last);
-  }
-  out.set_page_size_bitmap(g.page_size_bitmap);
-  out.set_max_mappings(g.max_mappings);
-  return out;
-}
 
 // True when [iova, iova + length) lies wholly inside one of `windows`.
 bool InsideOneWindow(const std::vector<IovaRange>& windows, uint64_t iova, uint64_t length) {
@@ -82,6 +71,18 @@ std::string ContainerIdField(absl::string_view id) {
 }
 
 }  // namespace
+
+v1::ContainerGeometry GeometryToProto(const Geometry& g) {
+  v1::ContainerGeometry out;
+  for (const IovaRange& r : g.usable) {
+    v1::IovaRange* range = out.add_usable_ranges();
+    range->set_start(r.start);
+    range->set_last(r.last);
+  }
+  out.set_page_size_bitmap(g.page_size_bitmap);
+  out.set_max_mappings(g.max_mappings);
+  return out;
+}
 
 AgentCore::AgentCore(std::string node, Backend* backend, AgentCoreObserver* observer)
     : node_(std::move(node)),
@@ -124,6 +125,18 @@ absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
     const std::vector<std::string>& devices, uint64_t pin_budget_bytes) {
   RETURN_IF_ERROR(ValidateCreate(id, tenant_id, devices));
   auto it = containers_.find(id);
+  if (it != containers_.end() && it->second.orphaned) {
+    // An earlier run's address space, its fds lost: only once the kernel has
+    // let it go can the container be made again (its pins go with it).
+    if (!OrphanReleasedLocked(it->first, it->second)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ContainerIdField(id), ": the address space an earlier run of this agent made is still "
+          "alive in the kernel (a launcher holds a device fd) and its fds were lost across the "
+          "restart; its mappings stay billed until the kernel releases it"));
+    }
+    containers_.erase(it);
+    it = containers_.end();
+  }
   if (it != containers_.end()) {
     Held& held = it->second;
     if (SameSpec(held.tenant_id, held.devices, tenant_id, devices)) {
@@ -153,6 +166,16 @@ absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
   held.geometry = GeometryToProto(*geometry);
   held.pin_budget_bytes = pin_budget_bytes;
   auto [inserted, unused] = containers_.emplace(std::string(id), std::move(held));
+  // Acknowledged only once it would survive a restart.
+  if (absl::Status persisted = PersistContainerLocked(inserted->first, inserted->second);
+      !persisted.ok()) {
+    if (absl::Status undo = backend_->DestroyContainer(handle); !undo.ok()) {
+      LogEvent(LogLevel::kError, "container_rollback_failed",
+               {{"container", id}, {"handle", handle}, {"error", undo.ToString()}});
+    }
+    containers_.erase(inserted);
+    return persisted;
+  }
   LogEvent(LogLevel::kInfo, "container_created",
            {{"container", id},
             {"tenant", tenant_id},
@@ -172,6 +195,20 @@ absl::Status AgentCore::DestroyLocked(absl::string_view id) {
     return absl::NotFoundError(
         absl::StrCat(ContainerIdField(id), " is not held by this node"));
   }
+  if (keep_for_restart_) {
+    return absl::UnavailableError("the agent is restarting; retry");
+  }
+  if (it->second.orphaned) {
+    if (!OrphanReleasedLocked(it->first, it->second)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ContainerIdField(id), ": the address space an earlier run of this agent made is still "
+          "alive in the kernel (a launcher holds a device fd) and its fds were lost across the "
+          "restart; it cannot be revoked from here until the launcher closes it"));
+    }
+    ForgetContainerLocked(it->first, it->second);
+    containers_.erase(it);
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(backend_->DestroyContainer(it->second.handle));
   // The backend dropped every mapping with the address space; release their
   // pins so billing follows.
@@ -180,6 +217,7 @@ absl::Status AgentCore::DestroyLocked(absl::string_view id) {
            {{"container", id},
             {"tenant", it->second.tenant_id},
             {"mappings_dropped", it->second.mappings.size()}});
+  ForgetContainerLocked(it->first, it->second);
   containers_.erase(it);
   return absl::OkStatus();
 }
@@ -378,7 +416,7 @@ absl::StatusOr<AgentCore::Session*> AgentCore::LiveSessionLocked(const std::stri
 
 absl::StatusOr<std::vector<IovaRange>> AgentCore::OpenSession(
     const std::string& session_id, const std::string& container_id, const std::string& tenant,
-    std::vector<IovaRange> grant_windows) {
+    std::vector<IovaRange> grant_windows, std::string* resume_token) {
   absl::MutexLock lock(&mu_);
   auto c = containers_.find(container_id);
   if (c == containers_.end()) {
@@ -396,7 +434,12 @@ absl::StatusOr<std::vector<IovaRange>> AgentCore::OpenSession(
   for (const IovaRange& w : grant_windows) {
     if (InsideOneWindow(c->second.windows, w.start, w.last - w.start + 1)) usable.push_back(w);
   }
-  sessions_[session_id] = Session{container_id, c->second.handle, tenant, std::move(grant_windows)};
+  Session session{container_id, c->second.handle, tenant, std::move(grant_windows)};
+  const std::string token = NewResumeToken();
+  session.resume_digest = ResumeDigest(token);
+  RETURN_IF_ERROR(JournalSessionLocked(session_id, session));
+  sessions_[session_id] = std::move(session);
+  if (resume_token != nullptr && journal_ != nullptr) *resume_token = token;
   return usable;
 }
 
@@ -417,6 +460,7 @@ absl::StatusOr<size_t> AgentCore::SetWindowsLocked(const std::string& container_
   // A released window takes its mappings with it: the broker's word on which
   // IOVA a tenant holds is final (DESIGN.md invariant 2).
   size_t revoked = 0;
+  std::vector<uint64_t> revoked_iovas;
   for (auto it = c->second.mappings.begin(); it != c->second.mappings.end();) {
     const MappingRecord& m = it->second;
     if (InsideOneWindow(c->second.windows, m.iova, m.size)) {
@@ -434,9 +478,11 @@ absl::StatusOr<size_t> AgentCore::SetWindowsLocked(const std::string& container_
              {{"container", container_id}, {"session", m.session_id}, {"iova", Hex(m.iova)},
               {"size", Hex(m.size)}, {"reason", "outside the container's windows"}});
     ForgetMappingLocked(m);
+    revoked_iovas.push_back(m.iova);
     it = c->second.mappings.erase(it);
     ++revoked;
   }
+  ForgetMappingsLocked(container_id, revoked_iovas);
   return revoked;
 }
 
@@ -484,7 +530,13 @@ absl::StatusOr<MemoryInfo> AgentCore::RegisterMemory(const std::string& session_
             {"object", memory.key.DebugString()},
             {"size", Hex(memory.size)},
             {"shared", known}});
-  memory_.emplace(id, Memory{session_id, tenant, std::string(name), std::move(memory)});
+  auto [stored, unused] =
+      memory_.emplace(id, Memory{session_id, tenant, std::string(name), std::move(memory)});
+  if (absl::Status persisted = PersistMemoryLocked(id, stored->second); !persisted.ok()) {
+    ledger_.Unregister(stored->second.region.key).IgnoreError();
+    memory_.erase(stored);
+    return persisted;
+  }
   return info;
 }
 
@@ -571,15 +623,10 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
         " more bytes; it has ", Hex(billed), " billed of its ", Hex(budget),
         " byte pin budget on node ", node_, " (the sum of its containers' budgets here)"));
   }
-  RETURN_IF_ERROR(backend_->Map(c->second.handle, iova, mem->second.region.vaddr + offset, length,
-                                readable, writable));
-  absl::StatusOr<uint64_t> billed_now = ledger_.Map(key, offset, length);
-  if (!billed_now.ok()) {
-    // Cannot happen after NewlyBilledIfMapped succeeded; keep the backend
-    // and the ledger in step anyway.
-    backend_->Unmap(c->second.handle, iova, length).IgnoreError();
-    return absl::InternalError(absl::StrCat("ledger refused a checked map: ",
-                                            billed_now.status().ToString()));
+  if (mem->second.region.vaddr == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "memory_id: the fd of memory ", memory_id,
+        " was lost across an agent restart; register the memory again"));
   }
   MappingRecord m;
   m.iova = iova;
@@ -592,6 +639,26 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   m.key = key;
   m.owner = owner;
   m.tenant = session->tenant;
+  // Journaled before the kernel pins anything: after a crash the journal
+  // names every mapping the kernel may hold (billing may over-count one
+  // that never reached the kernel, never under-count).
+  RETURN_IF_ERROR(JournalMappingLocked(container_id, m));
+  if (absl::Status mapped = backend_->Map(c->second.handle, iova,
+                                          mem->second.region.vaddr + offset, length, readable,
+                                          writable);
+      !mapped.ok()) {
+    ForgetMappingsLocked(container_id, {iova});
+    return mapped;
+  }
+  absl::StatusOr<uint64_t> billed_now = ledger_.Map(key, offset, length);
+  if (!billed_now.ok()) {
+    // Cannot happen after NewlyBilledIfMapped succeeded; keep the backend
+    // and the ledger in step anyway.
+    backend_->Unmap(c->second.handle, iova, length).IgnoreError();
+    ForgetMappingsLocked(container_id, {iova});
+    return absl::InternalError(absl::StrCat("ledger refused a checked map: ",
+                                            billed_now.status().ToString()));
+  }
   c->second.mappings.emplace(iova, std::move(m));
   ++mappings_per_tenant_[session->tenant];
   LogEvent(LogLevel::kDebug, "mapped",
@@ -665,13 +732,20 @@ absl::StatusOr<uint64_t> AgentCore::Unmap(const std::string& container_id, uint6
         absl::StrCat("iova: no mapping inside ", Hex(iova), "-", Hex(last)));
   }
   uint64_t bytes = 0;
+  std::vector<uint64_t> done;
   for (uint64_t v : victims) {
     auto m = mappings.find(v);
-    RETURN_IF_ERROR(backend_->Unmap(c->second.handle, m->second.iova, m->second.size).status());
+    if (absl::Status s = backend_->Unmap(c->second.handle, m->second.iova, m->second.size).status();
+        !s.ok()) {
+      ForgetMappingsLocked(container_id, done);
+      return s;
+    }
     ForgetMappingLocked(m->second);
     bytes += m->second.size;
+    done.push_back(v);
     mappings.erase(m);
   }
+  ForgetMappingsLocked(container_id, done);
   return bytes;
 }
 
@@ -688,26 +762,44 @@ std::vector<v1::Mapping> AgentCore::SessionMappings(const std::string& session_i
 
 void AgentCore::CloseSession(const std::string& session_id) {
   absl::MutexLock lock(&mu_);
+  // Exiting for a restart: the launcher's connection closes with this
+  // process, its session (and the guest's DMA) must outlive it.
+  if (keep_for_restart_) return;
+  CloseSessionLocked(session_id);
+}
+
+void AgentCore::CloseSessionLocked(const std::string& session_id) {
   size_t unmapped = 0, released = 0;
+  bool kept = false;  // A mapping the backend would not unmap stays journaled.
   for (auto& [id, held] : containers_) {
+    std::vector<uint64_t> done;
     for (auto it = held.mappings.begin(); it != held.mappings.end();) {
       if (it->second.session_id != session_id) {
         ++it;
         continue;
       }
-      absl::Status s = backend_->Unmap(held.handle, it->second.iova, it->second.size).status();
+      // An orphan's mappings are not ours to unmap: they stay billed until
+      // the kernel releases the old address space.
+      absl::Status s =
+          held.orphaned
+              ? absl::FailedPreconditionError("the container's kernel objects were lost")
+              : backend_->Unmap(held.handle, it->second.iova, it->second.size).status();
       if (!s.ok()) {
         // The pins stay counted while the backend still holds them.
         LogEvent(LogLevel::kError, "session_unmap_failed",
                  {{"session", session_id}, {"container", id}, {"error", s.ToString()}});
+        kept = true;
         ++it;
         continue;
       }
       ForgetMappingLocked(it->second);
+      done.push_back(it->first);
       it = held.mappings.erase(it);
       ++unmapped;
     }
+    ForgetMappingsLocked(id, done);
   }
+  std::vector<std::string> memory_fd_names;
   for (auto it = memory_.begin(); it != memory_.end();) {
     if (it->second.session_id != session_id) {
       ++it;
@@ -718,10 +810,12 @@ void AgentCore::CloseSession(const std::string& session_id) {
       LogEvent(LogLevel::kError, "memory_unregister_failed",
                {{"memory", it->first}, {"error", s.ToString()}});
     }
+    if (!it->second.fd_name.empty()) memory_fd_names.push_back(it->second.fd_name);
     it = memory_.erase(it);
     ++released;
   }
   sessions_.erase(session_id);
+  if (!kept) ForgetSessionLocked(session_id, memory_fd_names);
   LogEvent(LogLevel::kInfo, "session_closed",
            {{"session", session_id}, {"unmapped", unmapped}, {"memory_released", released}});
 }

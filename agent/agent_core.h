@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,10 +25,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/random/random.h"
 #include "agent/agent_stats.h"
 #include "agent/backend.h"
+#include "agent/fd_store.h"
 #include "agent/ledger.h"
+#include "agent/state_journal.h"
 #include "common/log_limiter.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
@@ -51,8 +55,35 @@ struct ReconcileResult {
 struct GuestMemoryRegion {
   ObjectKey key;     // (st_dev, st_ino): the same memory arriving twice.
   uint64_t size = 0; // Bytes, a multiple of 4096.
-  uint64_t vaddr = 0;  // Where the agent mapped it.
+  uint64_t vaddr = 0;  // Where the agent mapped it; 0 when its fd was lost.
   std::shared_ptr<void> keepalive;
+  // The object's fd, owned by `keepalive`; -1 when unknown. Handed to the fd
+  // store so that a restarted agent can map the memory again.
+  int fd = -1;
+};
+
+// What ResumeSession answers: the session as it was before the restart.
+struct ResumedSession {
+  std::string container_id;
+  std::string tenant;
+  std::vector<IovaRange> usable_windows;  // As OpenSession returns them.
+  size_t memory_objects = 0;
+  uint64_t memory_bytes = 0;
+};
+
+// What Restore did, for the start-up log and the tests.
+struct RestoreReport {
+  size_t containers_adopted = 0;
+  // Containers whose kernel objects were not in the fd store: their mappings
+  // stay billed until the kernel is seen to have released them.
+  size_t containers_orphaned = 0;
+  size_t sessions_restored = 0;
+  size_t mappings_restored = 0;
+  size_t memory_restored = 0;
+  size_t memory_fds_lost = 0;
+  // Fds in the store nothing in the journal names (closed and removed).
+  size_t stray_fds_removed = 0;
+  std::vector<std::string> problems;  // One line per container or memory not adopted.
 };
 
 // What RegisterMemory answers.
@@ -62,6 +93,14 @@ struct MemoryInfo {
   std::string owner_tenant;  // Who its pinned pages are billed to.
   bool shared = false;       // The object was already registered before.
 };
+
+// The geometry as the agent API reports it.
+v1::ContainerGeometry GeometryToProto(const Geometry& g);
+
+// A new resume token: 64 hex digits from the CSPRNG.
+std::string NewResumeToken();
+// SHA-256 of `token`, hex: what the journal keeps instead of the token.
+std::string ResumeDigest(absl::string_view token);
 
 // The default of --max_mappings_per_tenant: a full vfio type1 container's
 // worth (its default dma_entry_limit is 65535).
@@ -129,8 +168,6 @@ class AgentCore final {
   // container stays held (and so appears in `held`).
   ReconcileResult Reconcile(const std::vector<v1::AgentContainer>& desired);
 
-  // Node-side map and unmap: UNIMPLEMENTED until the pinned-page ledger
-  // lands, because mapping without it would pin memory nobody bills.
   // ---- pin budgets and the ledger ----
 
   // Sets the budgets of held containers; unknown ids are ignored. Lowering a
@@ -156,10 +193,13 @@ class AgentCore final {
   // tenant; ALREADY_EXISTS for a session id in use.
   // Returns the grant windows the container still holds (what the session
   // can actually map into).
+  // With a journal, `resume_token` (when not null) receives the secret a
+  // launcher presents to ResumeSession after an agent restart.
   absl::StatusOr<std::vector<IovaRange>> OpenSession(const std::string& session_id,
                                                      const std::string& container_id,
                                                      const std::string& tenant,
-                                                     std::vector<IovaRange> grant_windows);
+                                                     std::vector<IovaRange> grant_windows,
+                                                     std::string* resume_token = nullptr);
 
   // The container's windows, as the broker last said (each an inclusive
   // range). Mappings no longer inside a window are revoked: unmapped and
@@ -221,6 +261,46 @@ class AgentCore final {
   void SetGrantKey(std::string key);
   std::string grant_key();
 
+  // ---- surviving a restart (agent_core_restart.cc) ----
+
+  // Where the state goes so that a restarted agent finds it again: the
+  // journal records every container, session, memory object and mapping
+  // before the change is acknowledged; the fd store keeps the kernel objects
+  // (container, group, device, iommufd and memory fds) alive across the
+  // process. Neither is owned; both must outlive the core. Call once, before
+  // serving; without it nothing survives a restart.
+  void SetPersistence(StateJournal* journal, FdStore* fd_store);
+
+  // Rebuilds what an earlier run journaled, before serving: adopts every
+  // container whose kernel objects `fds` (from the fd store) holds, with its
+  // mappings and their billing as they were; containers whose fds are gone
+  // are kept as orphans, their mappings billed, until the kernel is seen to
+  // have released them (a later create or destroy of the same id succeeds in
+  // the backend). Sessions come back detached: a launcher resumes one with
+  // ResumeSession until `resume_deadline`, after which
+  // CloseUnresumedSessions ends it (unmapping what it mapped).
+  // `map_memory` maps a memory fd back into the agent (MapGuestMemory).
+  RestoreReport Restore(
+      const JournalState& state, std::map<std::string, UniqueFd> fds, absl::Time resume_deadline,
+      const std::function<absl::StatusOr<GuestMemoryRegion>(UniqueFd)>& map_memory);
+
+  // Reattaches a session restored by Restore to a launcher that presents its
+  // resume token. UNAUTHENTICATED "resume_token: ..." for an unknown session,
+  // a wrong token, or a session already resumed (one message for all three:
+  // the answer tells nothing about other launchers' sessions);
+  // FAILED_PRECONDITION when its container was lost.
+  absl::StatusOr<ResumedSession> ResumeSession(const std::string& session_id,
+                                               const std::string& resume_token);
+
+  // Ends every restored session not resumed by its deadline; returns how many.
+  size_t CloseUnresumedSessions(absl::Time now);
+
+  // The process is about to exit for a restart (SIGTERM): from now on
+  // CloseSession keeps what it would release (the launchers' connections
+  // close with the process, their sessions must survive it), and nothing is
+  // destroyed.
+  void KeepStateForRestart();
+
   // The tenant of a held container, or NOT_FOUND.
   absl::StatusOr<std::string> ContainerTenant(absl::string_view id);
   // The devices of the session's container (FAILED_PRECONDITION when the
@@ -253,18 +333,27 @@ class AgentCore final {
     uint64_t pin_budget_bytes = 0;
     std::map<uint64_t, MappingRecord> mappings;  // By IOVA.
     std::vector<IovaRange> windows;  // Where mappings may go, from the broker.
+    std::vector<std::string> fd_names;  // In the fd store.
+    // Its kernel objects were lost across a restart: handle is 0, the
+    // mappings are what the journal says the old address space still pins.
+    bool orphaned = false;
   };
   struct Session {
     std::string container_id;
     ContainerHandle handle = 0;  // The container incarnation it was opened on.
     std::string tenant;
     std::vector<IovaRange> grant_windows;
+    std::string resume_digest;  // SHA-256 of the resume token, hex.
+    // Restored after a restart and not yet resumed by a launcher.
+    bool detached = false;
+    absl::Time resume_deadline = absl::InfiniteFuture();
   };
   struct Memory {
     std::string session_id;
     std::string tenant;
     std::string name;
     GuestMemoryRegion region;
+    std::string fd_name;  // In the fd store; empty without one.
   };
 
   absl::StatusOr<v1::AgentContainer> CreateLocked(
@@ -290,6 +379,32 @@ class AgentCore final {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::AgentContainer ToProto(const std::string& id, const Held& held);
 
+  // ---- persistence (agent_core_restart.cc) ----
+  // Puts the container's kernel objects in the fd store and journals it.
+  // On failure nothing stays in the store; the caller destroys the container.
+  absl::Status PersistContainerLocked(const std::string& id, Held& held)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets a destroyed container in the journal and the fd store.
+  void ForgetContainerLocked(const std::string& id, const Held& held)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status JournalSessionLocked(const std::string& id, const Session& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the memory's fd and journals it; fills memory.fd_name.
+  absl::Status PersistMemoryLocked(const std::string& id, Memory& memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status JournalMappingLocked(const std::string& container_id, const MappingRecord& m)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetMappingsLocked(const std::string& container_id, const std::vector<uint64_t>& iovas)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets a closed session (journal, memory fds in the store).
+  void ForgetSessionLocked(const std::string& id, const std::vector<std::string>& memory_fd_names)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An orphaned container whose kernel objects are released: true when the
+  // backend can create its devices' address space again (the probe is
+  // destroyed at once). Releases the orphan's billing then.
+  bool OrphanReleasedLocked(const std::string& id, Held& held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseSessionLocked(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Constant after construction.
   const std::string node_;
   const std::string incarnation_;
@@ -308,6 +423,9 @@ class AgentCore final {
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   // Refusal warnings, rate-limited per tenant.
   LogLimiter warnings_ ABSL_GUARDED_BY(mu_);
+  StateJournal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // Not owned; may be null.
+  FdStore* fd_store_ ABSL_GUARDED_BY(mu_) = nullptr;      // Not owned; may be null.
+  bool keep_for_restart_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace agent

@@ -15,6 +15,7 @@
 #define AGENT_BACKEND_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,6 +65,15 @@ struct BackendMapping {
 // Identifies an address space inside one Backend instance. Opaque to callers;
 // never reused while the backend lives.
 using ContainerHandle = uint64_t;
+
+// What must outlive this process for a container's address space to survive it.
+struct PersistedContainer {
+  // The kernel objects, each a dup (O_CLOEXEC) the caller owns, with a name unique within the
+  // container: 1-64 characters of [A-Za-z0-9._-].
+  std::vector<std::pair<std::string, UniqueFd>> fds;
+  // Opaque backend data needed to adopt them again, at most 256 bytes of printable ASCII.
+  std::string state;
+};
 
 class Backend {
  public:
@@ -133,6 +143,20 @@ class Backend {
   DeviceFds(ContainerHandle handle) {
     return absl::UnimplementedError(
         absl::StrCat(kind(), " backend: DeviceFds is not implemented"));
+  }
+
+  // The fds and state that let a later process adopt `handle`.
+  virtual absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle handle) {
+    return absl::UnimplementedError(
+        absl::StrCat(kind(), " backend: PersistContainer is not implemented"));
+  }
+  // Rebuilds a container an earlier process created from what its
+  // PersistContainer gave, with `mappings` as its mapping table.
+  virtual absl::StatusOr<ContainerHandle> AdoptContainer(
+      const std::vector<std::string>& device_addresses, std::map<std::string, UniqueFd> fds,
+      absl::string_view state, const std::vector<BackendMapping>& mappings) {
+    return absl::UnimplementedError(
+        absl::StrCat(kind(), " backend: AdoptContainer is not implemented"));
   }
 };
 

@@ -86,6 +86,7 @@ absl::StatusOr<GuestMemoryRegion> MapGuestMemory(UniqueFd fd) {
   region.key = ObjectKey{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
   region.size = size;
   region.vaddr = reinterpret_cast<uint64_t>(addr);
+  region.fd = owner->fd.get();
   region.keepalive = std::move(owner);
   return region;
 }

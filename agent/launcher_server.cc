@@ -361,7 +361,7 @@ bool LauncherServer::ServeOne(Connection* conn) {
     return Send(conn,
                 ErrorResponse(req.seq(), absl::InvalidArgumentError(
                                              "request: no operation set (want one "
-                                             "of open_session, register_memory, map, "
+                                             "of open_session, resume_session, register_memory, map, "
                                              "unmap, list_mappings, get_devices)")),
                 {});
   }
@@ -371,7 +371,9 @@ bool LauncherServer::ServeOne(Connection* conn) {
   const size_t fds_in = packet->fds.size();
   handler_->OnRequest(conn->id, req, std::move(packet->fds), &response, &out_fds);
   response.set_seq(req.seq());
-  if (req.op_case() == v1::LauncherRequest::kOpenSession && response.code() == 0) {
+  if ((req.op_case() == v1::LauncherRequest::kOpenSession ||
+       req.op_case() == v1::LauncherRequest::kResumeSession) &&
+      response.code() == 0) {
     conn->session_opened = true;
   }
   if (response.code() != 0) {

@@ -20,7 +20,8 @@ namespace {
 
 absl::Status NeedsSession() {
   return absl::FailedPreconditionError(
-      "open_session: the first request on a connection must open a session with a token");
+      "open_session: the first request on a connection must open a session with a token (or "
+      "resume one)");
 }
 
 PeerPolicyOptions PeerOptions(const LauncherSessionOptions& options) {
@@ -148,6 +149,7 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
     // (by UniqueFd) and refused.
     s = absl::InvalidArgumentError(absl::StrCat("fd: this request takes no fd, got ", fds.size()));
   } else if (req.op_case() != v1::LauncherRequest::kOpenSession &&
+             req.op_case() != v1::LauncherRequest::kResumeSession &&
              it->second.session_id.empty()) {
     s = NeedsSession();
   } else {
@@ -155,6 +157,9 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
     switch (req.op_case()) {
       case v1::LauncherRequest::kOpenSession:
         s = Open(conn, req.open_session(), response);
+        break;
+      case v1::LauncherRequest::kResumeSession:
+        s = Resume(conn, req.resume_session(), response);
         break;
       case v1::LauncherRequest::kRegisterMemory:
         s = Register(conn, req.register_memory(), std::move(fds), response);
@@ -274,13 +279,15 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
   }
   // The core binds the session to this incarnation of the container (it
   // rechecks the tenant under its lock).
-  absl::StatusOr<std::vector<IovaRange>> usable =
-      core_->OpenSession(session_id, grant.container_id(), grant.tenant_id(), std::move(windows));
+  std::string resume_token;
+  absl::StatusOr<std::vector<IovaRange>> usable = core_->OpenSession(
+      session_id, grant.container_id(), grant.tenant_id(), std::move(windows), &resume_token);
   if (!usable.ok()) return refuse(usable.status());
   conn.session_id = session_id;
   conn.container_id = grant.container_id();
   conn.tenant_id = grant.tenant_id();
   auto* opened = response->mutable_session_opened();
+  opened->set_resume_token(resume_token);
   opened->set_session_id(conn.session_id);
   opened->set_container_id(conn.container_id);
   opened->set_tenant_id(conn.tenant_id);
@@ -296,6 +303,39 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
            {{"session", conn.session_id}, {"container", conn.container_id},
             {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
             {"windows", opened->windows_size()}});
+  return absl::OkStatus();
+}
+
+absl::Status LauncherSessions::Resume(Conn& conn, const v1::LauncherRequest::ResumeSession& req,
+                                      v1::LauncherResponse* response) {
+  if (!conn.session_id.empty()) {
+    return absl::FailedPreconditionError(
+        "resume_session: this connection already holds a session; open another connection");
+  }
+  if (req.session_id().size() > 64 || req.resume_token().size() > 128) {
+    return absl::InvalidArgumentError(
+        "resume_session: session_id is at most 64 characters, resume_token at most 128");
+  }
+  absl::StatusOr<ResumedSession> resumed =
+      core_->ResumeSession(req.session_id(), req.resume_token());
+  if (!resumed.ok()) return Refuse(conn, "", resumed.status());
+  conn.session_id = req.session_id();
+  conn.container_id = resumed->container_id;
+  conn.tenant_id = resumed->tenant;
+  conn.memory_objects = resumed->memory_objects;
+  conn.memory_bytes = resumed->memory_bytes;
+  auto* opened = response->mutable_session_opened();
+  opened->set_session_id(conn.session_id);
+  opened->set_container_id(conn.container_id);
+  opened->set_tenant_id(conn.tenant_id);
+  for (const IovaRange& w : resumed->usable_windows) {
+    v1::GrantWindow* out = opened->add_windows();
+    out->set_base(w.start);
+    out->set_size(w.last - w.start + 1);
+  }
+  LogEvent(LogLevel::kInfo, "session_resumed_by_launcher",
+           {{"session", conn.session_id}, {"container", conn.container_id},
+            {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid}});
   return absl::OkStatus();
 }
 

@@ -99,6 +99,8 @@ class LauncherSessions final : public LauncherHandler {
 
   absl::Status Open(Conn& conn, const v1::LauncherRequest::OpenSession& req,
                     v1::LauncherResponse* response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Resume(Conn& conn, const v1::LauncherRequest::ResumeSession& req,
+                      v1::LauncherResponse* response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Register(Conn& conn, const v1::LauncherRequest::RegisterMemory& req,
                         std::vector<UniqueFd> fds, v1::LauncherResponse* response)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
