@@ -30,6 +30,8 @@
 #include "agent/launcher_sessions.h"
 #include "agent/log.h"
 #include "agent/peer_policy.h"
+#include "agent/guest_memory.h"
+#include "agent/persistence.h"
 #include "agent/registration.h"
 #include "agent/iommufd_backend.h"
 #include "agent/linux_kernel_ops.h"
@@ -59,6 +61,19 @@ ABSL_FLAG(std::string, advertise_address, "",
           "host:port the broker dials to reach this agent. Default: the "
           "--listen host with the bound port.");
 ABSL_FLAG(std::string, backend, "auto", "auto, iommufd, vfio or sim.");
+ABSL_FLAG(std::string, state_dir, "/var/lib/iommu-agent",
+          "Directory of the agent's journal (containers, sessions, memory, mappings), so a "
+          "restarted agent re-adopts what the kernel still holds. One agent per directory. "
+          "Empty: no journal; a restart then forgets every container and session.");
+ABSL_FLAG(std::string, fd_store, "auto",
+          "Where the IOMMU and memory fds outlive the agent process: systemd (the unit's fd "
+          "store; needs FileDescriptorStoreMax=), holder:/path.sock (an iommu-fdholder "
+          "process, e.g. a sidecar), none (a restart loses the containers; their billing stays "
+          "until the kernel releases them), or auto (systemd when $NOTIFY_SOCKET is set, else "
+          "none).");
+ABSL_FLAG(absl::Duration, session_resume_timeout, absl::Seconds(60),
+          "After a restart, how long a launcher session waits for its launcher to resume it "
+          "(ResumeSession) before it is closed and what it mapped is unmapped.");
 ABSL_FLAG(std::string, sim_devices, "",
           "With --backend=sim: fake devices, "
           "ADDRESS=VENDOR:DEVICE@GROUP[!DRIVER] joined by ',', e.g. "
@@ -367,8 +382,41 @@ int Main(int argc, char** argv) {
     }
     agent_metrics->SetBackend(backend->kind(), default_limit);
   }
+  PersistenceOptions persistence_options;
+  persistence_options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  persistence_options.fd_store = absl::GetFlag(FLAGS_fd_store);
+  persistence_options.resume_timeout = absl::GetFlag(FLAGS_session_resume_timeout);
+  absl::StatusOr<std::unique_ptr<Persistence>> persistence =
+      Persistence::Open(persistence_options);
+  if (!persistence.ok()) return Fail("persistence_failed", persistence.status());
   AgentCore core(node, backend.get(), agent_metrics.get());
   core.SetMaxMappingsPerTenant(absl::GetFlag(FLAGS_max_mappings_per_tenant));
+  {
+    // Before anything is served: the broker must see what the kernel holds.
+    absl::StatusOr<RestoreReport> restored =
+        (*persistence)->RestoreInto(core, absl::Now(), MapGuestMemory);
+    if (!restored.ok()) return Fail("restore_failed", restored.status());
+    LogEvent(restored->problems.empty() ? LogLevel::kInfo : LogLevel::kWarning, "restored",
+             {{"persistence", (*persistence)->Describe()},
+              {"containers_adopted", restored->containers_adopted},
+              {"containers_orphaned", restored->containers_orphaned},
+              {"sessions", restored->sessions_restored},
+              {"memory", restored->memory_restored},
+              {"memory_fds_lost", restored->memory_fds_lost},
+              {"mappings", restored->mappings_restored},
+              {"stray_fds_removed", restored->stray_fds_removed}});
+    for (const std::string& problem : restored->problems) {
+      LogEvent(LogLevel::kError, "restore_problem", {{"problem", problem}});
+    }
+    if (!(*persistence)->keeps_kernel_objects()) {
+      LogEvent(LogLevel::kWarning, "restart_loses_containers",
+               {{"persistence", (*persistence)->Describe()},
+                {"hint", "run under systemd with FileDescriptorStoreMax= or pass "
+                         "--fd_store=holder:PATH with an iommu-fdholder, so containers and "
+                         "guests' DMA survive an agent restart"}});
+    }
+    (*persistence)->StartSweeper(&core);
+  }
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
   // /metrics before the API: a port that cannot be bound stops the start.
   metrics::MetricsServer metrics_server;
@@ -464,8 +512,15 @@ int Main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   LogEvent(LogLevel::kInfo, "stopping", {{"signal", strsignal(signal_number)}});
   registration.Stop();
-  // Closing the launcher socket ends every session: their mappings are
-  // unmapped and released before the process exits.
+  if ((*persistence)->keeps_kernel_objects()) {
+    // An upgrade or a restart: the containers, sessions and guests' DMA stay
+    // as they are in the kernel and the journal for the next run to adopt.
+    core.KeepStateForRestart();
+    LogEvent(LogLevel::kInfo, "keeping_state_for_restart",
+             {{"persistence", (*persistence)->Describe()}});
+  }
+  // Without kept state, closing the launcher socket ends every session:
+  // their mappings are unmapped and released before the process exits.
   (*launcher_server)->Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   server->Wait();

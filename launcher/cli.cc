@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -17,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "launcher/client.h"
 
 namespace iommu {
@@ -45,10 +48,18 @@ void Line(std::FILE* out, const std::string& line) {
   std::fflush(out);
 }
 
+// How long --hold keeps trying to resume its session after the agent hung
+// up: the agent's default --session_resume_timeout.
+constexpr absl::Duration kResumeFor = absl::Seconds(60);
+
 // Blocks until SIGINT/SIGTERM, EOF (or an error) on stdin, or the agent
 // closing `agent_fd`. Signals are blocked first and taken through a
 // signalfd, so one that arrives between "ready" and poll() is not lost.
-absl::Status WaitForRelease(int agent_fd, std::FILE* out) {
+// When the agent hangs up (it restarted), `resume` reconnects and resumes
+// the session, returning the new connection's fd; without it, or when it
+// fails, the hang-up ends the wait with its error.
+absl::Status WaitForRelease(int agent_fd, std::FILE* out,
+                            const std::function<absl::StatusOr<int>()>& resume) {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
@@ -77,7 +88,14 @@ absl::Status WaitForRelease(int agent_fd, std::FILE* out) {
     }
     if (fds[1].revents != 0) {
       // The agent sends nothing unasked, so any readiness is a hang-up.
-      return absl::UnavailableError("launcher socket: the agent closed the connection");
+      if (!resume) {
+        return absl::UnavailableError("launcher socket: the agent closed the connection");
+      }
+      Line(out, "step=agent_hangup reason=the agent closed the connection; resuming");
+      absl::StatusOr<int> again = resume();
+      if (!again.ok()) return again.status();
+      agent_fd = *again;
+      continue;
     }
     if (fds[2].revents != 0) {
       char buf[256];
@@ -200,7 +218,8 @@ std::string Usage() {
       "  --list     print the session's mappings\n"
       "  --devices  fetch the device fds and print their addresses\n"
       "  --hold     print \"ready\", then keep the session until SIGINT/SIGTERM\n"
-      "             or EOF on stdin\n"
+      "             or EOF on stdin; when the agent restarts meanwhile, reconnect\n"
+      "             and resume the session (ResumeSession) instead of ending\n"
       "Exit status 0 on success; 1 with \"error: CODE: message\" on stderr.\n");
 }
 
@@ -398,8 +417,43 @@ absl::Status RunCli(const CliOptions& options, std::FILE* out) {
                              " fd=", devices.fds[i].get()));
     }
   }
-  if (options.hold) return WaitForRelease(c.socket_fd(), out);
-  return absl::OkStatus();
+  if (!options.hold) return absl::OkStatus();
+  if (session->resume_token().empty()) return WaitForRelease(c.socket_fd(), out, nullptr);
+  // The agent keeps the session across its own restart: reconnect and take
+  // it back, for as long as the agent keeps it waiting.
+  std::unique_ptr<LauncherClient> current = *std::move(client);
+  auto resume = [&]() -> absl::StatusOr<int> {
+    const absl::Time deadline = absl::Now() + kResumeFor;
+    absl::Status last = absl::DeadlineExceededError("not tried");
+    while (absl::Now() < deadline) {
+      absl::StatusOr<std::unique_ptr<LauncherClient>> next = LauncherClient::Connect(options.socket);
+      if (next.ok()) {
+        absl::StatusOr<v1::LauncherResponse::SessionOpened> resumed =
+            (*next)->ResumeSession(session->session_id(), session->resume_token());
+        if (resumed.ok()) {
+          current = *std::move(next);
+          Line(out, absl::StrCat("step=resume_session session_id=", resumed->session_id(),
+                                 " container_id=", resumed->container_id(),
+                                 " windows=", resumed->windows_size()));
+          return current->socket_fd();
+        }
+        last = resumed.status();
+        // A refusal is final; a restarting agent (not registered yet, socket
+        // not there) is retried.
+        if (last.code() == absl::StatusCode::kUnauthenticated ||
+            last.code() == absl::StatusCode::kFailedPrecondition) {
+          return last;
+        }
+      } else {
+        last = next.status();
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "launcher socket: the agent did not take the session back within ",
+        absl::FormatDuration(kResumeFor), ": ", last.message()));
+  };
+  return WaitForRelease(current->socket_fd(), out, resume);
 }
 
 }  // namespace launcher

@@ -113,6 +113,17 @@ absl::StatusOr<v1::LauncherResponse::SessionOpened> LauncherClient::OpenSession(
   return std::move(*response->mutable_session_opened());
 }
 
+absl::StatusOr<v1::LauncherResponse::SessionOpened> LauncherClient::ResumeSession(
+    absl::string_view session_id, absl::string_view resume_token) {
+  v1::LauncherRequest request;
+  request.mutable_resume_session()->set_session_id(std::string(session_id));
+  request.mutable_resume_session()->set_resume_token(std::string(resume_token));
+  absl::StatusOr<v1::LauncherResponse> response = Call(std::move(request), {}, nullptr);
+  if (!response.ok()) return response.status();
+  if (!response->has_session_opened()) return Unexpected(*response, "resume_session");
+  return std::move(*response->mutable_session_opened());
+}
+
 absl::StatusOr<v1::LauncherResponse::MemoryRegistered> LauncherClient::RegisterMemory(
     int fd, absl::string_view name) {
   if (fd < 0) return absl::InvalidArgumentError("fd: must be an open fd");

@@ -60,6 +60,13 @@ class LauncherClient final {
   absl::StatusOr<v1::LauncherResponse::SessionOpened> OpenSession(
       absl::string_view token);
 
+  // Takes back the session `session_id` after the agent restarted, with the
+  // resume_token SessionOpened gave (proto/launcher.proto, ResumeSession).
+  // Memory ids stay valid; the device fds the launcher holds stay open
+  // throughout.
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> ResumeSession(
+      absl::string_view session_id, absl::string_view resume_token);
+
   // Registers guest memory: `fd` (a memfd, or a file the agent can mmap
   // shared) is sent as SCM_RIGHTS; the caller keeps its own fd. `name` is a
   // label for the agent's logs.

@@ -63,6 +63,7 @@ echo "==> starting one agent, node-1, on the SIMULATED backend (no real IOMMU, n
 "$BIN/agent/iommu-agent" --node=node-1 --broker="$IOMMU_BROKER" --backend=sim $(tls agent-node-1) \
   --sim_devices=0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6,0000:00:06.0=8086:1533@7 \
   --launcher_socket="$STATE/launcher.sock" --port_file="$STATE/agent.port" \
+  --state_dir="$STATE/agent-state" \
   2>"$STATE/agent.log" &
 PIDS+=($!)
 wait_for_file "$STATE/agent.port" agent "$STATE/agent.log"

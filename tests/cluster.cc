@@ -1,9 +1,12 @@
 #include "tests/cluster.h"
 
+#include <algorithm>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
@@ -97,6 +100,12 @@ absl::Status Cluster::StartAgent(const std::string& node, const std::string& sim
       "--listen=127.0.0.1:0", "--backend=sim", absl::StrCat("--sim_devices=", sim_devices),
       absl::StrCat("--launcher_socket=", dir_, "/", node, ".sock")};
   for (std::string& f : TransportFlags("agent-" + node)) args.push_back(std::move(f));
+  // Each agent its own journal, kept across its restarts (kill -9 + start).
+  if (std::none_of(extra_args.begin(), extra_args.end(), [](const std::string& a) {
+        return absl::StartsWith(a, "--state_dir=");
+      })) {
+    args.push_back(absl::StrCat("--state_dir=", dir_, "/", node, ".state"));
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   absl::Status s = agent->Start(RunfilePath("agent/iommu-agent"), args, dir_, "agent-" + node);
   if (!s.ok()) return s;

@@ -52,7 +52,7 @@ cat >/tmp/start_agent.sh <<AGENT
 rm -f /tmp/aport
 echo "--- agent start \$(cut -d' ' -f1 /proc/uptime)" >>/tmp/agent.log
 iommu-agent --insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 \\
-  --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK >>/tmp/agent.log 2>&1 &
+  --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state \$AGENT_EXTRA_FLAGS >>/tmp/agent.log 2>&1 &
 echo \$! >/tmp/agent.pid
 AGENT
 chmod +x /tmp/start_agent.sh

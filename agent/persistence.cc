@@ -1,0 +1,109 @@
+#include "agent/persistence.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/errno_status.h"
+#include "agent/log.h"
+#include "common/status_macros.h"
+
+namespace iommu {
+namespace agent {
+
+absl::Status ValidatePersistenceOptions(const PersistenceOptions& options) {
+  if (!options.state_dir.empty() && options.state_dir[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state_dir: must be an absolute path (or empty for no journal), got \"",
+        options.state_dir, "\""));
+  }
+  if (options.resume_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("session_resume_timeout: must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Persistence>> Persistence::Open(const PersistenceOptions& options) {
+  RETURN_IF_ERROR(ValidatePersistenceOptions(options));
+  std::unique_ptr<Persistence> p(new Persistence());
+  p->options_ = options;
+  if (!options.state_dir.empty()) {
+    if (::mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, absl::StrCat("state_dir: mkdir ", options.state_dir));
+    }
+    // One agent per journal: two would each believe they own the kernel
+    // objects it names.
+    const std::string lock = absl::StrCat(options.state_dir, "/journal.lock");
+    p->lock_fd_ = UniqueFd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!p->lock_fd_) return ErrnoStatus(errno, absl::StrCat("state_dir: open ", lock));
+    if (::flock(p->lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "state_dir: ", options.state_dir,
+            " is in use by another agent (its journal.lock is held); give each agent its own"));
+      }
+      return ErrnoStatus(errno, absl::StrCat("state_dir: flock ", lock));
+    }
+    ASSIGN_OR_RETURN(p->journal_,
+                     StateJournal::Open(absl::StrCat(options.state_dir, "/journal.db")));
+  }
+  std::string spec = options.fd_store;
+  if (spec == "auto") {
+    const char* notify = std::getenv("NOTIFY_SOCKET");
+    spec = notify != nullptr && *notify != '\0' ? "systemd" : "none";
+  }
+  absl::StatusOr<std::unique_ptr<FdStore>> store = OpenFdStore(spec);
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        absl::StrCat("fd_store: ", store.status().message()));
+  }
+  p->fd_store_ = *std::move(store);
+  p->fd_store_kind_ = absl::StartsWith(spec, "holder:") ? "holder" : spec;
+  return p;
+}
+
+Persistence::~Persistence() {
+  stop_.Notify();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+std::string Persistence::Describe() const {
+  return absl::StrCat(journal_ ? absl::StrCat("journal ", journal_->path()) : "no journal", ", ",
+                      fd_store_->Describe());
+}
+
+absl::StatusOr<RestoreReport> Persistence::RestoreInto(
+    AgentCore& core, absl::Time now,
+    const std::function<absl::StatusOr<GuestMemoryRegion>(UniqueFd)>& map_memory) {
+  JournalState state;
+  if (journal_ != nullptr) {
+    ASSIGN_OR_RETURN(state, journal_->Load());
+  }
+  absl::StatusOr<std::map<std::string, UniqueFd>> fds = fd_store_->Retrieve();
+  if (!fds.ok()) {
+    return absl::Status(fds.status().code(),
+                        absl::StrCat("fd_store: ", fd_store_->Describe(), ": ",
+                                     fds.status().message()));
+  }
+  // Stray fds are removed through the store, so it is set first.
+  core.SetPersistence(journal_.get(), fd_store_.get());
+  return core.Restore(state, *std::move(fds), now + options_.resume_timeout, map_memory);
+}
+
+void Persistence::StartSweeper(AgentCore* core) {
+  sweeper_ = std::thread([this, core] {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      core->CloseUnresumedSessions(absl::Now());
+    }
+  });
+}
+
+}  // namespace agent
+}  // namespace iommu
