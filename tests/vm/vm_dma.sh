@@ -5,8 +5,8 @@
 # (agent/backend_conformance.h; type1 VM: vfio; iommufd VM: iommufd and vfio), then the
 # product test (see vm_dma_test.cc for what is proved).
 #
-#   tests/vm/vm_dma.sh type1   [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]   Debian 6.12, --backend=vfio
-#   tests/vm/vm_dma.sh iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]   built kernel, --backend=iommufd
+#   tests/vm/vm_dma.sh type1   [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE FDHOLDER]   Debian 6.12, --backend=vfio
+#   tests/vm/vm_dma.sh iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE FDHOLDER]   built kernel, --backend=iommufd
 #
 # Binaries default to the workspace's bazel-bin (bazel build them first); under
 # `bazel test //tests/vm:vm_type1_test` / `:vm_iommufd_test` Bazel passes them.
@@ -20,7 +20,7 @@ WHICH="${1:-}"
 case "$WHICH" in
   type1) BACKEND=vfio ;;
   iommufd) BACKEND=iommufd ;;
-  *) echo "usage: $0 type1|iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE]" >&2; exit 2 ;;
+  *) echo "usage: $0 type1|iommufd [BROKER AGENT IOMMUCTL VM_DMA_TEST CONFORMANCE FDHOLDER]" >&2; exit 2 ;;
 esac
 shift
 BIN="$HERE/../../bazel-bin"
@@ -29,7 +29,8 @@ AGENT="${2:-$BIN/agent/iommu-agent}"
 CTL="${3:-$BIN/client/iommuctl}"
 TESTBIN="${4:-$BIN/tests/vm/vm_dma_test}"
 CONFORMANCE="${5:-$BIN/agent/backend_conformance_main}"
-for b in "$BROKER" "$AGENT" "$CTL" "$TESTBIN" "$CONFORMANCE"; do
+FDHOLDER="${6:-$BIN/agent/iommu-fdholder}"
+for b in "$BROKER" "$AGENT" "$CTL" "$TESTBIN" "$CONFORMANCE" "$FDHOLDER"; do
   [[ -x "$b" ]] || { echo "vm_dma.sh: FAIL: missing binary $b (bazel build it first)" >&2; exit 1; }
 done
 
@@ -85,7 +86,8 @@ step "mkinitramfs (broker, agent, iommuctl, tests)" "$HERE/mkinitramfs.sh" \
   -a "$HERE/vm_e2e.sh=/bin/vm_e2e.sh" \
   -c "/bin/sh /bin/vm_e2e.sh $BACKEND --parts=${VM_DMA_PARTS:-abcdef}" \
   "$BROKER=/bin/iommu-broker" "$AGENT=/bin/iommu-agent" "$CTL=/bin/iommuctl" \
-  "$TESTBIN=/bin/vm_dma_test" "$CONFORMANCE=/bin/backend_conformance" || finish 1
+  "$TESTBIN=/bin/vm_dma_test" "$CONFORMANCE=/bin/backend_conformance" \
+  "$FDHOLDER=/bin/iommu-fdholder" || finish 1
 rc=0
 step "VM $WHICH: conformance + agent --backend=$BACKEND + vm_dma_test" "$HERE/run_vm.sh" \
   -k "$KERNEL" -i "$WORK/initramfs.cpio.gz" -n 2 -T "$TIMEOUT" \

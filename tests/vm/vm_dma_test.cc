@@ -11,9 +11,12 @@
 //      RESOURCE_EXHAUSTED with the agent's mappings and ledger unchanged;
 //   e) two containers (two edu devices) mapping the same memfd: billed once, mapped twice,
 //      and DMA through both reaches the same host page;
-//   f) kill -9 of the agent while a session holds mappings, restart: the broker and agent
-//      reconcile, the container is READY and empty, a new session maps and DMAs again,
-//      the tenant's billed usage returns to 0.
+//   f) the agent restarts (kill -9, then SIGTERM + start: an upgrade) while the launcher
+//      DMAs in a loop: no transfer fails, the container stays READY with the same mappings
+//      and billing, the launcher resumes its session with its resume token; a launcher that
+//      died while the agent was down is released after --session_resume_timeout and billing
+//      follows; deleting the container afterwards cuts the DMA of the device fd the launcher
+//      still holds.
 //
 // Prints one "check.<name>=PASS|FAIL ..." line per check and "vm_dma_test: PASS|FAIL"; exits
 // non-zero on any failure.
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
@@ -349,7 +353,8 @@ class Test {
   void PartD();
   void PartE();
   void PartF();
-  void PartG();
+  bool RestartAgent(const std::string& tag, int signal, const std::string& container);
+  bool ResumeSession1(const std::string& tag);
 
   Options o_;
   std::unique_ptr<v1::Broker::Stub> broker_;
@@ -357,6 +362,7 @@ class Test {
   std::string agent_address_;
   std::vector<std::string> devices_;
   std::string c1_, c2_, token1_;
+  std::string session1_, resume1_;  // Session 1, for ResumeSession after an agent restart.
   std::unique_ptr<LauncherClient> s1_, s2_;
   Memory m1_;
   UniqueFd dev0_fd_, dev1_fd_;
@@ -532,6 +538,8 @@ void Test::PartB() {
                           " windows=" + std::to_string(opened->windows_size())
                     : St(opened.status()));
   if (!opened.ok()) Abort("open session");
+  session1_ = opened->session_id();
+  resume1_ = opened->resume_token();
   absl::StatusOr<Memory> m = NewMemory(s1_.get(), 2 * kPage, "guest");
   Check("b.memfd_register", m.ok(), m.ok() ? "memory_id=" + m->id : St(m.status()));
   if (!m.ok()) Abort("memory");
@@ -749,228 +757,216 @@ bool ProcessGoneOrZombie(pid_t pid) {
   return rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'Z';
 }
 
+// A DMA loop on a launcher's device fd: RAM -> edu -> RAM through the IOMMU, each transfer
+// with a fresh pattern checked byte for byte, until Stop().
+class DmaLoop {
+ public:
+  void Start(Edu* edu, uint8_t* src, uint8_t* dst) {
+    thread_ = std::thread([this, edu, src, dst] {
+      uint8_t seed = 1;
+      while (!stop_.load()) {
+        Fill(src, kPage, seed++);
+        std::memset(dst, 0, kPage);
+        if (!edu->Dma(kIovaA, kEduBuf, kXfer, false) || !edu->Dma(kEduBuf, kIovaB, kXfer, true)) {
+          ++failures_;
+          if (first_error_.empty()) first_error_ = edu->err;
+        } else if (FirstDiff(dst, src, kXfer) != kXfer) {
+          ++failures_;
+          if (first_error_.empty()) first_error_ = "transfer " + std::to_string(iterations_) +
+                                                   " did not arrive (first_diff=" +
+                                                   std::to_string(FirstDiff(dst, src, kXfer)) + ")";
+        }
+        ++iterations_;
+      }
+    });
+  }
+  // Stops and returns "iterations=N failures=N [first_error=...]"; ok = no failure.
+  std::string Stop(bool* ok) {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+    *ok = failures_ == 0 && iterations_ > 0;
+    return "iterations=" + std::to_string(iterations_) + " failures=" + std::to_string(failures_) +
+           (first_error_.empty() ? "" : " first_error=" + first_error_);
+  }
+  int iterations() const { return iterations_.load(); }
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> iterations_{0};
+  int failures_ = 0;
+  std::string first_error_;
+};
+
+// Stops the agent with `signal`, runs --agent_restart_cmd and waits until the new run is
+// registered and holds `container`. Checks are named `tag`.*.
+bool Test::RestartAgent(const std::string& tag, int signal, const std::string& container) {
+  pid_t pid = ReadPid(o_.agent_pid_file);
+  if (pid <= 1) {
+    Check(tag + ".agent_pid", false, "pid file " + o_.agent_pid_file);
+    return false;
+  }
+  bool dead = kill(pid, signal) == 0 && PollUntil(30000, [&] { return ProcessGoneOrZombie(pid); });
+  Check(tag + ".agent_stopped", dead, std::string(strsignal(signal)) + " pid=" + std::to_string(pid));
+  if (!dead) return false;
+  const int rc = std::system(o_.agent_restart_cmd.c_str());
+  pid_t pid2 = 0;
+  bool up = rc == 0 && PollUntil(20000, [&] {
+    pid2 = ReadPid(o_.agent_pid_file);
+    return pid2 > 1 && pid2 != pid && !ProcessGoneOrZombie(pid2);
+  });
+  std::string detail;
+  up = up && PollUntil(30000, [&] {
+    auto n = GetNode();
+    if (!n.ok() || n->state() != v1::NODE_STATE_READY) return false;
+    v1::Agent::Stub* a = AgentStub();
+    v1::GetInventoryResponse inv;
+    if (a == nullptr || !a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok()) {
+      return false;
+    }
+    detail = "containers=";
+    bool has = false;
+    for (const auto& c : inv.containers()) {
+      detail += c.id() + " ";
+      has |= c.id() == container;
+    }
+    return has;
+  });
+  Check(tag + ".agent_restarted_and_holds_container", up,
+        "rc=" + std::to_string(rc) + " new_pid=" + std::to_string(pid2) + " " + detail);
+  return up;
+}
+
+// Resumes session 1 on a new connection (the old one died with the agent).
+bool Test::ResumeSession1(const std::string& tag) {
+  auto cl = LauncherClient::Connect(o_.socket);
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> resumed =
+      cl.ok() ? (*cl)->ResumeSession(session1_, resume1_) : cl.status();
+  Check(tag + ".launcher_resumes_session", resumed.ok() && resumed->container_id() == c1_,
+        resumed.ok() ? "session=" + resumed->session_id() : St(resumed.status()));
+  if (!resumed.ok()) return false;
+  s1_ = *std::move(cl);
+  auto list = s1_->ListMappings();
+  Check(tag + ".resumed_session_keeps_mappings", list.ok() && list->size() == 2,
+        list.ok() ? "mappings=" + std::to_string(list->size()) : St(list.status()));
+  return list.ok();
+}
+
+// ---------------------------------------------------------------- f) agent restarts
+// kill -9 and SIGTERM + start (an upgrade) while a launcher DMAs in a loop: no transfer
+// fails, the container stays READY with the same mappings and billing, the launcher resumes
+// its session; a launcher that died while the agent was down is released after
+// --session_resume_timeout; deleting the container after the restarts cuts the DMA.
 void Test::PartF() {
   if (o_.agent_restart_cmd.empty()) {
     Check("f.agent_restart_cmd", false, "no --agent_restart_cmd");
     return;
   }
-  int held = 0;
-  std::string before = AgentMappings(c1_, &held);
-  auto ub = AgentUsage();
-  Check("f.session_holds_mappings", held > 0,
-        "mappings=" + before + " billed=" + std::to_string(ub.first));
-  pid_t pid = ReadPid(o_.agent_pid_file);
-  if (pid <= 1) {
-    Check("f.agent_pid", false, "pid file " + o_.agent_pid_file);
+  if (resume1_.empty()) {
+    Check("f.session_has_resume_token", false, "the agent gave no resume token (no journal?)");
     return;
   }
-  int rc = kill(pid, SIGKILL);
-  bool dead = rc == 0 && PollUntil(10000, [&] { return ProcessGoneOrZombie(pid); });
-  Check("f.kill9_agent", dead, "pid=" + std::to_string(pid));
-  if (!dead) return;
-  // A launcher whose agent died tears down: its session socket is dead and it closes its
-  // device fds (a device fd left open keeps the old iommufd / container alive in the kernel).
-  edu0_.fd = edu1_.fd = -1;
-  dev0_fd_.reset();
-  dev1_fd_.reset();
-  s1_.reset();
-  s2_.reset();
-
-  auto t0 = std::chrono::steady_clock::now();
-  int src = std::system(o_.agent_restart_cmd.c_str());
-  pid_t pid2 = 0;
-  bool up = src == 0 && PollUntil(20000, [&] {
-    pid2 = ReadPid(o_.agent_pid_file);
-    return pid2 > 1 && pid2 != pid && !ProcessGoneOrZombie(pid2);
-  });
-  Check("f.agent_restarted", up, "rc=" + std::to_string(src) + " new_pid=" + std::to_string(pid2));
-  if (!up) return;
-
-  // The new agent registers and reconciles; the broker shows the container READY and the
-  // agent holds it with no mappings.
-  std::string inv_detail;
-  bool reconciled = PollUntil(30000, [&] {
-    auto n = GetNode();
-    if (!n.ok() || n->state() != v1::NODE_STATE_READY) return false;
-    v1::Agent::Stub* a = AgentStub();
-    if (a == nullptr) return false;
-    v1::GetInventoryResponse inv;
-    if (!a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok()) return false;
-    bool has = false;
-    inv_detail = "agent=" + agent_address_ + " containers=";
-    for (const auto& c : inv.containers()) {
-      inv_detail += c.id() + " ";
-      if (c.id() == c1_) has = true;
-    }
-    return has;
-  });
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  Check("f.agent_holds_container_again", reconciled,
-        inv_detail + " after_s=" + std::to_string(secs));
-  int count = -1;
-  std::string maps = AgentMappings(c1_, &count);
-  Check("f.container_has_no_mappings", count == 0, maps);
-  v1::GetContainerRequest gc;
-  gc.set_container_id(c1_);
-  v1::Container cont;
-  grpc::Status s;
-  PollUntil(10000, [&] {
-    s = broker_->GetContainer(Ctx().get(), gc, &cont);
-    return s.ok() && cont.state() == v1::CONTAINER_STATE_READY;
-  });
-  Check("f.broker_container_ready", s.ok() && cont.state() == v1::CONTAINER_STATE_READY,
-        St(s) + " state=" + v1::ContainerState_Name(cont.state()));
-  if (!c2_.empty()) {
-    v1::GetContainerRequest gc2;
-    gc2.set_container_id(c2_);
-    v1::Container cont2;
-    grpc::Status s2 = broker_->GetContainer(Ctx().get(), gc2, &cont2);
-    Check("f.broker_container2_ready", s2.ok() && cont2.state() == v1::CONTAINER_STATE_READY,
-          St(s2) + " state=" + v1::ContainerState_Name(cont2.state()));
-  }
-  auto au = AgentUsage();
-  Check("f.agent_usage_zero", au.first == 0 && au.second == 0,
-        "billed=" + std::to_string(au.first) + " mapped=" + std::to_string(au.second));
-  auto bu = BrokerUsage();
-  bool zero = PollUntil(10000, [&] {
-    bu = BrokerUsage();
-    return bu.first == 0 && bu.second == 0;
-  });
-  Check("f.broker_usage_zero", zero,
-        "pinned=" + std::to_string(bu.first) + " mapped=" + std::to_string(bu.second));
-
-  // A new session maps and DMAs again.
-  absl::StatusOr<std::string> tok = Grant(c1_);
-  Check("f.new_grant", tok.ok(), tok.ok() ? "" : St(tok.status()));
-  if (!tok.ok()) return;
-  auto cl = LauncherClient::Connect(o_.socket);
-  if (!cl.ok()) {
-    Check("f.connect", false, St(cl.status()));
-    return;
-  }
-  std::unique_ptr<LauncherClient> s3 = *std::move(cl);
-  auto opened = s3->OpenSession(*tok);
-  Check("f.open_session", opened.ok(), opened.ok() ? "session=" + opened->session_id() : St(opened.status()));
-  if (!opened.ok()) return;
-  absl::StatusOr<Memory> m = NewMemory(s3.get(), 2 * kPage, "guest-after-restart");
-  if (!m.ok()) {
-    Check("f.memfd", false, St(m.status()));
-    return;
-  }
-  absl::Status ma = s3->Map(m->id, 0, kPage, kIovaA, true, true);
-  absl::Status mb = s3->Map(m->id, kPage, kPage, kIovaB, true, true);
-  Check("f.map_again", ma.ok() && mb.ok(), St(ma) + " / " + St(mb));
+  // Known mappings: page 0 of m1 at A, page 1 at B.
+  s1_->Unmap(kWinBase, kWinSize).IgnoreError();
+  absl::Status ma = s1_->Map(m1_.id, 0, kPage, kIovaA, true, true);
+  absl::Status mb = s1_->Map(m1_.id, kPage, kPage, kIovaB, true, true);
+  Check("f.map", ma.ok() && mb.ok(), St(ma) + " / " + St(mb));
   if (!ma.ok() || !mb.ok()) return;
-  UniqueFd fd;
-  Edu edu;
-  if (!OpenEdu(s3.get(), "f", &fd, &edu)) return;
-  Check("f.no_iommu_side_fds", IommuSideFds().empty(), "");
-  Fill(m->p, kPage, 0x3d);
-  std::memset(m->p + kPage, 0, kPage);
-  RoundTrip("f.dma_after_restart", &edu, kIovaA, kIovaB, m->p, m->p + kPage);
-  auto u = AgentUsage();
-  Check("f.agent_usage_new_session", u.first == int64_t(2 * kPage),
-        "billed=" + std::to_string(u.first) + " mapped=" + std::to_string(u.second));
-}
+  const std::string before = AgentMappings(c1_);
+  int c2_before = 0;
+  if (!c2_.empty()) AgentMappings(c2_, &c2_before);
+  auto billed_before = AgentUsage();
+  PollUntil(10000, [&] { return BrokerUsage().first == billed_before.first; });
+  Info("f.before", "c1=" + before + " c2_mappings=" + std::to_string(c2_before) +
+                       " billed=" + std::to_string(billed_before.first));
 
-// ---------------------------------------------------------------- g) probe (not a pass criterion)
-// kill -9 of the agent while the LAUNCHER still holds its device fd (a VMM that keeps running),
-// then restart: what does the kernel answer when the new agent re-creates the container?
-// Prints info.g.* lines only.
-void Test::PartG() {
-  auto tok = Grant(c1_);
-  if (!tok.ok()) return Info("g.grant", St(tok.status()));
-  auto cl = LauncherClient::Connect(o_.socket);
-  if (!cl.ok()) return Info("g.connect", St(cl.status()));
-  std::unique_ptr<LauncherClient> s = *std::move(cl);
-  auto opened = s->OpenSession(*tok);
-  if (!opened.ok()) return Info("g.open_session", St(opened.status()));
-  absl::StatusOr<Memory> m = NewMemory(s.get(), kPage, "g");
-  if (!m.ok()) return Info("g.memfd", St(m.status()));
-  Info("g.map", St(s->Map(m->id, 0, kPage, kIovaA, true, true)));
-  auto devs = s->GetDevices();
-  if (!devs.ok() || devs->fds.empty()) return Info("g.get_devices", St(devs.status()));
-  UniqueFd held = std::move(devs->fds[0]);
-  pid_t pid = ReadPid(o_.agent_pid_file);
-  kill(pid, SIGKILL);
-  PollUntil(10000, [&] { return ProcessGoneOrZombie(pid); });
-  s.reset();  // the launcher's socket; its device fd stays open
-  std::system(o_.agent_restart_cmd.c_str());
-  std::string containers;
-  bool has = PollUntil(15000, [&] {
-    auto n = GetNode();
-    if (!n.ok() || n->state() != v1::NODE_STATE_READY) return false;
-    v1::Agent::Stub* a = AgentStub();
-    v1::GetInventoryResponse inv;
-    if (a == nullptr || !a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok()) return false;
-    containers.clear();
-    bool h = false;
-    for (const auto& c : inv.containers()) {
-      containers += c.id() + " ";
-      h |= c.id() == c1_;
-    }
-    return h;
-  });
-  Info("g.device_fd_held_across_restart.agent_holds_c1", std::string(has ? "yes" : "no") +
-                                                            " containers=" + containers);
+  // kill -9 under DMA; launcher 2 dies while the agent is down.
+  DmaLoop loop;
+  loop.Start(&edu0_, m1_.p, m1_.p + kPage);
+  PollUntil(10000, [&] { return loop.iterations() >= 3; });
+  pid_t old_pid = ReadPid(o_.agent_pid_file);
+  kill(old_pid, SIGKILL);
+  PollUntil(10000, [&] { return ProcessGoneOrZombie(old_pid); });
+  const int during_down = loop.iterations();
+  edu1_.fd = -1;
+  dev1_fd_.reset();
+  s2_.reset();
+  // RestartAgent sends SIGKILL to a process already gone: only the restart matters.
+  bool up = RestartAgent("f.kill9", SIGKILL, c1_);
+  const int after_up = loop.iterations();
+  PollUntil(5000, [&] { return loop.iterations() >= after_up + 3; });
+  bool dma_ok = false;
+  std::string dma = loop.Stop(&dma_ok);
+  Check("f.kill9.dma_never_faults", dma_ok && after_up > during_down,
+        dma + " during_restart=" + std::to_string(after_up - during_down));
+  if (!up) return;
   v1::GetContainerRequest gc;
   gc.set_container_id(c1_);
   v1::Container cont;
   grpc::Status gs = broker_->GetContainer(Ctx().get(), gc, &cont);
-  Info("g.device_fd_held_across_restart.broker_c1", St(gs) + " state=" +
-                                                        v1::ContainerState_Name(cont.state()));
-  // What the broker hands out for it now.
-  {
-    auto t2 = Grant(c1_);
-    std::string r = t2.ok() ? "grant OK" : "grant " + St(t2.status());
-    if (t2.ok()) {
-      auto c2 = LauncherClient::Connect(o_.socket);
-      if (c2.ok()) {
-        auto op = (*c2)->OpenSession(*t2);
-        r += "; open_session " + (op.ok() ? std::string("OK") : St(op.status()));
-        if (op.ok()) {
-          absl::StatusOr<Memory> gm = NewMemory(c2->get(), kPage, "g2");
-          if (gm.ok()) {
-            r += "; map " + St((*c2)->Map(gm->id, 0, kPage, kIovaA, true, true));
-            munmap(gm->p, kPage);
-          }
-        }
-      }
-    }
-    Info("g.device_fd_held_across_restart.new_session_on_c1", r);
+  Check("f.kill9.broker_container_ready", gs.ok() && cont.state() == v1::CONTAINER_STATE_READY,
+        St(gs) + " state=" + v1::ContainerState_Name(cont.state()));
+  const std::string after = AgentMappings(c1_);
+  Check("f.kill9.same_mappings", after == before, "before=" + before + " after=" + after);
+  auto billed_after = AgentUsage();
+  Check("f.kill9.same_billing", billed_after.first == billed_before.first,
+        "before=" + std::to_string(billed_before.first) + " after=" + std::to_string(billed_after.first));
+  if (!ResumeSession1("f.kill9")) return;
+
+  // Launcher 2 never came back: its session is closed, its mappings and billing go.
+  if (!c2_.empty() && c2_before > 0) {
+    int left = -1;
+    bool released = PollUntil(30000, [&] {
+      AgentMappings(c2_, &left);
+      return left == 0;
+    });
+    Check("f.dead_launcher_released", released, "c2 mappings=" + std::to_string(left));
+    auto agent_now = AgentUsage();
+    bool follows = PollUntil(10000, [&] { return BrokerUsage().first == agent_now.first; });
+    Check("f.broker_billing_follows", follows,
+          "agent=" + std::to_string(agent_now.first) + " broker=" + std::to_string(BrokerUsage().first));
   }
-  // The old device fd: does it still work (old IOAS / container alive in the kernel)?
-  Edu e;
-  e.fd = held.get();
-  std::memset(m->p, 0, kPage);
-  bool dma = e.Setup() && e.Dma(kEduBuf, kIovaA, kXfer, true);
-  usleep(200000);
-  Info("g.old_device_fd_dma_into_old_mapping", std::string(dma ? "completed" : "failed: " + e.err) +
-                                                   " changed_bytes=" + std::to_string(CountNonZero(m->p, kPage)));
-  held.reset();
-  // Recovery after the launcher lets go: wait, then restart the agent once more.
-  sleep(3);
-  bool later = false;
-  {
-    v1::Agent::Stub* a = AgentStub();
-    v1::GetInventoryResponse inv;
-    if (a && a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok())
-      for (const auto& c : inv.containers()) later |= c.id() == c1_;
-  }
-  Info("g.after_fd_closed_3s.agent_holds_c1", later ? "yes" : "no");
-  pid = ReadPid(o_.agent_pid_file);
-  kill(pid, SIGKILL);
-  PollUntil(10000, [&] { return ProcessGoneOrZombie(pid); });
-  std::system(o_.agent_restart_cmd.c_str());
-  bool again = PollUntil(15000, [&] {
-    v1::Agent::Stub* a = AgentStub();
-    v1::GetInventoryResponse inv;
-    if (a == nullptr || !a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok()) return false;
-    for (const auto& c : inv.containers()) if (c.id() == c1_) return true;
-    return false;
+
+  // An upgrade: SIGTERM, a new process, under DMA.
+  DmaLoop loop2;
+  loop2.Start(&edu0_, m1_.p, m1_.p + kPage);
+  PollUntil(10000, [&] { return loop2.iterations() >= 3; });
+  const int before_term = loop2.iterations();
+  up = RestartAgent("f.sigterm", SIGTERM, c1_);
+  const int after_term = loop2.iterations();
+  PollUntil(5000, [&] { return loop2.iterations() >= after_term + 3; });
+  std::string dma2 = loop2.Stop(&dma_ok);
+  Check("f.sigterm.dma_never_faults", dma_ok && after_term > before_term,
+        dma2 + " during_restart=" + std::to_string(after_term - before_term));
+  if (!up) return;
+  Check("f.sigterm.same_mappings", AgentMappings(c1_) == before, AgentMappings(c1_));
+  if (!ResumeSession1("f.sigterm")) return;
+
+  // Revocation after the restarts: the launcher still holds its device fd.
+  v1::DeleteContainerRequest del;
+  del.set_container_id(c1_);
+  v1::DeleteContainerResponse dr;
+  grpc::Status ds = broker_->DeleteContainer(Ctx().get(), del, &dr);
+  bool gone = ds.ok() && PollUntil(30000, [&] {
+    v1::Container c;
+    return broker_->GetContainer(Ctx().get(), gc, &c).error_code() == grpc::StatusCode::NOT_FOUND;
   });
-  Info("g.after_second_restart.agent_holds_c1", again ? "yes" : "no");
-  munmap(m->p, kPage);
+  Check("f.delete_container", gone, St(ds));
+  uint8_t* dst = m1_.p + kPage;
+  Fill(m1_.p, kPage, 0x77);
+  std::memset(dst, 0, kPage);
+  bool ran = edu0_.Dma(kIovaA, kEduBuf, kXfer, false) && edu0_.Dma(kEduBuf, kIovaB, kXfer, true);
+  usleep(200000);
+  size_t changed = CountNonZero(dst, kPage);
+  Check("f.delete_cuts_dma", ran && changed == 0,
+        ran ? "changed_bytes=" + std::to_string(changed) + " (expect DMAR faults on the console)"
+            : edu0_.err);
+  auto billed_end = AgentUsage();
+  int c1_left = -1;
+  AgentMappings(c1_, &c1_left);
+  Check("f.delete_releases_billing", c1_left <= 0, "c1 mappings=" + std::to_string(c1_left) +
+                                                       " billed=" + std::to_string(billed_end.first));
+  c1_.clear();
 }
 
 int Test::Run() {
@@ -981,7 +977,6 @@ int Test::Run() {
   if (Part('d')) PartD();
   if (Part('e')) PartE();
   if (Part('f')) PartF();
-  if (Part('g')) PartG();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("vm_dma_test: %s: %d checks, %d failed, %.1f s\n", g_failures ? "FAIL" : "PASS",
               g_checks, g_failures, secs);

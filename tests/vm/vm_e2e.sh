@@ -46,13 +46,19 @@ iommu-broker --insecure --listen=127.0.0.1:7400 --db=/tmp/broker.db --port_file=
   >/tmp/broker.log 2>&1 &
 wait_file /tmp/bport || { echo "vm_e2e: broker did not start"; dump_logs; exit 10; }
 
-mkdir -p /run/iommu-agent
+mkdir -p /run/iommu-agent /run/iommu-fdholder
+# The fd holder outlives every agent run: it keeps the IOMMU and memory fds the agent hands
+# it, so a restarted agent re-adopts its containers and the guests' DMA never stops.
+iommu-fdholder --socket=/run/iommu-fdholder/fdholder.sock >/tmp/fdholder.log 2>&1 &
+i=0; while [ $i -lt 100 ] && [ ! -S /run/iommu-fdholder/fdholder.sock ]; do sleep 0.1; i=$((i + 1)); done
+[ -S /run/iommu-fdholder/fdholder.sock ] || { echo "vm_e2e: fd holder did not start"; cat /tmp/fdholder.log; exit 10; }
 cat >/tmp/start_agent.sh <<AGENT
 #!/bin/sh
 rm -f /tmp/aport
 echo "--- agent start \$(cut -d' ' -f1 /proc/uptime)" >>/tmp/agent.log
 iommu-agent --insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 \\
-  --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state \$AGENT_EXTRA_FLAGS >>/tmp/agent.log 2>&1 &
+  --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state \\
+  --fd_store=holder:/run/iommu-fdholder/fdholder.sock --session_resume_timeout=10s >>/tmp/agent.log 2>&1 &
 echo \$! >/tmp/agent.pid
 AGENT
 chmod +x /tmp/start_agent.sh
