@@ -121,8 +121,10 @@ class Ledger final {
   // Records a live mapping of [offset, offset + length) of `key`: every page
   // in the range is pinned once more. Returns the bytes added to the owner's
   // billed total (what NewlyBilledIfMapped predicted); the owner's mapped
-  // total grows by `length`. The agent calls this before the kernel map and
-  // Unmap to roll back if the kernel refuses.
+  // total grows by `length`. The agent checks with NewlyBilledIfMapped, maps
+  // in the kernel, then calls this (so billing rises only with a real pin);
+  // on unmap it calls Unmap after the kernel has unpinned (so billing never
+  // shows less than the kernel pins).
   // Errors (nothing changes): those of NewlyBilledIfMapped, and OUT_OF_RANGE
   // "length: ..." if the owner's mapped total would overflow 64 bits.
   absl::StatusOr<uint64_t> Map(ObjectKey key, uint64_t offset, uint64_t length);
