@@ -380,9 +380,25 @@ SysResult FakeKernelOps::IoctlLocked(int fd, FdState& st, unsigned long request,
             if (argsz < need) {
               out.argsz = static_cast<uint32_t>(need);
             } else {
-              std::memcpy(reinterpret_cast<uint8_t*>(arg) + sizeof(out),
-                          type1_caps_.data(), type1_caps_.size());
+              uint8_t* base = reinterpret_cast<uint8_t*>(arg);
+              std::memcpy(base + sizeof(out), type1_caps_.data(), type1_caps_.size());
               out.cap_offset = sizeof(out);
+              // As the kernel does, DMA_AVAIL counts down with each mapping
+              // the container holds.
+              size_t off = sizeof(out);
+              for (int hops = 0; off != 0 && hops < 16 &&
+                                 off + sizeof(uapi::vfio_iommu_type1_info_dma_avail) <= need;
+                   ++hops) {
+                uapi::vfio_iommu_type1_info_dma_avail cap;
+                std::memcpy(&cap, base + off, sizeof(cap));
+                if (cap.header.id == uapi::kVfioIommuType1InfoDmaAvail) {
+                  cap.avail -= static_cast<uint32_t>(
+                      std::min<size_t>(cap.avail, st.mappings.size()));
+                  std::memcpy(base + off, &cap, sizeof(cap));
+                }
+                if (cap.header.next <= off) break;
+                off = cap.header.next;
+              }
             }
           }
           std::memcpy(info, &out, std::min<size_t>(argsz, sizeof(out)));
