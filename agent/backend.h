@@ -73,6 +73,28 @@ struct PersistedContainer {
   std::string state;
 };
 
+// Whether `name` is a valid PersistedContainer fd name: 1-64 characters of
+// [A-Za-z0-9._-].
+inline bool IsValidPersistedFdName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (const char ch : name) {
+    const bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Whether `state` is a valid PersistedContainer state: at most 256 bytes of
+// printable ASCII (0x20-0x7e).
+inline bool IsValidPersistedState(absl::string_view state) {
+  if (state.size() > 256) return false;
+  for (const char ch : state) {
+    if (ch < 0x20 || ch > 0x7e) return false;
+  }
+  return true;
+}
+
 // Identifies an address space inside one Backend instance. Opaque to callers;
 // never reused while the backend lives.
 using ContainerHandle = uint64_t;

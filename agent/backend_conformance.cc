@@ -13,10 +13,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -741,7 +743,16 @@ void CheckPersistAdopt(Backend& backend, const ConformanceEnv& env, Check& check
     absl::StatusOr<PersistedContainer> p2 = (*first)->PersistContainer(c.handle());
     if (!ExpectOk(check, "PersistContainer (first, again)", p2.status())) return;
     lost = *std::move(p2);
+    if (!IsValidPersistedState(kept.state)) {
+      check.Fail("PersistContainer", absl::StrCat("state \"", absl::CEscape(kept.state),
+                                                  "\" is not <= 256 printable ASCII bytes"));
+    }
+    std::set<std::string> seen;
     for (const auto& [name, fd] : kept.fds) {
+      if (!IsValidPersistedFdName(name) || !seen.insert(name).second) {
+        check.Fail(absl::StrCat("PersistContainer fd \"", absl::CEscape(name), "\""),
+                   "expected a unique name of 1-64 characters of [A-Za-z0-9._-]");
+      }
       const int flags = fcntl(fd.get(), F_GETFD);
       if (flags < 0 || (flags & FD_CLOEXEC) == 0) {
         check.Fail(absl::StrCat("PersistContainer fd ", name), "expected FD_CLOEXEC set");

@@ -741,6 +741,14 @@ TEST_F(IommufdAdoptTest, DeviceHeldByAnotherContainerIsFailedPrecondition) {
 TEST(AdoptNamesTest, DeviceFdNamesHaveNoColon) {
   EXPECT_EQ(DeviceFdName("0000:00:01.0"), "device.0000_00_01.0");
   EXPECT_EQ(GroupFdName(12), "group.12");
+  EXPECT_TRUE(IsValidPersistedFdName(DeviceFdName("0000:00:01.0")));
+  EXPECT_TRUE(IsValidPersistedFdName("sim-container"));
+  EXPECT_FALSE(IsValidPersistedFdName("device.0000:00:01.0"));
+  EXPECT_FALSE(IsValidPersistedFdName(""));
+  EXPECT_FALSE(IsValidPersistedFdName(std::string(65, 'a')));
+  EXPECT_TRUE(IsValidPersistedState("ioas=3"));
+  EXPECT_FALSE(IsValidPersistedState("ioas=3\n"));
+  EXPECT_FALSE(IsValidPersistedState(std::string(257, 'a')));
 }
 
 // ---- Shared helpers and the sim ------------------------------------------------
