@@ -518,6 +518,11 @@ TEST_F(Type1AdoptTest, AdoptRoundTripWithoutTouchingTheMappings) {
     ASSERT_OK(dev);
     ASSERT_EQ(dev->size(), 3u);
     EXPECT_EQ((*dev)[2].first, kA);
+    // A second restart persists the adopted container the same way.
+    absl::StatusOr<PersistedContainer> again = backend_->PersistContainer(*h);
+    ASSERT_OK(again);
+    EXPECT_EQ(Names(*again), names_);
+    EXPECT_EQ(again->state, state_);
   }
   // Destroy: unmap all, then unset each group, as for a created container.
   ops_.ClearLog();
@@ -663,6 +668,10 @@ TEST_F(IommufdAdoptTest, AdoptRoundTripWithoutTouchingTheMappings) {
     absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> dev = backend_->DeviceFds(*h);
     ASSERT_OK(dev);
     EXPECT_EQ(dev->size(), 3u);
+    absl::StatusOr<PersistedContainer> again = backend_->PersistContainer(*h);
+    ASSERT_OK(again);
+    EXPECT_EQ(Names(*again), names_);
+    EXPECT_EQ(again->state, "ioas=1");
   }
   ops_.ClearLog();
   second_fds_.clear();
