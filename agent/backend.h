@@ -62,18 +62,42 @@ struct BackendMapping {
   bool writable = false;
 };
 
-// Identifies an address space inside one Backend instance. Opaque to callers;
-// never reused while the backend lives.
-using ContainerHandle = uint64_t;
-
 // What must outlive this process for a container's address space to survive it.
 struct PersistedContainer {
   // The kernel objects, each a dup (O_CLOEXEC) the caller owns, with a name unique within the
-  // container: 1-64 characters of [A-Za-z0-9._-].
+  // container: 1-64 characters of [A-Za-z0-9._-] (e.g. "container", "group.12", "iommufd",
+  // "device.0000_00_01.0" — no ':' because systemd's FDNAME forbids it).
   std::vector<std::pair<std::string, UniqueFd>> fds;
-  // Opaque backend data needed to adopt them again, at most 256 bytes of printable ASCII.
+  // Opaque backend data needed to adopt them again (e.g. the IOAS id), at most 256 bytes of
+  // printable ASCII.
   std::string state;
 };
+
+// Whether `name` is a valid PersistedContainer fd name: 1-64 characters of
+// [A-Za-z0-9._-].
+inline bool IsValidPersistedFdName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (const char ch : name) {
+    const bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Whether `state` is a valid PersistedContainer state: at most 256 bytes of
+// printable ASCII (0x20-0x7e).
+inline bool IsValidPersistedState(absl::string_view state) {
+  if (state.size() > 256) return false;
+  for (const char ch : state) {
+    if (ch < 0x20 || ch > 0x7e) return false;
+  }
+  return true;
+}
+
+// Identifies an address space inside one Backend instance. Opaque to callers;
+// never reused while the backend lives.
+using ContainerHandle = uint64_t;
 
 class Backend {
  public:
@@ -145,16 +169,40 @@ class Backend {
         absl::StrCat(kind(), " backend: DeviceFds is not implemented"));
   }
 
-  // The fds and state that let a later process adopt `handle`.
+  // The fds and state that let a later process adopt `handle` (AdoptContainer). Errors:
+  // unknown handle -> NOT_FOUND naming the handle; the dup's errno.
+  // On error no fd is returned (the dups made so far are closed).
+  // The default is for backends that cannot survive a restart (test doubles).
   virtual absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle handle) {
-    return absl::UnimplementedError(
-        absl::StrCat(kind(), " backend: PersistContainer is not implemented"));
+    return absl::UnimplementedError(absl::StrCat(
+        kind(), " backend: PersistContainer is not implemented (container ", handle, ")"));
   }
-  // Rebuilds a container an earlier process created from what its
-  // PersistContainer gave, with `mappings` as its mapping table.
+
+  // Rebuilds a container an earlier process created, from what its PersistContainer gave
+  // (fds by name, state) and the devices it was created with (same order), without touching
+  // the mappings the kernel holds: `mappings` (from the journal; the kernel has no list
+  // ioctl) become the container's mapping table as they are. Checks each fd is the kind of
+  // object its name says and that the devices are attached to it (type1: VFIO_GET_API_VERSION
+  // on the container fd, VFIO_GROUP_GET_STATUS shows CONTAINER_SET on each group fd, the device
+  // fds answer VFIO_DEVICE_GET_INFO; iommufd: IOMMU_IOAS_IOVA_RANGES on the state's IOAS id
+  // answers through the iommufd fd, device fds answer VFIO_DEVICE_GET_INFO; sim: its marker fd
+  // is a memfd named as PersistContainer made it). Recomputes the geometry (GetGeometry works
+  // on adopted containers). Marks the devices held, as CreateContainer does.
+  // Errors (nothing adopted, every fd given is closed): a missing fd -> FAILED_PRECONDITION
+  // "fd <name>: missing (the fd store lost it)"; an fd of the wrong kind -> FAILED_PRECONDITION
+  // "fd <name>: not a <kind> (...)"; a bad state -> INVALID_ARGUMENT "state: ..."; a device
+  // already held by another container -> FAILED_PRECONDITION; unknown extra fd names are an
+  // error too (INVALID_ARGUMENT naming them). Never aborts on any input.
+  // On success the backend owns the fds (as it owns a created container's) and
+  // DestroyContainer works on the new handle exactly as on a created one.
   virtual absl::StatusOr<ContainerHandle> AdoptContainer(
-      const std::vector<std::string>& device_addresses, std::map<std::string, UniqueFd> fds,
-      absl::string_view state, const std::vector<BackendMapping>& mappings) {
+      const std::vector<std::string>& device_addresses,
+      std::map<std::string, UniqueFd> fds, absl::string_view state,
+      const std::vector<BackendMapping>& mappings) {
+    (void)device_addresses;
+    (void)fds;  // Closed on return, as promised.
+    (void)state;
+    (void)mappings;
     return absl::UnimplementedError(
         absl::StrCat(kind(), " backend: AdoptContainer is not implemented"));
   }

@@ -10,11 +10,15 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -193,6 +197,11 @@ class ScopedContainer final {
   }
 
   ContainerHandle handle() const { return *handle_; }
+
+  // Forgets the container without destroying it (a process that dies).
+  void Release() { handle_.reset(); }
+  // Takes over `h` (an adopted container) to destroy it at scope exit.
+  void Adopt(ContainerHandle h) { handle_ = h; }
 
  private:
   Backend& backend_;
@@ -646,6 +655,167 @@ void CheckUnknownHandle(Backend& backend, const ConformanceEnv& env, Check& chec
   }
 }
 
+// ---- Persist and adopt (an agent restart) -----------------------------------
+
+void ExpectSameGeometry(Check& check, absl::string_view call, const Geometry& want,
+                        const Geometry& got) {
+  bool same = want.page_size_bitmap == got.page_size_bitmap &&
+              want.max_mappings == got.max_mappings && want.usable.size() == got.usable.size();
+  for (size_t i = 0; same && i < want.usable.size(); ++i) {
+    same = want.usable[i].start == got.usable[i].start &&
+           want.usable[i].last == got.usable[i].last;
+  }
+  if (!same) {
+    check.Fail(call, absl::StrCat("geometry differs from the created container's: page sizes ",
+                                  Hex(want.page_size_bitmap), " vs ", Hex(got.page_size_bitmap),
+                                  ", max_mappings ", want.max_mappings, " vs ",
+                                  got.max_mappings, ", ", want.usable.size(), " vs ",
+                                  got.usable.size(), " usable ranges"));
+  }
+}
+
+std::map<std::string, UniqueFd> FdMap(PersistedContainer p) {
+  std::map<std::string, UniqueFd> out;
+  for (auto& [name, fd] : p.fds) out[name] = std::move(fd);
+  return out;
+}
+
+// The first instance creates a container over both devices, maps two pages
+// and persists it twice, then dies. The second adopts one persisted set with
+// an fd missing (must fail and close it), then the other (must keep the
+// kernel's mappings: it maps, unmaps and destroys through them). Finally the
+// backend under test must be able to create over the devices again: nothing
+// of the old address space is left holding them.
+void CheckPersistAdopt(Backend& backend, const ConformanceEnv& env, Check& check) {
+  if (!env.new_instance) {
+    check.Answer("persist_adopt", "skipped: no ConformanceEnv::new_instance");
+    return;
+  }
+  const std::vector<std::string> devices = {env.device_a, env.device_b};
+  HostMemory memory;  // Outlives both instances' mappings.
+  Geometry geometry;
+  std::vector<BackendMapping> journal;
+  PersistedContainer kept;
+  PersistedContainer lost;
+  uint64_t page = 0;
+  uint64_t base = 0;
+  {
+    absl::StatusOr<std::unique_ptr<Backend>> first = env.new_instance();
+    if (!ExpectOk(check, "new_instance() (first)", first.status())) return;
+    ScopedContainer c(**first, check);
+    if (!c.Create(devices)) return;
+    absl::StatusOr<Geometry> g = (*first)->GetGeometry(c.handle());
+    if (!ExpectOk(check, "GetGeometry (first)", g.status())) return;
+    geometry = *g;
+    page = std::max(MinPageSize(geometry.page_size_bitmap),
+                    static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+    bool found = false;
+    for (const IovaRange& r : geometry.usable) {
+      uint64_t start = (std::max(r.start, kLowestIova) + page - 1) & ~(page - 1);
+      if (start >= r.start && start <= r.last && r.last - start >= 4 * page - 1) {
+        base = start;
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      check.Fail("GetGeometry (first)", "no usable range holds 4 pages");
+      return;
+    }
+    if (!ExpectOk(check, "allocate host memory",
+                  memory.Allocate(env.memory, 4 * page, page))) {
+      return;
+    }
+    for (uint64_t i = 0; i < 2; ++i) {
+      const uint64_t iova = base + i * page;
+      const uint64_t vaddr = memory.base() + i * page;
+      if (!ExpectOk(check, MapCall(c.handle(), iova, vaddr, page, true, i == 1),
+                    (*first)->Map(c.handle(), iova, vaddr, page, true, i == 1))) {
+        return;
+      }
+    }
+    absl::StatusOr<std::vector<BackendMapping>> m = (*first)->ListMappings(c.handle());
+    if (!ExpectOk(check, "ListMappings (first)", m.status())) return;
+    journal = *m;
+    absl::StatusOr<PersistedContainer> p1 = (*first)->PersistContainer(c.handle());
+    if (!ExpectOk(check, "PersistContainer (first)", p1.status())) return;
+    kept = *std::move(p1);
+    absl::StatusOr<PersistedContainer> p2 = (*first)->PersistContainer(c.handle());
+    if (!ExpectOk(check, "PersistContainer (first, again)", p2.status())) return;
+    lost = *std::move(p2);
+    if (!IsValidPersistedState(kept.state)) {
+      check.Fail("PersistContainer", absl::StrCat("state \"", absl::CEscape(kept.state),
+                                                  "\" is not <= 256 printable ASCII bytes"));
+    }
+    std::set<std::string> seen;
+    for (const auto& [name, fd] : kept.fds) {
+      if (!IsValidPersistedFdName(name) || !seen.insert(name).second) {
+        check.Fail(absl::StrCat("PersistContainer fd \"", absl::CEscape(name), "\""),
+                   "expected a unique name of 1-64 characters of [A-Za-z0-9._-]");
+      }
+      const int flags = fcntl(fd.get(), F_GETFD);
+      if (flags < 0 || (flags & FD_CLOEXEC) == 0) {
+        check.Fail(absl::StrCat("PersistContainer fd ", name), "expected FD_CLOEXEC set");
+      }
+    }
+    // The agent dies: its own fds close, the container is not destroyed.
+    c.Release();
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> second = env.new_instance();
+  if (!ExpectOk(check, "new_instance() (restarted)", second.status())) return;
+  Backend& b = **second;
+  if (lost.fds.empty()) {
+    check.Fail("PersistContainer", "returned no fds");
+    return;
+  }
+  const std::string lost_name = lost.fds.front().first;
+  lost.fds.erase(lost.fds.begin());
+  {
+    const std::string call = absl::StrCat("AdoptContainer without fd ", lost_name);
+    const std::string state = lost.state;
+    const absl::Status s =
+        b.AdoptContainer(devices, FdMap(std::move(lost)), state, journal).status();
+    check.Answer(call, StatusText(s));
+    const std::string want = absl::StrCat("fd ", lost_name, ": missing (the fd store lost it)");
+    if (s.code() != absl::StatusCode::kFailedPrecondition ||
+        !absl::StrContains(s.message(), want)) {
+      check.Fail(call, absl::StrCat("expected FAILED_PRECONDITION with \"", want, "\", got ",
+                                    StatusText(s)));
+    }
+  }
+  const std::string state = kept.state;
+  absl::StatusOr<ContainerHandle> h =
+      b.AdoptContainer(devices, FdMap(std::move(kept)), state, journal);
+  if (!ExpectOk(check, "AdoptContainer", h.status())) return;
+  ScopedContainer adopted(b, check);
+  adopted.Adopt(*h);
+  absl::StatusOr<Geometry> g = b.GetGeometry(*h);
+  if (ExpectOk(check, "GetGeometry (adopted)", g.status())) {
+    ExpectSameGeometry(check, "GetGeometry (adopted)", geometry, *g);
+  }
+  absl::StatusOr<std::vector<BackendMapping>> m = b.ListMappings(*h);
+  if (ExpectOk(check, "ListMappings (adopted)", m.status()) &&
+      MappingsText(*m) != MappingsText(journal)) {
+    check.Fail("ListMappings (adopted)", absl::StrCat("expected ", MappingsText(journal),
+                                                      ", got ", MappingsText(*m)));
+  }
+  // The kernel still holds the first page: mapping it again overlaps.
+  ExpectErrno(check, MapCall(*h, base, memory.base(), page, true, true),
+              b.Map(*h, base, memory.base(), page, true, true), EEXIST);
+  ExpectOk(check, MapCall(*h, base + 2 * page, memory.base() + 2 * page, page, true, true),
+           b.Map(*h, base + 2 * page, memory.base() + 2 * page, page, true, true));
+  absl::StatusOr<uint64_t> bytes = b.Unmap(*h, base, page);
+  if (ExpectOk(check, UnmapCall(*h, base, page), bytes.status()) && *bytes != page) {
+    check.Fail(UnmapCall(*h, base, page),
+               absl::StrCat("expected ", Hex(page), " bytes unmapped, got ", Hex(*bytes)));
+  }
+  ExpectDeviceFds(b, check, *h, devices);
+  if (!adopted.Destroy()) return;
+  // Revocation held across the restart: the devices are free again.
+  ScopedContainer again(backend, check);
+  again.Create(devices);
+}
+
 struct NamedCheck {
   const char* name;
   void (*run)(Backend&, const ConformanceEnv&, Check&);
@@ -673,6 +843,7 @@ constexpr NamedCheck kChecks[] = {
     {"device_fds", CheckDeviceFds},
     {"destroy_releases_devices", CheckDestroyReleasesDevices},
     {"unknown_handle", CheckUnknownHandle},
+    {"persist_adopt", CheckPersistAdopt},
 };
 
 }  // namespace

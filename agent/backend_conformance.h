@@ -15,8 +15,12 @@
 #ifndef AGENT_BACKEND_CONFORMANCE_H_
 #define AGENT_BACKEND_CONFORMANCE_H_
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "agent/backend.h"
 
@@ -42,6 +46,14 @@ struct ConformanceEnv {
   // (x86 with an IOMMU that reports it, and SimBackend's default x86
   // geometry): no usable range may touch it and a map inside it is EINVAL.
   bool expect_msi_window = false;
+  // Builds a fresh instance of the backend under test over the same kernel
+  // (same KernelOps, same sysfs; a second instance in the same process is
+  // fine). The persist_adopt check builds one to play the agent before a
+  // restart (created, mapped, persisted, then destroyed as a dying process
+  // would be) and one to play the restarted agent (adopts, maps, unmaps,
+  // destroys). Unset: persist_adopt records one answer saying it was skipped
+  // and passes.
+  std::function<absl::StatusOr<std::unique_ptr<Backend>>()> new_instance;
 };
 
 // The outcome of one named check; `failures` is empty when it passed. Every

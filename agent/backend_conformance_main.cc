@@ -95,6 +95,20 @@ int main(int argc, char** argv) {
   }
 
   ConformanceEnv env;
+  // persist_adopt's "before" and "after" agents: fresh instances of the
+  // same kind over the same kernel, as a restarted agent builds.
+  env.new_instance = [&which, &sysfs]() -> absl::StatusOr<std::unique_ptr<Backend>> {
+    if (which == "iommufd") {
+      absl::StatusOr<std::unique_ptr<IommufdBackend>> b = IommufdBackend::Create(
+          LinuxKernelOps::Get(), &sysfs, static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+      if (!b.ok()) return b.status();
+      return std::unique_ptr<Backend>(*std::move(b));
+    }
+    absl::StatusOr<std::unique_ptr<VfioType1Backend>> b =
+        VfioType1Backend::Create(LinuxKernelOps::Get(), &sysfs);
+    if (!b.ok()) return b.status();
+    return std::unique_ptr<Backend>(*std::move(b));
+  };
   env.device_a = devices[0];
   env.device_b = devices[1];
 #if defined(__x86_64__) || defined(__i386__)

@@ -3,6 +3,7 @@
 #include "agent/backend_conformance.h"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,6 +43,7 @@ ConformanceEnv SimEnv(ConformanceMemory memory) {
   env.device_b = "0000:00:02.0";
   env.memory = memory;
   env.expect_msi_window = true;
+  env.new_instance = []() -> absl::StatusOr<std::unique_ptr<Backend>> { return MakeSim(); };
   return env;
 }
 
@@ -69,7 +71,7 @@ TEST(BackendConformanceTest, EveryCheckHasAResult) {
   std::unique_ptr<SimBackend> sim = MakeSim();
   const std::vector<ConformanceResult> results =
       RunBackendConformanceChecks(*sim, SimEnv(ConformanceMemory::kAnonymousShared));
-  EXPECT_THAT(results, SizeIs(21));
+  EXPECT_THAT(results, SizeIs(22));
   for (const ConformanceResult& r : results) {
     EXPECT_FALSE(r.check.empty());
     EXPECT_THAT(r.failures, IsEmpty()) << r.check;
@@ -128,6 +130,76 @@ TEST(BackendConformanceTest, ReportsWrongAnswerWithCheckCallAndExpectedErrno) {
   EXPECT_THAT(failures[0],
               ::testing::HasSubstr("expected NOT_FOUND with ENOENT (No such file or "
                                    "directory), got OK"));
+}
+
+TEST(BackendConformanceTest, PersistAdoptIsSkippedWithoutNewInstance) {
+  std::unique_ptr<SimBackend> sim = MakeSim();
+  ConformanceEnv env = SimEnv(ConformanceMemory::kAnonymousShared);
+  env.new_instance = nullptr;
+  const std::vector<ConformanceResult> results = RunBackendConformanceChecks(*sim, env);
+  ASSERT_FALSE(results.empty());
+  EXPECT_EQ(results.back().check, "persist_adopt");
+  EXPECT_THAT(results.back().failures, IsEmpty());
+  EXPECT_THAT(results.back().answers,
+              ::testing::ElementsAre(::testing::HasSubstr("skipped")));
+}
+
+// A backend whose adopt loses the journal's mappings, as one would that
+// rebuilt its table from the (empty) kernel answer instead of the journal.
+class ForgetfulAdoptSim final : public Backend {
+ public:
+  explicit ForgetfulAdoptSim(std::unique_ptr<SimBackend> inner) : inner_(std::move(inner)) {}
+  absl::string_view kind() const override { return inner_->kind(); }
+  bool simulated() const override { return true; }
+  absl::StatusOr<std::vector<BackendDevice>> ListDevices() override {
+    return inner_->ListDevices();
+  }
+  absl::StatusOr<ContainerHandle> CreateContainer(
+      const std::vector<std::string>& devices) override {
+    return inner_->CreateContainer(devices);
+  }
+  absl::StatusOr<Geometry> GetGeometry(ContainerHandle h) override {
+    return inner_->GetGeometry(h);
+  }
+  absl::Status DestroyContainer(ContainerHandle h) override {
+    return inner_->DestroyContainer(h);
+  }
+  absl::Status Map(ContainerHandle h, uint64_t iova, uint64_t vaddr, uint64_t size, bool r,
+                   bool w) override {
+    return inner_->Map(h, iova, vaddr, size, r, w);
+  }
+  absl::StatusOr<uint64_t> Unmap(ContainerHandle h, uint64_t iova, uint64_t size) override {
+    return inner_->Unmap(h, iova, size);
+  }
+  absl::StatusOr<std::vector<BackendMapping>> ListMappings(ContainerHandle h) override {
+    return inner_->ListMappings(h);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> DeviceFds(
+      ContainerHandle h) override {
+    return inner_->DeviceFds(h);
+  }
+  absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle h) override {
+    return inner_->PersistContainer(h);
+  }
+  absl::StatusOr<ContainerHandle> AdoptContainer(
+      const std::vector<std::string>& devices, std::map<std::string, UniqueFd> fds,
+      absl::string_view state, const std::vector<BackendMapping>&) override {
+    return inner_->AdoptContainer(devices, std::move(fds), state, {});
+  }
+
+ private:
+  std::unique_ptr<SimBackend> inner_;
+};
+
+TEST(BackendConformanceTest, PersistAdoptCatchesAnAdoptThatLosesTheMappings) {
+  std::unique_ptr<SimBackend> sim = MakeSim();
+  ConformanceEnv env = SimEnv(ConformanceMemory::kAnonymousShared);
+  env.new_instance = []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+    return std::make_unique<ForgetfulAdoptSim>(MakeSim());
+  };
+  const std::vector<std::string> failures = RunBackendConformance(*sim, env);
+  ASSERT_THAT(failures, ::testing::Not(IsEmpty()));
+  EXPECT_THAT(failures[0], ::testing::StartsWith("persist_adopt: ListMappings (adopted)"));
 }
 
 TEST(BackendConformanceTest, ReportsSetupFailureWithTheErrno) {

@@ -1,6 +1,9 @@
 #include "agent/fake_kernel_ops.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -175,8 +178,56 @@ std::vector<std::string> FakeKernelOps::ioctl_names() const {
 std::set<int> FakeKernelOps::open_fds() const {
   absl::MutexLock lock(&mu_);
   std::set<int> out;
-  for (const auto& [fd, st] : fds_) out.insert(fd);
+  for (const auto& [fd, st] : fds_) {
+    if (!st.number_closed) out.insert(fd);
+  }
+  for (const auto& [real, dup] : dups_) {
+    if (DupAlive(real, dup)) out.insert(real);
+  }
   return out;
+}
+
+bool FakeKernelOps::DupAlive(int real, const Dup& dup) {
+  struct stat st;
+  return fstat(real, &st) == 0 && static_cast<uint64_t>(st.st_dev) == dup.dev &&
+         static_cast<uint64_t>(st.st_ino) == dup.ino;
+}
+
+int FakeKernelOps::ResolveLocked(int fd) const {
+  if (auto it = fds_.find(fd); it != fds_.end() && !it->second.number_closed) return fd;
+  if (auto d = dups_.find(fd); d != dups_.end() && DupAlive(fd, d->second)) {
+    return d->second.target;
+  }
+  return -1;
+}
+
+void FakeKernelOps::CollectLocked() {
+  std::set<int> referenced;
+  for (auto d = dups_.begin(); d != dups_.end();) {
+    if (DupAlive(d->first, d->second)) {
+      referenced.insert(d->second.target);
+      ++d;
+    } else {
+      d = dups_.erase(d);
+    }
+  }
+  for (auto it = fds_.begin(); it != fds_.end();) {
+    if (!it->second.number_closed || referenced.count(it->first)) {
+      ++it;
+      continue;
+    }
+    const int fd = it->first;
+    const Kind kind = it->second.kind;
+    it = fds_.erase(it);
+    // What the kernel does on the last close of each kind.
+    if (kind == Kind::kIommufd) {
+      for (auto i = ioases_.begin(); i != ioases_.end();) {
+        i = i->second.iommufd == fd ? ioases_.erase(i) : std::next(i);
+      }
+    }
+    // A closed container stays attached to its groups in the kernel (they
+    // hold a reference); the fake keeps the group's container fd number.
+  }
 }
 int FakeKernelOps::bad_closes() const {
   absl::MutexLock lock(&mu_);
@@ -223,6 +274,7 @@ int FakeKernelOps::DevicesOpenInGroupLocked(uint32_t group) const {
 
 SysResult FakeKernelOps::Open(const std::string& path, int flags) {
   absl::MutexLock lock(&mu_);
+  CollectLocked();
   const std::string line = absl::StrCat("open ", path);
   if (auto it = open_error_.find(path); it != open_error_.end()) {
     const int err = it->second;
@@ -279,9 +331,15 @@ SysResult FakeKernelOps::Ioctl(int fd, unsigned long request, unsigned long arg)
     next_error_.erase(it);
     return Fail(err, line);
   }
-  auto it = fds_.find(fd);
-  if (it == fds_.end()) return Fail(EBADF, line);
-  const SysResult r = IoctlLocked(fd, it->second, request, arg);
+  CollectLocked();
+  const int target = ResolveLocked(fd);
+  if (target < 0) {
+    // A real fd that is not a VFIO/iommufd object (a pipe, a memfd): the
+    // kernel's answer to a foreign ioctl.
+    if (fds_.count(fd) == 0 && fcntl(fd, F_GETFD) >= 0) return Fail(ENOTTY, line);
+    return Fail(EBADF, line);
+  }
+  const SysResult r = IoctlLocked(target, fds_[target], request, arg);
   if (!r.ok()) return Fail(r.err, line);
   log_.push_back(line);
   return r;
@@ -322,9 +380,25 @@ SysResult FakeKernelOps::IoctlLocked(int fd, FdState& st, unsigned long request,
             if (argsz < need) {
               out.argsz = static_cast<uint32_t>(need);
             } else {
-              std::memcpy(reinterpret_cast<uint8_t*>(arg) + sizeof(out),
-                          type1_caps_.data(), type1_caps_.size());
+              uint8_t* base = reinterpret_cast<uint8_t*>(arg);
+              std::memcpy(base + sizeof(out), type1_caps_.data(), type1_caps_.size());
               out.cap_offset = sizeof(out);
+              // As the kernel does, DMA_AVAIL counts down with each mapping
+              // the container holds.
+              size_t off = sizeof(out);
+              for (int hops = 0; off != 0 && hops < 16 &&
+                                 off + sizeof(uapi::vfio_iommu_type1_info_dma_avail) <= need;
+                   ++hops) {
+                uapi::vfio_iommu_type1_info_dma_avail cap;
+                std::memcpy(&cap, base + off, sizeof(cap));
+                if (cap.header.id == uapi::kVfioIommuType1InfoDmaAvail) {
+                  cap.avail -= static_cast<uint32_t>(
+                      std::min<size_t>(cap.avail, st.mappings.size()));
+                  std::memcpy(base + off, &cap, sizeof(cap));
+                }
+                if (cap.header.next <= off) break;
+                off = cap.header.next;
+              }
             }
           }
           std::memcpy(info, &out, std::min<size_t>(argsz, sizeof(out)));
@@ -372,7 +446,7 @@ SysResult FakeKernelOps::IoctlLocked(int fd, FdState& st, unsigned long request,
         case uapi::kVfioGroupSetContainer: {
           if (st.container >= 0) return err(EINVAL);
           if (!groups_[st.group].viable) return err(EPERM);
-          const int cfd = *ArgPtr<int32_t>(arg);
+          const int cfd = ResolveLocked(*ArgPtr<int32_t>(arg));
           auto c = fds_.find(cfd);
           if (c == fds_.end() || c->second.kind != Kind::kContainer) return err(EBADF);
           st.container = cfd;
@@ -400,13 +474,24 @@ SysResult FakeKernelOps::IoctlLocked(int fd, FdState& st, unsigned long request,
       return err(ENOTTY);
     case Kind::kDevice:
       switch (request) {
+        case uapi::kVfioDeviceGetInfo: {
+          // A cdev answers only once bound (vfio_device_fops_unl_ioctl).
+          if (!st.path.empty() && st.bound_iommufd < 0) return err(EINVAL);
+          auto* info = ArgPtr<uapi::vfio_device_info>(arg);
+          if (info->argsz < 16) return err(EINVAL);
+          info->flags = 1u << 1;  // VFIO_DEVICE_FLAGS_PCI
+          info->num_regions = 9;
+          info->num_irqs = 5;
+          return kOk;
+        }
         case uapi::kVfioDeviceBindIommufd: {
           if (st.path.empty()) return err(EINVAL);  // Group-opened device.
           if (st.bound_iommufd >= 0) return err(EINVAL);
           auto* cmd = ArgPtr<uapi::vfio_device_bind_iommufd>(arg);
-          auto i = fds_.find(cmd->iommufd);
+          const int ifd = ResolveLocked(cmd->iommufd);
+          auto i = fds_.find(ifd);
           if (i == fds_.end() || i->second.kind != Kind::kIommufd) return err(EBADF);
-          st.bound_iommufd = cmd->iommufd;
+          st.bound_iommufd = ifd;
           cmd->out_devid = next_object_id_++;
           return kOk;
         }
@@ -491,31 +576,48 @@ SysResult FakeKernelOps::IoctlLocked(int fd, FdState& st, unsigned long request,
 
 void FakeKernelOps::Close(int fd) {
   absl::MutexLock lock(&mu_);
-  auto it = fds_.find(fd);
-  if (it == fds_.end()) {
-    ++bad_closes_;
-    log_.push_back(absl::StrCat("close fd", fd, " -> EBADF"));
+  CollectLocked();
+  if (auto it = fds_.find(fd); it != fds_.end() && !it->second.number_closed) {
+    it->second.number_closed = true;
+    log_.push_back(absl::StrCat("close fd", fd));
+    CollectLocked();  // Releases the object unless a dup is open.
     return;
   }
-  const FdState st = it->second;
-  fds_.erase(it);
-  log_.push_back(absl::StrCat("close fd", fd));
-  // What the kernel does on the last close of each kind.
-  if (st.kind == Kind::kIommufd) {
-    for (auto i = ioases_.begin(); i != ioases_.end();) {
-      i = i->second.iommufd == fd ? ioases_.erase(i) : std::next(i);
-    }
+  if (auto d = dups_.find(fd); d != dups_.end()) {
+    // An adopted dup: a real fd the caller gave us to own.
+    dups_.erase(d);
+    ::close(fd);
+    log_.push_back(absl::StrCat("close fd", fd));
+    CollectLocked();
+    return;
   }
-  // A closed container stays attached to its groups in the kernel (they hold
-  // a reference); the fake keeps the group's container fd number as is.
+  if (fds_.count(fd) == 0 && fcntl(fd, F_GETFD) >= 0) {
+    // A real fd that is no fake object (an adopted pipe or memfd).
+    ::close(fd);
+    log_.push_back(absl::StrCat("close fd", fd, " (not a fake object)"));
+    return;
+  }
+  ++bad_closes_;
+  log_.push_back(absl::StrCat("close fd", fd, " -> EBADF"));
 }
 
 SysResult FakeKernelOps::DupCloexec(int fd) {
   absl::MutexLock lock(&mu_);
   const std::string line = absl::StrCat("dup fd", fd);
-  if (fds_.find(fd) == fds_.end()) return Fail(EBADF, line);
-  const int real = memfd_create(absl::StrCat("fake-dup-of-fd", fd).c_str(), MFD_CLOEXEC);
+  CollectLocked();
+  const int target = ResolveLocked(fd);
+  if (target < 0) return Fail(EBADF, line);
+  const int real =
+      memfd_create(absl::StrCat("fake-dup-of-fd", target).c_str(), MFD_CLOEXEC);
   if (real < 0) return Fail(errno, line);
+  struct stat st;
+  if (fstat(real, &st) != 0) {
+    const int err = errno;
+    ::close(real);
+    return Fail(err, line);
+  }
+  dups_[real] = Dup{target, static_cast<uint64_t>(st.st_dev),
+                    static_cast<uint64_t>(st.st_ino)};
   log_.push_back(line);
   return SysResult{real, 0};
 }

@@ -10,7 +10,14 @@
 //
 // Fds: Open and fd-creating ioctls hand out fake numbers from 100 up (never
 // real fds). DupCloexec hands out a real memfd, because its caller owns the
-// result as a UniqueFd and closes it with ::close.
+// result as a UniqueFd and closes it with ::close; the fake remembers it (by
+// fd number and inode) as another fd of the same open file, so the dup
+// answers ioctls and keeps the object alive after the fake fd is closed, as
+// a dup does in the kernel. That is what lets a test persist a container's
+// fds, close the first backend, and adopt them in a second one. The object
+// is released (the last-close effects run) once its fake fd is closed and
+// no dup is open any more. Any other real fd (a pipe, a plain memfd) answers
+// every ioctl with ENOTTY, as the kernel does, and Close closes it.
 //
 // Thread-safe.
 #ifndef AGENT_FAKE_KERNEL_OPS_H_
@@ -76,6 +83,7 @@ class FakeKernelOps final : public KernelOps {
   void ClearLog();
   // The ioctl names called so far, in order (the log without opens/closes).
   std::vector<std::string> ioctl_names() const;
+  // The fake fds not yet closed and the dups (real fds) still open.
   std::set<int> open_fds() const;
   int bad_closes() const;  // Closes of fds not open (double close).
   // Mappings of a type1 container fd / an IOAS, iova -> size.
@@ -102,6 +110,14 @@ class FakeKernelOps final : public KernelOps {
     int bound_iommufd = -1;     // kDevice (cdev).
     uint32_t attached_ioas = 0; // kDevice (cdev); 0: none.
     std::map<uint64_t, uint64_t> mappings;  // kContainer.
+    // The fake fd was closed; the object lives on while a dup is open.
+    bool number_closed = false;
+  };
+  // A dup: a real memfd standing for another fd of the open file `target`.
+  struct Dup {
+    int target = -1;
+    uint64_t dev = 0;
+    uint64_t ino = 0;
   };
   struct Group {
     std::vector<std::string> devices;
@@ -115,10 +131,19 @@ class FakeKernelOps final : public KernelOps {
                         unsigned long arg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int DevicesOpenInGroupLocked(uint32_t group) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the real fd `real` is still the memfd recorded in `dup`.
+  static bool DupAlive(int real, const Dup& dup);
+  // The fake fd whose open file `fd` refers to (itself, or a dup's target),
+  // or -1.
+  int ResolveLocked(int fd) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets dups closed behind the fake's back (by UniqueFd) and releases
+  // the objects no fd refers to any more.
+  void CollectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   int next_fd_ ABSL_GUARDED_BY(mu_) = 100;
   std::map<int, FdState> fds_ ABSL_GUARDED_BY(mu_);
+  std::map<int, Dup> dups_ ABSL_GUARDED_BY(mu_);  // Real fd -> its open file.
   std::map<uint32_t, Group> groups_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> cdevs_ ABSL_GUARDED_BY(mu_);  // path -> address
   bool has_container_ ABSL_GUARDED_BY(mu_) = true;

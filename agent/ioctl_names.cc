@@ -18,6 +18,7 @@ std::string IoctlName(unsigned long request) {
     case uapi::kVfioIommuGetInfo: return "VFIO_IOMMU_GET_INFO";
     case uapi::kVfioIommuMapDma: return "VFIO_IOMMU_MAP_DMA";
     case uapi::kVfioIommuUnmapDma: return "VFIO_IOMMU_UNMAP_DMA";
+    case uapi::kVfioDeviceGetInfo: return "VFIO_DEVICE_GET_INFO";
     case uapi::kVfioDeviceBindIommufd: return "VFIO_DEVICE_BIND_IOMMUFD";
     case uapi::kVfioDeviceAttachIommufdPt: return "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
     case uapi::kVfioDeviceDetachIommufdPt: return "VFIO_DEVICE_DETACH_IOMMUFD_PT";

@@ -4,7 +4,10 @@
 #include <cerrno>
 
 #include "absl/memory/memory.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "agent/errno_status.h"
 #include "agent/kernel_uapi.h"
 #include "agent/log.h"
@@ -248,6 +251,98 @@ IommufdBackend::DeviceFds(ContainerHandle handle) {
     out.emplace_back(d.address(), std::move(fd));
   }
   return out;
+}
+
+absl::StatusOr<PersistedContainer> IommufdBackend::PersistContainer(
+    ContainerHandle handle) {
+  const std::string context = absl::StrCat("iommufd PERSIST container=", handle);
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  PersistedContainer out;
+  ASSIGN_OR_RETURN(UniqueFd iommufd, c->iommufd.Dup("iommufd"));
+  out.fds.emplace_back("iommufd", std::move(iommufd));
+  for (const DeviceFd& d : c->devices) {
+    const std::string name = DeviceFdName(d.address());
+    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(name));
+    out.fds.emplace_back(name, std::move(fd));
+  }
+  out.state = absl::StrCat("ioas=", c->ioas_id);
+  return out;
+}
+
+namespace {
+
+// "ioas=<decimal>" -> the IOAS id; INVALID_ARGUMENT "<context>: state: ...".
+absl::StatusOr<uint32_t> ParseIommufdState(absl::string_view context,
+                                           absl::string_view state) {
+  constexpr absl::string_view kPrefix = "ioas=";
+  absl::string_view digits = state;
+  uint32_t id = 0;
+  const bool ok = absl::ConsumePrefix(&digits, kPrefix) && !digits.empty() &&
+                  digits.size() <= 10 &&
+                  std::all_of(digits.begin(), digits.end(),
+                              [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+                  absl::SimpleAtoi(digits, &id) && id != 0;
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        context, ": state: expected \"ioas=<id>\" (a non-zero 32-bit IOAS id), got \"",
+        absl::CEscape(state.substr(0, 64)), "\""));
+  }
+  return id;
+}
+
+}  // namespace
+
+absl::StatusOr<ContainerHandle> IommufdBackend::AdoptContainer(
+    const std::vector<std::string>& addresses, std::map<std::string, UniqueFd> fds,
+    absl::string_view state, const std::vector<BackendMapping>& mappings) {
+  const std::string context =
+      absl::StrCat("iommufd ADOPT_CONTAINER devices=", DeviceListText(addresses));
+  // Owns every fd given until it is adopted; any early return closes the
+  // rest (and the owners close what was taken).
+  AdoptedFds given(std::move(fds));
+  ASSIGN_OR_RETURN(const uint32_t ioas_id, ParseIommufdState(context, state));
+  ASSIGN_OR_RETURN(MappingTable table, MappingTableFrom(context, mappings));
+  absl::MutexLock create_lock(&create_mu_);
+  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(ResolveGroups(context, scanned, addresses, holder_).status());
+  }
+  std::vector<std::string> names = {"iommufd"};
+  for (const std::string& address : addresses) names.push_back(DeviceFdName(address));
+  RETURN_IF_ERROR(given.CheckNames(context, names));
+
+  absl::StatusOr<IommufdFd> iommufd = IommufdFd::Adopt(ops_, given.Take("iommufd"), ioas_id);
+  if (!iommufd.ok()) {
+    return NotAKind(context, "iommufd", absl::StrCat("/dev/iommu context holding IOAS ", ioas_id),
+                    iommufd.status());
+  }
+  std::vector<DeviceFd> devices;
+  for (const std::string& address : addresses) {
+    const std::string name = DeviceFdName(address);
+    absl::StatusOr<DeviceFd> d = DeviceFd::Adopt(ops_, given.Take(name), address);
+    if (!d.ok()) return NotAKind(context, name, "bound VFIO device", d.status());
+    devices.push_back(*std::move(d));
+  }
+  ASSIGN_OR_RETURN(const IoasRanges ranges, iommufd->IoasIovaRanges(ioas_id));
+  auto c = std::make_shared<Container>();
+  c->addresses = addresses;
+  ASSIGN_OR_RETURN(c->geometry, IoasGeometry(ranges, host_page_size_));
+  c->ioas_id = ioas_id;
+  c->iommufd = *std::move(iommufd);
+  c->devices = std::move(devices);
+  {
+    absl::MutexLock lock(&c->mu);
+    c->mappings = std::move(table);
+  }
+  absl::MutexLock lock(&mu_);
+  const ContainerHandle handle = next_handle_++;
+  for (const std::string& address : addresses) holder_[address] = handle;
+  containers_[handle] = std::move(c);
+  return handle;
 }
 
 }  // namespace agent

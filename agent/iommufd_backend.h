@@ -93,6 +93,25 @@ class IommufdBackend final : public Backend {
   absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> DeviceFds(
       ContainerHandle handle) override;
 
+  // Fds: "iommufd" (the container's own context) and "device.<address with
+  // ':' -> '_'>" per device (DeviceFdName), each bound to that context and
+  // attached to the IOAS. State: "ioas=<decimal IOAS id>".
+  absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle handle) override;
+  // Checks, in order: the state parses ("ioas=" and a non-zero u32, else
+  // INVALID_ARGUMENT "state: ..."); the journal's mappings are disjoint; the
+  // devices as CreateContainer does (held -> FAILED_PRECONDITION); the fd
+  // names; IOMMU_IOAS_IOVA_RANGES(ioas) answers through the iommufd fd (it
+  // also gives the geometry); each device fd answers VFIO_DEVICE_GET_INFO
+  // (which a cdev does only once bound). 6.12 has no ioctl that reports
+  // which IOAS a device is attached to short of attaching it again, so the
+  // attachment itself is trusted to the journal. No MAP/UNMAP/ATTACH is
+  // issued. Group claims are not re-made (as for type1: the devices are
+  // already on vfio-pci, and DestroyContainer gives none back).
+  absl::StatusOr<ContainerHandle> AdoptContainer(
+      const std::vector<std::string>& device_addresses,
+      std::map<std::string, UniqueFd> fds, absl::string_view state,
+      const std::vector<BackendMapping>& mappings) override;
+
  private:
   struct Container {
     std::vector<std::string> addresses;

@@ -150,6 +150,13 @@ absl::StatusOr<ContainerFd> ContainerFd::Open(KernelOps* ops) {
   return ContainerFd(ops, *fd);
 }
 
+absl::StatusOr<ContainerFd> ContainerFd::Adopt(KernelOps* ops, UniqueFd fd) {
+  ContainerFd owner(ops, fd.release());
+  absl::StatusOr<int> version = owner.GetApiVersion();
+  if (!version.ok()) return version.status();  // `owner` closes the fd.
+  return owner;
+}
+
 absl::StatusOr<int> ContainerFd::GetApiVersion() const {
   const SysResult r = RetryIoctl(ops(), get(), uapi::kVfioGetApiVersion, 0);
   if (!r.ok()) {
@@ -252,6 +259,18 @@ absl::StatusOr<GroupFd> GroupFd::Open(KernelOps* ops, uint32_t group) {
   return GroupFd(ops, *fd, group);
 }
 
+absl::StatusOr<GroupFd> GroupFd::Adopt(KernelOps* ops, UniqueFd fd, uint32_t group) {
+  GroupFd owner(ops, fd.release(), group);
+  absl::StatusOr<uint32_t> flags = owner.GetStatus();
+  if (!flags.ok()) return flags.status();
+  if ((*flags & uapi::kVfioGroupFlagsContainerSet) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "VFIO_GROUP_GET_STATUS group=", group, " fd=", owner.get(), ": flags=",
+        Hex(*flags), " without CONTAINER_SET (the group is on no container)"));
+  }
+  return owner;
+}
+
 absl::StatusOr<uint32_t> GroupFd::GetStatus() const {
   uapi::vfio_group_status status{};
   status.argsz = sizeof(status);
@@ -302,6 +321,14 @@ absl::StatusOr<IommufdFd> IommufdFd::Open(KernelOps* ops) {
   absl::StatusOr<int> fd = OpenRetry(ops, "/dev/iommu");
   if (!fd.ok()) return fd.status();
   return IommufdFd(ops, *fd);
+}
+
+absl::StatusOr<IommufdFd> IommufdFd::Adopt(KernelOps* ops, UniqueFd fd,
+                                           uint32_t ioas_id) {
+  IommufdFd owner(ops, fd.release());
+  absl::StatusOr<IoasRanges> ranges = owner.IoasIovaRanges(ioas_id);
+  if (!ranges.ok()) return ranges.status();
+  return owner;
 }
 
 absl::StatusOr<uint32_t> IommufdFd::IoasAlloc() const {
@@ -405,6 +432,27 @@ absl::StatusOr<DeviceFd> DeviceFd::OpenCdev(KernelOps* ops,
   absl::StatusOr<int> fd = OpenRetry(ops, path);
   if (!fd.ok()) return fd.status();
   return DeviceFd(ops, *fd, address);
+}
+
+absl::StatusOr<DeviceFd> DeviceFd::Adopt(KernelOps* ops, UniqueFd fd,
+                                         const std::string& address) {
+  DeviceFd owner(ops, fd.release(), address);
+  absl::StatusOr<DeviceInfo> info = owner.GetInfo();
+  if (!info.ok()) return info.status();
+  return owner;
+}
+
+absl::StatusOr<DeviceInfo> DeviceFd::GetInfo() const {
+  uapi::vfio_device_info info{};
+  info.argsz = sizeof(info);
+  // `info` outlives the synchronous ioctl; the kernel writes at most argsz
+  // bytes (no capability chain fits in the header-sized buffer).
+  const SysResult r = RetryIoctl(ops(), get(), uapi::kVfioDeviceGetInfo, Ptr(&info));
+  if (!r.ok()) {
+    return ErrnoStatus(r.err, absl::StrCat("VFIO_DEVICE_GET_INFO device=", address_,
+                                           " fd=", get()));
+  }
+  return DeviceInfo{info.flags, info.num_regions, info.num_irqs};
 }
 
 absl::StatusOr<uint32_t> DeviceFd::BindIommufd(const IommufdFd& iommufd) const {

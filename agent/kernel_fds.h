@@ -107,6 +107,13 @@ struct IoasRanges {
   uint64_t iova_alignment = 0;    // out_iova_alignment.
 };
 
+// VFIO_DEVICE_GET_INFO, the header only.
+struct DeviceInfo {
+  uint32_t flags = 0;
+  uint32_t num_regions = 0;
+  uint32_t num_irqs = 0;
+};
+
 class DeviceFd;
 
 class ContainerFd final : public KernelFd {
@@ -114,6 +121,11 @@ class ContainerFd final : public KernelFd {
   ContainerFd() = default;
   // open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC).
   static absl::StatusOr<ContainerFd> Open(KernelOps* ops);
+  // Takes ownership of `fd` (a dup an earlier process persisted) and checks
+  // it is a VFIO container: VFIO_GET_API_VERSION answers. On error `fd` is
+  // closed (through `ops`) and the ioctl's status returned (ENOTTY for a
+  // pipe, a memfd or another kind of VFIO fd).
+  static absl::StatusOr<ContainerFd> Adopt(KernelOps* ops, UniqueFd fd);
 
   // VFIO_GET_API_VERSION: the API version (VFIO_API_VERSION is 0).
   absl::StatusOr<int> GetApiVersion() const;
@@ -142,6 +154,11 @@ class GroupFd final : public KernelFd {
   GroupFd() = default;
   // open("/dev/vfio/<group>", O_RDWR | O_CLOEXEC).
   static absl::StatusOr<GroupFd> Open(KernelOps* ops, uint32_t group);
+  // Takes ownership of `fd` as group `group` and checks it is a VFIO group
+  // set on a container: VFIO_GROUP_GET_STATUS answers with
+  // VFIO_GROUP_FLAGS_CONTAINER_SET (else FAILED_PRECONDITION naming the
+  // flags). On error `fd` is closed and the ioctl's status returned.
+  static absl::StatusOr<GroupFd> Adopt(KernelOps* ops, UniqueFd fd, uint32_t group);
 
   uint32_t group() const { return group_; }
 
@@ -166,6 +183,11 @@ class IommufdFd final : public KernelFd {
   IommufdFd() = default;
   // open("/dev/iommu", O_RDWR | O_CLOEXEC).
   static absl::StatusOr<IommufdFd> Open(KernelOps* ops);
+  // Takes ownership of `fd` and checks it is an iommufd context holding IOAS
+  // `ioas_id`: IOMMU_IOAS_IOVA_RANGES(ioas_id) answers (ENOTTY: not an
+  // iommufd; ENOENT: no such IOAS in it). On error `fd` is closed and the
+  // ioctl's status returned.
+  static absl::StatusOr<IommufdFd> Adopt(KernelOps* ops, UniqueFd fd, uint32_t ioas_id);
 
   // IOMMU_IOAS_ALLOC: the new IOAS id.
   absl::StatusOr<uint32_t> IoasAlloc() const;
@@ -194,7 +216,18 @@ class DeviceFd final : public KernelFd {
                                            const std::string& path,
                                            const std::string& address);
 
+  // Takes ownership of `fd` as the device `address` and checks it is a VFIO
+  // device usable as is: VFIO_DEVICE_GET_INFO answers (ENOTTY: not a VFIO
+  // device; EINVAL: a cdev not bound to an iommufd). On error `fd` is closed
+  // and the ioctl's status returned.
+  static absl::StatusOr<DeviceFd> Adopt(KernelOps* ops, UniqueFd fd,
+                                        const std::string& address);
+
   const std::string& address() const { return address_; }
+
+  // VFIO_DEVICE_GET_INFO: flags, regions and irqs (argsz = the 24-byte
+  // header; capabilities are not fetched).
+  absl::StatusOr<DeviceInfo> GetInfo() const;
 
   // VFIO_DEVICE_BIND_IOMMUFD(iommufd): the device id in that context. The
   // binding lasts until the last fd of this open file is closed.

@@ -1,6 +1,7 @@
 #include "agent/kernel_fds.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -215,6 +216,93 @@ TEST_F(KernelFdsTest, OpenErrorNamesThePath) {
   EXPECT_THAT(IommufdFd::Open(&ops_),
               StatusIs(absl::StatusCode::kPermissionDenied, "open /dev/iommu: EACCES"));
   EXPECT_THAT(GroupFd::Open(&ops_, 9), StatusIs(absl::StatusCode::kNotFound, "open /dev/vfio/9"));
+}
+
+// ---- Adoption: a dup from an earlier process, checked by one ioctl ----
+
+UniqueFd ReadEndOfPipe() {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return UniqueFd();
+  ::close(p[1]);
+  return UniqueFd(p[0]);
+}
+
+TEST_F(KernelFdsTest, AdoptedDupKeepsTheObjectAfterTheOriginalCloses) {
+  absl::StatusOr<ContainerFd> c = ContainerFd::Open(&ops_);
+  ASSERT_OK(c);
+  absl::StatusOr<UniqueFd> dup = c->Dup("container");
+  ASSERT_OK(dup);
+  const int real = dup->get();
+  c->Reset();  // The first process dies.
+  absl::StatusOr<ContainerFd> adopted = ContainerFd::Adopt(&ops_, *std::move(dup));
+  ASSERT_OK(adopted);
+  EXPECT_EQ(adopted->get(), real);
+  absl::StatusOr<bool> v2 = adopted->CheckExtension(uapi::kVfioType1v2Iommu);
+  ASSERT_OK(v2);
+  EXPECT_TRUE(*v2);
+  adopted->Reset();
+  EXPECT_EQ(fcntl(real, F_GETFD), -1);  // Closed through the KernelOps.
+}
+
+TEST_F(KernelFdsTest, AdoptingAPipeAnswersEnottyAndClosesIt) {
+  UniqueFd pipe = ReadEndOfPipe();
+  const int real = pipe.get();
+  EXPECT_THAT(ContainerFd::Adopt(&ops_, std::move(pipe)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "VFIO_GET_API_VERSION container=fd"));
+  EXPECT_EQ(fcntl(real, F_GETFD), -1);
+  EXPECT_THAT(ops_.log(), ElementsAre(::testing::HasSubstr("VFIO_GET_API_VERSION -> ENOTTY"),
+                                      ::testing::HasSubstr("(not a fake object)")));
+}
+
+TEST_F(KernelFdsTest, AdoptedGroupMustBeSetOnAContainer) {
+  absl::StatusOr<GroupFd> g = GroupFd::Open(&ops_, 5);
+  ASSERT_OK(g);
+  absl::StatusOr<UniqueFd> dup = g->Dup("group.5");
+  ASSERT_OK(dup);
+  EXPECT_THAT(GroupFd::Adopt(&ops_, *std::move(dup), 5),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "without CONTAINER_SET"));
+}
+
+TEST_F(KernelFdsTest, AdoptedDeviceAnswersGetInfoAndAGroupDoesNot) {
+  absl::StatusOr<ContainerFd> c = ContainerFd::Open(&ops_);
+  ASSERT_OK(c);
+  absl::StatusOr<GroupFd> g = GroupFd::Open(&ops_, 5);
+  ASSERT_OK(g);
+  ASSERT_OK(g->SetContainer(*c));
+  ASSERT_OK(c->SetIommu(uapi::kVfioType1v2Iommu));
+  absl::StatusOr<DeviceFd> d = g->GetDeviceFd("0000:00:04.0");
+  ASSERT_OK(d);
+  absl::StatusOr<DeviceInfo> info = d->GetInfo();
+  ASSERT_OK(info);
+  EXPECT_EQ(info->num_regions, 9u);
+  absl::StatusOr<UniqueFd> group_dup = g->Dup("group.5");
+  ASSERT_OK(group_dup);
+  EXPECT_THAT(DeviceFd::Adopt(&ops_, *std::move(group_dup), "0000:00:04.0"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "VFIO_DEVICE_GET_INFO device=0000:00:04.0 fd="));
+  EXPECT_THAT(ops_.log(), ::testing::Contains(::testing::HasSubstr(
+                              "VFIO_DEVICE_GET_INFO -> ENOTTY")));
+  ops_.set_next_error(uapi::kVfioDeviceGetInfo, EIO);
+  absl::StatusOr<UniqueFd> device_dup = d->Dup("device");
+  ASSERT_OK(device_dup);
+  EXPECT_THAT(DeviceFd::Adopt(&ops_, *std::move(device_dup), "0000:00:04.0"),
+              StatusIs(absl::StatusCode::kInternal, "VFIO_DEVICE_GET_INFO"));
+  d->Reset();
+  ASSERT_OK(g->UnsetContainer());
+}
+
+TEST_F(KernelFdsTest, AdoptedIommufdMustHoldTheIoas) {
+  absl::StatusOr<IommufdFd> i = IommufdFd::Open(&ops_);
+  ASSERT_OK(i);
+  absl::StatusOr<uint32_t> ioas = i->IoasAlloc();
+  ASSERT_OK(ioas);
+  absl::StatusOr<UniqueFd> dup = i->Dup("iommufd");
+  ASSERT_OK(dup);
+  EXPECT_THAT(IommufdFd::Adopt(&ops_, *std::move(dup), *ioas + 1),
+              StatusIs(absl::StatusCode::kNotFound, "IOMMU_IOAS_IOVA_RANGES"));
+  dup = i->Dup("iommufd");
+  ASSERT_OK(dup);
+  EXPECT_OK(IommufdFd::Adopt(&ops_, *std::move(dup), *ioas));
 }
 
 TEST(LinuxKernelOpsTest, OpensCloexecAndReportsErrno) {

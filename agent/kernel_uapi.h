@@ -62,6 +62,11 @@ inline constexpr unsigned long kVfioGroupUnsetContainer = _IO(kVfioType, kVfioBa
 // returns a new device fd (the kernel opens it O_CLOEXEC).
 inline constexpr unsigned long kVfioGroupGetDeviceFd = _IO(kVfioType, kVfioBase + 6);
 
+// Any VFIO device fd (from the group or a bound cdev).
+// VFIO_DEVICE_GET_INFO: struct vfio_device_info *. A cdev not yet bound to
+// an iommufd answers EINVAL; a non-VFIO fd ENOTTY.
+inline constexpr unsigned long kVfioDeviceGetInfo = _IO(kVfioType, kVfioBase + 7);
+
 // Device cdev (/dev/vfio/devices/vfioX), since 6.6.
 // VFIO_DEVICE_BIND_IOMMUFD: struct vfio_device_bind_iommufd *.
 inline constexpr unsigned long kVfioDeviceBindIommufd = _IO(kVfioType, kVfioBase + 18);
@@ -92,6 +97,15 @@ struct vfio_info_cap_header {
   uint16_t id;       // Identifies capability.
   uint16_t version;  // Version specific to the capability ID.
   uint32_t next;     // Offset of next capability (from the start of the info struct); 0 ends.
+};
+
+struct vfio_device_info {
+  uint32_t argsz;
+  uint32_t flags;  // VFIO_DEVICE_FLAGS_*.
+  uint32_t num_regions;
+  uint32_t num_irqs;
+  uint32_t cap_offset;
+  uint32_t pad;
 };
 
 struct vfio_group_status {
@@ -274,6 +288,8 @@ static_assert(offsetof(iommu_ioas_unmap, length) == 16, "");
 static_assert(kVfioGetApiVersion == 0x3b64, "");
 static_assert(kVfioGroupGetDeviceFd == 0x3b6a, "");
 static_assert(kVfioIommuMapDma == 0x3b71, "");
+static_assert(kVfioDeviceGetInfo == 0x3b6b, "");
+static_assert(sizeof(vfio_device_info) == 24, "");
 static_assert(kVfioDeviceBindIommufd == 0x3b76, "");
 static_assert(kVfioDeviceAttachIommufdPt == 0x3b77, "");
 static_assert(kVfioDeviceDetachIommufdPt == 0x3b78, "");

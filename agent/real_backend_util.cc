@@ -7,9 +7,11 @@
 #include <iterator>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/errno_status.h"
+#include "common/validation.h"
 
 namespace iommu {
 namespace agent {
@@ -111,6 +113,77 @@ std::vector<BackendMapping> MappingTable::List() const {
   out.reserve(by_iova_.size());
   for (const auto& [iova, m] : by_iova_) out.push_back(m);
   return out;
+}
+
+std::string DeviceFdName(absl::string_view address) {
+  std::string out = absl::StrCat("device.", address);
+  std::replace(out.begin(), out.end(), ':', '_');
+  return out;
+}
+
+std::string GroupFdName(uint32_t group) { return absl::StrCat("group.", group); }
+
+absl::Status AdoptedFds::CheckNames(absl::string_view context,
+                                    const std::vector<std::string>& expected) const {
+  for (const std::string& name : expected) {
+    auto it = fds_.find(name);
+    if (it == fds_.end() || !it->second.valid()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(context, ": fd ", name, ": missing (the fd store lost it)"));
+    }
+  }
+  std::vector<std::string> extra;
+  for (const auto& [name, fd] : fds_) {
+    if (std::find(expected.begin(), expected.end(), name) == expected.end()) {
+      // Names come from outside: escape them, and cap how many are quoted.
+      if (extra.size() < 8) extra.push_back(absl::CEscape(name.substr(0, 64)));
+    }
+  }
+  if (!extra.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        context, ": unknown fds [", absl::StrJoin(extra, ","), "] (expected [",
+        absl::StrJoin(expected, ","), "])"));
+  }
+  return absl::OkStatus();
+}
+
+UniqueFd AdoptedFds::Take(const std::string& name) {
+  auto it = fds_.find(name);
+  if (it == fds_.end()) return UniqueFd();
+  UniqueFd out = std::move(it->second);
+  fds_.erase(it);
+  return out;
+}
+
+absl::Status NotAKind(absl::string_view context, absl::string_view name,
+                      absl::string_view kind, const absl::Status& why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(context, ": fd ", name, ": not a ", kind, " (", why.message(), ")"));
+}
+
+absl::StatusOr<MappingTable> MappingTableFrom(
+    absl::string_view context, const std::vector<BackendMapping>& mappings) {
+  std::vector<BackendMapping> sorted = mappings;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const BackendMapping& a, const BackendMapping& b) { return a.iova < b.iova; });
+  MappingTable table;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const BackendMapping& m = sorted[i];
+    if (m.size == 0 || m.iova + (m.size - 1) < m.iova) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(context, ": mappings: iova=", Hex(m.iova), " size=", Hex(m.size),
+                       " is empty or wraps past 2^64"));
+    }
+    // Sorted by start: m overlaps an earlier one iff it starts by the end of
+    // its predecessor (which, checked the same way, ends after all before it).
+    if (i > 0 && m.iova <= sorted[i - 1].iova + (sorted[i - 1].size - 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(context, ": mappings: iova=", Hex(m.iova), " size=", Hex(m.size),
+                       " overlaps another mapping"));
+    }
+    table.Add(m);
+  }
+  return table;
 }
 
 std::string DeviceListText(const std::vector<std::string>& addresses) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -17,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/backend.h"
 #include "agent/sysfs_devices.h"
+#include "agent/unique_fd.h"
 
 namespace iommu {
 namespace agent {
@@ -52,6 +54,46 @@ class MappingTable final {
  private:
   std::map<uint64_t, BackendMapping> by_iova_;
 };
+
+// ---- Persist / adopt (Backend::PersistContainer, AdoptContainer) ----
+
+// The persisted fd name of a device: "device.<address with ':' -> '_'>",
+// e.g. "device.0000_00_01.0" (systemd's FDNAME forbids ':').
+std::string DeviceFdName(absl::string_view address);
+
+// The persisted fd name of a VFIO group: "group.<N>".
+std::string GroupFdName(uint32_t group);
+
+// The fds handed to AdoptContainer, checked against the names the backend
+// expects. Owns them until taken; the rest close with it, so an adopt that
+// fails anywhere closes every fd it was given.
+class AdoptedFds final {
+ public:
+  explicit AdoptedFds(std::map<std::string, UniqueFd> fds) : fds_(std::move(fds)) {}
+
+  // Checks the names, in this order: each of `expected` present (and a valid
+  // fd) -> else FAILED_PRECONDITION "fd <name>: missing (the fd store lost
+  // it)"; no other name -> else INVALID_ARGUMENT "unknown fds [a,b] ...".
+  // Messages start with `context`.
+  absl::Status CheckNames(absl::string_view context,
+                          const std::vector<std::string>& expected) const;
+
+  // Removes and returns the fd `name` (empty if absent).
+  UniqueFd Take(const std::string& name);
+
+ private:
+  std::map<std::string, UniqueFd> fds_;
+};
+
+// FAILED_PRECONDITION "<context>: fd <name>: not a <kind> (<why>)", for an
+// adopted fd whose check ioctl failed (`why` is that ioctl's status).
+absl::Status NotAKind(absl::string_view context, absl::string_view name,
+                      absl::string_view kind, const absl::Status& why);
+
+// The journal's mappings as a MappingTable. INVALID_ARGUMENT "<context>:
+// mappings: ..." when one is empty, wraps past 2^64, or overlaps another.
+absl::StatusOr<MappingTable> MappingTableFrom(absl::string_view context,
+                                              const std::vector<BackendMapping>& mappings);
 
 // "[a,b,c]".
 std::string DeviceListText(const std::vector<std::string>& addresses);

@@ -2,10 +2,14 @@
 // tree: the exact ioctl sequences, error propagation, and that every fd
 // opened is closed on every path. Also SimBackend::DeviceFds.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -363,6 +367,397 @@ TEST_F(IommufdTest, DeviceFdsAreDupsOfTheCdevs) {
   ASSERT_EQ(fds->size(), 1u);
   EXPECT_EQ((*fds)[0].first, kA);
   EXPECT_THAT(ops_.log(), ElementsAre("dup fd102"));  // Never fd101, the iommufd.
+}
+
+// ---- persist / adopt (a restarted agent) -----------------------------------------
+
+std::map<std::string, UniqueFd> ToMap(PersistedContainer p) {
+  std::map<std::string, UniqueFd> out;
+  for (auto& [name, fd] : p.fds) out[name] = std::move(fd);
+  return out;
+}
+
+std::vector<std::string> Names(const PersistedContainer& p) {
+  std::vector<std::string> out;
+  for (const auto& [name, fd] : p.fds) out.push_back(name);
+  return out;
+}
+
+// A real fd of the wrong kind: the read end of a pipe.
+UniqueFd Pipe() {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return UniqueFd();
+  ::close(p[1]);
+  return UniqueFd(p[0]);
+}
+
+void ExpectSameGeometry(const Geometry& a, const Geometry& b) {
+  EXPECT_EQ(a.page_size_bitmap, b.page_size_bitmap);
+  EXPECT_EQ(a.max_mappings, b.max_mappings);
+  ASSERT_EQ(a.usable.size(), b.usable.size());
+  for (size_t i = 0; i < a.usable.size(); ++i) {
+    EXPECT_EQ(a.usable[i].start, b.usable[i].start);
+    EXPECT_EQ(a.usable[i].last, b.usable[i].last);
+  }
+}
+
+// The first process: creates {kB0, kB1, kA}, maps twice, persists (twice,
+// for the held-device test), records the journal, and dies (its backend is
+// destroyed, closing its own fds; the persisted dups keep the objects).
+template <typename B>
+class AdoptTest : public RealBackendTest {
+ protected:
+  void Start(std::unique_ptr<B> first, std::function<std::unique_ptr<B>()> make_second) {
+    ContainerHandle h = 0;
+    {
+      absl::StatusOr<ContainerHandle> created = first->CreateContainer({kB0, kB1, kA});
+      ASSERT_OK(created);
+      h = *created;
+    }
+    ASSERT_OK(first->Map(h, 0x100000, 0x7f0000000000, 0x2000, true, false));
+    ASSERT_OK(first->Map(h, 0x200000, 0x7f0000002000, 0x1000, true, true));
+    absl::StatusOr<Geometry> g = first->GetGeometry(h);
+    ASSERT_OK(g);
+    geometry_ = *g;
+    absl::StatusOr<std::vector<BackendMapping>> m = first->ListMappings(h);
+    ASSERT_OK(m);
+    journal_ = *m;
+    absl::StatusOr<PersistedContainer> p = first->PersistContainer(h);
+    ASSERT_OK(p);
+    names_ = Names(*p);
+    state_ = p->state;
+    fds_ = ToMap(*std::move(p));
+    absl::StatusOr<PersistedContainer> p2 = first->PersistContainer(h);
+    ASSERT_OK(p2);
+    second_fds_ = ToMap(*std::move(p2));
+    first.reset();  // The agent dies.
+    backend_ = make_second();  // The restarted agent.
+    ASSERT_NE(backend_, nullptr);
+    ops_.ClearLog();
+  }
+
+  absl::StatusOr<ContainerHandle> Adopt() {
+    return backend_->AdoptContainer({kB0, kB1, kA}, std::move(fds_), state_, journal_);
+  }
+
+  // Only the checking ioctls of backend.h were issued: nothing that maps,
+  // unmaps, attaches or detaches.
+  void ExpectOnlyChecks(const std::vector<std::string>& allowed) {
+    for (const std::string& name : ops_.ioctl_names()) {
+      EXPECT_THAT(allowed, ::testing::Contains(name)) << "adoption issued " << name;
+    }
+  }
+
+  // After a failed adopt: nothing held, every fd given closed.
+  void ExpectNothingAdopted() {
+    second_fds_.clear();  // The other persisted set, not given to Adopt.
+    ExpectNothingOpen();
+  }
+
+  std::unique_ptr<B> backend_;
+  Geometry geometry_;
+  std::vector<BackendMapping> journal_;
+  std::vector<std::string> names_;
+  std::string state_;
+  std::map<std::string, UniqueFd> fds_;
+  std::map<std::string, UniqueFd> second_fds_;
+};
+
+class Type1AdoptTest : public AdoptTest<VfioType1Backend> {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<VfioType1Backend>> a =
+        VfioType1Backend::Create(&ops_, sysfs_.get());
+    ASSERT_OK(a);
+    Start(*std::move(a), [this]() -> std::unique_ptr<VfioType1Backend> {
+      absl::StatusOr<std::unique_ptr<VfioType1Backend>> b =
+          VfioType1Backend::Create(&ops_, sysfs_.get());
+      EXPECT_OK(b);
+      return b.ok() ? *std::move(b) : nullptr;
+    });
+  }
+};
+
+TEST_F(Type1AdoptTest, PersistNamesContainerGroupsAndDevicesWithEmptyState) {
+  EXPECT_THAT(names_, ElementsAre("container", "group.5", "group.7", "device.0000_00_06.0",
+                                  "device.0000_00_06.1", "device.0000_00_04.0"));
+  EXPECT_EQ(state_, "");
+  for (const auto& [name, fd] : fds_) {
+    EXPECT_EQ(fcntl(fd.get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC) << name;
+  }
+  EXPECT_THAT(backend_->PersistContainer(42),
+              StatusIs(absl::StatusCode::kNotFound, "no container with handle 42"));
+}
+
+TEST_F(Type1AdoptTest, AdoptRoundTripWithoutTouchingTheMappings) {
+  absl::StatusOr<ContainerHandle> h = Adopt();
+  ASSERT_OK(h);
+  ExpectOnlyChecks({"VFIO_GET_API_VERSION", "VFIO_GROUP_GET_STATUS", "VFIO_DEVICE_GET_INFO",
+                    "VFIO_IOMMU_GET_INFO"});
+  // fd101 is the first process's container: the kernel still maps both.
+  EXPECT_EQ(ops_.container_mappings(101).size(), 2u);
+  absl::StatusOr<Geometry> g = backend_->GetGeometry(*h);
+  ASSERT_OK(g);
+  ExpectSameGeometry(*g, geometry_);
+  absl::StatusOr<std::vector<BackendMapping>> m = backend_->ListMappings(*h);
+  ASSERT_OK(m);
+  ASSERT_EQ(m->size(), 2u);
+  EXPECT_EQ((*m)[0].iova, 0x100000u);
+  EXPECT_FALSE((*m)[0].writable);
+  EXPECT_EQ((*m)[1].vaddr, 0x7f0000002000u);
+  EXPECT_THAT(backend_->CreateContainer({kA}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is held by container"));
+  // Map, Unmap, DeviceFds work on the adopted handle, through the kernel.
+  ASSERT_OK(backend_->Map(*h, 0x300000, 0x7f0000003000, 0x1000, true, true));
+  EXPECT_EQ(ops_.container_mappings(101).size(), 3u);
+  absl::StatusOr<uint64_t> bytes = backend_->Unmap(*h, 0x100000, 0x2000);
+  ASSERT_OK(bytes);
+  EXPECT_EQ(*bytes, 0x2000u);
+  {
+    absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> dev = backend_->DeviceFds(*h);
+    ASSERT_OK(dev);
+    ASSERT_EQ(dev->size(), 3u);
+    EXPECT_EQ((*dev)[2].first, kA);
+    // A second restart persists the adopted container the same way.
+    absl::StatusOr<PersistedContainer> again = backend_->PersistContainer(*h);
+    ASSERT_OK(again);
+    EXPECT_EQ(Names(*again), names_);
+    EXPECT_EQ(again->state, state_);
+  }
+  // Destroy: unmap all, then unset each group, as for a created container.
+  ops_.ClearLog();
+  second_fds_.clear();
+  ASSERT_OK(backend_->DestroyContainer(*h));
+  EXPECT_THAT(ops_.ioctl_names(),
+              ElementsAre("VFIO_IOMMU_UNMAP_DMA", "VFIO_GROUP_UNSET_CONTAINER",
+                          "VFIO_GROUP_UNSET_CONTAINER"));
+  ExpectNothingOpen();
+  absl::StatusOr<ContainerHandle> again = backend_->CreateContainer({kA});
+  ASSERT_OK(again);
+  ASSERT_OK(backend_->DestroyContainer(*again));
+  ExpectNothingOpen();
+}
+
+TEST_F(Type1AdoptTest, MissingGroupFdIsFailedPreconditionAndClosesTheRest) {
+  fds_.erase("group.7");
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd group.7: missing (the fd store lost it)"));
+  EXPECT_THAT(ops_.ioctl_names(), IsEmpty());
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, UnknownExtraFdIsInvalidArgumentNamingIt) {
+  fds_["group.9"] = Pipe();
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kInvalidArgument, "unknown fds [group.9]"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, PipeInPlaceOfGroupFdIsNotAGroup) {
+  fds_["group.7"] = Pipe();
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd group.7: not a VFIO group set on a container "
+                                "(VFIO_GROUP_GET_STATUS group=7"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, DeviceFdInPlaceOfContainerAnswersEnotty) {
+  fds_["container"] = std::move(fds_["device.0000_00_04.0"]);
+  fds_["device.0000_00_04.0"] = UniqueFd(memfd_create("not-a-device", MFD_CLOEXEC));
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd container: not a VFIO container (VFIO_GET_API_VERSION"));
+  EXPECT_THAT(ops_.log(), ::testing::Contains(::testing::HasSubstr(
+                              "VFIO_GET_API_VERSION -> ENOTTY")));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, MemfdInPlaceOfDeviceFdIsNotADevice) {
+  fds_["device.0000_00_04.0"] = UniqueFd(memfd_create("not-a-device", MFD_CLOEXEC));
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd device.0000_00_04.0: not a VFIO device "
+                                "(VFIO_DEVICE_GET_INFO device=0000:00:04.0"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, FailingDeviceGetInfoClosesEverything) {
+  ops_.set_next_error(uapi::kVfioDeviceGetInfo, EIO);
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition, "EIO"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, BadStateIsInvalidArgument) {
+  state_ = "ioas=3";
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                "state: vfio-type1 persists no state"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, OverlappingJournalIsInvalidArgument) {
+  journal_.push_back(BackendMapping{0x101000, 0x1000, 0x7f0000000000, true, true});
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                "mappings: iova=0x101000 size=0x1000 overlaps"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(Type1AdoptTest, DeviceHeldByAnotherContainerIsFailedPrecondition) {
+  ASSERT_OK(Adopt());
+  const std::set<int> before = ops_.open_fds();
+  std::map<std::string, UniqueFd> second = std::move(second_fds_);
+  std::set<int> given;
+  for (const auto& [name, fd] : second) given.insert(fd.get());
+  EXPECT_THAT(backend_->AdoptContainer({kB0, kB1, kA}, std::move(second), state_, journal_),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is held by container 1"));
+  std::set<int> after = ops_.open_fds();
+  for (int fd : given) EXPECT_EQ(after.count(fd), 0u) << "fd " << fd << " left open";
+  EXPECT_EQ(after.size(), before.size() - given.size());
+}
+
+TEST_F(Type1AdoptTest, NeverAbortsOnGarbageNames) {
+  fds_[std::string("\0:\xff", 3)] = Pipe();
+  fds_[std::string(300, 'x')] = UniqueFd();
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kInvalidArgument, "unknown fds"));
+  EXPECT_THAT(backend_->AdoptContainer({}, {}, "", {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "no devices"));
+  ExpectNothingAdopted();
+}
+
+class IommufdAdoptTest : public AdoptTest<IommufdBackend> {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<IommufdBackend>> a =
+        IommufdBackend::Create(&ops_, sysfs_.get(), 4096);
+    ASSERT_OK(a);
+    Start(*std::move(a), [this]() -> std::unique_ptr<IommufdBackend> {
+      absl::StatusOr<std::unique_ptr<IommufdBackend>> b =
+          IommufdBackend::Create(&ops_, sysfs_.get(), 4096);
+      EXPECT_OK(b);
+      return b.ok() ? *std::move(b) : nullptr;
+    });
+  }
+};
+
+TEST_F(IommufdAdoptTest, PersistNamesIommufdAndDevicesWithTheIoasInState) {
+  EXPECT_THAT(names_, ElementsAre("iommufd", "device.0000_00_06.0", "device.0000_00_06.1",
+                                  "device.0000_00_04.0"));
+  EXPECT_EQ(state_, "ioas=1");
+}
+
+TEST_F(IommufdAdoptTest, AdoptRoundTripWithoutTouchingTheMappings) {
+  absl::StatusOr<ContainerHandle> h = Adopt();
+  ASSERT_OK(h);
+  ExpectOnlyChecks({"IOMMU_IOAS_IOVA_RANGES", "VFIO_DEVICE_GET_INFO"});
+  EXPECT_EQ(ops_.ioas_mappings(1).size(), 2u);
+  EXPECT_EQ(ops_.attached_devices(), 3);
+  absl::StatusOr<Geometry> g = backend_->GetGeometry(*h);
+  ASSERT_OK(g);
+  ExpectSameGeometry(*g, geometry_);
+  absl::StatusOr<std::vector<BackendMapping>> m = backend_->ListMappings(*h);
+  ASSERT_OK(m);
+  ASSERT_EQ(m->size(), 2u);
+  EXPECT_EQ((*m)[1].iova, 0x200000u);
+  EXPECT_THAT(backend_->CreateContainer({kA}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is held by container"));
+  ASSERT_OK(backend_->Map(*h, 0x300000, 0x7f0000003000, 0x1000, true, true));
+  EXPECT_EQ(ops_.ioas_mappings(1).size(), 3u);
+  // The adopted table knows the journal's mappings: a cut is refused.
+  EXPECT_THAT(backend_->Unmap(*h, 0x100000, 0x1000),
+              StatusIs(absl::StatusCode::kInvalidArgument, "cuts mapping"));
+  absl::StatusOr<uint64_t> bytes = backend_->Unmap(*h, 0x100000, 0x2000);
+  ASSERT_OK(bytes);
+  EXPECT_EQ(*bytes, 0x2000u);
+  {
+    absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> dev = backend_->DeviceFds(*h);
+    ASSERT_OK(dev);
+    EXPECT_EQ(dev->size(), 3u);
+    absl::StatusOr<PersistedContainer> again = backend_->PersistContainer(*h);
+    ASSERT_OK(again);
+    EXPECT_EQ(Names(*again), names_);
+    EXPECT_EQ(again->state, "ioas=1");
+  }
+  ops_.ClearLog();
+  second_fds_.clear();
+  ASSERT_OK(backend_->DestroyContainer(*h));
+  EXPECT_THAT(ops_.ioctl_names(),
+              ElementsAre("VFIO_DEVICE_DETACH_IOMMUFD_PT", "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+                          "VFIO_DEVICE_DETACH_IOMMUFD_PT", "IOMMU_DESTROY"));
+  EXPECT_EQ(ops_.attached_devices(), 0);
+  EXPECT_TRUE(ops_.ioas_mappings(1).empty());
+  ExpectNothingOpen();
+}
+
+TEST_F(IommufdAdoptTest, MissingIommufdIsFailedPrecondition) {
+  fds_.erase("iommufd");
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd iommufd: missing (the fd store lost it)"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(IommufdAdoptTest, ExtraFdIsInvalidArgument) {
+  fds_["container"] = Pipe();
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kInvalidArgument, "unknown fds [container]"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(IommufdAdoptTest, PipeInPlaceOfIommufdIsNotAnIommufd) {
+  fds_["iommufd"] = Pipe();
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd iommufd: not a /dev/iommu context holding IOAS 1 "
+                                "(IOMMU_IOAS_IOVA_RANGES"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(IommufdAdoptTest, UnknownIoasIsNotThatContext) {
+  state_ = "ioas=77";
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "holding IOAS 77 (IOMMU_IOAS_IOVA_RANGES"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(IommufdAdoptTest, UnboundCdevIsNotABoundDevice) {
+  const SysResult opened = ops_.Open("/dev/vfio/devices/vfio0", O_RDWR);
+  ASSERT_TRUE(opened.ok());
+  const SysResult dup = ops_.DupCloexec(static_cast<int>(opened.value));
+  ASSERT_TRUE(dup.ok());
+  ops_.Close(static_cast<int>(opened.value));
+  fds_["device.0000_00_04.0"] = UniqueFd(static_cast<int>(dup.value));
+  EXPECT_THAT(Adopt(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                "fd device.0000_00_04.0: not a bound VFIO device "
+                                "(VFIO_DEVICE_GET_INFO device=0000:00:04.0"));
+  ExpectNothingAdopted();
+}
+
+TEST_F(IommufdAdoptTest, BadStatesAreInvalidArgument) {
+  for (const char* bad : {"", "ioas=", "ioas=0", "ioas=x1", "ioas=4294967296", "ioas=1 ",
+                          "IOAS=1", "ioas=99999999999999999999"}) {
+    std::map<std::string, UniqueFd> none;
+    EXPECT_THAT(backend_->AdoptContainer({kB0, kB1, kA}, std::move(none), bad, journal_),
+                StatusIs(absl::StatusCode::kInvalidArgument, "state: expected \"ioas=<id>\""))
+        << bad;
+  }
+  EXPECT_OK(Adopt());  // The fds were not consumed by the refusals.
+}
+
+TEST_F(IommufdAdoptTest, DeviceHeldByAnotherContainerIsFailedPrecondition) {
+  ASSERT_OK(Adopt());
+  std::map<std::string, UniqueFd> second = std::move(second_fds_);
+  std::set<int> given;
+  for (const auto& [name, fd] : second) given.insert(fd.get());
+  EXPECT_THAT(backend_->AdoptContainer({kB0, kB1, kA}, std::move(second), state_, journal_),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is held by container 1"));
+  const std::set<int> after = ops_.open_fds();
+  for (int fd : given) EXPECT_EQ(after.count(fd), 0u) << "fd " << fd << " left open";
+}
+
+TEST(AdoptNamesTest, DeviceFdNamesHaveNoColon) {
+  EXPECT_EQ(DeviceFdName("0000:00:01.0"), "device.0000_00_01.0");
+  EXPECT_EQ(GroupFdName(12), "group.12");
+  EXPECT_TRUE(IsValidPersistedFdName(DeviceFdName("0000:00:01.0")));
+  EXPECT_TRUE(IsValidPersistedFdName("sim-container"));
+  EXPECT_FALSE(IsValidPersistedFdName("device.0000:00:01.0"));
+  EXPECT_FALSE(IsValidPersistedFdName(""));
+  EXPECT_FALSE(IsValidPersistedFdName(std::string(65, 'a')));
+  EXPECT_TRUE(IsValidPersistedState("ioas=3"));
+  EXPECT_FALSE(IsValidPersistedState("ioas=3\n"));
+  EXPECT_FALSE(IsValidPersistedState(std::string(257, 'a')));
 }
 
 // ---- Shared helpers and the sim ------------------------------------------------

@@ -14,6 +14,7 @@
 #include "absl/memory/memory.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -261,12 +262,8 @@ absl::StatusOr<std::vector<BackendDevice>> SimBackend::ListDevices() {
   return devices_;
 }
 
-absl::StatusOr<ContainerHandle> SimBackend::CreateContainer(
-    const std::vector<std::string>& addresses) {
-  const std::string context =
-      absl::StrCat("sim CREATE_CONTAINER devices=", DeviceList(addresses));
-  absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kCreateContainer, context));
+absl::Status SimBackend::CheckDevicesLocked(
+    absl::string_view context, const std::vector<std::string>& addresses) {
   if (addresses.empty()) return ErrnoStatus(EINVAL, context, "no devices");
 
   absl::flat_hash_set<std::string> listed;
@@ -312,6 +309,16 @@ absl::StatusOr<ContainerHandle> SimBackend::CreateContainer(
     }
   }
 
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ContainerHandle> SimBackend::CreateContainer(
+    const std::vector<std::string>& addresses) {
+  const std::string context =
+      absl::StrCat("sim CREATE_CONTAINER devices=", DeviceList(addresses));
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kCreateContainer, context));
+  RETURN_IF_ERROR(CheckDevicesLocked(context, addresses));
   const ContainerHandle handle = next_handle_++;
   Container& c = containers_[handle];
   c.devices = addresses;
@@ -485,6 +492,97 @@ SimBackend::DeviceFds(ContainerHandle handle) {
     out.emplace_back(address, std::move(ro));
   }
   return out;
+}
+
+absl::StatusOr<PersistedContainer> SimBackend::PersistContainer(
+    ContainerHandle handle) {
+  const std::string context = absl::StrCat("sim PERSIST container=", handle);
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kPersistContainer, context));
+  Container* c = FindLocked(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  if (!c->marker) {
+    const std::string name = absl::StrCat("sim-container-", handle);
+    UniqueFd marker(memfd_create(name.c_str(), MFD_CLOEXEC));
+    if (!marker) return ErrnoStatus(errno, absl::StrCat(context, " memfd_create ", name));
+    c->marker = std::move(marker);
+  }
+  UniqueFd dup(fcntl(c->marker.get(), F_DUPFD_CLOEXEC, 0));
+  if (!dup) {
+    return ErrnoStatus(errno, absl::StrCat(context, " F_DUPFD_CLOEXEC ",
+                                           kSimContainerFdName, "=fd", c->marker.get()));
+  }
+  PersistedContainer out;
+  out.fds.emplace_back(kSimContainerFdName, std::move(dup));
+  return out;
+}
+
+absl::StatusOr<ContainerHandle> SimBackend::AdoptContainer(
+    const std::vector<std::string>& addresses, std::map<std::string, UniqueFd> fds,
+    absl::string_view state, const std::vector<BackendMapping>& mappings) {
+  // Every fd in `fds` is closed on any error return (the map owns them);
+  // on success the marker moves into the container.
+  const std::string context =
+      absl::StrCat("sim ADOPT_CONTAINER devices=", DeviceList(addresses));
+  auto marker = fds.find(kSimContainerFdName);
+  if (marker == fds.end() || !marker->second.valid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        context, ": fd ", kSimContainerFdName, ": missing (the fd store lost it)"));
+  }
+  std::vector<std::string> extra;
+  for (const auto& [name, fd] : fds) {
+    if (name != kSimContainerFdName) extra.push_back(absl::CEscape(name));
+  }
+  if (!extra.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        context, ": unknown fds [", absl::StrJoin(extra, ","),
+        "] (the sim persists only ", kSimContainerFdName, ")"));
+  }
+  char link[256] = {};
+  const std::string proc = absl::StrCat("/proc/self/fd/", marker->second.get());
+  const ssize_t n = readlink(proc.c_str(), link, sizeof(link) - 1);
+  const absl::string_view target(link, n > 0 ? static_cast<size_t>(n) : 0);
+  if (!absl::StartsWith(target, "/memfd:sim-container")) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        context, ": fd ", kSimContainerFdName, ": not a sim container memfd (",
+        n < 0 ? absl::StrCat("readlink ", proc, ": ", ErrnoName(errno))
+              : absl::StrCat("it is \"", absl::CEscape(target), "\""),
+        ")"));
+  }
+  if (!state.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        context, ": state: the sim persists no state, got \"",
+        absl::CEscape(state.substr(0, 64)), "\""));
+  }
+  std::map<uint64_t, BackendMapping> table;
+  for (const BackendMapping& m : mappings) {
+    if (m.size == 0 || m.iova + (m.size - 1) < m.iova) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          context, ": mappings: iova=", Hex(m.iova), " size=", Hex(m.size),
+          " is empty or wraps past 2^64"));
+    }
+    auto next = table.lower_bound(m.iova);
+    const bool overlaps_next = next != table.end() && next->first <= m.iova + (m.size - 1);
+    const bool overlaps_prev =
+        next != table.begin() &&
+        std::prev(next)->first + (std::prev(next)->second.size - 1) >= m.iova;
+    if (overlaps_next || overlaps_prev) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          context, ": mappings: iova=", Hex(m.iova), " size=", Hex(m.size),
+          " overlaps another mapping"));
+    }
+    table[m.iova] = m;
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kAdoptContainer, context));
+  RETURN_IF_ERROR(CheckDevicesLocked(context, addresses));
+  const ContainerHandle handle = next_handle_++;
+  Container& c = containers_[handle];
+  c.devices = addresses;
+  c.mappings = std::move(table);
+  c.marker = std::move(marker->second);
+  for (const std::string& address : addresses) holder_[address] = handle;
+  return handle;
 }
 
 }  // namespace agent

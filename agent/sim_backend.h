@@ -80,7 +80,12 @@ enum class SimOp {
   kUnmap,
   kListMappings,
   kDeviceFds,
+  kPersistContainer,
+  kAdoptContainer,
 };
+
+// The name of the one fd the sim persists per container.
+inline constexpr char kSimContainerFdName[] = "sim-container";
 
 class SimBackend final : public Backend {
  public:
@@ -119,11 +124,36 @@ class SimBackend final : public Backend {
   absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> DeviceFds(
       ContainerHandle handle) override;
 
+  // The sim has no kernel object, so it makes one stand-in per container: a
+  // memfd named "sim-container-<handle>" (made on the first Persist, kept by
+  // the container until it is destroyed). PersistContainer returns one fd,
+  // named kSimContainerFdName, a dup of that memfd, and an empty state.
+  absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle handle) override;
+  // Requires exactly one fd, kSimContainerFdName, whose /proc/self/fd link
+  // starts with "/memfd:sim-container", and an empty state; then checks the
+  // devices as CreateContainer does and recreates the container with
+  // `mappings` (which must be non-empty, non-wrapping and disjoint). Errors,
+  // in the order checked: missing fd; unknown extra fds; wrong kind; bad
+  // state; bad mappings (INVALID_ARGUMENT "mappings: ..."); the device errors
+  // of CreateContainer (held -> EBUSY, i.e. FAILED_PRECONDITION). The
+  // container keeps the adopted memfd as its stand-in.
+  absl::StatusOr<ContainerHandle> AdoptContainer(
+      const std::vector<std::string>& device_addresses,
+      std::map<std::string, UniqueFd> fds, absl::string_view state,
+      const std::vector<BackendMapping>& mappings) override;
+
  private:
   struct Container {
     std::vector<std::string> devices;
     std::map<uint64_t, BackendMapping> mappings;  // By IOVA.
+    // The stand-in for the kernel object; empty until the first Persist.
+    UniqueFd marker;
   };
+
+  // The CreateContainer device checks (errors built with `context`).
+  absl::Status CheckDevicesLocked(absl::string_view context,
+                                  const std::vector<std::string>& addresses)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   SimBackend(std::vector<BackendDevice> devices, Geometry geometry);
 

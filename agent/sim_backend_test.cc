@@ -1,6 +1,12 @@
 #include "agent/sim_backend.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <map>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -454,6 +460,173 @@ TEST_F(SimBackendTest, InjectedErrorsReachEveryOperation) {
   EXPECT_OK(backend_->ListDevices());
   EXPECT_OK(backend_->GetGeometry(handle_));
   EXPECT_OK(backend_->ListMappings(handle_));
+}
+
+// ---------------------------------------------------------------- persist/adopt
+
+// The number of fds this process has open (entries of /proc/self/fd, minus
+// the one opendir holds).
+int OpenFdCount() {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int n = 0;
+  while (readdir(dir) != nullptr) ++n;
+  closedir(dir);
+  return n - 3;  // ".", ".." and the DIR's own fd.
+}
+
+std::map<std::string, UniqueFd> ToMap(PersistedContainer p) {
+  std::map<std::string, UniqueFd> out;
+  for (auto& [name, fd] : p.fds) out[name] = std::move(fd);
+  return out;
+}
+
+class SimAdoptTest : public SimBackendTest {
+ protected:
+  void SetUp() override {
+    SimBackendTest::SetUp();
+    ASSERT_OK(backend_->Map(handle_, 0x100000, kVaddr, 0x2000, true, false));
+    ASSERT_OK(backend_->Map(handle_, 0x200000, kVaddr + 0x2000, 0x1000, true, true));
+    absl::StatusOr<std::vector<BackendMapping>> m = backend_->ListMappings(handle_);
+    ASSERT_OK(m);
+    journal_ = *m;
+    absl::StatusOr<PersistedContainer> p = backend_->PersistContainer(handle_);
+    ASSERT_OK(p);
+    state_ = p->state;
+    fds_ = ToMap(*std::move(p));
+    // The restarted process: a new backend over the same devices.
+    restarted_ = MakeBackend();
+  }
+
+  std::unique_ptr<SimBackend> restarted_;
+  std::vector<BackendMapping> journal_;
+  std::map<std::string, UniqueFd> fds_;
+  std::string state_;
+};
+
+TEST_F(SimAdoptTest, PersistGivesOneSimContainerMemfdAndNoState) {
+  ASSERT_EQ(fds_.size(), 1u);
+  ASSERT_EQ(fds_.begin()->first, "sim-container");
+  EXPECT_EQ(state_, "");
+  char link[256] = {};
+  const std::string proc = absl::StrCat("/proc/self/fd/", fds_.begin()->second.get());
+  ASSERT_GT(readlink(proc.c_str(), link, sizeof(link) - 1), 0);
+  EXPECT_THAT(std::string(link), ::testing::StartsWith("/memfd:sim-container-1"));
+  EXPECT_EQ(fcntl(fds_.begin()->second.get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+}
+
+TEST_F(SimAdoptTest, PersistUnknownHandleIsNotFoundNamingIt) {
+  EXPECT_THAT(backend_->PersistContainer(99),
+              StatusIs(Code::kNotFound, "no container with handle 99"));
+}
+
+TEST_F(SimAdoptTest, AdoptRoundTripKeepsDevicesGeometryAndMappings) {
+  absl::StatusOr<ContainerHandle> h =
+      restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), state_, journal_);
+  ASSERT_OK(h);
+  EXPECT_THAT(restarted_->CreateContainer({"0000:00:04.0"}),
+              StatusIs(Code::kFailedPrecondition, "is held by container"));
+  absl::StatusOr<Geometry> g = restarted_->GetGeometry(*h);
+  ASSERT_OK(g);
+  EXPECT_EQ(g->page_size_bitmap, DefaultX86Geometry().page_size_bitmap);
+  EXPECT_EQ(g->usable.size(), DefaultX86Geometry().usable.size());
+  absl::StatusOr<std::vector<BackendMapping>> m = restarted_->ListMappings(*h);
+  ASSERT_OK(m);
+  EXPECT_THAT(*m, ElementsAre(Field(&BackendMapping::iova, 0x100000u),
+                              Field(&BackendMapping::iova, 0x200000u)));
+  EXPECT_TRUE((*m)[1].writable);
+  EXPECT_FALSE((*m)[0].writable);
+  // Map/Unmap/DeviceFds/Persist work on the adopted handle.
+  EXPECT_OK(restarted_->Map(*h, 0x300000, kVaddr, 0x1000, true, true));
+  EXPECT_THAT(restarted_->Map(*h, 0x100000, kVaddr, 0x1000, true, true),
+              StatusIs(Code::kAlreadyExists, "overlaps mapping"));
+  absl::StatusOr<uint64_t> unmapped = restarted_->Unmap(*h, 0x100000, 0x2000);
+  ASSERT_OK(unmapped);
+  EXPECT_EQ(*unmapped, 0x2000u);
+  absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> dev =
+      restarted_->DeviceFds(*h);
+  ASSERT_OK(dev);
+  EXPECT_THAT(*dev, SizeIs(1));
+  absl::StatusOr<PersistedContainer> again = restarted_->PersistContainer(*h);
+  ASSERT_OK(again);
+  EXPECT_THAT(again->fds, SizeIs(1));
+  // Destroy frees the devices.
+  EXPECT_OK(restarted_->DestroyContainer(*h));
+  EXPECT_OK(restarted_->CreateContainer({"0000:00:04.0"}));
+}
+
+TEST_F(SimAdoptTest, AdoptedContainerKeepsTheMarkerUntilDestroyed) {
+  const int before = OpenFdCount();
+  absl::StatusOr<ContainerHandle> h =
+      restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), state_, journal_);
+  ASSERT_OK(h);
+  EXPECT_EQ(OpenFdCount(), before);  // The marker moved into the container.
+  ASSERT_OK(restarted_->DestroyContainer(*h));
+  EXPECT_EQ(OpenFdCount(), before - 1);
+}
+
+TEST_F(SimAdoptTest, MissingFdIsFailedPreconditionAndAdoptsNothing) {
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, {}, state_, journal_),
+              StatusIs(Code::kFailedPrecondition,
+                       "fd sim-container: missing (the fd store lost it)"));
+  EXPECT_OK(restarted_->CreateContainer({"0000:00:04.0"}));
+}
+
+TEST_F(SimAdoptTest, ExtraFdIsInvalidArgumentNamingItAndClosesAll) {
+  fds_["group.12"] = UniqueFd(memfd_create("extra", MFD_CLOEXEC));
+  const int before = OpenFdCount();
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), state_,
+                                         journal_),
+              StatusIs(Code::kInvalidArgument, "unknown fds [group.12]"));
+  EXPECT_EQ(OpenFdCount(), before - 2);
+}
+
+TEST_F(SimAdoptTest, WrongKindOfFdIsFailedPreconditionAndClosesIt) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ::close(p[1]);
+  std::map<std::string, UniqueFd> fds;
+  fds["sim-container"] = UniqueFd(p[0]);
+  const int before = OpenFdCount();
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds), state_, journal_),
+              StatusIs(Code::kFailedPrecondition,
+                       "fd sim-container: not a sim container memfd (it is \"pipe:"));
+  EXPECT_EQ(OpenFdCount(), before - 1);
+
+  fds["sim-container"] = UniqueFd(memfd_create("sim-device-0000:00:04.0", MFD_CLOEXEC));
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds), state_, journal_),
+              StatusIs(Code::kFailedPrecondition, "not a sim container memfd"));
+  EXPECT_EQ(OpenFdCount(), before - 1);
+}
+
+TEST_F(SimAdoptTest, BadStateIsInvalidArgumentAndClosesTheFd) {
+  const int before = OpenFdCount();
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), "ioas=3",
+                                         journal_),
+              StatusIs(Code::kInvalidArgument, "state: the sim persists no state"));
+  EXPECT_EQ(OpenFdCount(), before - 1);
+}
+
+TEST_F(SimAdoptTest, OverlappingJournalMappingsAreInvalidArgument) {
+  journal_.push_back(BackendMapping{0x101000, 0x1000, kVaddr, true, true});
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), state_,
+                                         journal_),
+              StatusIs(Code::kInvalidArgument, "mappings: iova=0x101000"));
+}
+
+TEST_F(SimAdoptTest, DeviceHeldByAnotherContainerIsFailedPreconditionAndClosesTheFd) {
+  ASSERT_OK(restarted_->CreateContainer({"0000:00:04.0"}));
+  const int before = OpenFdCount();
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:04.0"}, std::move(fds_), state_,
+                                         journal_),
+              StatusIs(Code::kFailedPrecondition, "0000:00:04.0 is held by container 1"));
+  EXPECT_EQ(OpenFdCount(), before - 1);
+}
+
+TEST_F(SimAdoptTest, UnknownDeviceIsNotFound) {
+  EXPECT_THAT(restarted_->AdoptContainer({"0000:00:09.0"}, std::move(fds_), state_,
+                                         journal_),
+              StatusIs(Code::kNotFound, "no device 0000:00:09.0"));
 }
 
 // ---------------------------------------------------------------- threads

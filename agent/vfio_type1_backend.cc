@@ -1,8 +1,11 @@
 #include "agent/vfio_type1_backend.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 
 #include "absl/memory/memory.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "agent/errno_status.h"
 #include "agent/kernel_uapi.h"
@@ -268,6 +271,101 @@ VfioType1Backend::DeviceFds(ContainerHandle handle) {
     out.emplace_back(d.address(), std::move(fd));
   }
   return out;
+}
+
+absl::StatusOr<PersistedContainer> VfioType1Backend::PersistContainer(
+    ContainerHandle handle) {
+  const std::string context = absl::StrCat("vfio-type1 PERSIST container=", handle);
+  std::shared_ptr<Container> c = Find(handle);
+  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  absl::MutexLock lock(&c->mu);
+  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  PersistedContainer out;
+  ASSIGN_OR_RETURN(UniqueFd container, c->container.Dup("container"));
+  out.fds.emplace_back("container", std::move(container));
+  for (const GroupFd& g : c->groups) {
+    const std::string name = GroupFdName(g.group());
+    ASSIGN_OR_RETURN(UniqueFd fd, g.Dup(name));
+    out.fds.emplace_back(name, std::move(fd));
+  }
+  for (const DeviceFd& d : c->devices) {
+    const std::string name = DeviceFdName(d.address());
+    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(name));
+    out.fds.emplace_back(name, std::move(fd));
+  }
+  return out;
+}
+
+absl::StatusOr<ContainerHandle> VfioType1Backend::AdoptContainer(
+    const std::vector<std::string>& addresses, std::map<std::string, UniqueFd> fds,
+    absl::string_view state, const std::vector<BackendMapping>& mappings) {
+  const std::string context =
+      absl::StrCat("vfio-type1 ADOPT_CONTAINER devices=", DeviceListText(addresses));
+  // Owns every fd given until it is adopted; any early return closes the
+  // rest (and the owners close what was taken).
+  AdoptedFds given(std::move(fds));
+  if (!state.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ": state: vfio-type1 persists no state, got \"",
+                     absl::CEscape(state.substr(0, 64)), "\""));
+  }
+  ASSIGN_OR_RETURN(MappingTable table, MappingTableFrom(context, mappings));
+  absl::MutexLock create_lock(&create_mu_);
+  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
+  std::map<uint32_t, std::vector<std::string>> groups;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
+  }
+  std::vector<std::string> names = {"container"};
+  for (const auto& [group, unused] : groups) names.push_back(GroupFdName(group));
+  for (const std::string& address : addresses) names.push_back(DeviceFdName(address));
+  RETURN_IF_ERROR(given.CheckNames(context, names));
+
+  absl::StatusOr<ContainerFd> container = ContainerFd::Adopt(ops_, given.Take("container"));
+  if (!container.ok()) {
+    return NotAKind(context, "container", "VFIO container", container.status());
+  }
+  std::vector<GroupFd> group_fds;
+  for (const auto& [group, unused] : groups) {
+    const std::string name = GroupFdName(group);
+    absl::StatusOr<GroupFd> g = GroupFd::Adopt(ops_, given.Take(name), group);
+    if (!g.ok()) return NotAKind(context, name, "VFIO group set on a container", g.status());
+    group_fds.push_back(*std::move(g));
+  }
+  std::vector<DeviceFd> devices;
+  for (const std::string& address : addresses) {
+    const std::string name = DeviceFdName(address);
+    absl::StatusOr<DeviceFd> d = DeviceFd::Adopt(ops_, given.Take(name), address);
+    if (!d.ok()) return NotAKind(context, name, "VFIO device", d.status());
+    devices.push_back(*std::move(d));
+  }
+  absl::StatusOr<Type1Info> info = container->GetIommuInfo();
+  if (!info.ok()) {
+    return NotAKind(context, "container", "VFIO container with a type1 IOMMU set",
+                    info.status());
+  }
+  auto c = std::make_shared<Container>();
+  c->addresses = addresses;
+  ASSIGN_OR_RETURN(c->geometry, Type1Geometry(*info));
+  if (info->has_dma_avail) {
+    // DMA_AVAIL already counts the mappings the kernel holds; report the
+    // limit as CreateContainer saw it.
+    c->geometry.max_mappings = static_cast<uint32_t>(std::min<uint64_t>(
+        UINT32_MAX, uint64_t{info->dma_avail} + table.List().size()));
+  }
+  c->container = *std::move(container);
+  c->groups = std::move(group_fds);
+  c->devices = std::move(devices);
+  {
+    absl::MutexLock lock(&c->mu);
+    c->mappings = std::move(table);
+  }
+  absl::MutexLock lock(&mu_);
+  const ContainerHandle handle = next_handle_++;
+  for (const std::string& address : addresses) holder_[address] = handle;
+  containers_[handle] = std::move(c);
+  return handle;
 }
 
 }  // namespace agent

@@ -87,6 +87,26 @@ class VfioType1Backend final : public Backend {
   absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>> DeviceFds(
       ContainerHandle handle) override;
 
+  // Fds: "container", "group.<N>" per IOMMU group, "device.<address with
+  // ':' -> '_'>" per device (DeviceFdName). State: empty (the groups follow
+  // from the devices' sysfs groups).
+  absl::StatusOr<PersistedContainer> PersistContainer(ContainerHandle handle) override;
+  // Checks, in order: the state is empty; the journal's mappings are
+  // disjoint; the devices as CreateContainer does (held -> EBUSY, i.e.
+  // FAILED_PRECONDITION); the fd names (missing, then unknown ones); the
+  // container fd answers VFIO_GET_API_VERSION; each group fd answers
+  // VFIO_GROUP_GET_STATUS with CONTAINER_SET; each device fd answers
+  // VFIO_DEVICE_GET_INFO; VFIO_IOMMU_GET_INFO (the IOMMU is set) gives the
+  // geometry, whose max_mappings is DMA_AVAIL plus the adopted mappings
+  // (the kernel counts those against the limit already). No MAP/UNMAP is
+  // issued. Group claims are not re-made: the groups are already bound to
+  // vfio-pci, and DestroyContainer of an adopted container gives no group
+  // back to its old driver (the process that claimed it is gone).
+  absl::StatusOr<ContainerHandle> AdoptContainer(
+      const std::vector<std::string>& device_addresses,
+      std::map<std::string, UniqueFd> fds, absl::string_view state,
+      const std::vector<BackendMapping>& mappings) override;
+
  private:
   // Declaration order is teardown order reversed: device fds close first,
   // then groups, then the container.
