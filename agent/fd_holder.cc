@@ -132,7 +132,7 @@ absl::Status FdHolder::Serve() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     for (Connection& c : connections_) {
-      ::shutdown(c.fd.get(), SHUT_RDWR);
+      if (c.fd.valid()) ::shutdown(c.fd.get(), SHUT_RDWR);
       threads.push_back(std::move(c.thread));
     }
   }
@@ -216,7 +216,10 @@ void FdHolder::ServeConnection(Connection* conn) {
     while (HandleRequest(fd)) {
     }
   }
+  // Closed under the lock that Serve's shutdown() of every connection takes,
+  // so that it never reaches an fd number reused meanwhile.
   absl::MutexLock lock(&mu_);
+  conn->fd.reset();
   conn->done = true;
 }
 

@@ -81,6 +81,8 @@ class FdHolder final {
 
  private:
   struct Connection {
+    // Read by the connection's thread without the lock (it is set before the
+    // thread starts); closed by that thread under FdHolder::mu_ when done.
     UniqueFd fd;
     std::thread thread;
     bool done = false;  // Guarded by FdHolder::mu_.
