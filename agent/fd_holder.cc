@@ -62,9 +62,9 @@ absl::StatusOr<std::unique_ptr<FdHolder>> FdHolder::Listen(const Options& option
 
 FdHolder::FdHolder(Options options, UniqueFd listen_fd, UniqueFd wake_fd)
     : options_(std::move(options)),
-      listen_fd_(std::move(listen_fd)),
       wake_fd_(std::move(wake_fd)),
-      own_uid_(::geteuid()) {}
+      own_uid_(::geteuid()),
+      listen_fd_(std::move(listen_fd)) {}
 
 FdHolder::~FdHolder() {
   Shutdown();
@@ -126,10 +126,13 @@ absl::Status FdHolder::Serve() {
     if (pfds[0].revents != 0) AcceptOne();
   }
 
-  // Disconnect every client, wait for their threads, close the held fds.
+  // Refuse new connections (ECONNREFUSED rather than a connect that nobody
+  // ever answers), disconnect every client, wait for their threads, close
+  // the held fds.
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
+    listen_fd_.reset();
     stopping_ = true;
     for (Connection& c : connections_) {
       if (c.fd.valid()) ::shutdown(c.fd.get(), SHUT_RDWR);

@@ -65,8 +65,10 @@ class FdHolder final {
   // Shuts down (if Serve has not) and closes every held fd.
   ~FdHolder();
 
-  // Accepts and serves connections until Shutdown; then disconnects every
-  // client, waits for their threads and closes the held fds. Returns OK
+  // Accepts and serves connections until Shutdown; then closes the listening
+  // socket (connects are refused from then on; the socket file stays, and
+  // the next Listen on the path replaces it), disconnects every client,
+  // waits for their threads and closes the held fds. Returns OK
   // after Shutdown, or the error that stopped accepting (poll failing).
   // Call once.
   absl::Status Serve();
@@ -103,9 +105,11 @@ class FdHolder final {
 
   // Constant after construction.
   const Options options_;
-  const UniqueFd listen_fd_;
   const UniqueFd wake_fd_;  // eventfd: Shutdown writes, Serve polls.
   const uid_t own_uid_;
+
+  // Used only by the thread in Serve, which closes it when it stops.
+  UniqueFd listen_fd_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

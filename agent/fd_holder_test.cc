@@ -279,6 +279,16 @@ TEST_F(FdHolderTest, KeepsFdsAcrossClientsAndClosesThemOnShutdown) {
   EXPECT_TRUE(WriteEndClosedEverywhere(pipe));
 }
 
+TEST_F(FdHolderTest, ShutdownDisconnectsClientsThatAreStillConnected) {
+  Start();
+  UniqueFd idle = Connect();
+  EXPECT_EQ(Call(idle.get(), "LIST"), "OK");  // Its thread now waits in recvmsg.
+  Stop();                                      // Must not wait for the client.
+  absl::StatusOr<Packet> after = RecvPacket(idle.get(), kMaxHolderReplyBytes, 0);
+  ASSERT_OK(after);
+  EXPECT_TRUE(after->eof);
+}
+
 TEST_F(FdHolderTest, RefusesAPeerOfAnotherUid) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another uid";
   Start();

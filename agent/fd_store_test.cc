@@ -457,6 +457,30 @@ TEST_F(HolderFdStoreTest, MaxFdsIsResourceExhaustedFromTheHolder) {
   EXPECT_OK(store->Put("a", memfd.get()));
 }
 
+TEST_F(HolderFdStoreTest, OneStoreObjectOutlivesAHolderRestart) {
+  Start();
+  std::unique_ptr<FdStore> store = Open();
+  UniqueFd memfd = NewMemfd("m");
+  ASSERT_OK(store->Put("m", memfd.get()));
+  holder_->Shutdown();
+  serve_.join();
+  EXPECT_THAT(store->Retrieve(), StatusIs(absl::StatusCode::kUnavailable, "ECONNREFUSED"));
+  // A new holder on the same path (replacing the stale socket file): the
+  // old one closed its fds, and the same store object reaches the new one.
+  const std::string path = path_;
+  FdHolder::Options options;
+  options.socket_path = path;
+  absl::StatusOr<std::unique_ptr<FdHolder>> again = FdHolder::Listen(options);
+  ASSERT_OK(again);
+  holder_ = *std::move(again);
+  serve_ = std::thread([this] { (void)holder_->Serve(); });
+  absl::StatusOr<std::map<std::string, UniqueFd>> fds = store->Retrieve();
+  ASSERT_OK(fds);
+  EXPECT_TRUE(fds->empty());
+  ASSERT_OK(store->Put("m", memfd.get()));
+  EXPECT_EQ(holder_->fd_count(), 1u);
+}
+
 TEST(HolderGoneTest, NoSocketIsUnavailableAskingWhetherTheHolderRuns) {
   const std::string path = NewTestDir("gone") + "/fdholder.sock";
   absl::StatusOr<std::unique_ptr<FdStore>> store = OpenFdStore("holder:" + path);
