@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/errno_status.h"
 #include "agent/log.h"
 #include "agent/unix_socket.h"
@@ -255,8 +256,20 @@ bool FdHolder::HandleRequest(int fd) {
     }
   }
   if (!status.ok()) {
-    LogEvent(LogLevel::kWarning, "fdholder_request_refused",
-             {{"code", absl::StatusCodeToString(status.code())}, {"error", status.message()}});
+    // Rate-limited: a client sending refused requests as fast as it can
+    // must not flood the log. One key: the holder serves one uid.
+    uint64_t suppressed = 0;
+    bool allowed;
+    {
+      absl::MutexLock lock(&mu_);
+      allowed = refusal_log_limiter_.Allow("refused", absl::Now(), &suppressed);
+    }
+    if (allowed) {
+      LogEvent(LogLevel::kWarning, "fdholder_request_refused",
+               {{"code", absl::StatusCodeToString(status.code())},
+                {"error", status.message()},
+                {"suppressed", suppressed}});
+    }
   }
   // The refused packet's fds (if any) are closed when `packet` goes out of
   // scope, before the reply is read by the client.

@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/fd_holder_protocol.h"
 #include "agent/unique_fd.h"
+#include "common/log_limiter.h"
 
 namespace iommu {
 namespace agent {
@@ -116,6 +117,7 @@ class FdHolder final {
   bool served_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, UniqueFd> fds_ ABSL_GUARDED_BY(mu_);
   std::list<Connection> connections_ ABSL_GUARDED_BY(mu_);
+  LogLimiter refusal_log_limiter_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace agent

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/fd_holder_protocol.h"
 #include "agent/fd_test_util.h"
@@ -277,6 +279,37 @@ TEST_F(FdHolderTest, KeepsFdsAcrossClientsAndClosesThemOnShutdown) {
   EXPECT_FALSE(WriteEndClosedEverywhere(pipe));
   Stop();
   EXPECT_TRUE(WriteEndClosedEverywhere(pipe));
+}
+
+// No input ends the holder or leaks an fd into it: random packets (random
+// bytes, sometimes a well-formed verb with a random name, 0-3 fds) each get
+// exactly one final reply, and afterwards the holder holds only what the
+// well-formed PUTs stored.
+TEST_F(FdHolderTest, RandomPacketsEachGetOneReplyAndNeverEndTheHolder) {
+  Start(/*max_fds=*/1000);
+  UniqueFd conn = Connect();
+  UniqueFd memfd = NewMemfd("r");
+  EXPECT_EQ(Call(conn.get(), "LIST"), "OK");  // The holder's end is accepted.
+  const int fds_before = CountOpenFds();
+  std::mt19937 rng(20261204);  // Fixed: the same packets on every run.
+  const std::string verbs[] = {"PUT ", "REMOVE ", "LIST", "PUT", "put ", ""};
+  const std::string alphabet = "aZ09._- :\n\x01/\xff";
+  for (int i = 0; i < 2000; ++i) {
+    std::string packet = verbs[rng() % 6];
+    const size_t len = rng() % 40;
+    for (size_t j = 0; j < len; ++j) packet.push_back(alphabet[rng() % alphabet.size()]);
+    if (packet.empty()) packet = "x";
+    std::vector<int> fds(rng() % 4, memfd.get());
+    const std::string reply = Call(conn.get(), packet, fds);
+    ASSERT_TRUE(reply == "OK" || absl::StartsWith(reply, "ERR INVALID_ARGUMENT "))
+        << "packet " << i << " \"" << packet << "\" -> \"" << reply << "\"";
+  }
+  // Every fd the holder still has is one a well-formed PUT stored.
+  size_t listed = 0;
+  EXPECT_EQ(Call(conn.get(), "LIST", {}, &listed), "OK");
+  EXPECT_EQ(listed, holder_->fd_count());
+  // The holder shares this fd table: it grew by exactly what it holds.
+  EXPECT_EQ(CountOpenFds(), fds_before + static_cast<int>(holder_->fd_count()));
 }
 
 TEST_F(FdHolderTest, ShutdownDisconnectsClientsThatAreStillConnected) {
