@@ -40,6 +40,18 @@ absl::Status SetBlockingWithTimeouts(int fd) {
   return absl::OkStatus();
 }
 
+absl::string_view VerbName(HolderRequest::Verb verb) {
+  switch (verb) {
+    case HolderRequest::Verb::kPut:
+      return "PUT";
+    case HolderRequest::Verb::kRemove:
+      return "REMOVE";
+    case HolderRequest::Verb::kList:
+      return "LIST";
+  }
+  return "?";
+}
+
 }  // namespace
 
 bool FdHolderServesPeer(uid_t peer_uid, uid_t own_uid) {
@@ -243,8 +255,7 @@ bool FdHolder::HandleRequest(int fd) {
       status = request.status();
     } else if (packet->fds.size() != request->expected_fds()) {
       status = absl::InvalidArgumentError(absl::StrCat(
-          "holder request: ", request->verb == HolderRequest::Verb::kPut ? "PUT" : "this verb",
-          " takes exactly ", request->expected_fds(), request->expected_fds() == 1 ? " fd" : " fds",
+          "holder request: ", VerbName(request->verb), " takes exactly ", request->expected_fds(), request->expected_fds() == 1 ? " fd" : " fds",
           ", got ", packet->fds.size()));
     } else if (request->verb == HolderRequest::Verb::kList) {
       return SendList(fd);

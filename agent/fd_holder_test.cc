@@ -223,9 +223,9 @@ TEST_F(FdHolderTest, FdsOnRequestsThatTakeNoneAreClosed) {
   Pipe pipe = NewPipe();
   const int fds_before = CountOpenFds();
   EXPECT_EQ(Call(conn.get(), "REMOVE a", {pipe.write.get()}),
-            "ERR INVALID_ARGUMENT holder request: this verb takes exactly 0 fds, got 1");
+            "ERR INVALID_ARGUMENT holder request: REMOVE takes exactly 0 fds, got 1");
   EXPECT_EQ(Call(conn.get(), "LIST", {pipe.write.get()}),
-            "ERR INVALID_ARGUMENT holder request: this verb takes exactly 0 fds, got 1");
+            "ERR INVALID_ARGUMENT holder request: LIST takes exactly 0 fds, got 1");
   EXPECT_THAT(Call(conn.get(), "PUT bad:name", {pipe.write.get()}),
               StartsWith("ERR INVALID_ARGUMENT holder request: fd name:"));
   EXPECT_EQ(CountOpenFds(), fds_before);

@@ -170,7 +170,9 @@ class SystemdFdStore final : public FdStore {
         continue;
       }
       if (!ValidateFdName(name).ok()) {
-        LogEvent(LogLevel::kWarning, "fd_store_unnamed_fd_closed",
+        // Not one this store sent (it validates every name): close our copy.
+        // systemd keeps its own until the unit stops.
+        LogEvent(LogLevel::kWarning, "fd_store_badly_named_fd_closed",
                  {{"store", "systemd"}, {"fd", fd.get()}, {"name", name}});
         continue;
       }

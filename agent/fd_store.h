@@ -18,6 +18,19 @@
 // Names are checked with ValidateFdName (agent/fd_name.h): 1-200 characters
 // of [A-Za-z0-9._-].
 //
+// The systemd store, specifically:
+//   * systemd does not acknowledge FDSTORE=1: OK from Put means the message
+//     and its fd were delivered to $NOTIFY_SOCKET. systemd drops (and only
+//     logs) an fd past FileDescriptorStoreMax=, and drops any stored fd that
+//     reports POLLHUP/POLLERR (VFIO, iommufd and memfd fds never do).
+//   * The first Retrieve takes LISTEN_FDS/LISTEN_FDNAMES and unsets them
+//     (unsetenv): call it early, before other threads read the environment.
+//     fds systemd passed under a name that is not valid here are closed;
+//     several fds under one name keep the first, and systemd is told so.
+//   * It keeps a duplicate of every stored fd in this process too (for
+//     Retrieve), so the agent's fd limit must allow twice the stored count.
+//   * Only the unit's main process may send FDSTORE=1 (NotifyAccess=main).
+//
 // Thread-safe: every implementation serialises its calls with one mutex.
 // Ownership: Put never takes the caller's fd; Retrieve returns new fds the
 // caller owns; the store's own copies are closed by Remove (and, for the
