@@ -9,6 +9,7 @@ PACKAGES=(
   bazel-bootstrap g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgrpc++-dev libabsl-dev prometheus-cpp-dev libsqlite3-dev libssl-dev
+  libsystemd-dev   # sd_pid_notify_with_fds, sd_listen_fds_with_names: the agent's systemd fd store
   openssl   # deploy/make-dev-certs.sh: the dev CA and certificates (demo, tests)
   # tests
   libgtest-dev libgmock-dev python3 sqlite3

@@ -96,7 +96,7 @@ class AgentRestartTest : public ::testing::Test {
 
   std::string Socket() const { return absl::StrCat(cluster_.dir(), "/n1.sock"); }
 
-  void Setup() {
+  void MakeTenantAndContainer() {
     v1::CreateTenantRequest req;
     req.set_tenant_id("acme");
     req.mutable_quota()->set_pinned_bytes(64 * kMiB);
@@ -193,7 +193,7 @@ class AgentRestartTest : public ::testing::Test {
 // with its resume token: its mappings and memory ids are as they were.
 TEST_F(AgentRestartTest, Kill9KeepsContainerBillingAndTheSessionWhichTheLauncherResumes) {
   StartAgent(AgentFlags());
-  ASSERT_NO_FATAL_FAILURE(Setup());
+  ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   Launcher l = OpenAndMap(2 * kMiB);
   ASSERT_FALSE(HasFailure());
   WaitForBilled(2 * kMiB);
@@ -234,7 +234,7 @@ TEST_F(AgentRestartTest, Kill9KeepsContainerBillingAndTheSessionWhichTheLauncher
 // stop too (the agent keeps its state for the next run instead of unmapping).
 TEST_F(AgentRestartTest, GracefulStopKeepsTheSessionForTheNextRun) {
   StartAgent(AgentFlags());
-  ASSERT_NO_FATAL_FAILURE(Setup());
+  ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   Launcher l = OpenAndMap(kMiB);
   ASSERT_FALSE(HasFailure());
   WaitForBilled(kMiB);
@@ -252,7 +252,7 @@ TEST_F(AgentRestartTest, GracefulStopKeepsTheSessionForTheNextRun) {
 // is closed after --session_resume_timeout and billing follows.
 TEST_F(AgentRestartTest, ASessionNobodyResumesIsClosedAndStopsBeingBilled) {
   StartAgent(AgentFlags({"--session_resume_timeout=1s"}));
-  ASSERT_NO_FATAL_FAILURE(Setup());
+  ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   {
     Launcher l = OpenAndMap(kMiB);
     ASSERT_FALSE(HasFailure());
@@ -270,7 +270,7 @@ TEST_F(AgentRestartTest, ASessionNobodyResumesIsClosedAndStopsBeingBilled) {
 // the process), and the container is READY again, empty.
 TEST_F(AgentRestartTest, WithoutAnFdStoreTheContainerIsRemadeAndBillingFollows) {
   StartAgent({"--fd_store=none"});
-  ASSERT_NO_FATAL_FAILURE(Setup());
+  ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   Launcher l = OpenAndMap(kMiB);
   ASSERT_FALSE(HasFailure());
   WaitForBilled(kMiB);
@@ -289,7 +289,7 @@ TEST_F(AgentRestartTest, WithoutAnFdStoreTheContainerIsRemadeAndBillingFollows) 
 // forgets nothing; with the holder back, the container is adopted.
 TEST_F(AgentRestartTest, AnUnreachableHolderStopsTheStartAndLosesNothing) {
   StartAgent(AgentFlags());
-  ASSERT_NO_FATAL_FAILURE(Setup());
+  ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   Launcher l = OpenAndMap(kMiB);
   ASSERT_FALSE(HasFailure());
   WaitForBilled(kMiB);

@@ -5,7 +5,8 @@ Kubernetes (deploy/k8s/*.yaml): every document parses and sits in the
 iommu-broker namespace; `privileged: true` appears only on the agent and only
 under a comment that explains it; the agent adds exactly CAP_IPC_LOCK and
 mounts exactly /dev/vfio and the launcher socket directory from the host; the
-broker meets the `restricted` Pod Security profile; Secrets are mounted as
+agent's pod has an unprivileged iommu-fdholder container without a liveness
+probe whose socket directory the agent shares; the broker meets the `restricted` Pod Security profile; Secrets are mounted as
 whole directories (so rotation reaches the files); Services, ServiceMonitors
 and their selectors and ports line up; every --flag passed to a daemon is
 one it defines.
@@ -98,9 +99,18 @@ def check_common_pod(where, doc, flags_of):
             fail(f"{cw}: readOnlyRootFilesystem must be true")
         if "requests" not in c.get("resources", {}):
             fail(f"{cw}: resources.requests missing")
-        for probe in ("readinessProbe", "livenessProbe"):
-            if probe not in c:
-                fail(f"{cw}: {probe} missing")
+        if c.get("command", [""])[0].endswith("/iommu-fdholder"):
+            # A liveness restart of the holder closes every fd it keeps for
+            # the agent: it must never have one.
+            if "livenessProbe" in c:
+                fail(f"{cw}: the fd holder must have no livenessProbe (a restart closes every "
+                     "fd it holds)")
+            if "readinessProbe" not in c:
+                fail(f"{cw}: readinessProbe missing")
+        else:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    fail(f"{cw}: {probe} missing")
         for m in c.get("volumeMounts", []):
             vol = volumes.get(m["name"])
             if vol is None:
@@ -205,7 +215,10 @@ def check_k8s(directory, flags_of):
                             if "hostPath" in v)
         if host_paths != ["/dev/vfio", "/run/iommu-agent"]:
             fail(f"{where}: host paths {host_paths}, want exactly /dev/vfio and /run/iommu-agent")
+        by_binary = {os.path.basename(c.get("command", [""])[0]): c for c in spec["containers"]}
         for c in spec["containers"]:
+            if os.path.basename(c.get("command", [""])[0]) == "iommu-fdholder":
+                continue  # Checked below.
             caps = c.get("securityContext", {}).get("capabilities", {})
             if caps.get("add") != ["IPC_LOCK"]:
                 fail(f"{where}: capabilities.add must be exactly [IPC_LOCK], got {caps.get('add')}")
@@ -216,6 +229,30 @@ def check_k8s(directory, flags_of):
                        if a.startswith("--launcher_socket=")]
             if not sockets or os.path.dirname(sockets[0]) not in mounts:
                 fail(f"{where}: --launcher_socket must lie in a mounted host directory")
+        # The fd holder: a separate container (the kubelet restarts the agent
+        # without it), unprivileged, its socket in a directory the agent
+        # mounts too.
+        holder = by_binary.get("iommu-fdholder")
+        if holder is None:
+            fail(f"{where}: no iommu-fdholder container (the agent's fds would die with it)")
+        else:
+            sc = holder.get("securityContext", {})
+            if sc.get("privileged") or sc.get("capabilities", {}).get("add"):
+                fail(f"{where}: the fd holder needs no privilege and no capability")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                fail(f"{where}: the fd holder: allowPrivilegeEscalation must be false")
+            holder_sockets = [a.split("=", 1)[1] for a in holder.get("args", [])
+                              if a.startswith("--socket=")]
+            holder_mounts = {m["mountPath"]: m["name"] for m in holder.get("volumeMounts", [])}
+            agent_c = by_binary.get("iommu-agent", {})
+            agent_mounts = {m["mountPath"]: m["name"] for m in agent_c.get("volumeMounts", [])}
+            if len(holder_sockets) != 1:
+                fail(f"{where}: the fd holder needs exactly one --socket=")
+            else:
+                d = os.path.dirname(holder_sockets[0])
+                if d not in holder_mounts or holder_mounts.get(d) != agent_mounts.get(d):
+                    fail(f"{where}: the fd holder's socket directory {d} must be a volume "
+                         "the agent mounts at the same path")
 
     # Services select pods and name their ports; ServiceMonitors select Services.
     pod_labels = {w: d["spec"]["template"]["metadata"]["labels"]
@@ -393,7 +430,8 @@ def main():
     os.chdir(os.path.join(os.environ.get("TEST_SRCDIR", "."), os.environ.get("TEST_WORKSPACE", "")))
     metrics_md = sys.argv[1] if len(sys.argv) > 1 else "docs/METRICS.md"
     flags_of = {"iommu-broker": daemon_flags("server/iommu-broker"),
-                "iommu-agent": daemon_flags("agent/iommu-agent")}
+                "iommu-agent": daemon_flags("agent/iommu-agent"),
+                "iommu-fdholder": daemon_flags("agent/iommu-fdholder")}
     for binary, flags in flags_of.items():
         if not flags:
             fail(f"{binary} --helpfull listed no flags")
