@@ -259,8 +259,10 @@ TEST_F(AgentRestartTest, ASessionNobodyResumesIsClosedAndStopsBeingBilled) {
     WaitForBilled(kMiB);
     StartAgent(AgentFlags({"--session_resume_timeout=1s"}));
   }  // The launcher is gone too.
+  EXPECT_TRUE(PollUntil([&] {
+    return cluster_.agent("n1").Log().find("session_not_resumed") != std::string::npos;
+  })) << cluster_.agent("n1").Log();
   WaitForBilled(0);
-  EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr("session_not_resumed"));
   EXPECT_EQ(ContainerState(), v1::CONTAINER_STATE_READY);
 }
 
