@@ -47,7 +47,7 @@ absl::StatusOr<MemlockDecision> DecideMemlock(const MemlockFacts& facts,
     return absl::FailedPreconditionError(absl::StrCat(
         "memlock: RLIMIT_MEMLOCK is ", Bytes(facts.limit_bytes), " (hard ",
         Bytes(facts.hard_limit_bytes),
-        ") and the agent has neither CAP_IPC_LOCK nor the right to raise it, so the kernel "
+        ") and the agent has neither CAP_IPC_LOCK nor CAP_SYS_RESOURCE to raise it, so the kernel "
         "enforces it on every DMA pin. The kernel counts pins per mapping, not per page "
         "(65535 mappings of one 4 KiB page count 256 MiB), so one tenant's many small "
         "mappings could exhaust the limit for every tenant on this node; refusing to start. "
