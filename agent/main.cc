@@ -377,6 +377,7 @@ int Main(int argc, char** argv) {
   core.SetMaxMappingsPerTenant(absl::GetFlag(FLAGS_max_mappings_per_tenant));
   core.SetKernelPinLimits(memlock.per_tenant_bytes, memlock.node_bytes);
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
+  agent_metrics->SetKernelPinFiles("/proc/self/status", "/proc/vmstat");
   // /metrics before the API: a port that cannot be bound stops the start.
   metrics::MetricsServer metrics_server;
   if (!metrics_address.empty()) {
