@@ -192,7 +192,8 @@ class AgentCore final {
   // (also for another session's memory); INVALID_ARGUMENT readable/writable
   // (neither set), offset, length, iova (alignment to the container's IOMMU
   // page size, zero, past the memory's end, overflow); PERMISSION_DENIED iova
-  // (outside the windows); RESOURCE_EXHAUSTED (budget); the backend's error
+  // (outside the windows); RESOURCE_EXHAUSTED (mappings per tenant, budget,
+  // then the kernel pin bounds of SetKernelPinLimits); the backend's error
   // (ALREADY_EXISTS overlap, RESOURCE_EXHAUSTED mapping limit, ...). A
   // failure changes nothing: not the backend's mappings, not the ledger.
   absl::Status MapMemory(const std::string& session_id, const std::string& container_id,

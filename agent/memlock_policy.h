@@ -10,6 +10,11 @@
 // mappings of one 4 KiB page count 256 MiB. With CAP_IPC_LOCK or an
 // unlimited RLIMIT_MEMLOCK the kernel still counts, it only does not refuse.
 //
+// The node bound is RLIMIT_MEMLOCK minus the agent's VmLck at start. iommufd
+// without CAP_IPC_LOCK checks the limit against the uid's locked_vm, which
+// other processes of the agent's uid (io_uring, RDMA) share and VmLck does not
+// show: run the agent under its own uid when relying on this bound.
+//
 // Thread-safe (pure).
 #ifndef AGENT_MEMLOCK_POLICY_H_
 #define AGENT_MEMLOCK_POLICY_H_
