@@ -106,7 +106,8 @@ ABSL_FLAG(std::optional<uint64_t>, kernel_pin_bytes_per_tenant, std::nullopt,
           "mapping's full size, however many mappings pin the same page. Maps past it are "
           "refused with RESOURCE_EXHAUSTED. Required with a real backend when RLIMIT_MEMLOCK is "
           "finite and the agent lacks CAP_IPC_LOCK (at most the limit; the node as a whole is "
-          "then also kept under the limit); optional otherwise. Greater than 0.");
+          "then also kept under the limit); optional otherwise. Greater than 0. Ignored with "
+          "--backend=sim (no kernel pins).");
 ABSL_FLAG(uint64_t, replay_cache_per_tenant, iommu::ReplayCacheLimits().per_tenant,
           "Used launcher token ids of one tenant remembered until they expire; past it that "
           "tenant's new tokens are refused with RESOURCE_EXHAUSTED (never forgotten early, "
