@@ -1,6 +1,7 @@
 #include "agent/agent_core.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -363,13 +364,22 @@ std::vector<v1::PinUsage> AgentCore::Usage() {
 
 std::vector<v1::PinUsage> AgentCore::UsageLocked() {
   std::vector<v1::PinUsage> out;
-  for (const std::string& tenant : ledger_.tenants()) {
+  for (const std::string& tenant : UsageTenantsLocked()) {
     v1::PinUsage u;
     u.set_tenant_id(tenant);
     u.set_billed_bytes(ledger_.billed_bytes(tenant));
     u.set_mapped_bytes(ledger_.mapped_bytes(tenant));
+    u.set_kernel_counted_bytes(kernel_pins_.tenant_bytes(tenant));
     out.push_back(std::move(u));
   }
+  return out;
+}
+
+std::vector<std::string> AgentCore::UsageTenantsLocked() const {
+  std::vector<std::string> a = ledger_.tenants();
+  const std::vector<std::string> b = kernel_pins_.tenants();
+  std::vector<std::string> out;
+  std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
   return out;
 }
 
@@ -623,6 +633,8 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
         " more bytes; it has ", Hex(billed), " billed of its ", Hex(budget),
         " byte pin budget on node ", node_, " (the sum of its containers' budgets here)"));
   }
+  // What the kernel will charge (per mapping), checked before asking it.
+  RETURN_IF_ERROR(kernel_pins_.CheckMap(session->tenant, length, node_));
   if (mem->second.region.vaddr == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "memory_id: the fd of memory ", memory_id,
@@ -661,6 +673,7 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   }
   c->second.mappings.emplace(iova, std::move(m));
   ++mappings_per_tenant_[session->tenant];
+  kernel_pins_.Add(session->tenant, length);
   LogEvent(LogLevel::kDebug, "mapped",
            {{"container", container_id}, {"session", session_id}, {"memory", memory_id},
             {"iova", Hex(iova)}, {"size", Hex(length)}, {"newly_billed", *billed_now}});
@@ -672,7 +685,13 @@ void AgentCore::SetMaxMappingsPerTenant(size_t limit) {
   max_mappings_per_tenant_ = limit;
 }
 
+void AgentCore::SetKernelPinLimits(uint64_t per_tenant_bytes, uint64_t node_bytes) {
+  absl::MutexLock lock(&mu_);
+  kernel_pins_.SetLimits(per_tenant_bytes, node_bytes);
+}
+
 void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
+  kernel_pins_.Remove(m.tenant, m.size);
   auto t = mappings_per_tenant_.find(m.tenant);
   if (t != mappings_per_tenant_.end() && --t->second == 0) mappings_per_tenant_.erase(t);
   absl::StatusOr<uint64_t> released = ledger_.Unmap(m.key, m.offset, m.size);
@@ -823,9 +842,13 @@ void AgentCore::CloseSessionLocked(const std::string& session_id) {
 AgentStats AgentCore::Stats() {
   absl::MutexLock lock(&mu_);
   AgentStats s;
-  for (const std::string& tenant : ledger_.tenants()) {
-    s.tenants.push_back({tenant, ledger_.billed_bytes(tenant), ledger_.mapped_bytes(tenant)});
+  for (const std::string& tenant : UsageTenantsLocked()) {
+    s.tenants.push_back({tenant, ledger_.billed_bytes(tenant), ledger_.mapped_bytes(tenant),
+                         kernel_pins_.tenant_bytes(tenant)});
   }
+  s.kernel_counted_bytes = kernel_pins_.total_bytes();
+  s.kernel_pin_bytes_per_tenant_limit = kernel_pins_.per_tenant_limit();
+  s.kernel_pin_bytes_node_limit = kernel_pins_.node_limit();
   s.containers = containers_.size();
   for (const auto& [id, held] : containers_) {
     const uint64_t n = held.mappings.size();

@@ -30,6 +30,7 @@
 #include "agent/agent_stats.h"
 #include "agent/backend.h"
 #include "agent/fd_store.h"
+#include "agent/kernel_pin_account.h"
 #include "agent/ledger.h"
 #include "agent/state_journal.h"
 #include "common/log_limiter.h"
@@ -173,7 +174,8 @@ class AgentCore final {
   // Sets the budgets of held containers; unknown ids are ignored. Lowering a
   // budget below what is pinned takes nothing away.
   void SetBudgets(const std::vector<v1::ContainerBudget>& budgets);
-  // Billed and mapped bytes per tenant with non-zero usage, sorted.
+  // Billed, mapped and kernel-counted bytes per tenant with non-zero usage,
+  // sorted.
   std::vector<v1::PinUsage> Usage();
 
   // A summary for the metrics gauges (agent/agent_metrics.h): usage per
@@ -230,7 +232,8 @@ class AgentCore final {
   // (also for another session's memory); INVALID_ARGUMENT readable/writable
   // (neither set), offset, length, iova (alignment to the container's IOMMU
   // page size, zero, past the memory's end, overflow); PERMISSION_DENIED iova
-  // (outside the windows); RESOURCE_EXHAUSTED (budget); the backend's error
+  // (outside the windows); RESOURCE_EXHAUSTED (mappings per tenant, budget,
+  // then the kernel pin bounds of SetKernelPinLimits); the backend's error
   // (ALREADY_EXISTS overlap, RESOURCE_EXHAUSTED mapping limit, ...). A
   // failure changes nothing: not the backend's mappings, not the ledger.
   absl::Status MapMemory(const std::string& session_id, const std::string& container_id,
@@ -255,6 +258,16 @@ class AgentCore final {
   // (--max_mappings_per_tenant); MapMemory refuses past it with
   // RESOURCE_EXHAUSTED naming the tenant and the limit.
   void SetMaxMappingsPerTenant(size_t limit);
+
+  // Bounds on the bytes the kernel counts for the agent's pins: the sum of
+  // the mappings' sizes (the kernel charges every mapping in full, not each
+  // page once as the ledger bills), per tenant of the mapping session and
+  // for the node; KernelPinAccount::kUnlimited for none (the default; see
+  // memlock_policy.h for where they come from). After every other check
+  // and before the kernel is called, MapMemory refuses a map that would
+  // pass either with RESOURCE_EXHAUSTED naming the tenant, the bytes the
+  // kernel would count and the bound.
+  void SetKernelPinLimits(uint64_t per_tenant_bytes, uint64_t node_bytes);
 
   // The key launcher tokens are checked with (from the broker at
   // registration); empty until the first registration.
@@ -366,6 +379,8 @@ class AgentCore final {
   uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Mapping MappingToProto(const MappingRecord& m);
   std::vector<v1::PinUsage> UsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tenants with ledger usage or kernel-counted bytes, sorted.
+  std::vector<std::string> UsageTenantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<size_t> SetWindowsLocked(const std::string& container_id,
                                           std::vector<IovaRange> windows)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -418,6 +433,8 @@ class AgentCore final {
   Ledger ledger_ ABSL_GUARDED_BY(mu_);
   std::string grant_key_ ABSL_GUARDED_BY(mu_);
   size_t max_mappings_per_tenant_ ABSL_GUARDED_BY(mu_) = kDefaultMaxMappingsPerTenant;
+  // Bytes the kernel counts for the mappings, by the mapping session's tenant.
+  KernelPinAccount kernel_pins_ ABSL_GUARDED_BY(mu_);
   // Mappings by the tenant of the session that made them; only non-zero.
   std::map<std::string, size_t> mappings_per_tenant_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);

@@ -232,16 +232,31 @@ class Harness {
     // Usage.
     std::map<std::string, std::pair<uint64_t, uint64_t>> want = ModelUsage();
     std::map<std::string, std::pair<uint64_t, uint64_t>> got;
+    // What the kernel counts: every mapping in full, for the tenant of the
+    // session (= the container's tenant) that made it.
+    std::map<std::string, uint64_t> want_kernel;
+    for (const MContainer& c : model_) {
+      for (const auto& [iova, m] : c.mappings) want_kernel[c.tenant] += m.size;
+    }
+    std::map<std::string, uint64_t> got_kernel;
     for (const v1::PinUsage& u : core_->Usage()) {
-      if (got.count(u.tenant_id())) err << "Usage lists " << u.tenant_id() << " twice; ";
-      got[u.tenant_id()] = {u.billed_bytes(), u.mapped_bytes()};
-      if (u.billed_bytes() == 0 && u.mapped_bytes() == 0) {
-        err << "Usage lists " << u.tenant_id() << " with zero usage; ";
+      if (got.count(u.tenant_id()) || got_kernel.count(u.tenant_id())) {
+        err << "Usage lists " << u.tenant_id() << " twice; ";
       }
+      if (u.kernel_counted_bytes() != 0) got_kernel[u.tenant_id()] = u.kernel_counted_bytes();
+      if (u.billed_bytes() == 0 && u.mapped_bytes() == 0) {
+        // Listed for mapping memory another tenant owns: kernel-counted only.
+        if (u.kernel_counted_bytes() == 0) {
+          err << "Usage lists " << u.tenant_id() << " with zero usage; ";
+        }
+        continue;
+      }
+      got[u.tenant_id()] = {u.billed_bytes(), u.mapped_bytes()};
     }
     if (got != want) {
       err << "Usage: got " << UsageText(got) << " want " << UsageText(want) << "; ";
     }
+    if (got_kernel != want_kernel) err << "Usage: kernel-counted bytes differ from the model; ";
     // Containers, their mappings, and the backend's view of them.
     std::map<int, std::vector<std::pair<uint64_t, uint64_t>>> backend_pins;  // obj -> ranges
     for (int c = 0; c < kNumContainers; ++c) {

@@ -337,6 +337,7 @@ RestoreReport AgentCore::Restore(
       continue;
     }
     ++mappings_per_tenant_[m.tenant];
+    kernel_pins_.Add(m.tenant, m.size);
     c->second.mappings.emplace(m.iova, std::move(m));
     ++report.mappings_restored;
   }

@@ -414,6 +414,85 @@ TEST_F(MapPathTest, MapPastTheBudgetIsRefusedWithTheNumbersAndChangesNothing) {
                              true));
 }
 
+uint64_t KernelCounted(const std::vector<v1::PinUsage>& usage, const std::string& tenant) {
+  for (const v1::PinUsage& u : usage) {
+    if (u.tenant_id() == tenant) return u.kernel_counted_bytes();
+  }
+  return 0;
+}
+
+// Regression (issue 12, item 2): the kernel charges RLIMIT_MEMLOCK per
+// mapping, the ledger per page. A tenant mapping one page again and again was
+// billed one page while the kernel counted every mapping, so it could exhaust
+// the agent-wide limit for every tenant. It now stops at its share.
+TEST_F(MapPathTest, HostileTenantStopsAtItsKernelPinShareAndOthersAreServed) {
+  core_->SetKernelPinLimits(16 * kPage, KernelPinAccount::kUnlimited);
+  auto hostile = core_->RegisterMemory("s3", "globex", Memory(3, kPage), "one-page");
+  ASSERT_OK(hostile);
+  for (uint64_t i = 0; i < 16; ++i) {
+    ASSERT_OK(core_->MapMemory("s3", kC3, hostile->memory_id, 0, kPage, i * kPage, true, true));
+  }
+  EXPECT_EQ(Billed("globex"), kPage);
+  EXPECT_EQ(KernelCounted(core_->Usage(), "globex"), 16 * kPage);
+  const std::string before = Snapshot();
+  EXPECT_THAT(core_->MapMemory("s3", kC3, hostile->memory_id, 0, kPage, 16 * kPage, true, true),
+              StatusIs(Code::kResourceExhausted,
+                       "would make the kernel count 69632 bytes of pins for tenant \"globex\" on "
+                       "node n1, past its share of 65536 bytes (--kernel_pin_bytes_per_tenant"));
+  EXPECT_EQ(Snapshot(), before);  // Refused before the kernel: nothing mapped.
+  // The well-behaved tenant still gets its whole share.
+  auto good = core_->RegisterMemory("s1", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(good);
+  EXPECT_OK(core_->MapMemory("s1", kC1, good->memory_id, 0, 16 * kPage, 0, true, true));
+  EXPECT_EQ(KernelCounted(core_->Usage(), "acme"), 16 * kPage);
+  // Unmapping, closing the session and destroying a container give it back.
+  ASSERT_OK(core_->Unmap(kC3, 0, kPage, "s3"));
+  EXPECT_EQ(KernelCounted(core_->Usage(), "globex"), 15 * kPage);
+  EXPECT_OK(core_->MapMemory("s3", kC3, hostile->memory_id, 0, kPage, 16 * kPage, true, true));
+  core_->CloseSession("s3");
+  EXPECT_EQ(KernelCounted(core_->Usage(), "globex"), 0u);
+  ASSERT_OK(core_->DestroyContainer(kC1));
+  EXPECT_EQ(KernelCounted(core_->Usage(), "acme"), 0u);
+  EXPECT_EQ(core_->Stats().kernel_counted_bytes, 0u);
+}
+
+TEST_F(MapPathTest, NodeKernelPinRoomIsSharedByAllTenants) {
+  core_->SetKernelPinLimits(16 * kPage, 20 * kPage);
+  auto g = core_->RegisterMemory("s3", "globex", Memory(3, 16 * kPage), "guest");
+  auto a = core_->RegisterMemory("s1", "acme", Memory(1, 16 * kPage), "guest");
+  ASSERT_OK(g);
+  ASSERT_OK(a);
+  ASSERT_OK(core_->MapMemory("s3", kC3, g->memory_id, 0, 16 * kPage, 0, true, true));
+  EXPECT_THAT(core_->MapMemory("s1", kC1, a->memory_id, 0, 8 * kPage, 0, true, true),
+              StatusIs(Code::kResourceExhausted,
+                       "for tenant \"acme\" would make the kernel count 98304 bytes of pins on "
+                       "node n1, past the agent's RLIMIT_MEMLOCK room of 81920 bytes"));
+  EXPECT_OK(core_->MapMemory("s1", kC1, a->memory_id, 0, 4 * kPage, 0, true, true));
+}
+
+TEST_F(MapPathTest, StatsCountEveryMappingInFullForTheMappingSessionsTenant) {
+  // acme's memory, mapped by globex too: the ledger bills acme, the kernel
+  // counts each mapping for the tenant whose session made it.
+  auto mine = core_->RegisterMemory("s1", "acme", Memory(1, 4 * kPage), "guest");
+  auto theirs = core_->RegisterMemory("s3", "globex", Memory(1, 4 * kPage), "borrowed");
+  ASSERT_OK(mine);
+  ASSERT_OK(theirs);
+  ASSERT_OK(core_->MapMemory("s1", kC1, mine->memory_id, 0, 4 * kPage, 0, true, true));
+  ASSERT_OK(core_->MapMemory("s1", kC1, mine->memory_id, 0, 4 * kPage, 0x100000, true, true));
+  ASSERT_OK(core_->MapMemory("s3", kC3, theirs->memory_id, 0, 2 * kPage, 0, true, false));
+  const AgentStats s = core_->Stats();
+  EXPECT_EQ(s.kernel_counted_bytes, 10 * kPage);
+  EXPECT_EQ(s.kernel_pin_bytes_per_tenant_limit, UINT64_MAX);
+  ASSERT_EQ(s.tenants.size(), 2u);
+  EXPECT_EQ(s.tenants[0].id, "acme");
+  EXPECT_EQ(s.tenants[0].billed_bytes, 4 * kPage);
+  EXPECT_EQ(s.tenants[0].kernel_counted_bytes, 8 * kPage);
+  EXPECT_EQ(s.tenants[1].id, "globex");
+  EXPECT_EQ(s.tenants[1].billed_bytes, 0u);
+  EXPECT_EQ(s.tenants[1].kernel_counted_bytes, 2 * kPage);
+  EXPECT_EQ(KernelCounted(core_->Usage(), "globex"), 2 * kPage);
+}
+
 TEST_F(MapPathTest, LoweredBudgetKeepsPinsButBlocksNewOnes) {
   auto mem = core_->RegisterMemory("s1", "acme", Memory(1, 8 * kMiB), "guest");
   ASSERT_OK(mem);

@@ -61,6 +61,12 @@ void AgentMetrics::SetBackend(absl::string_view kind, uint64_t default_mappings_
   default_mappings_limit_ = default_mappings_limit;
 }
 
+void AgentMetrics::SetKernelPinFiles(std::string status_path, std::string vmstat_path) {
+  absl::MutexLock l(&mu_);
+  status_path_ = std::move(status_path);
+  vmstat_path_ = std::move(vmstat_path);
+}
+
 void AgentMetrics::SetStatsSource(std::function<AgentStats()> source) {
   absl::MutexLock l(&mu_);
   stats_source_ = std::move(source);
@@ -94,12 +100,20 @@ std::vector<prometheus::MetricFamily> AgentMetrics::StateFamilies(
       "Bytes mapped for the tenant on this node (every mapping counted); minus billed bytes, "
       "what deduplication saves.",
       MetricType::Gauge);
+  prometheus::MetricFamily counted = NewFamily(
+      "iommu_agent_kernel_counted_bytes",
+      "Bytes of pins the kernel should be charging the agent for the mappings the tenant's "
+      "sessions made on this node: every mapping in full, however many mappings pin the same "
+      "page (VFIO type1 and iommufd count per mapping, the ledger bills per page).",
+      MetricType::Gauge);
   for (const AgentStats::Tenant& t : s.tenants) {
     AddGauge(&billed, {{"tenant", t.id}}, static_cast<double>(t.billed_bytes));
     AddGauge(&mapped, {{"tenant", t.id}}, static_cast<double>(t.mapped_bytes));
+    AddGauge(&counted, {{"tenant", t.id}}, static_cast<double>(t.kernel_counted_bytes));
   }
   out.push_back(std::move(billed));
   out.push_back(std::move(mapped));
+  out.push_back(std::move(counted));
 
   struct Plain {
     const char* name;
@@ -129,17 +143,52 @@ std::vector<prometheus::MetricFamily> AgentMetrics::StateFamilies(
   return out;
 }
 
+std::vector<prometheus::MetricFamily> AgentMetrics::KernelPinFamilies(
+    const absl::StatusOr<ProcessPins>& process,
+    const absl::StatusOr<uint64_t>& foll_pin_outstanding_pages) {
+  std::vector<prometheus::MetricFamily> out;
+  auto gauge = [&out](const char* name, const char* help, uint64_t value) {
+    prometheus::MetricFamily f = metrics::NewFamily(name, help, MetricType::Gauge);
+    metrics::AddGauge(&f, {}, static_cast<double>(value));
+    out.push_back(std::move(f));
+  };
+  if (process.ok()) {
+    gauge("iommu_agent_kernel_locked_bytes",
+          "The agent's VmLck (mm->locked_vm): VFIO type1 pins, charged per mapping.",
+          process->locked_bytes);
+    gauge("iommu_agent_kernel_pinned_bytes",
+          "The agent's VmPin (mm->pinned_vm): iommufd pins, charged per mapping.",
+          process->pinned_bytes);
+  }
+  if (foll_pin_outstanding_pages.ok()) {
+    gauge("iommu_agent_foll_pin_outstanding_pages",
+          "FOLL_PIN pages held now by every process on the node (system-wide, not only the "
+          "agent): nr_foll_pin_acquired - nr_foll_pin_released from /proc/vmstat.",
+          *foll_pin_outstanding_pages);
+  }
+  return out;
+}
+
 std::vector<prometheus::MetricFamily> AgentMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
   std::function<AgentStats()> source;
   std::string backend;
   uint64_t default_limit = 0;
+  std::string status_path, vmstat_path;
   {
     absl::MutexLock l(&mu_);
     source = stats_source_;
     backend = backend_;
     default_limit = default_mappings_limit_;
+    status_path = status_path_;
+    vmstat_path = vmstat_path_;
+  }
+  if (!status_path.empty()) {
+    for (prometheus::MetricFamily& f :
+         KernelPinFamilies(ReadProcessPins(status_path), ReadFollPinOutstanding(vmstat_path))) {
+      out.push_back(std::move(f));
+    }
   }
   if (!backend.empty()) {
     prometheus::MetricFamily info = metrics::NewFamily(

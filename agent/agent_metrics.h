@@ -1,9 +1,11 @@
 // AgentMetrics: the node agent's Prometheus metrics (docs/METRICS.md,
 // iommu_agent_*). Two kinds:
-//   * gauges that mirror state (billed and mapped bytes per tenant,
+//   * gauges that mirror state (billed, mapped and kernel-counted bytes per
+//     tenant,
 //     containers, mappings and their limit, launcher sessions, the backend)
 //     are computed at scrape time from an AgentStats snapshot
-//     (AgentCore::Stats()), so the map path updates no gauge;
+//     (AgentCore::Stats()), so the map path updates no gauge; the kernel's
+//     own pin counters are read from procfs at scrape time too;
 //   * histograms and counters are updated where the event happens: map and
 //     unmap latency (AgentMetrics is the AgentCoreObserver AgentCore calls),
 //     kernel call errors (from CountingKernelOps at the KernelOps seam).
@@ -27,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/agent_stats.h"
+#include "agent/kernel_pins.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -56,6 +59,14 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   // Until set, a scrape has the event metrics and the backend only.
   void SetStatsSource(std::function<AgentStats()> source);
 
+  // Where the kernel's own pin counters are read at each scrape (cheap
+  // procfs reads): `status_path` (/proc/self/status: VmLck, VmPin ->
+  // iommu_agent_kernel_locked_bytes, iommu_agent_kernel_pinned_bytes) and
+  // `vmstat_path` (/proc/vmstat -> iommu_agent_foll_pin_outstanding_pages,
+  // system-wide). Until set, and for a file that cannot be read or parsed,
+  // its gauges are left out of the scrape.
+  void SetKernelPinFiles(std::string status_path, std::string vmstat_path);
+
   // AgentCoreObserver: iommu_agent_map_duration_seconds,
   // iommu_agent_unmap_duration_seconds.
   void ObserveMap(absl::Duration elapsed) override;
@@ -71,6 +82,12 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   static std::vector<prometheus::MetricFamily> StateFamilies(const AgentStats& stats,
                                                              uint64_t default_mappings_limit);
 
+  // The kernel's counters as gauges (pure): each argument that is not OK is
+  // left out.
+  static std::vector<prometheus::MetricFamily> KernelPinFamilies(
+      const absl::StatusOr<ProcessPins>& process,
+      const absl::StatusOr<uint64_t>& foll_pin_outstanding_pages);
+
  private:
   // Constant after construction (prometheus-cpp's families are thread-safe).
   const std::shared_ptr<prometheus::Registry> registry_;
@@ -83,6 +100,8 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   std::function<AgentStats()> stats_source_ ABSL_GUARDED_BY(mu_);
   std::string backend_ ABSL_GUARDED_BY(mu_);  // Empty until SetBackend.
   uint64_t default_mappings_limit_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string status_path_ ABSL_GUARDED_BY(mu_);  // Empty until SetKernelPinFiles.
+  std::string vmstat_path_ ABSL_GUARDED_BY(mu_);
 };
 
 // The vfio_iommu_type1 module's dma_entry_limit (the per-container mapping

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -35,7 +36,7 @@ constexpr char kC2[] = "c-0000000000000002";
 
 TEST(AgentMetricsTest, StateGaugesFromStats) {
   AgentStats s;
-  s.tenants = {{"acme", 1 * kMiB, 2 * kMiB}, {"globex", 0, 0}};
+  s.tenants = {{"acme", 1 * kMiB, 2 * kMiB, 3 * kMiB}, {"globex", 0, 0, 0}};
   s.containers = 2;
   s.mappings = 3;
   s.max_container_mappings = 2;
@@ -49,6 +50,7 @@ TEST(AgentMetricsTest, StateGaugesFromStats) {
            "iommu_agent_billed_bytes{tenant=\"acme\"} 1048576\n",
            "iommu_agent_mapped_bytes{tenant=\"acme\"} 2097152\n",
            "iommu_agent_billed_bytes{tenant=\"globex\"} 0\n",
+           "iommu_agent_kernel_counted_bytes{tenant=\"acme\"} 3145728\n",
            "iommu_agent_mappings 3\n",
            "iommu_agent_container_mappings_max 2\n",
            "iommu_agent_mappings_limit 65535\n",
@@ -58,6 +60,29 @@ TEST(AgentMetricsTest, StateGaugesFromStats) {
        }) {
     EXPECT_THAT(text, HasSubstr(want));
   }
+}
+
+TEST(AgentMetricsTest, KernelPinGaugesAreReadFromProcfsAtScrapeTime) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::ofstream(dir + "/status") << "Name:\tx\nVmLck:\t  262144 kB\nVmPin:\t       8 kB\n";
+  std::ofstream(dir + "/vmstat") << "nr_foll_pin_acquired 70000\nnr_foll_pin_released 4465\n";
+  AgentMetrics m;
+  EXPECT_THAT(m.ScrapeText(), Not(HasSubstr("iommu_agent_kernel_locked_bytes")));
+  m.SetKernelPinFiles(dir + "/status", dir + "/vmstat");
+  std::string text = m.ScrapeText();
+  for (const char* want : {
+           "iommu_agent_kernel_locked_bytes 268435456\n",
+           "iommu_agent_kernel_pinned_bytes 8192\n",
+           "iommu_agent_foll_pin_outstanding_pages 65535\n",
+       }) {
+    EXPECT_THAT(text, HasSubstr(want));
+  }
+  // Read again at each scrape; an unreadable file drops only its gauges.
+  std::ofstream(dir + "/status") << "Name:\tx\nVmLck:\t4 kB\nVmPin:\t0 kB\n";
+  m.SetKernelPinFiles(dir + "/status", dir + "/absent");
+  text = m.ScrapeText();
+  EXPECT_THAT(text, HasSubstr("iommu_agent_kernel_locked_bytes 4096\n"));
+  EXPECT_THAT(text, Not(HasSubstr("iommu_agent_foll_pin_outstanding_pages")));
 }
 
 TEST(AgentMetricsTest, LimitFallsBackToTheBackendsDefaultWithoutContainers) {
@@ -117,6 +142,8 @@ TEST(AgentMetricsTest, LiveCoreSharedMemoryIsMappedTwiceBilledOnce) {
   for (const char* want : {
            "iommu_agent_billed_bytes{tenant=\"acme\"} 4194304\n",
            "iommu_agent_mapped_bytes{tenant=\"acme\"} 9437184\n",
+           // The kernel charges all three mappings in full.
+           "iommu_agent_kernel_counted_bytes{tenant=\"acme\"} 9437184\n",
            "iommu_agent_mappings 3\n",
            "iommu_agent_container_mappings_max 2\n",
            "iommu_agent_mappings_limit 65535\n",

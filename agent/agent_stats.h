@@ -19,8 +19,17 @@ struct AgentStats {
     std::string id;
     uint64_t billed_bytes = 0;  // Distinct host pages pinned, billed to this owner.
     uint64_t mapped_bytes = 0;  // Every mapping of the tenant's memory counted.
+    // What the kernel charges for the mappings this tenant's sessions made:
+    // each mapping in full (per mapping, not per page; kernel_pin_account.h).
+    uint64_t kernel_counted_bytes = 0;
   };
   std::vector<Tenant> tenants;  // Tenants with non-zero usage, by id.
+  // Sum of every mapping's size: what the kernel should be charging the agent
+  // (VmLck for VFIO type1, VmPin for iommufd), and the agent's bounds on it
+  // (UINT64_MAX: none; AgentCore::SetKernelPinLimits).
+  uint64_t kernel_counted_bytes = 0;
+  uint64_t kernel_pin_bytes_per_tenant_limit = UINT64_MAX;
+  uint64_t kernel_pin_bytes_node_limit = UINT64_MAX;
   uint64_t containers = 0;
   uint64_t mappings = 0;  // DMA mappings over all containers.
   // The most mappings any one container holds: the kernel's limit (type1's

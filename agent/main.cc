@@ -116,6 +116,13 @@ ABSL_FLAG(uint64_t, max_memory_bytes_per_tenant, uint64_t{8} << 40,
 ABSL_FLAG(uint64_t, max_mappings_per_tenant, iommu::agent::kDefaultMaxMappingsPerTenant,
           "DMA mappings the sessions of one tenant may hold on this node at once; more are "
           "refused with RESOURCE_EXHAUSTED. At least 1.");
+ABSL_FLAG(std::optional<uint64_t>, kernel_pin_bytes_per_tenant, std::nullopt,
+          "Bytes of pins the kernel may count for one tenant's mappings on this node: each "
+          "mapping's full size, however many mappings pin the same page. Maps past it are "
+          "refused with RESOURCE_EXHAUSTED. Required with a real backend when RLIMIT_MEMLOCK is "
+          "finite and the agent lacks CAP_IPC_LOCK (at most the limit; the node as a whole is "
+          "then also kept under the limit); optional otherwise. Greater than 0. Ignored with "
+          "--backend=sim (no kernel pins).");
 ABSL_FLAG(uint64_t, replay_cache_per_tenant, iommu::ReplayCacheLimits().per_tenant,
           "Used launcher token ids of one tenant remembered until they expire; past it that "
           "tenant's new tokens are refused with RESOURCE_EXHAUSTED (never forgotten early, "
@@ -244,6 +251,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<SysfsDevices> sysfs;  // Outlives the backend.
   std::unique_ptr<Backend> backend;
   const bool simulated = *kind == "sim";
+  MemlockDecision memlock;  // Sim: no kernel pins, no bounds.
   size_t device_count = 0;
   if (simulated) {
     absl::StatusOr<std::vector<SimDeviceSpec>> specs =
@@ -277,12 +285,11 @@ int Main(int argc, char** argv) {
     SysfsOptions sysfs_options;
     sysfs_options.managed = absl::GetFlag(FLAGS_manage_drivers);
     sysfs = std::make_unique<SysfsDevices>(*std::move(filter), sysfs_options);
-    absl::StatusOr<std::string> pin = EnsureCanPinMemory();
-    if (pin.ok()) {
-      LogEvent(LogLevel::kInfo, "memlock", {{"state", *pin}});
-    } else {
-      LogEvent(LogLevel::kWarning, "memlock", {{"error", pin.status().message()}});
-    }
+    absl::StatusOr<MemlockDecision> pin =
+        EnsureCanPinMemory(absl::GetFlag(FLAGS_kernel_pin_bytes_per_tenant));
+    if (!pin.ok()) return Fail("memlock_refused", pin.status());
+    LogEvent(LogLevel::kInfo, "memlock", {{"state", pin->description}});
+    memlock = *std::move(pin);
     if (*kind == "iommufd") {
       absl::StatusOr<std::unique_ptr<IommufdBackend>> real = IommufdBackend::Create(
           &kernel_ops, sysfs.get(), static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
@@ -391,6 +398,7 @@ int Main(int argc, char** argv) {
   if (!persistence.ok()) return Fail("persistence_failed", persistence.status());
   AgentCore core(node, backend.get(), agent_metrics.get());
   core.SetMaxMappingsPerTenant(absl::GetFlag(FLAGS_max_mappings_per_tenant));
+  core.SetKernelPinLimits(memlock.per_tenant_bytes, memlock.node_bytes);
   {
     // Before anything is served: the broker must see what the kernel holds.
     absl::StatusOr<RestoreReport> restored =
@@ -418,6 +426,7 @@ int Main(int argc, char** argv) {
     (*persistence)->StartSweeper(&core);
   }
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
+  agent_metrics->SetKernelPinFiles("/proc/self/status", "/proc/vmstat");
   // /metrics before the API: a port that cannot be bound stops the start.
   metrics::MetricsServer metrics_server;
   if (!metrics_address.empty()) {

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/errno_status.h"
+#include "agent/kernel_pins.h"
 
 namespace iommu {
 namespace agent {
@@ -162,26 +163,41 @@ bool HasCapIpcLock() {
   return false;
 }
 
-std::string LimitText(rlim_t v) {
-  return v == RLIM_INFINITY ? std::string("unlimited") : absl::StrCat(v, " bytes");
+uint64_t LimitBytes(rlim_t v) {
+  return v == RLIM_INFINITY ? kUnlimitedBytes : static_cast<uint64_t>(v);
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> EnsureCanPinMemory() {
-  if (HasCapIpcLock()) return std::string("CAP_IPC_LOCK: the kernel does not count pins");
-  struct rlimit want = {RLIM_INFINITY, RLIM_INFINITY};
-  if (setrlimit(RLIMIT_MEMLOCK, &want) == 0) {
-    return std::string("RLIMIT_MEMLOCK raised to unlimited");
+absl::StatusOr<MemlockFacts> ProbeMemlock() {
+  MemlockFacts facts;
+  facts.cap_ipc_lock = HasCapIpcLock();
+  if (!facts.cap_ipc_lock) {
+    struct rlimit want = {RLIM_INFINITY, RLIM_INFINITY};
+    facts.raised = setrlimit(RLIMIT_MEMLOCK, &want) == 0;
+    struct rlimit cur = {0, 0};
+    if (!facts.raised && getrlimit(RLIMIT_MEMLOCK, &cur) == 0 && cur.rlim_cur < cur.rlim_max) {
+      // At least as far as the hard limit: always allowed.
+      cur.rlim_cur = cur.rlim_max;
+      setrlimit(RLIMIT_MEMLOCK, &cur);
+    }
   }
   struct rlimit have = {0, 0};
-  getrlimit(RLIMIT_MEMLOCK, &have);
-  return absl::FailedPreconditionError(absl::StrCat(
-      "memlock: RLIMIT_MEMLOCK is ", LimitText(have.rlim_cur), " (hard ", LimitText(have.rlim_max),
-      ") and the agent has neither CAP_SYS_RESOURCE to raise it nor CAP_IPC_LOCK; the kernel "
-      "will refuse pins past it with ENOMEM. Run the agent with LimitMEMLOCK=infinity or "
-      "AmbientCapabilities=CAP_IPC_LOCK (systemd), or securityContext capabilities IPC_LOCK "
-      "(Kubernetes)"));
+  if (getrlimit(RLIMIT_MEMLOCK, &have) != 0) {
+    return ErrnoStatus(errno, "getrlimit RLIMIT_MEMLOCK");
+  }
+  facts.limit_bytes = LimitBytes(have.rlim_cur);
+  facts.hard_limit_bytes = LimitBytes(have.rlim_max);
+  absl::StatusOr<ProcessPins> pins = ReadProcessPins();
+  if (!pins.ok()) return pins.status();
+  facts.locked_at_start_bytes = pins->locked_bytes;
+  return facts;
+}
+
+absl::StatusOr<MemlockDecision> EnsureCanPinMemory(std::optional<uint64_t> share) {
+  absl::StatusOr<MemlockFacts> facts = ProbeMemlock();
+  if (!facts.ok()) return facts.status();
+  return DecideMemlock(*facts, share);
 }
 
 uint64_t LauncherFdBudget(uint64_t max_connections, uint64_t max_memory_objects,

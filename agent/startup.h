@@ -5,11 +5,13 @@
 #define AGENT_STARTUP_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/memlock_policy.h"
 
 namespace iommu {
 namespace agent {
@@ -55,13 +57,17 @@ std::string SimBanner();
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
 
-// Makes sure the kernel will let this process pin guest memory: both VFIO
-// type1 and iommufd charge pinned pages to the caller's RLIMIT_MEMLOCK unless
-// it has CAP_IPC_LOCK. Raises the limit to infinity when allowed. Returns a
-// one-line description of what holds ("RLIMIT_MEMLOCK raised to unlimited",
-// "CAP_IPC_LOCK: pins are not counted"), or FAILED_PRECONDITION saying
-// exactly what is missing and how to grant it.
-absl::StatusOr<std::string> EnsureCanPinMemory();
+// What this process may pin (memlock_policy.h): CAP_IPC_LOCK in the
+// effective set; without it, RLIMIT_MEMLOCK is first raised to unlimited
+// when the hard limit or CAP_SYS_RESOURCE allows; then the limits and VmLck
+// (read from /proc/self/status). Errors: getrlimit's errno, or the
+// /proc/self/status reader's error naming the file.
+absl::StatusOr<MemlockFacts> ProbeMemlock();
+
+// ProbeMemlock, then DecideMemlock with --kernel_pin_bytes_per_tenant
+// `share`: the bounds AgentCore enforces and the start-up line, or the
+// refusal saying what the limit is, why, and the fixes.
+absl::StatusOr<MemlockDecision> EnsureCanPinMemory(std::optional<uint64_t> share);
 
 // The most fds the launcher socket can make the agent hold at its limits:
 // per connection its socket, the memory objects its session may register and

@@ -12,7 +12,7 @@
 # `bazel test //tests/vm:vm_type1_test` / `:vm_iommufd_test` Bazel passes them.
 # Fails, never skips, when the VM cannot run. Prints the timings.
 # Environment: IOMMU_VM_CACHE, IOMMU_VM_TIMEOUT (default 300 s), IOMMU_VM_KEEP=1,
-# VM_DMA_PARTS (default abcdef: which parts of vm_dma_test run).
+# VM_DMA_PARTS (default abcdefh: which parts of vm_dma_test run).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -84,10 +84,11 @@ fi
 step "mkinitramfs (broker, agent, iommuctl, tests)" "$HERE/mkinitramfs.sh" \
   -o "$WORK/initramfs.cpio.gz" "${MODS[@]}" \
   -a "$HERE/vm_e2e.sh=/bin/vm_e2e.sh" \
-  -c "/bin/sh /bin/vm_e2e.sh $BACKEND --parts=${VM_DMA_PARTS:-abcdef}" \
+  -c "/bin/sh /bin/vm_e2e.sh $BACKEND --parts=${VM_DMA_PARTS:-abcdefh}" \
   "$BROKER=/bin/iommu-broker" "$AGENT=/bin/iommu-agent" "$CTL=/bin/iommuctl" \
   "$TESTBIN=/bin/vm_dma_test" "$CONFORMANCE=/bin/backend_conformance" \
-  "$FDHOLDER=/bin/iommu-fdholder" || finish 1
+  "$FDHOLDER=/bin/iommu-fdholder" \
+  "$(command -v setpriv)=/usr/bin/setpriv" || finish 1
 rc=0
 step "VM $WHICH: conformance + agent --backend=$BACKEND + vm_dma_test" "$HERE/run_vm.sh" \
   -k "$KERNEL" -i "$WORK/initramfs.cpio.gz" -n 2 -T "$TIMEOUT" \

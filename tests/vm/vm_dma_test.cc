@@ -17,13 +17,19 @@
 //      died while the agent was down is released after --session_resume_timeout and billing
 //      follows; deleting the container afterwards cuts the DMA of the device fd the launcher
 //      still holds.
+//   h) (issue 12) the kernel counts pins per mapping: restarted with a finite RLIMIT_MEMLOCK
+//      and without CAP_IPC_LOCK (--agent_memlock_restart_cmd), the agent first refuses to
+//      start without --kernel_pin_bytes_per_tenant (its message is checked), then with
+//      it maps one page again and again up to the share, refuses the next map with
+//      RESOURCE_EXHAUSTED before the kernel, and the kernel's VmLck + VmPin for the agent
+//      equals the per-mapping sum (not the one page billed).
 //
 // Prints one "check.<name>=PASS|FAIL ..." line per check and "vm_dma_test: PASS|FAIL"; exits
 // non-zero on any failure.
 //
 //   vm_dma_test --broker=127.0.0.1:7400 --node=vm1 --socket=/run/iommu-agent/launcher.sock
 //               --agent_pid_file=/tmp/agent.pid --agent_restart_cmd=/tmp/start_agent.sh
-//               [--parts=abcdef]
+//               [--parts=abcdef] [--agent_memlock_restart_cmd=/tmp/start_agent_memlock.sh]
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/vfio.h>
@@ -260,6 +266,10 @@ struct Options {
   std::string agent_pid_file = "/tmp/agent.pid";
   std::string agent_restart_cmd;
   std::string parts = "abcdef";
+  // Part h: starts the agent with a finite RLIMIT_MEMLOCK, no CAP_IPC_LOCK and
+  // --kernel_pin_bytes_per_tenant=kKernelPinShare, after an attempt without the flag whose
+  // output and status it leaves in kMemlockRefusedLog.
+  std::string agent_memlock_restart_cmd;
 };
 
 struct Memory {
@@ -355,6 +365,7 @@ class Test {
   void PartF();
   bool RestartAgent(const std::string& tag, int signal, const std::string& container);
   bool ResumeSession1(const std::string& tag);
+  void PartH();
 
   Options o_;
   std::unique_ptr<v1::Broker::Stub> broker_;
@@ -969,6 +980,144 @@ void Test::PartF() {
   c1_.clear();
 }
 
+// ---------------------------------------------------------------- h) kernel pin share
+constexpr uint64_t kKernelPinShare = 8 * kPage;  // --kernel_pin_bytes_per_tenant in vm_e2e.sh
+constexpr char kMemlockRefusedLog[] = "/tmp/agent_memlock_refused.log";
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// VmLck + VmPin of `pid` in bytes; -1 when unreadable.
+int64_t KernelPinnedBytes(pid_t pid, std::string* detail) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  int64_t sum = 0;
+  int found = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmLck:", 0) == 0 || line.rfind("VmPin:", 0) == 0) {
+      *detail += line + " ";
+      sum += std::strtoll(line.c_str() + 6, nullptr, 10) * 1024;
+      ++found;
+    }
+  }
+  return found == 2 ? sum : -1;
+}
+
+void Test::PartH() {
+  if (o_.agent_memlock_restart_cmd.empty()) {
+    Check("h.agent_memlock_restart_cmd", false, "no --agent_memlock_restart_cmd");
+    return;
+  }
+  // Drop what this process holds on the agent (part f may have run already).
+  edu0_.fd = edu1_.fd = -1;
+  dev0_fd_.reset();
+  dev1_fd_.reset();
+  s1_.reset();
+  s2_.reset();
+  pid_t pid = ReadPid(o_.agent_pid_file);
+  bool dead = pid > 1 && kill(pid, SIGKILL) == 0 &&
+              PollUntil(10000, [&] { return ProcessGoneOrZombie(pid); });
+  Check("h.kill9_agent", dead, "pid=" + std::to_string(pid));
+  if (!dead) return;
+  int src = std::system(o_.agent_memlock_restart_cmd.c_str());
+  const std::string refused = ReadText(kMemlockRefusedLog);
+  Check("h.refused_without_share",
+        refused.find("memlock: RLIMIT_MEMLOCK is 262144 bytes") != std::string::npos &&
+            refused.find("counts pins per mapping") != std::string::npos &&
+            refused.find("LimitMEMLOCK=infinity") != std::string::npos &&
+            refused.find("--kernel_pin_bytes_per_tenant=BYTES") != std::string::npos &&
+            refused.find("rc=1") != std::string::npos,
+        refused);
+  pid_t pid2 = 0;
+  bool up = src == 0 && PollUntil(20000, [&] {
+    pid2 = ReadPid(o_.agent_pid_file);
+    return pid2 > 1 && pid2 != pid && !ProcessGoneOrZombie(pid2);
+  });
+  Check("h.agent_started_with_share", up,
+        "rc=" + std::to_string(src) + " new_pid=" + std::to_string(pid2));
+  if (!up) return;
+  bool reconciled = PollUntil(30000, [&] {
+    auto n = GetNode();
+    if (!n.ok() || n->state() != v1::NODE_STATE_READY) return false;
+    v1::Agent::Stub* a = AgentStub();
+    if (a == nullptr) return false;
+    v1::GetInventoryResponse inv;
+    if (!a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv).ok()) return false;
+    for (const auto& c : inv.containers()) {
+      if (c.id() == c1_) return true;
+    }
+    return false;
+  });
+  Check("h.agent_holds_container", reconciled, "container=" + c1_);
+  if (!reconciled) return;
+  absl::StatusOr<std::string> tok = Grant(c1_);
+  if (!tok.ok()) {
+    Check("h.grant", false, St(tok.status()));
+    return;
+  }
+  auto cl = LauncherClient::Connect(o_.socket);
+  if (!cl.ok()) {
+    Check("h.connect", false, St(cl.status()));
+    return;
+  }
+  std::unique_ptr<LauncherClient> s = *std::move(cl);
+  auto opened = s->OpenSession(*tok);
+  if (!opened.ok()) {
+    Check("h.open_session", false, St(opened.status()));
+    return;
+  }
+  absl::StatusOr<Memory> m = NewMemory(s.get(), kPage, "one-page");
+  if (!m.ok()) {
+    Check("h.memfd", false, St(m.status()));
+    return;
+  }
+  std::string vm_before;
+  const int64_t kernel_before = KernelPinnedBytes(pid2, &vm_before);
+  // The same page, mapped at kKernelPinShare / kPage IOVAs: billed once, counted each time.
+  const int n = static_cast<int>(kKernelPinShare / kPage);
+  std::string errs;
+  int mapped = 0;
+  for (int i = 0; i < n; ++i) {
+    absl::Status st = s->Map(m->id, 0, kPage, kWinBase + uint64_t(i) * kPage, true, true);
+    if (st.ok()) {
+      ++mapped;
+    } else {
+      errs += St(st) + " ";
+    }
+  }
+  Check("h.maps_up_to_share", mapped == n, std::to_string(mapped) + "/" + std::to_string(n) + " " + errs);
+  absl::Status over = s->Map(m->id, 0, kPage, kWinBase + uint64_t(n) * kPage, true, true);
+  Check("h.map_past_share_refused",
+        over.code() == absl::StatusCode::kResourceExhausted &&
+            std::string(over.message()).find("kernel_pin_bytes_per_tenant") != std::string::npos &&
+            std::string(over.message()).find(kTenant) != std::string::npos,
+        St(over));
+  std::string vm_after;
+  const int64_t kernel_after = KernelPinnedBytes(pid2, &vm_after);
+  Check("h.kernel_counts_per_mapping",
+        kernel_before >= 0 && kernel_after - kernel_before == int64_t(kKernelPinShare),
+        "before: " + vm_before + " after: " + vm_after);
+  v1::Agent::Stub* a = AgentStub();
+  v1::GetInventoryResponse inv;
+  grpc::Status is = a == nullptr ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "no agent")
+                                 : a->GetInventory(Ctx().get(), v1::GetInventoryRequest(), &inv);
+  int64_t billed = -1, counted = -1;
+  for (const v1::PinUsage& u : inv.usage()) {
+    if (u.tenant_id() == kTenant) {
+      billed = int64_t(u.billed_bytes());
+      counted = int64_t(u.kernel_counted_bytes());
+    }
+  }
+  Check("h.usage_billed_once_counted_per_mapping",
+        is.ok() && billed == int64_t(kPage) && counted == int64_t(kKernelPinShare),
+        St(is) + " billed=" + std::to_string(billed) + " kernel_counted=" + std::to_string(counted));
+  munmap(m->p, m->size);
+}
+
 int Test::Run() {
   auto t0 = std::chrono::steady_clock::now();
   PartA();
@@ -977,6 +1126,7 @@ int Test::Run() {
   if (Part('d')) PartD();
   if (Part('e')) PartE();
   if (Part('f')) PartF();
+  if (Part('h')) PartH();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("vm_dma_test: %s: %d checks, %d failed, %.1f s\n", g_failures ? "FAIL" : "PASS",
               g_checks, g_failures, secs);
@@ -998,7 +1148,8 @@ int main(int argc, char** argv) {
     };
     if (val("broker", &o.broker) || val("node", &o.node) || val("socket", &o.socket) ||
         val("agent_pid_file", &o.agent_pid_file) ||
-        val("agent_restart_cmd", &o.agent_restart_cmd) || val("parts", &o.parts)) {
+        val("agent_restart_cmd", &o.agent_restart_cmd) || val("parts", &o.parts) ||
+        val("agent_memlock_restart_cmd", &o.agent_memlock_restart_cmd)) {
       continue;
     }
     std::fprintf(stderr, "vm_dma_test: unknown argument %s\n", a.c_str());

@@ -61,7 +61,23 @@ iommu-agent --insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND -
   --fd_store=holder:/run/iommu-fdholder/fdholder.sock --session_resume_timeout=10s >>/tmp/agent.log 2>&1 &
 echo \$! >/tmp/agent.pid
 AGENT
-chmod +x /tmp/start_agent.sh
+# Part h of vm_dma_test (issue 12): a finite RLIMIT_MEMLOCK (256 KiB) and neither
+# CAP_IPC_LOCK nor CAP_SYS_RESOURCE (util-linux setpriv): first without
+# --kernel_pin_bytes_per_tenant (must refuse; output and status kept for the test), then with
+# a share of 8 pages.
+cat >/tmp/start_agent_memlock.sh <<AGENT
+#!/bin/sh
+ulimit -l 256
+DROP="/usr/bin/setpriv --inh-caps=-ipc_lock,-sys_resource --bounding-set=-ipc_lock,-sys_resource"
+ARGS="--insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state --fd_store=holder:/run/iommu-fdholder/fdholder.sock --session_resume_timeout=10s"
+\$DROP iommu-agent \$ARGS >/tmp/agent_memlock_refused.log 2>&1
+echo "rc=\$?" >>/tmp/agent_memlock_refused.log
+rm -f /tmp/aport
+echo "--- agent start (memlock 256 KiB, no CAP_IPC_LOCK) \$(cut -d' ' -f1 /proc/uptime)" >>/tmp/agent.log
+\$DROP iommu-agent \$ARGS --kernel_pin_bytes_per_tenant=32768 >>/tmp/agent.log 2>&1 &
+echo \$! >/tmp/agent.pid
+AGENT
+chmod +x /tmp/start_agent.sh /tmp/start_agent_memlock.sh
 /tmp/start_agent.sh
 wait_file /tmp/aport || { echo "vm_e2e: agent did not start"; dump_logs; exit 11; }
 
@@ -83,10 +99,12 @@ t1=$(cut -d' ' -f1 /proc/uptime)
 echo "vm_e2e: broker+agent ready in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
 
 vm_dma_test --broker=127.0.0.1:7400 --node=$NODE --socket=$SOCK \
-  --agent_pid_file=/tmp/agent.pid --agent_restart_cmd=/tmp/start_agent.sh "$@"
+  --agent_pid_file=/tmp/agent.pid --agent_restart_cmd=/tmp/start_agent.sh \
+  --agent_memlock_restart_cmd=/tmp/start_agent_memlock.sh "$@"
 rc=$?
 t2=$(cut -d' ' -f1 /proc/uptime)
 echo "vm_e2e: vm_dma_test rc=$rc in $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}') s"
+grep 'event=memlock' /tmp/agent.log
 echo "vm_e2e: agent backend used after restart(s): $(grep 'event=serving' /tmp/agent.log | sed -n 's/.*backend=\([^ ]*\).*/\1/p' | tr '\n' ' ')"
 if [ $rc != 0 ]; then dump_logs; fi
 echo "----- agent warnings/errors -----"
