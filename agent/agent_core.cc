@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/log.h"
+#include "agent/mapping_page.h"
 #include "common/grant_token.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -242,6 +243,37 @@ absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainer(
   *out.mutable_container() = ToProto(it->first, it->second);
   for (const auto& [iova, m] : it->second.mappings) *out.add_mappings() = MappingToProto(m);
   return out;
+}
+
+absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainerPage(
+    absl::string_view id, uint32_t page_size, absl::string_view page_token) {
+  ASSIGN_OR_RETURN(const uint32_t limit, EffectivePageSize("page_size", page_size));
+  ASSIGN_OR_RETURN(const std::optional<uint64_t> after,
+                   ParseMappingPageToken("page_token", page_token));
+  absl::MutexLock lock(&mu_);
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(id), " is not held by this node"));
+  }
+  v1::AgentGetContainerResponse out;
+  *out.mutable_container() = ToProto(it->first, it->second);
+  std::vector<v1::Mapping> page;
+  out.set_next_page_token(PageOf(it->second.mappings, "", after, limit, &page));
+  for (v1::Mapping& m : page) *out.add_mappings() = std::move(m);
+  return out;
+}
+
+std::string AgentCore::PageOf(const std::map<uint64_t, MappingRecord>& mappings,
+                              const std::string& session_id, std::optional<uint64_t> after,
+                              size_t limit, std::vector<v1::Mapping>* out) {
+  auto it = after.has_value() ? mappings.upper_bound(*after) : mappings.begin();
+  for (; it != mappings.end(); ++it) {
+    if (!session_id.empty() && it->second.session_id != session_id) continue;
+    if (out->size() == limit) return MappingPageToken(out->back().iova());
+    out->push_back(MappingToProto(it->second));
+  }
+  return "";
 }
 
 absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
@@ -861,6 +893,24 @@ std::vector<v1::Mapping> AgentCore::SessionMappings(const std::string& session_i
     }
   }
   return out;
+}
+
+absl::StatusOr<AgentCore::MappingPage> AgentCore::SessionMappingsPage(
+    const std::string& session_id, uint32_t page_size, absl::string_view page_token) {
+  if (page_size > kMaxLauncherMappingPage) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: at most ", kMaxLauncherMappingPage, " (what fits one packet), got ",
+        page_size));
+  }
+  const size_t limit = page_size == 0 ? kDefaultLauncherMappingPage : page_size;
+  ASSIGN_OR_RETURN(const std::optional<uint64_t> after,
+                   ParseMappingPageToken("page_token", page_token));
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  MappingPage page;
+  page.next_page_token = PageOf(containers_.at(session->container_id).mappings, session_id,
+                                after, limit, &page.mappings);
+  return page;
 }
 
 void AgentCore::CloseSession(const std::string& session_id) {

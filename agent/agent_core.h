@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,9 +120,16 @@ class AgentCore final {
   // maps into it are refused (FAILED_PRECONDITION session).
   absl::Status DestroyContainer(absl::string_view id);
 
-  // The container and its current mappings. NOT_FOUND if absent.
+  // The container and all its current mappings (in-process callers and
+  // tests; the RPC pages). NOT_FOUND if absent.
   absl::StatusOr<v1::AgentGetContainerResponse> GetContainer(
       absl::string_view id);
+  // The container and one page of its mappings, by IOVA: at most
+  // `page_size` (0 means 100, at most 1000) after `page_token`, with
+  // next_page_token set when more remain. Errors: NOT_FOUND container_id;
+  // INVALID_ARGUMENT page_size / page_token.
+  absl::StatusOr<v1::AgentGetContainerResponse> GetContainerPage(
+      absl::string_view id, uint32_t page_size, absl::string_view page_token);
 
   // Every device the backend lists, with Device.container_id set to the
   // holding container, every container held, the ledger's usage and what
@@ -222,6 +230,18 @@ class AgentCore final {
   // The session's mappings, by container then IOVA.
   std::vector<v1::Mapping> SessionMappings(const std::string& session_id);
 
+  // One page of a live session's mappings, by IOVA: at most `page_size`
+  // (0 means kDefaultLauncherMappingPage, at most kMaxLauncherMappingPage,
+  // agent/mapping_page.h) after `page_token`. Errors: INVALID_ARGUMENT
+  // page_size / page_token; those of LiveSessionLocked (session).
+  struct MappingPage {
+    std::vector<v1::Mapping> mappings;
+    std::string next_page_token;  // Empty on the last page.
+  };
+  absl::StatusOr<MappingPage> SessionMappingsPage(const std::string& session_id,
+                                                  uint32_t page_size,
+                                                  absl::string_view page_token);
+
   // The session ended: unmaps everything it mapped, releases its memory.
   // The session and its memory ids stop existing at once; its mappings leave
   // the live tables at once but stay billed until the backend unmapped them,
@@ -312,6 +332,12 @@ class AgentCore final {
   // Sum of the budgets of `tenant`'s containers on this node.
   uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Mapping MappingToProto(const MappingRecord& m);
+  // Up to `limit` mappings of `mappings` after `after` (all when nullopt),
+  // only `session_id`'s when it is non-empty, into `out`; returns the next
+  // page's token ("" when none remain).
+  static std::string PageOf(const std::map<uint64_t, MappingRecord>& mappings,
+                            const std::string& session_id, std::optional<uint64_t> after,
+                            size_t limit, std::vector<v1::Mapping>* out);
   std::vector<v1::PinUsage> UsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the windows and takes the mappings now outside them into
   // `revoke` (see UnmapRuns); returns how many were taken.

@@ -281,6 +281,68 @@ TEST_F(TeardownTest, FailedDestroyKeepsTheContainerForARetry) {
               StatusIs(Code::kNotFound, "container_id: c-0000000000000001 is not held"));
 }
 
+// ---------------------------------------------------------------- paging
+
+TEST_F(TeardownTest, SessionMappingsPageListsFiveThousandMappingsOnceInOrder) {
+  constexpr uint64_t kN = 5000;
+  const std::string mem = Register("a", "acme", 1, 1);
+  // Descending, so the listing's order is the table's, not the maps'.
+  for (uint64_t i = kN; i-- > 0;) ASSERT_OK(MapPage("a", kC1, mem, 0, 2 * i));
+  const std::string mb = Register("b", "acme", 2, 1);
+  ASSERT_OK(MapPage("b", kC1, mb, 0, 1));  // Another session's, in between.
+  std::vector<uint64_t> listed;
+  std::string token;
+  int pages = 0;
+  do {
+    absl::StatusOr<AgentCore::MappingPage> page = core_->SessionMappingsPage("a", 0, token);
+    ASSERT_OK(page);
+    ASSERT_LE(page->mappings.size(), 1000u);
+    for (const v1::Mapping& m : page->mappings) {
+      EXPECT_EQ(m.session_id(), "a");
+      listed.push_back(m.iova());
+    }
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(pages, 5);
+  ASSERT_EQ(listed.size(), kN);
+  for (uint64_t i = 0; i < kN; ++i) EXPECT_EQ(listed[i], kBase + 2 * i * kPage);
+
+  EXPECT_THAT(core_->SessionMappingsPage("a", 1001, ""),
+              StatusIs(Code::kInvalidArgument, "page_size: at most 1000"));
+  EXPECT_THAT(core_->SessionMappingsPage("a", 0, "v1.zz"),
+              StatusIs(Code::kInvalidArgument, "page_token: not a token this agent issued"));
+  EXPECT_THAT(core_->SessionMappingsPage("nope", 0, ""),
+              StatusIs(Code::kNotFound, "session:"));
+}
+
+TEST_F(TeardownTest, GetContainerPagesLikeTheBrokersLists) {
+  constexpr uint64_t kN = 2500;
+  const std::string mem = Register("a", "acme", 1, 1);
+  for (uint64_t i = 0; i < kN; ++i) ASSERT_OK(MapPage("a", kC1, mem, 0, i));
+  absl::StatusOr<v1::AgentGetContainerResponse> first = core_->GetContainerPage(kC1, 0, "");
+  ASSERT_OK(first);
+  EXPECT_EQ(first->container().id(), kC1);
+  EXPECT_EQ(first->mappings_size(), 100);  // The broker's default page.
+  std::vector<uint64_t> listed;
+  std::string token;
+  do {
+    absl::StatusOr<v1::AgentGetContainerResponse> page =
+        core_->GetContainerPage(kC1, 1000, token);
+    ASSERT_OK(page);
+    for (const v1::Mapping& m : page->mappings()) listed.push_back(m.iova());
+    token = page->next_page_token();
+  } while (!token.empty());
+  ASSERT_EQ(listed.size(), kN);
+  for (uint64_t i = 0; i < kN; ++i) EXPECT_EQ(listed[i], kBase + i * kPage);
+  EXPECT_THAT(core_->GetContainerPage(kC1, 1001, ""),
+              StatusIs(Code::kInvalidArgument, "page_size: at most 1000"));
+  EXPECT_THAT(core_->GetContainerPage(kC1, 0, "c-0000000000000001"),
+              StatusIs(Code::kInvalidArgument, "page_token:"));
+  EXPECT_THAT(core_->GetContainerPage("c-00000000000000ff", 0, ""),
+              StatusIs(Code::kNotFound, "container_id: c-00000000000000ff"));
+}
+
 }  // namespace
 }  // namespace agent
 }  // namespace iommu
