@@ -277,8 +277,11 @@ std::string AgentCore::PageOf(const std::map<uint64_t, MappingRecord>& mappings,
 }
 
 absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
-  absl::MutexLock lock(&mu_);
+  // Before mu_: the real backends' ListDevices waits for their create lock,
+  // which a DestroyContainer holds across the kernel's bulk unmap; heartbeats
+  // must not hold everyone else's lock while they wait.
   ASSIGN_OR_RETURN(std::vector<BackendDevice> devices, backend_->ListDevices());
+  absl::MutexLock lock(&mu_);
   absl::flat_hash_map<absl::string_view, absl::string_view> holder;
   for (const auto& [id, held] : containers_) {
     for (const std::string& d : held.devices) holder[d] = id;
