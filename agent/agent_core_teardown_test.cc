@@ -63,7 +63,10 @@ class TeardownTest : public ::testing::Test {
     ASSERT_OK(core_->OpenSession("g", kC2, "globex", {kAll}));
   }
 
-  void TearDown() override { backend_->UnblockUnmaps(); }
+  void TearDown() override {
+    backend_->UnblockUnmaps();
+    backend_->UnblockDestroys();
+  }
 
   // Registers `pages` pages for `session` (distinct memory per session).
   std::string Register(const std::string& session, const std::string& tenant, uint64_t ino,
@@ -268,6 +271,42 @@ TEST_F(TeardownTest, RevokedWindowIsUnmappedInOneCallWithoutTheMutex) {
   EXPECT_THAT(revoked, IsOkAndHolds(kN));
   EXPECT_EQ(backend_->unmap_calls() - calls, 1u);
   EXPECT_EQ(Billed("acme"), 0u);
+}
+
+TEST_F(TeardownTest, DestroyInTheBackendBlocksNeitherHeartbeatsNorOtherContainers) {
+  constexpr uint64_t kN = 50;
+  const std::string ma = Register("a", "acme", 1, kN);
+  for (uint64_t i = 0; i < kN; ++i) ASSERT_OK(MapPage("a", kC1, ma, i, i));
+  const std::string mg = Register("g", "globex", 3, 1);
+
+  backend_->BlockDestroys();
+  absl::Status destroyed;
+  std::thread destroyer([&] { destroyed = core_->DestroyContainer(kC1); });
+  backend_->AwaitBlockedDestroys(1);
+  // Still held and billed until the backend answers; heartbeats answer.
+  EXPECT_EQ(Billed("acme"), kN * kPage);
+  EXPECT_EQ(core_->container_count(), 2u);
+  EXPECT_OK(core_->Inventory());
+  EXPECT_EQ(core_->Stats().mappings, kN);
+  // The container takes nothing new, and is not destroyed or made twice.
+  EXPECT_THAT(MapPage("a", kC1, ma, 0, kN),
+              StatusIs(Code::kFailedPrecondition,
+                       "session: container c-0000000000000001 is being destroyed"));
+  EXPECT_THAT(core_->DestroyContainer(kC1),
+              StatusIs(Code::kFailedPrecondition,
+                       "container_id: c-0000000000000001 is already being destroyed"));
+  EXPECT_THAT(core_->CreateContainer(kC1, "acme", {"0000:00:04.0"}, 0),
+              StatusIs(Code::kFailedPrecondition, "container_id: c-0000000000000001 is being "
+                                                  "destroyed"));
+  // Another tenant's container is served.
+  ASSERT_OK(MapPage("g", kC2, mg, 0, 0));
+
+  backend_->UnblockDestroys();
+  destroyer.join();
+  EXPECT_OK(destroyed);
+  EXPECT_EQ(Billed("acme"), 0u);
+  EXPECT_EQ(core_->container_count(), 1u);
+  EXPECT_THAT(MapPage("a", kC1, ma, 0, kN), StatusIs(Code::kFailedPrecondition, "session:"));
 }
 
 TEST_F(TeardownTest, FailedDestroyKeepsTheContainerForARetry) {

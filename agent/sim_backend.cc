@@ -331,6 +331,13 @@ absl::StatusOr<Geometry> SimBackend::GetGeometry(ContainerHandle handle) {
 
 absl::Status SimBackend::DestroyContainer(ContainerHandle handle) {
   const std::string context = absl::StrCat("sim DESTROY container=", handle);
+  {
+    absl::MutexLock gate(&gate_mu_);
+    ++destroys_waiting_;
+    gate_mu_.Await(absl::Condition(
+        +[](bool* blocked) { return !*blocked; }, &destroys_blocked_));
+    --destroys_waiting_;
+  }
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kDestroyContainer, context));
   Container* c = FindLocked(handle);
@@ -413,6 +420,23 @@ void SimBackend::UnblockUnmaps() {
 void SimBackend::AwaitBlockedUnmaps(int n) {
   absl::MutexLock lock(&gate_mu_);
   std::pair<int*, int> want(&unmaps_waiting_, n);
+  gate_mu_.Await(absl::Condition(
+      +[](std::pair<int*, int>* w) { return *w->first >= w->second; }, &want));
+}
+
+void SimBackend::BlockDestroys() {
+  absl::MutexLock lock(&gate_mu_);
+  destroys_blocked_ = true;
+}
+
+void SimBackend::UnblockDestroys() {
+  absl::MutexLock lock(&gate_mu_);
+  destroys_blocked_ = false;
+}
+
+void SimBackend::AwaitBlockedDestroys(int n) {
+  absl::MutexLock lock(&gate_mu_);
+  std::pair<int*, int> want(&destroys_waiting_, n);
   gate_mu_.Await(absl::Condition(
       +[](std::pair<int*, int>* w) { return *w->first >= w->second; }, &want));
 }

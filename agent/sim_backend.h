@@ -109,6 +109,10 @@ class SimBackend final : public Backend {
   // Unmap calls made so far (refused ones included), for tests counting how
   // many backend calls a teardown takes.
   uint64_t unmap_calls();
+  // The same gate for DestroyContainer.
+  void BlockDestroys();
+  void UnblockDestroys();
+  void AwaitBlockedDestroys(int n);
 
   absl::string_view kind() const override { return "sim"; }
   bool simulated() const override { return true; }
@@ -164,6 +168,8 @@ class SimBackend final : public Backend {
   bool unmaps_blocked_ ABSL_GUARDED_BY(gate_mu_) = false;
   int unmaps_waiting_ ABSL_GUARDED_BY(gate_mu_) = 0;
   uint64_t unmap_calls_ ABSL_GUARDED_BY(gate_mu_) = 0;
+  bool destroys_blocked_ ABSL_GUARDED_BY(gate_mu_) = false;
+  int destroys_waiting_ ABSL_GUARDED_BY(gate_mu_) = 0;
 };
 
 }  // namespace agent
