@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/log.h"
+#include "agent/mapping_page.h"
 #include "common/grant_token.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -140,6 +141,10 @@ absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
   }
   if (it != containers_.end()) {
     Held& held = it->second;
+    if (held.destroying) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ContainerIdField(id), " is being destroyed; retry when it is gone"));
+    }
     if (SameSpec(held.tenant_id, held.devices, tenant_id, devices)) {
       held.pin_budget_bytes = pin_budget_bytes;  // The broker's word is the latest.
       return ToProto(it->first, held);
@@ -186,8 +191,43 @@ absl::StatusOr<v1::AgentContainer> AgentCore::CreateLocked(
 }
 
 absl::Status AgentCore::DestroyContainer(absl::string_view id) {
+  ContainerHandle handle = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(ContainerIdField(id), " is not held by this node"));
+    }
+    // The restart and orphan rules are DestroyLocked's; an orphan has no
+    // kernel objects of ours to destroy without the lock.
+    if (keep_for_restart_ || it->second.orphaned) return DestroyLocked(id);
+    if (it->second.destroying) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(ContainerIdField(id), " is already being destroyed"));
+    }
+    // From here until the backend answers the container stays listed and
+    // billed, but takes no new mapping (LiveSessionLocked) and cannot be
+    // destroyed or recreated by anyone else.
+    it->second.destroying = true;
+    handle = it->second.handle;
+  }
+  // Without mu_: the kernel unmaps everything at once (type1
+  // VFIO_DMA_UNMAP_FLAG_ALL, iommufd IOAS destroy) but may take a while.
+  const absl::Status destroyed = backend_->DestroyContainer(handle);
   absl::MutexLock lock(&mu_);
-  return DestroyLocked(id);
+  auto it = containers_.find(id);
+  if (it == containers_.end() || it->second.handle != handle) {
+    // Only this call removes a destroying container.
+    LogEvent(LogLevel::kError, "destroy_lost_container", {{"container", id}, {"handle", handle}});
+    return absl::InternalError(absl::StrCat(ContainerIdField(id), " vanished while destroyed"));
+  }
+  if (!destroyed.ok()) {
+    it->second.destroying = false;
+    return destroyed;
+  }
+  FinishDestroyLocked(it);
+  return absl::OkStatus();
 }
 
 absl::Status AgentCore::DestroyLocked(absl::string_view id) {
@@ -210,9 +250,20 @@ absl::Status AgentCore::DestroyLocked(absl::string_view id) {
     containers_.erase(it);
     return absl::OkStatus();
   }
+  if (it->second.destroying) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ContainerIdField(id), " is already being destroyed"));
+  }
   RETURN_IF_ERROR(backend_->DestroyContainer(it->second.handle));
+  FinishDestroyLocked(it);
+  return absl::OkStatus();
+}
+
+void AgentCore::FinishDestroyLocked(std::map<std::string, Held, std::less<>>::iterator it) {
+  const std::string id = it->first;
   // The backend dropped every mapping with the address space; release their
-  // pins so billing follows.
+  // pins so billing follows. Mappings still draining are released by their
+  // run when it settles (it finds the container gone).
   for (const auto& [iova, m] : it->second.mappings) ForgetMappingLocked(m);
   LogEvent(LogLevel::kInfo, "container_destroyed",
            {{"container", id},
@@ -220,7 +271,6 @@ absl::Status AgentCore::DestroyLocked(absl::string_view id) {
             {"mappings_dropped", it->second.mappings.size()}});
   ForgetContainerLocked(it->first, it->second);
   containers_.erase(it);
-  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainer(
@@ -237,9 +287,43 @@ absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainer(
   return out;
 }
 
-absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
+absl::StatusOr<v1::AgentGetContainerResponse> AgentCore::GetContainerPage(
+    absl::string_view id, uint32_t page_size, absl::string_view page_token) {
+  ASSIGN_OR_RETURN(const uint32_t limit, EffectivePageSize("page_size", page_size));
+  ASSIGN_OR_RETURN(const std::optional<uint64_t> after,
+                   ParseMappingPageToken("page_token", page_token));
   absl::MutexLock lock(&mu_);
+  auto it = containers_.find(id);
+  if (it == containers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(ContainerIdField(id), " is not held by this node"));
+  }
+  v1::AgentGetContainerResponse out;
+  *out.mutable_container() = ToProto(it->first, it->second);
+  std::vector<v1::Mapping> page;
+  out.set_next_page_token(PageOf(it->second.mappings, "", after, limit, &page));
+  for (v1::Mapping& m : page) *out.add_mappings() = std::move(m);
+  return out;
+}
+
+std::string AgentCore::PageOf(const std::map<uint64_t, MappingRecord>& mappings,
+                              const std::string& session_id, std::optional<uint64_t> after,
+                              size_t limit, std::vector<v1::Mapping>* out) {
+  auto it = after.has_value() ? mappings.upper_bound(*after) : mappings.begin();
+  for (; it != mappings.end(); ++it) {
+    if (!session_id.empty() && it->second.session_id != session_id) continue;
+    if (out->size() == limit) return MappingPageToken(out->back().iova());
+    out->push_back(MappingToProto(it->second));
+  }
+  return "";
+}
+
+absl::StatusOr<v1::GetInventoryResponse> AgentCore::Inventory() {
+  // Before mu_: the real backends' ListDevices waits for their create lock,
+  // which a DestroyContainer holds across the kernel's bulk unmap; heartbeats
+  // must not hold everyone else's lock while they wait.
   ASSIGN_OR_RETURN(std::vector<BackendDevice> devices, backend_->ListDevices());
+  absl::MutexLock lock(&mu_);
   absl::flat_hash_map<absl::string_view, absl::string_view> holder;
   for (const auto& [id, held] : containers_) {
     for (const std::string& d : held.devices) holder[d] = id;
@@ -292,6 +376,9 @@ size_t AgentCore::container_count() {
 
 ReconcileResult AgentCore::Reconcile(
     const std::vector<v1::AgentContainer>& desired) {
+  ReconcileResult result;
+  std::vector<DrainRun> revoke;
+  {
   absl::MutexLock lock(&mu_);
   absl::flat_hash_map<absl::string_view, const v1::AgentContainer*> wanted;
   for (const v1::AgentContainer& c : desired) wanted.emplace(c.id(), &c);
@@ -320,7 +407,6 @@ ReconcileResult AgentCore::Reconcile(
     }
   }
 
-  ReconcileResult result;
   for (const v1::AgentContainer& c : desired) {
     absl::StatusOr<v1::AgentContainer> created =
         CreateLocked(c.id(), c.tenant_id(), {c.devices().begin(), c.devices().end()},
@@ -328,7 +414,8 @@ ReconcileResult AgentCore::Reconcile(
     if (created.ok()) {
       std::vector<IovaRange> windows;
       for (const v1::IovaRange& w : c.windows()) windows.push_back({w.start(), w.last()});
-      SetWindowsLocked(c.id(), std::move(windows)).IgnoreError();  // Held: cannot fail.
+      // Held: cannot fail.
+      SetWindowsLocked(c.id(), std::move(windows), &revoke).IgnoreError();
     }
     if (!created.ok()) {
       LogEvent(LogLevel::kError, "reconcile_create_failed",
@@ -338,6 +425,8 @@ ReconcileResult AgentCore::Reconcile(
     }
   }
   result.held = ContainersLocked();
+  }
+  UnmapRuns(std::move(revoke), "revoke_failed", "outside the container's windows");
   return result;
 }
 
@@ -421,6 +510,10 @@ absl::StatusOr<AgentCore::Session*> AgentCore::LiveSessionLocked(const std::stri
         "session: container ", s->second.container_id,
         " this session was opened on was destroyed; open a new session with a new token"));
   }
+  if (c->second.destroying) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session: container ", s->second.container_id, " is being destroyed"));
+  }
   return &s->second;
 }
 
@@ -455,12 +548,17 @@ absl::StatusOr<std::vector<IovaRange>> AgentCore::OpenSession(
 
 absl::StatusOr<size_t> AgentCore::SetWindows(const std::string& container_id,
                                              std::vector<IovaRange> windows) {
-  absl::MutexLock lock(&mu_);
-  return SetWindowsLocked(container_id, std::move(windows));
+  std::vector<DrainRun> revoke;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(SetWindowsLocked(container_id, std::move(windows), &revoke).status());
+  }
+  return UnmapRuns(std::move(revoke), "revoke_failed", "outside the container's windows");
 }
 
 absl::StatusOr<size_t> AgentCore::SetWindowsLocked(const std::string& container_id,
-                                                   std::vector<IovaRange> windows) {
+                                                   std::vector<IovaRange> windows,
+                                                   std::vector<DrainRun>* revoke) {
   auto c = containers_.find(container_id);
   if (c == containers_.end()) {
     return absl::NotFoundError(
@@ -468,32 +566,23 @@ absl::StatusOr<size_t> AgentCore::SetWindowsLocked(const std::string& container_
   }
   c->second.windows = std::move(windows);
   // A released window takes its mappings with it: the broker's word on which
-  // IOVA a tenant holds is final (DESIGN.md invariant 2).
-  size_t revoked = 0;
-  std::vector<uint64_t> revoked_iovas;
-  for (auto it = c->second.mappings.begin(); it != c->second.mappings.end();) {
-    const MappingRecord& m = it->second;
-    if (InsideOneWindow(c->second.windows, m.iova, m.size)) {
-      ++it;
-      continue;
-    }
-    absl::Status s = backend_->Unmap(c->second.handle, m.iova, m.size).status();
-    if (!s.ok()) {
-      LogEvent(LogLevel::kError, "revoke_failed",
-               {{"container", container_id}, {"iova", Hex(m.iova)}, {"error", s.ToString()}});
-      ++it;
-      continue;
-    }
-    LogEvent(LogLevel::kWarning, "mapping_revoked",
-             {{"container", container_id}, {"session", m.session_id}, {"iova", Hex(m.iova)},
-              {"size", Hex(m.size)}, {"reason", "outside the container's windows"}});
-    ForgetMappingLocked(m);
-    revoked_iovas.push_back(m.iova);
-    it = c->second.mappings.erase(it);
-    ++revoked;
+  // IOVA a tenant holds is final (DESIGN.md invariant 2). They leave the live
+  // table now (so nothing uses them) and are unmapped without mu_.
+  const std::vector<IovaRange>& now = c->second.windows;
+  const size_t before = revoke->size();
+  TakeRunsLocked(container_id, c->second,
+                 [&](const MappingRecord& m) { return !InsideOneWindow(now, m.iova, m.size); },
+                 revoke);
+  size_t taken = 0;
+  for (size_t i = before; i < revoke->size(); ++i) taken += (*revoke)[i].records.size();
+  if (taken > 0) {
+    LogEvent(LogLevel::kWarning, "mappings_revoked",
+             {{"container", container_id},
+              {"mappings", taken},
+              {"unmap_calls", revoke->size() - before},
+              {"reason", "outside the container's windows"}});
   }
-  ForgetMappingsLocked(container_id, revoked_iovas);
-  return revoked;
+  return taken;
 }
 
 absl::StatusOr<std::vector<std::string>> AgentCore::SessionDevices(const std::string& session_id) {
@@ -640,6 +729,7 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
         "memory_id: the fd of memory ", memory_id,
         " was lost across an agent restart; register the memory again"));
   }
+  RETURN_IF_ERROR(CheckNotDraining(c->second, iova, iova + (length - 1)));
   MappingRecord m;
   m.iova = iova;
   m.size = length;
@@ -704,68 +794,188 @@ void AgentCore::ForgetMappingLocked(const MappingRecord& m) {
 absl::StatusOr<uint64_t> AgentCore::Unmap(const std::string& container_id, uint64_t iova,
                                           uint64_t length, const std::string& session_id) {
   const absl::Time start = absl::Now();
-  absl::MutexLock lock(&mu_);
   absl::Cleanup observe = [&] {
     if (observer_ != nullptr) observer_->ObserveUnmap(absl::Now() - start);
   };
-  if (!session_id.empty()) {
-    ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
-    if (session->container_id != container_id) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          ContainerIdField(container_id), " is not the container of session ", session_id));
+  DrainRun run;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!session_id.empty()) {
+      ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+      if (session->container_id != container_id) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            ContainerIdField(container_id), " is not the container of session ", session_id));
+      }
     }
-  }
-  auto c = containers_.find(container_id);
-  if (c == containers_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
-  }
-  if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
-  if (length - 1 > UINT64_MAX - iova) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("iova: ", Hex(iova), " + length ", Hex(length), " overflows 64 bits"));
-  }
-  const uint64_t last = iova + (length - 1);
-  auto& mappings = c->second.mappings;
-  // The first mapping that may intersect: the one starting at or before iova.
-  auto it = mappings.upper_bound(iova);
-  if (it != mappings.begin()) --it;
-  std::vector<uint64_t> victims;
-  for (; it != mappings.end() && it->first <= last; ++it) {
-    const MappingRecord& m = it->second;
-    const uint64_t m_last = m.iova + (m.size - 1);
-    if (m_last < iova) continue;
-    if (m.iova < iova || m_last > last) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "iova: range ", Hex(iova), "-", Hex(last), " cuts mapping ", Hex(m.iova), "-",
-          Hex(m_last), "; unmap whole mappings"));
+    auto c = containers_.find(container_id);
+    if (c == containers_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(ContainerIdField(container_id), " is not held by this node"));
     }
-    if (!session_id.empty() && m.session_id != session_id) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "iova: range ", Hex(iova), "-", Hex(last), " holds a mapping of another session"));
+    if (length == 0) return absl::InvalidArgumentError("length: must be greater than 0");
+    if (length - 1 > UINT64_MAX - iova) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("iova: ", Hex(iova), " + length ", Hex(length), " overflows 64 bits"));
     }
-    victims.push_back(it->first);
+    const uint64_t last = iova + (length - 1);
+    Held& held = c->second;
+    // The backend would unmap a draining run's mappings under its feet.
+    RETURN_IF_ERROR(CheckNotDraining(held, iova, last));
+    auto& mappings = held.mappings;
+    // The first mapping that may intersect: the one starting at or before iova.
+    auto it = mappings.upper_bound(iova);
+    if (it != mappings.begin()) --it;
+    auto first = mappings.end();
+    auto end = mappings.end();
+    for (; it != mappings.end() && it->first <= last; ++it) {
+      const MappingRecord& m = it->second;
+      const uint64_t m_last = m.iova + (m.size - 1);
+      if (m_last < iova) continue;
+      if (m.iova < iova || m_last > last) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "iova: range ", Hex(iova), "-", Hex(last), " cuts mapping ", Hex(m.iova), "-",
+            Hex(m_last), "; unmap whole mappings"));
+      }
+      if (!session_id.empty() && m.session_id != session_id) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "iova: range ", Hex(iova), "-", Hex(last), " holds a mapping of another session"));
+      }
+      if (first == mappings.end()) first = it;
+    }
+    end = it;
+    if (first == mappings.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("iova: no mapping inside ", Hex(iova), "-", Hex(last)));
+    }
+    // One backend call for the whole range, made without mu_: the mappings
+    // leave the live table and the range is reserved until it settles.
+    run.container_id = container_id;
+    run.handle = held.handle;
+    run.start = iova;
+    run.last = last;
+    for (auto m = first; m != end; ++m) run.records.push_back(std::move(m->second));
+    mappings.erase(first, end);
+    held.draining.emplace(run.start, run.last);
+    held.draining_mappings += run.records.size();
   }
-  if (victims.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("iova: no mapping inside ", Hex(iova), "-", Hex(last)));
-  }
+  absl::StatusOr<uint64_t> unmapped = backend_->Unmap(run.handle, iova, length);
   uint64_t bytes = 0;
-  std::vector<uint64_t> done;
-  for (uint64_t v : victims) {
-    auto m = mappings.find(v);
-    if (absl::Status s = backend_->Unmap(c->second.handle, m->second.iova, m->second.size).status();
-        !s.ok()) {
-      ForgetMappingsLocked(container_id, done);
-      return s;
-    }
-    ForgetMappingLocked(m->second);
-    bytes += m->second.size;
-    done.push_back(v);
-    mappings.erase(m);
-  }
-  ForgetMappingsLocked(container_id, done);
+  for (const MappingRecord& m : run.records) bytes += m.size;
+  absl::MutexLock lock(&mu_);
+  SettleRunLocked(run, unmapped, "unmap_failed");
+  if (!unmapped.ok()) return unmapped.status();
   return bytes;
+}
+
+absl::Status AgentCore::CheckNotDraining(const Held& held, uint64_t iova, uint64_t last) {
+  // The draining range starting at or before `last` with the highest start
+  // is the only one that can overlap [iova, last] (they are disjoint).
+  auto d = held.draining.upper_bound(last);
+  if (d == held.draining.begin()) return absl::OkStatus();
+  --d;
+  if (d->second < iova) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "iova: ", Hex(iova), "-", Hex(last), " overlaps ", Hex(d->first), "-", Hex(d->second),
+      ", which is being unmapped (a closing session, a revoked window or an unmap); retry"));
+}
+
+void AgentCore::TakeRunsLocked(const std::string& container_id, Held& held,
+                               absl::FunctionRef<bool(const MappingRecord&)> pick,
+                               std::vector<DrainRun>* out) {
+  const size_t before = out->size();
+  DrainRun* open = nullptr;  // The run the last picked mapping joined.
+  for (auto it = held.mappings.begin(); it != held.mappings.end();) {
+    MappingRecord& m = it->second;
+    if (!pick(m)) {
+      open = nullptr;  // Another mapping ends the run.
+      ++it;
+      continue;
+    }
+    // A gap may join the run only if no draining range lies in it (another
+    // run's unmap must not be ours too).
+    if (open != nullptr && m.iova > open->last + 1 &&
+        !CheckNotDraining(held, open->last + 1, m.iova - 1).ok()) {
+      open = nullptr;
+    }
+    if (open == nullptr) {
+      out->push_back(DrainRun{container_id, held.handle, m.iova, m.iova + (m.size - 1), {}});
+      open = &out->back();
+    }
+    open->last = m.iova + (m.size - 1);
+    open->records.push_back(std::move(m));
+    it = held.mappings.erase(it);
+  }
+  // Reserve after the walk: the check above must see only older runs.
+  for (size_t i = before; i < out->size(); ++i) {
+    const DrainRun& run = (*out)[i];
+    held.draining.emplace(run.start, run.last);
+    held.draining_mappings += run.records.size();
+  }
+}
+
+size_t AgentCore::UnmapRuns(std::vector<DrainRun> runs, absl::string_view event,
+                            absl::string_view reason) {
+  size_t unmapped = 0;
+  for (DrainRun& run : runs) {
+    absl::StatusOr<uint64_t> result =
+        backend_->Unmap(run.handle, run.start, run.last - run.start + 1);
+    absl::MutexLock lock(&mu_);
+    if (result.ok()) {
+      unmapped += run.records.size();
+      LogEvent(LogLevel::kDebug, "mappings_unmapped",
+               {{"container", run.container_id},
+                {"range", absl::StrCat(Hex(run.start), "-", Hex(run.last))},
+                {"mappings", run.records.size()},
+                {"reason", reason}});
+    }
+    SettleRunLocked(run, result, event);
+  }
+  return unmapped;
+}
+
+void AgentCore::SettleRunLocked(DrainRun& run, const absl::StatusOr<uint64_t>& unmapped,
+                                absl::string_view event) {
+  auto c = containers_.find(run.container_id);
+  Held* held = c != containers_.end() && c->second.handle == run.handle ? &c->second : nullptr;
+  if (held != nullptr) {
+    held->draining.erase(run.start);
+    held->draining_mappings -= run.records.size();
+  }
+  if (unmapped.ok() || held == nullptr) {
+    // Unmapped, or the container was destroyed meanwhile and its address
+    // space (and every pin) went with it: billing follows the kernel.
+    uint64_t bytes = 0;
+    std::vector<uint64_t> iovas;
+    for (const MappingRecord& m : run.records) {
+      bytes += m.size;
+      ForgetMappingLocked(m);
+      iovas.push_back(m.iova);
+    }
+    // The journal forgets them only now that the kernel has (it never names
+    // less than the kernel holds).
+    ForgetMappingsLocked(run.container_id, iovas);
+    if (unmapped.ok() && *unmapped != bytes) {
+      LogEvent(LogLevel::kError, "unmap_bytes_mismatch",
+               {{"container", run.container_id},
+                {"range", absl::StrCat(Hex(run.start), "-", Hex(run.last))},
+                {"expected", Hex(bytes)},
+                {"backend", Hex(*unmapped)}});
+    }
+    return;
+  }
+  // A failed backend call changed nothing: the kernel still pins the pages,
+  // so they stay in the container and billed (as orphans when their session
+  // is gone) until it is destroyed.
+  LogEvent(LogLevel::kError, event,
+           {{"container", run.container_id},
+            {"range", absl::StrCat(Hex(run.start), "-", Hex(run.last))},
+            {"mappings", run.records.size()},
+            {"error", unmapped.status().ToString()}});
+  for (MappingRecord& m : run.records) {
+    const uint64_t iova = m.iova;
+    held->mappings.emplace(iova, std::move(m));
+  }
+  run.records.clear();
 }
 
 std::vector<v1::Mapping> AgentCore::SessionMappings(const std::string& session_id) {
@@ -779,64 +989,78 @@ std::vector<v1::Mapping> AgentCore::SessionMappings(const std::string& session_i
   return out;
 }
 
-void AgentCore::CloseSession(const std::string& session_id) {
+absl::StatusOr<AgentCore::MappingPage> AgentCore::SessionMappingsPage(
+    const std::string& session_id, uint32_t page_size, absl::string_view page_token) {
+  if (page_size > kMaxLauncherMappingPage) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: at most ", kMaxLauncherMappingPage, " (what fits one packet), got ",
+        page_size));
+  }
+  const size_t limit = page_size == 0 ? kDefaultLauncherMappingPage : page_size;
+  ASSIGN_OR_RETURN(const std::optional<uint64_t> after,
+                   ParseMappingPageToken("page_token", page_token));
   absl::MutexLock lock(&mu_);
-  // Exiting for a restart: the launcher's connection closes with this
-  // process, its session (and the guest's DMA) must outlive it.
-  if (keep_for_restart_) return;
-  CloseSessionLocked(session_id);
+  ASSIGN_OR_RETURN(Session * session, LiveSessionLocked(session_id));
+  MappingPage page;
+  page.next_page_token = PageOf(containers_.at(session->container_id).mappings, session_id,
+                                after, limit, &page.mappings);
+  return page;
 }
 
-void AgentCore::CloseSessionLocked(const std::string& session_id) {
-  size_t unmapped = 0, released = 0;
-  bool kept = false;  // A mapping the backend would not unmap stays journaled.
-  for (auto& [id, held] : containers_) {
-    std::vector<uint64_t> done;
-    for (auto it = held.mappings.begin(); it != held.mappings.end();) {
+void AgentCore::CloseSession(const std::string& session_id) {
+  std::vector<DrainRun> runs;
+  std::vector<Memory> memory;
+  {
+    absl::MutexLock lock(&mu_);
+    // Exiting for a restart: the launcher's connection closes with this
+    // process, its session (and the guest's DMA) must outlive it.
+    if (keep_for_restart_) return;
+    // Out of the live tables at once: nothing can map, unmap or list through
+    // this session any more, and its IOVA runs are reserved. An orphan's
+    // mappings are not ours to unmap: they stay billed until the kernel
+    // releases the old address space.
+    for (auto& [id, held] : containers_) {
+      if (held.orphaned) continue;
+      TakeRunsLocked(
+          id, held, [&](const MappingRecord& m) { return m.session_id == session_id; }, &runs);
+    }
+    for (auto it = memory_.begin(); it != memory_.end();) {
       if (it->second.session_id != session_id) {
         ++it;
         continue;
       }
-      // An orphan's mappings are not ours to unmap: they stay billed until
-      // the kernel releases the old address space.
-      absl::Status s =
-          held.orphaned
-              ? absl::FailedPreconditionError("the container's kernel objects were lost")
-              : backend_->Unmap(held.handle, it->second.iova, it->second.size).status();
+      memory.push_back(std::move(it->second));
+      it = memory_.erase(it);
+    }
+    sessions_.erase(session_id);
+  }
+  const size_t run_count = runs.size();
+  const size_t unmapped = UnmapRuns(std::move(runs), "session_unmap_failed", "session closed");
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> memory_fd_names;
+    for (const Memory& m : memory) {
+      absl::Status s = ledger_.Unregister(m.region.key);
       if (!s.ok()) {
-        // The pins stay counted while the backend still holds them.
-        LogEvent(LogLevel::kError, "session_unmap_failed",
-                 {{"session", session_id}, {"container", id}, {"error", s.ToString()}});
-        kept = true;
-        ++it;
-        continue;
+        LogEvent(LogLevel::kError, "memory_unregister_failed",
+                 {{"session", session_id}, {"error", s.ToString()}});
       }
-      ForgetMappingLocked(it->second);
-      done.push_back(it->first);
-      it = held.mappings.erase(it);
-      ++unmapped;
+      if (!m.fd_name.empty()) memory_fd_names.push_back(m.fd_name);
     }
-    ForgetMappingsLocked(id, done);
+    // A mapping the backend would not unmap (or an orphan's) stays in the
+    // journal with its session.
+    bool kept = false;
+    for (const auto& [id, held] : containers_) {
+      for (const auto& [iova, m] : held.mappings) kept |= m.session_id == session_id;
+    }
+    if (!kept) ForgetSessionLocked(session_id, memory_fd_names);
+    LogEvent(LogLevel::kInfo, "session_closed",
+             {{"session", session_id},
+              {"unmapped", unmapped},
+              {"unmap_calls", run_count},
+              {"memory_released", memory.size()}});
   }
-  std::vector<std::string> memory_fd_names;
-  for (auto it = memory_.begin(); it != memory_.end();) {
-    if (it->second.session_id != session_id) {
-      ++it;
-      continue;
-    }
-    absl::Status s = ledger_.Unregister(it->second.region.key);
-    if (!s.ok()) {
-      LogEvent(LogLevel::kError, "memory_unregister_failed",
-               {{"memory", it->first}, {"error", s.ToString()}});
-    }
-    if (!it->second.fd_name.empty()) memory_fd_names.push_back(it->second.fd_name);
-    it = memory_.erase(it);
-    ++released;
-  }
-  sessions_.erase(session_id);
-  if (!kept) ForgetSessionLocked(session_id, memory_fd_names);
-  LogEvent(LogLevel::kInfo, "session_closed",
-           {{"session", session_id}, {"unmapped", unmapped}, {"memory_released", released}});
+  // The agent's views of the memory (keepalive) go here, without mu_.
 }
 
 AgentStats AgentCore::Stats() {
@@ -851,7 +1075,8 @@ AgentStats AgentCore::Stats() {
   s.kernel_pin_bytes_node_limit = kernel_pins_.node_limit();
   s.containers = containers_.size();
   for (const auto& [id, held] : containers_) {
-    const uint64_t n = held.mappings.size();
+    // Draining mappings still pin pages: count them until they settle.
+    const uint64_t n = held.mappings.size() + held.draining_mappings;
     s.mappings += n;
     s.max_container_mappings = std::max(s.max_container_mappings, n);
     s.mappings_limit = std::max<uint64_t>(s.mappings_limit, held.geometry.max_mappings());

@@ -5,10 +5,17 @@
 // bills each pinned host page once, to the tenant owning the memory, within
 // the pin budgets the broker granted (DESIGN.md invariants 2, 3, 4).
 //
-// Thread-safe. One mutex serialises every operation, held across the backend
-// calls, because a map must be atomic with the quota check and the ledger
-// update: two concurrent maps must not both fit under a budget that has room
-// for one. Backend calls are single ioctls.
+// Thread-safe. One mutex (mu_) guards every table. A map holds it across its
+// backend call, because a map must be atomic with the quota check and the
+// ledger update: two concurrent maps must not both fit under a budget that has
+// room for one. Teardown does not: unmaps (CloseSession, Unmap, SetWindows
+// revocation) and DestroyContainer take what they remove out of the live
+// tables under mu_ (reserving its IOVA ranges so nothing new can be mapped
+// there), release mu_ for the backend's ioctls, and re-take it to release the
+// ledger's pins. Heartbeats (Usage, Stats, Inventory) and other sessions never
+// wait for a kernel unmap, and billing only drops after the kernel unpinned.
+// A session's mappings are unmapped in as few backend calls as possible: one
+// per maximal IOVA run holding only that session's mappings.
 #ifndef AGENT_AGENT_CORE_H_
 #define AGENT_AGENT_CORE_H_
 
@@ -17,10 +24,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -144,13 +153,23 @@ class AgentCore final {
       const std::vector<std::string>& devices, uint64_t pin_budget_bytes = 0);
 
   // Destroys container `id`: the backend unmaps everything and releases the
-  // devices. NOT_FOUND if the agent holds no such container; on a backend
-  // error the container stays held.
+  // devices. NOT_FOUND if the agent holds no such container;
+  // FAILED_PRECONDITION "container_id: ..." when another destroy of it is in
+  // progress; on a backend error the container stays held. The backend call
+  // runs without mu_; meanwhile the container stays listed and billed, and
+  // maps into it are refused (FAILED_PRECONDITION session).
   absl::Status DestroyContainer(absl::string_view id);
 
-  // The container and its current mappings. NOT_FOUND if absent.
+  // The container and all its current mappings (in-process callers and
+  // tests; the RPC pages). NOT_FOUND if absent.
   absl::StatusOr<v1::AgentGetContainerResponse> GetContainer(
       absl::string_view id);
+  // The container and one page of its mappings, by IOVA: at most
+  // `page_size` (0 means 100, at most 1000) after `page_token`, with
+  // next_page_token set when more remain. Errors: NOT_FOUND container_id;
+  // INVALID_ARGUMENT page_size / page_token.
+  absl::StatusOr<v1::AgentGetContainerResponse> GetContainerPage(
+      absl::string_view id, uint32_t page_size, absl::string_view page_token);
 
   // Every device the backend lists, with Device.container_id set to the
   // holding container, every container held, the ledger's usage and what
@@ -241,18 +260,38 @@ class AgentCore final {
                          uint64_t iova, bool readable, bool writable);
 
   // Unmaps every mapping inside [iova, iova + length) of `container_id` and
-  // returns the bytes unmapped. With a non-empty `session_id` only that
-  // session's mappings may be in the range. Errors: INVALID_ARGUMENT when the
-  // range cuts a mapping or is empty/overflows; NOT_FOUND when it holds none;
-  // PERMISSION_DENIED when it holds another session's mapping.
+  // returns the bytes unmapped, in one backend call made without mu_. With a
+  // non-empty `session_id` only that session's mappings may be in the range.
+  // Errors: INVALID_ARGUMENT when the range cuts a mapping or is
+  // empty/overflows; FAILED_PRECONDITION iova when it overlaps a range still
+  // being unmapped by another call; NOT_FOUND when it holds none;
+  // PERMISSION_DENIED when it holds another session's mapping; the backend's
+  // error (then nothing was unmapped).
   absl::StatusOr<uint64_t> Unmap(const std::string& container_id, uint64_t iova,
                                  uint64_t length, const std::string& session_id);
 
   // The session's mappings, by container then IOVA.
   std::vector<v1::Mapping> SessionMappings(const std::string& session_id);
 
+  // One page of a live session's mappings, by IOVA: at most `page_size`
+  // (0 means kDefaultLauncherMappingPage, at most kMaxLauncherMappingPage,
+  // agent/mapping_page.h) after `page_token`. Errors: INVALID_ARGUMENT
+  // page_size / page_token; those of LiveSessionLocked (session).
+  struct MappingPage {
+    std::vector<v1::Mapping> mappings;
+    std::string next_page_token;  // Empty on the last page.
+  };
+  absl::StatusOr<MappingPage> SessionMappingsPage(const std::string& session_id,
+                                                  uint32_t page_size,
+                                                  absl::string_view page_token);
+
   // The session ended: unmaps everything it mapped, releases its memory.
-  void CloseSession(const std::string& session_id);
+  // The session and its memory ids stop existing at once; its mappings leave
+  // the live tables at once but stay billed until the backend unmapped them,
+  // one Backend::Unmap per maximal IOVA run holding only this session's
+  // mappings, made without mu_. A mapping the backend fails to unmap stays
+  // in its container (and billed) until the container is destroyed.
+  void CloseSession(const std::string& session_id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Mappings the sessions of one tenant may hold on this node at once
   // (--max_mappings_per_tenant); MapMemory refuses past it with
@@ -350,6 +389,23 @@ class AgentCore final {
     // Its kernel objects were lost across a restart: handle is 0, the
     // mappings are what the journal says the old address space still pins.
     bool orphaned = false;
+    // IOVA ranges (start -> last, inclusive) whose mappings left `mappings`
+    // and are being unmapped without mu_ (a DrainRun each). Invariant: no
+    // live mapping overlaps one, and none may be made in one until it is
+    // settled (a gap inside one is unmapped with it).
+    std::map<uint64_t, uint64_t> draining;
+    size_t draining_mappings = 0;  // Records inside `draining`.
+    // DestroyContainer is in the backend without mu_.
+    bool destroying = false;
+  };
+  // Mappings taken out of one container's live table, to be unmapped with
+  // one Backend::Unmap of [start, last] without mu_, then settled.
+  struct DrainRun {
+    std::string container_id;
+    ContainerHandle handle = 0;
+    uint64_t start = 0;
+    uint64_t last = 0;  // Inclusive.
+    std::vector<MappingRecord> records;  // By IOVA.
   };
   struct Session {
     std::string container_id;
@@ -378,11 +434,46 @@ class AgentCore final {
   // Sum of the budgets of `tenant`'s containers on this node.
   uint64_t NodeBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Mapping MappingToProto(const MappingRecord& m);
+  // Up to `limit` mappings of `mappings` after `after` (all when nullopt),
+  // only `session_id`'s when it is non-empty, into `out`; returns the next
+  // page's token ("" when none remain).
+  static std::string PageOf(const std::map<uint64_t, MappingRecord>& mappings,
+                            const std::string& session_id, std::optional<uint64_t> after,
+                            size_t limit, std::vector<v1::Mapping>* out);
   std::vector<v1::PinUsage> UsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tenants with ledger usage or kernel-counted bytes, sorted.
   std::vector<std::string> UsageTenantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the windows and takes the mappings now outside them into
+  // `revoke` (see UnmapRuns); returns how many were taken.
   absl::StatusOr<size_t> SetWindowsLocked(const std::string& container_id,
-                                          std::vector<IovaRange> windows)
+                                          std::vector<IovaRange> windows,
+                                          std::vector<DrainRun>* revoke)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- teardown without mu_ ----
+  // Moves the mappings of `held` that `pick` selects out of its live table
+  // into runs: maximal IOVA ranges holding only picked mappings (gaps with no
+  // mapping included, never a draining range) and reserves each range in
+  // `held.draining`. Appends to `out`.
+  void TakeRunsLocked(const std::string& container_id, Held& held,
+                      absl::FunctionRef<bool(const MappingRecord&)> pick,
+                      std::vector<DrainRun>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unmaps each run with one backend call made without mu_, then settles it
+  // under mu_. Returns the mappings unmapped; failures are logged as `event`.
+  size_t UnmapRuns(std::vector<DrainRun> runs, absl::string_view event,
+                   absl::string_view reason) ABSL_LOCKS_EXCLUDED(mu_);
+  // After the backend answered `unmapped` for `run`: lifts the reservation
+  // and releases the pins when the kernel no longer holds the mappings (the
+  // unmap succeeded, or the container's address space is gone); otherwise
+  // puts the records back into their container, still billed.
+  void SettleRunLocked(DrainRun& run, const absl::StatusOr<uint64_t>& unmapped,
+                       absl::string_view event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION "iova: ..." when [iova, last] overlaps a range of
+  // `held` being unmapped; OK otherwise.
+  static absl::Status CheckNotDraining(const Held& held, uint64_t iova, uint64_t last);
+  // Drops the container (the backend already destroyed it) and the pins of
+  // its live mappings.
+  void FinishDestroyLocked(std::map<std::string, Held, std::less<>>::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The session, if it exists and its container incarnation still does;
   // else NOT_FOUND / FAILED_PRECONDITION naming "session".
@@ -418,7 +509,6 @@ class AgentCore final {
   // backend can create its devices' address space again (the probe is
   // destroyed at once). Releases the orphan's billing then.
   bool OrphanReleasedLocked(const std::string& id, Held& held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CloseSessionLocked(const std::string& session_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const std::string node_;

@@ -605,15 +605,22 @@ class Harness {
   // stays), then drops its memory references.
   void ModelCloseSession(int s, bool fail_first) {
     const std::string id = sessions_[s].id;
+    // The core unmaps one backend call per IOVA run holding only this
+    // session's mappings (another mapping or the container's end ends a
+    // run); with fail_first the first run's call fails and all of its
+    // mappings stay.
     bool failed = !fail_first;
+    bool in_failing_run = false;
     for (MContainer& c : model_) {
       for (auto it = c.mappings.begin(); it != c.mappings.end();) {
         if (it->second.session != id) {
+          if (in_failing_run) failed = true;
+          in_failing_run = false;
           ++it;
           continue;
         }
         if (!failed) {
-          failed = true;
+          in_failing_run = true;
           ++it;
           continue;
         }
@@ -621,6 +628,8 @@ class Harness {
         ModelRemoveMapping(c, it);
         it = next;
       }
+      if (in_failing_run) failed = true;
+      in_failing_run = false;
     }
     for (const std::string& mid : sessions_[s].memory_ids) {
       const int obj = memory_[mid].obj;
@@ -1102,8 +1111,9 @@ class Harness {
       return Match(got, {Code::kInternal, "injected by set_next_error"});
     }
     if (kind == 3) {
-      // SetWindows whose first revocation fails: that mapping stays mapped
-      // and billed (the backend still holds it), the others are revoked.
+      // SetWindows whose first revocation fails: the mappings of that
+      // backend call (the first IOVA run of victims not interrupted by a
+      // kept mapping) stay mapped and billed, the others are revoked.
       for (int c = 0; c < kNumContainers; ++c) {
         MContainer& mc = model_[c];
         if (mc.mappings.empty()) continue;
@@ -1119,17 +1129,23 @@ class Harness {
         }
         last_op_ = absl::StrCat("SetWindows with injected EIO (", kContainers[c].id, ", ",
                                 WindowsText(windows), ")");
+        size_t first_run = 0;  // Victims in the failing first run.
+        for (auto it = mc.mappings.find(victims[0]); it != mc.mappings.end(); ++it) {
+          if (first_run == victims.size() || it->first != victims[first_run]) break;
+          ++first_run;
+        }
         backend_->set_next_error(SimOp::kUnmap, EIO);
         absl::StatusOr<size_t> got = core_->SetWindows(kContainers[c].id, windows);
         Count("set_windows-fault", got.status());
         if (!got.ok()) return absl::StrCat("SetWindows: ", Describe(got.status()));
-        if (*got != victims.size() - 1) {
-          return absl::StrCat("SetWindows revoked ", *got, " want ", victims.size() - 1, "; ");
+        if (*got != victims.size() - first_run) {
+          return absl::StrCat("SetWindows revoked ", *got, " want ", victims.size() - first_run,
+                              "; ");
         }
-        for (size_t i = 1; i < victims.size(); ++i) {
+        for (size_t i = first_run; i < victims.size(); ++i) {
           ModelRemoveMapping(mc, mc.mappings.find(victims[i]));
         }
-        outcomes_["revoked"] += static_cast<int>(victims.size() - 1);
+        outcomes_["revoked"] += static_cast<int>(victims.size() - first_run);
         mc.windows = std::move(windows);
         return "";
       }
@@ -1308,22 +1324,25 @@ class AgentCoreUnmapFaultTest : public ::testing::Test {
   std::string memory_id_;
 };
 
-TEST_F(AgentCoreUnmapFaultTest, UnmapFailingOnItsSecondMappingKeepsLedgerInStepWithBackend) {
-  backend_->FailUnmapCall(2);
+TEST_F(AgentCoreUnmapFaultTest, UnmapFailingKeepsLedgerInStepWithBackend) {
+  // One backend call for the whole range (no longer one per mapping): when
+  // it fails nothing was unmapped, and all three stay mapped and billed.
+  backend_->FailUnmapCall(1);
   EXPECT_THAT(core_->Unmap(kContainers[0].id, 0, 12 * kPage, "s1"),
               StatusIs(Code::kInternal, "injected unmap failure"));
-  // The first mapping is gone from the backend, so its pins are released;
-  // the other two stay mapped and billed.
-  ExpectInStep(2);
+  ExpectInStep(3);
   backend_->FailUnmapCall(0);
   ASSERT_OK(core_->Unmap(kContainers[0].id, 0, 12 * kPage, "s1"));
   ExpectInStep(0);
 }
 
-TEST_F(AgentCoreUnmapFaultTest, CloseSessionFailingOnOneMappingKeepsItBilledAndDestroyFreesIt) {
-  backend_->FailUnmapCall(2);
+TEST_F(AgentCoreUnmapFaultTest, CloseSessionFailingKeepsItsRunBilledAndDestroyFreesIt) {
+  // The three mappings are one IOVA run (only empty IOVA between them): one
+  // backend call, and when it fails all three stay counted while the
+  // backend holds them.
+  backend_->FailUnmapCall(1);
   core_->CloseSession("s1");
-  ExpectInStep(1);  // The pins stay counted while the backend holds them.
+  ExpectInStep(3);
   ASSERT_OK(core_->DestroyContainer(kContainers[0].id));
   EXPECT_THAT(core_->Usage(), ::testing::IsEmpty());
 }

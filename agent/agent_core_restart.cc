@@ -388,16 +388,19 @@ absl::StatusOr<ResumedSession> AgentCore::ResumeSession(const std::string& sessi
 }
 
 size_t AgentCore::CloseUnresumedSessions(absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  if (keep_for_restart_) return 0;
   std::vector<std::string> expired;
-  for (const auto& [id, s] : sessions_) {
-    if (s.detached && s.resume_deadline <= now) expired.push_back(id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (keep_for_restart_) return 0;
+    for (const auto& [id, s] : sessions_) {
+      if (s.detached && s.resume_deadline <= now) expired.push_back(id);
+    }
   }
+  // Closed as a launcher's disconnect closes them: unmapped without mu_.
   for (const std::string& id : expired) {
     LogEvent(LogLevel::kWarning, "session_not_resumed",
              {{"session", id}, {"note", "no launcher resumed it in time; unmapping what it mapped"}});
-    CloseSessionLocked(id);
+    CloseSession(id);
   }
   return expired.size();
 }

@@ -71,7 +71,8 @@ grpc::Status AgentService::GetContainer(grpc::ServerContext* context,
                                         v1::AgentGetContainerResponse* response) {
   IOMMU_ADMIT("GetContainer");
   absl::StatusOr<v1::AgentGetContainerResponse> got =
-      core_->GetContainer(request->container_id());
+      core_->GetContainerPage(request->container_id(), request->page_size(),
+                              request->page_token());
   if (!got.ok()) return ToGrpcStatus(got.status());
   *response = *std::move(got);
   return grpc::Status::OK;

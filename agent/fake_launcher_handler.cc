@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/mapping_page.h"
 
 namespace iommu {
 namespace agent {
@@ -135,8 +137,26 @@ void FakeLauncherHandler::OnRequest(uint64_t conn_id, const v1::LauncherRequest&
       return;
     }
     case v1::LauncherRequest::kListMappings: {
+      // Pages as the agent does (agent/mapping_page.h), without its checks
+      // of page_size.
+      absl::StatusOr<std::optional<uint64_t>> after =
+          ParseMappingPageToken("page_token", req.list_mappings().page_token());
+      if (!after.ok()) {
+        SetError(after.status(), response);
+        return;
+      }
+      const uint32_t limit = req.list_mappings().page_size() == 0
+                                 ? kDefaultLauncherMappingPage
+                                 : req.list_mappings().page_size();
       auto* list = response->mutable_mapping_list();
-      for (const auto& [iova, e] : mine) *list->add_mappings() = e;
+      for (auto it = after->has_value() ? mine.upper_bound(**after) : mine.begin();
+           it != mine.end(); ++it) {
+        if (static_cast<uint32_t>(list->mappings_size()) == limit) {
+          list->set_next_page_token(MappingPageToken(list->mappings().rbegin()->iova()));
+          break;
+        }
+        *list->add_mappings() = it->second;
+      }
       return;
     }
     case v1::LauncherRequest::kGetDevices: {

@@ -176,8 +176,14 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
         break;
       }
       case v1::LauncherRequest::kListMappings: {
+        // Paged: 65,535 mappings do not fit one 65536-byte packet.
+        absl::StatusOr<AgentCore::MappingPage> page = core_->SessionMappingsPage(
+            conn.session_id, req.list_mappings().page_size(), req.list_mappings().page_token());
+        s = page.status();
+        if (!s.ok()) break;
         auto* list = response->mutable_mapping_list();
-        for (const v1::Mapping& m : core_->SessionMappings(conn.session_id)) {
+        list->set_next_page_token(page->next_page_token);
+        for (const v1::Mapping& m : page->mappings) {
           auto* e = list->add_mappings();
           e->set_memory_id(m.memory_id());
           e->set_offset(m.offset());

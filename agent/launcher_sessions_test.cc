@@ -21,9 +21,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent_core.h"
+#include "agent/mapping_page.h"
 #include "agent/sim_backend.h"
 #include "agent/status_matchers.h"
 #include "agent/unique_fd.h"
+#include "agent/unix_socket.h"
 #include "common/grant_token.h"
 #include "common/validation.h"
 #include "gmock/gmock.h"
@@ -1001,6 +1003,70 @@ TEST_F(LauncherSessionsTest, MapPastTheTenantsPinBudgetIsResourceExhausted) {
   EXPECT_OK(StatusOf(Send(conn, MapReq(memory, 0, 3 * kPage, kW2Base))));
   EXPECT_OK(StatusOf(Send(conn, MapReq(memory, 3 * kPage, kPage, kW1Base + 3 * kPage))));
   EXPECT_EQ(Billed("globex"), 4 * kPage);
+}
+
+v1::LauncherRequest ListPageReq(uint32_t page_size, const std::string& token) {
+  v1::LauncherRequest req = ListReq();
+  req.mutable_list_mappings()->set_page_size(page_size);
+  req.mutable_list_mappings()->set_page_token(token);
+  return req;
+}
+
+// Regression (issue 12 item 4): ListMappings answered every mapping in one
+// packet and failed INTERNAL "exceeds the limit of 65536" at ~2,000.
+TEST_F(LauncherSessionsTest, ListMappingsPagesThroughEveryMappingOnceInOrder) {
+  const uint64_t conn = OpenSession();
+  const std::string memory = RegisterNew(conn, kPage);
+  // Both windows full of one-page mappings of the same page (billed once).
+  std::vector<uint64_t> iovas;
+  for (uint64_t i = 0; i < kW1Size / kPage; ++i) iovas.push_back(kW1Base + i * kPage);
+  for (uint64_t i = 0; i < kW2Size / kPage; ++i) iovas.push_back(kW2Base + i * kPage);
+  for (uint64_t iova : iovas) ASSERT_OK(StatusOf(Send(conn, MapReq(memory, 0, kPage, iova))));
+
+  std::vector<uint64_t> listed;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::LauncherResponse r = Send(conn, ListPageReq(100, token));
+    ASSERT_OK(StatusOf(r));
+    ASSERT_LE(r.mapping_list().mappings_size(), 100);
+    for (const auto& m : r.mapping_list().mappings()) listed.push_back(m.iova());
+    token = r.mapping_list().next_page_token();
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(listed, iovas);  // Sorted, each exactly once.
+  EXPECT_EQ(pages, static_cast<int>((iovas.size() + 99) / 100));
+  // The default page holds 1000: everything here in one answer.
+  v1::LauncherResponse all = Send(conn, ListReq());
+  EXPECT_EQ(all.mapping_list().mappings_size(), static_cast<int>(iovas.size()));
+  EXPECT_EQ(all.mapping_list().next_page_token(), "");
+
+  EXPECT_THAT(StatusOf(Send(conn, ListPageReq(1001, ""))),
+              StatusIs(Code::kInvalidArgument, "page_size: at most 1000"));
+  for (const char* bad : {"x", "v1.", "v1.00000000001000000", "v1.000000000010000G",
+                          "v1.00000000001000AB", "v2.0000000000100000"}) {
+    EXPECT_THAT(StatusOf(Send(conn, ListPageReq(0, bad))),
+                StatusIs(Code::kInvalidArgument, "page_token: not a token this agent issued"))
+        << bad;
+  }
+}
+
+TEST(LauncherPacketTest, AFullPageOfTheLargestEntriesFitsOnePacket) {
+  v1::LauncherResponse r;
+  r.set_seq(UINT64_MAX);
+  auto* list = r.mutable_mapping_list();
+  for (uint32_t i = 0; i < kMaxLauncherMappingPage; ++i) {
+    auto* e = list->add_mappings();
+    e->set_memory_id("m-ffffffffffffffff");
+    e->set_offset(UINT64_MAX);
+    e->set_length(UINT64_MAX);
+    e->set_iova(UINT64_MAX);
+    e->set_readable(true);
+    e->set_writable(true);
+  }
+  list->set_next_page_token(MappingPageToken(UINT64_MAX));
+  EXPECT_LE(r.ByteSizeLong(), 60000u);
+  EXPECT_LE(r.ByteSizeLong(), kMaxLauncherPacketBytes);
 }
 
 TEST_F(LauncherSessionsTest, ListMappingsAndUnmapSeeOnlyThisSession) {

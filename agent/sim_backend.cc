@@ -338,6 +338,13 @@ absl::StatusOr<Geometry> SimBackend::GetGeometry(ContainerHandle handle) {
 
 absl::Status SimBackend::DestroyContainer(ContainerHandle handle) {
   const std::string context = absl::StrCat("sim DESTROY container=", handle);
+  {
+    absl::MutexLock gate(&gate_mu_);
+    ++destroys_waiting_;
+    gate_mu_.Await(absl::Condition(
+        +[](bool* blocked) { return !*blocked; }, &destroys_blocked_));
+    --destroys_waiting_;
+  }
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kDestroyContainer, context));
   Container* c = FindLocked(handle);
@@ -407,9 +414,56 @@ absl::Status SimBackend::Map(ContainerHandle handle, uint64_t iova,
   return absl::OkStatus();
 }
 
+void SimBackend::BlockUnmaps() {
+  absl::MutexLock lock(&gate_mu_);
+  unmaps_blocked_ = true;
+}
+
+void SimBackend::UnblockUnmaps() {
+  absl::MutexLock lock(&gate_mu_);
+  unmaps_blocked_ = false;
+}
+
+void SimBackend::AwaitBlockedUnmaps(int n) {
+  absl::MutexLock lock(&gate_mu_);
+  std::pair<int*, int> want(&unmaps_waiting_, n);
+  gate_mu_.Await(absl::Condition(
+      +[](std::pair<int*, int>* w) { return *w->first >= w->second; }, &want));
+}
+
+void SimBackend::BlockDestroys() {
+  absl::MutexLock lock(&gate_mu_);
+  destroys_blocked_ = true;
+}
+
+void SimBackend::UnblockDestroys() {
+  absl::MutexLock lock(&gate_mu_);
+  destroys_blocked_ = false;
+}
+
+void SimBackend::AwaitBlockedDestroys(int n) {
+  absl::MutexLock lock(&gate_mu_);
+  std::pair<int*, int> want(&destroys_waiting_, n);
+  gate_mu_.Await(absl::Condition(
+      +[](std::pair<int*, int>* w) { return *w->first >= w->second; }, &want));
+}
+
+uint64_t SimBackend::unmap_calls() {
+  absl::MutexLock lock(&gate_mu_);
+  return unmap_calls_;
+}
+
 absl::StatusOr<uint64_t> SimBackend::Unmap(ContainerHandle handle,
                                            uint64_t iova, uint64_t size) {
   const std::string context = UnmapContext(handle, iova, size);
+  {
+    absl::MutexLock gate(&gate_mu_);
+    ++unmap_calls_;
+    ++unmaps_waiting_;
+    gate_mu_.Await(absl::Condition(
+        +[](bool* blocked) { return !*blocked; }, &unmaps_blocked_));
+    --unmaps_waiting_;
+  }
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(TakeInjectedErrorLocked(SimOp::kUnmap, context));
   Container* c = FindLocked(handle);

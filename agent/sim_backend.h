@@ -104,6 +104,21 @@ class SimBackend final : public Backend {
   // before it changes anything. One-shot; a later call replaces a pending one.
   void set_next_error(SimOp op, int err);
 
+  // Unmap gate, for tests of what may run while an unmap is in the kernel:
+  // while blocked, every Unmap call waits (holding no lock of the backend, so
+  // other calls proceed) until UnblockUnmaps. Off by default.
+  void BlockUnmaps();
+  void UnblockUnmaps();
+  // Waits until at least `n` Unmap calls are waiting at the gate.
+  void AwaitBlockedUnmaps(int n);
+  // Unmap calls made so far (refused ones included), for tests counting how
+  // many backend calls a teardown takes.
+  uint64_t unmap_calls();
+  // The same gate for DestroyContainer.
+  void BlockDestroys();
+  void UnblockDestroys();
+  void AwaitBlockedDestroys(int n);
+
   absl::string_view kind() const override { return "sim"; }
   bool simulated() const override { return true; }
 
@@ -177,6 +192,14 @@ class SimBackend final : public Backend {
   // Device address -> the container holding it.
   absl::flat_hash_map<std::string, ContainerHandle> holder_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int, int> next_error_ ABSL_GUARDED_BY(mu_);  // SimOp -> errno.
+
+  // The unmap gate; its own mutex, never held with mu_.
+  absl::Mutex gate_mu_;
+  bool unmaps_blocked_ ABSL_GUARDED_BY(gate_mu_) = false;
+  int unmaps_waiting_ ABSL_GUARDED_BY(gate_mu_) = 0;
+  uint64_t unmap_calls_ ABSL_GUARDED_BY(gate_mu_) = 0;
+  bool destroys_blocked_ ABSL_GUARDED_BY(gate_mu_) = false;
+  int destroys_waiting_ ABSL_GUARDED_BY(gate_mu_) = 0;
 };
 
 }  // namespace agent

@@ -183,15 +183,33 @@ absl::StatusOr<uint64_t> LauncherClient::Unmap(uint64_t iova, uint64_t length) {
   return response->unmapped().bytes();
 }
 
-absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>>
-LauncherClient::ListMappings() {
+absl::StatusOr<v1::LauncherResponse::MappingList> LauncherClient::ListMappingsPage(
+    uint32_t page_size, const std::string& page_token) {
   v1::LauncherRequest request;
-  request.mutable_list_mappings();
+  request.mutable_list_mappings()->set_page_size(page_size);
+  request.mutable_list_mappings()->set_page_token(page_token);
   absl::StatusOr<v1::LauncherResponse> response = Call(std::move(request), {}, nullptr);
   if (!response.ok()) return response.status();
   if (!response->has_mapping_list()) return Unexpected(*response, "list_mappings");
-  const auto& list = response->mapping_list().mappings();
-  return std::vector<v1::LauncherResponse::MappingEntry>(list.begin(), list.end());
+  return std::move(*response->mutable_mapping_list());
+}
+
+absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>>
+LauncherClient::ListMappings(uint32_t page_size) {
+  std::vector<v1::LauncherResponse::MappingEntry> out;
+  std::string token;
+  do {
+    absl::StatusOr<v1::LauncherResponse::MappingList> page = ListMappingsPage(page_size, token);
+    if (!page.ok()) return page.status();
+    if (!page->next_page_token().empty() && page->next_page_token() == token) {
+      // A token that does not move would page forever.
+      return absl::InternalError(absl::StrCat(
+          "launcher protocol: list_mappings answered the same next_page_token ", token));
+    }
+    for (auto& m : *page->mutable_mappings()) out.push_back(std::move(m));
+    token = page->next_page_token();
+  } while (!token.empty());
+  return out;
 }
 
 absl::StatusOr<LauncherDevices> LauncherClient::GetDevices() {

@@ -90,9 +90,17 @@ class LauncherClient final {
   // unmapped.
   absl::StatusOr<uint64_t> Unmap(uint64_t iova, uint64_t length);
 
-  // The session's mappings, sorted by IOVA.
+  // All the session's mappings, sorted by IOVA: pages through them with
+  // ListMappingsPage, `page_size` at a time (0: the agent's default of 1000,
+  // so 66 requests for 65,535 mappings).
   absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>>
-  ListMappings();
+  ListMappings(uint32_t page_size = 0);
+
+  // One page: at most `page_size` mappings (0 means 1000, at most 1000)
+  // after `page_token` ("" for the first page); next_page_token is empty on
+  // the last page.
+  absl::StatusOr<v1::LauncherResponse::MappingList> ListMappingsPage(
+      uint32_t page_size, const std::string& page_token);
 
   // The session's device fds.
   absl::StatusOr<LauncherDevices> GetDevices();

@@ -142,6 +142,27 @@ TEST_F(LauncherClientTest, MapListUnmapRoundTrip) {
   EXPECT_TRUE(list->empty());
 }
 
+TEST_F(LauncherClientTest, ListMappingsPagesThroughEverything) {
+  auto client = Connect();
+  ASSERT_TRUE(client->OpenSession("good").ok());
+  constexpr uint64_t kN = 500;  // The fake's window: 512 pages.
+  for (uint64_t i = 0; i < kN; ++i) {
+    ASSERT_TRUE(client->Map("m-1", 0, 0x1000, 0x100000 + i * 0x1000, true, true).ok());
+  }
+  absl::StatusOr<v1::LauncherResponse::MappingList> page = client->ListMappingsPage(10, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->mappings_size(), 10);
+  EXPECT_FALSE(page->next_page_token().empty());
+  for (uint32_t page_size : {0u, 64u, 7u}) {
+    absl::StatusOr<std::vector<v1::LauncherResponse::MappingEntry>> list =
+        client->ListMappings(page_size);
+    ASSERT_TRUE(list.ok()) << list.status();
+    ASSERT_EQ(list->size(), kN);
+    for (uint64_t i = 0; i < kN; ++i) EXPECT_EQ((*list)[i].iova(), 0x100000 + i * 0x1000);
+  }
+  ExpectError(client->ListMappingsPage(0, "bogus"), Code::kInvalidArgument, "page_token:");
+}
+
 TEST_F(LauncherClientTest, GetDevicesReturnsTheDeviceFds) {
   auto client = Connect();
   absl::StatusOr<LauncherDevices> devices = client->GetDevices();
