@@ -213,8 +213,10 @@ def check_k8s(directory, flags_of):
             fail(f"{where}: updateStrategy must be OnDelete (a restart unmaps every VM's DMA)")
         host_paths = sorted(v["hostPath"]["path"] for v in spec.get("volumes", [])
                             if "hostPath" in v)
-        if host_paths != ["/dev/vfio", "/run/iommu-agent"]:
-            fail(f"{where}: host paths {host_paths}, want exactly /dev/vfio and /run/iommu-agent")
+        # The journal lives on the host so that it outlives the pod.
+        if host_paths != ["/dev/vfio", "/run/iommu-agent", "/var/lib/iommu-agent"]:
+            fail(f"{where}: host paths {host_paths}, want exactly /dev/vfio, /run/iommu-agent "
+                 "and /var/lib/iommu-agent")
         by_binary = {os.path.basename(c.get("command", [""])[0]): c for c in spec["containers"]}
         for c in spec["containers"]:
             if os.path.basename(c.get("command", [""])[0]) == "iommu-fdholder":
