@@ -119,6 +119,9 @@ void CheckResponse(const v1::LauncherRequest& req, const v1::LauncherResponse& r
     case v1::LauncherRequest::kOpenSession:
       FUZZ_CHECK(r.has_session_opened(), "open_session result");
       break;
+    case v1::LauncherRequest::kResumeSession:
+      FUZZ_CHECK(r.has_session_opened(), "resume_session result");
+      break;
     case v1::LauncherRequest::kRegisterMemory:
       FUZZ_CHECK(r.has_memory_registered(), "register_memory result");
       break;

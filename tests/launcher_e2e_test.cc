@@ -393,8 +393,13 @@ TEST_F(LauncherE2eTest, MemoryHandedToAnotherTenantIsBilledToItsOwnerOnly) {
   EXPECT_EQ(BrokerUsage("alpha").dedup_saved_bytes(), 512 * kKiB);
 
   // Beta's session closing takes its mapping (and nothing of alpha's) away.
+  // The teardown takes the mapping out of the container before the kernel
+  // unmap and settles the ledger after it (billed while still pinned), so wait
+  // for both.
   sb.client.reset();
   EXPECT_TRUE(PollUntil([&] { return AgentContainer("n1", cb).mappings_size() == 0; }));
+  EXPECT_TRUE(PollUntil(
+      [&] { return AgentBill("n1", "alpha") == Bill{512 * kKiB, 512 * kKiB}; }));
   EXPECT_EQ(AgentBill("n1", "alpha"), (Bill{512 * kKiB, 512 * kKiB}));
   EXPECT_EQ(AgentContainer("n1", ca).mappings_size(), 1);
   ExpectBrokerBillSoon("alpha", {512 * kKiB, 512 * kKiB});

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -817,7 +818,9 @@ bool Test::RestartAgent(const std::string& tag, int signal, const std::string& c
     Check(tag + ".agent_pid", false, "pid file " + o_.agent_pid_file);
     return false;
   }
-  bool dead = kill(pid, signal) == 0 && PollUntil(30000, [&] { return ProcessGoneOrZombie(pid); });
+  // A process already gone (the caller may have killed it) counts as stopped.
+  const bool sent = kill(pid, signal) == 0 || errno == ESRCH;
+  bool dead = sent && PollUntil(30000, [&] { return ProcessGoneOrZombie(pid); });
   Check(tag + ".agent_stopped", dead, std::string(strsignal(signal)) + " pid=" + std::to_string(pid));
   if (!dead) return false;
   const int rc = std::system(o_.agent_restart_cmd.c_str());
@@ -1018,6 +1021,13 @@ void Test::PartH() {
   dev1_fd_.reset();
   s1_.reset();
   s2_.reset();
+  // Part f ends by deleting container 1: its device, now closed by everyone, takes
+  // a new container (which the restarted agent must hold).
+  if (c1_.empty()) {
+    absl::StatusOr<std::string> c = MakeContainer(devices_[0], "h");
+    if (!c.ok()) return;
+    c1_ = *c;
+  }
   pid_t pid = ReadPid(o_.agent_pid_file);
   bool dead = pid > 1 && kill(pid, SIGKILL) == 0 &&
               PollUntil(10000, [&] { return ProcessGoneOrZombie(pid); });
