@@ -1,0 +1,94 @@
+// Builders of store records for the model's tests and benchmarks.
+#ifndef SERVER_MODEL_TEST_RECORDS_H_
+#define SERVER_MODEL_TEST_RECORDS_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/model/fleet_state.h"
+
+namespace iommu {
+namespace model {
+
+// The PCI address of test device `i`.
+inline std::string Dev(int i) { return absl::StrFormat("0000:00:%02x.0", i); }
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+
+inline StoreRecord TenantRec(const std::string& id) {
+  v1::Tenant t;
+  t.set_id(id);
+  t.mutable_quota()->set_pinned_bytes(kGiB);
+  return {kTenantKind, id, t.SerializeAsString()};
+}
+
+inline StoreRecord NodeRec(const std::string& name, bool cordoned = false) {
+  v1::Node n;
+  n.set_name(name);
+  n.set_cordoned(cordoned);
+  return {kNodeKind, name, n.SerializeAsString()};
+}
+
+inline StoreRecord DevicesRec(const std::string& node, int count, uint32_t vendor = 0x10de) {
+  v1::ListDevicesResponse r;
+  for (int i = 0; i < count; ++i) {
+    v1::Device* d = r.add_devices();
+    d->set_address(Dev(i));
+    d->set_iommu_group(i);
+    d->set_vendor_id(vendor);
+    d->set_device_id(0x2330);
+    d->set_assignable(true);
+  }
+  return {kDevicesKind, node, r.SerializeAsString()};
+}
+
+inline v1::Container Container(const std::string& id, const std::string& tenant, const std::string& node,
+                        std::vector<std::string> devices, uint64_t budget = 0,
+                        uint64_t usable_last = 0xffffffff) {
+  v1::Container c;
+  c.set_id(id);
+  c.set_tenant_id(tenant);
+  c.set_node(node);
+  for (const std::string& d : devices) c.add_devices(d);
+  c.set_pin_budget_bytes(budget);
+  c.set_state(v1::CONTAINER_STATE_READY);
+  v1::IovaRange* r = c.mutable_geometry()->add_usable_ranges();
+  r->set_start(0);
+  r->set_last(usable_last);
+  c.mutable_geometry()->set_page_size_bitmap(0x1000);
+  return c;
+}
+
+inline StoreRecord Rec(const v1::Container& c) { return {kContainerKind, c.id(), c.SerializeAsString()}; }
+
+inline StoreRecord WindowRec(const std::string& id, const std::string& container, const std::string& tenant,
+                      uint64_t base, uint64_t size) {
+  v1::Window w;
+  w.set_id(id);
+  w.set_container_id(container);
+  w.set_tenant_id(tenant);
+  w.set_base(base);
+  w.set_size(size);
+  return {kWindowKind, id, w.SerializeAsString()};
+}
+
+inline WriteBatch Puts(std::vector<StoreRecord> puts) {
+  WriteBatch b;
+  b.puts = std::move(puts);
+  return b;
+}
+
+inline WriteBatch Deletes(std::vector<std::pair<std::string, std::string>> deletes) {
+  WriteBatch b;
+  b.deletes = std::move(deletes);
+  return b;
+}
+
+
+}  // namespace model
+}  // namespace iommu
+
+#endif  // SERVER_MODEL_TEST_RECORDS_H_
