@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -61,6 +63,13 @@ ABSL_FLAG(int64_t, max_remembered_answers_per_caller, 1000000,
 ABSL_FLAG(uint32_t, max_inflight_per_caller, 64,
           "Calls of one caller (certificate identity) in flight at once; more are refused with "
           "RESOURCE_EXHAUSTED, so one tenant cannot hold every handler thread. 0: no limit");
+
+ABSL_FLAG(int, idle_rpc_threads, 64,
+          "RPC handler threads kept waiting for work after a burst of calls; fewer makes gRPC "
+          "end threads after each burst and create them again for the next");
+ABSL_FLAG(bool, mutex_deadlock_detection, false,
+          "Check every absl::Mutex acquisition against a global lock-order graph (costly on "
+          "every lock; for debugging)");
 
 namespace {
 
@@ -177,6 +186,11 @@ int Run() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // The synchronous server creates a thread when every poller is busy and
+  // ends pollers beyond MAX_POLLERS when idle; a low maximum turns each burst
+  // of concurrent calls into thread creations.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              std::max(2, absl::GetFlag(FLAGS_idle_rpc_threads)));
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen),
                            iommu::MakeServerCredentials(*transport), &port);
@@ -253,5 +267,10 @@ int main(int argc, char** argv) {
       "Usage: iommu-broker --listen=127.0.0.1:7400 --db=/var/lib/iommu-broker/broker.db \\\n"
       "         --tls_cert=broker.crt --tls_key=broker.key --tls_ca=ca.crt   (or --insecure)");
   absl::ParseCommandLine(argc, argv);
+  // Lock order is checked by the tests (TSan's deadlock detector, Abseil's
+  // graph in debug unit tests); the daemon does not pay for it on every lock.
+  absl::SetMutexDeadlockDetectionMode(absl::GetFlag(FLAGS_mutex_deadlock_detection)
+                                          ? absl::OnDeadlockCycle::kAbort
+                                          : absl::OnDeadlockCycle::kIgnore);
   return Run();
 }
