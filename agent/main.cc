@@ -533,7 +533,7 @@ int Main(int argc, char** argv) {
   (*launcher_server)->Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   server->Wait();
-  metrics_server.exposer.reset();  // Scrapes read AgentCore: stop them first.
+  metrics_server.http.reset();  // Scrapes read AgentCore: stop them first.
   LogEvent(LogLevel::kInfo, "stopped", {{"node", node}});
   return 0;
 }

@@ -1,11 +1,14 @@
 #include "common/metrics.h"
 
-#include <exception>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/process_metrics.h"
+#include "common/status_macros.h"
 #include "prometheus/text_serializer.h"
 
 namespace iommu {
@@ -57,23 +60,36 @@ absl::Status ValidateMetricsAddress(absl::string_view field, absl::string_view a
   return absl::OkStatus();
 }
 
+namespace {
+
+HttpReply HealthReply(const std::function<absl::Status()>& check) {
+  absl::Status s = check ? check() : absl::OkStatus();
+  if (s.ok()) return HttpReply{200, "text/plain; charset=utf-8", "ok\n"};
+  return HttpReply{503, "text/plain; charset=utf-8", absl::StrCat(s.message(), "\n")};
+}
+
+}  // namespace
+
 absl::StatusOr<MetricsServer> StartMetricsServer(
     absl::string_view field, const std::string& address,
-    const std::shared_ptr<prometheus::Collectable>& collectable) {
+    const std::shared_ptr<prometheus::Collectable>& collectable, Health health) {
   if (absl::Status s = ValidateMetricsAddress(field, address); !s.ok()) return s;
+  std::weak_ptr<prometheus::Collectable> weak = collectable;
+  std::map<std::string, HttpHandler> handlers;
+  handlers["/metrics"] = [weak] {
+    std::shared_ptr<prometheus::Collectable> c = weak.lock();
+    if (c == nullptr) return HttpReply{503, "text/plain; charset=utf-8", "shutting down\n"};
+    std::vector<prometheus::MetricFamily> families = c->Collect();
+    for (prometheus::MetricFamily& f : ProcessFamilies()) families.push_back(std::move(f));
+    return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", TextFormat(families)};
+  };
+  handlers["/healthz"] = [live = health.live] { return HealthReply(live); };
+  handlers["/readyz"] = [ready = health.ready] { return HealthReply(ready); };
+  ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http,
+                   HttpServer::Start(field, address, std::move(handlers)));
   MetricsServer server;
-  // prometheus-cpp reports a failed bind by throwing from the constructor;
-  // the exception stops here and becomes a status.
-  try {
-    server.exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat(field, ": cannot serve /metrics on ", address,
-                     " (address in use, not local, or not permitted): ", e.what()));
-  }
-  server.exposer->RegisterCollectable(collectable);
-  const std::vector<int> ports = server.exposer->GetListeningPorts();
-  server.port = ports.empty() ? 0 : ports.front();
+  server.port = http->port();
+  server.http = std::move(http);
   return server;
 }
 

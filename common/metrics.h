@@ -5,14 +5,14 @@
 //   * keeping declared families visible before their first sample, so that
 //     /metrics always lists every metric a daemon exports;
 //   * the text exposition format, for tests and debugging;
-//   * the HTTP exposer serving /metrics, started without letting
-//     prometheus-cpp's exceptions escape.
+//   * the HTTP endpoint serving /metrics, /healthz and /readyz.
 //
-// Thread-safe: free functions without shared state. The exposer calls the
-// registered Collectable from its own threads.
+// Thread-safe: free functions without shared state. The HTTP server calls
+// the Collectable and the health functions from its own threads.
 #ifndef COMMON_METRICS_H_
 #define COMMON_METRICS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,8 +20,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/http_server.h"
 #include "prometheus/collectable.h"
-#include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/metric_type.h"
 
@@ -51,20 +51,31 @@ std::string TextFormat(const std::vector<prometheus::MetricFamily>& families);
 // picks a free port). Errors name `field` and the rule.
 absl::Status ValidateMetricsAddress(absl::string_view field, absl::string_view address);
 
-// A running /metrics endpoint.
+// Health answers for orchestrators. A null function means "yes".
+struct Health {
+  // /healthz: the process works (a failing answer makes Kubernetes restart it).
+  std::function<absl::Status()> live;
+  // /readyz: the daemon can do its job now (e.g. its store is open, or it is
+  // registered with the broker); failing takes it out of service only.
+  std::function<absl::Status()> ready;
+};
+
+// A running operational endpoint: /metrics, /healthz, /readyz.
 struct MetricsServer {
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<HttpServer> http;
   int port = 0;  // The bound port (useful with port 0).
 };
 
-// Serves `collectable` as text at http://<address>/metrics on a background
-// thread of its own. The exposer keeps only a weak reference: the caller
+// Serves `collectable` and this process's process_* families
+// (process_metrics.h) as text at http://<address>/metrics, and `health` at
+// /healthz and /readyz (200 "ok", or 503 with the status message), on
+// threads of its own. The server keeps only a weak reference: the caller
 // keeps `collectable` alive while serving. Errors: INVALID_ARGUMENT for a
 // malformed address (naming `field`); UNAVAILABLE when the address cannot be
 // bound (in use, not local, no permission).
 absl::StatusOr<MetricsServer> StartMetricsServer(
     absl::string_view field, const std::string& address,
-    const std::shared_ptr<prometheus::Collectable>& collectable);
+    const std::shared_ptr<prometheus::Collectable>& collectable, Health health = {});
 
 }  // namespace metrics
 }  // namespace iommu

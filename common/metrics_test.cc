@@ -1,5 +1,6 @@
 #include "common/metrics.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,30 @@ TEST(MetricsTest, ServesCollectableOnMetricsPath) {
   EXPECT_THAT(got->body, HasSubstr("served_total 3"));
 }
 
+TEST(MetricsTest, HealthEndpointsAnswerFromTheirChecks) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::atomic<bool> ready{false};
+  Health health;
+  health.ready = [&ready] {
+    return ready ? absl::OkStatus() : absl::UnavailableError("broker: not registered yet");
+  };
+  absl::StatusOr<MetricsServer> server =
+      StartMetricsServer("metrics_address", "127.0.0.1:0", registry, health);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto live = testing::HttpGet("127.0.0.1", server->port, "/healthz");
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(live->status, 200) << "no live check: alive while it answers";
+  auto not_ready = testing::HttpGet("127.0.0.1", server->port, "/readyz");
+  ASSERT_TRUE(not_ready.ok()) << not_ready.status();
+  EXPECT_EQ(not_ready->status, 503);
+  EXPECT_EQ(not_ready->body, "broker: not registered yet\n");
+  ready = true;
+  auto now_ready = testing::HttpGet("127.0.0.1", server->port, "/readyz");
+  ASSERT_TRUE(now_ready.ok()) << now_ready.status();
+  EXPECT_EQ(now_ready->status, 200);
+  EXPECT_EQ(now_ready->body, "ok\n");
+}
+
 TEST(MetricsTest, AddressInUseIsUnavailableNotAnException) {
   auto registry = std::make_shared<prometheus::Registry>();
   absl::StatusOr<MetricsServer> first = StartMetricsServer("metrics_address", "127.0.0.1:0", registry);
@@ -71,7 +96,7 @@ TEST(MetricsTest, AddressInUseIsUnavailableNotAnException) {
   absl::StatusOr<MetricsServer> second = StartMetricsServer("metrics_address", taken, registry);
   ASSERT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(second.status().message()),
-              HasSubstr("metrics_address: cannot serve /metrics on " + taken));
+              HasSubstr("metrics_address: cannot serve HTTP on " + taken));
 }
 
 TEST(MetricsTest, MalformedAddressIsRefusedBeforeBinding) {

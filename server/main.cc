@@ -76,6 +76,8 @@ namespace {
 // How often the housekeeper checks node liveness (and, every 240th time,
 // expires remembered answers).
 constexpr int64_t kHousekeepingPeriodMs = 250;
+// /healthz fails when housekeeping has not completed for this long.
+constexpr int64_t kHousekeeperStallMs = 30000;
 
 void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, fields); }
 
@@ -157,17 +159,32 @@ int Run() {
 
   // /metrics before the API: a port that cannot be bound stops the start.
   metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
+  // Ready while the API serves and the store is usable; live while the
+  // housekeeper (which takes the broker's lock) keeps running.
+  std::atomic<bool> serving{false};
+  std::atomic<int64_t> housekeeper_seen_ms{absl::ToUnixMillis(absl::Now())};
+  iommu::metrics::Health health;
+  health.ready = [&serving, b = broker->get()]() -> absl::Status {
+    if (!serving) return absl::UnavailableError("broker: the API is not serving (starting or stopping)");
+    return b->Unrecoverable();
+  };
+  health.live = [&housekeeper_seen_ms]() -> absl::Status {
+    const int64_t quiet_ms = absl::ToUnixMillis(absl::Now()) - housekeeper_seen_ms.load();
+    if (quiet_ms < kHousekeeperStallMs) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat("broker: housekeeping has not run for ", quiet_ms / 1000, " s (stuck?)"));
+  };
   iommu::metrics::MetricsServer metrics_server;
   if (!metrics_address.empty()) {
-    absl::StatusOr<iommu::metrics::MetricsServer> started =
-        iommu::metrics::StartMetricsServer("metrics_address", metrics_address, metrics);
+    absl::StatusOr<iommu::metrics::MetricsServer> started = iommu::metrics::StartMetricsServer(
+        "metrics_address", metrics_address, metrics, health);
     if (!started.ok()) {
       iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", started.status().message()}});
       return 1;
     }
     metrics_server = *std::move(started);
     Log(absl::StrCat("event=metrics_serving address=", metrics_address,
-                     " port=", metrics_server.port, " path=/metrics"));
+                     " port=", metrics_server.port, " paths=/metrics,/healthz,/readyz"));
   }
 
   // Every refusal by the authorization layer is logged by the service; the
@@ -221,6 +238,7 @@ int Run() {
   Log(absl::StrCat("event=serving listen=", absl::GetFlag(FLAGS_listen), " port=", port,
                    " db=", absl::GetFlag(FLAGS_db),
                    " transport=\"", iommu::DescribeTransport(*transport), "\""));
+  serving = true;
 
   // Housekeeping: node liveness and expiry of remembered answers.
   absl::Notification stopping;
@@ -229,6 +247,7 @@ int Run() {
     int ticks = 0;
     while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(kHousekeepingPeriodMs))) {
       (*broker)->CheckLiveness();
+      housekeeper_seen_ms = absl::ToUnixMillis(absl::Now());
       if (absl::Status s = (*broker)->Unrecoverable(); !s.ok()) {
         Log(absl::StrCat("event=fatal error=\"", s.message(), "\""));
         exit_code = 1;
@@ -245,6 +264,7 @@ int Run() {
   int sig = 0;
   sigwait(&stop, &sig);
   Log(absl::StrCat("event=stopping signal=", sig));
+  serving = false;  // /readyz fails first, so balancers stop sending calls.
   Log("event=draining");
   server->Shutdown(absl::ToChronoTime(absl::Now() +
                                       absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
@@ -252,7 +272,7 @@ int Run() {
   stopping.Notify();
   housekeeper.join();
   server.reset();
-  metrics_server.exposer.reset();  // Scrapes read the broker: stop them first.
+  metrics_server.http.reset();  // Scrapes read the broker: stop them first.
   broker->reset();
   store->reset();  // Closes the database cleanly (checkpoints the WAL).
   Log("event=stopped");

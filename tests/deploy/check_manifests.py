@@ -108,9 +108,13 @@ def check_common_pod(where, doc, flags_of):
             if "readinessProbe" not in c:
                 fail(f"{cw}: readinessProbe missing")
         else:
-            for probe in ("readinessProbe", "livenessProbe"):
-                if probe not in c:
-                    fail(f"{cw}: {probe} missing")
+            # The daemons answer /readyz and /healthz on their metrics port;
+            # a TCP connect would call a wedged daemon healthy.
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                got = c.get(probe, {}).get("httpGet", {})
+                if got.get("path") != path or got.get("port") != "metrics":
+                    fail(f"{cw}: {probe} must be httpGet {path} on port metrics, got "
+                         f"{c.get(probe)}")
         for m in c.get("volumeMounts", []):
             vol = volumes.get(m["name"])
             if vol is None:
