@@ -172,6 +172,7 @@ std::vector<prometheus::MetricFamily> AgentMetrics::KernelPinFamilies(
 std::vector<prometheus::MetricFamily> AgentMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
+  out.push_back(metrics::BuildInfoFamily("iommu_agent_build_info"));
   std::function<AgentStats()> source;
   std::string backend;
   uint64_t default_limit = 0;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/fd_holder.h"
 #include "agent/log.h"
+#include "common/version.h"
 
 ABSL_FLAG(std::string, socket, "/run/iommu-agent/fdholder.sock",
           "Unix socket (SOCK_SEQPACKET) the agent reaches the holder at; the agent's "
@@ -67,9 +68,10 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  absl::SetProgramUsageMessage(
-      "iommu-fdholder [--socket=/run/iommu-agent/fdholder.sock] [--socket_mode=0600] "
-      "[--max_fds=65536]");
+  InstallFlagsUsage("iommu-fdholder",
+                    "keeps the node agent's IOMMU fds across its restarts.\n"
+                    "Usage: iommu-fdholder [--socket=/run/iommu-agent/fdholder.sock] "
+                    "[--socket_mode=0600] [--max_fds=65536]");
   absl::ParseCommandLine(argc, argv);
   SetLogSource("fdholder");
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));

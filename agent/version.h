@@ -3,10 +3,12 @@
 #ifndef AGENT_VERSION_H_
 #define AGENT_VERSION_H_
 
+#include "common/version.h"
+
 namespace iommu {
 namespace agent {
 
-inline constexpr char kAgentVersion[] = "0.1.0-dev";
+inline constexpr const char* kAgentVersion = kVersion;
 
 }  // namespace agent
 }  // namespace iommu

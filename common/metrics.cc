@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/process_metrics.h"
+#include "common/version.h"
 #include "common/status_macros.h"
 #include "prometheus/text_serializer.h"
 
@@ -38,6 +39,14 @@ void AppendMissingFamilies(const std::vector<prometheus::MetricFamily>& declared
     if (present.count(f.name)) continue;
     out->push_back(NewFamily(f.name, f.help, f.type));
   }
+}
+
+prometheus::MetricFamily BuildInfoFamily(const std::string& name) {
+  prometheus::MetricFamily f =
+      NewFamily(name, "The version and commit this binary was built from (always 1).",
+                prometheus::MetricType::Gauge);
+  AddGauge(&f, {{"version", kVersion}, {"commit", BuildCommit()}}, 1);
+  return f;
 }
 
 std::string TextFormat(const std::vector<prometheus::MetricFamily>& families) {

@@ -37,6 +37,10 @@ prometheus::MetricFamily NewFamily(std::string name, std::string help,
 // Appends one gauge sample with `labels` to `family`.
 void AddGauge(prometheus::MetricFamily* family, const LabelPairs& labels, double value);
 
+// `name`{version, commit} 1: the version and commit this binary was built
+// from (common/version.h), so a fleet's mix of versions is one query.
+prometheus::MetricFamily BuildInfoFamily(const std::string& name);
+
 // Appends to `out` every family of `declared` whose name `out` lacks, without
 // samples. prometheus-cpp leaves a labelled counter or histogram out of the
 // scrape until its first sample; this keeps it listed (HELP and TYPE), so a

@@ -150,6 +150,7 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerS
 std::vector<prometheus::MetricFamily> BrokerMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
+  out.push_back(metrics::BuildInfoFamily("iommu_broker_build_info"));
   std::function<BrokerStats()> source;
   {
     absl::MutexLock l(&mu_);

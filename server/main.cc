@@ -28,6 +28,7 @@
 #include "common/metrics.h"
 #include "common/rpc_metrics.h"
 #include "common/tls_flags.h"
+#include "common/version.h"
 #include "server/agent_client.h"
 #include "server/authz.h"
 #include "server/broker.h"
@@ -282,8 +283,9 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "iommu-broker: hands out IOMMU containers and IOVA windows across a fleet.\n"
+  iommu::InstallFlagsUsage(
+      "iommu-broker",
+      "hands out IOMMU containers and IOVA windows across a fleet.\n"
       "Usage: iommu-broker --listen=127.0.0.1:7400 --db=/var/lib/iommu-broker/broker.db \\\n"
       "         --tls_cert=broker.crt --tls_key=broker.key --tls_ca=ca.crt   (or --insecure)");
   absl::ParseCommandLine(argc, argv);

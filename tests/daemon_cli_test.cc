@@ -1,0 +1,71 @@
+// The daemons' own command lines: --version names the program, its version
+// and the commit it was built from; --help lists the program's own flags
+// (not "No flags matched", not Abseil's internals).
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/version.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/daemon.h"
+
+namespace iommu {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Runs `binary args` and returns (exit status, stdout + stderr).
+std::pair<int, std::string> RunProgram(const std::string& binary, const std::string& args) {
+  const std::string cmd = testing::RunfilePath(binary) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return {-1, ""};
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+struct Program {
+  std::string binary;
+  std::string name;
+  std::vector<std::string> own_flags;
+};
+
+const std::vector<Program>& Programs() {
+  static const auto* p = new std::vector<Program>{
+      {"server/iommu-broker", "iommu-broker", {"--listen", "--db", "--metrics_address", "--tls_cert"}},
+      {"agent/iommu-fdholder", "iommu-fdholder", {"--socket", "--max_fds"}},
+  };
+  return *p;
+}
+
+TEST(DaemonCliTest, VersionNamesProgramVersionAndCommit) {
+  for (const Program& p : Programs()) {
+    auto [code, out] = RunProgram(p.binary, "--version");
+    EXPECT_EQ(code, 0) << p.name;
+    EXPECT_EQ(out, VersionLine(p.name) + "\n") << p.name;
+    EXPECT_THAT(out, Not(HasSubstr("Debug build"))) << p.name;
+  }
+}
+
+TEST(DaemonCliTest, HelpListsTheProgramsOwnFlags) {
+  for (const Program& p : Programs()) {
+    auto [code, out] = RunProgram(p.binary, "--help");
+    EXPECT_NE(code, -1) << p.name;
+    EXPECT_THAT(out, Not(HasSubstr("No flags matched"))) << p.name;
+    EXPECT_THAT(out, HasSubstr("Usage: " + p.name)) << p.name;
+    for (const std::string& flag : p.own_flags) {
+      EXPECT_THAT(out, HasSubstr(flag + " (")) << p.name << " --help does not list " << flag;
+    }
+    EXPECT_THAT(out, Not(HasSubstr("--flagfile"))) << p.name << ": Abseil's own flags are noise";
+  }
+}
+
+}  // namespace
+}  // namespace iommu
