@@ -1,6 +1,9 @@
 #include "common/log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 #include <atomic>
 
@@ -53,8 +56,23 @@ bool Enabled(LogLevel level) {
   return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
 }
 
+// systemd's journal takes "<N>" at the start of a line on a service's
+// stdout/stderr as its syslog priority (sd-daemon(3)), so `journalctl -p err`
+// finds errors. Elsewhere the prefix would be noise: it is added only when
+// stderr is the journal stream $JOURNAL_STREAM names ("<dev>:<inode>").
+bool StderrIsJournal() {
+  static const bool journal = [] {
+    const char* stream = std::getenv("JOURNAL_STREAM");
+    struct stat st;
+    if (stream == nullptr || fstat(STDERR_FILENO, &st) != 0) return false;
+    return absl::StrCat(st.st_dev, ":", st.st_ino) == stream;
+  }();
+  return journal;
+}
+
 // One write(2) per line: concurrent lines do not interleave.
-void WriteLine(std::string line) {
+void WriteLine(LogLevel level, std::string line) {
+  if (StderrIsJournal()) line.insert(0, SyslogPriorityPrefix(level));
   line.push_back('\n');
   const char* p = line.data();
   size_t left = line.size();
@@ -67,6 +85,16 @@ void WriteLine(std::string line) {
 }
 
 }  // namespace
+
+const char* SyslogPriorityPrefix(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "<7>";
+    case LogLevel::kInfo: return "<6>";
+    case LogLevel::kWarning: return "<4>";
+    case LogLevel::kError: return "<3>";
+  }
+  return "<6>";
+}
 
 absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
   for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
@@ -95,12 +123,12 @@ std::string FormatLogLine(LogLevel level, absl::string_view event,
 
 void LogEvent(LogLevel level, absl::string_view event, const std::vector<LogField>& fields) {
   if (!Enabled(level)) return;
-  WriteLine(FormatLogLine(level, event, fields));
+  WriteLine(level, FormatLogLine(level, event, fields));
 }
 
 void LogLine(LogLevel level, absl::string_view fields) {
   if (!Enabled(level)) return;
-  WriteLine(absl::StrCat(Prefix(level), fields));
+  WriteLine(level, absl::StrCat(Prefix(level), fields));
 }
 
 }  // namespace iommu

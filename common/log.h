@@ -1,6 +1,8 @@
 // Structured logging for both daemons: one event per line on stderr, as
 // key=value pairs, e.g.
 //   ts=2026-11-25T08:35:01.123Z level=info src=agent event=registered node=n1
+// Under systemd (stderr is $JOURNAL_STREAM) each line starts with its syslog
+// priority, "<6>ts=...", which the journal strips and records.
 // Values with spaces, quotes, '=' or non-printing bytes are quoted and
 // escaped so that lines stay machine-parseable. Never log secrets (tokens,
 // keys): callers pass ids only.
@@ -45,6 +47,10 @@ struct LogField {
   absl::string_view key;
   std::string value;
 };
+
+// The syslog priority prefix ("<3>" for errors ... "<7>" for debug) put
+// before each line when stderr is systemd's journal ($JOURNAL_STREAM).
+const char* SyslogPriorityPrefix(LogLevel level);
 
 // Formats one line without writing it (for tests): no trailing newline.
 std::string FormatLogLine(LogLevel level, absl::string_view event,

@@ -1,6 +1,14 @@
 #include "common/log.h"
 
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -10,6 +18,7 @@ namespace {
 
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 TEST(LogTest, FormatsKeyValuePairsAndQuotesWhenNeeded) {
@@ -38,6 +47,43 @@ TEST(LogTest, ParsesLevels) {
   EXPECT_FALSE(ParseLogLevel("loud").ok());
   EXPECT_THAT(std::string(ParseLogLevel("loud").status().message()),
               HasSubstr("log_level: must be debug, info, warning or error"));
+}
+
+// What a child process writes to stderr (a pipe) with $JOURNAL_STREAM set
+// to `stream(pipe's dev:ino)`, logging one error and one info line.
+std::string ChildLog(bool stream_is_stderr) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    struct stat st;
+    fstat(STDERR_FILENO, &st);
+    const std::string stream =
+        absl::StrCat(st.st_dev, ":", st.st_ino + (stream_is_stderr ? 0 : 1));
+    setenv("JOURNAL_STREAM", stream.c_str(), 1);
+    LogEvent(LogLevel::kError, "fatal", {{"error", "boom"}});
+    LogEvent(LogLevel::kInfo, "serving");
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[1024];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) out.append(buf, n);
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  return out;
+}
+
+TEST(LogTest, LinesToTheJournalCarryTheirSyslogPriority) {
+  const std::string journal = ChildLog(true);
+  EXPECT_THAT(journal, StartsWith("<3>ts="));
+  EXPECT_THAT(journal, HasSubstr("\n<6>ts="));
+  const std::string elsewhere = ChildLog(false);
+  EXPECT_THAT(elsewhere, StartsWith("ts="));
+  EXPECT_THAT(elsewhere, Not(HasSubstr("<6>")));
+  EXPECT_STREQ(SyslogPriorityPrefix(LogLevel::kWarning), "<4>");
+  EXPECT_STREQ(SyslogPriorityPrefix(LogLevel::kDebug), "<7>");
 }
 
 }  // namespace

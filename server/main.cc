@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc_metrics.h"
+#include "common/service_notify.h"
 #include "common/tls_flags.h"
 #include "common/version.h"
 #include "server/agent_client.h"
@@ -79,8 +80,6 @@ namespace {
 constexpr int64_t kHousekeepingPeriodMs = 250;
 // /healthz fails when housekeeping has not completed for this long.
 constexpr int64_t kHousekeeperStallMs = 30000;
-
-void Log(const std::string& fields) { iommu::LogLine(iommu::LogLevel::kInfo, fields); }
 
 int Run() {
   // Everything the broker creates is its own alone, whatever umask it was
@@ -154,7 +153,7 @@ int Run() {
   });
   auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
   if (!broker.ok()) {
-    Log(absl::StrCat("event=fatal error=\"", broker.status().ToString(), "\""));
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", broker.status().ToString()}});
     return 1;
   }
 
@@ -184,8 +183,10 @@ int Run() {
       return 1;
     }
     metrics_server = *std::move(started);
-    Log(absl::StrCat("event=metrics_serving address=", metrics_address,
-                     " port=", metrics_server.port, " paths=/metrics,/healthz,/readyz"));
+    iommu::LogEvent(iommu::LogLevel::kInfo, "metrics_serving",
+                    {{"address", metrics_address},
+                     {"port", metrics_server.port},
+                     {"paths", "/metrics,/healthz,/readyz"}});
   }
 
   // Every refusal by the authorization layer is logged by the service; the
@@ -228,7 +229,8 @@ int Run() {
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    Log(absl::StrCat("event=fatal error=\"cannot listen on ", absl::GetFlag(FLAGS_listen), "\""));
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal",
+                    {{"error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))}});
     return 1;
   }
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
@@ -236,47 +238,61 @@ int Run() {
     std::ofstream(tmp) << port << "\n";
     std::rename(tmp.c_str(), absl::GetFlag(FLAGS_port_file).c_str());
   }
-  Log(absl::StrCat("event=serving listen=", absl::GetFlag(FLAGS_listen), " port=", port,
-                   " db=", absl::GetFlag(FLAGS_db),
-                   " transport=\"", iommu::DescribeTransport(*transport), "\""));
+  iommu::LogEvent(iommu::LogLevel::kInfo, "serving",
+                  {{"listen", absl::GetFlag(FLAGS_listen)},
+                   {"port", port},
+                   {"db", absl::GetFlag(FLAGS_db)},
+                   {"transport", iommu::DescribeTransport(*transport)}});
   serving = true;
+  iommu::NotifyReady(absl::StrCat("serving on port ", port));
+  // With WatchdogSec=, housekeeping pings systemd: it takes the broker's
+  // lock, so a wedged broker stops pinging and is restarted.
+  const absl::Duration watchdog = iommu::WatchdogPingInterval();
 
   // Housekeeping: node liveness and expiry of remembered answers.
   absl::Notification stopping;
   std::atomic<int> exit_code{0};
   std::thread housekeeper([&] {
     int ticks = 0;
+    absl::Time last_ping = absl::InfinitePast();
     while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(kHousekeepingPeriodMs))) {
       (*broker)->CheckLiveness();
       housekeeper_seen_ms = absl::ToUnixMillis(absl::Now());
+      if (watchdog > absl::ZeroDuration() && absl::Now() - last_ping >= watchdog) {
+        iommu::NotifyWatchdog();
+        last_ping = absl::Now();
+      }
       if (absl::Status s = (*broker)->Unrecoverable(); !s.ok()) {
-        Log(absl::StrCat("event=fatal error=\"", s.message(), "\""));
+        iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
         exit_code = 1;
         kill(getpid(), SIGTERM);  // The stop path below drains and exits.
         return;
       }
       if (++ticks % 240 == 0) {
         absl::Status s = (*broker)->ExpireRequests();
-        if (!s.ok()) Log(absl::StrCat("event=expire_failed error=\"", s.ToString(), "\""));
+        if (!s.ok()) {
+          iommu::LogEvent(iommu::LogLevel::kWarning, "expire_failed", {{"error", s.ToString()}});
+        }
       }
     }
   });
 
   int sig = 0;
   sigwait(&stop, &sig);
-  Log(absl::StrCat("event=stopping signal=", sig));
+  iommu::LogEvent(iommu::LogLevel::kInfo, "stopping", {{"signal", sig}});
   serving = false;  // /readyz fails first, so balancers stop sending calls.
-  Log("event=draining");
+  iommu::NotifyStopping("draining in-flight calls");
+  iommu::LogEvent(iommu::LogLevel::kInfo, "draining");
   server->Shutdown(absl::ToChronoTime(absl::Now() +
                                       absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
-  Log("event=drained");
+  iommu::LogEvent(iommu::LogLevel::kInfo, "drained");
   stopping.Notify();
   housekeeper.join();
   server.reset();
   metrics_server.http.reset();  // Scrapes read the broker: stop them first.
   broker->reset();
   store->reset();  // Closes the database cleanly (checkpoints the WAL).
-  Log("event=stopped");
+  iommu::LogEvent(iommu::LogLevel::kInfo, "stopped");
   return exit_code.load();
 }
 

@@ -73,7 +73,8 @@ expect_line() {  # FILE LINE: LINE is present verbatim
 broker=deploy/systemd/iommu-broker.service
 agent=deploy/systemd/iommu-agent.service
 for line in "CapabilityBoundingSet=" "AmbientCapabilities=" "NoNewPrivileges=yes" \
-    "PrivateDevices=yes" "ProtectSystem=strict" "StateDirectory=iommu-broker" "User=iommu-broker"; do
+    "PrivateDevices=yes" "ProtectSystem=strict" "StateDirectory=iommu-broker" "User=iommu-broker" \
+    "Type=notify" "NotifyAccess=main" "WatchdogSec=30s" "RestartPreventExitStatus=2"; do
   expect_line "$broker" "$line"
 done
 for line in "CapabilityBoundingSet=CAP_IPC_LOCK" "AmbientCapabilities=CAP_IPC_LOCK" \

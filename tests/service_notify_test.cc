@@ -1,0 +1,105 @@
+// The broker under systemd's Type=notify and WatchdogSec=, through the real
+// binary: it reports READY=1 once its API serves, pings WATCHDOG=1 from its
+// housekeeping, and reports STOPPING=1 on SIGTERM. systemd's side is a
+// datagram socket named by $NOTIFY_SOCKET, as sd_notify(3) describes.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/daemon.h"
+
+namespace iommu {
+namespace {
+
+using ::testing::HasSubstr;
+
+// In the abstract namespace (the test's directory may be too long for
+// sun_path); sd_notify reaches it as "@name".
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& name) : name_(name) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    name.copy(a.sun_path + 1, sizeof(a.sun_path) - 2);
+    const socklen_t len = offsetof(sockaddr_un, sun_path) + 1 + name.size();
+    ok_ = fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&a), len) == 0;
+  }
+  ~NotifySocket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool ok() const { return ok_; }
+  std::string env() const { return "@" + name_; }
+
+  // Messages received until one contains `want` or `timeout` passes.
+  std::vector<std::string> Until(const std::string& want, absl::Duration timeout) {
+    std::vector<std::string> got;
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()))) <= 0) break;
+      char buf[4096];
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.emplace_back(buf, n);
+      if (absl::StrContains(got.back(), want)) break;
+    }
+    return got;
+  }
+
+ private:
+  std::string name_;
+  int fd_ = -1;
+  bool ok_ = false;
+};
+
+bool Contains(const std::vector<std::string>& messages, const std::string& want) {
+  for (const std::string& m : messages) {
+    if (absl::StrContains(m, want)) return true;
+  }
+  return false;
+}
+
+TEST(ServiceNotifyTest, BrokerReportsReadyPingsTheWatchdogAndReportsStopping) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  NotifySocket systemd(absl::StrCat("iommu-notify-test-", getpid()));
+  ASSERT_TRUE(systemd.ok());
+  setenv("NOTIFY_SOCKET", systemd.env().c_str(), 1);
+  setenv("WATCHDOG_USEC", "1000000", 1);  // Pings expected every 0.5 s.
+  testing::Daemon broker;
+  absl::Status started =
+      broker.Start(testing::RunfilePath("server/iommu-broker"),
+                   {"--insecure", "--listen=127.0.0.1:0", "--db=" + dir + "/broker.db"}, dir, "broker");
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(started.ok()) << started << "\n" << broker.Log();
+
+  std::vector<std::string> got = systemd.Until("READY=1", absl::Seconds(10));
+  ASSERT_TRUE(Contains(got, "READY=1")) << broker.Log();
+  EXPECT_TRUE(Contains(got, absl::StrCat("STATUS=serving on port ", broker.port())));
+  int pings = 0;
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (pings < 2 && absl::Now() < end) {
+    if (Contains(systemd.Until("WATCHDOG=1", end - absl::Now()), "WATCHDOG=1")) ++pings;
+  }
+  EXPECT_EQ(pings, 2) << "the housekeeping loop does not ping the watchdog";
+
+  EXPECT_EQ(broker.Stop(), 0) << broker.Log();
+  EXPECT_TRUE(Contains(systemd.Until("STOPPING=1", absl::Seconds(5)), "STOPPING=1"));
+  EXPECT_THAT(broker.Log(), HasSubstr("event=stopped"));
+}
+
+}  // namespace
+}  // namespace iommu
