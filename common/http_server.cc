@@ -11,6 +11,7 @@
 #include "civetweb.h"
 
 namespace iommu {
+
 struct HttpServer::Route {
   std::string path;
   const HttpHandler* handler;
