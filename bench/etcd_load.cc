@@ -32,6 +32,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -65,10 +66,15 @@ using Clock = std::chrono::steady_clock;
 enum class Mix { kPut, kTxn };
 
 bool ParseMix(const std::string& name, Mix* mix) {
-  if (name == "put") *mix = Mix::kPut;
-  else if (name == "txn") *mix = Mix::kTxn;
-  else return false;
-  return true;
+  if (name == "put") {
+    *mix = Mix::kPut;
+    return true;
+  }
+  if (name == "txn") {
+    *mix = Mix::kTxn;
+    return true;
+  }
+  return false;
 }
 
 struct Slot {

@@ -6,9 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <system_error>
 #include <vector>
@@ -58,6 +60,7 @@ absl::Status EtcdProcess::Start(absl::Duration timeout) {
         kEtcd, " is missing: install the Debian package `etcd-server` (scripts/setup.sh does)"));
   }
   dir_ = NewTempDir("etcd");
+  client_port_ = 0;
   const std::string log_path = dir_ + "/etcd.log";
   // Port 0 everywhere: nothing to race other tests for. The advertised URLs
   // are then not reachable addresses, which a single member never uses.
