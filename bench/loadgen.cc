@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -51,6 +50,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/load_table.h"
 #include "common/tls.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/broker.grpc.pb.h"
@@ -503,40 +503,7 @@ class LoadGen {
   Clock::time_point measure_from_, stop_at_;
 };
 
-struct Row {
-  std::string mix, op;
-  int concurrency = 0;
-  int64_t ops = 0;
-  double seconds = 0, qps = 0, p50 = 0, p99 = 0, p999 = 0;
-  int64_t errors = 0;
-};
-
-double Percentile(const std::vector<uint32_t>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  size_t i = static_cast<size_t>(q * (sorted.size() - 1) + 0.5);
-  return sorted[std::min(i, sorted.size() - 1)];
-}
-
-Row Summarize(const std::string& mix, const std::string& op, int concurrency, double seconds,
-              std::vector<uint32_t> us, int64_t errors) {
-  std::sort(us.begin(), us.end());
-  Row r;
-  r.mix = mix;
-  r.op = op;
-  r.concurrency = concurrency;
-  r.ops = us.size();
-  r.seconds = seconds;
-  r.qps = us.size() / seconds;
-  r.p50 = Percentile(us, 0.50);
-  r.p99 = Percentile(us, 0.99);
-  r.p999 = Percentile(us, 0.999);
-  r.errors = errors;
-  return r;
-}
-
-std::string Ratio(double x, double floor) {
-  return floor > 0 ? absl::StrFormat("%.2f", x / floor) : "";
-}
+using bench::LoadRow;
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -595,27 +562,15 @@ int Main(int argc, char** argv) {
   if (!gen.Setup(need_containers)) return 1;
 
   const std::string csv_path = absl::GetFlag(FLAGS_csv);
-  std::ofstream csv;
-  if (!csv_path.empty()) {
-    bool empty = true;
-    {
-      std::ifstream in(csv_path);
-      empty = !in.good() || in.peek() == std::ifstream::traits_type::eof();
-    }
-    csv.open(csv_path, std::ios::app);
-    if (empty) {
-      csv << "label,mix,op,concurrency,ops,seconds,qps,p50_us,p99_us,p999_us,errors,"
-             "qps_vs_noop,p50_vs_noop,p99_vs_noop\n";
-    }
-  }
+  bench::LoadCsv csv;
+  if (!csv_path.empty() && !csv.Open(csv_path)) return 1;
   const std::string label = absl::GetFlag(FLAGS_label);
   const double duration = absl::GetFlag(FLAGS_duration_s);
   const double warmup = absl::GetFlag(FLAGS_warmup_s);
 
-  std::printf("%-7s %-24s %5s %9s %9s %9s %9s %6s %8s %8s %8s\n", "mix", "op", "conc", "qps",
-              "p50_us", "p99_us", "p999_us", "errors", "qps/noop", "p50/noop", "p99/noop");
+  bench::PrintLoadHeader(stdout);
   for (int c : levels) {
-    Row floor;
+    LoadRow floor;
     for (const std::string& mix : mixes) {
       std::vector<Sample> samples;
       int64_t errors = 0;
@@ -626,25 +581,17 @@ int Main(int argc, char** argv) {
         by_op[OpName(s.op)].push_back(s.us);
         all.push_back(s.us);
       }
-      std::vector<Row> rows;
-      rows.push_back(Summarize(mix, "all", c, duration, all, errors));
+      std::vector<LoadRow> rows;
+      rows.push_back(bench::SummarizeLoad(mix, "all", c, duration, all, errors));
       if (by_op.size() > 1) {
-        for (auto& [op, us] : by_op) rows.push_back(Summarize(mix, op, c, duration, us, 0));
+        for (auto& [op, us] : by_op) {
+          rows.push_back(bench::SummarizeLoad(mix, op, c, duration, us, 0));
+        }
       }
       if (mix == "noop") floor = rows[0];
-      for (const Row& r : rows) {
-        std::printf("%-7s %-24s %5d %9.0f %9.0f %9.0f %9.0f %6lld %8s %8s %8s\n", r.mix.c_str(),
-                    r.op.c_str(), r.concurrency, r.qps, r.p50, r.p99, r.p999,
-                    static_cast<long long>(r.errors), Ratio(r.qps, floor.qps).c_str(),
-                    Ratio(r.p50, floor.p50).c_str(), Ratio(r.p99, floor.p99).c_str());
-        if (csv.is_open()) {
-          csv << absl::StrFormat("%s,%s,%s,%d,%lld,%.1f,%.1f,%.0f,%.0f,%.0f,%lld,%s,%s,%s\n",
-                                 label, r.mix, r.op, r.concurrency,
-                                 static_cast<long long>(r.ops), r.seconds, r.qps, r.p50, r.p99,
-                                 r.p999, static_cast<long long>(r.errors),
-                                 Ratio(r.qps, floor.qps), Ratio(r.p50, floor.p50),
-                                 Ratio(r.p99, floor.p99));
-        }
+      for (const LoadRow& r : rows) {
+        bench::PrintLoadRow(stdout, r, floor);
+        if (csv.is_open()) csv.Append(label, r, floor);
       }
       std::fflush(stdout);
     }

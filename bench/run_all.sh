@@ -3,6 +3,7 @@
 #   1. bench/results/machine.txt   CPU, memory, kernel, disk, fsync latency
 #   2. bench/micro.sh              allocator/ledger/validation/map-path CSVs
 #   3. bench/broker_load.sh        load.csv (noop/read/mutate x concurrency, + mTLS)
+#                                  vs_etcd.csv (mutate vs etcd put/txn at 1 and 32)
 #   4. bench/scale.sh              scale.csv, scale-summary.csv (1,000 nodes), and
 #                                  again with 10 s heartbeats into scale-hb10s/
 #   5. bench/plot.sh               docs/bench/*.png

@@ -10,6 +10,7 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgrpc++-dev libabsl-dev prometheus-cpp-dev libsqlite3-dev libssl-dev
   libsystemd-dev   # sd_pid_notify_with_fds, sd_listen_fds_with_names: the agent's systemd fd store
+  golang-etcd-server-dev   # etcd v3's API protos: //third_party/etcd:etcd_cc_grpc generates C++ stubs from them
   openssl   # deploy/make-dev-certs.sh: the dev CA and certificates (demo, tests)
   # tests
   libgtest-dev libgmock-dev python3 sqlite3
@@ -17,6 +18,7 @@ PACKAGES=(
   dpkg-dev                      # apt-get source: Abseil for --config=tsan (third_party/debian_absl.bzl)
   libbenchmark-dev              # microbenchmarks (bench/)
   gnuplot-nox                   # bench/plot.sh: docs/bench/*.png
+  etcd-server etcd-client       # a real etcd: bench/broker_load.sh's etcd row, tests/etcd_smoke_test
   prometheus python3-yaml       # deploy/ checks: promtool, YAML manifests (tests/deploy);
                                 # a real Prometheus for tests/prometheus_e2e_test
 )

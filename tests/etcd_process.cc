@@ -1,0 +1,153 @@
+#include "tests/etcd_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/daemon.h"
+
+namespace iommu::testing {
+namespace {
+
+constexpr char kEtcd[] = "/usr/bin/etcd";
+// What etcd 3.4 logs once its client listener serves; with port 0 in the
+// URL it names the port the kernel chose.
+constexpr char kServingLine[] = "serving insecure client requests on 127.0.0.1:";
+
+// The port from etcd's log, or 0 while it has not logged it yet.
+int ClientPortFromLog(const std::string& log) {
+  const size_t at = log.find(kServingLine);
+  if (at == std::string::npos) return 0;
+  const size_t begin = at + sizeof(kServingLine) - 1;
+  size_t end = begin;
+  while (end < log.size() && log[end] >= '0' && log[end] <= '9') ++end;
+  int port = 0;
+  return absl::SimpleAtoi(log.substr(begin, end - begin), &port) ? port : 0;
+}
+
+}  // namespace
+
+EtcdProcess::~EtcdProcess() { Stop(); }
+
+std::string EtcdProcess::endpoint() const { return absl::StrCat("127.0.0.1:", client_port_); }
+
+std::string EtcdProcess::Log() const {
+  std::ifstream in(dir_ + "/etcd.log");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::Status EtcdProcess::Start(absl::Duration timeout) {
+  if (pid_ > 0) return absl::FailedPreconditionError("etcd already started");
+  if (access(kEtcd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kEtcd, " is missing: install the Debian package `etcd-server` (scripts/setup.sh does)"));
+  }
+  dir_ = NewTempDir("etcd");
+  client_port_ = 0;
+  const std::string log_path = dir_ + "/etcd.log";
+  // Port 0 everywhere: nothing to race other tests for. The advertised URLs
+  // are then not reachable addresses, which a single member never uses.
+  const std::string any = "http://127.0.0.1:0";
+  std::vector<std::string> argv = {kEtcd,
+                                   "--name=test",
+                                   "--data-dir=" + dir_ + "/data",
+                                   "--listen-client-urls=" + any,
+                                   "--advertise-client-urls=" + any,
+                                   "--listen-peer-urls=" + any,
+                                   "--initial-advertise-peer-urls=" + any,
+                                   "--initial-cluster=test=" + any,
+                                   "--initial-cluster-state=new"};
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ < 0) {
+    pid_ = -1;
+    return absl::ErrnoToStatus(errno, "fork for etcd");
+  }
+  if (pid_ == 0) {
+    // Only async-signal-safe calls between fork and exec (the test may
+    // already run gRPC threads).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // The test died before prctl.
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execv(kEtcd, cargv.data());
+    _exit(127);
+  }
+
+  const absl::Time deadline = absl::Now() + timeout;
+  std::unique_ptr<etcdserverpb::KV::Stub> kv;
+  std::string last = "etcd has not logged its client port yet";
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(absl::StrCat("etcd exited (wait status ", status, "):\n", Log()));
+    }
+    if (client_port_ == 0) client_port_ = ClientPortFromLog(Log());
+    if (client_port_ != 0) {
+      if (!kv) {
+        kv = etcdserverpb::KV::NewStub(
+            grpc::CreateChannel(endpoint(), grpc::InsecureChannelCredentials()));
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      etcdserverpb::RangeRequest req;
+      req.set_key("ready-probe");
+      etcdserverpb::RangeResponse resp;
+      grpc::Status s = kv->Range(&ctx, req, &resp);
+      if (s.ok()) return absl::OkStatus();
+      last = absl::StrCat("Range on ", endpoint(), ": ", s.error_message());
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("etcd not ready after ", absl::FormatDuration(timeout), ": ", last, "\n",
+                   Log()));
+}
+
+void EtcdProcess::Stop() {
+  if (pid_ > 0) {
+    kill(pid_, SIGTERM);
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (absl::Now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    pid_ = -1;
+  }
+  if (!dir_.empty()) {
+    std::error_code ignored;  // Best effort: the directory is under TEST_TMPDIR.
+    std::filesystem::remove_all(dir_, ignored);
+    dir_.clear();
+  }
+}
+
+}  // namespace iommu::testing
