@@ -366,6 +366,11 @@ absl::Status KvSqliteFile::WriteLocked(const ChangeSet& changes) {
   return SetMetaLocked("next_lease_id", changes.next_lease_id);
 }
 
+absl::StatusOr<int64_t> KvSqliteFile::DurableRevision() {
+  absl::MutexLock l(&write_mu_);
+  return ReadMetaLocked("revision");
+}
+
 absl::Status KvSqliteFile::Compact(int64_t revision) {
   absl::MutexLock l(&write_mu_);
   RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));

@@ -63,6 +63,10 @@ class KvSqliteFile final {
   // fsync failed: then the outcome is unknown (UNAVAILABLE).
   absl::Status Write(const ChangeSet& changes);
 
+  // The revision the file holds (meta.revision), read on the write
+  // connection: after a failed Write it tells whether the batch landed.
+  absl::StatusOr<int64_t> DurableRevision();
+
   // Removes history rows no read at or above `revision` can see and records
   // the compaction point. The caller checked `revision`.
   absl::Status Compact(int64_t revision);

@@ -8,6 +8,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "server/kv/kv_rules.h"
 #include "server/kv/kv_sqlite_file.h"
@@ -134,6 +135,7 @@ class SqliteKvStore final : public KvStore {
           absl::StrCat("compact.revision: ", revision, " is not positive"));
     }
     absl::MutexLock c(&commit_mu_);
+    if (!broken_.ok()) return broken_;
     {
       absl::WriterMutexLock l(&state_mu_);
       if (revision > state_.revision()) {
@@ -261,7 +263,7 @@ class SqliteKvStore final : public KvStore {
       changes = planner.changes();
     }
     if (changes.empty()) return;
-    const absl::Status written = file_->Write(changes);
+    const absl::Status written = WriteLocked(changes);
     if (!written.ok()) {
       for (Pending* p : batch) {
         if (p->txn_result.ok()) p->txn_result = written;
@@ -274,6 +276,42 @@ class SqliteKvStore final : public KvStore {
       state_.Apply(changes, now);
     }
     hub_->Publish(changes.txns, changes.revision);
+  }
+
+  // Writes a planned batch to the file. On error, finds out whether the
+  // file still holds what memory does; if not (or if that cannot be told),
+  // the store is broken: memory and file disagree and only a reopen, which
+  // rebuilds memory from the file, can reconcile them.
+  absl::Status WriteLocked(const ChangeSet& changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+    if (!broken_.ok()) return broken_;
+    absl::Status s = Fault(false);
+    if (s.ok()) s = file_->Write(changes);
+    if (s.ok()) s = Fault(true);
+    if (s.ok()) return s;
+    const absl::StatusOr<int64_t> durable = file_->DurableRevision();
+    const int64_t memory = CurrentRevision();
+    if (!durable.ok() || *durable != memory) {
+      broken_ = absl::UnavailableError(absl::StrCat(
+          "kv store: a commit failed (", s.message(), ") and the file's revision (",
+          durable.ok() ? absl::StrCat(*durable) : std::string(durable.status().message()),
+          ") is not memory's (", memory,
+          "); refusing writes until the store is reopened from the file"));
+      LogEvent(LogLevel::kError, "kv_store_broken", {{"error", broken_.message()}});
+      return broken_;
+    }
+    LogEvent(LogLevel::kWarning, "kv_commit_failed",
+             {{"error", s.message()}, {"revision", memory}});
+    return s;
+  }
+
+  absl::Status Fault(bool written) {
+    return options_.write_fault_for_testing ? options_.write_fault_for_testing(written)
+                                            : absl::OkStatus();
+  }
+
+  int64_t CurrentRevision() {
+    absl::ReaderMutexLock l(&state_mu_);
+    return state_.revision();
   }
 
   void PlanOneLocked(BatchPlanner* planner, Pending* p, absl::Time now)
@@ -335,6 +373,8 @@ class SqliteKvStore final : public KvStore {
   std::deque<Pending*> queue_ ABSL_GUARDED_BY(queue_mu_);
 
   absl::Mutex commit_mu_;  // Held by the batch leader and by Compact.
+  // Set when a failed commit left file and memory disagreeing (WriteLocked).
+  absl::Status broken_ ABSL_GUARDED_BY(commit_mu_);
 
   absl::Mutex state_mu_;
   KvState state_ ABSL_GUARDED_BY(state_mu_);

@@ -9,6 +9,9 @@
 // whole batch in one SQLite transaction (one fsync), then applies it to the
 // in-memory state, publishes it to watchers and wakes the batch. A batch
 // whose commit fails fails every request in it, and memory never saw it.
+// If the file's revision then differs from memory's (an fsync that failed
+// after the log was written), the outcome is unknown: the store refuses
+// every later write (UNAVAILABLE) until it is reopened from the file.
 //
 // Read path: Range at the latest revision and read-only txns are served from
 // memory under a reader lock, never behind a commit's fsync; ranges at older
@@ -23,6 +26,7 @@
 #ifndef SERVER_KV_SQLITE_KV_STORE_H_
 #define SERVER_KV_SQLITE_KV_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,6 +45,10 @@ struct SqliteKvOptions {
   int64_t watch_max_pending_events = 100000;
   absl::Duration lease_sweep_period = absl::Milliseconds(500);
   WalCheckpointOptions checkpoint;
+  // Fault injection for tests: called before (written=false) and after
+  // (written=true) each batch's SQLite write; an error fails the batch as
+  // if the write, or its fsync, had failed.
+  std::function<absl::Status(bool written)> write_fault_for_testing;
 };
 
 // Opens (creating, mode 0600) the store at `path` and restores its

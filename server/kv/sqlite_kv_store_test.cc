@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -145,6 +146,65 @@ TEST(SqliteKvStoreTest, ForeignSqliteDatabaseIsRefused) {
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
   EXPECT_NE(s.status().message().find("database of something else"), std::string::npos)
       << s.status();
+}
+
+// Fails the write of the next `n` batches at the chosen point.
+struct WriteFault {
+  std::atomic<int> remaining{0};
+  bool after_write = false;
+  std::function<absl::Status(bool)> Hook() {
+    return [this](bool written) {
+      if (written != after_write || remaining.load() <= 0) return absl::OkStatus();
+      --remaining;
+      return absl::UnavailableError("injected: disk on fire");
+    };
+  }
+};
+
+TEST(SqliteKvStoreTest, FailedCommitFailsItsBatchAndChangesNothing) {
+  FakeClock clock;
+  WriteFault fault;
+  SqliteKvOptions o = TestOptions(&clock);
+  o.write_fault_for_testing = fault.Hook();
+  auto store = OpenSqliteKvStore(TempPath("fault_before.db"), o);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Put("a", "1").ok());
+  fault.remaining = 1;
+  auto failed = (*store)->Put("b", "1");
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+  EXPECT_NE(failed.status().message().find("disk on fire"), std::string::npos);
+  EXPECT_FALSE((*store)->Get("b")->has_value());
+  auto next = (*store)->Put("c", "1");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->revision, 2) << "a failed commit must not use up a revision";
+}
+
+TEST(SqliteKvStoreTest, CommitWithUnknownOutcomeRefusesWritesUntilReopened) {
+  FakeClock clock;
+  WriteFault fault;
+  fault.after_write = true;
+  SqliteKvOptions o = TestOptions(&clock);
+  o.write_fault_for_testing = fault.Hook();
+  const std::string path = TempPath("fault_after.db");
+  {
+    auto store = OpenSqliteKvStore(path, o);
+    ASSERT_TRUE(store.ok()) << store.status();
+    fault.remaining = 1;
+    EXPECT_EQ((*store)->Put("a", "1").status().code(), absl::StatusCode::kUnavailable);
+    auto refused = (*store)->Put("b", "1");
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+    EXPECT_NE(refused.status().message().find("until the store is reopened"), std::string::npos)
+        << refused.status();
+    EXPECT_EQ((*store)->Compact(1).code(), absl::StatusCode::kUnavailable);
+    EXPECT_TRUE((*store)->Range({"a", "", 0, 0}).ok()) << "reads go on from memory";
+  }
+  auto store = MustOpen(path, &clock);
+  ASSERT_NE(store, nullptr);
+  auto a = store->Get("a");
+  ASSERT_TRUE(a.ok() && a->has_value()) << "the write had reached the file";
+  auto b = store->Put("b", "1");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->revision, 2);
 }
 
 std::string ChildPath() {
