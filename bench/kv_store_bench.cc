@@ -100,10 +100,11 @@ void RunKv(int threads) {
   std::vector<double> all;
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   const size_t n = all.size();
-  std::printf("kv txn (cmp mod + 2 puts)  threads=%-3d txns=%-7zu %9.0f txn/s  p50=%.3f ms  "
-              "p99=%.3f ms  failed_compares=%lld errors=%lld\n",
-              threads, n, n / secs, Percentile(&all, 0.5), Percentile(&all, 0.99),
-              static_cast<long long>(failed.load()), static_cast<long long>(errors.load()));
+  std::printf(
+      "kv txn (cmp mod + 2 puts)  threads=%-3d txns=%-7zu %9.0f txn/s  p50=%.3f ms  "
+      "p99=%.3f ms  failed_compares=%lld errors=%lld\n",
+      threads, n, n / secs, Percentile(&all, 0.5), Percentile(&all, 0.99),
+      static_cast<long long>(failed.load()), static_cast<long long>(errors.load()));
   store->reset();
   RemoveDb(path);
 }
@@ -123,10 +124,11 @@ void RunRawSqlite(int rows_per_commit) {
   const std::string path = absl::StrCat(Dir(), "/kv_store_bench_raw_", getpid(), ".db");
   RemoveDb(path);
   sqlite3* db = nullptr;
-  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK ||
-      !Exec(db, "PRAGMA journal_mode=WAL") || !Exec(db, "PRAGMA synchronous=FULL") ||
-      !Exec(db, "CREATE TABLE t (k BLOB, rev INTEGER, v BLOB, PRIMARY KEY (k, rev)) "
-                "WITHOUT ROWID")) {
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK || !Exec(db, "PRAGMA journal_mode=WAL") ||
+      !Exec(db, "PRAGMA synchronous=FULL") ||
+      !Exec(db,
+            "CREATE TABLE t (k BLOB, rev INTEGER, v BLOB, PRIMARY KEY (k, rev)) "
+            "WITHOUT ROWID")) {
     std::exit(1);
   }
   sqlite3_stmt* ins = nullptr;
@@ -152,10 +154,11 @@ void RunRawSqlite(int rows_per_commit) {
     lat.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  std::printf("raw sqlite commit of %2d rows threads=1   commits=%-7zu %7.0f commits/s "
-              "(%.0f rows/s)  p50=%.3f ms  p99=%.3f ms\n",
-              rows_per_commit, lat.size(), lat.size() / secs, lat.size() * rows_per_commit / secs,
-              Percentile(&lat, 0.5), Percentile(&lat, 0.99));
+  std::printf(
+      "raw sqlite commit of %2d rows threads=1   commits=%-7zu %7.0f commits/s "
+      "(%.0f rows/s)  p50=%.3f ms  p99=%.3f ms\n",
+      rows_per_commit, lat.size(), lat.size() / secs, lat.size() * rows_per_commit / secs,
+      Percentile(&lat, 0.5), Percentile(&lat, 0.99));
   sqlite3_finalize(ins);
   sqlite3_close(db);
   RemoveDb(path);

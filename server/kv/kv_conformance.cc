@@ -9,8 +9,7 @@
 namespace iommu {
 namespace kv {
 
-void ExpectError(const absl::Status& status, absl::StatusCode code,
-                 const std::string& substring) {
+void ExpectError(const absl::Status& status, absl::StatusCode code, const std::string& substring) {
   EXPECT_EQ(status.code(), code) << status;
   EXPECT_NE(std::string(status.message()).find(substring), std::string::npos)
       << "message \"" << status.message() << "\" lacks \"" << substring << "\"";
@@ -230,11 +229,11 @@ TEST_P(KvConformanceTest, RangeAtAnOlderRevisionSeesTheStoreAsItWas) {
 }
 
 TEST_P(KvConformanceTest, CompactionRefusesOlderReadsAndKeepsNewerOnes) {
-  MustPut("a", "1");      // rev0+1
-  MustPut("a", "2");      // rev0+2
-  MustPut("gone", "x");   // rev0+3
+  MustPut("a", "1");                              // rev0+1
+  MustPut("a", "2");                              // rev0+2
+  MustPut("gone", "x");                           // rev0+3
   ASSERT_TRUE(store_->DeleteRange("gone").ok());  // rev0+4
-  MustPut("b", "1");      // rev0+5
+  MustPut("b", "1");                              // rev0+5
   ASSERT_TRUE(store_->Compact(rev0_ + 3).ok());
   EXPECT_EQ(store_->CompactedRevision(), rev0_ + 3);
   ExpectError(store_->Range({"a", "", rev0_ + 2, 0}).status(), absl::StatusCode::kOutOfRange,
@@ -280,13 +279,10 @@ TEST_P(KvConformanceTest, BadInputIsRefusedWithTheFieldAndRuleAndChangesNothing)
   bad_lease.then_ops.emplace_back(PutOp{"x", "1", 987654321});
   ExpectError(store_->Txn(bad_lease).status(), absl::StatusCode::kNotFound,
               "lease 987654321 not found");
-  ExpectError(store_->LeaseGrant(0).status(), absl::StatusCode::kInvalidArgument,
-              "ttl_seconds");
+  ExpectError(store_->LeaseGrant(0).status(), absl::StatusCode::kInvalidArgument, "ttl_seconds");
   ExpectError(store_->LeaseRevoke(-3).status(), absl::StatusCode::kInvalidArgument, "lease id");
-  ExpectError(store_->LeaseRevoke(987654321).status(), absl::StatusCode::kNotFound,
-              "not found");
-  ExpectError(store_->LeaseKeepAlive(987654321).status(), absl::StatusCode::kNotFound,
-              "not found");
+  ExpectError(store_->LeaseRevoke(987654321).status(), absl::StatusCode::kNotFound, "not found");
+  ExpectError(store_->LeaseKeepAlive(987654321).status(), absl::StatusCode::kNotFound, "not found");
   EXPECT_EQ(Revision(), before);
   EXPECT_TRUE(MustRange("x").kvs.empty());
 }
@@ -298,12 +294,11 @@ TEST_P(KvConformanceTest, RequestsOverTheConfiguredLimitsAreRefused) {
   store_ = Make(config);
   ASSERT_NE(store_, nullptr);
   const int64_t before = Revision();
-  ExpectError(store_->Put("a", std::string(17, 'v')).status(),
-              absl::StatusCode::kInvalidArgument, "then_ops[0].value: 17 bytes is over the limit");
+  ExpectError(store_->Put("a", std::string(17, 'v')).status(), absl::StatusCode::kInvalidArgument,
+              "then_ops[0].value: 17 bytes is over the limit");
   TxnRequest big;
   for (int i = 0; i < 5; ++i) big.then_ops.emplace_back(PutOp{"k" + std::to_string(i), "v"});
-  ExpectError(store_->Txn(big).status(), absl::StatusCode::kInvalidArgument,
-              "over the limit of 4");
+  ExpectError(store_->Txn(big).status(), absl::StatusCode::kInvalidArgument, "over the limit of 4");
   EXPECT_EQ(Revision(), before);
   big.then_ops.pop_back();
   EXPECT_TRUE(store_->Txn(big).ok());

@@ -1,8 +1,8 @@
 // Conformance: watches (replay, order, filtering, cancel, backlog), leases
 // on the injected clock, and concurrent compare-and-swap.
 #include <algorithm>
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
@@ -82,8 +82,8 @@ TEST_P(KvConformanceTest, WatchReplaysHistoryThenDeliversLiveChangesInOrder) {
   auto watch = store_->Watch({"w/", "w0", rev0_ + 1}, c.Callback());
   ASSERT_TRUE(watch.ok()) << watch.status();
   ASSERT_TRUE(store_->DeleteRange("w/a").ok());  // rev0+3
-  MustPut("other", "x");                          // rev0+4: outside the range
-  MustPut("w/c", "1");                            // rev0+5
+  MustPut("other", "x");                         // rev0+4: outside the range
+  MustPut("w/c", "1");                           // rev0+5
   ASSERT_TRUE(c.WaitForBatches(4));
   const std::vector<WatchBatch> b = c.batches();
   ASSERT_EQ(b.size(), 4u);

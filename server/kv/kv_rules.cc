@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -52,18 +53,19 @@ absl::Status ValidateBranch(absl::string_view branch, const std::vector<Op>& ops
       }
     }
   }
-  // A key written twice in one txn would need two events at one revision
-  // with no defined order between them; etcd refuses it too ("duplicate key
-  // given in txn request"). Puts against each other and against deletes;
-  // two deletes may overlap (the second simply finds nothing).
+  // etcd refuses a txn that writes a key twice ("duplicate key given in txn
+  // request"), so every implementation must: a txn the SQLite store took
+  // would fail on etcd. Puts against each other and against deletes; two
+  // deletes may overlap (the second simply finds nothing), as in etcd.
   for (size_t i = 0; i < writes.size(); ++i) {
     if (!writes[i].is_put) continue;
     for (size_t j = 0; j < writes.size(); ++j) {
       if (i == j || (writes[j].is_put && j < i)) continue;  // Put pairs are checked once.
       if (InRange(writes[i].key, writes[j].key, writes[j].range_end)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            branch, ": key \"", writes[i].key, "\" is written twice in one txn; each key may "
-            "be written at most once per txn"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(branch, ": key \"", absl::CHexEscape(writes[i].key),
+                         "\" is written twice in one txn; each key may "
+                         "be written at most once per txn"));
       }
     }
   }
@@ -88,14 +90,14 @@ absl::Status ValidateRange(absl::string_view field, absl::string_view key,
     return absl::InvalidArgumentError(absl::StrCat(field, ": key is empty; keys are non-empty"));
   }
   if (static_cast<int64_t>(key.size()) > limits.max_key_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": key of ", key.size(),
-                                                   " bytes is over the limit of ",
-                                                   limits.max_key_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": key of ", key.size(), " bytes is over the limit of ", limits.max_key_bytes));
   }
   if (!range_end.empty() && !IsOpenEnded(range_end) && range_end < key) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": range_end is below key; a range is [key, range_end), range_end empty for "
-        "one key or \"\\0\" for every key >= key"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field,
+                     ": range_end is below key; a range is [key, range_end), range_end empty for "
+                     "one key or \"\\0\" for every key >= key"));
   }
   return absl::OkStatus();
 }
@@ -103,9 +105,8 @@ absl::Status ValidateRange(absl::string_view field, absl::string_view key,
 absl::Status ValidateTxn(const TxnRequest& txn, const KvLimits& limits) {
   const int64_t ops = txn.compares.size() + std::max(txn.then_ops.size(), txn.else_ops.size());
   if (ops > limits.max_txn_ops) {
-    return absl::InvalidArgumentError(absl::StrCat("txn: ", ops,
-                                                   " compares and ops is over the limit of ",
-                                                   limits.max_txn_ops));
+    return absl::InvalidArgumentError(
+        absl::StrCat("txn: ", ops, " compares and ops is over the limit of ", limits.max_txn_ops));
   }
   for (size_t i = 0; i < txn.compares.size(); ++i) {
     RETURN_IF_ERROR(
@@ -131,8 +132,7 @@ absl::Status ValidateRangeRequest(const RangeRequest& request, const KvLimits& l
 absl::Status ValidateWatchRequest(const WatchRequest& request, const KvLimits& limits) {
   RETURN_IF_ERROR(ValidateRange("watch", request.key, request.range_end, limits));
   if (request.start_revision < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("watch.start_revision: ",
-                                                   request.start_revision,
+    return absl::InvalidArgumentError(absl::StrCat("watch.start_revision: ", request.start_revision,
                                                    " is negative (0 means from now)"));
   }
   return absl::OkStatus();

@@ -2,11 +2,13 @@
 
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/kv/kv_rules.h"
+#include "server/record_checksum.h"
 
 namespace iommu {
 namespace kv {
@@ -32,7 +34,7 @@ const char kSchema[] =
     "CREATE TABLE history ("
     "  key BLOB NOT NULL, revision INTEGER NOT NULL, sub INTEGER NOT NULL,"
     "  value BLOB NOT NULL, create_revision INTEGER NOT NULL, version INTEGER NOT NULL,"
-    "  lease INTEGER NOT NULL, tombstone INTEGER NOT NULL,"
+    "  lease INTEGER NOT NULL, tombstone INTEGER NOT NULL, sum INTEGER NOT NULL,"
     "  PRIMARY KEY (key, revision, sub)) WITHOUT ROWID;"
     "CREATE INDEX history_by_revision ON history (revision, sub);"
     "CREATE TABLE leases (id INTEGER PRIMARY KEY NOT NULL, ttl INTEGER NOT NULL);"
@@ -40,7 +42,8 @@ const char kSchema[] =
     "  ('next_lease_id', 1);";
 
 // The columns every history read selects, in this order.
-const char kRowColumns[] = "key, value, create_revision, revision, version, lease, tombstone";
+const char kRowColumns[] =
+    "key, value, create_revision, revision, version, lease, tombstone, sub, sum";
 
 absl::Status Error(sqlite3* db, absl::string_view what) {
   const int code = sqlite3_extended_errcode(db);
@@ -69,17 +72,45 @@ void BindBlob(sqlite3_stmt* st, int i, const std::string& s) {
   sqlite3_bind_blob(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
 }
 
-// A row selected as kRowColumns; *tombstone says whether it is a delete.
-KeyValue RowToKv(sqlite3_stmt* st, bool* tombstone) {
-  KeyValue kv;
-  kv.key = ColumnBlob(st, 0);
-  kv.value = ColumnBlob(st, 1);
-  kv.create_revision = sqlite3_column_int64(st, 2);
-  kv.mod_revision = sqlite3_column_int64(st, 3);
-  kv.version = sqlite3_column_int64(st, 4);
-  kv.lease = sqlite3_column_int64(st, 5);
+// The CRC32C of a history row. SQLite's quick_check covers its pages, not
+// the bytes of a value: a flipped bit would be served as data. Lengths and
+// numbers go first so that bytes moved between fields change the sum.
+uint32_t RowChecksum(const std::string& key, int64_t revision, int64_t sub,
+                     const std::string& value, int64_t create, int64_t version, int64_t lease,
+                     bool tombstone) {
+  const int64_t nums[] = {static_cast<int64_t>(key.size()),
+                          static_cast<int64_t>(value.size()),
+                          revision,
+                          sub,
+                          create,
+                          version,
+                          lease,
+                          tombstone ? 1 : 0};
+  uint32_t crc = Crc32c(0, absl::string_view(reinterpret_cast<const char*>(nums), sizeof(nums)));
+  crc = Crc32c(crc, key);
+  return Crc32c(crc, value);
+}
+
+// Reads a row selected as kRowColumns into *kv; *tombstone says whether it
+// is a delete. DATA_LOSS naming the file, key and revision when its
+// checksum does not match.
+absl::Status RowToKv(const std::string& path, sqlite3_stmt* st, KeyValue* kv, bool* tombstone) {
+  kv->key = ColumnBlob(st, 0);
+  kv->value = ColumnBlob(st, 1);
+  kv->create_revision = sqlite3_column_int64(st, 2);
+  kv->mod_revision = sqlite3_column_int64(st, 3);
+  kv->version = sqlite3_column_int64(st, 4);
+  kv->lease = sqlite3_column_int64(st, 5);
   *tombstone = sqlite3_column_int64(st, 6) != 0;
-  return kv;
+  const int64_t sub = sqlite3_column_int64(st, 7);
+  const uint32_t stored = static_cast<uint32_t>(sqlite3_column_int64(st, 8));
+  const uint32_t computed = RowChecksum(kv->key, kv->mod_revision, sub, kv->value,
+                                        kv->create_revision, kv->version, kv->lease, *tombstone);
+  if (stored == computed) return absl::OkStatus();
+  return absl::DataLossError(absl::StrFormat(
+      "kv store: %s is damaged: key \"%s\" at revision %d fails its checksum (stored 0x%08x, "
+      "computed 0x%08x); restore the last backup",
+      path, absl::CHexEscape(kv->key), kv->mod_revision, stored, computed));
 }
 
 // " AND key >= ?1 AND key < ?2" for the range; ?1 and ?2 are bound by
@@ -113,8 +144,8 @@ KvSqliteFile::~KvSqliteFile() {
   sqlite3_close_v2(db_);
 }
 
-absl::StatusOr<std::unique_ptr<KvSqliteFile>> KvSqliteFile::Open(
-    const std::string& path, const WalCheckpointOptions& wal) {
+absl::StatusOr<std::unique_ptr<KvSqliteFile>> KvSqliteFile::Open(const std::string& path,
+                                                                 const WalCheckpointOptions& wal) {
   // Before SQLite sees the file: created 0600, private, and ours alone.
   ASSIGN_OR_RETURN(std::unique_ptr<StoreFileLock> lock, StoreFileLock::Acquire(path));
   sqlite3* db = nullptr;
@@ -143,8 +174,8 @@ absl::Status KvSqliteFile::Configure(const WalCheckpointOptions& wal) {
         absl::StrCat("PRAGMA journal_size_limit=", wal.restart_bytes)}) {
     absl::Status s = ExecLocked(pragma);
     if (absl::IsDataLoss(s)) {
-      return absl::DataLossError(absl::StrCat("kv store: ", path_,
-                                              " is not a SQLite database: ", s.message()));
+      return absl::DataLossError(
+          absl::StrCat("kv store: ", path_, " is not a SQLite database: ", s.message()));
     }
     RETURN_IF_ERROR(s);
   }
@@ -160,10 +191,10 @@ absl::Status KvSqliteFile::CheckOrCreateSchema() {
     if (sqlite3_prepare_v2(db_, sql, -1, st.out(), nullptr) != SQLITE_OK ||
         sqlite3_step(st.get()) != SQLITE_ROW) {
       absl::Status s = Error(db_, sql);
-      return absl::IsDataLoss(s) ? absl::DataLossError(absl::StrCat(
-                                       "kv store: ", path_, " is not a SQLite database: ",
-                                       s.message()))
-                                 : s;
+      return absl::IsDataLoss(s)
+                 ? absl::DataLossError(absl::StrCat("kv store: ", path_,
+                                                    " is not a SQLite database: ", s.message()))
+                 : s;
     }
     *out = sqlite3_column_int64(st.get(), 0);
   }
@@ -193,9 +224,9 @@ absl::Status KvSqliteFile::CheckOrCreateSchema() {
       if (line != "ok") problems.push_back(std::move(line));
     }
     if (rc != SQLITE_DONE || !problems.empty()) {
-      return absl::DataLossError(absl::StrCat("kv store: ", path_, " is damaged: ",
-                                              rc != SQLITE_DONE ? sqlite3_errmsg(db_) : "",
-                                              absl::StrJoin(problems, "; ")));
+      return absl::DataLossError(absl::StrCat(
+          "kv store: ", path_, " is damaged: ", rc != SQLITE_DONE ? sqlite3_errmsg(db_) : "",
+          absl::StrJoin(problems, "; ")));
     }
   }
   ASSIGN_OR_RETURN(int64_t version, ReadMetaLocked("schema_version"));
@@ -212,8 +243,8 @@ absl::Status KvSqliteFile::OpenReader() {
   const int rc = sqlite3_open_v2(path_.c_str(), &read_db_,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    return absl::UnavailableError(absl::StrCat("kv store: open reader on ", path_, ": ",
-                                               sqlite3_errstr(rc)));
+    return absl::UnavailableError(
+        absl::StrCat("kv store: open reader on ", path_, ": ", sqlite3_errstr(rc)));
   }
   sqlite3_busy_timeout(read_db_, 5000);
   return absl::OkStatus();
@@ -228,8 +259,8 @@ absl::StatusOr<int64_t> KvSqliteFile::ReadMetaLocked(const char* name) {
   sqlite3_bind_text(st.get(), 1, name, -1, SQLITE_STATIC);
   const int rc = sqlite3_step(st.get());
   if (rc == SQLITE_DONE) {
-    return absl::DataLossError(absl::StrCat("kv store: ", path_, " is damaged: meta.", name,
-                                            " is missing"));
+    return absl::DataLossError(
+        absl::StrCat("kv store: ", path_, " is damaged: meta.", name, " is missing"));
   }
   if (rc != SQLITE_ROW) return Error(db_, absl::StrCat("read meta.", name));
   return sqlite3_column_int64(st.get(), 0);
@@ -243,21 +274,20 @@ absl::Status KvSqliteFile::Load(KvState* state, int64_t* compacted, absl::Time n
   state->SetCounters(revision, next_lease);
   {
     Statement st;
-    if (sqlite3_prepare_v2(db_, "SELECT id, ttl FROM leases", -1, st.out(), nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "SELECT id, ttl FROM leases", -1, st.out(), nullptr) != SQLITE_OK) {
       return Error(db_, "prepare load leases");
     }
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      state->LoadLease({sqlite3_column_int64(st.get(), 0), sqlite3_column_int64(st.get(), 1)},
-                       now);
+      state->LoadLease({sqlite3_column_int64(st.get(), 0), sqlite3_column_int64(st.get(), 1)}, now);
     }
     if (rc != SQLITE_DONE) return Error(db_, "load leases");
   }
   // The newest row of each key (the primary key makes the subquery a seek).
-  const std::string sql = absl::StrCat(
-      "SELECT ", kRowColumns, " FROM history AS h WHERE revision = "
-      "(SELECT max(revision) FROM history AS n WHERE n.key = h.key) ORDER BY key");
+  const std::string sql =
+      absl::StrCat("SELECT ", kRowColumns,
+                   " FROM history AS h WHERE revision = "
+                   "(SELECT max(revision) FROM history AS n WHERE n.key = h.key) ORDER BY key");
   Statement st;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, st.out(), nullptr) != SQLITE_OK) {
     return Error(db_, "prepare load keys");
@@ -265,11 +295,11 @@ absl::Status KvSqliteFile::Load(KvState* state, int64_t* compacted, absl::Time n
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
     bool tombstone = false;
-    KeyValue kv = RowToKv(st.get(), &tombstone);
+    KeyValue kv;
+    RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tombstone));
     if (kv.mod_revision > revision) {
       return absl::DataLossError(absl::StrCat("kv store: ", path_, " is damaged: key revision ",
-                                              kv.mod_revision, " is above the store's ",
-                                              revision));
+                                              kv.mod_revision, " is above the store's ", revision));
     }
     if (!tombstone) state->LoadKey(std::move(kv));
   }
@@ -321,7 +351,7 @@ absl::Status KvSqliteFile::WriteLocked(const ChangeSet& changes) {
   for (auto [stmt, sql] :
        {std::make_pair(&insert_row_,
                        "INSERT INTO history (key, revision, sub, value, create_revision, version,"
-                       " lease, tombstone) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                       " lease, tombstone, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         std::make_pair(&insert_lease_, "INSERT INTO leases (id, ttl) VALUES (?, ?)"),
         std::make_pair(&delete_lease_, "DELETE FROM leases WHERE id = ?")}) {
     if (*stmt != nullptr) continue;
@@ -345,12 +375,17 @@ absl::Status KvSqliteFile::WriteLocked(const ChangeSet& changes) {
       sqlite3_reset(st);
       BindBlob(st, 1, e.kv.key);
       sqlite3_bind_int64(st, 2, txn.revision);
-      sqlite3_bind_int64(st, 3, sub++);
+      const int row_sub = sub++;
+      sqlite3_bind_int64(st, 3, row_sub);
       BindBlob(st, 4, e.kv.value);
       sqlite3_bind_int64(st, 5, e.kv.create_revision);
       sqlite3_bind_int64(st, 6, e.kv.version);
       sqlite3_bind_int64(st, 7, e.kv.lease);
-      sqlite3_bind_int64(st, 8, e.type == EventType::kDelete ? 1 : 0);
+      const bool tombstone = e.type == EventType::kDelete;
+      sqlite3_bind_int64(st, 8, tombstone ? 1 : 0);
+      sqlite3_bind_int64(st, 9,
+                         RowChecksum(e.kv.key, txn.revision, row_sub, e.kv.value,
+                                     e.kv.create_revision, e.kv.version, e.kv.lease, tombstone));
       const int rc = sqlite3_step(st);
       sqlite3_reset(st);
       if (rc != SQLITE_DONE) return Error(db_, absl::StrCat("write revision ", txn.revision));
@@ -379,7 +414,8 @@ absl::Status KvSqliteFile::Compact(int64_t revision) {
   absl::Status s = ExecLocked(absl::StrCat(
       "DELETE FROM history WHERE revision < ", revision,
       " AND (tombstone = 1 OR EXISTS (SELECT 1 FROM history AS n WHERE n.key = history.key"
-      " AND n.revision > history.revision AND n.revision <= ", revision, "))"));
+      " AND n.revision > history.revision AND n.revision <= ",
+      revision, "))"));
   if (s.ok()) s = SetMetaLocked("compacted", revision);
   if (s.ok()) s = ExecLocked("COMMIT");
   if (!s.ok()) ExecLocked("ROLLBACK").IgnoreError();
@@ -388,9 +424,9 @@ absl::Status KvSqliteFile::Compact(int64_t revision) {
 
 absl::StatusOr<RangeResponse> KvSqliteFile::ReadRange(const RangeRequest& request) {
   absl::MutexLock l(&read_mu_);
-  const std::string sql = absl::StrCat("SELECT ", kRowColumns, " FROM history WHERE ",
-                                       RangeSql(request.range_end),
-                                       " AND revision <= ?3 ORDER BY key, revision, sub");
+  const std::string sql =
+      absl::StrCat("SELECT ", kRowColumns, " FROM history WHERE ", RangeSql(request.range_end),
+                   " AND revision <= ?3 ORDER BY key, revision, sub");
   Statement st;
   if (sqlite3_prepare_v2(read_db_, sql.c_str(), -1, st.out(), nullptr) != SQLITE_OK) {
     return Error(read_db_, "prepare range at revision");
@@ -412,7 +448,8 @@ absl::StatusOr<RangeResponse> KvSqliteFile::ReadRange(const RangeRequest& reques
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
     bool tomb = false;
-    KeyValue kv = RowToKv(st.get(), &tomb);
+    KeyValue kv;
+    RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tomb));
     if (pending.has_value() && pending->key != kv.key) flush();
     pending = std::move(kv);
     pending_tomb = tomb;
@@ -436,7 +473,8 @@ absl::Status KvSqliteFile::PrevKvLocked(const std::string& key, int64_t before, 
   const int rc = sqlite3_step(st.get());
   if (rc == SQLITE_ROW) {
     bool tomb = false;
-    KeyValue kv = RowToKv(st.get(), &tomb);
+    KeyValue kv;
+    RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tomb));
     if (!tomb) event->prev_kv = std::move(kv);
     return absl::OkStatus();
   }
@@ -462,7 +500,8 @@ absl::StatusOr<std::vector<WatchBatch>> KvSqliteFile::ReadEvents(const std::stri
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
     bool tomb = false;
-    KeyValue kv = RowToKv(st.get(), &tomb);
+    KeyValue kv;
+    RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tomb));
     if (!InRange(kv.key, key, range_end)) continue;
     if (out.empty() || out.back().revision != kv.mod_revision) {
       if (count >= max_events) break;

@@ -5,8 +5,10 @@
 //
 // Schema (application_id 'IKV1', meta.schema_version 1):
 //   history(key, revision, sub, value, create_revision, version, lease,
-//           tombstone)  -- one row per change; mod_revision is `revision`;
-//                          `sub` orders the changes of one txn.
+//           tombstone, sum)  -- one row per change; mod_revision is
+//                          `revision`; `sub` orders the changes of one txn;
+//                          `sum` is a CRC32C of the row, checked on every
+//                          read (DATA_LOSS on mismatch).
 //   leases(id, ttl)     -- live leases.
 //   meta(name, value)   -- schema_version, revision, compacted, next_lease_id.
 //

@@ -40,11 +40,11 @@ struct LeaseRecord {
 
 // What one batch changes, in the order it must be applied and logged.
 struct ChangeSet {
-  std::vector<WatchBatch> txns;         // Writes, one entry per new revision.
-  std::vector<LeaseRecord> granted;     // Leases created.
-  std::vector<int64_t> revoked;         // Leases removed (after their keys).
-  int64_t revision = 0;                 // The store revision after the batch.
-  int64_t next_lease_id = 1;            // The id the next grant will take.
+  std::vector<WatchBatch> txns;      // Writes, one entry per new revision.
+  std::vector<LeaseRecord> granted;  // Leases created.
+  std::vector<int64_t> revoked;      // Leases removed (after their keys).
+  int64_t revision = 0;              // The store revision after the batch.
+  int64_t next_lease_id = 1;         // The id the next grant will take.
   bool empty() const { return txns.empty() && granted.empty() && revoked.empty(); }
 };
 
@@ -95,7 +95,7 @@ class KvState final {
   int64_t next_lease_id_ = 1;
 };
 
-// One request of a batch, for the planner.
+// Plans a batch of requests, in order, against a committed KvState.
 class BatchPlanner final {
  public:
   // `state` must not change while the planner lives.

@@ -132,8 +132,8 @@ struct DeleteRangeResponse {
 using OpResponse = std::variant<PutResponse, DeleteRangeResponse, RangeResponse>;
 
 struct TxnResponse {
-  bool succeeded = false;  // The compares held (then_ops ran).
-  int64_t revision = 0;    // The store's revision after the txn.
+  bool succeeded = false;             // The compares held (then_ops ran).
+  int64_t revision = 0;               // The store's revision after the txn.
   std::vector<OpResponse> responses;  // One per op of the branch that ran.
 };
 
@@ -184,7 +184,7 @@ class WatchHandle {
 struct LeaseStatus {
   int64_t id = 0;
   int64_t granted_ttl_seconds = 0;
-  absl::Duration remaining;  // Never negative.
+  absl::Duration remaining;       // Never negative.
   std::vector<std::string> keys;  // Attached keys, sorted.
 };
 
@@ -223,7 +223,7 @@ class KvStore {
   // start_revision, history first. OUT_OF_RANGE "compacted" when
   // start_revision is below the compaction point.
   virtual absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(const WatchRequest& request,
-                                                            WatchCallback callback) = 0;
+                                                             WatchCallback callback) = 0;
 
   // Drops history only revisions below `revision` can see. INVALID_ARGUMENT
   // when revision <= 0; OUT_OF_RANGE when it is above the current revision

@@ -105,8 +105,7 @@ class SqliteKvStore final : public KvStore {
       const int64_t current = state_.revision();
       if (request.revision > current) {
         return absl::OutOfRangeError(absl::StrCat("range.revision: ", request.revision,
-                                                  " is a future revision (current ", current,
-                                                  ")"));
+                                                  " is a future revision (current ", current, ")"));
       }
       if (request.revision == 0 || request.revision == current) return RangeLocked(request);
       if (request.revision < compacted_) return CompactedError(request.revision, compacted_);
@@ -120,7 +119,7 @@ class SqliteKvStore final : public KvStore {
   }
 
   absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(const WatchRequest& request,
-                                                    WatchCallback callback) override {
+                                                     WatchCallback callback) override {
     RETURN_IF_ERROR(ValidateWatchRequest(request, options_.limits));
     const int64_t compacted = CompactedRevision();
     if (request.start_revision != 0 && request.start_revision < compacted) {
@@ -163,8 +162,8 @@ class SqliteKvStore final : public KvStore {
 
   absl::StatusOr<int64_t> LeaseGrant(int64_t ttl_seconds) override {
     if (ttl_seconds <= 0 || ttl_seconds > kMaxLeaseTtlSeconds) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "lease.ttl_seconds: ", ttl_seconds, " is outside [1, ", kMaxLeaseTtlSeconds, "]"));
+      return absl::InvalidArgumentError(absl::StrCat("lease.ttl_seconds: ", ttl_seconds,
+                                                     " is outside [1, ", kMaxLeaseTtlSeconds, "]"));
     }
     Pending p;
     p.kind = Pending::Kind::kGrant;
@@ -343,8 +342,7 @@ class SqliteKvStore final : public KvStore {
     for (;;) {
       {
         absl::MutexLock l(&sweep_mu_);
-        sweep_mu_.AwaitWithTimeout(absl::Condition(&stop_sweeper_),
-                                   options_.lease_sweep_period);
+        sweep_mu_.AwaitWithTimeout(absl::Condition(&stop_sweeper_), options_.lease_sweep_period);
         if (stop_sweeper_) return;
       }
       std::vector<int64_t> expired;

@@ -63,10 +63,10 @@ TEST(SqliteKvStoreTest, ReopenRestoresRevisionKeysLeasesHistoryAndCompactionPoin
   {
     auto store = MustOpen(path, &clock);
     ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->Put("a", "1").ok());         // 1
-    ASSERT_TRUE(store->Put("a", "2").ok());         // 2
-    ASSERT_TRUE(store->Put("b", "1").ok());         // 3
-    ASSERT_TRUE(store->DeleteRange("b").ok());      // 4
+    ASSERT_TRUE(store->Put("a", "1").ok());     // 1
+    ASSERT_TRUE(store->Put("a", "2").ok());     // 2
+    ASSERT_TRUE(store->Put("b", "1").ok());     // 3
+    ASSERT_TRUE(store->DeleteRange("b").ok());  // 4
     lease = *store->LeaseGrant(30);
     ASSERT_TRUE(store->Put("l", "1", lease).ok());  // 5
     ASSERT_TRUE(store->Compact(2).ok());
@@ -145,6 +145,28 @@ TEST(SqliteKvStoreTest, ForeignSqliteDatabaseIsRefused) {
   auto s = OpenSqliteKvStore(path);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
   EXPECT_NE(s.status().message().find("database of something else"), std::string::npos)
+      << s.status();
+}
+
+TEST(SqliteKvStoreTest, FlippedBytesInAValueAreRefusedAsDataLoss) {
+  const std::string path = TempPath("flipped.db");
+  {
+    auto store = MustOpen(path, Clock::Real());
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Put("quota", "100").ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE history SET value = CAST('900' AS BLOB)", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto s = OpenSqliteKvStore(path);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_NE(s.status().message().find("key \"quota\" at revision 1 fails its checksum"),
+            std::string::npos)
       << s.status();
 }
 

@@ -46,10 +46,10 @@ class WatchHub::Watcher final : public std::enable_shared_from_this<Watcher> {
     if (pending_events_ > options_.max_pending_events) {
       // Dropping the queue keeps memory bounded; the error tells the client
       // where to resume from.
-      error_ = absl::ResourceExhaustedError(absl::StrCat(
-          "watch fell behind by more than ", options_.max_pending_events,
-          " events (watch.max_pending_events); resume from revision ",
-          queue_.empty() ? txn.revision : queue_.front().revision));
+      error_ = absl::ResourceExhaustedError(
+          absl::StrCat("watch fell behind by more than ", options_.max_pending_events,
+                       " events (watch.max_pending_events); resume from revision ",
+                       queue_.empty() ? txn.revision : queue_.front().revision));
       queue_.clear();
       return;
     }
@@ -90,8 +90,8 @@ class WatchHub::Watcher final : public std::enable_shared_from_this<Watcher> {
     int64_t next = replay_from_;
     while (next <= replay_to_) {
       if (Cancelled()) return false;
-      auto batches = options_.read_history(key_, range_end_, next, replay_to_,
-                                           options_.replay_chunk_events);
+      auto batches =
+          options_.read_history(key_, range_end_, next, replay_to_, options_.replay_chunk_events);
       // Checked after the read: a compaction that ran meanwhile may have
       // removed rows the read needed.
       const int64_t compacted = options_.compacted();

@@ -32,9 +32,9 @@ namespace kv {
 struct WatchHubOptions {
   // Changes of (key, range_end) with revision in [from, to], grouped by
   // revision, stopping after about `max_events`.
-  std::function<absl::StatusOr<std::vector<WatchBatch>>(
-      const std::string& key, const std::string& range_end, int64_t from, int64_t to,
-      int64_t max_events)>
+  std::function<absl::StatusOr<std::vector<WatchBatch>>(const std::string& key,
+                                                        const std::string& range_end, int64_t from,
+                                                        int64_t to, int64_t max_events)>
       read_history;
   // The store's compaction point: history below it is gone.
   std::function<int64_t()> compacted;
