@@ -460,21 +460,24 @@ absl::StatusOr<RangeResponse> KvSqliteFile::ReadRange(const RangeRequest& reques
   return r;
 }
 
-absl::Status KvSqliteFile::PrevKvLocked(const std::string& key, int64_t before, Event* event) {
-  const std::string sql = absl::StrCat("SELECT ", kRowColumns,
-                                       " FROM history WHERE key = ?1 AND revision < ?2"
-                                       " ORDER BY revision DESC LIMIT 1");
-  Statement st;
-  if (sqlite3_prepare_v2(read_db_, sql.c_str(), -1, st.out(), nullptr) != SQLITE_OK) {
-    return Error(read_db_, "prepare prev kv");
+absl::Status KvSqliteFile::PrevKvLocked(Statement* st, const std::string& key, int64_t before,
+                                        Event* event) {
+  if (st->get() == nullptr) {
+    const std::string sql = absl::StrCat("SELECT ", kRowColumns,
+                                         " FROM history WHERE key = ?1 AND revision < ?2"
+                                         " ORDER BY revision DESC LIMIT 1");
+    if (sqlite3_prepare_v2(read_db_, sql.c_str(), -1, st->out(), nullptr) != SQLITE_OK) {
+      return Error(read_db_, "prepare prev kv");
+    }
   }
-  BindBlob(st.get(), 1, key);
-  sqlite3_bind_int64(st.get(), 2, before);
-  const int rc = sqlite3_step(st.get());
+  sqlite3_reset(st->get());
+  BindBlob(st->get(), 1, key);
+  sqlite3_bind_int64(st->get(), 2, before);
+  const int rc = sqlite3_step(st->get());
   if (rc == SQLITE_ROW) {
     bool tomb = false;
     KeyValue kv;
-    RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tomb));
+    RETURN_IF_ERROR(RowToKv(path_, st->get(), &kv, &tomb));
     if (!tomb) event->prev_kv = std::move(kv);
     return absl::OkStatus();
   }
@@ -487,14 +490,19 @@ absl::StatusOr<std::vector<WatchBatch>> KvSqliteFile::ReadEvents(const std::stri
                                                                  int64_t from, int64_t to,
                                                                  int64_t max_events) {
   absl::MutexLock l(&read_mu_);
-  const std::string sql = absl::StrCat("SELECT ", kRowColumns, " FROM history WHERE ",
-                                       "revision >= ?1 AND revision <= ?2 ORDER BY revision, sub");
-  Statement st;
+  // The key condition runs inside SQLite, so rows of other keys are never
+  // copied out; the (revision, sub) index bounds the scan.
+  const std::string sql =
+      absl::StrCat("SELECT ", kRowColumns, " FROM history WHERE ", RangeSql(range_end),
+                   " AND revision >= ?3 AND revision <= ?4"
+                   " ORDER BY revision, sub");
+  Statement st, prev;
   if (sqlite3_prepare_v2(read_db_, sql.c_str(), -1, st.out(), nullptr) != SQLITE_OK) {
     return Error(read_db_, "prepare read events");
   }
-  sqlite3_bind_int64(st.get(), 1, from);
-  sqlite3_bind_int64(st.get(), 2, to);
+  BindRange(st.get(), key, range_end);
+  sqlite3_bind_int64(st.get(), 3, from);
+  sqlite3_bind_int64(st.get(), 4, to);
   std::vector<WatchBatch> out;
   int64_t count = 0;
   int rc;
@@ -502,14 +510,13 @@ absl::StatusOr<std::vector<WatchBatch>> KvSqliteFile::ReadEvents(const std::stri
     bool tomb = false;
     KeyValue kv;
     RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tomb));
-    if (!InRange(kv.key, key, range_end)) continue;
     if (out.empty() || out.back().revision != kv.mod_revision) {
       if (count >= max_events) break;
       out.push_back(WatchBatch{kv.mod_revision, {}});
     }
     Event e;
     e.type = tomb ? EventType::kDelete : EventType::kPut;
-    RETURN_IF_ERROR(PrevKvLocked(kv.key, kv.mod_revision, &e));
+    RETURN_IF_ERROR(PrevKvLocked(&prev, kv.key, kv.mod_revision, &e));
     if (tomb) {
       e.kv.key = std::move(kv.key);
       e.kv.mod_revision = kv.mod_revision;

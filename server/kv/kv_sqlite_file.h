@@ -95,7 +95,9 @@ class KvSqliteFile final {
   absl::Status SetMetaLocked(const char* name, int64_t value)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::StatusOr<int64_t> ReadMetaLocked(const char* name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::Status PrevKvLocked(const std::string& key, int64_t before, Event* event)
+  // Sets event->prev_kv from the key's newest row below `before` (none if
+  // that row is a delete or was compacted). `st` caches the statement.
+  absl::Status PrevKvLocked(Statement* st, const std::string& key, int64_t before, Event* event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
   // Constant after construction; lock_ outlives the connections (it is
