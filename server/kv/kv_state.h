@@ -20,6 +20,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/btree_map.h"
@@ -116,6 +117,8 @@ class BatchPlanner final {
   // Whether the lease exists as planned so far.
   bool LeaseExists(int64_t id) const;
   const ChangeSet& changes() const { return changes_; }
+  // Moves the planned change out; the planner must not be used afterwards.
+  ChangeSet TakeChanges() { return std::move(changes_); }
 
  private:
   const KeyValue* Get(absl::string_view key) const;

@@ -259,7 +259,7 @@ class SqliteKvStore final : public KvStore {
       absl::ReaderMutexLock l(&state_mu_);
       BatchPlanner planner(state_, options_.limits);
       for (Pending* p : batch) PlanOneLocked(&planner, p, now);
-      changes = planner.changes();
+      changes = planner.TakeChanges();
     }
     if (changes.empty()) return;
     const absl::Status written = WriteLocked(changes);
