@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, dir, "", "directory for the database files (default $TMPD
 ABSL_FLAG(double, seconds, 5, "measured duration of each run");
 ABSL_FLAG(std::string, threads, "1,32", "client thread counts, one run each");
 ABSL_FLAG(int, value_bytes, 128, "bytes per value");
+ABSL_FLAG(int, rounds, 1,
+          "repeat every measurement this many times, interleaved, so that ratios are taken "
+          "seconds apart on a disk whose fsync latency drifts");
 
 namespace iommu {
 namespace {
@@ -57,7 +60,7 @@ double Percentile(std::vector<double>* v, double p) {
   return (*v)[i];
 }
 
-void RunKv(int threads) {
+double RunKv(int threads) {
   const std::string path = absl::StrCat(Dir(), "/kv_store_bench_", getpid(), ".db");
   RemoveDb(path);
   auto store = kv::OpenSqliteKvStore(path);
@@ -107,6 +110,7 @@ void RunKv(int threads) {
       static_cast<long long>(failed.load()), static_cast<long long>(errors.load()));
   store->reset();
   RemoveDb(path);
+  return n / secs;
 }
 
 bool Exec(sqlite3* db, const char* sql) {
@@ -120,7 +124,7 @@ bool Exec(sqlite3* db, const char* sql) {
 }
 
 // One thread, one connection: the floor a commit pipeline builds on.
-void RunRawSqlite(int rows_per_commit) {
+double RunRawSqlite(int rows_per_commit) {
   const std::string path = absl::StrCat(Dir(), "/kv_store_bench_raw_", getpid(), ".db");
   RemoveDb(path);
   sqlite3* db = nullptr;
@@ -162,6 +166,7 @@ void RunRawSqlite(int rows_per_commit) {
   sqlite3_finalize(ins);
   sqlite3_close(db);
   RemoveDb(path);
+  return lat.size() / secs;
 }
 
 }  // namespace
@@ -170,15 +175,23 @@ void RunRawSqlite(int rows_per_commit) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   std::printf("directory: %s\n", iommu::Dir().c_str());
+  std::vector<int> counts;
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads), ',')) {
     int n = 0;
     if (!absl::SimpleAtoi(t, &n) || n <= 0) {
       std::fprintf(stderr, "--threads: \"%s\" is not a positive count\n", std::string(t).c_str());
       return 2;
     }
-    iommu::RunKv(n);
+    counts.push_back(n);
   }
-  iommu::RunRawSqlite(2);
-  iommu::RunRawSqlite(32);
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
+    std::printf("round %d\n", round + 1);
+    const double raw = iommu::RunRawSqlite(2);
+    for (int n : counts) {
+      const double kv = iommu::RunKv(n);
+      std::printf("  ratio kv txn/s at %d threads / raw 2-row commits/s = %.2f\n", n, kv / raw);
+    }
+    iommu::RunRawSqlite(32);
+  }
   return 0;
 }

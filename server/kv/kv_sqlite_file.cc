@@ -38,7 +38,7 @@ const char kSchema[] =
     "  PRIMARY KEY (key, revision, sub)) WITHOUT ROWID;"
     "CREATE INDEX history_by_revision ON history (revision, sub);"
     "CREATE TABLE leases (id INTEGER PRIMARY KEY NOT NULL, ttl INTEGER NOT NULL);"
-    "INSERT INTO meta VALUES ('schema_version', 1), ('revision', 0), ('compacted', 1),"
+    "INSERT INTO meta VALUES ('schema_version', 1), ('compacted', 1),"
     "  ('next_lease_id', 1);";
 
 // The columns every history read selects, in this order.
@@ -266,9 +266,22 @@ absl::StatusOr<int64_t> KvSqliteFile::ReadMetaLocked(const char* name) {
   return sqlite3_column_int64(st.get(), 0);
 }
 
+// Every revision writes at least one row, and compaction only removes rows
+// below a revision it has seen written, so the newest row always survives and
+// carries the store's revision (0 for a store never written).
+absl::StatusOr<int64_t> KvSqliteFile::MaxRevisionLocked() {
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT coalesce(max(revision), 0) FROM history", -1, st.out(),
+                         nullptr) != SQLITE_OK ||
+      sqlite3_step(st.get()) != SQLITE_ROW) {
+    return Error(db_, "read the store's revision");
+  }
+  return sqlite3_column_int64(st.get(), 0);
+}
+
 absl::Status KvSqliteFile::Load(KvState* state, int64_t* compacted, absl::Time now) {
   absl::MutexLock l(&write_mu_);
-  ASSIGN_OR_RETURN(int64_t revision, ReadMetaLocked("revision"));
+  ASSIGN_OR_RETURN(int64_t revision, MaxRevisionLocked());
   ASSIGN_OR_RETURN(*compacted, ReadMetaLocked("compacted"));
   ASSIGN_OR_RETURN(int64_t next_lease, ReadMetaLocked("next_lease_id"));
   state->SetCounters(revision, next_lease);
@@ -297,10 +310,6 @@ absl::Status KvSqliteFile::Load(KvState* state, int64_t* compacted, absl::Time n
     bool tombstone = false;
     KeyValue kv;
     RETURN_IF_ERROR(RowToKv(path_, st.get(), &kv, &tombstone));
-    if (kv.mod_revision > revision) {
-      return absl::DataLossError(absl::StrCat("kv store: ", path_, " is damaged: key revision ",
-                                              kv.mod_revision, " is above the store's ", revision));
-    }
     if (!tombstone) state->LoadKey(std::move(kv));
   }
   if (rc != SQLITE_DONE) return Error(db_, "load keys");
@@ -397,13 +406,15 @@ absl::Status KvSqliteFile::WriteLocked(const ChangeSet& changes) {
     sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) != SQLITE_DONE) return Error(db_, absl::StrCat("revoke lease ", id));
   }
-  RETURN_IF_ERROR(SetMetaLocked("revision", changes.revision));
+  // The store's revision is not written: it is the newest row's (see
+  // MaxRevisionLocked), which saves a b-tree update per commit.
+  if (changes.granted.empty()) return absl::OkStatus();
   return SetMetaLocked("next_lease_id", changes.next_lease_id);
 }
 
 absl::StatusOr<int64_t> KvSqliteFile::DurableRevision() {
   absl::MutexLock l(&write_mu_);
-  return ReadMetaLocked("revision");
+  return MaxRevisionLocked();
 }
 
 absl::Status KvSqliteFile::Compact(int64_t revision) {

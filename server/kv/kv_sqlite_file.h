@@ -10,7 +10,8 @@
 //                          `sum` is a CRC32C of the row, checked on every
 //                          read (DATA_LOSS on mismatch).
 //   leases(id, ttl)     -- live leases.
-//   meta(name, value)   -- schema_version, revision, compacted, next_lease_id.
+//   meta(name, value)   -- schema_version, compacted, next_lease_id.
+// The store's revision is the newest history row's.
 //
 // The file is created 0600 whatever the umask and flock'ed for the life of
 // the object (server/store_file_lock.h); the WAL is kept bounded by a
@@ -65,7 +66,7 @@ class KvSqliteFile final {
   // fsync failed: then the outcome is unknown (UNAVAILABLE).
   absl::Status Write(const ChangeSet& changes);
 
-  // The revision the file holds (meta.revision), read on the write
+  // The revision the file holds (its newest row's), read on the write
   // connection: after a failed Write it tells whether the batch landed.
   absl::StatusOr<int64_t> DurableRevision();
 
@@ -95,6 +96,7 @@ class KvSqliteFile final {
   absl::Status SetMetaLocked(const char* name, int64_t value)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::StatusOr<int64_t> ReadMetaLocked(const char* name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<int64_t> MaxRevisionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Sets event->prev_kv from the key's newest row below `before` (none if
   // that row is a delete or was compacted). `st` caches the statement.
   absl::Status PrevKvLocked(Statement* st, const std::string& key, int64_t before, Event* event)

@@ -98,6 +98,30 @@ TEST(SqliteKvStoreTest, ReopenRestoresRevisionKeysLeasesHistoryAndCompactionPoin
   EXPECT_TRUE(store->Range({"l", "", 0, 0})->kvs.empty());
 }
 
+// The file keeps no revision counter: the newest history row carries it.
+// This is the case that could lose it: the last txn a delete, then
+// everything compacted.
+TEST(SqliteKvStoreTest, RevisionSurvivesReopenAfterDeletingAndCompactingEverything) {
+  FakeClock clock;
+  const std::string path = TempPath("all_gone.db");
+  {
+    auto store = MustOpen(path, &clock);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Put("a", "1").ok());
+    ASSERT_TRUE(store->DeleteRange("a").ok());
+    ASSERT_TRUE(store->Compact(2).ok());
+  }
+  auto store = MustOpen(path, &clock);
+  ASSERT_NE(store, nullptr);
+  auto all = store->Range({"a", kAll, 0, 0});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->revision, 2);
+  EXPECT_TRUE(all->kvs.empty());
+  auto put = store->Put("b", "1");
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(put->revision, 3);
+}
+
 TEST(SqliteKvStoreTest, FilesAreCreatedPrivateWhateverTheUmask) {
   const std::string path = TempPath("mode.db");
   const mode_t old = umask(0);
