@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/kv/sqlite_kv_store.h"
@@ -36,6 +37,9 @@ ABSL_FLAG(std::string, dir, "", "directory for the database files (default $TMPD
 ABSL_FLAG(double, seconds, 5, "measured duration of each run");
 ABSL_FLAG(std::string, threads, "1,32", "client thread counts, one run each");
 ABSL_FLAG(int, value_bytes, 128, "bytes per value");
+ABSL_FLAG(bool, mutex_deadlock_detection, false,
+          "keep Abseil's lock-order graph on (the broker daemon turns it off, as here by "
+          "default; Debian's Abseil otherwise maintains it on every lock)");
 ABSL_FLAG(int, rounds, 1,
           "repeat every measurement this many times, interleaved, so that ratios are taken "
           "seconds apart on a disk whose fsync latency drifts");
@@ -174,6 +178,9 @@ double RunRawSqlite(int rows_per_commit) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  absl::SetMutexDeadlockDetectionMode(absl::GetFlag(FLAGS_mutex_deadlock_detection)
+                                          ? absl::OnDeadlockCycle::kAbort
+                                          : absl::OnDeadlockCycle::kIgnore);
   std::printf("directory: %s\n", iommu::Dir().c_str());
   std::vector<int> counts;
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads), ',')) {
