@@ -1,6 +1,6 @@
 // Fans committed changes out to watchers. Each watch gets a thread of its
-// own that first replays history (read through a HistoryReader, e.g. from
-// SQLite) and then delivers live batches from a bounded queue, so a slow
+// own that first replays history (read through options.read_history, e.g.
+// from SQLite) and then delivers live batches from a bounded queue, so a slow
 // callback delays only its own watch, and a watch that falls more than
 // `max_pending_events` behind is ended with RESOURCE_EXHAUSTED instead of
 // growing memory without bound.
@@ -58,9 +58,8 @@ class WatchHub final {
   // the store's revision after it.
   void Publish(const std::vector<WatchBatch>& txns, int64_t revision);
 
-  class Watcher;
-
  private:
+  class Watcher;
   struct Registry {
     absl::Mutex mu;
     int64_t published ABSL_GUARDED_BY(mu) = 0;
