@@ -14,30 +14,6 @@ namespace iommu {
 namespace model {
 namespace {
 
-// Everything observable through the public API, to prove a refused change
-// changed nothing and that maintained indexes equal a recount.
-std::string Dump(const FleetState& s) {
-  std::string out;
-  for (const auto& [id, t] : s.tenants()) {
-    const TenantTotals x = s.Totals(id);
-    absl::StrAppend(&out, "T ", t.ShortDebugString(), " c=", x.containers, " w=", x.windows,
-                    " b=", x.budget_bytes, " wb=", x.window_bytes, ";");
-  }
-  for (const auto& [name, n] : s.nodes()) {
-    absl::StrAppend(&out, "N ", name, " ", n.node.has_value() ? n.node->ShortDebugString() : "-",
-                    " d=", n.devices.size(), " k=", n.grant_key, " cc=", s.ContainerCountOfNode(name),
-                    " free=", s.placement().FreeCount(name, {0, 0}), ";");
-  }
-  for (const auto& [id, c] : s.containers()) {
-    absl::StrAppend(&out, "C ", c.container.ShortDebugString(), " w=", c.window_ids.size(),
-                    " alloc=", c.allocator.window_count(), "/", c.allocator.allocated_bytes(), ";");
-  }
-  for (const auto& [id, w] : s.windows()) absl::StrAppend(&out, "W ", w.ShortDebugString(), ";");
-  const FleetCounts& k = s.counts();
-  absl::StrAppend(&out, "K ", k.tenants, " ", k.nodes, " ", k.containers, " ", k.windows);
-  return out;
-}
-
 class FleetStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
