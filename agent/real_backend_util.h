@@ -98,6 +98,14 @@ absl::StatusOr<MappingTable> MappingTableFrom(absl::string_view context,
 // "[a,b,c]".
 std::string DeviceListText(const std::vector<std::string>& addresses);
 
+// With a managed `sysfs`, moves each group of `groups` to vfio-pci
+// (SysfsDevices::ClaimGroup), appending each claim to `claims`; unmanaged, does
+// nothing. On error the claims made so far stay in `claims`, for the caller's
+// ClaimGuard to give back.
+absl::Status ClaimGroups(SysfsDevices* sysfs,
+                         const std::map<uint32_t, std::vector<std::string>>& groups,
+                         std::vector<GroupClaim>* claims);
+
 // Gives claimed groups back to their old drivers, newest claim first;
 // failures are logged (the devices stay on vfio-pci, which is safe).
 void ReleaseGroupClaims(SysfsDevices* sysfs, const std::vector<GroupClaim>& claims);
