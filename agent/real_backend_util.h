@@ -1,8 +1,8 @@
 // Helpers shared by the real backends (VfioType1Backend, IommufdBackend):
 // the CreateContainer device checks, usable-range trimming, and the table of
 // mappings each address space keeps (neither kernel API can list them).
-// Pure logic, no I/O. Thread-compatible (MappingTable is guarded by its
-// owner's lock).
+// Pure logic apart from the group claims, made through SysfsDevices.
+// Thread-compatible (MappingTable is guarded by its owner's lock).
 #ifndef AGENT_REAL_BACKEND_UTIL_H_
 #define AGENT_REAL_BACKEND_UTIL_H_
 
