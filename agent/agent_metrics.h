@@ -9,10 +9,10 @@
 //   * histograms and counters are updated where the event happens: map and
 //     unmap latency (AgentMetrics is the AgentCoreObserver AgentCore calls),
 //     kernel call errors (from CountingKernelOps at the KernelOps seam).
-// It is a prometheus::Collectable: register it with the exposer
-// (common/metrics.h StartMetricsServer), which holds it by weak_ptr.
+// It is a prometheus::Collectable: serve it with StartMetricsServer
+// (common/metrics.h), which holds it by weak_ptr.
 //
-// Thread-safe: Collect() runs on the exposer's threads concurrently with the
+// Thread-safe: Collect() runs on the HTTP server's threads concurrently with the
 // Observe/Count calls.
 #ifndef AGENT_AGENT_METRICS_H_
 #define AGENT_AGENT_METRICS_H_

@@ -5,6 +5,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 
@@ -117,6 +120,22 @@ grpc::Status AgentService::SetPinBudgets(grpc::ServerContext* context,
 }
 
 #undef IOMMU_ADMIT
+
+absl::StatusOr<ServingApi> ServeAgentApi(const std::string& listen,
+                                         const TransportConfig& transport,
+                                         AgentService* service) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ServingApi out;
+  builder.AddListeningPort(listen, MakeServerCredentials(transport), &out.port);
+  builder.RegisterService(service);
+  out.server = builder.BuildAndStart();
+  if (out.server == nullptr || out.port == 0) {
+    return absl::UnavailableError(absl::StrCat("listen: could not serve on ", listen));
+  }
+  return out;
+}
 
 }  // namespace agent
 }  // namespace iommu

@@ -7,15 +7,21 @@
 // certificate), checked in one place (Admit) before any handler runs.
 //
 // Thread-safe (AgentCore is). Uses the synchronous API: every handler is a
-// short, bounded call into AgentCore.
+// short, bounded call into AgentCore. ServeAgentApi starts the gRPC server
+// that serves it.
 #ifndef AGENT_AGENT_SERVICE_H_
 #define AGENT_AGENT_SERVICE_H_
 
 #include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
 
 #include "agent/agent_core.h"
 #include "common/identity.h"
 #include "common/tls.h"
+#include "grpcpp/server.h"
 #include "proto/agent.grpc.pb.h"
 
 namespace iommu {
@@ -68,6 +74,20 @@ class AgentService final : public v1::Agent::Service {
   const TransportConfig transport_;
   const DenialHook on_denial_;
 };
+
+// A started gRPC server and the port it bound.
+struct ServingApi {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+// Serves `service` (not owned; must outlive the server) on `listen`
+// (host:port, port 0 picks one) with `transport`'s credentials, plus gRPC
+// health checking and reflection. UNAVAILABLE "listen: could not serve on
+// <listen>" when the address cannot be bound.
+absl::StatusOr<ServingApi> ServeAgentApi(const std::string& listen,
+                                         const TransportConfig& transport,
+                                         AgentService* service);
 
 }  // namespace agent
 }  // namespace iommu

@@ -303,7 +303,23 @@ class HolderFdStore final : public FdStore {
 
 }  // namespace
 
+absl::Status CheckFdStoreSpec(absl::string_view spec) {
+  if (spec == "none" || spec == "systemd") return absl::OkStatus();
+  if (absl::StartsWith(spec, kHolderPrefix)) {
+    const absl::string_view path = spec.substr(kHolderPrefix.size());
+    if (path.empty() || path[0] != '/' || path.find('\0') != absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--fd_store=", spec, ": the holder's socket must be an absolute path, "
+          "e.g. holder:/run/iommu-agent/fdholder.sock"));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--fd_store=", spec, ": expected none, systemd or holder:/absolute/socket/path"));
+}
+
 absl::StatusOr<std::unique_ptr<FdStore>> OpenFdStore(absl::string_view spec) {
+  if (absl::Status form = CheckFdStoreSpec(spec); !form.ok()) return form;
   if (spec == "none") return std::make_unique<NoneFdStore>();
   if (spec == "systemd") {
     const char* notify = ::getenv("NOTIFY_SOCKET");
@@ -315,17 +331,8 @@ absl::StatusOr<std::unique_ptr<FdStore>> OpenFdStore(absl::string_view spec) {
     }
     return std::make_unique<SystemdFdStore>();
   }
-  if (absl::StartsWith(spec, kHolderPrefix)) {
-    const absl::string_view path = spec.substr(kHolderPrefix.size());
-    if (path.empty() || path[0] != '/' || path.find('\0') != absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--fd_store=", spec, ": the holder's socket must be an absolute path, "
-          "e.g. holder:/run/iommu-agent/fdholder.sock"));
-    }
-    return std::make_unique<HolderFdStore>(std::string(path));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--fd_store=", spec, ": expected none, systemd or holder:/absolute/socket/path"));
+  // CheckFdStoreSpec left only the holder form.
+  return std::make_unique<HolderFdStore>(std::string(spec.substr(kHolderPrefix.size())));
 }
 
 }  // namespace agent

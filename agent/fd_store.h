@@ -79,6 +79,12 @@ class FdStore {
   virtual absl::StatusOr<std::map<std::string, UniqueFd>> Retrieve() = 0;
 };
 
+// Checks the form of `spec` without looking at the environment: "none",
+// "systemd" or "holder:" and an absolute path. Otherwise INVALID_ARGUMENT
+// naming "--fd_store", the value and the accepted forms (OpenFdStore's own
+// errors for these cases).
+absl::Status CheckFdStoreSpec(absl::string_view spec);
+
 // Opens the store `spec` names (the agent's --fd_store flag):
 //   "none"; "systemd" (needs $NOTIFY_SOCKET: FAILED_PRECONDITION naming the
 //   variable and FileDescriptorStoreMax= otherwise); "holder:/abs/path.sock"

@@ -16,14 +16,6 @@
 
 namespace iommu {
 namespace agent {
-namespace {
-
-std::string NoContainer(ContainerHandle h) {
-  return absl::StrCat("no container with handle ", h);
-}
-
-}  // namespace
-
 absl::StatusOr<Geometry> IoasGeometry(const IoasRanges& ranges,
                                       uint64_t host_page_size) {
   const uint64_t granule = std::max<uint64_t>(ranges.iova_alignment, host_page_size);
@@ -52,13 +44,6 @@ absl::StatusOr<std::unique_ptr<IommufdBackend>> IommufdBackend::Create(
   return absl::WrapUnique(new IommufdBackend(ops, sysfs, host_page_size));
 }
 
-std::shared_ptr<IommufdBackend::Container> IommufdBackend::Find(
-    ContainerHandle handle) {
-  absl::MutexLock lock(&mu_);
-  auto it = containers_.find(handle);
-  return it == containers_.end() ? nullptr : it->second;
-}
-
 absl::StatusOr<std::vector<BackendDevice>> IommufdBackend::ListDevices() {
   return sysfs_->Scan();
 }
@@ -68,28 +53,18 @@ absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
   const std::string context =
       absl::StrCat("iommufd CREATE_CONTAINER devices=", DeviceListText(addresses));
   absl::MutexLock create_lock(&create_mu_);
-  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
-  std::map<uint32_t, std::vector<std::string>> groups;
-  {
-    absl::MutexLock lock(&mu_);
-    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
-  }
+  ASSIGN_OR_RETURN(const ResolvedDevices resolved,
+                   containers_.ScanAndResolve(sysfs_, context, addresses));
 
   auto c = std::make_shared<Container>();
   c->addresses = addresses;
-  std::vector<GroupClaim> claims;
   {
     // Any early return closes the device fds (unbinding them), then the
     // iommufd (freeing the IOAS), then gives claimed groups back.
-    ClaimGuard guard(sysfs_, &claims);
+    ClaimGuard guard(sysfs_, &c->claims);
     IommufdFd iommufd;
     std::vector<DeviceFd> devices;
-    if (sysfs_->managed()) {
-      for (const auto& [group, unused] : groups) {
-        ASSIGN_OR_RETURN(GroupClaim claim, sysfs_->ClaimGroup(group));
-        claims.push_back(std::move(claim));
-      }
-    }
+    RETURN_IF_ERROR(ClaimGroups(sysfs_, resolved.groups, &c->claims));
     ASSIGN_OR_RETURN(iommufd, IommufdFd::Open(ops_));
     ASSIGN_OR_RETURN(const uint32_t ioas_id, iommufd.IoasAlloc());
     for (const std::string& address : addresses) {
@@ -116,30 +91,20 @@ absl::StatusOr<ContainerHandle> IommufdBackend::CreateContainer(
     c->ioas_id = ioas_id;
     c->iommufd = std::move(iommufd);
     c->devices = std::move(devices);
-    c->claims = std::move(claims);
   }
-
-  absl::MutexLock lock(&mu_);
-  const ContainerHandle handle = next_handle_++;
-  for (const std::string& address : addresses) holder_[address] = handle;
-  containers_[handle] = std::move(c);
-  return handle;
+  return containers_.Add(std::move(c));
 }
 
 absl::StatusOr<Geometry> IommufdBackend::GetGeometry(ContainerHandle handle) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT, absl::StrCat("iommufd GET_GEOMETRY container=", handle),
-                       NoContainer(handle));
-  }
+  const std::string context = absl::StrCat("iommufd GET_GEOMETRY container=", handle);
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   return c->geometry;
 }
 
 absl::Status IommufdBackend::DestroyContainer(ContainerHandle handle) {
   const std::string context = absl::StrCat("iommufd DESTROY container=", handle);
   absl::MutexLock create_lock(&create_mu_);
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   {
     absl::MutexLock lock(&c->mu);
     // Detach explicitly rather than rely on close: a launcher's dup of a
@@ -165,11 +130,7 @@ absl::Status IommufdBackend::DestroyContainer(ContainerHandle handle) {
     }
     c->destroyed = true;
     c->mappings = MappingTable();
-    {
-      absl::MutexLock table_lock(&mu_);
-      containers_.erase(handle);
-      for (const std::string& address : c->addresses) holder_.erase(address);
-    }
+    containers_.Erase(handle);
     c->devices.clear();
     c->iommufd.Reset();
   }
@@ -180,15 +141,14 @@ absl::Status IommufdBackend::DestroyContainer(ContainerHandle handle) {
 absl::Status IommufdBackend::Map(ContainerHandle handle, uint64_t iova,
                                  uint64_t vaddr, uint64_t size, bool readable,
                                  bool writable) {
-  std::shared_ptr<Container> c = Find(handle);
   const std::string context = absl::StrCat("iommufd IOAS_MAP container=", handle,
                                            " iova=", Hex(iova), " size=", Hex(size));
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   const uint32_t flags = uapi::kIommuIoasMapFixedIova |
                          (readable ? uapi::kIommuIoasMapReadable : 0) |
                          (writable ? uapi::kIommuIoasMapWriteable : 0);
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   RETURN_IF_ERROR(c->iommufd.IoasMap(c->ioas_id, iova, vaddr, size, flags));
   c->mappings.Add(BackendMapping{iova, size, vaddr, readable, writable});
   return absl::OkStatus();
@@ -198,10 +158,9 @@ absl::StatusOr<uint64_t> IommufdBackend::Unmap(ContainerHandle handle,
                                                uint64_t iova, uint64_t size) {
   const std::string context = absl::StrCat("iommufd IOAS_UNMAP container=", handle,
                                            " iova=", Hex(iova), " size=", Hex(size));
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   // size 0 would mean "nothing" to us but the kernel reads iova=0 length=0
   // literally; refuse it here with the backend.h rule.
   if (size == 0) return ErrnoStatus(EINVAL, context, "size is 0");
@@ -229,45 +188,26 @@ absl::StatusOr<uint64_t> IommufdBackend::Unmap(ContainerHandle handle,
 
 absl::StatusOr<std::vector<BackendMapping>> IommufdBackend::ListMappings(
     ContainerHandle handle) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT, absl::StrCat("iommufd LIST_MAPPINGS container=", handle),
-                       NoContainer(handle));
-  }
-  absl::MutexLock lock(&c->mu);
-  return c->mappings.List();
+  return containers_.ListMappings(
+      handle, absl::StrCat("iommufd LIST_MAPPINGS container=", handle));
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
 IommufdBackend::DeviceFds(ContainerHandle handle) {
-  const std::string context = absl::StrCat("iommufd DEVICE_FDS container=", handle);
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
-  absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
-  std::vector<std::pair<std::string, UniqueFd>> out;
-  for (const DeviceFd& d : c->devices) {
-    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(absl::StrCat("device ", d.address())));
-    out.emplace_back(d.address(), std::move(fd));
-  }
-  return out;
+  return containers_.DeviceFds(handle,
+                               absl::StrCat("iommufd DEVICE_FDS container=", handle));
 }
 
 absl::StatusOr<PersistedContainer> IommufdBackend::PersistContainer(
     ContainerHandle handle) {
   const std::string context = absl::StrCat("iommufd PERSIST container=", handle);
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   PersistedContainer out;
   ASSIGN_OR_RETURN(UniqueFd iommufd, c->iommufd.Dup("iommufd"));
   out.fds.emplace_back("iommufd", std::move(iommufd));
-  for (const DeviceFd& d : c->devices) {
-    const std::string name = DeviceFdName(d.address());
-    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(name));
-    out.fds.emplace_back(name, std::move(fd));
-  }
+  RETURN_IF_ERROR(AppendPersistedDeviceFds(c->devices, &out.fds));
   out.state = absl::StrCat("ioas=", c->ioas_id);
   return out;
 }
@@ -306,11 +246,7 @@ absl::StatusOr<ContainerHandle> IommufdBackend::AdoptContainer(
   ASSIGN_OR_RETURN(const uint32_t ioas_id, ParseIommufdState(context, state));
   ASSIGN_OR_RETURN(MappingTable table, MappingTableFrom(context, mappings));
   absl::MutexLock create_lock(&create_mu_);
-  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
-  {
-    absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(ResolveGroups(context, scanned, addresses, holder_).status());
-  }
+  RETURN_IF_ERROR(containers_.ScanAndResolve(sysfs_, context, addresses).status());
   std::vector<std::string> names = {"iommufd"};
   for (const std::string& address : addresses) names.push_back(DeviceFdName(address));
   RETURN_IF_ERROR(given.CheckNames(context, names));
@@ -334,15 +270,7 @@ absl::StatusOr<ContainerHandle> IommufdBackend::AdoptContainer(
   c->ioas_id = ioas_id;
   c->iommufd = *std::move(iommufd);
   c->devices = std::move(devices);
-  {
-    absl::MutexLock lock(&c->mu);
-    c->mappings = std::move(table);
-  }
-  absl::MutexLock lock(&mu_);
-  const ContainerHandle handle = next_handle_++;
-  for (const std::string& address : addresses) holder_[address] = handle;
-  containers_[handle] = std::move(c);
-  return handle;
+  return containers_.Add(std::move(c), std::move(table));
 }
 
 }  // namespace agent

@@ -105,5 +105,32 @@ void Persistence::StartSweeper(AgentCore* core) {
   });
 }
 
+absl::Status Persistence::RestoreAndStart(
+    AgentCore& core, absl::Time now,
+    const std::function<absl::StatusOr<GuestMemoryRegion>(UniqueFd)>& map_memory) {
+  ASSIGN_OR_RETURN(const RestoreReport restored, RestoreInto(core, now, map_memory));
+  LogEvent(restored.problems.empty() ? LogLevel::kInfo : LogLevel::kWarning, "restored",
+           {{"persistence", Describe()},
+            {"containers_adopted", restored.containers_adopted},
+            {"containers_orphaned", restored.containers_orphaned},
+            {"sessions", restored.sessions_restored},
+            {"memory", restored.memory_restored},
+            {"memory_fds_lost", restored.memory_fds_lost},
+            {"mappings", restored.mappings_restored},
+            {"stray_fds_removed", restored.stray_fds_removed}});
+  for (const std::string& problem : restored.problems) {
+    LogEvent(LogLevel::kError, "restore_problem", {{"problem", problem}});
+  }
+  if (!keeps_kernel_objects()) {
+    LogEvent(LogLevel::kWarning, "restart_loses_containers",
+             {{"persistence", Describe()},
+              {"hint", "run under systemd with FileDescriptorStoreMax= or pass "
+                       "--fd_store=holder:PATH with an iommu-fdholder, so containers and "
+                       "guests' DMA survive an agent restart"}});
+  }
+  StartSweeper(&core);
+  return absl::OkStatus();
+}
+
 }  // namespace agent
 }  // namespace iommu

@@ -77,6 +77,14 @@ class Persistence final {
   // destroyed. Call after RestoreInto.
   void StartSweeper(AgentCore* core);
 
+  // The agent's start-up step, before anything is served: RestoreInto, then
+  // logs what was restored and each problem (and a warning when a restart
+  // would lose the containers), then StartSweeper. Errors: RestoreInto's,
+  // with nothing started.
+  absl::Status RestoreAndStart(
+      AgentCore& core, absl::Time now,
+      const std::function<absl::StatusOr<GuestMemoryRegion>(UniqueFd)>& map_memory);
+
  private:
   Persistence() = default;
 

@@ -190,6 +190,18 @@ std::string DeviceListText(const std::vector<std::string>& addresses) {
   return absl::StrCat("[", absl::StrJoin(addresses, ","), "]");
 }
 
+absl::Status ClaimGroups(SysfsDevices* sysfs,
+                         const std::map<uint32_t, std::vector<std::string>>& groups,
+                         std::vector<GroupClaim>* claims) {
+  if (!sysfs->managed()) return absl::OkStatus();
+  for (const auto& [group, unused] : groups) {
+    absl::StatusOr<GroupClaim> claim = sysfs->ClaimGroup(group);
+    if (!claim.ok()) return claim.status();
+    claims->push_back(*std::move(claim));
+  }
+  return absl::OkStatus();
+}
+
 void ReleaseGroupClaims(SysfsDevices* sysfs, const std::vector<GroupClaim>& claims) {
   for (auto it = claims.rbegin(); it != claims.rend(); ++it) {
     if (absl::Status s = sysfs->ReleaseGroup(*it); !s.ok()) {

@@ -1,8 +1,8 @@
 // Helpers shared by the real backends (VfioType1Backend, IommufdBackend):
 // the CreateContainer device checks, usable-range trimming, and the table of
 // mappings each address space keeps (neither kernel API can list them).
-// Pure logic, no I/O. Thread-compatible (MappingTable is guarded by its
-// owner's lock).
+// Pure logic apart from the group claims, made through SysfsDevices.
+// Thread-compatible (MappingTable is guarded by its owner's lock).
 #ifndef AGENT_REAL_BACKEND_UTIL_H_
 #define AGENT_REAL_BACKEND_UTIL_H_
 
@@ -97,6 +97,14 @@ absl::StatusOr<MappingTable> MappingTableFrom(absl::string_view context,
 
 // "[a,b,c]".
 std::string DeviceListText(const std::vector<std::string>& addresses);
+
+// With a managed `sysfs`, moves each group of `groups` to vfio-pci
+// (SysfsDevices::ClaimGroup), appending each claim to `claims`; unmanaged, does
+// nothing. On error the claims made so far stay in `claims`, for the caller's
+// ClaimGuard to give back.
+absl::Status ClaimGroups(SysfsDevices* sysfs,
+                         const std::map<uint32_t, std::vector<std::string>>& groups,
+                         std::vector<GroupClaim>* claims);
 
 // Gives claimed groups back to their old drivers, newest claim first;
 // failures are logged (the devices stay on vfio-pci, which is safe).

@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 
@@ -302,6 +304,17 @@ void Registration::Run() {
     NoteFailure("heartbeat", s, State::kBrokerUnreachable);
     wait = NextBackoff();
   }
+}
+
+std::unique_ptr<v1::NodeRegistry::StubInterface> NewNodeRegistryStub(
+    const std::string& broker, const TransportConfig& transport, absl::Duration max_backoff) {
+  grpc::ChannelArguments channel_args;
+  const int reconnect_ms = static_cast<int>(absl::ToInt64Milliseconds(max_backoff));
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, reconnect_ms);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, reconnect_ms);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, reconnect_ms);
+  return v1::NodeRegistry::NewStub(grpc::CreateCustomChannel(
+      broker, MakeChannelCredentials(transport, Identity{Role::kBroker, ""}), channel_args));
 }
 
 }  // namespace agent

@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "agent/agent_core.h"
 #include "agent/log.h"
+#include "common/tls.h"
 #include "grpcpp/client_context.h"
 #include "proto/broker.grpc.pb.h"
 
@@ -160,6 +161,14 @@ absl::Duration RetryDelay(int attempt, absl::Duration initial, absl::Duration ca
 
 // "idle", "registering", ... for logs.
 absl::string_view StateName(Registration::State state);
+
+// A NodeRegistry stub for the broker at `broker` (host:port), with
+// `transport`'s credentials for the broker's identity. gRPC's own reconnect
+// backoff grows to minutes (1 s x 1.6 per attempt): after an outage of a few
+// seconds the channel itself would wait longer than the registration loop,
+// so it is held at `max_backoff` (RegistrationOptions::max_backoff).
+std::unique_ptr<v1::NodeRegistry::StubInterface> NewNodeRegistryStub(
+    const std::string& broker, const TransportConfig& transport, absl::Duration max_backoff);
 
 }  // namespace agent
 }  // namespace iommu

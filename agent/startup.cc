@@ -1,5 +1,7 @@
 #include "agent/startup.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 
 #include <cstdlib>
@@ -11,6 +13,7 @@
 
 #include <cerrno>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -240,6 +243,35 @@ absl::StatusOr<std::string> EnsureFdLimit(uint64_t needed) {
     return absl::StrCat("RLIMIT_NOFILE ", have.rlim_cur, " covers the ", needed, " needed");
   }
   return absl::StrCat("RLIMIT_NOFILE ", have.rlim_cur, " raised to ", plan.soft);
+}
+
+sigset_t BlockStopSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int WaitForStopSignal(const sigset_t& signals) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  return signal_number;
+}
+
+namespace {
+constexpr absl::string_view kStartEventPayload = "iommu.agent/start_event";
+}  // namespace
+
+absl::Status WithStartEvent(absl::string_view event, absl::Status status) {
+  status.SetPayload(kStartEventPayload, absl::Cord(event));
+  return status;
+}
+
+std::string StartEventOf(const absl::Status& status, absl::string_view fallback) {
+  const auto event = status.GetPayload(kStartEventPayload);
+  return event.has_value() ? std::string(*event) : std::string(fallback);
 }
 
 }  // namespace agent

@@ -1,8 +1,12 @@
 // Start-up helpers for the iommu-agent binary, kept out of main.cc so that
 // tests link them: host:port parsing, the --backend decision, the simulated
-// backend banner and the port file. Thread-safe (no shared state).
+// backend banner, the port file, the memlock and fd limits, the stop signals
+// and the log event a failed start is reported under. Thread-safe (no shared
+// state).
 #ifndef AGENT_STARTUP_H_
 #define AGENT_STARTUP_H_
+
+#include <signal.h>
 
 #include <cstdint>
 #include <optional>
@@ -41,11 +45,11 @@ struct HostIommu {
 };
 HostIommu ProbeHostIommu();
 
-// Decides the backend from --backend and what the host has. Returns "sim"
-// (the only backend built so far) or an error whose message tells the
-// operator what to do: FAILED_PRECONDITION for auto (real backend found but
-// not built yet, or nothing found and sim not asked for), UNIMPLEMENTED for
-// iommufd/vfio, INVALID_ARGUMENT for an unknown value.
+// Decides the backend from --backend and what the host has: "sim",
+// "iommufd" or "vfio-type1" (for --backend=vfio). auto takes iommufd when
+// /dev/iommu and /dev/vfio/devices exist, else vfio-type1 when /dev/vfio/vfio
+// exists, else FAILED_PRECONDITION telling the operator to pass --backend=sim
+// for a simulated node; an unknown value is INVALID_ARGUMENT.
 absl::StatusOr<std::string> ChooseBackend(absl::string_view flag,
                                           const HostIommu& host);
 
@@ -95,6 +99,22 @@ FdLimitPlan PlanFdLimit(uint64_t soft, uint64_t hard, uint64_t needed);
 // description ("RLIMIT_NOFILE 1024 raised to 7232"), or the plan's error
 // after raising the limit as far as the hard limit allows.
 absl::StatusOr<std::string> EnsureFdLimit(uint64_t needed);
+
+// Blocks SIGINT and SIGTERM in the calling thread and returns that set. Call
+// before any thread exists: threads inherit the mask, so only
+// WaitForStopSignal receives them.
+sigset_t BlockStopSignals();
+
+// Waits for one of `signals` (blocked by BlockStopSignals) and returns it.
+int WaitForStopSignal(const sigset_t& signals);
+
+// `status` (not OK) tagged with the log event the agent reports it under
+// when it stops the start ("bad_flag", "backend_refused", ...), so a step
+// with several kinds of failure can say which one it met.
+absl::Status WithStartEvent(absl::string_view event, absl::Status status);
+
+// The event WithStartEvent put on `status`; `fallback` when there is none.
+std::string StartEventOf(const absl::Status& status, absl::string_view fallback);
 
 }  // namespace agent
 }  // namespace iommu

@@ -15,14 +15,6 @@
 
 namespace iommu {
 namespace agent {
-namespace {
-
-std::string NoContainer(ContainerHandle h) {
-  return absl::StrCat("no container with handle ", h);
-}
-
-}  // namespace
-
 absl::StatusOr<Geometry> Type1Geometry(const Type1Info& info) {
   if ((info.flags & uapi::kVfioIommuInfoPgsizes) == 0 || info.iova_pgsizes == 0) {
     return absl::FailedPreconditionError(
@@ -65,13 +57,6 @@ VfioType1Backend::~VfioType1Backend() {
   // still hold a device fd would block in the kernel.
 }
 
-std::shared_ptr<VfioType1Backend::Container> VfioType1Backend::Find(
-    ContainerHandle handle) {
-  absl::MutexLock lock(&mu_);
-  auto it = containers_.find(handle);
-  return it == containers_.end() ? nullptr : it->second;
-}
-
 absl::StatusOr<std::vector<BackendDevice>> VfioType1Backend::ListDevices() {
   return sysfs_->Scan();
 }
@@ -81,32 +66,21 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
   const std::string context =
       absl::StrCat("vfio-type1 CREATE_CONTAINER devices=", DeviceListText(addresses));
   absl::MutexLock create_lock(&create_mu_);
-  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
-  std::map<uint32_t, std::vector<std::string>> groups;
-  {
-    absl::MutexLock lock(&mu_);
-    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
-  }
+  ASSIGN_OR_RETURN(const ResolvedDevices resolved,
+                   containers_.ScanAndResolve(sysfs_, context, addresses));
 
   auto c = std::make_shared<Container>();
   c->addresses = addresses;
   // From here, any early return closes what was opened (the owners'
   // destructors, devices first) and gives claimed groups back.
-  std::vector<GroupClaim> claims;
-  absl::Status result;
   {
-    ClaimGuard guard(sysfs_, &claims);
+    ClaimGuard guard(sysfs_, &c->claims);
     ContainerFd container;
     std::vector<GroupFd> group_fds;
     std::vector<DeviceFd> devices;
-    if (sysfs_->managed()) {
-      for (const auto& [group, unused] : groups) {
-        ASSIGN_OR_RETURN(GroupClaim claim, sysfs_->ClaimGroup(group));
-        claims.push_back(std::move(claim));
-      }
-    }
+    RETURN_IF_ERROR(ClaimGroups(sysfs_, resolved.groups, &c->claims));
     ASSIGN_OR_RETURN(container, ContainerFd::Open(ops_));
-    for (const auto& [group, unused] : groups) {
+    for (const auto& [group, unused] : resolved.groups) {
       ASSIGN_OR_RETURN(GroupFd g, GroupFd::Open(ops_, group));
       ASSIGN_OR_RETURN(const uint32_t flags, g.GetStatus());
       if ((flags & uapi::kVfioGroupFlagsViable) == 0) {
@@ -128,7 +102,7 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
     ASSIGN_OR_RETURN(c->geometry, Type1Geometry(info));
     for (const std::string& address : addresses) {
       const BackendDevice* d = nullptr;
-      for (const BackendDevice& s : scanned) {
+      for (const BackendDevice& s : resolved.scanned) {
         if (s.address == address) d = &s;
       }
       for (const GroupFd& g : group_fds) {
@@ -141,30 +115,20 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::CreateContainer(
     c->container = std::move(container);
     c->groups = std::move(group_fds);
     c->devices = std::move(devices);
-    c->claims = std::move(claims);
   }
-
-  absl::MutexLock lock(&mu_);
-  const ContainerHandle handle = next_handle_++;
-  for (const std::string& address : addresses) holder_[address] = handle;
-  containers_[handle] = std::move(c);
-  return handle;
+  return containers_.Add(std::move(c));
 }
 
 absl::StatusOr<Geometry> VfioType1Backend::GetGeometry(ContainerHandle handle) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 GET_GEOMETRY container=", handle),
-                       NoContainer(handle));
-  }
+  const std::string context = absl::StrCat("vfio-type1 GET_GEOMETRY container=", handle);
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   return c->geometry;
 }
 
 absl::Status VfioType1Backend::DestroyContainer(ContainerHandle handle) {
   const std::string context = absl::StrCat("vfio-type1 DESTROY container=", handle);
   absl::MutexLock create_lock(&create_mu_);
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   {
     absl::MutexLock lock(&c->mu);
     // Unmap everything first: this unpins every page even if a launcher
@@ -181,11 +145,7 @@ absl::Status VfioType1Backend::DestroyContainer(ContainerHandle handle) {
       }
     }
     c->destroyed = true;
-    {
-      absl::MutexLock table_lock(&mu_);
-      containers_.erase(handle);
-      for (const std::string& address : c->addresses) holder_.erase(address);
-    }
+    containers_.Erase(handle);
     c->devices.clear();
     for (const GroupFd& g : c->groups) {
       if (absl::Status s = g.UnsetContainer(); !s.ok()) {
@@ -207,20 +167,13 @@ absl::Status VfioType1Backend::DestroyContainer(ContainerHandle handle) {
 absl::Status VfioType1Backend::Map(ContainerHandle handle, uint64_t iova,
                                    uint64_t vaddr, uint64_t size, bool readable,
                                    bool writable) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT,
-                       absl::StrCat("vfio-type1 MAP_DMA container=", handle, " iova=",
-                                    Hex(iova), " size=", Hex(size)),
-                       NoContainer(handle));
-  }
+  const std::string context = absl::StrCat("vfio-type1 MAP_DMA container=", handle,
+                                           " iova=", Hex(iova), " size=", Hex(size));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   const uint32_t flags = (readable ? uapi::kVfioDmaMapFlagRead : 0) |
                          (writable ? uapi::kVfioDmaMapFlagWrite : 0);
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) {
-    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 MAP_DMA container=", handle),
-                       NoContainer(handle));
-  }
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   RETURN_IF_ERROR(c->container.MapDma(iova, vaddr, size, flags));
   c->mappings.Add(BackendMapping{iova, size, vaddr, readable, writable});
   return absl::OkStatus();
@@ -230,10 +183,9 @@ absl::StatusOr<uint64_t> VfioType1Backend::Unmap(ContainerHandle handle,
                                                  uint64_t iova, uint64_t size) {
   const std::string context = absl::StrCat("vfio-type1 UNMAP_DMA container=", handle,
                                            " iova=", Hex(iova), " size=", Hex(size));
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   ASSIGN_OR_RETURN(const uint64_t bytes, c->container.UnmapDma(iova, size, 0));
   if (bytes == 0) {
     return ErrnoStatus(ENOENT, context, "nothing mapped in that range");
@@ -244,42 +196,22 @@ absl::StatusOr<uint64_t> VfioType1Backend::Unmap(ContainerHandle handle,
 
 absl::StatusOr<std::vector<BackendMapping>> VfioType1Backend::ListMappings(
     ContainerHandle handle) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 LIST_MAPPINGS container=", handle),
-                       NoContainer(handle));
-  }
-  absl::MutexLock lock(&c->mu);
-  return c->mappings.List();
+  return containers_.ListMappings(
+      handle, absl::StrCat("vfio-type1 LIST_MAPPINGS container=", handle));
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, UniqueFd>>>
 VfioType1Backend::DeviceFds(ContainerHandle handle) {
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) {
-    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 DEVICE_FDS container=", handle),
-                       NoContainer(handle));
-  }
-  absl::MutexLock lock(&c->mu);
-  if (c->destroyed) {
-    return ErrnoStatus(ENOENT, absl::StrCat("vfio-type1 DEVICE_FDS container=", handle),
-                       NoContainer(handle));
-  }
-  std::vector<std::pair<std::string, UniqueFd>> out;
-  for (const DeviceFd& d : c->devices) {
-    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(absl::StrCat("device ", d.address())));
-    out.emplace_back(d.address(), std::move(fd));
-  }
-  return out;
+  return containers_.DeviceFds(handle,
+                               absl::StrCat("vfio-type1 DEVICE_FDS container=", handle));
 }
 
 absl::StatusOr<PersistedContainer> VfioType1Backend::PersistContainer(
     ContainerHandle handle) {
   const std::string context = absl::StrCat("vfio-type1 PERSIST container=", handle);
-  std::shared_ptr<Container> c = Find(handle);
-  if (c == nullptr) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  ASSIGN_OR_RETURN(std::shared_ptr<Container> c, containers_.Find(handle, context));
   absl::MutexLock lock(&c->mu);
-  if (c->destroyed) return ErrnoStatus(ENOENT, context, NoContainer(handle));
+  RETURN_IF_ERROR(CheckNotDestroyed(*c, context, handle));
   PersistedContainer out;
   ASSIGN_OR_RETURN(UniqueFd container, c->container.Dup("container"));
   out.fds.emplace_back("container", std::move(container));
@@ -288,11 +220,7 @@ absl::StatusOr<PersistedContainer> VfioType1Backend::PersistContainer(
     ASSIGN_OR_RETURN(UniqueFd fd, g.Dup(name));
     out.fds.emplace_back(name, std::move(fd));
   }
-  for (const DeviceFd& d : c->devices) {
-    const std::string name = DeviceFdName(d.address());
-    ASSIGN_OR_RETURN(UniqueFd fd, d.Dup(name));
-    out.fds.emplace_back(name, std::move(fd));
-  }
+  RETURN_IF_ERROR(AppendPersistedDeviceFds(c->devices, &out.fds));
   return out;
 }
 
@@ -311,14 +239,10 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::AdoptContainer(
   }
   ASSIGN_OR_RETURN(MappingTable table, MappingTableFrom(context, mappings));
   absl::MutexLock create_lock(&create_mu_);
-  ASSIGN_OR_RETURN(std::vector<BackendDevice> scanned, sysfs_->Scan());
-  std::map<uint32_t, std::vector<std::string>> groups;
-  {
-    absl::MutexLock lock(&mu_);
-    ASSIGN_OR_RETURN(groups, ResolveGroups(context, scanned, addresses, holder_));
-  }
+  ASSIGN_OR_RETURN(const ResolvedDevices resolved,
+                   containers_.ScanAndResolve(sysfs_, context, addresses));
   std::vector<std::string> names = {"container"};
-  for (const auto& [group, unused] : groups) names.push_back(GroupFdName(group));
+  for (const auto& [group, unused] : resolved.groups) names.push_back(GroupFdName(group));
   for (const std::string& address : addresses) names.push_back(DeviceFdName(address));
   RETURN_IF_ERROR(given.CheckNames(context, names));
 
@@ -327,7 +251,7 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::AdoptContainer(
     return NotAKind(context, "container", "VFIO container", container.status());
   }
   std::vector<GroupFd> group_fds;
-  for (const auto& [group, unused] : groups) {
+  for (const auto& [group, unused] : resolved.groups) {
     const std::string name = GroupFdName(group);
     absl::StatusOr<GroupFd> g = GroupFd::Adopt(ops_, given.Take(name), group);
     if (!g.ok()) return NotAKind(context, name, "VFIO group set on a container", g.status());
@@ -357,15 +281,7 @@ absl::StatusOr<ContainerHandle> VfioType1Backend::AdoptContainer(
   c->container = *std::move(container);
   c->groups = std::move(group_fds);
   c->devices = std::move(devices);
-  {
-    absl::MutexLock lock(&c->mu);
-    c->mappings = std::move(table);
-  }
-  absl::MutexLock lock(&mu_);
-  const ContainerHandle handle = next_handle_++;
-  for (const std::string& address : addresses) holder_[address] = handle;
-  containers_[handle] = std::move(c);
-  return handle;
+  return containers_.Add(std::move(c), std::move(table));
 }
 
 }  // namespace agent

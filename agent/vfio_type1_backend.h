@@ -35,11 +35,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/backend.h"
+#include "agent/container_table.h"
 #include "agent/kernel_fds.h"
 #include "agent/kernel_ops.h"
 #include "agent/real_backend_util.h"
@@ -110,34 +110,24 @@ class VfioType1Backend final : public Backend {
  private:
   // Declaration order is teardown order reversed: device fds close first,
   // then groups, then the container.
-  struct Container {
-    std::vector<std::string> addresses;
-    std::vector<GroupClaim> claims;
-    Geometry geometry;
-    // The fds are set before the container is published and only reset by
-    // DestroyContainer, under `mu`, after which `destroyed` is true.
-    absl::Mutex mu;
+  // The fds are set before the container is published and only reset by
+  // DestroyContainer, under `mu`, after which `destroyed` is true.
+  struct Container : ContainerBase {
     ContainerFd container;
     std::vector<GroupFd> groups;
     std::vector<DeviceFd> devices;
-    bool destroyed ABSL_GUARDED_BY(mu) = false;
-    MappingTable mappings ABSL_GUARDED_BY(mu);
   };
 
   VfioType1Backend(KernelOps* ops, SysfsDevices* sysfs) : ops_(ops), sysfs_(sysfs) {}
-
-  std::shared_ptr<Container> Find(ContainerHandle handle);
 
   // Constant after construction.
   KernelOps* const ops_;
   SysfsDevices* const sysfs_;
 
-  // Held for the whole of CreateContainer and DestroyContainer.
-  absl::Mutex create_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  absl::Mutex mu_;
-  ContainerHandle next_handle_ ABSL_GUARDED_BY(mu_) = 1;
-  std::map<ContainerHandle, std::shared_ptr<Container>> containers_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, ContainerHandle> holder_ ABSL_GUARDED_BY(mu_);
+  // Held for the whole of CreateContainer, AdoptContainer and
+  // DestroyContainer, so a device checked free stays free until published.
+  absl::Mutex create_mu_;
+  ContainerTable<Container> containers_;
 };
 
 }  // namespace agent

@@ -8,11 +8,11 @@
 //     ObserveRpc (fed by common/rpc_metrics.h's interceptor),
 //     ObserveStoreCommit (fed by server/timed_store.h) and CountDenial (called
 //     by the authorization layer).
-// It is a prometheus::Collectable: register it with the exposer
-// (common/metrics.h StartMetricsServer), which holds it by weak_ptr.
+// It is a prometheus::Collectable: serve it with StartMetricsServer
+// (common/metrics.h), which holds it by weak_ptr.
 //
 // Thread-safe: every method may be called from any thread, Collect() from
-// the exposer's threads concurrently with the Observe/Count calls.
+// the HTTP server's threads concurrently with the Observe/Count calls.
 #ifndef SERVER_BROKER_METRICS_H_
 #define SERVER_BROKER_METRICS_H_
 
@@ -44,7 +44,7 @@ class BrokerMetrics final : public prometheus::Collectable {
 
   // Where the state gauges come from (typically [&] { return broker->Stats(); }).
   // Until it is set, a scrape has the event metrics only. `source` must stay
-  // callable while this object is registered with an exposer.
+  // callable while this object is served by StartMetricsServer.
   void SetStatsSource(std::function<BrokerStats()> source);
 
   // One finished RPC: iommu_broker_rpc_duration_seconds{method, code}.
