@@ -5,17 +5,20 @@
 #include <signal.h>
 #include <string.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/agent_core.h"
@@ -34,8 +37,10 @@
 #include "agent/startup.h"
 #include "agent/version.h"
 #include "common/metrics.h"
+#include "common/service_notify.h"
 #include "common/status_macros.h"
 #include "common/tls_flags.h"
+#include "common/version.h"
 
 using ::iommu::agent::AgentFlags;
 
@@ -152,7 +157,9 @@ int Fail(absl::string_view event, const absl::Status& status) {
            {{"code", absl::StatusCodeToString(status.code())},
             {"error", status.message()}});
   std::fprintf(stderr, "iommu-agent: %s\n", std::string(status.message()).c_str());
-  return 1;
+  // 2: a configuration error (a bad flag value) that a restart cannot fix,
+  // so the unit does not restart it; 1: anything else.
+  return event == "bad_flag" || status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
 AgentFlags FlagsFromCommandLine() {
@@ -253,15 +260,58 @@ void LogLauncherSocket(const AgentOptions& o) {
 
 // /metrics before the API: a port that cannot be bound stops the start.
 absl::StatusOr<metrics::MetricsServer> StartMetrics(const AgentOptions& o,
-                                                    std::shared_ptr<AgentMetrics> m) {
+                                                    std::shared_ptr<AgentMetrics> m,
+                                                    metrics::Health health) {
   if (o.metrics_address.empty()) return metrics::MetricsServer();
-  absl::StatusOr<metrics::MetricsServer> started =
-      metrics::StartMetricsServer("metrics_address", o.metrics_address, std::move(m));
+  absl::StatusOr<metrics::MetricsServer> started = metrics::StartMetricsServer(
+      "metrics_address", o.metrics_address, std::move(m), std::move(health));
   if (!started.ok()) return WithStartEvent("metrics_failed", started.status());
   LogEvent(LogLevel::kInfo, "metrics_serving",
-           {{"address", o.metrics_address}, {"port", started->port}, {"path", "/metrics"}});
+           {{"address", o.metrics_address},
+            {"port", started->port},
+            {"paths", "/metrics,/healthz,/readyz"}});
   return started;
 }
+
+// /readyz: ready while the agent holds a session with the broker (its
+// containers are the broker's to use); `registration` is null until the
+// registration loop exists and after it is stopped.
+metrics::Health AgentHealth(const std::atomic<const Registration*>* registration) {
+  metrics::Health health;
+  health.ready = [registration]() -> absl::Status {
+    const Registration* r = registration->load();
+    if (r == nullptr) return absl::UnavailableError("agent: starting or stopping");
+    if (!r->session_id().empty()) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat("agent: not registered with the broker (",
+                                               StateName(r->state()), ")"));
+  };
+  return health;
+}
+
+// With WatchdogSec=, pings systemd after each successful read of AgentCore's
+// usage (which takes its lock), so a wedged agent is restarted; its kernel
+// objects survive in the fd store.
+class WatchdogPinger {
+ public:
+  explicit WatchdogPinger(AgentCore* core) {
+    const absl::Duration every = WatchdogPingInterval();
+    if (every <= absl::ZeroDuration()) return;
+    thread_ = std::thread([this, core, every] {
+      do {
+        core->Usage();
+        NotifyWatchdog();
+      } while (!stop_.WaitForNotificationWithTimeout(every));
+    });
+  }
+  ~WatchdogPinger() {
+    stop_.Notify();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  absl::Notification stop_;
+  std::thread thread_;
+};
 
 // The stop sequence, after a stop signal.
 void Stop(const AgentOptions& o, AgentCore& core, Persistence& persistence,
@@ -290,7 +340,9 @@ absl::Status ServeUntilStopped(const AgentOptions& o, const TransportConfig& tra
                                const BuiltBackend& backend, AgentCore& core,
                                Persistence& persistence, std::shared_ptr<AgentMetrics> m,
                                const sigset_t& stop_signals) {
-  ASSIGN_OR_RETURN(metrics::MetricsServer metrics_server, StartMetrics(o, std::move(m)));
+  std::atomic<const Registration*> registered_via{nullptr};
+  ASSIGN_OR_RETURN(metrics::MetricsServer metrics_server,
+                   StartMetrics(o, std::move(m), AgentHealth(&registered_via)));
   AgentService service(&core, transport);
   absl::StatusOr<ServingApi> api = ServeAgentApi(o.listen, transport, &service);
   if (!api.ok()) return WithStartEvent("listen_failed", api.status());
@@ -325,9 +377,16 @@ absl::Status ServeUntilStopped(const AgentOptions& o, const TransportConfig& tra
   Registration registration(options, &core,
                             NewNodeRegistryStub(o.broker, transport, options.max_backoff));
   registration.Start();
+  registered_via = &registration;
+  NotifyReady(absl::StrCat("serving; registering with the broker at ", o.broker));
+  auto watchdog = std::make_unique<WatchdogPinger>(&core);
 
   const int signal_number = WaitForStopSignal(stop_signals);
   LogEvent(LogLevel::kInfo, "stopping", {{"signal", strsignal(signal_number)}});
+  NotifyStopping(persistence.keeps_kernel_objects() ? "stopping; kernel state kept for the next run"
+                                                    : "stopping; ending every session");
+  watchdog.reset();
+  registered_via = nullptr;
   Stop(o, core, persistence, registration, **launcher_server, *api->server, metrics_server);
   return absl::OkStatus();
 }
@@ -372,10 +431,12 @@ int Main(int argc, char** argv) {
   // Before any thread exists, so that every thread inherits the mask and
   // only WaitForStopSignal receives the stop signals.
   const sigset_t stop_signals = BlockStopSignals();
-  absl::SetProgramUsageMessage(
-      "iommu-agent --node=NAME --broker=HOST:PORT "
-      "--tls_cert=agent-NAME.crt --tls_key=agent-NAME.key --tls_ca=ca.crt (or --insecure) "
-      "[--backend=sim --sim_devices=...]");
+  InstallFlagsUsage("iommu-agent",
+                    "owns a node's IOMMU file descriptors, maps guest memory for VM launchers "
+                    "and bills pinned pages.\n"
+                    "Usage: iommu-agent --node=NAME --broker=HOST:PORT "
+                    "--tls_cert=agent-NAME.crt --tls_key=agent-NAME.key --tls_ca=ca.crt "
+                    "(or --insecure) [--backend=sim --sim_devices=...]");
   absl::ParseCommandLine(argc, argv);
 
   SetLogSource("agent");

@@ -40,6 +40,7 @@ struct Program {
 const std::vector<Program>& Programs() {
   static const auto* p = new std::vector<Program>{
       {"server/iommu-broker", "iommu-broker", {"--listen", "--db", "--metrics_address", "--tls_cert"}},
+      {"agent/iommu-agent", "iommu-agent", {"--node", "--broker", "--state_dir", "--fd_store"}},
       {"agent/iommu-fdholder", "iommu-fdholder", {"--socket", "--max_fds"}},
   };
   return *p;

@@ -18,7 +18,9 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/http_get.h"
 #include "tests/daemon.h"
+#include "tests/metrics_testing.h"
 
 namespace iommu {
 namespace {
@@ -99,6 +101,59 @@ TEST(ServiceNotifyTest, BrokerReportsReadyPingsTheWatchdogAndReportsStopping) {
   EXPECT_EQ(broker.Stop(), 0) << broker.Log();
   EXPECT_TRUE(Contains(systemd.Until("STOPPING=1", absl::Seconds(5)), "STOPPING=1"));
   EXPECT_THAT(broker.Log(), HasSubstr("event=stopped"));
+}
+
+// The agent reports READY=1 once its launcher socket serves, even with the
+// broker away (it keeps registering), and says on /readyz why it is not
+// ready; it pings the watchdog and reports STOPPING=1 on SIGTERM.
+TEST(ServiceNotifyTest, AgentIsReadyToServeButNotReadyUntilRegistered) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  NotifySocket systemd(absl::StrCat("iommu-notify-agent-", getpid()));
+  ASSERT_TRUE(systemd.ok());
+  const int nobody = testing::PickFreePort();  // No broker listens there.
+  setenv("NOTIFY_SOCKET", systemd.env().c_str(), 1);
+  setenv("WATCHDOG_USEC", "1000000", 1);
+  testing::Daemon agent;
+  absl::Status started = agent.Start(
+      testing::RunfilePath("agent/iommu-agent"),
+      {"--node=n1", absl::StrCat("--broker=127.0.0.1:", nobody), "--insecure",
+       "--listen=127.0.0.1:0", "--backend=sim", "--sim_devices=0000:00:04.0=1234:11e8@5",
+       "--launcher_socket=" + dir + "/n1.sock", "--state_dir=" + dir + "/n1.state",
+       "--metrics_address=127.0.0.1:0"},
+      dir, "agent");
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(started.ok()) << started << "\n" << agent.Log();
+  std::vector<std::string> got = systemd.Until("READY=1", absl::Seconds(10));
+  ASSERT_TRUE(Contains(got, "READY=1")) << agent.Log();
+  EXPECT_TRUE(Contains(got, absl::StrCat("registering with the broker at 127.0.0.1:", nobody)));
+  EXPECT_TRUE(Contains(systemd.Until("WATCHDOG=1", absl::Seconds(5)), "WATCHDOG=1"));
+
+  absl::StatusOr<int> port = testing::MetricsPortFromLog(agent.Log());
+  ASSERT_TRUE(port.ok()) << port.status();
+  absl::StatusOr<testing::HttpResponse> ready = testing::HttpGet("127.0.0.1", *port, "/readyz");
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->status, 503);
+  EXPECT_THAT(ready->body, HasSubstr("agent: not registered with the broker (registering)"));
+  absl::StatusOr<testing::HttpResponse> live = testing::HttpGet("127.0.0.1", *port, "/healthz");
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(live->status, 200);
+
+  EXPECT_EQ(agent.Stop(), 0) << agent.Log();
+  EXPECT_TRUE(Contains(systemd.Until("STOPPING=1", absl::Seconds(5)), "STOPPING=1"));
+}
+
+TEST(ServiceNotifyTest, AConfigurationErrorExitsWithStatus2) {
+  // systemd does not restart exit status 2 (RestartPreventExitStatus=2).
+  testing::CommandResult broker = testing::RunCommand(
+      {testing::RunfilePath("server/iommu-broker"), "--insecure", "--log_level=loud"});
+  EXPECT_EQ(broker.exit_code, 2) << broker.err;
+  EXPECT_THAT(broker.err, HasSubstr("level=error"));
+  testing::CommandResult agent = testing::RunCommand(
+      {testing::RunfilePath("agent/iommu-agent"), "--node=n1", "--broker=127.0.0.1:1",
+       "--insecure", "--backend=nonsense"});
+  EXPECT_EQ(agent.exit_code, 2) << agent.err;
+  EXPECT_THAT(agent.err, HasSubstr("level=error"));
 }
 
 }  // namespace

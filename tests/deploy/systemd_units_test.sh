@@ -79,7 +79,8 @@ for line in "CapabilityBoundingSet=" "AmbientCapabilities=" "NoNewPrivileges=yes
 done
 for line in "CapabilityBoundingSet=CAP_IPC_LOCK" "AmbientCapabilities=CAP_IPC_LOCK" \
     "LimitMEMLOCK=infinity" "NoNewPrivileges=yes" "DevicePolicy=closed" "ProtectSystem=strict" \
-    "RuntimeDirectory=iommu-agent"; do
+    "RuntimeDirectory=iommu-agent" "Type=notify" "NotifyAccess=main" "WatchdogSec=30s" \
+    "RestartPreventExitStatus=2"; do
   expect_line "$agent" "$line"
 done
 devices="$(grep '^DeviceAllow=' "$agent" | sort | tr '\n' ' ')"
