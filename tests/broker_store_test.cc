@@ -36,8 +36,11 @@ using testing::TenantQuotas;
 using testing::RunCommand;
 using testing::RunfilePath;
 
-// docs/OPERATIONS.md: the WAL stays below this.
-constexpr int64_t kWalBound = 64 << 20;
+// docs/OPERATIONS.md promises a WAL below 64 MiB; the checkpointer restarts
+// it past 16 MiB, so this load stays near 18 MiB. The bound is tighter than
+// the promise so that a broker without checkpointing (45 MB under this very
+// load) fails the test.
+constexpr int64_t kWalBound = 32 << 20;
 
 grpc::Status CreateTenant(v1::Broker::Stub* stub, const std::string& id, uint64_t quota) {
   grpc::ClientContext ctx;

@@ -68,5 +68,17 @@ TEST(DaemonCliTest, HelpListsTheProgramsOwnFlags) {
   }
 }
 
+// Regression (issue 11, item 7): a token on the command line is readable by
+// every local user through /proc/PID/cmdline; the launcher refuses it before
+// doing anything and says where a token may come from.
+TEST(DaemonCliTest, LauncherRefusesATokenOnTheCommandLine) {
+  auto [code, out] = RunProgram("launcher/iommu-launcher",
+                                "--socket=/nonexistent.sock --token=c2VjcmV0 --memfd=4096");
+  EXPECT_NE(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("--token: removed"));
+  EXPECT_THAT(out, HasSubstr("IOMMU_LAUNCHER_TOKEN"));
+  EXPECT_THAT(out, HasSubstr("--token-file"));
+}
+
 }  // namespace
 }  // namespace iommu
