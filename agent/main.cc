@@ -77,8 +77,9 @@ ABSL_FLAG(std::string, sim_config, AgentFlags().sim_config,
 ABSL_FLAG(uint32_t, sim_max_mappings, AgentFlags().sim_max_mappings,
           "With --backend=sim: the mapping limit per container (0: none).");
 ABSL_FLAG(std::string, launcher_socket, AgentFlags().launcher_socket,
-          "The unix socket for VM launchers (reported to the broker only, "
-          "for now).");
+          "The unix socket VM launchers open sessions on (grant token -> "
+          "session -> guest memory -> DMA mappings); also reported to the broker, "
+          "which tells launchers where it is.");
 ABSL_FLAG(std::string, launcher_socket_mode, AgentFlags().launcher_socket_mode,
           "Octal permissions of the launcher socket; who may connect is who may open it.");
 ABSL_FLAG(std::string, launcher_group, AgentFlags().launcher_group,
