@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/byte_size.h"
 
 namespace iommu {
 namespace client {
@@ -67,7 +68,7 @@ std::vector<CommandSpec> BuildCommands() {
              "Containers the tenant may hold at once (default 0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
              "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant create acme --pinned=64G --max-containers=8"},
+       {"iommuctl tenant create acme --pinned=64Gi --max-containers=8"},
        true});
   add({"tenant", "get", "ID", false, "Show one tenant", "Shows tenant ID and its quota.", {},
        {"iommuctl tenant get acme"}});
@@ -83,7 +84,7 @@ std::vector<CommandSpec> BuildCommands() {
              "Containers the tenant may hold at once (default 0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
              "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant set-quota acme --pinned=128G --max-containers=16"},
+       {"iommuctl tenant set-quota acme --pinned=128Gi --max-containers=16"},
        true});
   add({"tenant", "delete", "ID", false, "Delete a tenant",
        "Deletes tenant ID. The tenant must own no containers.", {},
@@ -137,7 +138,7 @@ std::vector<CommandSpec> BuildCommands() {
              "the quota no other container has yet.")},
        {"iommuctl container create --tenant=acme --vendor=0x1234 --device-id=0x11e8 --count=2",
         "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
-        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16G"},
+        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi"},
        true});
   add({"container", "get", "ID", false, "Show one container",
        "Shows container ID: its node, devices, state, IOVA geometry and windows.", {},
@@ -164,7 +165,7 @@ std::vector<CommandSpec> BuildCommands() {
        "usage drops below it.",
        {Flag("budget", ValueKind::kSize, "SIZE", "The new budget in bytes, a multiple of 4096.",
              true)},
-       {"iommuctl container set-budget c-0123456789abcdef --budget=16G"},
+       {"iommuctl container set-budget c-0123456789abcdef --budget=16Gi"},
        true});
   add({"container", "grant", "ID", false, "Issue a VM launcher token for a container",
        "Issues a single-use token that hands container ID (which must be ready) to a VM "
@@ -196,8 +197,8 @@ std::vector<CommandSpec> BuildCommands() {
              "Alignment, a power of two >= the IOMMU page size (default: the page size)."),
         Flag("base", ValueKind::kUint64, "ADDR",
              "Place the window exactly here (a multiple of the alignment), e.g. 0x100000000.")},
-       {"iommuctl window allocate c-0123456789abcdef --size=2G --align=2M",
-        "iommuctl window allocate c-0123456789abcdef --size=1G --base=0x100000000"},
+       {"iommuctl window allocate c-0123456789abcdef --size=2Gi --align=2Mi",
+        "iommuctl window allocate c-0123456789abcdef --size=1Gi --base=0x100000000"},
        true});
   add({"window", "release", "ID", false, "Release an IOVA window", "Releases window ID.", {},
        {"iommuctl window release w-0123456789abcdef"}, true});
@@ -477,6 +478,14 @@ std::string Wrap(absl::string_view text, size_t width, size_t indent) {
 
 constexpr size_t kHelpWidth = 80;
 
+// What a SIZE is, for help (common/byte_size.h reads it).
+std::string SizeHelp() {
+  return absl::StrCat(
+      "SIZE is ", kByteSizeForms,
+      ". Units are case-sensitive, as in Kubernetes: 1Gi is 1073741824 bytes, 1G is "
+      "1000000000; 1GB, 1GiB and 4K are refused as ambiguous.");
+}
+
 std::string KindHint(const FlagSpec& f) {
   if (f.kind == ValueKind::kSwitch) return absl::StrCat("--", f.name);
   return absl::StrCat("--", f.name, "=", f.value_name);
@@ -595,39 +604,7 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
 }
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text) {
-  const auto invalid = [&] {
-    return Usage(absl::StrCat(flag, ": invalid size ", Quote(text),
-                              " (expected e.g. 4096, 0x1000, 4K, 2M, 1G, 1T)"));
-  };
-  absl::string_view s = absl::StripAsciiWhitespace(text);
-  if (s.empty()) return invalid();
-  if (absl::StartsWithIgnoreCase(s, "0x")) {
-    auto v = ParseUint(flag, s, std::numeric_limits<uint64_t>::max());
-    if (!v.ok()) return invalid();
-    return v;
-  }
-  size_t n = 0;
-  while (n < s.size() && absl::ascii_isdigit(s[n])) ++n;
-  if (n == 0) return invalid();
-  absl::string_view digits = s.substr(0, n);
-  std::string unit = absl::AsciiStrToLower(s.substr(n));
-  int shift = 0;
-  if (!unit.empty() && unit != "b") {
-    static constexpr char kUnits[] = "kmgtpe";
-    const char* p = std::strchr(kUnits, unit[0]);
-    if (p == nullptr || *p == '\0') return invalid();
-    shift = 10 * static_cast<int>(p - kUnits + 1);
-    absl::string_view rest = absl::string_view(unit).substr(1);
-    if (!rest.empty() && rest != "b" && rest != "ib") return invalid();
-  }
-  uint64_t v = 0;
-  if (!absl::SimpleAtoi(digits, &v)) {
-    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
-  }
-  if (shift > 0 && v > (std::numeric_limits<uint64_t>::max() >> shift)) {
-    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
-  }
-  return v << shift;
+  return ParseByteSize(flag, text);
 }
 
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {
@@ -863,6 +840,11 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
     if (!command->flags.empty()) {
       absl::StrAppend(&out, "\nFlags:\n");
       AppendFlagList(command->flags, &out);
+      for (const FlagSpec& f : command->flags) {
+        if (f.kind != ValueKind::kSize) continue;
+        absl::StrAppend(&out, "\n", Wrap(SizeHelp(), kHelpWidth, 0), "\n");
+        break;
+      }
     }
     if (!command->examples.empty()) {
       absl::StrAppend(&out, "\nExamples:\n");
@@ -909,11 +891,11 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
   absl::StrAppend(&out, "\nGlobal flags:\n");
   AppendFlagList(GlobalFlags(), &out);
   absl::StrAppend(&out,
-                  "\nSizes accept 4096, 0x1000, 4K, 2M, 1G, 1T (binary units; 4KiB and 4kb "
-                  "too).\n\nExamples:\n"
-                  "  iommuctl tenant create acme --pinned=64G\n"
+                  "\n", Wrap(SizeHelp(), kHelpWidth, 0),
+                  "\n\nExamples:\n"
+                  "  iommuctl tenant create acme --pinned=64Gi\n"
                   "  iommuctl container create --tenant=acme --vendor=0x1234 --count=1\n"
-                  "  iommuctl window allocate c-0123456789abcdef --size=2G\n"
+                  "  iommuctl window allocate c-0123456789abcdef --size=2Gi\n"
                   "  iommuctl -o json usage --tenant=acme\n"
                   "  iommuctl top\n"
                   "  iommuctl describe container c-0123456789abcdef\n"

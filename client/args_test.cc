@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,47 +30,44 @@ void ExpectUsageError(const std::vector<std::string>& args, const std::string& s
 
 // ---------------------------------------------------------------- values
 
-TEST(ParseSizeTest, AcceptsDecimalHexAndBinaryUnits) {
+// The parser itself is common/byte_size_test.cc's; here, that size flags
+// read Kubernetes quantities and refuse the ambiguous units iommuctl used to
+// read as binary (issue 15: "1GB" meant 2^30).
+TEST(ParseSizeTest, ReadsKubernetesQuantities) {
   struct Case {
     const char* text;
     uint64_t want;
   } cases[] = {
-      {"4096", 4096},         {"0x1000", 0x1000},       {"0X1000", 0x1000},
-      {"4K", 4096},           {"4k", 4096},             {"4KiB", 4096},
-      {"4kib", 4096},         {"4KB", 4096},            {"2M", 2u << 20},
-      {"1G", 1ull << 30},     {"1g", 1ull << 30},       {"1T", 1ull << 40},
-      {"1TiB", 1ull << 40},   {"512B", 512},            {"0", 0},
+      {"4096", 4096},       {"0x1000", 0x1000},   {"4Ki", 4096},        {"2Mi", 2u << 20},
+      {"1Gi", 1ull << 30},  {"1Ti", 1ull << 40},  {"4k", 4000},         {"2M", 2000000},
+      {"1G", 1000000000},   {"1T", 1000000000000}, {"0", 0},
   };
   for (const Case& c : cases) {
     absl::StatusOr<uint64_t> v = ParseSize("--size", c.text);
     ASSERT_TRUE(v.ok()) << c.text << ": " << v.status();
     EXPECT_EQ(*v, c.want) << c.text;
   }
-  EXPECT_EQ(*ParseSize("--size", "15E"), 15ull << 60);
-  EXPECT_EQ(*ParseSize("--size", "0xffffffffffffffff"), ~0ull);
 }
 
-TEST(ParseSizeTest, RejectsGarbageNamingTheFlag) {
-  for (const char* bad : {"", "K", "12Q", "1.5G", "-1", "4KiBB", "4 K", "0x", "0xg", "4Ki",
-                          "1e3", "2MM"}) {
-    absl::StatusOr<uint64_t> v = ParseSize("--pinned", bad);
-    ASSERT_FALSE(v.ok()) << bad;
-    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(v.status().message()), HasSubstr("--pinned: invalid size")) << bad;
+TEST(ParseSizeTest, RefusesAmbiguousUnitsSuggestingBoth) {
+  ExpectUsageError({"tenant", "create", "acme", "--pinned=1GB"},
+                   "--pinned: \"1GB\" is ambiguous: write 1Gi (2^30 bytes) or 1G (10^9 bytes)");
+  ExpectUsageError({"window", "allocate", "c-0123456789abcdef", "--size=4K"},
+                   "--size: \"4K\" is ambiguous: write 4Ki (2^10 bytes) or 4k");
+  ExpectUsageError({"window", "allocate", "c-0123456789abcdef", "--size=1.5Gi"},
+                   "not a whole number: use a smaller unit");
+}
+
+TEST(ParseSizeTest, HelpSaysWhichUnitsAreBinaryAndWhichDecimal) {
+  for (std::string help :
+       {RenderHelp("", nullptr), RenderHelp("tenant", FindCommand("tenant", "set-quota"))}) {
+    help = absl::StrReplaceAll(help, {{"\n", " "}});
+    EXPECT_THAT(help, HasSubstr("binary units Ki Mi Gi Ti (1Gi = 2^30)"));
+    EXPECT_THAT(help, HasSubstr("decimal units k M G T (1G = 10^9)"));
   }
 }
 
-TEST(ParseSizeTest, RejectsOverflow) {
-  absl::StatusOr<uint64_t> v = ParseSize("--size", "16E");
-  ASSERT_FALSE(v.ok());
-  EXPECT_THAT(std::string(v.status().message()), HasSubstr("--size: size \"16E\" is too large"));
-  EXPECT_FALSE(ParseSize("--size", "18446744073709551616").ok());
-  EXPECT_FALSE(ParseSize("--size", "0x10000000000000000").ok());
-}
-
 TEST(ParseUintTest, AcceptsDecimalAndHexWithinMax) {
-  EXPECT_EQ(*ParseUint("--vendor", "0x1234", 0xffff), 0x1234u);
-  EXPECT_EQ(*ParseUint("--vendor", "0xABcd", 0xffff), 0xabcdu);
   EXPECT_EQ(*ParseUint("--count", "12", 0xffffffff), 12u);
   EXPECT_EQ(*ParseUint("--base", "0x100000000", ~0ull), 0x100000000ull);
 }
@@ -102,7 +100,7 @@ TEST(ParseTimeoutTest, AcceptsDurationsAndBareSeconds) {
 
 TEST(ParseCommandLineTest, TenantCreateWithAllFlags) {
   absl::StatusOr<Invocation> inv = Parse(
-      {"tenant", "create", "acme", "--pinned=64G", "--max-containers", "8", "--window-bytes=1T"});
+      {"tenant", "create", "acme", "--pinned=64Gi", "--max-containers", "8", "--window-bytes=1Ti"});
   ASSERT_TRUE(inv.ok()) << inv.status();
   ASSERT_NE(inv->command, nullptr);
   EXPECT_EQ(inv->command->FullName(), "tenant create");
@@ -163,7 +161,8 @@ TEST(ParseCommandLineTest, SwitchesTakeNoValueOrABoolean) {
 
 TEST(ParseCommandLineTest, HexAddressesAndIds) {
   absl::StatusOr<Invocation> inv = Parse(
-      {"window", "allocate", "c-0123456789abcdef", "--size=1G", "--base=0x100000000", "--align=2M"});
+      {"window", "allocate", "c-0123456789abcdef", "--size=1Gi", "--base=0x100000000",
+       "--align=2Mi"});
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_EQ(inv->Number("base"), 0x100000000ull);
   EXPECT_EQ(inv->Number("align"), 2u << 20);
@@ -175,7 +174,7 @@ TEST(ParseCommandLineTest, HexAddressesAndIds) {
 
 TEST(ParseCommandLineTest, ContainerBudgetFlagsAreSizes) {
   absl::StatusOr<Invocation> inv =
-      Parse({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16G"});
+      Parse({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16Gi"});
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_EQ(inv->Number("budget"), 16ull << 30);
 
@@ -189,10 +188,10 @@ TEST(ParseCommandLineTest, ContainerBudgetFlagsAreSizes) {
 
   ExpectUsageError({"container", "set-budget", "c-1"},
                    "--budget: required by \"container set-budget\" (--budget=SIZE)");
-  ExpectUsageError({"container", "set-budget", "--budget=1G"},
+  ExpectUsageError({"container", "set-budget", "--budget=1Gi"},
                    "\"container set-budget\": missing ID");
   ExpectUsageError({"container", "set-budget", "c-1", "--budget=lots"},
-                   "--budget: invalid size \"lots\"");
+                   "--budget: \"lots\" does not start with a digit");
 }
 
 TEST(ParseCommandLineTest, ContainerGrantTakesTtlAndTokenOnly) {
@@ -285,7 +284,8 @@ TEST(ParseCommandLineTest, UnknownFlagSuggestsTheClosest) {
 }
 
 TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
-  ExpectUsageError({"tenant", "create", "acme", "--pinned=lots"}, "--pinned: invalid size \"lots\"");
+  ExpectUsageError({"tenant", "create", "acme", "--pinned=lots"},
+                   "--pinned: \"lots\" does not start with a digit");
   ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
                    "--vendor: \"0x12345\" is too large (at most 0xffff)");
   ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
@@ -296,13 +296,13 @@ TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
 
 TEST(ParseCommandLineTest, MissingRequiredFlagAndArgument) {
   ExpectUsageError({"tenant", "create", "acme"}, "--pinned: required by \"tenant create\"");
-  ExpectUsageError({"tenant", "create", "--pinned=1G"}, "\"tenant create\": missing ID");
+  ExpectUsageError({"tenant", "create", "--pinned=1Gi"}, "\"tenant create\": missing ID");
   ExpectUsageError({"device", "list"}, "--node: required by \"device list\"");
   ExpectUsageError({"window", "allocate", "c-1"}, "--size: required");
   ExpectUsageError({"tenant", "list", "extra"}, "\"tenant list\" takes no arguments");
   ExpectUsageError({"tenant", "get", "a", "b"}, "takes one ID, got also \"b\"");
   ExpectUsageError({"window", "allocate", "c-1", "--size"}, "--size: needs a value");
-  ExpectUsageError({"tenant", "create", "a", "--pinned=1G", "--pinned=2G"},
+  ExpectUsageError({"tenant", "create", "a", "--pinned=1Gi", "--pinned=2Gi"},
                    "--pinned: given more than once");
 }
 

@@ -115,7 +115,7 @@ TEST_F(CommandsTest, ContainerCreateRefusesMixedPlacementWithoutCallingTheBroker
 }
 
 TEST_F(CommandsTest, ContainerCreatePassesTheBudget) {
-  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16G"}), 0)
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16Gi"}), 0)
       << err_;
   ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
                  "--device=0000:00:04.0", "--budget=0x200000"}),
@@ -135,7 +135,7 @@ TEST_F(CommandsTest, ContainerSetBudgetCarriesARequestIdAndShowsTheContainer) {
   answer.set_id("c-00000000000000a1");
   answer.set_pin_budget_bytes(16ull << 30);
   fake_->SetResponse("SetContainerBudget", answer);
-  ASSERT_EQ(Run({"container", "set-budget", "c-00000000000000a1", "--budget=16G"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "set-budget", "c-00000000000000a1", "--budget=16Gi"}), 0) << err_;
   ASSERT_EQ(Run({"--request-id=budget-1", "container", "set-budget", "c-00000000000000a1",
                  "--budget=0"}),
             0)
@@ -154,7 +154,7 @@ TEST_F(CommandsTest, ContainerSetBudgetCarriesARequestIdAndShowsTheContainer) {
 TEST_F(CommandsTest, ContainerSetBudgetUnavailableSuggestsRetry) {
   fake_->SetError("SetContainerBudget",
                   grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"));
-  EXPECT_EQ(Run({"container", "set-budget", "c-1", "--budget=1G"}), 1);
+  EXPECT_EQ(Run({"container", "set-budget", "c-1", "--budget=1Gi"}), 1);
   EXPECT_THAT(err_, HasSubstr("retry safely with --request-id=generated-1"));
 }
 
@@ -249,8 +249,8 @@ TEST_F(CommandsTest, ContainerGrantRefusesTtlOutsideOneSecondToOneHour) {
 }
 
 TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
-  ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64G", "--max-containers=8"}), 0) << err_;
-  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1T"}), 0)
+  ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64Gi", "--max-containers=8"}), 0) << err_;
+  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1Ti"}), 0)
       << err_;
   auto create = fake_->Requests<v1::CreateTenantRequest>("CreateTenant");
   ASSERT_EQ(create.size(), 1u);
@@ -269,7 +269,7 @@ TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
 }
 
 TEST_F(CommandsTest, WindowAllocateWithFixedBase) {
-  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=1G", "--align=2M",
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=1Gi", "--align=2Mi",
                  "--base=0x100000000"}),
             0)
       << err_;
@@ -281,7 +281,7 @@ TEST_F(CommandsTest, WindowAllocateWithFixedBase) {
   EXPECT_TRUE(reqs[0].fixed_base());
   EXPECT_EQ(reqs[0].base(), 0x100000000u);
 
-  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=4K"}), 0) << err_;
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=4Ki"}), 0) << err_;
   reqs = fake_->Requests<v1::AllocateWindowRequest>("AllocateWindow");
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_FALSE(reqs[1].fixed_base());
@@ -316,10 +316,10 @@ TEST_F(CommandsTest, NodeDrainAndDeviceList) {
 
 TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
   const std::vector<std::vector<std::string>> commands = {
-      {"tenant", "create", "a", "--pinned=1G"},
+      {"tenant", "create", "a", "--pinned=1Gi"},
       {"tenant", "get", "a"},
       {"tenant", "list"},
-      {"tenant", "set-quota", "a", "--pinned=2G"},
+      {"tenant", "set-quota", "a", "--pinned=2Gi"},
       {"tenant", "delete", "a"},
       {"node", "list"},
       {"node", "get", "n"},
@@ -331,9 +331,9 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"container", "get", "c"},
       {"container", "list"},
       {"container", "delete", "c"},
-      {"container", "set-budget", "c", "--budget=4K"},
+      {"container", "set-budget", "c", "--budget=4Ki"},
       {"container", "grant", "c"},
-      {"window", "allocate", "c", "--size=4K"},
+      {"window", "allocate", "c", "--size=4Ki"},
       {"window", "release", "w"},
       {"window", "list"},
       {"usage"},
@@ -435,7 +435,7 @@ TEST_F(CommandsTest, UsageErrorsExitTwoWithHint) {
   EXPECT_EQ(Run({"frobnicate"}), 2);
   EXPECT_EQ(err_, "error: unknown command \"frobnicate\"\nRun 'iommuctl --help' for usage.\n");
   EXPECT_EQ(Run({"tenant", "create", "acme", "--pinned=lots"}), 2);
-  EXPECT_THAT(err_, StartsWith("error: --pinned: invalid size \"lots\""));
+  EXPECT_THAT(err_, StartsWith("error: --pinned: \"lots\" does not start with a digit"));
   EXPECT_THAT(err_, HasSubstr("Run 'iommuctl tenant create --help' for usage."));
   EXPECT_EQ(Run({}), 2);
   EXPECT_THAT(err_, HasSubstr("Usage:"));

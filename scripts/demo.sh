@@ -149,20 +149,20 @@ await_usage() {
 MiB=$((1 << 20))
 LAUNCHER_WINDOW_SIZE=$((1 << 30))  # The window each launcher maps its 64 MiB into.
 
-step tenant create acme --pinned=1G --max-containers=4
+step tenant create acme --pinned=1Gi --max-containers=4
 step node list
 step device list --node=node-1
-step container create --tenant=acme --node=node-1 --device=0000:00:04.0 --budget=512M
+step container create --tenant=acme --node=node-1 --device=0000:00:04.0 --budget=512Mi
 C1=$(ctl_json container list --tenant=acme | json 'd["containers"][0]["id"]')
 [ -n "$C1" ] || die "container list shows no container after the create"
-step window allocate "$C1" --size=1G --align=1G
-step window allocate "$C1" --size=2M
+step window allocate "$C1" --size=1Gi --align=1Gi
+step window allocate "$C1" --size=2Mi
 step container create --tenant=acme --node=node-1 --device=0000:00:05.0
 # Ids are random, so list order says nothing about which is new: take the one that is not C1.
 C2=$(ctl_json container list --tenant=acme |
      json '[c["id"] for c in d["containers"] if c["id"] != "'"$C1"'"]')
 [ -n "$C2" ] || die "container list does not show the second container"
-step window allocate "$C2" --size=1G --base=0x100000000
+step window allocate "$C2" --size=1Gi --base=0x100000000
 step usage --tenant=acme
 
 echo
@@ -194,9 +194,9 @@ for c in "$C1" "$C2"; do
   log="$STATE/launcher-$c.log"
   fifo="$STATE/launcher-$c.stdin"
   mkfifo "$fifo"
-  echo "\$ IOMMU_LAUNCHER_TOKEN=… iommu-launcher --socket=$STATE/launcher.sock --file=$GUEST --map=0:64M@$base --hold"
+  echo "\$ IOMMU_LAUNCHER_TOKEN=… iommu-launcher --socket=$STATE/launcher.sock --file=$GUEST --map=0:64Mi@$base --hold"
   IOMMU_LAUNCHER_TOKEN=$TOKEN "$BIN/launcher/iommu-launcher" --socket="$STATE/launcher.sock" \
-    --file="$GUEST" --map="0:64M@$base" --hold <"$fifo" >"$log" 2>&1 &
+    --file="$GUEST" --map="0:64Mi@$base" --hold <"$fifo" >"$log" 2>&1 &
   PIDS+=($!)
   # Its stdin stays open (no EOF) while the demo holds the FIFO's write end;
   # no helper process is needed, and the fd closes when the demo exits.

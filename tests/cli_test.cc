@@ -70,7 +70,7 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
-  auto tenant = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=4G"}));
+  auto tenant = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=4Gi"}));
   EXPECT_EQ(tenant.id(), "acme");
   EXPECT_EQ(tenant.quota().pinned_bytes(), 4ULL << 30);
 
@@ -85,9 +85,9 @@ TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
                                     "--node=node-1", "--device=0000:00:04.0"}));
   ASSERT_FALSE(c.id().empty());
   auto w1 = Json<v1::Window>(
-      Ctl({"-o", "json", "window", "allocate", c.id(), "--size=1G", "--align=1G"}));
+      Ctl({"-o", "json", "window", "allocate", c.id(), "--size=1Gi", "--align=1Gi"}));
   EXPECT_EQ(w1.size(), 1ULL << 30);
-  auto w2 = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2M",
+  auto w2 = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2Mi",
                                   "--base=0x100000000"}));
   EXPECT_EQ(w2.base(), 0x100000000ULL);
 
@@ -113,12 +113,12 @@ TEST_F(CliTest, ApiErrorsExitOneWithCodeAndMessageOnStderr) {
   EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: container_id: no container"));
   EXPECT_TRUE(r.out.empty());
 
-  r = Ctl({"tenant", "create", "Bad", "--pinned=1G"});
+  r = Ctl({"tenant", "create", "Bad", "--pinned=1Gi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: tenant_id:"));
 
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  r = Ctl({"tenant", "create", "acme", "--pinned=1G"});
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  r = Ctl({"tenant", "create", "acme", "--pinned=1Gi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: ALREADY_EXISTS:"));
 }
@@ -140,7 +140,7 @@ TEST_F(CliTest, UsageErrorsExitTwoAndHelpExitsZero) {
 }
 
 TEST_F(CliTest, RetryWithSameRequestIdIsIdempotent) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
   std::vector<std::string> create = {"-o", "json", "--request-id=cli-retry-1", "container",
                                      "create", "--tenant=acme", "--node=node-1",
                                      "--device=0000:00:05.0"};
@@ -159,8 +159,8 @@ TEST_F(CliTest, BrokerAddressAndCertificatesComeFromEnvironment) {
 }
 
 TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
   auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
                                                      "--tenant=acme", "--node=node-1",
                                                      "--device=0000:00:04.0"}));
@@ -182,13 +182,13 @@ TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
 }
 
 TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
   auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
                                                      "--tenant=acme", "--node=node-1",
                                                      "--device=0000:00:04.0"}));
   ASSERT_FALSE(c.id().empty());
-  auto w = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2M"}));
+  auto w = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2Mi"}));
   ASSERT_FALSE(w.id().empty());
 
   // For people: the fields, the window, and the events of both.
