@@ -130,13 +130,17 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
         Flag("device", ValueKind::kString, "ADDR",
              "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
-        Flag("vendor", ValueKind::kPciId, "ID", "Selector: PCI vendor id, e.g. 0x1234."),
-        Flag("device-id", ValueKind::kPciId, "ID", "Selector: PCI device id, e.g. 0x11e8."),
+        Flag("vendor", ValueKind::kPciIds, "ID[:DEVICE]",
+             "Selector: PCI vendor id in hex as lspci shows it, 0x optional (8086 is "
+             "0x8086); VENDOR:DEVICE (e.g. 10de:2330) selects the device id too."),
+        Flag("device-id", ValueKind::kPciId, "ID",
+             "Selector: PCI device id in hex, 0x optional, e.g. 11e8."),
         Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1)."),
         Flag("budget", ValueKind::kSize, "SIZE",
              "Bytes of the tenant's pinned quota set aside for this container; default: all of "
              "the quota no other container has yet.")},
-       {"iommuctl container create --tenant=acme --vendor=0x1234 --device-id=0x11e8 --count=2",
+       {"iommuctl container create --tenant=acme --vendor=1234 --device-id=11e8 --count=2",
+        "iommuctl container create --tenant=acme --vendor=10de:2330",
         "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
         "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi"},
        true});
@@ -389,12 +393,29 @@ absl::Status ParseValue(const FlagSpec& spec, absl::string_view text, FlagValue*
       value->number = *v;
       return absl::OkStatus();
     }
-    case ValueKind::kUint32:
-    case ValueKind::kUint64:
     case ValueKind::kPciId: {
-      const uint64_t max = spec.kind == ValueKind::kUint32   ? std::numeric_limits<uint32_t>::max()
-                           : spec.kind == ValueKind::kPciId ? 0xffff
-                                                            : std::numeric_limits<uint64_t>::max();
+      auto v = ParsePciId(flag, text);
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      return absl::OkStatus();
+    }
+    case ValueKind::kPciIds: {
+      const size_t colon = text.find(':');
+      auto v = ParsePciId(flag, text.substr(0, colon));
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      if (colon != absl::string_view::npos) {
+        auto d = ParsePciId(absl::StrCat(flag, " (device after ':')"), text.substr(colon + 1));
+        if (!d.ok()) return d.status();
+        value->has_second = true;
+        value->second = *d;
+      }
+      return absl::OkStatus();
+    }
+    case ValueKind::kUint32:
+    case ValueKind::kUint64: {
+      const uint64_t max = spec.kind == ValueKind::kUint32 ? std::numeric_limits<uint32_t>::max()
+                                                           : std::numeric_limits<uint64_t>::max();
       auto v = ParseUint(flag, text, max);
       if (!v.ok()) return v.status();
       value->number = *v;
@@ -574,8 +595,7 @@ std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
 
 absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
                                    uint64_t max) {
-  const std::string what =
-      max == 0xffff ? "a 16-bit id" : "an unsigned integer (decimal or 0x hex)";
+  const std::string what = "an unsigned integer (decimal or 0x hex)";
   absl::string_view digits = text;
   int base = 10;
   if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) base = 16;
@@ -605,6 +625,22 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text) {
   return ParseByteSize(flag, text);
+}
+
+absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text) {
+  absl::string_view digits = text;
+  if (!absl::ConsumePrefix(&digits, "0x")) absl::ConsumePrefix(&digits, "0X");
+  if (digits.empty() || digits.size() > 4 ||
+      digits.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
+    return Usage(absl::StrCat(flag, ": ", Quote(text),
+                              " is not a PCI id: want 1-4 hex digits as lspci shows them, 0x "
+                              "optional (e.g. 8086 or 0x8086; ids are never decimal)"));
+  }
+  uint32_t v = 0;
+  for (char c : digits) {
+    v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
+  }
+  return v;
 }
 
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {
@@ -894,7 +930,7 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
                   "\n", Wrap(SizeHelp(), kHelpWidth, 0),
                   "\n\nExamples:\n"
                   "  iommuctl tenant create acme --pinned=64Gi\n"
-                  "  iommuctl container create --tenant=acme --vendor=0x1234 --count=1\n"
+                  "  iommuctl container create --tenant=acme --vendor=10de:2330 --count=1\n"
                   "  iommuctl window allocate c-0123456789abcdef --size=2Gi\n"
                   "  iommuctl -o json usage --tenant=acme\n"
                   "  iommuctl top\n"

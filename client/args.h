@@ -48,7 +48,8 @@ enum class ValueKind {
   kSize,      // Bytes (common/byte_size.h): 4096, 0x1000, 4Ki, 2Mi, 1Gi, 1G (10^9).
   kUint32,    // Decimal or 0x hex, fits 32 bits.
   kUint64,    // Decimal or 0x hex, fits 64 bits (addresses).
-  kPciId,     // Decimal or 0x hex, at most 0xffff.
+  kPciId,     // PCI id: hex as lspci writes it, 0x optional ("8086" is 0x8086), <= ffff.
+  kPciIds,    // A kPciId, or VENDOR:DEVICE ("10de:2330"): the device in FlagValue::second.
   kDuration,  // "5s", "1500ms", "1m"; a bare number is seconds. > 0.
 };
 
@@ -117,6 +118,9 @@ struct GlobalOptions {
 struct FlagValue {
   std::string text;
   uint64_t number = 0;
+  // kPciIds given as VENDOR:DEVICE: the device id (number is the vendor's).
+  bool has_second = false;
+  uint64_t second = 0;
   absl::Duration duration;
 };
 
@@ -171,6 +175,10 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view tex
 // Decimal or 0x hex; refuses values above `max`.
 absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
                                    uint64_t max);
+// A PCI vendor or device id in hex, as lspci, sysfs and the agent's
+// --sim_devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
+// "10DE"). Never decimal. INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text);
 // "5s", "250ms", "2m", or a bare number of seconds; must be > 0.
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text);
 

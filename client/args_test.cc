@@ -67,6 +67,46 @@ TEST(ParseSizeTest, HelpSaysWhichUnitsAreBinaryAndWhichDecimal) {
   }
 }
 
+// Issue 15: --vendor=8086 was read as decimal (0x1f96).
+TEST(ParsePciIdTest, HexAsLspciWritesItWith0xOptional) {
+  EXPECT_EQ(*ParsePciId("--vendor", "8086"), 0x8086u);
+  EXPECT_EQ(*ParsePciId("--vendor", "0x8086"), 0x8086u);
+  EXPECT_EQ(*ParsePciId("--vendor", "10DE"), 0x10deu);
+  EXPECT_EQ(*ParsePciId("--vendor", "0XabCd"), 0xabcdu);
+  EXPECT_EQ(*ParsePciId("--device-id", "0"), 0u);
+  EXPECT_EQ(*ParsePciId("--device-id", "1533"), 0x1533u);
+}
+
+TEST(ParsePciIdTest, RefusesWhatIsNotFourHexDigits) {
+  for (const char* bad : {"", "0x", "32902", "0x12345", "80 86", "-1", "xyz", "0x8086h"}) {
+    absl::StatusOr<uint32_t> v = ParsePciId("--vendor", bad);
+    ASSERT_FALSE(v.ok()) << bad;
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(v.status().message()),
+                HasSubstr(absl::StrCat("--vendor: \"", bad, "\" is not a PCI id: want 1-4 hex "
+                                       "digits as lspci shows them, 0x optional")));
+  }
+}
+
+TEST(ParseCommandLineTest, VendorTakesVendorColonDevice) {
+  absl::StatusOr<Invocation> inv =
+      Parse({"container", "create", "--tenant=a", "--vendor=10de:2330"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  const FlagValue& v = inv->flags.at("vendor").back();
+  EXPECT_EQ(v.number, 0x10deu);
+  EXPECT_TRUE(v.has_second);
+  EXPECT_EQ(v.second, 0x2330u);
+  inv = Parse({"container", "create", "--tenant=a", "--vendor=8086"});
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_FALSE(inv->flags.at("vendor").back().has_second);
+  ExpectUsageError({"container", "create", "--tenant=a", "--vendor=10de:"},
+                   "--vendor (device after ':'): \"\" is not a PCI id");
+  ExpectUsageError({"container", "create", "--tenant=a", "--vendor=10de:2330:1"},
+                   "--vendor (device after ':'): \"2330:1\" is not a PCI id");
+  ExpectUsageError({"container", "create", "--tenant=a", "--device-id=11e8:1"},
+                   "--device-id: \"11e8:1\" is not a PCI id");
+}
+
 TEST(ParseUintTest, AcceptsDecimalAndHexWithinMax) {
   EXPECT_EQ(*ParseUint("--count", "12", 0xffffffff), 12u);
   EXPECT_EQ(*ParseUint("--base", "0x100000000", ~0ull), 0x100000000ull);
@@ -166,7 +206,7 @@ TEST(ParseCommandLineTest, HexAddressesAndIds) {
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_EQ(inv->Number("base"), 0x100000000ull);
   EXPECT_EQ(inv->Number("align"), 2u << 20);
-  inv = Parse({"container", "create", "--tenant=a", "--vendor=0x1234", "--device-id=0x11e8"});
+  inv = Parse({"container", "create", "--tenant=a", "--vendor=0x1234", "--device-id=11e8"});
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_EQ(inv->Number("vendor"), 0x1234u);
   EXPECT_EQ(inv->Number("device-id"), 0x11e8u);
@@ -287,7 +327,7 @@ TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
   ExpectUsageError({"tenant", "create", "acme", "--pinned=lots"},
                    "--pinned: \"lots\" does not start with a digit");
   ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
-                   "--vendor: \"0x12345\" is too large (at most 0xffff)");
+                   "--vendor: \"0x12345\" is not a PCI id: want 1-4 hex digits");
   ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
   ExpectUsageError({"-o", "yaml", "node", "list"}, "--output: must be table or json, got \"yaml\"");
   ExpectUsageError({"--timeout=forever", "node", "list"}, "--timeout: invalid duration");
@@ -368,7 +408,8 @@ TEST(RenderHelpTest, CommandShowsUsageFlagsAndExample) {
 TEST(RenderHelpTest, BudgetAndGrantCommandsShowTheirFlagsAndExamples) {
   std::string help = RenderHelp("container", FindCommand("container", "create"));
   EXPECT_THAT(help, HasSubstr("[--budget=SIZE]"));
-  EXPECT_THAT(help, HasSubstr("--budget=SIZE   Bytes of the tenant's pinned quota set aside"));
+  // The flag column is as wide as the widest flag, --vendor=ID[:DEVICE].
+  EXPECT_THAT(help, HasSubstr("--budget=SIZE         Bytes of the tenant's pinned quota set aside"));
 
   help = RenderHelp("container", FindCommand("container", "set-budget"));
   EXPECT_THAT(help, HasSubstr("iommuctl container set-budget ID --budget=SIZE\n"));

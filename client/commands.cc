@@ -287,6 +287,15 @@ absl::Status ContainerCreate(Session& s) {
     v1::DeviceSelector* selector = req.mutable_selector();
     selector->set_vendor_id(static_cast<uint32_t>(inv.Number("vendor")));
     selector->set_device_id(static_cast<uint32_t>(inv.Number("device-id")));
+    auto vendor = inv.flags.find("vendor");
+    if (vendor != inv.flags.end() && vendor->second.back().has_second) {
+      if (inv.Has("device-id")) {
+        return UsageError(absl::StrCat("--device-id: cannot be combined with --vendor=",
+                                       vendor->second.back().text,
+                                       ", which names the device id already"));
+      }
+      selector->set_device_id(static_cast<uint32_t>(vendor->second.back().second));
+    }
     selector->set_count(static_cast<uint32_t>(inv.Number("count")));
   }
   req.set_pin_budget_bytes(inv.Number("budget"));

@@ -87,6 +87,23 @@ TEST_F(CommandsTest, ContainerCreateBySelectorBuildsTheRequest) {
   EXPECT_EQ(err_, "");
 }
 
+TEST_F(CommandsTest, ContainerCreateSelectsVendorColonDeviceInHex) {
+  v1::Container answer;
+  answer.set_id("c-00000000000000a1");
+  fake_->SetResponse("CreateContainer", answer);
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=8086:1533"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::CreateContainerRequest>("CreateContainer");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].selector().vendor_id(), 0x8086u);
+  EXPECT_EQ(reqs[0].selector().device_id(), 0x1533u);
+
+  EXPECT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=8086:1533", "--device-id=1"}),
+            2);
+  EXPECT_THAT(err_, StartsWith("error: --device-id: cannot be combined with "
+                               "--vendor=8086:1533, which names the device id already"));
+  EXPECT_EQ(fake_->Requests<v1::CreateContainerRequest>("CreateContainer").size(), 1u);
+}
+
 TEST_F(CommandsTest, ContainerCreateOnNamedNodeAndDevices) {
   ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
                  "--device=0000:00:04.0", "--device=0000:00:05.0"}),

@@ -107,6 +107,26 @@ TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
   EXPECT_EQ(left.containers_size(), 0);
 }
 
+// Issue 15: --vendor=1234 was read as decimal (0x4d2) and matched nothing.
+// The simulated devices are 1234:11e8, as the agent's --sim_devices write it.
+TEST_F(CliTest, PciIdsAreHexAndVendorTakesVendorColonDevice) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  auto a = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--vendor=1234", "--device-id=11e8"}));
+  ASSERT_EQ(a.devices_size(), 1);
+  auto b = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--vendor=0x1234:11E8"}));
+  ASSERT_EQ(b.devices_size(), 1);
+  EXPECT_NE(a.devices(0), b.devices(0));
+
+  CommandResult r = Ctl({"container", "create", "--tenant=acme", "--vendor=32902"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--vendor: \"32902\" is not a PCI id: want 1-4 hex digits"));
+  r = Ctl({"container", "create", "--tenant=acme", "--vendor=1234:11e8", "--device-id=11e8"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--device-id: cannot be combined with --vendor=1234:11e8"));
+}
+
 TEST_F(CliTest, ApiErrorsExitOneWithCodeAndMessageOnStderr) {
   CommandResult r = Ctl({"container", "get", "c-00000000000000aa"});
   EXPECT_EQ(r.exit_code, 1);
