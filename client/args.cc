@@ -74,17 +74,20 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl tenant get acme"}});
   add({"tenant", "list", "", false, "List tenants", "Lists every tenant and its quota.",
        {LimitFlag()}, {"iommuctl tenant list", "iommuctl -o json tenant list"}});
-  add({"tenant", "set-quota", "ID", false, "Replace a tenant's quota",
-       "Replaces the whole quota of tenant ID. Limits not given become 0 (no limit). The new "
-       "quota may be below current usage: nothing is taken away, but new containers, windows "
-       "and pins are refused until usage drops below it.",
-       {Flag("pinned", ValueKind::kSize, "SIZE", "Bytes of guest memory the tenant may pin (> 0).",
-             true),
+  add({"tenant", "set-quota", "ID", false, "Change some or all of a tenant's quota limits",
+       "Changes the limits given of tenant ID's quota; limits not given keep their value "
+       "(a partial update with a field mask: only the fields given change). Give at least "
+       "one. 0 means no limit for --max-containers and --window-bytes. The new quota may be "
+       "below current usage: nothing is taken away, but new containers, windows and pins are "
+       "refused until usage drops below it.",
+       {Flag("pinned", ValueKind::kSize, "SIZE",
+             "Bytes of guest memory the tenant may pin (> 0)."),
         Flag("max-containers", ValueKind::kUint32, "N",
-             "Containers the tenant may hold at once (default 0: no limit)."),
+             "Containers the tenant may hold at once (0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
-             "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant set-quota acme --pinned=128Gi --max-containers=16"},
+             "Bytes of IOVA windows the tenant may hold (0: no limit).")},
+       {"iommuctl tenant set-quota acme --window-bytes=16Gi",
+        "iommuctl tenant set-quota acme --pinned=128Gi --max-containers=16"},
        true});
   add({"tenant", "delete", "ID", false, "Delete a tenant",
        "Deletes tenant ID. The tenant must own no containers.", {},

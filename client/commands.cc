@@ -192,6 +192,16 @@ absl::Status TenantSetQuota(Session& s) {
   req.set_request_id(s.request_id());
   req.set_tenant_id(s.inv().positional);
   FillQuota(s.inv(), req.mutable_quota());
+  // Only the limits given change (AIP-134 update mask).
+  for (const auto& [flag, path] : {std::pair<const char*, const char*>{"pinned", "quota.pinned_bytes"},
+                                   {"max-containers", "quota.max_containers"},
+                                   {"window-bytes", "quota.window_bytes"}}) {
+    if (s.inv().Has(flag)) req.mutable_update_mask()->add_paths(path);
+  }
+  if (req.update_mask().paths_size() == 0) {
+    return UsageError(
+        "\"tenant set-quota\": give at least one of --pinned, --max-containers, --window-bytes");
+  }
   v1::Tenant resp;
   RETURN_IF_ERROR(s.Call(&Stub::SetTenantQuota, req, &resp));
   return s.Print(resp);

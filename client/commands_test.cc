@@ -25,6 +25,7 @@ namespace client {
 namespace {
 
 namespace v1 = ::iommu::v1;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -265,6 +266,20 @@ TEST_F(CommandsTest, ContainerGrantRefusesTtlOutsideOneSecondToOneHour) {
   EXPECT_EQ(reqs[1].ttl_seconds(), 3600u);
 }
 
+// Issue 15: the alert runbook's `set-quota acme --window-bytes=16G` was
+// refused (--pinned was required) and a set-quota reset the limits not given.
+TEST_F(CommandsTest, SetQuotaSendsOnlyTheGivenLimitInTheMask) {
+  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--window-bytes=16Gi"}), 0) << err_;
+  auto set = fake_->Requests<v1::SetTenantQuotaRequest>("SetTenantQuota");
+  ASSERT_EQ(set.size(), 1u);
+  EXPECT_THAT(set[0].update_mask().paths(), ElementsAre("quota.window_bytes"));
+  EXPECT_EQ(set[0].quota().window_bytes(), 16ull << 30);
+
+  EXPECT_EQ(Run({"tenant", "set-quota", "acme"}), 2);
+  EXPECT_THAT(err_, HasSubstr("give at least one of --pinned, --max-containers, --window-bytes"));
+  EXPECT_EQ(fake_->Requests<v1::SetTenantQuotaRequest>("SetTenantQuota").size(), 1u);
+}
+
 TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
   ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64Gi", "--max-containers=8"}), 0) << err_;
   ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1Ti"}), 0)
@@ -280,6 +295,9 @@ TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
   EXPECT_EQ(set[0].quota().pinned_bytes(), 0x1000u);
   EXPECT_EQ(set[0].quota().max_containers(), 0u);
   EXPECT_EQ(set[0].quota().window_bytes(), 1ull << 40);
+  // Only the limits given are in the mask; max-containers keeps its value.
+  EXPECT_THAT(set[0].update_mask().paths(),
+              ElementsAre("quota.pinned_bytes", "quota.window_bytes"));
   // A fresh request id per mutation.
   EXPECT_EQ(create[0].request_id(), "generated-1");
   EXPECT_EQ(set[0].request_id(), "generated-2");

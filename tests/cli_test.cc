@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "client/views.pb.h"
 #include "proto/broker.pb.h"
@@ -125,6 +126,66 @@ TEST_F(CliTest, PciIdsAreHexAndVendorTakesVendorColonDevice) {
   r = Ctl({"container", "create", "--tenant=acme", "--vendor=1234:11e8", "--device-id=11e8"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--device-id: cannot be combined with --vendor=1234:11e8"));
+}
+
+// Issue 15: set-quota reset the limits it was not given, and the alert
+// runbook's `set-quota acme --window-bytes=16G` was refused for want of --pinned.
+TEST_F(CliTest, SetQuotaChangesOnlyTheLimitsGiven) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=4Gi", "--max-containers=8",
+                 "--window-bytes=32Gi"})
+                .exit_code,
+            0);
+  auto t = Json<v1::Tenant>(
+      Ctl({"-o", "json", "tenant", "set-quota", "acme", "--window-bytes=16Gi"}));
+  EXPECT_EQ(t.quota().window_bytes(), 16ULL << 30);
+  EXPECT_EQ(t.quota().pinned_bytes(), 4ULL << 30);
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+  t = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "set-quota", "acme", "--pinned=8Gi"}));
+  EXPECT_EQ(t.quota().pinned_bytes(), 8ULL << 30);
+  EXPECT_EQ(t.quota().window_bytes(), 16ULL << 30);
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+  t = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "get", "acme"}));
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+
+  CommandResult r = Ctl({"tenant", "set-quota", "acme"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("give at least one of --pinned"));
+  r = Ctl({"tenant", "set-quota", "acme", "--pinned=0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT"));
+}
+
+// The same over gRPC: unknown mask paths are named; an empty mask replaces
+// the whole quota, as before update_mask existed.
+TEST_F(CliTest, SetTenantQuotaRpcValidatesTheMaskAndKeepsEmptyMaskWhole) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=4Gi", "--max-containers=8"}).exit_code, 0);
+  auto stub = cluster_.BrokerStub();
+  v1::SetTenantQuotaRequest req;
+  req.set_tenant_id("acme");
+  req.mutable_quota()->set_pinned_bytes(2ULL << 30);
+  req.mutable_update_mask()->add_paths("quota.pinned_bytes");
+  req.mutable_update_mask()->add_paths("quota.max_pins");
+  v1::Tenant out;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->SetTenantQuota(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("update_mask: unknown path \"quota.max_pins\""));
+  }
+  req.mutable_update_mask()->mutable_paths()->RemoveLast();
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->SetTenantQuota(&ctx, req, &out).ok());
+    EXPECT_EQ(out.quota().pinned_bytes(), 2ULL << 30);
+    EXPECT_EQ(out.quota().max_containers(), 8u);
+  }
+  req.clear_update_mask();
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->SetTenantQuota(&ctx, req, &out).ok());
+    EXPECT_EQ(out.quota().pinned_bytes(), 2ULL << 30);
+    EXPECT_EQ(out.quota().max_containers(), 0u);  // Whole replacement.
+  }
 }
 
 TEST_F(CliTest, ApiErrorsExitOneWithCodeAndMessageOnStderr) {
