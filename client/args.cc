@@ -112,6 +112,18 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl node drain host-a", "iommuctl node drain host-a --delete-containers"},
        true});
 
+  add({"node", "delete", "NAME", false, "Forget a retired node",
+       "Deletes node NAME from the broker: its record, its devices and its metric series "
+       "(iommu_broker_node_up{node=NAME} and the alerts on it). Refused while the node has "
+       "containers (run 'iommuctl node drain NAME --delete-containers' first) or while its "
+       "agent is alive (registered and heartbeating: stop the agent first). --force deletes "
+       "a live node anyway; its agent then registers it again at its next heartbeat. It "
+       "never deletes containers.",
+       {Flag("force", ValueKind::kSwitch, "",
+             "Delete even while the node's agent is alive.")},
+       {"iommuctl node delete host-a", "iommuctl node delete host-a --force"},
+       true});
+
   // Devices.
   add({"device", "list", "", false, "List a node's PCI devices",
        "Lists the PCI devices of node NAME: address, IOMMU group, ids, driver, whether it can "

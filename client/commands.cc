@@ -261,6 +261,16 @@ absl::Status NodeDrain(Session& s) {
   return s.Print(resp);
 }
 
+absl::Status NodeDelete(Session& s) {
+  v1::DeleteNodeRequest req;
+  req.set_request_id(s.request_id());
+  req.set_node(s.inv().positional);
+  req.set_force(s.inv().Number("force") != 0);
+  v1::DeleteNodeResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::DeleteNode, req, &resp));
+  return s.PrintDone(resp, absl::StrCat("node ", req.node(), " deleted"));
+}
+
 absl::Status DeviceList(Session& s) {
   v1::ListDevicesRequest req;
   req.set_node(s.inv().String("node"));
@@ -767,6 +777,7 @@ const std::map<std::string, Handler>& Handlers() {
       {"tenant delete", &TenantDelete},     {"node list", &NodeList},
       {"node get", &NodeGet},               {"node cordon", &NodeCordon},
       {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
+      {"node delete", &NodeDelete},
       {"device list", &DeviceList},         {"container create", &ContainerCreate},
       {"container get", &ContainerGet},     {"container list", &ContainerList},
       {"container delete", &ContainerDelete}, {"container set-budget", &ContainerSetBudget},

@@ -337,6 +337,19 @@ TEST_F(CommandsTest, ContainerListFiltersByState) {
   EXPECT_THAT(err_, StartsWith("error: --state: must be ready, node-unavailable, failed or deleting, got \"gone\""));
 }
 
+TEST_F(CommandsTest, NodeDeleteSendsNodeForceAndARequestId) {
+  ASSERT_EQ(Run({"node", "delete", "host-a"}), 0) << err_;
+  ASSERT_EQ(Run({"node", "delete", "host-b", "--force"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::DeleteNodeRequest>("DeleteNode");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].node(), "host-a");
+  EXPECT_FALSE(reqs[0].force());
+  EXPECT_FALSE(reqs[0].request_id().empty());
+  EXPECT_EQ(reqs[1].node(), "host-b");
+  EXPECT_TRUE(reqs[1].force());
+  EXPECT_THAT(out_, HasSubstr("node host-b deleted"));
+}
+
 TEST_F(CommandsTest, NodeDrainAndDeviceList) {
   ASSERT_EQ(Run({"node", "drain", "host-a", "--delete-containers"}), 0) << err_;
   auto drain = fake_->Requests<v1::DrainNodeRequest>("DrainNode");
@@ -361,6 +374,7 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"node", "cordon", "n"},
       {"node", "uncordon", "n"},
       {"node", "drain", "n"},
+      {"node", "delete", "n"},
       {"device", "list", "--node=n"},
       {"container", "create", "--tenant=a"},
       {"container", "get", "c"},

@@ -996,6 +996,41 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   return absl::OkStatus();
 }
 
+absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNodeResponse* out,
+                                const Identity& caller) {
+  return Mutate<v1::DeleteNodeRequest, v1::DeleteNodeResponse>(
+      "DeleteNode", caller, req, out, [&](v1::DeleteNodeResponse*) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
+        ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+        size_t held = NodeContainersLocked(req.node()).size();
+        for (const auto& [node, address] : pending_devices_) held += node == req.node();
+        if (held > 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node: node ", Quoted(req.node()), " still has ", held,
+              " container(s) (or creates in flight); delete them first, e.g. iommuctl node "
+              "drain ", req.node(), " --delete-containers"));
+        }
+        if (NodeLiveLocked(*n) && !req.force()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node: node ", Quoted(req.node()),
+              " is alive (its agent is registered and heartbeating); stop its agent first, or "
+              "force the delete (the agent then registers the node again)"));
+        }
+        Plan plan;
+        plan.batch.deletes.push_back({kNode, req.node()});
+        plan.apply = [this, name = req.node()]() {
+          mu_.AssertHeld();  // Applied under mu_.
+          nodes_.erase(name);
+          push_order_.erase(name);
+        };
+        Log(absl::StrCat("event=node_deleted node=", req.node(), " force=", req.force(),
+                         " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),
+                             req.force() ? "deleted (forced)" : "deleted"));
+        return plan;
+      });
+}
+
 absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out,
                                  const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));

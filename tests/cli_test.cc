@@ -12,6 +12,7 @@
 #include "client/views.pb.h"
 #include "proto/broker.pb.h"
 #include "tests/cluster.h"
+#include "tests/metrics_testing.h"
 
 namespace iommu {
 namespace {
@@ -24,6 +25,7 @@ testing::ClusterOptions Tls() {
   testing::ClusterOptions o;
   o.tls = true;
   o.tenants = {"acme", "other"};
+  o.broker_args = {"--metrics_address=127.0.0.1:0"};  // node delete drops a node's series.
   return o;
 }
 
@@ -186,6 +188,79 @@ TEST_F(CliTest, SetTenantQuotaRpcValidatesTheMaskAndKeepsEmptyMaskWhole) {
     EXPECT_EQ(out.quota().pinned_bytes(), 2ULL << 30);
     EXPECT_EQ(out.quota().max_containers(), 0u);  // Whole replacement.
   }
+}
+
+// Issue 15: a retired node could not be removed, so its
+// iommu_broker_node_up{node=...} 0 series and the IommuNodeNotHeartbeating
+// alert stayed forever.
+TEST_F(CliTest, NodeDeleteIsRefusedWhileTheNodeHoldsContainersOrIsAliveThenDropsItsSeries) {
+  absl::StatusOr<int> metrics = testing::MetricsPortFromLog(cluster_.broker().Log());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const std::string series = "iommu_broker_node_up{node=\"node-1\"}";
+  absl::StatusOr<std::string> text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr(series + " 1"));
+
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  auto c = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--node=node-1", "--device=0000:00:04.0"}));
+  CommandResult r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION: node: node \"node-1\" still has 1 "
+                               "container(s)"));
+  r = Ctl({"node", "delete", "node-1", "--force"});  // --force never deletes containers.
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("still has 1 container(s)"));
+  ASSERT_EQ(Ctl({"container", "delete", c.id()}).exit_code, 0);
+  r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION: node: node \"node-1\" is alive"));
+  r = CtlAs("tenant-acme", {"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: DeleteNode: needs the operator role"));
+
+  // The agent stops: the node is unavailable, its series says 0 (the alert fires).
+  cluster_.agent("node-1").Stop();
+  ASSERT_TRUE(cluster_.WaitForNodeState("node-1", v1::NODE_STATE_UNAVAILABLE).ok());
+  text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr(series + " 0"));
+
+  // Deleted, idempotently with its request id; then gone, with its series.
+  r = Ctl({"--request-id=delete-node-1", "node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("node node-1 deleted"));
+  r = Ctl({"--request-id=delete-node-1", "node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND: node: no node \"node-1\""));
+  auto nodes = Json<v1::ListNodesResponse>(Ctl({"-o", "json", "node", "list"}));
+  EXPECT_EQ(nodes.nodes_size(), 0);
+  text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, Not(HasSubstr("node=\"node-1\"")));
+}
+
+// Over gRPC: force deletes a live node, whose agent then registers it again.
+TEST_F(CliTest, DeleteNodeRpcWithForceDeletesALiveNode) {
+  auto stub = cluster_.BrokerStub();
+  v1::DeleteNodeRequest req;
+  req.set_node("node-1");
+  v1::DeleteNodeResponse out;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->DeleteNode(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("is alive"));
+  }
+  req.set_force(true);
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->DeleteNode(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_TRUE(cluster_.WaitForNodeState("node-1", v1::NODE_STATE_READY).ok());
 }
 
 TEST_F(CliTest, ApiErrorsExitOneWithCodeAndMessageOnStderr) {
