@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/byte_size.h"
 
 namespace iommu {
 namespace client {
@@ -67,23 +68,26 @@ std::vector<CommandSpec> BuildCommands() {
              "Containers the tenant may hold at once (default 0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
              "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant create acme --pinned=64G --max-containers=8"},
+       {"iommuctl tenant create acme --pinned=64Gi --max-containers=8"},
        true});
   add({"tenant", "get", "ID", false, "Show one tenant", "Shows tenant ID and its quota.", {},
        {"iommuctl tenant get acme"}});
   add({"tenant", "list", "", false, "List tenants", "Lists every tenant and its quota.",
        {LimitFlag()}, {"iommuctl tenant list", "iommuctl -o json tenant list"}});
-  add({"tenant", "set-quota", "ID", false, "Replace a tenant's quota",
-       "Replaces the whole quota of tenant ID. Limits not given become 0 (no limit). The new "
-       "quota may be below current usage: nothing is taken away, but new containers, windows "
-       "and pins are refused until usage drops below it.",
-       {Flag("pinned", ValueKind::kSize, "SIZE", "Bytes of guest memory the tenant may pin (> 0).",
-             true),
+  add({"tenant", "set-quota", "ID", false, "Change some or all of a tenant's quota limits",
+       "Changes the limits given of tenant ID's quota; limits not given keep their value "
+       "(a partial update with a field mask: only the fields given change). Give at least "
+       "one. 0 means no limit for --max-containers and --window-bytes. The new quota may be "
+       "below current usage: nothing is taken away, but new containers, windows and pins are "
+       "refused until usage drops below it.",
+       {Flag("pinned", ValueKind::kSize, "SIZE",
+             "Bytes of guest memory the tenant may pin (> 0)."),
         Flag("max-containers", ValueKind::kUint32, "N",
-             "Containers the tenant may hold at once (default 0: no limit)."),
+             "Containers the tenant may hold at once (0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
-             "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant set-quota acme --pinned=128G --max-containers=16"},
+             "Bytes of IOVA windows the tenant may hold (0: no limit).")},
+       {"iommuctl tenant set-quota acme --window-bytes=16Gi",
+        "iommuctl tenant set-quota acme --pinned=128Gi --max-containers=16"},
        true});
   add({"tenant", "delete", "ID", false, "Delete a tenant",
        "Deletes tenant ID. The tenant must own no containers.", {},
@@ -108,6 +112,18 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl node drain host-a", "iommuctl node drain host-a --delete-containers"},
        true});
 
+  add({"node", "delete", "NAME", false, "Forget a retired node",
+       "Deletes node NAME from the broker: its record, its devices and its metric series "
+       "(iommu_broker_node_up{node=NAME} and the alerts on it). Refused while the node has "
+       "containers (run 'iommuctl node drain NAME --delete-containers' first) or while its "
+       "agent is alive (registered and heartbeating: stop the agent first). --force deletes "
+       "a live node anyway; its agent then registers it again at its next heartbeat. It "
+       "never deletes containers.",
+       {Flag("force", ValueKind::kSwitch, "",
+             "Delete even while the node's agent is alive.")},
+       {"iommuctl node delete host-a", "iommuctl node delete host-a --force"},
+       true});
+
   // Devices.
   add({"device", "list", "", false, "List a node's PCI devices",
        "Lists the PCI devices of node NAME: address, IOMMU group, ids, driver, whether it can "
@@ -129,15 +145,19 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
         Flag("device", ValueKind::kString, "ADDR",
              "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
-        Flag("vendor", ValueKind::kPciId, "ID", "Selector: PCI vendor id, e.g. 0x1234."),
-        Flag("device-id", ValueKind::kPciId, "ID", "Selector: PCI device id, e.g. 0x11e8."),
+        Flag("vendor", ValueKind::kPciIds, "ID[:DEVICE]",
+             "Selector: PCI vendor id in hex as lspci shows it, 0x optional (8086 is "
+             "0x8086); VENDOR:DEVICE (e.g. 10de:2330) selects the device id too."),
+        Flag("device-id", ValueKind::kPciId, "ID",
+             "Selector: PCI device id in hex, 0x optional, e.g. 11e8."),
         Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1)."),
         Flag("budget", ValueKind::kSize, "SIZE",
              "Bytes of the tenant's pinned quota set aside for this container; default: all of "
              "the quota no other container has yet.")},
-       {"iommuctl container create --tenant=acme --vendor=0x1234 --device-id=0x11e8 --count=2",
+       {"iommuctl container create --tenant=acme --vendor=1234 --device-id=11e8 --count=2",
+        "iommuctl container create --tenant=acme --vendor=10de:2330",
         "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
-        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16G"},
+        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi"},
        true});
   add({"container", "get", "ID", false, "Show one container",
        "Shows container ID: its node, devices, state, IOVA geometry and windows.", {},
@@ -164,7 +184,7 @@ std::vector<CommandSpec> BuildCommands() {
        "usage drops below it.",
        {Flag("budget", ValueKind::kSize, "SIZE", "The new budget in bytes, a multiple of 4096.",
              true)},
-       {"iommuctl container set-budget c-0123456789abcdef --budget=16G"},
+       {"iommuctl container set-budget c-0123456789abcdef --budget=16Gi"},
        true});
   add({"container", "grant", "ID", false, "Issue a VM launcher token for a container",
        "Issues a single-use token that hands container ID (which must be ready) to a VM "
@@ -196,8 +216,8 @@ std::vector<CommandSpec> BuildCommands() {
              "Alignment, a power of two >= the IOMMU page size (default: the page size)."),
         Flag("base", ValueKind::kUint64, "ADDR",
              "Place the window exactly here (a multiple of the alignment), e.g. 0x100000000.")},
-       {"iommuctl window allocate c-0123456789abcdef --size=2G --align=2M",
-        "iommuctl window allocate c-0123456789abcdef --size=1G --base=0x100000000"},
+       {"iommuctl window allocate c-0123456789abcdef --size=2Gi --align=2Mi",
+        "iommuctl window allocate c-0123456789abcdef --size=1Gi --base=0x100000000"},
        true});
   add({"window", "release", "ID", false, "Release an IOVA window", "Releases window ID.", {},
        {"iommuctl window release w-0123456789abcdef"}, true});
@@ -388,12 +408,29 @@ absl::Status ParseValue(const FlagSpec& spec, absl::string_view text, FlagValue*
       value->number = *v;
       return absl::OkStatus();
     }
-    case ValueKind::kUint32:
-    case ValueKind::kUint64:
     case ValueKind::kPciId: {
-      const uint64_t max = spec.kind == ValueKind::kUint32   ? std::numeric_limits<uint32_t>::max()
-                           : spec.kind == ValueKind::kPciId ? 0xffff
-                                                            : std::numeric_limits<uint64_t>::max();
+      auto v = ParsePciId(flag, text);
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      return absl::OkStatus();
+    }
+    case ValueKind::kPciIds: {
+      const size_t colon = text.find(':');
+      auto v = ParsePciId(flag, text.substr(0, colon));
+      if (!v.ok()) return v.status();
+      value->number = *v;
+      if (colon != absl::string_view::npos) {
+        auto d = ParsePciId(absl::StrCat(flag, " (device after ':')"), text.substr(colon + 1));
+        if (!d.ok()) return d.status();
+        value->has_second = true;
+        value->second = *d;
+      }
+      return absl::OkStatus();
+    }
+    case ValueKind::kUint32:
+    case ValueKind::kUint64: {
+      const uint64_t max = spec.kind == ValueKind::kUint32 ? std::numeric_limits<uint32_t>::max()
+                                                           : std::numeric_limits<uint64_t>::max();
       auto v = ParseUint(flag, text, max);
       if (!v.ok()) return v.status();
       value->number = *v;
@@ -476,6 +513,14 @@ std::string Wrap(absl::string_view text, size_t width, size_t indent) {
 }
 
 constexpr size_t kHelpWidth = 80;
+
+// What a SIZE is, for help (common/byte_size.h reads it).
+std::string SizeHelp() {
+  return absl::StrCat(
+      "SIZE is ", kByteSizeForms,
+      ". Units are case-sensitive, as in Kubernetes: 1Gi is 1073741824 bytes, 1G is "
+      "1000000000; 1GB, 1GiB and 4K are refused as ambiguous.");
+}
 
 std::string KindHint(const FlagSpec& f) {
   if (f.kind == ValueKind::kSwitch) return absl::StrCat("--", f.name);
@@ -565,8 +610,7 @@ std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
 
 absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
                                    uint64_t max) {
-  const std::string what =
-      max == 0xffff ? "a 16-bit id" : "an unsigned integer (decimal or 0x hex)";
+  const std::string what = "an unsigned integer (decimal or 0x hex)";
   absl::string_view digits = text;
   int base = 10;
   if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) base = 16;
@@ -595,39 +639,23 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
 }
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text) {
-  const auto invalid = [&] {
-    return Usage(absl::StrCat(flag, ": invalid size ", Quote(text),
-                              " (expected e.g. 4096, 0x1000, 4K, 2M, 1G, 1T)"));
-  };
-  absl::string_view s = absl::StripAsciiWhitespace(text);
-  if (s.empty()) return invalid();
-  if (absl::StartsWithIgnoreCase(s, "0x")) {
-    auto v = ParseUint(flag, s, std::numeric_limits<uint64_t>::max());
-    if (!v.ok()) return invalid();
-    return v;
+  return ParseByteSize(flag, text);
+}
+
+absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text) {
+  absl::string_view digits = text;
+  if (!absl::ConsumePrefix(&digits, "0x")) absl::ConsumePrefix(&digits, "0X");
+  if (digits.empty() || digits.size() > 4 ||
+      digits.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
+    return Usage(absl::StrCat(flag, ": ", Quote(text),
+                              " is not a PCI id: want 1-4 hex digits as lspci shows them, 0x "
+                              "optional (e.g. 8086 or 0x8086; ids are never decimal)"));
   }
-  size_t n = 0;
-  while (n < s.size() && absl::ascii_isdigit(s[n])) ++n;
-  if (n == 0) return invalid();
-  absl::string_view digits = s.substr(0, n);
-  std::string unit = absl::AsciiStrToLower(s.substr(n));
-  int shift = 0;
-  if (!unit.empty() && unit != "b") {
-    static constexpr char kUnits[] = "kmgtpe";
-    const char* p = std::strchr(kUnits, unit[0]);
-    if (p == nullptr || *p == '\0') return invalid();
-    shift = 10 * static_cast<int>(p - kUnits + 1);
-    absl::string_view rest = absl::string_view(unit).substr(1);
-    if (!rest.empty() && rest != "b" && rest != "ib") return invalid();
+  uint32_t v = 0;
+  for (char c : digits) {
+    v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
   }
-  uint64_t v = 0;
-  if (!absl::SimpleAtoi(digits, &v)) {
-    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
-  }
-  if (shift > 0 && v > (std::numeric_limits<uint64_t>::max() >> shift)) {
-    return Usage(absl::StrCat(flag, ": size ", Quote(text), " is too large"));
-  }
-  return v << shift;
+  return v;
 }
 
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {
@@ -863,6 +891,11 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
     if (!command->flags.empty()) {
       absl::StrAppend(&out, "\nFlags:\n");
       AppendFlagList(command->flags, &out);
+      for (const FlagSpec& f : command->flags) {
+        if (f.kind != ValueKind::kSize) continue;
+        absl::StrAppend(&out, "\n", Wrap(SizeHelp(), kHelpWidth, 0), "\n");
+        break;
+      }
     }
     if (!command->examples.empty()) {
       absl::StrAppend(&out, "\nExamples:\n");
@@ -909,11 +942,11 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
   absl::StrAppend(&out, "\nGlobal flags:\n");
   AppendFlagList(GlobalFlags(), &out);
   absl::StrAppend(&out,
-                  "\nSizes accept 4096, 0x1000, 4K, 2M, 1G, 1T (binary units; 4KiB and 4kb "
-                  "too).\n\nExamples:\n"
-                  "  iommuctl tenant create acme --pinned=64G\n"
-                  "  iommuctl container create --tenant=acme --vendor=0x1234 --count=1\n"
-                  "  iommuctl window allocate c-0123456789abcdef --size=2G\n"
+                  "\n", Wrap(SizeHelp(), kHelpWidth, 0),
+                  "\n\nExamples:\n"
+                  "  iommuctl tenant create acme --pinned=64Gi\n"
+                  "  iommuctl container create --tenant=acme --vendor=10de:2330 --count=1\n"
+                  "  iommuctl window allocate c-0123456789abcdef --size=2Gi\n"
                   "  iommuctl -o json usage --tenant=acme\n"
                   "  iommuctl top\n"
                   "  iommuctl describe container c-0123456789abcdef\n"

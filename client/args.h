@@ -3,7 +3,7 @@
 //   iommuctl [global flags] <noun> <verb> [args] [--flags]
 //
 // Provides the command table (every command, its positional argument, its
-// flags and its help text), value parsers for sizes ("2M", "0x1000", "1GiB"),
+// flags and its help text), value parsers for sizes ("2Mi", "0x1000", "1G"),
 // integers (decimal or 0x hex) and durations, ParseCommandLine(), which turns
 // argv into a typed Invocation, and the help renderers.
 //
@@ -45,10 +45,11 @@ inline constexpr char kInsecureEnvVar[] = "IOMMUCTL_INSECURE";
 enum class ValueKind {
   kSwitch,    // No value: "--delete-containers" (or "=true" / "=false").
   kString,    // Any text.
-  kSize,      // Bytes: 4096, 0x1000, 4K, 2M, 1G, 1T, 4KiB, 4kb (binary units).
+  kSize,      // Bytes (common/byte_size.h): 4096, 0x1000, 4Ki, 2Mi, 1Gi, 1G (10^9).
   kUint32,    // Decimal or 0x hex, fits 32 bits.
   kUint64,    // Decimal or 0x hex, fits 64 bits (addresses).
-  kPciId,     // Decimal or 0x hex, at most 0xffff.
+  kPciId,     // PCI id: hex as lspci writes it, 0x optional ("8086" is 0x8086), <= ffff.
+  kPciIds,    // A kPciId, or VENDOR:DEVICE ("10de:2330"): the device in FlagValue::second.
   kDuration,  // "5s", "1500ms", "1m"; a bare number is seconds. > 0.
 };
 
@@ -117,6 +118,9 @@ struct GlobalOptions {
 struct FlagValue {
   std::string text;
   uint64_t number = 0;
+  // kPciIds given as VENDOR:DEVICE: the device id (number is the vendor's).
+  bool has_second = false;
+  uint64_t second = 0;
   absl::Duration duration;
 };
 
@@ -150,7 +154,7 @@ struct Invocation {
 // On success the Invocation either asks for help or names a command with all
 // required flags present and every value well-formed. On failure returns
 // INVALID_ARGUMENT naming the flag or word, e.g.
-//   "--pinned: invalid size \"12Q\" (expected e.g. 4096, 0x1000, 4K, 2M, 1G)".
+//   "--pinned: \"1GB\" is ambiguous: write 1Gi (2^30 bytes) or 1G (10^9 bytes) ...".
 absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args,
                                             absl::string_view default_broker);
 
@@ -164,14 +168,17 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command);
 
 // Value parsers. `flag` names the flag for messages (e.g. "--size").
 //
-// Sizes: a decimal number with an optional binary unit K, M, G, T, P, E
-// (case-insensitive, optionally followed by "iB" or "B"), or a 0x hex number
-// without unit; a bare trailing "B" means bytes. Refuses overflow, fractions
-// and anything else.
+// Sizes: common/byte_size.h's ParseByteSize (Kubernetes quantities: plain
+// bytes, Ki Mi Gi Ti binary, k M G T decimal, or 0x hex), shared with
+// iommu-launcher. Refuses ambiguous units ("1GB"), fractions and overflow.
 absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text);
 // Decimal or 0x hex; refuses values above `max`.
 absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
                                    uint64_t max);
+// A PCI vendor or device id in hex, as lspci, sysfs and the agent's
+// --sim_devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
+// "10DE"). Never decimal. INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text);
 // "5s", "250ms", "2m", or a bare number of seconds; must be > 0.
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text);
 

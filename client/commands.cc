@@ -192,6 +192,16 @@ absl::Status TenantSetQuota(Session& s) {
   req.set_request_id(s.request_id());
   req.set_tenant_id(s.inv().positional);
   FillQuota(s.inv(), req.mutable_quota());
+  // Only the limits given change (AIP-134 update mask).
+  for (const auto& [flag, path] : {std::pair<const char*, const char*>{"pinned", "quota.pinned_bytes"},
+                                   {"max-containers", "quota.max_containers"},
+                                   {"window-bytes", "quota.window_bytes"}}) {
+    if (s.inv().Has(flag)) req.mutable_update_mask()->add_paths(path);
+  }
+  if (req.update_mask().paths_size() == 0) {
+    return UsageError(
+        "\"tenant set-quota\": give at least one of --pinned, --max-containers, --window-bytes");
+  }
   v1::Tenant resp;
   RETURN_IF_ERROR(s.Call(&Stub::SetTenantQuota, req, &resp));
   return s.Print(resp);
@@ -251,6 +261,16 @@ absl::Status NodeDrain(Session& s) {
   return s.Print(resp);
 }
 
+absl::Status NodeDelete(Session& s) {
+  v1::DeleteNodeRequest req;
+  req.set_request_id(s.request_id());
+  req.set_node(s.inv().positional);
+  req.set_force(s.inv().Number("force") != 0);
+  v1::DeleteNodeResponse resp;
+  RETURN_IF_ERROR(s.Call(&Stub::DeleteNode, req, &resp));
+  return s.PrintDone(resp, absl::StrCat("node ", req.node(), " deleted"));
+}
+
 absl::Status DeviceList(Session& s) {
   v1::ListDevicesRequest req;
   req.set_node(s.inv().String("node"));
@@ -287,6 +307,15 @@ absl::Status ContainerCreate(Session& s) {
     v1::DeviceSelector* selector = req.mutable_selector();
     selector->set_vendor_id(static_cast<uint32_t>(inv.Number("vendor")));
     selector->set_device_id(static_cast<uint32_t>(inv.Number("device-id")));
+    auto vendor = inv.flags.find("vendor");
+    if (vendor != inv.flags.end() && vendor->second.back().has_second) {
+      if (inv.Has("device-id")) {
+        return UsageError(absl::StrCat("--device-id: cannot be combined with --vendor=",
+                                       vendor->second.back().text,
+                                       ", which names the device id already"));
+      }
+      selector->set_device_id(static_cast<uint32_t>(vendor->second.back().second));
+    }
     selector->set_count(static_cast<uint32_t>(inv.Number("count")));
   }
   req.set_pin_budget_bytes(inv.Number("budget"));
@@ -748,6 +777,7 @@ const std::map<std::string, Handler>& Handlers() {
       {"tenant delete", &TenantDelete},     {"node list", &NodeList},
       {"node get", &NodeGet},               {"node cordon", &NodeCordon},
       {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
+      {"node delete", &NodeDelete},
       {"device list", &DeviceList},         {"container create", &ContainerCreate},
       {"container get", &ContainerGet},     {"container list", &ContainerList},
       {"container delete", &ContainerDelete}, {"container set-budget", &ContainerSetBudget},

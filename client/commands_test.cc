@@ -25,6 +25,7 @@ namespace client {
 namespace {
 
 namespace v1 = ::iommu::v1;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -87,6 +88,23 @@ TEST_F(CommandsTest, ContainerCreateBySelectorBuildsTheRequest) {
   EXPECT_EQ(err_, "");
 }
 
+TEST_F(CommandsTest, ContainerCreateSelectsVendorColonDeviceInHex) {
+  v1::Container answer;
+  answer.set_id("c-00000000000000a1");
+  fake_->SetResponse("CreateContainer", answer);
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=8086:1533"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::CreateContainerRequest>("CreateContainer");
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].selector().vendor_id(), 0x8086u);
+  EXPECT_EQ(reqs[0].selector().device_id(), 0x1533u);
+
+  EXPECT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=8086:1533", "--device-id=1"}),
+            2);
+  EXPECT_THAT(err_, StartsWith("error: --device-id: cannot be combined with "
+                               "--vendor=8086:1533, which names the device id already"));
+  EXPECT_EQ(fake_->Requests<v1::CreateContainerRequest>("CreateContainer").size(), 1u);
+}
+
 TEST_F(CommandsTest, ContainerCreateOnNamedNodeAndDevices) {
   ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
                  "--device=0000:00:04.0", "--device=0000:00:05.0"}),
@@ -115,7 +133,7 @@ TEST_F(CommandsTest, ContainerCreateRefusesMixedPlacementWithoutCallingTheBroker
 }
 
 TEST_F(CommandsTest, ContainerCreatePassesTheBudget) {
-  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16G"}), 0)
+  ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--vendor=0x1234", "--budget=16Gi"}), 0)
       << err_;
   ASSERT_EQ(Run({"container", "create", "--tenant=acme", "--node=host-a",
                  "--device=0000:00:04.0", "--budget=0x200000"}),
@@ -135,7 +153,7 @@ TEST_F(CommandsTest, ContainerSetBudgetCarriesARequestIdAndShowsTheContainer) {
   answer.set_id("c-00000000000000a1");
   answer.set_pin_budget_bytes(16ull << 30);
   fake_->SetResponse("SetContainerBudget", answer);
-  ASSERT_EQ(Run({"container", "set-budget", "c-00000000000000a1", "--budget=16G"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "set-budget", "c-00000000000000a1", "--budget=16Gi"}), 0) << err_;
   ASSERT_EQ(Run({"--request-id=budget-1", "container", "set-budget", "c-00000000000000a1",
                  "--budget=0"}),
             0)
@@ -154,7 +172,7 @@ TEST_F(CommandsTest, ContainerSetBudgetCarriesARequestIdAndShowsTheContainer) {
 TEST_F(CommandsTest, ContainerSetBudgetUnavailableSuggestsRetry) {
   fake_->SetError("SetContainerBudget",
                   grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused"));
-  EXPECT_EQ(Run({"container", "set-budget", "c-1", "--budget=1G"}), 1);
+  EXPECT_EQ(Run({"container", "set-budget", "c-1", "--budget=1Gi"}), 1);
   EXPECT_THAT(err_, HasSubstr("retry safely with --request-id=generated-1"));
 }
 
@@ -248,9 +266,23 @@ TEST_F(CommandsTest, ContainerGrantRefusesTtlOutsideOneSecondToOneHour) {
   EXPECT_EQ(reqs[1].ttl_seconds(), 3600u);
 }
 
+// Issue 15: the alert runbook's `set-quota acme --window-bytes=16G` was
+// refused (--pinned was required) and a set-quota reset the limits not given.
+TEST_F(CommandsTest, SetQuotaSendsOnlyTheGivenLimitInTheMask) {
+  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--window-bytes=16Gi"}), 0) << err_;
+  auto set = fake_->Requests<v1::SetTenantQuotaRequest>("SetTenantQuota");
+  ASSERT_EQ(set.size(), 1u);
+  EXPECT_THAT(set[0].update_mask().paths(), ElementsAre("quota.window_bytes"));
+  EXPECT_EQ(set[0].quota().window_bytes(), 16ull << 30);
+
+  EXPECT_EQ(Run({"tenant", "set-quota", "acme"}), 2);
+  EXPECT_THAT(err_, HasSubstr("give at least one of --pinned, --max-containers, --window-bytes"));
+  EXPECT_EQ(fake_->Requests<v1::SetTenantQuotaRequest>("SetTenantQuota").size(), 1u);
+}
+
 TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
-  ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64G", "--max-containers=8"}), 0) << err_;
-  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1T"}), 0)
+  ASSERT_EQ(Run({"tenant", "create", "acme", "--pinned=64Gi", "--max-containers=8"}), 0) << err_;
+  ASSERT_EQ(Run({"tenant", "set-quota", "acme", "--pinned=0x1000", "--window-bytes=1Ti"}), 0)
       << err_;
   auto create = fake_->Requests<v1::CreateTenantRequest>("CreateTenant");
   ASSERT_EQ(create.size(), 1u);
@@ -263,13 +295,16 @@ TEST_F(CommandsTest, TenantCreateAndSetQuotaFillTheQuota) {
   EXPECT_EQ(set[0].quota().pinned_bytes(), 0x1000u);
   EXPECT_EQ(set[0].quota().max_containers(), 0u);
   EXPECT_EQ(set[0].quota().window_bytes(), 1ull << 40);
+  // Only the limits given are in the mask; max-containers keeps its value.
+  EXPECT_THAT(set[0].update_mask().paths(),
+              ElementsAre("quota.pinned_bytes", "quota.window_bytes"));
   // A fresh request id per mutation.
   EXPECT_EQ(create[0].request_id(), "generated-1");
   EXPECT_EQ(set[0].request_id(), "generated-2");
 }
 
 TEST_F(CommandsTest, WindowAllocateWithFixedBase) {
-  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=1G", "--align=2M",
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=1Gi", "--align=2Mi",
                  "--base=0x100000000"}),
             0)
       << err_;
@@ -281,7 +316,7 @@ TEST_F(CommandsTest, WindowAllocateWithFixedBase) {
   EXPECT_TRUE(reqs[0].fixed_base());
   EXPECT_EQ(reqs[0].base(), 0x100000000u);
 
-  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=4K"}), 0) << err_;
+  ASSERT_EQ(Run({"window", "allocate", "c-00000000000000a1", "--size=4Ki"}), 0) << err_;
   reqs = fake_->Requests<v1::AllocateWindowRequest>("AllocateWindow");
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_FALSE(reqs[1].fixed_base());
@@ -302,6 +337,19 @@ TEST_F(CommandsTest, ContainerListFiltersByState) {
   EXPECT_THAT(err_, StartsWith("error: --state: must be ready, node-unavailable, failed or deleting, got \"gone\""));
 }
 
+TEST_F(CommandsTest, NodeDeleteSendsNodeForceAndARequestId) {
+  ASSERT_EQ(Run({"node", "delete", "host-a"}), 0) << err_;
+  ASSERT_EQ(Run({"node", "delete", "host-b", "--force"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::DeleteNodeRequest>("DeleteNode");
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].node(), "host-a");
+  EXPECT_FALSE(reqs[0].force());
+  EXPECT_FALSE(reqs[0].request_id().empty());
+  EXPECT_EQ(reqs[1].node(), "host-b");
+  EXPECT_TRUE(reqs[1].force());
+  EXPECT_THAT(out_, HasSubstr("node host-b deleted"));
+}
+
 TEST_F(CommandsTest, NodeDrainAndDeviceList) {
   ASSERT_EQ(Run({"node", "drain", "host-a", "--delete-containers"}), 0) << err_;
   auto drain = fake_->Requests<v1::DrainNodeRequest>("DrainNode");
@@ -316,24 +364,25 @@ TEST_F(CommandsTest, NodeDrainAndDeviceList) {
 
 TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
   const std::vector<std::vector<std::string>> commands = {
-      {"tenant", "create", "a", "--pinned=1G"},
+      {"tenant", "create", "a", "--pinned=1Gi"},
       {"tenant", "get", "a"},
       {"tenant", "list"},
-      {"tenant", "set-quota", "a", "--pinned=2G"},
+      {"tenant", "set-quota", "a", "--pinned=2Gi"},
       {"tenant", "delete", "a"},
       {"node", "list"},
       {"node", "get", "n"},
       {"node", "cordon", "n"},
       {"node", "uncordon", "n"},
       {"node", "drain", "n"},
+      {"node", "delete", "n"},
       {"device", "list", "--node=n"},
       {"container", "create", "--tenant=a"},
       {"container", "get", "c"},
       {"container", "list"},
       {"container", "delete", "c"},
-      {"container", "set-budget", "c", "--budget=4K"},
+      {"container", "set-budget", "c", "--budget=4Ki"},
       {"container", "grant", "c"},
-      {"window", "allocate", "c", "--size=4K"},
+      {"window", "allocate", "c", "--size=4Ki"},
       {"window", "release", "w"},
       {"window", "list"},
       {"usage"},
@@ -435,7 +484,7 @@ TEST_F(CommandsTest, UsageErrorsExitTwoWithHint) {
   EXPECT_EQ(Run({"frobnicate"}), 2);
   EXPECT_EQ(err_, "error: unknown command \"frobnicate\"\nRun 'iommuctl --help' for usage.\n");
   EXPECT_EQ(Run({"tenant", "create", "acme", "--pinned=lots"}), 2);
-  EXPECT_THAT(err_, StartsWith("error: --pinned: invalid size \"lots\""));
+  EXPECT_THAT(err_, StartsWith("error: --pinned: \"lots\" does not start with a digit"));
   EXPECT_THAT(err_, HasSubstr("Run 'iommuctl tenant create --help' for usage."));
   EXPECT_EQ(Run({}), 2);
   EXPECT_THAT(err_, HasSubstr("Usage:"));

@@ -110,6 +110,7 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
   IOMMU_FAKE_BROKER_RPC(CordonNode, CordonNodeRequest, Node)
   IOMMU_FAKE_BROKER_RPC(UncordonNode, UncordonNodeRequest, Node)
   IOMMU_FAKE_BROKER_RPC(DrainNode, DrainNodeRequest, DrainNodeResponse)
+  IOMMU_FAKE_BROKER_RPC(DeleteNode, DeleteNodeRequest, DeleteNodeResponse)
   IOMMU_FAKE_BROKER_RPC(ListDevices, ListDevicesRequest, ListDevicesResponse)
   IOMMU_FAKE_BROKER_RPC(CreateContainer, CreateContainerRequest, Container)
   IOMMU_FAKE_BROKER_RPC(GetContainer, GetContainerRequest, Container)

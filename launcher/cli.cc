@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/byte_size.h"
 #include "launcher/client.h"
 
 namespace iommu {
@@ -111,38 +112,7 @@ absl::Status WaitForRelease(int agent_fd, std::FILE* out,
 }  // namespace
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view field, absl::string_view text) {
-  absl::string_view digits = text;
-  uint64_t multiplier = 1;
-  if (!digits.empty()) {
-    switch (absl::ascii_toupper(digits.back())) {
-      case 'K': multiplier = uint64_t{1} << 10; break;
-      case 'M': multiplier = uint64_t{1} << 20; break;
-      case 'G': multiplier = uint64_t{1} << 30; break;
-      case 'T': multiplier = uint64_t{1} << 40; break;
-      default: break;
-    }
-    if (multiplier != 1) digits.remove_suffix(1);
-  }
-  uint64_t value = 0;
-  bool ok = false;
-  if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) {
-    ok = !digits.empty() &&
-         digits.find_first_not_of("0123456789abcdefABCDEF") == absl::string_view::npos &&
-         absl::SimpleHexAtoi(digits, &value);
-  } else {
-    ok = !digits.empty() &&
-         digits.find_first_not_of("0123456789") == absl::string_view::npos &&
-         absl::SimpleAtoi(digits, &value);
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": \"", text, "\" is not a size (want e.g. 4096, 0x1000, 4K, 2M, 1G)"));
-  }
-  if (value > UINT64_MAX / multiplier) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", text, "\" exceeds 2^64-1"));
-  }
-  return value * multiplier;
+  return ParseByteSize(field, text);
 }
 
 absl::StatusOr<MapSpec> ParseMapSpec(absl::string_view text) {
@@ -211,7 +181,7 @@ std::string Usage() {
       "  --token-file  read the grant token from PATH, or from the first line of\n"
       "             stdin for \"-\"; default: $", kTokenEnv, ". Never on the command\n"
       "             line, where every local user can read it (/proc/PID/cmdline)\n"
-      "  --memfd    create a memfd of SIZE bytes (4096, 0x1000, 4K, 2M, 1G)\n"
+      "  --memfd    create a memfd of SIZE bytes\n"
       "  --file     register PATH (opened read-write) instead\n"
       "  --map      map memory range OFFSET:LENGTH at IOVA (default access rw)\n"
       "  --unmap    unmap the whole mappings inside IOVA:LENGTH (after the maps)\n"
@@ -220,6 +190,9 @@ std::string Usage() {
       "  --hold     print \"ready\", then keep the session until SIGINT/SIGTERM\n"
       "             or EOF on stdin; when the agent restarts meanwhile, reconnect\n"
       "             and resume the session (ResumeSession) instead of ending\n"
+      "SIZE, OFFSET, LENGTH and IOVA are bytes (4096), binary units Ki Mi Gi Ti\n"
+      "(2Mi = 2^21), decimal units k M G T (2M = 2*10^6), or 0x hex (0x200000);\n"
+      "1GB-style units are refused as ambiguous.\n"
       "Exit status 0 on success; 1 with \"error: CODE: message\" on stderr.\n");
 }
 

@@ -50,10 +50,11 @@ struct CliOptions {
   bool help = false;
 };
 
-// A byte count: decimal ("4096"), hex ("0x1000"), optionally times a binary
-// suffix K, M, G or T (either case): "4K", "2M", "0x10M". "0" is returned
-// as 0 (callers decide whether it is allowed). INVALID_ARGUMENT naming
-// `field` for anything else and for values over 2^64-1.
+// A byte count, as common/byte_size.h reads it (the parser iommuctl uses
+// too): "4096", "0x1000", binary "4Ki" "2Mi" "1Gi", decimal "4k" "2M" "1G".
+// "0" is returned as 0 (callers decide whether it is allowed).
+// INVALID_ARGUMENT naming `field` for anything else ("1GB" and "4K" are
+// ambiguous) and for values over 2^64-1.
 absl::StatusOr<uint64_t> ParseSize(absl::string_view field,
                                    absl::string_view text);
 

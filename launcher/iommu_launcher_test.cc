@@ -110,7 +110,7 @@ class IommuLauncherTest : public ::testing::Test {
 };
 
 TEST_F(IommuLauncherTest, HoldPrintsReadyAfterMappingAndExitsZeroOnSigterm) {
-  Child child = Spawn({socket_flag_, "--memfd=2M", "--map=0:2M@1M", "--hold"}, "good");
+  Child child = Spawn({socket_flag_, "--memfd=2Mi", "--map=0:2Mi@1Mi", "--hold"}, "good");
   const std::string out = ReadUntil(child.out, "ready\n");
   EXPECT_THAT(out, HasSubstr("step=map memory_id="));
   ASSERT_THAT(out, HasSubstr("\nready\n"));
@@ -147,7 +147,7 @@ TEST_F(IommuLauncherTest, AgentErrorExitsOneWithCodeAndMessage) {
 }
 
 TEST_F(IommuLauncherTest, UsageErrorExitsOne) {
-  Child child = Spawn({socket_flag_, "--map=0:4K@1M"}, "t");
+  Child child = Spawn({socket_flag_, "--map=0:4Ki@1Mi"}, "t");
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_THAT(ReadUntil(child.err, ""),

@@ -121,6 +121,10 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::UncordonNodeRequest*) 
 absl::Status Authorizer::Authorize(const Identity& c, v1::DrainNodeRequest*) const {
   return OperatorOnly("DrainNode", c);
 }
+
+absl::Status Authorizer::Authorize(const Identity& c, v1::DeleteNodeRequest*) const {
+  return OperatorOnly("DeleteNode", c);
+}
 absl::Status Authorizer::Authorize(const Identity& c, v1::ListDevicesRequest*) const {
   return OperatorOnly("ListDevices", c);
 }

@@ -36,6 +36,31 @@ bool IsLowerHex(const std::string& s, size_t length) {
 // The key a request's answer is remembered under: its id scoped by who sent
 // it, so one caller's ids never collide with another's, nor tell it which ids
 // the other used. Empty for a request without an id.
+// SetTenantQuota's partial update (AIP-134): `current` with the fields
+// `mask` names taken from `given`; an empty mask takes `given` whole.
+// INVALID_ARGUMENT naming the first unknown path.
+absl::StatusOr<v1::Quota> MaskedQuota(const v1::Quota& current, const v1::Quota& given,
+                                      const google::protobuf::FieldMask& mask) {
+  if (mask.paths_size() == 0) return given;
+  v1::Quota out = current;
+  for (const std::string& path : mask.paths()) {
+    if (path == "quota" || path == "*") {
+      out = given;
+    } else if (path == "quota.pinned_bytes") {
+      out.set_pinned_bytes(given.pinned_bytes());
+    } else if (path == "quota.max_containers") {
+      out.set_max_containers(given.max_containers());
+    } else if (path == "quota.window_bytes") {
+      out.set_window_bytes(given.window_bytes());
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update_mask: unknown path ", Quoted(path),
+          " (known: quota.pinned_bytes, quota.max_containers, quota.window_bytes, quota, *)"));
+    }
+  }
+  return out;
+}
+
 std::string RequestKey(const Identity& caller, const std::string& request_id) {
   if (request_id.empty()) return "";
   return absl::StrCat(caller.ToString(), "|", request_id);
@@ -750,20 +775,22 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
-        RETURN_IF_ERROR(ValidateQuota(req.quota().pinned_bytes(), req.quota().window_bytes()));
         auto it = tenants_.find(req.tenant_id());
         if (it == tenants_.end()) {
           return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
         }
+        ASSIGN_OR_RETURN(const v1::Quota quota,
+                         MaskedQuota(it->second.quota(), req.quota(), req.update_mask()));
+        RETURN_IF_ERROR(ValidateQuota(quota.pinned_bytes(), quota.window_bytes()));
         *answer = it->second;
-        *answer->mutable_quota() = req.quota();
+        *answer->mutable_quota() = quota;
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
         // Budgets never sum past the quota: shrink the newest first. Pins
         // already made stay; the agents refuse new ones past the budgets.
         uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
         std::vector<std::pair<std::string, uint64_t>> shrunk;  // id, new budget
-        if (budgeted > req.quota().pinned_bytes()) {
+        if (budgeted > quota.pinned_bytes()) {
           std::vector<const ContainerEntry*> mine;
           for (const std::string& id : TenantContainersLocked(req.tenant_id())) {
             mine.push_back(&containers_.at(id));
@@ -773,8 +800,8 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
                    std::make_pair(b->container.create_time_ms(), b->container.id());
           });
           for (const ContainerEntry* c : mine) {
-            if (budgeted <= req.quota().pinned_bytes()) break;
-            const uint64_t excess = budgeted - req.quota().pinned_bytes();
+            if (budgeted <= quota.pinned_bytes()) break;
+            const uint64_t excess = budgeted - quota.pinned_bytes();
             const uint64_t cut = std::min(excess, c->container.pin_budget_bytes());
             if (cut == 0) continue;
             v1::Container changed = c->container;
@@ -790,11 +817,11 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
           for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
         };
         Log(absl::StrCat("event=tenant_quota_set tenant=", req.tenant_id(),
-                         " pinned_bytes=", req.quota().pinned_bytes(),
+                         " pinned_bytes=", quota.pinned_bytes(),
                          " request_id=", req.request_id()));
         RecordEvent(NewEvent(
             kNormal, "QuotaChanged", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
-            absl::StrCat("quota: ", QuotaText(req.quota()), " (was: ",
+            absl::StrCat("quota: ", QuotaText(quota), " (was: ",
                          QuotaText(it->second.quota()), ")",
                          shrunk.empty() ? "" : "; budgets shrunk to fit, newest first: ",
                          absl::StrJoin(shrunk, ", ", [](std::string* o, const auto& c) {
@@ -967,6 +994,41 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
   RETURN_IF_ERROR(s);
   *out = std::move(answer);
   return absl::OkStatus();
+}
+
+absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNodeResponse* out,
+                                const Identity& caller) {
+  return Mutate<v1::DeleteNodeRequest, v1::DeleteNodeResponse>(
+      "DeleteNode", caller, req, out, [&](v1::DeleteNodeResponse*) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
+        ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+        size_t held = NodeContainersLocked(req.node()).size();
+        for (const auto& [node, address] : pending_devices_) held += node == req.node();
+        if (held > 0) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node: node ", Quoted(req.node()), " still has ", held,
+              " container(s) (or creates in flight); delete them first, e.g. iommuctl node "
+              "drain ", req.node(), " --delete-containers"));
+        }
+        if (NodeLiveLocked(*n) && !req.force()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node: node ", Quoted(req.node()),
+              " is alive (its agent is registered and heartbeating); stop its agent first, or "
+              "force the delete (the agent then registers the node again)"));
+        }
+        Plan plan;
+        plan.batch.deletes.push_back({kNode, req.node()});
+        plan.apply = [this, name = req.node()]() {
+          mu_.AssertHeld();  // Applied under mu_.
+          nodes_.erase(name);
+          push_order_.erase(name);
+        };
+        Log(absl::StrCat("event=node_deleted node=", req.node(), " force=", req.force(),
+                         " request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),
+                             req.force() ? "deleted (forced)" : "deleted"));
+        return plan;
+      });
 }
 
 absl::Status Broker::ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out,

@@ -122,6 +122,9 @@ class Broker final : public OwnershipView {
                             const Identity& caller = Identity{});
   absl::Status DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeResponse* out,
                          const Identity& caller = Identity{});
+  // See DeleteNodeRequest in proto/broker.proto.
+  absl::Status DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNodeResponse* out,
+                          const Identity& caller = Identity{});
   absl::Status ListDevices(const v1::ListDevicesRequest& req, v1::ListDevicesResponse* out,
                            const Identity& caller = Identity{});
 

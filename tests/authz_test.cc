@@ -333,6 +333,15 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          Invoke(cluster_->BrokerStub().get(), &B::UncordonNode, undo, &n);
          return s;
        }},
+      // A node that does not exist: the operator is told so, nobody else
+      // gets as far as the lookup.
+      {"DeleteNode", OperatorOnly(StatusCode::NOT_FOUND),
+       [&](Caller c) {
+         v1::DeleteNodeRequest req;
+         req.set_node("node-9");
+         v1::DeleteNodeResponse out;
+         return Invoke(BrokerAs(c).get(), &B::DeleteNode, req, &out);
+       }},
       {"ListDevices", OperatorOnly(),
        [&](Caller c) {
          v1::ListDevicesRequest req;

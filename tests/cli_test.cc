@@ -7,10 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "client/views.pb.h"
 #include "proto/broker.pb.h"
 #include "tests/cluster.h"
+#include "tests/metrics_testing.h"
 
 namespace iommu {
 namespace {
@@ -23,6 +25,7 @@ testing::ClusterOptions Tls() {
   testing::ClusterOptions o;
   o.tls = true;
   o.tenants = {"acme", "other"};
+  o.broker_args = {"--metrics_address=127.0.0.1:0"};  // node delete drops a node's series.
   return o;
 }
 
@@ -70,7 +73,7 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
-  auto tenant = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=4G"}));
+  auto tenant = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=4Gi"}));
   EXPECT_EQ(tenant.id(), "acme");
   EXPECT_EQ(tenant.quota().pinned_bytes(), 4ULL << 30);
 
@@ -85,9 +88,9 @@ TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
                                     "--node=node-1", "--device=0000:00:04.0"}));
   ASSERT_FALSE(c.id().empty());
   auto w1 = Json<v1::Window>(
-      Ctl({"-o", "json", "window", "allocate", c.id(), "--size=1G", "--align=1G"}));
+      Ctl({"-o", "json", "window", "allocate", c.id(), "--size=1Gi", "--align=1Gi"}));
   EXPECT_EQ(w1.size(), 1ULL << 30);
-  auto w2 = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2M",
+  auto w2 = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2Mi",
                                   "--base=0x100000000"}));
   EXPECT_EQ(w2.base(), 0x100000000ULL);
 
@@ -107,18 +110,171 @@ TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
   EXPECT_EQ(left.containers_size(), 0);
 }
 
+// Issue 15: --vendor=1234 was read as decimal (0x4d2) and matched nothing.
+// The simulated devices are 1234:11e8, as the agent's --sim_devices write it.
+TEST_F(CliTest, PciIdsAreHexAndVendorTakesVendorColonDevice) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  auto a = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--vendor=1234", "--device-id=11e8"}));
+  ASSERT_EQ(a.devices_size(), 1);
+  auto b = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--vendor=0x1234:11E8"}));
+  ASSERT_EQ(b.devices_size(), 1);
+  EXPECT_NE(a.devices(0), b.devices(0));
+
+  CommandResult r = Ctl({"container", "create", "--tenant=acme", "--vendor=32902"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--vendor: \"32902\" is not a PCI id: want 1-4 hex digits"));
+  r = Ctl({"container", "create", "--tenant=acme", "--vendor=1234:11e8", "--device-id=11e8"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--device-id: cannot be combined with --vendor=1234:11e8"));
+}
+
+// Issue 15: set-quota reset the limits it was not given, and the alert
+// runbook's `set-quota acme --window-bytes=16G` was refused for want of --pinned.
+TEST_F(CliTest, SetQuotaChangesOnlyTheLimitsGiven) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=4Gi", "--max-containers=8",
+                 "--window-bytes=32Gi"})
+                .exit_code,
+            0);
+  auto t = Json<v1::Tenant>(
+      Ctl({"-o", "json", "tenant", "set-quota", "acme", "--window-bytes=16Gi"}));
+  EXPECT_EQ(t.quota().window_bytes(), 16ULL << 30);
+  EXPECT_EQ(t.quota().pinned_bytes(), 4ULL << 30);
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+  t = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "set-quota", "acme", "--pinned=8Gi"}));
+  EXPECT_EQ(t.quota().pinned_bytes(), 8ULL << 30);
+  EXPECT_EQ(t.quota().window_bytes(), 16ULL << 30);
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+  t = Json<v1::Tenant>(Ctl({"-o", "json", "tenant", "get", "acme"}));
+  EXPECT_EQ(t.quota().max_containers(), 8u);
+
+  CommandResult r = Ctl({"tenant", "set-quota", "acme"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("give at least one of --pinned"));
+  r = Ctl({"tenant", "set-quota", "acme", "--pinned=0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT"));
+}
+
+// The same over gRPC: unknown mask paths are named; an empty mask replaces
+// the whole quota, as before update_mask existed.
+TEST_F(CliTest, SetTenantQuotaRpcValidatesTheMaskAndKeepsEmptyMaskWhole) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=4Gi", "--max-containers=8"}).exit_code, 0);
+  auto stub = cluster_.BrokerStub();
+  v1::SetTenantQuotaRequest req;
+  req.set_tenant_id("acme");
+  req.mutable_quota()->set_pinned_bytes(2ULL << 30);
+  req.mutable_update_mask()->add_paths("quota.pinned_bytes");
+  req.mutable_update_mask()->add_paths("quota.max_pins");
+  v1::Tenant out;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->SetTenantQuota(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("update_mask: unknown path \"quota.max_pins\""));
+  }
+  req.mutable_update_mask()->mutable_paths()->RemoveLast();
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->SetTenantQuota(&ctx, req, &out).ok());
+    EXPECT_EQ(out.quota().pinned_bytes(), 2ULL << 30);
+    EXPECT_EQ(out.quota().max_containers(), 8u);
+  }
+  req.clear_update_mask();
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->SetTenantQuota(&ctx, req, &out).ok());
+    EXPECT_EQ(out.quota().pinned_bytes(), 2ULL << 30);
+    EXPECT_EQ(out.quota().max_containers(), 0u);  // Whole replacement.
+  }
+}
+
+// Issue 15: a retired node could not be removed, so its
+// iommu_broker_node_up{node=...} 0 series and the IommuNodeNotHeartbeating
+// alert stayed forever.
+TEST_F(CliTest, NodeDeleteIsRefusedWhileTheNodeHoldsContainersOrIsAliveThenDropsItsSeries) {
+  absl::StatusOr<int> metrics = testing::MetricsPortFromLog(cluster_.broker().Log());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const std::string series = "iommu_broker_node_up{node=\"node-1\"}";
+  absl::StatusOr<std::string> text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr(series + " 1"));
+
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  auto c = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",
+                                    "--node=node-1", "--device=0000:00:04.0"}));
+  CommandResult r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION: node: node \"node-1\" still has 1 "
+                               "container(s)"));
+  r = Ctl({"node", "delete", "node-1", "--force"});  // --force never deletes containers.
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("still has 1 container(s)"));
+  ASSERT_EQ(Ctl({"container", "delete", c.id()}).exit_code, 0);
+  r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("FAILED_PRECONDITION: node: node \"node-1\" is alive"));
+  r = CtlAs("tenant-acme", {"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: DeleteNode: needs the operator role"));
+
+  // The agent stops: the node is unavailable, its series says 0 (the alert fires).
+  cluster_.agent("node-1").Stop();
+  ASSERT_TRUE(cluster_.WaitForNodeState("node-1", v1::NODE_STATE_UNAVAILABLE).ok());
+  text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr(series + " 0"));
+
+  // Deleted, idempotently with its request id; then gone, with its series.
+  r = Ctl({"--request-id=delete-node-1", "node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("node node-1 deleted"));
+  r = Ctl({"--request-id=delete-node-1", "node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl({"node", "delete", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND: node: no node \"node-1\""));
+  auto nodes = Json<v1::ListNodesResponse>(Ctl({"-o", "json", "node", "list"}));
+  EXPECT_EQ(nodes.nodes_size(), 0);
+  text = testing::ScrapeMetrics(*metrics);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, Not(HasSubstr("node=\"node-1\"")));
+}
+
+// Over gRPC: force deletes a live node, whose agent then registers it again.
+TEST_F(CliTest, DeleteNodeRpcWithForceDeletesALiveNode) {
+  auto stub = cluster_.BrokerStub();
+  v1::DeleteNodeRequest req;
+  req.set_node("node-1");
+  v1::DeleteNodeResponse out;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->DeleteNode(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(s.error_message(), HasSubstr("is alive"));
+  }
+  req.set_force(true);
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->DeleteNode(&ctx, req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_TRUE(cluster_.WaitForNodeState("node-1", v1::NODE_STATE_READY).ok());
+}
+
 TEST_F(CliTest, ApiErrorsExitOneWithCodeAndMessageOnStderr) {
   CommandResult r = Ctl({"container", "get", "c-00000000000000aa"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: container_id: no container"));
   EXPECT_TRUE(r.out.empty());
 
-  r = Ctl({"tenant", "create", "Bad", "--pinned=1G"});
+  r = Ctl({"tenant", "create", "Bad", "--pinned=1Gi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: INVALID_ARGUMENT: tenant_id:"));
 
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  r = Ctl({"tenant", "create", "acme", "--pinned=1G"});
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  r = Ctl({"tenant", "create", "acme", "--pinned=1Gi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: ALREADY_EXISTS:"));
 }
@@ -140,7 +296,7 @@ TEST_F(CliTest, UsageErrorsExitTwoAndHelpExitsZero) {
 }
 
 TEST_F(CliTest, RetryWithSameRequestIdIsIdempotent) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
   std::vector<std::string> create = {"-o", "json", "--request-id=cli-retry-1", "container",
                                      "create", "--tenant=acme", "--node=node-1",
                                      "--device=0000:00:05.0"};
@@ -159,8 +315,8 @@ TEST_F(CliTest, BrokerAddressAndCertificatesComeFromEnvironment) {
 }
 
 TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
   auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
                                                      "--tenant=acme", "--node=node-1",
                                                      "--device=0000:00:04.0"}));
@@ -182,13 +338,13 @@ TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
 }
 
 TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
-  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1G"}).exit_code, 0);
-  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1G"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
   auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
                                                      "--tenant=acme", "--node=node-1",
                                                      "--device=0000:00:04.0"}));
   ASSERT_FALSE(c.id().empty());
-  auto w = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2M"}));
+  auto w = Json<v1::Window>(Ctl({"-o", "json", "window", "allocate", c.id(), "--size=2Mi"}));
   ASSERT_FALSE(w.id().empty());
 
   // For people: the fields, the window, and the events of both.

@@ -555,7 +555,7 @@ TEST_F(LauncherE2eTest, LauncherKilledWithSigkillLeavesNoMappingOrBilling) {
   const uint64_t w = windows.windows(0).base();
 
   LauncherProcess launcher;
-  ASSERT_OK(launcher.Start({"--socket=" + Socket("n1"), "--token-file=-", "--memfd=1M",
+  ASSERT_OK(launcher.Start({"--socket=" + Socket("n1"), "--token-file=-", "--memfd=1Mi",
                             absl::StrFormat("--map=0:0x80000@0x%x", w),
                             absl::StrFormat("--map=0x40000:0x80000@0x%x:r", w + 0x80000),
                             "--hold"},

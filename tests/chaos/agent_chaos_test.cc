@@ -103,7 +103,7 @@ class AgentChaosTest : public ::testing::Test {
   void StartHoldingLauncher(testing::LauncherProcess* l, const std::string& container,
                             const v1::Window& window, const std::string& name) {
     absl::Status s = l->Start(
-        {"--socket=" + Socket(), "--memfd=1M",
+        {"--socket=" + Socket(), "--memfd=1Mi",
          absl::StrFormat("--map=0:0x80000@0x%x", window.base()), "--hold"},
         {"IOMMU_LAUNCHER_TOKEN=" + Grant(container)}, cluster_.dir() + "/" + name + ".err");
     ASSERT_TRUE(s.ok()) << s;

@@ -30,7 +30,7 @@ iommu-agent --insecure --node=vm1 --broker=127.0.0.1:7400 --backend=sim \
   --state_dir=/tmp/agent-state >/tmp/agent.log 2>&1 &
 wait_file /tmp/aport
 for i in $(seq 50); do iommuctl node list | grep -q 'vm1 *ready' && break; sleep 0.2; done
-iommuctl tenant create acme --pinned=1G
+iommuctl tenant create acme --pinned=1Gi
 iommuctl node list
 iommuctl node list | grep -q 'vm1 *ready'
 iommuctl usage
