@@ -731,7 +731,7 @@ TEST_F(LauncherHardeningTest, BadLimitFlagsStopTheAgentWithTheFlagAndTheRule) {
     for (const std::string& f : cluster_.TransportFlags("agent-bad")) argv.push_back(f);
     argv.push_back(c.flag);
     const testing::CommandResult r = testing::RunCommand(argv);
-    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.exit_code, 2) << "a configuration error, not restarted by systemd: " << r.err;
     EXPECT_THAT(r.err, HasSubstr(c.error));
   }
 }
