@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -185,6 +187,65 @@ TEST(EtcdKvStoreTest, CallsAfterEtcdDiesAreUnavailableNamingTheEndpoint) {
   ASSERT_TRUE(mu.AwaitWithTimeout(
       absl::Condition(+[](absl::Status* s) { return !s->ok(); }, &watch_error), absl::Seconds(10)));
   EXPECT_EQ(watch_error.code(), absl::StatusCode::kUnavailable) << watch_error;
+}
+
+TEST(EtcdKvStoreTest, UnreachableFirstEndpointFallsThroughToTheNextOnOpen) {
+  ASSERT_TRUE(g_etcd->endpoint().ok());
+  EtcdKvOptions o = Options(absl::StrCat("127.0.0.1:", UnusedPort(), ",", *g_etcd->endpoint()));
+  o.dial_timeout = absl::Seconds(3);
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->Put("a", "1").ok());
+}
+
+// Runs a shell command (openssl); false when it fails.
+bool RunShell(const std::string& command) { return std::system(command.c_str()) == 0; }
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+// from `openssl` into `dir`.
+iommu::testing::EtcdTlsFiles MakeCertificates(const std::string& dir) {
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const auto cert = [&](const std::string& name, const std::string& san) {
+    std::ofstream(dir + "/" + name + ".ext") << (san.empty() ? "" : "subjectAltName=" + san) << "\n";
+    EXPECT_TRUE(RunShell(absl::StrCat("cd ", dir, " && openssl req ", ec, " -keyout ", name, ".key -out ",
+                                 name, ".csr -subj /CN=", name, " 2>/dev/null && openssl x509 -req -in ",
+                                 name, ".csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -out ",
+                                 name, ".crt -extfile ", name, ".ext 2>/dev/null")));
+  };
+  EXPECT_TRUE(RunShell(absl::StrCat("cd ", dir, " && openssl req -x509 ", ec,
+                               " -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca 2>/dev/null")));
+  cert("server", "IP:127.0.0.1");
+  cert("client", "");
+  return {dir + "/ca.crt", dir + "/server.crt", dir + "/server.key", dir + "/client.crt",
+          dir + "/client.key"};
+}
+
+TEST(EtcdKvStoreTest, MutualTlsWithClientCertificateWorksAndPlaintextIsRefused) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  ASSERT_NE(tmp, nullptr);
+  const std::string dir = absl::StrCat(tmp, "/tls");
+  ASSERT_TRUE(RunShell("mkdir -p " + dir));
+  const iommu::testing::EtcdTlsFiles files = MakeCertificates(dir);
+  iommu::testing::EtcdProcess etcd;
+  const absl::Status started = etcd.Start(absl::Seconds(20), &files);
+  ASSERT_TRUE(started.ok()) << started;
+
+  EtcdKvOptions o = Options(etcd.endpoint());
+  o.tls_ca_file = files.ca_file;
+  o.tls_cert_file = files.client_cert_file;
+  o.tls_key_file = files.client_key_file;
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Put("a", "1").ok());
+  EXPECT_EQ(store->Range({"a", "", 0, 0})->kvs.size(), 1u);
+
+  EtcdKvOptions plain = Options(etcd.endpoint());
+  plain.dial_timeout = absl::Milliseconds(500);
+  ExpectError(OpenEtcdKvStore(plain).status(), absl::StatusCode::kUnavailable, etcd.endpoint());
+
+  EtcdKvOptions missing = o;
+  missing.tls_key_file = dir + "/nope.key";
+  ExpectError(OpenEtcdKvStore(missing).status(), absl::StatusCode::kNotFound, "nope.key");
 }
 
 }  // namespace
