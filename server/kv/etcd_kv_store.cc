@@ -696,7 +696,13 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& op
     creds = grpc::InsecureChannelCredentials();
   }
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
+  // A watch's history replay may carry many revisions in one response.
+  args.SetMaxReceiveMessageSize(-1);
+  // Notice a silently dead etcd (a partition, a paused host) on an idle
+  // watch stream. 10 s stays above etcd's --grpc-keepalive-min-time (5 s),
+  // below which etcd answers pings with GOAWAY.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   // Fail calls promptly on a dead endpoint instead of retrying to connect
   // for the whole deadline.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
