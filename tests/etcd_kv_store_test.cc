@@ -6,6 +6,7 @@
 #include "server/kv/etcd_kv_store.h"
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -187,6 +188,24 @@ TEST(EtcdKvStoreTest, CallsAfterEtcdDiesAreUnavailableNamingTheEndpoint) {
   ASSERT_TRUE(mu.AwaitWithTimeout(
       absl::Condition(+[](absl::Status* s) { return !s->ok(); }, &watch_error), absl::Seconds(10)));
   EXPECT_EQ(watch_error.code(), absl::StatusCode::kUnavailable) << watch_error;
+}
+
+TEST(EtcdKvStoreTest, HungEtcdIsUnavailableAfterTheCallTimeoutAndRecovers) {
+  iommu::testing::EtcdProcess etcd;
+  ASSERT_TRUE(etcd.Start().ok());
+  EtcdKvOptions o = Options(etcd.endpoint());
+  o.call_timeout = absl::Milliseconds(500);
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(kill(etcd.pid(), SIGSTOP), 0);
+  const absl::Time start = absl::Now();
+  ExpectError(store->Put("a", "1").status(), absl::StatusCode::kUnavailable, "did not answer txn");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  ASSERT_EQ(kill(etcd.pid(), SIGCONT), 0);
+  o.call_timeout = absl::Seconds(5);
+  auto again = MustOpen(o);
+  ASSERT_NE(again, nullptr);
+  EXPECT_TRUE(again->Put("a", "2").ok());
 }
 
 TEST(EtcdKvStoreTest, UnreachableFirstEndpointFallsThroughToTheNextOnOpen) {

@@ -1,6 +1,7 @@
 // The behavioural contract of KvStore (kv_store.h) as a GoogleTest suite,
 // parameterized by a factory so that every implementation runs the very
-// same tests: SQLite now (sqlite_kv_store_test.cc), etcd next. Instantiate:
+// same tests: SQLite (sqlite_kv_store_test.cc) and etcd
+// (tests/etcd_kv_store_test.cc, against a real etcd). Instantiate:
 //
 //   INSTANTIATE_TEST_SUITE_P(Sqlite, KvConformanceTest,
 //                            ::testing::Values(KvConformanceParam{"sqlite", factory}),
