@@ -312,12 +312,14 @@ TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithItInRealTime) {
   if (GetParam().leases_follow_injected_clock) {
     GTEST_SKIP() << "covered exactly by ExpiredLeaseTakesItsKeysWithIt";
   }
-  absl::StatusOr<int64_t> id = store_->LeaseGrant(2);
+  // 3 s: above etcd's minimum TTL (1.5 x its election timeout, 2 s by
+  // default), with 1.5 s of slack for a loaded machine below.
+  absl::StatusOr<int64_t> id = store_->LeaseGrant(3);
   ASSERT_TRUE(id.ok()) << id.status();
   MustPut("e/a", "1", *id);
   absl::SleepFor(absl::Seconds(1));
   ASSERT_TRUE(store_->LeaseKeepAlive(*id).ok());
-  absl::SleepFor(absl::Seconds(1));  // 1 s after the renewal: still alive.
+  absl::SleepFor(absl::Milliseconds(1500));  // 1.5 s after the renewal: still alive.
   EXPECT_EQ(MustRange("e/a").kvs.size(), 1u);
   EXPECT_TRUE(Eventually([&] { return MustRange("e/a").kvs.empty(); }));
   ExpectError(store_->LeaseKeepAlive(*id).status(), absl::StatusCode::kNotFound, "not found");
