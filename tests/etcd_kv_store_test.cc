@@ -190,6 +190,18 @@ TEST(EtcdKvStoreTest, CallsAfterEtcdDiesAreUnavailableNamingTheEndpoint) {
   EXPECT_EQ(watch_error.code(), absl::StatusCode::kUnavailable) << watch_error;
 }
 
+TEST(EtcdKvStoreTest, CompactionPointIsFoundByAStoreThatDidNotCompact) {
+  ASSERT_TRUE(g_etcd->endpoint().ok());
+  auto a = MustOpen(Options(*g_etcd->endpoint()));
+  auto b = MustOpen(Options(*g_etcd->endpoint()));
+  ASSERT_TRUE(a && b);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a->Put("k", std::to_string(i)).ok());
+  const int64_t at = a->Put("k", "last")->revision - 2;
+  ASSERT_TRUE(a->Compact(at).ok());
+  EXPECT_EQ(b->CompactedRevision(), at);  // etcd's compaction is cluster-wide.
+  ExpectError(b->Range({"k", "", at - 1, 0}).status(), absl::StatusCode::kOutOfRange, "compacted");
+}
+
 TEST(EtcdKvStoreTest, HungEtcdIsUnavailableAfterTheCallTimeoutAndRecovers) {
   iommu::testing::EtcdProcess etcd;
   ASSERT_TRUE(etcd.Start().ok());

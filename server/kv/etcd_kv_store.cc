@@ -155,6 +155,10 @@ class EtcdWatch final : public WatchHandle {
     absl::Status end;
     if (!stream_->Write(req)) {
       end = FromGrpc(stream_->Finish(), "watch create", endpoint_->address, absl::ZeroDuration());
+      if (end.ok()) {
+        end = absl::UnavailableError(
+            absl::StrCat("etcd at ", endpoint_->address, " closed a watch stream at creation"));
+      }
       Fail(end);
       return;
     }
@@ -428,10 +432,9 @@ class EtcdKvStore final : public KvStore {
       absl::MutexLock l(&mu_);
       lo = std::max<int64_t>(1, known_compacted_);
     }
-    const std::string all(1, '\0');
-    absl::StatusOr<RangeResponse> latest = Range({all, all, 0, 1});
+    absl::StatusOr<int64_t> latest = CurrentRevision();
     if (!latest.ok()) return lo;
-    int64_t hi = latest->revision;
+    int64_t hi = *latest;
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo) / 2;
       const absl::Status s = Probe(mid);
@@ -626,6 +629,19 @@ class EtcdKvStore final : public KvStore {
   static absl::Status CheckLeaseId(int64_t id) {
     if (id <= 0) return absl::InvalidArgumentError(absl::StrCat("lease id: ", id, " is not positive"));
     return absl::OkStatus();
+  }
+
+  // The store's revision, from a one-key read (no counting of a range).
+  absl::StatusOr<int64_t> CurrentRevision() {
+    pb::RangeRequest req;
+    req.set_key(options_.prefix.empty() ? std::string(1, '\0') : options_.prefix);
+    pb::RangeResponse resp;
+    const std::shared_ptr<Endpoint> ep = Current();
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    const grpc::Status s = ep->kv->Range(&ctx, req, &resp);
+    if (!s.ok()) return Failed(ep, s, "range for the current revision");
+    return resp.header().revision();
   }
 
   // A one-key read at `revision`: OK, or OUT_OF_RANGE compacted / future.
