@@ -17,6 +17,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/daemon.h"
@@ -27,13 +28,14 @@ namespace {
 constexpr char kEtcd[] = "/usr/bin/etcd";
 // What etcd 3.4 logs once its client listener serves; with port 0 in the
 // URL it names the port the kernel chose.
-constexpr char kServingLine[] = "serving insecure client requests on 127.0.0.1:";
+constexpr absl::string_view kServingLine = "serving insecure client requests on 127.0.0.1:";
+constexpr absl::string_view kServingTlsLine = "serving client requests on 127.0.0.1:";
 
 // The port from etcd's log, or 0 while it has not logged it yet.
-int ClientPortFromLog(const std::string& log) {
-  const size_t at = log.find(kServingLine);
+int ClientPortFromLog(const std::string& log, absl::string_view serving_line) {
+  const size_t at = log.find(serving_line.data(), 0, serving_line.size());
   if (at == std::string::npos) return 0;
-  const size_t begin = at + sizeof(kServingLine) - 1;
+  const size_t begin = at + serving_line.size();
   size_t end = begin;
   while (end < log.size() && log[end] >= '0' && log[end] <= '9') ++end;
   int port = 0;
@@ -53,7 +55,7 @@ std::string EtcdProcess::Log() const {
   return s.str();
 }
 
-absl::Status EtcdProcess::Start(absl::Duration timeout) {
+absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls) {
   if (pid_ > 0) return absl::FailedPreconditionError("etcd already started");
   if (access(kEtcd, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -65,15 +67,33 @@ absl::Status EtcdProcess::Start(absl::Duration timeout) {
   // Port 0 everywhere: nothing to race other tests for. The advertised URLs
   // are then not reachable addresses, which a single member never uses.
   const std::string any = "http://127.0.0.1:0";
+  const std::string client = tls != nullptr ? "https://127.0.0.1:0" : any;
   std::vector<std::string> argv = {kEtcd,
                                    "--name=test",
                                    "--data-dir=" + dir_ + "/data",
-                                   "--listen-client-urls=" + any,
-                                   "--advertise-client-urls=" + any,
+                                   "--listen-client-urls=" + client,
+                                   "--advertise-client-urls=" + client,
                                    "--listen-peer-urls=" + any,
                                    "--initial-advertise-peer-urls=" + any,
                                    "--initial-cluster=test=" + any,
                                    "--initial-cluster-state=new"};
+  std::shared_ptr<grpc::ChannelCredentials> probe_creds = grpc::InsecureChannelCredentials();
+  if (tls != nullptr) {
+    argv.insert(argv.end(), {"--cert-file=" + tls->server_cert_file,
+                             "--key-file=" + tls->server_key_file,
+                             "--trusted-ca-file=" + tls->ca_file, "--client-cert-auth"});
+    const auto read = [](const std::string& path) {
+      std::ifstream in(path);
+      std::stringstream s;
+      s << in.rdbuf();
+      return s.str();
+    };
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = read(tls->ca_file);
+    ssl.pem_cert_chain = read(tls->client_cert_file);
+    ssl.pem_private_key = read(tls->client_key_file);
+    probe_creds = grpc::SslCredentials(ssl);
+  }
   std::vector<char*> cargv;
   for (std::string& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
@@ -106,11 +126,13 @@ absl::Status EtcdProcess::Start(absl::Duration timeout) {
       pid_ = -1;
       return absl::InternalError(absl::StrCat("etcd exited (wait status ", status, "):\n", Log()));
     }
-    if (client_port_ == 0) client_port_ = ClientPortFromLog(Log());
+    if (client_port_ == 0) {
+      client_port_ = ClientPortFromLog(Log(), tls != nullptr ? kServingTlsLine : kServingLine);
+    }
     if (client_port_ != 0) {
       if (!kv) {
         kv = etcdserverpb::KV::NewStub(
-            grpc::CreateChannel(endpoint(), grpc::InsecureChannelCredentials()));
+            grpc::CreateChannel(endpoint(), probe_creds));
       }
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));

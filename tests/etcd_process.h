@@ -21,6 +21,16 @@
 
 namespace iommu::testing {
 
+// PEM files for an etcd that serves clients over TLS and demands a client
+// certificate signed by `ca_file` (--client-cert-auth). Peers stay plaintext.
+struct EtcdTlsFiles {
+  std::string ca_file;
+  std::string server_cert_file;  // Valid for IP 127.0.0.1.
+  std::string server_key_file;
+  std::string client_cert_file;  // Used by Start's readiness probe.
+  std::string client_key_file;
+};
+
 class EtcdProcess final {
  public:
   EtcdProcess() = default;
@@ -34,13 +44,16 @@ class EtcdProcess final {
   // Errors: FAILED_PRECONDITION when /usr/bin/etcd is missing (scripts/setup.sh
   // installs etcd-server); INTERNAL when etcd exits; DEADLINE_EXCEEDED when it
   // does not answer within `timeout`. Both carry etcd's log.
-  absl::Status Start(absl::Duration timeout = absl::Seconds(20));
+  // With `tls`, clients must speak mTLS (see EtcdTlsFiles).
+  absl::Status Start(absl::Duration timeout = absl::Seconds(20),
+                     const EtcdTlsFiles* tls = nullptr);
 
   // SIGTERM, wait up to 5 s, then SIGKILL; reaps etcd and deletes its data
   // directory. Idempotent.
   void Stop();
 
-  // "127.0.0.1:<port>": etcd's client endpoint (plaintext gRPC) once started.
+  // "127.0.0.1:<port>": etcd's client endpoint (plaintext gRPC, or TLS when
+  // started with EtcdTlsFiles) once started.
   std::string endpoint() const;
   pid_t pid() const { return pid_; }
   std::string Log() const;  // etcd's stdout and stderr so far.

@@ -225,6 +225,9 @@ TEST_P(KvConformanceTest, CompareAndSwapIncrementsFromManyThreadsLoseNothing) {
 }
 
 TEST_P(KvConformanceTest, LeaseTimeToLiveFollowsTheClockAndKeepAliveRenews) {
+  if (!GetParam().leases_follow_injected_clock) {
+    GTEST_SKIP() << "leases follow the store's own clock; see the RealTime variant";
+  }
   absl::StatusOr<int64_t> id = store_->LeaseGrant(10);
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_GT(*id, 0);
@@ -263,6 +266,9 @@ TEST_P(KvConformanceTest, RevokeDeletesTheLeasesKeysAtOneNewRevision) {
 }
 
 TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithIt) {
+  if (!GetParam().leases_follow_injected_clock) {
+    GTEST_SKIP() << "leases follow the store's own clock; see the RealTime variant";
+  }
   absl::StatusOr<int64_t> id = store_->LeaseGrant(5);
   ASSERT_TRUE(id.ok()) << id.status();
   MustPut("e/a", "1", *id);
@@ -274,6 +280,50 @@ TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithIt) {
   ExpectError(store_->LeaseKeepAlive(*id).status(), absl::StatusCode::kNotFound, "not found");
   ExpectError(store_->LeaseTimeToLive(*id).status(), absl::StatusCode::kNotFound, "not found");
   EXPECT_TRUE(Eventually([&] { return MustRange("e/a").kvs.empty(); }));
+  EXPECT_EQ(Revision(), rev0_ + 2);  // One DELETE revision.
+}
+
+// The variants of the two FakeClock tests above for a store whose leases run
+// on its own real clock (etcd): short real TTLs, bounds instead of exact
+// remaining times. They take a few seconds of wall time.
+TEST_P(KvConformanceTest, LeaseTimeToLiveCountsDownInRealTimeAndKeepAliveRenews) {
+  if (GetParam().leases_follow_injected_clock) {
+    GTEST_SKIP() << "covered exactly by LeaseTimeToLiveFollowsTheClockAndKeepAliveRenews";
+  }
+  absl::StatusOr<int64_t> id = store_->LeaseGrant(10);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_GT(*id, 0);
+  MustPut("l/a", "1", *id);
+  absl::SleepFor(absl::Milliseconds(1100));
+  absl::StatusOr<LeaseStatus> ttl = store_->LeaseTimeToLive(*id);
+  ASSERT_TRUE(ttl.ok()) << ttl.status();
+  EXPECT_EQ(ttl->granted_ttl_seconds, 10);
+  EXPECT_LE(ttl->remaining, absl::Seconds(9));
+  EXPECT_GE(ttl->remaining, absl::Seconds(7));
+  EXPECT_EQ(ttl->keys, (std::vector<std::string>{"l/a"}));
+  absl::StatusOr<int64_t> renewed = store_->LeaseKeepAlive(*id);
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_EQ(*renewed, 10);
+  EXPECT_GE(store_->LeaseTimeToLive(*id)->remaining, absl::Seconds(9));
+  EXPECT_EQ(MustRange("l/a").kvs[0].lease, *id);
+}
+
+TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithItInRealTime) {
+  if (GetParam().leases_follow_injected_clock) {
+    GTEST_SKIP() << "covered exactly by ExpiredLeaseTakesItsKeysWithIt";
+  }
+  // 3 s: above etcd's minimum TTL (1.5 x its election timeout, 2 s by
+  // default), with 1.5 s of slack for a loaded machine below.
+  absl::StatusOr<int64_t> id = store_->LeaseGrant(3);
+  ASSERT_TRUE(id.ok()) << id.status();
+  MustPut("e/a", "1", *id);
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(store_->LeaseKeepAlive(*id).ok());
+  absl::SleepFor(absl::Milliseconds(1500));  // 1.5 s after the renewal: still alive.
+  EXPECT_EQ(MustRange("e/a").kvs.size(), 1u);
+  EXPECT_TRUE(Eventually([&] { return MustRange("e/a").kvs.empty(); }));
+  ExpectError(store_->LeaseKeepAlive(*id).status(), absl::StatusCode::kNotFound, "not found");
+  ExpectError(store_->LeaseTimeToLive(*id).status(), absl::StatusCode::kNotFound, "not found");
   EXPECT_EQ(Revision(), rev0_ + 2);  // One DELETE revision.
 }
 
