@@ -1021,7 +1021,6 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
         plan.apply = [this, name = req.node()]() {
           mu_.AssertHeld();  // Applied under mu_.
           nodes_.erase(name);
-          push_order_.erase(name);
         };
         Log(absl::StrCat("event=node_deleted node=", req.node(), " force=", req.force(),
                          " request_id=", req.request_id()));
@@ -1638,24 +1637,32 @@ v1::ContainerWindows Broker::WindowsLocked(const ContainerEntry& c) const {
 }
 
 absl::Status Broker::PushWindows(const std::string& container_id, bool required) {
-  std::shared_ptr<absl::Mutex> order;
+  std::shared_ptr<PushOrder> order;
+  uint64_t wanted = 0;  // The container's state this caller needs sent.
   {
     absl::MutexLock l(&mu_);
     auto c = containers_.find(container_id);
-    if (c == containers_.end()) return absl::OkStatus();
+    if (c == containers_.end()) {
+      push_order_.erase(container_id);
+      return absl::OkStatus();
+    }
     auto n = nodes_.find(c->second.container.node());
     // Nothing to send, so nothing to wait for behind a push to a stalled agent.
     if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
-    std::shared_ptr<absl::Mutex>& m = push_order_[c->second.container.node()];
-    if (m == nullptr) m = std::make_shared<absl::Mutex>();
-    order = m;
+    std::shared_ptr<PushOrder>& o = push_order_[container_id];
+    if (o == nullptr) o = std::make_shared<PushOrder>();
+    order = o;
+    wanted = c->second.changed_seq;
   }
-  // One push to a node at a time, each reading what it sends after the one
-  // before was sent: an older push (say, a queued one read before a
-  // release) can never land after a newer one and re-open a window.
-  absl::MutexLock ordered(order.get());
+  // One push of a container at a time, each reading what it sends after the
+  // one before was sent: an older push (say, a queued one read before a
+  // release) can never land after a newer one and re-open a window. A push
+  // that read the state after this caller's change already carried it.
+  absl::MutexLock ordered(&order->mu);
+  if (wanted != 0 && order->pushed_seq >= wanted) return absl::OkStatus();
   AgentEndpoint address;
   v1::SetWindowsRequest req;
+  uint64_t sending = 0;
   {
     absl::MutexLock l(&mu_);
     auto c = containers_.find(container_id);
@@ -1664,11 +1671,13 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
     if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
     address = Endpoint(n->second);
     *req.mutable_windows() = WindowsLocked(c->second);
+    sending = c->second.changed_seq;
     // Agents enforce windows: push only durable ones.
-    absl::Status durable = AwaitDurableLocked(c->second.changed_seq);
+    absl::Status durable = AwaitDurableLocked(sending);
     if (!durable.ok()) return required ? durable : absl::OkStatus();
   }
   absl::Status s = agents_->SetWindows(address, req);
+  if (s.ok()) order->pushed_seq = std::max(order->pushed_seq, sending);
   if (!s.ok()) {
     Log(absl::StrCat("event=windows_push_failed container=", container_id, " node=", address.node,
                      " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));

@@ -466,9 +466,16 @@ class Broker final : public OwnershipView {
   // Remembered answers per caller scope (RequestScope), from the store at
   // start and after each expiry, plus every answer committed since.
   std::map<std::string, int64_t> remembered_ ABSL_GUARDED_BY(mu_);
-  // Per node: held across each windows push (taken without mu_), so pushes
-  // to one node read and send in order (PushWindows).
-  std::map<std::string, std::shared_ptr<absl::Mutex>> push_order_ ABSL_GUARDED_BY(mu_);
+  // Per container: held across each windows push (taken without mu_), so
+  // pushes of one container read and send in order, while containers push
+  // in parallel; `pushed_seq` is the changed_seq of the state last sent, so
+  // a waiter whose change an earlier push already carried sends nothing
+  // (PushWindows).
+  struct PushOrder {
+    absl::Mutex mu;
+    uint64_t pushed_seq ABSL_GUARDED_BY(mu) = 0;
+  };
+  std::map<std::string, std::shared_ptr<PushOrder>> push_order_ ABSL_GUARDED_BY(mu_);
   // Liveness (CheckLiveness): when it last ran, and the total time the
   // broker was found unable to take heartbeats.
   int64_t last_liveness_check_ms_ ABSL_GUARDED_BY(mu_) = 0;
