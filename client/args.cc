@@ -267,7 +267,9 @@ std::vector<CommandSpec> BuildCommands() {
        "figures come from each node's last heartbeat. A tenant's certificate sees only its own "
        "row and no nodes.",
        {Flag("watch", ValueKind::kDuration, "DURATION",
-             "Redraw every DURATION (e.g. 2s) until interrupted; table output only.")},
+             "Redraw every DURATION (e.g. 2s) until interrupted; table output only. On a "
+             "terminal each frame clears the screen; piped or redirected, frames are plain "
+             "text separated by a blank line.")},
        {"iommuctl top", "iommuctl top --watch=2s", "iommuctl -o json top"}});
   add({"usage", "", "", false, "Show usage against quotas, per tenant and per node",
        "Shows, per tenant: quota, IOVA window bytes, pinned bytes (billed: each host page "

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
@@ -48,12 +50,13 @@ bool IsUsageError(const absl::Status& status) {
 class Session final {
  public:
   Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out,
-          std::function<bool(absl::Duration)> wait)
+          std::function<bool(absl::Duration)> wait, bool out_is_terminal)
       : inv_(inv),
         stub_(stub),
         request_id_(std::move(request_id)),
         out_(out),
-        wait_(std::move(wait)) {}
+        wait_(std::move(wait)),
+        out_is_terminal_(out_is_terminal) {}
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -127,8 +130,18 @@ class Session final {
     return absl::OkStatus();
   }
 
-  // Clears a terminal and prints `table` (for `top --watch`).
-  void Redraw(absl::string_view table) { out_ << "\x1b[H\x1b[2J" << table << std::flush; }
+  // Prints one frame of `top --watch`: on a terminal, clears the screen
+  // first; elsewhere (a pipe, a file) writes no escape sequences and puts a
+  // blank line between frames, as `watch` does when piped.
+  void Redraw(absl::string_view table) {
+    if (out_is_terminal_) {
+      out_ << "\x1b[H\x1b[2J";
+    } else if (frames_ > 0) {
+      out_ << "\n";
+    }
+    ++frames_;
+    out_ << table << std::flush;
+  }
 
   // Waits between redraws; false: stop.
   bool Wait(absl::Duration interval) {
@@ -152,6 +165,8 @@ class Session final {
   const std::string request_id_;
   std::ostream& out_;
   const std::function<bool(absl::Duration)> wait_;
+  const bool out_is_terminal_;
+  int frames_ = 0;  // Frames drawn by Redraw.
 };
 
 // ---------------------------------------------------------------- tenants
@@ -836,6 +851,7 @@ CliEnvironment ProcessEnvironment() {
   env.ca = get(kCaEnvVar);
   env.trust_domain = get(kTrustDomainEnvVar);
   env.insecure = get(kInsecureEnvVar) == "1";
+  env.out_is_terminal = isatty(STDOUT_FILENO) == 1;
   return env;
 }
 
@@ -907,7 +923,7 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 1;
   }
 
-  Session session(inv, stub->get(), request_id, out, env.wait);
+  Session session(inv, stub->get(), request_id, out, env.wait, env.out_is_terminal);
   absl::Status status = handler->second(session);
   if (status.ok()) return 0;
   if (IsUsageError(status)) {

@@ -886,6 +886,7 @@ TEST_F(CommandsTest, TopWatchRedrawsUntilTheWaitSaysStop) {
     waits.push_back(d);
     return waits.size() < 3;
   };
+  env_.out_is_terminal = true;
   ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
   EXPECT_EQ(waits, std::vector<absl::Duration>(3, absl::Seconds(2)));
   size_t frames = 0;
@@ -896,6 +897,26 @@ TEST_F(CommandsTest, TopWatchRedrawsUntilTheWaitSaysStop) {
   EXPECT_EQ(frames, 3u);
   EXPECT_EQ(fake_->Requests<v1::GetUsageRequest>("GetUsage").size(), 3u);
 
+  EXPECT_EQ(Run({"-o", "json", "top", "--watch=2s"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --watch: redraws a table; cannot be combined with -o json"));
+}
+
+TEST_F(CommandsTest, TopWatchWritesNoEscapesWhenOutputIsNotATerminal) {
+  fake_->SetResponse("GetUsage", FleetUsage());
+  int waits = 0;
+  env_.wait = [&waits](absl::Duration) { return ++waits < 2; };
+  env_.out_is_terminal = false;
+  ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
+  EXPECT_EQ(out_.find('\x1b'), std::string::npos) << out_;
+  ASSERT_EQ(Run({"top"}), 0) << err_;
+  const std::string frame = out_;
+  waits = 0;
+  ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
+  EXPECT_EQ(out_, frame + "\n" + frame);
+}
+
+TEST_F(CommandsTest, TopWatchJsonIsRefusedWhateverTheTerminal) {
+  env_.out_is_terminal = false;
   EXPECT_EQ(Run({"-o", "json", "top", "--watch=2s"}), 2);
   EXPECT_THAT(err_, StartsWith("error: --watch: redraws a table; cannot be combined with -o json"));
 }

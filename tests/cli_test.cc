@@ -415,6 +415,23 @@ TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
   EXPECT_THAT(r.out, Not(HasSubstr("Nodes:")));
 }
 
+// Regression: `top --watch` wrote "\x1b[H\x1b[2J" before every frame even
+// when its output was a pipe. RunCommand captures stdout through a pipe.
+TEST_F(CliTest, TopWatchIntoAPipeWritesPlainFramesSeparatedByABlankLine) {
+  const std::string certs = cluster_.certs_dir();
+  CommandResult r = testing::RunCommand(
+      {"/usr/bin/timeout", "2.5", testing::RunfilePath("client/iommuctl"),
+       "--broker=" + cluster_.broker_address(), "--cert=" + certs + "/operator-admin.crt",
+       "--key=" + certs + "/operator-admin.key", "--ca=" + certs + "/ca.crt", "top",
+       "--watch=1s"});
+  EXPECT_EQ(r.exit_code, 124) << r.err;  // timeout's code: it ran until stopped.
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  // Each frame opens with "As of"; the second follows the first's blank line.
+  EXPECT_EQ(r.out.rfind("As of", 0), 0u) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("\nTOTAL "));
+  EXPECT_THAT(r.out, HasSubstr("\n\nAs of")) << r.out;
+}
+
 TEST_F(CliTest, TransportMistakesAreClearErrors) {
   const std::string ctl = testing::RunfilePath("client/iommuctl");
   const std::string broker = "--broker=" + cluster_.broker_address();
