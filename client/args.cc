@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -314,7 +316,12 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("insecure", ValueKind::kSwitch, "",
            absl::StrCat("Plaintext, for a broker started with --insecure (development only; "
                         "also $", kInsecureEnvVar, "=1).")),
-      Flag("output", ValueKind::kString, "FORMAT", "Output format: table or json (also -o)."),
+      Flag("output", ValueKind::kString, "FORMAT",
+           "Output format (also -o): table; json; or name, one KIND/ID a line (tenant/acme, "
+           "node/node-1, device/0000:00:04.0, container/c-..., window/w-...) for list, get "
+           "and create commands."),
+      Flag("no-headers", ValueKind::kSwitch, "",
+           "Print tables without their header row (lists and usage)."),
       Flag("timeout", ValueKind::kDuration, "DURATION",
            "Deadline of each call to the broker, e.g. 5s, 500ms (default 5s)."),
       Flag("request-id", ValueKind::kString, "ID",
@@ -470,9 +477,14 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
       inv->global.output = OutputFormat::kTable;
     } else if (lower == "json") {
       inv->global.output = OutputFormat::kJson;
+    } else if (lower == "name") {
+      inv->global.output = OutputFormat::kName;
     } else {
-      return Usage(absl::StrCat("--output: must be table or json, got ", Quote(value.text)));
+      return Usage(
+          absl::StrCat("--output: must be table, json or name, got ", Quote(value.text)));
     }
+  } else if (spec.name == "no-headers") {
+    inv->global.no_headers = value.number != 0;
   } else if (spec.name == "timeout") {
     inv->global.timeout = value.duration;
   } else if (spec.name == "request-id") {
@@ -564,7 +576,18 @@ std::string CommandSpec::FullName() const {
 }
 
 const std::vector<CommandSpec>& Commands() {
-  static const auto* commands = new std::vector<CommandSpec>(BuildCommands());
+  static const auto* commands = [] {
+    auto* c = new std::vector<CommandSpec>(BuildCommands());
+    for (CommandSpec& spec : *c) {
+      static const auto* kNamed = new std::set<std::string>{
+          "tenant create",    "tenant get",       "tenant list",         "tenant set-quota",
+          "node list",        "node get",         "node cordon",         "node uncordon",
+          "device list",      "container create", "container get",       "container list",
+          "container set-budget", "window allocate", "window list"};
+      spec.names_objects = kNamed->count(spec.FullName()) > 0;
+    }
+    return c;
+  }();
   return *commands;
 }
 
@@ -844,6 +867,13 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
       return Usage(absl::StrCat("--", f.name, ": required by ", Quote(command->FullName()),
                                 " (--", f.name, "=", f.value_name, ")"));
     }
+  }
+  // Refused before anything is sent, so that a mutation is never applied
+  // only for its answer to be unprintable.
+  if (inv.global.output == OutputFormat::kName && !command->names_objects &&
+      command->FullName() != "help") {
+    return Usage(absl::StrCat("--output=name: ", Quote(command->FullName()),
+                              " prints no objects to name; use -o table or -o json"));
   }
   return inv;
 }

@@ -80,6 +80,9 @@ struct CommandSpec {
   bool mutation = false;
   // False for commands that never talk to the broker (version, help).
   bool needs_broker = true;
+  // True when the command prints objects that `-o name` can name (lists,
+  // and the commands answering one tenant, node, container or window).
+  bool names_objects = false;
 
   // "container create", or "usage".
   std::string FullName() const;
@@ -95,7 +98,9 @@ const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb);
 // True when some command uses `noun` as its first word.
 bool IsNoun(absl::string_view noun);
 
-enum class OutputFormat { kTable, kJson };
+// -o table (for people), -o json (for scripts), -o name (one kind/id a
+// line, kubectl's "-o name": tenant/acme, container/c-0123456789abcdef).
+enum class OutputFormat { kTable, kJson, kName };
 
 // Flags that apply to every command; accepted before or after the command.
 struct GlobalOptions {
@@ -109,6 +114,8 @@ struct GlobalOptions {
   std::string trust_domain;            // Empty: iommu.local.
   bool insecure = false;
   OutputFormat output = OutputFormat::kTable;
+  // Tables without their header row (--no-headers), for scripts.
+  bool no_headers = false;
   absl::Duration timeout = absl::Seconds(5);
   std::string request_id;              // Empty: generate one per mutation.
 };

@@ -110,9 +110,20 @@ class Session final {
 
   // Prints `message` as JSON or as its table view.
   absl::Status Print(const google::protobuf::Message& message) {
-    absl::StatusOr<std::string> text = inv_.global.output == OutputFormat::kJson
-                                           ? FormatJson(message)
-                                           : FormatTable(message);
+    absl::StatusOr<std::string> text;
+    switch (inv_.global.output) {
+      case OutputFormat::kJson:
+        text = FormatJson(message);
+        break;
+      case OutputFormat::kName:
+        // ParseCommandLine admits -o name only for commands that answer
+        // with named objects.
+        text = FormatNames(message);
+        break;
+      case OutputFormat::kTable:
+        text = FormatTable(message, !inv_.global.no_headers);
+        break;
+    }
     if (!text.ok()) return text.status();
     out_ << *text;
     return absl::OkStatus();

@@ -610,6 +610,45 @@ TEST_F(CommandsTest, TablesForListsAndConfirmationsForDeletes) {
   EXPECT_EQ(out_, "{}\n");
 }
 
+TEST_F(CommandsTest, NoHeadersLeavesOutTheHeaderRowAndKeepsTheColumns) {
+  v1::ListContainersResponse page;
+  auto* c = page.add_containers();
+  c->set_id("c-00000000000000a1");
+  c->set_tenant_id("acme");
+  c->set_node("host-a");
+  c->set_state(v1::CONTAINER_STATE_READY);
+  fake_->SetResponse("ListContainers", page);
+  ASSERT_EQ(Run({"container", "list"}), 0) << err_;
+  const std::string with = out_;
+  ASSERT_EQ(Run({"container", "list", "--no-headers"}), 0) << err_;
+  EXPECT_THAT(out_, StartsWith("c-00000000000000a1  acme    host-a  ready"));
+  EXPECT_EQ(with, with.substr(0, with.find('\n') + 1) + out_);
+}
+
+TEST_F(CommandsTest, OutputNamePrintsKindSlashIdOneALine) {
+  v1::ListContainersResponse page;
+  page.add_containers()->set_id("c-00000000000000a1");
+  page.add_containers()->set_id("c-00000000000000a2");
+  fake_->SetResponse("ListContainers", page);
+  ASSERT_EQ(Run({"-o", "name", "container", "list"}), 0) << err_;
+  EXPECT_EQ(out_, "container/c-00000000000000a1\ncontainer/c-00000000000000a2\n");
+  v1::ListTenantsResponse tenants;
+  tenants.add_tenants()->set_id("acme");
+  fake_->SetResponse("ListTenants", tenants);
+  ASSERT_EQ(Run({"tenant", "list", "--output=name"}), 0) << err_;
+  EXPECT_EQ(out_, "tenant/acme\n");
+  fake_->SetResponse("ListTenants", v1::ListTenantsResponse());
+  ASSERT_EQ(Run({"tenant", "list", "-o", "name"}), 0) << err_;
+  EXPECT_EQ(out_, "");
+}
+
+TEST_F(CommandsTest, OutputNameIsRefusedBeforeAMutationWithNothingToNameIsSent) {
+  EXPECT_EQ(Run({"-o", "name", "container", "delete", "c-00000000000000a1"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --output=name: \"container delete\" prints no objects "
+                               "to name; use -o table or -o json"));
+  EXPECT_TRUE(fake_->calls().empty());
+}
+
 TEST_F(CommandsTest, TransportFlagsWinOverTheEnvironment) {
   env_.cert = "/env/cert.pem";
   env_.key = "/env/key.pem";

@@ -91,13 +91,14 @@ void Table::AddRow(std::vector<std::string> cells) {
   rows_.push_back(std::move(cells));
 }
 
-std::string Table::Render() const {
+std::string Table::Render(bool header) const {
   std::vector<size_t> widths(rows_[0].size(), 0);
   for (const auto& row : rows_) {
     for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
   }
   std::string out;
-  for (const auto& row : rows_) {
+  for (size_t r = header ? 0 : 1; r < rows_.size(); ++r) {
+    const std::vector<std::string>& row = rows_[r];
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       if (i > 0) line.append("  ");
@@ -192,17 +193,17 @@ absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message)
 
 // ---------------------------------------------------------------- lists
 
-std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response) {
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response, bool headers) {
   Table table({"ID", "PINNED-QUOTA", "MAX-CONTAINERS", "WINDOW-QUOTA", "CREATED"});
   for (const Tenant& t : response.tenants()) {
     table.AddRow({t.id(), FormatBytes(t.quota().pinned_bytes()),
                   OrUnlimited(t.quota().max_containers(), false),
                   OrUnlimited(t.quota().window_bytes(), true), FormatTimeMs(t.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response) {
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers) {
   Table table({"NAME", "STATE", "BACKEND", "DEVICES(FREE/ALL)", "CONTAINERS", "AGENT",
                "LAST-HEARTBEAT"});
   for (const Node& n : response.nodes()) {
@@ -211,10 +212,10 @@ std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response) {
                   absl::StrCat(n.container_count()), OrDash(n.agent_address()),
                   FormatTimeMs(n.last_heartbeat_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response, bool headers) {
   Table table({"ADDRESS", "GROUP", "VENDOR", "DEVICE", "DRIVER", "ASSIGNABLE", "CONTAINER"});
   for (const iommu::v1::Device& d : response.devices()) {
     std::string assignable = YesNo(d.assignable());
@@ -225,10 +226,10 @@ std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
                   PciId(d.device_id()), OrDash(d.driver()), assignable,
                   OrDash(d.container_id())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response) {
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response, bool headers) {
   Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "BUDGET", "WINDOWS", "WINDOW-BYTES",
                "CREATED"});
   for (const Container& c : response.containers()) {
@@ -237,20 +238,20 @@ std::string FormatContainerTable(const iommu::v1::ListContainersResponse& respon
                   FormatBytes(c.pin_budget_bytes()), absl::StrCat(c.window_count()),
                   FormatBytes(c.window_bytes()), FormatTimeMs(c.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response) {
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response, bool headers) {
   Table table({"ID", "CONTAINER", "TENANT", "BASE", "LAST", "SIZE", "ALIGN", "CREATED"});
   for (const Window& w : response.windows()) {
     table.AddRow({w.id(), w.container_id(), w.tenant_id(), Hex(w.base()),
                   w.size() == 0 ? "-" : Hex(w.base() + w.size() - 1), FormatBytes(w.size()),
                   FormatBytes(w.alignment()), FormatTimeMs(w.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response, bool headers) {
   Table tenants({"TENANT", "PINNED(BILLED)", "PINNED-QUOTA", "USE", "MAPPED", "DEDUP-SAVED",
                  "WINDOW-BYTES", "WINDOW-QUOTA", "CONTAINERS", "MAX-CONTAINERS", "WINDOWS"});
   for (const iommu::v1::TenantUsage& u : response.tenants()) {
@@ -271,7 +272,7 @@ std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
                   FormatBytes(u.mapped_bytes()), FormatBytes(saved), FormatBytes(u.window_bytes()),
                   absl::StrCat(u.containers()), absl::StrCat(u.windows())});
   }
-  return absl::StrCat(tenants.Render(), "\n", nodes.Render());
+  return absl::StrCat(tenants.Render(headers), "\n", nodes.Render(headers));
 }
 
 // ---------------------------------------------------------------- objects
@@ -666,24 +667,55 @@ std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary) {
   return absl::StrCat(head.Render(), "\n", table.Render());
 }
 
-absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message) {
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
+                                        bool headers) {
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
-  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) return FormatTenantTable(*m);
+  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) return FormatTenantTable(*m, headers);
   if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
-  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) return FormatNodeTable(*m);
+  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) return FormatNodeTable(*m, headers);
   if (auto* m = dynamic_cast<const DrainNodeResponse*>(&message)) return FormatDrain(*m);
-  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) return FormatDeviceTable(*m);
+  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) return FormatDeviceTable(*m, headers);
   if (auto* m = dynamic_cast<const Container*>(&message)) return FormatContainer(*m);
   if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
-    return FormatContainerTable(*m);
+    return FormatContainerTable(*m, headers);
   }
   if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
-  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m);
-  if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m);
+  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m, headers);
+  if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m, headers);
   if (auto* m = dynamic_cast<const GrantLauncherResponse*>(&message)) return FormatGrant(*m);
   return absl::InvalidArgumentError(
       absl::StrCat("no table view for ", message.GetTypeName()));
+}
+
+absl::StatusOr<std::string> FormatNames(const google::protobuf::Message& message) {
+  using namespace iommu::v1;  // NOLINT: dispatch over every response type.
+  std::string out;
+  auto add = [&out](absl::string_view kind, absl::string_view id) {
+    absl::StrAppend(&out, kind, "/", id, "\n");
+  };
+  if (auto* m = dynamic_cast<const Tenant*>(&message)) {
+    add("tenant", m->id());
+  } else if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
+    for (const Tenant& t : m->tenants()) add("tenant", t.id());
+  } else if (auto* m = dynamic_cast<const Node*>(&message)) {
+    add("node", m->name());
+  } else if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {
+    for (const Node& n : m->nodes()) add("node", n.name());
+  } else if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) {
+    for (const Device& d : m->devices()) add("device", d.address());
+  } else if (auto* m = dynamic_cast<const Container*>(&message)) {
+    add("container", m->id());
+  } else if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
+    for (const Container& c : m->containers()) add("container", c.id());
+  } else if (auto* m = dynamic_cast<const Window*>(&message)) {
+    add("window", m->id());
+  } else if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) {
+    for (const Window& w : m->windows()) add("window", w.id());
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("no names in ", message.GetTypeName()));
+  }
+  return out;
 }
 
 }  // namespace client

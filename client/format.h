@@ -36,9 +36,10 @@ class Table final {
   // caller and are dropped.
   void AddRow(std::vector<std::string> cells);
 
-  // The header and the rows, aligned, each line ending in '\n' with no
-  // trailing blanks.
-  std::string Render() const;
+  // The header (unless !header) and the rows, aligned (the header counts
+  // for the widths either way), each line ending in '\n' with no trailing
+  // blanks.
+  std::string Render(bool header = true) const;
 
  private:
   std::vector<std::vector<std::string>> rows_;  // rows_[0] is the header.
@@ -62,15 +63,19 @@ std::string NodeStateName(iommu::v1::NodeState state);
 // protobuf cannot serialise the message (INTERNAL).
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
 
-// Tables for lists.
-std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response);
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response);
-std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response);
-std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response);
-std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response);
+// Tables for lists; !headers leaves out the header row (--no-headers).
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response,
+                              bool headers = true);
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers = true);
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response,
+                              bool headers = true);
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response,
+                                 bool headers = true);
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response,
+                              bool headers = true);
 // Two tables: per tenant (quota, pinned (billed), mapped, dedup saved, window
-// bytes, ...), then per tenant and node.
-std::string FormatUsage(const iommu::v1::GetUsageResponse& response);
+// bytes, ...), then per tenant and node; !headers leaves out both header rows.
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response, bool headers = true);
 
 // "Key: value" views of single objects.
 std::string FormatTenant(const iommu::v1::Tenant& tenant);
@@ -113,10 +118,18 @@ std::string FormatWindowDescription(const iommu::ctl::WindowDescription& d, int6
 // tenant (in the order given: most pinned first) and a TOTAL row.
 std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary);
 
-// The table view of any broker response above, chosen by message type.
-// INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete
-// responses; callers print their own confirmation for those).
-absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message);
+// The table view of any broker response above, chosen by message type;
+// !headers leaves out the header rows of lists and usage (the "Key: value"
+// views have none). INVALID_ARGUMENT for a type it has no view for (e.g. the
+// empty delete responses; callers print their own confirmation for those).
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
+                                        bool headers = true);
+
+// kubectl's `-o name`: one "KIND/ID" line per object of a list response
+// (tenant/ID, node/NAME, device/ADDRESS, container/ID, window/ID), or the
+// one line of a Tenant, Node, Container or Window; "" for an empty list.
+// INVALID_ARGUMENT for any other type.
+absl::StatusOr<std::string> FormatNames(const google::protobuf::Message& message);
 
 }  // namespace client
 }  // namespace iommu

@@ -432,6 +432,35 @@ TEST_F(CliTest, TopWatchIntoAPipeWritesPlainFramesSeparatedByABlankLine) {
   EXPECT_THAT(r.out, HasSubstr("\n\nAs of")) << r.out;
 }
 
+TEST_F(CliTest, OutputNameAndNoHeadersForScripts) {
+  CommandResult r = Ctl({"tenant", "create", "acme", "--pinned=1Gi", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "tenant/acme\n");
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
+  r = Ctl({"tenant", "list", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("tenant/acme\n"));
+  EXPECT_THAT(r.out, HasSubstr("tenant/other\n"));
+  EXPECT_EQ(r.out.size(), std::string("tenant/acme\ntenant/other\n").size()) << r.out;
+  r = Ctl({"node", "list", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "node/node-1\n");
+  r = Ctl({"device", "list", "--node=node-1", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "device/0000:00:04.0\ndevice/0000:00:05.0\n");
+
+  r = Ctl({"node", "list", "--no-headers"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("node-1 "));
+  EXPECT_THAT(r.out, Not(HasSubstr("NAME")));
+
+  // Nothing to name: refused before the broker is asked, the tenant stays.
+  r = Ctl({"-o", "name", "tenant", "delete", "other"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--output=name: \"tenant delete\" prints no objects to name"));
+  EXPECT_EQ(Ctl({"tenant", "get", "other", "-o", "name"}).out, "tenant/other\n");
+}
+
 TEST_F(CliTest, TransportMistakesAreClearErrors) {
   const std::string ctl = testing::RunfilePath("client/iommuctl");
   const std::string broker = "--broker=" + cluster_.broker_address();
