@@ -319,7 +319,11 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("output", ValueKind::kString, "FORMAT",
            "Output format (also -o): table; json; or name, one KIND/ID a line (tenant/acme, "
            "node/node-1, device/0000:00:04.0, container/c-..., window/w-...) for list, get "
-           "and create commands."),
+           "and create commands. In json, 64-bit integers are plain numbers printed exactly "
+           "(above 2^53 a parser reading doubles, such as JavaScript or jq before 1.7, rounds "
+           "them: use an exact-integer parser), and every *_ms time (milliseconds since the "
+           "epoch) is followed by its RFC 3339 UTC twin without the suffix "
+           "(\"create_time\": \"2024-05-01T12:00:00.000Z\"; null when unset)."),
       Flag("no-headers", ValueKind::kSwitch, "",
            "Print tables without their header row (lists and usage)."),
       Flag("timeout", ValueKind::kDuration, "DURATION",

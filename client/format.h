@@ -7,8 +7,20 @@
 // is shown as "Key: value" lines instead.
 //
 // JSON: the proto3 JSON mapping with proto field names and every primitive
-// field printed (so zeros are explicit); 64-bit integers are JSON strings, as
-// the mapping requires. Every output ends with a newline.
+// field printed (so zeros are explicit), with two changes that make it read
+// like kubectl's:
+//  - 64-bit integers are plain JSON numbers, printed exactly (never rounded),
+//    not strings. Values above 2^53 (9007199254740992) are exact in the text
+//    but a parser reading numbers as doubles (JavaScript, jq before 1.7)
+//    rounds them; read such fields with an exact-integer parser (Python,
+//    Go's json.Number) or use the table view's hex.
+//  - every int64 field whose name ends in "_ms" holds milliseconds since the
+//    epoch, and is followed by a sibling without the suffix holding the same
+//    instant in RFC 3339 UTC with milliseconds ("create_time_ms": 1714564800000,
+//    "create_time": "2024-05-01T12:00:00.000Z"), or null when the field is 0
+//    (unset). The *_ms field stays, so the output still parses into the API's
+//    messages with unknown fields ignored.
+// Every output ends with a newline.
 //
 // Pure functions: no I/O, thread-safe.
 #ifndef CLIENT_FORMAT_H_
@@ -59,8 +71,9 @@ std::string FormatPageSizes(uint64_t page_size_bitmap);
 std::string ContainerStateName(iommu::v1::ContainerState state);
 std::string NodeStateName(iommu::v1::NodeState state);
 
-// `message` as pretty-printed JSON (see the file comment). Fails only if
-// protobuf cannot serialise the message (INTERNAL).
+// `message` as pretty-printed JSON (see the file comment), by reflection;
+// map entries sorted by key. Never fails today (StatusOr for callers that
+// chain it).
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
 
 // Tables for lists; !headers leaves out the header row (--no-headers).

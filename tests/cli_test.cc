@@ -64,6 +64,7 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     Msg m;
     google::protobuf::util::JsonParseOptions opts;
+    opts.ignore_unknown_fields = true;  // The RFC 3339 siblings of *_ms times.
     auto s = google::protobuf::util::JsonStringToMessage(r.out, &m, opts);
     EXPECT_TRUE(s.ok()) << s.ToString() << "\n" << r.out;
     return m;
@@ -459,6 +460,19 @@ TEST_F(CliTest, OutputNameAndNoHeadersForScripts) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--output=name: \"tenant delete\" prints no objects to name"));
   EXPECT_EQ(Ctl({"tenant", "get", "other", "-o", "name"}).out, "tenant/other\n");
+}
+
+TEST_F(CliTest, JsonHasPlainNumbersAndRfc3339Times) {
+  CommandResult r = Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=1Gi"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"pinned_bytes\": 1073741824,"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                         "\"create_time_ms\": [0-9]+,\n *\"create_time\": "
+                         "\"20[0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-9:]+\\.[0-9]{3}Z\""));
+  EXPECT_EQ(Json<v1::Tenant>(r).quota().pinned_bytes(), uint64_t{1} << 30);
+  r = Ctl({"-o", "json", "node", "get", "node-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"last_heartbeat\": \"20"));
 }
 
 TEST_F(CliTest, TransportMistakesAreClearErrors) {
