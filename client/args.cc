@@ -281,10 +281,14 @@ std::vector<CommandSpec> BuildCommands() {
        {Flag("tenant", ValueKind::kString, "ID", "Only this tenant."),
         Flag("node", ValueKind::kString, "NAME", "Only this node.")},
        {"iommuctl usage", "iommuctl usage --tenant=acme -o json"}});
-  CommandSpec version{"version", "", "", false, "Print the iommuctl version",
-                      "Prints the version of iommuctl and the broker API it speaks.", {},
-                      {"iommuctl version"}};
-  version.needs_broker = false;
+  CommandSpec version{
+      "version", "", "", false, "Print iommuctl's, the broker's and the agents' versions",
+      "Prints iommuctl's version and commit, then, when the broker answers, the broker's "
+      "(GetVersion) and each node's agent version as it registered (ListNodes; operators "
+      "only, a tenant sees no agents). If the broker cannot be reached, iommuctl's line is "
+      "still printed and the error follows (exit 1); --client does not ask the broker.",
+      {Flag("client", ValueKind::kSwitch, "", "Print iommuctl's version only.")},
+      {"iommuctl version", "iommuctl version --client", "iommuctl -o json version"}};
   add(std::move(version));
   CommandSpec help{"help", "", "COMMAND", true, "Show help for a command",
                    "Shows help for iommuctl, a noun, or a command. Same as --help.", {},

@@ -27,8 +27,6 @@
 namespace iommu {
 namespace client {
 
-// The version iommuctl reports.
-inline constexpr char kIommuctlVersion[] = "0.1.0";
 // Used when neither --broker nor $IOMMU_BROKER is given.
 inline constexpr char kDefaultBrokerAddress[] = "127.0.0.1:7400";
 // Environment variable naming the broker (read by the caller, not here).
@@ -78,7 +76,7 @@ struct CommandSpec {
   std::vector<std::string> examples;
   // True for commands that change state: they carry a request id.
   bool mutation = false;
-  // False for commands that never talk to the broker (version, help).
+  // False for commands that never talk to the broker (help).
   bool needs_broker = true;
   // True when the command prints objects that `-o name` can name (lists,
   // and the commands answering one tenant, node, container or window).

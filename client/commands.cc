@@ -14,6 +14,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/args.h"
@@ -22,6 +23,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
+#include "common/version.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "grpcpp/client_context.h"
 
@@ -794,6 +796,57 @@ absl::Status Top(Session& s) {
   }
 }
 
+// ---------------------------------------------------------------- version
+
+iommu::ctl::VersionView ClientVersion() {
+  iommu::ctl::VersionView v;
+  v.set_client_version(kVersion);
+  v.set_client_commit(BuildCommit());
+  return v;
+}
+
+std::string FormatVersion(const iommu::ctl::VersionView& v) {
+  std::string out = absl::StrCat("Client: iommuctl ", v.client_version(), " (commit ",
+                                 v.client_commit(), ")\n");
+  if (!v.broker_version().empty()) {
+    absl::StrAppend(&out, "Broker: iommu-broker ", v.broker_version(), " (commit ",
+                    v.broker_commit(), ")\n");
+  }
+  if (v.agents_visible()) {
+    Table agents({"NODE", "AGENT-VERSION"});
+    for (const auto& a : v.agents()) agents.AddRow({a.node(), a.version().empty() ? "-" : a.version()});
+    absl::StrAppend(&out, "Agents:", v.agents().empty() ? " <none>\n" : "\n");
+    if (!v.agents().empty()) {
+      for (absl::string_view line : absl::StrSplit(agents.Render(), '\n', absl::SkipEmpty())) {
+        absl::StrAppend(&out, "  ", line, "\n");
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status Version(Session& s) {
+  iommu::ctl::VersionView v = ClientVersion();
+  v1::GetVersionResponse broker;
+  RETURN_IF_ERROR(s.Call(&Stub::GetVersion, v1::GetVersionRequest(), &broker));
+  v.set_broker_version(broker.version());
+  v.set_broker_commit(broker.commit());
+  v1::ListNodesResponse nodes;
+  absl::Status listed = s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(),
+                                  &v1::ListNodesResponse::mutable_nodes, &nodes);
+  if (listed.ok()) {
+    v.set_agents_visible(true);
+    for (const v1::Node& n : nodes.nodes()) {
+      auto* a = v.add_agents();
+      a->set_node(n.name());
+      a->set_version(n.agent_version());
+    }
+  } else if (!absl::IsPermissionDenied(listed)) {
+    return listed;
+  }
+  return s.PrintView(v, FormatVersion(v));
+}
+
 using Handler = absl::Status (*)(Session&);
 
 const std::map<std::string, Handler>& Handlers() {
@@ -815,17 +868,9 @@ const std::map<std::string, Handler>& Handlers() {
       {"describe container", &DescribeContainer},
       {"describe window", &DescribeWindow},
       {"top", &Top},
+      {"version", &Version},
   };
   return *handlers;
-}
-
-int PrintVersion(const Invocation& inv, std::ostream& out) {
-  if (inv.global.output == OutputFormat::kJson) {
-    out << "{\n  \"client_version\": \"" << kIommuctlVersion << "\",\n  \"api\": \"iommu.v1\"\n}\n";
-  } else {
-    out << "iommuctl " << kIommuctlVersion << " (broker API iommu.v1)\n";
-  }
-  return 0;
 }
 
 // True when the broker may or may not have applied a mutation that failed
@@ -891,7 +936,15 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     out << RenderHelp(inv.help_noun, inv.help_command);
     return 0;
   }
-  if (inv.command->FullName() == "version") return PrintVersion(inv, out);
+  // `version` prints the client's line even when the broker is unreachable.
+  const bool version = inv.command->FullName() == "version";
+  if (version && inv.Has("client")) {
+    const iommu::ctl::VersionView v = ClientVersion();
+    absl::StatusOr<std::string> text =
+        inv.global.output == OutputFormat::kJson ? FormatJson(v) : FormatVersion(v);
+    out << (text.ok() ? *text : FormatVersion(v));
+    return 0;
+  }
 
   auto handler = Handlers().find(inv.command->FullName());
   if (handler == Handlers().end()) {
@@ -936,6 +989,11 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
 
   Session session(inv, stub->get(), request_id, out, env.wait, env.out_is_terminal);
   absl::Status status = handler->second(session);
+  // Version prints only once it has every answer; on failure the client's
+  // own line still goes out before the error.
+  if (version && !status.ok() && inv.global.output != OutputFormat::kJson) {
+    out << FormatVersion(ClientVersion());
+  }
   if (status.ok()) return 0;
   if (IsUsageError(status)) {
     err << "error: " << status.message() << "\n" << UsageHint(args) << "\n";

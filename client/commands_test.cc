@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/args.h"
+#include "common/version.h"
 #include "client/fake_broker_stub.h"
 #include "client/views.pb.h"
 #include "gmock/gmock.h"
@@ -395,6 +396,7 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"usage"},
       {"describe", "container", "c"},
       {"top"},
+      {"version"},
   };
   for (const auto& c : commands) {
     EXPECT_EQ(Run(c), 0) << absl::StrJoin(c, " ") << ": " << err_;
@@ -519,12 +521,41 @@ TEST_F(CommandsTest, HelpAtEveryLevelExitsZeroWithoutTheBroker) {
   EXPECT_THAT(addresses_, IsEmpty());
 }
 
-TEST_F(CommandsTest, Version) {
-  EXPECT_EQ(Run({"version"}), 0);
-  EXPECT_EQ(out_, absl::StrCat("iommuctl ", kIommuctlVersion, " (broker API iommu.v1)\n"));
-  EXPECT_EQ(Run({"version", "-o", "json"}), 0);
-  EXPECT_THAT(out_, HasSubstr("\"client_version\""));
+TEST_F(CommandsTest, VersionClientOnlyNeedsNoBroker) {
+  EXPECT_EQ(Run({"version", "--client"}), 0) << err_;
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(), ")\n"));
+  EXPECT_EQ(Run({"version", "--client", "-o", "json"}), 0);
+  EXPECT_THAT(out_, HasSubstr(absl::StrCat("\"client_version\": \"", kVersion, "\"")));
   EXPECT_THAT(addresses_, IsEmpty());
+}
+
+TEST_F(CommandsTest, VersionShowsClientBrokerAndAgents) {
+  v1::GetVersionResponse broker;
+  broker.set_version("9.8.7");
+  broker.set_commit("0123456789ab");
+  fake_->SetResponse("GetVersion", broker);
+  v1::ListNodesResponse nodes;
+  nodes.add_nodes()->set_name("host-a");
+  nodes.mutable_nodes(0)->set_agent_version("9.8.6");
+  nodes.add_nodes()->set_name("host-b");
+  fake_->SetResponse("ListNodes", nodes);
+  ASSERT_EQ(Run({"version"}), 0) << err_;
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(),
+                               ")\nBroker: iommu-broker 9.8.7 (commit 0123456789ab)\n"
+                               "Agents:\n  NODE    AGENT-VERSION\n  host-a  9.8.6\n"
+                               "  host-b  -\n"));
+  // A tenant may not list nodes: no agents, no error.
+  fake_->SetError("ListNodes", grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "operators"));
+  ASSERT_EQ(Run({"version"}), 0) << err_;
+  EXPECT_THAT(out_, HasSubstr("Broker: iommu-broker 9.8.7"));
+  EXPECT_THAT(out_, Not(HasSubstr("Agents")));
+}
+
+TEST_F(CommandsTest, VersionPrintsTheClientLineWhenTheBrokerIsUnreachable) {
+  fake_->SetError("GetVersion", grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  EXPECT_EQ(Run({"version"}), 1);
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(), ")\n"));
+  EXPECT_EQ(err_, "error: UNAVAILABLE: down\n");
 }
 
 // ---------------------------------------------------------------- wiring

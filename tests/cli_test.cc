@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "client/views.pb.h"
+#include "common/version.h"
 #include "proto/broker.pb.h"
 #include "tests/cluster.h"
 #include "tests/metrics_testing.h"
@@ -501,6 +502,38 @@ TEST_F(CliTest, UnreachableBrokerIsUnavailable) {
        "--timeout=2s", "node", "list"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
+}
+
+TEST_F(CliTest, VersionShowsClientBrokerAndAgentVersions) {
+  const std::string line = absl::StrCat(kVersion, " (commit ", BuildCommit(), ")");
+  CommandResult r = Ctl({"version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("Client: iommuctl ", line, "\n")));
+  // The broker is built from the same tree, so it reports the same build.
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("Broker: iommu-broker ", line, "\n")));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  node-1  ", kVersion, "\n")));
+  auto v = Json<iommu::ctl::VersionView>(Ctl({"-o", "json", "version"}));
+  EXPECT_EQ(v.broker_version(), kVersion);
+  EXPECT_EQ(v.broker_commit(), BuildCommit());
+  ASSERT_EQ(v.agents_size(), 1);
+  EXPECT_EQ(v.agents(0).node(), "node-1");
+
+  // A tenant may ask the broker, but sees no agents.
+  r = CtlAs("tenant-acme", {"version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Broker: iommu-broker "));
+  EXPECT_THAT(r.out, Not(HasSubstr("Agents")));
+
+  // No broker: the client's line, then the error.
+  r = testing::RunCommand({testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1",
+                           "--insecure", "--timeout=2s", "version"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, absl::StrCat("Client: iommuctl ", line, "\n"));
+  EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
+  r = testing::RunCommand({testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1",
+                           "--insecure", "version", "--client"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, absl::StrCat("Client: iommuctl ", line, "\n"));
 }
 
 }  // namespace
