@@ -171,6 +171,11 @@ std::string UsageHint(const std::vector<std::string>& args);
 // one command (its usage line, description, flags and examples).
 std::string RenderHelp(absl::string_view noun, const CommandSpec* command);
 
+// A bash completion script defining _iommuctl and registering it for
+// iommuctl: nouns, verbs and each command's flags (plus the global flags),
+// all generated from Commands() and the global flag table.
+std::string RenderBashCompletion();
+
 // Value parsers. `flag` names the flag for messages (e.g. "--size").
 //
 // Sizes: common/byte_size.h's ParseByteSize (Kubernetes quantities: plain

@@ -457,6 +457,17 @@ TEST(UsageHintTest, SkipsTheValuesOfFlagsGivenAsSeparateArguments) {
             "Run 'iommuctl node drain --help' for usage.");
 }
 
+TEST(BashCompletionTest, ComesFromTheCommandTable) {
+  const std::string script = RenderBashCompletion();
+  for (const CommandSpec& c : Commands()) {
+    EXPECT_THAT(script, HasSubstr(absl::StrCat("\"", c.FullName(), "\") flags=\""))) << c.FullName();
+    for (const FlagSpec& f : c.flags) {
+      EXPECT_THAT(script, HasSubstr(absl::StrCat("--", f.name))) << c.FullName();
+    }
+  }
+  EXPECT_THAT(script, HasSubstr("--no-headers"));
+}
+
 TEST(GlobalFlagsTest, OutputNameAndNoHeaders) {
   absl::StatusOr<Invocation> inv = ParseCommandLine({"-o", "name", "node", "list"}, "b:1");
   ASSERT_TRUE(inv.ok()) << inv.status();

@@ -936,6 +936,15 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     out << RenderHelp(inv.help_noun, inv.help_command);
     return 0;
   }
+  if (inv.command->FullName() == "completion") {
+    if (inv.positional != "bash") {
+      err << "error: completion: only bash is supported, got \"" << inv.positional << "\"\n"
+          << UsageHint(args) << "\n";
+      return 2;
+    }
+    out << RenderBashCompletion();
+    return 0;
+  }
   // `version` prints the client's line even when the broker is unreachable.
   const bool version = inv.command->FullName() == "version";
   if (version && inv.Has("client")) {

@@ -521,6 +521,15 @@ TEST_F(CommandsTest, HelpAtEveryLevelExitsZeroWithoutTheBroker) {
   EXPECT_THAT(addresses_, IsEmpty());
 }
 
+TEST_F(CommandsTest, CompletionBashPrintsTheScriptWithoutTheBroker) {
+  ASSERT_EQ(Run({"completion", "bash"}), 0) << err_;
+  EXPECT_EQ(out_, RenderBashCompletion());
+  EXPECT_THAT(out_, HasSubstr("complete -F _iommuctl iommuctl\n"));
+  EXPECT_EQ(Run({"completion", "zsh"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: completion: only bash is supported, got \"zsh\""));
+  EXPECT_THAT(addresses_, IsEmpty());
+}
+
 TEST_F(CommandsTest, VersionClientOnlyNeedsNoBroker) {
   EXPECT_EQ(Run({"version", "--client"}), 0) << err_;
   EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(), ")\n"));

@@ -504,6 +504,32 @@ TEST_F(CliTest, UnreachableBrokerIsUnavailable) {
   EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
 }
 
+// What bash completes after sourcing `iommuctl completion bash`, for the
+// words before the cursor and the word being completed.
+std::string Complete(const std::string& words) {
+  const std::string ctl = testing::RunfilePath("client/iommuctl");
+  CommandResult r = testing::RunCommand(
+      {"/bin/bash", "-c",
+       absl::StrCat("source <('", ctl, "' completion bash) || exit 3; COMP_WORDS=(iommuctl ",
+                    words, "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _iommuctl; "
+                    "echo \"${COMPREPLY[*]}\"")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  return r.out;
+}
+
+TEST(CompletionTest, BashCompletesCommandsVerbsAndFlags) {
+  EXPECT_EQ(Complete("ten"), "tenant\n");
+  EXPECT_EQ(Complete("tenant s"), "set-quota\n");
+  EXPECT_EQ(Complete("-o json container c"), "create\n");
+  EXPECT_EQ(Complete("tenant set-quota acme --win"), "--window-bytes=\n");
+  EXPECT_EQ(Complete("--broker 127.0.0.1:1 node drain n1 --del"), "--delete-containers\n");
+  EXPECT_EQ(Complete("top --w"), "--watch=\n");
+  EXPECT_EQ(Complete("version --no-h"), "--no-headers\n");  // Global flags too.
+  EXPECT_EQ(Complete("completion ''"), "bash\n");
+  EXPECT_EQ(Complete("usage --tenant=acme --n"), "--node= --no-headers\n");
+}
+
 TEST_F(CliTest, VersionShowsClientBrokerAndAgentVersions) {
   const std::string line = absl::StrCat(kVersion, " (commit ", BuildCommit(), ")");
   CommandResult r = Ctl({"version"});
