@@ -329,7 +329,8 @@ TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
   ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
                    "--vendor: \"0x12345\" is not a PCI id: want 1-4 hex digits");
   ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
-  ExpectUsageError({"-o", "yaml", "node", "list"}, "--output: must be table, json or name, got \"yaml\"");
+  ExpectUsageError({"-o", "yaml", "node", "list"},
+                   "--output: must be table, json or name, got \"yaml\"");
   ExpectUsageError({"--timeout=forever", "node", "list"}, "--timeout: invalid duration");
   ExpectUsageError({"node", "list", "--broker="}, "--broker: must not be empty");
 }
@@ -460,7 +461,8 @@ TEST(UsageHintTest, SkipsTheValuesOfFlagsGivenAsSeparateArguments) {
 TEST(BashCompletionTest, ComesFromTheCommandTable) {
   const std::string script = RenderBashCompletion();
   for (const CommandSpec& c : Commands()) {
-    EXPECT_THAT(script, HasSubstr(absl::StrCat("\"", c.FullName(), "\") flags=\""))) << c.FullName();
+    EXPECT_THAT(script, HasSubstr(absl::StrCat("\"", c.FullName(), "\") flags=\"")))
+        << c.FullName();
     for (const FlagSpec& f : c.flags) {
       EXPECT_THAT(script, HasSubstr(absl::StrCat("--", f.name))) << c.FullName();
     }

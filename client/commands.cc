@@ -814,7 +814,9 @@ std::string FormatVersion(const iommu::ctl::VersionView& v) {
   }
   if (v.agents_visible()) {
     Table agents({"NODE", "AGENT-VERSION"});
-    for (const auto& a : v.agents()) agents.AddRow({a.node(), a.version().empty() ? "-" : a.version()});
+    for (const auto& a : v.agents()) {
+      agents.AddRow({a.node(), a.version().empty() ? "-" : a.version()});
+    }
     absl::StrAppend(&out, "Agents:", v.agents().empty() ? " <none>\n" : "\n");
     if (!v.agents().empty()) {
       for (absl::string_view line : absl::StrSplit(agents.Render(), '\n', absl::SkipEmpty())) {

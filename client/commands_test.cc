@@ -25,6 +25,8 @@ namespace iommu {
 namespace client {
 namespace {
 
+using ::google::protobuf::util::JsonStringToMessage;
+
 // iommuctl's JSON adds an RFC 3339 sibling to every *_ms time field.
 google::protobuf::util::JsonParseOptions IgnoreUnknownFields() {
   google::protobuf::util::JsonParseOptions options;
@@ -218,7 +220,7 @@ TEST_F(CommandsTest, ContainerGrantBuildsTheRequestAndShowsTheTokenFirst) {
 
   ASSERT_EQ(Run({"-o", "json", "container", "grant", "c-00000000000000a1"}), 0) << err_;
   v1::GrantLauncherResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &back, IgnoreUnknownFields()).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &back, IgnoreUnknownFields()).ok()) << out_;
   EXPECT_EQ(back.token(), "tok.ABCdef-123_xyz");
   EXPECT_EQ(back.windows_size(), 1);
 }
@@ -608,7 +610,7 @@ TEST_F(CommandsTest, ListFetchesEveryPage) {
   EXPECT_EQ(reqs[1].page_token(), "1000");
   EXPECT_EQ(reqs[2].page_token(), "2000");
   v1::ListTenantsResponse all;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
   EXPECT_EQ(all.tenants_size(), 2500);
   EXPECT_EQ(all.tenants(2499).id(), "t2499");
   EXPECT_EQ(all.next_page_token(), "");
@@ -621,7 +623,7 @@ TEST_F(CommandsTest, LimitStopsEarlyAndKeepsTheResumeToken) {
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_EQ(reqs[1].page_size(), 200u);
   v1::ListTenantsResponse all;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
   EXPECT_EQ(all.tenants_size(), 1200);
   EXPECT_EQ(all.next_page_token(), "1200");
 
@@ -795,7 +797,7 @@ TEST_F(CommandsTest, DescribeContainerGathersItsWindowsUsageAndEvents) {
   // One JSON object with all of it.
   ASSERT_EQ(Run({"-o", "json", "describe", "container", "c-00000000000000a1"}), 0) << err_;
   iommu::ctl::ContainerDescription d;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &d, IgnoreUnknownFields()).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &d, IgnoreUnknownFields()).ok()) << out_;
   EXPECT_EQ(d.container().id(), "c-00000000000000a1");
   EXPECT_EQ(d.windows_size(), 1);
   EXPECT_EQ(d.usage().pinned_bytes(), 1u << 20);
@@ -944,7 +946,7 @@ TEST_F(CommandsTest, TopSortsTenantsByPinnedAndTotalsThem) {
 
   ASSERT_EQ(Run({"-o", "json", "top"}), 0) << err_;
   iommu::ctl::FleetSummary sum;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &sum, IgnoreUnknownFields()).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &sum, IgnoreUnknownFields()).ok()) << out_;
   ASSERT_EQ(sum.tenants_size(), 3);
   EXPECT_EQ(sum.tenants(0).tenant_id(), "beta");
   EXPECT_EQ(sum.total().pinned_bytes(), 4ull << 30);

@@ -854,17 +854,25 @@ absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message
                                         bool headers) {
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
-  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) return FormatTenantTable(*m, headers);
+  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
+    return FormatTenantTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
-  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) return FormatNodeTable(*m, headers);
+  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {
+    return FormatNodeTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const DrainNodeResponse*>(&message)) return FormatDrain(*m);
-  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) return FormatDeviceTable(*m, headers);
+  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) {
+    return FormatDeviceTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const Container*>(&message)) return FormatContainer(*m);
   if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
     return FormatContainerTable(*m, headers);
   }
   if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
-  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m, headers);
+  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) {
+    return FormatWindowTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m, headers);
   if (auto* m = dynamic_cast<const GrantLauncherResponse*>(&message)) return FormatGrant(*m);
   return absl::InvalidArgumentError(

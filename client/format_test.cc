@@ -13,6 +13,8 @@ namespace iommu {
 namespace client {
 namespace {
 
+using ::google::protobuf::util::JsonStringToMessage;
+
 // iommuctl's JSON adds an RFC 3339 sibling to every *_ms time field.
 google::protobuf::util::JsonParseOptions IgnoreUnknownFields() {
   google::protobuf::util::JsonParseOptions options;
@@ -290,7 +292,7 @@ TEST(FormatJsonTest, UsesProtoNamesPrintsZerosAndParsesBack) {
   EXPECT_EQ(json->back(), '\n');
 
   iommu::v1::Container back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(c, back));
 }
 
@@ -300,7 +302,7 @@ TEST(FormatJsonTest, GrantAndBudgetParseBack) {
   EXPECT_THAT(*json, HasSubstr("\"token\": \"tok.ABCdef-123_xyz\""));
   EXPECT_THAT(*json, HasSubstr("\"expires_ms\": 1714564860000,\n"));
   iommu::v1::GrantLauncherResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleGrant(), back));
 
   json = FormatJson(SampleContainer());
@@ -318,7 +320,7 @@ TEST(FormatJsonTest, TimesAreEpochMillisAndRfc3339AndBigNumbersStayExact) {
                                "  \"create_time\": \"2024-05-01T12:00:00.123Z\""));
   EXPECT_THAT(*json, HasSubstr("\"pin_budget_bytes\": 18446744073709551615"));
   iommu::v1::Container back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(c, back));
 
   // Unset (0) times are null, not 1970.
@@ -331,7 +333,7 @@ TEST(FormatJsonTest, TimesAreEpochMillisAndRfc3339AndBigNumbersStayExact) {
   json = FormatJson(c);
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"tenant_id\": \"a\\\"b\\\\c\\n\""));
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_EQ(back.tenant_id(), c.tenant_id());
 }
 
@@ -340,7 +342,7 @@ TEST(FormatJsonTest, UsageAndEmptyResponsesParseBack) {
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"dedup_saved_bytes\": 2147483648"));
   iommu::v1::GetUsageResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleUsage(), back));
 
   json = FormatJson(iommu::v1::DeleteTenantResponse());
@@ -569,14 +571,14 @@ TEST(FormatJsonTest, DescriptionsAndTheSummaryParseBack) {
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"reason\": \"WindowAllocated\""));
   iommu::ctl::ContainerDescription back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleContainerDescription(), back));
 
   json = FormatJson(SampleSummary());
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"nodes_by_state\""));
   iommu::ctl::FleetSummary summary;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &summary, IgnoreUnknownFields()).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &summary, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleSummary(), summary));
 }
 
