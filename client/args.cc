@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -267,7 +269,9 @@ std::vector<CommandSpec> BuildCommands() {
        "figures come from each node's last heartbeat. A tenant's certificate sees only its own "
        "row and no nodes.",
        {Flag("watch", ValueKind::kDuration, "DURATION",
-             "Redraw every DURATION (e.g. 2s) until interrupted; table output only.")},
+             "Redraw every DURATION (e.g. 2s) until interrupted; table output only. On a "
+             "terminal each frame clears the screen; piped or redirected, frames are plain "
+             "text separated by a blank line.")},
        {"iommuctl top", "iommuctl top --watch=2s", "iommuctl -o json top"}});
   add({"usage", "", "", false, "Show usage against quotas, per tenant and per node",
        "Shows, per tenant: quota, IOVA window bytes, pinned bytes (billed: each host page "
@@ -277,11 +281,27 @@ std::vector<CommandSpec> BuildCommands() {
        {Flag("tenant", ValueKind::kString, "ID", "Only this tenant."),
         Flag("node", ValueKind::kString, "NAME", "Only this node.")},
        {"iommuctl usage", "iommuctl usage --tenant=acme -o json"}});
-  CommandSpec version{"version", "", "", false, "Print the iommuctl version",
-                      "Prints the version of iommuctl and the broker API it speaks.", {},
-                      {"iommuctl version"}};
-  version.needs_broker = false;
+  CommandSpec version{
+      "version", "", "", false, "Print iommuctl's, the broker's and the agents' versions",
+      "Prints iommuctl's version and commit, then, when the broker answers, the broker's "
+      "(GetVersion) and each node's agent version as it registered (ListNodes; operators "
+      "only, a tenant sees no agents). If the broker cannot be reached, iommuctl's line is "
+      "still printed and the error follows (exit 1); --client does not ask the broker.",
+      {Flag("client", ValueKind::kSwitch, "", "Print iommuctl's version only.")},
+      {"iommuctl version", "iommuctl version --client", "iommuctl -o json version"}};
   add(std::move(version));
+  CommandSpec completion{
+      "completion", "", "SHELL", false, "Print a shell completion script (bash)",
+      "Prints a bash completion script for iommuctl's commands and flags, generated from "
+      "the same command table the parser uses. Load it in the current shell with "
+      "`source <(iommuctl completion bash)`, or install it as "
+      "/etc/bash_completion.d/iommuctl. Ids and names are not completed (that would need "
+      "the broker).",
+      {},
+      {"source <(iommuctl completion bash)",
+       "iommuctl completion bash > /etc/bash_completion.d/iommuctl"}};
+  completion.needs_broker = false;
+  add(std::move(completion));
   CommandSpec help{"help", "", "COMMAND", true, "Show help for a command",
                    "Shows help for iommuctl, a noun, or a command. Same as --help.", {},
                    {"iommuctl help container create"}};
@@ -312,7 +332,16 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("insecure", ValueKind::kSwitch, "",
            absl::StrCat("Plaintext, for a broker started with --insecure (development only; "
                         "also $", kInsecureEnvVar, "=1).")),
-      Flag("output", ValueKind::kString, "FORMAT", "Output format: table or json (also -o)."),
+      Flag("output", ValueKind::kString, "FORMAT",
+           "Output format (also -o): table; json; or name, one KIND/ID a line (tenant/acme, "
+           "node/node-1, device/0000:00:04.0, container/c-..., window/w-...) for list, get "
+           "and create commands. In json, 64-bit integers are plain numbers printed exactly "
+           "(above 2^53 a parser reading doubles, such as JavaScript or jq before 1.7, rounds "
+           "them: use an exact-integer parser), and every *_ms time (milliseconds since the "
+           "epoch) is followed by its RFC 3339 UTC twin without the suffix "
+           "(\"create_time\": \"2024-05-01T12:00:00.000Z\"; null when unset)."),
+      Flag("no-headers", ValueKind::kSwitch, "",
+           "Print tables without their header row (lists and usage)."),
       Flag("timeout", ValueKind::kDuration, "DURATION",
            "Deadline of each call to the broker, e.g. 5s, 500ms (default 5s)."),
       Flag("request-id", ValueKind::kString, "ID",
@@ -468,9 +497,14 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
       inv->global.output = OutputFormat::kTable;
     } else if (lower == "json") {
       inv->global.output = OutputFormat::kJson;
+    } else if (lower == "name") {
+      inv->global.output = OutputFormat::kName;
     } else {
-      return Usage(absl::StrCat("--output: must be table or json, got ", Quote(value.text)));
+      return Usage(
+          absl::StrCat("--output: must be table, json or name, got ", Quote(value.text)));
     }
+  } else if (spec.name == "no-headers") {
+    inv->global.no_headers = value.number != 0;
   } else if (spec.name == "timeout") {
     inv->global.timeout = value.duration;
   } else if (spec.name == "request-id") {
@@ -562,7 +596,18 @@ std::string CommandSpec::FullName() const {
 }
 
 const std::vector<CommandSpec>& Commands() {
-  static const auto* commands = new std::vector<CommandSpec>(BuildCommands());
+  static const auto* commands = [] {
+    auto* c = new std::vector<CommandSpec>(BuildCommands());
+    for (CommandSpec& spec : *c) {
+      static const auto* kNamed = new std::set<std::string>{
+          "tenant create",    "tenant get",       "tenant list",         "tenant set-quota",
+          "node list",        "node get",         "node cordon",         "node uncordon",
+          "device list",      "container create", "container get",       "container list",
+          "container set-budget", "window allocate", "window list"};
+      spec.names_objects = kNamed->count(spec.FullName()) > 0;
+    }
+    return c;
+  }();
   return *commands;
 }
 
@@ -843,6 +888,13 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
                                 " (--", f.name, "=", f.value_name, ")"));
     }
   }
+  // Refused before anything is sent, so that a mutation is never applied
+  // only for its answer to be unprintable.
+  if (inv.global.output == OutputFormat::kName && !command->names_objects &&
+      command->FullName() != "help") {
+    return Usage(absl::StrCat("--output=name: ", Quote(command->FullName()),
+                              " prints no objects to name; use -o table or -o json"));
+  }
   return inv;
 }
 
@@ -880,6 +932,96 @@ std::string UsageHint(const std::vector<std::string>& args) {
     topic = absl::StrCat(words[0], " ");
   }
   return absl::StrCat("Run 'iommuctl ", topic, "--help' for usage.");
+}
+
+namespace {
+
+// The completion words for `flags`: "--name" for switches, "--name=" for
+// flags that take a value.
+std::string FlagWords(const std::vector<FlagSpec>& flags) {
+  std::vector<std::string> words;
+  for (const FlagSpec& f : flags) {
+    words.push_back(absl::StrCat("--", f.name, f.kind == ValueKind::kSwitch ? "" : "="));
+  }
+  return absl::StrJoin(words, " ");
+}
+
+}  // namespace
+
+std::string RenderBashCompletion() {
+  // Nouns (and single-word commands) in table order, each noun's verbs, and
+  // each command's flags: all from Commands() and GlobalFlags().
+  std::vector<std::string> firsts;
+  std::map<std::string, std::vector<std::string>> verbs;
+  std::vector<std::string> valued = {"-o"};
+  for (const FlagSpec& f : GlobalFlags()) {
+    if (f.kind != ValueKind::kSwitch) valued.push_back(absl::StrCat("--", f.name));
+  }
+  std::string flag_cases;
+  for (const CommandSpec& c : Commands()) {
+    if (std::find(firsts.begin(), firsts.end(), c.noun) == firsts.end()) firsts.push_back(c.noun);
+    if (!c.verb.empty()) verbs[c.noun].push_back(c.verb);
+    for (const FlagSpec& f : c.flags) {
+      const std::string name = absl::StrCat("--", f.name);
+      if (f.kind != ValueKind::kSwitch &&
+          std::find(valued.begin(), valued.end(), name) == valued.end()) {
+        valued.push_back(name);
+      }
+    }
+    absl::StrAppend(&flag_cases, "    \"", c.FullName(), "\") flags=\"", FlagWords(c.flags),
+                    "\" ;;\n");
+  }
+  std::string verb_cases;
+  for (const auto& [noun, vs] : verbs) {
+    absl::StrAppend(&verb_cases, "      ", noun, ") words=\"", absl::StrJoin(vs, " "),
+                    "\" ;;\n");
+  }
+  return absl::StrCat(
+      "# bash completion for iommuctl, generated by `iommuctl completion bash` from its\n"
+      "# command table. Load with: source <(iommuctl completion bash)\n"
+      "_iommuctl() {\n"
+      "  local cur=\"${COMP_WORDS[COMP_CWORD]}\"\n"
+      "  local valued=\" ", absl::StrJoin(valued, " "), " \"\n"
+      "  local -a given=()\n"
+      "  local i w\n"
+      "  # The words before the cursor that are not flags or their values.\n"
+      "  for ((i = 1; i < COMP_CWORD; i++)); do\n"
+      "    w=\"${COMP_WORDS[i]}\"\n"
+      "    if [[ $w == -* ]]; then\n"
+      "      [[ $w != *=* && $valued == *\" $w \"* ]] && ((i++))\n"
+      "      continue\n"
+      "    fi\n"
+      "    given+=(\"$w\")\n"
+      "  done\n"
+      "  local words=\"\" flags=\"\" command=\"\"\n"
+      "  if ((${#given[@]} == 0)); then\n"
+      "    words=\"", absl::StrJoin(firsts, " "), "\"\n"
+      "  else\n"
+      "    case \"${given[0]}\" in\n",
+      verb_cases,
+      "    esac\n"
+      "    if [[ -n $words ]]; then\n"
+      "      # A noun: its verbs until one is given.\n"
+      "      if ((${#given[@]} >= 2)); then command=\"${given[0]} ${given[1]}\"; words=\"\"; fi\n"
+      "    else\n"
+      "      command=\"${given[0]}\"\n"
+      "    fi\n"
+      "  fi\n"
+      "  case \"$command\" in\n",
+      flag_cases,
+      "  esac\n"
+      "  [[ $command == completion && ${#given[@]} == 1 ]] && words=\"bash\"\n"
+      "  if [[ $cur == -* ]]; then\n"
+      "    words=\"$flags ", FlagWords(GlobalFlags()), "\"\n"
+      "  fi\n"
+      "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+      "  # --flag= takes its value right after the '='.\n"
+      "  if [[ ${#COMPREPLY[@]} == 1 && ${COMPREPLY[0]} == *= ]]; then\n"
+      "    compopt -o nospace 2>/dev/null\n"
+      "  fi\n"
+      "  return 0\n"
+      "}\n"
+      "complete -F _iommuctl iommuctl\n");
 }
 
 std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {

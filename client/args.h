@@ -27,8 +27,6 @@
 namespace iommu {
 namespace client {
 
-// The version iommuctl reports.
-inline constexpr char kIommuctlVersion[] = "0.1.0";
 // Used when neither --broker nor $IOMMU_BROKER is given.
 inline constexpr char kDefaultBrokerAddress[] = "127.0.0.1:7400";
 // Environment variable naming the broker (read by the caller, not here).
@@ -78,8 +76,11 @@ struct CommandSpec {
   std::vector<std::string> examples;
   // True for commands that change state: they carry a request id.
   bool mutation = false;
-  // False for commands that never talk to the broker (version, help).
+  // False for commands that never talk to the broker (help).
   bool needs_broker = true;
+  // True when the command prints objects that `-o name` can name (lists,
+  // and the commands answering one tenant, node, container or window).
+  bool names_objects = false;
 
   // "container create", or "usage".
   std::string FullName() const;
@@ -95,7 +96,9 @@ const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb);
 // True when some command uses `noun` as its first word.
 bool IsNoun(absl::string_view noun);
 
-enum class OutputFormat { kTable, kJson };
+// -o table (for people), -o json (for scripts), -o name (one kind/id a
+// line, kubectl's "-o name": tenant/acme, container/c-0123456789abcdef).
+enum class OutputFormat { kTable, kJson, kName };
 
 // Flags that apply to every command; accepted before or after the command.
 struct GlobalOptions {
@@ -109,6 +112,8 @@ struct GlobalOptions {
   std::string trust_domain;            // Empty: iommu.local.
   bool insecure = false;
   OutputFormat output = OutputFormat::kTable;
+  // Tables without their header row (--no-headers), for scripts.
+  bool no_headers = false;
   absl::Duration timeout = absl::Seconds(5);
   std::string request_id;              // Empty: generate one per mutation.
 };
@@ -165,6 +170,11 @@ std::string UsageHint(const std::vector<std::string>& args);
 // Help text: the top level (noun and command empty), one noun's commands, or
 // one command (its usage line, description, flags and examples).
 std::string RenderHelp(absl::string_view noun, const CommandSpec* command);
+
+// A bash completion script defining _iommuctl and registering it for
+// iommuctl: nouns, verbs and each command's flags (plus the global flags),
+// all generated from Commands() and the global flag table.
+std::string RenderBashCompletion();
 
 // Value parsers. `flag` names the flag for messages (e.g. "--size").
 //

@@ -329,7 +329,8 @@ TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
   ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
                    "--vendor: \"0x12345\" is not a PCI id: want 1-4 hex digits");
   ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
-  ExpectUsageError({"-o", "yaml", "node", "list"}, "--output: must be table or json, got \"yaml\"");
+  ExpectUsageError({"-o", "yaml", "node", "list"},
+                   "--output: must be table, json or name, got \"yaml\"");
   ExpectUsageError({"--timeout=forever", "node", "list"}, "--timeout: invalid duration");
   ExpectUsageError({"node", "list", "--broker="}, "--broker: must not be empty");
 }
@@ -455,6 +456,37 @@ TEST(UsageHintTest, SkipsTheValuesOfFlagsGivenAsSeparateArguments) {
             "Run 'iommuctl container list --help' for usage.");
   EXPECT_EQ(UsageHint({"node", "drain", "--delete-containers", "n1", "--bogus"}),
             "Run 'iommuctl node drain --help' for usage.");
+}
+
+TEST(BashCompletionTest, ComesFromTheCommandTable) {
+  const std::string script = RenderBashCompletion();
+  for (const CommandSpec& c : Commands()) {
+    EXPECT_THAT(script, HasSubstr(absl::StrCat("\"", c.FullName(), "\") flags=\"")))
+        << c.FullName();
+    for (const FlagSpec& f : c.flags) {
+      EXPECT_THAT(script, HasSubstr(absl::StrCat("--", f.name))) << c.FullName();
+    }
+  }
+  EXPECT_THAT(script, HasSubstr("--no-headers"));
+}
+
+TEST(GlobalFlagsTest, OutputNameAndNoHeaders) {
+  absl::StatusOr<Invocation> inv = ParseCommandLine({"-o", "name", "node", "list"}, "b:1");
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.output, OutputFormat::kName);
+  EXPECT_FALSE(inv->global.no_headers);
+  inv = ParseCommandLine({"node", "list", "--no-headers"}, "b:1");
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_TRUE(inv->global.no_headers);
+  EXPECT_EQ(inv->global.output, OutputFormat::kTable);
+  inv = ParseCommandLine({"-o", "yaml", "node", "list"}, "b:1");
+  EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inv.status().message()),
+              HasSubstr("--output: must be table, json or name, got \"yaml\""));
+  inv = ParseCommandLine({"-o", "name", "top"}, "b:1");
+  EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inv.status().message()),
+              HasSubstr("--output=name: \"top\" prints no objects to name"));
 }
 
 }  // namespace

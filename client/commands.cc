@@ -7,11 +7,14 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/args.h"
@@ -20,6 +23,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
+#include "common/version.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "grpcpp/client_context.h"
 
@@ -48,12 +52,13 @@ bool IsUsageError(const absl::Status& status) {
 class Session final {
  public:
   Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out,
-          std::function<bool(absl::Duration)> wait)
+          std::function<bool(absl::Duration)> wait, bool out_is_terminal)
       : inv_(inv),
         stub_(stub),
         request_id_(std::move(request_id)),
         out_(out),
-        wait_(std::move(wait)) {}
+        wait_(std::move(wait)),
+        out_is_terminal_(out_is_terminal) {}
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -107,9 +112,20 @@ class Session final {
 
   // Prints `message` as JSON or as its table view.
   absl::Status Print(const google::protobuf::Message& message) {
-    absl::StatusOr<std::string> text = inv_.global.output == OutputFormat::kJson
-                                           ? FormatJson(message)
-                                           : FormatTable(message);
+    absl::StatusOr<std::string> text;
+    switch (inv_.global.output) {
+      case OutputFormat::kJson:
+        text = FormatJson(message);
+        break;
+      case OutputFormat::kName:
+        // ParseCommandLine admits -o name only for commands that answer
+        // with named objects.
+        text = FormatNames(message);
+        break;
+      case OutputFormat::kTable:
+        text = FormatTable(message, !inv_.global.no_headers);
+        break;
+    }
     if (!text.ok()) return text.status();
     out_ << *text;
     return absl::OkStatus();
@@ -127,8 +143,18 @@ class Session final {
     return absl::OkStatus();
   }
 
-  // Clears a terminal and prints `table` (for `top --watch`).
-  void Redraw(absl::string_view table) { out_ << "\x1b[H\x1b[2J" << table << std::flush; }
+  // Prints one frame of `top --watch`: on a terminal, clears the screen
+  // first; elsewhere (a pipe, a file) writes no escape sequences and puts a
+  // blank line between frames, as `watch` does when piped.
+  void Redraw(absl::string_view table) {
+    if (out_is_terminal_) {
+      out_ << "\x1b[H\x1b[2J";
+    } else if (frames_ > 0) {
+      out_ << "\n";
+    }
+    ++frames_;
+    out_ << table << std::flush;
+  }
 
   // Waits between redraws; false: stop.
   bool Wait(absl::Duration interval) {
@@ -152,6 +178,8 @@ class Session final {
   const std::string request_id_;
   std::ostream& out_;
   const std::function<bool(absl::Duration)> wait_;
+  const bool out_is_terminal_;
+  int frames_ = 0;  // Frames drawn by Redraw.
 };
 
 // ---------------------------------------------------------------- tenants
@@ -768,6 +796,59 @@ absl::Status Top(Session& s) {
   }
 }
 
+// ---------------------------------------------------------------- version
+
+iommu::ctl::VersionView ClientVersion() {
+  iommu::ctl::VersionView v;
+  v.set_client_version(kVersion);
+  v.set_client_commit(BuildCommit());
+  return v;
+}
+
+std::string FormatVersion(const iommu::ctl::VersionView& v) {
+  std::string out = absl::StrCat("Client: iommuctl ", v.client_version(), " (commit ",
+                                 v.client_commit(), ")\n");
+  if (!v.broker_version().empty()) {
+    absl::StrAppend(&out, "Broker: iommu-broker ", v.broker_version(), " (commit ",
+                    v.broker_commit(), ")\n");
+  }
+  if (v.agents_visible()) {
+    Table agents({"NODE", "AGENT-VERSION"});
+    for (const auto& a : v.agents()) {
+      agents.AddRow({a.node(), a.version().empty() ? "-" : a.version()});
+    }
+    absl::StrAppend(&out, "Agents:", v.agents().empty() ? " <none>\n" : "\n");
+    if (!v.agents().empty()) {
+      for (absl::string_view line : absl::StrSplit(agents.Render(), '\n', absl::SkipEmpty())) {
+        absl::StrAppend(&out, "  ", line, "\n");
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status Version(Session& s) {
+  iommu::ctl::VersionView v = ClientVersion();
+  v1::GetVersionResponse broker;
+  RETURN_IF_ERROR(s.Call(&Stub::GetVersion, v1::GetVersionRequest(), &broker));
+  v.set_broker_version(broker.version());
+  v.set_broker_commit(broker.commit());
+  v1::ListNodesResponse nodes;
+  absl::Status listed = s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(),
+                                  &v1::ListNodesResponse::mutable_nodes, &nodes);
+  if (listed.ok()) {
+    v.set_agents_visible(true);
+    for (const v1::Node& n : nodes.nodes()) {
+      auto* a = v.add_agents();
+      a->set_node(n.name());
+      a->set_version(n.agent_version());
+    }
+  } else if (!absl::IsPermissionDenied(listed)) {
+    return listed;
+  }
+  return s.PrintView(v, FormatVersion(v));
+}
+
 using Handler = absl::Status (*)(Session&);
 
 const std::map<std::string, Handler>& Handlers() {
@@ -789,17 +870,9 @@ const std::map<std::string, Handler>& Handlers() {
       {"describe container", &DescribeContainer},
       {"describe window", &DescribeWindow},
       {"top", &Top},
+      {"version", &Version},
   };
   return *handlers;
-}
-
-int PrintVersion(const Invocation& inv, std::ostream& out) {
-  if (inv.global.output == OutputFormat::kJson) {
-    out << "{\n  \"client_version\": \"" << kIommuctlVersion << "\",\n  \"api\": \"iommu.v1\"\n}\n";
-  } else {
-    out << "iommuctl " << kIommuctlVersion << " (broker API iommu.v1)\n";
-  }
-  return 0;
 }
 
 // True when the broker may or may not have applied a mutation that failed
@@ -836,6 +909,7 @@ CliEnvironment ProcessEnvironment() {
   env.ca = get(kCaEnvVar);
   env.trust_domain = get(kTrustDomainEnvVar);
   env.insecure = get(kInsecureEnvVar) == "1";
+  env.out_is_terminal = isatty(STDOUT_FILENO) == 1;
   return env;
 }
 
@@ -864,7 +938,24 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     out << RenderHelp(inv.help_noun, inv.help_command);
     return 0;
   }
-  if (inv.command->FullName() == "version") return PrintVersion(inv, out);
+  if (inv.command->FullName() == "completion") {
+    if (inv.positional != "bash") {
+      err << "error: completion: only bash is supported, got \"" << inv.positional << "\"\n"
+          << UsageHint(args) << "\n";
+      return 2;
+    }
+    out << RenderBashCompletion();
+    return 0;
+  }
+  // `version` prints the client's line even when the broker is unreachable.
+  const bool version = inv.command->FullName() == "version";
+  if (version && inv.Has("client")) {
+    const iommu::ctl::VersionView v = ClientVersion();
+    absl::StatusOr<std::string> text =
+        inv.global.output == OutputFormat::kJson ? FormatJson(v) : FormatVersion(v);
+    out << (text.ok() ? *text : FormatVersion(v));
+    return 0;
+  }
 
   auto handler = Handlers().find(inv.command->FullName());
   if (handler == Handlers().end()) {
@@ -907,8 +998,13 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 1;
   }
 
-  Session session(inv, stub->get(), request_id, out, env.wait);
+  Session session(inv, stub->get(), request_id, out, env.wait, env.out_is_terminal);
   absl::Status status = handler->second(session);
+  // Version prints only once it has every answer; on failure the client's
+  // own line still goes out before the error.
+  if (version && !status.ok() && inv.global.output != OutputFormat::kJson) {
+    out << FormatVersion(ClientVersion());
+  }
   if (status.ok()) return 0;
   if (IsUsageError(status)) {
     err << "error: " << status.message() << "\n" << UsageHint(args) << "\n";

@@ -52,12 +52,16 @@ struct CliEnvironment {
   // Waits `interval` between two redraws of `top --watch`; returning false
   // ends the command (exit 0). Null: sleeps, and never ends it (Ctrl-C does).
   std::function<bool(absl::Duration interval)> wait;
+  // True when `out` is a terminal: `top --watch` then clears the screen
+  // before each frame; otherwise (a pipe, a file) it writes no escape
+  // sequences and separates plain frames with a blank line.
+  bool out_is_terminal = false;
 };
 
 // The environment of this process: default_broker from $IOMMU_BROKER if set
 // and non-empty, else 127.0.0.1:7400; the transport from $IOMMUCTL_CERT,
 // $IOMMUCTL_KEY, $IOMMUCTL_CA, $IOMMUCTL_TRUST_DOMAIN, $IOMMUCTL_INSECURE=1;
-// random request ids.
+// random request ids; out_is_terminal from isatty(STDOUT_FILENO).
 CliEnvironment ProcessEnvironment();
 
 // A fresh random request id: a version 4 UUID in lowercase hex.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/args.h"
+#include "common/version.h"
 #include "client/fake_broker_stub.h"
 #include "client/views.pb.h"
 #include "gmock/gmock.h"
@@ -23,6 +24,15 @@
 namespace iommu {
 namespace client {
 namespace {
+
+using ::google::protobuf::util::JsonStringToMessage;
+
+// iommuctl's JSON adds an RFC 3339 sibling to every *_ms time field.
+google::protobuf::util::JsonParseOptions IgnoreUnknownFields() {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  return options;
+}
 
 namespace v1 = ::iommu::v1;
 using ::testing::ElementsAre;
@@ -210,7 +220,7 @@ TEST_F(CommandsTest, ContainerGrantBuildsTheRequestAndShowsTheTokenFirst) {
 
   ASSERT_EQ(Run({"-o", "json", "container", "grant", "c-00000000000000a1"}), 0) << err_;
   v1::GrantLauncherResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &back).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &back, IgnoreUnknownFields()).ok()) << out_;
   EXPECT_EQ(back.token(), "tok.ABCdef-123_xyz");
   EXPECT_EQ(back.windows_size(), 1);
 }
@@ -388,6 +398,7 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"usage"},
       {"describe", "container", "c"},
       {"top"},
+      {"version"},
   };
   for (const auto& c : commands) {
     EXPECT_EQ(Run(c), 0) << absl::StrJoin(c, " ") << ": " << err_;
@@ -512,12 +523,50 @@ TEST_F(CommandsTest, HelpAtEveryLevelExitsZeroWithoutTheBroker) {
   EXPECT_THAT(addresses_, IsEmpty());
 }
 
-TEST_F(CommandsTest, Version) {
-  EXPECT_EQ(Run({"version"}), 0);
-  EXPECT_EQ(out_, absl::StrCat("iommuctl ", kIommuctlVersion, " (broker API iommu.v1)\n"));
-  EXPECT_EQ(Run({"version", "-o", "json"}), 0);
-  EXPECT_THAT(out_, HasSubstr("\"client_version\""));
+TEST_F(CommandsTest, CompletionBashPrintsTheScriptWithoutTheBroker) {
+  ASSERT_EQ(Run({"completion", "bash"}), 0) << err_;
+  EXPECT_EQ(out_, RenderBashCompletion());
+  EXPECT_THAT(out_, HasSubstr("complete -F _iommuctl iommuctl\n"));
+  EXPECT_EQ(Run({"completion", "zsh"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: completion: only bash is supported, got \"zsh\""));
   EXPECT_THAT(addresses_, IsEmpty());
+}
+
+TEST_F(CommandsTest, VersionClientOnlyNeedsNoBroker) {
+  EXPECT_EQ(Run({"version", "--client"}), 0) << err_;
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(), ")\n"));
+  EXPECT_EQ(Run({"version", "--client", "-o", "json"}), 0);
+  EXPECT_THAT(out_, HasSubstr(absl::StrCat("\"client_version\": \"", kVersion, "\"")));
+  EXPECT_THAT(addresses_, IsEmpty());
+}
+
+TEST_F(CommandsTest, VersionShowsClientBrokerAndAgents) {
+  v1::GetVersionResponse broker;
+  broker.set_version("9.8.7");
+  broker.set_commit("0123456789ab");
+  fake_->SetResponse("GetVersion", broker);
+  v1::ListNodesResponse nodes;
+  nodes.add_nodes()->set_name("host-a");
+  nodes.mutable_nodes(0)->set_agent_version("9.8.6");
+  nodes.add_nodes()->set_name("host-b");
+  fake_->SetResponse("ListNodes", nodes);
+  ASSERT_EQ(Run({"version"}), 0) << err_;
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(),
+                               ")\nBroker: iommu-broker 9.8.7 (commit 0123456789ab)\n"
+                               "Agents:\n  NODE    AGENT-VERSION\n  host-a  9.8.6\n"
+                               "  host-b  -\n"));
+  // A tenant may not list nodes: no agents, no error.
+  fake_->SetError("ListNodes", grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "operators"));
+  ASSERT_EQ(Run({"version"}), 0) << err_;
+  EXPECT_THAT(out_, HasSubstr("Broker: iommu-broker 9.8.7"));
+  EXPECT_THAT(out_, Not(HasSubstr("Agents")));
+}
+
+TEST_F(CommandsTest, VersionPrintsTheClientLineWhenTheBrokerIsUnreachable) {
+  fake_->SetError("GetVersion", grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  EXPECT_EQ(Run({"version"}), 1);
+  EXPECT_EQ(out_, absl::StrCat("Client: iommuctl ", kVersion, " (commit ", BuildCommit(), ")\n"));
+  EXPECT_EQ(err_, "error: UNAVAILABLE: down\n");
 }
 
 // ---------------------------------------------------------------- wiring
@@ -561,7 +610,7 @@ TEST_F(CommandsTest, ListFetchesEveryPage) {
   EXPECT_EQ(reqs[1].page_token(), "1000");
   EXPECT_EQ(reqs[2].page_token(), "2000");
   v1::ListTenantsResponse all;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all).ok());
+  ASSERT_TRUE(JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
   EXPECT_EQ(all.tenants_size(), 2500);
   EXPECT_EQ(all.tenants(2499).id(), "t2499");
   EXPECT_EQ(all.next_page_token(), "");
@@ -574,7 +623,7 @@ TEST_F(CommandsTest, LimitStopsEarlyAndKeepsTheResumeToken) {
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_EQ(reqs[1].page_size(), 200u);
   v1::ListTenantsResponse all;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &all).ok());
+  ASSERT_TRUE(JsonStringToMessage(out_, &all, IgnoreUnknownFields()).ok());
   EXPECT_EQ(all.tenants_size(), 1200);
   EXPECT_EQ(all.next_page_token(), "1200");
 
@@ -608,6 +657,45 @@ TEST_F(CommandsTest, TablesForListsAndConfirmationsForDeletes) {
   EXPECT_EQ(out_, "container c-00000000000000a1 deleted\n");
   ASSERT_EQ(Run({"-o", "json", "container", "delete", "c-00000000000000a1"}), 0);
   EXPECT_EQ(out_, "{}\n");
+}
+
+TEST_F(CommandsTest, NoHeadersLeavesOutTheHeaderRowAndKeepsTheColumns) {
+  v1::ListContainersResponse page;
+  auto* c = page.add_containers();
+  c->set_id("c-00000000000000a1");
+  c->set_tenant_id("acme");
+  c->set_node("host-a");
+  c->set_state(v1::CONTAINER_STATE_READY);
+  fake_->SetResponse("ListContainers", page);
+  ASSERT_EQ(Run({"container", "list"}), 0) << err_;
+  const std::string with = out_;
+  ASSERT_EQ(Run({"container", "list", "--no-headers"}), 0) << err_;
+  EXPECT_THAT(out_, StartsWith("c-00000000000000a1  acme    host-a  ready"));
+  EXPECT_EQ(with, with.substr(0, with.find('\n') + 1) + out_);
+}
+
+TEST_F(CommandsTest, OutputNamePrintsKindSlashIdOneALine) {
+  v1::ListContainersResponse page;
+  page.add_containers()->set_id("c-00000000000000a1");
+  page.add_containers()->set_id("c-00000000000000a2");
+  fake_->SetResponse("ListContainers", page);
+  ASSERT_EQ(Run({"-o", "name", "container", "list"}), 0) << err_;
+  EXPECT_EQ(out_, "container/c-00000000000000a1\ncontainer/c-00000000000000a2\n");
+  v1::ListTenantsResponse tenants;
+  tenants.add_tenants()->set_id("acme");
+  fake_->SetResponse("ListTenants", tenants);
+  ASSERT_EQ(Run({"tenant", "list", "--output=name"}), 0) << err_;
+  EXPECT_EQ(out_, "tenant/acme\n");
+  fake_->SetResponse("ListTenants", v1::ListTenantsResponse());
+  ASSERT_EQ(Run({"tenant", "list", "-o", "name"}), 0) << err_;
+  EXPECT_EQ(out_, "");
+}
+
+TEST_F(CommandsTest, OutputNameIsRefusedBeforeAMutationWithNothingToNameIsSent) {
+  EXPECT_EQ(Run({"-o", "name", "container", "delete", "c-00000000000000a1"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --output=name: \"container delete\" prints no objects "
+                               "to name; use -o table or -o json"));
+  EXPECT_TRUE(fake_->calls().empty());
 }
 
 TEST_F(CommandsTest, TransportFlagsWinOverTheEnvironment) {
@@ -709,7 +797,7 @@ TEST_F(CommandsTest, DescribeContainerGathersItsWindowsUsageAndEvents) {
   // One JSON object with all of it.
   ASSERT_EQ(Run({"-o", "json", "describe", "container", "c-00000000000000a1"}), 0) << err_;
   iommu::ctl::ContainerDescription d;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &d).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &d, IgnoreUnknownFields()).ok()) << out_;
   EXPECT_EQ(d.container().id(), "c-00000000000000a1");
   EXPECT_EQ(d.windows_size(), 1);
   EXPECT_EQ(d.usage().pinned_bytes(), 1u << 20);
@@ -858,7 +946,7 @@ TEST_F(CommandsTest, TopSortsTenantsByPinnedAndTotalsThem) {
 
   ASSERT_EQ(Run({"-o", "json", "top"}), 0) << err_;
   iommu::ctl::FleetSummary sum;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_, &sum).ok()) << out_;
+  ASSERT_TRUE(JsonStringToMessage(out_, &sum, IgnoreUnknownFields()).ok()) << out_;
   ASSERT_EQ(sum.tenants_size(), 3);
   EXPECT_EQ(sum.tenants(0).tenant_id(), "beta");
   EXPECT_EQ(sum.total().pinned_bytes(), 4ull << 30);
@@ -886,6 +974,7 @@ TEST_F(CommandsTest, TopWatchRedrawsUntilTheWaitSaysStop) {
     waits.push_back(d);
     return waits.size() < 3;
   };
+  env_.out_is_terminal = true;
   ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
   EXPECT_EQ(waits, std::vector<absl::Duration>(3, absl::Seconds(2)));
   size_t frames = 0;
@@ -896,6 +985,26 @@ TEST_F(CommandsTest, TopWatchRedrawsUntilTheWaitSaysStop) {
   EXPECT_EQ(frames, 3u);
   EXPECT_EQ(fake_->Requests<v1::GetUsageRequest>("GetUsage").size(), 3u);
 
+  EXPECT_EQ(Run({"-o", "json", "top", "--watch=2s"}), 2);
+  EXPECT_THAT(err_, StartsWith("error: --watch: redraws a table; cannot be combined with -o json"));
+}
+
+TEST_F(CommandsTest, TopWatchWritesNoEscapesWhenOutputIsNotATerminal) {
+  fake_->SetResponse("GetUsage", FleetUsage());
+  int waits = 0;
+  env_.wait = [&waits](absl::Duration) { return ++waits < 2; };
+  env_.out_is_terminal = false;
+  ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
+  EXPECT_EQ(out_.find('\x1b'), std::string::npos) << out_;
+  ASSERT_EQ(Run({"top"}), 0) << err_;
+  const std::string frame = out_;
+  waits = 0;
+  ASSERT_EQ(Run({"top", "--watch=2s"}), 0) << err_;
+  EXPECT_EQ(out_, frame + "\n" + frame);
+}
+
+TEST_F(CommandsTest, TopWatchJsonIsRefusedWhateverTheTerminal) {
+  env_.out_is_terminal = false;
   EXPECT_EQ(Run({"-o", "json", "top", "--watch=2s"}), 2);
   EXPECT_THAT(err_, StartsWith("error: --watch: redraws a table; cannot be combined with -o json"));
 }

@@ -123,6 +123,7 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
   IOMMU_FAKE_BROKER_RPC(ListWindows, ListWindowsRequest, ListWindowsResponse)
   IOMMU_FAKE_BROKER_RPC(GetUsage, GetUsageRequest, GetUsageResponse)
   IOMMU_FAKE_BROKER_RPC(ListEvents, ListEventsRequest, ListEventsResponse)
+  IOMMU_FAKE_BROKER_RPC(GetVersion, GetVersionRequest, GetVersionResponse)
 
 #undef IOMMU_FAKE_BROKER_RPC
 

@@ -1,10 +1,13 @@
 #include "client/format.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -13,7 +16,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/validation.h"
-#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/reflection.h"
 
 namespace iommu {
 namespace client {
@@ -80,6 +84,193 @@ std::string IdList(const google::protobuf::RepeatedPtrField<std::string>& ids) {
   return ids.empty() ? "none" : absl::StrJoin(ids, ", ");
 }
 
+
+// ---------------------------------------------------------------- JSON
+
+namespace pb = ::google::protobuf;
+
+void AppendJsonString(absl::string_view text, std::string* out) {
+  out->push_back('"');
+  for (const char c : text) {
+    switch (c) {
+      case '"': out->append("\\\""); break;
+      case '\\': out->append("\\\\"); break;
+      case '\n': out->append("\\n"); break;
+      case '\r': out->append("\\r"); break;
+      case '\t': out->append("\\t"); break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppendFormat(out, "\\u%04x", static_cast<unsigned char>(c));
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+void AppendJsonDouble(double v, std::string* out) {
+  if (std::isnan(v)) {
+    out->append("\"NaN\"");
+  } else if (std::isinf(v)) {
+    out->append(v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+  } else {
+    absl::StrAppendFormat(out, "%.17g", v);
+  }
+}
+
+void AppendJsonMessage(const pb::Message& message, int indent, std::string* out);
+
+// One value of `field` (element `index` of a repeated field, else -1).
+void AppendJsonValue(const pb::Message& m, const pb::FieldDescriptor* f, int index, int indent,
+                     std::string* out) {
+  const pb::Reflection* r = m.GetReflection();
+  const bool rep = index >= 0;
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      absl::StrAppend(out, rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      absl::StrAppend(out, rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      absl::StrAppend(out, rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      absl::StrAppend(out, rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+      break;
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      AppendJsonDouble(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f), out);
+      break;
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      AppendJsonDouble(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f), out);
+      break;
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      out->append((rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false");
+      break;
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const int number = rep ? r->GetRepeatedEnumValue(m, f, index) : r->GetEnumValue(m, f);
+      const pb::EnumValueDescriptor* v = f->enum_type()->FindValueByNumber(number);
+      if (v != nullptr) {
+        AppendJsonString(v->name(), out);
+      } else {
+        absl::StrAppend(out, number);
+      }
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      const std::string v = rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
+      AppendJsonString(f->type() == pb::FieldDescriptor::TYPE_BYTES ? absl::Base64Escape(v) : v,
+                       out);
+      break;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      AppendJsonMessage(rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f), indent,
+                        out);
+      break;
+  }
+}
+
+// A map entry's key as a JSON object key.
+std::string MapKey(const pb::Message& entry) {
+  const pb::FieldDescriptor* k = entry.GetDescriptor()->map_key();
+  std::string text;
+  if (k->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+    text = entry.GetReflection()->GetString(entry, k);
+  } else {
+    AppendJsonValue(entry, k, -1, 0, &text);
+  }
+  return text;
+}
+
+// True for an int64 field holding milliseconds since the epoch: every int64
+// field of the API whose name ends in "_ms" (create_time_ms, expires_ms, ...).
+bool IsEpochMillis(const pb::FieldDescriptor* f) {
+  return !f->is_repeated() && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 &&
+         absl::EndsWith(f->name(), "_ms");
+}
+
+void AppendJsonMessage(const pb::Message& m, int indent, std::string* out) {
+  const pb::Descriptor* d = m.GetDescriptor();
+  const pb::Reflection* r = m.GetReflection();
+  const std::string pad(indent + 2, ' ');
+  bool first = true;
+  auto key = [&](absl::string_view name) {
+    out->append(first ? "{\n" : ",\n");
+    first = false;
+    out->append(pad);
+    AppendJsonString(name, out);
+    out->append(": ");
+  };
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    // Like the proto3 JSON mapping with always_print_primitive_fields:
+    // singular messages and oneof members only when set; the rest always.
+    if (!f->is_repeated() && (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE ||
+                              f->containing_oneof() != nullptr) &&
+        !r->HasField(m, f)) {
+      continue;
+    }
+    key(f->name());
+    if (f->is_map()) {
+      const int n = r->FieldSize(m, f);
+      if (n == 0) {
+        out->append("{}");
+        continue;
+      }
+      // Sorted by key, so that the output is stable.
+      std::map<std::string, const pb::Message*> entries;
+      for (int j = 0; j < n; ++j) {
+        const pb::Message& entry = r->GetRepeatedMessage(m, f, j);
+        entries[MapKey(entry)] = &entry;
+      }
+      out->append("{\n");
+      bool first_entry = true;
+      for (const auto& [k, entry] : entries) {
+        if (!first_entry) out->append(",\n");
+        first_entry = false;
+        absl::StrAppend(out, pad, "  ");
+        AppendJsonString(k, out);
+        out->append(": ");
+        AppendJsonValue(*entry, entry->GetDescriptor()->map_value(), -1, indent + 4, out);
+      }
+      absl::StrAppend(out, "\n", pad, "}");
+    } else if (f->is_repeated()) {
+      const int n = r->FieldSize(m, f);
+      if (n == 0) {
+        out->append("[]");
+        continue;
+      }
+      out->append("[\n");
+      for (int j = 0; j < n; ++j) {
+        if (j > 0) out->append(",\n");
+        absl::StrAppend(out, pad, "  ");
+        AppendJsonValue(m, f, j, indent + 4, out);
+      }
+      absl::StrAppend(out, "\n", pad, "]");
+    } else {
+      AppendJsonValue(m, f, -1, indent + 2, out);
+      if (IsEpochMillis(f)) {
+        // The same instant for people and for kubectl-style tools.
+        const int64_t ms = r->GetInt64(m, f);
+        key(absl::StripSuffix(f->name(), "_ms"));
+        if (ms == 0) {
+          out->append("null");
+        } else {
+          AppendJsonString(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms),
+                                            absl::UTCTimeZone()),
+                           out);
+        }
+      }
+    }
+  }
+  if (first) {
+    out->append("{}");
+  } else {
+    absl::StrAppend(out, "\n", std::string(indent, ' '), "}");
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Table
@@ -91,13 +282,14 @@ void Table::AddRow(std::vector<std::string> cells) {
   rows_.push_back(std::move(cells));
 }
 
-std::string Table::Render() const {
+std::string Table::Render(bool header) const {
   std::vector<size_t> widths(rows_[0].size(), 0);
   for (const auto& row : rows_) {
     for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
   }
   std::string out;
-  for (const auto& row : rows_) {
+  for (size_t r = header ? 0 : 1; r < rows_.size(); ++r) {
+    const std::vector<std::string>& row = rows_[r];
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       if (i > 0) line.append("  ");
@@ -176,33 +368,25 @@ std::string NodeStateName(NodeState state) {
 }
 
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
   std::string out;
-  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
-  if (!status.ok()) {
-    return absl::InternalError(absl::StrCat("cannot print ", message.GetTypeName(),
-                                            " as JSON: ", status.ToString()));
-  }
-  if (out.empty() || out.back() != '\n') out.push_back('\n');
+  AppendJsonMessage(message, 0, &out);
+  out.push_back('\n');
   return out;
 }
 
 // ---------------------------------------------------------------- lists
 
-std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response) {
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response, bool headers) {
   Table table({"ID", "PINNED-QUOTA", "MAX-CONTAINERS", "WINDOW-QUOTA", "CREATED"});
   for (const Tenant& t : response.tenants()) {
     table.AddRow({t.id(), FormatBytes(t.quota().pinned_bytes()),
                   OrUnlimited(t.quota().max_containers(), false),
                   OrUnlimited(t.quota().window_bytes(), true), FormatTimeMs(t.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response) {
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers) {
   Table table({"NAME", "STATE", "BACKEND", "DEVICES(FREE/ALL)", "CONTAINERS", "AGENT",
                "LAST-HEARTBEAT"});
   for (const Node& n : response.nodes()) {
@@ -211,10 +395,10 @@ std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response) {
                   absl::StrCat(n.container_count()), OrDash(n.agent_address()),
                   FormatTimeMs(n.last_heartbeat_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response, bool headers) {
   Table table({"ADDRESS", "GROUP", "VENDOR", "DEVICE", "DRIVER", "ASSIGNABLE", "CONTAINER"});
   for (const iommu::v1::Device& d : response.devices()) {
     std::string assignable = YesNo(d.assignable());
@@ -225,10 +409,10 @@ std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response) {
                   PciId(d.device_id()), OrDash(d.driver()), assignable,
                   OrDash(d.container_id())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response) {
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response, bool headers) {
   Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "BUDGET", "WINDOWS", "WINDOW-BYTES",
                "CREATED"});
   for (const Container& c : response.containers()) {
@@ -237,20 +421,20 @@ std::string FormatContainerTable(const iommu::v1::ListContainersResponse& respon
                   FormatBytes(c.pin_budget_bytes()), absl::StrCat(c.window_count()),
                   FormatBytes(c.window_bytes()), FormatTimeMs(c.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response) {
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response, bool headers) {
   Table table({"ID", "CONTAINER", "TENANT", "BASE", "LAST", "SIZE", "ALIGN", "CREATED"});
   for (const Window& w : response.windows()) {
     table.AddRow({w.id(), w.container_id(), w.tenant_id(), Hex(w.base()),
                   w.size() == 0 ? "-" : Hex(w.base() + w.size() - 1), FormatBytes(w.size()),
                   FormatBytes(w.alignment()), FormatTimeMs(w.create_time_ms())});
   }
-  return table.Render();
+  return table.Render(headers);
 }
 
-std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response, bool headers) {
   Table tenants({"TENANT", "PINNED(BILLED)", "PINNED-QUOTA", "USE", "MAPPED", "DEDUP-SAVED",
                  "WINDOW-BYTES", "WINDOW-QUOTA", "CONTAINERS", "MAX-CONTAINERS", "WINDOWS"});
   for (const iommu::v1::TenantUsage& u : response.tenants()) {
@@ -271,7 +455,7 @@ std::string FormatUsage(const iommu::v1::GetUsageResponse& response) {
                   FormatBytes(u.mapped_bytes()), FormatBytes(saved), FormatBytes(u.window_bytes()),
                   absl::StrCat(u.containers()), absl::StrCat(u.windows())});
   }
-  return absl::StrCat(tenants.Render(), "\n", nodes.Render());
+  return absl::StrCat(tenants.Render(headers), "\n", nodes.Render(headers));
 }
 
 // ---------------------------------------------------------------- objects
@@ -666,24 +850,63 @@ std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary) {
   return absl::StrCat(head.Render(), "\n", table.Render());
 }
 
-absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message) {
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
+                                        bool headers) {
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
-  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) return FormatTenantTable(*m);
+  if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
+    return FormatTenantTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
-  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) return FormatNodeTable(*m);
+  if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {
+    return FormatNodeTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const DrainNodeResponse*>(&message)) return FormatDrain(*m);
-  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) return FormatDeviceTable(*m);
+  if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) {
+    return FormatDeviceTable(*m, headers);
+  }
   if (auto* m = dynamic_cast<const Container*>(&message)) return FormatContainer(*m);
   if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
-    return FormatContainerTable(*m);
+    return FormatContainerTable(*m, headers);
   }
   if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
-  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) return FormatWindowTable(*m);
-  if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m);
+  if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) {
+    return FormatWindowTable(*m, headers);
+  }
+  if (auto* m = dynamic_cast<const GetUsageResponse*>(&message)) return FormatUsage(*m, headers);
   if (auto* m = dynamic_cast<const GrantLauncherResponse*>(&message)) return FormatGrant(*m);
   return absl::InvalidArgumentError(
       absl::StrCat("no table view for ", message.GetTypeName()));
+}
+
+absl::StatusOr<std::string> FormatNames(const google::protobuf::Message& message) {
+  using namespace iommu::v1;  // NOLINT: dispatch over every response type.
+  std::string out;
+  auto add = [&out](absl::string_view kind, absl::string_view id) {
+    absl::StrAppend(&out, kind, "/", id, "\n");
+  };
+  if (auto* m = dynamic_cast<const Tenant*>(&message)) {
+    add("tenant", m->id());
+  } else if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
+    for (const Tenant& t : m->tenants()) add("tenant", t.id());
+  } else if (auto* m = dynamic_cast<const Node*>(&message)) {
+    add("node", m->name());
+  } else if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {
+    for (const Node& n : m->nodes()) add("node", n.name());
+  } else if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) {
+    for (const Device& d : m->devices()) add("device", d.address());
+  } else if (auto* m = dynamic_cast<const Container*>(&message)) {
+    add("container", m->id());
+  } else if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
+    for (const Container& c : m->containers()) add("container", c.id());
+  } else if (auto* m = dynamic_cast<const Window*>(&message)) {
+    add("window", m->id());
+  } else if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) {
+    for (const Window& w : m->windows()) add("window", w.id());
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("no names in ", message.GetTypeName()));
+  }
+  return out;
 }
 
 }  // namespace client

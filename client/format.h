@@ -7,8 +7,20 @@
 // is shown as "Key: value" lines instead.
 //
 // JSON: the proto3 JSON mapping with proto field names and every primitive
-// field printed (so zeros are explicit); 64-bit integers are JSON strings, as
-// the mapping requires. Every output ends with a newline.
+// field printed (so zeros are explicit), with two changes that make it read
+// like kubectl's:
+//  - 64-bit integers are plain JSON numbers, printed exactly (never rounded),
+//    not strings. Values above 2^53 (9007199254740992) are exact in the text
+//    but a parser reading numbers as doubles (JavaScript, jq before 1.7)
+//    rounds them; read such fields with an exact-integer parser (Python,
+//    Go's json.Number) or use the table view's hex.
+//  - every int64 field whose name ends in "_ms" holds milliseconds since the
+//    epoch, and is followed by a sibling without the suffix holding the same
+//    instant in RFC 3339 UTC with milliseconds ("create_time_ms": 1714564800000,
+//    "create_time": "2024-05-01T12:00:00.000Z"), or null when the field is 0
+//    (unset). The *_ms field stays, so the output still parses into the API's
+//    messages with unknown fields ignored.
+// Every output ends with a newline.
 //
 // Pure functions: no I/O, thread-safe.
 #ifndef CLIENT_FORMAT_H_
@@ -36,9 +48,10 @@ class Table final {
   // caller and are dropped.
   void AddRow(std::vector<std::string> cells);
 
-  // The header and the rows, aligned, each line ending in '\n' with no
-  // trailing blanks.
-  std::string Render() const;
+  // The header (unless !header) and the rows, aligned (the header counts
+  // for the widths either way), each line ending in '\n' with no trailing
+  // blanks.
+  std::string Render(bool header = true) const;
 
  private:
   std::vector<std::vector<std::string>> rows_;  // rows_[0] is the header.
@@ -58,19 +71,24 @@ std::string FormatPageSizes(uint64_t page_size_bitmap);
 std::string ContainerStateName(iommu::v1::ContainerState state);
 std::string NodeStateName(iommu::v1::NodeState state);
 
-// `message` as pretty-printed JSON (see the file comment). Fails only if
-// protobuf cannot serialise the message (INTERNAL).
+// `message` as pretty-printed JSON (see the file comment), by reflection;
+// map entries sorted by key. Never fails today (StatusOr for callers that
+// chain it).
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
 
-// Tables for lists.
-std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response);
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response);
-std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response);
-std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response);
-std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response);
+// Tables for lists; !headers leaves out the header row (--no-headers).
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response,
+                              bool headers = true);
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers = true);
+std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response,
+                              bool headers = true);
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response,
+                                 bool headers = true);
+std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response,
+                              bool headers = true);
 // Two tables: per tenant (quota, pinned (billed), mapped, dedup saved, window
-// bytes, ...), then per tenant and node.
-std::string FormatUsage(const iommu::v1::GetUsageResponse& response);
+// bytes, ...), then per tenant and node; !headers leaves out both header rows.
+std::string FormatUsage(const iommu::v1::GetUsageResponse& response, bool headers = true);
 
 // "Key: value" views of single objects.
 std::string FormatTenant(const iommu::v1::Tenant& tenant);
@@ -113,10 +131,18 @@ std::string FormatWindowDescription(const iommu::ctl::WindowDescription& d, int6
 // tenant (in the order given: most pinned first) and a TOTAL row.
 std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary);
 
-// The table view of any broker response above, chosen by message type.
-// INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete
-// responses; callers print their own confirmation for those).
-absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message);
+// The table view of any broker response above, chosen by message type;
+// !headers leaves out the header rows of lists and usage (the "Key: value"
+// views have none). INVALID_ARGUMENT for a type it has no view for (e.g. the
+// empty delete responses; callers print their own confirmation for those).
+absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
+                                        bool headers = true);
+
+// kubectl's `-o name`: one "KIND/ID" line per object of a list response
+// (tenant/ID, node/NAME, device/ADDRESS, container/ID, window/ID), or the
+// one line of a Tenant, Node, Container or Window; "" for an empty list.
+// INVALID_ARGUMENT for any other type.
+absl::StatusOr<std::string> FormatNames(const google::protobuf::Message& message);
 
 }  // namespace client
 }  // namespace iommu

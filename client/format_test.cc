@@ -13,6 +13,15 @@ namespace iommu {
 namespace client {
 namespace {
 
+using ::google::protobuf::util::JsonStringToMessage;
+
+// iommuctl's JSON adds an RFC 3339 sibling to every *_ms time field.
+google::protobuf::util::JsonParseOptions IgnoreUnknownFields() {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  return options;
+}
+
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -279,11 +288,11 @@ TEST(FormatJsonTest, UsesProtoNamesPrintsZerosAndParsesBack) {
   EXPECT_THAT(*json, HasSubstr("\"tenant_id\": \"acme\""));
   EXPECT_THAT(*json, HasSubstr("\"window_count\": 0"));
   EXPECT_THAT(*json, HasSubstr("\"state\": \"CONTAINER_STATE_READY\""));
-  EXPECT_THAT(*json, HasSubstr("\"page_size_bitmap\": \"1075843072\""));
+  EXPECT_THAT(*json, HasSubstr("\"page_size_bitmap\": 1075843072,"));
   EXPECT_EQ(json->back(), '\n');
 
   iommu::v1::Container back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(c, back));
 }
 
@@ -291,22 +300,49 @@ TEST(FormatJsonTest, GrantAndBudgetParseBack) {
   absl::StatusOr<std::string> json = FormatJson(SampleGrant());
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"token\": \"tok.ABCdef-123_xyz\""));
-  EXPECT_THAT(*json, HasSubstr("\"expires_ms\": \"1714564860000\""));
+  EXPECT_THAT(*json, HasSubstr("\"expires_ms\": 1714564860000,\n"));
   iommu::v1::GrantLauncherResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleGrant(), back));
 
   json = FormatJson(SampleContainer());
   ASSERT_TRUE(json.ok()) << json.status();
-  EXPECT_THAT(*json, HasSubstr("\"pin_budget_bytes\": \"8589934592\""));
+  EXPECT_THAT(*json, HasSubstr("\"pin_budget_bytes\": 8589934592"));
+}
+
+TEST(FormatJsonTest, TimesAreEpochMillisAndRfc3339AndBigNumbersStayExact) {
+  iommu::v1::Container c = SampleContainer();
+  c.set_create_time_ms(1714564800123);
+  c.set_pin_budget_bytes(~uint64_t{0});  // Far above 2^53: printed exactly.
+  absl::StatusOr<std::string> json = FormatJson(c);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"create_time_ms\": 1714564800123,\n"
+                               "  \"create_time\": \"2024-05-01T12:00:00.123Z\""));
+  EXPECT_THAT(*json, HasSubstr("\"pin_budget_bytes\": 18446744073709551615"));
+  iommu::v1::Container back;
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(c, back));
+
+  // Unset (0) times are null, not 1970.
+  c.set_create_time_ms(0);
+  json = FormatJson(c);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"create_time_ms\": 0,\n  \"create_time\": null"));
+  // Strings that need escaping.
+  c.set_tenant_id("a\"b\\c\n");
+  json = FormatJson(c);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_THAT(*json, HasSubstr("\"tenant_id\": \"a\\\"b\\\\c\\n\""));
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
+  EXPECT_EQ(back.tenant_id(), c.tenant_id());
 }
 
 TEST(FormatJsonTest, UsageAndEmptyResponsesParseBack) {
   absl::StatusOr<std::string> json = FormatJson(SampleUsage());
   ASSERT_TRUE(json.ok()) << json.status();
-  EXPECT_THAT(*json, HasSubstr("\"dedup_saved_bytes\": \"2147483648\""));
+  EXPECT_THAT(*json, HasSubstr("\"dedup_saved_bytes\": 2147483648"));
   iommu::v1::GetUsageResponse back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleUsage(), back));
 
   json = FormatJson(iommu::v1::DeleteTenantResponse());
@@ -535,14 +571,14 @@ TEST(FormatJsonTest, DescriptionsAndTheSummaryParseBack) {
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"reason\": \"WindowAllocated\""));
   iommu::ctl::ContainerDescription back;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &back).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &back, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleContainerDescription(), back));
 
   json = FormatJson(SampleSummary());
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_THAT(*json, HasSubstr("\"nodes_by_state\""));
   iommu::ctl::FleetSummary summary;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &summary).ok());
+  ASSERT_TRUE(JsonStringToMessage(*json, &summary, IgnoreUnknownFields()).ok());
   EXPECT_TRUE(MessageDifferencer::Equals(SampleSummary(), summary));
 }
 

@@ -169,6 +169,13 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::GetUsageRequest* req) 
   return OwnTenantFilter("GetUsage", c, req->mutable_tenant_id());
 }
 
+// ---- version: read-only and about the broker only: any authenticated
+// caller (operator, tenant, agent, broker), never an anonymous one.
+absl::Status Authorizer::Authorize(const Identity& c, v1::GetVersionRequest*) const {
+  if (c.role == Role::kAnonymous) return Deny("GetVersion", c, Unauthenticated());
+  return absl::OkStatus();
+}
+
 // ---- events: operators see all; a tenant the events of its own tenant,
 // containers and windows, and its "every event" list is narrowed to itself
 // (events of the fleet, such as nodes', carry no tenant and drop out). The

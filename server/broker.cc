@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
+#include "common/version.h"
 
 namespace iommu {
 namespace {
@@ -1972,6 +1973,13 @@ bool Broker::ObjectExistsLocked(const v1::ObjectRef& object, const std::string& 
     default:
       return false;
   }
+}
+
+absl::Status Broker::GetVersion(const v1::GetVersionRequest&, v1::GetVersionResponse* out,
+                                const Identity&) {
+  out->set_version(kVersion);
+  out->set_commit(BuildCommit());
+  return absl::OkStatus();
 }
 
 absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out,

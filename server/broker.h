@@ -159,6 +159,9 @@ class Broker final : public OwnershipView {
 
   absl::Status ListEvents(const v1::ListEventsRequest& req, v1::ListEventsResponse* out,
                           const Identity& caller = Identity{});
+  // This build's kVersion and BuildCommit() (common/version.h). Always OK.
+  absl::Status GetVersion(const v1::GetVersionRequest& req, v1::GetVersionResponse* out,
+                          const Identity& caller = Identity{});
 
   // ---- NodeRegistry (called by agents) ----
   absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);

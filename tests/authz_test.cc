@@ -20,6 +20,7 @@
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "common/version.h"
 #include "proto/agent.grpc.pb.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/cluster.h"
@@ -94,6 +95,14 @@ Codes NarrowedToCaller() {
   Codes c = OperatorOnly();
   c[kOwningTenant] = StatusCode::OK;
   c[kOtherTenant] = StatusCode::OK;
+  return c;
+}
+// Read-only facts about the broker: every authenticated caller.
+Codes AnyAuthenticated() {
+  Codes c = OperatorOnly();
+  for (Caller k : {kOwningTenant, kOtherTenant, kAgentOfNode, kAgentOfOtherNode, kBrokerCert}) {
+    c[k] = StatusCode::OK;
+  }
   return c;
 }
 // NodeRegistry calls for node-1: its agent (and operators) get through.
@@ -530,6 +539,14 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          if (c == kOwningTenant) {
            EXPECT_GE(out.events_size(), 1);
          }
+         return s;
+       }},
+      // ---- version
+      {"GetVersion", AnyAuthenticated(),
+       [&](Caller c) {
+         v1::GetVersionResponse out;
+         grpc::Status s = Invoke(BrokerAs(c).get(), &B::GetVersion, v1::GetVersionRequest(), &out);
+         if (s.ok()) EXPECT_EQ(out.version(), kVersion);
          return s;
        }},
       // ---- NodeRegistry, for node-1. Requests that get through are refused

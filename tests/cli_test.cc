@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "client/views.pb.h"
+#include "common/version.h"
 #include "proto/broker.pb.h"
 #include "tests/cluster.h"
 #include "tests/metrics_testing.h"
@@ -64,6 +65,7 @@ class CliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     Msg m;
     google::protobuf::util::JsonParseOptions opts;
+    opts.ignore_unknown_fields = true;  // The RFC 3339 siblings of *_ms times.
     auto s = google::protobuf::util::JsonStringToMessage(r.out, &m, opts);
     EXPECT_TRUE(s.ok()) << s.ToString() << "\n" << r.out;
     return m;
@@ -415,6 +417,65 @@ TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
   EXPECT_THAT(r.out, Not(HasSubstr("Nodes:")));
 }
 
+// Regression: `top --watch` wrote "\x1b[H\x1b[2J" before every frame even
+// when its output was a pipe. RunCommand captures stdout through a pipe.
+TEST_F(CliTest, TopWatchIntoAPipeWritesPlainFramesSeparatedByABlankLine) {
+  const std::string certs = cluster_.certs_dir();
+  CommandResult r = testing::RunCommand(
+      {"/usr/bin/timeout", "2.5", testing::RunfilePath("client/iommuctl"),
+       "--broker=" + cluster_.broker_address(), "--cert=" + certs + "/operator-admin.crt",
+       "--key=" + certs + "/operator-admin.key", "--ca=" + certs + "/ca.crt", "top",
+       "--watch=1s"});
+  EXPECT_EQ(r.exit_code, 124) << r.err;  // timeout's code: it ran until stopped.
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  // Each frame opens with "As of"; the second follows the first's blank line.
+  EXPECT_EQ(r.out.rfind("As of", 0), 0u) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("\nTOTAL "));
+  EXPECT_THAT(r.out, HasSubstr("\n\nAs of")) << r.out;
+}
+
+TEST_F(CliTest, OutputNameAndNoHeadersForScripts) {
+  CommandResult r = Ctl({"tenant", "create", "acme", "--pinned=1Gi", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "tenant/acme\n");
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
+  r = Ctl({"tenant", "list", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("tenant/acme\n"));
+  EXPECT_THAT(r.out, HasSubstr("tenant/other\n"));
+  EXPECT_EQ(r.out.size(), std::string("tenant/acme\ntenant/other\n").size()) << r.out;
+  r = Ctl({"node", "list", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "node/node-1\n");
+  r = Ctl({"device", "list", "--node=node-1", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "device/0000:00:04.0\ndevice/0000:00:05.0\n");
+
+  r = Ctl({"node", "list", "--no-headers"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("node-1 "));
+  EXPECT_THAT(r.out, Not(HasSubstr("NAME")));
+
+  // Nothing to name: refused before the broker is asked, the tenant stays.
+  r = Ctl({"-o", "name", "tenant", "delete", "other"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--output=name: \"tenant delete\" prints no objects to name"));
+  EXPECT_EQ(Ctl({"tenant", "get", "other", "-o", "name"}).out, "tenant/other\n");
+}
+
+TEST_F(CliTest, JsonHasPlainNumbersAndRfc3339Times) {
+  CommandResult r = Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=1Gi"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"pinned_bytes\": 1073741824,"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                         "\"create_time_ms\": [0-9]+,\n *\"create_time\": "
+                         "\"20[0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-9:]+\\.[0-9]{3}Z\""));
+  EXPECT_EQ(Json<v1::Tenant>(r).quota().pinned_bytes(), uint64_t{1} << 30);
+  r = Ctl({"-o", "json", "node", "get", "node-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"last_heartbeat\": \"20"));
+}
+
 TEST_F(CliTest, TransportMistakesAreClearErrors) {
   const std::string ctl = testing::RunfilePath("client/iommuctl");
   const std::string broker = "--broker=" + cluster_.broker_address();
@@ -441,6 +502,64 @@ TEST_F(CliTest, UnreachableBrokerIsUnavailable) {
        "--timeout=2s", "node", "list"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
+}
+
+// What bash completes after sourcing `iommuctl completion bash`, for the
+// words before the cursor and the word being completed.
+std::string Complete(const std::string& words) {
+  const std::string ctl = testing::RunfilePath("client/iommuctl");
+  CommandResult r = testing::RunCommand(
+      {"/bin/bash", "-c",
+       absl::StrCat("source <('", ctl, "' completion bash) || exit 3; COMP_WORDS=(iommuctl ",
+                    words, "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _iommuctl; "
+                    "echo \"${COMPREPLY[*]}\"")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  return r.out;
+}
+
+TEST(CompletionTest, BashCompletesCommandsVerbsAndFlags) {
+  EXPECT_EQ(Complete("ten"), "tenant\n");
+  EXPECT_EQ(Complete("tenant s"), "set-quota\n");
+  EXPECT_EQ(Complete("-o json container c"), "create\n");
+  EXPECT_EQ(Complete("tenant set-quota acme --win"), "--window-bytes=\n");
+  EXPECT_EQ(Complete("--broker 127.0.0.1:1 node drain n1 --del"), "--delete-containers\n");
+  EXPECT_EQ(Complete("top --w"), "--watch=\n");
+  EXPECT_EQ(Complete("version --no-h"), "--no-headers\n");  // Global flags too.
+  EXPECT_EQ(Complete("completion ''"), "bash\n");
+  EXPECT_EQ(Complete("usage --tenant=acme --n"), "--node= --no-headers\n");
+}
+
+TEST_F(CliTest, VersionShowsClientBrokerAndAgentVersions) {
+  const std::string line = absl::StrCat(kVersion, " (commit ", BuildCommit(), ")");
+  CommandResult r = Ctl({"version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("Client: iommuctl ", line, "\n")));
+  // The broker is built from the same tree, so it reports the same build.
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("Broker: iommu-broker ", line, "\n")));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("  node-1  ", kVersion, "\n")));
+  auto v = Json<iommu::ctl::VersionView>(Ctl({"-o", "json", "version"}));
+  EXPECT_EQ(v.broker_version(), kVersion);
+  EXPECT_EQ(v.broker_commit(), BuildCommit());
+  ASSERT_EQ(v.agents_size(), 1);
+  EXPECT_EQ(v.agents(0).node(), "node-1");
+
+  // A tenant may ask the broker, but sees no agents.
+  r = CtlAs("tenant-acme", {"version"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Broker: iommu-broker "));
+  EXPECT_THAT(r.out, Not(HasSubstr("Agents")));
+
+  // No broker: the client's line, then the error.
+  r = testing::RunCommand({testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1",
+                           "--insecure", "--timeout=2s", "version"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, absl::StrCat("Client: iommuctl ", line, "\n"));
+  EXPECT_THAT(r.err, HasSubstr("error: UNAVAILABLE"));
+  r = testing::RunCommand({testing::RunfilePath("client/iommuctl"), "--broker=127.0.0.1:1",
+                           "--insecure", "version", "--client"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, absl::StrCat("Client: iommuctl ", line, "\n"));
 }
 
 }  // namespace
