@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -422,6 +423,9 @@ absl::Status Run(const AgentOptions& o, const TransportConfig& transport,
       !s.ok()) {
     return WithStartEvent("restore_failed", s);
   }
+  // Declared after `core`, so it runs before `core` is destroyed: the
+  // sweeper thread calls into the core.
+  absl::Cleanup stop_sweeper = [&persistence] { (*persistence)->StopSweeper(); };
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
   agent_metrics->SetKernelPinFiles("/proc/self/status", "/proc/vmstat");
   return ServeUntilStopped(o, transport, backend, core, **persistence, agent_metrics,

@@ -69,8 +69,10 @@ absl::StatusOr<std::unique_ptr<Persistence>> Persistence::Open(const Persistence
   return p;
 }
 
-Persistence::~Persistence() {
-  stop_.Notify();
+Persistence::~Persistence() { StopSweeper(); }
+
+void Persistence::StopSweeper() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
   if (sweeper_.joinable()) sweeper_.join();
 }
 

@@ -74,8 +74,12 @@ class Persistence final {
       const std::function<absl::StatusOr<GuestMemoryRegion>(UniqueFd)>& map_memory);
 
   // Ends restored sessions nobody resumed in time, once a second, until
-  // destroyed. Call after RestoreInto.
+  // StopSweeper or destruction. Call after RestoreInto.
   void StartSweeper(AgentCore* core);
+  // Stops the sweeper and waits for it; idempotent. Call before the
+  // AgentCore it sweeps is destroyed (the core outlives it only if this
+  // object goes first, and the core points at this object's journal).
+  void StopSweeper();
 
   // The agent's start-up step, before anything is served: RestoreInto, then
   // logs what was restored and each problem (and a warning when a restart

@@ -148,6 +148,7 @@ class Worker {
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
       grpc::Status s = (stub_.get()->*method)(&ctx, req, out);
       last_code_ = s.error_code();
+      last_retried_ = retried;
       if (s.ok()) {
         st_.acked.push_back({op, req.SerializeAsString(), out->SerializeAsString()});
         acked_count_.fetch_add(1, std::memory_order_relaxed);
@@ -211,7 +212,15 @@ class Worker {
     req.set_request_id(NextId("delete"));
     req.set_container_id(id);
     v1::DeleteContainerResponse out;
-    const Outcome o = Do(Op::kDeleteContainer, &v1::Broker::Stub::DeleteContainer, req, &out);
+    Outcome o = Do(Op::kDeleteContainer, &v1::Broker::Stub::DeleteContainer, req, &out);
+    // A delete cut off by the kill after its intent was durable and the agent
+    // destroyed the container is finished by the next broker when the agent
+    // registers (the agent no longer holds it); the retry then finds no
+    // container. NOT_FOUND after an uncertain first attempt says "gone",
+    // not "refused".
+    if (o == Outcome::kRefused && last_retried_ && last_code_ == grpc::StatusCode::NOT_FOUND) {
+      o = Outcome::kAbandoned;
+    }
     if (o == Outcome::kRefused) return;
     // Acknowledged: gone with its windows. Abandoned: unknown, with them.
     std::set<std::string>& to = o == Outcome::kAcked ? st_.deleted_containers : st_.unknown;
@@ -279,6 +288,7 @@ class Worker {
   std::mt19937 rng_;
   std::unique_ptr<v1::Broker::Stub> stub_;
   grpc::StatusCode last_code_ = grpc::StatusCode::OK;
+  bool last_retried_ = false;  // The last answer came to a retried request id.
   int seq_ = 0;
   std::atomic<int> acked_count_{0};
   WorkerState st_;
