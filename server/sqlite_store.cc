@@ -16,6 +16,7 @@
 #include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "server/record_checksum.h"
+#include "server/sqlite_util.h"
 #include "server/store_file_lock.h"
 
 namespace iommu {
@@ -82,34 +83,9 @@ bool RegisterChecksumFunctions(sqlite3* db) {
                                  nullptr, nullptr) == SQLITE_OK;
 }
 
-std::string ColumnText(sqlite3_stmt* st, int col) {
-  const unsigned char* p = sqlite3_column_text(st, col);
-  return p == nullptr ? std::string()
-                      : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(st, col));
-}
-std::string ColumnBlob(sqlite3_stmt* st, int col) {
-  const void* p = sqlite3_column_blob(st, col);
-  return p == nullptr ? std::string()
-                      : std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, col));
-}
-
-// The connection's last error as a Status. Busy/locked and I/O errors are
-// UNAVAILABLE (the caller may retry); corruption is DATA_LOSS; a full disk is
-// RESOURCE_EXHAUSTED. Never FAILED_PRECONDITION: a read that failed must not
-// look like an answer about the state.
+// The connection's last error (sqlite_util.h says which code means what).
 absl::Status Error(sqlite3* db, absl::string_view what) {
-  const int code = sqlite3_extended_errcode(db);
-  const std::string msg =
-      absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
-  switch (code & 0xff) {
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::UnavailableError(msg);
-  }
+  return SqliteError(db, "store", what);
 }
 
 constexpr char kRestore[] =
@@ -169,7 +145,7 @@ class SqliteStore final : public Store {
     std::vector<std::string> problems;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      std::string line = ColumnText(st.get(), 0);
+      std::string line = SqliteColumnText(st.get(), 0);
       if (line != "ok") problems.push_back(std::move(line));
     }
     if (rc != SQLITE_DONE) {
@@ -284,7 +260,7 @@ class SqliteStore final : public Store {
     std::vector<StoreRecord> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      StoreRecord r{ColumnText(st.get(), 0), ColumnText(st.get(), 1), ColumnBlob(st.get(), 2)};
+      StoreRecord r{SqliteColumnText(st.get(), 0), SqliteColumnText(st.get(), 1), SqliteColumnBlob(st.get(), 2)};
       const uint32_t stored = static_cast<uint32_t>(sqlite3_column_int64(st.get(), 3));
       const uint32_t computed = ObjectChecksum(r.kind, r.id, r.value);
       if (stored != computed) {
@@ -378,7 +354,7 @@ class SqliteStore final : public Store {
     std::map<std::string, int64_t> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      out[ColumnText(st.get(), 0)] = sqlite3_column_int64(st.get(), 1);
+      out[SqliteColumnText(st.get(), 0)] = sqlite3_column_int64(st.get(), 1);
     }
     if (rc != SQLITE_DONE) return Error(read_db_, "count requests");
     return out;
@@ -392,9 +368,9 @@ class SqliteStore final : public Store {
   // different request.
   absl::StatusOr<RequestRecord> RequestFromRow(sqlite3_stmt* st, const absl::string_view* wanted) {
     RequestRecord r;
-    r.request_id = ColumnText(st, 0);
-    r.fingerprint = ColumnBlob(st, 1);
-    r.response = ColumnBlob(st, 2);
+    r.request_id = SqliteColumnText(st, 0);
+    r.fingerprint = SqliteColumnBlob(st, 1);
+    r.response = SqliteColumnBlob(st, 2);
     r.time_ms = sqlite3_column_int64(st, 3);
     const uint32_t stored = static_cast<uint32_t>(sqlite3_column_int64(st, 4));
     const uint32_t computed = RequestChecksum(r.request_id, r.fingerprint, r.response, r.time_ms);

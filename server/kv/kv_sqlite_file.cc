@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "server/kv/kv_rules.h"
 #include "server/record_checksum.h"
+#include "server/sqlite_util.h"
 
 namespace iommu {
 namespace kv {
@@ -46,25 +47,9 @@ const char kRowColumns[] =
     "key, value, create_revision, revision, version, lease, tombstone, sub, sum";
 
 absl::Status Error(sqlite3* db, absl::string_view what) {
-  const int code = sqlite3_extended_errcode(db);
-  const std::string msg =
-      absl::StrCat("kv store: ", what, ": ", sqlite3_errmsg(db), " (sqlite ", code, ")");
-  switch (code & 0xff) {
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::UnavailableError(msg);
-  }
+  return SqliteError(db, "kv store", what);
 }
 
-std::string ColumnBlob(sqlite3_stmt* st, int col) {
-  const void* p = sqlite3_column_blob(st, col);
-  return p == nullptr ? std::string()
-                      : std::string(static_cast<const char*>(p), sqlite3_column_bytes(st, col));
-}
 
 void BindBlob(sqlite3_stmt* st, int i, const std::string& s) {
   // Keys are bound as BLOBs everywhere: SQLite orders BLOBs by memcmp, the
@@ -95,8 +80,8 @@ uint32_t RowChecksum(const std::string& key, int64_t revision, int64_t sub,
 // is a delete. DATA_LOSS naming the file, key and revision when its
 // checksum does not match.
 absl::Status RowToKv(const std::string& path, sqlite3_stmt* st, KeyValue* kv, bool* tombstone) {
-  kv->key = ColumnBlob(st, 0);
-  kv->value = ColumnBlob(st, 1);
+  kv->key = SqliteColumnBlob(st, 0);
+  kv->value = SqliteColumnBlob(st, 1);
   kv->create_revision = sqlite3_column_int64(st, 2);
   kv->mod_revision = sqlite3_column_int64(st, 3);
   kv->version = sqlite3_column_int64(st, 4);
@@ -220,7 +205,7 @@ absl::Status KvSqliteFile::CheckOrCreateSchema() {
     std::vector<std::string> problems;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      std::string line = ColumnBlob(st.get(), 0);
+      std::string line = SqliteColumnBlob(st.get(), 0);
       if (line != "ok") problems.push_back(std::move(line));
     }
     if (rc != SQLITE_DONE || !problems.empty()) {
