@@ -195,39 +195,9 @@ TEST(FleetStateRandomTest, IndexesEqualARebuildAndRefusalsAreAtomic) {
   std::mt19937 rng(12345);
   FleetState s;
   std::map<std::pair<std::string, std::string>, StoreRecord> records;  // What was applied.
-  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
   int applied = 0, refused = 0;
   for (int step = 0; step < 3000; ++step) {
-    WriteBatch b;
-    const int ops = 1 + pick(3);
-    for (int i = 0; i < ops; ++i) {
-      const std::string tenant = absl::StrCat("t", pick(3));
-      const std::string node = absl::StrCat("n", pick(3));
-      const std::string cid = absl::StrCat("c", pick(6));
-      switch (pick(8)) {
-        case 0:
-          b.puts.push_back(TenantRec(tenant));
-          break;
-        case 1:
-          b.puts.push_back(NodeRec(node));
-          b.puts.push_back(DevicesRec(node, 1 + pick(4), pick(2) ? 0x10de : 0x8086));
-          break;
-        case 2:
-        case 3:
-          b.puts.push_back(Rec(Container(cid, tenant, node, {Dev(pick(4))}, pick(5) * 4096)));
-          break;
-        case 4:
-        case 5:
-          b.puts.push_back(WindowRec(absl::StrCat("w", pick(10)), cid, tenant,
-                                     uint64_t(pick(16)) * 0x10000, uint64_t(1 + pick(3)) * 0x8000));
-          break;
-        case 6:
-          b.deletes.push_back({kWindowKind, absl::StrCat("w", pick(10))});
-          break;
-        default:
-          b.deletes.push_back({pick(2) ? kContainerKind : kTenantKind, pick(2) ? cid : tenant});
-      }
-    }
+    const WriteBatch b = RandomChange(&rng, /*one_write_per_key=*/false);
     const std::string before = Dump(s);
     if (s.Apply(b).ok()) {
       ++applied;

@@ -2,6 +2,8 @@
 #ifndef SERVER_MODEL_TEST_RECORDS_H_
 #define SERVER_MODEL_TEST_RECORDS_H_
 
+#include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,6 +112,53 @@ inline std::string Dump(const FleetState& s) {
   const FleetCounts& k = s.counts();
   absl::StrAppend(&out, "K ", k.tenants, " ", k.nodes, " ", k.containers, " ", k.windows);
   return out;
+}
+
+// A random change over a small id space (3 tenants, 3 nodes, 6 containers,
+// 10 windows), often invalid: for tests that check what the model accepts
+// and refuses. With `one_write_per_key`, later writes of a key already in
+// the change are dropped, as a store's txn requires.
+inline WriteBatch RandomChange(std::mt19937* rng, bool one_write_per_key) {
+  auto pick = [rng](int n) { return static_cast<int>((*rng)() % n); };
+  WriteBatch b;
+  for (int i = 0, ops = 1 + pick(3); i < ops; ++i) {
+    const std::string tenant = absl::StrCat("t", pick(3));
+    const std::string node = absl::StrCat("n", pick(3));
+    const std::string cid = absl::StrCat("c", pick(6));
+    switch (pick(8)) {
+      case 0:
+        b.puts.push_back(TenantRec(tenant));
+        break;
+      case 1:
+        b.puts.push_back(NodeRec(node));
+        b.puts.push_back(DevicesRec(node, 1 + pick(4), pick(2) ? 0x10de : 0x8086));
+        break;
+      case 2:
+      case 3:
+        b.puts.push_back(Rec(Container(cid, tenant, node, {Dev(pick(4))}, pick(5) * 4096)));
+        break;
+      case 4:
+      case 5:
+        b.puts.push_back(WindowRec(absl::StrCat("w", pick(10)), cid, tenant,
+                                   uint64_t(pick(16)) * 0x10000, uint64_t(1 + pick(3)) * 0x8000));
+        break;
+      case 6:
+        b.deletes.push_back({kWindowKind, absl::StrCat("w", pick(10))});
+        break;
+      default:
+        b.deletes.push_back({pick(2) ? kContainerKind : kTenantKind, pick(2) ? cid : tenant});
+    }
+  }
+  if (!one_write_per_key) return b;
+  std::set<std::pair<std::string, std::string>> seen;
+  WriteBatch unique;
+  for (const StoreRecord& r : b.puts) {
+    if (seen.insert({r.kind, r.id}).second) unique.puts.push_back(r);
+  }
+  for (const auto& d : b.deletes) {
+    if (seen.insert(d).second) unique.deletes.push_back(d);
+  }
+  return unique;
 }
 
 }  // namespace model
