@@ -414,6 +414,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
   EraseFromSet(&index_.node_containers, c.node(), id);
   Subtract(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
   containers_.erase(it);
+  push_order_.erase(id);  // A push in flight keeps its own reference.
 }
 
 void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
@@ -1643,10 +1644,7 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
   {
     absl::MutexLock l(&mu_);
     auto c = containers_.find(container_id);
-    if (c == containers_.end()) {
-      push_order_.erase(container_id);
-      return absl::OkStatus();
-    }
+    if (c == containers_.end()) return absl::OkStatus();
     auto n = nodes_.find(c->second.container.node());
     // Nothing to send, so nothing to wait for behind a push to a stalled agent.
     if (n == nodes_.end() || !NodeLiveLocked(n->second)) return absl::OkStatus();
