@@ -33,7 +33,11 @@ TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detec
 TSAN_SUPP_HASH="$(sha256sum fuzz/tsan.supp | cut -c1-16)"
 
 summary=()
+failures=()
 failed=0
+PHASE_LOG="$(mktemp)"
+TESTS_FILE="$(mktemp)"
+trap 'rm -f "$PHASE_LOG" "$TESTS_FILE"' EXIT
 phase() {
   local name="$1" start status
   shift
@@ -41,8 +45,8 @@ phase() {
   echo "=== test.sh: $name: $*"
   start=$(date +%s)
   set +e
-  "$@"
-  status=$?
+  "$@" 2>&1 | tee "$PHASE_LOG"
+  status=${PIPESTATUS[0]}
   set -e
   local took=$(($(date +%s) - start))
   if [ "$status" -eq 0 ]; then
@@ -50,7 +54,25 @@ phase() {
   else
     summary+=("$(printf '%-5s FAILED  %4ds  (exit %d)' "$name" "$took" "$status")")
     failed=1
+    remember_failures "$name"
   fi
+}
+
+# A failed phase's failing targets and the end of each one's log, kept for the
+# summary: the end of the output is what a CI page shows, and a long phase
+# scrolls the failure itself far out of it.
+remember_failures() {
+  local name="$1" line target log
+  while IFS= read -r line; do
+    target="$(sed -E 's/^(FAIL|TIMEOUT): (\S+) .*/\2/' <<<"$line")"
+    log="$(sed -nE 's/.*\(see (\S+)\).*/\1/p' <<<"$line")"
+    failures+=("--- $name: $target")
+    if [ -n "$log" ] && [ -f "$log" ]; then
+      while IFS= read -r l; do failures+=("    $l"); done < <(tail -n 30 "$log")
+    fi
+  done < <(grep -E '^(FAIL|TIMEOUT): //' "$PHASE_LOG" | head -n 6)
+  while IFS= read -r line; do failures+=("--- $name: $line"); done \
+    < <(grep -E '^(ERROR: |fuzz: .*(FAILED|crash))|FAILED TO BUILD|NO STATUS' "$PHASE_LOG" | head -n 8)
 }
 
 phase test bazel test //... "$@"
@@ -61,8 +83,6 @@ phase test bazel test //... "$@"
 # name it for one directory name only, and CI clones elsewhere). So the
 # workspace's own server lists the tests, and the sanitizer builds leave the
 # convenience symlinks (bazel-bin, bazel-testlogs) pointing at the gcc build.
-TESTS_FILE="$(mktemp)"
-trap 'rm -f "$TESTS_FILE"' EXIT
 if bazel query --noshow_progress 'tests(//...) except attr(tags, "\bmanual\b", //...)' \
     >"$TESTS_FILE"; then
   SAN_TEST=(test --build_tests_only --keep_going --experimental_convenience_symlinks=ignore
@@ -84,5 +104,10 @@ phase fuzz env FUZZ_OUTPUT_BASE="$SAN_BASE" FUZZ_OUT="$FUZZ_OUT" fuzz/run.sh
 
 echo
 echo "=== test.sh: summary"
+if ((${#failures[@]})); then
+  echo "failures (the end of each failing test's log):"
+  printf '%s\n' "${failures[@]}"
+  echo
+fi
 printf '  %s\n' "${summary[@]}"
 exit "$failed"
