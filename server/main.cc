@@ -28,6 +28,7 @@
 #include "common/metrics.h"
 #include "common/rpc_metrics.h"
 #include "common/service_notify.h"
+#include "common/status_macros.h"
 #include "common/tls_flags.h"
 #include "common/version.h"
 #include "server/agent_client.h"
@@ -36,14 +37,36 @@
 #include "server/broker_metrics.h"
 #include "server/broker_service.h"
 #include "server/private_file.h"
-#include "server/sqlite_store.h"
+#include "server/open_store.h"
+#include "server/store_spec.h"
 #include "server/timed_store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7400",
           "host:port for the gRPC API (Broker, NodeRegistry, health, reflection); port 0 picks "
           "a free port (see --port_file)");
 ABSL_FLAG(std::string, db, "/var/lib/iommu-broker/broker.db",
-          "SQLite database file of the embedded store (created if missing)");
+          "SQLite database file of the embedded store (created if missing); the same as "
+          "--store=sqlite:FILE");
+ABSL_FLAG(std::string, store, "",
+          "where the state lives: sqlite:FILE (the embedded store; the default, FILE from --db), "
+          "sqlite-kv:FILE (the versioned store, etcd's data model, in one SQLite file), or "
+          "etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster; replicas on one --etcd_prefix "
+          "elect one leader, the others wait to take over)");
+ABSL_FLAG(std::string, etcd_prefix, "/iommu-broker",
+          "with --store=etcd://: the key prefix of this broker's state (one prefix per fleet)");
+ABSL_FLAG(std::string, etcd_cert, "", "with --store=etcd://: client certificate for etcd (mTLS)");
+ABSL_FLAG(std::string, etcd_key, "", "with --store=etcd://: its private key");
+ABSL_FLAG(std::string, etcd_ca, "",
+          "with --store=etcd://: CA to verify etcd's certificate; without --etcd_ca, "
+          "--etcd_cert and --etcd_key: plaintext");
+ABSL_FLAG(int64_t, etcd_max_txn_ops, 128,
+          "with --store=etcd://: the cluster's --max-txn-ops; larger commit groups are split "
+          "between changes, never inside one");
+ABSL_FLAG(std::string, replica_name, "",
+          "with --store=etcd://: this replica's name, shown as the leader (default: host name)");
+ABSL_FLAG(int64_t, leader_ttl_seconds, 10,
+          "with --store=etcd://: the leader's lease; a leader that dies without stopping blocks "
+          "the others this long");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving (for scripts and tests)");
 ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "how often agents are told to heartbeat");
@@ -80,6 +103,60 @@ namespace {
 constexpr int64_t kHousekeepingPeriodMs = 250;
 // /healthz fails when housekeeping has not completed for this long.
 constexpr int64_t kHousekeeperStallMs = 30000;
+
+std::string StoreDescription() {
+  absl::StatusOr<iommu::StoreSpec> spec =
+      iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db));
+  return spec.ok() ? iommu::DescribeStoreSpec(*spec) : "";
+}
+
+// Opens --store. On etcd this waits, as a standby, until this replica leads;
+// a stop signal meanwhile ends the wait (CANCELLED). Losing leadership later
+// stops the daemon (exit 1), so that its supervisor starts it again as a
+// standby.
+absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop) {
+  iommu::StoreOptions o;
+  ASSIGN_OR_RETURN(o.spec, iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db)));
+  o.etcd_prefix = absl::GetFlag(FLAGS_etcd_prefix);
+  o.etcd_cert_file = absl::GetFlag(FLAGS_etcd_cert);
+  o.etcd_key_file = absl::GetFlag(FLAGS_etcd_key);
+  o.etcd_ca_file = absl::GetFlag(FLAGS_etcd_ca);
+  o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
+  o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
+  o.replica_name = absl::GetFlag(FLAGS_replica_name);
+  if (o.replica_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    o.replica_name = host;
+  }
+  const absl::Duration watchdog = iommu::WatchdogPingInterval();
+  std::string last_leader;
+  auto waiting = [&](absl::string_view leader) {
+    if (leader != last_leader) {
+      last_leader = std::string(leader);
+      iommu::LogEvent(iommu::LogLevel::kInfo, "standby",
+                      {{"leader", last_leader}, {"replica", o.replica_name}});
+    }
+    if (watchdog > absl::ZeroDuration()) iommu::NotifyWatchdog();
+    sigset_t pending;
+    sigpending(&pending);
+    for (int sig : {SIGINT, SIGTERM}) {
+      if (sigismember(&stop, sig) && sigismember(&pending, sig)) return false;
+    }
+    return true;
+  };
+  auto on_lost = [](const absl::Status& why) {
+    iommu::LogEvent(iommu::LogLevel::kError, "leadership_lost", {{"error", why.message()}});
+    kill(getpid(), SIGTERM);  // The stop path drains and exits 1.
+  };
+  ASSIGN_OR_RETURN(iommu::OpenedStore store, iommu::OpenStore(o, waiting, on_lost));
+  if (store.leader != nullptr) {
+    iommu::LogEvent(iommu::LogLevel::kInfo, "leading",
+                    {{"replica", o.replica_name},
+                     {"fence_revision", store.leader->fence_revision()}});
+  }
+  return store;
+}
 
 int Run() {
   // Everything the broker creates is its own alone, whatever umask it was
@@ -132,13 +209,18 @@ int Run() {
   // state gauges are read from the broker at scrape time.
   auto metrics = std::make_shared<iommu::BrokerMetrics>();
 
-  auto store = iommu::OpenSqliteStore(absl::GetFlag(FLAGS_db));
+  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(stop);
   if (!store.ok()) {
     // The message names the file and what is wrong; the code says which
     // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
-    // DATA_LOSS: damaged, restore a backup).
+    // DATA_LOSS: damaged, restore a backup; CANCELLED: stopped while
+    // waiting to lead).
+    if (store.status().code() == absl::StatusCode::kCancelled) {
+      iommu::LogEvent(iommu::LogLevel::kInfo, "stopped", {{"while", "waiting to lead"}});
+      return 0;
+    }
     iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store.status().ToString()}});
-    return 1;
+    return store.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   auto agents = iommu::NewGrpcAgentClient(
       absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
@@ -148,7 +230,7 @@ int Run() {
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
-  iommu::TimedStore timed_store(store->get(), [m = metrics.get()](absl::Duration d) {
+  iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
   });
   auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
@@ -164,8 +246,9 @@ int Run() {
   std::atomic<bool> serving{false};
   std::atomic<int64_t> housekeeper_seen_ms{absl::ToUnixMillis(absl::Now())};
   iommu::metrics::Health health;
-  health.ready = [&serving, b = broker->get()]() -> absl::Status {
+  health.ready = [&serving, b = broker->get(), leader = store->leader.get()]() -> absl::Status {
     if (!serving) return absl::UnavailableError("broker: the API is not serving (starting or stopping)");
+    if (leader != nullptr) RETURN_IF_ERROR(leader->lost());
     return b->Unrecoverable();
   };
   health.live = [&housekeeper_seen_ms]() -> absl::Status {
@@ -241,7 +324,7 @@ int Run() {
   iommu::LogEvent(iommu::LogLevel::kInfo, "serving",
                   {{"listen", absl::GetFlag(FLAGS_listen)},
                    {"port", port},
-                   {"db", absl::GetFlag(FLAGS_db)},
+                   {"store", StoreDescription()},
                    {"transport", iommu::DescribeTransport(*transport)}});
   serving = true;
   iommu::NotifyReady(absl::StrCat("serving on port ", port));
@@ -291,7 +374,11 @@ int Run() {
   server.reset();
   metrics_server.http.reset();  // Scrapes read the broker: stop them first.
   broker->reset();
-  store->reset();  // Closes the database cleanly (checkpoints the WAL).
+  if (store->leader != nullptr && !store->leader->lost().ok()) exit_code = 1;
+  // Closes the database cleanly (checkpoints the WAL); hands leadership over.
+  store->store.reset();
+  store->leader.reset();
+  store->kv.reset();
   iommu::LogEvent(iommu::LogLevel::kInfo, "stopped");
   return exit_code.load();
 }

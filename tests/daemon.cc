@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
 
 namespace iommu::testing {
 
@@ -101,7 +102,15 @@ Daemon::~Daemon() { Kill(); }
 absl::Status Daemon::Start(const std::string& binary, std::vector<std::string> args,
                            const std::string& dir, const std::string& name,
                            absl::Duration timeout) {
-  const std::string port_file = absl::StrCat(dir, "/", name, ".port");
+  RETURN_IF_ERROR(Launch(binary, std::move(args), dir, name));
+  return WaitForPort(timeout);
+}
+
+absl::Status Daemon::Launch(const std::string& binary, std::vector<std::string> args,
+                            const std::string& dir, const std::string& name) {
+  name_ = name;
+  port_file_ = absl::StrCat(dir, "/", name, ".port");
+  const std::string& port_file = port_file_;
   unlink(port_file.c_str());
   log_ = absl::StrCat(dir, "/", name, ".log");
   early_exit_status_ = -1;
@@ -125,6 +134,13 @@ absl::Status Daemon::Start(const std::string& binary, std::vector<std::string> a
     execv(binary.c_str(), argv.data());
     _exit(127);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::WaitForPort(absl::Duration timeout) {
+  const std::string& port_file = port_file_;
+  const std::string& name = name_;
+  if (pid_ <= 0) return absl::FailedPreconditionError(absl::StrCat(name, " is not running"));
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
     std::ifstream in(port_file);
@@ -143,6 +159,14 @@ absl::Status Daemon::Start(const std::string& binary, std::vector<std::string> a
 int Daemon::Stop() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+int Daemon::Wait() {
+  if (pid_ <= 0) return -1;
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;

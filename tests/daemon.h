@@ -50,8 +50,16 @@ class Daemon final {
                      const std::string& dir, const std::string& name,
                      absl::Duration timeout = absl::Seconds(30));
 
+  // Start in two steps: starts the child without waiting, then waits for
+  // its port (e.g. a standby replica, which publishes it only once it leads).
+  absl::Status Launch(const std::string& binary, std::vector<std::string> args,
+                      const std::string& dir, const std::string& name);
+  absl::Status WaitForPort(absl::Duration timeout = absl::Seconds(30));
+
   // SIGTERM, then waits for exit. Returns the exit status (as waitpid).
   int Stop();
+  // Waits for the child to exit by itself. Returns the exit status.
+  int Wait();
   // SIGKILL, then reaps.
   void Kill();
 
@@ -69,6 +77,8 @@ class Daemon final {
   int port_ = 0;
   int early_exit_status_ = -1;
   std::string log_;
+  std::string name_;
+  std::string port_file_;
 };
 
 }  // namespace iommu::testing

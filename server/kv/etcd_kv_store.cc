@@ -671,19 +671,6 @@ class EtcdKvStore final : public KvStore {
 
 }  // namespace
 
-std::string PrefixRangeEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    unsigned char& last = reinterpret_cast<unsigned char&>(end.back());
-    if (last < 0xff) {
-      ++last;
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');
-}
-
 absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& options) {
   std::vector<std::string> addresses;
   for (absl::string_view a : absl::StrSplit(options.endpoints, ',', absl::SkipWhitespace())) {

@@ -69,11 +69,6 @@ struct EtcdKvOptions {
 // dial_timeout.
 absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& options);
 
-// The smallest key greater than every key starting with `prefix` (etcd's
-// clientv3.GetPrefixRangeEnd); "\0" (every key) for an empty or all-0xff
-// prefix.
-std::string PrefixRangeEnd(const std::string& prefix);
-
 }  // namespace kv
 }  // namespace iommu
 

@@ -39,5 +39,18 @@ absl::StatusOr<std::optional<KeyValue>> KvStore::Get(std::string key) {
   return std::optional<KeyValue>(std::move(resp->kvs[0]));
 }
 
+std::string PrefixRangeEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    unsigned char& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
 }  // namespace kv
 }  // namespace iommu

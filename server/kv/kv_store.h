@@ -250,6 +250,11 @@ class KvStore {
   absl::StatusOr<std::optional<KeyValue>> Get(std::string key);
 };
 
+// The smallest key greater than every key starting with `prefix` (etcd's
+// clientv3.GetPrefixRangeEnd); "\0" (every key) for an empty or all-0xff
+// prefix.
+std::string PrefixRangeEnd(const std::string& prefix);
+
 }  // namespace kv
 }  // namespace iommu
 

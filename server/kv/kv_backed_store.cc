@@ -1,0 +1,225 @@
+#include "server/kv/kv_backed_store.h"
+
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace iommu {
+namespace kv {
+
+std::string StateKey(absl::string_view kind, absl::string_view id) {
+  return absl::StrCat(kStatePrefix, "/", kind, "/", id);
+}
+
+std::string RequestKey(absl::string_view request_id) {
+  return absl::StrCat(kRequestsPrefix, request_id);
+}
+
+std::string EncodeRequest(const RequestRecord& r) {
+  return absl::StrCat(r.time_ms, ":", r.fingerprint.size(), ":", r.fingerprint, r.response);
+}
+
+absl::StatusOr<RequestRecord> DecodeRequest(absl::string_view request_id,
+                                            absl::string_view bytes) {
+  auto damaged = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("store: the remembered answer of request \"",
+                                            request_id, "\" is damaged: ", why));
+  };
+  const size_t first = bytes.find(':');
+  const size_t second = first == absl::string_view::npos ? first : bytes.find(':', first + 1);
+  if (second == absl::string_view::npos) return damaged("no \"<time>:<length>:\" header");
+  RequestRecord r;
+  uint64_t fp_size = 0;
+  if (!absl::SimpleAtoi(bytes.substr(0, first), &r.time_ms) ||
+      !absl::SimpleAtoi(bytes.substr(first + 1, second - first - 1), &fp_size)) {
+    return damaged("the header's numbers do not parse");
+  }
+  const absl::string_view rest = bytes.substr(second + 1);
+  if (fp_size > rest.size()) return damaged("the fingerprint runs past the end");
+  r.request_id = std::string(request_id);
+  r.fingerprint = std::string(rest.substr(0, fp_size));
+  r.response = std::string(rest.substr(fp_size));
+  return r;
+}
+
+absl::StatusOr<std::vector<KeyValue>> KvBackedStore::RangePrefix(const std::string& prefix) {
+  std::vector<KeyValue> out;
+  RangeRequest req;
+  req.key = prefix;
+  req.range_end = PrefixRangeEnd(prefix);
+  req.limit = options_.page_size;
+  while (true) {
+    ASSIGN_OR_RETURN(RangeResponse resp, kv_->Range(req));
+    // Every page at the first page's revision: one consistent snapshot.
+    req.revision = resp.revision;
+    for (KeyValue& kv : resp.kvs) out.push_back(std::move(kv));
+    if (!resp.more || out.empty()) return out;
+    req.key = out.back().key + std::string(1, '\0');
+  }
+}
+
+absl::StatusOr<std::vector<StoreRecord>> KvBackedStore::LoadAll() {
+  ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, RangePrefix(absl::StrCat(kStatePrefix, "/")));
+  std::vector<StoreRecord> out;
+  out.reserve(kvs.size());
+  const size_t skip = sizeof(kStatePrefix);  // The prefix and its '/'.
+  for (KeyValue& kv : kvs) {
+    const size_t slash = kv.key.find('/', skip);
+    if (slash == std::string::npos || slash == skip || slash + 1 == kv.key.size()) {
+      return absl::DataLossError(absl::StrCat("store: key \"", kv.key, "\" is not of the form ",
+                                              kStatePrefix, "/<kind>/<id>"));
+    }
+    out.push_back({kv.key.substr(skip, slash - skip), kv.key.substr(slash + 1),
+                   std::move(kv.value)});
+  }
+  // (kind, id) order, as the Store contract says; key order differs when one
+  // kind is a prefix of another.
+  std::sort(out.begin(), out.end(), [](const StoreRecord& a, const StoreRecord& b) {
+    return std::tie(a.kind, a.id) < std::tie(b.kind, b.id);
+  });
+  return out;
+}
+
+absl::Status KvBackedStore::Commit(const WriteBatch& batch) {
+  return CommitGroup(absl::MakeConstSpan(&batch, 1));
+}
+
+namespace {
+
+int64_t OpCount(const WriteBatch& b) {
+  return static_cast<int64_t>(b.puts.size() + b.deletes.size()) + (b.request ? 1 : 0);
+}
+
+}  // namespace
+
+void KvBackedStore::Fence(TxnRequest* txn) const {
+  if (options_.fence_key.empty()) return;
+  txn->compares.push_back(
+      Compare::CreateRevision(options_.fence_key, CompareOp::kEqual, options_.fence_revision));
+}
+
+absl::Status KvBackedStore::Fenced() const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "store: fenced: ", options_.fence_key, " is no longer held at revision ",
+      options_.fence_revision, " (another broker leads now); nothing was written"));
+}
+
+int64_t KvBackedStore::OpBudget() const {
+  return options_.max_txn_ops - (options_.fence_key.empty() ? 0 : 1);
+}
+
+absl::Status KvBackedStore::CommitGroup(absl::Span<const WriteBatch> batches) {
+  const int64_t budget = OpBudget();
+  size_t start = 0;
+  int64_t ops = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const int64_t n = OpCount(batches[i]);
+    if (n > budget) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store: one change writes ", n, " keys, more than the store's limit of ", budget,
+          " per transaction (etcd's --max-txn-ops)"));
+    }
+    if (ops + n > budget) {
+      RETURN_IF_ERROR(CommitOps(batches.subspan(start, i - start)));
+      start = i;
+      ops = 0;
+    }
+    ops += n;
+  }
+  if (start < batches.size()) RETURN_IF_ERROR(CommitOps(batches.subspan(start)));
+  return absl::OkStatus();
+}
+
+absl::Status KvBackedStore::CommitOps(absl::Span<const WriteBatch> batches) {
+  // A txn may write a key once: fold the batches in order, each batch's
+  // puts before its deletes (the Store's order).
+  std::map<std::string, std::optional<std::string>> writes;
+  for (const WriteBatch& b : batches) {
+    for (const StoreRecord& r : b.puts) writes[StateKey(r.kind, r.id)] = r.value;
+    for (const auto& [kind, id] : b.deletes) writes[StateKey(kind, id)] = std::nullopt;
+    if (b.request) writes[RequestKey(b.request->request_id)] = EncodeRequest(*b.request);
+  }
+  if (writes.empty()) return absl::OkStatus();
+  TxnRequest txn;
+  Fence(&txn);
+  txn.then_ops.reserve(writes.size());
+  for (auto& [key, value] : writes) {
+    if (value.has_value()) {
+      txn.then_ops.push_back(PutOp{key, std::move(*value)});
+    } else {
+      txn.then_ops.push_back(DeleteRangeOp{key});
+    }
+  }
+  ASSIGN_OR_RETURN(TxnResponse resp, kv_->Txn(txn));
+  if (!resp.succeeded) return Fenced();
+  MaybeCompact(resp.revision);
+  return absl::OkStatus();
+}
+
+void KvBackedStore::MaybeCompact(int64_t revision) {
+  const int64_t keep = options_.keep_revisions;
+  if (keep <= 0) return;
+  const int64_t target = revision - keep;
+  int64_t done = compacted_.load();
+  // Compact in steps of half the kept history, so its cost is amortized
+  // over many commits; one committer does it while the others go on.
+  if (target - done < std::max<int64_t>(keep / 2, 1)) return;
+  if (!compacted_.compare_exchange_strong(done, target)) return;
+  // OUT_OF_RANGE: someone (another client of a shared etcd) compacted past
+  // it already. Any failure only leaves history longer; the next step
+  // retries.
+  (void)kv_->Compact(target);
+}
+
+absl::StatusOr<std::optional<RequestRecord>> KvBackedStore::FindRequest(
+    absl::string_view request_id) {
+  ASSIGN_OR_RETURN(std::optional<KeyValue> kv, kv_->Get(RequestKey(request_id)));
+  if (!kv.has_value()) return std::optional<RequestRecord>();
+  ASSIGN_OR_RETURN(RequestRecord r, DecodeRequest(request_id, kv->value));
+  return std::optional<RequestRecord>(std::move(r));
+}
+
+absl::StatusOr<int64_t> KvBackedStore::ExpireRequests(int64_t before_ms) {
+  ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, RangePrefix(kRequestsPrefix));
+  const size_t skip = sizeof(kRequestsPrefix) - 1;
+  int64_t expired = 0;
+  TxnRequest txn;
+  Fence(&txn);
+  auto flush = [&]() -> absl::Status {
+    if (txn.then_ops.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(TxnResponse resp, kv_->Txn(txn));
+    // Guarded by mod_revision (an answer re-written meanwhile is kept) and
+    // by the fence.
+    if (resp.succeeded) expired += static_cast<int64_t>(txn.then_ops.size());
+    txn = TxnRequest();
+    Fence(&txn);
+    return absl::OkStatus();
+  };
+  for (const KeyValue& kv : kvs) {
+    ASSIGN_OR_RETURN(RequestRecord r, DecodeRequest(kv.key.substr(skip), kv.value));
+    if (r.time_ms >= before_ms) continue;
+    txn.compares.push_back(Compare::ModRevision(kv.key, CompareOp::kEqual, kv.mod_revision));
+    txn.then_ops.push_back(DeleteRangeOp{kv.key});
+    // Each expiry is a compare and a delete; the next must still fit.
+    if (static_cast<int64_t>(txn.then_ops.size() + 1) * 2 > OpBudget()) {
+      RETURN_IF_ERROR(flush());
+    }
+  }
+  RETURN_IF_ERROR(flush());
+  return expired;
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> KvBackedStore::CountRequestsByScope() {
+  ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, RangePrefix(kRequestsPrefix));
+  const size_t skip = sizeof(kRequestsPrefix) - 1;
+  std::map<std::string, int64_t> out;
+  for (const KeyValue& kv : kvs) ++out[RequestScope(absl::string_view(kv.key).substr(skip))];
+  return out;
+}
+
+}  // namespace kv
+}  // namespace iommu

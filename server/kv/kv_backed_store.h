@@ -1,0 +1,99 @@
+// The broker's Store (server/store.h) on a versioned, transactional KvStore:
+// the embedded SQLite one (sqlite_kv_store.h) or etcd (etcd_kv_store.h).
+//
+// Layout, under the KvStore's own key space:
+//   /state/<kind>/<id>     one record (model::RecordKey under "/state"), so a
+//                          ModelFollower on prefix "/state" sees exactly the
+//                          broker's records
+//   /requests/<request id> a remembered answer: "<time_ms>:<fingerprint
+//                          bytes>:<fingerprint><response>"
+//
+// A commit group is one txn, with its batches folded in order (a later batch
+// may overwrite or delete what an earlier one wrote; a txn may write a key
+// once). A group with more ops than the store's max_txn_ops is split into
+// several txns at batch boundaries, so no single mutation is ever
+// half-visible; if a later one of them fails the earlier ones stay
+// committed, and the broker's reload after a failed commit picks them up
+// (their callers were told the commit failed, and a retry finds the
+// remembered answer). A single batch with more ops than max_txn_ops is
+// refused with FAILED_PRECONDITION naming the limit.
+//
+// Fencing: with a fence (a leader key's create_revision, leader_lease.h)
+// every write also compares it, so a broker that is no longer the leader
+// cannot land anything; such a commit is FAILED_PRECONDITION "fenced".
+//
+// History: after each commit, history older than `keep_revisions` behind
+// the latest revision is compacted (0: never; etcd clusters usually compact
+// themselves, --auto-compaction-*).
+#ifndef SERVER_KV_KV_BACKED_STORE_H_
+#define SERVER_KV_KV_BACKED_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "server/kv/kv_store.h"
+#include "server/store.h"
+
+namespace iommu {
+namespace kv {
+
+inline constexpr char kStatePrefix[] = "/state";
+inline constexpr char kRequestsPrefix[] = "/requests/";
+
+struct KvBackedStoreOptions {
+  int64_t keep_revisions = 10000;  // 0: never compact.
+  int64_t max_txn_ops = 128;       // The store's KvLimits::max_txn_ops.
+  int64_t page_size = 1000;        // Keys per Range while loading.
+  // Writes land only while `fence_key` has this create_revision ("": none).
+  std::string fence_key;
+  int64_t fence_revision = 0;
+};
+
+class KvBackedStore final : public Store {
+ public:
+  // `kv` must outlive the store.
+  KvBackedStore(KvStore* kv, KvBackedStoreOptions options) : kv_(kv), options_(options) {}
+
+  absl::StatusOr<std::vector<StoreRecord>> LoadAll() override;
+  absl::Status Commit(const WriteBatch& batch) override;
+  absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override;
+  absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id) override;
+  absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override;
+  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override;
+
+ private:
+  // Every key-value with `prefix` at one revision, page by page.
+  absl::StatusOr<std::vector<KeyValue>> RangePrefix(const std::string& prefix);
+  absl::Status CommitOps(absl::Span<const WriteBatch> batches);
+  void MaybeCompact(int64_t revision);
+  // The fence compare, if any, added to `txn`.
+  void Fence(TxnRequest* txn) const;
+  absl::Status Fenced() const;
+  // Ops a txn may carry besides the fence.
+  int64_t OpBudget() const;
+
+  KvStore* const kv_;
+  const KvBackedStoreOptions options_;
+  std::atomic<int64_t> compacted_{0};
+};
+
+// The key of a record and of a remembered answer, and the answer's encoding.
+std::string StateKey(absl::string_view kind, absl::string_view id);
+std::string RequestKey(absl::string_view request_id);
+std::string EncodeRequest(const RequestRecord& r);
+// DATA_LOSS for bytes that are not an encoded answer.
+absl::StatusOr<RequestRecord> DecodeRequest(absl::string_view request_id, absl::string_view bytes);
+
+}  // namespace kv
+}  // namespace iommu
+
+#endif  // SERVER_KV_KV_BACKED_STORE_H_

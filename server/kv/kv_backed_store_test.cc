@@ -1,0 +1,191 @@
+// The broker's Store on a KvStore (kv_backed_store.h), on the embedded SQLite
+// KvStore: record order, folded and split commit groups, remembered answers,
+// expiry, damage, compaction and reopening. //tests:etcd_kv_store_test runs
+// the broker's Store on a real etcd.
+#include "server/kv/kv_backed_store.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/kv/sqlite_kv_store.h"
+#include "server/store_test_files.h"
+
+namespace iommu {
+namespace kv {
+namespace {
+
+class KvBackedStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int n = 0;
+    path_ = TempPath(absl::StrCat("kv_backed_", n++, ".db"));
+    Open(KvBackedStoreOptions{});
+  }
+  void Open(KvBackedStoreOptions options) {
+    store_.reset();
+    kv_.reset();
+    SqliteKvOptions o;
+    o.limits.max_txn_ops = options.max_txn_ops;
+    absl::StatusOr<std::unique_ptr<KvStore>> kv = OpenSqliteKvStore(path_, o);
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    kv_ = std::move(*kv);
+    store_ = std::make_unique<KvBackedStore>(kv_.get(), options);
+  }
+  std::vector<StoreRecord> Load() {
+    absl::StatusOr<std::vector<StoreRecord>> r = store_->LoadAll();
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<StoreRecord>();
+  }
+  static std::string Describe(const std::vector<StoreRecord>& records) {
+    std::string out;
+    for (const StoreRecord& r : records) absl::StrAppend(&out, r.kind, "/", r.id, "=", r.value, " ");
+    return out;
+  }
+
+  std::string path_;
+  std::unique_ptr<KvStore> kv_;
+  std::unique_ptr<KvBackedStore> store_;
+};
+
+TEST_F(KvBackedStoreTest, LoadsRecordsInKindThenIdOrder) {
+  EXPECT_TRUE(Load().empty());
+  WriteBatch b;
+  // "a-b" sorts before "a/" as a key but after "a" as a kind.
+  b.puts = {{"a-b", "x", "3"}, {"a", "z", "2"}, {"a", "y", "1"}, {"b", "q", "4"}};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  EXPECT_EQ(Describe(Load()), "a/y=1 a/z=2 a-b/x=3 b/q=4 ");
+  // The records sit where a model follower on "/state" finds them.
+  absl::StatusOr<std::optional<KeyValue>> kv = kv_->Get("/state/a/y");
+  ASSERT_TRUE(kv.ok() && kv->has_value());
+  EXPECT_EQ((*kv)->value, "1");
+}
+
+TEST_F(KvBackedStoreTest, AGroupAppliesItsBatchesInOrderAsOneRevision) {
+  WriteBatch first;
+  first.puts = {{"container", "c1", "v1"}, {"window", "w1", "x"}};
+  WriteBatch second;
+  second.puts = {{"container", "c1", "v2"}};
+  second.deletes = {{"window", "w1"}, {"window", "never-existed"}};
+  RequestRecord req{"tenant-a|r1", std::string("fp:\0:1", 6), std::string("re\0sp:", 6), 42};
+  second.request = req;
+  const int64_t before = kv_->Range({"/", std::string(1, '\0')})->revision;
+  ASSERT_TRUE(store_->CommitGroup({first, second}).ok());
+  EXPECT_EQ(kv_->Range({"/", std::string(1, '\0')})->revision, before + 1);
+  EXPECT_EQ(Describe(Load()), "container/c1=v2 ");
+
+  absl::StatusOr<std::optional<RequestRecord>> found = store_->FindRequest("tenant-a|r1");
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->request_id, req.request_id);
+  EXPECT_EQ((*found)->fingerprint, req.fingerprint);
+  EXPECT_EQ((*found)->response, req.response);
+  EXPECT_EQ((*found)->time_ms, 42);
+  EXPECT_FALSE(store_->FindRequest("tenant-b|r1")->has_value());
+}
+
+TEST_F(KvBackedStoreTest, AGroupPastTheTxnLimitSplitsBetweenBatchesNeverInside) {
+  KvBackedStoreOptions o;
+  o.max_txn_ops = 4;
+  Open(o);
+  std::vector<WriteBatch> group(5);
+  for (int i = 0; i < 5; ++i) {
+    group[i].puts = {{"k", absl::StrCat(i, "a"), "v"}, {"k", absl::StrCat(i, "b"), "v"}};
+  }
+  ASSERT_TRUE(store_->CommitGroup(group).ok());
+  EXPECT_EQ(Load().size(), 10u);
+
+  WriteBatch too_big;
+  for (int i = 0; i < 5; ++i) too_big.puts.push_back({"big", absl::StrCat(i), "v"});
+  absl::Status s = store_->Commit(too_big);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("limit of 4"), std::string::npos) << s;
+  EXPECT_EQ(Load().size(), 10u);  // Nothing of it applied.
+}
+
+TEST_F(KvBackedStoreTest, ExpiryForgetsOnlyOlderAnswersAndScopesAreCounted) {
+  for (auto [id, t] : std::vector<std::pair<std::string, int64_t>>{
+           {"a|1", 10}, {"a|2", 20}, {"b|1", 30}, {"bare", 5}}) {
+    WriteBatch b;
+    b.request = RequestRecord{id, "fp", "resp", t};
+    ASSERT_TRUE(store_->Commit(b).ok());
+  }
+  absl::StatusOr<std::map<std::string, int64_t>> counts = store_->CountRequestsByScope();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(*counts, (std::map<std::string, int64_t>{{"", 1}, {"a", 2}, {"b", 1}}));
+
+  absl::StatusOr<int64_t> expired = store_->ExpireRequests(25);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  EXPECT_EQ(*expired, 3);
+  EXPECT_FALSE(store_->FindRequest("a|2")->has_value());
+  EXPECT_TRUE(store_->FindRequest("b|1")->has_value());
+  EXPECT_EQ(*store_->CountRequestsByScope(), (std::map<std::string, int64_t>{{"b", 1}}));
+}
+
+TEST_F(KvBackedStoreTest, ADamagedAnswerOrKeyIsDataLoss) {
+  ASSERT_TRUE(kv_->Put("/requests/x|1", "not an answer").ok());
+  EXPECT_EQ(store_->FindRequest("x|1").status().code(), absl::StatusCode::kDataLoss);
+  ASSERT_TRUE(kv_->Put("/requests/x|2", "5:99:short").ok());
+  EXPECT_EQ(store_->FindRequest("x|2").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_->ExpireRequests(100).status().code(), absl::StatusCode::kDataLoss);
+
+  ASSERT_TRUE(kv_->Put("/state/kind-without-id", "v").ok());
+  absl::StatusOr<std::vector<StoreRecord>> r = store_->LoadAll();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("kind-without-id"), std::string::npos) << r.status();
+}
+
+TEST_F(KvBackedStoreTest, HistoryIsCompactedBehindTheKeptRevisions) {
+  KvBackedStoreOptions o;
+  o.keep_revisions = 10;
+  Open(o);
+  for (int i = 0; i < 60; ++i) {
+    WriteBatch b;
+    b.puts = {{"counter", "c", absl::StrCat(i)}};
+    ASSERT_TRUE(store_->Commit(b).ok());
+  }
+  const int64_t latest = kv_->Range({"/", std::string(1, '\0')})->revision;
+  EXPECT_GT(kv_->CompactedRevision(), 1);
+  EXPECT_GE(kv_->CompactedRevision(), latest - 20);
+  EXPECT_LE(kv_->CompactedRevision(), latest - 10);
+  EXPECT_EQ(Describe(Load()), "counter/c=59 ");
+}
+
+TEST_F(KvBackedStoreTest, WhatWasCommittedIsThereAfterReopening) {
+  WriteBatch b;
+  b.puts = {{"tenant", "acme", "t"}, {"node", "n1", "n"}};
+  b.request = RequestRecord{"acme|create", "fp", "resp", 7};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  Open(KvBackedStoreOptions{});
+  EXPECT_EQ(Describe(Load()), "node/n1=n tenant/acme=t ");
+  EXPECT_TRUE(store_->FindRequest("acme|create")->has_value());
+}
+
+TEST_F(KvBackedStoreTest, AFencedStoreLandsNothingOnceTheLeaderKeyChanged) {
+  absl::StatusOr<TxnResponse> leader = kv_->Put("/leader", "replica-a");
+  ASSERT_TRUE(leader.ok());
+  KvBackedStoreOptions o;
+  o.fence_key = "/leader";
+  o.fence_revision = leader->revision;
+  KvBackedStore fenced(kv_.get(), o);
+  WriteBatch b;
+  b.puts = {{"tenant", "acme", "1"}};
+  ASSERT_TRUE(fenced.Commit(b).ok());
+
+  // Another replica took over: the key was deleted and created again.
+  ASSERT_TRUE(kv_->DeleteRange("/leader").ok());
+  ASSERT_TRUE(kv_->Put("/leader", "replica-b").ok());
+  b.puts = {{"tenant", "acme", "2"}};
+  b.request = RequestRecord{"acme|1", "fp", "resp", 1};
+  absl::Status s = fenced.Commit(b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("fenced"), std::string::npos) << s;
+  EXPECT_EQ(Describe(Load()), "tenant/acme=1 ");
+  EXPECT_FALSE(store_->FindRequest("acme|1")->has_value());
+}
+
+}  // namespace
+}  // namespace kv
+}  // namespace iommu

@@ -1,0 +1,107 @@
+#include "server/kv/leader_lease.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace iommu {
+namespace kv {
+
+absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
+                                                                   LeaderLeaseOptions options,
+                                                                   const Waiting& waiting,
+                                                                   OnLost on_lost) {
+  if (options.key.empty()) return absl::InvalidArgumentError("leader key: must not be empty");
+  if (options.ttl_seconds < 2) {
+    return absl::InvalidArgumentError("leader lease ttl: must be at least 2 s");
+  }
+  ASSIGN_OR_RETURN(int64_t lease, kv->LeaseGrant(options.ttl_seconds));
+  while (true) {
+    // Create the key only if nobody holds it; otherwise read who does.
+    TxnRequest txn;
+    txn.compares.push_back(Compare::CreateRevision(options.key, CompareOp::kEqual, 0));
+    txn.then_ops.push_back(PutOp{options.key, options.holder, lease});
+    txn.else_ops.push_back(RangeOp{options.key});
+    absl::StatusOr<TxnResponse> resp = kv->Txn(txn);
+    if (!resp.ok()) {
+      (void)kv->LeaseRevoke(lease);
+      return resp.status();
+    }
+    if (resp->succeeded) {
+      return std::unique_ptr<LeaderLease>(
+          new LeaderLease(kv, std::move(options), lease, resp->revision, std::move(on_lost)));
+    }
+    std::string leader = "?";
+    if (const auto* range = std::get_if<RangeResponse>(&resp->responses[0]);
+        range != nullptr && !range->kvs.empty()) {
+      leader = range->kvs[0].value;
+    }
+    if (!waiting) {
+      (void)kv->LeaseRevoke(lease);
+      return absl::FailedPreconditionError(
+          absl::StrCat("leader campaign: ", options.key, " is held by \"", leader, "\""));
+    }
+    if (!waiting(leader)) {
+      (void)kv->LeaseRevoke(lease);
+      return absl::CancelledError("leader campaign: given up while waiting");
+    }
+    absl::SleepFor(options.poll);
+    // The lease must outlive the wait: renew it, or take a new one if it
+    // expired meanwhile (a long pause).
+    if (!kv->LeaseKeepAlive(lease).ok()) {
+      ASSIGN_OR_RETURN(lease, kv->LeaseGrant(options.ttl_seconds));
+    }
+  }
+}
+
+LeaderLease::LeaderLease(KvStore* kv, LeaderLeaseOptions options, int64_t lease_id,
+                         int64_t fence_revision, OnLost on_lost)
+    : kv_(kv),
+      options_(std::move(options)),
+      lease_id_(lease_id),
+      fence_revision_(fence_revision),
+      on_lost_(std::move(on_lost)),
+      keeper_([this] { KeepAlive(); }) {}
+
+LeaderLease::~LeaderLease() {
+  stop_.Notify();
+  keeper_.join();
+  (void)kv_->LeaseRevoke(lease_id_);
+}
+
+absl::Status LeaderLease::lost() const {
+  absl::MutexLock l(&mu_);
+  return lost_;
+}
+
+void LeaderLease::KeepAlive() {
+  const absl::Duration ttl = absl::Seconds(options_.ttl_seconds);
+  absl::Time renewed = absl::Now();
+  while (!stop_.WaitForNotificationWithTimeout(ttl / 3)) {
+    absl::StatusOr<int64_t> kept = kv_->LeaseKeepAlive(lease_id_);
+    if (kept.ok()) {
+      renewed = absl::Now();
+      continue;
+    }
+    // NOT_FOUND: the lease is gone, and the key with it. Anything else (the
+    // store unreachable) is lost only once the TTL has surely run out.
+    if (kept.status().code() != absl::StatusCode::kNotFound && absl::Now() - renewed < ttl) {
+      continue;
+    }
+    absl::Status why = absl::UnavailableError(absl::StrCat(
+        "leadership lost: the lease of ", options_.key, " could not be renewed (",
+        kept.status().message(), ")"));
+    {
+      absl::MutexLock l(&mu_);
+      lost_ = why;
+    }
+    if (on_lost_) on_lost_(why);
+    return;
+  }
+}
+
+}  // namespace kv
+}  // namespace iommu

@@ -1,0 +1,72 @@
+#include "server/open_store.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/kv/etcd_kv_store.h"
+#include "server/kv/kv_backed_store.h"
+#include "server/kv/sqlite_kv_store.h"
+#include "server/sqlite_store.h"
+
+namespace iommu {
+
+absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
+                                      const kv::LeaderLease::Waiting& waiting,
+                                      kv::LeaderLease::OnLost on_lost) {
+  OpenedStore out;
+  kv::KvBackedStoreOptions backed;
+  switch (options.spec.kind) {
+    case StoreSpec::Kind::kSqlite: {
+      ASSIGN_OR_RETURN(out.store, OpenSqliteStore(options.spec.path));
+      return out;
+    }
+    case StoreSpec::Kind::kSqliteKv: {
+      kv::SqliteKvOptions o;
+      // One file, one writer (its inode lock): a broker's largest change (a
+      // node drained with all its containers) need not be split.
+      o.limits.max_txn_ops = 1 << 20;
+      backed.max_txn_ops = o.limits.max_txn_ops;
+      ASSIGN_OR_RETURN(out.kv, kv::OpenSqliteKvStore(options.spec.path, o));
+      break;
+    }
+    case StoreSpec::Kind::kEtcd: {
+      kv::EtcdKvOptions o;
+      o.endpoints = options.spec.endpoints;
+      // The broker's keys are "<prefix>/state/...", "<prefix>/leader": a
+      // prefix ending in '/' would make them "//state".
+      std::string prefix = options.etcd_prefix;
+      while (absl::EndsWith(prefix, "/")) prefix.pop_back();
+      if (prefix.empty() || prefix[0] != '/') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--etcd_prefix: \"", options.etcd_prefix, "\" must start with '/' and name a key "
+            "prefix of its own, e.g. /iommu-broker"));
+      }
+      o.prefix = prefix;
+      o.tls_cert_file = options.etcd_cert_file;
+      o.tls_key_file = options.etcd_key_file;
+      o.tls_ca_file = options.etcd_ca_file;
+      o.limits.max_txn_ops = options.etcd_max_txn_ops;
+      // A broker that stops hands leadership over at once.
+      o.revoke_leases_on_close = true;
+      backed.max_txn_ops = options.etcd_max_txn_ops;
+      // etcd clusters compact themselves (--auto-compaction-*), for every
+      // user of the cluster at once.
+      backed.keep_revisions = 0;
+      ASSIGN_OR_RETURN(out.kv, kv::OpenEtcdKvStore(o));
+      kv::LeaderLeaseOptions lo;
+      lo.holder = options.replica_name;
+      lo.ttl_seconds = options.leader_ttl_seconds;
+      ASSIGN_OR_RETURN(out.leader,
+                       kv::LeaderLease::Campaign(out.kv.get(), lo, waiting, std::move(on_lost)));
+      backed.fence_key = out.leader->key();
+      backed.fence_revision = out.leader->fence_revision();
+      break;
+    }
+  }
+  out.store = std::make_unique<kv::KvBackedStore>(out.kv.get(), backed);
+  return out;
+}
+
+}  // namespace iommu

@@ -1,0 +1,50 @@
+// Opens the store a StoreSpec names, as the broker's Store:
+//   sqlite     the embedded record store (sqlite_store.h)
+//   sqlite-kv  the Store on the versioned SQLite KvStore (kv/kv_backed_store.h)
+//   etcd       the Store on etcd, after winning leadership among the replicas
+//              on the same prefix (kv/leader_lease.h): every write is fenced
+//              by the leader key, so only the leader's land.
+#ifndef SERVER_OPEN_STORE_H_
+#define SERVER_OPEN_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/kv/kv_store.h"
+#include "server/kv/leader_lease.h"
+#include "server/store.h"
+#include "server/store_spec.h"
+
+namespace iommu {
+
+struct StoreOptions {
+  StoreSpec spec;
+  // etcd only.
+  std::string etcd_prefix = "/iommu-broker";
+  std::string etcd_cert_file;
+  std::string etcd_key_file;
+  std::string etcd_ca_file;
+  int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
+  std::string replica_name;        // Shown as the leader.
+  int64_t leader_ttl_seconds = 10;
+};
+
+// Members are destroyed bottom-up: the Store before the leadership it is
+// fenced by, both before the KvStore they use.
+struct OpenedStore {
+  std::unique_ptr<kv::KvStore> kv;
+  std::unique_ptr<kv::LeaderLease> leader;
+  std::unique_ptr<Store> store;
+};
+
+// For etcd, blocks until this replica leads (see LeaderLease::Campaign for
+// `waiting` and `on_lost`).
+absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
+                                      const kv::LeaderLease::Waiting& waiting,
+                                      kv::LeaderLease::OnLost on_lost);
+
+}  // namespace iommu
+
+#endif  // SERVER_OPEN_STORE_H_

@@ -1,0 +1,167 @@
+// Broker replicas on a real etcd (--store=etcd://): one leader serves, the
+// others wait without serving; when the leader dies (kill -9) or stops
+// (SIGTERM), a standby takes over with every acknowledged change and every
+// remembered answer; a leader deposed while paused can land nothing and
+// stops. Real processes on loopback, etcd's data under TEST_TMPDIR.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/broker.grpc.pb.h"
+#include "tests/daemon.h"
+#include "tests/etcd_process.h"
+#include "tests/test_util.h"
+
+namespace iommu {
+namespace {
+
+using testing::Daemon;
+using testing::InsecureBrokerStub;
+using testing::TenantQuotas;
+
+class BrokerHaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::Status s = etcd_.Start();
+    ASSERT_TRUE(s.ok()) << s;
+    dir_ = testing::NewTempDir("ha");
+  }
+
+  std::vector<std::string> Args(const std::string& replica) {
+    return {"--listen=127.0.0.1:0",
+            "--store=etcd://" + etcd_.endpoint(),
+            "--etcd_prefix=/ha-test",
+            "--replica_name=" + replica,
+            "--leader_ttl_seconds=2",
+            "--shutdown_grace_ms=500",
+            "--insecure"};
+  }
+  absl::Status Launch(Daemon* d, const std::string& replica) {
+    return d->Launch(testing::RunfilePath("server/iommu-broker"), Args(replica), dir_, replica);
+  }
+  // Waits until `d` logs that it is a standby behind `leader`.
+  static bool WaitsBehind(const Daemon& d, const std::string& leader) {
+    return testing::PollUntil([&] {
+      return absl::StrContains(d.Log(), absl::StrCat("leader=", leader));
+    });
+  }
+  static grpc::Status CreateTenant(v1::Broker::Stub* stub, const std::string& id,
+                                   uint64_t pinned, v1::Tenant* out) {
+    v1::CreateTenantRequest req;
+    req.set_request_id("create-" + id);
+    req.set_tenant_id(id);
+    req.mutable_quota()->set_pinned_bytes(pinned);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    return stub->CreateTenant(&ctx, req, out);
+  }
+
+  testing::EtcdProcess etcd_;
+  std::string dir_;
+};
+
+TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
+  Daemon a;
+  ASSERT_TRUE(Launch(&a, "replica-a").ok());
+  ASSERT_TRUE(a.WaitForPort().ok()) << a.Log();
+  Daemon b;
+  ASSERT_TRUE(Launch(&b, "replica-b").ok());
+  ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
+  EXPECT_EQ(b.port(), 0) << "a standby must not serve";
+
+  std::map<std::string, uint64_t> acked;
+  {
+    auto stub = InsecureBrokerStub(a.address());
+    for (int i = 0; i < 20; ++i) {
+      v1::Tenant out;
+      const std::string id = absl::StrCat("t", i);
+      grpc::Status s = CreateTenant(stub.get(), id, 4096 * (i + 1), &out);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      acked[id] = out.quota().pinned_bytes();
+    }
+  }
+  a.Kill();  // kill -9: the standby takes over when the lease runs out.
+  ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
+  EXPECT_TRUE(absl::StrContains(b.Log(), "event=leading")) << b.Log();
+  auto stub = InsecureBrokerStub(b.address());
+  EXPECT_EQ(TenantQuotas(stub.get()), acked);
+  // A retry of a request the dead leader acknowledged gets its answer.
+  v1::Tenant again;
+  grpc::Status s = CreateTenant(stub.get(), "t3", 4096 * 4, &again);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.id(), "t3");
+  ASSERT_TRUE(CreateTenant(stub.get(), "after-failover", 1 << 20, &again).ok());
+  acked["after-failover"] = 1 << 20;
+
+  // The old leader comes back as a standby; stopping the leader hands over
+  // at once (its lease is revoked).
+  Daemon a2;
+  ASSERT_TRUE(Launch(&a2, "replica-a").ok());
+  ASSERT_TRUE(WaitsBehind(a2, "replica-b")) << a2.Log();
+  stub.reset();
+  EXPECT_EQ(b.Stop(), 0) << b.Log();
+  ASSERT_TRUE(a2.WaitForPort().ok()) << a2.Log();
+  auto stub2 = InsecureBrokerStub(a2.address());
+  EXPECT_EQ(TenantQuotas(stub2.get()), acked);
+  stub2.reset();
+  EXPECT_EQ(a2.Stop(), 0) << a2.Log();
+}
+
+TEST_F(BrokerHaTest, ALeaderDeposedWhilePausedLandsNothingAndStops) {
+  Daemon a;
+  ASSERT_TRUE(Launch(&a, "replica-a").ok());
+  ASSERT_TRUE(a.WaitForPort().ok()) << a.Log();
+  auto stub_a = InsecureBrokerStub(a.address());
+  v1::Tenant out;
+  ASSERT_TRUE(CreateTenant(stub_a.get(), "before", 4096, &out).ok());
+  Daemon b;
+  ASSERT_TRUE(Launch(&b, "replica-b").ok());
+  ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
+
+  // Paused past its lease: b takes over and writes.
+  kill(a.pid(), SIGSTOP);
+  ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
+  auto stub_b = InsecureBrokerStub(b.address());
+  ASSERT_TRUE(CreateTenant(stub_b.get(), "by-b", 8192, &out).ok());
+
+  // a wakes up still believing it leads. Whatever it was about to write
+  // cannot land: the write is fenced by the leader key.
+  kill(a.pid(), SIGCONT);
+  grpc::Status late = CreateTenant(stub_a.get(), "by-deposed-a", 4096, &out);
+  EXPECT_FALSE(late.ok()) << "a deposed leader acknowledged a write";
+  std::map<std::string, uint64_t> want = {{"before", 4096}, {"by-b", 8192}};
+  EXPECT_EQ(TenantQuotas(stub_b.get()), want);
+  // And it notices and stops with a failure, for its supervisor to restart
+  // it as a standby.
+  stub_a.reset();
+  const int status = a.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << a.Log();
+  EXPECT_TRUE(absl::StrContains(a.Log(), "leadership_lost")) << a.Log();
+  stub_b.reset();
+  EXPECT_EQ(b.Stop(), 0) << b.Log();
+}
+
+TEST_F(BrokerHaTest, BadStoreFlagsAreRefusedAtStart) {
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--store=etcd://nohost"}, {"--store=zookeeper://x:1"},
+           {"--store=etcd://" + etcd_.endpoint(), "--etcd_prefix=no-slash"}}) {
+    std::vector<std::string> argv = {testing::RunfilePath("server/iommu-broker"),
+                                     "--listen=127.0.0.1:0", "--insecure"};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    testing::CommandResult r = testing::RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << bad[0] << ": " << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, bad.back().substr(2, bad.back().find('=') - 2)))
+        << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace iommu
