@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "agent/fd_store.h"
 #include "common/metrics.h"
 #include "common/status_macros.h"
@@ -22,7 +23,10 @@ absl::Status CheckAddresses(const AgentFlags& flags, AgentOptions& out) {
   if (flags.broker.empty()) {
     return absl::InvalidArgumentError("broker: required, the broker's host:port");
   }
-  RETURN_IF_ERROR(SplitHostPort("broker", flags.broker).status());
+  // A list of replicas: only the leader serves, the agent finds it.
+  for (absl::string_view replica : absl::StrSplit(flags.broker, ',')) {
+    RETURN_IF_ERROR(SplitHostPort("broker", replica).status());
+  }
   out.broker = flags.broker;
   ASSIGN_OR_RETURN(out.listen_host_port, SplitHostPort("listen", flags.listen));
   out.listen = flags.listen;

@@ -37,6 +37,7 @@
 #include "agent/registration.h"
 #include "agent/startup.h"
 #include "agent/version.h"
+#include "common/broker_target.h"
 #include "common/metrics.h"
 #include "common/service_notify.h"
 #include "common/status_macros.h"
@@ -48,7 +49,9 @@ using ::iommu::agent::AgentFlags;
 ABSL_FLAG(std::string, node, AgentFlags().node,
           "Required. This node's name: 1-63 of [a-z0-9.-], starting with a "
           "letter or digit.");
-ABSL_FLAG(std::string, broker, AgentFlags().broker, "Required. The broker's host:port.");
+ABSL_FLAG(std::string, broker, AgentFlags().broker,
+          "Required. The broker's host:port, or its replicas' as a comma-separated list (only "
+          "the leader serves; the agent finds it, and the next one after a failover).");
 ABSL_FLAG(std::string, listen, AgentFlags().listen,
           "host:port for the agent's gRPC API; port 0 picks a free port.");
 ABSL_FLAG(std::string, advertise_address, AgentFlags().advertise_address,
@@ -343,6 +346,8 @@ absl::Status ServeUntilStopped(const AgentOptions& o, const TransportConfig& tra
                                Persistence& persistence, std::shared_ptr<AgentMetrics> m,
                                const sigset_t& stop_signals) {
   std::atomic<const Registration*> registered_via{nullptr};
+  absl::StatusOr<std::string> broker_target = BrokerTarget("broker", o.broker);
+  if (!broker_target.ok()) return WithStartEvent("bad_flag", broker_target.status());
   ASSIGN_OR_RETURN(metrics::MetricsServer metrics_server,
                    StartMetrics(o, std::move(m), AgentHealth(&registered_via)));
   AgentService service(&core, transport);
@@ -377,7 +382,7 @@ absl::Status ServeUntilStopped(const AgentOptions& o, const TransportConfig& tra
   options.broker_address = o.broker;
   options.max_backoff = o.registration_max_backoff;
   Registration registration(options, &core,
-                            NewNodeRegistryStub(o.broker, transport, options.max_backoff));
+                            NewNodeRegistryStub(*broker_target, transport, options.max_backoff));
   registration.Start();
   registered_via = &registration;
   NotifyReady(absl::StrCat("serving; registering with the broker at ", o.broker));

@@ -314,9 +314,10 @@ std::vector<CommandSpec> BuildCommands() {
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
-      Flag("broker", ValueKind::kString, "HOST:PORT",
-           absl::StrCat("Broker address (default: $", kBrokerEnvVar, ", else ",
-                        kDefaultBrokerAddress, ").")),
+      Flag("broker", ValueKind::kString, "HOST:PORT[,HOST:PORT...]",
+           absl::StrCat("Broker address, or its replicas' as a comma-separated list: only the "
+                        "leader serves and iommuctl finds it (default: $", kBrokerEnvVar,
+                        ", else ", kDefaultBrokerAddress, ").")),
       Flag("cert", ValueKind::kString, "FILE",
            absl::StrCat("PEM client certificate for mutual TLS; its SAN URI "
                         "(spiffe://<trust-domain>/operator/<name> or .../tenant/<id>) is who you "

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "common/broker_target.h"
 #include "common/tls.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -31,8 +32,10 @@ StubFactory GrpcStubFactory() {
              -> absl::StatusOr<std::shared_ptr<iommu::v1::Broker::StubInterface>> {
     absl::StatusOr<TransportConfig> transport = ClientTransport(global);
     if (!transport.ok()) return transport.status();
+    absl::StatusOr<std::string> target = BrokerTarget("--broker", global.broker);
+    if (!target.ok()) return target.status();
     std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-        global.broker, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}));
+        *target, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}));
     return std::shared_ptr<iommu::v1::Broker::StubInterface>(
         iommu::v1::Broker::NewStub(channel));
   };

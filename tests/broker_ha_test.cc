@@ -51,7 +51,7 @@ class BrokerHaTest : public ::testing::Test {
   static bool WaitsBehind(const Daemon& d, const std::string& leader) {
     return testing::PollUntil([&] {
       return absl::StrContains(d.Log(), absl::StrCat("leader=", leader));
-    });
+    }, absl::Seconds(30));
   }
   static grpc::Status CreateTenant(v1::Broker::Stub* stub, const std::string& id,
                                    uint64_t pinned, v1::Tenant* out) {
@@ -146,6 +146,69 @@ TEST_F(BrokerHaTest, ALeaderDeposedWhilePausedLandsNothingAndStops) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << a.Log();
   EXPECT_TRUE(absl::StrContains(a.Log(), "leadership_lost")) << a.Log();
   stub_b.reset();
+  EXPECT_EQ(b.Stop(), 0) << b.Log();
+}
+
+// Agents and iommuctl are given every replica's address; only the leader
+// listens, and they follow it through a failover without being told.
+TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
+  const int port_a = testing::PickFreePort();
+  const int port_b = testing::PickFreePort();
+  const std::string replicas = absl::StrCat("127.0.0.1:", port_a, ",127.0.0.1:", port_b);
+  auto start = [&](Daemon* d, const std::string& name, int port) {
+    std::vector<std::string> args = Args(name);
+    args[0] = absl::StrCat("--listen=127.0.0.1:", port);
+    // Short node liveness, so that a node the new leader never hears from
+    // would show as UNAVAILABLE within the test.
+    args.push_back("--heartbeat_interval_ms=200");
+    args.push_back("--node_timeout_ms=2000");
+    return d->Launch(testing::RunfilePath("server/iommu-broker"), args, dir_, name);
+  };
+  Daemon a, b;
+  ASSERT_TRUE(start(&a, "replica-a", port_a).ok());
+  ASSERT_TRUE(a.WaitForPort().ok()) << a.Log();
+  ASSERT_TRUE(start(&b, "replica-b", port_b).ok());
+  ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
+
+  Daemon agent;
+  ASSERT_TRUE(agent
+                  .Start(testing::RunfilePath("agent/iommu-agent"),
+                         {"--node=n1", "--broker=" + replicas, "--listen=127.0.0.1:0",
+                          "--backend=sim", "--sim_devices=0000:00:04.0=1234:11e8@4",
+                          "--launcher_socket=" + dir_ + "/n1.sock",
+                          "--state_dir=" + dir_ + "/n1.state", "--insecure",
+                          "--registration_max_backoff=200ms"},
+                         dir_, "agent-n1")
+                  .ok())
+      << agent.Log();
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {testing::RunfilePath("client/iommuctl"), "--broker=" + replicas,
+                               "--insecure"});
+    return testing::RunCommand(args);
+  };
+  auto node_ready = [&] {
+    testing::CommandResult r = ctl({"node", "list"});
+    return r.exit_code == 0 && absl::StrContains(r.out, "n1") && absl::StrContains(r.out, " ready");
+  };
+  ASSERT_TRUE(testing::PollUntil(node_ready, absl::Seconds(30))) << agent.Log();
+  testing::CommandResult created = ctl({"tenant", "create", "acme", "--pinned=1Gi"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+
+  a.Kill();
+  ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
+  // The same command line reaches the new leader, and the agent has
+  // registered with it by itself.
+  ASSERT_TRUE(testing::PollUntil(node_ready, absl::Seconds(30))) << agent.Log() << b.Log();
+  testing::CommandResult listed = ctl({"tenant", "list"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_TRUE(absl::StrContains(listed.out, "acme")) << listed.out;
+
+  testing::CommandResult bad = ctl({"--broker=127.0.0.1:1,nohost", "tenant", "list"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.err, "--broker")) << bad.err;
+  // The new leader did not know the agent's session: it registered again.
+  EXPECT_TRUE(absl::StrContains(agent.Log(), "event=session_lost")) << agent.Log();
+  agent.Stop();
   EXPECT_EQ(b.Stop(), 0) << b.Log();
 }
 
