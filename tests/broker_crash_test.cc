@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/daemon.h"
+#include "tests/etcd_process.h"
 #include "tests/test_util.h"
 
 namespace iommu {
@@ -31,11 +32,33 @@ struct Pending {
   v1::SetTenantQuotaRequest update;
 };
 
-TEST(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears) {
+// Each store the broker runs on: the embedded record store, the versioned
+// SQLite store, and a real etcd (whose leader lease, left behind by the
+// killed broker, the restarted one waits out).
+class BrokerCrashTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string StoreFlag(const std::string& dir) {
+    if (GetParam() == "sqlite") return "--store=sqlite:" + dir + "/broker.db";
+    if (GetParam() == "sqlite-kv") return "--store=sqlite-kv:" + dir + "/broker.db";
+    absl::Status s = etcd_.Start();
+    EXPECT_TRUE(s.ok()) << s;
+    return "--store=etcd://" + etcd_.endpoint();
+  }
+  testing::EtcdProcess etcd_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Stores, BrokerCrashTest,
+                         ::testing::Values("sqlite", "sqlite-kv", "etcd"),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           return p.param == "sqlite-kv" ? std::string("SqliteKv") : p.param;
+                         });
+
+TEST_P(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppears) {
   const std::string dir = testing::NewTempDir("crash");
   const std::string broker = testing::RunfilePath("server/iommu-broker");
-  const std::vector<std::string> args = {"--listen=127.0.0.1:0", "--db=" + dir + "/broker.db",
-                                         "--shutdown_grace_ms=500", "--insecure"};
+  const std::vector<std::string> args = {"--listen=127.0.0.1:0", StoreFlag(dir),
+                                         "--leader_ttl_seconds=2", "--shutdown_grace_ms=500",
+                                         "--insecure"};
   std::mt19937 rng(42);
   std::map<std::string, uint64_t> acked;  // tenant -> pinned_bytes last acknowledged
 
