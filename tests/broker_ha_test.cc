@@ -212,6 +212,55 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   EXPECT_EQ(b.Stop(), 0) << b.Log();
 }
 
+// From the embedded SQLite file to etcd: iommu-store-migrate moves
+// everything, says what, and refuses a running source or a non-empty
+// destination.
+TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
+  const std::string db = dir_ + "/broker.db";
+  Daemon single;
+  ASSERT_TRUE(single
+                  .Start(testing::RunfilePath("server/iommu-broker"),
+                         {"--listen=127.0.0.1:0", "--store=sqlite:" + db, "--insecure",
+                          "--shutdown_grace_ms=500"},
+                         dir_, "single")
+                  .ok())
+      << single.Log();
+  std::map<std::string, uint64_t> acked;
+  {
+    auto stub = InsecureBrokerStub(single.address());
+    for (int i = 0; i < 7; ++i) {
+      v1::Tenant out;
+      ASSERT_TRUE(CreateTenant(stub.get(), absl::StrCat("m", i), 4096 << i, &out).ok());
+      acked[out.id()] = out.quota().pinned_bytes();
+    }
+  }
+  const std::vector<std::string> migrate = {
+      testing::RunfilePath("server/iommu-store-migrate"), "--from=sqlite:" + db,
+      "--to=etcd://" + etcd_.endpoint(), "--etcd_prefix=/migrated", "--batch_records=3"};
+  testing::CommandResult busy = testing::RunCommand(migrate);
+  EXPECT_EQ(busy.exit_code, 1) << "the source is in use: " << busy.out << busy.err;
+  EXPECT_EQ(single.Stop(), 0);
+
+  testing::CommandResult moved = testing::RunCommand(migrate);
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_TRUE(absl::StrContains(moved.out, "moved 7 records (tenant: 7) in 3 batches"))
+      << moved.out;
+  testing::CommandResult again = testing::RunCommand(migrate);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(again.err, "holds 7 records already")) << again.err;
+
+  Daemon on_etcd;
+  std::vector<std::string> args = Args("replica-a");
+  args[2] = "--etcd_prefix=/migrated";
+  ASSERT_TRUE(on_etcd.Start(testing::RunfilePath("server/iommu-broker"), args, dir_, "on-etcd")
+                  .ok())
+      << on_etcd.Log();
+  auto stub = InsecureBrokerStub(on_etcd.address());
+  EXPECT_EQ(TenantQuotas(stub.get()), acked);
+  stub.reset();
+  EXPECT_EQ(on_etcd.Stop(), 0);
+}
+
 TEST_F(BrokerHaTest, BadStoreFlagsAreRefusedAtStart) {
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
            {"--store=etcd://nohost"}, {"--store=zookeeper://x:1"},
