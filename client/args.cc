@@ -282,10 +282,12 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("node", ValueKind::kString, "NAME", "Only this node.")},
        {"iommuctl usage", "iommuctl usage --tenant=acme -o json"}});
   CommandSpec version{
-      "version", "", "", false, "Print iommuctl's, the broker's and the agents' versions",
+      "version", "", "", false,
+      "Print iommuctl's, the broker's and the agents' versions, and which replica leads",
       "Prints iommuctl's version and commit, then, when the broker answers, the broker's "
-      "(GetVersion) and each node's agent version as it registered (ListNodes; operators "
-      "only, a tenant sees no agents). If the broker cannot be reached, iommuctl's line is "
+      "(GetVersion), for operators the replica that answered (with several replicas on etcd, "
+      "the leader), since when it leads and its store, and each node's agent version as it "
+      "registered (ListNodes; operators only, a tenant sees no agents). If the broker cannot be reached, iommuctl's line is "
       "still printed and the error follows (exit 1); --client does not ask the broker.",
       {Flag("client", ValueKind::kSwitch, "", "Print iommuctl's version only.")},
       {"iommuctl version", "iommuctl version --client", "iommuctl -o json version"}};

@@ -811,6 +811,13 @@ std::string FormatVersion(const iommu::ctl::VersionView& v) {
   if (!v.broker_version().empty()) {
     absl::StrAppend(&out, "Broker: iommu-broker ", v.broker_version(), " (commit ",
                     v.broker_commit(), ")\n");
+    if (!v.broker_replica().empty()) {
+      absl::StrAppend(&out, "Leader: ", v.broker_replica(), " since ",
+                      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                       absl::FromUnixMillis(v.broker_leader_since_ms()),
+                                       absl::UTCTimeZone()),
+                      ", store ", v.broker_store(), "\n");
+    }
   }
   if (v.agents_visible()) {
     Table agents({"NODE", "AGENT-VERSION"});
@@ -833,6 +840,9 @@ absl::Status Version(Session& s) {
   RETURN_IF_ERROR(s.Call(&Stub::GetVersion, v1::GetVersionRequest(), &broker));
   v.set_broker_version(broker.version());
   v.set_broker_commit(broker.commit());
+  v.set_broker_replica(broker.replica());
+  v.set_broker_leader_since_ms(broker.leader_since_ms());
+  v.set_broker_store(broker.store());
   v1::ListNodesResponse nodes;
   absl::Status listed = s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(),
                                   &v1::ListNodesResponse::mutable_nodes, &nodes);

@@ -1974,9 +1974,15 @@ bool Broker::ObjectExistsLocked(const v1::ObjectRef& object, const std::string& 
 }
 
 absl::Status Broker::GetVersion(const v1::GetVersionRequest&, v1::GetVersionResponse* out,
-                                const Identity&) {
+                                const Identity& caller) {
   out->set_version(kVersion);
   out->set_commit(BuildCommit());
+  // Hosts, paths and endpoints are the operator's business, not a tenant's.
+  if (caller.role == Role::kOperator) {
+    out->set_replica(options_.replica);
+    out->set_leader_since_ms(options_.leader_since_ms);
+    out->set_store(options_.store);
+  }
   return absl::OkStatus();
 }
 

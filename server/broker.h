@@ -84,6 +84,11 @@ struct BrokerOptions {
   int64_t max_remembered_answers_per_caller = 1000000;
   // Milliseconds since the epoch; injectable so tests control time.
   std::function<int64_t()> now_ms;
+  // Who answers, for operators' GetVersion: this replica's name, its store
+  // (--store, as named) and since when it leads.
+  std::string replica;
+  std::string store;
+  int64_t leader_since_ms = 0;
 };
 
 class Broker final : public OwnershipView {

@@ -147,6 +147,28 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerS
   return out;
 }
 
+void BrokerMetrics::SetLeadership(std::string replica, std::string store, bool leading,
+                                  absl::Time since) {
+  prometheus::MetricFamily leader = metrics::NewFamily(
+      "iommu_broker_leader",
+      "1 on the broker that leads (serves the API), 0 on a standby replica waiting to lead.",
+      MetricType::Gauge);
+  metrics::AddGauge(&leader, {{"replica", std::move(replica)}, {"store", std::move(store)}},
+                    leading ? 1 : 0);
+  prometheus::MetricFamily leader_since = metrics::NewFamily(
+      "iommu_broker_leader_since_timestamp_seconds",
+      "When this broker became the leader (Unix time); a recent value means a failover.",
+      MetricType::Gauge);
+  metrics::AddGauge(&leader_since, {}, absl::ToDoubleSeconds(since - absl::UnixEpoch()));
+  absl::MutexLock l(&mu_);
+  leader_ = std::move(leader);
+  if (leading) {
+    leader_since_ = std::move(leader_since);
+  } else {
+    leader_since_.reset();
+  }
+}
+
 std::vector<prometheus::MetricFamily> BrokerMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
@@ -155,6 +177,8 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::Collect() const {
   {
     absl::MutexLock l(&mu_);
     source = stats_source_;
+    if (leader_.has_value()) out.push_back(*leader_);
+    if (leader_since_.has_value()) out.push_back(*leader_since_);
   }
   if (source) {
     for (prometheus::MetricFamily& f : StateFamilies(source())) out.push_back(std::move(f));

@@ -17,6 +17,7 @@
 #define SERVER_BROKER_METRICS_H_
 
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,13 @@ class BrokerMetrics final : public prometheus::Collectable {
   // Until it is set, a scrape has the event metrics only. `source` must stay
   // callable while this object is served by StartMetricsServer.
   void SetStatsSource(std::function<BrokerStats()> source);
+
+  // Whether this broker leads (the only one on its own store; on etcd,
+  // elected among the replicas): iommu_broker_leader{replica, store} 1, or 0
+  // on a standby, and, once leading, when it began
+  // (iommu_broker_leader_since_timestamp_seconds). `store` is the kind only
+  // ("sqlite", "sqlite-kv", "etcd"), never paths or endpoints.
+  void SetLeadership(std::string replica, std::string store, bool leading, absl::Time since);
 
   // One finished RPC: iommu_broker_rpc_duration_seconds{method, code}.
   void ObserveRpc(absl::string_view method, absl::string_view code, absl::Duration elapsed);
@@ -80,6 +88,8 @@ class BrokerMetrics final : public prometheus::Collectable {
 
   mutable absl::Mutex mu_;
   std::function<BrokerStats()> stats_source_ ABSL_GUARDED_BY(mu_);
+  std::optional<prometheus::MetricFamily> leader_ ABSL_GUARDED_BY(mu_);
+  std::optional<prometheus::MetricFamily> leader_since_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace iommu

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -110,11 +111,28 @@ std::string StoreDescription() {
   return spec.ok() ? iommu::DescribeStoreSpec(*spec) : "";
 }
 
+// "sqlite", "sqlite-kv" or "etcd": the scheme of StoreDescription().
+std::string StoreKind() {
+  const std::string d = StoreDescription();
+  return d.substr(0, d.find(':'));
+}
+
+std::string ReplicaName() {
+  std::string name = absl::GetFlag(FLAGS_replica_name);
+  if (name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    name = host;
+  }
+  return name;
+}
+
 // Opens --store. On etcd this waits, as a standby, until this replica leads;
 // a stop signal meanwhile ends the wait (CANCELLED). Losing leadership later
 // stops the daemon (exit 1), so that its supervisor starts it again as a
 // standby.
-absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop) {
+absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop,
+                                                       std::atomic<int64_t>* alive_ms) {
   iommu::StoreOptions o;
   ASSIGN_OR_RETURN(o.spec, iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db)));
   o.etcd_prefix = absl::GetFlag(FLAGS_etcd_prefix);
@@ -123,12 +141,7 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop) {
   o.etcd_ca_file = absl::GetFlag(FLAGS_etcd_ca);
   o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
   o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
-  o.replica_name = absl::GetFlag(FLAGS_replica_name);
-  if (o.replica_name.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    o.replica_name = host;
-  }
+  o.replica_name = ReplicaName();
   const absl::Duration watchdog = iommu::WatchdogPingInterval();
   std::string last_leader;
   auto waiting = [&](absl::string_view leader) {
@@ -138,6 +151,7 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop) {
                       {{"leader", last_leader}, {"replica", o.replica_name}});
     }
     if (watchdog > absl::ZeroDuration()) iommu::NotifyWatchdog();
+    *alive_ms = absl::ToUnixMillis(absl::Now());
     sigset_t pending;
     sigpending(&pending);
     for (int sig : {SIGINT, SIGTERM}) {
@@ -206,49 +220,27 @@ int Run() {
     }
   }
   // Metrics: commits are timed by a store decorator, RPCs by an interceptor,
-  // state gauges are read from the broker at scrape time.
+  // state gauges are read from the broker at scrape time. /metrics and
+  // /healthz serve from the start, also while a standby waits to lead;
+  // /readyz only once the API serves.
   auto metrics = std::make_shared<iommu::BrokerMetrics>();
-
-  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(stop);
-  if (!store.ok()) {
-    // The message names the file and what is wrong; the code says which
-    // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
-    // DATA_LOSS: damaged, restore a backup; CANCELLED: stopped while
-    // waiting to lead).
-    if (store.status().code() == absl::StatusCode::kCancelled) {
-      iommu::LogEvent(iommu::LogLevel::kInfo, "stopped", {{"while", "waiting to lead"}});
-      return 0;
-    }
-    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store.status().ToString()}});
-    return store.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  auto agents = iommu::NewGrpcAgentClient(
-      absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
-  iommu::BrokerOptions options;
-  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
-  options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
-  options.liveness_check_interval_ms = kHousekeepingPeriodMs;
-  options.max_remembered_answers_per_caller =
-      absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
-  iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
-    m->ObserveStoreCommit(d);
-  });
-  auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
-  if (!broker.ok()) {
-    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", broker.status().ToString()}});
-    return 1;
-  }
-
-  // /metrics before the API: a port that cannot be bound stops the start.
-  metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
-  // Ready while the API serves and the store is usable; live while the
-  // housekeeper (which takes the broker's lock) keeps running.
+  metrics->SetLeadership(ReplicaName(), StoreKind(), false, absl::Now());
   std::atomic<bool> serving{false};
+  std::atomic<iommu::Broker*> serving_broker{nullptr};
+  std::atomic<const iommu::kv::LeaderLease*> leadership{nullptr};
+  // Live while the housekeeper (which takes the broker's lock) keeps
+  // running, or the standby loop keeps polling.
   std::atomic<int64_t> housekeeper_seen_ms{absl::ToUnixMillis(absl::Now())};
   iommu::metrics::Health health;
-  health.ready = [&serving, b = broker->get(), leader = store->leader.get()]() -> absl::Status {
-    if (!serving) return absl::UnavailableError("broker: the API is not serving (starting or stopping)");
-    if (leader != nullptr) RETURN_IF_ERROR(leader->lost());
+  health.ready = [&]() -> absl::Status {
+    iommu::Broker* b = serving_broker.load();
+    if (!serving || b == nullptr) {
+      return absl::UnavailableError(
+          "broker: the API is not serving (starting, waiting to lead, or stopping)");
+    }
+    if (const iommu::kv::LeaderLease* l = leadership.load(); l != nullptr) {
+      RETURN_IF_ERROR(l->lost());
+    }
     return b->Unrecoverable();
   };
   health.live = [&housekeeper_seen_ms]() -> absl::Status {
@@ -257,6 +249,7 @@ int Run() {
     return absl::UnavailableError(
         absl::StrCat("broker: housekeeping has not run for ", quiet_ms / 1000, " s (stuck?)"));
   };
+  // A port that cannot be bound stops the start.
   iommu::metrics::MetricsServer metrics_server;
   if (!metrics_address.empty()) {
     absl::StatusOr<iommu::metrics::MetricsServer> started = iommu::metrics::StartMetricsServer(
@@ -271,6 +264,50 @@ int Run() {
                      {"port", metrics_server.port},
                      {"paths", "/metrics,/healthz,/readyz"}});
   }
+
+  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(stop, &housekeeper_seen_ms);
+  if (!store.ok()) {
+    // The message names the file and what is wrong; the code says which
+    // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
+    // DATA_LOSS: damaged, restore a backup; CANCELLED: stopped while
+    // waiting to lead).
+    if (store.status().code() == absl::StatusCode::kCancelled) {
+      iommu::LogEvent(iommu::LogLevel::kInfo, "stopped", {{"while", "waiting to lead"}});
+      return 0;
+    }
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store.status().ToString()}});
+    return store.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  leadership = store->leader.get();
+  auto agents = iommu::NewGrpcAgentClient(
+      absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
+  iommu::BrokerOptions options;
+  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
+  options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
+  options.liveness_check_interval_ms = kHousekeepingPeriodMs;
+  options.max_remembered_answers_per_caller =
+      absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
+  options.replica = ReplicaName();
+  options.store = StoreDescription();
+  options.leader_since_ms = absl::ToUnixMillis(absl::Now());
+  iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
+    m->ObserveStoreCommit(d);
+  });
+  auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
+  if (!broker.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", broker.status().ToString()}});
+    return 1;
+  }
+  // Scrapes and probes read the broker: on every way out they stop before
+  // it goes.
+  absl::Cleanup stop_scrapes = [&metrics_server, &serving_broker] {
+    metrics_server.http.reset();
+    serving_broker = nullptr;
+  };
+  metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
+  metrics->SetLeadership(options.replica, StoreKind(), true,
+                         absl::FromUnixMillis(options.leader_since_ms));
+  serving_broker = broker->get();
 
   // Every refusal by the authorization layer is logged by the service; the
   // hook counts it.
@@ -372,7 +409,7 @@ int Run() {
   stopping.Notify();
   housekeeper.join();
   server.reset();
-  metrics_server.http.reset();  // Scrapes read the broker: stop them first.
+  std::move(stop_scrapes).Invoke();
   broker->reset();
   if (store->leader != nullptr && !store->leader->lost().ok()) exit_code = 1;
   // Closes the database cleanly (checkpoints the WAL); hands leadership over.

@@ -13,11 +13,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/http_get.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/daemon.h"
 #include "tests/etcd_process.h"
+#include "tests/metrics_testing.h"
 #include "tests/test_util.h"
 
 namespace iommu {
@@ -42,7 +44,14 @@ class BrokerHaTest : public ::testing::Test {
             "--replica_name=" + replica,
             "--leader_ttl_seconds=2",
             "--shutdown_grace_ms=500",
+            "--metrics_address=127.0.0.1:0",
             "--insecure"};
+  }
+  // GET `path` on the metrics endpoint `d` logged.
+  static absl::StatusOr<testing::HttpResponse> Get(const Daemon& d, const std::string& path) {
+    absl::StatusOr<int> port = testing::MetricsPortFromLog(d.Log());
+    if (!port.ok()) return port.status();
+    return testing::HttpGet("127.0.0.1", *port, path);
   }
   absl::Status Launch(Daemon* d, const std::string& replica) {
     return d->Launch(testing::RunfilePath("server/iommu-broker"), Args(replica), dir_, replica);
@@ -76,6 +85,18 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
   ASSERT_TRUE(Launch(&b, "replica-b").ok());
   ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
   EXPECT_EQ(b.port(), 0) << "a standby must not serve";
+  // A standby is alive, not ready, and says it does not lead.
+  absl::StatusOr<testing::HttpResponse> healthz = Get(b, "/healthz");
+  ASSERT_TRUE(healthz.ok()) << healthz.status() << b.Log();
+  EXPECT_EQ(healthz->status, 200) << healthz->body;
+  absl::StatusOr<testing::HttpResponse> readyz = Get(b, "/readyz");
+  ASSERT_TRUE(readyz.ok()) << readyz.status();
+  EXPECT_EQ(readyz->status, 503) << readyz->body;
+  absl::StatusOr<testing::HttpResponse> standby_metrics = Get(b, "/metrics");
+  ASSERT_TRUE(standby_metrics.ok());
+  EXPECT_TRUE(absl::StrContains(standby_metrics->body,
+                                "iommu_broker_leader{replica=\"replica-b\",store=\"etcd\"} 0"))
+      << standby_metrics->body;
 
   std::map<std::string, uint64_t> acked;
   {
@@ -91,6 +112,19 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
   a.Kill();  // kill -9: the standby takes over when the lease runs out.
   ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
   EXPECT_TRUE(absl::StrContains(b.Log(), "event=leading")) << b.Log();
+  absl::StatusOr<testing::HttpResponse> leader_metrics = Get(b, "/metrics");
+  ASSERT_TRUE(leader_metrics.ok());
+  EXPECT_TRUE(absl::StrContains(leader_metrics->body,
+                                "iommu_broker_leader{replica=\"replica-b\",store=\"etcd\"} 1"))
+      << leader_metrics->body;
+  EXPECT_EQ(Get(b, "/readyz")->status, 200);
+  // iommuctl says who leads.
+  testing::CommandResult version = testing::RunCommand(
+      {testing::RunfilePath("client/iommuctl"), "--broker=" + b.address(), "--insecure", "version"});
+  EXPECT_EQ(version.exit_code, 0) << version.err;
+  EXPECT_TRUE(absl::StrContains(version.out, "Leader: replica-b since "))
+      << version.out;
+  EXPECT_TRUE(absl::StrContains(version.out, "store etcd://" + etcd_.endpoint())) << version.out;
   auto stub = InsecureBrokerStub(b.address());
   EXPECT_EQ(TenantQuotas(stub.get()), acked);
   // A retry of a request the dead leader acknowledged gets its answer.
