@@ -283,7 +283,7 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl usage", "iommuctl usage --tenant=acme -o json"}});
   CommandSpec version{
       "version", "", "", false,
-      "Print iommuctl's, the broker's and the agents' versions, and which replica leads",
+      "Print the client's, broker's and agents' versions",
       "Prints iommuctl's version and commit, then, when the broker answers, the broker's "
       "(GetVersion), for operators the replica that answered (with several replicas on etcd, "
       "the leader), since when it leads and its store, and each node's agent version as it "
@@ -316,8 +316,8 @@ std::vector<CommandSpec> BuildCommands() {
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
-      Flag("broker", ValueKind::kString, "HOST:PORT[,HOST:PORT...]",
-           absl::StrCat("Broker address, or its replicas' as a comma-separated list: only the "
+      Flag("broker", ValueKind::kString, "HOST:PORT",
+           absl::StrCat("Broker address, or every replica's, comma-separated: only the "
                         "leader serves and iommuctl finds it (default: $", kBrokerEnvVar,
                         ", else ", kDefaultBrokerAddress, ").")),
       Flag("cert", ValueKind::kString, "FILE",

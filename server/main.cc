@@ -147,8 +147,13 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop,
   auto waiting = [&](absl::string_view leader) {
     if (leader != last_leader) {
       last_leader = std::string(leader);
-      iommu::LogEvent(iommu::LogLevel::kInfo, "standby",
-                      {{"leader", last_leader}, {"replica", o.replica_name}});
+      if (leader.empty()) {
+        iommu::LogEvent(iommu::LogLevel::kWarning, "standby_store_unreachable",
+                        {{"replica", o.replica_name}, {"store", StoreDescription()}});
+      } else {
+        iommu::LogEvent(iommu::LogLevel::kInfo, "standby",
+                        {{"leader", last_leader}, {"replica", o.replica_name}});
+      }
     }
     if (watchdog > absl::ZeroDuration()) iommu::NotifyWatchdog();
     *alive_ms = absl::ToUnixMillis(absl::Now());

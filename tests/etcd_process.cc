@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/daemon.h"
@@ -63,7 +64,6 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
   }
   dir_ = NewTempDir("etcd");
   client_port_ = 0;
-  const std::string log_path = dir_ + "/etcd.log";
   // Port 0 everywhere: nothing to race other tests for. The advertised URLs
   // are then not reachable addresses, which a single member never uses.
   const std::string any = "http://127.0.0.1:0";
@@ -94,6 +94,14 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
     ssl.pem_private_key = read(tls->client_key_file);
     probe_creds = grpc::SslCredentials(ssl);
   }
+  probe_creds_ = probe_creds;
+  RETURN_IF_ERROR(Exec(std::move(argv)));
+  return WaitReady(timeout, tls != nullptr ? kServingTlsLine : kServingLine);
+}
+
+absl::Status EtcdProcess::Exec(std::vector<std::string> argv) {
+  argv_ = argv;
+  const std::string log_path = dir_ + "/etcd.log";
   std::vector<char*> cargv;
   for (std::string& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
@@ -108,7 +116,7 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
     // already run gRPC threads).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);  // The test died before prctl.
-    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
       dup2(fd, 2);
@@ -116,7 +124,47 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
     execv(kEtcd, cargv.data());
     _exit(127);
   }
+  return absl::OkStatus();
+}
 
+absl::Status EtcdProcess::Launch(const EtcdMemberSpec& m) {
+  if (pid_ > 0) return absl::FailedPreconditionError("etcd already started");
+  if (access(kEtcd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kEtcd, " is missing: install the Debian package `etcd-server` (scripts/setup.sh does)"));
+  }
+  dir_ = NewTempDir("etcd-" + m.name);
+  client_port_ = m.client_port;
+  probe_creds_ = grpc::InsecureChannelCredentials();
+  const std::string client = absl::StrCat("http://127.0.0.1:", m.client_port);
+  const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
+  return Exec({kEtcd, "--name=" + m.name, "--data-dir=" + dir_ + "/data",
+               "--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+               "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
+               "--initial-cluster=" + m.initial_cluster, "--initial-cluster-state=new",
+               "--initial-cluster-token=iommu-test"});
+}
+
+absl::Status EtcdProcess::WaitReady(absl::Duration timeout) {
+  return WaitReady(timeout, kServingLine);
+}
+
+void EtcdProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+absl::Status EtcdProcess::Relaunch() {
+  if (pid_ > 0) return absl::FailedPreconditionError("etcd is running");
+  if (argv_.empty()) return absl::FailedPreconditionError("etcd was never launched");
+  return Exec(argv_);
+}
+
+absl::Status EtcdProcess::WaitReady(absl::Duration timeout, absl::string_view serving_line) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
   const absl::Time deadline = absl::Now() + timeout;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::string last = "etcd has not logged its client port yet";
@@ -127,12 +175,11 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
       return absl::InternalError(absl::StrCat("etcd exited (wait status ", status, "):\n", Log()));
     }
     if (client_port_ == 0) {
-      client_port_ = ClientPortFromLog(Log(), tls != nullptr ? kServingTlsLine : kServingLine);
+      client_port_ = ClientPortFromLog(Log(), serving_line);
     }
     if (client_port_ != 0) {
       if (!kv) {
-        kv = etcdserverpb::KV::NewStub(
-            grpc::CreateChannel(endpoint(), probe_creds));
+        kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(endpoint(), probe_creds_));
       }
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));

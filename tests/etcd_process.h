@@ -14,10 +14,14 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 
 namespace iommu::testing {
 
@@ -29,6 +33,15 @@ struct EtcdTlsFiles {
   std::string server_key_file;
   std::string client_cert_file;  // Used by Start's readiness probe.
   std::string client_key_file;
+};
+
+// One member of a multi-member cluster: fixed ports (every member must know
+// every peer's URL before it starts), see EtcdCluster.
+struct EtcdMemberSpec {
+  std::string name;
+  int client_port = 0;
+  int peer_port = 0;
+  std::string initial_cluster;  // "m0=http://127.0.0.1:P0,m1=..."
 };
 
 class EtcdProcess final {
@@ -48,6 +61,14 @@ class EtcdProcess final {
   absl::Status Start(absl::Duration timeout = absl::Seconds(20),
                      const EtcdTlsFiles* tls = nullptr);
 
+  // Starts a cluster member without waiting for it (a member answers only
+  // once a majority runs); WaitReady waits. Kill (SIGKILL, the data kept)
+  // and Relaunch (the same member on its data) simulate a member's crash.
+  absl::Status Launch(const EtcdMemberSpec& member);
+  absl::Status WaitReady(absl::Duration timeout);
+  void Kill();
+  absl::Status Relaunch();
+
   // SIGTERM, wait up to 5 s, then SIGKILL; reaps etcd and deletes its data
   // directory. Idempotent.
   void Stop();
@@ -59,9 +80,14 @@ class EtcdProcess final {
   std::string Log() const;  // etcd's stdout and stderr so far.
 
  private:
+  absl::Status Exec(std::vector<std::string> argv);
+  absl::Status WaitReady(absl::Duration timeout, absl::string_view serving_line);
+
   pid_t pid_ = -1;
   int client_port_ = 0;
   std::string dir_;  // Holds data/ and etcd.log.
+  std::vector<std::string> argv_;  // Of the last launch, for Relaunch.
+  std::shared_ptr<grpc::ChannelCredentials> probe_creds_;
 };
 
 }  // namespace iommu::testing

@@ -27,8 +27,20 @@ absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
     txn.else_ops.push_back(RangeOp{options.key});
     absl::StatusOr<TxnResponse> resp = kv->Txn(txn);
     if (!resp.ok()) {
-      (void)kv->LeaseRevoke(lease);
-      return resp.status();
+      // The store unreachable (an etcd without quorum): wait for it like for
+      // a leader, as long as the caller waits.
+      const bool transient = absl::IsUnavailable(resp.status()) ||
+                             absl::IsDeadlineExceeded(resp.status());
+      if (!transient || !waiting || !waiting("")) {
+        (void)kv->LeaseRevoke(lease);
+        return resp.status();
+      }
+      absl::SleepFor(options.poll);
+      if (!kv->LeaseKeepAlive(lease).ok()) {
+        absl::StatusOr<int64_t> fresh = kv->LeaseGrant(options.ttl_seconds);
+        if (fresh.ok()) lease = *fresh;
+      }
+      continue;
     }
     if (resp->succeeded) {
       return std::unique_ptr<LeaderLease>(

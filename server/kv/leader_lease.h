@@ -37,16 +37,18 @@ struct LeaderLeaseOptions {
 
 class LeaderLease {
  public:
-  // Called while waiting, once per poll, with the current leader's name;
-  // returning false gives up (Campaign returns CANCELLED). Without one,
+  // Called while waiting, once per poll, with the current leader's name ("":
+  // the store is unreachable, e.g. etcd without quorum); returning false
+  // gives up (Campaign returns CANCELLED, or the store's error). Without one,
   // Campaign does not wait: FAILED_PRECONDITION naming the leader.
   using Waiting = std::function<bool(absl::string_view leader)>;
   // Called once, from the keep-alive thread, when leadership is lost (the
   // lease expired or could not be renewed within its TTL).
   using OnLost = std::function<void(const absl::Status& why)>;
 
-  // `kv` must outlive the lease. Errors other than "someone else leads"
-  // (the store unreachable, bad options) end the campaign.
+  // `kv` must outlive the lease. An unreachable store is waited out like
+  // another leader; other errors (bad options, a refused request) end the
+  // campaign.
   static absl::StatusOr<std::unique_ptr<LeaderLease>> Campaign(KvStore* kv,
                                                                LeaderLeaseOptions options,
                                                                const Waiting& waiting,
