@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -129,7 +130,12 @@ class FakeNotifySocket {
       len = offsetof(sockaddr_un, sun_path) + path.size() + 1;
       env_ = path;
     } else {
-      const std::string name = absl::StrCat("iommu-fd-store-test-", ::getpid());
+      // Abstract names are shared by every process in the network namespace,
+      // and Bazel runs tests in PID namespaces where every test is pid 1 or 2:
+      // a random suffix keeps concurrent runs apart.
+      uint64_t nonce = 0;
+      (void)::getrandom(&nonce, sizeof(nonce), 0);
+      const std::string name = absl::StrCat("iommu-fd-store-test-", ::getpid(), "-", nonce);
       std::memcpy(addr.sun_path + 1, name.data(), name.size());
       len = offsetof(sockaddr_un, sun_path) + 1 + name.size();
       env_ = "@" + name;

@@ -31,6 +31,8 @@ SAN_BAZEL=(bazel --output_base="$SAN_BASE")
 # cached results.
 TSAN_OPTIONS_VALUE="halt_on_error=1:second_deadlock_stack=1:history_size=4:detect_deadlocks=1:suppressions=$PWD/fuzz/tsan.supp"
 TSAN_SUPP_HASH="$(sha256sum fuzz/tsan.supp | cut -c1-16)"
+LSAN_OPTIONS_VALUE="suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0"
+LSAN_SUPP_HASH="$(sha256sum fuzz/lsan.supp | cut -c1-16)"
 
 summary=()
 failures=()
@@ -88,7 +90,8 @@ if bazel query --noshow_progress 'tests(//...) except attr(tags, "\bmanual\b", /
   SAN_TEST=(test --build_tests_only --keep_going --experimental_convenience_symlinks=ignore
             --target_pattern_file="$TESTS_FILE")
   # --keep_going: one target that fails to build does not hide the others' results.
-  phase asan "${SAN_BAZEL[@]}" "${SAN_TEST[@]}" --config=asan --test_tag_filters=-vm,-no_asan
+  phase asan "${SAN_BAZEL[@]}" "${SAN_TEST[@]}" --config=asan --test_tag_filters=-vm,-no_asan \
+    --test_env=LSAN_OPTIONS="$LSAN_OPTIONS_VALUE" --test_env=LSAN_SUPPRESSIONS_SHA256="$LSAN_SUPP_HASH"
   phase tsan "${SAN_BAZEL[@]}" "${SAN_TEST[@]}" --config=tsan --test_tag_filters=-vm,-no_tsan \
     --test_env=TSAN_OPTIONS="$TSAN_OPTIONS_VALUE" --test_env=TSAN_SUPPRESSIONS_SHA256="$TSAN_SUPP_HASH"
 else

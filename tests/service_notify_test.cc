@@ -3,6 +3,7 @@
 // housekeeping, and reports STOPPING=1 on SIGTERM. systemd's side is a
 // datagram socket named by $NOTIFY_SOCKET, as sd_notify(3) describes.
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -28,10 +29,13 @@ namespace {
 using ::testing::HasSubstr;
 
 // In the abstract namespace (the test's directory may be too long for
-// sun_path); sd_notify reaches it as "@name".
+// sun_path); sd_notify reaches it as "@name". Abstract names are shared by the
+// whole network namespace and Bazel's PID namespaces give every test the same
+// small pid, so the name ends in a random nonce.
 class NotifySocket {
  public:
-  explicit NotifySocket(const std::string& name) : name_(name) {
+  explicit NotifySocket(const std::string& prefix) : name_(WithNonce(prefix)) {
+    const std::string& name = name_;
     fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
@@ -43,6 +47,11 @@ class NotifySocket {
     if (fd_ >= 0) close(fd_);
   }
   bool ok() const { return ok_; }
+  static std::string WithNonce(const std::string& prefix) {
+    uint64_t nonce = 0;
+    (void)getrandom(&nonce, sizeof(nonce), 0);
+    return absl::StrCat(prefix, "-", nonce);
+  }
   std::string env() const { return "@" + name_; }
 
   // Messages received until one contains `want` or `timeout` passes.
