@@ -262,12 +262,13 @@ std::vector<CommandSpec> BuildCommands() {
 
   // Single words.
   add({"top", "", "", false, "Summarise the fleet: nodes, tenants, usage, dedup saved",
-       "Shows the fleet on one screen: nodes by state (naming those not ready and the cordoned "
+       "Shows the fleet on one screen: the broker replica that leads (and since when, on "
+       "what store), nodes by state (naming those not ready and the cordoned "
        "ones), containers by state, and one row per tenant with pinned bytes (billed: each "
        "host page once per node) against its quota, mapped bytes, what deduplication saved, "
        "containers, windows and window bytes, most pinned first, then a TOTAL row. Pinned "
        "figures come from each node's last heartbeat. A tenant's certificate sees only its own "
-       "row and no nodes.",
+       "row, no nodes and no replicas.",
        {Flag("watch", ValueKind::kDuration, "DURATION",
              "Redraw every DURATION (e.g. 2s) until interrupted; table output only. On a "
              "terminal each frame clears the screen; piped or redirected, frames are plain "

@@ -725,6 +725,11 @@ absl::StatusOr<uint32_t> CountContainers(Session& s, v1::ContainerState state) {
 
 absl::Status TakeFleetSummary(Session& s, iommu::ctl::FleetSummary* sum) {
   sum->set_time_ms(NowMs());
+  v1::GetVersionResponse version;
+  RETURN_IF_ERROR(s.Call(&Stub::GetVersion, v1::GetVersionRequest(), &version));
+  sum->set_leader(version.replica());
+  sum->set_leader_since_ms(version.leader_since_ms());
+  sum->set_store(version.store());
   v1::ListNodesResponse nodes;
   absl::Status listed =
       s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(), &v1::ListNodesResponse::mutable_nodes,
@@ -813,10 +818,8 @@ std::string FormatVersion(const iommu::ctl::VersionView& v) {
                     v.broker_commit(), ")\n");
     if (!v.broker_replica().empty()) {
       absl::StrAppend(&out, "Leader: ", v.broker_replica(), " since ",
-                      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
-                                       absl::FromUnixMillis(v.broker_leader_since_ms()),
-                                       absl::UTCTimeZone()),
-                      ", store ", v.broker_store(), "\n");
+                      FormatTimeMs(v.broker_leader_since_ms()), ", store ", v.broker_store(),
+                      "\n");
     }
   }
   if (v.agents_visible()) {

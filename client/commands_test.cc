@@ -932,7 +932,15 @@ TEST_F(CommandsTest, TopSortsTenantsByPinnedAndTotalsThem) {
     return grpc::Status::OK;
   });
 
+  v1::GetVersionResponse version;
+  version.set_replica("replica-b");
+  version.set_leader_since_ms(1700000000000);
+  version.set_store("etcd://10.0.0.1:2379");
+  fake_->SetResponse("GetVersion", version);
+
   ASSERT_EQ(Run({"top"}), 0) << err_;
+  EXPECT_THAT(out_, HasSubstr("Leader:      replica-b since 2023-11-14T22:13:20Z, store "
+                              "etcd://10.0.0.1:2379\n"));
   EXPECT_THAT(out_, HasSubstr("Nodes:       2: 1 ready, 1 unavailable (not ready: host-b); "
                               "1 cordoned (host-b)\n"));
   EXPECT_THAT(out_, HasSubstr("Containers:  4: 3 ready, 1 failed\n"));
@@ -960,6 +968,8 @@ TEST_F(CommandsTest, TopForATenantGoesWithoutNodes) {
   fake_->SetResponse("GetUsage", FleetUsage());
   ASSERT_EQ(Run({"top"}), 0) << err_;
   EXPECT_THAT(out_, Not(HasSubstr("Nodes:")));
+  // The broker tells tenants nothing about its replicas.
+  EXPECT_THAT(out_, Not(HasSubstr("Leader:")));
   EXPECT_THAT(out_, HasSubstr("Tenants:     3\n"));
   // Other errors are errors.
   fake_->SetError("ListNodes", grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));

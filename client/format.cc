@@ -815,6 +815,11 @@ std::string FormatWindowDescription(const iommu::ctl::WindowDescription& d, int6
 std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary) {
   Details head;
   head.Add("As of", FormatTimeMs(summary.time_ms()));
+  if (!summary.leader().empty()) {
+    head.Add("Leader", absl::StrCat(summary.leader(), " since ",
+                                    FormatTimeMs(summary.leader_since_ms()), ", store ",
+                                    summary.store()));
+  }
   if (summary.nodes_visible()) {
     std::string nodes = absl::StrCat(summary.nodes());
     const std::string states =

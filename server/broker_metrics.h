@@ -29,6 +29,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
@@ -54,6 +55,20 @@ class BrokerMetrics final : public prometheus::Collectable {
   // (iommu_broker_leader_since_timestamp_seconds). `store` is the kind only
   // ("sqlite", "sqlite-kv", "etcd"), never paths or endpoints.
   void SetLeadership(std::string replica, std::string store, bool leading, absl::Time since);
+
+  // A change of leader this replica saw: as a standby, the leader key's
+  // holder changed between two polls; or this replica won the key.
+  // iommu_broker_leader_changes_total and
+  // iommu_broker_last_leader_change_timestamp_seconds.
+  void CountLeaderChange(absl::Time when);
+
+  // One call to etcd: iommu_broker_etcd_round_trip_seconds{op}. `op` is the
+  // call's short name ("txn", "range", "lease_keep_alive", ...).
+  void ObserveEtcdCall(absl::string_view op, absl::Duration round_trip);
+
+  // A commit the leadership fence refused (this replica no longer leads):
+  // iommu_broker_fenced_writes_total.
+  void CountFencedWrite();
 
   // One finished RPC: iommu_broker_rpc_duration_seconds{method, code}.
   void ObserveRpc(absl::string_view method, absl::string_view code, absl::Duration elapsed);
@@ -83,6 +98,10 @@ class BrokerMetrics final : public prometheus::Collectable {
   prometheus::Family<prometheus::Histogram>& rpc_duration_;
   prometheus::Histogram& store_commit_duration_;
   prometheus::Family<prometheus::Counter>& authz_denials_;
+  prometheus::Family<prometheus::Histogram>& etcd_round_trip_;
+  prometheus::Counter& fenced_writes_;
+  prometheus::Counter& leader_changes_;
+  prometheus::Gauge& last_leader_change_;
   // The event families as declared, for listing them before their first sample.
   const std::vector<prometheus::MetricFamily> declared_;
 

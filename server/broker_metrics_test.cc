@@ -84,6 +84,30 @@ TEST(BrokerMetricsTest, CountsDenialsByMethodAndRole) {
                         "iommu_broker_authz_denials_total{method=\"Register\",role=\"anonymous\"} 1\n"));
 }
 
+TEST(BrokerMetricsTest, CountsLeaderChangesEtcdRoundTripsAndFencedWrites) {
+  BrokerMetrics m;
+  std::string text = m.ScrapeText();
+  EXPECT_THAT(text, HasSubstr("iommu_broker_leader_changes_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_last_leader_change_timestamp_seconds 0\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_fenced_writes_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE iommu_broker_etcd_round_trip_seconds histogram"));
+
+  m.CountLeaderChange(absl::FromUnixSeconds(1700000000));
+  m.CountLeaderChange(absl::FromUnixSeconds(1700000100));
+  m.ObserveEtcdCall("txn", absl::Milliseconds(3));
+  m.ObserveEtcdCall("txn", absl::Milliseconds(30));
+  m.ObserveEtcdCall("lease_keep_alive", absl::Microseconds(400));
+  m.CountFencedWrite();
+  text = m.ScrapeText();
+  EXPECT_THAT(text, HasSubstr("iommu_broker_leader_changes_total 2\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_last_leader_change_timestamp_seconds 1700000100\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_fenced_writes_total 1\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_etcd_round_trip_seconds_count{op=\"txn\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("iommu_broker_etcd_round_trip_seconds_bucket{op=\"txn\",le=\"0.005\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("iommu_broker_etcd_round_trip_seconds_count{op=\"lease_keep_alive\"} 1\n"));
+}
+
 // A live Broker on a TimedStore: the snapshot follows the broker's state and
 // every commit is timed.
 class LiveBrokerMetricsTest : public ::testing::Test {

@@ -105,18 +105,6 @@ constexpr int64_t kHousekeepingPeriodMs = 250;
 // /healthz fails when housekeeping has not completed for this long.
 constexpr int64_t kHousekeeperStallMs = 30000;
 
-std::string StoreDescription() {
-  absl::StatusOr<iommu::StoreSpec> spec =
-      iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db));
-  return spec.ok() ? iommu::DescribeStoreSpec(*spec) : "";
-}
-
-// "sqlite", "sqlite-kv" or "etcd": the scheme of StoreDescription().
-std::string StoreKind() {
-  const std::string d = StoreDescription();
-  return d.substr(0, d.find(':'));
-}
-
 std::string ReplicaName() {
   std::string name = absl::GetFlag(FLAGS_replica_name);
   if (name.empty()) {
@@ -127,14 +115,11 @@ std::string ReplicaName() {
   return name;
 }
 
-// Opens --store. On etcd this waits, as a standby, until this replica leads;
-// a stop signal meanwhile ends the wait (CANCELLED). Losing leadership later
-// stops the daemon (exit 1), so that its supervisor starts it again as a
-// standby.
-absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop,
-                                                       std::atomic<int64_t>* alive_ms) {
+// Every store flag, read and checked once (INVALID_ARGUMENT names the flag).
+absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
   iommu::StoreOptions o;
-  ASSIGN_OR_RETURN(o.spec, iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db)));
+  ASSIGN_OR_RETURN(o.spec,
+                   iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db)));
   o.etcd_prefix = absl::GetFlag(FLAGS_etcd_prefix);
   o.etcd_cert_file = absl::GetFlag(FLAGS_etcd_cert);
   o.etcd_key_file = absl::GetFlag(FLAGS_etcd_key);
@@ -142,17 +127,44 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop,
   o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
   o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
   o.replica_name = ReplicaName();
+  return o;
+}
+
+// "sqlite", "sqlite-kv" or "etcd": the scheme of DescribeStoreSpec, never a
+// path or an endpoint (a metric label).
+std::string StoreKind(const iommu::StoreSpec& spec) {
+  const std::string d = iommu::DescribeStoreSpec(spec);
+  return d.substr(0, d.find(':'));
+}
+
+// Opens the store `o` names. On etcd this waits, as a standby, until this
+// replica leads; a stop signal meanwhile ends the wait (CANCELLED). Losing
+// leadership later stops the daemon (exit 1), so that its supervisor starts
+// it again as a standby. Changes of leader seen meanwhile, etcd's round
+// trips and fenced commits go to `metrics`.
+absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o,
+                                                       const sigset_t& stop,
+                                                       std::atomic<int64_t>* alive_ms,
+                                                       iommu::BrokerMetrics* metrics) {
+  o.observe_etcd_call = [metrics](absl::string_view op, absl::Duration d) {
+    metrics->ObserveEtcdCall(op, d);
+  };
+  o.on_fenced = [metrics] { metrics->CountFencedWrite(); };
   const absl::Duration watchdog = iommu::WatchdogPingInterval();
-  std::string last_leader;
+  std::string last_seen;    // What the last poll said ("": etcd unreachable).
+  std::string last_leader;  // The last leader seen.
   auto waiting = [&](absl::string_view leader) {
-    if (leader != last_leader) {
-      last_leader = std::string(leader);
+    if (leader != last_seen) {
+      last_seen = std::string(leader);
       if (leader.empty()) {
         iommu::LogEvent(iommu::LogLevel::kWarning, "standby_store_unreachable",
-                        {{"replica", o.replica_name}, {"store", StoreDescription()}});
+                        {{"replica", o.replica_name}, {"store", DescribeStoreSpec(o.spec)}});
       } else {
         iommu::LogEvent(iommu::LogLevel::kInfo, "standby",
-                        {{"leader", last_leader}, {"replica", o.replica_name}});
+                        {{"leader", last_seen}, {"replica", o.replica_name}});
+        // The first leader seen was elected before this replica started.
+        if (!last_leader.empty() && leader != last_leader) metrics->CountLeaderChange(absl::Now());
+        last_leader = last_seen;
       }
     }
     if (watchdog > absl::ZeroDuration()) iommu::NotifyWatchdog();
@@ -170,6 +182,7 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(const sigset_t& stop,
   };
   ASSIGN_OR_RETURN(iommu::OpenedStore store, iommu::OpenStore(o, waiting, on_lost));
   if (store.leader != nullptr) {
+    metrics->CountLeaderChange(absl::Now());
     iommu::LogEvent(iommu::LogLevel::kInfo, "leading",
                     {{"replica", o.replica_name},
                      {"fence_revision", store.leader->fence_revision()}});
@@ -216,6 +229,12 @@ int Run() {
                                  "is an operator; development only"}});
   }
 
+  absl::StatusOr<iommu::StoreOptions> store_options = StoreOptionsFromFlags();
+  if (!store_options.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store_options.status().message()}});
+    return 2;
+  }
+  const std::string store_description = iommu::DescribeStoreSpec(store_options->spec);
   const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
   if (!metrics_address.empty()) {
     if (absl::Status s = iommu::metrics::ValidateMetricsAddress("metrics_address", metrics_address);
@@ -229,7 +248,8 @@ int Run() {
   // /healthz serve from the start, also while a standby waits to lead;
   // /readyz only once the API serves.
   auto metrics = std::make_shared<iommu::BrokerMetrics>();
-  metrics->SetLeadership(ReplicaName(), StoreKind(), false, absl::Now());
+  metrics->SetLeadership(store_options->replica_name, StoreKind(store_options->spec), false,
+                         absl::Now());
   std::atomic<bool> serving{false};
   std::atomic<iommu::Broker*> serving_broker{nullptr};
   std::atomic<const iommu::kv::LeaderLease*> leadership{nullptr};
@@ -270,7 +290,7 @@ int Run() {
                      {"paths", "/metrics,/healthz,/readyz"}});
   }
 
-  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(stop, &housekeeper_seen_ms);
+  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(*store_options, stop, &housekeeper_seen_ms, metrics.get());
   if (!store.ok()) {
     // The message names the file and what is wrong; the code says which
     // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
@@ -292,8 +312,8 @@ int Run() {
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
-  options.replica = ReplicaName();
-  options.store = StoreDescription();
+  options.replica = store_options->replica_name;
+  options.store = store_description;
   options.leader_since_ms = absl::ToUnixMillis(absl::Now());
   iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
@@ -310,7 +330,7 @@ int Run() {
     serving_broker = nullptr;
   };
   metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
-  metrics->SetLeadership(options.replica, StoreKind(), true,
+  metrics->SetLeadership(options.replica, StoreKind(store_options->spec), true,
                          absl::FromUnixMillis(options.leader_since_ms));
   serving_broker = broker->get();
 
@@ -366,7 +386,7 @@ int Run() {
   iommu::LogEvent(iommu::LogLevel::kInfo, "serving",
                   {{"listen", absl::GetFlag(FLAGS_listen)},
                    {"port", port},
-                   {"store", StoreDescription()},
+                   {"store", store_description},
                    {"transport", iommu::DescribeTransport(*transport)}});
   serving = true;
   iommu::NotifyReady(absl::StrCat("serving on port ", port));

@@ -50,6 +50,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
       o.limits.max_txn_ops = options.etcd_max_txn_ops;
       // A broker that stops hands leadership over at once.
       o.revoke_leases_on_close = true;
+      o.observe_call = options.observe_etcd_call;
       backed.max_txn_ops = options.etcd_max_txn_ops;
       // etcd clusters compact themselves (--auto-compaction-*), for every
       // user of the cluster at once.
@@ -62,6 +63,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
                        kv::LeaderLease::Campaign(out.kv.get(), lo, waiting, std::move(on_lost)));
       backed.fence_key = out.leader->key();
       backed.fence_revision = out.leader->fence_revision();
+      backed.on_fenced = options.on_fenced;
       break;
     }
   }

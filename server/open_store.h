@@ -8,10 +8,12 @@
 #define SERVER_OPEN_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/kv/etcd_kv_store.h"
 #include "server/kv/kv_store.h"
 #include "server/kv/leader_lease.h"
 #include "server/store.h"
@@ -29,6 +31,10 @@ struct StoreOptions {
   int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
   std::string replica_name;        // Shown as the leader.
   int64_t leader_ttl_seconds = 10;
+  // Metrics hooks (either may be empty): every call to etcd, and every
+  // commit the leadership fence refuses.
+  kv::EtcdKvOptions::CallObserver observe_etcd_call;
+  std::function<void()> on_fenced;
 };
 
 // Members are destroyed bottom-up: the Store before the leadership it is

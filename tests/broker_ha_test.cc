@@ -117,6 +117,12 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
   EXPECT_TRUE(absl::StrContains(leader_metrics->body,
                                 "iommu_broker_leader{replica=\"replica-b\",store=\"etcd\"} 1"))
       << leader_metrics->body;
+  // It won an election and talks to etcd.
+  EXPECT_TRUE(absl::StrContains(leader_metrics->body, "iommu_broker_leader_changes_total 1\n"))
+      << leader_metrics->body;
+  EXPECT_TRUE(absl::StrContains(leader_metrics->body,
+                                "iommu_broker_etcd_round_trip_seconds_count{op=\"txn\"}"))
+      << leader_metrics->body;
   EXPECT_EQ(Get(b, "/readyz")->status, 200);
   // iommuctl says who leads.
   testing::CommandResult version = testing::RunCommand(
@@ -125,6 +131,10 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
   EXPECT_TRUE(absl::StrContains(version.out, "Leader: replica-b since "))
       << version.out;
   EXPECT_TRUE(absl::StrContains(version.out, "store etcd://" + etcd_.endpoint())) << version.out;
+  testing::CommandResult top = testing::RunCommand(
+      {testing::RunfilePath("client/iommuctl"), "--broker=" + b.address(), "--insecure", "top"});
+  EXPECT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_TRUE(absl::StrContains(top.out, "replica-b since ")) << top.out;
   auto stub = InsecureBrokerStub(b.address());
   EXPECT_EQ(TenantQuotas(stub.get()), acked);
   // A retry of a request the dead leader acknowledged gets its answer.

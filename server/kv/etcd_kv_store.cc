@@ -41,6 +41,24 @@ struct Endpoint {
   std::unique_ptr<pb::Lease::Stub> lease;
 };
 
+// Reports one call's round trip (sent to answered, failed or timed out) to
+// EtcdKvOptions::observe_call when it goes out of scope.
+class RoundTrip {
+ public:
+  RoundTrip(const EtcdKvOptions::CallObserver& observe, absl::string_view op)
+      : observe_(observe), op_(op), start_(absl::Now()) {}
+  ~RoundTrip() {
+    if (observe_) observe_(op_, absl::Now() - start_);
+  }
+  RoundTrip(const RoundTrip&) = delete;
+  RoundTrip& operator=(const RoundTrip&) = delete;
+
+ private:
+  const EtcdKvOptions::CallObserver& observe_;
+  const absl::string_view op_;
+  const absl::Time start_;
+};
+
 // etcd's messages that mean "compacted" / "future revision" come as
 // OUT_OF_RANGE with these texts (mvcc.ErrCompacted, mvcc.ErrFutureRev).
 bool IsCompacted(const grpc::Status& s) {
@@ -331,6 +349,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "txn");
     const grpc::Status s = ep->kv->Txn(&ctx, req, &resp);
     if (!s.ok()) {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) return LeaseNotFound(txn, s);
@@ -371,6 +390,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "range");
     const grpc::Status s = ep->kv->Range(&ctx, req, &resp);
     if (!s.ok()) return Failed(ep, s, absl::StrCat("range at revision ", request.revision));
     RangeResponse out = FromPb(resp);
@@ -416,6 +436,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "compact");
     const grpc::Status s = ep->kv->Compact(&ctx, req, &resp);
     if (!s.ok()) return Failed(ep, s, absl::StrCat("compact at revision ", revision));
     absl::MutexLock l(&mu_);
@@ -462,6 +483,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "lease_grant");
     const grpc::Status s = ep->lease->LeaseGrant(&ctx, req, &resp);
     if (!s.ok()) return Failed(ep, s, "lease grant");
     if (!resp.error().empty()) {
@@ -478,6 +500,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "lease_keep_alive");
     auto stream = ep->lease->LeaseKeepAlive(&ctx);
     pb::LeaseKeepAliveRequest req;
     req.set_id(id);
@@ -504,6 +527,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "lease_revoke");
     const grpc::Status s = ep->lease->LeaseRevoke(&ctx, req, &resp);
     {
       absl::MutexLock l(&mu_);
@@ -525,6 +549,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "lease_time_to_live");
     const grpc::Status s = ep->lease->LeaseTimeToLive(&ctx, req, &resp);
     if (!s.ok()) return Failed(ep, s, absl::StrCat("time-to-live of lease ", id));
     if (resp.ttl() < 0) {
@@ -639,6 +664,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "range");
     const grpc::Status s = ep->kv->Range(&ctx, req, &resp);
     if (!s.ok()) return Failed(ep, s, "range for the current revision");
     return resp.header().revision();
@@ -654,6 +680,7 @@ class EtcdKvStore final : public KvStore {
     const std::shared_ptr<Endpoint> ep = Current();
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
+    const RoundTrip round_trip(options_.observe_call, "range");
     const grpc::Status s = ep->kv->Range(&ctx, req, &resp);
     if (IsCompacted(s)) return absl::OutOfRangeError(s.error_message());
     return Failed(ep, s, absl::StrCat("range at revision ", revision));

@@ -27,9 +27,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/kv/kv_store.h"
 
@@ -61,6 +63,12 @@ struct EtcdKvOptions {
   // replicas that want their leadership lease gone at shutdown). Off: a lease
   // outlives the store until its TTL runs out.
   bool revoke_leases_on_close = false;
+  // Called after every unary call to etcd (and a lease keep-alive) with the
+  // call ("txn", "range", "lease_grant", "lease_keep_alive", ...) and its
+  // round trip, whatever its outcome; from the calling thread. Metrics only:
+  // it must be cheap and thread-safe.
+  using CallObserver = std::function<void(absl::string_view op, absl::Duration round_trip)>;
+  CallObserver observe_call;
 };
 
 // Connects to etcd and returns the store. Errors: INVALID_ARGUMENT for empty

@@ -103,6 +103,7 @@ void KvBackedStore::Fence(TxnRequest* txn) const {
 }
 
 absl::Status KvBackedStore::Fenced() const {
+  if (options_.on_fenced) options_.on_fenced();
   return absl::FailedPreconditionError(absl::StrCat(
       "store: fenced: ", options_.fence_key, " is no longer held at revision ",
       options_.fence_revision, " (another broker leads now); nothing was written"));

@@ -29,6 +29,7 @@
 #define SERVER_KV_KV_BACKED_STORE_H_
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -56,6 +57,9 @@ struct KvBackedStoreOptions {
   // Writes land only while `fence_key` has this create_revision ("": none).
   std::string fence_key;
   int64_t fence_revision = 0;
+  // Called each time the fence refuses a commit (this broker no longer
+  // leads); metrics only.
+  std::function<void()> on_fenced;
 };
 
 class KvBackedStore final : public Store {

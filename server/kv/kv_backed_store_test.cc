@@ -169,10 +169,13 @@ TEST_F(KvBackedStoreTest, AFencedStoreLandsNothingOnceTheLeaderKeyChanged) {
   KvBackedStoreOptions o;
   o.fence_key = "/leader";
   o.fence_revision = leader->revision;
+  int refused = 0;
+  o.on_fenced = [&refused] { ++refused; };
   KvBackedStore fenced(kv_.get(), o);
   WriteBatch b;
   b.puts = {{"tenant", "acme", "1"}};
   ASSERT_TRUE(fenced.Commit(b).ok());
+  EXPECT_EQ(refused, 0);
 
   // Another replica took over: the key was deleted and created again.
   ASSERT_TRUE(kv_->DeleteRange("/leader").ok());
@@ -182,6 +185,7 @@ TEST_F(KvBackedStoreTest, AFencedStoreLandsNothingOnceTheLeaderKeyChanged) {
   absl::Status s = fenced.Commit(b);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_NE(s.message().find("fenced"), std::string::npos) << s;
+  EXPECT_EQ(refused, 1) << "the metrics hook counts each refused commit";
   EXPECT_EQ(Describe(Load()), "tenant/acme=1 ");
   EXPECT_FALSE(store_->FindRequest("acme|1")->has_value());
 }

@@ -9,7 +9,9 @@ agent's pod has an unprivileged iommu-fdholder container without a liveness
 probe whose socket directory the agent shares; the broker meets the `restricted` Pod Security profile; Secrets are mounted as
 whole directories (so rotation reaches the files); Services, ServiceMonitors
 and their selectors and ports line up; every --flag passed to a daemon is
-one it defines.
+one it defines. deploy/k8s/ha (broker replicas on etcd) passes the same
+checks, and runs at least 3 replicas spread over nodes under a disruption
+budget, with no store volume.
 
 Grafana (deploy/grafana/iommu-broker.json) and alerts (deploy/prometheus/
 alerts.yml): every metric queried is in docs/METRICS.md, the dashboard covers
@@ -135,8 +137,28 @@ def check_common_pod(where, doc, flags_of):
                 fail(f"{cw}: {binary} defines no flag --{m.group(1)}")
 
 
-def check_k8s(directory, flags_of):
-    docs = load_k8s(directory)
+def load_kustomization(directory):
+    """An overlay: the kustomization's resources, by their path as listed."""
+    own = load_k8s(directory)
+    kust = own.get("kustomization.yaml", ([{}], ""))[0][0]
+    docs = {"kustomization.yaml": own.get("kustomization.yaml", ([{}], ""))}
+    listed = kust.get("resources", [])
+    for name in sorted(n for n in own if n != "kustomization.yaml"):
+        if name not in listed:
+            fail(f"{directory}/kustomization.yaml: does not list {name}")
+    for res in listed:
+        path = os.path.normpath(os.path.join(directory, res))
+        if not os.path.isfile(path):
+            fail(f"{directory}/kustomization.yaml: resource {res} does not exist")
+            continue
+        with open(path) as f:
+            text = f.read()
+        docs[res] = ([d for d in yaml.safe_load_all(text) if d is not None], text)
+    return docs
+
+
+def check_k8s(directory, flags_of, ha=False):
+    docs = load_kustomization(directory) if ha else load_k8s(directory)
     by_kind = {}
     for name, (ds, text) in docs.items():
         if name == "kustomization.yaml":
@@ -152,10 +174,11 @@ def check_k8s(directory, flags_of):
             by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = (name, d)
 
     # kustomization: everything but the CRD-dependent monitoring.yaml.
-    kust = docs.get("kustomization.yaml", ([{}], ""))[0][0]
-    want = sorted(n for n in docs if n not in ("kustomization.yaml", "monitoring.yaml"))
-    if sorted(kust.get("resources", [])) != want:
-        fail(f"kustomization.yaml: resources {kust.get('resources')} != {want}")
+    if not ha:
+        kust = docs.get("kustomization.yaml", ([{}], ""))[0][0]
+        want = sorted(n for n in docs if n not in ("kustomization.yaml", "monitoring.yaml"))
+        if sorted(kust.get("resources", [])) != want:
+            fail(f"kustomization.yaml: resources {kust.get('resources')} != {want}")
 
     ns = by_kind.get("Namespace", {}).get(NAMESPACE)
     if ns is None:
@@ -170,18 +193,22 @@ def check_k8s(directory, flags_of):
             if c.get("securityContext", {}).get("privileged") and wname != "iommu-agent":
                 fail(f"{where}: only the agent may be privileged")
 
-    # The broker: restricted profile, one replica, Recreate, its store on a PVC.
+    # The broker: restricted profile; on SQLite one replica, Recreate, its
+    # store on a PVC; on etcd several replicas spread over nodes.
     broker = by_kind.get("Deployment", {}).get("iommu-broker")
     if broker is None:
-        fail("no Deployment iommu-broker")
+        fail(f"{directory}: no Deployment iommu-broker")
     else:
         fname, d = broker
-        where = f"{fname}: Deployment/iommu-broker"
+        where = f"{directory}/{fname}: Deployment/iommu-broker"
         spec = pod_spec(d)
-        if d["spec"].get("replicas") != 1:
-            fail(f"{where}: replicas must be 1 (one broker per SQLite store)")
-        if d["spec"].get("strategy", {}).get("type") != "Recreate":
-            fail(f"{where}: strategy must be Recreate (the old broker holds the store's lock)")
+        if ha:
+            check_ha_broker(where, d, by_kind)
+        else:
+            if d["spec"].get("replicas") != 1:
+                fail(f"{where}: replicas must be 1 (one broker per SQLite store)")
+            if d["spec"].get("strategy", {}).get("type") != "Recreate":
+                fail(f"{where}: strategy must be Recreate (the old broker holds the store's lock)")
         psc = spec.get("securityContext", {})
         if psc.get("runAsNonRoot") is not True:
             fail(f"{where}: runAsNonRoot must be true")
@@ -202,7 +229,7 @@ def check_k8s(directory, flags_of):
                 fail(f"{where}: the broker is never privileged")
             if sc.get("capabilities", {}).get("add"):
                 fail(f"{where}: the broker adds no capability")
-            if "--db=/var/lib/iommu-broker/broker.db" not in c.get("args", []):
+            if not ha and "--db=/var/lib/iommu-broker/broker.db" not in c.get("args", []):
                 fail(f"{where}: --db is not on the store volume")
 
     # The agent: IPC_LOCK only, exactly its host paths, OnDelete.
@@ -305,6 +332,49 @@ def check_k8s(directory, flags_of):
                     if cm is None or ref["key"] not in cm[1].get("data", {}):
                         fail(f"{fname}: {cname}: ConfigMap {ref['name']} key {ref['key']} "
                              "is not defined")
+
+
+def check_ha_broker(where, d, by_kind):
+    """Replicas on etcd: at least 3, spread over nodes, no store volume, a
+    disruption budget, one replica replaced at a time, each named after its
+    pod."""
+    spec = pod_spec(d)
+    if (d["spec"].get("replicas") or 0) < 3:
+        fail(f"{where}: replicas must be at least 3 (a failover needs a standby)")
+    strategy = d["spec"].get("strategy", {})
+    if strategy.get("type") != "RollingUpdate" or \
+            strategy.get("rollingUpdate", {}).get("maxUnavailable") != 1:
+        fail(f"{where}: strategy must be RollingUpdate with maxUnavailable 1")
+    spread = [t for t in spec.get("topologySpreadConstraints", [])
+              if t.get("topologyKey") == "kubernetes.io/hostname"
+              and t.get("whenUnsatisfiable") == "DoNotSchedule"]
+    if not spread:
+        fail(f"{where}: replicas must be spread over nodes (topologySpreadConstraints on "
+             "kubernetes.io/hostname, DoNotSchedule)")
+    for v in spec.get("volumes", []):
+        if "persistentVolumeClaim" in v:
+            fail(f"{where}: replicas on etcd keep no state on a volume ({v['name']})")
+    for c in spec["containers"]:
+        args = c.get("args", [])
+        if not any(a.startswith("--store=etcd://") for a in args):
+            fail(f"{where}: --store=etcd://... missing")
+        if "--replica_name=$(POD_NAME)" not in args:
+            fail(f"{where}: --replica_name=$(POD_NAME) missing")
+        env = {e["name"]: e for e in c.get("env", [])}
+        ref = env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {})
+        if ref.get("fieldPath") != "metadata.name":
+            fail(f"{where}: env POD_NAME must come from metadata.name")
+        mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        for flag in ("--etcd_cert=", "--etcd_key=", "--etcd_ca="):
+            files = [a.split("=", 1)[1] for a in args if a.startswith(flag)]
+            if not files or os.path.dirname(files[0]) not in mounts:
+                fail(f"{where}: {flag}... must name a file in a mounted Secret")
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    budgets = [b for _, b in by_kind.get("PodDisruptionBudget", {}).values()
+               if all(labels.get(k) == v for k, v in
+                      b["spec"].get("selector", {}).get("matchLabels", {}).items())]
+    if not budgets or budgets[0]["spec"].get("maxUnavailable") != 1:
+        fail(f"{where}: a PodDisruptionBudget with maxUnavailable 1 must select its pods")
 
 
 # ----------------------------------------------------------- metrics users
@@ -442,6 +512,7 @@ def main():
         if not flags:
             fail(f"{binary} --helpfull listed no flags")
     check_k8s("deploy/k8s", flags_of)
+    check_k8s("deploy/k8s/ha", flags_of, ha=True)
     documented = documented_metrics(metrics_md)
     exprs = check_dashboard("deploy/grafana/iommu-broker.json", documented)
     if exprs:
@@ -451,7 +522,7 @@ def main():
         for f in FAILURES:
             print("FAIL:", f, file=sys.stderr)
         sys.exit(f"{len(FAILURES)} failure(s)")
-    print("PASS: deploy/k8s, deploy/grafana and the alerts' metric names")
+    print("PASS: deploy/k8s, deploy/k8s/ha, deploy/grafana and the alerts' metric names")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@
 #     exposure at most 2.0 (agent) and 1.5 (broker), and the agent's grant is
 #     exactly CAP_IPC_LOCK, LimitMEMLOCK=infinity and the VFIO/iommufd devices;
 #   * the sysusers.d file parses (`systemd-sysusers --dry-run`);
-#   * every --flag in ExecStart= is one the daemon defines (its --helpfull).
-# Fails, never skips, when a tool is missing (scripts/setup.sh installs systemd).
+#   * every --flag in ExecStart= is one the daemon defines (its --helpfull);
+#   * the environment-file examples name only variables and flags that exist.
+# Fails, never skips, when a tool is missing (scripts/setup.sh installs systemd
+# and etcd-server).
 set -euo pipefail
 
 cd "${TEST_SRCDIR:?run under bazel test}/${TEST_WORKSPACE:?}"
@@ -97,6 +99,24 @@ if ! out="$(systemd-sysusers --dry-run --root="$WORK/root" "$PWD/deploy/systemd/
 fi
 grep -q "Creating user 'iommu-broker'" <<<"$out" || fail "sysusers: no user iommu-broker"
 grep -q "Creating group 'iommu-launcher'" <<<"$out" || fail "sysusers: no group iommu-launcher"
+
+# 6. The environment files: every variable the broker's example sets is one
+# its unit reads, and the --flags inside them are the broker's; every ETCD_X
+# of the etcd member's example is a flag (--x) of Debian's etcd.
+unit_vars="$(grep -o '\${\?IOMMU_[A-Z_]*' "$broker" | tr -d '${' | sort -u)"
+for var in $(sed -nE 's/^#?(IOMMU_[A-Z_]+)=.*/\1/p' deploy/systemd/broker.env.example | sort -u); do
+  grep -qx "$var" <<<"$unit_vars" || fail "broker.env.example sets $var, which $broker does not read"
+done
+broker_flags="$("${BINARY[iommu-broker]}" --helpfull 2>&1 | sed -n 's/^ *--\([a-z0-9_]*\) (.*/\1/p' | sort -u)" || true
+for flag in $(grep -o -- '--[a-z0-9_]*=' deploy/systemd/broker.env.example | tr -d '=' | sed 's/^--//' | sort -u); do
+  grep -qx "$flag" <<<"$broker_flags" || fail "broker.env.example passes --$flag, which iommu-broker does not define"
+done
+command -v etcd >/dev/null || { echo "FAIL: etcd not found (apt-get install etcd-server)" >&2; exit 1; }
+etcd_flags="$(etcd --help 2>&1 | sed -nE 's/^ *--([a-z0-9-]+).*/\1/p' | sort -u)"
+for var in $(sed -nE 's/^(ETCD_[A-Z_]+)=.*/\1/p' deploy/systemd/etcd.env.example); do
+  flag="$(tr 'A-Z_' 'a-z-' <<<"${var#ETCD_}")"
+  grep -qx "$flag" <<<"$etcd_flags" || fail "etcd.env.example sets $var, but etcd has no --$flag"
+done
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)" >&2
