@@ -7,6 +7,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "common/grpc_status.h"
+#include "common/reconnect.h"
 #include "common/status_macros.h"
 
 namespace iommu {
@@ -309,10 +310,7 @@ void Registration::Run() {
 std::unique_ptr<v1::NodeRegistry::StubInterface> NewNodeRegistryStub(
     const std::string& broker, const TransportConfig& transport, absl::Duration max_backoff) {
   grpc::ChannelArguments channel_args;
-  const int reconnect_ms = static_cast<int>(absl::ToInt64Milliseconds(max_backoff));
-  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, reconnect_ms);
-  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, reconnect_ms);
-  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, reconnect_ms);
+  SetReconnectBackoff(max_backoff, max_backoff, &channel_args);
   return v1::NodeRegistry::NewStub(grpc::CreateCustomChannel(
       broker, MakeChannelCredentials(transport, Identity{Role::kBroker, ""}), channel_args));
 }

@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/reconnect.h"
 #include "common/status_macros.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -734,9 +735,8 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& op
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   // Fail calls promptly on a dead endpoint instead of retrying to connect
-  // for the whole deadline.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // for the whole deadline, and give up on a paused one within seconds.
+  SetReconnectBackoff(absl::Milliseconds(100), absl::Seconds(1), &args);
 
   std::vector<std::shared_ptr<Endpoint>> endpoints;
   for (const std::string& a : addresses) {
