@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/jsonpath.h"
 #include "common/byte_size.h"
 
 namespace iommu {
@@ -35,6 +36,7 @@ constexpr NounSpec kNouns[] = {
     {"container", "Containers: IOMMU address spaces on a node with devices attached"},
     {"window", "IOVA windows reserved inside containers"},
     {"describe", "One object for people: its fields, what it holds and its recent events"},
+    {"config", "Contexts: named brokers and credentials kept in iommuctl's config file"},
 };
 
 FlagSpec Flag(std::string name, ValueKind kind, std::string value_name, std::string help,
@@ -52,6 +54,50 @@ FlagSpec Flag(std::string name, ValueKind kind, std::string value_name, std::str
 FlagSpec LimitFlag() {
   return Flag("limit", ValueKind::kUint32, "N",
               "Show at most N results (default: all, fetched page by page).");
+}
+
+// `iommuctl config ...`: edits the configuration file; never needs a broker.
+void AddConfigCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) {
+    s.needs_broker = false;
+    c->push_back(std::move(s));
+  };
+  const std::string file = absl::StrCat("The file is $", kConfigEnvVar,
+                                        ", else $XDG_CONFIG_HOME/iommuctl/config, else "
+                                        "~/.config/iommuctl/config (JSON, written 0600).");
+  add({"config", "get-contexts", "", false, "List the contexts",
+       absl::StrCat("Lists the contexts of the config file; * marks the current one. ", file),
+       {}, {"iommuctl config get-contexts", "iommuctl config get-contexts -o name"}});
+  add({"config", "current-context", "", false, "Print the current context's name",
+       "Prints the name of the context used when --context is not given; fails (exit 1) "
+       "when none is set.",
+       {}, {"iommuctl config current-context"}});
+  add({"config", "use-context", "NAME", false, "Make a context the current one",
+       "Makes context NAME the one used when --context is not given. Flags and the "
+       "environment ($IOMMU_BROKER, $IOMMUCTL_CERT, ...) still win over it, field by field; "
+       "an explicit --context wins over the environment.",
+       {}, {"iommuctl config use-context prod"}});
+  add({"config", "set-context", "NAME", false, "Create a context or change some of its fields",
+       absl::StrCat("Creates context NAME, or changes the fields given of an existing one "
+                    "(fields not given keep their value). NAME is 1-63 letters, digits, '.', "
+                    "'_' or '-'. ", file),
+       {Flag("broker", ValueKind::kString, "HOST:PORT",
+             "Broker address, or every replica's, comma-separated."),
+        Flag("cert", ValueKind::kString, "FILE", "PEM client certificate for mutual TLS."),
+        Flag("key", ValueKind::kString, "FILE", "PEM private key of --cert."),
+        Flag("ca", ValueKind::kString, "FILE", "PEM CA bundle that signed the broker's."),
+        Flag("trust-domain", ValueKind::kString, "DOMAIN", "SPIFFE trust domain."),
+        Flag("insecure", ValueKind::kSwitch, "",
+             "Plaintext (development only); --insecure=false turns it off.")},
+       {"iommuctl config set-context prod --broker=b1:7400,b2:7400,b3:7400 "
+        "--cert=op.pem --key=op.key --ca=ca.pem",
+        "iommuctl config set-context dev --broker=127.0.0.1:7400 --insecure"}});
+  add({"config", "delete-context", "NAME", false, "Delete a context",
+       "Deletes context NAME; if it was the current one, no context is current afterwards.",
+       {}, {"iommuctl config delete-context old"}});
+  add({"config", "view", "", false, "Print the config file",
+       absl::StrCat("Prints the whole config file as JSON (or -o yaml). ", file), {},
+       {"iommuctl config view", "iommuctl config view -o yaml"}});
 }
 
 std::vector<CommandSpec> BuildCommands() {
@@ -261,7 +307,7 @@ std::vector<CommandSpec> BuildCommands() {
        {}, {"iommuctl describe window w-0123456789abcdef"}});
 
   // Single words.
-  add({"top", "", "", false, "Summarise the fleet: nodes, tenants, usage, dedup saved",
+  add({"top", "", "", false, "Summarise the fleet: nodes, tenants, usage, savings",
        "Shows the fleet on one screen: the broker replica that leads (and since when, on "
        "what store), nodes by state (naming those not ready and the cordoned "
        "ones), containers by state, and one row per tenant with pinned bytes (billed: each "
@@ -305,6 +351,7 @@ std::vector<CommandSpec> BuildCommands() {
        "iommuctl completion bash > /etc/bash_completion.d/iommuctl"}};
   completion.needs_broker = false;
   add(std::move(completion));
+  AddConfigCommands(&c);
   CommandSpec help{"help", "", "COMMAND", true, "Show help for a command",
                    "Shows help for iommuctl, a noun, or a command. Same as --help.", {},
                    {"iommuctl help container create"}};
@@ -320,7 +367,7 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("broker", ValueKind::kString, "HOST:PORT",
            absl::StrCat("Broker address, or every replica's, comma-separated: only the "
                         "leader serves and iommuctl finds it (default: $", kBrokerEnvVar,
-                        ", else ", kDefaultBrokerAddress, ").")),
+                        ", else the current context's, else ", kDefaultBrokerAddress, ").")),
       Flag("cert", ValueKind::kString, "FILE",
            absl::StrCat("PEM client certificate for mutual TLS; its SAN URI "
                         "(spiffe://<trust-domain>/operator/<name> or .../tenant/<id>) is who you "
@@ -336,8 +383,15 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("insecure", ValueKind::kSwitch, "",
            absl::StrCat("Plaintext, for a broker started with --insecure (development only; "
                         "also $", kInsecureEnvVar, "=1).")),
+      Flag("context", ValueKind::kString, "NAME",
+           "Use this context of the config file (see 'iommuctl config'): its broker and "
+           "credentials, where no flag gives them; it wins over the environment."),
       Flag("output", ValueKind::kString, "FORMAT",
-           "Output format (also -o): table; json; or name, one KIND/ID a line (tenant/acme, "
+           "Output format (also -o): table; wide, the table with more columns (nodes: agent "
+           "version and launcher socket; containers: status message and page sizes); json; "
+           "yaml, the same fields as json; jsonpath=TEMPLATE, kubectl's JSONPath over the "
+           "json ('{.containers[*].id}', '{range .nodes[*]}{.name}{\"\\n\"}{end}', filters "
+           "[?(@.state==\"...\")]); or name, one KIND/ID a line (tenant/acme, "
            "node/node-1, device/0000:00:04.0, container/c-..., window/w-...) for list, get "
            "and create commands. In json, 64-bit integers are plain numbers printed exactly "
            "(above 2^53 a parser reading doubles, such as JavaScript or jq before 1.7, rounds "
@@ -479,6 +533,34 @@ absl::Status ParseValue(const FlagSpec& spec, absl::string_view text, FlagValue*
   return absl::InternalError("unhandled flag kind");
 }
 
+// -o FORMAT: a format name, or jsonpath=TEMPLATE (the template checked here,
+// so that a typo is refused before anything is sent).
+absl::Status ApplyOutput(absl::string_view text, GlobalOptions* global) {
+  static constexpr std::pair<const char*, OutputFormat> kFormats[] = {
+      {"table", OutputFormat::kTable}, {"wide", OutputFormat::kWide},
+      {"json", OutputFormat::kJson},   {"yaml", OutputFormat::kYaml},
+      {"name", OutputFormat::kName}};
+  const std::string lower = absl::AsciiStrToLower(text);
+  for (const auto& [name, format] : kFormats) {
+    if (lower == name) {
+      global->output = format;
+      return absl::OkStatus();
+    }
+  }
+  absl::string_view tmpl = text;
+  if (absl::ConsumePrefix(&tmpl, "jsonpath=")) {
+    absl::StatusOr<JsonPathTemplate> parsed = JsonPathTemplate::Parse(tmpl);
+    if (!parsed.ok()) return Usage(parsed.status().message());
+    if (tmpl.empty()) return Usage("--output=jsonpath: the template is empty, e.g. "
+                                   "-o jsonpath='{.containers[*].id}'");
+    global->output = OutputFormat::kJsonPath;
+    global->output_template = std::string(tmpl);
+    return absl::OkStatus();
+  }
+  return Usage(absl::StrCat("--output: must be table, wide, json, yaml, name or "
+                            "jsonpath=TEMPLATE, got ", Quote(text)));
+}
+
 // Applies one global flag to `inv`.
 absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocation* inv) {
   if (spec.name == "help") {
@@ -495,18 +577,12 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
     inv->global.trust_domain = value.text;
   } else if (spec.name == "insecure") {
     inv->global.insecure = value.number != 0;
+  } else if (spec.name == "context") {
+    absl::Status valid = ValidateContextName("--context", value.text);
+    if (!valid.ok()) return valid;
+    inv->global.context = value.text;
   } else if (spec.name == "output") {
-    const std::string lower = absl::AsciiStrToLower(value.text);
-    if (lower == "table") {
-      inv->global.output = OutputFormat::kTable;
-    } else if (lower == "json") {
-      inv->global.output = OutputFormat::kJson;
-    } else if (lower == "name") {
-      inv->global.output = OutputFormat::kName;
-    } else {
-      return Usage(
-          absl::StrCat("--output: must be table, json or name, got ", Quote(value.text)));
-    }
+    return ApplyOutput(value.text, &inv->global);
   } else if (spec.name == "no-headers") {
     inv->global.no_headers = value.number != 0;
   } else if (spec.name == "timeout") {
@@ -607,7 +683,7 @@ const std::vector<CommandSpec>& Commands() {
           "tenant create",    "tenant get",       "tenant list",         "tenant set-quota",
           "node list",        "node get",         "node cordon",         "node uncordon",
           "device list",      "container create", "container get",       "container list",
-          "container set-budget", "window allocate", "window list"};
+          "container set-budget", "window allocate", "window list", "config get-contexts"};
       spec.names_objects = kNamed->count(spec.FullName()) > 0;
     }
     return c;
@@ -620,6 +696,11 @@ const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb) {
     if (c.noun == noun && c.verb == verb) return &c;
   }
   return nullptr;
+}
+
+bool IsStructured(OutputFormat format) {
+  return format == OutputFormat::kJson || format == OutputFormat::kYaml ||
+         format == OutputFormat::kJsonPath;
 }
 
 bool IsNoun(absl::string_view noun) {
@@ -705,6 +786,22 @@ absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view te
     v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
   }
   return v;
+}
+
+absl::Status ValidateContextName(absl::string_view what, absl::string_view name) {
+  if (name.empty() || name.size() > 63) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": a context name is 1-63 characters, got \"", name, "\""));
+  }
+  for (const char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": a context name has only letters, digits, '.', '_' and '-', got \"", name,
+          "\""));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {

@@ -38,6 +38,8 @@ inline constexpr char kKeyEnvVar[] = "IOMMUCTL_KEY";
 inline constexpr char kCaEnvVar[] = "IOMMUCTL_CA";
 inline constexpr char kTrustDomainEnvVar[] = "IOMMUCTL_TRUST_DOMAIN";
 inline constexpr char kInsecureEnvVar[] = "IOMMUCTL_INSECURE";
+// Environment variable naming the config file of contexts (client/config.h).
+inline constexpr char kConfigEnvVar[] = "IOMMUCTL_CONFIG";
 
 // How a flag's value is read.
 enum class ValueKind {
@@ -96,9 +98,16 @@ const CommandSpec* FindCommand(absl::string_view noun, absl::string_view verb);
 // True when some command uses `noun` as its first word.
 bool IsNoun(absl::string_view noun);
 
-// -o table (for people), -o json (for scripts), -o name (one kind/id a
-// line, kubectl's "-o name": tenant/acme, container/c-0123456789abcdef).
-enum class OutputFormat { kTable, kJson, kName };
+// -o table (for people), -o wide (the table with more columns), -o json and
+// -o yaml (the same fields, for scripts), -o name (one kind/id a line,
+// kubectl's "-o name": tenant/acme, container/c-0123456789abcdef), and
+// -o jsonpath=TEMPLATE (client/jsonpath.h: chosen fields of the JSON).
+enum class OutputFormat { kTable, kWide, kJson, kYaml, kName, kJsonPath };
+
+// True for the formats that print every answer as data (json, yaml,
+// jsonpath) rather than a view for people: describe, top and confirmations
+// then print the answer itself.
+bool IsStructured(OutputFormat format);
 
 // Flags that apply to every command; accepted before or after the command.
 struct GlobalOptions {
@@ -111,7 +120,12 @@ struct GlobalOptions {
   std::string ca;
   std::string trust_domain;            // Empty: iommu.local.
   bool insecure = false;
+  // --context: the config file's context to take the settings above from
+  // (client/config.h); empty when not given.
+  std::string context;
   OutputFormat output = OutputFormat::kTable;
+  // The template of -o jsonpath=TEMPLATE, already checked to parse.
+  std::string output_template;
   // Tables without their header row (--no-headers), for scripts.
   bool no_headers = false;
   absl::Duration timeout = absl::Seconds(5);
@@ -189,6 +203,9 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
 // --sim_devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
 // "10DE"). Never decimal. INVALID_ARGUMENT naming `flag` otherwise.
 absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text);
+// A context name of the config file (client/config.h): 1-63 characters of
+// letters, digits, '.', '_' and '-'. INVALID_ARGUMENT naming `what` otherwise.
+absl::Status ValidateContextName(absl::string_view what, absl::string_view name);
 // "5s", "250ms", "2m", or a bare number of seconds; must be > 0.
 absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text);
 

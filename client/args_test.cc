@@ -329,8 +329,14 @@ TEST(ParseCommandLineTest, BadValuesNameTheFlag) {
   ExpectUsageError({"container", "create", "--tenant=a", "--vendor=0x12345"},
                    "--vendor: \"0x12345\" is not a PCI id: want 1-4 hex digits");
   ExpectUsageError({"container", "list", "--limit=ten"}, "--limit: expected an unsigned integer");
-  ExpectUsageError({"-o", "yaml", "node", "list"},
-                   "--output: must be table, json or name, got \"yaml\"");
+  ExpectUsageError({"-o", "xml", "node", "list"},
+                   "--output: must be table, wide, json, yaml, name or jsonpath=TEMPLATE, "
+                   "got \"xml\"");
+  ExpectUsageError({"-o", "jsonpath={.nodes[}", "node", "list"},
+                   "--output=jsonpath: at character 9: expected an index");
+  ExpectUsageError({"-o", "jsonpath=", "node", "list"}, "--output=jsonpath: the template is empty");
+  ExpectUsageError({"--context=a/b", "node", "list"},
+                   "--context: a context name has only letters, digits");
   ExpectUsageError({"--timeout=forever", "node", "list"}, "--timeout: invalid duration");
   ExpectUsageError({"node", "list", "--broker="}, "--broker: must not be empty");
 }
@@ -479,10 +485,11 @@ TEST(GlobalFlagsTest, OutputNameAndNoHeaders) {
   ASSERT_TRUE(inv.ok()) << inv.status();
   EXPECT_TRUE(inv->global.no_headers);
   EXPECT_EQ(inv->global.output, OutputFormat::kTable);
-  inv = ParseCommandLine({"-o", "yaml", "node", "list"}, "b:1");
+  inv = ParseCommandLine({"-o", "xml", "node", "list"}, "b:1");
   EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(inv.status().message()),
-              HasSubstr("--output: must be table, json or name, got \"yaml\""));
+              HasSubstr("--output: must be table, wide, json, yaml, name or jsonpath=TEMPLATE, "
+                        "got \"xml\""));
   inv = ParseCommandLine({"-o", "name", "top"}, "b:1");
   EXPECT_EQ(inv.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(inv.status().message()),

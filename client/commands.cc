@@ -18,7 +18,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/args.h"
+#include "client/config.h"
+#include "client/config_commands.h"
+#include "client/config_file.h"
 #include "client/format.h"
+#include "client/json_tree.h"
+#include "client/jsonpath.h"
+#include "client/yaml.h"
 #include "client/views.pb.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
@@ -46,6 +52,22 @@ absl::Status UsageError(absl::string_view message) {
 
 bool IsUsageError(const absl::Status& status) {
   return status.GetPayload(kUsagePayload).has_value();
+}
+
+// `message` as -o json, yaml or jsonpath=... print it. YAML and JSONPath read
+// the JSON text, so all three show the same fields and values.
+absl::StatusOr<std::string> FormatStructured(const google::protobuf::Message& message,
+                                             const GlobalOptions& global) {
+  absl::StatusOr<std::string> json = FormatJson(message);
+  if (!json.ok() || global.output == OutputFormat::kJson) return json;
+  absl::StatusOr<JsonNode> tree = ParseJson(*json);
+  if (!tree.ok()) return absl::InternalError(absl::StrCat("reading our own JSON: ",
+                                                          tree.status().message()));
+  if (global.output == OutputFormat::kYaml) return FormatYaml(*tree);
+  // ParseCommandLine has parsed the template once already.
+  absl::StatusOr<JsonPathTemplate> tmpl = JsonPathTemplate::Parse(global.output_template);
+  if (!tmpl.ok()) return tmpl.status();
+  return tmpl->Render(*tree);
 }
 
 // One run of one command: the stub, the options and the output stream.
@@ -110,12 +132,14 @@ class Session final {
     }
   }
 
-  // Prints `message` as JSON or as its table view.
+  // Prints `message` in the format of -o: a table view, or its data.
   absl::Status Print(const google::protobuf::Message& message) {
     absl::StatusOr<std::string> text;
     switch (inv_.global.output) {
       case OutputFormat::kJson:
-        text = FormatJson(message);
+      case OutputFormat::kYaml:
+      case OutputFormat::kJsonPath:
+        text = FormatStructured(message, inv_.global);
         break;
       case OutputFormat::kName:
         // ParseCommandLine admits -o name only for commands that answer
@@ -123,7 +147,9 @@ class Session final {
         text = FormatNames(message);
         break;
       case OutputFormat::kTable:
-        text = FormatTable(message, !inv_.global.no_headers);
+      case OutputFormat::kWide:
+        text = FormatTable(message, !inv_.global.no_headers,
+                           inv_.global.output == OutputFormat::kWide);
         break;
     }
     if (!text.ok()) return text.status();
@@ -138,7 +164,7 @@ class Session final {
   // Prints `message` as JSON, or `table` (already rendered, ending in a
   // newline): for views that combine several answers (describe, top).
   absl::Status PrintView(const google::protobuf::Message& message, absl::string_view table) {
-    if (inv_.global.output == OutputFormat::kJson) return Print(message);
+    if (IsStructured(inv_.global.output)) return Print(message);
     out_ << table;
     return absl::OkStatus();
   }
@@ -167,7 +193,7 @@ class Session final {
   // answers that carry nothing (deletes, releases).
   absl::Status PrintDone(const google::protobuf::Message& message,
                          absl::string_view confirmation) {
-    if (inv_.global.output == OutputFormat::kJson) return Print(message);
+    if (IsStructured(inv_.global.output)) return Print(message);
     out_ << confirmation << "\n";
     return absl::OkStatus();
   }
@@ -412,8 +438,9 @@ constexpr absl::Duration kMaxGrantTtl = absl::Hours(1);
 absl::Status ContainerGrant(Session& s) {
   const Invocation& inv = s.inv();
   const bool token_only = inv.Number("token-only") != 0;
-  if (token_only && inv.global.output == OutputFormat::kJson) {
-    return UsageError("--token-only: prints the bare token; cannot be combined with -o json");
+  if (token_only && IsStructured(inv.global.output)) {
+    return UsageError(
+        "--token-only: prints the bare token; cannot be combined with -o json, yaml or jsonpath");
   }
   v1::GrantLauncherRequest req;
   req.set_container_id(inv.positional);
@@ -789,8 +816,8 @@ absl::Status TakeFleetSummary(Session& s, iommu::ctl::FleetSummary* sum) {
 
 absl::Status Top(Session& s) {
   const bool watch = s.inv().Has("watch");
-  if (watch && s.inv().global.output == OutputFormat::kJson) {
-    return UsageError("--watch: redraws a table; cannot be combined with -o json");
+  if (watch && IsStructured(s.inv().global.output)) {
+    return UsageError("--watch: redraws a table; cannot be combined with -o json, yaml or jsonpath");
   }
   while (true) {
     iommu::ctl::FleetSummary sum;
@@ -896,6 +923,31 @@ bool OutcomeUnknown(absl::StatusCode code) {
          code == absl::StatusCode::kCancelled || code == absl::StatusCode::kAborted;
 }
 
+// The broker and credentials to use: flags, --context, the environment,
+// the current context, the defaults (client/config.h). INVALID_ARGUMENT for
+// an unreadable or malformed config file or an unknown context.
+absl::StatusOr<GlobalOptions> ConnectionSettings(const Invocation& inv,
+                                                 const CliEnvironment& env) {
+  EnvSettings from_env;
+  from_env.broker = env.default_broker;
+  from_env.cert = env.cert;
+  from_env.key = env.key;
+  from_env.ca = env.ca;
+  from_env.trust_domain = env.trust_domain;
+  from_env.insecure = env.insecure;
+  iommu::ctl::CliConfig config;
+  if (!env.config_path.empty()) {
+    absl::StatusOr<iommu::ctl::CliConfig> loaded = LoadConfigFile(env.config_path);
+    // An unreadable config is the caller's to fix, like a bad flag.
+    if (!loaded.ok()) return absl::InvalidArgumentError(loaded.status().message());
+    config = *std::move(loaded);
+  } else if (!inv.global.context.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--context: no config file (set $", kConfigEnvVar, " or $HOME)"));
+  }
+  return ResolveSettings(inv.global, inv.global.context, from_env, config);
+}
+
 }  // namespace
 
 std::string NewRequestId() {
@@ -912,7 +964,7 @@ std::string NewRequestId() {
 CliEnvironment ProcessEnvironment() {
   CliEnvironment env;
   const char* broker = std::getenv(kBrokerEnvVar);
-  env.default_broker = broker != nullptr && broker[0] != '\0' ? broker : kDefaultBrokerAddress;
+  env.default_broker = broker != nullptr ? broker : "";
   auto get = [](const char* name) {
     const char* v = std::getenv(name);
     return std::string(v == nullptr ? "" : v);
@@ -922,6 +974,7 @@ CliEnvironment ProcessEnvironment() {
   env.ca = get(kCaEnvVar);
   env.trust_domain = get(kTrustDomainEnvVar);
   env.insecure = get(kInsecureEnvVar) == "1";
+  env.config_path = DefaultConfigPath();
   env.out_is_terminal = isatty(STDOUT_FILENO) == 1;
   return env;
 }
@@ -939,9 +992,9 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     err << RenderHelp("", nullptr);
     return 2;
   }
-  const std::string default_broker =
-      env.default_broker.empty() ? kDefaultBrokerAddress : env.default_broker;
-  absl::StatusOr<Invocation> parsed = ParseCommandLine(args, default_broker);
+  // No default broker here: ResolveSettings ranks the environment's and the
+  // config file's against --broker.
+  absl::StatusOr<Invocation> parsed = ParseCommandLine(args, "");
   if (!parsed.ok()) {
     err << "error: " << parsed.status().message() << "\n" << UsageHint(args) << "\n";
     return 2;
@@ -960,12 +1013,23 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     out << RenderBashCompletion();
     return 0;
   }
+  if (inv.command->noun == "config") {
+    absl::Status status = RunConfigCommand(inv, env.config_path, out);
+    if (status.ok()) return 0;
+    if (absl::IsInvalidArgument(status)) {
+      err << "error: " << status.message() << "\n" << UsageHint(args) << "\n";
+      return 2;
+    }
+    err << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+        << "\n";
+    return 1;
+  }
   // `version` prints the client's line even when the broker is unreachable.
   const bool version = inv.command->FullName() == "version";
   if (version && inv.Has("client")) {
     const iommu::ctl::VersionView v = ClientVersion();
     absl::StatusOr<std::string> text =
-        inv.global.output == OutputFormat::kJson ? FormatJson(v) : FormatVersion(v);
+        IsStructured(inv.global.output) ? FormatStructured(v, inv.global) : FormatVersion(v);
     out << (text.ok() ? *text : FormatVersion(v));
     return 0;
   }
@@ -990,14 +1054,12 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     }
   }
 
-  // Flags win over the environment, field by field.
-  GlobalOptions global = inv.global;
-  if (global.cert.empty()) global.cert = env.cert;
-  if (global.key.empty()) global.key = env.key;
-  if (global.ca.empty()) global.ca = env.ca;
-  if (global.trust_domain.empty()) global.trust_domain = env.trust_domain;
-  if (!global.insecure) global.insecure = env.insecure;
-  absl::StatusOr<std::shared_ptr<Stub>> stub = stub_factory(global);
+  absl::StatusOr<GlobalOptions> global = ConnectionSettings(inv, env);
+  if (!global.ok()) {
+    err << "error: " << global.status().message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<Stub>> stub = stub_factory(*global);
   if (stub.ok() && *stub == nullptr) stub = absl::InternalError("stub factory returned null");
   if (!stub.ok()) {
     // A transport configuration the factory cannot use is the caller's
@@ -1015,7 +1077,7 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
   absl::Status status = handler->second(session);
   // Version prints only once it has every answer; on failure the client's
   // own line still goes out before the error.
-  if (version && !status.ok() && inv.global.output != OutputFormat::kJson) {
+  if (version && !status.ok() && !IsStructured(inv.global.output)) {
     out << FormatVersion(ClientVersion());
   }
   if (status.ok()) return 0;

@@ -40,12 +40,17 @@ using StubFactory =
 
 // What RunIommuctl takes from its surroundings.
 struct CliEnvironment {
-  // Broker address when --broker is not given.
+  // Broker address when --broker is not given ($IOMMU_BROKER); empty: from
+  // the config file's context, else 127.0.0.1:7400.
   std::string default_broker;
   // Transport defaults when --cert/--key/--ca/--trust-domain/--insecure are
-  // not given.
+  // not given ($IOMMUCTL_CERT, ...); client/config.h says how they rank
+  // against the config file's contexts.
   std::string cert, key, ca, trust_domain;
   bool insecure = false;
+  // The config file of contexts (client/config_file.h); empty: none, so
+  // only flags, the fields above and the defaults count.
+  std::string config_path;
   // Makes the request id of a mutation when --request-id is not given.
   // Null: NewRequestId().
   std::function<std::string()> new_request_id;
@@ -58,10 +63,11 @@ struct CliEnvironment {
   bool out_is_terminal = false;
 };
 
-// The environment of this process: default_broker from $IOMMU_BROKER if set
-// and non-empty, else 127.0.0.1:7400; the transport from $IOMMUCTL_CERT,
-// $IOMMUCTL_KEY, $IOMMUCTL_CA, $IOMMUCTL_TRUST_DOMAIN, $IOMMUCTL_INSECURE=1;
-// random request ids; out_is_terminal from isatty(STDOUT_FILENO).
+// The environment of this process: default_broker from $IOMMU_BROKER; the
+// transport from $IOMMUCTL_CERT, $IOMMUCTL_KEY, $IOMMUCTL_CA,
+// $IOMMUCTL_TRUST_DOMAIN, $IOMMUCTL_INSECURE=1; config_path from
+// DefaultConfigPath(); random request ids; out_is_terminal from
+// isatty(STDOUT_FILENO).
 CliEnvironment ProcessEnvironment();
 
 // A fresh random request id: a version 4 UUID in lowercase hex.

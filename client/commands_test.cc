@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "client/args.h"
 #include "common/version.h"
+#include "client/commands_fixture.h"
 #include "client/fake_broker_stub.h"
 #include "client/views.pb.h"
 #include "gmock/gmock.h"
@@ -40,39 +41,6 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::StartsWith;
-
-class CommandsTest : public ::testing::Test {
- protected:
-  CommandsTest() : fake_(std::make_shared<FakeBrokerStub>()) {
-    env_.default_broker = "default.example:7400";
-    env_.new_request_id = [this] { return absl::StrCat("generated-", ++ids_issued_); };
-  }
-
-  // Runs `iommuctl args...`; fills out_ and err_, returns the exit code.
-  int Run(const std::vector<std::string>& args) {
-    std::vector<const char*> argv = {"iommuctl"};
-    for (const std::string& a : args) argv.push_back(a.c_str());
-    std::ostringstream out, err;
-    StubFactory factory = [this](const GlobalOptions& global)
-        -> absl::StatusOr<std::shared_ptr<v1::Broker::StubInterface>> {
-      addresses_.push_back(global.broker);
-      globals_.push_back(global);
-      return std::shared_ptr<v1::Broker::StubInterface>(fake_);
-    };
-    const int code = RunIommuctl(static_cast<int>(argv.size()), argv.data(), out, err, factory, env_);
-    out_ = out.str();
-    err_ = err.str();
-    return code;
-  }
-
-  std::shared_ptr<FakeBrokerStub> fake_;
-  CliEnvironment env_;
-  int ids_issued_ = 0;
-  std::vector<std::string> addresses_;
-  std::vector<GlobalOptions> globals_;
-  std::string out_;
-  std::string err_;
-};
 
 // ---------------------------------------------------------------- requests
 
@@ -244,7 +212,7 @@ TEST_F(CommandsTest, ContainerGrantTokenOnlyFailsOnAnEmptyToken) {
 TEST_F(CommandsTest, ContainerGrantTokenOnlyRefusesJsonWithoutCallingTheBroker) {
   EXPECT_EQ(Run({"-o", "json", "container", "grant", "c-1", "--token-only"}), 2);
   EXPECT_THAT(err_, StartsWith("error: --token-only: prints the bare token; cannot be combined "
-                               "with -o json\n"));
+                               "with -o json, yaml or jsonpath\n"));
   EXPECT_THAT(err_, HasSubstr("Run 'iommuctl container grant --help' for usage."));
   EXPECT_THAT(fake_->calls(), IsEmpty());
 }

@@ -386,14 +386,19 @@ std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response, bo
   return table.Render(headers);
 }
 
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers) {
-  Table table({"NAME", "STATE", "BACKEND", "DEVICES(FREE/ALL)", "CONTAINERS", "AGENT",
-               "LAST-HEARTBEAT"});
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers,
+                            bool wide) {
+  std::vector<std::string> header = {"NAME",       "STATE", "BACKEND",       "DEVICES(FREE/ALL)",
+                                     "CONTAINERS", "AGENT", "LAST-HEARTBEAT"};
+  if (wide) header.insert(header.end(), {"AGENT-VERSION", "LAUNCHER-SOCKET"});
+  Table table(std::move(header));
   for (const Node& n : response.nodes()) {
-    table.AddRow({n.name(), NodeStateCell(n), OrDash(n.backend()),
-                  absl::StrCat(n.free_device_count(), "/", n.device_count()),
-                  absl::StrCat(n.container_count()), OrDash(n.agent_address()),
-                  FormatTimeMs(n.last_heartbeat_ms())});
+    std::vector<std::string> row = {n.name(), NodeStateCell(n), OrDash(n.backend()),
+                                    absl::StrCat(n.free_device_count(), "/", n.device_count()),
+                                    absl::StrCat(n.container_count()), OrDash(n.agent_address()),
+                                    FormatTimeMs(n.last_heartbeat_ms())};
+    if (wide) row.insert(row.end(), {OrDash(n.agent_version()), OrDash(n.launcher_socket())});
+    table.AddRow(std::move(row));
   }
   return table.Render(headers);
 }
@@ -412,14 +417,25 @@ std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response, bo
   return table.Render(headers);
 }
 
-std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response, bool headers) {
-  Table table({"ID", "TENANT", "NODE", "STATE", "DEVICES", "BUDGET", "WINDOWS", "WINDOW-BYTES",
-               "CREATED"});
+std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response, bool headers,
+                                 bool wide) {
+  std::vector<std::string> header = {"ID",     "TENANT",  "NODE",         "STATE",  "DEVICES",
+                                     "BUDGET", "WINDOWS", "WINDOW-BYTES", "CREATED"};
+  if (wide) header.insert(header.end(), {"PAGE-SIZES", "MAX-MAPPINGS", "MESSAGE"});
+  Table table(std::move(header));
   for (const Container& c : response.containers()) {
-    table.AddRow({c.id(), c.tenant_id(), c.node(), ContainerStateName(c.state()),
-                  c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ","),
-                  FormatBytes(c.pin_budget_bytes()), absl::StrCat(c.window_count()),
-                  FormatBytes(c.window_bytes()), FormatTimeMs(c.create_time_ms())});
+    std::vector<std::string> row = {c.id(), c.tenant_id(), c.node(), ContainerStateName(c.state()),
+                                    c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ","),
+                                    FormatBytes(c.pin_budget_bytes()),
+                                    absl::StrCat(c.window_count()), FormatBytes(c.window_bytes()),
+                                    FormatTimeMs(c.create_time_ms())};
+    if (wide) {
+      const uint32_t max = c.geometry().max_mappings();
+      row.insert(row.end(), {FormatPageSizes(c.geometry().page_size_bitmap()),
+                             max == 0 ? "unlimited" : absl::StrCat(max),
+                             OrDash(c.status_message())});
+    }
+    table.AddRow(std::move(row));
   }
   return table.Render(headers);
 }
@@ -856,7 +872,7 @@ std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary) {
 }
 
 absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
-                                        bool headers) {
+                                        bool headers, bool wide) {
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
   if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
@@ -864,7 +880,7 @@ absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message
   }
   if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
   if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {
-    return FormatNodeTable(*m, headers);
+    return FormatNodeTable(*m, headers, wide);
   }
   if (auto* m = dynamic_cast<const DrainNodeResponse*>(&message)) return FormatDrain(*m);
   if (auto* m = dynamic_cast<const ListDevicesResponse*>(&message)) {
@@ -872,7 +888,7 @@ absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message
   }
   if (auto* m = dynamic_cast<const Container*>(&message)) return FormatContainer(*m);
   if (auto* m = dynamic_cast<const ListContainersResponse*>(&message)) {
-    return FormatContainerTable(*m, headers);
+    return FormatContainerTable(*m, headers, wide);
   }
   if (auto* m = dynamic_cast<const Window*>(&message)) return FormatWindow(*m);
   if (auto* m = dynamic_cast<const ListWindowsResponse*>(&message)) {

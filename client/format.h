@@ -76,14 +76,18 @@ std::string NodeStateName(iommu::v1::NodeState state);
 // chain it).
 absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message);
 
-// Tables for lists; !headers leaves out the header row (--no-headers).
+// Tables for lists; !headers leaves out the header row (--no-headers); wide
+// (-o wide) adds columns where a list has more to show: nodes their agent
+// version and launcher socket, containers their page sizes, mapping limit
+// and status message.
 std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response,
                               bool headers = true);
-std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers = true);
+std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers = true,
+                            bool wide = false);
 std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response,
                               bool headers = true);
 std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response,
-                                 bool headers = true);
+                                 bool headers = true, bool wide = false);
 std::string FormatWindowTable(const iommu::v1::ListWindowsResponse& response,
                               bool headers = true);
 // Two tables: per tenant (quota, pinned (billed), mapped, dedup saved, window
@@ -133,10 +137,11 @@ std::string FormatFleetSummary(const iommu::ctl::FleetSummary& summary);
 
 // The table view of any broker response above, chosen by message type;
 // !headers leaves out the header rows of lists and usage (the "Key: value"
-// views have none). INVALID_ARGUMENT for a type it has no view for (e.g. the
-// empty delete responses; callers print their own confirmation for those).
+// views have none); wide adds the wide columns of the lists that have them.
+// INVALID_ARGUMENT for a type it has no view for (e.g. the empty delete
+// responses; callers print their own confirmation for those).
 absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message,
-                                        bool headers = true);
+                                        bool headers = true, bool wide = false);
 
 // kubectl's `-o name`: one "KIND/ID" line per object of a list response
 // (tenant/ID, node/NAME, device/ADDRESS, container/ID, window/ID), or the

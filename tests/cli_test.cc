@@ -463,6 +463,41 @@ TEST_F(CliTest, OutputNameAndNoHeadersForScripts) {
   EXPECT_EQ(Ctl({"tenant", "get", "other", "-o", "name"}).out, "tenant/other\n");
 }
 
+TEST_F(CliTest, AContextReplacesTheFlagsAndStructuredOutputsReadTheSameAnswer) {
+  const std::string certs = cluster_.certs_dir();
+  const std::string config = absl::StrCat(::testing::TempDir(), "/iommuctl-config");
+  const std::vector<std::string> env = {"IOMMUCTL_CONFIG=" + config};
+  const std::string ctl = testing::RunfilePath("client/iommuctl");
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), ctl);
+    return testing::RunCommand(args, env);
+  };
+  CommandResult r = run({"config", "set-context", "lab", "--broker=" + cluster_.broker_address(),
+                         "--cert=" + certs + "/operator-admin.crt",
+                         "--key=" + certs + "/operator-admin.key", "--ca=" + certs + "/ca.crt"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(run({"config", "use-context", "lab"}).exit_code, 0);
+
+  // No flag and no variable names the broker or the certificates now.
+  r = run({"tenant", "create", "acme", "--pinned=1Gi", "-o", "yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("id: acme\nquota:\n  pinned_bytes: 1073741824\n"));
+  r = run({"node", "list", "-o",
+           "jsonpath={range .nodes[*]}{.name} {.device_count}{\"\\n\"}{end}"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "node-1 2\n");
+  r = run({"node", "list", "-o", "wide"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("AGENT-VERSION"));
+  EXPECT_THAT(r.out, HasSubstr(std::string(kVersion)));
+
+  // A context that does not exist is refused before anything is sent.
+  r = run({"--context=prod", "tenant", "delete", "acme"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--context: no context named \"prod\" (have: lab)"));
+  EXPECT_EQ(Ctl({"tenant", "get", "acme", "-o", "name"}).out, "tenant/acme\n");
+}
+
 TEST_F(CliTest, JsonHasPlainNumbersAndRfc3339Times) {
   CommandResult r = Ctl({"-o", "json", "tenant", "create", "acme", "--pinned=1Gi"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
