@@ -46,17 +46,21 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/load_table.h"
+#include "common/broker_target.h"
 #include "common/tls.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/health.grpc.pb.h"
 
-ABSL_FLAG(std::string, broker, "", "Required. The broker's host:port.");
+ABSL_FLAG(std::string, broker, "",
+          "Required. The broker's host:port, or every replica's as host:port,host:port,... "
+          "(common/broker_target.h: the channel reaches whichever replica leads).");
 ABSL_FLAG(std::vector<std::string>, mixes, std::vector<std::string>({"noop", "read", "mutate"}),
           "Comma-separated mixes, run in this order at each concurrency: noop, read, mutate, "
           "place, list.");
@@ -83,6 +87,9 @@ ABSL_FLAG(std::string, label, "", "Free text put in the CSV's label column (e.g.
 ABSL_FLAG(std::string, cert, "", "Client certificate (mTLS); empty: plaintext (broker --insecure).");
 ABSL_FLAG(std::string, key, "", "Client key (mTLS).");
 ABSL_FLAG(std::string, ca, "", "CA bundle (mTLS).");
+ABSL_FLAG(bool, wait_for_ready, false,
+          "Measured calls wait for a connection instead of failing at once while the channel "
+          "has none (what a client of broker replicas does to ride out a change of leader).");
 
 namespace iommu {
 namespace {
@@ -406,6 +413,7 @@ class LoadGen {
     s->op = op;
     s->ctx = std::make_unique<grpc::ClientContext>();
     s->ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    s->ctx->set_wait_for_ready(wait_for_ready_);
     s->status = grpc::Status();
     grpc::ClientContext* ctx = s->ctx.get();
     grpc::CompletionQueue* cq = cq_;
@@ -498,6 +506,7 @@ class LoadGen {
   int64_t fill_left_ = 0;
   size_t fill_next_ = 0;
   int errors_printed_ = 0;
+  const bool wait_for_ready_ = absl::GetFlag(FLAGS_wait_for_ready);
   grpc::CompletionQueue* cq_ = nullptr;
   const std::vector<Op>* ops_ = nullptr;
   Clock::time_point measure_from_, stop_at_;
@@ -507,12 +516,21 @@ using bench::LoadRow;
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bench/loadgen --broker=HOST:PORT [--mixes=noop,read,mutate] [--concurrency=1,2,...]\n"
+      "bench/loadgen --broker=HOST:PORT[,HOST:PORT...] [--mixes=noop,read,mutate]\n"
+      "              [--concurrency=1,2,...]\n"
       "closed-loop load on a broker; see bench/loadgen.cc for the mixes");
   absl::ParseCommandLine(argc, argv);
-  const std::string address = absl::GetFlag(FLAGS_broker);
-  if (address.empty()) {
+  if (absl::GetFlag(FLAGS_broker).empty()) {
     std::fprintf(stderr, "loadgen: --broker: required (host:port)\n");
+    return 2;
+  }
+  // A list of replicas becomes one target; anything else is passed to gRPC
+  // as before (host:port, or any target gRPC takes, e.g. unix:PATH).
+  const std::string broker = absl::GetFlag(FLAGS_broker);
+  absl::StatusOr<std::string> address =
+      broker.find(',') == std::string::npos ? broker : BrokerTarget("--broker", broker);
+  if (!address.ok()) {
+    std::fprintf(stderr, "loadgen: %s\n", std::string(address.status().message()).c_str());
     return 2;
   }
   std::vector<std::string> mixes = absl::GetFlag(FLAGS_mixes);
@@ -546,7 +564,7 @@ int Main(int argc, char** argv) {
   grpc::ChannelArguments args;
   // One channel, one HTTP/2 connection: what a real client library does.
   auto channel = grpc::CreateCustomChannel(
-      address, MakeChannelCredentials(transport, Identity{Role::kBroker, ""}), args);
+      *address, MakeChannelCredentials(transport, Identity{Role::kBroker, ""}), args);
   LoadGen gen(channel);
 
   if (absl::GetFlag(FLAGS_wait_nodes) > 0 && !gen.WaitNodes(absl::GetFlag(FLAGS_wait_nodes))) {

@@ -9,9 +9,13 @@
 #                                   (RESULTS/ledger_bench.csv)
 #   OUT/map_path_vs_n.png           AgentCore map path and the ledger's part of it
 #                                   (RESULTS/map_path_bench.csv)
+#   OUT/ha_failover.png             broker failover time per trial, its p50 and
+#                                   the goals (RESULTS/ha_failover.csv, bench/ha_load.sh)
 # A plot whose CSV is missing is skipped with a note.
 #
-# Usage: bench/plot.sh [-r RESULTS] [-o OUT]    defaults bench/results, docs/bench
+# Usage: bench/plot.sh [-r RESULTS] [-o OUT] [PLOT...]
+#   defaults bench/results, docs/bench; PLOTs (e.g. ha_failover, qps_vs_concurrency):
+#   only those, so one bench's plot can be redrawn without touching the others
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,6 +28,8 @@ while getopts "r:o:h" opt; do
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
+shift $((OPTIND - 1))
+only=" $* "
 command -v gnuplot >/dev/null || { echo "plot.sh: gnuplot missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 mkdir -p "$out"
 tmp=$(mktemp -d)
@@ -91,14 +97,34 @@ if l:
 m = by_n(["map_path_bench.csv"], None)
 if m:
     clauses["map_path"] = m
+ha = rows("ha_failover.csv")
+if ha:
+    s = {int(r["trial"]): (float(r["failover_s"]),) for r in ha}
+    write(s, "ha_failover.dat")
+    t = sorted(v[0] for v in s.values())
+    n = len(t)
+    p50 = t[n // 2] if n % 2 else (t[n // 2 - 1] + t[n // 2]) / 2
+    f = "'%s/ha_failover.dat'" % tmp
+    clauses["ha_failover"] = ", ".join([
+        "%s u 1:2 w lp lw 2 pt 7 lc 1 t 'kill -9 of the leader -> first acknowledged write (%s)'"
+        % (f, ha[0]["label"] or "?"),
+        "%f w l lw 2 lc 3 t 'p50 %.2f s, max %.2f s (%d trials)'" % (p50, p50, t[-1], n),
+        "3 w l lw 1 dt 2 lc 2 t 'goal: p50 < 3 s'",
+        "5 w l lw 1 dt 2 lc 7 t 'goal: max < 5 s'"])
+    ph = rows("ha_failover_phases.csv")
+    if ph:
+        write({int(r["trial"]): (float(r["serving_s"]),) for r in ph}, "ha_serving.dat")
+        clauses["ha_failover"] += (", '%s/ha_serving.dat' u 1:2 w lp lw 1 pt 6 lc 4 "
+                                   "t 'kill -9 -> new leader serving (from the broker logs)'" % tmp)
 for k, v in clauses.items():
     with open(os.path.join(tmp, k + ".clause"), "w") as f:
         f.write(v + "\n")
 EOF
 
 common="set terminal pngcairo noenhanced size 1000,620 font 'sans,10'; set grid; set key outside right top"
-plot() {  # NAME TITLE SETTINGS
+plot() {  # NAME TITLE SETTINGS PNG
   [ -s "$tmp/$1.clause" ] || return 0
+  [ "$only" = "  " ] || [[ "$only" == *" $4 "* ]] || return 0
   gnuplot -e "$common; set output '$out/$4.png'; set title '$2'; $3; plot $(cat "$tmp/$1.clause")"
   echo "   -> $out/$4.png"
 }
@@ -117,3 +143,6 @@ plot ledger "Ledger: cost of one op vs live mappings" \
 plot map_path "Map path (AgentCore + SimBackend) and its ledger calls vs live mappings" \
   "set logscale x; set logscale y; set xlabel 'live mappings N'; set ylabel 'ns/op (CPU)'" \
   map_path_vs_n
+plot ha_failover "Broker failover: 3 replicas on a 3-member etcd, one writer retrying by request id" \
+  "set key below; set xlabel 'trial'; set ylabel 'seconds'; set yrange [0:*]; set offsets 0.5, 0.5, graph 0.15, 0; set xtics 1" \
+  ha_failover

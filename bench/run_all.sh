@@ -6,10 +6,12 @@
 #                                  vs_etcd.csv (mutate vs etcd put/txn at 1 and 32)
 #   4. bench/scale.sh              scale.csv, scale-summary.csv (1,000 nodes), and
 #                                  again with 10 s heartbeats into scale-hb10s/
-#   5. bench/plot.sh               docs/bench/*.png
-#   6. bench/report.py             the tables inside docs/BENCHMARKS.md (between
+#   5. bench/ha_load.sh            ha_vs_etcd.csv (3 brokers vs etcd txn on a
+#                                  3-member etcd), ha_failover.csv (20 leader kills)
+#   6. bench/plot.sh               docs/bench/*.png
+#   7. bench/report.py             the tables inside docs/BENCHMARKS.md (between
 #                                  its GENERATED markers) and docs/bench/results.md
-# About 15 minutes on 2 cores with the defaults below; run it on an otherwise
+# About 20 minutes on 2 cores with the defaults below; run it on an otherwise
 # idle machine (every number is disturbed by other processes, the load and
 # scale tests most). Never part of `bazel test //...`.
 #
@@ -18,7 +20,8 @@
 #       everything written under a new /tmp/bench-quick.* dir, not the tree
 # Environment: BAZEL, BAZEL_STARTUP_OPTS as in bench/micro.sh;
 #   MICRO_REPS (default 3), MICRO_MIN_TIME (0.3 s), LOAD_SECONDS (5),
-#   SCALE_NODES (1000), SCALE_CONTAINERS (100000), SCALE_FILL_MAX_S (420).
+#   SCALE_NODES (1000), SCALE_CONTAINERS (100000), SCALE_FILL_MAX_S (420),
+#   HA_TRIALS (20).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,9 +33,10 @@ load_s=${LOAD_SECONDS:-5}
 nodes=${SCALE_NODES:-1000}
 containers=${SCALE_CONTAINERS:-100000}
 fill_max=${SCALE_FILL_MAX_S:-420}
+ha_trials=${HA_TRIALS:-20}
 micro_filter=()
 if [ "${1:-}" = "-q" ]; then
-  micro_reps=1 micro_time=0.01 load_s=1 nodes=20 containers=500 fill_max=30
+  micro_reps=1 micro_time=0.01 load_s=1 nodes=20 containers=500 fill_max=30 ha_trials=2
   micro_filter=(-f '/1000$|accepted')
   # Keep the committed results and docs: everything goes to a temp dir.
   out=$(mktemp -d /tmp/bench-quick.XXXXXX)
@@ -69,6 +73,9 @@ echo "== scale (bench/scale.sh -n $nodes -N $containers -t $fill_max)"
 bench/scale.sh -o "$out" -n "$nodes" -N "$containers" -t "$fill_max" -d 3
 echo "== scale again with 10 s heartbeats (the broker's heartbeat cost out of the way)"
 bench/scale.sh -o "$out/scale-hb10s" -n "$nodes" -N "$containers" -t "$fill_max" -d 3 -b 10000
+
+echo "== broker HA on a 3-member etcd (bench/ha_load.sh -d $load_s -n $ha_trials)"
+bench/ha_load.sh -o "$out" -d "$load_s" -n "$ha_trials"
 
 echo "== plots"
 bench/plot.sh -r "$out" -o "$(dirname "$doc")/bench"
