@@ -699,7 +699,7 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
     return absl::ResourceExhaustedError(absl::StrCat(
         "iova: tenant \"", session->tenant, "\" already holds ", held_maps,
         " mappings on node ", node_, " (limit ", max_mappings_per_tenant_,
-        " per tenant, --max_mappings_per_tenant); unmap some first"));
+        " per tenant, --max-mappings-per-tenant); unmap some first"));
   }
   const ObjectKey key = mem->second.region.key;
   const std::string owner = ledger_.owner(key).value_or(mem->second.tenant);

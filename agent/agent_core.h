@@ -112,7 +112,7 @@ std::string NewResumeToken();
 // SHA-256 of `token`, hex: what the journal keeps instead of the token.
 std::string ResumeDigest(absl::string_view token);
 
-// The default of --max_mappings_per_tenant: a full vfio type1 container's
+// The default of --max-mappings-per-tenant: a full vfio type1 container's
 // worth (its default dma_entry_limit is 65535).
 inline constexpr size_t kDefaultMaxMappingsPerTenant = 65536;
 
@@ -294,7 +294,7 @@ class AgentCore final {
   void CloseSession(const std::string& session_id) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Mappings the sessions of one tenant may hold on this node at once
-  // (--max_mappings_per_tenant); MapMemory refuses past it with
+  // (--max-mappings-per-tenant); MapMemory refuses past it with
   // RESOURCE_EXHAUSTED naming the tenant and the limit.
   void SetMaxMappingsPerTenant(size_t limit);
 

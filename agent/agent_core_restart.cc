@@ -362,7 +362,7 @@ absl::StatusOr<ResumedSession> AgentCore::ResumeSession(const std::string& sessi
       CRYPTO_memcmp(s->second.resume_digest.data(), digest.data(), digest.size()) != 0) {
     return absl::UnauthenticatedError(
         "resume_token: no session waiting to be resumed matches this id and token (a session "
-        "resumes once, after an agent restart, before --session_resume_timeout)");
+        "resumes once, after an agent restart, before --session-resume-timeout)");
   }
   auto c = containers_.find(s->second.container_id);
   if (c == containers_.end() || c->second.orphaned || c->second.handle != s->second.handle) {

@@ -375,7 +375,7 @@ TEST_F(MapPathTest, MappingsPastTheTenantLimitAreRefusedAndOtherTenantsServed) {
   EXPECT_THAT(core_->MapMemory("s1", kC1, a1->memory_id, kMiB, kMiB, kMiB, true, true),
               StatusIs(Code::kResourceExhausted,
                        "iova: tenant \"acme\" already holds 2 mappings on node n1 (limit 2 per "
-                       "tenant, --max_mappings_per_tenant)"));
+                       "tenant, --max-mappings-per-tenant)"));
   EXPECT_EQ(Snapshot(), before);
   auto g = core_->RegisterMemory("s3", "globex", Memory(3, 4 * kMiB), "guest");
   ASSERT_OK(g);
@@ -438,7 +438,7 @@ TEST_F(MapPathTest, HostileTenantStopsAtItsKernelPinShareAndOthersAreServed) {
   EXPECT_THAT(core_->MapMemory("s3", kC3, hostile->memory_id, 0, kPage, 16 * kPage, true, true),
               StatusIs(Code::kResourceExhausted,
                        "would make the kernel count 69632 bytes of pins for tenant \"globex\" on "
-                       "node n1, past its share of 65536 bytes (--kernel_pin_bytes_per_tenant"));
+                       "node n1, past its share of 65536 bytes (--kernel-pin-bytes-per-tenant"));
   EXPECT_EQ(Snapshot(), before);  // Refused before the kernel: nothing mapped.
   // The well-behaved tenant still gets its whole share.
   auto good = core_->RegisterMemory("s1", "acme", Memory(1, 16 * kPage), "guest");

@@ -23,6 +23,10 @@ constexpr char kUnmapDurationHelp[] = "Latency of one unmap.";
 constexpr char kKernelErrors[] = "iommu_agent_kernel_errors_total";
 constexpr char kKernelErrorsHelp[] =
     "Failed kernel calls, by ioctl or syscall name and errno name.";
+constexpr char kCertExpiry[] = "iommu_agent_tls_cert_expiry_timestamp_seconds";
+constexpr char kCertExpiryHelp[] =
+    "When the earliest certificate in the file named by `cert` (tls_cert, tls_ca) expires "
+    "(notAfter, Unix time), as on disk at this scrape (the agent reloads them every minute).";
 
 // A map pins its pages: microseconds for a page, up to seconds for
 // gigabytes of guest memory.
@@ -51,6 +55,7 @@ AgentMetrics::AgentMetrics()
                          .Name(kKernelErrors)
                          .Help(kKernelErrorsHelp)
                          .Register(*registry_)),
+      cert_expiry_(std::make_unique<CertExpiryGauge>(kCertExpiry, kCertExpiryHelp)),
       declared_{metrics::NewFamily(kMapDuration, kMapDurationHelp, MetricType::Histogram),
                 metrics::NewFamily(kUnmapDuration, kUnmapDurationHelp, MetricType::Histogram),
                 metrics::NewFamily(kKernelErrors, kKernelErrorsHelp, MetricType::Counter)} {}
@@ -70,6 +75,10 @@ void AgentMetrics::SetKernelPinFiles(std::string status_path, std::string vmstat
 void AgentMetrics::SetStatsSource(std::function<AgentStats()> source) {
   absl::MutexLock l(&mu_);
   stats_source_ = std::move(source);
+}
+
+void AgentMetrics::WatchCertificates(std::vector<WatchedCertFile> files) {
+  cert_expiry_->Watch(std::move(files));
 }
 
 void AgentMetrics::ObserveMap(absl::Duration elapsed) {
@@ -173,6 +182,7 @@ std::vector<prometheus::MetricFamily> AgentMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
   out.push_back(metrics::BuildInfoFamily("iommu_agent_build_info"));
+  out.push_back(cert_expiry_->Collect());
   std::function<AgentStats()> source;
   std::string backend;
   uint64_t default_limit = 0;

@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "agent/agent_stats.h"
 #include "agent/kernel_pins.h"
+#include "common/cert_expiry_gauge.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -51,7 +52,7 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   // "vfio-type1" or "iommufd"; iommu_agent_backend_info{backend}).
   // `default_mappings_limit` is iommu_agent_mappings_limit while no container
   // is held (a container's geometry reports the real value once one exists):
-  // sim's --sim_max_mappings, type1's dma_entry_limit module parameter
+  // sim's --sim-max-mappings, type1's dma_entry_limit module parameter
   // (ReadType1DmaEntryLimit), 0 for iommufd (no per-IOAS count limit).
   void SetBackend(absl::string_view kind, uint64_t default_mappings_limit);
 
@@ -66,6 +67,11 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   // system-wide). Until set, and for a file that cannot be read or parsed,
   // its gauges are left out of the scrape.
   void SetKernelPinFiles(std::string status_path, std::string vmstat_path);
+
+  // The certificate files this agent uses (none with --insecure):
+  // iommu_agent_tls_cert_expiry_timestamp_seconds{cert}, read now and again
+  // at each scrape (common/cert_expiry_gauge.h).
+  void WatchCertificates(std::vector<WatchedCertFile> files);
 
   // AgentCoreObserver: iommu_agent_map_duration_seconds,
   // iommu_agent_unmap_duration_seconds.
@@ -94,6 +100,7 @@ class AgentMetrics final : public prometheus::Collectable, public AgentCoreObser
   prometheus::Histogram& map_duration_;
   prometheus::Histogram& unmap_duration_;
   prometheus::Family<prometheus::Counter>& kernel_errors_;
+  const std::unique_ptr<CertExpiryGauge> cert_expiry_;  // Thread-safe itself.
   const std::vector<prometheus::MetricFamily> declared_;
 
   mutable absl::Mutex mu_;

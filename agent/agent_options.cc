@@ -16,7 +16,7 @@ namespace iommu {
 namespace agent {
 namespace {
 
-// --node, --broker, --listen, --advertise_address, --metrics_address.
+// --node, --broker, --listen, --advertise-address, --metrics-address.
 absl::Status CheckAddresses(const AgentFlags& flags, AgentOptions& out) {
   RETURN_IF_ERROR(ValidateNodeName("node", flags.node));
   out.node = flags.node;
@@ -46,8 +46,8 @@ absl::Status CheckAddresses(const AgentFlags& flags, AgentOptions& out) {
   return absl::OkStatus();
 }
 
-// --launcher_socket, --launcher_socket_mode, --launcher_group,
-// --max_launcher_connections, --launcher_session_open_timeout.
+// --launcher-socket, --launcher-socket-mode, --launcher-group,
+// --max-launcher-connections, --launcher-session-open-timeout.
 absl::Status CheckLauncherSocket(const AgentFlags& flags, const GroupLookup& lookup_group,
                                  LauncherServerOptions& out) {
   out.socket_path = flags.launcher_socket;
@@ -106,7 +106,7 @@ absl::Status CheckLauncherSessions(const AgentFlags& flags, const GroupLookup& l
   return absl::OkStatus();
 }
 
-// --state_dir, --session_resume_timeout, --fd_store.
+// --state-dir, --session-resume-timeout, --fd-store.
 absl::Status CheckPersistence(const AgentFlags& flags, PersistenceOptions& out) {
   out.state_dir = flags.state_dir;
   out.fd_store = flags.fd_store;

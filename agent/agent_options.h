@@ -133,7 +133,7 @@ absl::StatusOr<AgentOptions> ParseAgentOptions(const AgentFlags& flags,
 // flags that apply to it, parsed.
 struct BackendPlan {
   std::string kind;  // "sim", "iommufd" or "vfio-type1".
-  // kind "sim": the --sim_devices specs; --sim_config is read when the
+  // kind "sim": the --sim-devices specs; --sim-config is read when the
   // backend is built (a file), its specs appended to these.
   std::vector<SimDeviceSpec> sim_devices;
   std::string sim_config;
@@ -145,7 +145,7 @@ struct BackendPlan {
 };
 
 // Checks the flags that apply to `kind`. Errors, INVALID_ARGUMENT naming the
-// flag: kind "sim": --sim_devices does not parse (ParseSimDevices); real
+// flag: kind "sim": --sim-devices does not parse (ParseSimDevices); real
 // kinds: --devices does not parse (ParseDeviceFilter) or is empty (required
 // with a real backend). The flags of the other kind are not looked at.
 absl::StatusOr<BackendPlan> PlanBackend(const BackendFlags& flags, absl::string_view kind);

@@ -284,10 +284,10 @@ TEST(AgentOptionsTest, RefusesNonPositiveResumeTimeout) {
 TEST(AgentOptionsTest, FdStoreMustBeAKnownForm) {
   AgentFlags f = Valid();
   f.fd_store = "file:/x";
-  EXPECT_THAT(Parse(f), FailsWith("fd_store: --fd_store=file:/x: expected none, systemd or "
+  EXPECT_THAT(Parse(f), FailsWith("fd_store: --fd-store=file:/x: expected none, systemd or "
                                   "holder:/absolute/socket/path"));
   f.fd_store = "holder:run/fdholder.sock";
-  EXPECT_THAT(Parse(f), FailsWith("fd_store: --fd_store=holder:run/fdholder.sock: the holder's "
+  EXPECT_THAT(Parse(f), FailsWith("fd_store: --fd-store=holder:run/fdholder.sock: the holder's "
                                   "socket must be an absolute path"));
   for (const char* good : {"auto", "none", "systemd", "holder:/run/iommu-agent/fdholder.sock"}) {
     f.fd_store = good;

@@ -33,7 +33,7 @@ struct AgentStats {
   uint64_t containers = 0;
   uint64_t mappings = 0;  // DMA mappings over all containers.
   // The most mappings any one container holds: the kernel's limit (type1's
-  // dma_entry_limit, sim's --sim_max_mappings) applies per address space.
+  // dma_entry_limit, sim's --sim-max-mappings) applies per address space.
   uint64_t max_container_mappings = 0;
   // The largest per-address-space mapping limit the held containers'
   // geometries report; 0 when no container is held or none is limited

@@ -37,7 +37,7 @@ absl::StatusOr<BuiltBackend> BuildSimBackend(const BackendPlan& plan) {
   std::fputs(SimBanner().c_str(), stderr);
   if (built.device_count == 0) {
     LogEvent(LogLevel::kWarning, "sim_no_devices",
-             {{"hint", "pass --sim_devices or --sim_config"}});
+             {{"hint", "pass --sim-devices or --sim-config"}});
   }
   return built;
 }

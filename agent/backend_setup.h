@@ -28,14 +28,14 @@ struct BuiltBackend {
   MemlockDecision memlock;
   size_t device_count = 0;
   // The mapping limit to report before any container exists: sim's
-  // --sim_max_mappings, type1's dma_entry_limit (0 when unknown), 0 for iommufd.
+  // --sim-max-mappings, type1's dma_entry_limit (0 when unknown), 0 for iommufd.
   uint64_t default_mapping_limit = 0;
 };
 
 // Builds the backend `plan` names; `ops` (not owned) is the kernel seam and
 // must outlive the backend. Sim prints SimBanner to stderr. Errors carry the
 // event the agent stops under (WithStartEvent in startup.h): "bad_flag" for
-// a --sim_config that cannot be read or fake devices SimBackend refuses;
+// a --sim-config that cannot be read or fake devices SimBackend refuses;
 // "memlock_refused" when this process may not pin what the flags ask
 // (EnsureCanPinMemory); "backend_failed" when the real backend cannot be
 // created or list its devices.

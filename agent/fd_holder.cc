@@ -294,7 +294,7 @@ absl::Status FdHolder::ApplyLocked(const HolderRequest& request, UniqueFd fd) {
       auto it = fds_.find(request.name);
       if (it == fds_.end() && fds_.size() >= options_.max_fds) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            "fd holder: already holding ", fds_.size(), " fds, the --max_fds limit; PUT ",
+            "fd holder: already holding ", fds_.size(), " fds, the --max-fds limit; PUT ",
             request.name, " refused"));
       }
       const bool replaced = it != fds_.end();

@@ -12,17 +12,17 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "agent/fd_holder.h"
 #include "agent/log.h"
+#include "common/flag_spelling.h"
 #include "common/version.h"
 
 ABSL_FLAG(std::string, socket, "/run/iommu-agent/fdholder.sock",
           "Unix socket (SOCK_SEQPACKET) the agent reaches the holder at; the agent's "
-          "--fd_store=holder:<this path>.");
+          "--fd-store=holder:<this path>.");
 ABSL_FLAG(std::string, socket_mode, "0600",
           "Octal permissions of the socket file. Only peers of the holder's uid (or "
           "root) are served whatever the mode.");
@@ -39,7 +39,7 @@ int Fail(absl::string_view event, const absl::Status& status) {
   return 1;
 }
 
-// Holding up to --max_fds fds needs a file limit above it: raise the soft
+// Holding up to --max-fds fds needs a file limit above it: raise the soft
 // limit to the hard one, and say so if even that is too low.
 void RaiseFileLimit(size_t max_fds) {
   rlimit limit;
@@ -71,8 +71,8 @@ int Main(int argc, char** argv) {
   InstallFlagsUsage("iommu-fdholder",
                     "keeps the node agent's IOMMU fds across its restarts.\n"
                     "Usage: iommu-fdholder [--socket=/run/iommu-agent/fdholder.sock] "
-                    "[--socket_mode=0600] [--max_fds=65536]");
-  absl::ParseCommandLine(argc, argv);
+                    "[--socket-mode=0600] [--max-fds=65536]");
+  ParseFlags(argc, argv);
   SetLogSource("fdholder");
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return Fail("bad_flag", level.status());

@@ -69,11 +69,11 @@ TEST(FdHolderProtocolTest, RepliesRoundTrip) {
   ASSERT_OK(ok);
   EXPECT_EQ(ok->kind, HolderReply::Kind::kOk);
   absl::StatusOr<HolderReply> err = ParseHolderReply(
-      FormatErrorReply(absl::ResourceExhaustedError("fd holder: the --max_fds limit")));
+      FormatErrorReply(absl::ResourceExhaustedError("fd holder: the --max-fds limit")));
   ASSERT_OK(err);
   EXPECT_EQ(err->kind, HolderReply::Kind::kError);
   EXPECT_THAT(err->error,
-              StatusIs(absl::StatusCode::kResourceExhausted, "fd holder: the --max_fds limit"));
+              StatusIs(absl::StatusCode::kResourceExhausted, "fd holder: the --max-fds limit"));
   absl::StatusOr<HolderReply> fds = ParseHolderReply(FormatFdsReply({"a", "b.c"}));
   ASSERT_OK(fds);
   EXPECT_EQ(fds->kind, HolderReply::Kind::kFds);
@@ -241,7 +241,7 @@ TEST_F(FdHolderTest, RefusesNewNamesPastMaxFdsButStillReplaces) {
   EXPECT_EQ(Call(conn.get(), "PUT a", {a.get()}), "OK");
   EXPECT_EQ(Call(conn.get(), "PUT b", {a.get()}), "OK");
   EXPECT_EQ(Call(conn.get(), "PUT c", {a.get()}),
-            "ERR RESOURCE_EXHAUSTED fd holder: already holding 2 fds, the --max_fds limit; "
+            "ERR RESOURCE_EXHAUSTED fd holder: already holding 2 fds, the --max-fds limit; "
             "PUT c refused");
   EXPECT_EQ(Call(conn.get(), "PUT b", {a.get()}), "OK");
   EXPECT_EQ(holder_->fd_count(), 2u);

@@ -309,13 +309,13 @@ absl::Status CheckFdStoreSpec(absl::string_view spec) {
     const absl::string_view path = spec.substr(kHolderPrefix.size());
     if (path.empty() || path[0] != '/' || path.find('\0') != absl::string_view::npos) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--fd_store=", spec, ": the holder's socket must be an absolute path, "
+          "--fd-store=", spec, ": the holder's socket must be an absolute path, "
           "e.g. holder:/run/iommu-agent/fdholder.sock"));
     }
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--fd_store=", spec, ": expected none, systemd or holder:/absolute/socket/path"));
+      "--fd-store=", spec, ": expected none, systemd or holder:/absolute/socket/path"));
 }
 
 absl::StatusOr<std::unique_ptr<FdStore>> OpenFdStore(absl::string_view spec) {
@@ -325,7 +325,7 @@ absl::StatusOr<std::unique_ptr<FdStore>> OpenFdStore(absl::string_view spec) {
     const char* notify = ::getenv("NOTIFY_SOCKET");
     if (notify == nullptr || *notify == '\0') {
       return absl::FailedPreconditionError(
-          "--fd_store=systemd: $NOTIFY_SOCKET is not set; run the agent as a systemd "
+          "--fd-store=systemd: $NOTIFY_SOCKET is not set; run the agent as a systemd "
           "service with NotifyAccess=main and FileDescriptorStoreMax= set above 0 "
           "(deploy/systemd/iommu-agent.service)");
     }

@@ -65,7 +65,7 @@ class FdStore {
   // survives this process's death. Errors: INVALID_ARGUMENT "fd name: ..."
   // or "fd: ... is not an open file descriptor"; the store's error
   // (UNAVAILABLE when the holder is gone, RESOURCE_EXHAUSTED past its
-  // --max_fds, the sd_notify errno). On error the name may hold nothing
+  // --max-fds, the sd_notify errno). On error the name may hold nothing
   // (systemd: the old fd was already removed); the caller's fd is untouched.
   virtual absl::Status Put(absl::string_view name, int fd) = 0;
 
@@ -81,15 +81,15 @@ class FdStore {
 
 // Checks the form of `spec` without looking at the environment: "none",
 // "systemd" or "holder:" and an absolute path. Otherwise INVALID_ARGUMENT
-// naming "--fd_store", the value and the accepted forms (OpenFdStore's own
+// naming "--fd-store", the value and the accepted forms (OpenFdStore's own
 // errors for these cases).
 absl::Status CheckFdStoreSpec(absl::string_view spec);
 
-// Opens the store `spec` names (the agent's --fd_store flag):
+// Opens the store `spec` names (the agent's --fd-store flag):
 //   "none"; "systemd" (needs $NOTIFY_SOCKET: FAILED_PRECONDITION naming the
 //   variable and FileDescriptorStoreMax= otherwise); "holder:/abs/path.sock"
 //   (nothing is connected here: the holder may start later; each call
-//   connects). Anything else: INVALID_ARGUMENT naming "--fd_store" and the
+//   connects). Anything else: INVALID_ARGUMENT naming "--fd-store" and the
 //   accepted forms.
 absl::StatusOr<std::unique_ptr<FdStore>> OpenFdStore(absl::string_view spec);
 

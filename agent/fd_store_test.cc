@@ -67,12 +67,12 @@ TEST(OpenFdStoreTest, RefusesUnknownSpecsNamingTheFlagAndTheForms) {
                 StatusIs(absl::StatusCode::kInvalidArgument,
                          "expected none, systemd or holder:/absolute/socket/path"))
         << spec;
-    EXPECT_THAT(OpenFdStore(spec), StatusIs(absl::StatusCode::kInvalidArgument, "--fd_store="))
+    EXPECT_THAT(OpenFdStore(spec), StatusIs(absl::StatusCode::kInvalidArgument, "--fd-store="))
         << spec;
   }
   EXPECT_THAT(OpenFdStore("holder:"),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "--fd_store=holder:: the holder's socket must be an absolute path"));
+                       "--fd-store=holder:: the holder's socket must be an absolute path"));
   EXPECT_THAT(OpenFdStore("holder:run/fdholder.sock"),
               StatusIs(absl::StatusCode::kInvalidArgument, "must be an absolute path"));
 }
@@ -459,7 +459,7 @@ TEST_F(HolderFdStoreTest, MaxFdsIsResourceExhaustedFromTheHolder) {
   EXPECT_THAT(store->Put("b", memfd.get()),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        "fd holder at " + path_ +
-                           ": fd holder: already holding 1 fds, the --max_fds limit"));
+                           ": fd holder: already holding 1 fds, the --max-fds limit"));
   EXPECT_OK(store->Put("a", memfd.get()));
 }
 

@@ -19,7 +19,7 @@ absl::Status KernelPinAccount::CheckMap(absl::string_view tenant, uint64_t size,
         // Saturating: past UINT64_MAX is past any bound anyway.
         have > UINT64_MAX - size ? UINT64_MAX : have + size, " bytes of pins for tenant \"",
         tenant, "\" on node ", node, ", past its share of ", per_tenant_limit_,
-        " bytes (--kernel_pin_bytes_per_tenant; the kernel charges every mapping in full, "
+        " bytes (--kernel-pin-bytes-per-tenant; the kernel charges every mapping in full, "
         "however many mappings pin the same page); unmap some first"));
   }
   if (node_limit_ != kUnlimited && (total_ > node_limit_ || size > node_limit_ - total_)) {

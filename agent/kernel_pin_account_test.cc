@@ -41,7 +41,7 @@ TEST(KernelPinAccountTest, RefusesMapPastTheTenantShareNamingTenantBytesAndShare
   EXPECT_THAT(a.CheckMap("t-hostile", 8192, "n1"),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        "would make the kernel count 20480 bytes of pins for tenant \"t-hostile\" "
-                       "on node n1, past its share of 16384 bytes (--kernel_pin_bytes_per_tenant"));
+                       "on node n1, past its share of 16384 bytes (--kernel-pin-bytes-per-tenant"));
   EXPECT_OK(a.CheckMap("t-other", 16384, "n1"));
 }
 

@@ -272,7 +272,7 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
     return refuse(absl::ResourceExhaustedError(absl::StrCat(
         "open_session: tenant \"", grant.tenant_id(), "\" already holds ", tenant_sessions,
         " sessions on this node (limit ", options_.max_sessions_per_tenant,
-        " per tenant, --max_sessions_per_tenant); close one first")));
+        " per tenant, --max-sessions-per-tenant); close one first")));
   }
   const absl::Status consumed =
       replay_.Consume(grant.token_id(), grant.tenant_id(), grant.expires_ms(), now);
@@ -380,7 +380,7 @@ absl::Status LauncherSessions::Register(Conn& conn,
     return Refuse(conn, conn.container_id, absl::ResourceExhaustedError(absl::StrCat(
         "fd: registering ", Hex(region.size), " more bytes passes tenant \"", conn.tenant_id,
         "\"'s limit of ", Hex(options_.max_memory_bytes_per_tenant),
-        " bytes of registered memory on this node (--max_memory_bytes_per_tenant; it holds ",
+        " bytes of registered memory on this node (--max-memory-bytes-per-tenant; it holds ",
         Hex(tenant_bytes), ")")));
   }
   const uint64_t size = region.size;

@@ -54,7 +54,7 @@ struct LauncherSessionOptions {
   size_t max_sessions_per_tenant = 16;
   uint64_t max_memory_bytes_per_tenant = 8ULL << 40;
   // Used token ids remembered until expiry, per tenant and in all
-  // (--replay_cache_per_tenant, --replay_cache_max).
+  // (--replay-cache-per-tenant, --replay-cache-max).
   ReplayCacheLimits replay;
   // Milliseconds since the epoch; injectable for tests of token expiry.
   std::function<int64_t()> now_ms;
@@ -107,7 +107,7 @@ class LauncherSessions final : public LauncherHandler {
   absl::Status Map(Conn& conn, const v1::LauncherRequest::Map& req)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sessions and registered bytes of `tenant` now (a scan of at most
-  // --max_launcher_connections entries).
+  // --max-launcher-connections entries).
   size_t TenantSessionsLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t TenantMemoryBytesLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A refusal of `conn`'s request, logged rate-limited per uid.

@@ -665,7 +665,7 @@ TEST_F(LauncherSessionsTest, SessionsPastTheTenantLimitAreRefusedAndOtherTenants
   EXPECT_THAT(StatusOf(Open(third, token)),
               StatusIs(Code::kResourceExhausted,
                        "open_session: tenant \"acme\" already holds 2 sessions on this node "
-                       "(limit 2 per tenant, --max_sessions_per_tenant)"));
+                       "(limit 2 per tenant, --max-sessions-per-tenant)"));
   EXPECT_EQ(Snapshot(), before);
   // Another tenant is not held back.
   OpenSession(kC2, "globex");
@@ -686,7 +686,7 @@ TEST_F(LauncherSessionsTest, MemoryPastTheTenantLimitIsRefusedAcrossItsSessions)
               StatusIs(Code::kResourceExhausted,
                        "fd: registering 0x1000 more bytes passes tenant \"acme\"'s limit of "
                        "0x8000 bytes of registered memory on this node "
-                       "(--max_memory_bytes_per_tenant; it holds 0x8000)"));
+                       "(--max-memory-bytes-per-tenant; it holds 0x8000)"));
   EXPECT_EQ(Snapshot(), before);
   const uint64_t g = OpenSession(kC2, "globex");
   RegisterNew(g, 4 * kPage);
@@ -701,7 +701,7 @@ TEST_F(LauncherSessionsTest, UsedTokensPastTheTenantShareAreRefusedAndOtherTenan
   EXPECT_THAT(StatusOf(Open(conn, token)),
               StatusIs(Code::kResourceExhausted,
                        "token: tenant \"acme\" has used 2 unexpired tokens on this node "
-                       "(limit 2 per tenant, --replay_cache_per_tenant)"));
+                       "(limit 2 per tenant, --replay-cache-per-tenant)"));
   OpenSession(kC2, "globex");
   // Once acme's used tokens expire, its share is back (and they stay refused
   // by VerifyGrant as expired, so nothing forgotten can be replayed).

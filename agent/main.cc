@@ -15,7 +15,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -38,6 +37,8 @@
 #include "agent/startup.h"
 #include "agent/version.h"
 #include "common/broker_target.h"
+#include "common/cert_expiry_gauge.h"
+#include "common/flag_spelling.h"
 #include "common/metrics.h"
 #include "common/service_notify.h"
 #include "common/status_macros.h"
@@ -97,11 +98,11 @@ ABSL_FLAG(uint32_t, max_launcher_connections, AgentFlags().max_launcher_connecti
 ABSL_FLAG(std::string, launcher_allowed_gids, AgentFlags().launcher_allowed_gids,
           "Comma-separated gids (numbers or group names) allowed on the launcher socket, checked "
           "against the peer's effective gid from SO_PEERCRED (supplementary groups do not "
-          "count). With --launcher_allowed_uids a peer must pass both. Empty: any gid.");
+          "count). With --launcher-allowed-uids a peer must pass both. Empty: any gid.");
 ABSL_FLAG(uint32_t, max_sessions_per_peer, AgentFlags().max_sessions_per_peer,
           "Launcher connections (each holds at most one session) one uid may hold at once; "
           "more are refused at connect with RESOURCE_EXHAUSTED. At least 1. Raise it to "
-          "--max_launcher_connections when every launcher runs as one uid.");
+          "--max-launcher-connections when every launcher runs as one uid.");
 ABSL_FLAG(absl::Duration, launcher_session_open_timeout, AgentFlags().launcher_session_open_timeout,
           "A launcher connection that has not opened a session this long after connecting is "
           "closed (DEADLINE_EXCEEDED), so idle connections cannot hold slots. Positive.");
@@ -128,7 +129,7 @@ ABSL_FLAG(uint64_t, replay_cache_per_tenant, AgentFlags().replay_cache_per_tenan
           "which would allow replay). At least 1.");
 ABSL_FLAG(uint64_t, replay_cache_max, AgentFlags().replay_cache_max,
           "Used launcher token ids remembered in all (a memory bound, about 150 bytes each); "
-          "at least --replay_cache_per_tenant.");
+          "at least --replay-cache-per-tenant.");
 ABSL_FLAG(uint64_t, max_session_memory_bytes, AgentFlags().max_session_memory_bytes,
           "Bytes of guest memory one launcher session may register (the sum of its memory "
           "objects' sizes); more is refused with RESOURCE_EXHAUSTED. At least 4096.");
@@ -433,6 +434,7 @@ absl::Status Run(const AgentOptions& o, const TransportConfig& transport,
   absl::Cleanup stop_sweeper = [&persistence] { (*persistence)->StopSweeper(); };
   agent_metrics->SetStatsSource([&core] { return core.Stats(); });
   agent_metrics->SetKernelPinFiles("/proc/self/status", "/proc/vmstat");
+  agent_metrics->WatchCertificates(TransportCertFiles(transport));
   return ServeUntilStopped(o, transport, backend, core, **persistence, agent_metrics,
                            stop_signals);
 }
@@ -445,9 +447,9 @@ int Main(int argc, char** argv) {
                     "owns a node's IOMMU file descriptors, maps guest memory for VM launchers "
                     "and bills pinned pages.\n"
                     "Usage: iommu-agent --node=NAME --broker=HOST:PORT "
-                    "--tls_cert=agent-NAME.crt --tls_key=agent-NAME.key --tls_ca=ca.crt "
-                    "(or --insecure) [--backend=sim --sim_devices=...]");
-  absl::ParseCommandLine(argc, argv);
+                    "--tls-cert=agent-NAME.crt --tls-key=agent-NAME.key --tls-ca=ca.crt "
+                    "(or --insecure) [--backend=sim --sim-devices=...]");
+  ParseFlags(argc, argv);
 
   SetLogSource("agent");
   absl::StatusOr<AgentOptions> options = ParseAgentOptions(FlagsFromCommandLine(), LookupGroupId);

@@ -49,16 +49,16 @@ struct MemlockDecision {
 };
 
 // The flag that lets an agent with a finite, enforced RLIMIT_MEMLOCK start.
-inline constexpr char kKernelPinShareFlag[] = "kernel_pin_bytes_per_tenant";
+inline constexpr char kKernelPinShareFlag[] = "kernel-pin-bytes-per-tenant";
 
-// Decides, for `facts` and --kernel_pin_bytes_per_tenant `share` (nullopt
+// Decides, for `facts` and --kernel-pin-bytes-per-tenant `share` (nullopt
 // when not given):
 //   * the kernel does not enforce (CAP_IPC_LOCK or an unlimited limit): the
 //     agent starts; no node bound; each tenant bounded to `share` if given;
 //   * the kernel enforces a finite limit and `share` is given: each tenant
 //     bounded to `share`, the node to the limit minus VmLck at start;
 //   * the kernel enforces and `share` is not given: refused.
-// Errors, in the order checked: INVALID_ARGUMENT "kernel_pin_bytes_per_tenant:
+// Errors, in the order checked: INVALID_ARGUMENT "kernel-pin-bytes-per-tenant:
 // must be greater than 0"; INVALID_ARGUMENT "...: must be at most
 // RLIMIT_MEMLOCK" (enforced limit only); FAILED_PRECONDITION "memlock: ..."
 // when refused for want of the flag (the message says the limit, why, and

@@ -54,7 +54,7 @@ TEST(DecideMemlockTest, UnenforcedLimitStillAppliesAGivenShare) {
   ASSERT_OK(d);
   EXPECT_EQ(d->per_tenant_bytes, 8 * kMiB);
   EXPECT_EQ(d->node_bytes, kUnlimitedBytes);
-  EXPECT_NE(d->description.find("--kernel_pin_bytes_per_tenant"), std::string::npos);
+  EXPECT_NE(d->description.find("--kernel-pin-bytes-per-tenant"), std::string::npos);
 }
 
 TEST(DecideMemlockTest, RefusesEnforcedFiniteLimitWithoutTheFlagNamingLimitAndFixes) {
@@ -63,7 +63,7 @@ TEST(DecideMemlockTest, RefusesEnforcedFiniteLimitWithoutTheFlagNamingLimitAndFi
                           "memlock: RLIMIT_MEMLOCK is 67108864 bytes (hard 67108864 bytes)"));
   for (const char* fix : {"counts pins per mapping", "LimitMEMLOCK=infinity",
                           "AmbientCapabilities=CAP_IPC_LOCK", "IPC_LOCK] (Kubernetes)",
-                          "--kernel_pin_bytes_per_tenant=BYTES (at most 67108864)"}) {
+                          "--kernel-pin-bytes-per-tenant=BYTES (at most 67108864)"}) {
     EXPECT_THAT(d, StatusIs(absl::StatusCode::kFailedPrecondition, fix));
   }
 }
@@ -83,16 +83,16 @@ TEST(DecideMemlockTest, ShareEqualToTheLimitIsAllowed) {
 TEST(DecideMemlockTest, RefusesZeroShare) {
   EXPECT_THAT(DecideMemlock(Limited(64 * kMiB), 0),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "kernel_pin_bytes_per_tenant: must be greater than 0"));
+                       "kernel-pin-bytes-per-tenant: must be greater than 0"));
   EXPECT_THAT(DecideMemlock(MemlockFacts{}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "kernel_pin_bytes_per_tenant: must be greater than 0"));
+                       "kernel-pin-bytes-per-tenant: must be greater than 0"));
 }
 
 TEST(DecideMemlockTest, RefusesShareAboveTheLimit) {
   EXPECT_THAT(DecideMemlock(Limited(64 * kMiB), 64 * kMiB + 1),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "kernel_pin_bytes_per_tenant: must be at most RLIMIT_MEMLOCK "
+                       "kernel-pin-bytes-per-tenant: must be at most RLIMIT_MEMLOCK "
                        "(67108864 bytes), got 67108865"));
 }
 

@@ -5,7 +5,7 @@
 // and bounds the connections one uid holds at once. A connection holds at
 // most one session, so this also bounds sessions per peer, and it counts
 // connections that have not opened one yet: a peer cannot take every slot of
-// --max_launcher_connections with idle connections either.
+// --max-launcher-connections with idle connections either.
 //
 // The peer is its uid: a pid is free to multiply (fork) and a gid is shared
 // by design (the socket's group), while a uid is what a local user cannot
@@ -33,11 +33,11 @@
 namespace iommu {
 namespace agent {
 
-// The default of --max_sessions_per_peer: a quarter of the default
-// --max_launcher_connections (64), so that two or three uids cannot hold
+// The default of --max-sessions-per-peer: a quarter of the default
+// --max-launcher-connections (64), so that two or three uids cannot hold
 // every slot (issue 11: two uids at 32 each kept every other launcher out).
 // Connections without a session are also closed after
-// --launcher_session_open_timeout, so only sessions hold slots for long. A
+// --launcher-session-open-timeout, so only sessions hold slots for long. A
 // node whose launchers all run as one uid raises it to the connection limit.
 inline constexpr size_t kDefaultMaxSessionsPerPeer = 16;
 

@@ -127,7 +127,7 @@ absl::Status Persistence::RestoreAndStart(
     LogEvent(LogLevel::kWarning, "restart_loses_containers",
              {{"persistence", Describe()},
               {"hint", "run under systemd with FileDescriptorStoreMax= or pass "
-                       "--fd_store=holder:PATH with an iommu-fdholder, so containers and "
+                       "--fd-store=holder:PATH with an iommu-fdholder, so containers and "
                        "guests' DMA survive an agent restart"}});
   }
   StartSweeper(&core);

@@ -1,5 +1,5 @@
 // Persistence: where the node agent keeps what must outlive its process — the
-// journal (agent/state_journal.h) in --state_dir and the kernel objects in
+// journal (agent/state_journal.h) in --state-dir and the kernel objects in
 // the fd store (agent/fd_store.h) — and the start-up step that rebuilds an
 // AgentCore from them.
 //

@@ -219,8 +219,8 @@ FdLimitPlan PlanFdLimit(uint64_t soft, uint64_t hard, uint64_t needed) {
     plan.status = absl::FailedPreconditionError(absl::StrCat(
         "nofile: the agent may need ", needed, " fds at its launcher limits but RLIMIT_NOFILE "
         "allows ", hard, " (hard); launchers at those limits could exhaust the agent's fd table. "
-        "Raise it (LimitNOFILE= in systemd) or lower --max_launcher_connections or "
-        "--max_session_memory_objects"));
+        "Raise it (LimitNOFILE= in systemd) or lower --max-launcher-connections or "
+        "--max-session-memory-objects"));
   }
   return plan;
 }

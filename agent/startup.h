@@ -68,7 +68,7 @@ absl::Status WriteFileAtomically(const std::string& path,
 // /proc/self/status reader's error naming the file.
 absl::StatusOr<MemlockFacts> ProbeMemlock();
 
-// ProbeMemlock, then DecideMemlock with --kernel_pin_bytes_per_tenant
+// ProbeMemlock, then DecideMemlock with --kernel-pin-bytes-per-tenant
 // `share`: the bounds AgentCore enforces and the start-up line, or the
 // refusal saying what the limit is, why, and the fixes.
 absl::StatusOr<MemlockDecision> EnsureCanPinMemory(std::optional<uint64_t> share);

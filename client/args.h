@@ -200,7 +200,7 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view tex
 absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
                                    uint64_t max);
 // A PCI vendor or device id in hex, as lspci, sysfs and the agent's
-// --sim_devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
+// --sim-devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
 // "10DE"). Never decimal. INVALID_ARGUMENT naming `flag` otherwise.
 absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text);
 // A context name of the config file (client/config.h): 1-63 characters of

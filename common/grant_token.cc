@@ -202,12 +202,12 @@ absl::Status ReplayCache::Consume(const std::string& token_id, const std::string
     return absl::ResourceExhaustedError(absl::StrCat(
         "token: tenant \"", tenant, "\" has used ", held,
         " unexpired tokens on this node (limit ", limits_.per_tenant,
-        " per tenant, --replay_cache_per_tenant); retry after its oldest expires"));
+        " per tenant, --replay-cache-per-tenant); retry after its oldest expires"));
   }
   if (by_id_.size() >= limits_.total) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "token: replay cache full (", limits_.total,
-        " unexpired tokens used, --replay_cache_max); retry after the oldest expires"));
+        " unexpired tokens used, --replay-cache-max); retry after the oldest expires"));
   }
   by_id_.emplace(token_id, Entry{expires_ms, tenant});
   by_expiry_.emplace(expires_ms, token_id);

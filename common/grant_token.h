@@ -87,7 +87,7 @@ struct ReplayCacheLimits {
 };
 
 // INVALID_ARGUMENT naming the flag when `limits` cannot work: a zero limit
-// (--replay_cache_per_tenant, --replay_cache_max) or a total below the
+// (--replay-cache-per-tenant, --replay-cache-max) or a total below the
 // per-tenant limit.
 absl::Status ValidateReplayCacheLimits(const ReplayCacheLimits& limits);
 

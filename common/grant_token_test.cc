@@ -283,7 +283,7 @@ TEST(ReplayCacheTest, TheTotalBoundsMemoryAcrossTenants) {
   ASSERT_TRUE(cache.Consume("a1", "a", kNow + 100, kNow).ok());
   ASSERT_TRUE(cache.Consume("b0", "b", kNow + 100, kNow).ok());
   ExpectError(cache.Consume("c0", "c", kNow + 100, kNow), Code::kResourceExhausted,
-              "replay cache full (3 unexpired tokens used, --replay_cache_max)");
+              "replay cache full (3 unexpired tokens used, --replay-cache-max)");
 }
 
 TEST(ReplayCacheTest, ValidateRefusesZeroAndATotalBelowTheShare) {

@@ -51,7 +51,7 @@ void AppendMissingFamilies(const std::vector<prometheus::MetricFamily>& declared
 // The Prometheus text exposition (version 0.0.4) of `families`.
 std::string TextFormat(const std::vector<prometheus::MetricFamily>& families);
 
-// Checks a --metrics_address value: host:port with a port in 0-65535 (port 0
+// Checks a --metrics-address value: host:port with a port in 0-65535 (port 0
 // picks a free port). Errors name `field` and the rule.
 absl::Status ValidateMetricsAddress(absl::string_view field, absl::string_view address);
 

@@ -127,7 +127,7 @@ std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> SharedProvid
 
 absl::Status ValidateTransportConfig(const TransportConfig& config,
                                      const TransportFlagNames& names) {
-  if (absl::Status s = ValidateTrustDomain("--trust_domain", config.trust_domain); !s.ok()) {
+  if (absl::Status s = ValidateTrustDomain("--trust-domain", config.trust_domain); !s.ok()) {
     return s;
   }
   if (!config.insecure && config.cert_file.empty() && config.key_file.empty() &&
@@ -178,21 +178,21 @@ absl::Status ValidateTransportConfig(const TransportConfig& config,
 
 absl::StatusOr<Identity> CertificateIdentity(const std::string& cert_file,
                                              absl::string_view trust_domain) {
-  absl::StatusOr<std::string> pem = ReadFile("--tls_cert", cert_file);
+  absl::StatusOr<std::string> pem = ReadFile("--tls-cert", cert_file);
   if (!pem.ok()) return pem.status();
   auto x509 = ParseCert(*pem);
   if (x509 == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", cert_file, " holds no PEM certificate"));
+    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", cert_file, " holds no PEM certificate"));
   }
   const std::vector<std::string> spiffe = SpiffeUriSans(x509.get());
   if (spiffe.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--tls_cert: ", cert_file, " must carry exactly one spiffe:// SAN URI, found ",
+        "--tls-cert: ", cert_file, " must carry exactly one spiffe:// SAN URI, found ",
         spiffe.size()));
   }
   absl::StatusOr<Identity> id = ParseSpiffeId(spiffe[0], trust_domain);
   if (!id.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", id.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", id.status().message()));
   }
   return id;
 }

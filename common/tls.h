@@ -36,14 +36,14 @@ struct TransportConfig {
 // Checks the flags and the files: INVALID_ARGUMENT naming the three flags
 // when neither they nor --insecure are given, naming the flag when one is
 // missing, unreadable or not PEM, when the key does not match the
-// certificate, when --trust_domain breaks its rule, or when both --insecure
+// certificate, when --trust-domain breaks its rule, or when both --insecure
 // and TLS files are given. `names` are the flag names to put in messages
-// (the daemons' --tls_cert/--tls_key/--tls_ca by default; iommuctl passes
+// (the daemons' --tls-cert/--tls-key/--tls-ca by default; iommuctl passes
 // --cert/--key/--ca).
 struct TransportFlagNames {
-  std::string cert = "--tls_cert";
-  std::string key = "--tls_key";
-  std::string ca = "--tls_ca";
+  std::string cert = "--tls-cert";
+  std::string key = "--tls-key";
+  std::string ca = "--tls-ca";
   // Appended to the error when none of the three is given: where to get them.
   std::string hint = "; deploy/make-dev-certs.sh makes a dev CA and certificates";
 };

@@ -9,9 +9,9 @@ ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate of this daemon; its SAN URI is its identity "
           "(spiffe://<trust_domain>/broker or .../agent/<node>). Re-read from disk every "
           "minute, so rotating is replacing the file");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert (unencrypted, mode 0600)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (unencrypted, mode 0600)");
 ABSL_FLAG(std::string, tls_ca, "",
-          "PEM bundle of the CA(s) that sign every peer's certificate (re-read like --tls_cert)");
+          "PEM bundle of the CA(s) that sign every peer's certificate (re-read like --tls-cert)");
 ABSL_FLAG(std::string, trust_domain, "iommu.local",
           "SPIFFE trust domain of every identity (spiffe://<trust_domain>/...)");
 ABSL_FLAG(bool, insecure, false,
@@ -33,7 +33,7 @@ absl::StatusOr<TransportConfig> TransportConfigFromFlags(const Identity& self) {
   if (!mine.ok()) return mine.status();
   if (!(*mine == self)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--tls_cert: ", config.cert_file, " is the certificate of ", mine->ToString(),
+        "--tls-cert: ", config.cert_file, " is the certificate of ", mine->ToString(),
         ", but this daemon is ", self.ToString(), " (", SpiffeId(config.trust_domain, self),
         ")"));
   }

@@ -1,5 +1,5 @@
-// The transport flags both daemons share: --tls_cert, --tls_key, --tls_ca,
-// --trust_domain and --insecure. Link this library to get them.
+// The transport flags both daemons share: --tls-cert, --tls-key, --tls-ca,
+// --trust-domain and --insecure. Link this library to get them.
 #ifndef COMMON_TLS_FLAGS_H_
 #define COMMON_TLS_FLAGS_H_
 

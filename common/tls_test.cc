@@ -43,12 +43,12 @@ TEST_F(TlsTest, AcceptsAMatchingSet) {
 TEST_F(TlsTest, RefusalsNameTheFlag) {
   TransportConfig c = Config("broker");
   c.key_file = *dir_ + "/tenant-acme.key";
-  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--tls_key: "));
+  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--tls-key: "));
   EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("does not match the certificate"));
 
   c = Config("broker");
   c.ca_file = *dir_ + "/nope.crt";
-  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--tls_ca: cannot read"));
+  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--tls-ca: cannot read"));
 
   c = Config("broker");
   c.cert_file = *dir_ + "/broker.key";  // A key where a certificate belongs.
@@ -60,10 +60,10 @@ TEST_F(TlsTest, RefusalsNameTheFlag) {
 
   c = Config("broker");
   c.trust_domain = "Bad Domain";
-  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--trust_domain"));
+  EXPECT_THAT(ValidateTransportConfig(c).message(), HasSubstr("--trust-domain"));
 
   EXPECT_THAT(ValidateTransportConfig(TransportConfig{}).message(),
-              HasSubstr("--tls_cert, --tls_key, --tls_ca: required (mutual TLS), or --insecure"));
+              HasSubstr("--tls-cert, --tls-key, --tls-ca: required (mutual TLS), or --insecure"));
 
   TransportFlagNames cli{"--cert", "--key", "--ca", ""};
   c = Config("broker");

@@ -50,7 +50,7 @@ void Line(std::FILE* out, const std::string& line) {
 }
 
 // How long --hold keeps trying to resume its session after the agent hung
-// up: the agent's default --session_resume_timeout.
+// up: the agent's default --session-resume-timeout.
 constexpr absl::Duration kResumeFor = absl::Seconds(60);
 
 // Blocks until SIGINT/SIGTERM, EOF (or an error) on stdin, or the agent

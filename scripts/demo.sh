@@ -78,12 +78,12 @@ wait_for_file() {
 echo "==> making a dev CA and certificates (deploy/make-dev-certs.sh): every channel is mTLS"
 deploy/make-dev-certs.sh --out "$STATE/certs" --agent node-1 --tenant acme | sed 's/^/    /'
 CERTS=$STATE/certs
-tls() { echo "--tls_cert=$CERTS/$1.crt" "--tls_key=$CERTS/$1.key" "--tls_ca=$CERTS/ca.crt"; }
+tls() { echo "--tls-cert=$CERTS/$1.crt" "--tls-key=$CERTS/$1.key" "--tls-ca=$CERTS/ca.crt"; }
 
 echo "==> starting the broker (embedded SQLite store at $STATE/broker.db, mTLS on loopback)"
 # shellcheck disable=SC2046
 "$BIN/server/iommu-broker" --listen=127.0.0.1:0 --db="$STATE/broker.db" $(tls broker) \
-  --port_file="$STATE/broker.port" >"$STATE/broker.log" 2>&1 &
+  --port-file="$STATE/broker.port" >"$STATE/broker.log" 2>&1 &
 PIDS+=($!)
 wait_for_file "$STATE/broker.port" broker "$STATE/broker.log"
 export IOMMU_BROKER="127.0.0.1:$(cat "$STATE/broker.port")"
@@ -92,9 +92,9 @@ echo "    broker at $IOMMU_BROKER"
 echo "==> starting one agent, node-1, on the SIMULATED backend (no real IOMMU, no real DMA)"
 # shellcheck disable=SC2046
 "$BIN/agent/iommu-agent" --node=node-1 --broker="$IOMMU_BROKER" --backend=sim $(tls agent-node-1) \
-  --sim_devices=0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6,0000:00:06.0=8086:1533@7 \
-  --launcher_socket="$STATE/launcher.sock" --port_file="$STATE/agent.port" \
-  --state_dir="$STATE/agent-state" \
+  --sim-devices=0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6,0000:00:06.0=8086:1533@7 \
+  --launcher-socket="$STATE/launcher.sock" --port-file="$STATE/agent.port" \
+  --state-dir="$STATE/agent-state" \
   >"$STATE/agent.log" 2>&1 &
 PIDS+=($!)
 wait_for_file "$STATE/agent.port" agent "$STATE/agent.log"

@@ -2316,7 +2316,7 @@ absl::Status Broker::CheckRememberedLocked(const std::string& key) const {
   if (it == remembered_.end() || it->second < limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
       "request_id: ", scope, " has ", it->second, " answers remembered for retries (limit ", limit,
-      " per caller, --max_remembered_answers_per_caller); send mutations without request_id "
+      " per caller, --max-remembered-answers-per-caller); send mutations without request_id "
       "or wait for older answers to expire (after ", options_.request_ttl_ms / 1000, " s)"));
 }
 

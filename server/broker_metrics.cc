@@ -30,9 +30,14 @@ constexpr char kLeaderChangesHelp[] =
 constexpr char kLastLeaderChange[] = "iommu_broker_last_leader_change_timestamp_seconds";
 constexpr char kLastLeaderChangeHelp[] =
     "When this replica last saw the leader change (Unix time); 0 if it has not seen one.";
+constexpr char kCertExpiry[] = "iommu_broker_tls_cert_expiry_timestamp_seconds";
+constexpr char kCertExpiryHelp[] =
+    "When the earliest certificate in the file named by `cert` expires (notAfter, Unix time): "
+    "tls_cert and tls_ca as on disk at this scrape (the broker reloads them every minute), "
+    "etcd_cert and etcd_ca as loaded at start.";
 
 // RPCs range from a map lookup (tens of microseconds) to a create that waits
-// for an agent (up to --agent_timeout_ms).
+// for an agent (up to --agent-timeout-ms).
 const prometheus::Histogram::BucketBoundaries& RpcBuckets() {
   static const auto* b = new prometheus::Histogram::BucketBoundaries{
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -95,6 +100,7 @@ BrokerMetrics::BrokerMetrics()
                               .Help(kLastLeaderChangeHelp)
                               .Register(*registry_)
                               .Add({})),
+      cert_expiry_(std::make_unique<CertExpiryGauge>(kCertExpiry, kCertExpiryHelp)),
       declared_{metrics::NewFamily(kRpcDuration, kRpcDurationHelp, MetricType::Histogram),
                 metrics::NewFamily(kStoreCommit, kStoreCommitHelp, MetricType::Histogram),
                 metrics::NewFamily(kAuthzDenials, kAuthzDenialsHelp, MetricType::Counter),
@@ -111,6 +117,10 @@ void BrokerMetrics::ObserveEtcdCall(absl::string_view op, absl::Duration round_t
 }
 
 void BrokerMetrics::CountFencedWrite() { fenced_writes_.Increment(); }
+
+void BrokerMetrics::WatchCertificates(std::vector<WatchedCertFile> files) {
+  cert_expiry_->Watch(std::move(files));
+}
 
 void BrokerMetrics::SetStatsSource(std::function<BrokerStats()> source) {
   absl::MutexLock l(&mu_);
@@ -228,6 +238,7 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out = registry_->Collect();
   metrics::AppendMissingFamilies(declared_, &out);
   out.push_back(metrics::BuildInfoFamily("iommu_broker_build_info"));
+  out.push_back(cert_expiry_->Collect());
   std::function<BrokerStats()> source;
   {
     absl::MutexLock l(&mu_);

@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/cert_expiry_gauge.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -70,6 +71,12 @@ class BrokerMetrics final : public prometheus::Collectable {
   // iommu_broker_fenced_writes_total.
   void CountFencedWrite();
 
+  // The certificate files this broker uses (none with --insecure):
+  // iommu_broker_tls_cert_expiry_timestamp_seconds{cert}, read now and, for
+  // the files it re-reads while running, again at each scrape
+  // (common/cert_expiry_gauge.h).
+  void WatchCertificates(std::vector<WatchedCertFile> files);
+
   // One finished RPC: iommu_broker_rpc_duration_seconds{method, code}.
   void ObserveRpc(absl::string_view method, absl::string_view code, absl::Duration elapsed);
 
@@ -102,6 +109,7 @@ class BrokerMetrics final : public prometheus::Collectable {
   prometheus::Counter& fenced_writes_;
   prometheus::Counter& leader_changes_;
   prometheus::Gauge& last_leader_change_;
+  const std::unique_ptr<CertExpiryGauge> cert_expiry_;  // Thread-safe itself.
   // The event families as declared, for listing them before their first sample.
   const std::vector<prometheus::MetricFamily> declared_;
 

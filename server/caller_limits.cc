@@ -12,7 +12,7 @@ absl::Status CallerLimits::Admit(const std::string& caller) {
     return absl::ResourceExhaustedError(
         absl::StrCat("caller: ", caller, " already has ", n, " calls in flight (limit ",
                      options_.max_inflight_per_caller,
-                     " per caller, --max_inflight_per_caller); retry "
+                     " per caller, --max-inflight-per-caller); retry "
                      "when some finish"));
   }
   ++n;

@@ -13,7 +13,7 @@ TEST(CallerLimitsTest, OneCallerAtItsLimitDoesNotBlockAnother) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(s.message(),
             "caller: tenant/hostile already has 2 calls in flight (limit 2 per caller, "
-            "--max_inflight_per_caller); retry when some finish");
+            "--max-inflight-per-caller); retry when some finish");
   EXPECT_TRUE(limits.Admit("tenant/acme").ok());
   limits.Release("tenant/hostile");
   EXPECT_TRUE(limits.Admit("tenant/hostile").ok());

@@ -16,7 +16,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +24,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "common/cert_expiry_gauge.h"
+#include "common/flag_spelling.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc_metrics.h"
@@ -44,22 +45,22 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7400",
           "host:port for the gRPC API (Broker, NodeRegistry, health, reflection); port 0 picks "
-          "a free port (see --port_file)");
+          "a free port (see --port-file)");
 ABSL_FLAG(std::string, db, "/var/lib/iommu-broker/broker.db",
           "SQLite database file of the embedded store (created if missing); the same as "
           "--store=sqlite:FILE");
 ABSL_FLAG(std::string, store, "",
           "where the state lives: sqlite:FILE (the embedded store; the default, FILE from --db), "
           "sqlite-kv:FILE (the versioned store, etcd's data model, in one SQLite file), or "
-          "etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster; replicas on one --etcd_prefix "
+          "etcd://HOST:PORT[,HOST:PORT...] (an etcd v3 cluster; replicas on one --etcd-prefix "
           "elect one leader, the others wait to take over)");
 ABSL_FLAG(std::string, etcd_prefix, "/iommu-broker",
           "with --store=etcd://: the key prefix of this broker's state (one prefix per fleet)");
 ABSL_FLAG(std::string, etcd_cert, "", "with --store=etcd://: client certificate for etcd (mTLS)");
 ABSL_FLAG(std::string, etcd_key, "", "with --store=etcd://: its private key");
 ABSL_FLAG(std::string, etcd_ca, "",
-          "with --store=etcd://: CA to verify etcd's certificate; without --etcd_ca, "
-          "--etcd_cert and --etcd_key: plaintext");
+          "with --store=etcd://: CA to verify etcd's certificate; without --etcd-ca, "
+          "--etcd-cert and --etcd-key: plaintext");
 ABSL_FLAG(int64_t, etcd_max_txn_ops, 128,
           "with --store=etcd://: the cluster's --max-txn-ops; larger commit groups are split "
           "between changes, never inside one");
@@ -217,7 +218,7 @@ int Run() {
   // anyone else on the node can read (the store's files are checked when
   // it opens).
   if (!transport->insecure) {
-    if (absl::Status s = iommu::CheckKeyFile("--tls_key", transport->key_file, getegid());
+    if (absl::Status s = iommu::CheckKeyFile("--tls-key", transport->key_file, getegid());
         !s.ok()) {
       iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
       return 2;
@@ -250,6 +251,11 @@ int Run() {
   auto metrics = std::make_shared<iommu::BrokerMetrics>();
   metrics->SetLeadership(store_options->replica_name, StoreKind(store_options->spec), false,
                          absl::Now());
+  // The expiry of every certificate file the broker uses, for the alerts.
+  std::vector<iommu::WatchedCertFile> certs = iommu::TransportCertFiles(*transport);
+  const std::vector<iommu::WatchedCertFile> etcd_certs = iommu::EtcdCertFiles(*store_options);
+  certs.insert(certs.end(), etcd_certs.begin(), etcd_certs.end());
+  metrics->WatchCertificates(std::move(certs));
   std::atomic<bool> serving{false};
   std::atomic<iommu::Broker*> serving_broker{nullptr};
   std::atomic<const iommu::kv::LeaderLease*> leadership{nullptr};
@@ -452,8 +458,8 @@ int main(int argc, char** argv) {
       "iommu-broker",
       "hands out IOMMU containers and IOVA windows across a fleet.\n"
       "Usage: iommu-broker --listen=127.0.0.1:7400 --db=/var/lib/iommu-broker/broker.db \\\n"
-      "         --tls_cert=broker.crt --tls_key=broker.key --tls_ca=ca.crt   (or --insecure)");
-  absl::ParseCommandLine(argc, argv);
+      "         --tls-cert=broker.crt --tls-key=broker.key --tls-ca=ca.crt   (or --insecure)");
+  iommu::ParseFlags(argc, argv);
   // Lock order is checked by the tests (TSan's deadlock detector, Abseil's
   // graph in debug unit tests); the daemon does not pay for it on every lock.
   absl::SetMutexDeadlockDetectionMode(absl::GetFlag(FLAGS_mutex_deadlock_detection)

@@ -15,8 +15,8 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "common/flag_spelling.h"
 #include "common/version.h"
 #include "server/open_store.h"
 #include "server/store_migration.h"
@@ -26,13 +26,13 @@ ABSL_FLAG(std::string, from, "", "Required. The store to read, as the broker's -
           "(sqlite:FILE, sqlite-kv:FILE, etcd://HOST:PORT,...)");
 ABSL_FLAG(std::string, to, "", "Required. The empty store to write, named the same way");
 ABSL_FLAG(std::string, etcd_prefix, "/iommu-broker",
-          "for an etcd store: the key prefix the broker uses (its --etcd_prefix)");
+          "for an etcd store: the key prefix the broker uses (its --etcd-prefix)");
 ABSL_FLAG(std::string, etcd_cert, "", "for an etcd store: client certificate (mTLS)");
 ABSL_FLAG(std::string, etcd_key, "", "for an etcd store: its private key");
 ABSL_FLAG(std::string, etcd_ca, "", "for an etcd store: CA that signed etcd's certificate");
 ABSL_FLAG(int64_t, etcd_max_txn_ops, 128, "for an etcd store: the cluster's --max-txn-ops");
 ABSL_FLAG(int64_t, batch_records, 100,
-          "records per write; with etcd at most --etcd_max_txn_ops - 1");
+          "records per write; with etcd at most --etcd-max-txn-ops - 1");
 
 namespace {
 
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
       "moves a stopped broker's state into an empty store.\n"
       "Usage: iommu-store-migrate --from=sqlite:/var/lib/iommu-broker/broker.db "
       "--to=etcd://HOST:2379,...");
-  absl::ParseCommandLine(argc, argv);
+  iommu::ParseFlags(argc, argv);
   if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
     return Fail(2, absl::InvalidArgumentError("--from and --to: both required"));
   }

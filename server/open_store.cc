@@ -40,7 +40,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
       while (absl::EndsWith(prefix, "/")) prefix.pop_back();
       if (prefix.empty() || prefix[0] != '/') {
         return absl::InvalidArgumentError(absl::StrCat(
-            "--etcd_prefix: \"", options.etcd_prefix, "\" must start with '/' and name a key "
+            "--etcd-prefix: \"", options.etcd_prefix, "\" must start with '/' and name a key "
             "prefix of its own, e.g. /iommu-broker"));
       }
       o.prefix = prefix;
@@ -68,6 +68,18 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
     }
   }
   out.store = std::make_unique<kv::KvBackedStore>(out.kv.get(), backed);
+  return out;
+}
+
+std::vector<WatchedCertFile> EtcdCertFiles(const StoreOptions& options) {
+  std::vector<WatchedCertFile> out;
+  if (options.spec.kind != StoreSpec::Kind::kEtcd) return out;
+  if (!options.etcd_cert_file.empty()) {
+    out.push_back({"etcd_cert", options.etcd_cert_file, /*reloaded=*/false, options.etcd_key_file});
+  }
+  if (!options.etcd_ca_file.empty()) {
+    out.push_back({"etcd_ca", options.etcd_ca_file, /*reloaded=*/false, ""});
+  }
   return out;
 }
 

@@ -11,8 +11,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/cert_expiry_gauge.h"
 #include "server/kv/etcd_kv_store.h"
 #include "server/kv/kv_store.h"
 #include "server/kv/leader_lease.h"
@@ -50,6 +52,12 @@ struct OpenedStore {
 absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
                                       const kv::LeaderLease::Waiting& waiting,
                                       kv::LeaderLease::OnLost on_lost);
+
+// The etcd client's certificate files (--etcd-cert, --etcd-ca) for the
+// expiry gauge; none unless the store is etcd. The client reads them once,
+// when the store opens, so they are watched as read once: after rotating
+// them the gauge keeps the old expiry until the broker restarts.
+std::vector<WatchedCertFile> EtcdCertFiles(const StoreOptions& options);
 
 }  // namespace iommu
 

@@ -107,18 +107,18 @@ TEST(PrivateFileTest, KeyMayBeReadByTheProcesssOwnGroupOnly) {
   const gid_t own = st.st_gid;
   for (mode_t ok : {0600, 0400, 0640, 0440}) {
     ASSERT_EQ(chmod(path.c_str(), ok), 0);
-    EXPECT_TRUE(CheckKeyFile("--tls_key", path, own).ok()) << ModeString(ok);
+    EXPECT_TRUE(CheckKeyFile("--tls-key", path, own).ok()) << ModeString(ok);
   }
   for (mode_t bad : {0644, 0604, 0660, 0620}) {
     ASSERT_EQ(chmod(path.c_str(), bad), 0);
-    absl::Status s = CheckKeyFile("--tls_key", path, own);
+    absl::Status s = CheckKeyFile("--tls-key", path, own);
     EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << ModeString(bad);
-    EXPECT_THAT(s.message(), HasSubstr("--tls_key " + path + " has mode " + ModeString(bad)));
+    EXPECT_THAT(s.message(), HasSubstr("--tls-key " + path + " has mode " + ModeString(bad)));
     EXPECT_THAT(s.message(), HasSubstr("chmod 600 " + path));
   }
   // Group-readable is fine only for the process's own group.
   ASSERT_EQ(chmod(path.c_str(), 0640), 0);
-  absl::Status s = CheckKeyFile("--tls_key", path, own + 1);
+  absl::Status s = CheckKeyFile("--tls-key", path, own + 1);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("open to a group other than the broker's own"));
 }
@@ -126,9 +126,9 @@ TEST(PrivateFileTest, KeyMayBeReadByTheProcesssOwnGroupOnly) {
 TEST(PrivateFileTest, MissingFileIsOkOnlyWhenOptional) {
   const std::string path = TempPath("absent.key");
   EXPECT_TRUE(CheckPrivateFile("key", path, /*must_exist=*/false).ok());
-  absl::Status s = CheckPrivateFile("--tls_key", path, /*must_exist=*/true);
+  absl::Status s = CheckPrivateFile("--tls-key", path, /*must_exist=*/true);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(s.message(), HasSubstr("--tls_key " + path + ": stat: No such file"));
+  EXPECT_THAT(s.message(), HasSubstr("--tls-key " + path + ": stat: No such file"));
 }
 
 }  // namespace

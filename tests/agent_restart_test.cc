@@ -70,7 +70,7 @@ class Holder {
     }
   }
   ~Holder() { Kill(); }
-  std::string flag() const { return absl::StrCat("--fd_store=holder:", socket_); }
+  std::string flag() const { return absl::StrCat("--fd-store=holder:", socket_); }
 
  private:
   pid_t pid_ = -1;
@@ -249,15 +249,15 @@ TEST_F(AgentRestartTest, GracefulStopKeepsTheSessionForTheNextRun) {
 }
 
 // A launcher that died while the agent was down never resumes: its session
-// is closed after --session_resume_timeout and billing follows.
+// is closed after --session-resume-timeout and billing follows.
 TEST_F(AgentRestartTest, ASessionNobodyResumesIsClosedAndStopsBeingBilled) {
-  StartAgent(AgentFlags({"--session_resume_timeout=1s"}));
+  StartAgent(AgentFlags({"--session-resume-timeout=1s"}));
   ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   {
     Launcher l = OpenAndMap(kMiB);
     ASSERT_FALSE(HasFailure());
     WaitForBilled(kMiB);
-    StartAgent(AgentFlags({"--session_resume_timeout=1s"}));
+    StartAgent(AgentFlags({"--session-resume-timeout=1s"}));
   }  // The launcher is gone too.
   EXPECT_TRUE(PollUntil([&] {
     return cluster_.agent("n1").Log().find("session_not_resumed") != std::string::npos;
@@ -271,12 +271,12 @@ TEST_F(AgentRestartTest, ASessionNobodyResumesIsClosedAndStopsBeingBilled) {
 // the address space again (at once on the simulator, whose "kernel" died with
 // the process), and the container is READY again, empty.
 TEST_F(AgentRestartTest, WithoutAnFdStoreTheContainerIsRemadeAndBillingFollows) {
-  StartAgent({"--fd_store=none"});
+  StartAgent({"--fd-store=none"});
   ASSERT_NO_FATAL_FAILURE(MakeTenantAndContainer());
   Launcher l = OpenAndMap(kMiB);
   ASSERT_FALSE(HasFailure());
   WaitForBilled(kMiB);
-  StartAgent({"--fd_store=none"});
+  StartAgent({"--fd-store=none"});
   const std::string log = cluster_.agent("n1").Log();
   EXPECT_THAT(log, HasSubstr("restart_loses_containers"));
   EXPECT_THAT(log, HasSubstr("containers_orphaned=1"));
@@ -299,7 +299,7 @@ TEST_F(AgentRestartTest, AnUnreachableHolderStopsTheStartAndLosesNothing) {
   const std::string dir = cluster_.dir();
   // A holder socket nobody listens on.
   absl::Status s = cluster_.StartAgent(
-      "n1", kTwoEdus, {absl::StrCat("--fd_store=holder:", dir, "/nobody.sock")});
+      "n1", kTwoEdus, {absl::StrCat("--fd-store=holder:", dir, "/nobody.sock")});
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr("fd_store"));
   EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr("nobody.sock"));
@@ -314,7 +314,7 @@ TEST_F(AgentRestartTest, TwoAgentsCannotShareAStateDirectory) {
   StartAgent(AgentFlags());
   const std::string state = absl::StrCat(cluster_.dir(), "/n1.state");
   absl::Status s = cluster_.StartAgent(
-      "n2", kTwoEdus, {absl::StrCat("--state_dir=", state), "--fd_store=none"});
+      "n2", kTwoEdus, {absl::StrCat("--state-dir=", state), "--fd-store=none"});
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(cluster_.agent("n2").Log(), HasSubstr("in use by another agent"));
 }

@@ -57,7 +57,7 @@ TEST_P(BrokerCrashTest, AcknowledgedMutationsSurviveKill9AndNothingHalfDoneAppea
   const std::string dir = testing::NewTempDir("crash");
   const std::string broker = testing::RunfilePath("server/iommu-broker");
   const std::vector<std::string> args = {"--listen=127.0.0.1:0", StoreFlag(dir),
-                                         "--leader_ttl_seconds=2", "--shutdown_grace_ms=500",
+                                         "--leader-ttl-seconds=2", "--shutdown-grace-ms=500",
                                          "--insecure"};
   std::mt19937 rng(42);
   std::map<std::string, uint64_t> acked;  // tenant -> pinned_bytes last acknowledged

@@ -66,9 +66,9 @@ class BrokerFailoverTest : public ::testing::Test {
     return brokers_[i].Launch(
         testing::RunfilePath("server/iommu-broker"),
         {absl::StrCat("--listen=127.0.0.1:", ports_[i]), "--store=etcd://" + etcd_.endpoints(),
-         "--etcd_prefix=/failover", absl::StrCat("--replica_name=b", i),
-         "--leader_ttl_seconds=2", "--shutdown_grace_ms=500", "--heartbeat_interval_ms=200",
-         "--node_timeout_ms=5000", "--insecure"},
+         "--etcd-prefix=/failover", absl::StrCat("--replica-name=b", i),
+         "--leader-ttl-seconds=2", "--shutdown-grace-ms=500", "--heartbeat-interval-ms=200",
+         "--node-timeout-ms=5000", "--insecure"},
         dir_, absl::StrCat("b", i));
   }
 
@@ -159,10 +159,10 @@ TEST_F(BrokerFailoverTest, KillingTheLeaderUnderLoadLosesNothingAndEtcdMembersMa
   ASSERT_TRUE(agent
                   .Start(testing::RunfilePath("agent/iommu-agent"),
                          {"--node=n1", "--broker=" + replicas_, "--listen=127.0.0.1:0",
-                          "--backend=sim", "--sim_devices=0000:00:04.0=1234:11e8@4",
-                          "--launcher_socket=" + dir_ + "/n1.sock",
-                          "--state_dir=" + dir_ + "/n1.state", "--insecure",
-                          "--registration_max_backoff=200ms"},
+                          "--backend=sim", "--sim-devices=0000:00:04.0=1234:11e8@4",
+                          "--launcher-socket=" + dir_ + "/n1.sock",
+                          "--state-dir=" + dir_ + "/n1.state", "--insecure",
+                          "--registration-max-backoff=200ms"},
                          dir_, "agent-n1")
                   .ok())
       << agent.Log();

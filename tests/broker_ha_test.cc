@@ -40,11 +40,11 @@ class BrokerHaTest : public ::testing::Test {
   std::vector<std::string> Args(const std::string& replica) {
     return {"--listen=127.0.0.1:0",
             "--store=etcd://" + etcd_.endpoint(),
-            "--etcd_prefix=/ha-test",
-            "--replica_name=" + replica,
-            "--leader_ttl_seconds=2",
-            "--shutdown_grace_ms=500",
-            "--metrics_address=127.0.0.1:0",
+            "--etcd-prefix=/ha-test",
+            "--replica-name=" + replica,
+            "--leader-ttl-seconds=2",
+            "--shutdown-grace-ms=500",
+            "--metrics-address=127.0.0.1:0",
             "--insecure"};
   }
   // GET `path` on the metrics endpoint `d` logged.
@@ -204,8 +204,8 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
     args[0] = absl::StrCat("--listen=127.0.0.1:", port);
     // Short node liveness, so that a node the new leader never hears from
     // would show as UNAVAILABLE within the test.
-    args.push_back("--heartbeat_interval_ms=200");
-    args.push_back("--node_timeout_ms=2000");
+    args.push_back("--heartbeat-interval-ms=200");
+    args.push_back("--node-timeout-ms=2000");
     return d->Launch(testing::RunfilePath("server/iommu-broker"), args, dir_, name);
   };
   Daemon a, b;
@@ -218,10 +218,10 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   ASSERT_TRUE(agent
                   .Start(testing::RunfilePath("agent/iommu-agent"),
                          {"--node=n1", "--broker=" + replicas, "--listen=127.0.0.1:0",
-                          "--backend=sim", "--sim_devices=0000:00:04.0=1234:11e8@4",
-                          "--launcher_socket=" + dir_ + "/n1.sock",
-                          "--state_dir=" + dir_ + "/n1.state", "--insecure",
-                          "--registration_max_backoff=200ms"},
+                          "--backend=sim", "--sim-devices=0000:00:04.0=1234:11e8@4",
+                          "--launcher-socket=" + dir_ + "/n1.sock",
+                          "--state-dir=" + dir_ + "/n1.state", "--insecure",
+                          "--registration-max-backoff=200ms"},
                          dir_, "agent-n1")
                   .ok())
       << agent.Log();
@@ -265,7 +265,7 @@ TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
   ASSERT_TRUE(single
                   .Start(testing::RunfilePath("server/iommu-broker"),
                          {"--listen=127.0.0.1:0", "--store=sqlite:" + db, "--insecure",
-                          "--shutdown_grace_ms=500"},
+                          "--shutdown-grace-ms=500"},
                          dir_, "single")
                   .ok())
       << single.Log();
@@ -280,7 +280,7 @@ TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
   }
   const std::vector<std::string> migrate = {
       testing::RunfilePath("server/iommu-store-migrate"), "--from=sqlite:" + db,
-      "--to=etcd://" + etcd_.endpoint(), "--etcd_prefix=/migrated", "--batch_records=3"};
+      "--to=etcd://" + etcd_.endpoint(), "--etcd-prefix=/migrated", "--batch-records=3"};
   testing::CommandResult busy = testing::RunCommand(migrate);
   EXPECT_EQ(busy.exit_code, 1) << "the source is in use: " << busy.out << busy.err;
   EXPECT_EQ(single.Stop(), 0);
@@ -295,7 +295,7 @@ TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
 
   Daemon on_etcd;
   std::vector<std::string> args = Args("replica-a");
-  args[2] = "--etcd_prefix=/migrated";
+  args[2] = "--etcd-prefix=/migrated";
   ASSERT_TRUE(on_etcd.Start(testing::RunfilePath("server/iommu-broker"), args, dir_, "on-etcd")
                   .ok())
       << on_etcd.Log();
@@ -308,7 +308,7 @@ TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
 TEST_F(BrokerHaTest, BadStoreFlagsAreRefusedAtStart) {
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
            {"--store=etcd://nohost"}, {"--store=zookeeper://x:1"},
-           {"--store=etcd://" + etcd_.endpoint(), "--etcd_prefix=no-slash"}}) {
+           {"--store=etcd://" + etcd_.endpoint(), "--etcd-prefix=no-slash"}}) {
     std::vector<std::string> argv = {testing::RunfilePath("server/iommu-broker"),
                                      "--listen=127.0.0.1:0", "--insecure"};
     argv.insert(argv.end(), bad.begin(), bad.end());

@@ -25,7 +25,7 @@ using testing::Cluster;
 
 constexpr char kDevices[] = "0000:00:04.0=1234:11e8@4,0000:00:05.0=1234:11e8@5";
 
-// Deadlines well under the cluster's --agent_timeout_ms (5 s): a call that
+// Deadlines well under the cluster's --agent-timeout-ms (5 s): a call that
 // waited on the stalled agent misses them.
 std::unique_ptr<grpc::ClientContext> Context(int seconds = 2) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -153,10 +153,10 @@ void StartWithTwoTenants(Cluster& cluster) {
 }
 
 // A tenant whose calls hang (here: on a stalled agent) holds at most
-// --max_inflight_per_caller handlers; its next call is refused at once and
+// --max-inflight-per-caller handlers; its next call is refused at once and
 // another tenant is served.
 TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
-  Cluster cluster(TwoTenants("--max_inflight_per_caller=1"));
+  Cluster cluster(TwoTenants("--max-inflight-per-caller=1"));
   ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
   auto op = cluster.BrokerStub();
   ASSERT_EQ(kill(cluster.agent("node-1").pid(), SIGSTOP), 0);
@@ -194,7 +194,7 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
 // Answers remembered for retries are bounded per caller, and survive a
 // restart of the broker with their count.
 TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
-  Cluster cluster(TwoTenants("--max_remembered_answers_per_caller=2"));
+  Cluster cluster(TwoTenants("--max-remembered-answers-per-caller=2"));
   ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
   auto op = cluster.BrokerStub();
   auto allocate_as = [&](const std::string& tenant, const std::string& container,

@@ -70,13 +70,13 @@ class BrokerStoreTest : public ::testing::Test {
     db_ = dir_ + "/broker.db";
   }
   std::vector<std::string> Args(const std::string& db) const {
-    return {"--listen=127.0.0.1:0", "--db=" + db, "--shutdown_grace_ms=500", "--insecure"};
+    return {"--listen=127.0.0.1:0", "--db=" + db, "--shutdown-grace-ms=500", "--insecure"};
   }
   // Runs a broker that is expected to refuse to start (so it exits).
   testing::CommandResult RunRefused(const std::string& db) const {
     std::vector<std::string> argv = {RunfilePath("server/iommu-broker")};
     for (const std::string& a : Args(db)) argv.push_back(a);
-    argv.push_back("--port_file=" + dir_ + "/refused.port");
+    argv.push_back("--port-file=" + dir_ + "/refused.port");
     return RunBounded(argv);
   }
 
@@ -155,10 +155,10 @@ TEST_F(BrokerStoreTest, TlsKeyReadableByOthersIsRefused) {
   ASSERT_EQ(chmod(key.c_str(), 0644), 0);
   testing::CommandResult r =
       RunBounded({broker_, "--listen=127.0.0.1:0", "--db=" + db_,
-                  "--tls_cert=" + dir_ + "/certs/broker.crt", "--tls_key=" + key,
-                  "--tls_ca=" + dir_ + "/certs/ca.crt"});
+                  "--tls-cert=" + dir_ + "/certs/broker.crt", "--tls-key=" + key,
+                  "--tls-ca=" + dir_ + "/certs/ca.crt"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("--tls_key " + key + " has mode 0644"));
+  EXPECT_THAT(r.err, HasSubstr("--tls-key " + key + " has mode 0644"));
   EXPECT_THAT(r.err, HasSubstr("chmod 600 " + key));
 }
 

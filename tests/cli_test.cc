@@ -26,7 +26,7 @@ testing::ClusterOptions Tls() {
   testing::ClusterOptions o;
   o.tls = true;
   o.tenants = {"acme", "other"};
-  o.broker_args = {"--metrics_address=127.0.0.1:0"};  // node delete drops a node's series.
+  o.broker_args = {"--metrics-address=127.0.0.1:0"};  // node delete drops a node's series.
   return o;
 }
 
@@ -113,7 +113,7 @@ TEST_F(CliTest, ScenarioWithJsonOutputThatParses) {
 }
 
 // Issue 15: --vendor=1234 was read as decimal (0x4d2) and matched nothing.
-// The simulated devices are 1234:11e8, as the agent's --sim_devices write it.
+// The simulated devices are 1234:11e8, as the agent's --sim-devices write it.
 TEST_F(CliTest, PciIdsAreHexAndVendorTakesVendorColonDevice) {
   ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
   auto a = Json<v1::Container>(Ctl({"-o", "json", "container", "create", "--tenant=acme",

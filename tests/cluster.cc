@@ -46,9 +46,9 @@ absl::Status Cluster::IssueCertificates(const std::vector<std::string>& args) {
 
 std::vector<std::string> Cluster::TransportFlags(const std::string& stem) const {
   if (!options_.tls) return {"--insecure"};
-  return {absl::StrCat("--tls_cert=", certs_dir(), "/", stem, ".crt"),
-          absl::StrCat("--tls_key=", certs_dir(), "/", stem, ".key"),
-          absl::StrCat("--tls_ca=", certs_dir(), "/ca.crt")};
+  return {absl::StrCat("--tls-cert=", certs_dir(), "/", stem, ".crt"),
+          absl::StrCat("--tls-key=", certs_dir(), "/", stem, ".key"),
+          absl::StrCat("--tls-ca=", certs_dir(), "/ca.crt")};
 }
 
 TransportConfig Cluster::ClientConfig(const std::string& stem) const {
@@ -80,8 +80,8 @@ absl::Status Cluster::StartBroker() {
   broker_.Kill();
   std::vector<std::string> args = {
       absl::StrCat("--listen=127.0.0.1:", broker_port_), absl::StrCat("--db=", dir_, "/broker.db"),
-      "--heartbeat_interval_ms=100", "--node_timeout_ms=1500", "--shutdown_grace_ms=500",
-      "--agent_timeout_ms=5000"};
+      "--heartbeat-interval-ms=100", "--node-timeout-ms=1500", "--shutdown-grace-ms=500",
+      "--agent-timeout-ms=5000"};
   for (std::string& f : TransportFlags("broker")) args.push_back(std::move(f));
   args.insert(args.end(), options_.broker_args.begin(), options_.broker_args.end());
   return broker_.Start(RunfilePath("server/iommu-broker"), args, dir_, "broker");
@@ -97,14 +97,14 @@ absl::Status Cluster::StartAgent(const std::string& node, const std::string& sim
   }
   std::vector<std::string> args = {
       absl::StrCat("--node=", node), absl::StrCat("--broker=", broker_address()),
-      "--listen=127.0.0.1:0", "--backend=sim", absl::StrCat("--sim_devices=", sim_devices),
-      absl::StrCat("--launcher_socket=", dir_, "/", node, ".sock")};
+      "--listen=127.0.0.1:0", "--backend=sim", absl::StrCat("--sim-devices=", sim_devices),
+      absl::StrCat("--launcher-socket=", dir_, "/", node, ".sock")};
   for (std::string& f : TransportFlags("agent-" + node)) args.push_back(std::move(f));
   // Each agent its own journal, kept across its restarts (kill -9 + start).
   if (std::none_of(extra_args.begin(), extra_args.end(), [](const std::string& a) {
-        return absl::StartsWith(a, "--state_dir=");
+        return absl::StartsWith(a, "--state-dir=");
       })) {
-    args.push_back(absl::StrCat("--state_dir=", dir_, "/", node, ".state"));
+    args.push_back(absl::StrCat("--state-dir=", dir_, "/", node, ".state"));
   }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   absl::Status s = agent->Start(RunfilePath("agent/iommu-agent"), args, dir_, "agent-" + node);

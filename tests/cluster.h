@@ -25,7 +25,7 @@ struct ClusterOptions {
   // agents start). Otherwise every daemon runs with --insecure.
   bool tls = false;
   std::vector<std::string> tenants;
-  // Extra flags, last on the broker's command line (e.g. --metrics_address).
+  // Extra flags, last on the broker's command line (e.g. --metrics-address).
   std::vector<std::string> broker_args;
 };
 

@@ -115,7 +115,7 @@ absl::Status Daemon::Launch(const std::string& binary, std::vector<std::string> 
   log_ = absl::StrCat(dir, "/", name, ".log");
   early_exit_status_ = -1;
   args.insert(args.begin(), binary);
-  args.push_back("--port_file=" + port_file);
+  args.push_back("--port-file=" + port_file);
   pid_ = fork();
   if (pid_ < 0) return absl::InternalError("fork failed");
   if (pid_ == 0) {

@@ -1,5 +1,5 @@
 // Test helper: runs one of the project's daemons as a child process, waits
-// for it to publish its port (--port_file), and stops or kills it. The child
+// for it to publish its port (--port-file), and stops or kills it. The child
 // is killed in the destructor, so a failing test leaves nothing running.
 //
 // Thread-compatible (one thread drives a Daemon).
@@ -44,7 +44,7 @@ class Daemon final {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
-  // Starts `binary` with `args` plus --port_file=<dir>/<name>.port; stderr
+  // Starts `binary` with `args` plus --port-file=<dir>/<name>.port; stderr
   // goes to <dir>/<name>.log. Waits up to `timeout` for the port.
   absl::Status Start(const std::string& binary, std::vector<std::string> args,
                      const std::string& dir, const std::string& name,

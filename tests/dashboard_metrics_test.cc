@@ -1,6 +1,6 @@
 // The Grafana dashboard (deploy/grafana/iommu-broker.json) and the alert
 // rules (deploy/prometheus/alerts.yml) query only metrics the daemons really
-// export: a live broker and simulated agent with --metrics_address are
+// export: a live broker and simulated agent with --metrics-address are
 // scraped, and every metric name in every panel target, template variable
 // query and alert expression must be among the series they offer (a
 // histogram's _bucket/_sum/_count included). A renamed metric, or a panel
@@ -187,13 +187,13 @@ class DashboardMetricsTest : public ::testing::Test {
 
   static testing::ClusterOptions Options() {
     testing::ClusterOptions o;
-    o.broker_args = {"--metrics_address=127.0.0.1:0"};
+    o.broker_args = {"--metrics-address=127.0.0.1:0"};
     return o;
   }
 
   void SetUp() override {
     ASSERT_TRUE(cluster_.StartBroker().ok()) << cluster_.broker().Log();
-    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--metrics_address=127.0.0.1:0"});
+    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--metrics-address=127.0.0.1:0"});
     ASSERT_TRUE(s.ok()) << s << "\n" << cluster_.agent("n1").Log();
     for (const std::string& log : {cluster_.broker().Log(), cluster_.agent("n1").Log()}) {
       absl::StatusOr<int> port = testing::MetricsPortFromLog(log);

@@ -105,7 +105,7 @@ class HolderProcess {
 TEST(FdHolderBinaryTest, KeepsFdsForARestartedAgentAndExitsZeroOnSigterm) {
   const std::string socket = NewTempDir("fdholder") + "/fdholder.sock";
   HolderProcess holder;
-  ASSERT_TRUE(holder.Start({"--socket=" + socket, "--max_fds=16"})) << holder.log();
+  ASSERT_TRUE(holder.Start({"--socket=" + socket, "--max-fds=16"})) << holder.log();
   struct stat st;
   ASSERT_EQ(::stat(socket.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -153,12 +153,12 @@ TEST(FdHolderBinaryTest, RefusesASecondHolderOnALiveSocket) {
 
 TEST(FdHolderBinaryTest, BadFlagsExitOneNamingTheFlag) {
   const std::string socket = NewTempDir("fdholder") + "/fdholder.sock";
-  testing::CommandResult max_fds = RunCommand({Holder(), "--socket=" + socket, "--max_fds=0"});
+  testing::CommandResult max_fds = RunCommand({Holder(), "--socket=" + socket, "--max-fds=0"});
   EXPECT_EQ(max_fds.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(max_fds.err, "max_fds: must be 1 to 1048576, got 0"))
       << max_fds.err;
   testing::CommandResult mode =
-      RunCommand({Holder(), "--socket=" + socket, "--socket_mode=0999"});
+      RunCommand({Holder(), "--socket=" + socket, "--socket-mode=0999"});
   EXPECT_EQ(mode.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(mode.err, "socket_mode: must be octal permissions like 0600"))
       << mode.err;

@@ -7,12 +7,12 @@
 //
 //   * tokens: replayed, expired (a real broker token past its TTL, and a
 //     re-signed one), bound to another tenant, container, node or uid;
-//   * peers: a uid or gid outside --launcher_allowed_uids/gids;
+//   * peers: a uid or gid outside --launcher-allowed-uids/gids;
 //   * fd floods: up to the kernel's 253 fds in one message, hundreds across
 //     messages, fds on empty and oversize packets, pipelined without reading;
 //   * oversize messages and fields;
-//   * more connections from one uid than --max_sessions_per_peer;
-//   * registered memory past --max_session_memory_bytes/objects.
+//   * more connections from one uid than --max-sessions-per-peer;
+//   * registered memory past --max-session-memory-bytes/objects.
 //
 // Tokens with a wrong binding cannot be had from the broker (it signs only
 // what it stores), so the test reads the node's grant key from the broker's
@@ -653,12 +653,12 @@ TEST_F(LauncherHardeningTest, PeersOutsideTheAllowedUidsOrGidsAreRefusedAtConnec
   const group* g = getgrgid(gid);
   ASSERT_NE(g, nullptr);
   const std::string group_name = g->gr_name;
-  StartAgent("n1", {absl::StrCat("--launcher_allowed_uids=", uid + 1, ",", uid + 2)});
-  StartAgent("n2", {absl::StrCat("--launcher_allowed_uids=", uid),
-                    absl::StrCat("--launcher_allowed_gids=", gid + 1)});
+  StartAgent("n1", {absl::StrCat("--launcher-allowed-uids=", uid + 1, ",", uid + 2)});
+  StartAgent("n2", {absl::StrCat("--launcher-allowed-uids=", uid),
+                    absl::StrCat("--launcher-allowed-gids=", gid + 1)});
   // Both sets pass; the gid given by name.
-  StartAgent("n3", {absl::StrCat("--launcher_allowed_uids=", uid + 1, ",", uid),
-                    absl::StrCat("--launcher_allowed_gids=", gid + 1, ",", group_name)});
+  StartAgent("n3", {absl::StrCat("--launcher-allowed-uids=", uid + 1, ",", uid),
+                    absl::StrCat("--launcher-allowed-gids=", gid + 1, ",", group_name)});
   ASSERT_FALSE(HasFailure());
   CreateTenant("acme");
   std::map<std::string, std::string> container;
@@ -710,14 +710,14 @@ TEST_F(LauncherHardeningTest, BadLimitFlagsStopTheAgentWithTheFlagAndTheRule) {
     std::string error;
   };
   const std::vector<Case> cases = {
-      {"--max_sessions_per_peer=0", "max_sessions_per_peer: must be at least 1"},
-      {"--max_session_memory_bytes=4095",
+      {"--max-sessions-per-peer=0", "max_sessions_per_peer: must be at least 1"},
+      {"--max-session-memory-bytes=4095",
        "max_session_memory_bytes: must be at least 4096 (one page), got 4095"},
-      {"--max_session_memory_objects=0", "max_session_memory_objects: must be at least 1"},
-      {"--launcher_allowed_gids=no-such-group-here",
+      {"--max-session-memory-objects=0", "max_session_memory_objects: must be at least 1"},
+      {"--launcher-allowed-gids=no-such-group-here",
        "launcher_allowed_gids: \"no-such-group-here\" is not a number or a known name"},
-      {"--launcher_allowed_uids=1000,x", "launcher_allowed_uids: \"x\" is not a number"},
-      {"--launcher_allowed_uids=4294967295", "launcher_allowed_uids: 4294967295 is not an id"},
+      {"--launcher-allowed-uids=1000,x", "launcher_allowed_uids: \"x\" is not a number"},
+      {"--launcher-allowed-uids=4294967295", "launcher_allowed_uids: 4294967295 is not an id"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.flag);
@@ -726,8 +726,8 @@ TEST_F(LauncherHardeningTest, BadLimitFlagsStopTheAgentWithTheFlagAndTheRule) {
     std::vector<std::string> argv = {
         testing::RunfilePath("agent/iommu-agent"), "--node=bad",
         absl::StrCat("--broker=", cluster_.broker_address()), "--listen=127.0.0.1:0",
-        "--backend=sim", absl::StrCat("--sim_devices=", kTwoEdus),
-        absl::StrCat("--launcher_socket=", cluster_.dir(), "/bad.sock")};
+        "--backend=sim", absl::StrCat("--sim-devices=", kTwoEdus),
+        absl::StrCat("--launcher-socket=", cluster_.dir(), "/bad.sock")};
     for (const std::string& f : cluster_.TransportFlags("agent-bad")) argv.push_back(f);
     argv.push_back(c.flag);
     const testing::CommandResult r = testing::RunCommand(argv);
@@ -885,8 +885,8 @@ TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTo
   // Idle connections are closed only after a minute here: this case is about
   // the per-uid count, which counts them while they last.
   const std::string c = StartAgentWithAcmeContainer(
-      {"--max_sessions_per_peer=3", "--max_launcher_connections=16",
-       "--launcher_session_open_timeout=60s"});
+      {"--max-sessions-per-peer=3", "--max-launcher-connections=16",
+       "--launcher-session-open-timeout=60s"});
   ASSERT_FALSE(HasFailure());
   ASSERT_OK_AND_ASSIGN(s1, Open("n1", c));
   ASSERT_OK_AND_ASSIGN(s2, Open("n1", c));
@@ -929,7 +929,7 @@ TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTo
 
 TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld) {
   const std::string c = StartAgentWithAcmeContainer(
-      {absl::StrCat("--max_session_memory_bytes=", kMiB), "--max_session_memory_objects=3"});
+      {absl::StrCat("--max-session-memory-bytes=", kMiB), "--max-session-memory-objects=3"});
   ASSERT_FALSE(HasFailure());
   ASSERT_OK_AND_ASSIGN(s, Open("n1", c));
   ASSERT_OK_AND_ASSIGN(half, LauncherClient::CreateMemfd(512 * kKiB, "half"));
@@ -1126,9 +1126,9 @@ TEST_F(LauncherHardeningTest, IdleConnectionsOfHostileUidsCannotKeepALauncherOut
 }
 
 TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed) {
-  StartAgent("n1", {"--max_sessions_per_tenant=2", "--replay_cache_per_tenant=4",
-                    "--replay_cache_max=16", "--max_mappings_per_tenant=2",
-                    absl::StrCat("--max_memory_bytes_per_tenant=", 512 * kKiB)});
+  StartAgent("n1", {"--max-sessions-per-tenant=2", "--replay-cache-per-tenant=4",
+                    "--replay-cache-max=16", "--max-mappings-per-tenant=2",
+                    absl::StrCat("--max-memory-bytes-per-tenant=", 512 * kKiB)});
   ASSERT_FALSE(HasFailure());
   CreateTenant("evil");
   CreateTenant("good");
@@ -1146,7 +1146,7 @@ TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed)
     ASSERT_OK_AND_ASSIGN(e3, LauncherClient::Connect(Socket("n1")));
     EXPECT_STATUS(e3->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
                   "open_session: tenant \"evil\" already holds 2 sessions on this node "
-                  "(limit 2 per tenant, --max_sessions_per_tenant)");
+                  "(limit 2 per tenant, --max-sessions-per-tenant)");
   }
   ASSERT_OK_AND_ASSIGN(g1, Open("n1", cg));
 
@@ -1184,7 +1184,7 @@ TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed)
   ASSERT_OK_AND_ASSIGN(e4, LauncherClient::Connect(Socket("n1")));
   EXPECT_STATUS(e4->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
                 "token: tenant \"evil\" has used 4 unexpired tokens on this node (limit 4 per "
-                "tenant, --replay_cache_per_tenant)");
+                "tenant, --replay-cache-per-tenant)");
   ASSERT_OK_AND_ASSIGN(g2, Open("n1", cg));
   EXPECT_EQ(Inventory("n1").launcher().sessions(), 3u);
 }

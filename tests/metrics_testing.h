@@ -23,7 +23,7 @@ namespace iommu::testing {
 // GETs http://127.0.0.1:<port>/metrics; errors for a non-200 answer.
 absl::StatusOr<std::string> ScrapeMetrics(int port);
 
-// The port a daemon started with --metrics_address=127.0.0.1:0 serves
+// The port a daemon started with --metrics-address=127.0.0.1:0 serves
 // /metrics on, from its "event=metrics_serving ... port=N" log line.
 absl::StatusOr<int> MetricsPortFromLog(const std::string& log);
 

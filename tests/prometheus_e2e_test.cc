@@ -1,5 +1,5 @@
 // The daemons' metrics as a real Prometheus sees them: a broker and a
-// simulated agent with --metrics_address, Debian's /usr/bin/prometheus
+// simulated agent with --metrics-address, Debian's /usr/bin/prometheus
 // scraping both every second, a scenario through the broker API and the
 // launcher socket (one tenant, two containers with a window each, the same
 // guest memory mapped into both), then the values read back through
@@ -62,13 +62,13 @@ class PrometheusE2eTest : public ::testing::Test {
 
   static testing::ClusterOptions Options() {
     testing::ClusterOptions o;
-    o.broker_args = {"--metrics_address=127.0.0.1:0"};
+    o.broker_args = {"--metrics-address=127.0.0.1:0"};
     return o;
   }
 
   void SetUp() override {
     ASSERT_TRUE(cluster_.StartBroker().ok()) << cluster_.broker().Log();
-    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--metrics_address=127.0.0.1:0"});
+    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--metrics-address=127.0.0.1:0"});
     ASSERT_TRUE(s.ok()) << s << "\n" << cluster_.agent("n1").Log();
     absl::StatusOr<int> port = testing::MetricsPortFromLog(cluster_.broker().Log());
     ASSERT_TRUE(port.ok()) << port.status();

@@ -126,9 +126,9 @@ TEST(ServiceNotifyTest, AgentIsReadyToServeButNotReadyUntilRegistered) {
   absl::Status started = agent.Start(
       testing::RunfilePath("agent/iommu-agent"),
       {"--node=n1", absl::StrCat("--broker=127.0.0.1:", nobody), "--insecure",
-       "--listen=127.0.0.1:0", "--backend=sim", "--sim_devices=0000:00:04.0=1234:11e8@5",
-       "--launcher_socket=" + dir + "/n1.sock", "--state_dir=" + dir + "/n1.state",
-       "--metrics_address=127.0.0.1:0"},
+       "--listen=127.0.0.1:0", "--backend=sim", "--sim-devices=0000:00:04.0=1234:11e8@5",
+       "--launcher-socket=" + dir + "/n1.sock", "--state-dir=" + dir + "/n1.state",
+       "--metrics-address=127.0.0.1:0"},
       dir, "agent");
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
@@ -155,7 +155,7 @@ TEST(ServiceNotifyTest, AgentIsReadyToServeButNotReadyUntilRegistered) {
 TEST(ServiceNotifyTest, AConfigurationErrorExitsWithStatus2) {
   // systemd does not restart exit status 2 (RestartPreventExitStatus=2).
   testing::CommandResult broker = testing::RunCommand(
-      {testing::RunfilePath("server/iommu-broker"), "--insecure", "--log_level=loud"});
+      {testing::RunfilePath("server/iommu-broker"), "--insecure", "--log-level=loud"});
   EXPECT_EQ(broker.exit_code, 2) << broker.err;
   EXPECT_THAT(broker.err, HasSubstr("level=error"));
   testing::CommandResult agent = testing::RunCommand(

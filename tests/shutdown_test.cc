@@ -1,5 +1,5 @@
 // SIGTERM, the graceful stop (issue 6): the broker stops taking new calls,
-// lets the calls in flight finish within --shutdown_grace_ms, closes its store
+// lets the calls in flight finish within --shutdown-grace-ms, closes its store
 // cleanly (the WAL checkpointed into the database), and exits 0; everything it
 // acknowledged is there after a restart. The agent, on SIGTERM, ends every
 // launcher session (mappings unmapped, billing released) and exits 0.
@@ -43,7 +43,7 @@ TEST(ShutdownTest, SigtermDrainsInFlightCallsClosesTheStoreAndLosesNothing) {
   const std::string dir = testing::NewTempDir("shutdown");
   const std::string broker = testing::RunfilePath("server/iommu-broker");
   const std::vector<std::string> args = {"--listen=127.0.0.1:0", "--db=" + dir + "/broker.db",
-                                         "--shutdown_grace_ms=3000", "--insecure"};
+                                         "--shutdown-grace-ms=3000", "--insecure"};
   Daemon d;
   ASSERT_TRUE(d.Start(broker, args, dir, "broker").ok()) << d.Log();
   const std::string address = d.address();

@@ -68,11 +68,11 @@ class AgentChaosTest : public ::testing::Test {
     w2_ = WindowOf(c2_);
   }
 
-  // Without a journal (--state_dir=""): this suite proves that an agent whose
+  // Without a journal (--state-dir=""): this suite proves that an agent whose
   // state does not survive it reconciles to an empty node without leaks;
   // tests/agent_restart_test.cc proves that a journaled one loses nothing.
   void StartAgent() {
-    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--state_dir="});
+    absl::Status s = cluster_.StartAgent("n1", kTwoEdus, {"--state-dir="});
     ASSERT_TRUE(s.ok()) << s << "\n" << cluster_.agent("n1").Log();
     agent_ = cluster_.AgentStub("n1");
   }

@@ -86,7 +86,7 @@ class StoreFaultChaosTest : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(*g_setup_error, ""); }
 
   std::vector<std::string> BrokerArgs() const {
-    return {"--listen=127.0.0.1:0", "--db=" + *g_mnt + "/broker.db", "--shutdown_grace_ms=500",
+    return {"--listen=127.0.0.1:0", "--db=" + *g_mnt + "/broker.db", "--shutdown-grace-ms=500",
             "--insecure"};
   }
 

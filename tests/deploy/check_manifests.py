@@ -41,9 +41,9 @@ def fail(msg):
 
 
 def daemon_flags(binary):
-    """The flags a daemon defines, from its --helpfull."""
-    out = subprocess.run([binary, "--helpfull"], capture_output=True, text=True).stdout
-    return set(re.findall(r"^\s+--([a-z0-9_]+) \(", out, re.M))
+    """The flags a daemon defines, as its --help lists them (dashed)."""
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^  --([a-z0-9-]+)$", out, re.M))
 
 
 # --------------------------------------------------------------- Kubernetes
@@ -130,9 +130,11 @@ def check_common_pod(where, doc, flags_of):
             fail(f"{cw}: command {c.get('command')} is not one of {sorted(flags_of)}")
             continue
         for arg in c.get("args", []):
-            m = re.match(r"^--([a-z0-9_]+)(=|$)", arg)
+            m = re.match(r"^--([a-z0-9_-]+)(=|$)", arg)
             if not m:
                 fail(f"{cw}: argument {arg!r} is not --flag=value")
+            elif "_" in m.group(1):
+                fail(f"{cw}: argument --{m.group(1)} is spelled with '_' (deprecated; use '-')")
             elif m.group(1) not in known:
                 fail(f"{cw}: {binary} defines no flag --{m.group(1)}")
 
@@ -259,9 +261,9 @@ def check_k8s(directory, flags_of, ha=False):
                 fail(f"{where}: no memory limit (pins fault guest pages into the agent's cgroup)")
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             sockets = [a.split("=", 1)[1] for a in c.get("args", [])
-                       if a.startswith("--launcher_socket=")]
+                       if a.startswith("--launcher-socket=")]
             if not sockets or os.path.dirname(sockets[0]) not in mounts:
-                fail(f"{where}: --launcher_socket must lie in a mounted host directory")
+                fail(f"{where}: --launcher-socket must lie in a mounted host directory")
         # The fd holder: a separate container (the kubelet restarts the agent
         # without it), unprivileged, its socket in a directory the agent
         # mounts too.
@@ -358,14 +360,14 @@ def check_ha_broker(where, d, by_kind):
         args = c.get("args", [])
         if not any(a.startswith("--store=etcd://") for a in args):
             fail(f"{where}: --store=etcd://... missing")
-        if "--replica_name=$(POD_NAME)" not in args:
-            fail(f"{where}: --replica_name=$(POD_NAME) missing")
+        if "--replica-name=$(POD_NAME)" not in args:
+            fail(f"{where}: --replica-name=$(POD_NAME) missing")
         env = {e["name"]: e for e in c.get("env", [])}
         ref = env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {})
         if ref.get("fieldPath") != "metadata.name":
             fail(f"{where}: env POD_NAME must come from metadata.name")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-        for flag in ("--etcd_cert=", "--etcd_key=", "--etcd_ca="):
+        for flag in ("--etcd-cert=", "--etcd-key=", "--etcd-ca="):
             files = [a.split("=", 1)[1] for a in args if a.startswith(flag)]
             if not files or os.path.dirname(files[0]) not in mounts:
                 fail(f"{where}: {flag}... must name a file in a mounted Secret")
@@ -510,7 +512,7 @@ def main():
                 "iommu-fdholder": daemon_flags("agent/iommu-fdholder")}
     for binary, flags in flags_of.items():
         if not flags:
-            fail(f"{binary} --helpfull listed no flags")
+            fail(f"{binary} --help listed no flags")
     check_k8s("deploy/k8s", flags_of)
     check_k8s("deploy/k8s/ha", flags_of, ha=True)
     documented = documented_metrics(metrics_md)

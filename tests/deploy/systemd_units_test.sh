@@ -8,7 +8,8 @@
 #     exposure at most 2.0 (agent) and 1.5 (broker), and the agent's grant is
 #     exactly CAP_IPC_LOCK, LimitMEMLOCK=infinity and the VFIO/iommufd devices;
 #   * the sysusers.d file parses (`systemd-sysusers --dry-run`);
-#   * every --flag in ExecStart= is one the daemon defines (its --helpfull);
+#   * every --flag in ExecStart= is one the daemon defines (its --help), spelled
+#     with '-' (the '_' spellings are deprecated);
 #   * the environment-file examples name only variables and flags that exist.
 # Fails, never skips, when a tool is missing (scripts/setup.sh installs systemd
 # and etcd-server).
@@ -49,9 +50,11 @@ for unit in iommu-broker iommu-agent; do
   fi
 
   # 2. flags: each --name in ExecStart= is defined by the binary.
-  known="$("$bin" --helpfull 2>&1 | sed -n 's/^ *--\([a-z0-9_]*\) (.*/\1/p' | sort -u)" || true
-  used="$(exec_start "$src" | grep -o -- ' --[a-z0-9_]*=' | tr -d ' =' | sed 's/^--//' | sort -u)"
+  known="$("$bin" --help 2>&1 | sed -n 's/^  --\([a-z0-9-]*\)$/\1/p' | sort -u)" || true
+  [ -n "$known" ] || fail "$unit: --help lists no flags"
+  used="$(exec_start "$src" | grep -o -- ' --[a-z0-9_-]*=' | tr -d ' =' | sed 's/^--//' | sort -u)"
   for flag in $used; do
+    case "$flag" in *_*) fail "$unit: ExecStart= spells --$flag with '_' (deprecated; use '-')" ;; esac
     grep -qx "$flag" <<<"$known" || fail "$unit: ExecStart= passes --$flag, which $unit does not define"
   done
 done
@@ -88,7 +91,7 @@ done
 devices="$(grep '^DeviceAllow=' "$agent" | sort | tr '\n' ' ')"
 want="DeviceAllow=/dev/iommu rw DeviceAllow=/dev/vfio/vfio rw DeviceAllow=char-vfio rw DeviceAllow=char-vfio-dev rw "
 [ "$devices" = "$want" ] || fail "$agent: DeviceAllow= lines are '$devices', want '$want'"
-exec_start "$agent" | grep -q -- ' --launcher_socket=/run/iommu-agent/' ||
+exec_start "$agent" | grep -q -- ' --launcher-socket=/run/iommu-agent/' ||
   fail "$agent: the launcher socket is not in RuntimeDirectory /run/iommu-agent"
 
 # 5. sysusers.d: parses, and creates the users and groups the units name.
@@ -107,8 +110,8 @@ unit_vars="$(grep -o '\${\?IOMMU_[A-Z_]*' "$broker" | tr -d '${' | sort -u)"
 for var in $(sed -nE 's/^#?(IOMMU_[A-Z_]+)=.*/\1/p' deploy/systemd/broker.env.example | sort -u); do
   grep -qx "$var" <<<"$unit_vars" || fail "broker.env.example sets $var, which $broker does not read"
 done
-broker_flags="$("${BINARY[iommu-broker]}" --helpfull 2>&1 | sed -n 's/^ *--\([a-z0-9_]*\) (.*/\1/p' | sort -u)" || true
-for flag in $(grep -o -- '--[a-z0-9_]*=' deploy/systemd/broker.env.example | tr -d '=' | sed 's/^--//' | sort -u); do
+broker_flags="$("${BINARY[iommu-broker]}" --help 2>&1 | sed -n 's/^  --\([a-z0-9-]*\)$/\1/p' | sort -u)" || true
+for flag in $(grep -o -- '--[a-z0-9_-]*=' deploy/systemd/broker.env.example | tr -d '=' | sed 's/^--//' | sort -u); do
   grep -qx "$flag" <<<"$broker_flags" || fail "broker.env.example passes --$flag, which iommu-broker does not define"
 done
 command -v etcd >/dev/null || { echo "FAIL: etcd not found (apt-get install etcd-server)" >&2; exit 1; }

@@ -22,12 +22,12 @@ cat >"$WORK/inner.sh" <<'INNER'
 set -e
 wait_file() { for i in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "no $1"; return 1; }
 export IOMMUCTL_INSECURE=1
-iommu-broker --insecure --listen=127.0.0.1:7400 --db=/tmp/broker.db --port_file=/tmp/bport >/tmp/broker.log 2>&1 &
+iommu-broker --insecure --listen=127.0.0.1:7400 --db=/tmp/broker.db --port-file=/tmp/bport >/tmp/broker.log 2>&1 &
 wait_file /tmp/bport
 mkdir -p /run/iommu-agent
 iommu-agent --insecure --node=vm1 --broker=127.0.0.1:7400 --backend=sim \
-  --sim_devices=0000:00:04.0=1234:11e8@5 --listen=127.0.0.1:0 --port_file=/tmp/aport \
-  --state_dir=/tmp/agent-state >/tmp/agent.log 2>&1 &
+  --sim-devices=0000:00:04.0=1234:11e8@5 --listen=127.0.0.1:0 --port-file=/tmp/aport \
+  --state-dir=/tmp/agent-state >/tmp/agent.log 2>&1 &
 wait_file /tmp/aport
 for i in $(seq 50); do iommuctl node list | grep -q 'vm1 *ready' && break; sleep 0.2; done
 iommuctl tenant create acme --pinned=1Gi

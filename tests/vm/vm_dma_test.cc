@@ -14,12 +14,12 @@
 //   f) the agent restarts (kill -9, then SIGTERM + start: an upgrade) while the launcher
 //      DMAs in a loop: no transfer fails, the container stays READY with the same mappings
 //      and billing, the launcher resumes its session with its resume token; a launcher that
-//      died while the agent was down is released after --session_resume_timeout and billing
+//      died while the agent was down is released after --session-resume-timeout and billing
 //      follows; deleting the container afterwards cuts the DMA of the device fd the launcher
 //      still holds.
 //   h) (issue 12) the kernel counts pins per mapping: restarted with a finite RLIMIT_MEMLOCK
 //      and without CAP_IPC_LOCK (--agent_memlock_restart_cmd), the agent first refuses to
-//      start without --kernel_pin_bytes_per_tenant (its message is checked), then with
+//      start without --kernel-pin-bytes-per-tenant (its message is checked), then with
 //      it maps one page again and again up to the share, refuses the next map with
 //      RESOURCE_EXHAUSTED before the kernel, and the kernel's VmLck + VmPin for the agent
 //      equals the per-mapping sum (not the one page billed).
@@ -268,7 +268,7 @@ struct Options {
   std::string agent_restart_cmd;
   std::string parts = "abcdef";
   // Part h: starts the agent with a finite RLIMIT_MEMLOCK, no CAP_IPC_LOCK and
-  // --kernel_pin_bytes_per_tenant=kKernelPinShare, after an attempt without the flag whose
+  // --kernel-pin-bytes-per-tenant=kKernelPinShare, after an attempt without the flag whose
   // output and status it leaves in kMemlockRefusedLog.
   std::string agent_memlock_restart_cmd;
 };
@@ -870,7 +870,7 @@ bool Test::ResumeSession1(const std::string& tag) {
 // kill -9 and SIGTERM + start (an upgrade) while a launcher DMAs in a loop: no transfer
 // fails, the container stays READY with the same mappings and billing, the launcher resumes
 // its session; a launcher that died while the agent was down is released after
-// --session_resume_timeout; deleting the container after the restarts cuts the DMA.
+// --session-resume-timeout; deleting the container after the restarts cuts the DMA.
 void Test::PartF() {
   if (o_.agent_restart_cmd.empty()) {
     Check("f.agent_restart_cmd", false, "no --agent_restart_cmd");
@@ -984,7 +984,7 @@ void Test::PartF() {
 }
 
 // ---------------------------------------------------------------- h) kernel pin share
-constexpr uint64_t kKernelPinShare = 8 * kPage;  // --kernel_pin_bytes_per_tenant in vm_e2e.sh
+constexpr uint64_t kKernelPinShare = 8 * kPage;  // --kernel-pin-bytes-per-tenant in vm_e2e.sh
 constexpr char kMemlockRefusedLog[] = "/tmp/agent_memlock_refused.log";
 
 std::string ReadText(const std::string& path) {
@@ -1039,7 +1039,7 @@ void Test::PartH() {
         refused.find("memlock: RLIMIT_MEMLOCK is 262144 bytes") != std::string::npos &&
             refused.find("counts pins per mapping") != std::string::npos &&
             refused.find("LimitMEMLOCK=infinity") != std::string::npos &&
-            refused.find("--kernel_pin_bytes_per_tenant=BYTES") != std::string::npos &&
+            refused.find("--kernel-pin-bytes-per-tenant=BYTES") != std::string::npos &&
             refused.find("rc=1") != std::string::npos,
         refused);
   pid_t pid2 = 0;
@@ -1103,7 +1103,7 @@ void Test::PartH() {
   absl::Status over = s->Map(m->id, 0, kPage, kWinBase + uint64_t(n) * kPage, true, true);
   Check("h.map_past_share_refused",
         over.code() == absl::StatusCode::kResourceExhausted &&
-            std::string(over.message()).find("kernel_pin_bytes_per_tenant") != std::string::npos &&
+            std::string(over.message()).find("kernel-pin-bytes-per-tenant") != std::string::npos &&
             std::string(over.message()).find(kTenant) != std::string::npos,
         St(over));
   std::string vm_after;

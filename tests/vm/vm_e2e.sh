@@ -42,7 +42,7 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 # Plaintext inside the VM (no openssl in the initramfs); mTLS is covered on
 # the host by tests/authz_test and tests/cli_test.
 export IOMMUCTL_INSECURE=1
-iommu-broker --insecure --listen=127.0.0.1:7400 --db=/tmp/broker.db --port_file=/tmp/bport \
+iommu-broker --insecure --listen=127.0.0.1:7400 --db=/tmp/broker.db --port-file=/tmp/bport \
   >/tmp/broker.log 2>&1 &
 wait_file /tmp/bport || { echo "vm_e2e: broker did not start"; dump_logs; exit 10; }
 
@@ -57,24 +57,24 @@ cat >/tmp/start_agent.sh <<AGENT
 rm -f /tmp/aport
 echo "--- agent start \$(cut -d' ' -f1 /proc/uptime)" >>/tmp/agent.log
 iommu-agent --insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 \\
-  --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state \\
-  --fd_store=holder:/run/iommu-fdholder/fdholder.sock --session_resume_timeout=10s >>/tmp/agent.log 2>&1 &
+  --listen=127.0.0.1:0 --port-file=/tmp/aport --launcher-socket=$SOCK --state-dir=/tmp/agent-state \\
+  --fd-store=holder:/run/iommu-fdholder/fdholder.sock --session-resume-timeout=10s >>/tmp/agent.log 2>&1 &
 echo \$! >/tmp/agent.pid
 AGENT
 # Part h of vm_dma_test (issue 12): a finite RLIMIT_MEMLOCK (256 KiB) and neither
 # CAP_IPC_LOCK nor CAP_SYS_RESOURCE (util-linux setpriv): first without
-# --kernel_pin_bytes_per_tenant (must refuse; output and status kept for the test), then with
+# --kernel-pin-bytes-per-tenant (must refuse; output and status kept for the test), then with
 # a share of 8 pages.
 cat >/tmp/start_agent_memlock.sh <<AGENT
 #!/bin/sh
 ulimit -l 256
 DROP="/usr/bin/setpriv --inh-caps=-ipc_lock,-sys_resource --bounding-set=-ipc_lock,-sys_resource"
-ARGS="--insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 --listen=127.0.0.1:0 --port_file=/tmp/aport --launcher_socket=$SOCK --state_dir=/tmp/agent-state --fd_store=holder:/run/iommu-fdholder/fdholder.sock --session_resume_timeout=10s"
+ARGS="--insecure --node=$NODE --broker=127.0.0.1:7400 --backend=$BACKEND --devices=1234:11e8 --listen=127.0.0.1:0 --port-file=/tmp/aport --launcher-socket=$SOCK --state-dir=/tmp/agent-state --fd-store=holder:/run/iommu-fdholder/fdholder.sock --session-resume-timeout=10s"
 \$DROP iommu-agent \$ARGS >/tmp/agent_memlock_refused.log 2>&1
 echo "rc=\$?" >>/tmp/agent_memlock_refused.log
 rm -f /tmp/aport
 echo "--- agent start (memlock 256 KiB, no CAP_IPC_LOCK) \$(cut -d' ' -f1 /proc/uptime)" >>/tmp/agent.log
-\$DROP iommu-agent \$ARGS --kernel_pin_bytes_per_tenant=32768 >>/tmp/agent.log 2>&1 &
+\$DROP iommu-agent \$ARGS --kernel-pin-bytes-per-tenant=32768 >>/tmp/agent.log 2>&1 &
 echo \$! >/tmp/agent.pid
 AGENT
 chmod +x /tmp/start_agent.sh /tmp/start_agent_memlock.sh
