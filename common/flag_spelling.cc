@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
@@ -124,7 +125,12 @@ std::string RenderFlagsHelp(absl::string_view usage, std::vector<FlagHelp> flags
   return out;
 }
 
-void ParseFlags(int argc, char** argv) {
+namespace {
+
+// ParseFlags without exiting: the exit status when the program must stop
+// (help printed, or a bad flag), else nullopt. Separate so that everything it
+// allocated is freed before ParseFlags exits (leak checkers run at exit).
+std::optional<int> TranslateAndParse(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   absl::StatusOr<TranslatedFlags> translated =
       TranslateFlagSpelling(args, [](absl::string_view name) {
@@ -132,7 +138,7 @@ void ParseFlags(int argc, char** argv) {
       });
   if (!translated.ok()) {
     std::cerr << (args.empty() ? "" : args[0]) << ": " << translated.status().message() << "\n";
-    std::exit(2);
+    return 2;
   }
   if (translated->help) {
     std::vector<FlagHelp> own;
@@ -142,7 +148,7 @@ void ParseFlags(int argc, char** argv) {
     std::cout << RenderFlagsHelp(absl::ProgramUsageMessage(), std::move(own))
               << "\nAlso: --version, --helpfull (every flag, Abseil's too, as defined: "
                  "with '_').\n";
-    std::exit(0);
+    return 0;
   }
   std::vector<char*> pointers;
   for (std::string& a : translated->args) pointers.push_back(a.data());
@@ -150,6 +156,17 @@ void ParseFlags(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(pointers.size() - 1), pointers.data());
   for (const auto& [old, dashed] : translated->deprecated) {
     LogEvent(LogLevel::kWarning, "deprecated_flag", {{"flag", old}, {"use", dashed}});
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void ParseFlags(int argc, char** argv) {
+  const std::optional<int> exit_code = TranslateAndParse(argc, argv);
+  if (exit_code.has_value()) {
+    std::cout.flush();
+    std::exit(*exit_code);
   }
 }
 
