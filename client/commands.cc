@@ -817,7 +817,8 @@ absl::Status TakeFleetSummary(Session& s, iommu::ctl::FleetSummary* sum) {
 absl::Status Top(Session& s) {
   const bool watch = s.inv().Has("watch");
   if (watch && IsStructured(s.inv().global.output)) {
-    return UsageError("--watch: redraws a table; cannot be combined with -o json, yaml or jsonpath");
+    return UsageError(
+        "--watch: redraws a table; cannot be combined with -o json, yaml or jsonpath");
   }
   while (true) {
     iommu::ctl::FleetSummary sum;

@@ -83,7 +83,9 @@ absl::StatusOr<CliConfig> ParseConfig(absl::string_view json, absl::string_view 
   CliConfig config;
   if (absl::StripAsciiWhitespace(json).empty()) return config;
   absl::StatusOr<JsonNode> root = ParseJson(json);
-  if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", root.status().message()));
+  if (!root.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", root.status().message()));
+  }
   if (root->kind != JsonNode::Kind::kObject) return Bad(path, "the file", "must be a JSON object");
   std::set<std::string> seen;
   for (const auto& [name, value] : root->members) {
@@ -106,7 +108,8 @@ absl::StatusOr<CliConfig> ParseConfig(absl::string_view json, absl::string_view 
       return Bad(path, name, "unknown field (known: current_context, contexts)");
     }
   }
-  if (!config.current_context().empty() && FindContext(config, config.current_context()) == nullptr) {
+  if (!config.current_context().empty() &&
+      FindContext(config, config.current_context()) == nullptr) {
     return Bad(path, "current_context",
                absl::StrCat("names no context: \"", config.current_context(), "\""));
   }
@@ -138,7 +141,8 @@ absl::StatusOr<GlobalOptions> ResolveSettings(const GlobalOptions& flags,
       const std::vector<std::string> names = ContextNames(config);
       return absl::InvalidArgumentError(absl::StrCat(
           "--context: no context named \"", context_flag, "\" (have: ",
-          names.empty() ? "none; add one with iommuctl config set-context" : absl::StrJoin(names, ", "),
+          names.empty() ? "none; add one with iommuctl config set-context"
+                        : absl::StrJoin(names, ", "),
           ")"));
     }
     FillFromContext(*chosen, &out);
