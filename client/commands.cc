@@ -22,9 +22,7 @@
 #include "client/config_commands.h"
 #include "client/config_file.h"
 #include "client/format.h"
-#include "client/json_tree.h"
-#include "client/jsonpath.h"
-#include "client/yaml.h"
+#include "client/structured_output.h"
 #include "client/views.pb.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
@@ -54,21 +52,6 @@ bool IsUsageError(const absl::Status& status) {
   return status.GetPayload(kUsagePayload).has_value();
 }
 
-// `message` as -o json, yaml or jsonpath=... print it. YAML and JSONPath read
-// the JSON text, so all three show the same fields and values.
-absl::StatusOr<std::string> FormatStructured(const google::protobuf::Message& message,
-                                             const GlobalOptions& global) {
-  absl::StatusOr<std::string> json = FormatJson(message);
-  if (!json.ok() || global.output == OutputFormat::kJson) return json;
-  absl::StatusOr<JsonNode> tree = ParseJson(*json);
-  if (!tree.ok()) return absl::InternalError(absl::StrCat("reading our own JSON: ",
-                                                          tree.status().message()));
-  if (global.output == OutputFormat::kYaml) return FormatYaml(*tree);
-  // ParseCommandLine has parsed the template once already.
-  absl::StatusOr<JsonPathTemplate> tmpl = JsonPathTemplate::Parse(global.output_template);
-  if (!tmpl.ok()) return tmpl.status();
-  return tmpl->Render(*tree);
-}
 
 // One run of one command: the stub, the options and the output stream.
 class Session final {

@@ -57,12 +57,6 @@ absl::Status ReadContext(absl::string_view path, const std::string& where, const
   return ValidateContextName(absl::StrCat(path, ": ", where, ".name"), context->name());
 }
 
-std::vector<std::string> ContextNames(const CliConfig& config) {
-  std::vector<std::string> names;
-  for (const CliContext& c : config.contexts()) names.push_back(c.name());
-  return names;
-}
-
 // Sets `field` to `value` unless a higher level set it already.
 void FillString(std::string* field, const std::string& value) {
   if (field->empty()) *field = value;
@@ -123,6 +117,17 @@ std::string RenderConfig(const CliConfig& config) {
   return json.ok() ? *json : "{}\n";
 }
 
+absl::Status NoSuchContext(const CliConfig& config, absl::string_view prefix,
+                           absl::string_view name) {
+  std::vector<std::string> names;
+  for (const CliContext& c : config.contexts()) names.push_back(c.name());
+  return absl::InvalidArgumentError(absl::StrCat(
+      prefix, "no context named \"", name, "\" (have: ",
+      names.empty() ? "none; add one with iommuctl config set-context"
+                    : absl::StrJoin(names, ", "),
+      ")"));
+}
+
 const CliContext* FindContext(const CliConfig& config, absl::string_view name) {
   for (const CliContext& c : config.contexts()) {
     if (c.name() == name) return &c;
@@ -138,12 +143,7 @@ absl::StatusOr<GlobalOptions> ResolveSettings(const GlobalOptions& flags,
   if (!context_flag.empty()) {
     chosen = FindContext(config, context_flag);
     if (chosen == nullptr) {
-      const std::vector<std::string> names = ContextNames(config);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--context: no context named \"", context_flag, "\" (have: ",
-          names.empty() ? "none; add one with iommuctl config set-context"
-                        : absl::StrJoin(names, ", "),
-          ")"));
+      return NoSuchContext(config, "--context: ", context_flag);
     }
     FillFromContext(*chosen, &out);
   }

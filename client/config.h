@@ -44,6 +44,11 @@ std::string RenderConfig(const iommu::ctl::CliConfig& config);
 const iommu::ctl::CliContext* FindContext(const iommu::ctl::CliConfig& config,
                                           absl::string_view name);
 
+// INVALID_ARGUMENT "<prefix>no context named "NAME" (have: a, b)", listing
+// the contexts `config` has (or how to add one when it has none).
+absl::Status NoSuchContext(const iommu::ctl::CliConfig& config, absl::string_view prefix,
+                           absl::string_view name);
+
 // Connection settings from the environment (level 3 above); empty strings
 // and false mean "not set".
 struct EnvSettings {

@@ -3,13 +3,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "client/config.h"
 #include "client/config_file.h"
 #include "client/format.h"
-#include "client/json_tree.h"
-#include "client/jsonpath.h"
-#include "client/yaml.h"
+#include "client/structured_output.h"
 #include "common/broker_target.h"
 #include "common/status_macros.h"
 
@@ -24,20 +21,9 @@ using iommu::ctl::CliContext;
 // JSONPath template over the same JSON.
 absl::Status PrintConfig(const CliConfig& config, const GlobalOptions& global,
                          std::ostream& out) {
-  const std::string json = RenderConfig(config);
-  if (global.output != OutputFormat::kYaml && global.output != OutputFormat::kJsonPath) {
-    out << json;
-    return absl::OkStatus();
-  }
-  absl::StatusOr<JsonNode> tree = ParseJson(json);
-  if (!tree.ok()) return tree.status();
-  if (global.output == OutputFormat::kYaml) {
-    out << FormatYaml(*tree);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<JsonPathTemplate> tmpl = JsonPathTemplate::Parse(global.output_template);
-  if (!tmpl.ok()) return tmpl.status();
-  out << tmpl->Render(*tree);
+  absl::StatusOr<std::string> text = FormatStructured(config, global);
+  if (!text.ok()) return text.status();
+  out << *text;
   return absl::OkStatus();
 }
 
@@ -96,13 +82,7 @@ absl::StatusOr<CliContext*> FindMutable(CliConfig* config, const std::string& na
   for (CliContext& c : *config->mutable_contexts()) {
     if (c.name() == name) return &c;
   }
-  std::vector<std::string> names;
-  for (const CliContext& c : config->contexts()) names.push_back(c.name());
-  return absl::InvalidArgumentError(absl::StrCat(
-      "no context named \"", name, "\" (have: ",
-      names.empty() ? "none; add one with iommuctl config set-context"
-                    : absl::StrJoin(names, ", "),
-      ")"));
+  return NoSuchContext(*config, "", name);
 }
 
 }  // namespace
