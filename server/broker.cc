@@ -172,13 +172,29 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient
 }
 
 absl::Status Broker::Load() {
+namespace {
+
+// An index of every answer `store` remembers (Store::ListRequests). The
+// store's error (DATA_LOSS for a damaged answer) otherwise.
+absl::StatusOr<RequestIndex> LoadRequestIndex(Store* store) {
+  ASSIGN_OR_RETURN(std::vector<RequestSummary> listed, store->ListRequests());
+  RequestIndex index;
+  for (const RequestSummary& r : listed) {
+    index.Insert(r.request_id, r.fingerprint_digest, r.time_ms);
+  }
+  return index;
+}
+
+}  // namespace
+
   ASSIGN_OR_RETURN(std::vector<StoreRecord> records, store_->LoadAll());
   absl::MutexLock l(&mu_);
   last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
   RETURN_IF_ERROR(RestoreLocked(records));
-  ASSIGN_OR_RETURN(remembered_, store_->CountRequestsByScope());
+  requests_ = std::move(requests);
   Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
-                   " containers=", containers_.size(), " windows=", windows_.size()));
+                   " containers=", containers_.size(), " windows=", windows_.size(),
+                   " remembered_answers=", requests_.size()));
   return absl::OkStatus();
 }
 
@@ -187,6 +203,7 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
     return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
                                             " does not parse"));
   };
+  ASSIGN_OR_RETURN(RequestIndex requests, LoadRequestIndex(store_));
   // Built aside and swapped in at the end, so an error changes nothing.
   std::map<std::string, v1::Tenant> tenants;
   std::map<std::string, NodeEntry> nodes;
@@ -320,6 +337,9 @@ void Broker::LeadCommitLocked() {
   const uint64_t rolled_back = applied_seq_ - resolved_seq_;
   resolved_seq_ = rolled_back_seq_ = applied_seq_;
   // Roll memory back to exactly what the store holds. Nothing else writes
+    // Indexed only now that the answers are durable; until here their
+    // requests were in inflight_ (and still are until their callers wake),
+    // so no retry ran meanwhile.
   // the store now: only a leader commits, and the next one needs mu_.
   absl::StatusOr<std::vector<StoreRecord>> records = store_->LoadAll();
   absl::Status restored = records.ok() ? RestoreLocked(*records) : records.status();
@@ -342,6 +362,17 @@ void Broker::LeadCommitLocked() {
 absl::Status Broker::AwaitDurableLocked(uint64_t seen) {
   if (!unrecoverable_.ok()) return unrecoverable_;
   if (resolved_seq_ >= seen) return absl::OkStatus();
+  if (restored.ok()) {
+    // A store that splits a group into several transactions may have kept
+    // the first ones, answers included (kv_backed_store.h): a retry of those
+    // must replay them, so the index is rebuilt from what the store holds.
+    absl::StatusOr<RequestIndex> requests = LoadRequestIndex(store_);
+    if (requests.ok()) {
+      requests_ = *std::move(requests);
+    } else {
+      restored = requests.status();
+    }
+  }
   const uint64_t durable_before = resolved_seq_;
   auto resolved = [this, seen]() {
     mu_.AssertHeld();  // Await evaluates conditions under mu_.
@@ -495,22 +526,9 @@ absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std:
     return absl::AbortedError(absl::StrCat("request_id: a request with id ", Quoted(request_id),
                                            " is in flight; retry after it finishes"));
   }
-  ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(key));
-  if (!prior.has_value()) {
-    // An answer remembered before ids were scoped by caller is keyed by the
-    // bare id (which cannot contain the scope's '|'). Only the same request
-    // replays it: anything else may be another caller's and is not this
-    // caller's business.
-    ASSIGN_OR_RETURN(prior, store_->FindRequest(request_id));
-    if (!prior.has_value() || prior->fingerprint != fingerprint) {
-      return CheckRememberedLocked(key);
-    }
-  }
-  if (prior->fingerprint != fingerprint) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("request_id: ", Quoted(request_id),
-                     " was already used for a different request; use a new id"));
-  }
+  ASSIGN_OR_RETURN(std::optional<RequestRecord> prior,
+                   FindAnswerLocked(request_id, key, fingerprint));
+  if (!prior.has_value()) return CheckRememberedLocked(key);
   if (!out->ParseFromString(prior->response)) {
     return absl::DataLossError(absl::StrCat("store: answer to request ", request_id,
                                             " does not parse"));
@@ -2296,15 +2314,18 @@ std::vector<std::string> Broker::CheckLiveness() {
 }
 
 absl::Status Broker::ExpireRequests() {
-  ASSIGN_OR_RETURN(int64_t n, store_->ExpireRequests(Now() - options_.request_ttl_ms));
-  if (n > 0) Log(absl::StrCat("event=requests_expired count=", n));
-  // Recounted rather than tracked through expiry; answers committed while
-  // the count runs may be missed until the next one, which only loosens the
-  // bound by the mutations of that moment.
-  absl::StatusOr<std::map<std::string, int64_t>> counts = store_->CountRequestsByScope();
-  if (!counts.ok()) return counts.status();
+  const int64_t before_ms = Now() - options_.request_ttl_ms;
+  // On error the index keeps every entry: an answer it still lists but the
+  // store forgot reads as fresh on a retry (FindAnswerLocked), while one
+  // forgotten here but still in the store would run its request twice.
+  ASSIGN_OR_RETURN(int64_t n, store_->ExpireRequests(before_ms));
   absl::MutexLock l(&mu_);
-  remembered_ = *std::move(counts);
+  // The same cutoff forgets here what the store forgot: answers committed
+  // since it ran were acknowledged later than it.
+  const int64_t forgotten = requests_.Expire(before_ms);
+  if (n > 0 || forgotten > 0) {
+    Log(absl::StrCat("event=requests_expired count=", n, " indexed=", forgotten));
+  }
   return absl::OkStatus();
 }
 
@@ -2312,10 +2333,10 @@ absl::Status Broker::CheckRememberedLocked(const std::string& key) const {
   const int64_t limit = options_.max_remembered_answers_per_caller;
   if (limit <= 0) return absl::OkStatus();
   const std::string scope = RequestScope(key);
-  auto it = remembered_.find(scope);
-  if (it == remembered_.end() || it->second < limit) return absl::OkStatus();
+  const int64_t remembered = requests_.CountInScope(scope);
+  if (remembered < limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
-      "request_id: ", scope, " has ", it->second, " answers remembered for retries (limit ", limit,
+      "request_id: ", scope, " has ", remembered, " answers remembered for retries (limit ", limit,
       " per caller, --max-remembered-answers-per-caller); send mutations without request_id "
       "or wait for older answers to expire (after ", options_.request_ttl_ms / 1000, " s)"));
 }

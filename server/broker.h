@@ -50,6 +50,7 @@
 #include "server/broker_stats.h"
 #include "server/event_log.h"
 #include "server/push_queue.h"
+#include "server/request_index.h"
 #include "server/store.h"
 #include "server/window_allocator.h"
 
@@ -80,7 +81,9 @@ struct BrokerOptions {
   // request_id stores one for request_ttl_ms), so no tenant can grow the
   // store without bound; past it, its mutations with a request_id are
   // refused (RESOURCE_EXHAUSTED). Calls in flight may pass it by their
-  // number. 0: no limit.
+  // number. 0: no limit. Each remembered answer also costs the broker 47-94
+  // bytes of memory (server/request_index.h), whatever its size in the
+  // store: 1,000,000 answers, about 50-90 MB.
   int64_t max_remembered_answers_per_caller = 1000000;
   // Milliseconds since the epoch; injectable so tests control time.
   std::function<int64_t()> now_ms;
@@ -325,7 +328,8 @@ class Broker final : public OwnershipView {
   // filled when the same request was answered before; FAILED_PRECONDITION
   // when the id was used for a different request; ABORTED when a request
   // with that id is in flight.
-  // `key` is RequestKey(caller, request_id).
+  // `key` is RequestKey(caller, request_id). Reads the store only when
+  // requests_ holds an answer for the same request (a real retry).
   template <typename Resp>
   absl::Status CheckReplayLocked(const std::string& request_id, const std::string& key,
                                  const std::string& fingerprint, Resp* out, bool* replayed)
@@ -334,6 +338,15 @@ class Broker final : public OwnershipView {
   // Runs a mutation that needs no agent call: validates request_id, replays
   // a remembered answer, or calls `plan` (which validates, fills `out` and
   // returns the change), commits the change with the answer and applies it.
+  // The answer to replay for a request of `fingerprint` under `key`, or under
+  // the bare `request_id` (answers remembered before ids were scoped by
+  // caller: only the identical request replays those); nullopt when there is
+  // none (a fresh request). FAILED_PRECONDITION when `key` was used for
+  // another request; the store's error when the answer cannot be read.
+  absl::StatusOr<std::optional<RequestRecord>> FindAnswerLocked(const std::string& request_id,
+                                                                const std::string& key,
+                                                                const std::string& fingerprint)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   template <typename Req, typename Resp>
   absl::Status Mutate(const char* method, const Identity& caller, const Req& req, Resp* out,
                       const std::function<absl::StatusOr<Plan>(Resp*)>& plan)
@@ -471,9 +484,13 @@ class Broker final : public OwnershipView {
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   // See Unrecoverable().
   absl::Status unrecoverable_ ABSL_GUARDED_BY(mu_);
-  // Remembered answers per caller scope (RequestScope), from the store at
-  // start and after each expiry, plus every answer committed since.
-  std::map<std::string, int64_t> remembered_ ABSL_GUARDED_BY(mu_);
+  // Every answer the store remembers for retries (at start, and again after
+  // a failed commit, from Store::ListRequests), plus each one committed
+  // since (LeadCommitLocked), minus expiries: a fresh request id is told
+  // from a retry without a store read, and the answers per caller counted
+  // (CheckRememberedLocked). Only committed answers: until its commit, a
+  // request is in inflight_.
+  RequestIndex requests_ ABSL_GUARDED_BY(mu_);
   // Per container: held across each windows push (taken without mu_), so
   // pushes of one container read and send in order, while containers push
   // in parallel; `pushed_seq` is the changed_seq of the state last sent, so

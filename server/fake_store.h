@@ -1,7 +1,9 @@
 // An in-memory Store for tests, with failure switches: set_next_commit_error()
 // makes the next Commit or CommitGroup fail (and apply nothing), as a full
-// disk would; set_next_load_error() fails the next LoadAll; PauseCommits() holds every commit until ResumeCommits(), as a
-// slow fsync would, so tests can line up concurrent mutations behind one.
+// disk would; set_next_load_error() fails the next LoadAll and
+// set_next_list_requests_error() the next ListRequests; PauseCommits() holds
+// every commit until ResumeCommits(), as a slow fsync would, so tests can line
+// up concurrent mutations behind one; find_requests() counts FindRequest calls.
 // Thread-safe.
 #ifndef SERVER_FAKE_STORE_H_
 #define SERVER_FAKE_STORE_H_
@@ -15,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "server/request_digest.h"
 #include "server/store.h"
 
 namespace iommu {
@@ -64,15 +67,21 @@ class FakeStore final : public Store {
 
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view id) override {
     absl::MutexLock l(&mu_);
+    ++find_requests_;
     auto it = requests_.find(std::string(id));
     if (it == requests_.end()) return std::optional<RequestRecord>();
     return std::optional<RequestRecord>(it->second);
   }
 
-  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override {
+  absl::StatusOr<std::vector<RequestSummary>> ListRequests() override {
     absl::MutexLock l(&mu_);
-    std::map<std::string, int64_t> out;
-    for (const auto& [id, r] : requests_) ++out[RequestScope(id)];
+    if (!next_list_requests_error_.ok()) {
+      return std::exchange(next_list_requests_error_, absl::OkStatus());
+    }
+    std::vector<RequestSummary> out;
+    for (const auto& [id, r] : requests_) {
+      out.push_back({id, FingerprintDigest(r.fingerprint), r.time_ms});
+    }
     return out;
   }
 
@@ -95,6 +104,11 @@ class FakeStore final : public Store {
     absl::MutexLock l(&mu_);
     next_load_error_ = std::move(s);
   }
+  // Makes the next ListRequests fail with `s`.
+  void set_next_list_requests_error(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    next_list_requests_error_ = std::move(s);
+  }
   void set_next_commit_error(absl::Status s) { set_commit_error_after(0, std::move(s)); }
   // Lets `pass` commits succeed, then fails the one after them with `s`.
   void set_commit_error_after(int pass, absl::Status s) {
@@ -111,6 +125,18 @@ class FakeStore final : public Store {
   int batches() const {
     absl::MutexLock l(&mu_);
     return batches_;
+  }
+  // FindRequest calls so far (each a store read on the broker's mutation
+  // path).
+  int find_requests() const {
+    absl::MutexLock l(&mu_);
+    return find_requests_;
+  }
+  // Remembers an answer as an older broker would have left it (e.g. under a
+  // bare, unscoped request id), without a commit.
+  void PutRequest(RequestRecord r) {
+    absl::MutexLock l(&mu_);
+    requests_[r.request_id] = std::move(r);
   }
   void PauseCommits() {
     absl::MutexLock l(&mu_);
@@ -136,6 +162,8 @@ class FakeStore final : public Store {
   std::map<std::string, RequestRecord> requests_ ABSL_GUARDED_BY(mu_);
   absl::Status next_commit_error_ ABSL_GUARDED_BY(mu_);
   absl::Status next_load_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status next_list_requests_error_ ABSL_GUARDED_BY(mu_);
+  int find_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int commits_to_pass_ ABSL_GUARDED_BY(mu_) = 0;
   int commits_ ABSL_GUARDED_BY(mu_) = 0;
   int batches_ ABSL_GUARDED_BY(mu_) = 0;

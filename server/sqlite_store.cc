@@ -16,6 +16,7 @@
 #include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "server/record_checksum.h"
+#include "server/request_digest.h"
 #include "server/sqlite_util.h"
 #include "server/store_file_lock.h"
 
@@ -341,22 +342,23 @@ class SqliteStore final : public Store {
     return static_cast<int64_t>(sqlite3_changes(db_));
   }
 
-  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override {
+  // Reads the responses too: the row's checksum covers them, and a digest of
+  // a damaged fingerprint would make the broker refuse a genuine retry.
+  absl::StatusOr<std::vector<RequestSummary>> ListRequests() override {
     absl::MutexLock l(&read_mu_);
     Statement st;
     if (sqlite3_prepare_v2(read_db_,
-                           "SELECT CASE WHEN instr(request_id, '|') > 0 "
-                           "THEN substr(request_id, 1, instr(request_id, '|') - 1) ELSE '' END "
-                           "AS scope, COUNT(*) FROM requests GROUP BY scope",
+                           "SELECT request_id, fingerprint, response, time_ms, sum FROM requests",
                            -1, st.out(), nullptr) != SQLITE_OK) {
-      return Error(read_db_, "prepare count requests");
+      return Error(read_db_, "prepare list requests");
     }
-    std::map<std::string, int64_t> out;
+    std::vector<RequestSummary> out;
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-      out[SqliteColumnText(st.get(), 0)] = sqlite3_column_int64(st.get(), 1);
+      ASSIGN_OR_RETURN(RequestRecord r, RequestFromRow(st.get(), nullptr));
+      out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms});
     }
-    if (rc != SQLITE_DONE) return Error(read_db_, "count requests");
+    if (rc != SQLITE_DONE) return Error(read_db_, "list requests");
     return out;
   }
 
@@ -481,7 +483,7 @@ class SqliteStore final : public Store {
   std::unique_ptr<Statement> put_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Statement> delete_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Statement> insert_request_ ABSL_GUARDED_BY(mu_);
-  absl::Mutex read_mu_;  // The read connection: LoadAll, FindRequest.
+  absl::Mutex read_mu_;  // The read connection: LoadAll, FindRequest, ListRequests.
   sqlite3* read_db_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
   std::unique_ptr<Statement> find_request_ ABSL_GUARDED_BY(read_mu_);
   // Takes mu_ to truncate the WAL; stopped first in the destructor.

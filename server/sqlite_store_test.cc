@@ -12,11 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/record_checksum.h"
+#include "server/request_digest.h"
 #include "server/store_test_files.h"
 
 namespace iommu {
@@ -56,19 +58,24 @@ TEST(SqliteStoreTest, EverythingSurvivesCloseAndReopen) {
   EXPECT_EQ((*req)->time_ms, 1000);
 }
 
-TEST(SqliteStoreTest, CountsRememberedAnswersPerScope) {
-  auto store = OpenSqliteStore(TempPath("scopes.db"));
+TEST(SqliteStoreTest, ListsRememberedAnswersWithDigestsAndTimes) {
+  auto store = OpenSqliteStore(TempPath("list-requests.db"));
   ASSERT_TRUE(store.ok()) << store.status();
   int n = 0;
   for (const char* id : {"tenant/acme|a", "tenant/acme|b", "operator/admin|a", "bare-id"}) {
     WriteBatch b;
-    b.request = RequestRecord{id, "fp", "resp", 1000 + n++};
+    b.request = RequestRecord{id, absl::StrCat("fp-", id), "resp", 1000 + n++};
     ASSERT_TRUE((*store)->Commit(b).ok());
   }
-  auto counts = (*store)->CountRequestsByScope();
-  ASSERT_TRUE(counts.ok()) << counts.status();
-  EXPECT_EQ(*counts, (std::map<std::string, int64_t>{
-                         {"", 1}, {"operator/admin", 1}, {"tenant/acme", 2}}));
+  auto listed = (*store)->ListRequests();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::map<std::string, std::pair<uint64_t, int64_t>> got;
+  for (const RequestSummary& r : *listed) got[r.request_id] = {r.fingerprint_digest, r.time_ms};
+  EXPECT_EQ(got, (std::map<std::string, std::pair<uint64_t, int64_t>>{
+                     {"tenant/acme|a", {FingerprintDigest("fp-tenant/acme|a"), 1000}},
+                     {"tenant/acme|b", {FingerprintDigest("fp-tenant/acme|b"), 1001}},
+                     {"operator/admin|a", {FingerprintDigest("fp-operator/admin|a"), 1002}},
+                     {"bare-id", {FingerprintDigest("fp-bare-id"), 1003}}}));
 }
 
 TEST(SqliteStoreTest, FailedBatchAppliesNothing) {
@@ -324,6 +331,10 @@ TEST(SqliteStoreTest, ChangedRequestFingerprintIsDataLossNotADifferentRequest) {
   auto found = store->FindRequest("req-1");
   EXPECT_EQ(found.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(found.status().message(), HasSubstr("answer to request req-1 fails its checksum"));
+  // Nor does the listing the broker indexes vouch for it.
+  auto listed = store->ListRequests();
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(listed.status().message(), HasSubstr("answer to request req-1 fails its checksum"));
   store.reset();
   auto reopened = OpenSqliteStore(path);
   EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss);

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/request_digest.h"
 
 namespace iommu {
 
@@ -45,6 +46,14 @@ struct RequestRecord {
   std::string fingerprint;
   std::string response;  // Serialized protobuf response.
   int64_t time_ms = 0;   // When it was acknowledged.
+};
+
+// A remembered answer as Store::ListRequests reports it: what the broker keeps
+// in memory about it, without the fingerprint or the response.
+struct RequestSummary {
+  std::string request_id;
+  uint64_t fingerprint_digest = 0;  // FingerprintDigest(fingerprint), request_digest.h.
+  int64_t time_ms = 0;              // When it was acknowledged.
 };
 
 // One atomic change: all of it is applied or none of it.
@@ -81,13 +90,18 @@ class Store {
   // Forgets answers acknowledged before `before_ms`. Returns how many.
   virtual absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) = 0;
 
-  // How many answers are remembered per scope: the part of each request id
-  // before its first '|' ("" for ids without one). Linear in the answers
-  // remembered; the broker calls it at start and after each expiry.
-  virtual absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() = 0;
+  // Every remembered answer without its response, in no particular order:
+  // what the broker indexes in memory (server/request_index.h) so that a
+  // fresh request id costs no FindRequest. Linear in the answers remembered
+  // (and, where responses cannot be left out of the read, in their bytes);
+  // the broker calls it at start and after a failed commit. A damaged
+  // answer is DATA_LOSS, as for FindRequest.
+  virtual absl::StatusOr<std::vector<RequestSummary>> ListRequests() = 0;
 };
 
-// The scope of a remembered request id, as CountRequestsByScope counts it.
+// The scope of a remembered request id: the part before its first '|' (the
+// caller, see Broker), "" for ids without one. The broker bounds the answers
+// remembered per scope.
 inline std::string RequestScope(absl::string_view request_id) {
   const size_t bar = request_id.find('|');
   return bar == absl::string_view::npos ? "" : std::string(request_id.substr(0, bar));

@@ -34,8 +34,8 @@ absl::StatusOr<int64_t> TimedStore::ExpireRequests(int64_t before_ms) {
   return inner_->ExpireRequests(before_ms);
 }
 
-absl::StatusOr<std::map<std::string, int64_t>> TimedStore::CountRequestsByScope() {
-  return inner_->CountRequestsByScope();
+absl::StatusOr<std::vector<RequestSummary>> TimedStore::ListRequests() {
+  return inner_->ListRequests();
 }
 
 }  // namespace iommu

@@ -33,7 +33,7 @@ class TimedStore final : public Store {
   absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override;
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id) override;
   absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override;
-  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override;
+  absl::StatusOr<std::vector<RequestSummary>> ListRequests() override;
 
  private:
   Store* const inner_;

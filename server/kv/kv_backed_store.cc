@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/request_digest.h"
 
 namespace iommu {
 namespace kv {
@@ -214,11 +215,17 @@ absl::StatusOr<int64_t> KvBackedStore::ExpireRequests(int64_t before_ms) {
   return expired;
 }
 
-absl::StatusOr<std::map<std::string, int64_t>> KvBackedStore::CountRequestsByScope() {
+absl::StatusOr<std::vector<RequestSummary>> KvBackedStore::ListRequests() {
+  // A KvStore range cannot leave the responses out of the values: they are
+  // read and dropped, one consistent snapshot (RangePrefix).
   ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, RangePrefix(kRequestsPrefix));
   const size_t skip = sizeof(kRequestsPrefix) - 1;
-  std::map<std::string, int64_t> out;
-  for (const KeyValue& kv : kvs) ++out[RequestScope(absl::string_view(kv.key).substr(skip))];
+  std::vector<RequestSummary> out;
+  out.reserve(kvs.size());
+  for (const KeyValue& kv : kvs) {
+    ASSIGN_OR_RETURN(RequestRecord r, DecodeRequest(kv.key.substr(skip), kv.value));
+    out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms});
+  }
   return out;
 }
 

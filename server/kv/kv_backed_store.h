@@ -72,7 +72,7 @@ class KvBackedStore final : public Store {
   absl::Status CommitGroup(absl::Span<const WriteBatch> batches) override;
   absl::StatusOr<std::optional<RequestRecord>> FindRequest(absl::string_view request_id) override;
   absl::StatusOr<int64_t> ExpireRequests(int64_t before_ms) override;
-  absl::StatusOr<std::map<std::string, int64_t>> CountRequestsByScope() override;
+  absl::StatusOr<std::vector<RequestSummary>> ListRequests() override;
 
  private:
   // Every key-value with `prefix` at one revision, page by page.

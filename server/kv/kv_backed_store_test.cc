@@ -4,13 +4,16 @@
 // the broker's Store on a real etcd.
 #include "server/kv/kv_backed_store.h"
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/kv/sqlite_kv_store.h"
+#include "server/request_digest.h"
 #include "server/store_test_files.h"
 
 namespace iommu {
@@ -105,23 +108,35 @@ TEST_F(KvBackedStoreTest, AGroupPastTheTxnLimitSplitsBetweenBatchesNeverInside) 
   EXPECT_EQ(Load().size(), 10u);  // Nothing of it applied.
 }
 
-TEST_F(KvBackedStoreTest, ExpiryForgetsOnlyOlderAnswersAndScopesAreCounted) {
+// The remembered answers as ListRequests reports them: id -> (digest, time).
+std::map<std::string, std::pair<uint64_t, int64_t>> Listed(Store* store) {
+  std::map<std::string, std::pair<uint64_t, int64_t>> out;
+  absl::StatusOr<std::vector<RequestSummary>> listed = store->ListRequests();
+  EXPECT_TRUE(listed.ok()) << listed.status();
+  if (!listed.ok()) return out;
+  for (const RequestSummary& r : *listed) out[r.request_id] = {r.fingerprint_digest, r.time_ms};
+  return out;
+}
+
+TEST_F(KvBackedStoreTest, ExpiryForgetsOnlyOlderAnswersAndTheRestAreListed) {
   for (auto [id, t] : std::vector<std::pair<std::string, int64_t>>{
            {"a|1", 10}, {"a|2", 20}, {"b|1", 30}, {"bare", 5}}) {
     WriteBatch b;
-    b.request = RequestRecord{id, "fp", "resp", t};
+    b.request = RequestRecord{id, "fp-" + id, "resp", t};
     ASSERT_TRUE(store_->Commit(b).ok());
   }
-  absl::StatusOr<std::map<std::string, int64_t>> counts = store_->CountRequestsByScope();
-  ASSERT_TRUE(counts.ok());
-  EXPECT_EQ(*counts, (std::map<std::string, int64_t>{{"", 1}, {"a", 2}, {"b", 1}}));
+  using Listing = std::map<std::string, std::pair<uint64_t, int64_t>>;
+  EXPECT_EQ(Listed(store_.get()), (Listing{{"a|1", {FingerprintDigest("fp-a|1"), 10}},
+                                           {"a|2", {FingerprintDigest("fp-a|2"), 20}},
+                                           {"b|1", {FingerprintDigest("fp-b|1"), 30}},
+                                           {"bare", {FingerprintDigest("fp-bare"), 5}}}));
 
   absl::StatusOr<int64_t> expired = store_->ExpireRequests(25);
   ASSERT_TRUE(expired.ok()) << expired.status();
   EXPECT_EQ(*expired, 3);
   EXPECT_FALSE(store_->FindRequest("a|2")->has_value());
   EXPECT_TRUE(store_->FindRequest("b|1")->has_value());
-  EXPECT_EQ(*store_->CountRequestsByScope(), (std::map<std::string, int64_t>{{"b", 1}}));
+  EXPECT_EQ(Listed(store_.get()), (Listing{{"b|1", {FingerprintDigest("fp-b|1"), 30}}}));
 }
 
 TEST_F(KvBackedStoreTest, ADamagedAnswerOrKeyIsDataLoss) {
@@ -130,6 +145,7 @@ TEST_F(KvBackedStoreTest, ADamagedAnswerOrKeyIsDataLoss) {
   ASSERT_TRUE(kv_->Put("/requests/x|2", "5:99:short").ok());
   EXPECT_EQ(store_->FindRequest("x|2").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(store_->ExpireRequests(100).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_->ListRequests().status().code(), absl::StatusCode::kDataLoss);
 
   ASSERT_TRUE(kv_->Put("/state/kind-without-id", "v").ok());
   absl::StatusOr<std::vector<StoreRecord>> r = store_->LoadAll();
