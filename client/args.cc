@@ -100,6 +100,39 @@ void AddConfigCommands(std::vector<CommandSpec>* c) {
        {"iommuctl config view", "iommuctl config view -o yaml"}});
 }
 
+FlagSpec LabelFlag(const std::string& what) {
+  return Flag("label", ValueKind::kString, "KEY=VALUE",
+              absl::StrCat("A label for the ", what,
+                           " (repeatable, at most 32): KEY is [PREFIX/]NAME, NAME and VALUE "
+                           "1-63 of [A-Za-z0-9._-], as in Kubernetes."),
+              false, true);
+}
+
+FlagSpec SelectorFlag() {
+  return Flag("selector", ValueKind::kString, "SELECTOR",
+              "Only objects whose labels match (-l): k=v, k!=v, 'k in (a,b)', 'k notin (a,b)', "
+              "k, !k; comma-separated, all must hold.");
+}
+
+// The label edit commands of tenants and containers.
+CommandSpec LabelCommand(const std::string& noun, const std::string& positional,
+                         const std::string& example) {
+  return {noun,
+          "label",
+          positional,
+          false,
+          absl::StrCat("Add, change or remove a ", noun, "'s labels"),
+          absl::StrCat("Sets each --label KEY=VALUE on ", noun, " ", positional,
+                       " (adding it, or overwriting its value) and removes each --remove KEY "
+                       "(a key it does not have is fine); other labels keep their value. At "
+                       "most 32 labels remain. Give at least one of --label and --remove."),
+          {LabelFlag(noun),
+           Flag("remove", ValueKind::kString, "KEY", "A label key to remove (repeatable).",
+                false, true)},
+          {absl::StrCat("iommuctl ", noun, " label ", example, " --label=team=ml --remove=env")},
+          true};
+}
+
 std::vector<CommandSpec> BuildCommands() {
   std::vector<CommandSpec> c;
   auto add = [&c](CommandSpec s) { c.push_back(std::move(s)); };
@@ -115,13 +148,16 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("max-containers", ValueKind::kUint32, "N",
              "Containers the tenant may hold at once (default 0: no limit)."),
         Flag("window-bytes", ValueKind::kSize, "SIZE",
-             "Bytes of IOVA windows the tenant may hold (default 0: no limit).")},
-       {"iommuctl tenant create acme --pinned=64Gi --max-containers=8"},
+             "Bytes of IOVA windows the tenant may hold (default 0: no limit)."),
+        LabelFlag("tenant")},
+       {"iommuctl tenant create acme --pinned=64Gi --max-containers=8 --label=team=ml"},
        true});
   add({"tenant", "get", "ID", false, "Show one tenant", "Shows tenant ID and its quota.", {},
        {"iommuctl tenant get acme"}});
-  add({"tenant", "list", "", false, "List tenants", "Lists every tenant and its quota.",
-       {LimitFlag()}, {"iommuctl tenant list", "iommuctl -o json tenant list"}});
+  add({"tenant", "list", "", false, "List tenants",
+       "Lists every tenant (or those whose labels match -l) and its quota.",
+       {SelectorFlag(), LimitFlag()},
+       {"iommuctl tenant list", "iommuctl tenant list -l team=ml", "iommuctl -o json tenant list"}});
   add({"tenant", "set-quota", "ID", false, "Change some or all of a tenant's quota limits",
        "Changes the limits given of tenant ID's quota; limits not given keep their value "
        "(a partial update with a field mask: only the fields given change). Give at least "
@@ -137,6 +173,7 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl tenant set-quota acme --window-bytes=16Gi",
         "iommuctl tenant set-quota acme --pinned=128Gi --max-containers=16"},
        true});
+  add(LabelCommand("tenant", "ID", "acme"));
   add({"tenant", "delete", "ID", false, "Delete a tenant",
        "Deletes tenant ID. The tenant must own no containers.", {},
        {"iommuctl tenant delete acme"}, true});
@@ -188,8 +225,15 @@ std::vector<CommandSpec> BuildCommands() {
        "The container's pin budget (--budget) is its share of the tenant's pinned quota: the "
        "node's agent lets the tenant's billed bytes on that node grow up to the sum of the "
        "budgets of the tenant's containers there, without asking the broker per mapping. "
-       "Change it later with 'iommuctl container set-budget'.",
+       "Change it later with 'iommuctl container set-budget'.\n\n"
+       "--name gives the container a name unique within its tenant (say the VM's), which "
+       "every command then takes wherever it takes a container id: NAME within your tenant, "
+       "or TENANT/NAME. Names are 1-63 characters of [a-z0-9-] starting and ending with a "
+       "letter or digit, and fixed at creation.",
        {Flag("tenant", ValueKind::kString, "ID", "The tenant that owns the container.", true),
+        Flag("name", ValueKind::kString, "NAME",
+             "A name unique among the tenant's containers, e.g. vm-42."),
+        LabelFlag("container"),
         Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
         Flag("device", ValueKind::kString, "ADDR",
              "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
@@ -205,20 +249,24 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl container create --tenant=acme --vendor=1234 --device-id=11e8 --count=2",
         "iommuctl container create --tenant=acme --vendor=10de:2330",
         "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
-        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi"},
+        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi",
+        "iommuctl container create --tenant=acme --vendor=10de --name=vm-42 --label=team=ml"},
        true});
   add({"container", "get", "ID", false, "Show one container",
-       "Shows container ID: its node, devices, state, IOVA geometry and windows.", {},
-       {"iommuctl container get c-0123456789abcdef"}});
+       "Shows container ID (an id, a NAME or TENANT/NAME, as every container command takes): "
+       "its name, labels, node, devices, state, IOVA geometry and windows.", {},
+       {"iommuctl container get c-0123456789abcdef", "iommuctl container get acme/vm-42"}});
   add({"container", "list", "", false, "List containers",
-       "Lists containers, optionally only those of a tenant, on a node, or in a state.",
+       "Lists containers, optionally only those of a tenant, on a node, in a state, or whose "
+       "labels match -l.",
        {Flag("tenant", ValueKind::kString, "ID", "Only this tenant's containers."),
         Flag("node", ValueKind::kString, "NAME", "Only containers on this node."),
         Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready, "
                                                    "node-unavailable, failed or deleting (a "
                                                    "delete to repeat)."),
-        LimitFlag()},
-       {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable"}});
+        SelectorFlag(), LimitFlag()},
+       {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable",
+        "iommuctl container list -l 'team=ml,env notin (dev)'"}});
   add({"container", "delete", "ID", false, "Delete a container",
        "Deletes container ID, releasing its windows and its devices. If its node is "
        "unavailable the container is forgotten now and the node's agent destroys the address "
@@ -234,6 +282,7 @@ std::vector<CommandSpec> BuildCommands() {
              true)},
        {"iommuctl container set-budget c-0123456789abcdef --budget=16Gi"},
        true});
+  add(LabelCommand("container", "ID", "vm-42"));
   add({"container", "grant", "ID", false, "Issue a VM launcher token for a container",
        "Issues a single-use token that hands container ID (which must be ready) to a VM "
        "launcher on the container's node. The launcher presents it on the agent's unix socket "
@@ -294,7 +343,8 @@ std::vector<CommandSpec> BuildCommands() {
            events_note,
        {}, {"iommuctl describe node host-a"}});
   add({"describe", "container", "ID", false, "Show a container: windows, usage, events",
-       "Shows container ID for people: its node, devices, state, IOVA geometry and pin budget, "
+       "Shows container ID (an id, NAME or TENANT/NAME) for people: its name, labels, node, "
+       "devices, state, IOVA geometry and pin budget, "
        "its tenant's usage on its node, its windows (the first 50), and its recent events and "
        "its windows': creation, budget changes, windows allocated and released, launcher "
        "grants, refusals and failures with their reason." +
@@ -388,7 +438,8 @@ const std::vector<FlagSpec>& GlobalFlags() {
            "credentials, where no flag gives them; it wins over the environment."),
       Flag("output", ValueKind::kString, "FORMAT",
            "Output format (also -o): table; wide, the table with more columns (nodes: agent "
-           "version and launcher socket; containers: status message and page sizes); json; "
+           "version and launcher socket; containers: page sizes, labels and status message; "
+           "tenants: labels); json; "
            "yaml, the same fields as json; jsonpath=TEMPLATE, kubectl's JSONPath over the "
            "json ('{.containers[*].id}', '{range .nodes[*]}{.name}{\"\\n\"}{end}', filters "
            "[?(@.state==\"...\")]); or name, one KIND/ID a line (tenant/acme, "
@@ -859,12 +910,13 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
         value_text = std::string(body.substr(eq + 1));
       }
     } else {
-      // Short flags: -h, -o VALUE, -o=VALUE, -oVALUE.
+      // Short flags: -h, -o VALUE, -o=VALUE, -oVALUE, and -l for --selector
+      // as kubectl spells it.
       const char letter = arg[1];
       if (letter == 'h' && arg.size() == 2) {
         name = "help";
-      } else if (letter == 'o') {
-        name = "output";
+      } else if (letter == 'o' || letter == 'l') {
+        name = letter == 'o' ? "output" : "selector";
         if (arg.size() > 2) {
           has_value = true;
           value_text = arg.substr(arg[2] == '=' ? 3 : 2);
@@ -1003,7 +1055,7 @@ std::string UsageHint(const std::vector<std::string>& args) {
   // A flag that takes its value as the next argument ("-o json", "--tenant
   // acme"): that value is not a command word.
   const auto takes_next = [](const std::string& a) {
-    if (a == "-o") return true;
+    if (a == "-o" || a == "-l") return true;
     if (!absl::StartsWith(a, "--") || absl::StrContains(a, '=')) return false;
     const absl::string_view name = absl::string_view(a).substr(2);
     const FlagSpec* f = FindFlag(GlobalFlags(), name);
@@ -1054,7 +1106,7 @@ std::string RenderBashCompletion() {
   // each command's flags: all from Commands() and GlobalFlags().
   std::vector<std::string> firsts;
   std::map<std::string, std::vector<std::string>> verbs;
-  std::vector<std::string> valued = {"-o"};
+  std::vector<std::string> valued = {"-o", "-l"};
   for (const FlagSpec& f : GlobalFlags()) {
     if (f.kind != ValueKind::kSwitch) valued.push_back(absl::StrCat("--", f.name));
   }

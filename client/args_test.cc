@@ -311,7 +311,7 @@ TEST(ParseCommandLineTest, UnknownCommandSuggestsTheClosest) {
   ExpectUsageError({"contianer", "list"}, "unknown command \"contianer\" (did you mean container?)");
   ExpectUsageError({"container", "lst"}, "unknown command \"container lst\" (did you mean list?)");
   ExpectUsageError({"container", "frob"},
-                   "container commands are: create, get, list, delete, set-budget, grant");
+                   "container commands are: create, get, list, delete, set-budget, label, grant");
   ExpectUsageError({}, "missing command");
   ExpectUsageError({"container"}, "\"container\" needs a command");
 }

@@ -193,6 +193,19 @@ class Session final {
 
 // ---------------------------------------------------------------- tenants
 
+// --label KEY=VALUE flags into `labels`; the broker checks the rules.
+absl::Status FillLabels(const Invocation& inv, google::protobuf::Map<std::string, std::string>* labels) {
+  for (const std::string& text : inv.Strings("label")) {
+    const size_t eq = text.find('=');
+    if (eq == std::string::npos) {
+      return UsageError(absl::StrCat("--label: expects KEY=VALUE (VALUE may be empty), got \"",
+                                     text, "\""));
+    }
+    (*labels)[text.substr(0, eq)] = text.substr(eq + 1);
+  }
+  return absl::OkStatus();
+}
+
 void FillQuota(const Invocation& inv, v1::Quota* quota) {
   quota->set_pinned_bytes(inv.Number("pinned"));
   quota->set_max_containers(static_cast<uint32_t>(inv.Number("max-containers")));
@@ -204,6 +217,7 @@ absl::Status TenantCreate(Session& s) {
   req.set_request_id(s.request_id());
   req.set_tenant_id(s.inv().positional);
   FillQuota(s.inv(), req.mutable_quota());
+  RETURN_IF_ERROR(FillLabels(s.inv(), req.mutable_labels()));
   v1::Tenant resp;
   RETURN_IF_ERROR(s.Call(&Stub::CreateTenant, req, &resp));
   return s.Print(resp);
@@ -218,8 +232,10 @@ absl::Status TenantGet(Session& s) {
 }
 
 absl::Status TenantList(Session& s) {
+  v1::ListTenantsRequest req;
+  req.set_label_selector(s.inv().String("selector"));
   v1::ListTenantsResponse all;
-  RETURN_IF_ERROR(s.ListAll(&Stub::ListTenants, v1::ListTenantsRequest(),
+  RETURN_IF_ERROR(s.ListAll(&Stub::ListTenants, req,
                             &v1::ListTenantsResponse::mutable_tenants, &all));
   return s.Print(all);
 }
@@ -241,6 +257,28 @@ absl::Status TenantSetQuota(Session& s) {
   }
   v1::Tenant resp;
   RETURN_IF_ERROR(s.Call(&Stub::SetTenantQuota, req, &resp));
+  return s.Print(resp);
+}
+
+// "tenant label" and "container label": the labels given set, the keys
+// given removed, the rest kept.
+template <typename Req>
+absl::Status FillLabelEdit(const Invocation& inv, const char* command, Req* req) {
+  RETURN_IF_ERROR(FillLabels(inv, req->mutable_labels()));
+  for (const std::string& key : inv.Strings("remove")) req->add_remove_keys(key);
+  if (req->labels().empty() && req->remove_keys().empty()) {
+    return UsageError(absl::StrCat("\"", command, "\": give at least one --label or --remove"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TenantLabel(Session& s) {
+  v1::SetTenantLabelsRequest req;
+  req.set_request_id(s.request_id());
+  req.set_tenant_id(s.inv().positional);
+  RETURN_IF_ERROR(FillLabelEdit(s.inv(), "tenant label", &req));
+  v1::Tenant resp;
+  RETURN_IF_ERROR(s.Call(&Stub::SetTenantLabels, req, &resp));
   return s.Print(resp);
 }
 
@@ -356,6 +394,8 @@ absl::Status ContainerCreate(Session& s) {
     selector->set_count(static_cast<uint32_t>(inv.Number("count")));
   }
   req.set_pin_budget_bytes(inv.Number("budget"));
+  req.set_name(inv.String("name"));
+  RETURN_IF_ERROR(FillLabels(inv, req.mutable_labels()));
   v1::Container resp;
   RETURN_IF_ERROR(s.Call(&Stub::CreateContainer, req, &resp));
   return s.Print(resp);
@@ -374,6 +414,7 @@ absl::Status ContainerList(Session& s) {
   v1::ListContainersRequest req;
   req.set_tenant_id(inv.String("tenant"));
   req.set_node(inv.String("node"));
+  req.set_label_selector(inv.String("selector"));
   if (inv.Has("state")) {
     const std::string state = absl::AsciiStrToLower(inv.String("state"));
     if (state == "ready") {
@@ -411,6 +452,16 @@ absl::Status ContainerSetBudget(Session& s) {
   req.set_pin_budget_bytes(s.inv().Number("budget"));
   v1::Container resp;
   RETURN_IF_ERROR(s.Call(&Stub::SetContainerBudget, req, &resp));
+  return s.Print(resp);
+}
+
+absl::Status ContainerLabel(Session& s) {
+  v1::SetContainerLabelsRequest req;
+  req.set_request_id(s.request_id());
+  req.set_container_id(s.inv().positional);
+  RETURN_IF_ERROR(FillLabelEdit(s.inv(), "container label", &req));
+  v1::Container resp;
+  RETURN_IF_ERROR(s.Call(&Stub::SetContainerLabels, req, &resp));
   return s.Print(resp);
 }
 
@@ -646,9 +697,11 @@ absl::Status DescribeContainer(Session& s) {
     return s.PrintView(d, FormatContainerDescription(d, NowMs()));
   }
   RETURN_IF_ERROR(got);
+  // From here on the id the broker answered with, not a name that could be
+  // taken by another container meanwhile.
   const v1::Container& c = d.container();
   v1::ListWindowsRequest windows_req;
-  windows_req.set_container_id(id);
+  windows_req.set_container_id(c.id());
   windows_req.set_page_size(kDescribeListLimit);
   v1::ListWindowsResponse windows;
   RETURN_IF_ERROR(s.Call(&Stub::ListWindows, windows_req, &windows));
@@ -665,7 +718,8 @@ absl::Status DescribeContainer(Session& s) {
   for (const v1::NodeUsage& u : usage.nodes()) {
     if (u.tenant_id() == c.tenant_id() && u.node() == c.node()) *d.mutable_usage() = u;
   }
-  RETURN_IF_ERROR(FetchEvents(s, ObjectOf(v1::OBJECT_KIND_CONTAINER, id), d.mutable_events()));
+  RETURN_IF_ERROR(
+      FetchEvents(s, ObjectOf(v1::OBJECT_KIND_CONTAINER, c.id()), d.mutable_events()));
   return s.PrintView(d, FormatContainerDescription(d, NowMs()));
 }
 
@@ -879,13 +933,15 @@ const std::map<std::string, Handler>& Handlers() {
   static const auto* handlers = new std::map<std::string, Handler>{
       {"tenant create", &TenantCreate},     {"tenant get", &TenantGet},
       {"tenant list", &TenantList},         {"tenant set-quota", &TenantSetQuota},
-      {"tenant delete", &TenantDelete},     {"node list", &NodeList},
+      {"tenant delete", &TenantDelete},     {"tenant label", &TenantLabel},
+      {"node list", &NodeList},
       {"node get", &NodeGet},               {"node cordon", &NodeCordon},
       {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
       {"node delete", &NodeDelete},
       {"device list", &DeviceList},         {"container create", &ContainerCreate},
       {"container get", &ContainerGet},     {"container list", &ContainerList},
       {"container delete", &ContainerDelete}, {"container set-budget", &ContainerSetBudget},
+      {"container label", &ContainerLabel},
       {"container grant", &ContainerGrant}, {"window allocate", &WindowAllocate},
       {"window release", &WindowRelease},   {"window list", &WindowList},
       {"usage", &Usage},

@@ -359,6 +359,8 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"container", "list"},
       {"container", "delete", "c"},
       {"container", "set-budget", "c", "--budget=4Ki"},
+      {"container", "label", "c", "--label=team=ml", "--remove=env"},
+      {"tenant", "label", "a", "--remove=env"},
       {"container", "grant", "c"},
       {"window", "allocate", "c", "--size=4Ki"},
       {"window", "release", "w"},
@@ -619,8 +621,8 @@ TEST_F(CommandsTest, TablesForListsAndConfirmationsForDeletes) {
   c->set_state(v1::CONTAINER_STATE_READY);
   fake_->SetResponse("ListContainers", page);
   ASSERT_EQ(Run({"container", "list"}), 0) << err_;
-  EXPECT_THAT(out_, StartsWith("ID                  TENANT  NODE    STATE"));
-  EXPECT_THAT(out_, HasSubstr("c-00000000000000a1  acme    host-a  ready"));
+  EXPECT_THAT(out_, StartsWith("ID                  NAME  TENANT  NODE    STATE"));
+  EXPECT_THAT(out_, HasSubstr("c-00000000000000a1  -     acme    host-a  ready"));
   ASSERT_EQ(Run({"container", "delete", "c-00000000000000a1"}), 0);
   EXPECT_EQ(out_, "container c-00000000000000a1 deleted\n");
   ASSERT_EQ(Run({"-o", "json", "container", "delete", "c-00000000000000a1"}), 0);
@@ -638,7 +640,7 @@ TEST_F(CommandsTest, NoHeadersLeavesOutTheHeaderRowAndKeepsTheColumns) {
   ASSERT_EQ(Run({"container", "list"}), 0) << err_;
   const std::string with = out_;
   ASSERT_EQ(Run({"container", "list", "--no-headers"}), 0) << err_;
-  EXPECT_THAT(out_, StartsWith("c-00000000000000a1  acme    host-a  ready"));
+  EXPECT_THAT(out_, StartsWith("c-00000000000000a1  -     acme    host-a  ready"));
   EXPECT_EQ(with, with.substr(0, with.find('\n') + 1) + out_);
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/labels.h"
 #include "common/validation.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
@@ -376,12 +377,19 @@ absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message)
 
 // ---------------------------------------------------------------- lists
 
-std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response, bool headers) {
-  Table table({"ID", "PINNED-QUOTA", "MAX-CONTAINERS", "WINDOW-QUOTA", "CREATED"});
+std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response, bool headers,
+                              bool wide) {
+  std::vector<std::string> header = {"ID", "PINNED-QUOTA", "MAX-CONTAINERS", "WINDOW-QUOTA",
+                                     "CREATED"};
+  if (wide) header.push_back("LABELS");
+  Table table(std::move(header));
   for (const Tenant& t : response.tenants()) {
-    table.AddRow({t.id(), FormatBytes(t.quota().pinned_bytes()),
-                  OrUnlimited(t.quota().max_containers(), false),
-                  OrUnlimited(t.quota().window_bytes(), true), FormatTimeMs(t.create_time_ms())});
+    std::vector<std::string> row = {t.id(), FormatBytes(t.quota().pinned_bytes()),
+                                    OrUnlimited(t.quota().max_containers(), false),
+                                    OrUnlimited(t.quota().window_bytes(), true),
+                                    FormatTimeMs(t.create_time_ms())};
+    if (wide) row.push_back(OrDash(LabelsText(t.labels())));
+    table.AddRow(std::move(row));
   }
   return table.Render(headers);
 }
@@ -419,12 +427,14 @@ std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response, bo
 
 std::string FormatContainerTable(const iommu::v1::ListContainersResponse& response, bool headers,
                                  bool wide) {
-  std::vector<std::string> header = {"ID",     "TENANT",  "NODE",         "STATE",  "DEVICES",
-                                     "BUDGET", "WINDOWS", "WINDOW-BYTES", "CREATED"};
-  if (wide) header.insert(header.end(), {"PAGE-SIZES", "MAX-MAPPINGS", "MESSAGE"});
+  std::vector<std::string> header = {"ID",      "NAME",    "TENANT",       "NODE",
+                                     "STATE",   "DEVICES", "BUDGET",       "WINDOWS",
+                                     "WINDOW-BYTES", "CREATED"};
+  if (wide) header.insert(header.end(), {"PAGE-SIZES", "MAX-MAPPINGS", "LABELS", "MESSAGE"});
   Table table(std::move(header));
   for (const Container& c : response.containers()) {
-    std::vector<std::string> row = {c.id(), c.tenant_id(), c.node(), ContainerStateName(c.state()),
+    std::vector<std::string> row = {c.id(), OrDash(c.name()), c.tenant_id(), c.node(),
+                                    ContainerStateName(c.state()),
                                     c.devices().empty() ? "-" : absl::StrJoin(c.devices(), ","),
                                     FormatBytes(c.pin_budget_bytes()),
                                     absl::StrCat(c.window_count()), FormatBytes(c.window_bytes()),
@@ -433,7 +443,7 @@ std::string FormatContainerTable(const iommu::v1::ListContainersResponse& respon
       const uint32_t max = c.geometry().max_mappings();
       row.insert(row.end(), {FormatPageSizes(c.geometry().page_size_bitmap()),
                              max == 0 ? "unlimited" : absl::StrCat(max),
-                             OrDash(c.status_message())});
+                             OrDash(LabelsText(c.labels())), OrDash(c.status_message())});
     }
     table.AddRow(std::move(row));
   }
@@ -479,6 +489,7 @@ std::string FormatUsage(const iommu::v1::GetUsageResponse& response, bool header
 std::string FormatTenant(const Tenant& tenant) {
   Details d;
   d.Add("ID", tenant.id());
+  d.Add("Labels", OrDash(LabelsText(tenant.labels())));
   d.Add("Pinned quota", BytesExact(tenant.quota().pinned_bytes()));
   d.Add("Max containers", OrUnlimited(tenant.quota().max_containers(), false));
   d.Add("Window quota", OrUnlimited(tenant.quota().window_bytes(), true));
@@ -506,6 +517,8 @@ namespace {
 // The lines of FormatContainer, for views that add their own below them.
 void AddContainerDetails(const Container& c, Details& d) {
   d.Add("ID", c.id());
+  d.Add("Name", OrDash(c.name()));
+  d.Add("Labels", OrDash(LabelsText(c.labels())));
   d.Add("Tenant", c.tenant_id());
   d.Add("Node", c.node());
   d.Add("State", ContainerStateName(c.state()));
@@ -623,7 +636,7 @@ std::string DeletedHeader(absl::string_view kind, absl::string_view id) {
 std::string ContainerRows(const google::protobuf::RepeatedPtrField<Container>& containers,
                           bool show_tenant, bool show_node) {
   if (containers.empty()) return "";
-  std::vector<std::string> header = {"ID"};
+  std::vector<std::string> header = {"ID", "NAME"};
   if (show_tenant) header.push_back("TENANT");
   if (show_node) header.push_back("NODE");
   for (const char* h : {"STATE", "DEVICES", "BUDGET", "WINDOWS", "WINDOW-BYTES"}) {
@@ -631,7 +644,7 @@ std::string ContainerRows(const google::protobuf::RepeatedPtrField<Container>& c
   }
   Table table(header);
   for (const Container& c : containers) {
-    std::vector<std::string> row = {c.id()};
+    std::vector<std::string> row = {c.id(), OrDash(c.name())};
     if (show_tenant) row.push_back(c.tenant_id());
     if (show_node) row.push_back(c.node());
     row.push_back(ContainerStateName(c.state()));
@@ -876,7 +889,7 @@ absl::StatusOr<std::string> FormatTable(const google::protobuf::Message& message
   using namespace iommu::v1;  // NOLINT: dispatch over every response type.
   if (auto* m = dynamic_cast<const Tenant*>(&message)) return FormatTenant(*m);
   if (auto* m = dynamic_cast<const ListTenantsResponse*>(&message)) {
-    return FormatTenantTable(*m, headers);
+    return FormatTenantTable(*m, headers, wide);
   }
   if (auto* m = dynamic_cast<const Node*>(&message)) return FormatNode(*m);
   if (auto* m = dynamic_cast<const ListNodesResponse*>(&message)) {

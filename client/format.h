@@ -79,9 +79,9 @@ absl::StatusOr<std::string> FormatJson(const google::protobuf::Message& message)
 // Tables for lists; !headers leaves out the header row (--no-headers); wide
 // (-o wide) adds columns where a list has more to show: nodes their agent
 // version and launcher socket, containers their page sizes, mapping limit
-// and status message.
+// and status message, and both tenants and containers their labels.
 std::string FormatTenantTable(const iommu::v1::ListTenantsResponse& response,
-                              bool headers = true);
+                              bool headers = true, bool wide = false);
 std::string FormatNodeTable(const iommu::v1::ListNodesResponse& response, bool headers = true,
                             bool wide = false);
 std::string FormatDeviceTable(const iommu::v1::ListDevicesResponse& response,

@@ -162,13 +162,13 @@ TEST(FormatTableTest, ContainerListShowsTheBudgetHumanReadable) {
   const std::vector<std::string> lines = Lines(FormatContainerTable(r));
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_EQ(lines[0],
-            "ID                  TENANT  NODE    STATE             DEVICES                    "
+            "ID                  NAME  TENANT  NODE    STATE             DEVICES                    "
             "BUDGET  WINDOWS  WINDOW-BYTES  CREATED");
   EXPECT_EQ(lines[1],
-            "c-00000000000000a1  acme    host-a  ready             0000:00:04.0,0000:00:05.0  "
+            "c-00000000000000a1  -     acme    host-a  ready             0000:00:04.0,0000:00:05.0  "
             "8.0GiB  1        2.0GiB        2024-05-01T12:00:00Z");
   EXPECT_EQ(lines[2],
-            "c-00000000000000a2  acme    host-b  node-unavailable  -                          "
+            "c-00000000000000a2  -     acme    host-b  node-unavailable  -                          "
             "0B      0        0B            -");
 }
 
@@ -472,7 +472,7 @@ TEST(FormatDescribeTest, TenantShowsQuotaAgainstUsageNodesAndContainers) {
   EXPECT_THAT(text, HasSubstr("\nUsage by node:\n  NODE    CONTAINERS"));
   EXPECT_THAT(text, HasSubstr("  host-a  2           3        6.0GiB        2.0GiB          "
                               "4.0GiB  2.0GiB\n"));
-  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  NODE    STATE"));
+  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  NAME  NODE    STATE"));
   EXPECT_THAT(text, HasSubstr("  ... and 1 more (iommuctl container list --tenant=acme)\n"));
   EXPECT_THAT(text, HasSubstr("\nEvents:  <none>\n"));
 }
@@ -497,7 +497,7 @@ TEST(FormatDescribeTest, NodeShowsDevicesContainersAndEachTenantsUsage) {
   EXPECT_THAT(text, HasSubstr("Backend:          sim (simulated)\n"));
   EXPECT_THAT(text, HasSubstr("\nDevices:\n  ADDRESS       GROUP"));
   EXPECT_THAT(text, HasSubstr("c-00000000000000a1\n"));
-  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  TENANT  STATE"));
+  EXPECT_THAT(text, HasSubstr("\nContainers:\n  ID                  NAME  TENANT  STATE"));
   EXPECT_THAT(text, HasSubstr("\nUsage by tenant:\n  TENANT  CONTAINERS"));
   EXPECT_THAT(text, HasSubstr("  1s   Warning  NodeUnavailable  no heartbeat"));
 }

@@ -47,7 +47,7 @@ TEST_F(CommandsTest, WideAddsColumnsTheTableLeavesOut) {
   c->mutable_geometry()->set_max_mappings(65535);
   fake_->SetResponse("ListContainers", containers);
   ASSERT_EQ(Run({"container", "list", "-o", "wide", "--no-headers"}), 0) << err_;
-  EXPECT_THAT(out_, HasSubstr("4KiB,2MiB   65535         device gone\n"));
+  EXPECT_THAT(out_, HasSubstr("4KiB,2MiB   65535         -       device gone\n"));
   EXPECT_THAT(out_, Not(HasSubstr("PAGE-SIZES")));
 }
 

@@ -152,17 +152,18 @@ LAUNCHER_WINDOW_SIZE=$((1 << 30))  # The window each launcher maps its 64 MiB in
 step tenant create acme --pinned=1Gi --max-containers=4
 step node list
 step device list --node=node-1
-step container create --tenant=acme --node=node-1 --device=0000:00:04.0 --budget=512Mi
-C1=$(ctl_json container list --tenant=acme | json 'd["containers"][0]["id"]')
-[ -n "$C1" ] || die "container list shows no container after the create"
-step window allocate "$C1" --size=1Gi --align=1Gi
-step window allocate "$C1" --size=2Mi
-step container create --tenant=acme --node=node-1 --device=0000:00:05.0
-# Ids are random, so list order says nothing about which is new: take the one that is not C1.
-C2=$(ctl_json container list --tenant=acme |
-     json '[c["id"] for c in d["containers"] if c["id"] != "'"$C1"'"]')
-[ -n "$C2" ] || die "container list does not show the second container"
-step window allocate "$C2" --size=1Gi --base=0x100000000
+# Each container is named after the VM it serves; every command below takes
+# the name where it takes an id.
+C1=vm-a
+C2=vm-b
+step container create --tenant=acme --node=node-1 --device=0000:00:04.0 --budget=512Mi \
+  --name=$C1 --label=demo=dedup
+step window allocate $C1 --size=1Gi --align=1Gi
+step window allocate $C1 --size=2Mi
+step container create --tenant=acme --node=node-1 --device=0000:00:05.0 --name=$C2 --label=demo=dedup
+[ "$(ctl_json container list -l demo=dedup | json 'len(d["containers"])')" = 2 ] ||
+  die "container list -l demo=dedup does not show both containers"
+step window allocate $C2 --size=1Gi --base=0x100000000
 step usage --tenant=acme
 
 echo

@@ -45,6 +45,17 @@ absl::Status Authorizer::OperatorOnly(absl::string_view method, const Identity& 
 absl::Status Authorizer::OwnContainer(absl::string_view method, const Identity& caller,
                                       const std::string& container_id) const {
   if (caller.role != Role::kTenant) return OperatorOnly(method, caller);
+  // By name: a bare NAME is looked up in the caller's own tenant by the
+  // broker; TENANT/NAME of another tenant is answered as a name nobody has.
+  const size_t slash = container_id.find('/');
+  if (slash != std::string::npos) {
+    if (container_id.compare(0, slash, caller.name) != 0 || slash != caller.name.size()) {
+      return Deny(method, caller,
+                  absl::NotFoundError(absl::StrCat("container_id: no container named ",
+                                                   Quoted(container_id))));
+    }
+    return absl::OkStatus();
+  }
   std::optional<std::string> owner = owners_->ContainerTenant(container_id);
   if (owner.has_value() && *owner != caller.name) {
     return Deny(method, caller,
@@ -104,6 +115,9 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::SetTenantQuotaRequest*
 absl::Status Authorizer::Authorize(const Identity& c, v1::DeleteTenantRequest*) const {
   return OperatorOnly("DeleteTenant", c);
 }
+absl::Status Authorizer::Authorize(const Identity& c, v1::SetTenantLabelsRequest*) const {
+  return OperatorOnly("SetTenantLabels", c);
+}
 
 // ---- nodes and devices: fleet management, operators only.
 absl::Status Authorizer::Authorize(const Identity& c, v1::ListNodesRequest*) const {
@@ -144,6 +158,9 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::DeleteContainerRequest
 }
 absl::Status Authorizer::Authorize(const Identity& c, v1::SetContainerBudgetRequest* req) const {
   return OwnContainer("SetContainerBudget", c, req->container_id());
+}
+absl::Status Authorizer::Authorize(const Identity& c, v1::SetContainerLabelsRequest* req) const {
+  return OwnContainer("SetContainerLabels", c, req->container_id());
 }
 absl::Status Authorizer::Authorize(const Identity& c, v1::GrantLauncherRequest* req) const {
   return OwnContainer("GrantLauncher", c, req->container_id());

@@ -3,12 +3,16 @@
 #include <algorithm>
 
 #include "absl/cleanup/cleanup.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/grant_token.h"
+#include "common/label_selector.h"
+#include "common/labels.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -67,10 +71,20 @@ std::string RequestKey(const Identity& caller, const std::string& request_id) {
   return absl::StrCat(caller.ToString(), "|", request_id);
 }
 
-// The fingerprint of a request: its method and its exact content.
+// The fingerprint of a request: its method and its exact content. Serialized
+// deterministically, so a retry carrying the same labels (a map, whose wire
+// order is otherwise unspecified) has the same fingerprint; for messages
+// without maps the bytes are the usual ones.
 template <typename Req>
 std::string Fingerprint(const char* method, const Req& req) {
-  return absl::StrCat(method, "\n", req.SerializeAsString());
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    req.SerializeToCodedStream(&coded);
+  }
+  return absl::StrCat(method, "\n", bytes);
 }
 
 StoreRecord Record(const char* kind, const std::string& id,
@@ -158,20 +172,6 @@ absl::Status AgentCallError(const std::string& node, const std::string& address,
 
 // ------------------------------------------------------------ construction
 
-Broker::Broker(Store* store, AgentClient* agents, BrokerOptions options)
-    : store_(store), agents_(agents), options_(std::move(options)) {}
-
-absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient* agents,
-                                                       BrokerOptions options) {
-  if (!options.now_ms) {
-    options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
-  }
-  std::unique_ptr<Broker> broker(new Broker(store, agents, std::move(options)));
-  RETURN_IF_ERROR(broker->Load());
-  return broker;
-}
-
-absl::Status Broker::Load() {
 namespace {
 
 // An index of every answer `store` remembers (Store::ListRequests). The
@@ -187,7 +187,22 @@ absl::StatusOr<RequestIndex> LoadRequestIndex(Store* store) {
 
 }  // namespace
 
+Broker::Broker(Store* store, AgentClient* agents, BrokerOptions options)
+    : store_(store), agents_(agents), options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient* agents,
+                                                       BrokerOptions options) {
+  if (!options.now_ms) {
+    options.now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
+  }
+  std::unique_ptr<Broker> broker(new Broker(store, agents, std::move(options)));
+  RETURN_IF_ERROR(broker->Load());
+  return broker;
+}
+
+absl::Status Broker::Load() {
   ASSIGN_OR_RETURN(std::vector<StoreRecord> records, store_->LoadAll());
+  ASSIGN_OR_RETURN(RequestIndex requests, LoadRequestIndex(store_));
   absl::MutexLock l(&mu_);
   last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
   RETURN_IF_ERROR(RestoreLocked(records));
@@ -203,13 +218,13 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
     return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
                                             " does not parse"));
   };
-  ASSIGN_OR_RETURN(RequestIndex requests, LoadRequestIndex(store_));
   // Built aside and swapped in at the end, so an error changes nothing.
   std::map<std::string, v1::Tenant> tenants;
   std::map<std::string, NodeEntry> nodes;
   std::map<std::string, ContainerEntry> containers;
   std::map<std::string, v1::Window> windows;
   std::map<std::pair<std::string, std::string>, std::string> device_holder;
+  std::map<std::pair<std::string, std::string>, std::string> container_names;
   std::vector<v1::Window> window_records;
   for (const StoreRecord& r : records) {
     if (r.kind == kTenant) {
@@ -236,6 +251,7 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
       ASSIGN_OR_RETURN(WindowAllocator alloc,
                        WindowAllocator::Create(usable, MinPageSize(c.geometry().page_size_bitmap())));
       for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = c.id();
+      if (!c.name().empty()) container_names[{c.name(), c.tenant_id()}] = c.id();
       containers.emplace(c.id(), ContainerEntry{c, std::move(alloc), {}});
     } else if (r.kind == kWindow) {
       v1::Window w;
@@ -276,6 +292,7 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
   containers_ = std::move(containers);
   windows_ = std::move(windows);
   device_holder_ = std::move(device_holder);
+  container_names_ = std::move(container_names);
   index_ = RecountLocked();
   return absl::OkStatus();
 }
@@ -320,8 +337,13 @@ void Broker::LeadCommitLocked() {
   group->status = s;
   if (s.ok()) {
     resolved_seq_ = group->last_seq;
+    // Indexed only now that the answers are durable; until here their
+    // requests were in inflight_ (and still are until their callers wake),
+    // so no retry ran meanwhile.
     for (const WriteBatch& b : group->batches) {
-      if (b.request.has_value()) ++remembered_[RequestScope(b.request->request_id)];
+      if (!b.request.has_value()) continue;
+      const RequestRecord& r = *b.request;
+      requests_.Insert(r.request_id, FingerprintDigest(r.fingerprint), r.time_ms);
     }
     return;
   }
@@ -337,12 +359,20 @@ void Broker::LeadCommitLocked() {
   const uint64_t rolled_back = applied_seq_ - resolved_seq_;
   resolved_seq_ = rolled_back_seq_ = applied_seq_;
   // Roll memory back to exactly what the store holds. Nothing else writes
-    // Indexed only now that the answers are durable; until here their
-    // requests were in inflight_ (and still are until their callers wake),
-    // so no retry ran meanwhile.
   // the store now: only a leader commits, and the next one needs mu_.
   absl::StatusOr<std::vector<StoreRecord>> records = store_->LoadAll();
   absl::Status restored = records.ok() ? RestoreLocked(*records) : records.status();
+  if (restored.ok()) {
+    // A store that splits a group into several transactions may have kept
+    // the first ones, answers included (kv_backed_store.h): a retry of those
+    // must replay them, so the index is rebuilt from what the store holds.
+    absl::StatusOr<RequestIndex> requests = LoadRequestIndex(store_);
+    if (requests.ok()) {
+      requests_ = *std::move(requests);
+    } else {
+      restored = requests.status();
+    }
+  }
   LogLine(LogLevel::kError,
           absl::StrCat("event=commit_failed batches=", group->batches.size(),
                        " rolled_back=", rolled_back, " error=\"", s.message(), "\" reload=",
@@ -362,17 +392,6 @@ void Broker::LeadCommitLocked() {
 absl::Status Broker::AwaitDurableLocked(uint64_t seen) {
   if (!unrecoverable_.ok()) return unrecoverable_;
   if (resolved_seq_ >= seen) return absl::OkStatus();
-  if (restored.ok()) {
-    // A store that splits a group into several transactions may have kept
-    // the first ones, answers included (kv_backed_store.h): a retry of those
-    // must replay them, so the index is rebuilt from what the store holds.
-    absl::StatusOr<RequestIndex> requests = LoadRequestIndex(store_);
-    if (requests.ok()) {
-      requests_ = *std::move(requests);
-    } else {
-      restored = requests.status();
-    }
-  }
   const uint64_t durable_before = resolved_seq_;
   auto resolved = [this, seen]() {
     mu_.AssertHeld();  // Await evaluates conditions under mu_.
@@ -423,6 +442,7 @@ void Broker::AddContainerLocked(ContainerEntry entry) {
   entry.changed_seq = ApplyingSeqLocked();
   const v1::Container& c = entry.container;
   for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
+  if (!c.name().empty()) container_names_[{c.name(), c.tenant_id()}] = c.id();
   index_.tenant_containers[c.tenant_id()].insert(c.id());
   index_.node_containers[c.node()].insert(c.id());
   Add(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
@@ -441,6 +461,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
     windows_.erase(wit);
   }
   for (const std::string& d : c.devices()) device_holder_.erase({c.node(), d});
+  if (!c.name().empty()) container_names_.erase({c.name(), c.tenant_id()});
   EraseFromSet(&index_.tenant_containers, c.tenant_id(), id);
   EraseFromSet(&index_.node_containers, c.node(), id);
   Subtract(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
@@ -515,6 +536,46 @@ absl::Status Broker::CheckIndexes() const {
 }
 
 // ------------------------------------------------------------ helpers
+
+absl::StatusOr<std::optional<RequestRecord>> Broker::FindAnswerLocked(
+    const std::string& request_id, const std::string& key, const std::string& fingerprint) {
+  // The index answers a fresh id, the common case, without a store read
+  // (under mu_, that read would hold back every other call: on etcd it is a
+  // round trip). Only a likely retry reads its answer, to compare the whole
+  // fingerprint (digests may collide) and replay it.
+  auto reused = [&request_id] {
+    return absl::FailedPreconditionError(
+        absl::StrCat("request_id: ", Quoted(request_id),
+                     " was already used for a different request; use a new id"));
+  };
+  const uint64_t digest = FingerprintDigest(fingerprint);
+  switch (requests_.Find(key, digest)) {
+    case RequestIndex::Match::kOtherDigest:
+      return reused();
+    case RequestIndex::Match::kSameDigest: {
+      ASSIGN_OR_RETURN(std::optional<RequestRecord> prior, store_->FindRequest(key));
+      if (prior.has_value() && prior->fingerprint != fingerprint) return reused();
+      if (prior.has_value()) return prior;
+      // Forgotten by the store but not yet here (an expiry that failed part
+      // way): as fresh as it is to the store.
+      break;
+    }
+    case RequestIndex::Match::kAbsent:
+      break;
+  }
+  // An answer remembered before ids were scoped by caller is keyed by the
+  // bare id (which cannot contain the scope's '|'). Only the same request
+  // replays it: anything else may be another caller's and is not this
+  // caller's business.
+  if (requests_.Find(request_id, digest) != RequestIndex::Match::kSameDigest) {
+    return std::optional<RequestRecord>();
+  }
+  ASSIGN_OR_RETURN(std::optional<RequestRecord> legacy, store_->FindRequest(request_id));
+  if (!legacy.has_value() || legacy->fingerprint != fingerprint) {
+    return std::optional<RequestRecord>();
+  }
+  return legacy;
+}
 
 template <typename Resp>
 absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std::string& key,
@@ -673,6 +734,7 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
         RETURN_IF_ERROR(ValidateQuota(req.quota().pinned_bytes(), req.quota().window_bytes()));
+        RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
         if (tenants_.count(req.tenant_id())) {
           return absl::AlreadyExistsError(
               absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " already exists"));
@@ -680,6 +742,7 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         answer->set_id(req.tenant_id());
         *answer->mutable_quota() = req.quota();
         answer->set_create_time_ms(Now());
+        *answer->mutable_labels() = req.labels();
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
         plan.apply = [this, t = *answer]() {
@@ -711,10 +774,13 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req, v1::ListTena
                                  const Identity& caller) {
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
+  ASSIGN_OR_RETURN(LabelSelector selector,
+                   LabelSelector::Parse("label_selector", req.label_selector()));
   absl::MutexLock l(&mu_);
   std::string next;
   Page(
-      tenants_, req.page_token(), limit, [](const v1::Tenant&) { return true; },
+      tenants_, req.page_token(), limit,
+      [&](const v1::Tenant& t) { return selector.Matches(t.labels()); },
       [&](const v1::Tenant& t) { *out->add_tenants() = t; }, &next);
   out->set_next_page_token(next);
   return AwaitDurableLocked();
@@ -876,6 +942,34 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
                          " request_id=", req.request_id()));
         RecordEvent(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
                              req.request_id(), "deleted"));
+        return plan;
+      });
+}
+
+absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::Tenant* out,
+                                     const Identity& caller) {
+  return Mutate<v1::SetTenantLabelsRequest, v1::Tenant>(
+      "SetTenantLabels", caller, req, out, [&](v1::Tenant* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
+        RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+        auto it = tenants_.find(req.tenant_id());
+        if (it == tenants_.end()) {
+          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+        }
+        v1::Tenant changed = it->second;
+        RETURN_IF_ERROR(EditLabels(req.labels(), req.remove_keys(), changed.mutable_labels()));
+        Plan plan;
+        plan.batch.puts.push_back(Record(kTenant, changed.id(), changed));
+        plan.apply = [this, changed] {
+          mu_.AssertHeld();  // Applied under mu_.
+          tenants_[changed.id()] = changed;
+        };
+        *answer = changed;
+        const std::string text = LabelsText(changed.labels());
+        Log(absl::StrCat("event=tenant_labels_set tenant=", changed.id(), " labels=\"", text,
+                         "\" request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "LabelsChanged", TenantRef(changed.id()), changed.id(),
+                             req.request_id(), absl::StrCat("labels: ", text)));
         return plan;
       });
 }
@@ -1204,10 +1298,13 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
     RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+    if (!req.name().empty()) RETURN_IF_ERROR(ValidateContainerName("name", req.name()));
+    RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
     auto tenant = tenants_.find(req.tenant_id());
     if (tenant == tenants_.end()) {
       return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
     }
+    if (!req.name().empty()) RETURN_IF_ERROR(NameFreeLocked(req.tenant_id(), req.name()));
     const uint32_t max = tenant->second.quota().max_containers();
     const int held = TenantContainerCountLocked(req.tenant_id());
     if (max != 0 && static_cast<uint32_t>(held) >= max) {
@@ -1248,6 +1345,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     id = NewIdLocked("c-");
     // Reserve while the agent works, so no concurrent create takes them.
     for (const std::string& d : devices) pending_devices_.insert({node, d});
+    if (!req.name().empty()) pending_names_.insert({req.name(), req.tenant_id()});
     ++pending_creates_[req.tenant_id()];
     pending_budget_[req.tenant_id()] += budget;
     if (!req.request_id().empty()) inflight_.insert(rkey);
@@ -1277,6 +1375,7 @@ absl::Status Broker::CommitCreatedContainer(
     uint64_t budget, const absl::StatusOr<v1::AgentContainer>& created, v1::Container* out) {
   absl::MutexLock l(&mu_);
   for (const std::string& d : devices) pending_devices_.erase({node, d});
+  pending_names_.erase({req.name(), req.tenant_id()});
   if (--pending_creates_[req.tenant_id()] == 0) pending_creates_.erase(req.tenant_id());
   if ((pending_budget_[req.tenant_id()] -= budget) == 0) pending_budget_.erase(req.tenant_id());
   // The request stays in flight until its answer is durable (or refused).
@@ -1304,6 +1403,8 @@ absl::Status Broker::CommitCreatedContainer(
   *c.mutable_geometry() = created->geometry();
   c.set_create_time_ms(Now());
   c.set_pin_budget_bytes(budget);
+  c.set_name(req.name());
+  *c.mutable_labels() = req.labels();
   std::vector<IovaInterval> usable;
   for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
   const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
@@ -1322,11 +1423,12 @@ absl::Status Broker::CommitCreatedContainer(
   AddContainerLocked(std::move(entry));
   RETURN_IF_ERROR(CommitLocked(std::move(batch)));  // Rolled back on error.
   Log(absl::StrCat("event=container_created container=", id, " tenant=", req.tenant_id(),
-                   " node=", node, " devices=", absl::StrJoin(devices, ","),
+                   " name=", req.name(), " node=", node, " devices=", absl::StrJoin(devices, ","),
                    " request_id=", req.request_id()));
   RecordEvent(NewEvent(kNormal, "ContainerCreated", ContainerRef(id), req.tenant_id(),
                        req.request_id(),
-                       absl::StrCat(id, " on node ", node, " with devices ",
+                       absl::StrCat(id, req.name().empty() ? "" : " (" + req.name() + ")",
+                                    " on node ", node, " with devices ",
                                     absl::StrJoin(devices, ","), "; pin budget ",
                                     EventBytes(budget)),
                        {TenantRef(req.tenant_id()), NodeRef(node)}));
@@ -1337,7 +1439,9 @@ absl::Status Broker::CommitCreatedContainer(
 absl::Status Broker::GetContainer(const v1::GetContainerRequest& req, v1::Container* out,
                                   const Identity& caller) {
   absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+  ASSIGN_OR_RETURN(const std::string id,
+                   ResolveContainerLocked(caller, "container_id", req.container_id()));
+  ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
   *out = ContainerViewLocked(*c);
   return AwaitDurableLocked(c->changed_seq);  // Only its own changes show.
 }
@@ -1351,6 +1455,8 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
   if (!v1::ContainerState_IsValid(req.state())) {
     return absl::InvalidArgumentError(absl::StrCat("state: unknown state ", req.state()));
   }
+  ASSIGN_OR_RETURN(LabelSelector selector,
+                   LabelSelector::Parse("label_selector", req.label_selector()));
   absl::MutexLock l(&mu_);
   std::string next;
   Page(
@@ -1358,6 +1464,7 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
       [&](const ContainerEntry& c) {
         mu_.AssertHeld();  // Page runs under the caller's lock.
         if (!req.tenant_id().empty() && c.container.tenant_id() != req.tenant_id()) return false;
+        if (!selector.Matches(c.container.labels())) return false;
         if (!req.node().empty() && c.container.node() != req.node()) return false;
         if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED &&
             ContainerViewLocked(c).state() != req.state()) {
@@ -1472,12 +1579,14 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
                                      v1::DeleteContainerResponse* out, const Identity& caller) {
   const std::string fingerprint = Fingerprint("DeleteContainer", req);
   const std::string rkey = RequestKey(caller, req.request_id());
+  std::string id;
   {
     absl::MutexLock l(&mu_);
     bool replayed = false;
     RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
-    RETURN_IF_ERROR(FindContainerLocked(req.container_id()).status());
+    ASSIGN_OR_RETURN(id, ResolveContainerLocked(caller, "container_id", req.container_id()));
+    RETURN_IF_ERROR(FindContainerLocked(id).status());
     if (!req.request_id().empty()) inflight_.insert(rkey);
   }
   std::optional<RequestRecord> record;
@@ -1485,7 +1594,7 @@ absl::Status Broker::DeleteContainer(const v1::DeleteContainerRequest& req,
     record =
         RequestRecord{rkey, fingerprint, v1::DeleteContainerResponse().SerializeAsString(), Now()};
   }
-  absl::Status s = DeleteContainerInternal(req.container_id(), std::move(record));
+  absl::Status s = DeleteContainerInternal(id, std::move(record));
   absl::MutexLock l(&mu_);
   inflight_.erase(rkey);
   return s;
@@ -1503,7 +1612,9 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
   return Mutate<v1::SetContainerBudgetRequest, v1::Container>(
       "SetContainerBudget", caller, req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
-        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
+        ASSIGN_OR_RETURN(const std::string id,
+                         ResolveContainerLocked(caller, "container_id", req.container_id()));
+        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
         if (req.pin_budget_bytes() % 4096 != 0) {
           return absl::InvalidArgumentError(
               absl::StrCat("pin_budget_bytes: must be a multiple of 4096 (a host page), got ",
@@ -1515,7 +1626,7 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         if (req.pin_budget_bytes() > c->container.pin_budget_bytes() &&
             (others > quota || req.pin_budget_bytes() > quota - others)) {
           return RecordRefusal(
-              NewEvent(kWarning, "QuotaExceeded", ContainerRef(req.container_id()), tenant,
+              NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant,
                        req.request_id(), "", {TenantRef(tenant)}),
               absl::ResourceExhaustedError(absl::StrCat(
                   "pin_budget_bytes: tenant ", Quoted(tenant), " has ",
@@ -1545,6 +1656,79 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
                                           ")")));
         return plan;
       });
+}
+
+absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req,
+                                        v1::Container* out, const Identity& caller) {
+  return Mutate<v1::SetContainerLabelsRequest, v1::Container>(
+      "SetContainerLabels", caller, req, out, [&](v1::Container* answer) -> absl::StatusOr<Plan> {
+        mu_.AssertHeld();  // Mutate runs this under mu_.
+        ASSIGN_OR_RETURN(const std::string id,
+                         ResolveContainerLocked(caller, "container_id", req.container_id()));
+        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
+        RETURN_IF_ERROR(NotBeingDeletedLocked(id, *c));
+        v1::Container changed = c->container;
+        RETURN_IF_ERROR(EditLabels(req.labels(), req.remove_keys(), changed.mutable_labels()));
+        Plan plan;
+        plan.batch.puts.push_back(Record(kContainer, id, changed));
+        plan.apply = [this, c, changed] {
+          mu_.AssertHeld();  // Applied under mu_.
+          c->changed_seq = ApplyingSeqLocked();
+          *c->container.mutable_labels() = changed.labels();
+        };
+        *answer = ContainerViewLocked(*c);
+        *answer->mutable_labels() = changed.labels();
+        const std::string text = LabelsText(changed.labels());
+        Log(absl::StrCat("event=container_labels_set container=", id,
+                         " tenant=", changed.tenant_id(), " labels=\"", text,
+                         "\" request_id=", req.request_id()));
+        RecordEvent(NewEvent(kNormal, "LabelsChanged", ContainerRef(id), changed.tenant_id(),
+                             req.request_id(), absl::StrCat("labels: ", text)));
+        return plan;
+      });
+}
+
+absl::StatusOr<std::string> Broker::ResolveContainerLocked(const Identity& caller,
+                                                           const std::string& field,
+                                                           const std::string& ref) const {
+  ASSIGN_OR_RETURN(ParsedContainerRef parsed, ParseContainerRef(field, ref));
+  if (!parsed.id.empty()) return parsed.id;
+  // A tenant's names are its own: another tenant's TENANT/NAME is answered
+  // as a name nobody has, like another tenant's id.
+  const bool tenant_caller = caller.role == Role::kTenant;
+  std::string tenant = parsed.tenant;
+  if (tenant_caller && tenant.empty()) tenant = caller.name;
+  const absl::Status none = absl::NotFoundError(
+      absl::StrCat(field, ": no container named ", Quoted(ref),
+                   tenant.empty() ? "" : absl::StrCat(" in tenant ", Quoted(tenant))));
+  if (tenant_caller && tenant != caller.name) return none;
+  if (!tenant.empty()) {
+    auto it = container_names_.find({parsed.name, tenant});
+    if (it == container_names_.end()) return none;
+    return it->second;
+  }
+  std::vector<std::string> tenants;
+  std::string id;
+  for (auto it = container_names_.lower_bound({parsed.name, ""});
+       it != container_names_.end() && it->first.first == parsed.name; ++it) {
+    tenants.push_back(it->first.second);
+    id = it->second;
+  }
+  if (tenants.empty()) return none;
+  if (tenants.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": tenants ", absl::StrJoin(tenants, ", "), " each have a container named ",
+        Quoted(ref), "; write TENANT/NAME"));
+  }
+  return id;
+}
+
+absl::Status Broker::NameFreeLocked(const std::string& tenant, const std::string& name) const {
+  if (container_names_.count({name, tenant}) || pending_names_.count({name, tenant})) {
+    return absl::AlreadyExistsError(absl::StrCat("name: tenant ", Quoted(tenant),
+                                                 " already has a container named ", Quoted(name)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Broker::NotBeingDeletedLocked(const std::string& id,
@@ -1586,18 +1770,22 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
     return absl::InvalidArgumentError(
         absl::StrCat("ttl_seconds: at most 3600, got ", req.ttl_seconds()));
   }
-  RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
+  RETURN_IF_ERROR(ParseContainerRef("container_id", req.container_id()).status());
   // The agent must know the windows the token names before the launcher
   // arrives with it. That needs the agent: refuse at once when the node is
   // not READY rather than wait for the agent's timeout; and again after the
   // push, which released mu_.
+  // A name is resolved once: the id it names stays the same object for its
+  // lifetime, even if the name is freed and taken again meanwhile.
+  std::string id;
   {
     absl::MutexLock l(&mu_);
-    RETURN_IF_ERROR(GrantableLocked(req.container_id()).status());
+    ASSIGN_OR_RETURN(id, ResolveContainerLocked(caller, "container_id", req.container_id()));
+    RETURN_IF_ERROR(GrantableLocked(id).status());
   }
-  RETURN_IF_ERROR(PushWindows(req.container_id(), /*required=*/true));
+  RETURN_IF_ERROR(PushWindows(id, /*required=*/true));
   absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(ContainerEntry * c, GrantableLocked(req.container_id()));
+  ASSIGN_OR_RETURN(ContainerEntry * c, GrantableLocked(id));
   auto n = nodes_.find(c->container.node());  // GrantableLocked found it.
   if (n->second.grant_key.empty()) {
     return absl::InternalError(absl::StrCat("node ", Quoted(c->container.node()), " has no key"));
@@ -1606,7 +1794,7 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   v1::LauncherGrant grant;
   grant.set_token_id(NewGrantTokenId());
   grant.set_node(c->container.node());
-  grant.set_container_id(req.container_id());
+  grant.set_container_id(id);
   grant.set_tenant_id(c->container.tenant_id());
   grant.set_issued_ms(now);
   grant.set_expires_ms(now + 1000LL * (req.ttl_seconds() == 0 ? 60 : req.ttl_seconds()));
@@ -1623,7 +1811,7 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   if (!token.ok()) {
     // Not the caller's doing: the node's stored key or this grant is wrong.
     return absl::InternalError(absl::StrCat("container_id: could not sign a launcher grant for ",
-                                            req.container_id(), ": ", token.status().message()));
+                                            id, ": ", token.status().message()));
   }
   out->set_token(*std::move(token));
   out->set_node(grant.node());
@@ -1632,10 +1820,10 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   out->set_tenant_id(grant.tenant_id());
   out->set_expires_ms(grant.expires_ms());
   RETURN_IF_ERROR(AwaitDurableLocked());  // The token names only durable windows.
-  Log(absl::StrCat("event=launcher_granted container=", req.container_id(),
+  Log(absl::StrCat("event=launcher_granted container=", id,
                    " tenant=", grant.tenant_id(), " node=", grant.node(),
                    " windows=", grant.windows_size(), " expires_ms=", grant.expires_ms()));
-  RecordEvent(NewEvent(kNormal, "LauncherGranted", ContainerRef(req.container_id()),
+  RecordEvent(NewEvent(kNormal, "LauncherGranted", ContainerRef(id),
                        grant.tenant_id(), "",
                        absl::StrCat("single-use launcher token for node ", grant.node(), " with ",
                                     grant.windows_size(), " window(s), valid for ",
@@ -1716,7 +1904,7 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
 absl::Status Broker::AllocateWindow(const v1::AllocateWindowRequest& req, v1::Window* out,
                                     const Identity& caller) {
   absl::Status s = AllocateWindowInternal(req, out, caller);
-  if (s.ok()) QueuePushWindows(req.container_id());
+  if (s.ok()) QueuePushWindows(out->container_id());
   return s;
 }
 
@@ -1738,11 +1926,13 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
   return Mutate<v1::AllocateWindowRequest, v1::Window>(
       "AllocateWindow", caller, req, out, [&](v1::Window* answer) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
-        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(req.container_id()));
-        RETURN_IF_ERROR(NotBeingDeletedLocked(req.container_id(), *c));
+        ASSIGN_OR_RETURN(const std::string id,
+                         ResolveContainerLocked(caller, "container_id", req.container_id()));
+        ASSIGN_OR_RETURN(ContainerEntry * c, FindContainerLocked(id));
+        RETURN_IF_ERROR(NotBeingDeletedLocked(id, *c));
         if (c->window_ids.size() >= kMaxWindowsPerContainer) {
           return absl::ResourceExhaustedError(
-              absl::StrCat("container_id: container ", req.container_id(), " already holds ",
+              absl::StrCat("container_id: container ", id, " already holds ",
                            c->window_ids.size(), " windows, the most a container may hold (",
                            kMaxWindowsPerContainer, "); release one or use larger windows"));
         }
@@ -1759,7 +1949,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         const uint64_t used = TenantWindowBytesLocked(tenant);
         if (limit != 0 && (used > limit || req.size() > limit - used)) {
           return RecordRefusal(
-              NewEvent(kWarning, "QuotaExceeded", ContainerRef(req.container_id()), tenant,
+              NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant,
                        req.request_id(), "", {TenantRef(tenant)}),
               absl::ResourceExhaustedError(absl::StrCat(
                   "size: tenant ", Quoted(tenant), " has ", Hex(used), " of its ", Hex(limit),
@@ -1778,7 +1968,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
           ASSIGN_OR_RETURN(base, c->allocator.Allocate(req.size(), alignment));
         }
         answer->set_id(NewIdLocked("w-"));
-        answer->set_container_id(req.container_id());
+        answer->set_container_id(id);
         answer->set_tenant_id(tenant);
         answer->set_base(base);
         answer->set_size(req.size());
@@ -1791,7 +1981,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
           AddWindowLocked(c, w);
         };
         Log(absl::StrCat("event=window_allocated window=", answer->id(),
-                         " container=", req.container_id(), " tenant=", tenant,
+                         " container=", id, " tenant=", tenant,
                          " base=", Hex(base), " size=", Hex(req.size()),
                          " request_id=", req.request_id()));
         RecordEvent(NewEvent(kNormal, "WindowAllocated", WindowRef(answer->id()), tenant,
@@ -1799,7 +1989,7 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
                              absl::StrCat(answer->id(), " at ", Hex(base), "-",
                                           Hex(base + req.size() - 1), " (",
                                           EventBytes(req.size()), ")"),
-                             {ContainerRef(req.container_id())}));
+                             {ContainerRef(id)}));
         return plan;
       });
 }
@@ -1844,15 +2034,20 @@ absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWind
   ASSIGN_OR_RETURN(uint32_t limit, EffectivePageSize("page_size", req.page_size()));
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   if (!req.container_id().empty()) {
-    RETURN_IF_ERROR(ValidateObjectId("container_id", req.container_id(), "c-"));
+    RETURN_IF_ERROR(ParseContainerRef("container_id", req.container_id()).status());
   }
   if (!req.tenant_id().empty()) RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
   absl::MutexLock l(&mu_);
+  std::string container_id;
+  if (!req.container_id().empty()) {
+    ASSIGN_OR_RETURN(container_id,
+                     ResolveContainerLocked(caller, "container_id", req.container_id()));
+  }
   std::string next;
   Page(
       windows_, req.page_token(), limit,
       [&](const v1::Window& w) {
-        return (req.container_id().empty() || w.container_id() == req.container_id()) &&
+        return (container_id.empty() || w.container_id() == container_id) &&
                (req.tenant_id().empty() || w.tenant_id() == req.tenant_id());
       },
       [&](const v1::Window& w) { *out->add_windows() = w; }, &next);
@@ -2031,7 +2226,7 @@ absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEvents
       what = "node";
       break;
     case v1::OBJECT_KIND_CONTAINER:
-      RETURN_IF_ERROR(ValidateObjectId("object.id", object.id(), "c-"));
+      RETURN_IF_ERROR(ParseContainerRef("object.id", object.id()).status());
       what = "container";
       break;
     case v1::OBJECT_KIND_WINDOW:
@@ -2044,14 +2239,21 @@ absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEvents
                        " (tenant, node, container or window; unset for every event)"));
   }
   absl::MutexLock l(&mu_);
+  // A container's name stands for the container holding it now; the events
+  // of a deleted one are asked for by id.
+  v1::ObjectRef resolved = object;
+  if (object.kind() == v1::OBJECT_KIND_CONTAINER) {
+    ASSIGN_OR_RETURN(*resolved.mutable_id(),
+                     ResolveContainerLocked(caller, "object.id", object.id()));
+  }
   // Events outlive their object (until they age out), so that one can still
   // ask what happened to a deleted container. The words are the
   // authorization layer's for another tenant's object.
-  if (what != nullptr && !ObjectExistsLocked(object, req.tenant_id()) &&
-      !events_.Holds(object, req.tenant_id())) {
+  if (what != nullptr && !ObjectExistsLocked(resolved, req.tenant_id()) &&
+      !events_.Holds(resolved, req.tenant_id())) {
     return absl::NotFoundError(absl::StrCat("object.id: no ", what, " ", Quoted(object.id())));
   }
-  EventLog::Page page = events_.List(object, req.tenant_id(), after, limit);
+  EventLog::Page page = events_.List(resolved, req.tenant_id(), after, limit);
   for (v1::Event& e : page.events) *out->add_events() = std::move(e);
   out->set_next_page_token(page.next_after == 0 ? "" : absl::StrCat(page.next_after));
   // The events may tell of changes not yet durable.

@@ -119,6 +119,8 @@ class Broker final : public OwnershipView {
                               const Identity& caller = Identity{});
   absl::Status DeleteTenant(const v1::DeleteTenantRequest& req, v1::DeleteTenantResponse* out,
                             const Identity& caller = Identity{});
+  absl::Status SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::Tenant* out,
+                               const Identity& caller = Identity{});
 
   absl::Status ListNodes(const v1::ListNodesRequest& req, v1::ListNodesResponse* out,
                          const Identity& caller = Identity{});
@@ -146,6 +148,8 @@ class Broker final : public OwnershipView {
                                v1::DeleteContainerResponse* out,
                                const Identity& caller = Identity{});
   absl::Status SetContainerBudget(const v1::SetContainerBudgetRequest& req, v1::Container* out,
+                                  const Identity& caller = Identity{});
+  absl::Status SetContainerLabels(const v1::SetContainerLabelsRequest& req, v1::Container* out,
                                   const Identity& caller = Identity{});
   absl::Status GrantLauncher(const v1::GrantLauncherRequest& req, v1::GrantLauncherResponse* out,
                              const Identity& caller = Identity{});
@@ -334,10 +338,6 @@ class Broker final : public OwnershipView {
   absl::Status CheckReplayLocked(const std::string& request_id, const std::string& key,
                                  const std::string& fingerprint, Resp* out, bool* replayed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Runs a mutation that needs no agent call: validates request_id, replays
-  // a remembered answer, or calls `plan` (which validates, fills `out` and
-  // returns the change), commits the change with the answer and applies it.
   // The answer to replay for a request of `fingerprint` under `key`, or under
   // the bare `request_id` (answers remembered before ids were scoped by
   // caller: only the identical request replays those); nullopt when there is
@@ -347,6 +347,10 @@ class Broker final : public OwnershipView {
                                                                 const std::string& key,
                                                                 const std::string& fingerprint)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Runs a mutation that needs no agent call: validates request_id, replays
+  // a remembered answer, or calls `plan` (which validates, fills `out` and
+  // returns the change), commits the change with the answer and applies it.
   template <typename Req, typename Resp>
   absl::Status Mutate(const char* method, const Identity& caller, const Req& req, Resp* out,
                       const std::function<absl::StatusOr<Plan>(Resp*)>& plan)
@@ -400,6 +404,20 @@ class Broker final : public OwnershipView {
   absl::StatusOr<NodeEntry*> FindNodeLocked(const std::string& field, const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The id of the container that `ref` (an id, NAME or TENANT/NAME, see
+  // Container.name) names for `caller`: a tenant's bare NAME is looked up in
+  // its own tenant, an operator's in the one tenant holding that name.
+  // INVALID_ARGUMENT for a malformed or ambiguous reference, NOT_FOUND for a
+  // name no container has. An id is returned as given (FindContainerLocked
+  // then says whether it exists).
+  absl::StatusOr<std::string> ResolveContainerLocked(const Identity& caller,
+                                                     const std::string& field,
+                                                     const std::string& ref) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ALREADY_EXISTS when `tenant` has a container named `name`, or a create
+  // of one is in flight.
+  absl::Status NameFreeLocked(const std::string& tenant, const std::string& name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // FAILED_PRECONDITION when container `id` (that is `c`) has a delete in
   // flight or pending (DELETING).
@@ -466,6 +484,12 @@ class Broker final : public OwnershipView {
   std::set<std::pair<std::string, std::string>> pending_devices_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pending_creates_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> pending_budget_ ABSL_GUARDED_BY(mu_);
+  // (name, tenant) -> container id for named containers, and the names
+  // reserved by creates waiting on their agent. Ordered by name first, so an
+  // operator's bare name finds every tenant using it in one range.
+  std::map<std::pair<std::string, std::string>, std::string> container_names_
+      ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<std::string, std::string>> pending_names_ ABSL_GUARDED_BY(mu_);
   // Containers being destroyed on their agent; other changes to them wait.
   std::set<std::string> deleting_ ABSL_GUARDED_BY(mu_);
   // Request ids of mutations in flight (including those applied and waiting

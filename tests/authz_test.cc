@@ -185,11 +185,12 @@ class AuthzTest : public ::testing::Test {
   }
 
   // Operator helpers for fixtures.
-  static std::string NewContainer(const std::string& tenant) {
+  static std::string NewContainer(const std::string& tenant, const std::string& name = "") {
     auto op = cluster_->BrokerStub();
     grpc::ClientContext ctx;
     v1::CreateContainerRequest req;
     req.set_tenant_id(tenant);
+    req.set_name(name);
     req.mutable_selector()->set_count(1);  // Either node; placement is not under test.
     req.set_pin_budget_bytes(1 << 20);
     v1::Container out;
@@ -284,6 +285,14 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          req.mutable_quota()->set_pinned_bytes(1ULL << 30);
          v1::Tenant out;
          return Invoke(BrokerAs(c).get(), &B::SetTenantQuota, req, &out);
+       }},
+      {"SetTenantLabels", OperatorOnly(),
+       [&](Caller c) {
+         v1::SetTenantLabelsRequest req;
+         req.set_tenant_id(kOwner);
+         (*req.mutable_labels())["team"] = "ml";
+         v1::Tenant out;
+         return Invoke(BrokerAs(c).get(), &B::SetTenantLabels, req, &out);
        }},
       {"DeleteTenant", OperatorOnly(),
        [&](Caller c) {
@@ -414,6 +423,14 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          req.set_pin_budget_bytes(1 << 20);
          v1::Container out;
          return Invoke(BrokerAs(c).get(), &B::SetContainerBudget, req, &out);
+       }},
+      {"SetContainerLabels", OwnedById(),
+       [&](Caller c) {
+         v1::SetContainerLabelsRequest req;
+         req.set_container_id(c1);
+         (*req.mutable_labels())["team"] = "ml";
+         v1::Container out;
+         return Invoke(BrokerAs(c).get(), &B::SetContainerLabels, req, &out);
        }},
       {"GrantLauncher", OwnedById(),
        [&](Caller c) {
@@ -682,6 +699,37 @@ TEST_F(AuthzTest, AnotherTenantsContainerIsIndistinguishableFromNone) {
   EXPECT_EQ(theirs.error_message(), absl::StrCat("container_id: no container \"", c, "\""));
   EXPECT_EQ(none.error_message(),
             absl::StrCat("container_id: no container \"", missing_id, "\""));
+  DeleteContainer(c);
+}
+
+// By name too: another tenant's TENANT/NAME gets the answer a name nobody has
+// gets, and its bare NAME is looked up in its own tenant only.
+TEST_F(AuthzTest, AnotherTenantsContainerNameIsIndistinguishableFromNone) {
+  const std::string c = NewContainer(kOwner, "secret-vm");
+  auto other = BrokerAs(kOtherTenant);
+  const auto get = [&](const std::string& ref) {
+    v1::GetContainerRequest req;
+    req.set_container_id(ref);
+    v1::Container out;
+    return Invoke(other.get(), &v1::Broker::Stub::GetContainer, req, &out);
+  };
+  grpc::Status theirs = get(absl::StrCat(kOwner, "/secret-vm"));
+  grpc::Status none = get(absl::StrCat(kOwner, "/no-such-vm"));
+  EXPECT_EQ(theirs.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(none.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(theirs.error_message(), "container_id: no container named \"acme/secret-vm\"");
+  EXPECT_EQ(none.error_message(), "container_id: no container named \"acme/no-such-vm\"");
+  grpc::Status bare = get("secret-vm");
+  EXPECT_EQ(bare.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(bare.error_message(),
+            "container_id: no container named \"secret-vm\" in tenant \"other\"");
+  // The owner reaches it by the same name.
+  v1::GetContainerRequest req;
+  req.set_container_id("secret-vm");
+  v1::Container out;
+  grpc::Status own = Invoke(BrokerAs(kOwningTenant).get(), &v1::Broker::Stub::GetContainer, req, &out);
+  EXPECT_TRUE(own.ok()) << own.error_message();
+  EXPECT_EQ(out.id(), c);
   DeleteContainer(c);
 }
 

@@ -339,6 +339,63 @@ TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
   EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED: CordonNode: needs the operator role"));
 }
 
+TEST_F(CliTest, NamesStandForIdsAndLabelsSelect) {
+  ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi", "--label=tier=gold"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
+  // A tenant names its container and uses the name everywhere.
+  auto c = Json<v1::Container>(CtlAs("tenant-acme", {"-o", "json", "container", "create",
+                                                     "--tenant=acme", "--vendor=1234",
+                                                     "--name=vm-42", "--label=team=ml",
+                                                     "--label=env=dev", "--budget=1Mi"}));
+  EXPECT_EQ(c.name(), "vm-42");
+  CommandResult r = CtlAs("tenant-acme", {"container", "get", "vm-42", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "container/" + c.id() + "\n");
+  r = CtlAs("tenant-acme", {"window", "allocate", "vm-42", "--size=2Mi", "-o", "json"});
+  EXPECT_EQ(Json<v1::Window>(r).container_id(), c.id());
+  r = CtlAs("tenant-acme", {"container", "label", "vm-42", "--label=env=prod", "--remove=team"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Labels:"));
+  EXPECT_THAT(r.out, HasSubstr("env=prod"));
+  EXPECT_THAT(r.out, Not(HasSubstr("team=ml")));
+
+  // The operator lists by selector (-l, as kubectl) and sees the name.
+  r = Ctl({"container", "list", "-l", "env in (prod,staging)"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(c.id() + "  vm-42  acme"));
+  r = Ctl({"container", "list", "--selector=env=dev", "--no-headers"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  r = Ctl({"tenant", "list", "-l", "tier=gold", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "tenant/acme\n");
+  r = Ctl({"container", "get", "acme/vm-42", "-o", "jsonpath={.labels.env}"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "prod");
+
+  // The other tenant cannot reach it by name, and may reuse the name.
+  r = CtlAs("tenant-other", {"container", "get", "acme/vm-42"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+  r = CtlAs("tenant-acme", {"container", "create", "--tenant=acme", "--vendor=1234",
+                            "--name=vm-42"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("ALREADY_EXISTS: name: tenant \"acme\" already has a container "
+                               "named \"vm-42\""));
+  // Bad input: a usage error before sending, or the broker's rule.
+  r = Ctl({"container", "label", "acme/vm-42", "--label=novalue"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--label: expects KEY=VALUE"));
+  r = Ctl({"container", "list", "-l", "env in prod"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT: label_selector: at character 8"));
+
+  r = CtlAs("tenant-acme", {"container", "delete", "vm-42"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl({"container", "list", "-o", "name"});
+  EXPECT_EQ(r.out, "");
+}
+
 TEST_F(CliTest, DescribeTellsWhatHappenedToAContainerAndTopListsItsTenant) {
   ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
   ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
