@@ -126,9 +126,4 @@ void LogEvent(LogLevel level, absl::string_view event, const std::vector<LogFiel
   WriteLine(level, FormatLogLine(level, event, fields));
 }
 
-void LogLine(LogLevel level, absl::string_view fields) {
-  if (!Enabled(level)) return;
-  WriteLine(level, absl::StrCat(Prefix(level), fields));
-}
-
 }  // namespace iommu

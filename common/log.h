@@ -59,11 +59,6 @@ std::string FormatLogLine(LogLevel level, absl::string_view event,
 // Writes one line to stderr when `level` is at or above the minimum.
 void LogEvent(LogLevel level, absl::string_view event, const std::vector<LogField>& fields = {});
 
-// Writes one line whose fields are already formatted ("event=x k=v ...";
-// the caller quotes values with spaces). For call sites that build the line
-// with StrCat.
-void LogLine(LogLevel level, absl::string_view fields);
-
 }  // namespace iommu
 
 #endif  // COMMON_LOG_H_

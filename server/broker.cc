@@ -92,8 +92,6 @@ StoreRecord Record(const char* kind, const std::string& id,
   return StoreRecord{kind, id, msg.SerializeAsString()};
 }
 
-void Log(const std::string& fields) { LogLine(LogLevel::kInfo, fields); }
-
 // ---- events (server/event_log.h): one RecordEvent next to each event= line.
 constexpr v1::EventType kNormal = v1::EVENT_TYPE_NORMAL;
 constexpr v1::EventType kWarning = v1::EVENT_TYPE_WARNING;
@@ -207,9 +205,12 @@ absl::Status Broker::Load() {
   last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
   RETURN_IF_ERROR(RestoreLocked(records));
   requests_ = std::move(requests);
-  Log(absl::StrCat("event=loaded tenants=", tenants_.size(), " nodes=", nodes_.size(),
-                   " containers=", containers_.size(), " windows=", windows_.size(),
-                   " remembered_answers=", requests_.size()));
+  LogEvent(LogLevel::kInfo, "loaded",
+           {{"tenants", tenants_.size()},
+            {"nodes", nodes_.size()},
+            {"containers", containers_.size()},
+            {"windows", windows_.size()},
+            {"remembered_answers", requests_.size()}});
   return absl::OkStatus();
 }
 
@@ -373,10 +374,11 @@ void Broker::LeadCommitLocked() {
       restored = requests.status();
     }
   }
-  LogLine(LogLevel::kError,
-          absl::StrCat("event=commit_failed batches=", group->batches.size(),
-                       " rolled_back=", rolled_back, " error=\"", s.message(), "\" reload=",
-                       restored.ok() ? "ok" : std::string(restored.message())));
+  LogEvent(LogLevel::kError, "commit_failed",
+           {{"batches", group->batches.size()},
+            {"rolled_back", rolled_back},
+            {"error", s.message()},
+            {"reload", restored.ok() ? "ok" : std::string(restored.message())}});
   if (!restored.ok()) {
     // Memory now holds changes the store refused and cannot be put back to
     // the store's state; serving on could show objects that do not exist.
@@ -749,8 +751,8 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
           mu_.AssertHeld();  // Applied under mu_.
           tenants_[t.id()] = t;
         };
-        Log(absl::StrCat("event=tenant_created tenant=", req.tenant_id(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "tenant_created",
+                 {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(
             kNormal, "TenantCreated", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
             absl::StrCat("quota: ", QuotaText(req.quota()))));
@@ -808,8 +810,11 @@ void Broker::PushBudgets(const std::string& tenant, const std::string& node) {
   for (const auto& [address, req] : by_address) {
     absl::Status s = agents_->SetPinBudgets(address, req);
     if (!s.ok()) {
-      Log(absl::StrCat("event=budget_push_failed node=", address.node, " tenant=", tenant,
-                       " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+      LogEvent(LogLevel::kWarning, "budget_push_failed",
+               {{"node", address.node},
+                {"tenant", tenant},
+                {"error", s.message()},
+                {"note", "heartbeat_will_carry_it"}});
       RecordEvent(NewEvent(kWarning, "BudgetPushFailed", NodeRef(address.node), "", "",
                            absl::StrCat("the agent did not take the budgets of tenant ", tenant,
                                         " (its next heartbeat answer carries them): ", s.message()),
@@ -902,9 +907,10 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
           tenants_[t.id()] = t;
           for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
         };
-        Log(absl::StrCat("event=tenant_quota_set tenant=", req.tenant_id(),
-                         " pinned_bytes=", quota.pinned_bytes(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "tenant_quota_set",
+                 {{"tenant", req.tenant_id()},
+                  {"pinned_bytes", quota.pinned_bytes()},
+                  {"request_id", req.request_id()}});
         RecordEvent(NewEvent(
             kNormal, "QuotaChanged", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
             absl::StrCat("quota: ", QuotaText(quota), " (was: ",
@@ -938,8 +944,8 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
           mu_.AssertHeld();  // Applied under mu_.
           tenants_.erase(id);
         };
-        Log(absl::StrCat("event=tenant_deleted tenant=", req.tenant_id(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "tenant_deleted",
+                 {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
                              req.request_id(), "deleted"));
         return plan;
@@ -966,8 +972,8 @@ absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::
         };
         *answer = changed;
         const std::string text = LabelsText(changed.labels());
-        Log(absl::StrCat("event=tenant_labels_set tenant=", changed.id(), " labels=\"", text,
-                         "\" request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "tenant_labels_set",
+                 {{"tenant", changed.id()}, {"labels", text}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "LabelsChanged", TenantRef(changed.id()), changed.id(),
                              req.request_id(), absl::StrCat("labels: ", text)));
         return plan;
@@ -1018,7 +1024,8 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, true, &plan);
-        Log(absl::StrCat("event=node_cordoned node=", req.node(), " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "node_cordoned",
+                 {{"node", req.node()}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "NodeCordoned", NodeRef(req.node()), "", req.request_id(),
                              "cordoned: no new containers are placed here"));
         return plan;
@@ -1033,8 +1040,8 @@ absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* 
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, false, &plan);
-        Log(absl::StrCat("event=node_uncordoned node=", req.node(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "node_uncordoned",
+                 {{"node", req.node()}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "NodeUncordoned", NodeRef(req.node()), "", req.request_id(),
                              "uncordoned: new containers may be placed here again"));
         return plan;
@@ -1065,8 +1072,11 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
     const std::set<std::string>& on_node = NodeContainersLocked(req.node());
     victims.assign(on_node.begin(), on_node.end());
   }
-  Log(absl::StrCat("event=node_draining node=", req.node(), " containers=", victims.size(),
-                   " delete=", req.delete_containers(), " request_id=", req.request_id()));
+  LogEvent(LogLevel::kInfo, "node_draining",
+           {{"node", req.node()},
+            {"containers", victims.size()},
+            {"delete", req.delete_containers()},
+            {"request_id", req.request_id()}});
   RecordEvent(NewEvent(kNormal, "NodeDraining", NodeRef(req.node()), "", req.request_id(),
                        absl::StrCat("cordoned; ", victims.size(), " container(s) on it ",
                                     req.delete_containers() ? "are being deleted"
@@ -1136,8 +1146,8 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
           mu_.AssertHeld();  // Applied under mu_.
           nodes_.erase(name);
         };
-        Log(absl::StrCat("event=node_deleted node=", req.node(), " force=", req.force(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "node_deleted",
+                 {{"node", req.node()}, {"force", req.force()}, {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),
                              req.force() ? "deleted (forced)" : "deleted"));
         return plan;
@@ -1385,8 +1395,11 @@ absl::Status Broker::CommitCreatedContainer(
   };
   if (!created.ok()) {
     const absl::Status& s = created.status();
-    Log(absl::StrCat("event=container_create_failed node=", node, " tenant=", req.tenant_id(),
-                     " code=", absl::StatusCodeToString(s.code()), " error=\"", s.message(), "\""));
+    LogEvent(LogLevel::kWarning, "container_create_failed",
+             {{"node", node},
+              {"tenant", req.tenant_id()},
+              {"code", absl::StatusCodeToString(s.code())},
+              {"error", s.message()}});
     RecordEvent(NewEvent(kWarning, "ContainerCreateFailed", TenantRef(req.tenant_id()),
                          req.tenant_id(), req.request_id(),
                          absl::StrCat("on node ", node, " with devices ",
@@ -1422,9 +1435,13 @@ absl::Status Broker::CommitCreatedContainer(
   }
   AddContainerLocked(std::move(entry));
   RETURN_IF_ERROR(CommitLocked(std::move(batch)));  // Rolled back on error.
-  Log(absl::StrCat("event=container_created container=", id, " tenant=", req.tenant_id(),
-                   " name=", req.name(), " node=", node, " devices=", absl::StrJoin(devices, ","),
-                   " request_id=", req.request_id()));
+  LogEvent(LogLevel::kInfo, "container_created",
+           {{"container", id},
+            {"tenant", req.tenant_id()},
+            {"name", req.name()},
+            {"node", node},
+            {"devices", absl::StrJoin(devices, ",")},
+            {"request_id", req.request_id()}});
   RecordEvent(NewEvent(kNormal, "ContainerCreated", ContainerRef(id), req.tenant_id(),
                        req.request_id(),
                        absl::StrCat(id, req.name().empty() ? "" : " (" + req.name() + ")",
@@ -1563,8 +1580,12 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
                                      " was destroyed on its node and stays DELETING: repeat "
                                      "the delete to finish it"));
   }
-  Log(absl::StrCat("event=container_deleted container=", id, " tenant=", tenant, " node=", node,
-                   " node_live=", live, " request_id=", request ? request->request_id : ""));
+  LogEvent(LogLevel::kInfo, "container_deleted",
+           {{"container", id},
+            {"tenant", tenant},
+            {"node", node},
+            {"node_live", live},
+            {"request_id", request ? request->request_id : ""}});
   RecordEvent(NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), tenant,
                        request ? request->request_id : "",
                        live ? absl::StrCat(id, " deleted from node ", node)
@@ -1645,10 +1666,12 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         };
         ContainerEntry view{changed, c->allocator, c->window_ids};
         *answer = ContainerViewLocked(view);
-        Log(absl::StrCat("event=container_budget_set container=", changed.id(),
-                         " tenant=", changed.tenant_id(), " node=", changed.node(),
-                         " pin_budget_bytes=", req.pin_budget_bytes(),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "container_budget_set",
+                 {{"container", changed.id()},
+                  {"tenant", changed.tenant_id()},
+                  {"node", changed.node()},
+                  {"pin_budget_bytes", req.pin_budget_bytes()},
+                  {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "BudgetChanged", ContainerRef(changed.id()),
                              changed.tenant_id(), req.request_id(),
                              absl::StrCat("pin budget ", EventBytes(req.pin_budget_bytes()),
@@ -1679,9 +1702,11 @@ absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req
         *answer = ContainerViewLocked(*c);
         *answer->mutable_labels() = changed.labels();
         const std::string text = LabelsText(changed.labels());
-        Log(absl::StrCat("event=container_labels_set container=", id,
-                         " tenant=", changed.tenant_id(), " labels=\"", text,
-                         "\" request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "container_labels_set",
+                 {{"container", id},
+                  {"tenant", changed.tenant_id()},
+                  {"labels", text},
+                  {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "LabelsChanged", ContainerRef(id), changed.tenant_id(),
                              req.request_id(), absl::StrCat("labels: ", text)));
         return plan;
@@ -1820,9 +1845,12 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   out->set_tenant_id(grant.tenant_id());
   out->set_expires_ms(grant.expires_ms());
   RETURN_IF_ERROR(AwaitDurableLocked());  // The token names only durable windows.
-  Log(absl::StrCat("event=launcher_granted container=", id,
-                   " tenant=", grant.tenant_id(), " node=", grant.node(),
-                   " windows=", grant.windows_size(), " expires_ms=", grant.expires_ms()));
+  LogEvent(LogLevel::kInfo, "launcher_granted",
+           {{"container", id},
+            {"tenant", grant.tenant_id()},
+            {"node", grant.node()},
+            {"windows", grant.windows_size()},
+            {"expires_ms", grant.expires_ms()}});
   RecordEvent(NewEvent(kNormal, "LauncherGranted", ContainerRef(id),
                        grant.tenant_id(), "",
                        absl::StrCat("single-use launcher token for node ", grant.node(), " with ",
@@ -1884,8 +1912,11 @@ absl::Status Broker::PushWindows(const std::string& container_id, bool required)
   absl::Status s = agents_->SetWindows(address, req);
   if (s.ok()) order->pushed_seq = std::max(order->pushed_seq, sending);
   if (!s.ok()) {
-    Log(absl::StrCat("event=windows_push_failed container=", container_id, " node=", address.node,
-                     " error=\"", s.message(), "\" note=heartbeat_will_carry_it"));
+    LogEvent(LogLevel::kWarning, "windows_push_failed",
+             {{"container", container_id},
+              {"node", address.node},
+              {"error", s.message()},
+              {"note", "heartbeat_will_carry_it"}});
     RecordEvent(NewEvent(kWarning, "WindowsPushFailed", ContainerRef(container_id), "", "",
                          absl::StrCat("the agent of node ", address.node,
                                       " did not take the windows (its next heartbeat answer "
@@ -1980,10 +2011,13 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
           mu_.AssertHeld();  // Applied under mu_.
           AddWindowLocked(c, w);
         };
-        Log(absl::StrCat("event=window_allocated window=", answer->id(),
-                         " container=", id, " tenant=", tenant,
-                         " base=", Hex(base), " size=", Hex(req.size()),
-                         " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "window_allocated",
+                 {{"window", answer->id()},
+                  {"container", id},
+                  {"tenant", tenant},
+                  {"base", Hex(base)},
+                  {"size", Hex(req.size())},
+                  {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "WindowAllocated", WindowRef(answer->id()), tenant,
                              req.request_id(),
                              absl::StrCat(answer->id(), " at ", Hex(base), "-",
@@ -2016,9 +2050,11 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
           mu_.AssertHeld();  // Applied under mu_.
           EraseWindowLocked(c, id);
         };
-        Log(absl::StrCat("event=window_released window=", req.window_id(),
-                         " container=", w->second.container_id(), " tenant=",
-                         w->second.tenant_id(), " request_id=", req.request_id()));
+        LogEvent(LogLevel::kInfo, "window_released",
+                 {{"window", req.window_id()},
+                  {"container", w->second.container_id()},
+                  {"tenant", w->second.tenant_id()},
+                  {"request_id", req.request_id()}});
         RecordEvent(NewEvent(kNormal, "WindowReleased", WindowRef(req.window_id()),
                              w->second.tenant_id(), req.request_id(),
                              absl::StrCat(req.window_id(), " at ", Hex(w->second.base()), "-",
@@ -2339,8 +2375,8 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     }
     RETURN_IF_ERROR(CommitLocked(std::move(removal)));
     for (const std::string& id : finished) {
-      Log(absl::StrCat("event=container_deleted container=", id, " node=", req.node(),
-                       " note=finished_at_registration"));
+      LogEvent(LogLevel::kInfo, "container_deleted",
+               {{"container", id}, {"node", req.node()}, {"note", "finished_at_registration"}});
       RecordEvent(NewEvent(
           kNormal, "ContainerDeleted", ContainerRef(id), "", "",
           absl::StrCat(id, " deleted: its agent on node ", req.node(), " no longer holds it"),
@@ -2377,10 +2413,14 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     *d->mutable_windows() = WindowsLocked(c).windows();
     if (!held.erase(id)) ++to_create;
   }
-  Log(absl::StrCat("event=node_registered node=", req.node(), " address=", req.agent_address(),
-                   " backend=", req.backend(), req.simulated() ? " SIMULATED=true" : "",
-                   " devices=", req.devices_size(), " desired=", out->desired_containers_size(),
-                   " to_create=", to_create, " to_destroy=", held.size()));
+  std::vector<LogField> fields = {
+      {"node", req.node()}, {"address", req.agent_address()}, {"backend", req.backend()}};
+  if (req.simulated()) fields.push_back({"SIMULATED", true});
+  fields.insert(fields.end(), {{"devices", req.devices_size()},
+                               {"desired", out->desired_containers_size()},
+                               {"to_create", to_create},
+                               {"to_destroy", held.size()}});
+  LogEvent(LogLevel::kInfo, "node_registered", fields);
   RecordEvent(NewEvent(
       kNormal, "NodeRegistered", NodeRef(req.node()), "", "",
       absl::StrCat("agent at ", req.agent_address(), ", backend ", req.backend(),
@@ -2437,8 +2477,9 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
       it->second.failed[req.failed_container_ids(i)] =
           absl::StrCat("the node's agent could not re-create it: ", reason.substr(0, 512));
     }
-    Log(absl::StrCat("event=reconcile_failed node=", req.node(),
-                     " container=", req.failed_container_ids(i), " reason=\"", reason, "\""));
+    LogEvent(
+        LogLevel::kWarning, "reconcile_failed",
+        {{"node", req.node()}, {"container", req.failed_container_ids(i)}, {"reason", reason}});
     RecordEvent(NewEvent(
         kWarning, "ContainerFailed", ContainerRef(req.failed_container_ids(i)),
         containers_.count(req.failed_container_ids(i))
@@ -2449,8 +2490,10 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
                      " could not re-create it (it retries): ", reason.substr(0, 512)),
         {NodeRef(req.node())}));
   }
-  Log(absl::StrCat("event=node_reconciled node=", req.node(), " containers=",
-                   req.containers_size(), " failed=", req.failed_container_ids_size()));
+  LogEvent(LogLevel::kInfo, "node_reconciled",
+           {{"node", req.node()},
+            {"containers", req.containers_size()},
+            {"failed", req.failed_container_ids_size()}});
   RecordEvent(NewEvent(kNormal, "NodeReconciled", NodeRef(req.node()), "", "",
                        absl::StrCat("the agent holds ", req.containers_size(), " container(s); ",
                                     req.failed_container_ids_size(),
@@ -2492,8 +2535,8 @@ std::vector<std::string> Broker::CheckLiveness() {
     const int64_t late = std::max<int64_t>(4 * period, 1000);
     if (gap > late && quiet > late) {
       deaf_ms_ += quiet - period;
-      Log(absl::StrCat("event=broker_was_paused ms=", gap,
-                       " note=node_silence_during_it_is_not_counted"));
+      LogEvent(LogLevel::kWarning, "broker_was_paused",
+               {{"ms", gap}, {"note", "node_silence_during_it_is_not_counted"}});
     }
   }
   last_liveness_check_ms_ = now;
@@ -2504,8 +2547,10 @@ std::vector<std::string> Broker::CheckLiveness() {
       n.session_id.clear();
       n.usage.clear();
       marked.push_back(name);
-      Log(absl::StrCat("event=node_unavailable node=", name, " last_heartbeat_ms_ago=",
-                       now - n.last_heartbeat_ms, " silent_ms=", silent_ms));
+      LogEvent(LogLevel::kWarning, "node_unavailable",
+               {{"node", name},
+                {"last_heartbeat_ms_ago", now - n.last_heartbeat_ms},
+                {"silent_ms", silent_ms}});
       RecordEvent(NewEvent(kWarning, "NodeUnavailable", NodeRef(name), "", "",
                            absl::StrCat("no heartbeat for more than ", options_.node_timeout_ms,
                                         "ms: nothing is placed or changed here until its agent "
@@ -2526,7 +2571,7 @@ absl::Status Broker::ExpireRequests() {
   // since it ran were acknowledged later than it.
   const int64_t forgotten = requests_.Expire(before_ms);
   if (n > 0 || forgotten > 0) {
-    Log(absl::StrCat("event=requests_expired count=", n, " indexed=", forgotten));
+    LogEvent(LogLevel::kInfo, "requests_expired", {{"count", n}, {"indexed", forgotten}});
   }
   return absl::OkStatus();
 }
