@@ -50,7 +50,7 @@
 #include "agent/agent_core.h"
 #include "agent/log.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "common/validation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

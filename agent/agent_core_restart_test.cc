@@ -19,7 +19,7 @@
 #include "agent/fd_store.h"
 #include "agent/sim_backend.h"
 #include "agent/state_journal.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

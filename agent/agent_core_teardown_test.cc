@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent_core.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -23,14 +23,6 @@ namespace agent {
 namespace {
 
 using Code = absl::StatusCode;
-
-MATCHER_P(IsOkAndHolds, value, "is OK and holds a value that matches") {
-  if (!arg.ok()) {
-    *result_listener << "status " << arg.status();
-    return false;
-  }
-  return ::testing::ExplainMatchResult(value, *arg, result_listener);
-}
 
 constexpr char kC1[] = "c-0000000000000001";
 constexpr char kC2[] = "c-0000000000000002";

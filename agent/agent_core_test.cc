@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -20,14 +20,6 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using Code = absl::StatusCode;
-
-MATCHER_P(IsOkAndHolds, value, "is OK and holds a value that matches") {
-  if (!arg.ok()) {
-    *result_listener << "status " << arg.status();
-    return false;
-  }
-  return ::testing::ExplainMatchResult(value, *arg, result_listener);
-}
 
 constexpr char kC1[] = "c-0000000000000001";
 constexpr char kC2[] = "c-0000000000000002";

@@ -19,7 +19,7 @@
 #include "agent/fake_kernel_ops.h"
 #include "agent/kernel_uapi.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

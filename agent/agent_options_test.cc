@@ -4,7 +4,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/server.h"

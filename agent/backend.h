@@ -7,7 +7,7 @@
 // Implementations must be thread-safe: the agent's gRPC threads, the
 // registration loop and the launcher socket call them concurrently.
 //
-// Errors: every failure is a status built by ErrnoStatus (agent/errno_status.h)
+// Errors: every failure is a status built by ErrnoStatus (common/errno_status.h)
 // naming the backend, the operation, its arguments and the errno, with the
 // canonical code proto/agent.proto documents for that errno. A failed call
 // changes nothing.
@@ -24,7 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

@@ -25,7 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "common/validation.h"
 
 namespace iommu {

@@ -5,7 +5,7 @@
 // the contract, the contract and SimBackend follow the kernel.
 //
 // The expected results are the ones backend.h documents, never a particular
-// implementation's: codes via ErrnoCode (agent/errno_status.h) and the errno
+// implementation's: codes via ErrnoCode (common/errno_status.h) and the errno
 // name in the message.
 //
 // No gtest dependency, so that it links into a plain binary for the VM.

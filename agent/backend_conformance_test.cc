@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_join.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "common/status_macros.h"
 
 namespace iommu {

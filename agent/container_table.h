@@ -30,7 +30,7 @@
 #include "agent/kernel_fds.h"
 #include "agent/real_backend_util.h"
 #include "agent/sysfs_devices.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

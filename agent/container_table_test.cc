@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "agent/sysfs_devices.h"
 #include "agent/sysfs_tree_for_test.h"
 #include "gmock/gmock.h"

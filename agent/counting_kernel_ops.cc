@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/ioctl_names.h"
 
 namespace iommu {

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/kernel_uapi.h"
 
 namespace iommu {

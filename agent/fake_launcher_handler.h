@@ -25,7 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/launcher_server.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

@@ -14,9 +14,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/log.h"
-#include "agent/unix_socket.h"
+#include "common/unix_socket.h"
 
 namespace iommu {
 namespace agent {

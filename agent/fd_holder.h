@@ -38,7 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/fd_holder_protocol.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "common/log_limiter.h"
 
 namespace iommu {

@@ -15,8 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "agent/fd_holder_protocol.h"
 #include "agent/fd_test_util.h"
-#include "agent/status_matchers.h"
-#include "agent/unix_socket.h"
+#include "common/status_matchers.h"
+#include "common/unix_socket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

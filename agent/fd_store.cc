@@ -15,10 +15,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/fd_holder_protocol.h"
 #include "agent/log.h"
-#include "agent/unix_socket.h"
+#include "common/unix_socket.h"
 
 namespace iommu {
 namespace agent {

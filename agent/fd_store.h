@@ -47,7 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/fd_name.h"  // ValidateFdName
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

@@ -19,8 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "agent/fd_holder.h"
 #include "agent/fd_test_util.h"
-#include "agent/status_matchers.h"
-#include "agent/unix_socket.h"
+#include "common/status_matchers.h"
+#include "common/unix_socket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -16,7 +16,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

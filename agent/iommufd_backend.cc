@@ -8,7 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/kernel_uapi.h"
 #include "agent/log.h"
 #include "common/status_macros.h"

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/kernel_uapi.h"
 #include "common/validation.h"
 

@@ -11,7 +11,7 @@
 // creates an fd returns a new owner.
 //
 // Errors: each method retries EINTR and returns ErrnoStatus(errno, context)
-// (agent/errno_status.h), the context naming the ioctl, the object and the
+// (common/errno_status.h), the context naming the ioctl, the object and the
 // arguments, e.g.
 //   "VFIO_IOMMU_MAP_DMA container=fd7 iova=0x100000 size=0x2000
 //    vaddr=0x7f0000000000: EINVAL (Invalid argument)".
@@ -36,7 +36,7 @@
 #include "absl/types/span.h"
 #include "agent/backend.h"
 #include "agent/kernel_ops.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

@@ -10,7 +10,7 @@
 #include "agent/fake_kernel_ops.h"
 #include "agent/kernel_uapi.h"
 #include "agent/linux_kernel_ops.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace iommu {

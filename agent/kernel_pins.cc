@@ -14,7 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 
 namespace iommu {
 namespace agent {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace iommu {

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/log.h"
 #include "google/protobuf/descriptor.h"
 

@@ -32,8 +32,8 @@
 #include "absl/time/time.h"
 #include "agent/log.h"
 #include "common/log_limiter.h"
-#include "agent/unique_fd.h"
-#include "agent/unix_socket.h"
+#include "common/unique_fd.h"
+#include "common/unix_socket.h"
 #include "proto/launcher.pb.h"
 
 namespace iommu {

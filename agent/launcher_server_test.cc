@@ -16,8 +16,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/fake_launcher_handler.h"
-#include "agent/status_matchers.h"
-#include "agent/unix_socket.h"
+#include "common/status_matchers.h"
+#include "common/unix_socket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

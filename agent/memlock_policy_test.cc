@@ -1,7 +1,7 @@
 #include "agent/memlock_policy.h"
 
 #include "absl/status/status.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace iommu {

@@ -4,7 +4,7 @@
 #include <set>
 #include <string>
 
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

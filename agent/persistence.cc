@@ -11,7 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/log.h"
 #include "common/status_macros.h"
 

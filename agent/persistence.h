@@ -25,7 +25,7 @@
 #include "agent/agent_core.h"
 #include "agent/fd_store.h"
 #include "agent/state_journal.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

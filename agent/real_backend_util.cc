@@ -10,7 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "common/validation.h"
 
 namespace iommu {

@@ -18,7 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/backend.h"
 #include "agent/sysfs_devices.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
 namespace agent {

@@ -19,7 +19,7 @@
 #include "agent/log.h"
 #include "agent/real_backend_util.h"
 #include "agent/sim_backend.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "agent/sysfs_devices.h"
 #include "agent/sysfs_tree_for_test.h"
 #include "agent/vfio_type1_backend.h"

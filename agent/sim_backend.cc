@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 

@@ -17,7 +17,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/kernel_pins.h"
 
 namespace iommu {

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "common/validation.h"
 
 namespace iommu {

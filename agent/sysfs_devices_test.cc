@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "agent/sysfs_tree_for_test.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

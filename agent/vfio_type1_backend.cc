@@ -7,7 +7,7 @@
 #include "absl/memory/memory.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 #include "agent/kernel_uapi.h"
 #include "agent/log.h"
 #include "common/status_macros.h"

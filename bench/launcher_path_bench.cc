@@ -47,7 +47,7 @@
 #include "agent/launcher_server.h"
 #include "agent/launcher_sessions.h"
 #include "agent/sim_backend.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "common/grant_token.h"
@@ -70,7 +70,6 @@ using agent::LauncherSessionOptions;
 using agent::LauncherSessions;
 using agent::SimBackend;
 using agent::SimDeviceSpec;
-using agent::UniqueFd;
 using launcher::LauncherClient;
 
 constexpr char kNode[] = "bench-node";

@@ -46,6 +46,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "grpcpp/grpcpp.h"
 #include "launcher/client.h"
 #include "proto/broker.grpc.pb.h"
@@ -53,8 +54,8 @@
 namespace {
 
 namespace v1 = iommu::v1;
+using iommu::UniqueFd;
 using iommu::launcher::LauncherClient;
-using iommu::launcher::UniqueFd;
 
 // ---- iommufd uapi of Linux 6.12 (Debian 12's linux-libc-dev 6.1 has none); as in
 // tests/vm/edu_smoke.c.

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "grpcpp/grpcpp.h"
 #include "launcher/client.h"
 #include "proto/agent.grpc.pb.h"
@@ -52,8 +53,8 @@
 namespace {
 
 namespace v1 = iommu::v1;
+using iommu::UniqueFd;
 using iommu::launcher::LauncherClient;
-using iommu::launcher::UniqueFd;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kMiB = 1 << 20;

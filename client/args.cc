@@ -1,26 +1,28 @@
 #include "client/args.h"
 
 #include <algorithm>
-#include <cstring>
-#include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/jsonpath.h"
 #include "common/byte_size.h"
+#include "common/cli_flags.h"
 
 namespace iommu {
 namespace client {
 namespace {
+
+using cli::FindFlag;
+using cli::Suggest;
+using cli::Wrap;
 
 // ---------------------------------------------------------------- the table
 
@@ -133,11 +135,8 @@ CommandSpec LabelCommand(const std::string& noun, const std::string& positional,
           true};
 }
 
-std::vector<CommandSpec> BuildCommands() {
-  std::vector<CommandSpec> c;
-  auto add = [&c](CommandSpec s) { c.push_back(std::move(s)); };
-
-  // Tenants.
+void AddTenantCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
   add({"tenant", "create", "ID", false, "Create a tenant with a quota",
        "Creates tenant ID with the given quota. ID is 1-63 characters: lowercase letters, "
        "digits and '-', starting with a letter.\n\n"
@@ -177,8 +176,11 @@ std::vector<CommandSpec> BuildCommands() {
   add({"tenant", "delete", "ID", false, "Delete a tenant",
        "Deletes tenant ID. The tenant must own no containers.", {},
        {"iommuctl tenant delete acme"}, true});
+}
 
-  // Nodes.
+// Nodes, and the devices a node can pass through.
+void AddNodeCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
   add({"node", "list", "", false, "List nodes",
        "Lists the nodes whose agent registered, with their state, backend and device counts.",
        {LimitFlag()}, {"iommuctl node list"}});
@@ -215,43 +217,49 @@ std::vector<CommandSpec> BuildCommands() {
        "be assigned and which container holds it.",
        {Flag("node", ValueKind::kString, "NAME", "The node whose devices to list.", true)},
        {"iommuctl device list --node=host-a"}});
+}
 
-  // Containers.
-  add({"container", "create", "", false, "Create a container (IOMMU address space with devices)",
-       "Creates a container for a tenant. Either name the node and its devices exactly "
-       "(--node and one or more --device), or give a device selector (--vendor, --device-id, "
-       "--count, all optional) and let the broker place the container on a ready, uncordoned "
-       "node with enough free matching devices.\n\n"
-       "The container's pin budget (--budget) is its share of the tenant's pinned quota: the "
-       "node's agent lets the tenant's billed bytes on that node grow up to the sum of the "
-       "budgets of the tenant's containers there, without asking the broker per mapping. "
-       "Change it later with 'iommuctl container set-budget'.\n\n"
-       "--name gives the container a name unique within its tenant (say the VM's), which "
-       "every command then takes wherever it takes a container id: NAME within your tenant, "
-       "or TENANT/NAME. Names are 1-63 characters of [a-z0-9-] starting and ending with a "
-       "letter or digit, and fixed at creation.",
-       {Flag("tenant", ValueKind::kString, "ID", "The tenant that owns the container.", true),
-        Flag("name", ValueKind::kString, "NAME",
-             "A name unique among the tenant's containers, e.g. vm-42."),
-        LabelFlag("container"),
-        Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
-        Flag("device", ValueKind::kString, "ADDR",
-             "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
-        Flag("vendor", ValueKind::kPciIds, "ID[:DEVICE]",
-             "Selector: PCI vendor id in hex as lspci shows it, 0x optional (8086 is "
-             "0x8086); VENDOR:DEVICE (e.g. 10de:2330) selects the device id too."),
-        Flag("device-id", ValueKind::kPciId, "ID",
-             "Selector: PCI device id in hex, 0x optional, e.g. 11e8."),
-        Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1)."),
-        Flag("budget", ValueKind::kSize, "SIZE",
-             "Bytes of the tenant's pinned quota set aside for this container; default: all of "
-             "the quota no other container has yet.")},
-       {"iommuctl container create --tenant=acme --vendor=1234 --device-id=11e8 --count=2",
-        "iommuctl container create --tenant=acme --vendor=10de:2330",
-        "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
-        "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi",
-        "iommuctl container create --tenant=acme --vendor=10de --name=vm-42 --label=team=ml"},
-       true});
+CommandSpec ContainerCreateCommand() {
+  return {"container", "create", "", false, "Create a container (IOMMU address space with devices)",
+          "Creates a container for a tenant. Either name the node and its devices exactly "
+          "(--node and one or more --device), or give a device selector (--vendor, --device-id, "
+          "--count, all optional) and let the broker place the container on a ready, uncordoned "
+          "node with enough free matching devices.\n\n"
+          "The container's pin budget (--budget) is its share of the tenant's pinned quota: the "
+          "node's agent lets the tenant's billed bytes on that node grow up to the sum of the "
+          "budgets of the tenant's containers there, without asking the broker per mapping. "
+          "Change it later with 'iommuctl container set-budget'.\n\n"
+          "--name gives the container a name unique within its tenant (say the VM's), which "
+          "every command then takes wherever it takes a container id: NAME within your tenant, "
+          "or TENANT/NAME. Names are 1-63 characters of [a-z0-9-] starting and ending with a "
+          "letter or digit, and fixed at creation.",
+          {Flag("tenant", ValueKind::kString, "ID", "The tenant that owns the container.", true),
+           Flag("name", ValueKind::kString, "NAME",
+                "A name unique among the tenant's containers, e.g. vm-42."),
+           LabelFlag("container"),
+           Flag("node", ValueKind::kString, "NAME", "Place on this node (needs --device)."),
+           Flag("device", ValueKind::kString, "ADDR",
+                "PCI address on --node, e.g. 0000:00:04.0 (repeatable).", false, true),
+           Flag("vendor", ValueKind::kPciIds, "ID[:DEVICE]",
+                "Selector: PCI vendor id in hex as lspci shows it, 0x optional (8086 is "
+                "0x8086); VENDOR:DEVICE (e.g. 10de:2330) selects the device id too."),
+           Flag("device-id", ValueKind::kPciId, "ID",
+                "Selector: PCI device id in hex, 0x optional, e.g. 11e8."),
+           Flag("count", ValueKind::kUint32, "N", "Selector: number of devices (default 1)."),
+           Flag("budget", ValueKind::kSize, "SIZE",
+                "Bytes of the tenant's pinned quota set aside for this container; default: all of "
+                "the quota no other container has yet.")},
+          {"iommuctl container create --tenant=acme --vendor=1234 --device-id=11e8 --count=2",
+           "iommuctl container create --tenant=acme --vendor=10de:2330",
+           "iommuctl container create --tenant=acme --node=host-a --device=0000:00:04.0",
+           "iommuctl container create --tenant=acme --vendor=0x1234 --budget=16Gi",
+           "iommuctl container create --tenant=acme --vendor=10de --name=vm-42 --label=team=ml"},
+          true};
+}
+
+void AddContainerCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
+  add(ContainerCreateCommand());
   add({"container", "get", "ID", false, "Show one container",
        "Shows container ID (an id, a NAME or TENANT/NAME, as every container command takes): "
        "its name, labels, node, devices, state, IOVA geometry and windows.", {},
@@ -264,9 +272,15 @@ std::vector<CommandSpec> BuildCommands() {
         Flag("state", ValueKind::kString, "STATE", "Only containers in STATE: ready, "
                                                    "node-unavailable, failed or deleting (a "
                                                    "delete to repeat)."),
-        SelectorFlag(), LimitFlag()},
+        SelectorFlag(), LimitFlag(),
+        Flag("watch", ValueKind::kSwitch, "",
+             "After the list, print each change as it becomes durable (CHANGED or DELETED and "
+             "the row) until interrupted, like kubectl get -w; reconnects after a broker "
+             "restart or failover, listing again when needed. --state and --node do not "
+             "filter the changes.")},
        {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable",
-        "iommuctl container list -l 'team=ml,env notin (dev)'"}});
+        "iommuctl container list -l 'team=ml,env notin (dev)'",
+        "iommuctl container list --tenant=acme --watch"}});
   add({"container", "delete", "ID", false, "Delete a container",
        "Deletes container ID, releasing its windows and its devices. If its node is "
        "unavailable the container is forgotten now and the node's agent destroys the address "
@@ -301,8 +315,10 @@ std::vector<CommandSpec> BuildCommands() {
        {"iommuctl container grant c-0123456789abcdef",
         "iommuctl container grant c-0123456789abcdef --ttl=5m",
         "TOKEN=$(iommuctl container grant c-0123456789abcdef --token-only)"}});
+}
 
-  // Windows.
+void AddWindowCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
   add({"window", "allocate", "CONTAINER", false, "Reserve an IOVA window in a container",
        "Reserves SIZE bytes of IOVA space in container CONTAINER. Without --base the broker "
        "picks the smallest free range that fits, lowest address first. A container holds at "
@@ -323,8 +339,11 @@ std::vector<CommandSpec> BuildCommands() {
        {Flag("container", ValueKind::kString, "ID", "Only windows in this container."),
         Flag("tenant", ValueKind::kString, "ID", "Only this tenant's windows."), LimitFlag()},
        {"iommuctl window list --container=c-0123456789abcdef"}});
+}
 
-  // Describe: one object for people, in the style of kubectl describe.
+// Describe: one object for people, in the style of kubectl describe.
+void AddDescribeCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
   const std::string events_note =
       "\n\nEvents are kept in the broker's memory only, the last 20 per object: a broker "
       "restart forgets them. The events of a deleted object stay for a while, and describe "
@@ -355,8 +374,11 @@ std::vector<CommandSpec> BuildCommands() {
        "recent events." +
            events_note,
        {}, {"iommuctl describe window w-0123456789abcdef"}});
+}
 
-  // Single words.
+// Single-word commands, and config (which never needs a broker).
+void AddSingleWordCommands(std::vector<CommandSpec>* c) {
+  auto add = [c](CommandSpec s) { c->push_back(std::move(s)); };
   add({"top", "", "", false, "Summarise the fleet: nodes, tenants, usage, savings",
        "Shows the fleet on one screen: the broker replica that leads (and since when, on "
        "what store), nodes by state (naming those not ready and the cordoned "
@@ -401,13 +423,78 @@ std::vector<CommandSpec> BuildCommands() {
        "iommuctl completion bash > /etc/bash_completion.d/iommuctl"}};
   completion.needs_broker = false;
   add(std::move(completion));
-  AddConfigCommands(&c);
+  AddConfigCommands(c);
   CommandSpec help{"help", "", "COMMAND", true, "Show help for a command",
                    "Shows help for iommuctl, a noun, or a command. Same as --help.", {},
                    {"iommuctl help container create"}};
   help.needs_broker = false;
   add(std::move(help));
+}
+
+// Every command, grouped by noun in the order help lists them.
+std::vector<CommandSpec> BuildCommands() {
+  std::vector<CommandSpec> c;
+  AddTenantCommands(&c);
+  AddNodeCommands(&c);
+  AddContainerCommands(&c);
+  AddWindowCommands(&c);
+  AddDescribeCommands(&c);
+  AddSingleWordCommands(&c);
   return c;
+}
+
+// ---------------------------------------------------------------- requests
+
+// The request fields a command's positional argument and flags fill, for
+// BuildRequest (client/request_builder.h). A command missing here, or a flag
+// not listed, is built by its handler's own code.
+struct RequestMapping {
+  std::string positional_field;
+  std::map<std::string, std::string> flag_fields;
+};
+
+const std::map<std::string, RequestMapping>& RequestFields() {
+  static const auto* quota = new std::map<std::string, std::string>{
+      {"pinned", "quota.pinned_bytes"},
+      {"max-containers", "quota.max_containers"},
+      {"window-bytes", "quota.window_bytes"}};
+  static const auto* fields = new std::map<std::string, RequestMapping>{
+      {"tenant create", {"tenant_id", *quota}},
+      {"tenant get", {"tenant_id", {}}},
+      {"tenant list", {"", {{"selector", "label_selector"}}}},
+      {"tenant set-quota", {"tenant_id", *quota}},
+      {"tenant label", {"tenant_id", {{"remove", "remove_keys"}}}},
+      {"tenant delete", {"tenant_id", {}}},
+      {"node get", {"node", {}}},
+      {"node cordon", {"node", {}}},
+      {"node uncordon", {"node", {}}},
+      {"node drain", {"node", {{"delete-containers", "delete_containers"}}}},
+      {"node delete", {"node", {{"force", "force"}}}},
+      {"device list", {"", {{"node", "node"}}}},
+      {"container create",
+       {"",
+        {{"tenant", "tenant_id"},
+         {"name", "name"},
+         {"node", "node"},
+         {"device", "devices"},
+         {"vendor", "selector.vendor_id"},
+         {"device-id", "selector.device_id"},
+         {"count", "selector.count"},
+         {"budget", "pin_budget_bytes"}}}},
+      {"container get", {"container_id", {}}},
+      {"container list",
+       {"", {{"tenant", "tenant_id"}, {"node", "node"}, {"selector", "label_selector"}}}},
+      {"container delete", {"container_id", {}}},
+      {"container set-budget", {"container_id", {{"budget", "pin_budget_bytes"}}}},
+      {"container label", {"container_id", {{"remove", "remove_keys"}}}},
+      {"container grant", {"container_id", {}}},
+      {"window allocate",
+       {"container_id", {{"size", "size"}, {"align", "alignment"}, {"base", "base"}}}},
+      {"window release", {"window_id", {}}},
+      {"window list", {"", {{"container", "container_id"}, {"tenant", "tenant_id"}}}},
+      {"usage", {"", {{"tenant", "tenant_id"}, {"node", "node"}}}},
+  };
+  return *fields;
 }
 
 // ---------------------------------------------------------------- globals
@@ -461,45 +548,6 @@ const std::vector<FlagSpec>& GlobalFlags() {
   return *flags;
 }
 
-const FlagSpec* FindFlag(const std::vector<FlagSpec>& flags, absl::string_view name) {
-  for (const FlagSpec& f : flags) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
-
-// Levenshtein distance, for "did you mean" hints.
-size_t EditDistance(absl::string_view a, absl::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-// " (did you mean \"x\"?)" for the closest candidate within distance 2, or "".
-std::string Suggest(absl::string_view word, const std::vector<std::string>& candidates,
-                    absl::string_view prefix) {
-  size_t best = 3;
-  std::string best_word;
-  for (const std::string& c : candidates) {
-    const size_t d = EditDistance(word, c);
-    if (d < best || (!best_word.empty() && d == best && c < best_word)) {
-      if (d < best) best = d;
-      best_word = c;
-    }
-  }
-  if (best_word.empty()) return "";
-  return absl::StrCat(" (did you mean ", prefix, best_word, "?)");
-}
-
 std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
 absl::Status Usage(absl::string_view message) { return absl::InvalidArgumentError(message); }
@@ -518,70 +566,6 @@ std::vector<std::string> VerbsOf(absl::string_view noun) {
     if (c.noun == noun && !c.verb.empty()) out.push_back(c.verb);
   }
   return out;
-}
-
-// Checks `text` against `spec.kind` and fills `value`.
-absl::Status ParseValue(const FlagSpec& spec, absl::string_view text, FlagValue* value) {
-  const std::string flag = absl::StrCat("--", spec.name);
-  value->text = std::string(text);
-  switch (spec.kind) {
-    case ValueKind::kSwitch: {
-      const std::string lower = absl::AsciiStrToLower(text);
-      if (lower == "true" || lower == "1") {
-        value->number = 1;
-      } else if (lower == "false" || lower == "0") {
-        value->number = 0;
-      } else {
-        return Usage(absl::StrCat(flag, ": takes no value (or =true / =false), got ",
-                                  Quote(text)));
-      }
-      return absl::OkStatus();
-    }
-    case ValueKind::kString:
-      if (text.empty()) return Usage(absl::StrCat(flag, ": must not be empty"));
-      return absl::OkStatus();
-    case ValueKind::kSize: {
-      auto v = ParseSize(flag, text);
-      if (!v.ok()) return v.status();
-      value->number = *v;
-      return absl::OkStatus();
-    }
-    case ValueKind::kPciId: {
-      auto v = ParsePciId(flag, text);
-      if (!v.ok()) return v.status();
-      value->number = *v;
-      return absl::OkStatus();
-    }
-    case ValueKind::kPciIds: {
-      const size_t colon = text.find(':');
-      auto v = ParsePciId(flag, text.substr(0, colon));
-      if (!v.ok()) return v.status();
-      value->number = *v;
-      if (colon != absl::string_view::npos) {
-        auto d = ParsePciId(absl::StrCat(flag, " (device after ':')"), text.substr(colon + 1));
-        if (!d.ok()) return d.status();
-        value->has_second = true;
-        value->second = *d;
-      }
-      return absl::OkStatus();
-    }
-    case ValueKind::kUint32:
-    case ValueKind::kUint64: {
-      const uint64_t max = spec.kind == ValueKind::kUint32 ? std::numeric_limits<uint32_t>::max()
-                                                           : std::numeric_limits<uint64_t>::max();
-      auto v = ParseUint(flag, text, max);
-      if (!v.ok()) return v.status();
-      value->number = *v;
-      return absl::OkStatus();
-    }
-    case ValueKind::kDuration: {
-      auto d = ParseTimeout(flag, text);
-      if (!d.ok()) return d.status();
-      value->duration = *d;
-      return absl::OkStatus();
-    }
-  }
-  return absl::InternalError("unhandled flag kind");
 }
 
 // -o FORMAT: a format name, or jsonpath=TEMPLATE (the template checked here,
@@ -644,39 +628,6 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
   return absl::OkStatus();
 }
 
-// Word-wraps `text` to `width` columns; every line but the first starts with
-// `indent` spaces, and the first line is taken to start at column `indent`
-// too (the caller printed what precedes it). Keeps the paragraph breaks
-// ('\n') of `text`.
-std::string Wrap(absl::string_view text, size_t width, size_t indent) {
-  std::string out;
-  size_t column = indent;
-  bool first_paragraph = true;
-  for (absl::string_view paragraph : absl::StrSplit(text, '\n')) {
-    if (!first_paragraph) {
-      out.append("\n").append(indent, ' ');
-      column = indent;
-    }
-    first_paragraph = false;
-    bool first_word = true;
-    for (absl::string_view word : absl::StrSplit(paragraph, ' ', absl::SkipEmpty())) {
-      if (!first_word && column + 1 + word.size() > width) {
-        out.append("\n").append(indent, ' ');
-        column = indent;
-        first_word = true;
-      }
-      if (!first_word) {
-        out.push_back(' ');
-        ++column;
-      }
-      out.append(word.data(), word.size());
-      column += word.size();
-      first_word = false;
-    }
-  }
-  return out;
-}
-
 constexpr size_t kHelpWidth = 80;
 
 // What a SIZE is, for help (common/byte_size.h reads it).
@@ -687,11 +638,6 @@ std::string SizeHelp() {
       "1000000000; 1GB, 1GiB and 4K are refused as ambiguous.");
 }
 
-std::string KindHint(const FlagSpec& f) {
-  if (f.kind == ValueKind::kSwitch) return absl::StrCat("--", f.name);
-  return absl::StrCat("--", f.name, "=", f.value_name);
-}
-
 std::string UsageLine(const CommandSpec& c) {
   std::string line = absl::StrCat("iommuctl ", c.FullName());
   if (!c.positional.empty()) {
@@ -699,23 +645,10 @@ std::string UsageLine(const CommandSpec& c) {
                     c.positional_optional ? "]" : "");
   }
   for (const FlagSpec& f : c.flags) {
-    absl::StrAppend(&line, " ", f.required ? "" : "[", KindHint(f), f.repeated ? "..." : "",
+    absl::StrAppend(&line, " ", f.required ? "" : "[", cli::FlagUsage(f), f.repeated ? "..." : "",
                     f.required ? "" : "]");
   }
   return line;
-}
-
-void AppendFlagList(const std::vector<FlagSpec>& flags, std::string* out) {
-  size_t width = 0;
-  for (const FlagSpec& f : flags) width = std::max(width, KindHint(f).size());
-  for (const FlagSpec& f : flags) {
-    std::string help = f.help;
-    if (f.required) absl::StrAppend(&help, " Required.");
-    if (f.repeated && !absl::StrContains(help, "repeatable")) absl::StrAppend(&help, " Repeatable.");
-    // Help starts after the flag column; long help wraps under itself.
-    absl::StrAppendFormat(out, "  %-*s  %s\n", static_cast<int>(width), KindHint(f),
-                          Wrap(help, kHelpWidth, width + 4));
-  }
 }
 
 }  // namespace
@@ -736,6 +669,11 @@ const std::vector<CommandSpec>& Commands() {
           "device list",      "container create", "container get",       "container list",
           "container set-budget", "window allocate", "window list", "config get-contexts"};
       spec.names_objects = kNamed->count(spec.FullName()) > 0;
+      auto fields = RequestFields().find(spec.FullName());
+      if (fields != RequestFields().end()) {
+        spec.positional_field = fields->second.positional_field;
+        spec.flag_fields = fields->second.flag_fields;
+      }
     }
     return c;
   }();
@@ -789,56 +727,6 @@ std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
   return out;
 }
 
-absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
-                                   uint64_t max) {
-  const std::string what = "an unsigned integer (decimal or 0x hex)";
-  absl::string_view digits = text;
-  int base = 10;
-  if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) base = 16;
-  if (digits.empty()) {
-    return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
-  }
-  uint64_t v = 0;
-  for (char ch : digits) {
-    int d;
-    if (absl::ascii_isdigit(ch)) {
-      d = ch - '0';
-    } else if (base == 16 && absl::ascii_isxdigit(ch)) {
-      d = absl::ascii_tolower(ch) - 'a' + 10;
-    } else {
-      return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
-    }
-    if (v > (std::numeric_limits<uint64_t>::max() - d) / base) {
-      return Usage(absl::StrCat(flag, ": ", Quote(text), " is too large"));
-    }
-    v = v * base + d;
-  }
-  if (v > max) {
-    return Usage(absl::StrFormat("%s: %s is too large (at most %#x)", flag, Quote(text), max));
-  }
-  return v;
-}
-
-absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text) {
-  return ParseByteSize(flag, text);
-}
-
-absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text) {
-  absl::string_view digits = text;
-  if (!absl::ConsumePrefix(&digits, "0x")) absl::ConsumePrefix(&digits, "0X");
-  if (digits.empty() || digits.size() > 4 ||
-      digits.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
-    return Usage(absl::StrCat(flag, ": ", Quote(text),
-                              " is not a PCI id: want 1-4 hex digits as lspci shows them, 0x "
-                              "optional (e.g. 8086 or 0x8086; ids are never decimal)"));
-  }
-  uint32_t v = 0;
-  for (char c : digits) {
-    v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
-  }
-  return v;
-}
-
 absl::Status ValidateContextName(absl::string_view what, absl::string_view name) {
   if (name.empty() || name.size() > 63) {
     return absl::InvalidArgumentError(
@@ -855,148 +743,110 @@ absl::Status ValidateContextName(absl::string_view what, absl::string_view name)
   return absl::OkStatus();
 }
 
-absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text) {
-  absl::Duration d;
-  uint64_t seconds = 0;
-  if (absl::SimpleAtoi(text, &seconds)) {
-    d = absl::Seconds(seconds);
-  } else if (!absl::ParseDuration(text, &d)) {
-    return Usage(absl::StrCat(flag, ": invalid duration ", Quote(text),
-                              " (expected e.g. 5s, 500ms, 1m)"));
+namespace {
+
+// The command line as read so far.
+struct ParseState {
+  Invocation inv;
+  std::vector<std::string> words;  // Non-flag arguments, in order.
+  const CommandSpec* command = nullptr;
+};
+
+// Adds a command word, resolving the command as soon as its words are known
+// so that its own flags are recognised after it.
+void AddWord(const std::string& word, ParseState* st) {
+  st->words.push_back(word);
+  if (st->command != nullptr) return;
+  if (st->words.size() == 1 && FindCommand(st->words[0], "") != nullptr) {
+    st->command = FindCommand(st->words[0], "");
+  } else if (st->words.size() == 2) {
+    st->command = FindCommand(st->words[0], st->words[1]);
   }
-  if (d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
-    return Usage(absl::StrCat(flag, ": must be a positive, finite duration, got ", Quote(text)));
-  }
-  return d;
 }
 
-absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args,
-                                            absl::string_view default_broker) {
-  Invocation inv;
-  inv.global.broker = std::string(default_broker);
-  std::vector<std::string> words;  // Non-flag arguments, in order.
-  bool flags_done = false;         // After "--".
-  const CommandSpec* command = nullptr;
-
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (flags_done || arg.size() < 2 || arg[0] != '-') {
-      words.push_back(arg);
-      // Resolve the command as soon as its words are known, so that its own
-      // flags are recognised after it.
-      if (command == nullptr && !words.empty()) {
-        if (words.size() == 1 && FindCommand(words[0], "") != nullptr) {
-          command = FindCommand(words[0], "");
-        } else if (words.size() == 2) {
-          command = FindCommand(words[0], words[1]);
-        }
-      }
-      continue;
+// "--name[=value]", or a short flag: -h, -o VALUE, -o=VALUE, -oVALUE, and -l
+// for --selector as kubectl spells it.
+absl::StatusOr<cli::FlagArg> SplitArg(const std::string& arg) {
+  if (arg[1] == '-') return cli::SplitFlag(arg);
+  cli::FlagArg out;
+  const char letter = arg[1];
+  if (letter == 'h' && arg.size() == 2) {
+    out.name = "help";
+  } else if (letter == 'o' || letter == 'l') {
+    out.name = letter == 'o' ? "output" : "selector";
+    if (arg.size() > 2) {
+      out.has_value = true;
+      out.value = arg.substr(arg[2] == '=' ? 3 : 2);
     }
-    if (arg == "--") {
-      flags_done = true;
-      continue;
-    }
-    // Split into name and optional inline value.
-    std::string name;
-    bool has_value = false;
-    std::string value_text;
-    if (arg[1] == '-') {
-      absl::string_view body = absl::string_view(arg).substr(2);
-      const size_t eq = body.find('=');
-      name = std::string(body.substr(0, eq));
-      if (eq != absl::string_view::npos) {
-        has_value = true;
-        value_text = std::string(body.substr(eq + 1));
-      }
-    } else {
-      // Short flags: -h, -o VALUE, -o=VALUE, -oVALUE, and -l for --selector
-      // as kubectl spells it.
-      const char letter = arg[1];
-      if (letter == 'h' && arg.size() == 2) {
-        name = "help";
-      } else if (letter == 'o' || letter == 'l') {
-        name = letter == 'o' ? "output" : "selector";
-        if (arg.size() > 2) {
-          has_value = true;
-          value_text = arg.substr(arg[2] == '=' ? 3 : 2);
-        }
-      } else {
-        return Usage(absl::StrCat("unknown flag ", Quote(arg)));
-      }
-    }
-
-    const FlagSpec* spec = command != nullptr ? FindFlag(command->flags, name) : nullptr;
-    const bool global = spec == nullptr;
-    if (global) spec = FindFlag(GlobalFlags(), name);
-    if (spec == nullptr) {
-      std::vector<std::string> candidates;
-      if (command != nullptr) {
-        for (const FlagSpec& f : command->flags) candidates.push_back(f.name);
-      }
-      for (const FlagSpec& f : GlobalFlags()) candidates.push_back(f.name);
-      std::string where = command != nullptr ? absl::StrCat(" for ", Quote(command->FullName()))
-                                             : std::string();
-      if (command == nullptr && words.size() < 2) {
-        // A command flag given before the command words.
-        for (const CommandSpec& c : Commands()) {
-          if (FindFlag(c.flags, name) != nullptr) {
-            where = " (command flags go after the command, e.g. iommuctl container list "
-                    "--tenant=acme)";
-            break;
-          }
-        }
-      }
-      return Usage(absl::StrCat("unknown flag --", name, where, Suggest(name, candidates, "--")));
-    }
-    if (spec->kind == ValueKind::kSwitch) {
-      if (!has_value) value_text = "true";
-    } else if (!has_value) {
-      if (i + 1 >= args.size()) {
-        return Usage(absl::StrCat("--", spec->name, ": needs a value (--", spec->name, "=",
-                                  spec->value_name, ")"));
-      }
-      value_text = args[++i];
-    }
-    FlagValue value;
-    absl::Status st = ParseValue(*spec, value_text, &value);
-    if (!st.ok()) return st;
-    if (global) {
-      st = ApplyGlobal(*spec, value, &inv);
-      if (!st.ok()) return st;
-      continue;
-    }
-    auto& values = inv.flags[spec->name];
-    if (!values.empty() && !spec->repeated) {
-      return Usage(absl::StrCat("--", spec->name, ": given more than once"));
-    }
-    values.push_back(std::move(value));
+  } else {
+    return Usage(absl::StrCat("unknown flag ", Quote(arg)));
   }
+  return out;
+}
 
+// "unknown flag --name ...", with the command's flags and the global ones
+// as suggestions, and a hint when a command flag came before the command.
+absl::Status UnknownFlag(const std::string& name, const ParseState& st) {
+  std::vector<FlagSpec> known = GlobalFlags();
+  std::string where;
+  if (st.command != nullptr) {
+    known.insert(known.begin(), st.command->flags.begin(), st.command->flags.end());
+    where = absl::StrCat(" for ", Quote(st.command->FullName()));
+  } else if (st.words.size() < 2) {
+    for (const CommandSpec& c : Commands()) {
+      if (FindFlag(c.flags, name) != nullptr) {
+        where = " (command flags go after the command, e.g. iommuctl container list "
+                "--tenant=acme)";
+        break;
+      }
+    }
+  }
+  return cli::UnknownFlag(name, where, known);
+}
+
+// Reads the flag at args[*i] (and its value, advancing *i when it is the
+// next argument) into the command's flags or the global options.
+absl::Status ReadFlag(const std::vector<std::string>& args, size_t* i, ParseState* st) {
+  absl::StatusOr<cli::FlagArg> arg = SplitArg(args[*i]);
+  if (!arg.ok()) return arg.status();
+  const FlagSpec* spec = st->command != nullptr ? FindFlag(st->command->flags, arg->name)
+                                                : nullptr;
+  const bool global = spec == nullptr;
+  if (global) spec = FindFlag(GlobalFlags(), arg->name);
+  if (spec == nullptr) return UnknownFlag(arg->name, *st);
+  absl::StatusOr<FlagValue> value = cli::TakeValue(*spec, *arg, args, i);
+  if (!value.ok()) return value.status();
+  if (global) return ApplyGlobal(*spec, *value, &st->inv);
+  return cli::AddValue(*spec, *std::move(value), &st->inv.flags);
+}
+
+// After every argument is read: resolves `help [noun [verb]]`, the noun and
+// the command. True when the Invocation is complete (help was asked for).
+absl::StatusOr<bool> ResolveCommand(ParseState* st) {
+  std::vector<std::string>& words = st->words;
   // `help [noun [verb]]` is the same as `[noun [verb]] --help`.
   if (!words.empty() && words[0] == "help") {
-    inv.help = true;
+    st->inv.help = true;
     words.erase(words.begin());
-    command = nullptr;
-    if (!inv.flags.empty()) return Usage("help: takes no flags");
-    if (words.size() >= 2) command = FindCommand(words[0], words[1]);
-    if (words.size() == 1) command = FindCommand(words[0], "");
+    st->command = nullptr;
+    if (!st->inv.flags.empty()) return Usage("help: takes no flags");
+    if (words.size() >= 2) st->command = FindCommand(words[0], words[1]);
+    if (words.size() == 1) st->command = FindCommand(words[0], "");
   }
-
   if (words.empty()) {
-    if (inv.help) return inv;
+    if (st->inv.help) return true;
     return Usage("missing command");
   }
   const std::string& noun = words[0];
   if (!IsNoun(noun)) {
     return Usage(absl::StrCat("unknown command ", Quote(noun), Suggest(noun, NounsAndWords(), "")));
   }
-  if (command == nullptr) {
+  if (st->command == nullptr) {
     if (words.size() == 1) {
       // A noun without its verb.
-      if (inv.help) {
-        inv.help_noun = noun;
-        return inv;
+      if (st->inv.help) {
+        st->inv.help_noun = noun;
+        return true;
       }
       return Usage(absl::StrCat(Quote(noun), " needs a command: one of ",
                                 absl::StrJoin(VerbsOf(noun), ", ")));
@@ -1005,50 +855,84 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
                               Suggest(words[1], VerbsOf(noun), ""), "; ", noun,
                               " commands are: ", absl::StrJoin(VerbsOf(noun), ", ")));
   }
-  if (inv.help) {
-    inv.help_noun = command->noun;
-    inv.help_command = command;
-    return inv;
+  if (st->inv.help) {
+    st->inv.help_noun = st->command->noun;
+    st->inv.help_command = st->command;
+    return true;
   }
-  inv.command = command;
+  st->inv.command = st->command;
+  return false;
+}
 
-  // Positional argument.
-  const size_t used = command->verb.empty() ? 1 : 2;
-  std::vector<std::string> rest(words.begin() + used, words.end());
-  if (command->positional.empty()) {
-    if (!rest.empty()) {
-      return Usage(absl::StrCat(Quote(command->FullName()), " takes no arguments, got ",
-                                Quote(rest[0])));
-    }
-  } else {
-    if (rest.empty() && !command->positional_optional) {
-      return Usage(absl::StrCat(Quote(command->FullName()), ": missing ", command->positional));
-    }
-    if (rest.size() > 1) {
-      return Usage(absl::StrCat(Quote(command->FullName()), ": takes one ", command->positional,
-                                ", got also ", Quote(rest[1])));
-    }
-    if (!rest.empty()) inv.positional = rest[0];
-    if (!rest.empty() && inv.positional.empty()) {
-      return Usage(absl::StrCat(Quote(command->FullName()), ": ", command->positional,
-                                " must not be empty"));
-    }
+// The words after the command: its positional argument, if it takes one.
+absl::Status ReadPositional(const ParseState& st, Invocation* inv) {
+  const CommandSpec& command = *inv->command;
+  const std::string name = Quote(command.FullName());
+  const size_t used = command.verb.empty() ? 1 : 2;
+  std::vector<std::string> rest(st.words.begin() + used, st.words.end());
+  if (command.positional.empty()) {
+    if (rest.empty()) return absl::OkStatus();
+    return Usage(absl::StrCat(name, " takes no arguments, got ", Quote(rest[0])));
   }
+  if (rest.empty() && !command.positional_optional) {
+    return Usage(absl::StrCat(name, ": missing ", command.positional));
+  }
+  if (rest.size() > 1) {
+    return Usage(absl::StrCat(name, ": takes one ", command.positional, ", got also ",
+                              Quote(rest[1])));
+  }
+  if (!rest.empty()) inv->positional = rest[0];
+  if (!rest.empty() && inv->positional.empty()) {
+    return Usage(absl::StrCat(name, ": ", command.positional, " must not be empty"));
+  }
+  return absl::OkStatus();
+}
 
-  for (const FlagSpec& f : command->flags) {
+// Rules that need the whole command line: required flags, and -o name only
+// for commands that print named objects.
+absl::Status CheckComplete(const Invocation& inv) {
+  const CommandSpec& command = *inv.command;
+  for (const FlagSpec& f : command.flags) {
     if (f.required && !inv.Has(f.name)) {
-      return Usage(absl::StrCat("--", f.name, ": required by ", Quote(command->FullName()),
+      return Usage(absl::StrCat("--", f.name, ": required by ", Quote(command.FullName()),
                                 " (--", f.name, "=", f.value_name, ")"));
     }
   }
   // Refused before anything is sent, so that a mutation is never applied
   // only for its answer to be unprintable.
-  if (inv.global.output == OutputFormat::kName && !command->names_objects &&
-      command->FullName() != "help") {
-    return Usage(absl::StrCat("--output=name: ", Quote(command->FullName()),
+  if (inv.global.output == OutputFormat::kName && !command.names_objects &&
+      command.FullName() != "help") {
+    return Usage(absl::StrCat("--output=name: ", Quote(command.FullName()),
                               " prints no objects to name; use -o table or -o json"));
   }
-  return inv;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args,
+                                            absl::string_view default_broker) {
+  ParseState st;
+  st.inv.global.broker = std::string(default_broker);
+  bool flags_done = false;  // After "--".
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (flags_done || arg.size() < 2 || arg[0] != '-') {
+      AddWord(arg, &st);
+    } else if (arg == "--") {
+      flags_done = true;
+    } else {
+      absl::Status read = ReadFlag(args, &i, &st);
+      if (!read.ok()) return read;
+    }
+  }
+  absl::StatusOr<bool> done = ResolveCommand(&st);
+  if (!done.ok()) return done.status();
+  if (*done) return std::move(st.inv);
+  absl::Status status = ReadPositional(st, &st.inv);
+  if (status.ok()) status = CheckComplete(st.inv);
+  if (!status.ok()) return status;
+  return std::move(st.inv);
 }
 
 std::string UsageHint(const std::vector<std::string>& args) {
@@ -1185,7 +1069,7 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
                     Wrap(command->description, kHelpWidth, 0), "\n");
     if (!command->flags.empty()) {
       absl::StrAppend(&out, "\nFlags:\n");
-      AppendFlagList(command->flags, &out);
+      absl::StrAppend(&out, cli::RenderFlagList(command->flags, kHelpWidth));
       for (const FlagSpec& f : command->flags) {
         if (f.kind != ValueKind::kSize) continue;
         absl::StrAppend(&out, "\n", Wrap(SizeHelp(), kHelpWidth, 0), "\n");
@@ -1197,7 +1081,7 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
       for (const std::string& e : command->examples) absl::StrAppend(&out, "  ", e, "\n");
     }
     absl::StrAppend(&out, "\nGlobal flags (before or after the command):\n");
-    AppendFlagList(GlobalFlags(), &out);
+    absl::StrAppend(&out, cli::RenderFlagList(GlobalFlags(), kHelpWidth));
     return out;
   }
   if (!noun.empty()) {
@@ -1235,7 +1119,7 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command) {
     absl::StrAppendFormat(&out, "  %-*s  %s\n", static_cast<int>(width), c.FullName(), c.summary);
   }
   absl::StrAppend(&out, "\nGlobal flags:\n");
-  AppendFlagList(GlobalFlags(), &out);
+  absl::StrAppend(&out, cli::RenderFlagList(GlobalFlags(), kHelpWidth));
   absl::StrAppend(&out,
                   "\n", Wrap(SizeHelp(), kHelpWidth, 0),
                   "\n\nExamples:\n"

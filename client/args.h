@@ -3,9 +3,11 @@
 //   iommuctl [global flags] <noun> <verb> [args] [--flags]
 //
 // Provides the command table (every command, its positional argument, its
-// flags and its help text), value parsers for sizes ("2Mi", "0x1000", "1G"),
-// integers (decimal or 0x hex) and durations, ParseCommandLine(), which turns
-// argv into a typed Invocation, and the help renderers.
+// flags, the request fields they fill and its help text), ParseCommandLine(),
+// which turns argv into a typed Invocation, the help renderers and bash
+// completion. Flags, their value kinds ("2Mi", "0x1000", "10de:2330", "5s")
+// and the help layout of a flag list come from common/cli_flags.h, the
+// parser iommu-launcher shares.
 //
 // Everything here is pure: no I/O, no environment access, no gRPC. All
 // functions are thread-safe; the command table is immutable after first use.
@@ -23,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/cli_flags.h"
 
 namespace iommu {
 namespace client {
@@ -41,27 +44,14 @@ inline constexpr char kInsecureEnvVar[] = "IOMMUCTL_INSECURE";
 // Environment variable naming the config file of contexts (client/config.h).
 inline constexpr char kConfigEnvVar[] = "IOMMUCTL_CONFIG";
 
-// How a flag's value is read.
-enum class ValueKind {
-  kSwitch,    // No value: "--delete-containers" (or "=true" / "=false").
-  kString,    // Any text.
-  kSize,      // Bytes (common/byte_size.h): 4096, 0x1000, 4Ki, 2Mi, 1Gi, 1G (10^9).
-  kUint32,    // Decimal or 0x hex, fits 32 bits.
-  kUint64,    // Decimal or 0x hex, fits 64 bits (addresses).
-  kPciId,     // PCI id: hex as lspci writes it, 0x optional ("8086" is 0x8086), <= ffff.
-  kPciIds,    // A kPciId, or VENDOR:DEVICE ("10de:2330"): the device in FlagValue::second.
-  kDuration,  // "5s", "1500ms", "1m"; a bare number is seconds. > 0.
-};
-
-// One flag of a command.
-struct FlagSpec {
-  std::string name;        // Without dashes: "pinned".
-  ValueKind kind = ValueKind::kString;
-  std::string value_name;  // For help: "SIZE". Empty for switches.
-  std::string help;
-  bool required = false;
-  bool repeated = false;   // May be given several times.
-};
+// The flag table types and value parsers are common/cli_flags.h's, shared
+// with iommu-launcher.
+using cli::FlagSpec;
+using cli::FlagValue;
+using cli::ParsePciId;
+using cli::ParseSize;
+using cli::ParseUint;
+using cli::ValueKind;
 
 // One command: `noun verb`, or a single word (`usage`, `version`, `help`),
 // in which case verb is empty.
@@ -83,6 +73,13 @@ struct CommandSpec {
   // True when the command prints objects that `-o name` can name (lists,
   // and the commands answering one tenant, node, container or window).
   bool names_objects = false;
+  // How BuildRequest (client/request_builder.h) fills the command's request
+  // message by reflection: the field the positional argument goes to
+  // ("tenant_id"; empty: none), and the field each flag goes to, by flag
+  // name ("pinned" -> "quota.pinned_bytes"). Flags not listed are read by
+  // the command's own code.
+  std::string positional_field;
+  std::map<std::string, std::string> flag_fields;
 
   // "container create", or "usage".
   std::string FullName() const;
@@ -132,17 +129,6 @@ struct GlobalOptions {
   std::string request_id;              // Empty: generate one per mutation.
 };
 
-// A parsed flag value: the text as given, and the number for numeric kinds
-// (sizes, integers, switches as 0/1). Durations are in `duration`.
-struct FlagValue {
-  std::string text;
-  uint64_t number = 0;
-  // kPciIds given as VENDOR:DEVICE: the device id (number is the vendor's).
-  bool has_second = false;
-  uint64_t second = 0;
-  absl::Duration duration;
-};
-
 // The result of parsing a command line.
 struct Invocation {
   GlobalOptions global;
@@ -156,7 +142,7 @@ struct Invocation {
   // The positional argument, when the command takes one (else empty).
   std::string positional;
   // Flags given, by name; each value already checked against its kind.
-  std::map<std::string, std::vector<FlagValue>> flags;
+  cli::FlagValues flags;
 
   bool Has(absl::string_view flag) const;
   // The last value given for `flag`; empty / 0 when absent.
@@ -190,24 +176,16 @@ std::string RenderHelp(absl::string_view noun, const CommandSpec* command);
 // all generated from Commands() and the global flag table.
 std::string RenderBashCompletion();
 
-// Value parsers. `flag` names the flag for messages (e.g. "--size").
-//
-// Sizes: common/byte_size.h's ParseByteSize (Kubernetes quantities: plain
-// bytes, Ki Mi Gi Ti binary, k M G T decimal, or 0x hex), shared with
-// iommu-launcher. Refuses ambiguous units ("1GB"), fractions and overflow.
-absl::StatusOr<uint64_t> ParseSize(absl::string_view flag, absl::string_view text);
-// Decimal or 0x hex; refuses values above `max`.
-absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view text,
-                                   uint64_t max);
-// A PCI vendor or device id in hex, as lspci, sysfs and the agent's
-// --sim-devices write it: 1-4 hex digits, "0x" optional ("8086", "0x8086",
-// "10DE"). Never decimal. INVALID_ARGUMENT naming `flag` otherwise.
-absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view text);
+// Value parsers (ParseSize, ParseUint, ParsePciId above) name `flag` in
+// their messages. ParseTimeout: "5s", "250ms", "2m", or a bare number of
+// seconds; must be > 0.
+inline absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag,
+                                                   absl::string_view text) {
+  return cli::ParseDuration(flag, text);
+}
 // A context name of the config file (client/config.h): 1-63 characters of
 // letters, digits, '.', '_' and '-'. INVALID_ARGUMENT naming `what` otherwise.
 absl::Status ValidateContextName(absl::string_view what, absl::string_view name);
-// "5s", "250ms", "2m", or a bare number of seconds; must be > 0.
-absl::StatusOr<absl::Duration> ParseTimeout(absl::string_view flag, absl::string_view text);
 
 }  // namespace client
 }  // namespace iommu

@@ -22,8 +22,10 @@
 #include "client/config_commands.h"
 #include "client/config_file.h"
 #include "client/format.h"
+#include "client/request_builder.h"
 #include "client/structured_output.h"
 #include "client/views.pb.h"
+#include "client/watch_loop.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
@@ -57,11 +59,12 @@ bool IsUsageError(const absl::Status& status) {
 class Session final {
  public:
   Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out,
-          std::function<bool(absl::Duration)> wait, bool out_is_terminal)
+          std::ostream& err, std::function<bool(absl::Duration)> wait, bool out_is_terminal)
       : inv_(inv),
         stub_(stub),
         request_id_(std::move(request_id)),
         out_(out),
+        err_(err),
         wait_(std::move(wait)),
         out_is_terminal_(out_is_terminal) {}
   Session(const Session&) = delete;
@@ -69,6 +72,14 @@ class Session final {
 
   const Invocation& inv() const { return inv_; }
   const std::string& request_id() const { return request_id_; }
+
+  // Fills `request` from the command line (client/request_builder.h); a
+  // value its field cannot hold is a usage error.
+  absl::Status Build(google::protobuf::Message* request) const {
+    absl::Status built = BuildRequest(inv_, request_id_, request);
+    if (absl::IsInvalidArgument(built)) return UsageError(built.message());
+    return built;
+  }
 
   // Calls `method` with a deadline of --timeout; returns its status.
   template <typename Req, typename Resp>
@@ -165,6 +176,11 @@ class Session final {
     out_ << table << std::flush;
   }
 
+  Stub* stub() const { return stub_; }
+  // A note for people, on stderr (the reconnects of --watch).
+  void Note(absl::string_view line) { err_ << line << std::endl; }
+  void Flush() { out_ << std::flush; }
+
   // Waits between redraws; false: stop.
   bool Wait(absl::Duration interval) {
     if (wait_) return wait_(interval);
@@ -186,15 +202,59 @@ class Session final {
   Stub* const stub_;
   const std::string request_id_;
   std::ostream& out_;
+  std::ostream& err_;
   const std::function<bool(absl::Duration)> wait_;
   const bool out_is_terminal_;
   int frames_ = 0;  // Frames drawn by Redraw.
 };
 
+// ---------------------------------------------------------------- generic
+
+// Most commands send a request that is a plain copy of the command line
+// (CommandSpec::positional_field and flag_fields, built by BuildRequest) and
+// print the answer; the handlers below them hold only what is more.
+
+template <typename Req, typename Resp>
+using Method = grpc::Status (Stub::*)(grpc::ClientContext*, const Req&, Resp*);
+
+// Builds the request, sends it and prints the answer.
+template <typename Req, typename Resp>
+absl::Status Send(Session& s, Method<Req, Resp> method) {
+  Req req;
+  RETURN_IF_ERROR(s.Build(&req));
+  Resp resp;
+  RETURN_IF_ERROR(s.Call(method, req, &resp));
+  return s.Print(resp);
+}
+
+// Builds the request, sends it and confirms "<noun> <ID> <done>" (for the
+// answers that carry nothing: deletes, releases).
+template <typename Req, typename Resp>
+absl::Status SendAndConfirm(Session& s, Method<Req, Resp> method, const char* done) {
+  Req req;
+  RETURN_IF_ERROR(s.Build(&req));
+  Resp resp;
+  RETURN_IF_ERROR(s.Call(method, req, &resp));
+  return s.PrintDone(resp, absl::StrCat(s.inv().command->noun, " ", s.inv().positional, " ", done));
+}
+
+// Builds the request of a list method, pages through it and prints every
+// item.
+template <typename Req, typename Resp, typename Item>
+absl::Status List(Session& s, Method<Req, Resp> method,
+                  google::protobuf::RepeatedPtrField<Item>* (Resp::*items)()) {
+  Req req;
+  RETURN_IF_ERROR(s.Build(&req));
+  Resp all;
+  RETURN_IF_ERROR(s.ListAll(method, req, items, &all));
+  return s.Print(all);
+}
+
 // ---------------------------------------------------------------- tenants
 
 // --label KEY=VALUE flags into `labels`; the broker checks the rules.
-absl::Status FillLabels(const Invocation& inv, google::protobuf::Map<std::string, std::string>* labels) {
+absl::Status FillLabels(const Invocation& inv,
+                        google::protobuf::Map<std::string, std::string>* labels) {
   for (const std::string& text : inv.Strings("label")) {
     const size_t eq = text.find('=');
     if (eq == std::string::npos) {
@@ -206,50 +266,25 @@ absl::Status FillLabels(const Invocation& inv, google::protobuf::Map<std::string
   return absl::OkStatus();
 }
 
-void FillQuota(const Invocation& inv, v1::Quota* quota) {
-  quota->set_pinned_bytes(inv.Number("pinned"));
-  quota->set_max_containers(static_cast<uint32_t>(inv.Number("max-containers")));
-  quota->set_window_bytes(inv.Number("window-bytes"));
-}
-
 absl::Status TenantCreate(Session& s) {
   v1::CreateTenantRequest req;
-  req.set_request_id(s.request_id());
-  req.set_tenant_id(s.inv().positional);
-  FillQuota(s.inv(), req.mutable_quota());
+  RETURN_IF_ERROR(s.Build(&req));
   RETURN_IF_ERROR(FillLabels(s.inv(), req.mutable_labels()));
   v1::Tenant resp;
   RETURN_IF_ERROR(s.Call(&Stub::CreateTenant, req, &resp));
   return s.Print(resp);
 }
 
-absl::Status TenantGet(Session& s) {
-  v1::GetTenantRequest req;
-  req.set_tenant_id(s.inv().positional);
-  v1::Tenant resp;
-  RETURN_IF_ERROR(s.Call(&Stub::GetTenant, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status TenantList(Session& s) {
-  v1::ListTenantsRequest req;
-  req.set_label_selector(s.inv().String("selector"));
-  v1::ListTenantsResponse all;
-  RETURN_IF_ERROR(s.ListAll(&Stub::ListTenants, req,
-                            &v1::ListTenantsResponse::mutable_tenants, &all));
-  return s.Print(all);
-}
-
 absl::Status TenantSetQuota(Session& s) {
   v1::SetTenantQuotaRequest req;
-  req.set_request_id(s.request_id());
-  req.set_tenant_id(s.inv().positional);
-  FillQuota(s.inv(), req.mutable_quota());
-  // Only the limits given change (AIP-134 update mask).
-  for (const auto& [flag, path] : {std::pair<const char*, const char*>{"pinned", "quota.pinned_bytes"},
-                                   {"max-containers", "quota.max_containers"},
-                                   {"window-bytes", "quota.window_bytes"}}) {
-    if (s.inv().Has(flag)) req.mutable_update_mask()->add_paths(path);
+  RETURN_IF_ERROR(s.Build(&req));
+  // Only the limits given change (AIP-134 update mask): the fields their
+  // flags fill, in the order the command lists its flags.
+  const CommandSpec& command = *s.inv().command;
+  for (const FlagSpec& flag : command.flags) {
+    if (s.inv().Has(flag.name)) {
+      req.mutable_update_mask()->add_paths(command.flag_fields.at(flag.name));
+    }
   }
   if (req.update_mask().paths_size() == 0) {
     return UsageError(
@@ -261,109 +296,27 @@ absl::Status TenantSetQuota(Session& s) {
 }
 
 // "tenant label" and "container label": the labels given set, the keys
-// given removed, the rest kept.
-template <typename Req>
-absl::Status FillLabelEdit(const Invocation& inv, const char* command, Req* req) {
-  RETURN_IF_ERROR(FillLabels(inv, req->mutable_labels()));
-  for (const std::string& key : inv.Strings("remove")) req->add_remove_keys(key);
-  if (req->labels().empty() && req->remove_keys().empty()) {
-    return UsageError(absl::StrCat("\"", command, "\": give at least one --label or --remove"));
+// given removed (remove_keys, built from --remove), the rest kept.
+template <typename Req, typename Resp>
+absl::Status Label(Session& s, Method<Req, Resp> method) {
+  Req req;
+  RETURN_IF_ERROR(s.Build(&req));
+  RETURN_IF_ERROR(FillLabels(s.inv(), req.mutable_labels()));
+  if (req.labels().empty() && req.remove_keys().empty()) {
+    return UsageError(absl::StrCat("\"", s.inv().command->FullName(),
+                                   "\": give at least one --label or --remove"));
   }
-  return absl::OkStatus();
-}
-
-absl::Status TenantLabel(Session& s) {
-  v1::SetTenantLabelsRequest req;
-  req.set_request_id(s.request_id());
-  req.set_tenant_id(s.inv().positional);
-  RETURN_IF_ERROR(FillLabelEdit(s.inv(), "tenant label", &req));
-  v1::Tenant resp;
-  RETURN_IF_ERROR(s.Call(&Stub::SetTenantLabels, req, &resp));
+  Resp resp;
+  RETURN_IF_ERROR(s.Call(method, req, &resp));
   return s.Print(resp);
-}
-
-absl::Status TenantDelete(Session& s) {
-  v1::DeleteTenantRequest req;
-  req.set_request_id(s.request_id());
-  req.set_tenant_id(s.inv().positional);
-  v1::DeleteTenantResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::DeleteTenant, req, &resp));
-  return s.PrintDone(resp, absl::StrCat("tenant ", req.tenant_id(), " deleted"));
-}
-
-// ---------------------------------------------------------------- nodes
-
-absl::Status NodeList(Session& s) {
-  v1::ListNodesResponse all;
-  RETURN_IF_ERROR(s.ListAll(&Stub::ListNodes, v1::ListNodesRequest(),
-                            &v1::ListNodesResponse::mutable_nodes, &all));
-  return s.Print(all);
-}
-
-absl::Status NodeGet(Session& s) {
-  v1::GetNodeRequest req;
-  req.set_node(s.inv().positional);
-  v1::Node resp;
-  RETURN_IF_ERROR(s.Call(&Stub::GetNode, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status NodeCordon(Session& s) {
-  v1::CordonNodeRequest req;
-  req.set_request_id(s.request_id());
-  req.set_node(s.inv().positional);
-  v1::Node resp;
-  RETURN_IF_ERROR(s.Call(&Stub::CordonNode, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status NodeUncordon(Session& s) {
-  v1::UncordonNodeRequest req;
-  req.set_request_id(s.request_id());
-  req.set_node(s.inv().positional);
-  v1::Node resp;
-  RETURN_IF_ERROR(s.Call(&Stub::UncordonNode, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status NodeDrain(Session& s) {
-  v1::DrainNodeRequest req;
-  req.set_request_id(s.request_id());
-  req.set_node(s.inv().positional);
-  req.set_delete_containers(s.inv().Number("delete-containers") != 0);
-  v1::DrainNodeResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::DrainNode, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status NodeDelete(Session& s) {
-  v1::DeleteNodeRequest req;
-  req.set_request_id(s.request_id());
-  req.set_node(s.inv().positional);
-  req.set_force(s.inv().Number("force") != 0);
-  v1::DeleteNodeResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::DeleteNode, req, &resp));
-  return s.PrintDone(resp, absl::StrCat("node ", req.node(), " deleted"));
-}
-
-absl::Status DeviceList(Session& s) {
-  v1::ListDevicesRequest req;
-  req.set_node(s.inv().String("node"));
-  v1::ListDevicesResponse all;
-  RETURN_IF_ERROR(
-      s.ListAll(&Stub::ListDevices, req, &v1::ListDevicesResponse::mutable_devices, &all));
-  return s.Print(all);
 }
 
 // ---------------------------------------------------------------- containers
 
-absl::Status ContainerCreate(Session& s) {
-  const Invocation& inv = s.inv();
-  v1::CreateContainerRequest req;
-  req.set_request_id(s.request_id());
-  req.set_tenant_id(inv.String("tenant"));
-  const bool exact = inv.Has("node") || inv.Has("device");
-  if (exact) {
+// The rules of container create's two ways to choose devices: exactly
+// (--node and --device) or by a selector (--vendor, --device-id, --count).
+absl::Status CheckDeviceChoice(const Invocation& inv) {
+  if (inv.Has("node") || inv.Has("device")) {
     for (const char* selector : {"vendor", "device-id", "count"}) {
       if (inv.Has(selector)) {
         return UsageError(absl::StrCat("--", selector,
@@ -373,48 +326,95 @@ absl::Status ContainerCreate(Session& s) {
     }
     if (!inv.Has("node")) return UsageError("--node: required with --device");
     if (!inv.Has("device")) return UsageError("--device: required with --node (repeatable)");
-    req.set_node(inv.String("node"));
-    for (const std::string& d : inv.Strings("device")) req.add_devices(d);
-  } else {
-    if (inv.Has("count") && inv.Number("count") == 0) {
-      return UsageError("--count: must be at least 1");
-    }
+    return absl::OkStatus();
+  }
+  if (inv.Has("count") && inv.Number("count") == 0) {
+    return UsageError("--count: must be at least 1");
+  }
+  auto vendor = inv.flags.find("vendor");
+  if (vendor != inv.flags.end() && vendor->second.back().has_second && inv.Has("device-id")) {
+    return UsageError(absl::StrCat("--device-id: cannot be combined with --vendor=",
+                                   vendor->second.back().text,
+                                   ", which names the device id already"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ContainerCreate(Session& s) {
+  const Invocation& inv = s.inv();
+  RETURN_IF_ERROR(CheckDeviceChoice(inv));
+  v1::CreateContainerRequest req;
+  RETURN_IF_ERROR(s.Build(&req));
+  if (!inv.Has("node")) {
+    // Placement by the broker: a selector, even an empty one (any device).
     v1::DeviceSelector* selector = req.mutable_selector();
-    selector->set_vendor_id(static_cast<uint32_t>(inv.Number("vendor")));
-    selector->set_device_id(static_cast<uint32_t>(inv.Number("device-id")));
     auto vendor = inv.flags.find("vendor");
     if (vendor != inv.flags.end() && vendor->second.back().has_second) {
-      if (inv.Has("device-id")) {
-        return UsageError(absl::StrCat("--device-id: cannot be combined with --vendor=",
-                                       vendor->second.back().text,
-                                       ", which names the device id already"));
-      }
       selector->set_device_id(static_cast<uint32_t>(vendor->second.back().second));
     }
-    selector->set_count(static_cast<uint32_t>(inv.Number("count")));
   }
-  req.set_pin_budget_bytes(inv.Number("budget"));
-  req.set_name(inv.String("name"));
   RETURN_IF_ERROR(FillLabels(inv, req.mutable_labels()));
   v1::Container resp;
   RETURN_IF_ERROR(s.Call(&Stub::CreateContainer, req, &resp));
   return s.Print(resp);
 }
 
-absl::Status ContainerGet(Session& s) {
-  v1::GetContainerRequest req;
-  req.set_container_id(s.inv().positional);
-  v1::Container resp;
-  RETURN_IF_ERROR(s.Call(&Stub::GetContainer, req, &resp));
-  return s.Print(resp);
+// One change of `container list --watch`: in tables a row of the container
+// after its change type; in json/yaml the WatchEvent; with -o name its name.
+absl::Status PrintContainerChange(Session& s, const v1::WatchEvent& e) {
+  if (!e.has_container()) return absl::OkStatus();
+  const OutputFormat format = s.inv().global.output;
+  if (IsStructured(format) || format == OutputFormat::kName) {
+    if (format == OutputFormat::kName) {
+      s.PrintLine(absl::StrCat("container/", e.container().id()));
+    } else {
+      RETURN_IF_ERROR(s.Print(e));
+    }
+  } else {
+    v1::ListContainersResponse one;
+    *one.add_containers() = e.container();
+    absl::StatusOr<std::string> row =
+        FormatTable(one, /*headers=*/false, format == OutputFormat::kWide);
+    if (!row.ok()) return row.status();
+    s.PrintLine(absl::StrCat(e.type() == v1::WatchEvent::DELETE ? "DELETED  " : "CHANGED  ",
+                             absl::StripTrailingAsciiWhitespace(*row)));
+  }
+  s.Flush();
+  return absl::OkStatus();
+}
+
+// container list --watch: the list, then its changes as they become durable,
+// until interrupted (list+watch, client/watch_loop.h).
+absl::Status WatchContainers(Session& s, const v1::ListContainersRequest& req) {
+  v1::WatchRequest watch;
+  watch.add_kinds(v1::OBJECT_KIND_CONTAINER);
+  watch.set_tenant_id(req.tenant_id());
+  watch.set_label_selector(req.label_selector());
+  WatchLoop loop;
+  loop.relist = [&]() -> absl::StatusOr<std::string> {
+    // The version first, then the list: a change between them shows twice,
+    // never not at all.
+    v1::ListContainersRequest probe = req;
+    probe.set_page_size(1);
+    v1::ListContainersResponse first;
+    RETURN_IF_ERROR(s.Call(&Stub::ListContainers, probe, &first));
+    v1::ListContainersResponse all;
+    RETURN_IF_ERROR(s.ListAll(&Stub::ListContainers, req,
+                              &v1::ListContainersResponse::mutable_containers, &all));
+    RETURN_IF_ERROR(s.Print(all));
+    s.Flush();
+    return first.resource_version();
+  };
+  loop.on_event = [&](const v1::WatchEvent& e) { return PrintContainerChange(s, e); };
+  loop.wait = [&](absl::Duration d) { return s.Wait(d); };
+  loop.note = [&](const std::string& line) { s.Note(line); };
+  return RunWatch(s.stub(), watch, loop);
 }
 
 absl::Status ContainerList(Session& s) {
   const Invocation& inv = s.inv();
   v1::ListContainersRequest req;
-  req.set_tenant_id(inv.String("tenant"));
-  req.set_node(inv.String("node"));
-  req.set_label_selector(inv.String("selector"));
+  RETURN_IF_ERROR(s.Build(&req));
   if (inv.Has("state")) {
     const std::string state = absl::AsciiStrToLower(inv.String("state"));
     if (state == "ready") {
@@ -426,43 +426,18 @@ absl::Status ContainerList(Session& s) {
     } else if (state == "deleting") {
       req.set_state(v1::CONTAINER_STATE_DELETING);
     } else {
-      return UsageError(absl::StrCat("--state: must be ready, node-unavailable, failed or deleting, got \"",
-                                     inv.String("state"), "\""));
+      return UsageError(
+          absl::StrCat("--state: must be ready, node-unavailable, failed or deleting, got \"",
+                       inv.String("state"), "\""));
     }
   }
-  v1::ListContainersResponse all;
-  RETURN_IF_ERROR(
-      s.ListAll(&Stub::ListContainers, req, &v1::ListContainersResponse::mutable_containers, &all));
-  return s.Print(all);
-}
-
-absl::Status ContainerDelete(Session& s) {
-  v1::DeleteContainerRequest req;
-  req.set_request_id(s.request_id());
-  req.set_container_id(s.inv().positional);
-  v1::DeleteContainerResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::DeleteContainer, req, &resp));
-  return s.PrintDone(resp, absl::StrCat("container ", req.container_id(), " deleted"));
-}
-
-absl::Status ContainerSetBudget(Session& s) {
-  v1::SetContainerBudgetRequest req;
-  req.set_request_id(s.request_id());
-  req.set_container_id(s.inv().positional);
-  req.set_pin_budget_bytes(s.inv().Number("budget"));
-  v1::Container resp;
-  RETURN_IF_ERROR(s.Call(&Stub::SetContainerBudget, req, &resp));
-  return s.Print(resp);
-}
-
-absl::Status ContainerLabel(Session& s) {
-  v1::SetContainerLabelsRequest req;
-  req.set_request_id(s.request_id());
-  req.set_container_id(s.inv().positional);
-  RETURN_IF_ERROR(FillLabelEdit(s.inv(), "container label", &req));
-  v1::Container resp;
-  RETURN_IF_ERROR(s.Call(&Stub::SetContainerLabels, req, &resp));
-  return s.Print(resp);
+  if (inv.Number("watch") == 0) {
+    v1::ListContainersResponse all;
+    RETURN_IF_ERROR(s.ListAll(&Stub::ListContainers, req,
+                              &v1::ListContainersResponse::mutable_containers, &all));
+    return s.Print(all);
+  }
+  return WatchContainers(s, req);
 }
 
 // The broker's bounds of GrantLauncherRequest.ttl_seconds.
@@ -477,7 +452,7 @@ absl::Status ContainerGrant(Session& s) {
         "--token-only: prints the bare token; cannot be combined with -o json, yaml or jsonpath");
   }
   v1::GrantLauncherRequest req;
-  req.set_container_id(inv.positional);
+  RETURN_IF_ERROR(s.Build(&req));
   if (inv.Has("ttl")) {
     const absl::Duration ttl = inv.Duration("ttl");
     const std::string given = absl::StrCat("\"", inv.String("ttl"), "\"");
@@ -504,38 +479,12 @@ absl::Status ContainerGrant(Session& s) {
 // ---------------------------------------------------------------- windows
 
 absl::Status WindowAllocate(Session& s) {
-  const Invocation& inv = s.inv();
   v1::AllocateWindowRequest req;
-  req.set_request_id(s.request_id());
-  req.set_container_id(inv.positional);
-  req.set_size(inv.Number("size"));
-  req.set_alignment(inv.Number("align"));
-  if (inv.Has("base")) {
-    req.set_fixed_base(true);
-    req.set_base(inv.Number("base"));
-  }
+  RETURN_IF_ERROR(s.Build(&req));
+  req.set_fixed_base(s.inv().Has("base"));
   v1::Window resp;
   RETURN_IF_ERROR(s.Call(&Stub::AllocateWindow, req, &resp));
   return s.Print(resp);
-}
-
-absl::Status WindowRelease(Session& s) {
-  v1::ReleaseWindowRequest req;
-  req.set_request_id(s.request_id());
-  req.set_window_id(s.inv().positional);
-  v1::ReleaseWindowResponse resp;
-  RETURN_IF_ERROR(s.Call(&Stub::ReleaseWindow, req, &resp));
-  return s.PrintDone(resp, absl::StrCat("window ", req.window_id(), " released"));
-}
-
-absl::Status WindowList(Session& s) {
-  v1::ListWindowsRequest req;
-  req.set_container_id(s.inv().String("container"));
-  req.set_tenant_id(s.inv().String("tenant"));
-  v1::ListWindowsResponse all;
-  RETURN_IF_ERROR(
-      s.ListAll(&Stub::ListWindows, req, &v1::ListWindowsResponse::mutable_windows, &all));
-  return s.Print(all);
 }
 
 // Every page of GetUsage (pages are by tenant; each carries its tenants'
@@ -562,8 +511,7 @@ absl::Status AllUsage(Session& s, v1::GetUsageRequest req, v1::GetUsageResponse*
 
 absl::Status Usage(Session& s) {
   v1::GetUsageRequest req;
-  req.set_tenant_id(s.inv().String("tenant"));
-  req.set_node(s.inv().String("node"));
+  RETURN_IF_ERROR(s.Build(&req));
   v1::GetUsageResponse all;
   RETURN_IF_ERROR(AllUsage(s, req, &all));
   return s.Print(all);
@@ -929,21 +877,46 @@ absl::Status Version(Session& s) {
 
 using Handler = absl::Status (*)(Session&);
 
+// Every command's handler, by its full name: the generic ones where the
+// request is a plain copy of the command line, else the command's own.
 const std::map<std::string, Handler>& Handlers() {
   static const auto* handlers = new std::map<std::string, Handler>{
-      {"tenant create", &TenantCreate},     {"tenant get", &TenantGet},
-      {"tenant list", &TenantList},         {"tenant set-quota", &TenantSetQuota},
-      {"tenant delete", &TenantDelete},     {"tenant label", &TenantLabel},
-      {"node list", &NodeList},
-      {"node get", &NodeGet},               {"node cordon", &NodeCordon},
-      {"node uncordon", &NodeUncordon},     {"node drain", &NodeDrain},
-      {"node delete", &NodeDelete},
-      {"device list", &DeviceList},         {"container create", &ContainerCreate},
-      {"container get", &ContainerGet},     {"container list", &ContainerList},
-      {"container delete", &ContainerDelete}, {"container set-budget", &ContainerSetBudget},
-      {"container label", &ContainerLabel},
-      {"container grant", &ContainerGrant}, {"window allocate", &WindowAllocate},
-      {"window release", &WindowRelease},   {"window list", &WindowList},
+      {"tenant create", &TenantCreate},
+      {"tenant get", [](Session& s) { return Send(s, &Stub::GetTenant); }},
+      {"tenant list",
+       [](Session& s) {
+         return List(s, &Stub::ListTenants, &v1::ListTenantsResponse::mutable_tenants);
+       }},
+      {"tenant set-quota", &TenantSetQuota},
+      {"tenant label", [](Session& s) { return Label(s, &Stub::SetTenantLabels); }},
+      {"tenant delete",
+       [](Session& s) { return SendAndConfirm(s, &Stub::DeleteTenant, "deleted"); }},
+      {"node list",
+       [](Session& s) { return List(s, &Stub::ListNodes, &v1::ListNodesResponse::mutable_nodes); }},
+      {"node get", [](Session& s) { return Send(s, &Stub::GetNode); }},
+      {"node cordon", [](Session& s) { return Send(s, &Stub::CordonNode); }},
+      {"node uncordon", [](Session& s) { return Send(s, &Stub::UncordonNode); }},
+      {"node drain", [](Session& s) { return Send(s, &Stub::DrainNode); }},
+      {"node delete", [](Session& s) { return SendAndConfirm(s, &Stub::DeleteNode, "deleted"); }},
+      {"device list",
+       [](Session& s) {
+         return List(s, &Stub::ListDevices, &v1::ListDevicesResponse::mutable_devices);
+       }},
+      {"container create", &ContainerCreate},
+      {"container get", [](Session& s) { return Send(s, &Stub::GetContainer); }},
+      {"container list", &ContainerList},
+      {"container delete",
+       [](Session& s) { return SendAndConfirm(s, &Stub::DeleteContainer, "deleted"); }},
+      {"container set-budget", [](Session& s) { return Send(s, &Stub::SetContainerBudget); }},
+      {"container label", [](Session& s) { return Label(s, &Stub::SetContainerLabels); }},
+      {"container grant", &ContainerGrant},
+      {"window allocate", &WindowAllocate},
+      {"window release",
+       [](Session& s) { return SendAndConfirm(s, &Stub::ReleaseWindow, "released"); }},
+      {"window list",
+       [](Session& s) {
+         return List(s, &Stub::ListWindows, &v1::ListWindowsResponse::mutable_windows);
+       }},
       {"usage", &Usage},
       {"describe tenant", &DescribeTenant},
       {"describe node", &DescribeNode},
@@ -1113,7 +1086,7 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 1;
   }
 
-  Session session(inv, stub->get(), request_id, out, env.wait, env.out_is_terminal);
+  Session session(inv, stub->get(), request_id, out, err, env.wait, env.out_is_terminal);
   absl::Status status = handler->second(session);
   // Version prints only once it has every answer; on failure the client's
   // own line still goes out before the error.

@@ -24,6 +24,9 @@ class CommandsTest : public ::testing::Test {
   CommandsTest() : fake_(std::make_shared<FakeBrokerStub>()) {
     env_.default_broker = "default.example:7400";
     env_.new_request_id = [this] { return absl::StrCat("generated-", ++ids_issued_); };
+    // Commands that wait (top --watch, container list --watch) stop at their
+    // first wait unless a test says otherwise.
+    env_.wait = [](absl::Duration) { return false; };
   }
 
   // Runs `iommuctl args...`; fills out_ and err_, returns the exit code.

@@ -360,6 +360,7 @@ TEST_F(CommandsTest, EveryBrokerRpcIsReachable) {
       {"container", "delete", "c"},
       {"container", "set-budget", "c", "--budget=4Ki"},
       {"container", "label", "c", "--label=team=ml", "--remove=env"},
+      {"container", "list", "--watch"},
       {"tenant", "label", "a", "--remove=env"},
       {"container", "grant", "c"},
       {"window", "allocate", "c", "--size=4Ki"},
@@ -990,5 +991,69 @@ TEST_F(CommandsTest, TopWatchJsonIsRefusedWhateverTheTerminal) {
 }
 
 }  // namespace
+TEST_F(CommandsTest, ContainerListWatchPrintsTheListThenEachChange) {
+  v1::ListContainersResponse list;
+  list.set_resource_version("run.7");
+  v1::Container* c = list.add_containers();
+  c->set_id("c-00000000000000a1");
+  c->set_name("vm-1");
+  c->set_tenant_id("acme");
+  c->set_state(v1::CONTAINER_STATE_READY);
+  fake_->SetResponse("ListContainers", list);
+  v1::WatchResponse first;
+  v1::WatchEvent* bookmark = first.add_events();
+  bookmark->set_type(v1::WatchEvent::BOOKMARK);
+  bookmark->set_resource_version("run.7");
+  v1::WatchResponse changes;
+  v1::WatchEvent* down = changes.add_events();
+  down->set_type(v1::WatchEvent::PUT);
+  down->set_resource_version("run.8");
+  *down->mutable_container() = *c;
+  down->mutable_container()->set_state(v1::CONTAINER_STATE_NODE_UNAVAILABLE);
+  v1::WatchEvent* gone = changes.add_events();
+  gone->set_type(v1::WatchEvent::DELETE);
+  gone->set_resource_version("run.9");
+  *gone->mutable_container() = *c;
+  fake_->SetWatch({first, changes}, grpc::Status(grpc::StatusCode::UNAVAILABLE, "broker gone"));
+  int waits = 0;
+  env_.wait = [&waits](absl::Duration) { return ++waits < 2; };
+
+  ASSERT_EQ(Run({"container", "list", "--tenant=acme", "-l", "team=ml", "--watch"}), 0) << err_;
+  EXPECT_THAT(out_, HasSubstr("ID                  NAME  TENANT"));
+  EXPECT_THAT(out_, HasSubstr("CHANGED  c-00000000000000a1  vm-1  acme"));
+  EXPECT_THAT(out_, HasSubstr("node-unavailable"));
+  EXPECT_THAT(out_, HasSubstr("DELETED  c-00000000000000a1"));
+  EXPECT_THAT(err_, HasSubstr("watch: the stream ended (broker gone); reconnecting"));
+  // The watch asked for containers of the list's tenant and selector, from
+  // the list's version, and resumed from the last event it saw.
+  std::vector<v1::WatchRequest> watches = fake_->Requests<v1::WatchRequest>("Watch");
+  ASSERT_EQ(watches.size(), 2u);
+  EXPECT_EQ(watches[0].resource_version(), "run.7");
+  EXPECT_EQ(watches[0].tenant_id(), "acme");
+  EXPECT_EQ(watches[0].label_selector(), "team=ml");
+  ASSERT_EQ(watches[0].kinds_size(), 1);
+  EXPECT_EQ(watches[0].kinds(0), v1::OBJECT_KIND_CONTAINER);
+  EXPECT_EQ(watches[1].resource_version(), "run.9");
+}
+
+TEST_F(CommandsTest, ContainerListWatchListsAgainWhenTheVersionIsTooOld) {
+  v1::ListContainersResponse list;
+  list.set_resource_version("run.1");
+  fake_->SetResponse("ListContainers", list);
+  fake_->SetWatch({}, grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "resource_version: too old"));
+  int relists = 0;
+  fake_->SetHandler("ListContainers", [&](const google::protobuf::Message& req,
+                                          google::protobuf::Message* out) {
+    if (dynamic_cast<const v1::ListContainersRequest&>(req).page_size() == 1 && ++relists == 3) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "stop here");
+    }
+    out->CopyFrom(list);
+    return grpc::Status::OK;
+  });
+  EXPECT_EQ(Run({"container", "list", "--watch"}), 1);
+  EXPECT_THAT(err_, HasSubstr("resource_version: too old; listing again"));
+  EXPECT_THAT(err_, HasSubstr("PERMISSION_DENIED: stop here"));
+}
+
 }  // namespace client
 }  // namespace iommu

@@ -2,7 +2,7 @@
 // It records every unary call (method name, a copy of the request, the
 // deadline) and answers with what the test configured per method: a handler,
 // a canned response, or an error. Unconfigured methods answer OK with an
-// empty response. The async and callback APIs are not supported: calling
+// empty response. Watch streams play back what SetWatch configured. The async and callback APIs are not supported: calling
 // them aborts (iommuctl only makes blocking calls).
 //
 // Not thread-safe: configure it, run the command, then inspect it, all on
@@ -129,7 +129,55 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
 
 #undef IOMMU_FAKE_BROKER_RPC
 
+ public:
+  // Watch streams answer with these messages in order, then end with
+  // `status` (each call starts from the first again).
+  void SetWatch(std::vector<::iommu::v1::WatchResponse> responses,
+                grpc::Status status = grpc::Status::OK) {
+    watch_responses_ = std::move(responses);
+    watch_status_ = std::move(status);
+  }
+
  private:
+  class FakeReader final : public grpc::ClientReaderInterface<::iommu::v1::WatchResponse> {
+   public:
+    FakeReader(std::vector<::iommu::v1::WatchResponse> responses, grpc::Status status)
+        : responses_(std::move(responses)), status_(std::move(status)) {}
+    bool Read(::iommu::v1::WatchResponse* out) override {
+      if (next_ >= responses_.size()) return false;
+      *out = responses_[next_++];
+      return true;
+    }
+    bool NextMessageSize(uint32_t* size) override {
+      *size = next_ < responses_.size() ? responses_[next_].ByteSizeLong() : 0;
+      return next_ < responses_.size();
+    }
+    grpc::Status Finish() override { return status_; }
+    void WaitForInitialMetadata() override {}
+
+   private:
+    std::vector<::iommu::v1::WatchResponse> responses_;
+    grpc::Status status_;
+    size_t next_ = 0;
+  };
+
+  grpc::ClientReaderInterface<::iommu::v1::WatchResponse>* WatchRaw(
+      grpc::ClientContext* context, const ::iommu::v1::WatchRequest& request) override {
+    std::shared_ptr<google::protobuf::Message> copy(request.New());
+    copy->CopyFrom(request);
+    calls_.push_back(Call{"Watch", std::move(copy), context->deadline()});
+    return new FakeReader(watch_responses_, watch_status_);
+  }
+  grpc::ClientAsyncReaderInterface<::iommu::v1::WatchResponse>* AsyncWatchRaw(
+      grpc::ClientContext*, const ::iommu::v1::WatchRequest&, grpc::CompletionQueue*,
+      void*) override {
+    Unsupported("AsyncWatch");
+  }
+  grpc::ClientAsyncReaderInterface<::iommu::v1::WatchResponse>* PrepareAsyncWatchRaw(
+      grpc::ClientContext*, const ::iommu::v1::WatchRequest&, grpc::CompletionQueue*) override {
+    Unsupported("PrepareAsyncWatch");
+  }
+
   grpc::Status Handle(const char* method, grpc::ClientContext* context,
                       const google::protobuf::Message& request,
                       google::protobuf::Message* response) {
@@ -148,6 +196,8 @@ class FakeBrokerStub final : public iommu::v1::Broker::StubInterface {
 
   std::map<std::string, Handler> handlers_;
   std::vector<Call> calls_;
+  std::vector<::iommu::v1::WatchResponse> watch_responses_;
+  grpc::Status watch_status_;
 };
 
 }  // namespace client

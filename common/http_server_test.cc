@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/http_get.h"
+#include "tests/http_get.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

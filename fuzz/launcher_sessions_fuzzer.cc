@@ -32,7 +32,7 @@
 #include "agent/agent_core.h"
 #include "agent/launcher_sessions.h"
 #include "agent/sim_backend.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "common/grant_token.h"
 #include "common/log.h"
 #include "fuzz/fuzz_input.h"
@@ -46,9 +46,7 @@ using agent::AgentCore;
 using agent::IovaRange;
 using agent::LauncherSessionOptions;
 using agent::LauncherSessions;
-using agent::PeerCred;
 using agent::SimBackend;
-using agent::UniqueFd;
 
 constexpr char kDevices[] =
     "0000:00:04.0=1234:11e8@5,0000:00:05.0=1234:11e8@6,"

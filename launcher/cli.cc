@@ -11,9 +11,6 @@
 #include <memory>
 #include <utility>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -21,6 +18,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/byte_size.h"
+#include "common/cli_flags.h"
+#include "common/unique_fd.h"
 #include "launcher/client.h"
 
 namespace iommu {
@@ -68,7 +67,7 @@ absl::Status WaitForRelease(int agent_fd, std::FILE* out,
   if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) {
     return ErrnoStatus(errno, "sigprocmask SIG_BLOCK SIGINT SIGTERM");
   }
-  agent::UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
+  UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
   if (!sfd.valid()) return ErrnoStatus(errno, "signalfd SIGINT SIGTERM");
   Line(out, "ready");
   bool stdin_open = true;
@@ -112,7 +111,7 @@ absl::Status WaitForRelease(int agent_fd, std::FILE* out,
 }  // namespace
 
 absl::StatusOr<uint64_t> ParseSize(absl::string_view field, absl::string_view text) {
-  return ParseByteSize(field, text);
+  return cli::ParseSize(field, text);
 }
 
 absl::StatusOr<MapSpec> ParseMapSpec(absl::string_view text) {
@@ -169,97 +168,115 @@ absl::StatusOr<UnmapSpec> ParseUnmapSpec(absl::string_view text) {
   return spec;
 }
 
+namespace {
+
+// iommu-launcher's flags, in the order --help lists them.
+const std::vector<cli::FlagSpec>& Flags() {
+  using cli::ValueKind;
+  static const auto* flags = new std::vector<cli::FlagSpec>{
+      {"socket", ValueKind::kString, "PATH",
+       "The agent's launcher socket (Node.launcher_socket).", /*required=*/true},
+      {"token-file", ValueKind::kString, "PATH|-",
+       absl::StrCat("Read the grant token from PATH, or from the first line of stdin for "
+                    "\"-\"; default: $", kTokenEnv, ". Never on the command line, where every "
+                    "local user can read it (/proc/PID/cmdline)."),
+       false, false, /*allow_empty=*/true},
+      {"memfd", ValueKind::kSize, "SIZE", "Create a memfd of SIZE bytes and register it."},
+      {"file", ValueKind::kString, "PATH", "Register PATH (opened read-write) instead."},
+      {"map", ValueKind::kString, "SPEC",
+       "Map the memory range OFFSET:LENGTH at IOVA; SPEC is OFFSET:LENGTH@IOVA[:rw|r|w] "
+       "(default access rw).", false,
+       /*repeated=*/true},
+      {"unmap", ValueKind::kString, "IOVA:LENGTH",
+       "Unmap the whole mappings inside IOVA:LENGTH (after the maps).", false,
+       /*repeated=*/true},
+      {"list", ValueKind::kSwitch, "", "Print the session's mappings."},
+      {"devices", ValueKind::kSwitch, "", "Fetch the device fds and print their addresses."},
+      {"hold", ValueKind::kSwitch, "",
+       "Print \"ready\", then keep the session until SIGINT/SIGTERM or EOF on stdin; when the "
+       "agent restarts meanwhile, reconnect and resume the session (ResumeSession) instead "
+       "of ending."},
+      {"help", ValueKind::kSwitch, "", "Show this help."},
+      // Removed, not ignored: a token in argv is readable by every local
+      // user, and the single-use check only helps if nobody else sees it.
+      {"token", ValueKind::kString, "TOKEN", "", false, false, false,
+       absl::StrCat("removed, because a token on the command line is readable by every local "
+                    "user through /proc/PID/cmdline; ", kTokenSources)},
+  };
+  return *flags;
+}
+
+constexpr size_t kHelpWidth = 80;
+
+// The last value given for `name`, or nullptr.
+const cli::FlagValue* Last(const cli::FlagValues& values, const std::string& name) {
+  auto it = values.find(name);
+  return it == values.end() || it->second.empty() ? nullptr : &it->second.back();
+}
+
+// Every value given for a repeated flag, in order.
+std::vector<std::string> All(const cli::FlagValues& values, const std::string& name) {
+  std::vector<std::string> out;
+  auto it = values.find(name);
+  if (it == values.end()) return out;
+  for (const cli::FlagValue& v : it->second) out.push_back(v.text);
+  return out;
+}
+
+}  // namespace
+
 std::string Usage() {
   return absl::StrCat(
-      "usage: iommu-launcher --socket=PATH [--token-file=PATH|-] [--memfd=SIZE | --file=PATH]\n"
-      "         [--map=OFFSET:LENGTH@IOVA[:rw|r|w]]... [--unmap=IOVA:LENGTH]...\n"
-      "         [--list] [--devices] [--hold]\n"
-      "\n"
-      "Opens a session on the node agent's launcher socket with a broker grant\n"
-      "token, hands it guest memory and maps it for DMA, printing key=value lines.\n"
-      "  --socket   the agent's launcher socket (Node.launcher_socket)\n"
-      "  --token-file  read the grant token from PATH, or from the first line of\n"
-      "             stdin for \"-\"; default: $", kTokenEnv, ". Never on the command\n"
-      "             line, where every local user can read it (/proc/PID/cmdline)\n"
-      "  --memfd    create a memfd of SIZE bytes\n"
-      "  --file     register PATH (opened read-write) instead\n"
-      "  --map      map memory range OFFSET:LENGTH at IOVA (default access rw)\n"
-      "  --unmap    unmap the whole mappings inside IOVA:LENGTH (after the maps)\n"
-      "  --list     print the session's mappings\n"
-      "  --devices  fetch the device fds and print their addresses\n"
-      "  --hold     print \"ready\", then keep the session until SIGINT/SIGTERM\n"
-      "             or EOF on stdin; when the agent restarts meanwhile, reconnect\n"
-      "             and resume the session (ResumeSession) instead of ending\n"
-      "SIZE, OFFSET, LENGTH and IOVA are bytes (4096), binary units Ki Mi Gi Ti\n"
-      "(2Mi = 2^21), decimal units k M G T (2M = 2*10^6), or 0x hex (0x200000);\n"
-      "1GB-style units are refused as ambiguous.\n"
-      "Exit status 0 on success; 1 with \"error: CODE: message\" on stderr.\n");
+      "usage: iommu-launcher --socket=PATH [--token-file=PATH|-]\n"
+      "         [--memfd=SIZE | --file=PATH] [--map=OFFSET:LENGTH@IOVA[:rw|r|w]]...\n"
+      "         [--unmap=IOVA:LENGTH]... [--list] [--devices] [--hold]\n"
+      "\n",
+      cli::Wrap("Opens a session on the node agent's launcher socket with a broker grant "
+                "token, hands it guest memory and maps it for DMA, printing key=value lines.",
+                kHelpWidth, 0),
+      "\n\nFlags:\n", cli::RenderFlagList(Flags(), kHelpWidth), "\n",
+      cli::Wrap(absl::StrCat("SIZE, OFFSET, LENGTH and IOVA are ", kByteSizeForms,
+                             ". Units are case-sensitive; 1GB-style units are refused as "
+                             "ambiguous."),
+                kHelpWidth, 0),
+      "\n\n", cli::Wrap("Exit status 0 on success; 1 with \"error: CODE: message\" on stderr.",
+                        kHelpWidth, 0),
+      "\n");
 }
 
 absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
                                      const char* env_token) {
+  absl::StatusOr<cli::FlagValues> given = cli::ParseFlags(Flags(), args);
+  if (!given.ok()) return given.status();
+  const cli::FlagValues& flags = *given;
+  const auto on = [&flags](const char* name) {
+    const cli::FlagValue* v = Last(flags, name);
+    return v != nullptr && v->number != 0;
+  };
   CliOptions options;
-  for (size_t i = 0; i < args.size(); ++i) {
-    absl::string_view arg = args[i];
-    if (!absl::StartsWith(arg, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
-    }
-    absl::string_view name = arg.substr(2);
-    absl::string_view value;
-    bool has_value = false;
-    if (size_t eq = name.find('='); eq != absl::string_view::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_value = true;
-    }
-    if (name == "list" || name == "hold" || name == "devices" || name == "help") {
-      if (has_value) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, ": takes no value"));
-      }
-      if (name == "list") options.list = true;
-      if (name == "hold") options.hold = true;
-      if (name == "devices") options.devices = true;
-      if (name == "help") options.help = true;
-      continue;
-    }
-    if (name == "token") {
-      // Removed, not ignored: a token in argv is readable by every local
-      // user, and the single-use check only helps if nobody else sees it.
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--token: removed, because a token on the command line is readable by every local "
-          "user through /proc/PID/cmdline; ", kTokenSources));
-    }
-    if (name != "socket" && name != "token-file" && name != "memfd" && name != "file" &&
-        name != "map" && name != "unmap") {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    if (!has_value) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, ": needs a value"));
-      }
-      value = args[++i];
-    }
-    if (name == "socket") {
-      options.socket = std::string(value);
-    } else if (name == "token-file") {
-      if (value.empty()) return absl::InvalidArgumentError("--token-file: needs a path or -");
-      options.token_file = std::string(value);
-    } else if (name == "memfd") {
-      absl::StatusOr<uint64_t> size = ParseSize("--memfd", value);
-      if (!size.ok()) return size.status();
-      if (*size == 0) return absl::InvalidArgumentError("--memfd: must not be 0");
-      options.memfd_size = *size;
-    } else if (name == "file") {
-      options.file = std::string(value);
-    } else if (name == "map") {
-      absl::StatusOr<MapSpec> spec = ParseMapSpec(value);
-      if (!spec.ok()) return spec.status();
-      options.maps.push_back(*spec);
-    } else {
-      absl::StatusOr<UnmapSpec> spec = ParseUnmapSpec(value);
-      if (!spec.ok()) return spec.status();
-      options.unmaps.push_back(*spec);
-    }
+  options.list = on("list");
+  options.hold = on("hold");
+  options.devices = on("devices");
+  options.help = on("help");
+  if (const cli::FlagValue* v = Last(flags, "socket")) options.socket = v->text;
+  if (const cli::FlagValue* v = Last(flags, "file")) options.file = v->text;
+  if (const cli::FlagValue* v = Last(flags, "token-file")) {
+    if (v->text.empty()) return absl::InvalidArgumentError("--token-file: needs a path or -");
+    options.token_file = v->text;
+  }
+  if (const cli::FlagValue* v = Last(flags, "memfd")) {
+    if (v->number == 0) return absl::InvalidArgumentError("--memfd: must not be 0");
+    options.memfd_size = v->number;
+  }
+  for (const std::string& text : All(flags, "map")) {
+    absl::StatusOr<MapSpec> spec = ParseMapSpec(text);
+    if (!spec.ok()) return spec.status();
+    options.maps.push_back(*spec);
+  }
+  for (const std::string& text : All(flags, "unmap")) {
+    absl::StatusOr<UnmapSpec> spec = ParseUnmapSpec(text);
+    if (!spec.ok()) return spec.status();
+    options.unmaps.push_back(*spec);
   }
   if (options.help) return options;
   if (options.token_file.empty() && env_token != nullptr) options.token = env_token;
@@ -278,10 +295,10 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path, int stdin_fd) {
   const bool from_stdin = path == "-";
-  agent::UniqueFd owned;
+  UniqueFd owned;
   int fd = stdin_fd;
   if (!from_stdin) {
-    owned = agent::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    owned = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!owned.valid()) return ErrnoStatus(errno, absl::StrCat("--token-file: open ", path));
     fd = owned.get();
   }
@@ -333,11 +350,11 @@ absl::Status RunCli(const CliOptions& options, std::FILE* out) {
                            " size=", Hex(w.size())));
   }
 
-  agent::UniqueFd memory;
+  UniqueFd memory;
   std::string memory_name;
   if (options.memfd_size != 0) {
     memory_name = "iommu-launcher";
-    absl::StatusOr<agent::UniqueFd> fd =
+    absl::StatusOr<UniqueFd> fd =
         LauncherClient::CreateMemfd(options.memfd_size, memory_name);
     if (!fd.ok()) return fd.status();
     memory = *std::move(fd);

@@ -64,14 +64,18 @@ absl::StatusOr<MapSpec> ParseMapSpec(absl::string_view text);
 // "IOVA:LENGTH"; LENGTH must not be 0.
 absl::StatusOr<UnmapSpec> ParseUnmapSpec(absl::string_view text);
 
-// Parses the arguments after argv[0]. Flags take "--flag=value" or
-// "--flag value". The token never comes from argv, which every local user
-// can read in /proc/PID/cmdline: it comes from --token-file (a file, or "-"
-// for stdin; RunCli reads it), else from `env_token` (the
-// IOMMU_LAUNCHER_TOKEN variable, readable only by the same uid and root),
-// else it is an error. INVALID_ARGUMENT naming the flag for unknown flags,
-// the removed --token (the message names the alternatives), bad values,
-// --memfd with --file, and --map without memory.
+// Parses the arguments after argv[0] against the launcher's flag table with
+// common/cli_flags.h, iommuctl's parser: "--flag=value" or "--flag value";
+// switches (--list, --devices, --hold, --help) take no value or =true /
+// =false; --map and --unmap repeat, other flags are given once. The token
+// never comes from argv, which every local user can read in
+// /proc/PID/cmdline: it comes from --token-file (a file, or "-" for stdin;
+// RunCli reads it), else from `env_token` (the IOMMU_LAUNCHER_TOKEN
+// variable, readable only by the same uid and root), else it is an error.
+// INVALID_ARGUMENT naming the flag for unknown flags (with the closest known
+// name: "did you mean --socket?"), the removed --token (the message names
+// the alternatives), bad values, --memfd with --file, and --map without
+// memory.
 absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
                                      const char* env_token);
 
@@ -81,7 +85,8 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args,
 // bytes (no broker token is longer); the open/read errno otherwise.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path, int stdin_fd);
 
-// The --help text.
+// The --help text: usage lines, then the flag list rendered from the same
+// table ParseArgs reads.
 std::string Usage();
 
 // Reads --token-file if given (ReadTokenFile, stdin for "-"), connects,

@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "agent/fake_launcher_handler.h"
 #include "agent/launcher_server.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -21,14 +23,8 @@ namespace launcher {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Code = absl::StatusCode;
-
-template <typename T>
-void ExpectError(const absl::StatusOr<T>& s, Code code, absl::string_view text) {
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().code(), code) << s.status();
-  EXPECT_THAT(std::string(s.status().message()), HasSubstr(std::string(text)));
-}
 
 // The parser itself is common/byte_size_test.cc's; here, that the launcher
 // reads sizes the way iommuctl does.
@@ -46,14 +42,15 @@ TEST(ParseSizeTest, ReadsKubernetesQuantitiesLikeIommuctl) {
 TEST(ParseSizeTest, RejectsJunkAmbiguityAndOverflowNamingTheField) {
   for (const char* bad : {"", "K", "0x", "-1", "+1", "1.5Mi", "12 ", "0xg", "0x10M"}) {
     SCOPED_TRACE(bad);
-    ExpectError(ParseSize("--memfd", bad), Code::kInvalidArgument, "--memfd: ");
+    EXPECT_THAT(ParseSize("--memfd", bad), StatusIs(Code::kInvalidArgument, "--memfd: "));
   }
-  ExpectError(ParseSize("--memfd", "4KB"), Code::kInvalidArgument,
-              "ambiguous: write 4Ki (2^10 bytes) or 4k");
-  ExpectError(ParseSize("--memfd", "2m"), Code::kInvalidArgument, "write 2Mi (2^20 bytes) or 2M");
-  ExpectError(ParseSize("--memfd", "99999999999999999999"), Code::kInvalidArgument,
-              "too large");
-  ExpectError(ParseSize("--memfd", "17179869184Gi"), Code::kInvalidArgument, "too large");
+  EXPECT_THAT(ParseSize("--memfd", "4KB"),
+              StatusIs(Code::kInvalidArgument, "ambiguous: write 4Ki (2^10 bytes) or 4k"));
+  EXPECT_THAT(ParseSize("--memfd", "2m"),
+              StatusIs(Code::kInvalidArgument, "write 2Mi (2^20 bytes) or 2M"));
+  EXPECT_THAT(ParseSize("--memfd", "99999999999999999999"),
+              StatusIs(Code::kInvalidArgument, "too large"));
+  EXPECT_THAT(ParseSize("--memfd", "17179869184Gi"), StatusIs(Code::kInvalidArgument, "too large"));
 }
 
 TEST(ParseMapSpecTest, ParsesRangeIovaAndAccess) {
@@ -74,12 +71,13 @@ TEST(ParseMapSpecTest, ParsesRangeIovaAndAccess) {
 }
 
 TEST(ParseMapSpecTest, RejectsMalformedSpecs) {
-  ExpectError(ParseMapSpec("0:4Ki"), Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA");
-  ExpectError(ParseMapSpec("0@1Mi"), Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA");
-  ExpectError(ParseMapSpec("0:4Ki@1Mi:rw:x"), Code::kInvalidArgument, "want");
-  ExpectError(ParseMapSpec("0:0@1Mi"), Code::kInvalidArgument, "--map length: must not be 0");
-  ExpectError(ParseMapSpec("x:4Ki@1Mi"), Code::kInvalidArgument, "--map offset");
-  ExpectError(ParseMapSpec("0:4Ki@1Mi:x"), Code::kInvalidArgument, "--map access");
+  EXPECT_THAT(ParseMapSpec("0:4Ki"), StatusIs(Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA"));
+  EXPECT_THAT(ParseMapSpec("0@1Mi"), StatusIs(Code::kInvalidArgument, "want OFFSET:LENGTH@IOVA"));
+  EXPECT_THAT(ParseMapSpec("0:4Ki@1Mi:rw:x"), StatusIs(Code::kInvalidArgument, "want"));
+  EXPECT_THAT(ParseMapSpec("0:0@1Mi"),
+              StatusIs(Code::kInvalidArgument, "--map length: must not be 0"));
+  EXPECT_THAT(ParseMapSpec("x:4Ki@1Mi"), StatusIs(Code::kInvalidArgument, "--map offset"));
+  EXPECT_THAT(ParseMapSpec("0:4Ki@1Mi:x"), StatusIs(Code::kInvalidArgument, "--map access"));
 }
 
 TEST(ParseUnmapSpecTest, ParsesAndRejects) {
@@ -87,8 +85,8 @@ TEST(ParseUnmapSpecTest, ParsesAndRejects) {
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->iova, 0x100000u);
   EXPECT_EQ(u->length, 2u << 20);
-  ExpectError(ParseUnmapSpec("1Mi"), Code::kInvalidArgument, "want IOVA:LENGTH");
-  ExpectError(ParseUnmapSpec("1Mi:0"), Code::kInvalidArgument, "must not be 0");
+  EXPECT_THAT(ParseUnmapSpec("1Mi"), StatusIs(Code::kInvalidArgument, "want IOVA:LENGTH"));
+  EXPECT_THAT(ParseUnmapSpec("1Mi:0"), StatusIs(Code::kInvalidArgument, "must not be 0"));
 }
 
 TEST(ParseArgsTest, ParsesEveryFlagAndRepeats) {
@@ -124,10 +122,12 @@ TEST(ParseArgsTest, TokenOnTheCommandLineIsRefusedNamingTheAlternatives) {
        {std::vector<std::string>{"--socket=/s", "--token=t"},
         std::vector<std::string>{"--socket=/s", "--token", "t"},
         std::vector<std::string>{"--token"}}) {
-    ExpectError(ParseArgs(args, "from-env"), Code::kInvalidArgument,
-                "--token: removed, because a token on the command line is readable by every "
-                "local user through /proc/PID/cmdline; set $IOMMU_LAUNCHER_TOKEN, or pass "
-                "--token-file=PATH (--token-file=- reads stdin)");
+    EXPECT_THAT(
+        ParseArgs(args, "from-env"),
+        StatusIs(Code::kInvalidArgument,
+                 "--token: removed, because a token on the command line is readable by every "
+                 "local user through /proc/PID/cmdline; set $IOMMU_LAUNCHER_TOKEN, or pass "
+                 "--token-file=PATH (--token-file=- reads stdin)"));
   }
 }
 
@@ -154,18 +154,18 @@ TEST(ReadTokenFileTest, ReadsAFileOrOneLineOfStdinWithoutSurroundingSpace) {
 }
 
 TEST(ReadTokenFileTest, RefusesMissingEmptyAndOversizeFiles) {
-  ExpectError(ReadTokenFile("/nonexistent/token", -1), Code::kNotFound,
-              "--token-file: open /nonexistent/token");
+  EXPECT_THAT(ReadTokenFile("/nonexistent/token", -1),
+              StatusIs(Code::kNotFound, "--token-file: open /nonexistent/token"));
   const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/empty-token");
   std::FILE* f = std::fopen(path.c_str(), "w");
   ASSERT_NE(f, nullptr);
   std::fputs(" \n", f);
   std::fclose(f);
-  ExpectError(ReadTokenFile(path, -1), Code::kInvalidArgument, "holds no token");
+  EXPECT_THAT(ReadTokenFile(path, -1), StatusIs(Code::kInvalidArgument, "holds no token"));
   f = std::fopen(path.c_str(), "w");
   std::fputs(std::string(5000, 'a').c_str(), f);
   std::fclose(f);
-  ExpectError(ReadTokenFile(path, -1), Code::kInvalidArgument, "more than 4096 bytes");
+  EXPECT_THAT(ReadTokenFile(path, -1), StatusIs(Code::kInvalidArgument, "more than 4096 bytes"));
   // A token of the longest size with a line end is a token.
   f = std::fopen(path.c_str(), "w");
   std::fputs((std::string(4096, 'a') + "\r\n").c_str(), f);
@@ -176,24 +176,58 @@ TEST(ReadTokenFileTest, RefusesMissingEmptyAndOversizeFiles) {
 }
 
 TEST(ParseArgsTest, RejectsBadCombinationsNamingTheFlag) {
-  ExpectError(ParseArgs({}, "t"), Code::kInvalidArgument, "--socket: required");
-  ExpectError(ParseArgs({"--socket=/s"}, nullptr), Code::kInvalidArgument,
-              "token: required; set $IOMMU_LAUNCHER_TOKEN");
-  ExpectError(ParseArgs({"--socket=/s", "--token-file="}, nullptr), Code::kInvalidArgument,
-              "--token-file: needs a path or -");
-  ExpectError(ParseArgs({"--socket=/s", "--memfd=4Ki", "--file=/f"}, "t"),
-              Code::kInvalidArgument, "--memfd and --file");
-  ExpectError(ParseArgs({"--socket=/s", "--map=0:4Ki@1Mi"}, "t"),
-              Code::kInvalidArgument, "--map: needs memory");
-  ExpectError(ParseArgs({"--socket=/s", "--bogus"}, nullptr),
-              Code::kInvalidArgument, "unknown flag --bogus");
-  ExpectError(ParseArgs({"--socket=/s", "--token-file"}, nullptr), Code::kInvalidArgument,
-              "--token-file: needs a value");
-  ExpectError(ParseArgs({"--socket=/s", "--list=yes"}, nullptr),
-              Code::kInvalidArgument, "--list: takes no value");
-  ExpectError(ParseArgs({"--socket=/s", "--memfd=0"}, nullptr),
-              Code::kInvalidArgument, "--memfd: must not be 0");
-  ExpectError(ParseArgs({"stray"}, nullptr), Code::kInvalidArgument, "unexpected argument");
+  EXPECT_THAT(ParseArgs({}, "t"), StatusIs(Code::kInvalidArgument, "--socket: required"));
+  EXPECT_THAT(ParseArgs({"--socket=/s"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "token: required; set $IOMMU_LAUNCHER_TOKEN"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--token-file="}, nullptr),
+              StatusIs(Code::kInvalidArgument, "--token-file: needs a path or -"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--memfd=4Ki", "--file=/f"}, "t"),
+              StatusIs(Code::kInvalidArgument, "--memfd and --file"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--map=0:4Ki@1Mi"}, "t"),
+              StatusIs(Code::kInvalidArgument, "--map: needs memory"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--bogus"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "unknown flag --bogus"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--token-file"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "--token-file: needs a value"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--list=yes"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "--list: takes no value"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--memfd=0"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "--memfd: must not be 0"));
+  EXPECT_THAT(ParseArgs({"stray"}, nullptr),
+              StatusIs(Code::kInvalidArgument, "unexpected argument"));
+}
+
+// The launcher's flags go through common/cli_flags.h, iommuctl's parser:
+// a mistyped flag names the closest one.
+TEST(ParseArgsTest, MistypedFlagSuggestsTheClosest) {
+  EXPECT_THAT(ParseArgs({"--sockt=/s"}, "t"),
+              StatusIs(Code::kInvalidArgument, "unknown flag --sockt (did you mean --socket?)"));
+  EXPECT_THAT(ParseArgs({"--socket=/s", "--hodl"}, "t"),
+              StatusIs(Code::kInvalidArgument, "unknown flag --hodl (did you mean --hold?)"));
+}
+
+TEST(ParseArgsTest, SwitchesTakeOnlyTrueOrFalse) {
+  absl::StatusOr<CliOptions> o =
+      ParseArgs({"--socket=/s", "--hold=false", "--list=true", "--devices"}, "t");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->hold);
+  EXPECT_TRUE(o->list && o->devices);
+  EXPECT_THAT(
+      ParseArgs({"--socket=/s", "--hold=x"}, "t"),
+      StatusIs(Code::kInvalidArgument, "--hold: takes no value (or =true / =false), got \"x\""));
+}
+
+TEST(UsageTest, ListsEveryFlagFromTheTableButTheRemovedToken) {
+  const std::string usage = Usage();
+  for (const char* flag : {"--socket=PATH", "--token-file=PATH|-", "--memfd=SIZE", "--file=PATH",
+                           "--map=SPEC", "--unmap=IOVA:LENGTH", "--list",
+                           "--devices", "--hold", "--help"}) {
+    EXPECT_THAT(usage, HasSubstr(absl::StrCat("\n  ", flag, " "))) << flag;
+  }
+  EXPECT_THAT(usage, Not(HasSubstr("--token=")));
+  EXPECT_THAT(usage, HasSubstr("Ki Mi Gi Ti"));
+  EXPECT_THAT(usage, HasSubstr("Exit status 0 on success"));
+  for (absl::string_view line : absl::StrSplit(usage, '\n')) EXPECT_LE(line.size(), 80u) << line;
 }
 
 class RunCliTest : public ::testing::Test {

@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "agent/unix_socket.h"
+#include "common/unix_socket.h"
 
 namespace iommu {
 namespace launcher {
@@ -21,8 +21,6 @@ namespace {
 absl::Status ErrnoStatus(int err, absl::string_view context) {
   return absl::ErrnoToStatus(err, context);
 }
-using agent::kMaxLauncherPacketBytes;
-using agent::kMaxLauncherPacketFds;
 
 absl::Status StatusFromResponse(const v1::LauncherResponse& response) {
   const int32_t code = response.code();
@@ -43,7 +41,7 @@ absl::Status Unexpected(const v1::LauncherResponse& response, absl::string_view 
 
 absl::StatusOr<std::unique_ptr<LauncherClient>> LauncherClient::Connect(
     const std::string& socket_path) {
-  absl::StatusOr<UniqueFd> fd = agent::ConnectUnix(socket_path);
+  absl::StatusOr<UniqueFd> fd = ConnectUnix(socket_path);
   if (!fd.ok()) return fd.status();
   return std::unique_ptr<LauncherClient>(new LauncherClient(*std::move(fd)));
 }
@@ -60,7 +58,7 @@ absl::StatusOr<v1::LauncherResponse> LauncherClient::Call(
         "request: ", bytes.size(), " bytes exceeds the launcher protocol's limit of ",
         kMaxLauncherPacketBytes));
   }
-  const absl::Status sent = agent::SendPacket(fd_.get(), bytes, fds);
+  const absl::Status sent = SendPacket(fd_.get(), bytes, fds);
   if (!sent.ok()) {
     // The agent may have refused the connection with a reason (too many
     // connections, peer not allowed) and closed it; that reason is what the
@@ -68,8 +66,8 @@ absl::StatusOr<v1::LauncherResponse> LauncherClient::Call(
     // there, so a live agent never leaves this call blocked.
     pollfd p = {fd_.get(), POLLIN, 0};
     if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0) {
-      absl::StatusOr<agent::Packet> packet =
-          agent::RecvPacket(fd_.get(), kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
+      absl::StatusOr<Packet> packet =
+          RecvPacket(fd_.get(), kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
       v1::LauncherResponse response;
       if (packet.ok() && !packet->eof && response.ParseFromString(packet->bytes) &&
           response.seq() == 0 && response.code() != 0) {
@@ -79,8 +77,8 @@ absl::StatusOr<v1::LauncherResponse> LauncherClient::Call(
     return absl::UnavailableError(
         absl::StrCat("launcher socket: sending the request failed: ", sent.message()));
   }
-  absl::StatusOr<agent::Packet> packet =
-      agent::RecvPacket(fd_.get(), kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
+  absl::StatusOr<Packet> packet =
+      RecvPacket(fd_.get(), kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
   if (!packet.ok()) {
     return absl::Status(packet.status().code(),
                         absl::StrCat("launcher socket: ", packet.status().message()));

@@ -26,13 +26,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "proto/launcher.pb.h"
 
 namespace iommu {
 namespace launcher {
-
-using agent::UniqueFd;
 
 // GetDevices' answer: fds[i] is the device at addresses[i]. The caller owns
 // the fds (close-on-exec; clear FD_CLOEXEC on those a VMM child inherits).

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "agent/fake_launcher_handler.h"
 #include "agent/launcher_server.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,20 +23,8 @@ namespace launcher {
 namespace {
 
 using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using Code = absl::StatusCode;
 using agent::FakeLauncherHandler;
-
-template <typename T>
-void ExpectError(const absl::StatusOr<T>& s, Code code, absl::string_view text) {
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().code(), code) << s.status();
-  EXPECT_THAT(std::string(s.status().message()), HasSubstr(std::string(text)));
-}
-void ExpectError(const absl::Status& s, Code code, absl::string_view text) {
-  EXPECT_EQ(s.code(), code) << s;
-  EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(text)));
-}
 
 ino_t Inode(int fd) {
   struct stat st;
@@ -83,10 +72,10 @@ TEST_F(LauncherClientTest, OpenSessionReturnsTheSession) {
 
 TEST_F(LauncherClientTest, AgentErrorsKeepTheirCodeAndMessage) {
   auto client = Connect();
-  ExpectError(client->OpenSession("bad"), Code::kUnauthenticated, "token: bad signature");
-  ExpectError(client->Map("m-1", 0, 0x1000, 0x10, true, true), Code::kInvalidArgument,
-              "iova: 0x10 is outside every window");
-  ExpectError(client->Unmap(0x100000, 0x1000), Code::kNotFound, "no mapping");
+  EXPECT_THAT(client->OpenSession("bad"), StatusIs(Code::kUnauthenticated, "token: bad signature"));
+  EXPECT_THAT(client->Map("m-1", 0, 0x1000, 0x10, true, true),
+              StatusIs(Code::kInvalidArgument, "iova: 0x10 is outside every window"));
+  EXPECT_THAT(client->Unmap(0x100000, 0x1000), StatusIs(Code::kNotFound, "no mapping"));
   // The connection is still usable after errors.
   EXPECT_TRUE(client->OpenSession("good").ok());
 }
@@ -107,7 +96,7 @@ TEST_F(LauncherClientTest, RegisterMemoryPassesTheMemfdItself) {
   reg = client->RegisterMemory(memfd->get(), "again");
   ASSERT_TRUE(reg.ok()) << reg.status();
   EXPECT_TRUE(reg->shared());
-  ExpectError(client->RegisterMemory(-1, "none"), Code::kInvalidArgument, "fd:");
+  EXPECT_THAT(client->RegisterMemory(-1, "none"), StatusIs(Code::kInvalidArgument, "fd:"));
 }
 
 TEST_F(LauncherClientTest, CreateMemfdIsSizedSealedAndCloseOnExec) {
@@ -119,7 +108,8 @@ TEST_F(LauncherClientTest, CreateMemfdIsSizedSealedAndCloseOnExec) {
   EXPECT_EQ(fcntl(memfd->get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
   EXPECT_EQ(fcntl(memfd->get(), F_GET_SEALS) & F_SEAL_SHRINK, F_SEAL_SHRINK);
   EXPECT_NE(ftruncate(memfd->get(), 0x1000), 0);
-  ExpectError(LauncherClient::CreateMemfd(0, "x"), Code::kInvalidArgument, "size: must be");
+  EXPECT_THAT(LauncherClient::CreateMemfd(0, "x"),
+              StatusIs(Code::kInvalidArgument, "size: must be"));
 }
 
 TEST_F(LauncherClientTest, MapListUnmapRoundTrip) {
@@ -160,7 +150,8 @@ TEST_F(LauncherClientTest, ListMappingsPagesThroughEverything) {
     ASSERT_EQ(list->size(), kN);
     for (uint64_t i = 0; i < kN; ++i) EXPECT_EQ((*list)[i].iova(), 0x100000 + i * 0x1000);
   }
-  ExpectError(client->ListMappingsPage(0, "bogus"), Code::kInvalidArgument, "page_token:");
+  EXPECT_THAT(client->ListMappingsPage(0, "bogus"),
+              StatusIs(Code::kInvalidArgument, "page_token:"));
 }
 
 TEST_F(LauncherClientTest, GetDevicesReturnsTheDeviceFds) {
@@ -178,7 +169,7 @@ TEST_F(LauncherClientTest, GetDevicesReturnsTheDeviceFds) {
 TEST_F(LauncherClientTest, ConnectErrorsNameThePath) {
   absl::StatusOr<std::unique_ptr<LauncherClient>> client =
       LauncherClient::Connect(path_ + ".missing");
-  ExpectError(client, Code::kNotFound, ".missing");
+  EXPECT_THAT(client, StatusIs(Code::kNotFound, ".missing"));
 }
 
 TEST_F(LauncherClientTest, RefusedConnectionReportsTheAgentsReason) {
@@ -188,15 +179,15 @@ TEST_F(LauncherClientTest, RefusedConnectionReportsTheAgentsReason) {
   auto first = Connect();
   ASSERT_TRUE(handler_.WaitForEvents("connect", 1, absl::Seconds(10)));
   auto second = Connect();
-  ExpectError(second->OpenSession("good"), Code::kResourceExhausted,
-              "too many connections (limit 1)");
+  EXPECT_THAT(second->OpenSession("good"),
+              StatusIs(Code::kResourceExhausted, "too many connections (limit 1)"));
 }
 
 TEST_F(LauncherClientTest, AgentGoneIsUnavailable) {
   auto client = Connect();
   ASSERT_TRUE(client->OpenSession("good").ok());
   server_->Stop();
-  ExpectError(client->ListMappings(), Code::kUnavailable, "launcher socket");
+  EXPECT_THAT(client->ListMappings(), StatusIs(Code::kUnavailable, "launcher socket"));
 }
 
 }  // namespace

@@ -186,6 +186,26 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::GetUsageRequest* req) 
   return OwnTenantFilter("GetUsage", c, req->mutable_tenant_id());
 }
 
+// ---- watch: the lists' rules, and nodes for operators only.
+absl::Status Authorizer::Authorize(const Identity& c, v1::WatchRequest* req) const {
+  constexpr absl::string_view kMethod = "Watch";
+  if (c.role != Role::kTenant) return OperatorOnly(kMethod, c);
+  for (int kind : req->kinds()) {
+    if (kind == v1::OBJECT_KIND_NODE) {
+      return Deny(kMethod, c,
+                  absl::PermissionDeniedError(absl::StrCat(
+                      "kinds: changes of nodes need the operator role; caller is ", c.ToString())));
+    }
+  }
+  if (req->kinds().empty()) {
+    for (v1::ObjectKind k :
+         {v1::OBJECT_KIND_TENANT, v1::OBJECT_KIND_CONTAINER, v1::OBJECT_KIND_WINDOW}) {
+      req->add_kinds(k);
+    }
+  }
+  return OwnTenantFilter(kMethod, c, req->mutable_tenant_id());
+}
+
 // ---- version: read-only and about the broker only: any authenticated
 // caller (operator, tenant, agent, broker), never an anonymous one.
 absl::Status Authorizer::Authorize(const Identity& c, v1::GetVersionRequest*) const {

@@ -63,6 +63,11 @@ class Authorizer {
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
 
+  // The server-streaming Watch: a tenant is narrowed to its own tenant and,
+  // without kinds, to tenants, containers and windows; node changes need the
+  // operator role.
+  absl::Status Authorize(const Identity& caller, v1::WatchRequest* req) const;
+
   // NodeRegistry service.
   absl::Status Authorize(const Identity& caller, v1::RegisterRequest* req) const;
   absl::Status Authorize(const Identity& caller, v1::HeartbeatRequest* req) const;

@@ -186,7 +186,10 @@ absl::StatusOr<RequestIndex> LoadRequestIndex(Store* store) {
 }  // namespace
 
 Broker::Broker(Store* store, AgentClient* agents, BrokerOptions options)
-    : store_(store), agents_(agents), options_(std::move(options)) {}
+    : store_(store),
+      agents_(agents),
+      options_(std::move(options)),
+      watch_(absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen()))) {}
 
 absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient* agents,
                                                        BrokerOptions options) {
@@ -346,6 +349,7 @@ void Broker::LeadCommitLocked() {
       const RequestRecord& r = *b.request;
       requests_.Insert(r.request_id, FingerprintDigest(r.fingerprint), r.time_ms);
     }
+    PublishLocked();
     return;
   }
   // Every mutation applied after this group planned against its state, so it
@@ -358,6 +362,7 @@ void Broker::LeadCommitLocked() {
     open_group_ = nullptr;
   }
   const uint64_t rolled_back = applied_seq_ - resolved_seq_;
+  ForgetRolledBackLocked(resolved_seq_);
   resolved_seq_ = rolled_back_seq_ = applied_seq_;
   // Roll memory back to exactly what the store holds. Nothing else writes
   // the store now: only a leader commits, and the next one needs mu_.
@@ -374,6 +379,9 @@ void Broker::LeadCommitLocked() {
       restored = requests.status();
     }
   }
+  // What the failed group changed is back as the store holds it, as last
+  // published; marks of earlier durable changes are published now.
+  PublishLocked();
   LogEvent(LogLevel::kError, "commit_failed",
            {{"batches", group->batches.size()},
             {"rolled_back", rolled_back},
@@ -443,6 +451,8 @@ void EraseFromSet(std::map<std::string, std::set<std::string>>* m, const std::st
 void Broker::AddContainerLocked(ContainerEntry entry) {
   entry.changed_seq = ApplyingSeqLocked();
   const v1::Container& c = entry.container;
+  MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c.id());
+  MarkAppliedLocked(v1::OBJECT_KIND_NODE, c.node());
   for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
   if (!c.name().empty()) container_names_[{c.name(), c.tenant_id()}] = c.id();
   index_.tenant_containers[c.tenant_id()].insert(c.id());
@@ -456,9 +466,12 @@ void Broker::EraseContainerLocked(const std::string& id) {
   auto it = containers_.find(id);
   if (it == containers_.end()) return;
   const v1::Container& c = it->second.container;
+  MarkGoneLocked(v1::OBJECT_KIND_CONTAINER, id, *CurrentLocked(v1::OBJECT_KIND_CONTAINER, id));
+  MarkAppliedLocked(v1::OBJECT_KIND_NODE, c.node());
   for (const std::string& w : it->second.window_ids) {
     auto wit = windows_.find(w);
     if (wit == windows_.end()) continue;
+    MarkGoneLocked(v1::OBJECT_KIND_WINDOW, w, *CurrentLocked(v1::OBJECT_KIND_WINDOW, w));
     Subtract(&index_.tenants, wit->second.tenant_id(), 0, wit->second.size());
     windows_.erase(wit);
   }
@@ -473,6 +486,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
 
 void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
   c->changed_seq = ApplyingSeqLocked();
+  MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
   Subtract(&index_.tenants, c->container.tenant_id(), c->container.pin_budget_bytes(), 0);
   c->container.set_pin_budget_bytes(budget);
   Add(&index_.tenants, c->container.tenant_id(), budget, 0);
@@ -480,6 +494,8 @@ void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
 
 void Broker::AddWindowLocked(ContainerEntry* c, const v1::Window& w) {
   c->changed_seq = ApplyingSeqLocked();
+  MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
+  MarkAppliedLocked(v1::OBJECT_KIND_WINDOW, w.id());
   c->window_ids.insert(w.id());
   windows_[w.id()] = w;
   Add(&index_.tenants, w.tenant_id(), 0, w.size());
@@ -487,9 +503,11 @@ void Broker::AddWindowLocked(ContainerEntry* c, const v1::Window& w) {
 
 void Broker::EraseWindowLocked(ContainerEntry* c, const std::string& id) {
   c->changed_seq = ApplyingSeqLocked();
+  MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
   c->window_ids.erase(id);
   auto it = windows_.find(id);
   if (it == windows_.end()) return;
+  MarkGoneLocked(v1::OBJECT_KIND_WINDOW, id, *CurrentLocked(v1::OBJECT_KIND_WINDOW, id));
   Subtract(&index_.tenants, it->second.tenant_id(), 0, it->second.size());
   windows_.erase(it);
 }
@@ -750,6 +768,7 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         plan.apply = [this, t = *answer]() {
           mu_.AssertHeld();  // Applied under mu_.
           tenants_[t.id()] = t;
+          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
         };
         LogEvent(LogLevel::kInfo, "tenant_created",
                  {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
@@ -785,6 +804,7 @@ absl::Status Broker::ListTenants(const v1::ListTenantsRequest& req, v1::ListTena
       [&](const v1::Tenant& t) { return selector.Matches(t.labels()); },
       [&](const v1::Tenant& t) { *out->add_tenants() = t; }, &next);
   out->set_next_page_token(next);
+  out->set_resource_version(watch_.CurrentVersion());
   return AwaitDurableLocked();
 }
 
@@ -905,6 +925,7 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         plan.apply = [this, t = *answer, shrunk]() {
           mu_.AssertHeld();  // Applied under mu_.
           tenants_[t.id()] = t;
+          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
           for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
         };
         LogEvent(LogLevel::kInfo, "tenant_quota_set",
@@ -942,6 +963,7 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
         plan.batch.deletes.push_back({kTenant, req.tenant_id()});
         plan.apply = [this, id = req.tenant_id()]() {
           mu_.AssertHeld();  // Applied under mu_.
+          MarkGoneLocked(v1::OBJECT_KIND_TENANT, id, *CurrentLocked(v1::OBJECT_KIND_TENANT, id));
           tenants_.erase(id);
         };
         LogEvent(LogLevel::kInfo, "tenant_deleted",
@@ -969,6 +991,7 @@ absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::
         plan.apply = [this, changed] {
           mu_.AssertHeld();  // Applied under mu_.
           tenants_[changed.id()] = changed;
+          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, changed.id());
         };
         *answer = changed;
         const std::string text = LabelsText(changed.labels());
@@ -996,6 +1019,7 @@ absl::Status Broker::ListNodes(const v1::ListNodesRequest& req, v1::ListNodesRes
       },
       &next);
   out->set_next_page_token(next);
+  out->set_resource_version(watch_.CurrentVersion());
   return AwaitDurableLocked();
 }
 
@@ -1010,7 +1034,11 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
   v1::Node persisted = n->node;
   persisted.set_cordoned(cordoned);
   plan->batch.puts.push_back(Record(kNode, persisted.name(), persisted));
-  plan->apply = [n, cordoned] { n->node.set_cordoned(cordoned); };  // n is stable in nodes_.
+  plan->apply = [this, n, cordoned] {  // n is stable in nodes_.
+    mu_.AssertHeld();  // Applied under mu_.
+    n->node.set_cordoned(cordoned);
+    MarkAppliedLocked(v1::OBJECT_KIND_NODE, n->node.name());
+  };
   v1::Node view = NodeViewLocked(*n);
   view.set_cordoned(cordoned);
   return view;
@@ -1144,6 +1172,7 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
         plan.batch.deletes.push_back({kNode, req.node()});
         plan.apply = [this, name = req.node()]() {
           mu_.AssertHeld();  // Applied under mu_.
+          MarkGoneLocked(v1::OBJECT_KIND_NODE, name, *CurrentLocked(v1::OBJECT_KIND_NODE, name));
           nodes_.erase(name);
         };
         LogEvent(LogLevel::kInfo, "node_deleted",
@@ -1495,6 +1524,7 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
       },
       &next);
   out->set_next_page_token(next);
+  out->set_resource_version(watch_.CurrentVersion());
   return AwaitDurableLocked();
 }
 
@@ -1544,6 +1574,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
       intent.puts.push_back(Record(kContainer, id, marked));
       c->container.set_deleting(true);
       c->changed_seq = ApplyingSeqLocked();
+      MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, id);
       absl::Status s = CommitLocked(std::move(intent));  // Rolled back on error; c is stale.
       if (!s.ok()) {
         deleting_.erase(id);
@@ -1698,6 +1729,7 @@ absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req
           mu_.AssertHeld();  // Applied under mu_.
           c->changed_seq = ApplyingSeqLocked();
           *c->container.mutable_labels() = changed.labels();
+          MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
         };
         *answer = ContainerViewLocked(*c);
         *answer->mutable_labels() = changed.labels();
@@ -2088,6 +2120,7 @@ absl::Status Broker::ListWindows(const v1::ListWindowsRequest& req, v1::ListWind
       },
       [&](const v1::Window& w) { *out->add_windows() = w; }, &next);
   out->set_next_page_token(next);
+  out->set_resource_version(watch_.CurrentVersion());
   return AwaitDurableLocked();
 }
 
@@ -2413,6 +2446,9 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     *d->mutable_windows() = WindowsLocked(c).windows();
     if (!held.erase(id)) ++to_create;
   }
+  MarkObservedLocked(v1::OBJECT_KIND_NODE, req.node());
+  MarkNodeContainersLocked(req.node());
+  PublishLocked();
   std::vector<LogField> fields = {
       {"node", req.node()}, {"address", req.agent_address()}, {"backend", req.backend()}};
   if (req.simulated()) fields.push_back({"SIMULATED", true});
@@ -2490,6 +2526,9 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
                      " could not re-create it (it retries): ", reason.substr(0, 512)),
         {NodeRef(req.node())}));
   }
+  MarkObservedLocked(v1::OBJECT_KIND_NODE, req.node());
+  MarkNodeContainersLocked(req.node());
+  PublishLocked();
   LogEvent(LogLevel::kInfo, "node_reconciled",
            {{"node", req.node()},
             {"containers", req.containers_size()},
@@ -2547,6 +2586,8 @@ std::vector<std::string> Broker::CheckLiveness() {
       n.session_id.clear();
       n.usage.clear();
       marked.push_back(name);
+      MarkObservedLocked(v1::OBJECT_KIND_NODE, name);
+      MarkNodeContainersLocked(name);
       LogEvent(LogLevel::kWarning, "node_unavailable",
                {{"node", name},
                 {"last_heartbeat_ms_ago", now - n.last_heartbeat_ms},
@@ -2557,6 +2598,7 @@ std::vector<std::string> Broker::CheckLiveness() {
                                         "registers again")));
     }
   }
+  PublishLocked();
   return marked;
 }
 

@@ -51,6 +51,7 @@
 #include "server/event_log.h"
 #include "server/push_queue.h"
 #include "server/request_index.h"
+#include "server/watch_log.h"
 #include "server/store.h"
 #include "server/window_allocator.h"
 
@@ -174,6 +175,22 @@ class Broker final : public OwnershipView {
   // This build's kVersion and BuildCommit() (common/version.h). Always OK.
   absl::Status GetVersion(const v1::GetVersionRequest& req, v1::GetVersionResponse* out,
                           const Identity& caller = Identity{});
+
+  // ---- Watch (proto WatchRequest; the stream itself is server/watch_stream.h) ----
+  // What a validated WatchRequest asks for: where to start, the one tenant it
+  // is limited to (empty: all) and which changes it wants.
+  struct WatchPlan {
+    std::string version;
+    std::string scope;
+    WatchLog::Filter filter;
+  };
+  // Validates `req` (kinds, tenant_id, label_selector, resource_version) and
+  // resolves "from now" to the current version. INVALID_ARGUMENT naming the
+  // field; OUT_OF_RANGE for a version this broker cannot continue from.
+  absl::StatusOr<WatchPlan> PrepareWatch(const v1::WatchRequest& req) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The durable changes, in order. Thread-safe; outlives every stream.
+  const WatchLog& watch_log() const { return watch_; }
 
   // ---- NodeRegistry (called by agents) ----
   absl::Status Register(const v1::RegisterRequest& req, v1::RegisterResponse* out);
@@ -401,6 +418,30 @@ class Broker final : public OwnershipView {
   bool ObjectExistsLocked(const v1::ObjectRef& object, const std::string& tenant) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // ---- watch: marks of changed objects, published once durable ----
+  // An object changed by the mutation being applied (published when its
+  // commit is durable), or by something the store does not hold, such as a
+  // node's liveness (published once every mutation applied so far is).
+  void MarkAppliedLocked(v1::ObjectKind kind, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkObservedLocked(v1::ObjectKind kind, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An object about to be erased by the mutation being applied: `last` is
+  // its DELETE event, sent unless the erase is rolled back.
+  void MarkGoneLocked(v1::ObjectKind kind, const std::string& id, WatchLog::Change last)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every container on `node` (their state follows the node's).
+  void MarkNodeContainersLocked(const std::string& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends to watch_ every marked object whose changes are all durable (or
+  // rolled back), as it is now.
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a rollback of the mutations after `durable_seq`: forgets the marks
+  // only they set.
+  void ForgetRolledBackLocked(uint64_t durable_seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The PUT of object (kind, id) as it is now, or nullopt when it is gone.
+  std::optional<WatchLog::Change> CurrentLocked(v1::ObjectKind kind, const std::string& id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::StatusOr<NodeEntry*> FindNodeLocked(const std::string& field, const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<ContainerEntry*> FindContainerLocked(const std::string& id)
@@ -471,6 +512,8 @@ class Broker final : public OwnershipView {
   // Thread-safe on its own, so not under mu_ (which may be held when
   // recording: mu_ is always taken first).
   EventLog events_;
+  // The same, for the Watch RPC; its run id is random per broker object.
+  WatchLog watch_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, v1::Tenant> tenants_ ABSL_GUARDED_BY(mu_);
@@ -490,6 +533,18 @@ class Broker final : public OwnershipView {
   std::map<std::pair<std::string, std::string>, std::string> container_names_
       ABSL_GUARDED_BY(mu_);
   std::set<std::pair<std::string, std::string>> pending_names_ ABSL_GUARDED_BY(mu_);
+  // Objects changed and not yet published to watch_: the sequence number
+  // that must be resolved first, the first mutation that changed it (so a
+  // rollback of only later ones drops the mark: the object is back as last
+  // published), and whether something outside the store changed it (never
+  // rolled back). And the DELETE events of the erased.
+  struct DirtyMark {
+    uint64_t seq = 0;
+    uint64_t first_applied = 0;  // 0: no mutation.
+    bool observed = false;
+  };
+  std::map<std::pair<int, std::string>, DirtyMark> dirty_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<int, std::string>, WatchLog::Change> gone_ ABSL_GUARDED_BY(mu_);
   // Containers being destroyed on their agent; other changes to them wait.
   std::set<std::string> deleting_ ABSL_GUARDED_BY(mu_);
   // Request ids of mutations in flight (including those applied and waiting

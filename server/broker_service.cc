@@ -10,6 +10,7 @@
 #include "google/protobuf/message.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "server/watch_stream.h"
 
 namespace iommu {
 namespace {
@@ -93,6 +94,58 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
   }
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
+
+absl::Status WatchSlots::Take(const std::string& caller) {
+  absl::MutexLock l(&mu_);
+  auto it = by_caller_.try_emplace(caller, 0).first;
+  if (it->second >= kPerCaller) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Watch: ", caller, " has ", it->second, " watches open, the most one caller may hold (",
+        kPerCaller, "); close one"));
+  }
+  if (total_ >= kTotal) {
+    if (it->second == 0) by_caller_.erase(it);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Watch: the broker has ", total_, " watches open, its limit (", kTotal, "); retry later"));
+  }
+  ++it->second;
+  ++total_;
+  return absl::OkStatus();
+}
+
+void WatchSlots::Give(const std::string& caller) {
+  absl::MutexLock l(&mu_);
+  auto it = by_caller_.find(caller);
+  if (it == by_caller_.end()) return;
+  if (--it->second == 0) by_caller_.erase(it);
+  --total_;
+}
+
+grpc::Status BrokerService::Watch(grpc::ServerContext* ctx, const v1::WatchRequest* req,
+                                  grpc::ServerWriter<v1::WatchResponse>* writer) {
+  constexpr char kMethod[] = "Watch";
+  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, *deps_.transport);
+  if (!caller.ok()) {
+    deps_.authz->CountDenial(kMethod, Identity{}, caller.status());
+    return Finish(kMethod, ctx, Identity{}, deps_.limits, *req, caller.status());
+  }
+  v1::WatchRequest scoped = *req;
+  if (absl::Status s = deps_.authz->Authorize(*caller, &scoped); !s.ok()) {
+    return Finish(kMethod, ctx, *caller, deps_.limits, *req, s);
+  }
+  absl::StatusOr<Broker::WatchPlan> plan = deps_.broker->PrepareWatch(scoped);
+  if (!plan.ok()) return Finish(kMethod, ctx, *caller, deps_.limits, *req, plan.status());
+  const std::string who = caller->ToString();
+  if (absl::Status s = watches_.Take(who); !s.ok()) {
+    return Finish(kMethod, ctx, *caller, deps_.limits, *req, s);
+  }
+  absl::Status s = StreamWatch(
+      deps_.broker->watch_log(), *std::move(plan),
+      [writer](const v1::WatchResponse& r) { return writer->Write(r); },
+      [ctx] { return ctx->IsCancelled(); });
+  watches_.Give(who);
+  return Finish(kMethod, ctx, *caller, deps_.limits, *req, s, LogLevel::kInfo);
+}
 
 grpc::Status NodeRegistryService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,

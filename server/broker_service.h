@@ -10,6 +10,11 @@
 #ifndef SERVER_BROKER_SERVICE_H_
 #define SERVER_BROKER_SERVICE_H_
 
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/tls.h"
 #include "proto/broker.grpc.pb.h"
 #include "server/authz.h"
@@ -32,6 +37,23 @@ struct ServiceDeps {
   bool bound_inflight = true;
 };
 
+// Open Watch streams, bounded per caller and in all: each holds one of the
+// server's threads for as long as the caller keeps it.
+class WatchSlots {
+ public:
+  static constexpr int kPerCaller = 8;
+  static constexpr int kTotal = 256;
+
+  // OK and a slot taken, or RESOURCE_EXHAUSTED saying which bound.
+  absl::Status Take(const std::string& caller) ABSL_LOCKS_EXCLUDED(mu_);
+  void Give(const std::string& caller) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, int> by_caller_ ABSL_GUARDED_BY(mu_);
+  int total_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class BrokerService final : public v1::Broker::Service {
  public:
   explicit BrokerService(ServiceDeps deps) : deps_(deps) {}
@@ -41,8 +63,12 @@ class BrokerService final : public v1::Broker::Service {
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
 
+  grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchRequest* req,
+                     grpc::ServerWriter<v1::WatchResponse>* writer) override;
+
  private:
   const ServiceDeps deps_;
+  WatchSlots watches_;
 };
 
 class NodeRegistryService final : public v1::NodeRegistry::Service {

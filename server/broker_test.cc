@@ -1,6 +1,7 @@
 // Unit tests of the broker's logic against a FakeStore and a fake agent
 // client: placement, quotas, idempotency, liveness, reload, and that every
 // refused request changes nothing.
+#include "common/status_matchers.h"
 #include "server/broker.h"
 
 #include <map>
@@ -233,11 +234,6 @@ class BrokerTest : public ::testing::Test {
   std::unique_ptr<Broker> broker_;
 };
 
-void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string& substr) {
-  EXPECT_EQ(s.code(), code) << s;
-  EXPECT_THAT(s.message(), HasSubstr(substr)) << s;
-}
-
 // Between Register and Reconciled the agent is cleaning up to match the
 // store: nothing is placed on the node, so a new container cannot be caught
 // by that clean-up.
@@ -250,12 +246,13 @@ TEST_F(BrokerTest, NothingIsPlacedOnANodeUntilItHasReconciled) {
   v1::Node node;
   ASSERT_TRUE(broker_->GetNode(gn, &node).ok());
   EXPECT_EQ(node.state(), v1::NODE_STATE_RECONCILING);
-  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
-             "is reconciling");
+  EXPECT_THAT(Create("acme", "n1", {"0000:00:04.0"}).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "is reconciling"));
   v1::CreateContainerRequest placed;
   placed.set_tenant_id("acme");
   v1::Container c;
-  ExpectCode(broker_->CreateContainer(placed, &c), absl::StatusCode::kResourceExhausted, "");
+  EXPECT_THAT(broker_->CreateContainer(placed, &c),
+              StatusIs(absl::StatusCode::kResourceExhausted, ""));
 
   v1::ReconciledRequest rec;
   rec.set_node("n1");
@@ -311,11 +308,13 @@ TEST_F(BrokerTest, DevicesAndUsageArePaged) {
 
   ur.set_page_size(1001);  // Over the limit of 1000.
   v1::GetUsageResponse refused;
-  ExpectCode(broker_->GetUsage(ur, &refused), absl::StatusCode::kInvalidArgument, "page_size");
+  EXPECT_THAT(broker_->GetUsage(ur, &refused),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_size"));
   ld.set_page_token(std::string(300, 'x'));
   ld.set_page_size(0);
   v1::ListDevicesResponse unused;
-  ExpectCode(broker_->ListDevices(ld, &unused), absl::StatusCode::kInvalidArgument, "page_token");
+  EXPECT_THAT(broker_->ListDevices(ld, &unused),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_token"));
 }
 
 TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
@@ -406,8 +405,9 @@ TEST_F(BrokerTest, RequestIdReusedForDifferentRequestIsRefused) {
   v1::Tenant t;
   ASSERT_TRUE(broker_->CreateTenant(req, &t).ok());
   req.set_tenant_id("other");
-  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kFailedPrecondition,
-             "request_id: \"req-1\" was already used for a different request");
+  EXPECT_THAT(broker_->CreateTenant(req, &t),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "request_id: \"req-1\" was already used for a different request"));
 }
 
 TEST_F(BrokerTest, RetriedCreateContainerCallsAgentOnce) {
@@ -438,7 +438,8 @@ TEST_F(BrokerTest, RetriedDeleteAndReleaseSucceedWithoutChangingAnything) {
   ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
   ASSERT_TRUE(broker_->ReleaseWindow(rr, &rresp).ok());
   rr.set_request_id("rel-2");
-  ExpectCode(broker_->ReleaseWindow(rr, &rresp), absl::StatusCode::kNotFound, "window_id: no window");
+  EXPECT_THAT(broker_->ReleaseWindow(rr, &rresp),
+              StatusIs(absl::StatusCode::kNotFound, "window_id: no window"));
 
   v1::DeleteContainerRequest dr;
   dr.set_request_id("del-1");
@@ -604,7 +605,7 @@ TEST_F(BrokerTest, EveryRefusedRequestChangesNothing) {
   };
   for (const Case& tc : cases) {
     SCOPED_TRACE(tc.name);
-    ExpectCode(tc.call(), tc.code, tc.substr);
+    EXPECT_THAT(tc.call(), StatusIs(tc.code, tc.substr));
     EXPECT_EQ(Snapshot(), before);
   }
   EXPECT_EQ(agents_.creates(), agent_calls);
@@ -614,8 +615,9 @@ TEST_F(BrokerTest, MaxContainersQuotaIsEnforced) {
   RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
   CreateTenant("acme", /*max_containers=*/1);
   ASSERT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
-  ExpectCode(Create("acme", "n1", {"0000:00:05.0"}).status(), absl::StatusCode::kResourceExhausted,
-             "holds 1 of its 1 containers (quota.max_containers)");
+  EXPECT_THAT(Create("acme", "n1", {"0000:00:05.0"}).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "holds 1 of its 1 containers (quota.max_containers)"));
 }
 
 TEST_F(BrokerTest, LoweredQuotaBlocksNewWindowsButTakesNothingAway) {
@@ -630,8 +632,8 @@ TEST_F(BrokerTest, LoweredQuotaBlocksNewWindowsButTakesNothingAway) {
   q.mutable_quota()->set_window_bytes(0x100000);
   v1::Tenant t;
   ASSERT_TRUE(broker_->SetTenantQuota(q, &t).ok());
-  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kResourceExhausted,
-             "quota.window_bytes");
+  EXPECT_THAT(Allocate(c->id(), 0x1000).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "quota.window_bytes"));
   v1::ListWindowsResponse lw;
   ASSERT_TRUE(broker_->ListWindows({}, &lw).ok());
   EXPECT_EQ(lw.windows_size(), 1);
@@ -642,12 +644,13 @@ TEST_F(BrokerTest, AgentFailureOnCreateChangesNothing) {
   CreateTenant("acme");
   const std::string before = Snapshot();
   agents_.set_next_error(absl::UnavailableError("connection refused"));
-  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
-             "node: agent of node \"n1\" did not answer");
+  EXPECT_THAT(
+      Create("acme", "n1", {"0000:00:04.0"}).status(),
+      StatusIs(absl::StatusCode::kUnavailable, "node: agent of node \"n1\" did not answer"));
   EXPECT_EQ(Snapshot(), before);
   agents_.set_next_error(absl::FailedPreconditionError("devices[0]: EBUSY"));
-  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kFailedPrecondition,
-             "node \"n1\": devices[0]: EBUSY");
+  EXPECT_THAT(Create("acme", "n1", {"0000:00:04.0"}).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "node \"n1\": devices[0]: EBUSY"));
   EXPECT_EQ(Snapshot(), before);
   // The device was not left reserved.
   EXPECT_TRUE(Create("acme", "n1", {"0000:00:04.0"}).ok());
@@ -658,8 +661,8 @@ TEST_F(BrokerTest, StoreFailureOnCreateUndoesAgentContainer) {
   CreateTenant("acme");
   const std::string before = Snapshot();
   store_.set_next_commit_error(absl::UnavailableError("disk full"));
-  ExpectCode(Create("acme", "n1", {"0000:00:04.0"}).status(), absl::StatusCode::kUnavailable,
-             "disk full");
+  EXPECT_THAT(Create("acme", "n1", {"0000:00:04.0"}).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "disk full"));
   EXPECT_EQ(Snapshot(), before);
   EXPECT_TRUE(agents_.held("n1:1").empty());
 }
@@ -670,8 +673,8 @@ TEST_F(BrokerTest, StoreFailureOnWindowLeavesAllocatorUnchanged) {
   auto c = Create("acme", "n1", {"0000:00:04.0"});
   ASSERT_TRUE(c.ok());
   store_.set_next_commit_error(absl::UnavailableError("disk full"));
-  ExpectCode(Allocate(c->id(), 0x1000, 0, true, 0x1000).status(), absl::StatusCode::kUnavailable,
-             "disk full");
+  EXPECT_THAT(Allocate(c->id(), 0x1000, 0, true, 0x1000).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "disk full"));
   // The range is still free.
   EXPECT_TRUE(Allocate(c->id(), 0x1000, 0, true, 0x1000).ok());
 }
@@ -696,8 +699,8 @@ TEST_F(BrokerTest, PlacementPicksNodeWithMostFreeMatchingDevicesAndSkipsUnfit) {
   ASSERT_TRUE(c3.ok());
   EXPECT_EQ(c3->node(), "a");
   // a is full now and b is cordoned.
-  ExpectCode(Place("acme", 0x1234, 1).status(), absl::StatusCode::kResourceExhausted,
-             "no ready, uncordoned node");
+  EXPECT_THAT(Place("acme", 0x1234, 1).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "no ready, uncordoned node"));
 }
 
 TEST_F(BrokerTest, PlacementNeverPutsTwoContainersOnOneDevice) {
@@ -709,7 +712,8 @@ TEST_F(BrokerTest, PlacementNeverPutsTwoContainersOnOneDevice) {
     ASSERT_TRUE(c.ok());
     for (const auto& d : c->devices()) EXPECT_TRUE(used.insert(d).second) << d;
   }
-  ExpectCode(Place("acme", 0, 1).status(), absl::StatusCode::kResourceExhausted, "selector");
+  EXPECT_THAT(Place("acme", 0, 1).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "selector"));
 }
 
 TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) {
@@ -740,10 +744,10 @@ TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) 
   v1::Container got;
   ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
   EXPECT_EQ(got.state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
-  ExpectCode(Create("acme", "n1", {"0000:00:05.0"}).status(), absl::StatusCode::kUnavailable,
-             "node: node \"n1\" is not heartbeating");
-  ExpectCode(broker_->Heartbeat(hb, &hbr), absl::StatusCode::kFailedPrecondition,
-             "register again");
+  EXPECT_THAT(Create("acme", "n1", {"0000:00:05.0"}).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "node: node \"n1\" is not heartbeating"));
+  EXPECT_THAT(broker_->Heartbeat(hb, &hbr),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "register again"));
 
   // The agent comes back: it is told which containers it must hold.
   RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)}, &reg);
@@ -844,8 +848,8 @@ TEST_F(BrokerTest, StateSurvivesRestartIncludingAllocatorOccupancy) {
   EXPECT_EQ(got.window_count(), 1u);
   // Until the agent registers again the node is unavailable.
   EXPECT_EQ(got.state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
-  ExpectCode(Allocate(c->id(), 0x1000, 0, true, 0x100000).status(),
-             absl::StatusCode::kAlreadyExists, "overlaps window");
+  EXPECT_THAT(Allocate(c->id(), 0x1000, 0, true, 0x100000).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, "overlaps window"));
   v1::GetNodeRequest gn;
   gn.set_node("n1");
   ASSERT_TRUE(broker_->GetNode(gn, &n).ok());
@@ -913,11 +917,13 @@ TEST_F(BrokerTest, PinBudgetsDefaultToTheUnbudgetedRestAndNeverSumPastQuota) {
   EXPECT_EQ(c.pin_budget_bytes(), 0u);
   req.set_devices(0, "0000:00:07.0");
   req.set_pin_budget_bytes(4096);
-  ExpectCode(broker_->CreateContainer(req, &c), absl::StatusCode::kResourceExhausted,
-             "pin_budget_bytes: tenant \"acme\" has 0x0 bytes of its pinned quota");
+  EXPECT_THAT(broker_->CreateContainer(req, &c),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "pin_budget_bytes: tenant \"acme\" has 0x0 bytes of its pinned quota"));
   req.set_pin_budget_bytes(100);
-  ExpectCode(broker_->CreateContainer(req, &c), absl::StatusCode::kInvalidArgument,
-             "pin_budget_bytes: must be a multiple of 4096");
+  EXPECT_THAT(
+      broker_->CreateContainer(req, &c),
+      StatusIs(absl::StatusCode::kInvalidArgument, "pin_budget_bytes: must be a multiple of 4096"));
   // Moving budget between containers: free some, then take it.
   v1::SetContainerBudgetRequest sb;
   sb.set_container_id(b.id());
@@ -929,8 +935,8 @@ TEST_F(BrokerTest, PinBudgetsDefaultToTheUnbudgetedRestAndNeverSumPastQuota) {
   sb.set_pin_budget_bytes(512 << 20);  // 256 MiB were freed by b.
   ASSERT_TRUE(broker_->SetContainerBudget(sb, &out).ok());
   sb.set_pin_budget_bytes((512 << 20) + 4096);
-  ExpectCode(broker_->SetContainerBudget(sb, &out), absl::StatusCode::kResourceExhausted,
-             "available for this container");
+  EXPECT_THAT(broker_->SetContainerBudget(sb, &out),
+              StatusIs(absl::StatusCode::kResourceExhausted, "available for this container"));
 }
 
 TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem) {
@@ -1005,13 +1011,13 @@ TEST_F(BrokerTest, GrantLauncherSignsWithTheNodeKeyAndListsTheWindows) {
   RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &again);
   EXPECT_EQ(again.grant_key(), reg.grant_key());
   gr.set_ttl_seconds(3601);
-  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kInvalidArgument,
-             "ttl_seconds: at most 3600");
+  EXPECT_THAT(broker_->GrantLauncher(gr, &grant),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ttl_seconds: at most 3600"));
   gr.set_ttl_seconds(0);
   now_ms_ += 10000;
   broker_->CheckLiveness();
-  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kUnavailable,
-             "is not heartbeating");
+  EXPECT_THAT(broker_->GrantLauncher(gr, &grant),
+              StatusIs(absl::StatusCode::kUnavailable, "is not heartbeating"));
 }
 
 
@@ -1075,8 +1081,9 @@ TEST_F(BrokerTest, WindowsPerContainerAreBoundedAndEveryGrantFitsAToken) {
     auto w = Allocate(c->id(), 0x1000, 0, /*fixed=*/true, 0x7f00000000ULL + i * 0x2000000ULL);
     ASSERT_TRUE(w.ok()) << i << ": " << w.status();
   }
-  ExpectCode(Allocate(c->id(), 0x1000).status(), absl::StatusCode::kResourceExhausted,
-             "already holds 48 windows, the most a container may hold (48)");
+  EXPECT_THAT(Allocate(c->id(), 0x1000).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "already holds 48 windows, the most a container may hold (48)"));
   v1::GrantLauncherRequest gr;
   gr.set_container_id(c->id());
   v1::GrantLauncherResponse grant;
@@ -1097,8 +1104,9 @@ TEST_F(BrokerTest, GrantsCarryTheRegisteredAgentIncarnation) {
   *req.add_devices() = Dev("0000:00:04.0", 5);
   req.set_agent_incarnation("not hex");
   v1::RegisterResponse reg;
-  ExpectCode(broker_->Register(req, &reg), absl::StatusCode::kInvalidArgument,
-             "agent_incarnation: 32 lower-case hex digits");
+  EXPECT_THAT(
+      broker_->Register(req, &reg),
+      StatusIs(absl::StatusCode::kInvalidArgument, "agent_incarnation: 32 lower-case hex digits"));
   req.set_agent_incarnation(std::string(32, 'a'));
   ASSERT_TRUE(broker_->Register(req, &reg).ok());
   v1::ReconciledRequest rec;
@@ -1119,8 +1127,8 @@ TEST_F(BrokerTest, GrantsCarryTheRegisteredAgentIncarnation) {
   // The agent restarts: new incarnation, and it reconciles again.
   req.set_agent_incarnation(std::string(32, 'b'));
   ASSERT_TRUE(broker_->Register(req, &reg).ok());
-  ExpectCode(broker_->GrantLauncher(gr, &grant), absl::StatusCode::kUnavailable,
-             "is reconciling after registering; retry");
+  EXPECT_THAT(broker_->GrantLauncher(gr, &grant),
+              StatusIs(absl::StatusCode::kUnavailable, "is reconciling after registering; retry"));
   rec.set_session_id(reg.session_id());
   *rec.add_containers() = reg.desired_containers(0);
   ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
@@ -1144,15 +1152,19 @@ TEST_F(BrokerTest, UnreloadableStoreAfterFailedCommitFailsClosedWithoutAborting)
   req.set_tenant_id("globex");
   req.mutable_quota()->set_pinned_bytes(1 << 20);
   v1::Tenant t;
-  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kUnavailable, "disk full");
-  ExpectCode(broker_->Unrecoverable(), absl::StatusCode::kUnavailable,
-             "could not be reloaded from the store after a failed commit (page 7");
+  EXPECT_THAT(broker_->CreateTenant(req, &t),
+              StatusIs(absl::StatusCode::kUnavailable, "disk full"));
+  EXPECT_THAT(broker_->Unrecoverable(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       "could not be reloaded from the store after a failed commit (page 7"));
   // Reads and further mutations are refused with the same reason.
   v1::GetTenantRequest get;
   get.set_tenant_id("acme");
-  ExpectCode(broker_->GetTenant(get, &t), absl::StatusCode::kUnavailable, "it is restarting");
+  EXPECT_THAT(broker_->GetTenant(get, &t),
+              StatusIs(absl::StatusCode::kUnavailable, "it is restarting"));
   req.set_tenant_id("initech");
-  ExpectCode(broker_->CreateTenant(req, &t), absl::StatusCode::kUnavailable, "it is restarting");
+  EXPECT_THAT(broker_->CreateTenant(req, &t),
+              StatusIs(absl::StatusCode::kUnavailable, "it is restarting"));
 }
 
 
@@ -1190,7 +1202,7 @@ class DeleteTest : public BrokerTest {
 // after the destroy is finished when the agent registers without it.
 TEST_F(DeleteTest, CommitsItsIntentBeforeTheAgentDestroys) {
   store_.set_next_commit_error(absl::ResourceExhaustedError("disk full"));
-  ExpectCode(Delete(), absl::StatusCode::kResourceExhausted, "disk full");
+  EXPECT_THAT(Delete(), StatusIs(absl::StatusCode::kResourceExhausted, "disk full"));
   EXPECT_EQ(agents_.destroys(), 0);
   EXPECT_EQ(agents_.held("n1:1").count(id_), 1u);
   ASSERT_TRUE(Get().ok());
@@ -1199,12 +1211,13 @@ TEST_F(DeleteTest, CommitsItsIntentBeforeTheAgentDestroys) {
   // The intent commits, the destroy happens, the removal is refused: the
   // container shows DELETING and takes no new windows.
   store_.set_commit_error_after(1, absl::ResourceExhaustedError("disk full"));
-  ExpectCode(Delete(), absl::StatusCode::kResourceExhausted, "stays DELETING: repeat the delete");
+  EXPECT_THAT(Delete(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "stays DELETING: repeat the delete"));
   EXPECT_EQ(agents_.held("n1:1").count(id_), 0u);
   ASSERT_TRUE(Get().ok());
   EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_DELETING);
-  ExpectCode(Allocate(id_, 0x1000).status(), absl::StatusCode::kFailedPrecondition,
-             "is being deleted");
+  EXPECT_THAT(Allocate(id_, 0x1000).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is being deleted"));
 
   // After a restart the agent registers without it: the delete is finished,
   // and the agent is not asked to re-create it.
@@ -1212,7 +1225,7 @@ TEST_F(DeleteTest, CommitsItsIntentBeforeTheAgentDestroys) {
   v1::RegisterResponse reg;
   RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
   EXPECT_EQ(reg.desired_containers_size(), 0);
-  ExpectCode(Get().status(), absl::StatusCode::kNotFound, "no container");
+  EXPECT_THAT(Get().status(), StatusIs(absl::StatusCode::kNotFound, "no container"));
 }
 
 // An agent that still holds a DELETING container keeps it (its guest's DMA
@@ -1240,7 +1253,7 @@ TEST_F(DeleteTest, ContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
   ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
   ASSERT_TRUE(Delete().ok());
   EXPECT_EQ(agents_.held("n1:1").count(id_), 0u);
-  ExpectCode(Get().status(), absl::StatusCode::kNotFound, "no container");
+  EXPECT_THAT(Get().status(), StatusIs(absl::StatusCode::kNotFound, "no container"));
 }
 
 
@@ -1285,8 +1298,11 @@ TEST_F(BrokerTest, RememberedAnswersAreBoundedPerCaller) {
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(create(hostile, absl::StrCat("h", i), absl::StrCat("r", i)).ok()) << i;
   }
-  ExpectCode(create(hostile, "h3", "r3"), absl::StatusCode::kResourceExhausted,
-             "request_id: tenant/hostile has 3 answers remembered for retries (limit 3 per caller");
+  EXPECT_THAT(
+      create(hostile, "h3", "r3"),
+      StatusIs(
+          absl::StatusCode::kResourceExhausted,
+          "request_id: tenant/hostile has 3 answers remembered for retries (limit 3 per caller"));
   // Its retries still replay, mutations without an id still work, and
   // another caller is not affected.
   EXPECT_TRUE(create(hostile, "h0", "r0").ok());
@@ -1294,7 +1310,8 @@ TEST_F(BrokerTest, RememberedAnswersAreBoundedPerCaller) {
   EXPECT_TRUE(create(acme, "a0", "r0").ok());
   // The count survives a restart, and expiry gives room again.
   Restart(/*liveness_check_interval_ms=*/0, /*max_remembered=*/3);
-  ExpectCode(create(hostile, "h3", "r3"), absl::StatusCode::kResourceExhausted, "limit 3");
+  EXPECT_THAT(create(hostile, "h3", "r3"),
+              StatusIs(absl::StatusCode::kResourceExhausted, "limit 3"));
   now_ms_ += 25LL * 3600 * 1000;
   ASSERT_TRUE(broker_->ExpireRequests().ok());
   EXPECT_TRUE(create(hostile, "h3", "r3").ok());

@@ -26,16 +26,9 @@
 
 extern char** environ;
 
-#define EXPECT_OK(expr)                          \
-  do {                                           \
-    const absl::Status _s = (expr);              \
-    EXPECT_TRUE(_s.ok()) << #expr << ": " << _s; \
-  } while (0)
-
 namespace iommu::testing {
 namespace {
 
-using ::iommu::agent::UniqueFd;
 using ::iommu::launcher::LauncherClient;
 using ::testing::HasSubstr;
 
@@ -207,8 +200,8 @@ TEST_F(AgentRestartTest, Kill9KeepsContainerBillingAndTheSessionWhichTheLauncher
   // The old connection is gone with the old process.
   EXPECT_FALSE(l.client->ListMappings().ok());
   ASSERT_OK_AND_ASSIGN(again, LauncherClient::Connect(Socket()));
-  EXPECT_STATUS(again->ResumeSession(l.session.session_id(), std::string(64, '0')).status(),
-                absl::StatusCode::kUnauthenticated, "resume_token");
+  EXPECT_THAT(again->ResumeSession(l.session.session_id(), std::string(64, '0')).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated, "resume_token"));
   ASSERT_OK_AND_ASSIGN(resumer, LauncherClient::Connect(Socket()));
   ASSERT_OK_AND_ASSIGN(resumed,
                        resumer->ResumeSession(l.session.session_id(), l.session.resume_token()));
@@ -222,8 +215,8 @@ TEST_F(AgentRestartTest, Kill9KeepsContainerBillingAndTheSessionWhichTheLauncher
   WaitForBilled(2 * kMiB);  // The same pages: billed once.
   // Resumed once only.
   ASSERT_OK_AND_ASSIGN(twice, LauncherClient::Connect(Socket()));
-  EXPECT_STATUS(twice->ResumeSession(l.session.session_id(), l.session.resume_token()).status(),
-                absl::StatusCode::kUnauthenticated, "resume_token");
+  EXPECT_THAT(twice->ResumeSession(l.session.session_id(), l.session.resume_token()).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated, "resume_token"));
 
   // Ending the resumed session releases everything.
   resumer.reset();
@@ -283,8 +276,8 @@ TEST_F(AgentRestartTest, WithoutAnFdStoreTheContainerIsRemadeAndBillingFollows) 
   WaitForBilled(0);
   EXPECT_TRUE(PollUntil([&] { return ContainerState() == v1::CONTAINER_STATE_READY; }));
   ASSERT_OK_AND_ASSIGN(resumer, LauncherClient::Connect(Socket()));
-  EXPECT_STATUS(resumer->ResumeSession(l.session.session_id(), l.session.resume_token()).status(),
-                absl::StatusCode::kFailedPrecondition, "could not be adopted");
+  EXPECT_THAT(resumer->ResumeSession(l.session.session_id(), l.session.resume_token()).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "could not be adopted"));
 }
 
 // The fd holder gone at start: the agent refuses to start (saying why) and

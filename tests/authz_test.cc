@@ -244,6 +244,19 @@ grpc::Status Invoke(Stub* stub,
   return (stub->*method)(&ctx, req, resp);
 }
 
+// A server-streaming call's answer to authorization: OK once its first
+// message arrives (the broker sends one at once), else how it ended.
+grpc::Status OpenWatch(v1::Broker::Stub* stub, const v1::WatchRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> reader = stub->Watch(&ctx, req);
+  v1::WatchResponse first;
+  if (!reader->Read(&first)) return reader->Finish();
+  ctx.TryCancel();
+  reader->Finish();
+  return grpc::Status::OK;
+}
+
 TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
   // Long-lived fixtures of the owning tenant; rows that would consume or
   // change them make their own.
@@ -285,6 +298,11 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
          req.mutable_quota()->set_pinned_bytes(1ULL << 30);
          v1::Tenant out;
          return Invoke(BrokerAs(c).get(), &B::SetTenantQuota, req, &out);
+       }},
+      {"Watch", NarrowedToCaller(),
+       [&](Caller c) {
+         v1::WatchRequest req;
+         return OpenWatch(BrokerAs(c).get(), req);
        }},
       {"SetTenantLabels", OperatorOnly(),
        [&](Caller c) {

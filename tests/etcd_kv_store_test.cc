@@ -3,6 +3,7 @@
 // prefix of one shared etcd), then what only etcd has: prefixes that never
 // see each other, etcd's own --max-txn-ops, and UNAVAILABLE when etcd is
 // unreachable or dies.
+#include "common/status_matchers.h"
 #include "server/kv/etcd_kv_store.h"
 
 #include <netinet/in.h>
@@ -139,8 +140,8 @@ TEST(EtcdKvStoreTest, TxnOfEtcdsDefaultMaxTxnOpsIsAcceptedAndOneMoreIsRefusedLoc
   ASSERT_NE(store, nullptr);
   TxnRequest txn;
   for (int i = 0; i < 129; ++i) txn.then_ops.emplace_back(PutOp{absl::StrCat("k", i), "v"});
-  ExpectError(store->Txn(txn).status(), absl::StatusCode::kInvalidArgument,
-              "129 compares and ops is over the limit of 128");
+  EXPECT_THAT(store->Txn(txn).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                 "129 compares and ops is over the limit of 128"));
   txn.then_ops.pop_back();
   absl::StatusOr<TxnResponse> r = store->Txn(txn);
   ASSERT_TRUE(r.ok()) << r.status();  // etcd's --max-txn-ops default takes it.
@@ -155,12 +156,12 @@ TEST(EtcdKvStoreTest, UnreachableEndpointIsUnavailablePromptlyAndNamed) {
   const absl::Time start = absl::Now();
   absl::StatusOr<std::unique_ptr<KvStore>> s = OpenEtcdKvStore(o);
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
-  ExpectError(s.status(), absl::StatusCode::kUnavailable, endpoint);
+  EXPECT_THAT(s.status(), StatusIs(absl::StatusCode::kUnavailable, endpoint));
 }
 
 TEST(EtcdKvStoreTest, EmptyEndpointsAreInvalid) {
-  ExpectError(OpenEtcdKvStore(EtcdKvOptions{}).status(), absl::StatusCode::kInvalidArgument,
-              "endpoints");
+  EXPECT_THAT(OpenEtcdKvStore(EtcdKvOptions{}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "endpoints"));
 }
 
 TEST(EtcdKvStoreTest, CallsAfterEtcdDiesAreUnavailableNamingTheEndpoint) {
@@ -180,9 +181,10 @@ TEST(EtcdKvStoreTest, CallsAfterEtcdDiesAreUnavailableNamingTheEndpoint) {
   ASSERT_TRUE(watch.ok()) << watch.status();
   etcd.Stop();
   const absl::Time start = absl::Now();
-  ExpectError(store->Put("a", "2").status(), absl::StatusCode::kUnavailable, etcd.endpoint());
-  ExpectError(store->Range({"a", "", 0, 0}).status(), absl::StatusCode::kUnavailable,
-              etcd.endpoint());
+  EXPECT_THAT(store->Put("a", "2").status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd.endpoint()));
+  EXPECT_THAT(store->Range({"a", "", 0, 0}).status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd.endpoint()));
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   absl::MutexLock l(&mu);
   ASSERT_TRUE(mu.AwaitWithTimeout(
@@ -199,7 +201,8 @@ TEST(EtcdKvStoreTest, CompactionPointIsFoundByAStoreThatDidNotCompact) {
   const int64_t at = a->Put("k", "last")->revision - 2;
   ASSERT_TRUE(a->Compact(at).ok());
   EXPECT_EQ(b->CompactedRevision(), at);  // etcd's compaction is cluster-wide.
-  ExpectError(b->Range({"k", "", at - 1, 0}).status(), absl::StatusCode::kOutOfRange, "compacted");
+  EXPECT_THAT(b->Range({"k", "", at - 1, 0}).status(),
+              StatusIs(absl::StatusCode::kOutOfRange, "compacted"));
 }
 
 TEST(EtcdKvStoreTest, HungEtcdIsUnavailableAfterTheCallTimeoutAndRecovers) {
@@ -211,7 +214,8 @@ TEST(EtcdKvStoreTest, HungEtcdIsUnavailableAfterTheCallTimeoutAndRecovers) {
   ASSERT_NE(store, nullptr);
   ASSERT_EQ(kill(etcd.pid(), SIGSTOP), 0);
   const absl::Time start = absl::Now();
-  ExpectError(store->Put("a", "1").status(), absl::StatusCode::kUnavailable, "did not answer txn");
+  EXPECT_THAT(store->Put("a", "1").status(),
+              StatusIs(absl::StatusCode::kUnavailable, "did not answer txn"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   ASSERT_EQ(kill(etcd.pid(), SIGCONT), 0);
   o.call_timeout = absl::Seconds(5);
@@ -272,11 +276,12 @@ TEST(EtcdKvStoreTest, MutualTlsWithClientCertificateWorksAndPlaintextIsRefused) 
 
   EtcdKvOptions plain = Options(etcd.endpoint());
   plain.dial_timeout = absl::Milliseconds(500);
-  ExpectError(OpenEtcdKvStore(plain).status(), absl::StatusCode::kUnavailable, etcd.endpoint());
+  EXPECT_THAT(OpenEtcdKvStore(plain).status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd.endpoint()));
 
   EtcdKvOptions missing = o;
   missing.tls_key_file = dir + "/nope.key";
-  ExpectError(OpenEtcdKvStore(missing).status(), absl::StatusCode::kNotFound, "nope.key");
+  EXPECT_THAT(OpenEtcdKvStore(missing).status(), StatusIs(absl::StatusCode::kNotFound, "nope.key"));
 }
 
 }  // namespace

@@ -16,7 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/fd_store.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "gtest/gtest.h"
 #include "tests/daemon.h"
 
@@ -25,7 +25,6 @@ namespace {
 
 using agent::FdStore;
 using agent::OpenFdStore;
-using agent::UniqueFd;
 using testing::NewTempDir;
 using testing::RunCommand;
 using testing::RunfilePath;

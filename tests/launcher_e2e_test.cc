@@ -36,8 +36,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/unique_fd.h"
-#include "agent/unix_socket.h"
+#include "common/unique_fd.h"
+#include "common/unix_socket.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -53,7 +53,6 @@ namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
-using agent::UniqueFd;
 using launcher::LauncherClient;
 using testing::Cluster;
 using testing::LauncherProcess;
@@ -104,10 +103,10 @@ int CountFds(pid_t pid) {
 absl::Status RawCall(int fd, v1::LauncherRequest request, const std::vector<int>& fds,
                      uint64_t seq) {
   request.set_seq(seq);
-  absl::Status sent = agent::SendPacket(fd, request.SerializeAsString(), fds);
+  absl::Status sent = SendPacket(fd, request.SerializeAsString(), fds);
   if (!sent.ok()) return sent;
-  absl::StatusOr<agent::Packet> packet =
-      agent::RecvPacket(fd, agent::kMaxLauncherPacketBytes, agent::kMaxLauncherPacketFds);
+  absl::StatusOr<Packet> packet =
+      RecvPacket(fd, kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
   if (!packet.ok()) return packet.status();
   if (packet->eof) return absl::UnavailableError("raw: agent closed the connection");
   v1::LauncherResponse response;
@@ -482,14 +481,15 @@ TEST_F(LauncherE2eTest, MapPastBudgetIsRefusedAndChangesNothing) {
   EXPECT_EQ(AgentBill("n1", "small"), (Bill{48 * kKiB, 64 * kKiB}));
 
   const std::string before = Snapshot();
-  EXPECT_STATUS(s->Map(m.memory_id(), 64 * kKiB, 32 * kKiB, w + 128 * kKiB, true, true),
-                absl::StatusCode::kResourceExhausted,
-                "length: mapping 0x8000 bytes would bill tenant \"small\" 0x8000 more bytes; it "
-                "has 0xc000 billed of its 0x10000 byte pin budget on node n1");
+  EXPECT_THAT(
+      s->Map(m.memory_id(), 64 * kKiB, 32 * kKiB, w + 128 * kKiB, true, true),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               "length: mapping 0x8000 bytes would bill tenant \"small\" 0x8000 more bytes; it "
+               "has 0xc000 billed of its 0x10000 byte pin budget on node n1"));
   // Half already billed, half new: only the new half counts, and it is too much.
-  EXPECT_STATUS(s->Map(m.memory_id(), 32 * kKiB, 48 * kKiB, w + 128 * kKiB, true, true),
-                absl::StatusCode::kResourceExhausted,
-                "mapping 0xc000 bytes would bill tenant \"small\" 0x8000 more bytes");
+  EXPECT_THAT(s->Map(m.memory_id(), 32 * kKiB, 48 * kKiB, w + 128 * kKiB, true, true),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "mapping 0xc000 bytes would bill tenant \"small\" 0x8000 more bytes"));
   EXPECT_EQ(Snapshot(), before);
   ASSERT_OK_AND_ASSIGN(list, s->ListMappings());
   EXPECT_EQ(list.size(), 2u);
@@ -524,18 +524,18 @@ TEST_F(LauncherE2eTest, LoweredQuotaKeepsMappingsAndRefusesNewPinsUntilUsageDrop
   EXPECT_EQ(AgentBill("n1", "small"), (Bill{48 * kKiB, 48 * kKiB}));
 
   const std::string before = Snapshot();
-  EXPECT_STATUS(s->Map(m.memory_id(), 128 * kKiB, 4 * kKiB, w + 128 * kKiB, true, true),
-                absl::StatusCode::kResourceExhausted,
-                "it has 0xc000 billed of its 0x8000 byte pin budget on node n1");
+  EXPECT_THAT(s->Map(m.memory_id(), 128 * kKiB, 4 * kKiB, w + 128 * kKiB, true, true),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "it has 0xc000 billed of its 0x8000 byte pin budget on node n1"));
   EXPECT_EQ(Snapshot(), before);
 
   ASSERT_OK_AND_ASSIGN(bytes, s->Unmap(w, kMiB));
   EXPECT_EQ(bytes, 48 * kKiB);
   EXPECT_EQ(AgentBill("n1", "small"), Bill());
   ASSERT_OK(s->Map(m.memory_id(), 0, 16 * kKiB, w, true, true));
-  EXPECT_STATUS(s->Map(m.memory_id(), 16 * kKiB, 20 * kKiB, w + 64 * kKiB, true, true),
-                absl::StatusCode::kResourceExhausted,
-                "it has 0x4000 billed of its 0x8000 byte pin budget");
+  EXPECT_THAT(s->Map(m.memory_id(), 16 * kKiB, 20 * kKiB, w + 64 * kKiB, true, true),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "it has 0x4000 billed of its 0x8000 byte pin budget"));
   ASSERT_OK(s->Map(m.memory_id(), 16 * kKiB, 16 * kKiB, w + 64 * kKiB, true, true));
   EXPECT_EQ(AgentBill("n1", "small"), (Bill{32 * kKiB, 32 * kKiB}));
   ExpectBrokerBillSoon("small", {32 * kKiB, 32 * kKiB});
@@ -625,15 +625,16 @@ TEST_F(LauncherE2eTest, ReleasedWindowIsNoLongerMappable) {
   EXPECT_TRUE(listed.empty());
 
   // The session that was open at the release.
-  EXPECT_STATUS(s->Map(m.memory_id(), 0, 64 * kKiB, w, true, true),
-                absl::StatusCode::kPermissionDenied, "is outside every window of the session");
+  EXPECT_THAT(
+      s->Map(m.memory_id(), 0, 64 * kKiB, w, true, true),
+      StatusIs(absl::StatusCode::kPermissionDenied, "is outside every window of the session"));
   // A session opened after the release with a token granted before it.
   ASSERT_OK_AND_ASSIGN(late, LauncherClient::Connect(Socket("n1")));
   absl::StatusOr<v1::LauncherResponse::SessionOpened> opened = late->OpenSession(early_token);
   if (opened.ok()) {
     ASSERT_OK_AND_ASSIGN(lm, late->RegisterMemory(memfd.get(), "guest"));
-    EXPECT_STATUS(late->Map(lm.memory_id(), 0, 64 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kPermissionDenied, "still holds []");
+    EXPECT_THAT(late->Map(lm.memory_id(), 0, 64 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kPermissionDenied, "still holds []"));
   }
   EXPECT_EQ(AgentContainer("n1", c).mappings_size(), 0);
   EXPECT_EQ(AgentBill("n1", "acme"), Bill());
@@ -671,95 +672,102 @@ TEST_F(LauncherE2eTest, EveryBadInputIsRefusedChangesNothingAndLeaksNoFd) {
   {
     // Tokens.
     ASSERT_OK_AND_ASSIGN(garbage, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(garbage->OpenSession("garbage").status(), absl::StatusCode::kUnauthenticated,
-                  "token: malformed");
+    EXPECT_THAT(garbage->OpenSession("garbage").status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: malformed"));
     const std::string token = Grant(c1);
     std::string tampered = token;
     const size_t mid = tampered.find('.') + 8;  // Inside the payload.
     tampered[mid] = tampered[mid] == 'A' ? 'B' : 'A';
     ASSERT_OK_AND_ASSIGN(tamper, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(tamper->OpenSession(tampered).status(), absl::StatusCode::kUnauthenticated,
-                  "token: bad signature");
+    EXPECT_THAT(tamper->OpenSession(tampered).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: bad signature"));
     // A refused tampered copy does not use the real token up; one use does.
     ASSERT_OK_AND_ASSIGN(first, LauncherClient::Connect(Socket("n1")));
     ASSERT_OK(first->OpenSession(token).status());
     ASSERT_OK_AND_ASSIGN(replay, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(replay->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
-                  "token: already used");
+    EXPECT_THAT(replay->OpenSession(token).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: already used"));
     // A second OpenSession on a connection that has one.
-    EXPECT_STATUS(first->OpenSession(Grant(c1)).status(), absl::StatusCode::kFailedPrecondition,
-                  "open_session: this connection already holds a session");
+    EXPECT_THAT(first->OpenSession(Grant(c1)).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         "open_session: this connection already holds a session"));
     // n2's container presented at n1. Each node has its own grant key, so
     // the MAC check (which comes first, before anything in the payload is
     // trusted) refuses it; the "issued for node" rule behind it is only
     // reachable with a shared key.
     ASSERT_OK_AND_ASSIGN(wrong_node, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(wrong_node->OpenSession(Grant(c2)).status(),
-                  absl::StatusCode::kUnauthenticated, "token: bad signature");
+    EXPECT_THAT(wrong_node->OpenSession(Grant(c2)).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: bad signature"));
 
     // Requests before OpenSession.
     ASSERT_OK_AND_ASSIGN(fresh, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(fresh->Map(ma.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kFailedPrecondition,
-                  "open_session: the first request on a connection must open a session");
-    EXPECT_STATUS(fresh->RegisterMemory(memfd_a.get(), "early").status(),
-                  absl::StatusCode::kFailedPrecondition, "open_session: the first request");
-    EXPECT_STATUS(fresh->Unmap(w, 64 * kKiB).status(), absl::StatusCode::kFailedPrecondition,
-                  "open_session: the first request");
-    EXPECT_STATUS(fresh->ListMappings().status(), absl::StatusCode::kFailedPrecondition,
-                  "open_session: the first request");
+    EXPECT_THAT(fresh->Map(ma.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         "open_session: the first request on a connection must open a session"));
+    EXPECT_THAT(fresh->RegisterMemory(memfd_a.get(), "early").status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, "open_session: the first request"));
+    EXPECT_THAT(fresh->Unmap(w, 64 * kKiB).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, "open_session: the first request"));
+    EXPECT_THAT(fresh->ListMappings().status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, "open_session: the first request"));
 
     // Another session's memory and mappings (same container, same tenant).
-    EXPECT_STATUS(sb->Map(ma.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kNotFound,
-                  absl::StrCat("memory_id: this session has no memory \"", ma.memory_id(), "\""));
-    EXPECT_STATUS(sb->Map("m-0123456789abcdef", 0, 4 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kNotFound, "memory_id: this session has no memory");
-    EXPECT_STATUS(sb->Unmap(w, 64 * kKiB).status(), absl::StatusCode::kPermissionDenied,
-                  "holds a mapping of another session");
+    EXPECT_THAT(
+        sb->Map(ma.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, true, true),
+        StatusIs(absl::StatusCode::kNotFound,
+                 absl::StrCat("memory_id: this session has no memory \"", ma.memory_id(), "\"")));
+    EXPECT_THAT(sb->Map("m-0123456789abcdef", 0, 4 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kNotFound, "memory_id: this session has no memory"));
+    EXPECT_THAT(sb->Unmap(w, 64 * kKiB).status(), StatusIs(absl::StatusCode::kPermissionDenied,
+                                                           "holds a mapping of another session"));
 
     // Map shapes.
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + window_size, true, true),
-                  absl::StatusCode::kPermissionDenied, "is outside every window of the session");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 8 * kKiB, w + window_size - 4 * kKiB, true, true),
-                  absl::StatusCode::kPermissionDenied, "is outside every window of the session");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 4 * kKiB, 0xfee00000, true, true),
-                  absl::StatusCode::kPermissionDenied, "is outside every window of the session");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0x800, 4 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kInvalidArgument,
-                  "offset: must be a multiple of the IOMMU page size 0x1000, got 0x800");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 0x1800, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kInvalidArgument,
-                  "length: must be a multiple of the IOMMU page size 0x1000, got 0x1800");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 512 * kKiB + 0x10, true, true),
-                  absl::StatusCode::kInvalidArgument,
-                  "iova: must be a multiple of the IOMMU page size 0x1000");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 0, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kInvalidArgument, "length: must be greater than 0");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 192 * kKiB, 128 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kInvalidArgument, "passes the end of memory");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 512 * kKiB, 4 * kKiB, w + 512 * kKiB, true, true),
-                  absl::StatusCode::kInvalidArgument, "passes the end of memory");
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, false, false),
-                  absl::StatusCode::kInvalidArgument, "readable, writable: at least one");
+    EXPECT_THAT(
+        sb->Map(mb.memory_id(), 0, 4 * kKiB, w + window_size, true, true),
+        StatusIs(absl::StatusCode::kPermissionDenied, "is outside every window of the session"));
+    EXPECT_THAT(
+        sb->Map(mb.memory_id(), 0, 8 * kKiB, w + window_size - 4 * kKiB, true, true),
+        StatusIs(absl::StatusCode::kPermissionDenied, "is outside every window of the session"));
+    EXPECT_THAT(
+        sb->Map(mb.memory_id(), 0, 4 * kKiB, 0xfee00000, true, true),
+        StatusIs(absl::StatusCode::kPermissionDenied, "is outside every window of the session"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0x800, 4 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         "offset: must be a multiple of the IOMMU page size 0x1000, got 0x800"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0, 0x1800, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         "length: must be a multiple of the IOMMU page size 0x1000, got 0x1800"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 512 * kKiB + 0x10, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         "iova: must be a multiple of the IOMMU page size 0x1000"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0, 0, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument, "length: must be greater than 0"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 192 * kKiB, 128 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument, "passes the end of memory"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 512 * kKiB, 4 * kKiB, w + 512 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kInvalidArgument, "passes the end of memory"));
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 512 * kKiB, false, false),
+                StatusIs(absl::StatusCode::kInvalidArgument, "readable, writable: at least one"));
     // Over session A's mapping: the sim backend refuses like the kernel.
-    EXPECT_STATUS(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 16 * kKiB, true, true),
-                  absl::StatusCode::kAlreadyExists, "overlaps mapping");
+    EXPECT_THAT(sb->Map(mb.memory_id(), 0, 4 * kKiB, w + 16 * kKiB, true, true),
+                StatusIs(absl::StatusCode::kAlreadyExists, "overlaps mapping"));
 
     // Fds that are not shareable memory.
     int pipe_fds[2];
     ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
     UniqueFd pipe_r(pipe_fds[0]), pipe_w(pipe_fds[1]);
-    EXPECT_STATUS(sb->RegisterMemory(pipe_r.get(), "pipe").status(),
-                  absl::StatusCode::kInvalidArgument,
-                  "fd: must be shareable memory (a memfd or a file on tmpfs/hugetlbfs), got a pipe");
+    EXPECT_THAT(
+        sb->RegisterMemory(pipe_r.get(), "pipe").status(),
+        StatusIs(
+            absl::StatusCode::kInvalidArgument,
+            "fd: must be shareable memory (a memfd or a file on tmpfs/hugetlbfs), got a pipe"));
     int pair[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
     UniqueFd pair_a(pair[0]), pair_b(pair[1]);
-    EXPECT_STATUS(sb->RegisterMemory(pair_a.get(), "socket").status(),
-                  absl::StatusCode::kInvalidArgument, "fd: must be shareable memory");
-    EXPECT_STATUS(sb->RegisterMemory(pair_a.get(), "socket").status(),
-                  absl::StatusCode::kInvalidArgument, "got a socket");
+    EXPECT_THAT(sb->RegisterMemory(pair_a.get(), "socket").status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "fd: must be shareable memory"));
+    EXPECT_THAT(sb->RegisterMemory(pair_a.get(), "socket").status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "got a socket"));
     const char* tmpdir = std::getenv("TEST_TMPDIR");
     ASSERT_NE(tmpdir, nullptr);
     struct statfs fs;
@@ -771,19 +779,21 @@ TEST_F(LauncherE2eTest, EveryBadInputIsRefusedChangesNothingAndLeaksNoFd) {
       UniqueFd disk(open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
       ASSERT_TRUE(disk.valid());
       ASSERT_EQ(ftruncate(disk.get(), 64 * kKiB), 0);
-      EXPECT_STATUS(sb->RegisterMemory(disk.get(), "disk").status(),
-                    absl::StatusCode::kInvalidArgument,
-                    "fd: must be a memfd or a file on tmpfs/hugetlbfs, got a file on filesystem");
+      EXPECT_THAT(
+          sb->RegisterMemory(disk.get(), "disk").status(),
+          StatusIs(absl::StatusCode::kInvalidArgument,
+                   "fd: must be a memfd or a file on tmpfs/hugetlbfs, got a file on filesystem"));
     }
-    EXPECT_STATUS(sb->RegisterMemory(memfd_b.get(), std::string(65, 'x')).status(),
-                  absl::StatusCode::kInvalidArgument, "name: at most 64 characters");
+    EXPECT_THAT(sb->RegisterMemory(memfd_b.get(), std::string(65, 'x')).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "name: at most 64 characters"));
 
     // Fds attached where none belong, on a raw connection.
-    ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket("n1")));
+    ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket("n1")));
     v1::LauncherRequest open_req;
     open_req.mutable_open_session()->set_token(Grant(c1));
-    EXPECT_STATUS(RawCall(raw.get(), open_req, {memfd_b.get()}, 1),
-                  absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1");
+    EXPECT_THAT(
+        RawCall(raw.get(), open_req, {memfd_b.get()}, 1),
+        StatusIs(absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1"));
     // The refusal did not consume the token.
     ASSERT_OK(RawCall(raw.get(), open_req, {}, 2));
     v1::LauncherRequest map_req;
@@ -791,28 +801,30 @@ TEST_F(LauncherE2eTest, EveryBadInputIsRefusedChangesNothingAndLeaksNoFd) {
     map_req.mutable_map()->set_length(4 * kKiB);
     map_req.mutable_map()->set_iova(w + 512 * kKiB);
     map_req.mutable_map()->set_readable(true);
-    EXPECT_STATUS(RawCall(raw.get(), map_req, {pipe_w.get()}, 3),
-                  absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1");
+    EXPECT_THAT(
+        RawCall(raw.get(), map_req, {pipe_w.get()}, 3),
+        StatusIs(absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1"));
     // More fds than a packet may carry: refused by the transport, which
     // closes them all and keeps the connection.
-    EXPECT_STATUS(RawCall(raw.get(), map_req, {memfd_b.get(), pipe_w.get()}, 4),
-                  absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached");
+    EXPECT_THAT(RawCall(raw.get(), map_req, {memfd_b.get(), pipe_w.get()}, 4),
+                StatusIs(absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached"));
     v1::LauncherRequest register_req;
     register_req.mutable_register_memory()->set_name("none");
-    EXPECT_STATUS(RawCall(raw.get(), register_req, {}, 5), absl::StatusCode::kInvalidArgument,
-                  "fd: register_memory takes exactly one fd, got 0");
-    EXPECT_STATUS(RawCall(raw.get(), v1::LauncherRequest(), {}, 6),
-                  absl::StatusCode::kInvalidArgument, "request: no operation set");
+    EXPECT_THAT(RawCall(raw.get(), register_req, {}, 5),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         "fd: register_memory takes exactly one fd, got 0"));
+    EXPECT_THAT(RawCall(raw.get(), v1::LauncherRequest(), {}, 6),
+                StatusIs(absl::StatusCode::kInvalidArgument, "request: no operation set"));
 
     // Unmaps that cut a mapping or find none.
-    EXPECT_STATUS(sa->Unmap(w, 4 * kKiB).status(), absl::StatusCode::kInvalidArgument,
-                  "cuts mapping");
-    EXPECT_STATUS(sa->Unmap(w + 32 * kKiB, 64 * kKiB).status(),
-                  absl::StatusCode::kInvalidArgument, "cuts mapping");
-    EXPECT_STATUS(sa->Unmap(w + 512 * kKiB, 4 * kKiB).status(), absl::StatusCode::kNotFound,
-                  "iova: no mapping inside");
-    EXPECT_STATUS(sa->Unmap(w, 0).status(), absl::StatusCode::kInvalidArgument,
-                  "length: must be greater than 0");
+    EXPECT_THAT(sa->Unmap(w, 4 * kKiB).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "cuts mapping"));
+    EXPECT_THAT(sa->Unmap(w + 32 * kKiB, 64 * kKiB).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "cuts mapping"));
+    EXPECT_THAT(sa->Unmap(w + 512 * kKiB, 4 * kKiB).status(),
+                StatusIs(absl::StatusCode::kNotFound, "iova: no mapping inside"));
+    EXPECT_THAT(sa->Unmap(w, 0).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "length: must be greater than 0"));
     // Every barrage connection closes at the end of this scope.
   }
 

@@ -46,8 +46,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/unique_fd.h"
-#include "agent/unix_socket.h"
+#include "common/unique_fd.h"
+#include "common/unix_socket.h"
 #include "common/grant_token.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -63,7 +63,6 @@ namespace iommu {
 namespace {
 
 using ::testing::HasSubstr;
-using agent::UniqueFd;
 using launcher::LauncherClient;
 using testing::Cluster;
 
@@ -166,8 +165,8 @@ int SendRaw(int fd, const std::string& bytes, const std::vector<int>& fds, int f
 
 // Reads one response; an error response must carry no fds.
 absl::Status ReadAnswer(int fd, uint64_t want_seq) {
-  absl::StatusOr<agent::Packet> packet =
-      agent::RecvPacket(fd, agent::kMaxLauncherPacketBytes, agent::kMaxLauncherPacketFds);
+  absl::StatusOr<Packet> packet =
+      RecvPacket(fd, kMaxLauncherPacketBytes, kMaxLauncherPacketFds);
   if (!packet.ok()) return packet.status();
   if (packet->eof) return absl::UnavailableError("raw: agent closed the connection");
   v1::LauncherResponse response;
@@ -240,7 +239,7 @@ absl::StatusOr<UniqueFd> ConnectAs(const std::string& path, uid_t uid) {
   }
   UniqueFd parent_end(sp[0]), child_end(sp[1]);
   // Test paths are longer than sun_path: reach the socket through an fd of
-  // its directory, as agent::ConnectUnix does.
+  // its directory, as ConnectUnix does.
   const size_t slash = path.rfind('/');
   UniqueFd dir(open(path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dir.valid()) return absl::ErrnoToStatus(errno, "open the socket's directory");
@@ -283,7 +282,7 @@ absl::StatusOr<UniqueFd> ConnectAs(const std::string& path, uid_t uid) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return absl::InternalError(absl::StrCat("ConnectAs uid ", uid, ": child exited ", status));
   }
-  absl::StatusOr<agent::Packet> got = agent::RecvPacket(parent_end.get(), 16, 1);
+  absl::StatusOr<Packet> got = RecvPacket(parent_end.get(), 16, 1);
   if (!got.ok()) return got.status();
   if (got->fds.size() != 1) return absl::InternalError("ConnectAs: no fd came back");
   return std::move(got->fds[0]);
@@ -565,13 +564,13 @@ TEST_F(LauncherHardeningTest, TokensAreSingleUseExpiringAndBoundToContainerTenan
     ASSERT_OK(first->OpenSession(token).status());
     for (int i = 0; i < 3; ++i) {
       ASSERT_OK_AND_ASSIGN(replay, LauncherClient::Connect(Socket("n1")));
-      EXPECT_STATUS(replay->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
-                    "token: already used");
+      EXPECT_THAT(replay->OpenSession(token).status(),
+                  StatusIs(absl::StatusCode::kUnauthenticated, "token: already used"));
     }
     first.reset();
     ASSERT_OK_AND_ASSIGN(late, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(late->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
-                  "token: already used");
+    EXPECT_THAT(late->OpenSession(token).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: already used"));
 
     // Expiry of a real broker token: presented once its TTL has passed (the
     // agent and this test read the same clock).
@@ -580,17 +579,17 @@ TEST_F(LauncherHardeningTest, TokensAreSingleUseExpiringAndBoundToContainerTenan
       absl::SleepFor(absl::Milliseconds(50));
     }
     ASSERT_OK_AND_ASSIGN(expired, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(expired->OpenSession(short_lived.token()).status(),
-                  absl::StatusCode::kUnauthenticated,
-                  absl::StrCat("token: expired at ", short_lived.expires_ms()));
+    EXPECT_THAT(expired->OpenSession(short_lived.token()).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated,
+                         absl::StrCat("token: expired at ", short_lived.expires_ms())));
     // And one that expired long ago, re-signed.
     const std::string old = Forge(ca, key, [](v1::LauncherGrant& g) {
       g.set_issued_ms(g.issued_ms() - 3'600'000);
       g.set_expires_ms(g.issued_ms() + 60'000);
     });
     ASSERT_OK_AND_ASSIGN(stale, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(stale->OpenSession(old).status(), absl::StatusCode::kUnauthenticated,
-                  "token: expired at");
+    EXPECT_THAT(stale->OpenSession(old).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: expired at"));
 
     // Bound to the tenant: alpha's container named with beta as tenant, and
     // beta's container named with alpha.
@@ -622,21 +621,22 @@ TEST_F(LauncherHardeningTest, TokensAreSingleUseExpiringAndBoundToContainerTenan
       SCOPED_TRACE(b.what);
       const std::string forged = Forge(ca, key, b.edit);
       ASSERT_OK_AND_ASSIGN(conn, LauncherClient::Connect(Socket("n1")));
-      EXPECT_STATUS(conn->OpenSession(forged).status(), b.code, b.message);
+      EXPECT_THAT(conn->OpenSession(forged).status(), StatusIs(b.code, b.message));
       // Refused: the connection has no session to act with.
-      EXPECT_STATUS(conn->RegisterMemory(memfd.get(), "after-refusal").status(),
-                    absl::StatusCode::kFailedPrecondition, "open_session: the first request");
+      EXPECT_THAT(
+          conn->RegisterMemory(memfd.get(), "after-refusal").status(),
+          StatusIs(absl::StatusCode::kFailedPrecondition, "open_session: the first request"));
     }
     // A tampered token and one signed with another key never get as far.
     std::string tampered = Grant(ca);
     tampered[tampered.find('.') + 8] ^= 1;
     ASSERT_OK_AND_ASSIGN(t1, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(t1->OpenSession(tampered).status(), absl::StatusCode::kUnauthenticated,
-                  "token:");
+    EXPECT_THAT(t1->OpenSession(tampered).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token:"));
     const std::string foreign = Forge(ca, NewGrantKey(), [](v1::LauncherGrant&) {});
     ASSERT_OK_AND_ASSIGN(t2, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(t2->OpenSession(foreign).status(), absl::StatusCode::kUnauthenticated,
-                  "token: bad signature");
+    EXPECT_THAT(t2->OpenSession(foreign).status(),
+                StatusIs(absl::StatusCode::kUnauthenticated, "token: bad signature"));
   }
 
   ExpectStateSoon("n1", before);
@@ -679,19 +679,19 @@ TEST_F(LauncherHardeningTest, PeersOutsideTheAllowedUidsOrGidsAreRefusedAtConnec
     SCOPED_TRACE(node);
     // Through the client library: the refusal is what OpenSession reports.
     ASSERT_OK_AND_ASSIGN(client, LauncherClient::Connect(Socket(node)));
-    EXPECT_STATUS(client->OpenSession(Grant(container[node])).status(),
-                  absl::StatusCode::kPermissionDenied, message);
+    EXPECT_THAT(client->OpenSession(Grant(container[node])).status(),
+                StatusIs(absl::StatusCode::kPermissionDenied, message));
     // Raw, with fds pushed before the answer is read, many times over: the
     // agent answers seq 0, closes the connection and keeps none of the fds.
     for (int i = 0; i < 20; ++i) {
-      ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket(node)));
+      ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket(node)));
       v1::LauncherRequest open = OpenRequest(Grant(container[node]));
       open.set_seq(1);
       // The agent may already have shut the connection (EPIPE): the answer
       // is queued for us either way.
       SendRaw(raw.get(), open.SerializeAsString(), zoo.Take(kKernelMaxFds));
-      EXPECT_STATUS(ReadAnswer(raw.get(), 1), absl::StatusCode::kPermissionDenied, message);
-      absl::StatusOr<agent::Packet> after = agent::RecvPacket(raw.get(), 1024, 4);
+      EXPECT_THAT(ReadAnswer(raw.get(), 1), StatusIs(absl::StatusCode::kPermissionDenied, message));
+      absl::StatusOr<Packet> after = RecvPacket(raw.get(), 1024, 4);
       ASSERT_TRUE(after.ok()) << after.status();
       EXPECT_TRUE(after->eof) << "the agent kept a refused connection open";
     }
@@ -749,47 +749,49 @@ TEST_F(LauncherHardeningTest, FdFloodsAreClosedInOneMessageAndAcrossMessages) {
   const AgentState before = State("n1");
 
   {
-    ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket("n1")));
+    ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket("n1")));
     uint64_t seq = 1;
     // Before a session: fds on OpenSession are refused (and the token kept).
     const std::string token = Grant(c);
-    EXPECT_STATUS(RawCall(raw.get(), OpenRequest(token), zoo.Take(1), seq++),
-                  absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1");
+    EXPECT_THAT(
+        RawCall(raw.get(), OpenRequest(token), zoo.Take(1), seq++),
+        StatusIs(absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1"));
     ASSERT_OK(RawCall(raw.get(), OpenRequest(token), {}, seq++));
 
     // One message with as many fds as the kernel carries, on every kind of
     // request: the transport closes them all and the connection survives.
     for (const v1::LauncherRequest& req :
          {ListRequest(), RegisterRequest("flood"), OpenRequest(Grant(c))}) {
-      EXPECT_STATUS(RawCall(raw.get(), req, zoo.Take(kKernelMaxFds), seq++),
-                    absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached");
+      EXPECT_THAT(RawCall(raw.get(), req, zoo.Take(kKernelMaxFds), seq++),
+                  StatusIs(absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached"));
     }
     // Two fds on RegisterMemory, which takes one.
-    EXPECT_STATUS(RawCall(raw.get(), RegisterRequest("two"), zoo.Take(2), seq++),
-                  absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached");
+    EXPECT_THAT(RawCall(raw.get(), RegisterRequest("two"), zoo.Take(2), seq++),
+                StatusIs(absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached"));
     // Fds on an empty packet (no request at all) and on unparseable bytes.
-    EXPECT_STATUS(RawExchange(raw.get(), "", zoo.Take(1), 0), absl::StatusCode::kInvalidArgument,
-                  "request: no operation set");
-    EXPECT_STATUS(RawExchange(raw.get(), std::string(64, '\xff'), zoo.Take(1), 0),
-                  absl::StatusCode::kInvalidArgument, "does not parse");
+    EXPECT_THAT(RawExchange(raw.get(), "", zoo.Take(1), 0),
+                StatusIs(absl::StatusCode::kInvalidArgument, "request: no operation set"));
+    EXPECT_THAT(RawExchange(raw.get(), std::string(64, '\xff'), zoo.Take(1), 0),
+                StatusIs(absl::StatusCode::kInvalidArgument, "does not parse"));
 
     // Across messages: hundreds of requests, each with fds it did not ask for.
     for (int i = 0; i < 300; ++i) {
-      EXPECT_STATUS(RawCall(raw.get(), ListRequest(), zoo.Take(1), seq++),
-                    absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1");
+      EXPECT_THAT(
+          RawCall(raw.get(), ListRequest(), zoo.Take(1), seq++),
+          StatusIs(absl::StatusCode::kInvalidArgument, "fd: this request takes no fd, got 1"));
     }
     for (int i = 0; i < 100; ++i) {
-      EXPECT_STATUS(RawCall(raw.get(), ListRequest(), zoo.Take(32), seq++),
-                    absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached");
+      EXPECT_THAT(RawCall(raw.get(), ListRequest(), zoo.Take(32), seq++),
+                  StatusIs(absl::StatusCode::kInvalidArgument, "packet: more than 1 fd attached"));
     }
     // RegisterMemory with one fd that is not guest memory, many times.
     for (int i = 0; i < 100; ++i) {
-      EXPECT_STATUS(RawCall(raw.get(), RegisterRequest("pipe"), {zoo.pipe_read()}, seq++),
-                    absl::StatusCode::kInvalidArgument, "fd: must be shareable memory");
+      EXPECT_THAT(RawCall(raw.get(), RegisterRequest("pipe"), {zoo.pipe_read()}, seq++),
+                  StatusIs(absl::StatusCode::kInvalidArgument, "fd: must be shareable memory"));
     }
     // The connection's own socket sent through itself.
-    EXPECT_STATUS(RawCall(raw.get(), ListRequest(), {raw.get()}, seq++),
-                  absl::StatusCode::kInvalidArgument, "fd: this request takes no fd");
+    EXPECT_THAT(RawCall(raw.get(), ListRequest(), {raw.get()}, seq++),
+                StatusIs(absl::StatusCode::kInvalidArgument, "fd: this request takes no fd"));
     // Still served after all of it.
     ASSERT_OK(RawCall(raw.get(), ListRequest(), {}, seq++));
     EXPECT_EQ(Inventory("n1").launcher().sessions(), 2u);
@@ -799,7 +801,7 @@ TEST_F(LauncherHardeningTest, FdFloodsAreClosedInOneMessageAndAcrossMessages) {
     // Pipelined without reading any answer, until the socket is full or the
     // agent gives up on a peer that does not read: fds queued in the kernel
     // or already received go when the connection does.
-    ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket("n1")));
+    ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket("n1")));
     v1::LauncherRequest list = ListRequest();
     int sent = 0, err = 0;
     for (uint64_t seq = 1; seq <= 5000 && err == 0; ++seq) {
@@ -826,29 +828,29 @@ TEST_F(LauncherHardeningTest, OversizeMessagesAreRefusedAndTheConnectionSurvives
   const AgentState before = State("n1");
 
   {
-    ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket("n1")));
+    ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket("n1")));
     // Room for the largest packet below in this socket's send buffer.
     const int sndbuf = 1 << 20;
     ASSERT_EQ(setsockopt(raw.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
-    const size_t limit = agent::kMaxLauncherPacketBytes;
+    const size_t limit = kMaxLauncherPacketBytes;
     for (size_t size : {limit + 1, limit + 4096, 3 * limit / 2}) {
       SCOPED_TRACE(size);
       // A well-formed request padded past the limit: its seq cannot be read,
       // so the answer has seq 0.
       v1::LauncherRequest big = OpenRequest(std::string(size, 'A'));
       big.set_seq(7);
-      EXPECT_STATUS(RawExchange(raw.get(), big.SerializeAsString(), {}, 0),
-                    absl::StatusCode::kInvalidArgument,
-                    absl::StrCat("bytes exceeds the limit of ", limit, " bytes"));
+      EXPECT_THAT(RawExchange(raw.get(), big.SerializeAsString(), {}, 0),
+                  StatusIs(absl::StatusCode::kInvalidArgument,
+                           absl::StrCat("bytes exceeds the limit of ", limit, " bytes")));
       // The same with fds attached: closed with the packet.
-      EXPECT_STATUS(RawExchange(raw.get(), big.SerializeAsString(), zoo.Take(kKernelMaxFds), 0),
-                    absl::StatusCode::kInvalidArgument, "exceeds the limit");
+      EXPECT_THAT(RawExchange(raw.get(), big.SerializeAsString(), zoo.Take(kKernelMaxFds), 0),
+                  StatusIs(absl::StatusCode::kInvalidArgument, "exceeds the limit"));
     }
     // Inside the packet limit but past a field's: a 60000-byte token and a
     // 4097-byte one (the token limit is 4096) are refused before any decoding.
     for (size_t size : {size_t{60000}, kMaxGrantTokenBytes + 1}) {
-      EXPECT_STATUS(RawCall(raw.get(), OpenRequest(std::string(size, 'A')), {}, 8),
-                    absl::StatusCode::kUnauthenticated, "token: malformed");
+      EXPECT_THAT(RawCall(raw.get(), OpenRequest(std::string(size, 'A')), {}, 8),
+                  StatusIs(absl::StatusCode::kUnauthenticated, "token: malformed"));
     }
     // Exactly at the packet limit: read whole, refused for what it says.
     {
@@ -864,15 +866,15 @@ TEST_F(LauncherHardeningTest, OversizeMessagesAreRefusedAndTheConnectionSurvives
         at.mutable_open_session()->set_token(t);
       }
       ASSERT_EQ(at.ByteSizeLong(), limit);
-      EXPECT_STATUS(RawExchange(raw.get(), at.SerializeAsString(), {}, 9),
-                    absl::StatusCode::kUnauthenticated, "token: malformed");
+      EXPECT_THAT(RawExchange(raw.get(), at.SerializeAsString(), {}, 9),
+                  StatusIs(absl::StatusCode::kUnauthenticated, "token: malformed"));
     }
     // The connection is still in step: the real token opens its session, and
     // an over-long memory name is refused by the session.
     ASSERT_OK(RawCall(raw.get(), OpenRequest(token), {}, 10));
     ASSERT_OK_AND_ASSIGN(memfd, LauncherClient::CreateMemfd(64 * kKiB, "guest"));
-    EXPECT_STATUS(RawCall(raw.get(), RegisterRequest(std::string(65, 'n')), {memfd.get()}, 11),
-                  absl::StatusCode::kInvalidArgument, "name: at most 64 characters");
+    EXPECT_THAT(RawCall(raw.get(), RegisterRequest(std::string(65, 'n')), {memfd.get()}, 11),
+                StatusIs(absl::StatusCode::kInvalidArgument, "name: at most 64 characters"));
     EXPECT_EQ(Inventory("n1").launcher().memory_objects(), 0u);
   }
 
@@ -892,8 +894,8 @@ TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTo
   ASSERT_OK_AND_ASSIGN(s2, Open("n1", c));
   // A connection without a session holds a slot too.
   ASSERT_OK_AND_ASSIGN(idle, LauncherClient::Connect(Socket("n1")));
-  EXPECT_STATUS(idle->ListMappings().status(), absl::StatusCode::kFailedPrecondition,
-                "open_session: the first request");
+  EXPECT_THAT(idle->ListMappings().status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "open_session: the first request"));
   const std::string token = Grant(c);
   FdZoo zoo;
   ASSERT_TRUE(zoo.ok());
@@ -904,16 +906,16 @@ TEST_F(LauncherHardeningTest, ConnectionsPastThePerPeerLimitAreRefusedAndTheirTo
                                            " already holds 3 launcher connections (limit 3 per uid)");
   {
     ASSERT_OK_AND_ASSIGN(fourth, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(fourth->OpenSession(token).status(), absl::StatusCode::kResourceExhausted,
-                  refusal);
+    EXPECT_THAT(fourth->OpenSession(token).status(),
+                StatusIs(absl::StatusCode::kResourceExhausted, refusal));
   }
   // Many more, each pushing a packet full of fds before reading its refusal.
   for (int i = 0; i < 30; ++i) {
-    ASSERT_OK_AND_ASSIGN(raw, agent::ConnectUnix(Socket("n1")));
+    ASSERT_OK_AND_ASSIGN(raw, ConnectUnix(Socket("n1")));
     v1::LauncherRequest open = OpenRequest(token);
     open.set_seq(1);
     SendRaw(raw.get(), open.SerializeAsString(), zoo.Take(kKernelMaxFds));
-    EXPECT_STATUS(ReadAnswer(raw.get(), 1), absl::StatusCode::kResourceExhausted, refusal);
+    EXPECT_THAT(ReadAnswer(raw.get(), 1), StatusIs(absl::StatusCode::kResourceExhausted, refusal));
   }
   ExpectStateSoon("n1", before);
 
@@ -944,16 +946,17 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
   // Past the byte limit: a bit more than the room left, and a sparse 1 TiB
   // object, which is refused by its size before the agent maps it.
   ASSERT_OK_AND_ASSIGN(more, LauncherClient::CreateMemfd(768 * kKiB, "more"));
-  EXPECT_STATUS(s->RegisterMemory(more.get(), "more").status(),
-                absl::StatusCode::kResourceExhausted,
-                "fd: registering 0xc0000 more bytes passes this session's limit of 0x100000 bytes");
+  EXPECT_THAT(
+      s->RegisterMemory(more.get(), "more").status(),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               "fd: registering 0xc0000 more bytes passes this session's limit of 0x100000 bytes"));
   ASSERT_OK_AND_ASSIGN(huge, LauncherClient::CreateMemfd(1ULL << 40, "huge"));
-  EXPECT_STATUS(s->RegisterMemory(huge.get(), "huge").status(),
-                absl::StatusCode::kResourceExhausted,
-                "fd: registering 0x10000000000 more bytes passes this session's limit");
+  EXPECT_THAT(s->RegisterMemory(huge.get(), "huge").status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "fd: registering 0x10000000000 more bytes passes this session's limit"));
   for (int i = 0; i < 50; ++i) {
-    EXPECT_STATUS(s->RegisterMemory(more.get(), "more").status(),
-                  absl::StatusCode::kResourceExhausted, "passes this session's limit");
+    EXPECT_THAT(s->RegisterMemory(more.get(), "more").status(),
+                StatusIs(absl::StatusCode::kResourceExhausted, "passes this session's limit"));
   }
   ExpectStateSoon("n1", before);
 
@@ -967,9 +970,9 @@ TEST_F(LauncherHardeningTest, MemoryPastTheSessionLimitIsRefusedAndNothingIsHeld
   EXPECT_EQ(holdings.memory_objects(), 3u);
   EXPECT_EQ(holdings.memory_bytes(), kMiB);
   ASSERT_OK_AND_ASSIGN(page, LauncherClient::CreateMemfd(4 * kKiB, "page"));
-  EXPECT_STATUS(s->RegisterMemory(page.get(), "page").status(),
-                absl::StatusCode::kResourceExhausted,
-                "fd: this session already registered 3 memory objects (limit 3)");
+  EXPECT_THAT(s->RegisterMemory(page.get(), "page").status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "fd: this session already registered 3 memory objects (limit 3)"));
   ExpectStateSoon("n1", full);
 
   // The limit is per session: another one registers its own.
@@ -1056,9 +1059,11 @@ TEST_F(LauncherHardeningTest, TokenUsedBeforeAnAgentRestartIsRefusedAfterIt) {
   ASSERT_TRUE(fresh.ok()) << fresh << "\n" << cluster_.agent("n1").Log();
 
   ASSERT_OK_AND_ASSIGN(replay, LauncherClient::Connect(Socket("n1")));
-  EXPECT_STATUS(replay->OpenSession(token).status(), absl::StatusCode::kUnauthenticated,
-                "token: issued to an earlier run of this agent (it restarted since); ask the "
-                "broker for a new grant");
+  EXPECT_THAT(
+      replay->OpenSession(token).status(),
+      StatusIs(absl::StatusCode::kUnauthenticated,
+               "token: issued to an earlier run of this agent (it restarted since); ask the "
+               "broker for a new grant"));
 }
 
 // ------------------------------------------- one hostile peer, one good one
@@ -1098,19 +1103,22 @@ TEST_F(LauncherHardeningTest, IdleConnectionsOfHostileUidsCannotKeepALauncherOut
       hostile[uid].push_back(std::move(fd));
     }
   }
-  EXPECT_STATUS(ReadAnswer(hostile[60004].back().get(), 0), absl::StatusCode::kResourceExhausted,
-                "launcher socket: too many connections (limit 64)");
+  EXPECT_THAT(ReadAnswer(hostile[60004].back().get(), 0),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "launcher socket: too many connections (limit 64)"));
   // A launcher of a uid holding fewer connections is still let in, at once:
   // the oldest idle connection of a uid holding the most makes room, and is
   // told why.
   ASSERT_OK_AND_ASSIGN(second, Open("n1", c));
-  EXPECT_STATUS(ReadAnswer(hostile[60001][0].get(), 0), absl::StatusCode::kResourceExhausted,
-                absl::StrCat("closing this connection, which has no session, to admit uid ",
-                             getuid(), ", which holds fewer connections than uid 60001"));
+  EXPECT_THAT(ReadAnswer(hostile[60001][0].get(), 0),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("closing this connection, which has no session, to admit uid ",
+                                    getuid(), ", which holds fewer connections than uid 60001")));
   // Idle connections are closed 5 s after connecting, telling each why;
   // sessions stay.
-  EXPECT_STATUS(ReadAnswer(hostile[60002][0].get(), 0), absl::StatusCode::kDeadlineExceeded,
-                "launcher socket: no session opened within 5s of connecting; closing");
+  EXPECT_THAT(ReadAnswer(hostile[60002][0].get(), 0),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       "launcher socket: no session opened within 5s of connecting; closing"));
   EXPECT_TRUE(PollUntil([&] { return Inventory("n1").launcher().sessions() == 2; }));
   EXPECT_TRUE(first->ListMappings().ok());
   EXPECT_TRUE(second->ListMappings().ok());
@@ -1144,9 +1152,10 @@ TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed)
   const std::string kept = Grant(ce);
   {
     ASSERT_OK_AND_ASSIGN(e3, LauncherClient::Connect(Socket("n1")));
-    EXPECT_STATUS(e3->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
-                  "open_session: tenant \"evil\" already holds 2 sessions on this node "
-                  "(limit 2 per tenant, --max-sessions-per-tenant)");
+    EXPECT_THAT(e3->OpenSession(kept).status(),
+                StatusIs(absl::StatusCode::kResourceExhausted,
+                         "open_session: tenant \"evil\" already holds 2 sessions on this node "
+                         "(limit 2 per tenant, --max-sessions-per-tenant)"));
   }
   ASSERT_OK_AND_ASSIGN(g1, Open("n1", cg));
 
@@ -1156,17 +1165,19 @@ TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed)
   ASSERT_OK_AND_ASSIGN(m3, LauncherClient::CreateMemfd(4 * kKiB, "m3"));
   ASSERT_OK_AND_ASSIGN(r1, e1->RegisterMemory(m1.get(), "m1"));
   ASSERT_OK(e2->RegisterMemory(m2.get(), "m2").status());
-  EXPECT_STATUS(e2->RegisterMemory(m3.get(), "m3").status(), absl::StatusCode::kResourceExhausted,
-                "passes tenant \"evil\"'s limit of 0x80000 bytes of registered memory");
+  EXPECT_THAT(e2->RegisterMemory(m3.get(), "m3").status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "passes tenant \"evil\"'s limit of 0x80000 bytes of registered memory"));
   ASSERT_OK_AND_ASSIGN(gm, LauncherClient::CreateMemfd(256 * kKiB, "gm"));
   ASSERT_OK_AND_ASSIGN(rg, g1->RegisterMemory(gm.get(), "gm"));
 
   // Mappings: evil holds two; a third is refused, good still maps.
   ASSERT_OK(e1->Map(r1.memory_id(), 0, 64 * kKiB, we, true, true));
   ASSERT_OK(e1->Map(r1.memory_id(), 64 * kKiB, 64 * kKiB, we + 64 * kKiB, true, true));
-  EXPECT_STATUS(e1->Map(r1.memory_id(), 128 * kKiB, 64 * kKiB, we + 128 * kKiB, true, true),
-                absl::StatusCode::kResourceExhausted,
-                "iova: tenant \"evil\" already holds 2 mappings on node n1 (limit 2 per tenant");
+  EXPECT_THAT(
+      e1->Map(r1.memory_id(), 128 * kKiB, 64 * kKiB, we + 128 * kKiB, true, true),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               "iova: tenant \"evil\" already holds 2 mappings on node n1 (limit 2 per tenant"));
   EXPECT_TRUE(g1->Map(rg.memory_id(), 0, 64 * kKiB, wg, true, true).ok());
 
   // Used tokens: evil burns its share (4: the two sessions above and two
@@ -1182,9 +1193,11 @@ TEST_F(LauncherHardeningTest, AHostileTenantAtItsBoundsLeavesOtherTenantsServed)
     PollUntil([&] { return Inventory("n1").launcher().sessions() == 2; });
   }
   ASSERT_OK_AND_ASSIGN(e4, LauncherClient::Connect(Socket("n1")));
-  EXPECT_STATUS(e4->OpenSession(kept).status(), absl::StatusCode::kResourceExhausted,
-                "token: tenant \"evil\" has used 4 unexpired tokens on this node (limit 4 per "
-                "tenant, --replay-cache-per-tenant)");
+  EXPECT_THAT(
+      e4->OpenSession(kept).status(),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               "token: tenant \"evil\" has used 4 unexpired tokens on this node (limit 4 per "
+               "tenant, --replay-cache-per-tenant)"));
   ASSERT_OK_AND_ASSIGN(g2, Open("n1", cg));
   EXPECT_EQ(Inventory("n1").launcher().sessions(), 3u);
 }

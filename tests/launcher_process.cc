@@ -31,7 +31,7 @@ absl::Status LauncherProcess::Start(const std::vector<std::string>& args,
   }
   stdin_.reset(in[1]);
   stdout_.reset(out[0]);
-  agent::UniqueFd child_in(in[0]), child_out(out[1]);
+  UniqueFd child_in(in[0]), child_out(out[1]);
   std::vector<std::string> argv = args;
   argv.insert(argv.begin(), RunfilePath("launcher/iommu-launcher"));
   std::vector<char*> cargv;

@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu::testing {
 
@@ -51,8 +51,8 @@ class LauncherProcess final {
  private:
   pid_t pid_ = -1;
   int exit_status_ = 0;
-  agent::UniqueFd stdin_;
-  agent::UniqueFd stdout_;
+  UniqueFd stdin_;
+  UniqueFd stdout_;
   std::string output_;
 };
 

@@ -16,7 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -28,7 +28,6 @@
 namespace iommu {
 namespace {
 
-using agent::UniqueFd;
 using launcher::LauncherClient;
 using testing::Cluster;
 using testing::PrometheusProcess;

@@ -19,7 +19,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/http_get.h"
+#include "tests/http_get.h"
 #include "tests/daemon.h"
 #include "tests/metrics_testing.h"
 

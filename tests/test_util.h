@@ -1,7 +1,7 @@
-// Small helpers shared by the multi-process tests: status assertions, a
-// unary gRPC call with a deadline, polling for a condition, a broker stub on
-// a channel of its own, the tenants a broker lists, and a container with one
-// window made through the broker.
+// Small helpers shared by the multi-process tests: the status matchers of
+// common/status_matchers.h (included), a unary gRPC call with a deadline,
+// polling for a condition, a broker stub on a channel of its own, the tenants
+// a broker lists, and a container with one window made through the broker.
 // Thread-compatible.
 #ifndef TESTS_TEST_UTIL_H_
 #define TESTS_TEST_UTIL_H_
@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_matchers.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -25,25 +26,6 @@
 #include "grpcpp/support/status.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
-
-// absl::Status assertions (Debian's Abseil ships no status matchers).
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const absl::Status _s = (expr);              \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s; \
-  } while (0)
-
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                             \
-  auto lhs##_or = (expr);                                           \
-  ASSERT_TRUE(lhs##_or.ok()) << #expr << ": " << lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
-
-#define EXPECT_STATUS(expr, want_code, want_substr)                                      \
-  do {                                                                                   \
-    const absl::Status _s = (expr);                                                      \
-    EXPECT_EQ(_s.code(), (want_code)) << #expr << ": " << _s;                            \
-    EXPECT_THAT(std::string(_s.message()), ::testing::HasSubstr(want_substr)) << #expr; \
-  } while (0)
 
 namespace iommu::testing {
 

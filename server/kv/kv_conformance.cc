@@ -1,6 +1,7 @@
 // Conformance: keys, revisions, txns and compares, ranges, history and
 // compaction, bad input. Watches, leases and concurrency are in
 // kv_conformance_watch.cc.
+#include "common/status_matchers.h"
 #include "server/kv/kv_conformance.h"
 
 #include <string>
@@ -8,12 +9,6 @@
 
 namespace iommu {
 namespace kv {
-
-void ExpectError(const absl::Status& status, absl::StatusCode code, const std::string& substring) {
-  EXPECT_EQ(status.code(), code) << status;
-  EXPECT_NE(std::string(status.message()).find(substring), std::string::npos)
-      << "message \"" << status.message() << "\" lacks \"" << substring << "\"";
-}
 
 void KvConformanceTest::SetUp() {
   store_ = Make(KvStoreConfig{});
@@ -224,8 +219,8 @@ TEST_P(KvConformanceTest, RangeAtAnOlderRevisionSeesTheStoreAsItWas) {
   EXPECT_EQ(at2.kvs[0].mod_revision, rev0_ + 1);
   EXPECT_EQ(Keys(MustRange("a", kAll, rev0_ + 4)), (std::vector<std::string>{"a"}));
   EXPECT_EQ(MustRange("a", kAll, rev0_ + 3).kvs[0].value, "2");
-  ExpectError(store_->Range({"a", "", rev0_ + 5, 0}).status(), absl::StatusCode::kOutOfRange,
-              "future revision");
+  EXPECT_THAT(store_->Range({"a", "", rev0_ + 5, 0}).status(),
+              StatusIs(absl::StatusCode::kOutOfRange, "future revision"));
 }
 
 TEST_P(KvConformanceTest, CompactionRefusesOlderReadsAndKeepsNewerOnes) {
@@ -236,17 +231,18 @@ TEST_P(KvConformanceTest, CompactionRefusesOlderReadsAndKeepsNewerOnes) {
   MustPut("b", "1");                              // rev0+5
   ASSERT_TRUE(store_->Compact(rev0_ + 3).ok());
   EXPECT_EQ(store_->CompactedRevision(), rev0_ + 3);
-  ExpectError(store_->Range({"a", "", rev0_ + 2, 0}).status(), absl::StatusCode::kOutOfRange,
-              "compacted");
+  EXPECT_THAT(store_->Range({"a", "", rev0_ + 2, 0}).status(),
+              StatusIs(absl::StatusCode::kOutOfRange, "compacted"));
   const RangeResponse at3 = MustRange("a", kAll, rev0_ + 3);
   EXPECT_EQ(Keys(at3), (std::vector<std::string>{"a", "gone"}));
   EXPECT_EQ(at3.kvs[0].value, "2");
   EXPECT_EQ(Keys(MustRange("a", kAll, rev0_ + 4)), (std::vector<std::string>{"a"}));
   EXPECT_EQ(Keys(MustRange("a", kAll)), (std::vector<std::string>{"a", "b"}));
-  ExpectError(store_->Compact(rev0_ + 3), absl::StatusCode::kOutOfRange, "compacted");
-  ExpectError(store_->Compact(rev0_ + 99), absl::StatusCode::kOutOfRange, "future revision");
-  ExpectError(store_->Watch({"a", "", rev0_ + 2}, [](const auto&) {}).status(),
-              absl::StatusCode::kOutOfRange, "compacted");
+  EXPECT_THAT(store_->Compact(rev0_ + 3), StatusIs(absl::StatusCode::kOutOfRange, "compacted"));
+  EXPECT_THAT(store_->Compact(rev0_ + 99),
+              StatusIs(absl::StatusCode::kOutOfRange, "future revision"));
+  EXPECT_THAT(store_->Watch({"a", "", rev0_ + 2}, [](const auto&) {}).status(),
+              StatusIs(absl::StatusCode::kOutOfRange, "compacted"));
   // Compacting everything leaves the latest state whole.
   ASSERT_TRUE(store_->Compact(Revision()).ok());
   EXPECT_EQ(Keys(MustRange("a", kAll)), (std::vector<std::string>{"a", "b"}));
@@ -255,34 +251,41 @@ TEST_P(KvConformanceTest, CompactionRefusesOlderReadsAndKeepsNewerOnes) {
 TEST_P(KvConformanceTest, BadInputIsRefusedWithTheFieldAndRuleAndChangesNothing) {
   MustPut("a", "1");
   const int64_t before = Revision();
-  ExpectError(store_->Put("", "v").status(), absl::StatusCode::kInvalidArgument, "key is empty");
-  ExpectError(store_->DeleteRange("b", "a").status(), absl::StatusCode::kInvalidArgument,
-              "range_end is below key");
-  ExpectError(store_->Range({"b", "a", 0, 0}).status(), absl::StatusCode::kInvalidArgument,
-              "range_end is below key");
-  ExpectError(store_->Range({"a", "", -1, 0}).status(), absl::StatusCode::kInvalidArgument,
-              "range.revision");
-  ExpectError(store_->Range({"a", "", 0, -1}).status(), absl::StatusCode::kInvalidArgument,
-              "range.limit");
-  ExpectError(store_->Watch({"a", "", -1}, [](const auto&) {}).status(),
-              absl::StatusCode::kInvalidArgument, "watch.start_revision");
-  ExpectError(store_->Compact(-1), absl::StatusCode::kInvalidArgument, "compact.revision");
+  EXPECT_THAT(store_->Put("", "v").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "key is empty"));
+  EXPECT_THAT(store_->DeleteRange("b", "a").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "range_end is below key"));
+  EXPECT_THAT(store_->Range({"b", "a", 0, 0}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "range_end is below key"));
+  EXPECT_THAT(store_->Range({"a", "", -1, 0}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "range.revision"));
+  EXPECT_THAT(store_->Range({"a", "", 0, -1}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "range.limit"));
+  EXPECT_THAT(store_->Watch({"a", "", -1}, [](const auto&) {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "watch.start_revision"));
+  EXPECT_THAT(store_->Compact(-1),
+              StatusIs(absl::StatusCode::kInvalidArgument, "compact.revision"));
   TxnRequest dup;
   dup.then_ops.emplace_back(PutOp{"x", "1"});
   dup.then_ops.emplace_back(DeleteRangeOp{"w", "y"});
-  ExpectError(store_->Txn(dup).status(), absl::StatusCode::kInvalidArgument, "written twice");
+  EXPECT_THAT(store_->Txn(dup).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "written twice"));
   TxnRequest bad_compare;
   bad_compare.compares.push_back(Compare::Version("", CompareOp::kEqual, 0));
-  ExpectError(store_->Txn(bad_compare).status(), absl::StatusCode::kInvalidArgument,
-              "compares[0].key");
+  EXPECT_THAT(store_->Txn(bad_compare).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "compares[0].key"));
   TxnRequest bad_lease;
   bad_lease.then_ops.emplace_back(PutOp{"x", "1", 987654321});
-  ExpectError(store_->Txn(bad_lease).status(), absl::StatusCode::kNotFound,
-              "lease 987654321 not found");
-  ExpectError(store_->LeaseGrant(0).status(), absl::StatusCode::kInvalidArgument, "ttl_seconds");
-  ExpectError(store_->LeaseRevoke(-3).status(), absl::StatusCode::kInvalidArgument, "lease id");
-  ExpectError(store_->LeaseRevoke(987654321).status(), absl::StatusCode::kNotFound, "not found");
-  ExpectError(store_->LeaseKeepAlive(987654321).status(), absl::StatusCode::kNotFound, "not found");
+  EXPECT_THAT(store_->Txn(bad_lease).status(),
+              StatusIs(absl::StatusCode::kNotFound, "lease 987654321 not found"));
+  EXPECT_THAT(store_->LeaseGrant(0).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ttl_seconds"));
+  EXPECT_THAT(store_->LeaseRevoke(-3).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "lease id"));
+  EXPECT_THAT(store_->LeaseRevoke(987654321).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
+  EXPECT_THAT(store_->LeaseKeepAlive(987654321).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
   EXPECT_EQ(Revision(), before);
   EXPECT_TRUE(MustRange("x").kvs.empty());
 }
@@ -294,11 +297,13 @@ TEST_P(KvConformanceTest, RequestsOverTheConfiguredLimitsAreRefused) {
   store_ = Make(config);
   ASSERT_NE(store_, nullptr);
   const int64_t before = Revision();
-  ExpectError(store_->Put("a", std::string(17, 'v')).status(), absl::StatusCode::kInvalidArgument,
-              "then_ops[0].value: 17 bytes is over the limit");
+  EXPECT_THAT(store_->Put("a", std::string(17, 'v')).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "then_ops[0].value: 17 bytes is over the limit"));
   TxnRequest big;
   for (int i = 0; i < 5; ++i) big.then_ops.emplace_back(PutOp{"k" + std::to_string(i), "v"});
-  ExpectError(store_->Txn(big).status(), absl::StatusCode::kInvalidArgument, "over the limit of 4");
+  EXPECT_THAT(store_->Txn(big).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "over the limit of 4"));
   EXPECT_EQ(Revision(), before);
   big.then_ops.pop_back();
   EXPECT_TRUE(store_->Txn(big).ok());

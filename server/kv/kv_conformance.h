@@ -88,9 +88,6 @@ class KvConformanceTest : public ::testing::TestWithParam<KvConformanceParam> {
 // The keys of a range response, in order.
 std::vector<std::string> Keys(const RangeResponse& r);
 
-// Expects `status` to have `code` and a message containing `substring`.
-void ExpectError(const absl::Status& status, absl::StatusCode code, const std::string& substring);
-
 }  // namespace kv
 }  // namespace iommu
 

@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_matchers.h"
 #include "server/kv/kv_conformance.h"
 
 namespace iommu {
@@ -158,7 +159,7 @@ TEST_P(KvConformanceTest, WatchThatFallsTooFarBehindGetsAClearError) {
   for (int i = 0; i < 40; ++i) MustPut("k", std::to_string(i));
   release.Notify();
   ASSERT_TRUE(errors.WaitForError());
-  ExpectError(errors.errors()[0], absl::StatusCode::kResourceExhausted, "fell behind");
+  EXPECT_THAT(errors.errors()[0], StatusIs(absl::StatusCode::kResourceExhausted, "fell behind"));
 }
 
 TEST_P(KvConformanceTest, ConcurrentWritersAreSeenByAWatchGaplessAndInOrder) {
@@ -261,8 +262,10 @@ TEST_P(KvConformanceTest, RevokeDeletesTheLeasesKeysAtOneNewRevision) {
   ASSERT_TRUE(c.WaitForBatches(1));
   ASSERT_EQ(c.batches()[0].events.size(), 2u);
   EXPECT_EQ(c.batches()[0].events[0].type, EventType::kDelete);
-  ExpectError(store_->LeaseTimeToLive(*id).status(), absl::StatusCode::kNotFound, "not found");
-  ExpectError(store_->Put("l/d", "1", *id).status(), absl::StatusCode::kNotFound, "not found");
+  EXPECT_THAT(store_->LeaseTimeToLive(*id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
+  EXPECT_THAT(store_->Put("l/d", "1", *id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
 }
 
 TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithIt) {
@@ -277,8 +280,10 @@ TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithIt) {
   clock_.Advance(absl::Seconds(4));  // 4 s after the renewal: still alive.
   EXPECT_EQ(MustRange("e/a").kvs.size(), 1u);
   clock_.Advance(absl::Seconds(2));  // 6 s after: expired.
-  ExpectError(store_->LeaseKeepAlive(*id).status(), absl::StatusCode::kNotFound, "not found");
-  ExpectError(store_->LeaseTimeToLive(*id).status(), absl::StatusCode::kNotFound, "not found");
+  EXPECT_THAT(store_->LeaseKeepAlive(*id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
+  EXPECT_THAT(store_->LeaseTimeToLive(*id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
   EXPECT_TRUE(Eventually([&] { return MustRange("e/a").kvs.empty(); }));
   EXPECT_EQ(Revision(), rev0_ + 2);  // One DELETE revision.
 }
@@ -322,8 +327,10 @@ TEST_P(KvConformanceTest, ExpiredLeaseTakesItsKeysWithItInRealTime) {
   absl::SleepFor(absl::Milliseconds(1500));  // 1.5 s after the renewal: still alive.
   EXPECT_EQ(MustRange("e/a").kvs.size(), 1u);
   EXPECT_TRUE(Eventually([&] { return MustRange("e/a").kvs.empty(); }));
-  ExpectError(store_->LeaseKeepAlive(*id).status(), absl::StatusCode::kNotFound, "not found");
-  ExpectError(store_->LeaseTimeToLive(*id).status(), absl::StatusCode::kNotFound, "not found");
+  EXPECT_THAT(store_->LeaseKeepAlive(*id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
+  EXPECT_THAT(store_->LeaseTimeToLive(*id).status(),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
   EXPECT_EQ(Revision(), rev0_ + 2);  // One DELETE revision.
 }
 

@@ -23,7 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "launcher/client.h"
@@ -194,7 +194,7 @@ TEST_F(AgentChaosTest, StoppedAgentKeepsSessionsAndKilledAgentReconcilesWithoutL
   absl::StatusOr<std::unique_ptr<LauncherClient>> lib = LauncherClient::Connect(Socket());
   ASSERT_TRUE(lib.ok()) << lib.status();
   ASSERT_TRUE((*lib)->OpenSession(Grant(c2_)).ok());
-  absl::StatusOr<agent::UniqueFd> memfd = LauncherClient::CreateMemfd(kMiB, "guest");
+  absl::StatusOr<UniqueFd> memfd = LauncherClient::CreateMemfd(kMiB, "guest");
   ASSERT_TRUE(memfd.ok()) << memfd.status();
   auto mem = (*lib)->RegisterMemory(memfd->get(), "guest");
   ASSERT_TRUE(mem.ok()) << mem.status();

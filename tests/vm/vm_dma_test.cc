@@ -59,6 +59,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "grpcpp/grpcpp.h"
 #include "launcher/client.h"
 #include "proto/agent.grpc.pb.h"
@@ -66,9 +67,9 @@
 
 namespace {
 
+using iommu::UniqueFd;
 using iommu::launcher::LauncherClient;
 using iommu::launcher::LauncherDevices;
-using iommu::launcher::UniqueFd;
 namespace v1 = iommu::v1;
 
 constexpr uint64_t kPage = 4096;

@@ -1,4 +1,4 @@
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 
 #include <string.h>
 
@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace iommu {
-namespace agent {
 
 std::string ErrnoName(int err) {
   // strerrorname_np (glibc >= 2.32) is thread-safe and returns static storage.
@@ -56,5 +55,4 @@ absl::Status ErrnoStatus(int err, absl::string_view context,
                       absl::StrCat(context, ": ", ErrnoName(err), " (", why, ")"));
 }
 
-}  // namespace agent
 }  // namespace iommu

@@ -4,8 +4,8 @@
 // connection closing).
 //
 // Thread-safe (no shared state).
-#ifndef COMMON_HTTP_GET_H_
-#define COMMON_HTTP_GET_H_
+#ifndef TESTS_HTTP_GET_H_
+#define TESTS_HTTP_GET_H_
 
 #include <string>
 
@@ -33,4 +33,4 @@ std::string UrlEncode(const std::string& s);
 }  // namespace testing
 }  // namespace iommu
 
-#endif  // COMMON_HTTP_GET_H_
+#endif  // TESTS_HTTP_GET_H_

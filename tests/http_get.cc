@@ -1,4 +1,4 @@
-#include "common/http_get.h"
+#include "tests/http_get.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>

@@ -1,4 +1,4 @@
-#include "agent/unix_socket.h"
+#include "common/unix_socket.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -12,11 +12,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace iommu {
-namespace agent {
 namespace {
 
 using Code = absl::StatusCode;
@@ -235,5 +234,4 @@ TEST(UnixSocketTest, ConnectErrorsNameThePath) {
 }
 
 }  // namespace
-}  // namespace agent
 }  // namespace iommu

@@ -4,15 +4,14 @@
 // leaking an fd a peer sent us.
 //
 // Not thread-safe: one owner at a time, like std::unique_ptr.
-#ifndef AGENT_UNIQUE_FD_H_
-#define AGENT_UNIQUE_FD_H_
+#ifndef COMMON_UNIQUE_FD_H_
+#define COMMON_UNIQUE_FD_H_
 
 #include <unistd.h>
 
 #include <utility>
 
 namespace iommu {
-namespace agent {
 
 class UniqueFd final {
  public:
@@ -51,7 +50,6 @@ class UniqueFd final {
   int fd_ = -1;
 };
 
-}  // namespace agent
 }  // namespace iommu
 
-#endif  // AGENT_UNIQUE_FD_H_
+#endif  // COMMON_UNIQUE_FD_H_

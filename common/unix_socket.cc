@@ -1,4 +1,4 @@
-#include "agent/unix_socket.h"
+#include "common/unix_socket.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,10 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 
 namespace iommu {
-namespace agent {
 namespace {
 
 // The kernel's SCM_MAX_FD: more fds in one SCM_RIGHTS message is EINVAL.
@@ -275,5 +274,4 @@ absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
   return fd;
 }
 
-}  // namespace agent
 }  // namespace iommu

@@ -1,12 +1,11 @@
-#include "agent/errno_status.h"
+#include "common/errno_status.h"
 
 #include <cerrno>
 
-#include "agent/status_matchers.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace iommu {
-namespace agent {
 namespace {
 
 using Code = absl::StatusCode;
@@ -46,5 +45,4 @@ TEST(ErrnoStatusTest, UnknownErrnoHasNumericName) {
 }
 
 }  // namespace
-}  // namespace agent
 }  // namespace iommu

@@ -10,8 +10,8 @@
 //
 // Thread-safety: the functions share no state; concurrent calls on one fd
 // follow the kernel's rules (SOCK_SEQPACKET keeps packets whole).
-#ifndef AGENT_UNIX_SOCKET_H_
-#define AGENT_UNIX_SOCKET_H_
+#ifndef COMMON_UNIX_SOCKET_H_
+#define COMMON_UNIX_SOCKET_H_
 
 #include <sys/types.h>
 
@@ -23,10 +23,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "agent/unique_fd.h"
+#include "common/unique_fd.h"
 
 namespace iommu {
-namespace agent {
 
 // Wire limits of the launcher protocol (proto/launcher.proto, "Framing").
 // 64 KiB holds a MappingList of several hundred entries and stays below the
@@ -103,7 +102,6 @@ absl::StatusOr<UniqueFd> AcceptUnix(int listen_fd);
 // naming the path.
 absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path);
 
-}  // namespace agent
 }  // namespace iommu
 
-#endif  // AGENT_UNIX_SOCKET_H_
+#endif  // COMMON_UNIX_SOCKET_H_

@@ -1,12 +1,12 @@
 // ErrnoStatus: the one place where an errno becomes an absl::Status in the
-// node agent. Backends call it at the failing operation with a context naming
+// node agent and the launcher socket (common/unix_socket.h). Backends call it at the failing operation with a context naming
 // the operation and its arguments, so that every kernel (or simulated kernel)
 // error reads like
 //   "sim MAP_DMA container=3 iova=0x1000 size=0x2000 vaddr=0x7f..: EEXIST
 //    (overlaps mapping 0x1000-0x1fff)".
 // Thread-safe (pure functions).
-#ifndef AGENT_ERRNO_STATUS_H_
-#define AGENT_ERRNO_STATUS_H_
+#ifndef COMMON_ERRNO_STATUS_H_
+#define COMMON_ERRNO_STATUS_H_
 
 #include <string>
 
@@ -14,7 +14,6 @@
 #include "absl/strings/string_view.h"
 
 namespace iommu {
-namespace agent {
 
 // The symbolic name of an errno value ("EEXIST"), or "errno N" when unknown.
 std::string ErrnoName(int err);
@@ -33,7 +32,6 @@ absl::StatusCode ErrnoCode(int err);
 absl::Status ErrnoStatus(int err, absl::string_view context,
                          absl::string_view detail = "");
 
-}  // namespace agent
 }  // namespace iommu
 
-#endif  // AGENT_ERRNO_STATUS_H_
+#endif  // COMMON_ERRNO_STATUS_H_

@@ -1,0 +1,66 @@
+#include "client/watch_loop.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "grpcpp/client_context.h"
+
+namespace iommu {
+namespace client {
+namespace {
+
+// Codes after which the same request may succeed later: the broker is away
+// (restarting, a failover), or the stream was cut.
+bool Retryable(absl::StatusCode code) {
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kOk ||
+         code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kAborted ||
+         code == absl::StatusCode::kCancelled || code == absl::StatusCode::kResourceExhausted;
+}
+
+}  // namespace
+
+absl::Status RunWatch(v1::Broker::StubInterface* stub, v1::WatchRequest request,
+                      const WatchLoop& loop) {
+  absl::StatusOr<std::string> version = loop.relist();
+  if (!version.ok()) return version.status();
+  request.set_resource_version(*version);
+  absl::Duration backoff = absl::Milliseconds(250);
+  while (true) {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderInterface<v1::WatchResponse>> reader =
+        stub->Watch(&ctx, request);
+    v1::WatchResponse response;
+    while (reader->Read(&response)) {
+      backoff = absl::Milliseconds(250);
+      for (const v1::WatchEvent& e : response.events()) {
+        request.set_resource_version(e.resource_version());
+        if (e.type() == v1::WatchEvent::BOOKMARK) continue;
+        if (absl::Status s = loop.on_event(e); !s.ok()) {
+          ctx.TryCancel();
+          reader->Finish();
+          return s;
+        }
+      }
+    }
+    const absl::Status ended = FromGrpcStatus(reader->Finish());
+    if (absl::IsOutOfRange(ended)) {
+      loop.note(absl::StrCat("watch: ", ended.message(), "; listing again"));
+      version = loop.relist();
+      if (!version.ok()) return version.status();
+      request.set_resource_version(*version);
+      continue;
+    }
+    if (!Retryable(ended.code())) return ended;
+    loop.note(absl::StrCat("watch: the stream ended (",
+                           ended.ok() ? "closed by the broker" : std::string(ended.message()),
+                           "); reconnecting"));
+    if (!loop.wait(backoff)) return absl::OkStatus();
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
+}
+
+}  // namespace client
+}  // namespace iommu

@@ -1,0 +1,42 @@
+// The client side of the Watch RPC, as an informer runs it: list, watch from
+// the list's version, and on a disconnect watch again from the last version
+// seen; when the broker says the version is too old (OUT_OF_RANGE: compacted,
+// or a new leader after a failover), list again. iommuctl's
+// `container list --watch` is built on it.
+//
+// Thread-safety: one call per thread; `stub` must be thread-safe (gRPC stubs
+// are).
+#ifndef CLIENT_WATCH_LOOP_H_
+#define CLIENT_WATCH_LOOP_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/broker.grpc.pb.h"
+
+namespace iommu {
+namespace client {
+
+struct WatchLoop {
+  // Lists (and shows the list), returning the version to watch from.
+  std::function<absl::StatusOr<std::string>()> relist;
+  // Each change (never a BOOKMARK); an error ends the loop with it.
+  std::function<absl::Status(const v1::WatchEvent&)> on_event;
+  // Waits before opening the stream again; false: stop (OK).
+  std::function<bool(absl::Duration)> wait;
+  // A note for people about a reconnect or relist (stderr).
+  std::function<void(const std::string&)> note;
+};
+
+// Runs until `loop.wait` says stop or an error that a retry cannot fix
+// (PERMISSION_DENIED, INVALID_ARGUMENT, ...), which it returns.
+absl::Status RunWatch(v1::Broker::StubInterface* stub, v1::WatchRequest request,
+                      const WatchLoop& loop);
+
+}  // namespace client
+}  // namespace iommu
+
+#endif  // CLIENT_WATCH_LOOP_H_
