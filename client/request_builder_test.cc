@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_join.h"
 #include "client/args.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/broker.pb.h"
@@ -15,7 +16,6 @@ namespace {
 
 namespace v1 = ::iommu::v1;
 using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 
 // Parses `args` with iommuctl's real command table and builds `request`.
 template <typename Req>
@@ -24,11 +24,6 @@ absl::Status Build(const std::vector<std::string>& args, Req* request) {
   EXPECT_TRUE(inv.ok()) << absl::StrJoin(args, " ") << ": " << inv.status();
   if (!inv.ok()) return inv.status();
   return BuildRequest(*inv, "rid-1", request);
-}
-
-void ExpectError(const absl::Status& status, absl::StatusCode code, const std::string& text) {
-  EXPECT_EQ(status.code(), code) << status;
-  EXPECT_THAT(std::string(status.message()), HasSubstr(text));
 }
 
 TEST(BuildRequestTest, FillsStringRepeatedStringAndSizeFieldsAndTheRequestId) {
@@ -111,26 +106,31 @@ class MappingTest : public ::testing::Test {
 };
 
 TEST_F(MappingTest, EveryMappingIsCheckedEvenForFlagsNotGiven) {
-  ExpectError(BuildWith({{"size", "no_such_field"}}), absl::StatusCode::kInternal,
-              "\"test\": --size cannot fill CreateContainerRequest.no_such_field: no such field");
-  ExpectError(BuildWith({{"on", "tenant_id"}}), absl::StatusCode::kInternal,
-              "--on cannot fill CreateContainerRequest.tenant_id: the flag's kind does not fit");
-  ExpectError(BuildWith({{"wait", "pin_budget_bytes"}}), absl::StatusCode::kInternal,
-              "does not fit");
-  ExpectError(BuildWith({{"size", "node.x"}}), absl::StatusCode::kInternal,
-              "not a message on the way");
-  ExpectError(BuildWith({{"gone", "node"}}), absl::StatusCode::kInternal, "no such flag");
+  EXPECT_THAT(
+      BuildWith({{"size", "no_such_field"}}),
+      StatusIs(absl::StatusCode::kInternal,
+               "\"test\": --size cannot fill CreateContainerRequest.no_such_field: no such field"));
+  EXPECT_THAT(
+      BuildWith({{"on", "tenant_id"}}),
+      StatusIs(absl::StatusCode::kInternal,
+               "--on cannot fill CreateContainerRequest.tenant_id: the flag's kind does not fit"));
+  EXPECT_THAT(BuildWith({{"wait", "pin_budget_bytes"}}),
+              StatusIs(absl::StatusCode::kInternal, "does not fit"));
+  EXPECT_THAT(BuildWith({{"size", "node.x"}}),
+              StatusIs(absl::StatusCode::kInternal, "not a message on the way"));
+  EXPECT_THAT(BuildWith({{"gone", "node"}}), StatusIs(absl::StatusCode::kInternal, "no such flag"));
 }
 
 TEST_F(MappingTest, PositionalAndRequestIdNeedStringFields) {
   spec_.positional = "ID";
   spec_.positional_field = "selector";
-  ExpectError(BuildWith({}), absl::StatusCode::kInternal, "not a string field");
+  EXPECT_THAT(BuildWith({}), StatusIs(absl::StatusCode::kInternal, "not a string field"));
   spec_.positional_field = "";
   spec_.mutation = true;
   v1::DeviceSelector no_request_id;
-  ExpectError(BuildRequest(inv_, "r", &no_request_id), absl::StatusCode::kInternal,
-              "the request id cannot fill DeviceSelector.request_id: no such field");
+  EXPECT_THAT(BuildRequest(inv_, "r", &no_request_id),
+              StatusIs(absl::StatusCode::kInternal,
+                       "the request id cannot fill DeviceSelector.request_id: no such field"));
 }
 
 TEST_F(MappingTest, NumberTooLargeForAUint32FieldIsAUsageError) {
@@ -138,8 +138,9 @@ TEST_F(MappingTest, NumberTooLargeForAUint32FieldIsAUsageError) {
   big.text = "8Gi";
   big.number = 8ull << 30;
   inv_.flags["size"] = {big};
-  ExpectError(BuildWith({{"size", "selector.count"}}), absl::StatusCode::kInvalidArgument,
-              "--size: \"8Gi\" is too large (at most 0xffffffff)");
+  EXPECT_THAT(BuildWith({{"size", "selector.count"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "--size: \"8Gi\" is too large (at most 0xffffffff)"));
 }
 
 }  // namespace

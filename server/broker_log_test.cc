@@ -79,7 +79,9 @@ TEST(BrokerLogTest, AStoreErrorWithQuotesStaysOneParseableField) {
     ASSERT_TRUE(ParseLogfmt(line, &fields)) << line;
     for (const auto& [key, value] : fields) {
       if (key == "event" && value == "commit_failed") saw_failure = true;
-      if (key == "error") EXPECT_THAT(value, HasSubstr(nasty));
+      if (key == "error") {
+        EXPECT_THAT(value, HasSubstr(nasty));
+      }
     }
   }
   EXPECT_TRUE(saw_failure) << log;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/broker.h"
@@ -16,12 +17,6 @@
 namespace iommu {
 namespace {
 
-using ::testing::HasSubstr;
-
-void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string& substr) {
-  EXPECT_EQ(s.code(), code) << s;
-  EXPECT_THAT(std::string(s.message()), HasSubstr(substr)) << s;
-}
 
 using Labels = std::map<std::string, std::string>;
 
@@ -163,8 +158,9 @@ TEST_F(BrokerNamesTest, ANameAndLabelsAreKeptAndTheNameStandsForTheId) {
   v1::DeleteContainerResponse gone;
   ASSERT_TRUE(broker_->DeleteContainer(del, &gone, kAcme).ok());
   EXPECT_TRUE(broker_->DeleteContainer(del, &gone, kAcme).ok());
-  ExpectCode(Get(kAcme, "vm-42").status(), absl::StatusCode::kNotFound,
-             "container_id: no container named \"vm-42\" in tenant \"acme\"");
+  EXPECT_THAT(Get(kAcme, "vm-42").status(),
+              StatusIs(absl::StatusCode::kNotFound,
+                       "container_id: no container named \"vm-42\" in tenant \"acme\""));
   absl::StatusOr<v1::Container> again = Create(kAcme, "acme", "vm-42");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_NE(again->id(), c->id());
@@ -173,8 +169,9 @@ TEST_F(BrokerNamesTest, ANameAndLabelsAreKeptAndTheNameStandsForTheId) {
 TEST_F(BrokerNamesTest, NamesAreUniqueWithinATenantAndPrivateToIt) {
   absl::StatusOr<v1::Container> a = Create(kAcme, "acme", "vm-1");
   ASSERT_TRUE(a.ok());
-  ExpectCode(Create(kAcme, "acme", "vm-1").status(), absl::StatusCode::kAlreadyExists,
-             "name: tenant \"acme\" already has a container named \"vm-1\"");
+  EXPECT_THAT(Create(kAcme, "acme", "vm-1").status(),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       "name: tenant \"acme\" already has a container named \"vm-1\""));
   absl::StatusOr<v1::Container> b = Create(kBeta, "beta", "vm-1");
   ASSERT_TRUE(b.ok()) << b.status();
 
@@ -182,33 +179,39 @@ TEST_F(BrokerNamesTest, NamesAreUniqueWithinATenantAndPrivateToIt) {
   EXPECT_EQ(Get(kAcme, "vm-1")->id(), a->id());
   EXPECT_EQ(Get(kBeta, "vm-1")->id(), b->id());
   // Another tenant's TENANT/NAME is a name nobody has.
-  ExpectCode(Get(kAcme, "beta/vm-1").status(), absl::StatusCode::kNotFound, "no container named");
+  EXPECT_THAT(Get(kAcme, "beta/vm-1").status(),
+              StatusIs(absl::StatusCode::kNotFound, "no container named"));
   // An operator must say which tenant when several use the name.
-  ExpectCode(Get(kOperator, "vm-1").status(), absl::StatusCode::kInvalidArgument,
-             "tenants acme, beta each have a container named \"vm-1\"; write TENANT/NAME");
+  EXPECT_THAT(
+      Get(kOperator, "vm-1").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               "tenants acme, beta each have a container named \"vm-1\"; write TENANT/NAME"));
   EXPECT_EQ(Get(kOperator, "beta/vm-1")->id(), b->id());
-  ExpectCode(Get(kOperator, "vm-2").status(), absl::StatusCode::kNotFound,
-             "no container named \"vm-2\"");
+  EXPECT_THAT(Get(kOperator, "vm-2").status(),
+              StatusIs(absl::StatusCode::kNotFound, "no container named \"vm-2\""));
 }
 
 TEST_F(BrokerNamesTest, BadNamesLabelsAndSelectorsAreRefusedAndChangeNothing) {
-  ExpectCode(Create(kAcme, "acme", "VM_1").status(), absl::StatusCode::kInvalidArgument,
-             "name: a name is 1-63 characters");
-  ExpectCode(Create(kAcme, "acme", "c-0123456789abcdef").status(),
-             absl::StatusCode::kInvalidArgument, "form of a container id");
-  ExpectCode(Create(kAcme, "acme", "vm", {{"team", "not ok"}}).status(),
-             absl::StatusCode::kInvalidArgument, "labels[\"team\"]: a value must be empty");
+  EXPECT_THAT(Create(kAcme, "acme", "VM_1").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "name: a name is 1-63 characters"));
+  EXPECT_THAT(Create(kAcme, "acme", "c-0123456789abcdef").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "form of a container id"));
+  EXPECT_THAT(
+      Create(kAcme, "acme", "vm", {{"team", "not ok"}}).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "labels[\"team\"]: a value must be empty"));
   std::map<std::string, std::string> many;
   for (int i = 0; i < 33; ++i) many["k" + std::to_string(i)] = "";
-  ExpectCode(Create(kAcme, "acme", "vm", many).status(), absl::StatusCode::kInvalidArgument,
-             "labels: at most 32 labels");
-  ExpectCode(Get(kAcme, "acme/").status(), absl::StatusCode::kInvalidArgument,
-             "a container id (\"c-\" and 16 hex digits), a NAME or TENANT/NAME");
+  EXPECT_THAT(Create(kAcme, "acme", "vm", many).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "labels: at most 32 labels"));
+  EXPECT_THAT(Get(kAcme, "acme/").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "a container id (\"c-\" and 16 hex digits), a NAME or TENANT/NAME"));
   v1::ListContainersRequest list;
   list.set_label_selector("team in ml");
   v1::ListContainersResponse resp;
-  ExpectCode(broker_->ListContainers(list, &resp, kOperator), absl::StatusCode::kInvalidArgument,
-             "label_selector: at character 9: expected '(' after in/notin");
+  EXPECT_THAT(broker_->ListContainers(list, &resp, kOperator),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "label_selector: at character 9: expected '(' after in/notin"));
   EXPECT_TRUE(ListIds("").empty());
 }
 
@@ -264,17 +267,18 @@ TEST_F(BrokerNamesTest, LabelEditsKeepTheOthersAndSurviveARestart) {
   both.set_container_id("vm-7");
   (*both.mutable_labels())["env"] = "x";
   both.add_remove_keys("env");
-  ExpectCode(broker_->SetContainerLabels(both, &c, kAcme), absl::StatusCode::kInvalidArgument,
-             "remove_keys: key \"env\" is also in labels");
-  ExpectCode(broker_->SetContainerLabels(edit, &c, kBeta), absl::StatusCode::kNotFound,
-             "no container named");
+  EXPECT_THAT(
+      broker_->SetContainerLabels(both, &c, kAcme),
+      StatusIs(absl::StatusCode::kInvalidArgument, "remove_keys: key \"env\" is also in labels"));
+  EXPECT_THAT(broker_->SetContainerLabels(edit, &c, kBeta),
+              StatusIs(absl::StatusCode::kNotFound, "no container named"));
 
   Restart();
   absl::StatusOr<v1::Container> got = Get(kAcme, "vm-7");
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(AsMap(got->labels()), want);
-  ExpectCode(Create(kAcme, "acme", "vm-7").status(), absl::StatusCode::kAlreadyExists,
-             "already has a container named");
+  EXPECT_THAT(Create(kAcme, "acme", "vm-7").status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, "already has a container named"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/broker.h"
@@ -16,12 +17,6 @@
 namespace iommu {
 namespace {
 
-using ::testing::HasSubstr;
-
-void ExpectCode(const absl::Status& s, absl::StatusCode code, const std::string& substr) {
-  EXPECT_EQ(s.code(), code) << s;
-  EXPECT_THAT(s.message(), HasSubstr(substr)) << s;
-}
 
 constexpr int64_t kDayMs = 24LL * 3600 * 1000;
 
@@ -100,9 +95,9 @@ TEST_F(BrokerReplayTest, RetryReplaysTheFirstAnswerWithOneStoreRead) {
 
 TEST_F(BrokerReplayTest, ReusedIdForAnotherRequestIsRefusedWithoutAStoreRead) {
   ASSERT_TRUE(CreateTenant(CreateRequest("r1", "acme")).ok());
-  ExpectCode(CreateTenant(CreateRequest("r1", "other")).status(),
-             absl::StatusCode::kFailedPrecondition,
-             "request_id: \"r1\" was already used for a different request");
+  EXPECT_THAT(CreateTenant(CreateRequest("r1", "other")).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "request_id: \"r1\" was already used for a different request"));
   EXPECT_FALSE(TenantExists("other"));
   EXPECT_EQ(store_.find_requests(), 0);
 }
@@ -126,8 +121,9 @@ TEST_F(BrokerReplayTest, AnswersSurviveARestartOnTheSameStore) {
   absl::StatusOr<v1::Tenant> again = CreateTenant(req);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->SerializeAsString(), first->SerializeAsString());
-  ExpectCode(CreateTenant(CreateRequest("r1", "other")).status(),
-             absl::StatusCode::kFailedPrecondition, "was already used for a different request");
+  EXPECT_THAT(
+      CreateTenant(CreateRequest("r1", "other")).status(),
+      StatusIs(absl::StatusCode::kFailedPrecondition, "was already used for a different request"));
   ASSERT_TRUE(CreateTenant(CreateRequest("r2", "other")).ok());
   EXPECT_EQ(store_.commits(), 2);
   EXPECT_EQ(store_.find_requests(), 1);  // The retry's only.
@@ -139,7 +135,7 @@ TEST_F(BrokerReplayTest, ExpiryForgetsTheAnswer) {
   now_ms_ += kDayMs + 1;
   ASSERT_TRUE(broker_->ExpireRequests().ok());
   // Not replayed: the request runs again (and finds its tenant).
-  ExpectCode(CreateTenant(req).status(), absl::StatusCode::kAlreadyExists, "acme");
+  EXPECT_THAT(CreateTenant(req).status(), StatusIs(absl::StatusCode::kAlreadyExists, "acme"));
   // And the id is free for another request.
   ASSERT_TRUE(CreateTenant(CreateRequest("r1", "other")).ok());
   EXPECT_EQ(store_.find_requests(), 0);
@@ -183,7 +179,7 @@ TEST_F(BrokerReplayTest, AnswerUnderABareLegacyIdReplaysOnlyForTheIdenticalReque
 TEST_F(BrokerReplayTest, AnAnswerWhoseCommitFailedIsNotRemembered) {
   const v1::CreateTenantRequest req = CreateRequest("r1", "acme");
   store_.set_next_commit_error(absl::UnavailableError("disk full"));
-  ExpectCode(CreateTenant(req).status(), absl::StatusCode::kUnavailable, "disk full");
+  EXPECT_THAT(CreateTenant(req).status(), StatusIs(absl::StatusCode::kUnavailable, "disk full"));
   // The retry runs (and now commits), rather than replaying or refusing.
   absl::StatusOr<v1::Tenant> t = CreateTenant(req);
   ASSERT_TRUE(t.ok()) << t.status();
@@ -203,8 +199,8 @@ TEST_F(BrokerReplayTest, AnswersTheStoreKeptFromAFailedCommitReplayAfterTheReloa
                                   absl::StrCat("CreateTenant\n", kept.SerializeAsString()),
                                   answer.SerializeAsString(), now_ms_});
   store_.set_next_commit_error(absl::UnavailableError("etcd: txn 2 of 2 failed"));
-  ExpectCode(CreateTenant(CreateRequest("r1", "acme")).status(), absl::StatusCode::kUnavailable,
-             "txn 2 of 2 failed");
+  EXPECT_THAT(CreateTenant(CreateRequest("r1", "acme")).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "txn 2 of 2 failed"));
   ASSERT_TRUE(broker_->Unrecoverable().ok());
   absl::StatusOr<v1::Tenant> replayed = CreateTenant(kept);
   ASSERT_TRUE(replayed.ok()) << replayed.status();
@@ -214,17 +210,19 @@ TEST_F(BrokerReplayTest, AnswersTheStoreKeptFromAFailedCommitReplayAfterTheReloa
 TEST_F(BrokerReplayTest, AnIndexThatCannotBeReloadedAfterAFailedCommitStopsTheBroker) {
   store_.set_next_commit_error(absl::UnavailableError("disk full"));
   store_.set_next_list_requests_error(absl::UnavailableError("store: read failed"));
-  ExpectCode(CreateTenant(CreateRequest("r1", "acme")).status(), absl::StatusCode::kUnavailable,
-             "disk full");
-  ExpectCode(broker_->Unrecoverable(), absl::StatusCode::kUnavailable, "store: read failed");
-  ExpectCode(CreateTenant(CreateRequest("r2", "acme")).status(), absl::StatusCode::kUnavailable,
-             "restarting");
+  EXPECT_THAT(CreateTenant(CreateRequest("r1", "acme")).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "disk full"));
+  EXPECT_THAT(broker_->Unrecoverable(),
+              StatusIs(absl::StatusCode::kUnavailable, "store: read failed"));
+  EXPECT_THAT(CreateTenant(CreateRequest("r2", "acme")).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "restarting"));
 }
 
 TEST_F(BrokerReplayTest, ADamagedRememberedAnswerRefusesTheStart) {
   store_.set_next_list_requests_error(
       absl::DataLossError("store: answer to request r1 fails its checksum"));
-  ExpectCode(Restart(), absl::StatusCode::kDataLoss, "answer to request r1 fails its checksum");
+  EXPECT_THAT(Restart(),
+              StatusIs(absl::StatusCode::kDataLoss, "answer to request r1 fails its checksum"));
 }
 
 TEST_F(BrokerReplayTest, RetriedDrainReplaysItsAnswer) {
@@ -248,8 +246,9 @@ TEST_F(BrokerReplayTest, RetriedDrainReplaysItsAnswer) {
   EXPECT_EQ(store_.commits(), commits);
   EXPECT_EQ(store_.find_requests(), 1);
   drain.set_delete_containers(true);
-  ExpectCode(broker_->DrainNode(drain, &again, admin), absl::StatusCode::kFailedPrecondition,
-             "was already used for a different request");
+  EXPECT_THAT(
+      broker_->DrainNode(drain, &again, admin),
+      StatusIs(absl::StatusCode::kFailedPrecondition, "was already used for a different request"));
 }
 
 }  // namespace
