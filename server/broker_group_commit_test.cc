@@ -16,12 +16,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
 #include "server/ok_agents.h"
 #include "server/sqlite_store.h"
+#include "server/test_nodes.h"
 
 namespace iommu {
 namespace {
@@ -74,24 +76,14 @@ class GroupCommitTest : public ::testing::Test {
     return out;
   }
 
-  void RegisterNode(const std::string& name, int devices) {
-    v1::RegisterRequest req;
-    req.set_node(name);
-    req.set_agent_address(name + ":1");
-    req.set_backend("sim");
-    for (int i = 0; i < devices; ++i) {
-      v1::Device* d = req.add_devices();
-      d->set_address(Address(i));
-      d->set_iommu_group(i + 1);
-      d->set_assignable(true);
+  void RegisterNode(const std::string& name, int device_count) {
+    std::vector<v1::Device> devices(device_count);
+    for (int i = 0; i < device_count; ++i) {
+      devices[i].set_address(Address(i));
+      devices[i].set_iommu_group(i + 1);
+      devices[i].set_assignable(true);
     }
-    v1::RegisterResponse resp;
-    ASSERT_TRUE(broker_->Register(req, &resp).ok());
-    v1::ReconciledRequest done;
-    done.set_node(name);
-    done.set_session_id(resp.session_id());
-    v1::ReconciledResponse ignored;
-    ASSERT_TRUE(broker_->Reconciled(done, &ignored).ok());
+    ASSERT_OK(RegisterReadyNode(broker_.get(), name, devices));
   }
 
   FakeStore fake_;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/rpc_metrics.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -20,6 +21,7 @@
 #include "server/broker.h"
 #include "server/fake_store.h"
 #include "server/ok_agents.h"
+#include "server/test_nodes.h"
 #include "server/timed_store.h"
 
 namespace iommu {
@@ -127,32 +129,21 @@ class LiveBrokerMetricsTest : public ::testing::Test {
     metrics_->SetStatsSource([b = broker_.get()] { return b->Stats(); });
   }
 
-  std::string RegisterNode(const std::string& name, const std::vector<std::string>& devices) {
-    v1::RegisterRequest req;
-    req.set_node(name);
-    req.set_agent_address(name + ":1");
-    req.set_backend("sim");
-    req.set_simulated(true);
+  std::string RegisterNode(const std::string& name, const std::vector<std::string>& addresses) {
+    std::vector<v1::Device> devices;
     uint32_t group = 1;
-    for (const std::string& a : devices) {
-      v1::Device* d = req.add_devices();
-      d->set_address(a);
-      d->set_iommu_group(group++);
-      d->set_vendor_id(0x1234);
-      d->set_device_id(0x11e8);
-      d->set_driver("vfio-pci");
-      d->set_assignable(true);
+    for (const std::string& a : addresses) {
+      v1::Device& d = devices.emplace_back();
+      d.set_address(a);
+      d.set_iommu_group(group++);
+      d.set_vendor_id(0x1234);
+      d.set_device_id(0x11e8);
+      d.set_driver("vfio-pci");
+      d.set_assignable(true);
     }
-    v1::RegisterResponse resp;
-    absl::Status s = broker_->Register(req, &resp);
-    EXPECT_TRUE(s.ok()) << s;
-    // The agent reports back; only then is the node READY for placement.
-    v1::ReconciledRequest rec;
-    rec.set_node(name);
-    rec.set_session_id(resp.session_id());
-    v1::ReconciledResponse unused;
-    EXPECT_TRUE(broker_->Reconciled(rec, &unused).ok());
-    return resp.session_id();
+    absl::StatusOr<v1::RegisterResponse> resp = RegisterReadyNode(broker_.get(), name, devices);
+    EXPECT_OK(resp);
+    return resp.ok() ? resp->session_id() : "";
   }
 
   void Advance(int64_t ms) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -13,6 +14,7 @@
 #include "server/broker.h"
 #include "server/fake_store.h"
 #include "server/ok_agents.h"
+#include "server/test_nodes.h"
 
 namespace iommu {
 namespace {
@@ -39,26 +41,15 @@ class BrokerNamesTest : public ::testing::Test {
       v1::Tenant out;
       ASSERT_TRUE(broker_->CreateTenant(req, &out, kOperator).ok());
     }
-    v1::RegisterRequest reg;
-    reg.set_node("host-a");
-    reg.set_agent_address("host-a:1");
-    reg.set_backend("sim");
-    reg.set_simulated(true);
+    std::vector<v1::Device> devices(8);
     for (int i = 0; i < 8; ++i) {
-      v1::Device* d = reg.add_devices();
-      d->set_address("0000:00:0" + std::to_string(i) + ".0");
-      d->set_iommu_group(i);
-      d->set_vendor_id(0x1234);
-      d->set_device_id(0x11e8);
-      d->set_assignable(true);
+      devices[i].set_address("0000:00:0" + std::to_string(i) + ".0");
+      devices[i].set_iommu_group(i);
+      devices[i].set_vendor_id(0x1234);
+      devices[i].set_device_id(0x11e8);
+      devices[i].set_assignable(true);
     }
-    v1::RegisterResponse resp;
-    ASSERT_TRUE(broker_->Register(reg, &resp).ok());
-    v1::ReconciledRequest rec;
-    rec.set_node("host-a");
-    rec.set_session_id(resp.session_id());
-    v1::ReconciledResponse unused;
-    ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
+    ASSERT_OK(RegisterReadyNode(broker_.get(), "host-a", devices));
   }
 
   void Restart() {

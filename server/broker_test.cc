@@ -1,7 +1,6 @@
 // Unit tests of the broker's logic against a FakeStore and a fake agent
 // client: placement, quotas, idempotency, liveness, reload, and that every
 // refused request changes nothing.
-#include "common/status_matchers.h"
 #include "server/broker.h"
 
 #include <map>
@@ -11,10 +10,12 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "common/grant_token.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/grant_token.h"
 #include "server/fake_store.h"
+#include "server/test_nodes.h"
 
 namespace iommu {
 namespace {
@@ -137,27 +138,14 @@ class BrokerTest : public ::testing::Test {
     broker_ = std::move(*b);
   }
 
-  std::string RegisterNode(const std::string& name, std::vector<v1::Device> devices,
-                           v1::RegisterResponse* out = nullptr, bool reconcile = true) {
-    v1::RegisterRequest req;
-    req.set_node(name);
-    req.set_agent_address(name + ":1");
-    req.set_backend("sim");
-    req.set_simulated(true);
-    for (auto& d : devices) *req.add_devices() = d;
-    v1::RegisterResponse resp;
-    EXPECT_TRUE(broker_->Register(req, &resp).ok());
-    if (out) *out = resp;
-    if (reconcile) {
-      // As a well-behaved agent: it now holds exactly what it was told.
-      v1::ReconciledRequest rec;
-      rec.set_node(name);
-      rec.set_session_id(resp.session_id());
-      *rec.mutable_containers() = resp.desired_containers();
-      v1::ReconciledResponse unused;
-      EXPECT_TRUE(broker_->Reconciled(rec, &unused).ok());
-    }
-    return resp.session_id();
+  // Returns the node's session id.
+  std::string RegisterNode(const std::string& name, const std::vector<v1::Device>& devices,
+                           v1::RegisterResponse* out = nullptr) {
+    absl::StatusOr<v1::RegisterResponse> resp = RegisterReadyNode(broker_.get(), name, devices);
+    EXPECT_OK(resp);
+    if (!resp.ok()) return "";
+    if (out) *out = *resp;
+    return resp->session_id();
   }
 
   void CreateTenant(const std::string& id, uint32_t max_containers = 0, uint64_t window_bytes = 0) {
@@ -239,8 +227,14 @@ class BrokerTest : public ::testing::Test {
 // by that clean-up.
 TEST_F(BrokerTest, NothingIsPlacedOnANodeUntilItHasReconciled) {
   CreateTenant("acme");
+  v1::RegisterRequest req;
+  req.set_node("n1");
+  req.set_agent_address("n1:1");
+  req.set_backend("sim");
+  req.set_simulated(true);
+  *req.add_devices() = Dev("0000:00:04.0", 5);
   v1::RegisterResponse reg;
-  RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg, /*reconcile=*/false);
+  EXPECT_TRUE(broker_->Register(req, &reg).ok());
   v1::GetNodeRequest gn;
   gn.set_node("n1");
   v1::Node node;

@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
 #include "server/ok_agents.h"
+#include "server/test_nodes.h"
 #include "server/watch_stream.h"
 
 namespace iommu {
@@ -55,23 +57,13 @@ class BrokerWatchTest : public ::testing::Test {
   }
 
   void Node(const std::string& name) {
-    v1::RegisterRequest reg;
-    reg.set_node(name);
-    reg.set_agent_address(name + ":1");
-    reg.set_backend("sim");
+    std::vector<v1::Device> devices(4);
     for (int i = 0; i < 4; ++i) {
-      v1::Device* d = reg.add_devices();
-      d->set_address("0000:00:0" + std::to_string(i) + ".0");
-      d->set_iommu_group(i);
-      d->set_assignable(true);
+      devices[i].set_address("0000:00:0" + std::to_string(i) + ".0");
+      devices[i].set_iommu_group(i);
+      devices[i].set_assignable(true);
     }
-    v1::RegisterResponse resp;
-    ASSERT_TRUE(broker_->Register(reg, &resp).ok());
-    v1::ReconciledRequest rec;
-    rec.set_node(name);
-    rec.set_session_id(resp.session_id());
-    v1::ReconciledResponse unused;
-    ASSERT_TRUE(broker_->Reconciled(rec, &unused).ok());
+    ASSERT_OK(RegisterReadyNode(broker_.get(), name, devices));
   }
 
   std::string Container(const std::string& tenant, const std::string& name,

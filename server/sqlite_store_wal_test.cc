@@ -16,10 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 #include "server/broker.h"
 #include "server/ok_agents.h"
 #include "server/sqlite_store.h"
+#include "server/test_nodes.h"
 
 namespace iommu {
 namespace {
@@ -46,23 +48,13 @@ TEST(SqliteStoreWalTest, WalStaysBoundedUnderTensOfThousandsOfMutations) {
 
   constexpr int kThreads = 16;
   constexpr int kMutationsPerThread = 2000;  // 32,000 in all, each with a request id.
-  v1::RegisterRequest reg;
-  reg.set_node("n1");
-  reg.set_agent_address("n1:1");
-  reg.set_backend("sim");
+  std::vector<v1::Device> devices(kThreads);
   for (int i = 0; i < kThreads; ++i) {
-    v1::Device* d = reg.add_devices();
-    d->set_address(Address(i));
-    d->set_iommu_group(i + 1);
-    d->set_assignable(true);
+    devices[i].set_address(Address(i));
+    devices[i].set_iommu_group(i + 1);
+    devices[i].set_assignable(true);
   }
-  v1::RegisterResponse reg_out;
-  ASSERT_TRUE((*broker)->Register(reg, &reg_out).ok());
-  v1::ReconciledRequest rec;
-  rec.set_node("n1");
-  rec.set_session_id(reg_out.session_id());
-  v1::ReconciledResponse rec_out;
-  ASSERT_TRUE((*broker)->Reconciled(rec, &rec_out).ok());
+  ASSERT_OK(RegisterReadyNode(broker->get(), "n1", devices));
   std::vector<std::string> containers;
   for (int i = 0; i < kThreads; ++i) {
     v1::CreateTenantRequest tr;

@@ -8,17 +8,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "agent/fake_launcher_handler.h"
-#include "agent/launcher_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fake_agent_socket.h"
 
 extern char** environ;
 
@@ -91,26 +88,10 @@ int Wait(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-class IommuLauncherTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/binXXXXXX");
-    ASSERT_NE(mkdtemp(dir.data()), nullptr);
-    agent::LauncherServerOptions options;
-    options.socket_path = dir + "/launcher.sock";
-    auto server = agent::LauncherServer::Start(options, &handler_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    socket_flag_ = absl::StrCat("--socket=", server_->socket_path());
-  }
-
-  agent::FakeLauncherHandler handler_;
-  std::unique_ptr<agent::LauncherServer> server_;
-  std::string socket_flag_;
-};
+using IommuLauncherTest = testing::FakeAgentSocketTest;
 
 TEST_F(IommuLauncherTest, HoldPrintsReadyAfterMappingAndExitsZeroOnSigterm) {
-  Child child = Spawn({socket_flag_, "--memfd=2Mi", "--map=0:2Mi@1Mi", "--hold"}, "good");
+  Child child = Spawn({SocketFlag(), "--memfd=2Mi", "--map=0:2Mi@1Mi", "--hold"}, "good");
   const std::string out = ReadUntil(child.out, "ready\n");
   EXPECT_THAT(out, HasSubstr("step=map memory_id="));
   ASSERT_THAT(out, HasSubstr("\nready\n"));
@@ -128,7 +109,7 @@ TEST_F(IommuLauncherTest, HoldPrintsReadyAfterMappingAndExitsZeroOnSigterm) {
 
 TEST_F(IommuLauncherTest, HoldEndsOnStdinEof) {
   // The token on stdin's first line; the rest of stdin still ends the hold.
-  Child child = Spawn({socket_flag_, "--token-file=-", "--hold"});
+  Child child = Spawn({SocketFlag(), "--token-file=-", "--hold"});
   ASSERT_EQ(write(child.in, "good\n", 5), 5);
   ASSERT_THAT(ReadUntil(child.out, "ready\n"), HasSubstr("ready\n"));
   close(child.in);
@@ -138,7 +119,7 @@ TEST_F(IommuLauncherTest, HoldEndsOnStdinEof) {
 }
 
 TEST_F(IommuLauncherTest, AgentErrorExitsOneWithCodeAndMessage) {
-  Child child = Spawn({socket_flag_}, "bad");
+  Child child = Spawn({SocketFlag()}, "bad");
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_EQ(ReadUntil(child.err, ""), "error: UNAUTHENTICATED: token: bad signature\n");
@@ -147,7 +128,7 @@ TEST_F(IommuLauncherTest, AgentErrorExitsOneWithCodeAndMessage) {
 }
 
 TEST_F(IommuLauncherTest, UsageErrorExitsOne) {
-  Child child = Spawn({socket_flag_, "--map=0:4Ki@1Mi"}, "t");
+  Child child = Spawn({SocketFlag(), "--map=0:4Ki@1Mi"}, "t");
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_THAT(ReadUntil(child.err, ""),
@@ -159,7 +140,7 @@ TEST_F(IommuLauncherTest, UsageErrorExitsOne) {
 // Regression (issue 11, D): `iommu-launcher --token=T` showed T to every
 // local user in /proc/PID/cmdline. Now it never reaches the agent.
 TEST_F(IommuLauncherTest, TokenFlagIsAUsageErrorAndNothingIsSent) {
-  Child child = Spawn({socket_flag_, "--token=good", "--hold"});
+  Child child = Spawn({SocketFlag(), "--token=good", "--hold"});
   close(child.in);
   EXPECT_EQ(Wait(child.pid), 1);
   EXPECT_THAT(ReadUntil(child.err, ""),

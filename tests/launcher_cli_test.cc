@@ -5,18 +5,15 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "agent/fake_launcher_handler.h"
-#include "agent/launcher_server.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fake_agent_socket.h"
 
 namespace iommu {
 namespace launcher {
@@ -230,23 +227,13 @@ TEST(UsageTest, ListsEveryFlagFromTheTableButTheRemovedToken) {
   for (absl::string_view line : absl::StrSplit(usage, '\n')) EXPECT_LE(line.size(), 80u) << line;
 }
 
-class RunCliTest : public ::testing::Test {
+class RunCliTest : public testing::FakeAgentSocketTest {
  protected:
-  void SetUp() override {
-    std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/cliXXXXXX");
-    ASSERT_NE(mkdtemp(dir.data()), nullptr);
-    agent::LauncherServerOptions options;
-    options.socket_path = dir + "/launcher.sock";
-    auto server = agent::LauncherServer::Start(options, &handler_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-  }
-
   // Runs the CLI, returning its status and what it printed.
   // `token` stands in for $IOMMU_LAUNCHER_TOKEN.
   absl::Status Run(const std::vector<std::string>& args, std::string* printed,
                    const char* token = "good") {
-    std::vector<std::string> all = {absl::StrCat("--socket=", server_->socket_path())};
+    std::vector<std::string> all = {SocketFlag()};
     all.insert(all.end(), args.begin(), args.end());
     absl::StatusOr<CliOptions> options = ParseArgs(all, token);
     if (!options.ok()) return options.status();
@@ -259,9 +246,6 @@ class RunCliTest : public ::testing::Test {
     std::free(buf);
     return status;
   }
-
-  agent::FakeLauncherHandler handler_;
-  std::unique_ptr<agent::LauncherServer> server_;
 };
 
 TEST_F(RunCliTest, PrintsEachStepAsKeyValueLines) {

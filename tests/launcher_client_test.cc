@@ -4,19 +4,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "agent/fake_launcher_handler.h"
 #include "agent/launcher_server.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fake_agent_socket.h"
 
 namespace iommu {
 namespace launcher {
@@ -32,32 +31,13 @@ ino_t Inode(int fd) {
   return st.st_ino;
 }
 
-class LauncherClientTest : public ::testing::Test {
+class LauncherClientTest : public testing::FakeAgentSocketTest {
  protected:
-  void SetUp() override {
-    std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/lcXXXXXX");
-    ASSERT_NE(mkdtemp(dir.data()), nullptr);
-    path_ = dir + "/launcher.sock";
-    StartServer({});
-  }
-
-  void StartServer(agent::LauncherServerOptions options) {
-    server_.reset();
-    options.socket_path = path_;
-    auto server = agent::LauncherServer::Start(std::move(options), &handler_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-  }
-
   std::unique_ptr<LauncherClient> Connect() {
-    absl::StatusOr<std::unique_ptr<LauncherClient>> client = LauncherClient::Connect(path_);
+    absl::StatusOr<std::unique_ptr<LauncherClient>> client = LauncherClient::Connect(socket_path_);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? *std::move(client) : nullptr;
   }
-
-  std::string path_;
-  FakeLauncherHandler handler_;
-  std::unique_ptr<agent::LauncherServer> server_;
 };
 
 TEST_F(LauncherClientTest, OpenSessionReturnsTheSession) {
@@ -168,7 +148,7 @@ TEST_F(LauncherClientTest, GetDevicesReturnsTheDeviceFds) {
 
 TEST_F(LauncherClientTest, ConnectErrorsNameThePath) {
   absl::StatusOr<std::unique_ptr<LauncherClient>> client =
-      LauncherClient::Connect(path_ + ".missing");
+      LauncherClient::Connect(socket_path_ + ".missing");
   EXPECT_THAT(client, StatusIs(Code::kNotFound, ".missing"));
 }
 
