@@ -182,17 +182,16 @@ class Writer {
           break;
         }
         ++failed_;
-        // UNAVAILABLE / DEADLINE_EXCEEDED during a failover, "fenced" from a
-        // deposed leader, ABORTED "in flight" for a retry that overtook its
-        // first attempt: all retried with the same id. Anything else is a
-        // broker bug for this writer; counted and the write given up.
+        // UNAVAILABLE / DEADLINE_EXCEEDED during a failover (UNAVAILABLE
+        // "fenced" from a deposed leader too), ABORTED "in flight" for a
+        // retry that overtook its first attempt: all retried with the same
+        // id. Anything else is a broker bug for this writer; counted and the
+        // write given up.
         const grpc::StatusCode c = s.error_code();
-        const bool fenced = c == grpc::StatusCode::FAILED_PRECONDITION &&
-                            absl::StrContains(s.error_message(), "fenced");
         const bool overtaken = c == grpc::StatusCode::ABORTED &&
                                absl::StrContains(s.error_message(), "in flight");
         if (c != grpc::StatusCode::UNAVAILABLE && c != grpc::StatusCode::DEADLINE_EXCEEDED &&
-            !fenced && !overtaken) {
+            !overtaken) {
           ++refused_;
           std::fprintf(stderr, "ha_failover: write %llu refused: %d %s\n",
                        static_cast<unsigned long long>(n), static_cast<int>(c),

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/broker_target.h"
+#include "common/reconnect.h"
 #include "common/tls.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -34,8 +35,13 @@ StubFactory GrpcStubFactory() {
     if (!transport.ok()) return transport.status();
     absl::StatusOr<std::string> target = BrokerTarget("--broker", global.broker);
     if (!target.ok()) return target.status();
-    std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-        *target, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}));
+    // Reconnect soon after a refused connection: a call retried while no
+    // replica listens (client/call_retry.h) then reaches the next leader
+    // within half a second of it listening, not after gRPC's growing backoff.
+    grpc::ChannelArguments args;
+    SetReconnectBackoff(absl::Milliseconds(100), absl::Milliseconds(500), &args);
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+        *target, MakeChannelCredentials(*transport, Identity{Role::kBroker, ""}), args);
     return std::shared_ptr<iommu::v1::Broker::StubInterface>(
         iommu::v1::Broker::NewStub(channel));
   };

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/args.h"
+#include "client/call_retry.h"
 #include "client/config.h"
 #include "client/config_commands.h"
 #include "client/config_file.h"
@@ -59,14 +60,15 @@ bool IsUsageError(const absl::Status& status) {
 class Session final {
  public:
   Session(const Invocation& inv, Stub* stub, std::string request_id, std::ostream& out,
-          std::ostream& err, std::function<bool(absl::Duration)> wait, bool out_is_terminal)
+          std::ostream& err, const CliEnvironment& env)
       : inv_(inv),
         stub_(stub),
         request_id_(std::move(request_id)),
         out_(out),
         err_(err),
-        wait_(std::move(wait)),
-        out_is_terminal_(out_is_terminal) {}
+        wait_(env.wait),
+        retry_sleep_(env.retry_sleep),
+        out_is_terminal_(env.out_is_terminal) {}
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -81,14 +83,30 @@ class Session final {
     return built;
   }
 
-  // Calls `method` with a deadline of --timeout; returns its status.
+  // Calls `method`, again while no broker answers (client/call_retry.h),
+  // for at most --timeout in all; returns its status.
   template <typename Req, typename Resp>
   absl::Status Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
                     const Req& request, Resp* response) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoMilliseconds(inv_.global.timeout));
-    return FromGrpcStatus((stub_->*method)(&context, request, response));
+    CallRetryOptions options;
+    options.timeout = inv_.global.timeout;
+    return CallWithRetries(
+        options,
+        [&](absl::Time deadline, bool wait_for_ready) {
+          grpc::ClientContext context;
+          context.set_deadline(absl::ToChronoTime(deadline));
+          context.set_wait_for_ready(wait_for_ready);
+          response->Clear();
+          return FromGrpcStatus((stub_->*method)(&context, request, response));
+        },
+        [] { return absl::Now(); },
+        [this](absl::Duration pause) {
+          if (retry_sleep_) {
+            retry_sleep_(pause);
+          } else {
+            absl::SleepFor(pause);
+          }
+        });
   }
 
   // Calls a list method page by page (page_size 1000, or fewer to stop at
@@ -204,6 +222,7 @@ class Session final {
   std::ostream& out_;
   std::ostream& err_;
   const std::function<bool(absl::Duration)> wait_;
+  const std::function<void(absl::Duration)> retry_sleep_;
   const bool out_is_terminal_;
   int frames_ = 0;  // Frames drawn by Redraw.
 };
@@ -1086,7 +1105,7 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 1;
   }
 
-  Session session(inv, stub->get(), request_id, out, err, env.wait, env.out_is_terminal);
+  Session session(inv, stub->get(), request_id, out, err, env);
   absl::Status status = handler->second(session);
   // Version prints only once it has every answer; on failure the client's
   // own line still goes out before the error.

@@ -57,6 +57,9 @@ struct CliEnvironment {
   // Waits `interval` between two redraws of `top --watch`; returning false
   // ends the command (exit 0). Null: sleeps, and never ends it (Ctrl-C does).
   std::function<bool(absl::Duration interval)> wait;
+  // Pauses between two attempts of a call that no broker answered
+  // (client/call_retry.h). Null: sleeps.
+  std::function<void(absl::Duration pause)> retry_sleep;
   // True when `out` is a terminal: `top --watch` then clears the screen
   // before each frame; otherwise (a pipe, a file) it writes no escape
   // sequences and separates plain frames with a blank line.

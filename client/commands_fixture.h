@@ -27,6 +27,8 @@ class CommandsTest : public ::testing::Test {
     // Commands that wait (top --watch, container list --watch) stop at their
     // first wait unless a test says otherwise.
     env_.wait = [](absl::Duration) { return false; };
+    // Calls that no broker answers are retried without sleeping.
+    env_.retry_sleep = [this](absl::Duration d) { retry_pauses_.push_back(d); };
   }
 
   // Runs `iommuctl args...`; fills out_ and err_, returns the exit code.
@@ -50,6 +52,7 @@ class CommandsTest : public ::testing::Test {
   std::shared_ptr<FakeBrokerStub> fake_;
   CliEnvironment env_;
   int ids_issued_ = 0;
+  std::vector<absl::Duration> retry_pauses_;  // Pauses between retried calls.
   std::vector<std::string> addresses_;
   std::vector<GlobalOptions> globals_;
   std::string out_;

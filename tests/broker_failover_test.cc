@@ -125,16 +125,15 @@ class BrokerFailoverTest : public ::testing::Test {
       ctx.set_wait_for_ready(true);
       grpc::Status s = (stub->*method)(&ctx, req, out);
       if (s.ok()) return true;
-      // A refusal that is not about availability is a bug of the broker
-      // (e.g. a retry refused as a different request). ABORTED "in flight":
-      // the retry overtook its own first attempt (its deadline passed while
-      // a slow commit went on); the broker says to retry after it finishes.
-      const bool fenced = s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
-                          absl::StrContains(s.error_message(), "fenced");
+      // A refusal that is not about availability (UNAVAILABLE covers a
+      // deposed leader's fenced write) is a bug of the broker (e.g. a retry
+      // refused as a different request). ABORTED "in flight": the retry
+      // overtook its own first attempt (its deadline passed while a slow
+      // commit went on); the broker says to retry after it finishes.
       const bool overtaken = s.error_code() == grpc::StatusCode::ABORTED &&
                              absl::StrContains(s.error_message(), "in flight");
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
-          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED && !fenced && !overtaken) {
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED && !overtaken) {
         ADD_FAILURE() << "refused: " << s.error_code() << " " << s.error_message();
         return false;
       }

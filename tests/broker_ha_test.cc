@@ -239,6 +239,12 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   ASSERT_EQ(created.exit_code, 0) << created.err;
 
   a.Kill();
+  // Right after the kill no replica listens until b's lease campaign wins:
+  // iommuctl rides through that by itself (client/call_retry.h), with no
+  // retry by hand, and its mutation lands once.
+  testing::CommandResult during =
+      ctl({"--timeout=30s", "tenant", "create", "during-failover", "--pinned=1Gi"});
+  EXPECT_EQ(during.exit_code, 0) << during.err << b.Log();
   ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
   // The same command line reaches the new leader, and the agent has
   // registered with it by itself.
@@ -246,6 +252,7 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   testing::CommandResult listed = ctl({"tenant", "list"});
   EXPECT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_TRUE(absl::StrContains(listed.out, "acme")) << listed.out;
+  EXPECT_TRUE(absl::StrContains(listed.out, "during-failover")) << listed.out;
 
   testing::CommandResult bad = ctl({"--broker=127.0.0.1:1,nohost", "tenant", "list"});
   EXPECT_NE(bad.exit_code, 0);

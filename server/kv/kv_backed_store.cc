@@ -105,9 +105,11 @@ void KvBackedStore::Fence(TxnRequest* txn) const {
 
 absl::Status KvBackedStore::Fenced() const {
   if (options_.on_fenced) options_.on_fenced();
-  return absl::FailedPreconditionError(absl::StrCat(
+  // UNAVAILABLE: nothing was written and the caller's retry (same request
+  // id) lands at the replica that leads now.
+  return absl::UnavailableError(absl::StrCat(
       "store: fenced: ", options_.fence_key, " is no longer held at revision ",
-      options_.fence_revision, " (another broker leads now); nothing was written"));
+      options_.fence_revision, " (another broker leads now); nothing was written, retry"));
 }
 
 int64_t KvBackedStore::OpBudget() const {

@@ -20,7 +20,8 @@
 //
 // Fencing: with a fence (a leader key's create_revision, leader_lease.h)
 // every write also compares it, so a broker that is no longer the leader
-// cannot land anything; such a commit is FAILED_PRECONDITION "fenced".
+// cannot land anything; such a commit is UNAVAILABLE "fenced" (a retry
+// reaches the replica that leads now).
 //
 // History: after each commit, history older than `keep_revisions` behind
 // the latest revision is compacted (0: never; etcd clusters usually compact

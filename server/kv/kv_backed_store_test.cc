@@ -199,7 +199,7 @@ TEST_F(KvBackedStoreTest, AFencedStoreLandsNothingOnceTheLeaderKeyChanged) {
   b.puts = {{"tenant", "acme", "2"}};
   b.request = RequestRecord{"acme|1", "fp", "resp", 1};
   absl::Status s = fenced.Commit(b);
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("fenced"), std::string::npos) << s;
   EXPECT_EQ(refused, 1) << "the metrics hook counts each refused commit";
   EXPECT_EQ(Describe(Load()), "tenant/acme=1 ");
