@@ -35,8 +35,7 @@
 #   SECONDS      measured seconds per (side, concurrency); default 5 (+1 warm-up)
 #   CONCURRENCY  default 1,32
 #   TRIALS       leader kills; default 20
-#   TTL_SECONDS  the brokers' --leader_ttl_seconds; default 2 (the broker's own
-#                default, 10, bounds a failover below by up to 10 s)
+#   TTL_SECONDS  the brokers' --leader_ttl_seconds; default 2, the broker's own
 #   -R           skip the throughput phase
 #   -F           skip the failover trials
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR as in bench/micro.sh

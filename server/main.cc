@@ -66,9 +66,10 @@ ABSL_FLAG(int64_t, etcd_max_txn_ops, 128,
           "between changes, never inside one");
 ABSL_FLAG(std::string, replica_name, "",
           "with --store=etcd://: this replica's name, shown as the leader (default: host name)");
-ABSL_FLAG(int64_t, leader_ttl_seconds, 10,
-          "with --store=etcd://: the leader's lease; a leader that dies without stopping blocks "
-          "the others this long");
+ABSL_FLAG(int64_t, leader_ttl_seconds, 2,
+          "with --store=etcd://: the leader's lease (at least 2); a leader that dies without "
+          "stopping blocks writes up to this long, and one that cannot renew it within this long "
+          "loses the lead");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving (for scripts and tests)");
 ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "how often agents are told to heartbeat");

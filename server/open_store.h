@@ -32,7 +32,7 @@ struct StoreOptions {
   std::string etcd_ca_file;
   int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
   std::string replica_name;        // Shown as the leader.
-  int64_t leader_ttl_seconds = 10;
+  int64_t leader_ttl_seconds = 2;
   // Metrics hooks (either may be empty): every call to etcd, and every
   // commit the leadership fence refuses.
   kv::EtcdKvOptions::CallObserver observe_etcd_call;

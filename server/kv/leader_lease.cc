@@ -4,11 +4,41 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 
 namespace iommu {
 namespace kv {
+namespace {
+
+// Waits until `key` is deleted at a revision after `revision`, or `timeout`
+// passes. A standby thereby takes over as soon as a dead leader's lease
+// expires instead of at its next poll. The watch starts right after the
+// revision the key was read at, so a delete in between is in its history.
+// A watch that cannot start or fails is waited out: the caller polls.
+void WaitForRelease(KvStore* kv, const std::string& key, int64_t revision,
+                    absl::Duration timeout) {
+  absl::Notification released;
+  WatchRequest request;
+  request.key = key;
+  request.start_revision = revision + 1;
+  absl::StatusOr<std::unique_ptr<WatchHandle>> watch =
+      kv->Watch(request, [&released](const absl::StatusOr<WatchBatch>& batch) {
+        if (!batch.ok() || released.HasBeenNotified()) return;
+        for (const Event& e : batch->events) {
+          if (e.type == EventType::kDelete) {
+            released.Notify();
+            return;
+          }
+        }
+      });
+  released.WaitForNotificationWithTimeout(timeout);
+  // Destroying the handle waits for a running callback, so `released`
+  // outlives every call.
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
                                                                    LeaderLeaseOptions options,
@@ -60,7 +90,7 @@ absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
       (void)kv->LeaseRevoke(lease);
       return absl::CancelledError("leader campaign: given up while waiting");
     }
-    absl::SleepFor(options.poll);
+    WaitForRelease(kv, options.key, resp->revision, options.poll);
     // The lease must outlive the wait: renew it, or take a new one if it
     // expired meanwhile (a long pause).
     if (!kv->LeaseKeepAlive(lease).ok()) {

@@ -6,7 +6,10 @@
 //
 // Campaign blocks until the key is free and this process created it; a
 // leader that stops (its lease revoked on destruction) hands over at once,
-// one that dies hands over when its lease's TTL runs out.
+// one that dies hands over when its lease's TTL runs out. A waiting replica
+// watches the key, so it takes over as soon as the key is deleted; it still
+// retries every `poll` in case the watch misses it (a store that expires
+// leases lazily, a watch that fails).
 #ifndef SERVER_KV_LEADER_LEASE_H_
 #define SERVER_KV_LEADER_LEASE_H_
 
@@ -31,8 +34,10 @@ namespace kv {
 struct LeaderLeaseOptions {
   std::string key = "/leader";
   std::string holder;            // Who leads, as the key's value (a replica name).
-  int64_t ttl_seconds = 10;      // How long a dead leader blocks the others.
-  absl::Duration poll = absl::Seconds(1);  // How often a waiting replica retries.
+  int64_t ttl_seconds = 2;       // How long a dead leader blocks the others.
+  // How often a waiting replica retries, and tells `Waiting`, without a
+  // change of the key.
+  absl::Duration poll = absl::Seconds(1);
 };
 
 class LeaderLease {

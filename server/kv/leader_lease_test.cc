@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <memory>
+#include <thread>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -65,6 +66,32 @@ TEST_F(LeaderLeaseTest, OneLeadsTheOtherWaitsAndTakesOverWhenItStops) {
   EXPECT_GT((*b)->fence_revision(), a_fence);
 }
 
+// The standby watches the key: it takes over when the key goes, not at its
+// next poll (an hour here, so only the watch can end this test in time).
+TEST_F(LeaderLeaseTest, AWaitingReplicaTakesOverWhenTheKeyGoesNotAtItsNextPoll) {
+  auto a = LeaderLease::Campaign(kv_.get(), Options("a"), nullptr, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status();
+  LeaderLeaseOptions slow = Options("b");
+  slow.poll = absl::Hours(1);
+  absl::Notification waiting;
+  absl::StatusOr<std::unique_ptr<LeaderLease>> b;
+  std::thread campaign([&] {
+    b = LeaderLease::Campaign(kv_.get(), slow,
+                              [&](absl::string_view leader) {
+                                EXPECT_EQ(leader, "a");
+                                if (!waiting.HasBeenNotified()) waiting.Notify();
+                                return true;
+                              },
+                              nullptr);
+  });
+  waiting.WaitForNotification();
+  // As if a's lease expired: the key is deleted with it.
+  ASSERT_TRUE(kv_->LeaseRevoke((*a)->lease_id()).ok());
+  campaign.join();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*kv_->Get("/leader"))->value, "b");
+}
+
 TEST_F(LeaderLeaseTest, ALostLeaseIsReportedAndTheOldLeaderIsFenced) {
   absl::Notification lost;
   auto a = LeaderLease::Campaign(kv_.get(), Options("a"), nullptr,
@@ -85,7 +112,7 @@ TEST_F(LeaderLeaseTest, ALostLeaseIsReportedAndTheOldLeaderIsFenced) {
   auto b = LeaderLease::Campaign(kv_.get(), Options("b"), [](absl::string_view) { return true; },
                                  nullptr);
   ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(store.Commit(w).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store.Commit(w).code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(LeaderLeaseTest, BadOptionsAreRefused) {
