@@ -130,6 +130,7 @@ absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
   o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
   o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
   o.replica_name = ReplicaName();
+  o.answer_ttl = absl::Milliseconds(iommu::BrokerOptions().request_ttl_ms);
   return o;
 }
 

@@ -17,6 +17,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
                                       kv::LeaderLease::OnLost on_lost) {
   OpenedStore out;
   kv::KvBackedStoreOptions backed;
+  backed.answer_ttl = options.answer_ttl;
   switch (options.spec.kind) {
     case StoreSpec::Kind::kSqlite: {
       ASSIGN_OR_RETURN(out.store, OpenSqliteStore(options.spec.path));
@@ -48,8 +49,10 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
       o.tls_key_file = options.etcd_key_file;
       o.tls_ca_file = options.etcd_ca_file;
       o.limits.max_txn_ops = options.etcd_max_txn_ops;
-      // A broker that stops hands leadership over at once.
-      o.revoke_leases_on_close = true;
+      // Leases outlive the process: those of remembered answers must (a
+      // retry after a failover replays them). A broker that stops hands
+      // leadership over at once all the same: LeaderLease revokes its own.
+      o.revoke_leases_on_close = false;
       o.observe_call = options.observe_etcd_call;
       backed.max_txn_ops = options.etcd_max_txn_ops;
       // etcd clusters compact themselves (--auto-compaction-*), for every

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/cert_expiry_gauge.h"
 #include "server/kv/etcd_kv_store.h"
 #include "server/kv/kv_store.h"
@@ -33,6 +34,10 @@ struct StoreOptions {
   int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
   std::string replica_name;        // Shown as the leader.
   int64_t leader_ttl_seconds = 2;
+  // sqlite-kv and etcd: remembered answers are written under leases that
+  // keep them at least this long, and the store deletes them after
+  // (kv/kv_backed_store.h). Zero: only the broker's sweep removes them.
+  absl::Duration answer_ttl = absl::ZeroDuration();
   // Metrics hooks (either may be empty): every call to etcd, and every
   // commit the leadership fence refuses.
   kv::EtcdKvOptions::CallObserver observe_etcd_call;

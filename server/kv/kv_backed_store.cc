@@ -138,29 +138,77 @@ absl::Status KvBackedStore::CommitGroup(absl::Span<const WriteBatch> batches) {
   return absl::OkStatus();
 }
 
-absl::Status KvBackedStore::CommitOps(absl::Span<const WriteBatch> batches) {
+TxnRequest KvBackedStore::BuildTxn(absl::Span<const WriteBatch> batches,
+                                   int64_t answer_lease) const {
   // A txn may write a key once: fold the batches in order, each batch's
   // puts before its deletes (the Store's order).
-  std::map<std::string, std::optional<std::string>> writes;
+  struct Write {
+    std::optional<std::string> value;  // nullopt: a delete.
+    int64_t lease = 0;
+  };
+  std::map<std::string, Write> writes;
   for (const WriteBatch& b : batches) {
-    for (const StoreRecord& r : b.puts) writes[StateKey(r.kind, r.id)] = r.value;
-    for (const auto& [kind, id] : b.deletes) writes[StateKey(kind, id)] = std::nullopt;
-    if (b.request) writes[RequestKey(b.request->request_id)] = EncodeRequest(*b.request);
+    for (const StoreRecord& r : b.puts) writes[StateKey(r.kind, r.id)] = {r.value, 0};
+    for (const auto& [kind, id] : b.deletes) writes[StateKey(kind, id)] = {std::nullopt, 0};
+    if (b.request) {
+      writes[RequestKey(b.request->request_id)] = {EncodeRequest(*b.request), answer_lease};
+    }
   }
-  if (writes.empty()) return absl::OkStatus();
   TxnRequest txn;
+  if (writes.empty()) return txn;
   Fence(&txn);
   txn.then_ops.reserve(writes.size());
-  for (auto& [key, value] : writes) {
-    if (value.has_value()) {
-      txn.then_ops.push_back(PutOp{key, std::move(*value)});
+  for (auto& [key, w] : writes) {
+    if (w.value.has_value()) {
+      txn.then_ops.push_back(PutOp{key, std::move(*w.value), w.lease});
     } else {
       txn.then_ops.push_back(DeleteRangeOp{key});
     }
   }
-  ASSIGN_OR_RETURN(TxnResponse resp, kv_->Txn(txn));
-  if (!resp.succeeded) return Fenced();
-  MaybeCompact(resp.revision);
+  return txn;
+}
+
+int64_t KvBackedStore::answer_lease() const {
+  absl::MutexLock l(&lease_mu_);
+  return lease_id_;
+}
+
+absl::StatusOr<int64_t> KvBackedStore::AnswerLease(int64_t stale) {
+  absl::MutexLock l(&lease_mu_);
+  const absl::Time now = options_.now();
+  if (lease_id_ != 0 && lease_id_ != stale && now - lease_granted_ < options_.answer_lease_span) {
+    return lease_id_;
+  }
+  // Long enough for an answer written at the end of the span to be kept
+  // answer_ttl; whole seconds, rounded up.
+  const int64_t ttl = absl::ToInt64Seconds(
+      absl::Ceil(options_.answer_ttl + options_.answer_lease_span, absl::Seconds(1)));
+  ASSIGN_OR_RETURN(lease_id_, kv_->LeaseGrant(ttl));
+  lease_granted_ = now;
+  return lease_id_;
+}
+
+absl::Status KvBackedStore::CommitOps(absl::Span<const WriteBatch> batches) {
+  const bool answers = options_.answer_ttl > absl::ZeroDuration() &&
+                       std::any_of(batches.begin(), batches.end(),
+                                   [](const WriteBatch& b) { return b.request.has_value(); });
+  int64_t lease = 0;
+  if (answers) {
+    ASSIGN_OR_RETURN(lease, AnswerLease());
+  }
+  TxnRequest txn = BuildTxn(batches, lease);
+  if (txn.then_ops.empty()) return absl::OkStatus();
+  absl::StatusOr<TxnResponse> resp = kv_->Txn(txn);
+  if (answers && absl::IsNotFound(resp.status())) {
+    // The lease is gone before its time (revoked by hand, a store restored
+    // from a backup): nothing was applied, so the same txn under a fresh
+    // lease is the same commit.
+    ASSIGN_OR_RETURN(lease, AnswerLease(/*stale=*/lease));
+    resp = kv_->Txn(BuildTxn(batches, lease));
+  }
+  RETURN_IF_ERROR(resp.status());
+  if (!resp->succeeded) return Fenced();
+  MaybeCompact(resp->revision);
   return absl::OkStatus();
 }
 
@@ -188,9 +236,14 @@ absl::StatusOr<std::optional<RequestRecord>> KvBackedStore::FindRequest(
 }
 
 absl::StatusOr<int64_t> KvBackedStore::ExpireRequests(int64_t before_ms) {
+  const bool leased = options_.answer_ttl > absl::ZeroDuration();
+  // Answers under a lease are the store's to delete; once none without one
+  // is left there is nothing to read.
+  if (leased && unleased_swept_.load()) return 0;
   ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, RangePrefix(kRequestsPrefix));
   const size_t skip = sizeof(kRequestsPrefix) - 1;
   int64_t expired = 0;
+  int64_t unleased_kept = 0;
   TxnRequest txn;
   Fence(&txn);
   auto flush = [&]() -> absl::Status {
@@ -204,8 +257,12 @@ absl::StatusOr<int64_t> KvBackedStore::ExpireRequests(int64_t before_ms) {
     return absl::OkStatus();
   };
   for (const KeyValue& kv : kvs) {
+    if (leased && kv.lease != 0) continue;
     ASSIGN_OR_RETURN(RequestRecord r, DecodeRequest(kv.key.substr(skip), kv.value));
-    if (r.time_ms >= before_ms) continue;
+    if (r.time_ms >= before_ms) {
+      ++unleased_kept;
+      continue;
+    }
     txn.compares.push_back(Compare::ModRevision(kv.key, CompareOp::kEqual, kv.mod_revision));
     txn.then_ops.push_back(DeleteRangeOp{kv.key});
     // Each expiry is a compare and a delete; the next must still fit.
@@ -214,6 +271,7 @@ absl::StatusOr<int64_t> KvBackedStore::ExpireRequests(int64_t before_ms) {
     }
   }
   RETURN_IF_ERROR(flush());
+  if (leased && unleased_kept == 0) unleased_swept_ = true;
   return expired;
 }
 

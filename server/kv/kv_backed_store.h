@@ -23,6 +23,14 @@
 // cannot land anything; such a commit is UNAVAILABLE "fenced" (a retry
 // reaches the replica that leads now).
 //
+// Remembered answers expire by lease when `answer_ttl` is set: each is
+// written under a lease granted for at least answer_ttl + answer_lease_span
+// and used for answers written within answer_lease_span of its grant, so
+// every answer outlives its promised answer_ttl by at most the span, and the
+// store (etcd, or the SQLite KvStore's sweeper) deletes it by itself.
+// ExpireRequests then reads nothing once it has removed the answers written
+// without a lease (by an older broker, or a tool without the option).
+//
 // History: after each commit, history older than `keep_revisions` behind
 // the latest revision is compacted (0: never; etcd clusters usually compact
 // themselves, --auto-compaction-*).
@@ -30,17 +38,21 @@
 #define SERVER_KV_KV_BACKED_STORE_H_
 
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "server/kv/kv_store.h"
 #include "server/store.h"
@@ -61,12 +73,22 @@ struct KvBackedStoreOptions {
   // Called each time the fence refuses a commit (this broker no longer
   // leads); metrics only.
   std::function<void()> on_fenced;
+  // How long a remembered answer must be kept (zero: answers carry no lease
+  // and only ExpireRequests removes them), and how long one lease takes new
+  // answers. See above.
+  absl::Duration answer_ttl = absl::ZeroDuration();
+  absl::Duration answer_lease_span = absl::Hours(1);
+  // The time that decides when a lease stops taking answers (tests fake it).
+  std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
 class KvBackedStore final : public Store {
  public:
   // `kv` must outlive the store.
   KvBackedStore(KvStore* kv, KvBackedStoreOptions options) : kv_(kv), options_(options) {}
+  // The lease answers are written under now (0: none yet, or answer_ttl is
+  // zero); for tests and metrics.
+  int64_t answer_lease() const ABSL_LOCKS_EXCLUDED(lease_mu_);
 
   absl::StatusOr<std::vector<StoreRecord>> LoadAll() override;
   absl::Status Commit(const WriteBatch& batch) override;
@@ -79,6 +101,12 @@ class KvBackedStore final : public Store {
   // Every key-value with `prefix` at one revision, page by page.
   absl::StatusOr<std::vector<KeyValue>> RangePrefix(const std::string& prefix);
   absl::Status CommitOps(absl::Span<const WriteBatch> batches);
+  // The txn of `batches`, with answers under `answer_lease` (0: none).
+  TxnRequest BuildTxn(absl::Span<const WriteBatch> batches, int64_t answer_lease) const;
+  // The lease for answers written now: the current one while it takes
+  // answers, else a new grant. `stale` (a lease the store no longer knows)
+  // forces a new grant.
+  absl::StatusOr<int64_t> AnswerLease(int64_t stale = 0) ABSL_LOCKS_EXCLUDED(lease_mu_);
   void MaybeCompact(int64_t revision);
   // The fence compare, if any, added to `txn`.
   void Fence(TxnRequest* txn) const;
@@ -89,6 +117,12 @@ class KvBackedStore final : public Store {
   KvStore* const kv_;
   const KvBackedStoreOptions options_;
   std::atomic<int64_t> compacted_{0};
+  mutable absl::Mutex lease_mu_;
+  int64_t lease_id_ ABSL_GUARDED_BY(lease_mu_) = 0;
+  absl::Time lease_granted_ ABSL_GUARDED_BY(lease_mu_);
+  // Set once ExpireRequests found no answer without a lease left: later
+  // sweeps read nothing (every answer since carries a lease).
+  std::atomic<bool> unleased_swept_{false};
 };
 
 // The key of a record and of a remembered answer, and the answer's encoding.

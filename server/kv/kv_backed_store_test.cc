@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "server/kv/kv_conformance.h"
 #include "server/kv/sqlite_kv_store.h"
 #include "server/request_digest.h"
 #include "server/store_test_files.h"
@@ -32,6 +34,8 @@ class KvBackedStoreTest : public ::testing::Test {
     kv_.reset();
     SqliteKvOptions o;
     o.limits.max_txn_ops = options.max_txn_ops;
+    o.clock = &clock_;
+    o.lease_sweep_period = absl::Milliseconds(5);
     absl::StatusOr<std::unique_ptr<KvStore>> kv = OpenSqliteKvStore(path_, o);
     ASSERT_TRUE(kv.ok()) << kv.status();
     kv_ = std::move(*kv);
@@ -48,6 +52,26 @@ class KvBackedStoreTest : public ::testing::Test {
     return out;
   }
 
+  // Answers kept an hour, a new lease every 10 minutes, on the fake clock
+  // that also drives the KvStore's lease expiry.
+  KvBackedStoreOptions Leased() {
+    KvBackedStoreOptions o;
+    o.answer_ttl = absl::Hours(1);
+    o.answer_lease_span = absl::Minutes(10);
+    o.now = [this] { return clock_.Now(); };
+    return o;
+  }
+  absl::Status Answer(const std::string& id, int64_t time_ms) {
+    WriteBatch b;
+    b.request = RequestRecord{id, "fp-" + id, "resp", time_ms};
+    return store_->Commit(b);
+  }
+  int64_t LeaseOf(const std::string& id) {
+    absl::StatusOr<std::optional<KeyValue>> kv = kv_->Get(RequestKey(id));
+    return kv.ok() && kv->has_value() ? (*kv)->lease : -1;
+  }
+
+  FakeClock clock_;
   std::string path_;
   std::unique_ptr<KvStore> kv_;
   std::unique_ptr<KvBackedStore> store_;
@@ -137,6 +161,75 @@ TEST_F(KvBackedStoreTest, ExpiryForgetsOnlyOlderAnswersAndTheRestAreListed) {
   EXPECT_FALSE(store_->FindRequest("a|2")->has_value());
   EXPECT_TRUE(store_->FindRequest("b|1")->has_value());
   EXPECT_EQ(Listed(store_.get()), (Listing{{"b|1", {FingerprintDigest("fp-b|1"), 30}}}));
+}
+
+// With answer_ttl the store forgets answers by itself: each is under a lease
+// that keeps it at least answer_ttl, and the sweep leaves them alone.
+TEST_F(KvBackedStoreTest, LeasedAnswersAreForgottenByTheStoreAfterTheirTtl) {
+  Open(Leased());
+  ASSERT_TRUE(Answer("a|1", 10).ok());
+  const int64_t first = LeaseOf("a|1");
+  ASSERT_GT(first, 0);
+  absl::StatusOr<LeaseStatus> status = kv_->LeaseTimeToLive(first);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->granted_ttl_seconds, 70 * 60) << "answer_ttl plus one span";
+  // Within the span answers share the lease; after it, a new one.
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_TRUE(Answer("a|2", 20).ok());
+  EXPECT_EQ(LeaseOf("a|2"), first);
+  clock_.Advance(absl::Minutes(6));
+  ASSERT_TRUE(Answer("b|1", 30).ok());
+  EXPECT_NE(LeaseOf("b|1"), first);
+  EXPECT_GT(LeaseOf("b|1"), 0);
+
+  // The sweep reads nothing and deletes nothing: the leases do.
+  absl::StatusOr<int64_t> swept = store_->ExpireRequests(/*before_ms=*/1000);
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(*swept, 0);
+  EXPECT_TRUE(store_->FindRequest("a|1")->has_value());
+
+  // 70 minutes after the first grant: a|1 and a|2 (written at most one span
+  // after it, so kept at least their hour) go; b|1's lease is younger.
+  clock_.Advance(absl::Minutes(70) - absl::Minutes(11));
+  while (store_->FindRequest("a|2")->has_value()) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_FALSE(store_->FindRequest("a|1")->has_value());
+  EXPECT_TRUE(store_->FindRequest("b|1")->has_value());
+}
+
+// Answers written without a lease (an older broker) are swept once; after
+// that the sweep reads nothing at all.
+TEST_F(KvBackedStoreTest, AnswersWithoutALeaseAreSweptOnceThenNothingIsRead) {
+  ASSERT_TRUE(Answer("old|1", 10).ok());
+  ASSERT_EQ(LeaseOf("old|1"), 0);
+  Open(Leased());
+  absl::StatusOr<int64_t> swept = store_->ExpireRequests(25);
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(*swept, 1);
+  EXPECT_FALSE(store_->FindRequest("old|1")->has_value());
+  // An unleased answer that appears now (none would: every write carries a
+  // lease) is not even seen: the sweep no longer reads.
+  ASSERT_TRUE(kv_->Put(RequestKey("old|2"), EncodeRequest({"old|2", "fp", "r", 10})).ok());
+  swept = store_->ExpireRequests(25);
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(*swept, 0);
+  EXPECT_TRUE(store_->FindRequest("old|2")->has_value());
+}
+
+// A lease that vanished before its time (revoked by hand, a restored
+// backup) costs the next commit nothing: it is replaced.
+TEST_F(KvBackedStoreTest, AnAnswerLeaseGoneEarlyIsReplacedAndTheCommitLands) {
+  Open(Leased());
+  ASSERT_TRUE(Answer("a|1", 10).ok());
+  const int64_t first = LeaseOf("a|1");
+  ASSERT_TRUE(kv_->LeaseRevoke(first).ok());
+  WriteBatch b;
+  b.puts = {{"tenant", "acme", "1"}};
+  b.request = RequestRecord{"a|2", "fp", "resp", 20};
+  ASSERT_TRUE(store_->Commit(b).ok());
+  EXPECT_GT(LeaseOf("a|2"), 0);
+  EXPECT_NE(LeaseOf("a|2"), first);
+  EXPECT_EQ(store_->answer_lease(), LeaseOf("a|2"));
+  EXPECT_EQ(Describe(Load()), "tenant/acme=1 ");
 }
 
 TEST_F(KvBackedStoreTest, ADamagedAnswerOrKeyIsDataLoss) {
