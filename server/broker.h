@@ -474,6 +474,22 @@ class Broker final : public OwnershipView {
   // max_remembered_answers_per_caller answers remembered.
   absl::Status CheckRememberedLocked(const std::string& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Register's steps. Commits the node's record, devices and grant key;
+  // the entry, or UNAVAILABLE when a failed commit rolled the node back.
+  absl::StatusOr<NodeEntry*> PersistRegistrationLocked(const v1::RegisterRequest& req)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits the removal of `node`'s DELETING containers that its agent no
+  // longer holds (`held`) and no delete is finishing; true when it
+  // committed any (mu_ was then released, so entries must be looked up
+  // again).
+  absl::StatusOr<bool> FinishDeletesAtRegistrationLocked(const std::string& node,
+                                                         const std::set<std::string>& held)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills out->desired_containers with what `node` must hold; removes those
+  // from *held (what is left is for the agent to destroy) and returns how
+  // many it must create.
+  int DesiredContainersLocked(const std::string& node, std::set<std::string>* held,
+                              v1::RegisterResponse* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `n` was heard from now (a heartbeat or a registration): its silence
   // starts over, and the fleet-wide quiet time CheckLiveness reads is kept.
   void NoteHeartbeatLocked(NodeEntry* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -501,6 +517,15 @@ class Broker final : public OwnershipView {
   // Picks the node and devices for a create request; see CreateContainerRequest.
   absl::Status PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
                            std::vector<std::string>* devices) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PlaceLocked's two ways: the node and devices the request names, checked
+  // one by one; or the free whole IOMMU groups matching its selector on the
+  // placeable node with the most of them.
+  absl::Status PlaceOnNodeLocked(const v1::CreateContainerRequest& req, std::string* node,
+                                 std::vector<std::string>* devices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PlaceBySelectorLocked(const v1::CreateContainerRequest& req, std::string* node,
+                                     std::vector<std::string>* devices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked(const char* prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Node CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -34,71 +34,78 @@ using broker_internal::kWindow;
 
 absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
                                  std::vector<std::string>* devices) {
-  if (!req.node().empty()) {
-    // Explicit placement: the node and its devices, checked one by one.
-    ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
-    if (!NodeLiveLocked(*n)) {
-      return absl::UnavailableError(
-          absl::StrCat("node: node ", Quoted(req.node()), " is not heartbeating"));
-    }
-    if (!n->reconciled) {
-      return absl::UnavailableError(absl::StrCat(
-          "node: node ", Quoted(req.node()),
-          " is reconciling after its agent registered; retry in a moment"));
-    }
-    if (n->node.cordoned()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("node: node ", Quoted(req.node()), " is cordoned"));
-    }
-    if (req.devices().empty()) {
-      return absl::InvalidArgumentError("devices: at least one device is required with node");
-    }
-    std::set<std::string> wanted;
-    for (int i = 0; i < req.devices_size(); ++i) {
-      const std::string field = absl::StrCat("devices[", i, "]");
-      const std::string& addr = req.devices(i);
-      RETURN_IF_ERROR(ValidatePciAddress(field, addr));
-      if (!wanted.insert(addr).second) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ": ", addr, " is listed twice"));
-      }
-      auto d = std::find_if(n->devices.begin(), n->devices.end(),
-                            [&](const v1::Device& x) { return x.address() == addr; });
-      if (d == n->devices.end()) {
-        return absl::NotFoundError(
-            absl::StrCat(field, ": node ", Quoted(req.node()), " has no device ", addr));
-      }
-      if (!d->assignable()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(field, ": device ", addr, " is not assignable: ", d->unassignable_reason()));
-      }
-      auto holder = device_holder_.find({req.node(), addr});
-      if (holder != device_holder_.end()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(field, ": device ", addr, " is held by container ", holder->second));
-      }
-      if (pending_devices_.count({req.node(), addr})) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(field, ": device ", addr, " is being assigned to another container"));
-      }
-    }
-    // A group is assigned whole or not at all.
-    for (int i = 0; i < req.devices_size(); ++i) {
-      const auto& d = *std::find_if(n->devices.begin(), n->devices.end(),
-                                    [&](const v1::Device& x) { return x.address() == req.devices(i); });
-      for (const v1::Device& peer : n->devices) {
-        if (peer.iommu_group() == d.iommu_group() && !wanted.count(peer.address())) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "devices[", i, "]: IOMMU group ", d.iommu_group(), " also holds ", peer.address(),
-              "; a group is assigned whole"));
-        }
-      }
-    }
-    *node = req.node();
-    devices->assign(wanted.begin(), wanted.end());
-    return absl::OkStatus();
-  }
+  if (!req.node().empty()) return PlaceOnNodeLocked(req, node, devices);
+  return PlaceBySelectorLocked(req, node, devices);
+}
 
-  // Placement by selector.
+absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req, std::string* node,
+                                       std::vector<std::string>* devices) {
+  // Explicit placement: the node and its devices, checked one by one.
+  ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
+  if (!NodeLiveLocked(*n)) {
+    return absl::UnavailableError(
+        absl::StrCat("node: node ", Quoted(req.node()), " is not heartbeating"));
+  }
+  if (!n->reconciled) {
+    return absl::UnavailableError(
+        absl::StrCat("node: node ", Quoted(req.node()),
+                     " is reconciling after its agent registered; retry in a moment"));
+  }
+  if (n->node.cordoned()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node: node ", Quoted(req.node()), " is cordoned"));
+  }
+  if (req.devices().empty()) {
+    return absl::InvalidArgumentError("devices: at least one device is required with node");
+  }
+  std::set<std::string> wanted;
+  for (int i = 0; i < req.devices_size(); ++i) {
+    const std::string field = absl::StrCat("devices[", i, "]");
+    const std::string& addr = req.devices(i);
+    RETURN_IF_ERROR(ValidatePciAddress(field, addr));
+    if (!wanted.insert(addr).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", addr, " is listed twice"));
+    }
+    auto d = std::find_if(n->devices.begin(), n->devices.end(),
+                          [&](const v1::Device& x) { return x.address() == addr; });
+    if (d == n->devices.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(field, ": node ", Quoted(req.node()), " has no device ", addr));
+    }
+    if (!d->assignable()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ": device ", addr, " is not assignable: ", d->unassignable_reason()));
+    }
+    auto holder = device_holder_.find({req.node(), addr});
+    if (holder != device_holder_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ": device ", addr, " is held by container ", holder->second));
+    }
+    if (pending_devices_.count({req.node(), addr})) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ": device ", addr, " is being assigned to another container"));
+    }
+  }
+  // A group is assigned whole or not at all.
+  for (int i = 0; i < req.devices_size(); ++i) {
+    const auto& d = *std::find_if(n->devices.begin(), n->devices.end(), [&](const v1::Device& x) {
+      return x.address() == req.devices(i);
+    });
+    for (const v1::Device& peer : n->devices) {
+      if (peer.iommu_group() == d.iommu_group() && !wanted.count(peer.address())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("devices[", i, "]: IOMMU group ", d.iommu_group(), " also holds ",
+                         peer.address(), "; a group is assigned whole"));
+      }
+    }
+  }
+  *node = req.node();
+  devices->assign(wanted.begin(), wanted.end());
+  return absl::OkStatus();
+}
+
+absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req, std::string* node,
+                                           std::vector<std::string>* devices) {
   if (!req.devices().empty()) {
     return absl::InvalidArgumentError("devices: may only be given together with node");
   }

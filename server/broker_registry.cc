@@ -26,7 +26,11 @@ using broker_internal::kWarning;
 
 // ------------------------------------------------------------ registry
 
-absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterResponse* out) {
+namespace {
+
+// What Register checks before it takes the lock; INVALID_ARGUMENT naming the
+// field.
+absl::Status ValidateRegisterRequest(const v1::RegisterRequest& req) {
   RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
   if (req.agent_address().empty() || req.agent_address().size() > 255) {
     return absl::InvalidArgumentError("agent_address: required, host:port, at most 255 characters");
@@ -47,7 +51,62 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     // Empty is an agent from before incarnations; its grants carry none.
     return absl::InvalidArgumentError("agent_incarnation: 32 lower-case hex digits when set");
   }
+  return absl::OkStatus();
+}
+
+absl::Status RolledBack(const std::string& node) {
+  return absl::UnavailableError(
+      absl::StrCat("node: node ", Quoted(node), " was rolled back by a failed commit; retry"));
+}
+
+}  // namespace
+
+absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterResponse* out) {
+  RETURN_IF_ERROR(ValidateRegisterRequest(req));
   absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(NodeEntry * found, PersistRegistrationLocked(req));
+  std::set<std::string> held;
+  for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
+  ASSIGN_OR_RETURN(const bool finished, FinishDeletesAtRegistrationLocked(req.node(), held));
+  if (finished) {
+    auto again = nodes_.find(req.node());  // Looked up again: mu_ was released.
+    if (again == nodes_.end()) return RolledBack(req.node());
+    found = &again->second;
+  }
+  NodeEntry& n = *found;
+  out->set_grant_key(n.grant_key);
+  n.agent_incarnation = req.agent_incarnation();
+  n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
+  n.reconciled = false;
+  NoteHeartbeatLocked(&n);
+  n.usage.clear();
+  n.failed.clear();
+  out->set_session_id(n.session_id);
+  out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  const int to_create = DesiredContainersLocked(req.node(), &held, out);
+  MarkObservedLocked(v1::OBJECT_KIND_NODE, req.node());
+  MarkNodeContainersLocked(req.node());
+  PublishLocked();
+  std::vector<LogField> fields = {
+      {"node", req.node()}, {"address", req.agent_address()}, {"backend", req.backend()}};
+  if (req.simulated()) fields.push_back({"SIMULATED", true});
+  fields.insert(fields.end(), {{"devices", req.devices_size()},
+                               {"desired", out->desired_containers_size()},
+                               {"to_create", to_create},
+                               {"to_destroy", held.size()}});
+  LogEvent(LogLevel::kInfo, "node_registered", fields);
+  RecordEvent(NewEvent(
+      kNormal, "NodeRegistered", NodeRef(req.node()), "", "",
+      absl::StrCat("agent at ", req.agent_address(), ", backend ", req.backend(),
+                   req.simulated() ? " (SIMULATED)" : "", ", ", req.devices_size(),
+                   " device(s); it should hold ", out->desired_containers_size(),
+                   " container(s): ", to_create, " to re-create, ", held.size(), " to destroy")));
+  // The desired containers may include some not yet durable.
+  return AwaitDurableLocked();
+}
+
+absl::StatusOr<Broker::NodeEntry*> Broker::PersistRegistrationLocked(
+    const v1::RegisterRequest& req) {
   NodeEntry& before = nodes_[req.node()];
   v1::Node persisted = before.node;
   persisted.set_name(req.node());
@@ -78,60 +137,49 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   before.devices.assign(devices.devices().begin(), devices.devices().end());
   RETURN_IF_ERROR(CommitLocked(std::move(batch)));
   auto found = nodes_.find(req.node());  // Looked up again: mu_ was released.
-  if (found == nodes_.end()) {
-    return absl::UnavailableError(absl::StrCat("node: node ", Quoted(req.node()),
-                                               " was rolled back by a failed commit; retry"));
-  }
-  std::set<std::string> held;
-  for (const v1::AgentContainer& c : req.containers()) held.insert(c.id());
+  if (found == nodes_.end()) return RolledBack(req.node());
+  return &found->second;
+}
+
+absl::StatusOr<bool> Broker::FinishDeletesAtRegistrationLocked(const std::string& node,
+                                                               const std::set<std::string>& held) {
   // A delete whose destroy happened but whose removal was never committed
   // (the broker crashed, or the store refused it) is finished here, before
   // the session starts, so that a failure leaves no session behind. One in
   // flight finishes itself.
   std::vector<std::string> finished;
-  for (const std::string& id : NodeContainersLocked(req.node())) {
+  for (const std::string& id : NodeContainersLocked(node)) {
     const ContainerEntry& c = containers_.at(id);
     if (c.container.deleting() && !held.count(id) && !deleting_.count(id)) finished.push_back(id);
   }
-  if (!finished.empty()) {
-    WriteBatch removal;
-    for (const std::string& id : finished) {
-      absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
-      if (!plan.ok()) continue;
-      for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
-      plan->apply();
-    }
-    RETURN_IF_ERROR(CommitLocked(std::move(removal)));
-    for (const std::string& id : finished) {
-      LogEvent(LogLevel::kInfo, "container_deleted",
-               {{"container", id}, {"node", req.node()}, {"note", "finished_at_registration"}});
-      RecordEvent(NewEvent(
-          kNormal, "ContainerDeleted", ContainerRef(id), "", "",
-          absl::StrCat(id, " deleted: its agent on node ", req.node(), " no longer holds it"),
-          {NodeRef(req.node())}));
-    }
-    found = nodes_.find(req.node());
-    if (found == nodes_.end()) {
-      return absl::UnavailableError(absl::StrCat("node: node ", Quoted(req.node()),
-                                                 " was rolled back by a failed commit; retry"));
-    }
+  if (finished.empty()) return false;
+  WriteBatch removal;
+  for (const std::string& id : finished) {
+    absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
+    if (!plan.ok()) continue;
+    for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
+    plan->apply();
   }
-  NodeEntry& n = found->second;
-  out->set_grant_key(n.grant_key);
-  n.agent_incarnation = req.agent_incarnation();
-  n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
-  n.reconciled = false;
-  NoteHeartbeatLocked(&n);
-  n.usage.clear();
-  n.failed.clear();
-  out->set_session_id(n.session_id);
-  out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  RETURN_IF_ERROR(CommitLocked(std::move(removal)));
+  for (const std::string& id : finished) {
+    LogEvent(LogLevel::kInfo, "container_deleted",
+             {{"container", id}, {"node", node}, {"note", "finished_at_registration"}});
+    RecordEvent(
+        NewEvent(kNormal, "ContainerDeleted", ContainerRef(id), "", "",
+                 absl::StrCat(id, " deleted: its agent on node ", node, " no longer holds it"),
+                 {NodeRef(node)}));
+  }
+  return true;
+}
+
+int Broker::DesiredContainersLocked(const std::string& node, std::set<std::string>* held,
+                                    v1::RegisterResponse* out) {
   int to_create = 0;
-  for (const std::string& id : NodeContainersLocked(req.node())) {
+  for (const std::string& id : NodeContainersLocked(node)) {
     const ContainerEntry& c = containers_.at(id);
     // A DELETING one its agent no longer holds, whose delete is in flight,
     // is not wanted back.
-    if (c.container.deleting() && !held.count(id)) continue;
+    if (c.container.deleting() && !held->count(id)) continue;
     v1::AgentContainer* d = out->add_desired_containers();
     d->set_id(id);
     d->set_tenant_id(c.container.tenant_id());
@@ -139,27 +187,9 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
     *d->mutable_geometry() = c.container.geometry();
     d->set_pin_budget_bytes(c.container.pin_budget_bytes());
     *d->mutable_windows() = WindowsLocked(c).windows();
-    if (!held.erase(id)) ++to_create;
+    if (!held->erase(id)) ++to_create;
   }
-  MarkObservedLocked(v1::OBJECT_KIND_NODE, req.node());
-  MarkNodeContainersLocked(req.node());
-  PublishLocked();
-  std::vector<LogField> fields = {
-      {"node", req.node()}, {"address", req.agent_address()}, {"backend", req.backend()}};
-  if (req.simulated()) fields.push_back({"SIMULATED", true});
-  fields.insert(fields.end(), {{"devices", req.devices_size()},
-                               {"desired", out->desired_containers_size()},
-                               {"to_create", to_create},
-                               {"to_destroy", held.size()}});
-  LogEvent(LogLevel::kInfo, "node_registered", fields);
-  RecordEvent(NewEvent(
-      kNormal, "NodeRegistered", NodeRef(req.node()), "", "",
-      absl::StrCat("agent at ", req.agent_address(), ", backend ", req.backend(),
-                   req.simulated() ? " (SIMULATED)" : "", ", ", req.devices_size(),
-                   " device(s); it should hold ", out->desired_containers_size(),
-                   " container(s): ", to_create, " to re-create, ", held.size(), " to destroy")));
-  // The desired containers may include some not yet durable.
-  return AwaitDurableLocked();
+  return to_create;
 }
 
 absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out) {
