@@ -276,8 +276,8 @@ void AddContainerCommands(std::vector<CommandSpec>* c) {
         Flag("watch", ValueKind::kSwitch, "",
              "After the list, print each change as it becomes durable (CHANGED or DELETED and "
              "the row) until interrupted, like kubectl get -w; reconnects after a broker "
-             "restart or failover, listing again when needed. --state and --node do not "
-             "filter the changes.")},
+             "restart or failover, listing again when needed. A container that stops matching "
+             "--node, --state or -l shows as DELETED, one that starts matching as CHANGED.")},
        {"iommuctl container list --tenant=acme", "iommuctl container list --state=node-unavailable",
         "iommuctl container list -l 'team=ml,env notin (dev)'",
         "iommuctl container list --tenant=acme --watch"}});

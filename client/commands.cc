@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <optional>
+#include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -403,12 +406,18 @@ absl::Status PrintContainerChange(Session& s, const v1::WatchEvent& e) {
 }
 
 // container list --watch: the list, then its changes as they become durable,
-// until interrupted (list+watch, client/watch_loop.h).
+// until interrupted (list+watch, client/watch_loop.h). Watch takes the tenant
+// and the selector; --node and --state are applied here, with the same
+// enter/leave rule the broker applies to the selector (ShownObjects).
 absl::Status WatchContainers(Session& s, const v1::ListContainersRequest& req) {
   v1::WatchRequest watch;
   watch.add_kinds(v1::OBJECT_KIND_CONTAINER);
   watch.set_tenant_id(req.tenant_id());
   watch.set_label_selector(req.label_selector());
+  ShownObjects shown([&req](const v1::WatchEvent& e) {
+    return (req.node().empty() || e.container().node() == req.node()) &&
+           (req.state() == v1::CONTAINER_STATE_UNSPECIFIED || e.container().state() == req.state());
+  });
   WatchLoop loop;
   loop.relist = [&]() -> absl::StatusOr<std::string> {
     // The version first, then the list: a change between them shows twice,
@@ -422,9 +431,15 @@ absl::Status WatchContainers(Session& s, const v1::ListContainersRequest& req) {
                               &v1::ListContainersResponse::mutable_containers, &all));
     RETURN_IF_ERROR(s.Print(all));
     s.Flush();
+    std::set<std::string> ids;
+    for (const v1::Container& c : all.containers()) ids.insert(c.id());
+    shown.Reset(std::move(ids));
     return first.resource_version();
   };
-  loop.on_event = [&](const v1::WatchEvent& e) { return PrintContainerChange(s, e); };
+  loop.on_event = [&](const v1::WatchEvent& e) {
+    std::optional<v1::WatchEvent> change = shown.Next(e);
+    return change.has_value() ? PrintContainerChange(s, *change) : absl::OkStatus();
+  };
   loop.wait = [&](absl::Duration d) { return s.Wait(d); };
   loop.note = [&](const std::string& line) { s.Note(line); };
   return RunWatch(s.stub(), watch, loop);

@@ -22,6 +22,41 @@ bool Retryable(absl::StatusCode code) {
 
 }  // namespace
 
+std::string ObjectId(const v1::WatchEvent& e) {
+  switch (e.object_case()) {
+    case v1::WatchEvent::kTenant:
+      return e.tenant().id();
+    case v1::WatchEvent::kNode:
+      return e.node().name();
+    case v1::WatchEvent::kContainer:
+      return e.container().id();
+    case v1::WatchEvent::kWindow:
+      return e.window().id();
+    default:
+      return "";
+  }
+}
+
+std::optional<v1::WatchEvent> ShownObjects::Next(const v1::WatchEvent& e) {
+  const std::string id = ObjectId(e);
+  if (e.type() == v1::WatchEvent::DELETE) {
+    if (shown_.erase(id) == 0) return std::nullopt;  // Never shown: nothing to take back.
+    return e;
+  }
+  if (e.type() != v1::WatchEvent::PUT) return std::nullopt;
+  if (matches_(e)) {
+    shown_.insert(id);
+    return e;
+  }
+  if (shown_.erase(id) == 0) return std::nullopt;
+  // Shown and no longer matching: the watcher must drop it, as when it left
+  // the broker's own label selector.
+  v1::WatchEvent leave = e;
+  leave.set_type(v1::WatchEvent::DELETE);
+  leave.set_left_selection(true);
+  return leave;
+}
+
 absl::Status RunWatch(v1::Broker::StubInterface* stub, v1::WatchRequest request,
                       const WatchLoop& loop) {
   absl::StatusOr<std::string> version = loop.relist();

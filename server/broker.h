@@ -422,6 +422,8 @@ class Broker final : public OwnershipView {
   // An object changed by the mutation being applied (published when its
   // commit is durable), or by something the store does not hold, such as a
   // node's liveness (published once every mutation applied so far is).
+  // Mark a container before changing its labels or adding it: the first
+  // mark since its last publish keeps its labels as published (DirtyMark).
   void MarkAppliedLocked(v1::ObjectKind kind, const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkObservedLocked(v1::ObjectKind kind, const std::string& id)
@@ -567,7 +569,15 @@ class Broker final : public OwnershipView {
     uint64_t seq = 0;
     uint64_t first_applied = 0;  // 0: no mutation.
     bool observed = false;
+    // Containers: the labels as last published (nullopt: never published),
+    // taken when the mark is made, before the change. A mark lives until
+    // the publish (or a rollback back to what was published), so they are
+    // what watchers saw; WatchLog::Change::prev_labels.
+    std::optional<google::protobuf::Map<std::string, std::string>> prev_labels;
   };
+  // The mark of (kind, id), made if there is none.
+  DirtyMark& MarkLocked(v1::ObjectKind kind, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::map<std::pair<int, std::string>, DirtyMark> dirty_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<int, std::string>, WatchLog::Change> gone_ ABSL_GUARDED_BY(mu_);
   // Containers being destroyed on their agent; other changes to them wait.

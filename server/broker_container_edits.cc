@@ -97,8 +97,9 @@ absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req
         plan.apply = [this, c, changed] {
           mu_.AssertHeld();  // Applied under mu_.
           c->changed_seq = ApplyingSeqLocked();
-          *c->container.mutable_labels() = changed.labels();
+          // Marked first: the mark keeps the labels watchers saw.
           MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
+          *c->container.mutable_labels() = changed.labels();
         };
         *answer = ContainerViewLocked(*c);
         *answer->mutable_labels() = changed.labels();

@@ -3,7 +3,8 @@
 // mark carries the sequence number that must be resolved (committed or
 // rolled back) before the object may be shown, so a watcher never sees a
 // change that a failed commit takes back: it sees each object as it is when
-// every change to it so far is durable.
+// every change to it so far is durable. A container's mark also keeps its
+// labels as published, for the enter/leave rule of label-selector watches.
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -29,16 +30,42 @@ v1::ObjectKind KindOf(const WatchLog::Change& c) {
   }
 }
 
+// Kubernetes' rule for a watch with a selector, by the container's labels
+// before and after the change: a watcher holds exactly the containers that
+// match, so one that stops matching must be removed from its view (it would
+// otherwise keep a stale object) and one that starts matching is new to it.
+WatchLog::Verdict BySelector(const LabelSelector& selector, const WatchLog::Change& c) {
+  const bool was = c.prev_labels.has_value() && selector.Matches(*c.prev_labels);
+  const bool is =
+      c.event.type() == v1::WatchEvent::PUT && selector.Matches(c.event.container().labels());
+  if (is) return WatchLog::Verdict::kSend;    // Entered, or changed within.
+  if (!was) return WatchLog::Verdict::kSkip;  // Never shown to this watcher.
+  return c.event.type() == v1::WatchEvent::DELETE ? WatchLog::Verdict::kSend
+                                                  : WatchLog::Verdict::kSendAsLeave;
+}
+
 }  // namespace
 
+Broker::DirtyMark& Broker::MarkLocked(v1::ObjectKind kind, const std::string& id) {
+  auto [it, made] = dirty_.try_emplace(Key(kind, id));
+  if (made && kind == v1::OBJECT_KIND_CONTAINER) {
+    // The first change since the last publish, not applied yet: the labels
+    // now are the ones watchers saw, which a label-selector watch needs to
+    // tell a container entering its selection from one leaving it.
+    auto c = containers_.find(id);
+    if (c != containers_.end()) it->second.prev_labels = c->second.container.labels();
+  }
+  return it->second;
+}
+
 void Broker::MarkAppliedLocked(v1::ObjectKind kind, const std::string& id) {
-  DirtyMark& mark = dirty_[Key(kind, id)];
+  DirtyMark& mark = MarkLocked(kind, id);
   mark.seq = std::max(mark.seq, ApplyingSeqLocked());
   if (mark.first_applied == 0) mark.first_applied = ApplyingSeqLocked();
 }
 
 void Broker::MarkObservedLocked(v1::ObjectKind kind, const std::string& id) {
-  DirtyMark& mark = dirty_[Key(kind, id)];
+  DirtyMark& mark = MarkLocked(kind, id);
   mark.seq = std::max(mark.seq, applied_seq_);
   mark.observed = true;
 }
@@ -116,7 +143,10 @@ void Broker::PublishLocked() {
     if (!change.has_value() && gone != gone_.end()) change = std::move(gone->second);
     // Neither there nor erased: created and rolled back, never shown.
     if (gone != gone_.end()) gone_.erase(gone);
-    if (change.has_value()) out.push_back(*std::move(change));
+    if (change.has_value()) {
+      change->prev_labels = std::move(it->second.prev_labels);
+      out.push_back(*std::move(change));
+    }
     it = dirty_.erase(it);
   }
   watch_.Append(std::move(out));
@@ -142,12 +172,10 @@ absl::StatusOr<Broker::WatchPlan> Broker::PrepareWatch(const v1::WatchRequest& r
   RETURN_IF_ERROR(watch_.Since(plan.version, plan.scope, nullptr, 0).status());
   plan.filter = [kinds, tenant = req.tenant_id(), selector](const WatchLog::Change& c) {
     const v1::ObjectKind kind = KindOf(c);
-    if (!kinds.empty() && !kinds.count(kind)) return false;
-    if (!tenant.empty() && c.tenant != tenant) return false;
-    if (kind == v1::OBJECT_KIND_CONTAINER && !selector.Matches(c.event.container().labels())) {
-      return false;
-    }
-    return true;
+    if (!kinds.empty() && !kinds.count(kind)) return WatchLog::Verdict::kSkip;
+    if (!tenant.empty() && c.tenant != tenant) return WatchLog::Verdict::kSkip;
+    if (kind != v1::OBJECT_KIND_CONTAINER || selector.empty()) return WatchLog::Verdict::kSend;
+    return BySelector(selector, c);
   };
   return plan;
 }

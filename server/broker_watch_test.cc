@@ -20,7 +20,11 @@
 namespace iommu {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
 
 // "PUT container c-..." lines, for readable expectations.
 std::string Describe(const v1::WatchEvent& e) {
@@ -31,7 +35,7 @@ std::string Describe(const v1::WatchEvent& e) {
       return type + " node " + e.node().name() + " " + v1::NodeState_Name(e.node().state());
     case v1::WatchEvent::kContainer:
       return type + " container " + e.container().name() + " " +
-             v1::ContainerState_Name(e.container().state());
+             v1::ContainerState_Name(e.container().state()) + (e.left_selection() ? " (left)" : "");
     case v1::WatchEvent::kWindow: return type + " window of " + e.window().container_id();
     default: return type;
   }
@@ -78,6 +82,21 @@ class BrokerWatchTest : public ::testing::Test {
     absl::Status s = broker_->CreateContainer(req, &c);
     EXPECT_TRUE(s.ok()) << s;
     return c.id();
+  }
+
+  void Relabel(const std::string& container, std::map<std::string, std::string> labels) {
+    v1::SetContainerLabelsRequest req;
+    req.set_container_id(container);
+    for (const auto& [k, v] : labels) (*req.mutable_labels())[k] = v;
+    v1::Container c;
+    ASSERT_OK(broker_->SetContainerLabels(req, &c));
+  }
+
+  void Delete(const std::string& container) {
+    v1::DeleteContainerRequest req;
+    req.set_container_id(container);
+    v1::DeleteContainerResponse gone;
+    ASSERT_OK(broker_->DeleteContainer(req, &gone));
   }
 
   // What a watcher of `req` sees from its version until now.
@@ -201,6 +220,52 @@ TEST_F(BrokerWatchTest, FiltersByTenantAndLabelsAndRefusesBadRequests) {
   bad = v1::WatchRequest();
   bad.set_label_selector("team in ml");
   EXPECT_EQ(broker_->PrepareWatch(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Kubernetes' rule: by the labels before and after each change, a container
+// entering the selection is a PUT, leaving it a DELETE (left_selection), and
+// one outside both before and after is not sent, even when deleted.
+TEST_F(BrokerWatchTest, ALabelSelectorWatchSeesContainersEnterAndLeave) {
+  Tenant("acme");
+  Node("n1");
+  const std::string from = broker_->watch_log().CurrentVersion();
+  Container("acme", "ml-1", {{"team", "ml"}});
+  Container("acme", "web-1", {{"team", "web"}});
+  v1::WatchRequest ml = From(from);
+  ml.add_kinds(v1::OBJECT_KIND_CONTAINER);
+  ml.set_label_selector("team=ml");
+  std::string after_creates;
+  EXPECT_THAT(Seen(ml, &after_creates), ElementsAre("PUT container ml-1 CONTAINER_STATE_READY"));
+
+  Relabel("ml-1", {{"team", "web"}});   // Leaves.
+  Relabel("web-1", {{"team", "ml"}});   // Enters.
+  Relabel("web-1", {{"env", "prod"}});  // Changes within.
+  Relabel("ml-1", {{"env", "prod"}});   // Outside before and after.
+  std::string after_relabels;
+  // A watcher resuming where it stopped, as after a reconnect.
+  ml.set_resource_version(after_creates);
+  EXPECT_THAT(Seen(ml, &after_relabels),
+              ElementsAre("DELETE container ml-1 CONTAINER_STATE_READY (left)",
+                          "PUT container web-1 CONTAINER_STATE_READY",
+                          "PUT container web-1 CONTAINER_STATE_READY"));
+  // A watcher without a selector sees the same changes as PUTs.
+  v1::WatchRequest all = From(after_creates);
+  all.add_kinds(v1::OBJECT_KIND_CONTAINER);
+  EXPECT_THAT(Seen(all), ElementsAre("PUT container ml-1 CONTAINER_STATE_READY",
+                                     "PUT container web-1 CONTAINER_STATE_READY",
+                                     "PUT container web-1 CONTAINER_STATE_READY",
+                                     "PUT container ml-1 CONTAINER_STATE_READY"));
+
+  // The delete of a container outside the selection is not sent; of one
+  // inside it, it is, as a real delete.
+  Delete("ml-1");
+  Delete("web-1");
+  ml.set_resource_version(after_relabels);
+  std::vector<std::string> seen = Seen(ml);
+  EXPECT_THAT(seen, Not(Contains(HasSubstr("ml-1"))));
+  ASSERT_FALSE(seen.empty());
+  EXPECT_THAT(seen.back(), StartsWith("DELETE container web-1 "));
+  EXPECT_THAT(seen.back(), Not(HasSubstr("(left)")));
 }
 
 TEST_F(BrokerWatchTest, TheStreamSendsABookmarkFirstThenChangesUntilDone) {

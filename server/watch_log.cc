@@ -106,7 +106,13 @@ absl::StatusOr<WatchLog::Batch> WatchLog::Since(const std::string& version,
   for (auto it = changes_.upper_bound(after); it != changes_.end(); ++it) {
     if (batch.events.size() >= max) break;
     through = it->first;
-    if (!filter || filter(it->second)) batch.events.push_back(it->second.event);
+    const Verdict verdict = filter ? filter(it->second) : Verdict::kSend;
+    if (verdict == Verdict::kSkip) continue;
+    batch.events.push_back(it->second.event);
+    if (verdict == Verdict::kSendAsLeave) {
+      batch.events.back().set_type(v1::WatchEvent::DELETE);
+      batch.events.back().set_left_selection(true);
+    }
   }
   if (batch.events.size() < max) through = last_;
   batch.resource_version = Version(through);

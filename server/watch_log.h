@@ -1,7 +1,10 @@
 // WatchLog: the broker's recent changes, in order, for the Watch RPC (a
 // Kubernetes informer's list+watch). Each change carries the object as it was
 // when the change became durable; a watcher resumes from the resource
-// version of the last change it saw.
+// version of the last change it saw. A container's change also carries its
+// labels before the change (only the labels, not the previous object), so a
+// label-selector watcher can tell a container entering its selection from
+// one leaving it, as Kubernetes' watch cache does with its prevObject.
 //
 // Resource versions are "<run>.<revision>": `run` is random per WatchLog
 // (per broker run and per leadership term), so a version from another run or
@@ -26,6 +29,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,9 +53,16 @@ class WatchLog final {
   struct Change {
     v1::WatchEvent event;
     std::string tenant;
+    // Containers only: the labels as of the container's previous change
+    // (what watchers last saw), or nullopt when there was none (a create).
+    std::optional<google::protobuf::Map<std::string, std::string>> prev_labels;
   };
+  // What a watcher is sent of one change: nothing, the event, or the event
+  // as a DELETE with left_selection set (the object left the watcher's
+  // selection but still exists).
+  enum class Verdict { kSkip, kSend, kSendAsLeave };
   // Which changes a watcher wants; null members select everything.
-  using Filter = std::function<bool(const Change&)>;
+  using Filter = std::function<Verdict(const Change&)>;
   // What Since returns.
   struct Batch {
     std::vector<v1::WatchEvent> events;
@@ -69,7 +80,7 @@ class WatchLog final {
   // The version of the latest change (the starting point of "from now").
   std::string CurrentVersion() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The changes after `version` ("" means now: none) that `filter` accepts,
+  // The changes after `version` ("" means now: none) as `filter` decides,
   // at most `max` of them. `scope` is the one tenant the watcher is limited
   // to, or empty for a watcher of every scope: it decides which dropped
   // changes make `version` too old. INVALID_ARGUMENT for a malformed

@@ -21,6 +21,11 @@ WatchLog::Change Container(const std::string& id, const std::string& tenant) {
   return c;
 }
 
+// Tenant acme's changes only.
+WatchLog::Verdict Acme(const WatchLog::Change& c) {
+  return c.tenant == "acme" ? WatchLog::Verdict::kSend : WatchLog::Verdict::kSkip;
+}
+
 std::vector<std::string> Ids(const WatchLog::Batch& b) {
   std::vector<std::string> ids;
   for (const v1::WatchEvent& e : b.events) ids.push_back(e.container().id());
@@ -47,7 +52,7 @@ TEST(WatchLogTest, ResumesAfterTheLastVersionSeen) {
 TEST(WatchLogTest, FiltersAndPagesWithoutLosingThePosition) {
   WatchLog log("r");
   log.Append({Container("a", "acme"), Container("b", "beta"), Container("c", "acme")});
-  auto acme = [](const WatchLog::Change& c) { return c.tenant == "acme"; };
+  const WatchLog::Filter acme = Acme;
   absl::StatusOr<WatchLog::Batch> first = log.Since("r.0", "acme", acme, 1);
   EXPECT_THAT(Ids(*first), ::testing::ElementsAre("a"));
   EXPECT_EQ(first->resource_version, "r.1");
@@ -56,12 +61,38 @@ TEST(WatchLogTest, FiltersAndPagesWithoutLosingThePosition) {
   EXPECT_EQ(rest->resource_version, "r.3");  // Past beta's change too.
 }
 
+TEST(WatchLogTest, KeepsPreviousLabelsAndSendsALeaveAsADelete) {
+  WatchLog log("r");
+  WatchLog::Change relabelled = Container("a", "acme");
+  (*relabelled.event.mutable_container()->mutable_labels())["team"] = "web";
+  relabelled.prev_labels.emplace();
+  (*relabelled.prev_labels)["team"] = "ml";
+  log.Append({Container("b", "acme"), relabelled});
+  WatchLog::Filter left_ml = [&](const WatchLog::Change& c) {
+    const bool was_ml = c.prev_labels.has_value() && c.prev_labels->count("team") &&
+                        c.prev_labels->at("team") == "ml";
+    return was_ml ? WatchLog::Verdict::kSendAsLeave : WatchLog::Verdict::kSkip;
+  };
+  absl::StatusOr<WatchLog::Batch> batch = log.Since("r.0", "", left_ml, 10);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->events.size(), 1u);
+  const v1::WatchEvent& e = batch->events[0];
+  EXPECT_EQ(e.type(), v1::WatchEvent::DELETE);
+  EXPECT_TRUE(e.left_selection());
+  // The object as it is now, and the log's copy stays a PUT for others.
+  EXPECT_EQ(e.container().labels().at("team"), "web");
+  EXPECT_EQ(e.resource_version(), "r.2");
+  absl::StatusOr<WatchLog::Batch> all = log.Since("r.0", "", nullptr, 10);
+  EXPECT_EQ(all->events[1].type(), v1::WatchEvent::PUT);
+  EXPECT_FALSE(all->events[1].left_selection());
+}
+
 TEST(WatchLogTest, OneTenantsChurnDoesNotMakeAnotherTenantRelist) {
   WatchLog log("r", {/*max_changes=*/100, /*max_per_scope=*/3});
   log.Append({Container("quiet", "acme")});
   const std::string acme_at = "r.1";
   for (int i = 0; i < 10; ++i) log.Append({Container("x" + std::to_string(i), "beta")});
-  auto acme = [](const WatchLog::Change& c) { return c.tenant == "acme"; };
+  const WatchLog::Filter acme = Acme;
   EXPECT_TRUE(log.Since("r.0", "acme", acme, 10).ok());
   EXPECT_TRUE(log.Since(acme_at, "acme", acme, 10).ok());
   // Beta's own watcher from the start lost changes: relist.

@@ -196,7 +196,8 @@ TEST_F(WatchTest, RefusalsHaveClearCodes) {
 }
 
 // iommuctl container list --watch, the real binary against the real broker:
-// it prints the list, then the change of a container created while it runs.
+// it prints the list, then the change of a container created while it runs,
+// and takes it back when its labels no longer match -l.
 TEST_F(WatchTest, IommuctlContainerListWatchPrintsChangesAsTheyHappen) {
   const std::string out_path = testing::NewTempDir("ctl") + "/watch.out";
   const std::string certs = cluster_.certs_dir();
@@ -206,6 +207,7 @@ TEST_F(WatchTest, IommuctlContainerListWatchPrintsChangesAsTheyHappen) {
                                    "--key=" + certs + "/tenant-acme.key",
                                    "--ca=" + certs + "/ca.crt",
                                    "container", "list", "--watch"};
+  args.push_back("--selector=team=ml");
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -235,11 +237,18 @@ TEST_F(WatchTest, IommuctlContainerListWatchPrintsChangesAsTheyHappen) {
   v1::CreateContainerRequest create;
   create.set_tenant_id("acme");
   create.set_name("vm-watched");
+  (*create.mutable_labels())["team"] = "ml";
   create.mutable_selector()->set_count(1);
   create.set_pin_budget_bytes(1 << 20);
   v1::Container c;
   ASSERT_TRUE(cluster_.BrokerStub()->CreateContainer(&ctx, create, &c).ok());
   EXPECT_TRUE(wait_for(absl::StrCat("CHANGED  ", c.id(), "  vm-watched  acme"))) << output();
+  grpc::ClientContext label_ctx;
+  v1::SetContainerLabelsRequest relabel;
+  relabel.set_container_id(c.id());
+  (*relabel.mutable_labels())["team"] = "web";
+  ASSERT_TRUE(cluster_.BrokerStub()->SetContainerLabels(&label_ctx, relabel, &c).ok());
+  EXPECT_TRUE(wait_for(absl::StrCat("DELETED  ", c.id(), "  vm-watched  acme"))) << output();
   kill(pid, SIGINT);
   int status = 0;
   waitpid(pid, &status, 0);
