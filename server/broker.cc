@@ -359,19 +359,27 @@ v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
   return v;
 }
 
-v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
-  v1::Container v = c.container;
+v1::ContainerState Broker::ContainerStateLocked(const ContainerEntry& c,
+                                                const std::string** failure) const {
+  v1::ContainerState state = v1::CONTAINER_STATE_NODE_UNAVAILABLE;
   auto node = nodes_.find(c.container.node());
-  const bool live = node != nodes_.end() && NodeLiveLocked(node->second);
-  v.set_state(live ? v1::CONTAINER_STATE_READY : v1::CONTAINER_STATE_NODE_UNAVAILABLE);
-  if (live) {
+  if (node != nodes_.end() && NodeLiveLocked(node->second)) {
+    state = v1::CONTAINER_STATE_READY;
     auto f = node->second.failed.find(c.container.id());
     if (f != node->second.failed.end()) {
-      v.set_state(v1::CONTAINER_STATE_FAILED);
-      v.set_status_message(f->second);
+      state = v1::CONTAINER_STATE_FAILED;
+      // Kept while it is being deleted too: why it failed still matters.
+      if (failure != nullptr) *failure = &f->second;
     }
   }
-  if (c.container.deleting()) v.set_state(v1::CONTAINER_STATE_DELETING);
+  return c.container.deleting() ? v1::CONTAINER_STATE_DELETING : state;
+}
+
+v1::Container Broker::ContainerViewLocked(const ContainerEntry& c) const {
+  v1::Container v = c.container;
+  const std::string* failure = nullptr;
+  v.set_state(ContainerStateLocked(c, &failure));
+  if (failure != nullptr) v.set_status_message(*failure);
   v.set_window_count(c.window_ids.size());
   v.set_window_bytes(c.allocator.allocated_bytes());
   return v;
@@ -416,10 +424,9 @@ BrokerStats Broker::Stats() const {
     row.quota_pinned_bytes = t.quota().pinned_bytes();
     row.quota_window_bytes = t.quota().window_bytes();
   }
-  for (const auto& [id, w] : windows_) {
-    auto t = tenants.find(w.tenant_id());
-    if (t != tenants.end()) t->second.reserved_bytes += w.size();
-  }
+  // From the maintained totals and without copying a container: a scrape
+  // holds mu_, so its cost is every RPC's wait.
+  for (auto& [id, row] : tenants) row.reserved_bytes = TenantWindowBytesLocked(id);
   for (const auto& [name, n] : nodes_) {
     const bool live = NodeLiveLocked(n);
     s.nodes.push_back({name, live});
@@ -442,7 +449,7 @@ BrokerStats Broker::Stats() const {
     }
   }
   for (const auto& [id, c] : containers_) {
-    switch (ContainerViewLocked(c).state()) {
+    switch (ContainerStateLocked(c)) {
       case v1::CONTAINER_STATE_READY:
         ++s.containers_ready;
         break;

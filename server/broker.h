@@ -505,6 +505,12 @@ class Broker final : public OwnershipView {
   v1::Node NodeViewLocked(const NodeEntry& n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Container ContainerViewLocked(const ContainerEntry& c) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The state the view shows. When the agent reported the container failed
+  // (FAILED, or DELETING after it), *failure (when given) points at its
+  // message.
+  v1::ContainerState ContainerStateLocked(const ContainerEntry& c,
+                                          const std::string** failure = nullptr) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::Device> DeviceViewLocked(const NodeEntry& n) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool DeviceBusyLocked(const std::string& node, const std::string& address) const
@@ -519,6 +525,11 @@ class Broker final : public OwnershipView {
   // Picks the node and devices for a create request; see CreateContainerRequest.
   absl::Status PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
                            std::vector<std::string>* devices) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CreateContainer's checks of the request against its tenant: fields,
+  // name, max_containers and the pinned quota not yet budgeted (refusals
+  // recorded as events). The pin budget the container gets.
+  absl::StatusOr<uint64_t> AdmitCreateLocked(const v1::CreateContainerRequest& req)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PlaceLocked's two ways: the node and devices the request names, checked
   // one by one; or the free whole IOMMU groups matching its selector on the
   // placeable node with the most of them.

@@ -158,6 +158,44 @@ absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequest& req) {
+  RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  if (!req.name().empty()) RETURN_IF_ERROR(ValidateContainerName("name", req.name()));
+  RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
+  auto tenant = tenants_.find(req.tenant_id());
+  if (tenant == tenants_.end()) {
+    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+  }
+  if (!req.name().empty()) RETURN_IF_ERROR(NameFreeLocked(req.tenant_id(), req.name()));
+  const uint32_t max = tenant->second.quota().max_containers();
+  const int held = TenantContainerCountLocked(req.tenant_id());
+  if (max != 0 && static_cast<uint32_t>(held) >= max) {
+    return RecordRefusal(NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()),
+                                  req.tenant_id(), req.request_id(), ""),
+                         absl::ResourceExhaustedError(absl::StrCat(
+                             "tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held,
+                             " of its ", max, " containers (quota.max_containers)")));
+  }
+  if (req.pin_budget_bytes() % 4096 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pin_budget_bytes: must be a multiple of 4096 (a host page), got ",
+                     req.pin_budget_bytes()));
+  }
+  const uint64_t quota = tenant->second.quota().pinned_bytes();
+  const uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
+  const uint64_t unbudgeted = budgeted >= quota ? 0 : quota - budgeted;
+  if (req.pin_budget_bytes() > unbudgeted) {
+    return RecordRefusal(
+        NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
+                 req.request_id(), ""),
+        absl::ResourceExhaustedError(absl::StrCat(
+            "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
+            " bytes of its pinned quota ", Hex(quota),
+            " not yet budgeted to containers; asked for ", Hex(req.pin_budget_bytes()))));
+  }
+  return req.pin_budget_bytes() == 0 ? unbudgeted : req.pin_budget_bytes();
+}
+
 absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::Container* out,
                                      const Identity& caller) {
   const std::string fingerprint = Fingerprint("CreateContainer", req);
@@ -171,41 +209,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     bool replayed = false;
     RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
-    RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
-    if (!req.name().empty()) RETURN_IF_ERROR(ValidateContainerName("name", req.name()));
-    RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
-    auto tenant = tenants_.find(req.tenant_id());
-    if (tenant == tenants_.end()) {
-      return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
-    }
-    if (!req.name().empty()) RETURN_IF_ERROR(NameFreeLocked(req.tenant_id(), req.name()));
-    const uint32_t max = tenant->second.quota().max_containers();
-    const int held = TenantContainerCountLocked(req.tenant_id());
-    if (max != 0 && static_cast<uint32_t>(held) >= max) {
-      return RecordRefusal(
-          NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
-                   req.request_id(), ""),
-          absl::ResourceExhaustedError(
-              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held,
-                           " of its ", max, " containers (quota.max_containers)")));
-    }
-    if (req.pin_budget_bytes() % 4096 != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pin_budget_bytes: must be a multiple of 4096 (a host page), got ", req.pin_budget_bytes()));
-    }
-    const uint64_t quota = tenant->second.quota().pinned_bytes();
-    const uint64_t budgeted = TenantBudgetLocked(req.tenant_id());
-    const uint64_t unbudgeted = budgeted >= quota ? 0 : quota - budgeted;
-    if (req.pin_budget_bytes() > unbudgeted) {
-      return RecordRefusal(
-          NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
-                   req.request_id(), ""),
-          absl::ResourceExhaustedError(absl::StrCat(
-              "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
-              " bytes of its pinned quota ", Hex(quota),
-              " not yet budgeted to containers; asked for ", Hex(req.pin_budget_bytes()))));
-    }
-    budget = req.pin_budget_bytes() == 0 ? unbudgeted : req.pin_budget_bytes();
+    ASSIGN_OR_RETURN(budget, AdmitCreateLocked(req));
     absl::Status placed = PlaceLocked(req, &node, &devices);
     // No room is worth telling people about; a malformed request is not.
     if (absl::IsResourceExhausted(placed)) {

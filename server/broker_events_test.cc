@@ -220,11 +220,15 @@ TEST_F(BrokerEventsTest, NodeTroubleIsWarningsAndRepeatsAreCounted) {
   ASSERT_TRUE(c.ok());
   now_ms_ += 6000;
   EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("n1"));
+  EXPECT_EQ(broker_->Stats().containers_node_unavailable, 1);
   // The agent comes back but cannot re-create the container, three times.
   for (int i = 0; i < 3; ++i) {
     now_ms_ += 1000;
     RegisterNode("n1", {c->id()});
   }
+  // The metrics count it as its view shows it.
+  EXPECT_EQ(broker_->Stats().containers_failed, 1);
+  EXPECT_EQ(broker_->Stats().containers_ready, 0);
   auto events = Events(v1::OBJECT_KIND_CONTAINER, c->id());
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->events_size(), 2);
