@@ -352,7 +352,7 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
         if (!selector.Matches(c.container.labels())) return false;
         if (!req.node().empty() && c.container.node() != req.node()) return false;
         if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED &&
-            ContainerViewLocked(c).state() != req.state()) {
+            ContainerStateLocked(c) != req.state()) {
           return false;
         }
         return true;
