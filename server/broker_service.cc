@@ -6,10 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/descriptor.h"
-#include "google/protobuf/message.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/status_macros.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "server/caller_identity.h"
 #include "server/watch_stream.h"
 
 namespace iommu {
@@ -57,40 +59,73 @@ grpc::Status Finish(const char* method, const grpc::ServerContext* ctx, const Id
   return ToGrpcStatus(s);
 }
 
-// Identify, bound the caller's calls in flight, authorize (on a copy the
-// policy may narrow), then call the broker with the caller (request ids are
-// scoped by it).
-template <typename Req, typename Resp, typename Call>
+// Identify and bound the caller's calls in flight; then either forward the
+// call to the leader (a replica that does not lead) or authorize it (on a
+// copy the policy may narrow) and call the broker with the caller (request
+// ids are scoped by it). `forward(route, client_context)` makes the same
+// call on the leader's stub.
+template <typename Req, typename Resp, typename Call, typename Forward>
 grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const ServiceDeps& deps,
-                   const Req& req, Resp* resp, Call call, LogLevel level = LogLevel::kWarning) {
-  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, *deps.transport);
+                   const Req& req, Resp* resp, Call call, Forward forward,
+                   LogLevel level = LogLevel::kWarning) {
+  const ServingState::Local* local = deps.serving->local();
+  absl::StatusOr<Caller> caller = IdentifyCaller(*ctx, *deps.transport);
   if (!caller.ok()) {
-    deps.authz->CountDenial(method, Identity{}, caller.status());
+    if (local != nullptr) local->authz->CountDenial(method, Identity{}, caller.status());
     return Finish(method, ctx, Identity{}, deps.limits, req, caller.status());
   }
+  const Identity& who = caller->identity;
   std::optional<CallerAdmission> admission;
   if (deps.bound_inflight) {
-    admission.emplace(deps.limits, caller->ToString());
+    admission.emplace(deps.limits, who.ToString());
     if (!admission->status().ok()) {
-      return Finish(method, ctx, *caller, deps.limits, req, admission->status());
+      return Finish(method, ctx, who, deps.limits, req, admission->status());
     }
   }
-  Req scoped = req;
-  if (absl::Status s = deps.authz->Authorize(*caller, &scoped); !s.ok()) {
-    return Finish(method, ctx, *caller, deps.limits, req, s);
+  if (local == nullptr) {
+    // The leader logs its refusals; here they are only worth a debug line.
+    absl::StatusOr<std::shared_ptr<const LeaderForwarder::Route>> route =
+        deps.serving->RouteFor(*caller);
+    if (!route.ok()) return Finish(method, ctx, who, deps.limits, req, route.status());
+    std::unique_ptr<grpc::ClientContext> client =
+        deps.serving->forwarder()->ContextFor(*ctx, *caller);
+    return Finish(method, ctx, who, deps.limits, req,
+                  FromGrpcStatus(forward(**route, client.get())), LogLevel::kDebug);
   }
-  return Finish(method, ctx, *caller, deps.limits, scoped, call(scoped, resp, *caller), level);
+  Req scoped = req;
+  if (absl::Status s = local->authz->Authorize(who, &scoped); !s.ok()) {
+    return Finish(method, ctx, who, deps.limits, req, s);
+  }
+  return Finish(method, ctx, who, deps.limits, scoped, call(*local->broker, scoped, resp, who),
+                level);
 }
 
 }  // namespace
 
-#define IOMMU_BROKER_RPC(Method, Req, Resp)                                        \
-  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req, \
-                                     v1::Resp* resp) {                             \
-    return Serve(#Method, ctx, deps_, *req, resp,                                  \
-                 [this](const v1::Req& r, v1::Resp* out, const Identity& caller) { \
-                   return deps_.broker->Method(r, out, caller);                    \
-                 });                                                               \
+void ServingState::Lead(Broker* broker, const Authorizer* authz) {
+  storage_ = Local{broker, authz};
+  local_.store(&storage_, std::memory_order_release);
+}
+
+absl::StatusOr<std::shared_ptr<const LeaderForwarder::Route>> ServingState::RouteFor(
+    const Caller& caller) const {
+  if (forwarder_ == nullptr) {
+    return absl::UnavailableError("broker: starting (opening its store); retry");
+  }
+  return forwarder_->RouteFor(caller);
+}
+
+#define IOMMU_BROKER_RPC(Method, Req, Resp)                                             \
+  grpc::Status BrokerService::Method(grpc::ServerContext* ctx, const v1::Req* req,      \
+                                     v1::Resp* resp) {                                  \
+    return Serve(                                                                       \
+        #Method, ctx, deps_, *req, resp,                                                \
+        [](Broker& b, const v1::Req& r, v1::Resp* out, const Identity& caller) {        \
+          return b.Method(r, out, caller);                                              \
+        },                                                                              \
+        [req, resp](const LeaderForwarder::Route& route, grpc::ClientContext* client) { \
+          return route.broker->Method(client, *req, resp);                              \
+        });                                                                             \
   }
 #include "server/broker_rpcs.inc"
 #undef IOMMU_BROKER_RPC
@@ -124,36 +159,71 @@ void WatchSlots::Give(const std::string& caller) {
 grpc::Status BrokerService::Watch(grpc::ServerContext* ctx, const v1::WatchRequest* req,
                                   grpc::ServerWriter<v1::WatchResponse>* writer) {
   constexpr char kMethod[] = "Watch";
-  absl::StatusOr<Identity> caller = PeerIdentity(*ctx, *deps_.transport);
+  const ServingState::Local* local = deps_.serving->local();
+  absl::StatusOr<Caller> caller = IdentifyCaller(*ctx, *deps_.transport);
   if (!caller.ok()) {
-    deps_.authz->CountDenial(kMethod, Identity{}, caller.status());
+    if (local != nullptr) local->authz->CountDenial(kMethod, Identity{}, caller.status());
     return Finish(kMethod, ctx, Identity{}, deps_.limits, *req, caller.status());
   }
-  v1::WatchRequest scoped = *req;
-  if (absl::Status s = deps_.authz->Authorize(*caller, &scoped); !s.ok()) {
-    return Finish(kMethod, ctx, *caller, deps_.limits, *req, s);
-  }
-  absl::StatusOr<Broker::WatchPlan> plan = deps_.broker->PrepareWatch(scoped);
-  if (!plan.ok()) return Finish(kMethod, ctx, *caller, deps_.limits, *req, plan.status());
-  const std::string who = caller->ToString();
-  if (absl::Status s = watches_.Take(who); !s.ok()) {
-    return Finish(kMethod, ctx, *caller, deps_.limits, *req, s);
-  }
+  absl::Status s = local != nullptr ? WatchHere(*local, ctx, *caller, *req, writer)
+                                    : RelayWatch(ctx, *caller, *req, writer);
+  return Finish(kMethod, ctx, caller->identity, deps_.limits, *req, s, LogLevel::kInfo);
+}
+
+absl::Status BrokerService::WatchHere(const ServingState::Local& local, grpc::ServerContext* ctx,
+                                      const Caller& caller, const v1::WatchRequest& req,
+                                      grpc::ServerWriter<v1::WatchResponse>* writer) {
+  v1::WatchRequest scoped = req;
+  if (absl::Status s = local.authz->Authorize(caller.identity, &scoped); !s.ok()) return s;
+  absl::StatusOr<Broker::WatchPlan> plan = local.broker->PrepareWatch(scoped);
+  if (!plan.ok()) return plan.status();
+  const std::string who = caller.identity.ToString();
+  RETURN_IF_ERROR(watches_.Take(who));
   absl::Status s = StreamWatch(
-      deps_.broker->watch_log(), *std::move(plan),
+      local.broker->watch_log(), *std::move(plan),
       [writer](const v1::WatchResponse& r) { return writer->Write(r); },
       [ctx] { return ctx->IsCancelled(); });
   watches_.Give(who);
-  return Finish(kMethod, ctx, *caller, deps_.limits, *req, s, LogLevel::kInfo);
+  return s;
+}
+
+absl::Status BrokerService::RelayWatch(grpc::ServerContext* ctx, const Caller& caller,
+                                       const v1::WatchRequest& req,
+                                       grpc::ServerWriter<v1::WatchResponse>* writer) {
+  absl::StatusOr<std::shared_ptr<const LeaderForwarder::Route>> route =
+      deps_.serving->RouteFor(caller);
+  if (!route.ok()) return route.status();
+  // A relayed watch holds one of this replica's threads as a served one
+  // does: the same bounds apply.
+  const std::string who = caller.identity.ToString();
+  RETURN_IF_ERROR(watches_.Take(who));
+  std::unique_ptr<grpc::ClientContext> client =
+      deps_.serving->forwarder()->ContextFor(*ctx, caller);
+  std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> stream =
+      (*route)->broker->Watch(client.get(), req);
+  v1::WatchResponse r;
+  while (stream->Read(&r)) {
+    if (!writer->Write(r)) {
+      client->TryCancel();  // The caller went away: so does the leader's stream.
+      break;
+    }
+  }
+  absl::Status s = FromGrpcStatus(stream->Finish());
+  watches_.Give(who);
+  return s;
 }
 
 grpc::Status NodeRegistryService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
-  return Serve("Register", ctx, deps_, *req, resp,
-               [this](const v1::RegisterRequest& r, v1::RegisterResponse* out, const Identity&) {
-                 return deps_.broker->Register(r, out);
-               });
+  return Serve(
+      "Register", ctx, deps_, *req, resp,
+      [](Broker& b, const v1::RegisterRequest& r, v1::RegisterResponse* out, const Identity&) {
+        return b.Register(r, out);
+      },
+      [req, resp](const LeaderForwarder::Route& route, grpc::ClientContext* client) {
+        return route.registry->Register(client, *req, resp);
+      });
 }
 
 grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
@@ -163,8 +233,11 @@ grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
   // again), so the broker's own refusals are logged at debug level only.
   return Serve(
       "Heartbeat", ctx, deps_, *req, resp,
-      [this](const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out, const Identity&) {
-        return deps_.broker->Heartbeat(r, out);
+      [](Broker& b, const v1::HeartbeatRequest& r, v1::HeartbeatResponse* out, const Identity&) {
+        return b.Heartbeat(r, out);
+      },
+      [req, resp](const LeaderForwarder::Route& route, grpc::ClientContext* client) {
+        return route.registry->Heartbeat(client, *req, resp);
       },
       LogLevel::kDebug);
 }
@@ -172,9 +245,14 @@ grpc::Status NodeRegistryService::Heartbeat(grpc::ServerContext* ctx,
 grpc::Status NodeRegistryService::Reconciled(grpc::ServerContext* ctx,
                                              const v1::ReconciledRequest* req,
                                              v1::ReconciledResponse* resp) {
-  return Serve("Reconciled", ctx, deps_, *req, resp,
-               [this](const v1::ReconciledRequest& r, v1::ReconciledResponse* out,
-                      const Identity&) { return deps_.broker->Reconciled(r, out); });
+  return Serve(
+      "Reconciled", ctx, deps_, *req, resp,
+      [](Broker& b, const v1::ReconciledRequest& r, v1::ReconciledResponse* out, const Identity&) {
+        return b.Reconciled(r, out);
+      },
+      [req, resp](const LeaderForwarder::Route& route, grpc::ClientContext* client) {
+        return route.registry->Reconciled(client, *req, resp);
+      });
 }
 
 }  // namespace iommu

@@ -1,15 +1,19 @@
 // gRPC adapters for the broker: the Broker API for orchestrators, operators
 // and iommuctl, and the NodeRegistry for agents. Every handler does the same
 // three things, once, at the boundary: identify the caller from its
-// certificate, ask the Authorizer (server/authz.h, the whole policy), and
-// convert the broker's absl::Status, logging refusals. Each caller has a
-// bound on its calls in flight and on its refusals logged (CallerLimits).
+// certificate (caller_identity.h), ask the Authorizer (server/authz.h, the
+// whole policy), and convert the broker's absl::Status, logging refusals.
+// Each caller has a bound on its calls in flight and on its refusals logged
+// (CallerLimits). A replica that does not lead has no Broker of its own: it
+// forwards each call, as it came, to the leader (leader_forwarder.h), which
+// authorizes and answers it.
 //
 // Thread-safety: safe; handlers run on gRPC's threads, and Broker and
 // Authorizer are thread-safe.
 #ifndef SERVER_BROKER_SERVICE_H_
 #define SERVER_BROKER_SERVICE_H_
 
+#include <atomic>
 #include <map>
 #include <string>
 
@@ -20,13 +24,48 @@
 #include "server/authz.h"
 #include "server/broker.h"
 #include "server/caller_limits.h"
+#include "server/leader_forwarder.h"
 
 namespace iommu {
 
+// What answers the calls this replica takes: the leader, through
+// `forwarder`, until Lead() publishes this replica's own Broker. A replica
+// leads once it holds the store (a single broker on SQLite: at its start).
+//
+// Thread-safe: Lead() publishes once, with release ordering; handlers read
+// it without a lock.
+class ServingState {
+ public:
+  struct Local {
+    Broker* broker;
+    const Authorizer* authz;
+  };
+
+  // `forwarder` may be null (a broker that never stands by); both must
+  // outlive the services.
+  explicit ServingState(const LeaderForwarder* forwarder) : forwarder_(forwarder) {}
+  ServingState(const ServingState&) = delete;
+  ServingState& operator=(const ServingState&) = delete;
+
+  // From now on calls are answered here. Called at most once.
+  void Lead(Broker* broker, const Authorizer* authz);
+  // Null until Lead().
+  const Local* local() const { return local_.load(std::memory_order_acquire); }
+  // The route to the leader; UNAVAILABLE when there is none (see
+  // LeaderForwarder::RouteFor).
+  absl::StatusOr<std::shared_ptr<const LeaderForwarder::Route>> RouteFor(
+      const Caller& caller) const;
+  const LeaderForwarder* forwarder() const { return forwarder_; }
+
+ private:
+  const LeaderForwarder* const forwarder_;
+  Local storage_{nullptr, nullptr};  // Written once, before local_ points at it.
+  std::atomic<const Local*> local_{nullptr};
+};
+
 // What both services use; everything must outlive them.
 struct ServiceDeps {
-  Broker* broker;
-  const Authorizer* authz;
+  const ServingState* serving;
   const TransportConfig* transport;
   // Per-caller calls in flight and refusal log volume (thread-safe).
   CallerLimits* limits;
@@ -67,6 +106,14 @@ class BrokerService final : public v1::Broker::Service {
                      grpc::ServerWriter<v1::WatchResponse>* writer) override;
 
  private:
+  // Watch on the broker of this replica, and relayed from the leader's.
+  absl::Status WatchHere(const ServingState::Local& local, grpc::ServerContext* ctx,
+                         const Caller& caller, const v1::WatchRequest& req,
+                         grpc::ServerWriter<v1::WatchResponse>* writer);
+  absl::Status RelayWatch(grpc::ServerContext* ctx, const Caller& caller,
+                          const v1::WatchRequest& req,
+                          grpc::ServerWriter<v1::WatchResponse>* writer);
+
   const ServiceDeps deps_;
   WatchSlots watches_;
 };

@@ -17,13 +17,12 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "common/cert_expiry_gauge.h"
 #include "common/flag_spelling.h"
 #include "common/log.h"
@@ -33,13 +32,17 @@
 #include "common/status_macros.h"
 #include "common/tls_flags.h"
 #include "common/version.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "server/agent_client.h"
 #include "server/authz.h"
 #include "server/broker.h"
 #include "server/broker_metrics.h"
 #include "server/broker_service.h"
-#include "server/private_file.h"
+#include "server/leader_forwarder.h"
 #include "server/open_store.h"
+#include "server/private_file.h"
 #include "server/store_spec.h"
 #include "server/timed_store.h"
 
@@ -66,6 +69,11 @@ ABSL_FLAG(int64_t, etcd_max_txn_ops, 128,
           "between changes, never inside one");
 ABSL_FLAG(std::string, replica_name, "",
           "with --store=etcd://: this replica's name, shown as the leader (default: host name)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "with --store=etcd://: host:port at which the other replicas reach this one's API; a "
+          "replica that does not lead forwards the calls it takes to the leader's (default: "
+          "--listen's host, or the host name when it listens on every address, and the bound "
+          "port)");
 ABSL_FLAG(int64_t, leader_ttl_seconds, 2,
           "with --store=etcd://: the leader's lease (at least 2); a leader that dies without "
           "stopping blocks writes up to this long, and one that cannot renew it within this long "
@@ -118,6 +126,35 @@ std::string ReplicaName() {
   return name;
 }
 
+// Replica names and addresses are published together in the leader key,
+// split at the first space, and sent as call metadata: printable, no spaces.
+absl::Status CheckPublishable(absl::string_view flag, absl::string_view value) {
+  if (value.empty() || value.size() > 253) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": must be 1-253 characters"));
+  }
+  for (char c : value) {
+    if (c <= ' ' || c > '~') {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", absl::CEscape(value),
+                                                     "\" must be printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Where the other replicas reach this one: --advertise-address, or the
+// host of --listen (the host name for a wildcard) with the bound port.
+std::string AdvertiseAddress(const std::string& listen, int port) {
+  std::string address = absl::GetFlag(FLAGS_advertise_address);
+  if (!address.empty()) return address;
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    char name[256] = {};
+    gethostname(name, sizeof(name) - 1);
+    host = name;
+  }
+  return absl::StrCat(host, ":", port);
+}
+
 // Every store flag, read and checked once (INVALID_ARGUMENT names the flag).
 absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
   iommu::StoreOptions o;
@@ -130,6 +167,11 @@ absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
   o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
   o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
   o.replica_name = ReplicaName();
+  RETURN_IF_ERROR(CheckPublishable("--replica-name", o.replica_name));
+  if (!absl::GetFlag(FLAGS_advertise_address).empty()) {
+    RETURN_IF_ERROR(
+        CheckPublishable("--advertise-address", absl::GetFlag(FLAGS_advertise_address)));
+  }
   o.answer_ttl = absl::Milliseconds(iommu::BrokerOptions().request_ttl_ms);
   return o;
 }
@@ -142,14 +184,14 @@ std::string StoreKind(const iommu::StoreSpec& spec) {
 }
 
 // Opens the store `o` names. On etcd this waits, as a standby, until this
-// replica leads; a stop signal meanwhile ends the wait (CANCELLED). Losing
-// leadership later stops the daemon (exit 1), so that its supervisor starts
-// it again as a standby. Changes of leader seen meanwhile, etcd's round
-// trips and fenced commits go to `metrics`.
-absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o,
-                                                       const sigset_t& stop,
+// replica leads, telling `forwarder` who leads meanwhile; a stop signal ends
+// the wait (CANCELLED). Losing leadership later stops the daemon (exit 1),
+// so that its supervisor starts it again as a standby. Changes of leader
+// seen meanwhile, etcd's round trips and fenced commits go to `metrics`.
+absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o, const sigset_t& stop,
                                                        std::atomic<int64_t>* alive_ms,
-                                                       iommu::BrokerMetrics* metrics) {
+                                                       iommu::BrokerMetrics* metrics,
+                                                       iommu::LeaderForwarder* forwarder) {
   o.observe_etcd_call = [metrics](absl::string_view op, absl::Duration d) {
     metrics->ObserveEtcdCall(op, d);
   };
@@ -157,18 +199,25 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o,
   const absl::Duration watchdog = iommu::WatchdogPingInterval();
   std::string last_seen;    // What the last poll said ("": etcd unreachable).
   std::string last_leader;  // The last leader seen.
-  auto waiting = [&](absl::string_view leader) {
-    if (leader != last_seen) {
-      last_seen = std::string(leader);
-      if (leader.empty()) {
+  auto waiting = [&](absl::string_view value) {
+    if (value != last_seen) {
+      last_seen = std::string(value);
+      const iommu::LeaderInfo leader = iommu::ParseLeaderValue(value);
+      if (value.empty()) {
+        // The leader may well still serve: keep forwarding to it.
         iommu::LogEvent(iommu::LogLevel::kWarning, "standby_store_unreachable",
                         {{"replica", o.replica_name}, {"store", DescribeStoreSpec(o.spec)}});
       } else {
+        forwarder->SetLeader(leader);
         iommu::LogEvent(iommu::LogLevel::kInfo, "standby",
-                        {{"leader", last_seen}, {"replica", o.replica_name}});
+                        {{"leader", leader.name},
+                         {"leader_address", leader.address},
+                         {"replica", o.replica_name}});
         // The first leader seen was elected before this replica started.
-        if (!last_leader.empty() && leader != last_leader) metrics->CountLeaderChange(absl::Now());
-        last_leader = last_seen;
+        if (!last_leader.empty() && leader.name != last_leader) {
+          metrics->CountLeaderChange(absl::Now());
+        }
+        last_leader = leader.name;
       }
     }
     if (watchdog > absl::ZeroDuration()) iommu::NotifyWatchdog();
@@ -192,6 +241,52 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o,
                      {"fence_revision", store.leader->fence_revision()}});
   }
   return store;
+}
+
+// Broker options from the flags and the store this replica leads on.
+iommu::BrokerOptions BrokerOptionsFromFlags(const iommu::StoreOptions& store,
+                                            const std::string& store_description) {
+  iommu::BrokerOptions options;
+  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
+  options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
+  options.liveness_check_interval_ms = kHousekeepingPeriodMs;
+  options.max_remembered_answers_per_caller =
+      absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
+  options.replica = store.replica_name;
+  options.store = store_description;
+  options.leader_since_ms = absl::ToUnixMillis(absl::Now());
+  return options;
+}
+
+// Starts the gRPC API on --listen: the services, health, reflection, and the
+// RPC metrics interceptor. Null when it cannot listen.
+std::unique_ptr<grpc::Server> StartApiServer(const iommu::TransportConfig& transport,
+                                             iommu::BrokerService* broker_service,
+                                             iommu::NodeRegistryService* registry_service,
+                                             iommu::BrokerMetrics* metrics, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // The synchronous server creates a thread when every poller is busy and
+  // ends pollers beyond MAX_POLLERS when idle; a low maximum turns each burst
+  // of concurrent calls into thread creations.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              std::max(2, absl::GetFlag(FLAGS_idle_rpc_threads)));
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), iommu::MakeServerCredentials(transport),
+                           port);
+  builder.RegisterService(broker_service);
+  builder.RegisterService(registry_service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> rpc_metrics;
+  std::set<std::string> methods = iommu::ServiceMethods(
+      {"iommu.v1.Broker", "iommu.v1.NodeRegistry", "grpc.reflection.v1alpha.ServerReflection"});
+  methods.insert({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"});
+  rpc_metrics.push_back(std::make_unique<iommu::RpcMetricsInterceptorFactory>(
+      std::move(methods), [metrics](absl::string_view method, absl::string_view code,
+                                    absl::Duration d) { metrics->ObserveRpc(method, code, d); }));
+  builder.experimental().SetInterceptorCreators(std::move(rpc_metrics));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) return nullptr;
+  return server;
 }
 
 int Run() {
@@ -299,8 +394,41 @@ int Run() {
                      {"paths", "/metrics,/healthz,/readyz"}});
   }
 
-  absl::StatusOr<iommu::OpenedStore> store = OpenConfiguredStore(*store_options, stop, &housekeeper_seen_ms, metrics.get());
+  // The API listens from the start: until this replica leads (at once on
+  // SQLite, once elected on etcd) it forwards every call to the leader.
+  iommu::LeaderForwarder forwarder(*transport, store_options->replica_name);
+  iommu::ServingState serving_state(&forwarder);
+  iommu::CallerLimitsOptions limits_options;
+  limits_options.max_inflight_per_caller = absl::GetFlag(FLAGS_max_inflight_per_caller);
+  iommu::CallerLimits caller_limits(limits_options);
+  const iommu::ServiceDeps deps{&serving_state, &*transport, &caller_limits};
+  iommu::BrokerService broker_service(deps);
+  iommu::NodeRegistryService registry_service(deps);
+  int port = 0;
+  std::unique_ptr<grpc::Server> server =
+      StartApiServer(*transport, &broker_service, &registry_service, metrics.get(), &port);
+  if (server == nullptr) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal",
+                    {{"error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))}});
+    return 1;
+  }
+  // Every way out stops the API before what its handlers use goes.
+  auto stop_api = [&server] {
+    if (server == nullptr) return;
+    server->Shutdown(absl::ToChronoTime(
+        absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
+    server.reset();
+  };
+  store_options->advertise_address = AdvertiseAddress(absl::GetFlag(FLAGS_listen), port);
+  iommu::LogEvent(iommu::LogLevel::kInfo, "listening",
+                  {{"listen", absl::GetFlag(FLAGS_listen)},
+                   {"port", port},
+                   {"advertise_address", store_options->advertise_address}});
+
+  absl::StatusOr<iommu::OpenedStore> store =
+      OpenConfiguredStore(*store_options, stop, &housekeeper_seen_ms, metrics.get(), &forwarder);
   if (!store.ok()) {
+    stop_api();
     // The message names the file and what is wrong; the code says which
     // kind of trouble (FAILED_PRECONDITION: in use, or open to others;
     // DATA_LOSS: damaged, restore a backup; CANCELLED: stopped while
@@ -315,20 +443,13 @@ int Run() {
   leadership = store->leader.get();
   auto agents = iommu::NewGrpcAgentClient(
       absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
-  iommu::BrokerOptions options;
-  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
-  options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
-  options.liveness_check_interval_ms = kHousekeepingPeriodMs;
-  options.max_remembered_answers_per_caller =
-      absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
-  options.replica = store_options->replica_name;
-  options.store = store_description;
-  options.leader_since_ms = absl::ToUnixMillis(absl::Now());
+  iommu::BrokerOptions options = BrokerOptionsFromFlags(*store_options, store_description);
   iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
   });
   auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
   if (!broker.ok()) {
+    stop_api();
     iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", broker.status().ToString()}});
     return 1;
   }
@@ -350,43 +471,7 @@ int Run() {
                                             const absl::Status& /*refusal*/) {
     m->CountDenial(method, iommu::RoleName(caller.role));
   });
-  iommu::CallerLimitsOptions limits_options;
-  limits_options.max_inflight_per_caller = absl::GetFlag(FLAGS_max_inflight_per_caller);
-  iommu::CallerLimits caller_limits(limits_options);
-  const iommu::ServiceDeps deps{broker->get(), &authz, &*transport, &caller_limits};
-  iommu::BrokerService broker_service(deps);
-  iommu::NodeRegistryService registry_service(deps);
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  // The synchronous server creates a thread when every poller is busy and
-  // ends pollers beyond MAX_POLLERS when idle; a low maximum turns each burst
-  // of concurrent calls into thread creations.
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              std::max(2, absl::GetFlag(FLAGS_idle_rpc_threads)));
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen),
-                           iommu::MakeServerCredentials(*transport), &port);
-  builder.RegisterService(&broker_service);
-  builder.RegisterService(&registry_service);
-  {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> rpc_metrics;
-    std::set<std::string> methods = iommu::ServiceMethods(
-        {"iommu.v1.Broker", "iommu.v1.NodeRegistry", "grpc.reflection.v1alpha.ServerReflection"});
-    methods.insert({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"});
-    rpc_metrics.push_back(std::make_unique<iommu::RpcMetricsInterceptorFactory>(
-        std::move(methods),
-        [m = metrics.get()](absl::string_view method, absl::string_view code, absl::Duration d) {
-          m->ObserveRpc(method, code, d);
-        }));
-    builder.experimental().SetInterceptorCreators(std::move(rpc_metrics));
-  }
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    iommu::LogEvent(iommu::LogLevel::kError, "fatal",
-                    {{"error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))}});
-    return 1;
-  }
+  serving_state.Lead(broker->get(), &authz);
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     const std::string tmp = absl::GetFlag(FLAGS_port_file) + ".tmp";
     std::ofstream(tmp) << port << "\n";
@@ -437,12 +522,10 @@ int Run() {
   serving = false;  // /readyz fails first, so balancers stop sending calls.
   iommu::NotifyStopping("draining in-flight calls");
   iommu::LogEvent(iommu::LogLevel::kInfo, "draining");
-  server->Shutdown(absl::ToChronoTime(absl::Now() +
-                                      absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
+  stop_api();
   iommu::LogEvent(iommu::LogLevel::kInfo, "drained");
   stopping.Notify();
   housekeeper.join();
-  server.reset();
   std::move(stop_scrapes).Invoke();
   broker->reset();
   if (store->leader != nullptr && !store->leader->lost().ok()) exit_code = 1;

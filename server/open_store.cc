@@ -12,6 +12,17 @@
 
 namespace iommu {
 
+std::string FormatLeaderValue(const LeaderInfo& leader) {
+  if (leader.address.empty()) return leader.name;
+  return absl::StrCat(leader.name, " ", leader.address);
+}
+
+LeaderInfo ParseLeaderValue(absl::string_view value) {
+  const size_t space = value.find(' ');
+  if (space == absl::string_view::npos) return {std::string(value), ""};
+  return {std::string(value.substr(0, space)), std::string(value.substr(space + 1))};
+}
+
 absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
                                       const kv::LeaderLease::Waiting& waiting,
                                       kv::LeaderLease::OnLost on_lost) {
@@ -60,7 +71,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
       backed.keep_revisions = 0;
       ASSIGN_OR_RETURN(out.kv, kv::OpenEtcdKvStore(o));
       kv::LeaderLeaseOptions lo;
-      lo.holder = options.replica_name;
+      lo.holder = FormatLeaderValue({options.replica_name, options.advertise_address});
       lo.ttl_seconds = options.leader_ttl_seconds;
       ASSIGN_OR_RETURN(out.leader,
                        kv::LeaderLease::Campaign(out.kv.get(), lo, waiting, std::move(on_lost)));

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/cert_expiry_gauge.h"
 #include "server/kv/etcd_kv_store.h"
@@ -33,6 +34,9 @@ struct StoreOptions {
   std::string etcd_ca_file;
   int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
   std::string replica_name;        // Shown as the leader.
+  // Where the other replicas reach this one's API (--advertise-address),
+  // published with its name while it leads, so that they forward to it.
+  std::string advertise_address;
   int64_t leader_ttl_seconds = 2;
   // sqlite-kv and etcd: remembered answers are written under leases that
   // keep them at least this long, and the store deletes them after
@@ -57,6 +61,20 @@ struct OpenedStore {
 absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
                                       const kv::LeaderLease::Waiting& waiting,
                                       kv::LeaderLease::OnLost on_lost);
+
+// Who leads, as the leader key's value holds it: the replica's name and the
+// address its API is reached at (empty when the leader did not publish one).
+struct LeaderInfo {
+  std::string name;
+  std::string address;
+  friend bool operator==(const LeaderInfo& a, const LeaderInfo& b) {
+    return a.name == b.name && a.address == b.address;
+  }
+};
+// "<name> <address>": names and addresses hold no spaces (main checks
+// --replica-name and --advertise-address), so the first space splits them.
+std::string FormatLeaderValue(const LeaderInfo& leader);
+LeaderInfo ParseLeaderValue(absl::string_view value);
 
 // The etcd client's certificate files (--etcd-cert, --etcd-ca) for the
 // expiry gauge; none unless the store is etcd. The client reads them once,

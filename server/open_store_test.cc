@@ -45,5 +45,14 @@ TEST(EtcdCertFilesTest, OtherStoresHaveNone) {
   EXPECT_THAT(EtcdCertFiles(plaintext), IsEmpty());
 }
 
+TEST(LeaderValueTest, NameAndAddressRoundTrip) {
+  const LeaderInfo leader{"replica-a", "10.0.0.7:7400"};
+  EXPECT_EQ(FormatLeaderValue(leader), "replica-a 10.0.0.7:7400");
+  EXPECT_EQ(ParseLeaderValue(FormatLeaderValue(leader)), leader);
+  // A leader that published no address is known by name only.
+  EXPECT_EQ(ParseLeaderValue("replica-b"), (LeaderInfo{"replica-b", ""}));
+  EXPECT_EQ(FormatLeaderValue({"replica-b", ""}), "replica-b");
+}
+
 }  // namespace
 }  // namespace iommu

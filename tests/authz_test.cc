@@ -849,5 +849,39 @@ TEST_F(AuthzTest, SpiffeIdOnlyFromUriSans) {
   EXPECT_EQ(s.error_message(), "ListTenants: needs the operator role; caller is tenant/other");
 }
 
+// A standby replica forwards calls to the leader over its own connection,
+// naming the caller in metadata (server/caller_identity.h). Only a peer with
+// the broker's certificate may do that; the leader then treats the call as
+// the named caller's, with that caller's rights, never the broker's.
+TEST_F(AuthzTest, OnlyABrokerReplicaMayCallOnBehalfOfAnother) {
+  auto list_tenants = [](Caller as, const std::string& on_behalf_of) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata("iommu-forwarded-for", on_behalf_of);
+    ctx.AddMetadata("iommu-forwarded-by", "replica-x");
+    v1::ListTenantsResponse out;
+    return BrokerAs(as)->ListTenants(&ctx, v1::ListTenantsRequest(), &out);
+  };
+  const std::string admin = "spiffe://iommu.local/operator/admin";
+  grpc::Status s = list_tenants(kOwningTenant, admin);
+  EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(s.error_message(),
+            "iommu-forwarded-for: only a broker replica may call on behalf of another identity, "
+            "not tenant/" +
+                std::string(kOwner));
+  s = list_tenants(kAgentOfNode, admin);
+  EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << s.error_message();
+  // From the broker, the named caller is who calls: an operator may list
+  // tenants, another tenant may not.
+  s = list_tenants(kBrokerCert, admin);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  s = list_tenants(kBrokerCert, "spiffe://iommu.local/tenant/" + std::string(kOther));
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(),
+            "ListTenants: needs the operator role; caller is tenant/" + std::string(kOther));
+  s = list_tenants(kBrokerCert, "spiffe://elsewhere.example/operator/admin");
+  EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << s.error_message();
+}
+
 }  // namespace
 }  // namespace iommu

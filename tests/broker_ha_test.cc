@@ -1,8 +1,9 @@
 // Broker replicas on a real etcd (--store=etcd://): one leader serves, the
-// others wait without serving; when the leader dies (kill -9) or stops
-// (SIGTERM), a standby takes over with every acknowledged change and every
-// remembered answer; a leader deposed while paused can land nothing and
-// stops. Real processes on loopback, etcd's data under TEST_TMPDIR.
+// others stand by and forward the calls they take to it; when the leader
+// dies (kill -9) or stops (SIGTERM), a standby takes over with every
+// acknowledged change and every remembered answer; a leader deposed while
+// paused can land nothing and stops. Real processes on loopback, etcd's data
+// under TEST_TMPDIR.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -13,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/tls.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
@@ -57,6 +59,17 @@ class BrokerHaTest : public ::testing::Test {
   }
   absl::Status Launch(Daemon* d, const std::string& replica) {
     return d->Launch(testing::RunfilePath("server/iommu-broker"), Args(replica), dir_, replica);
+  }
+  // The address `d` listens at (logged before it leads; its port file is
+  // written once it serves as the leader), or "" before it listens.
+  static std::string ListeningAddress(const Daemon& d) {
+    const std::string log = d.Log();
+    const size_t event = log.find("event=listening ");
+    if (event == std::string::npos) return "";
+    const size_t port = log.find(" port=", event);
+    if (port == std::string::npos) return "";
+    const size_t end = log.find_first_not_of("0123456789", port + 6);
+    return "127.0.0.1:" + log.substr(port + 6, end - port - 6);
   }
   // Waits until `d` logs that it is a standby behind `leader`.
   static bool WaitsBehind(const Daemon& d, const std::string& leader) {
@@ -109,7 +122,9 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
   Daemon b;
   ASSERT_TRUE(Launch(&b, "replica-b").ok());
   ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
-  EXPECT_EQ(b.port(), 0) << "a standby must not serve";
+  EXPECT_EQ(b.port(), 0) << "a standby must not write its port file: it does not lead";
+  const std::string standby = ListeningAddress(b);
+  ASSERT_FALSE(standby.empty()) << b.Log();
   // A standby is alive, not ready, and says it does not lead.
   absl::StatusOr<testing::HttpResponse> healthz = Get(b, "/healthz");
   ASSERT_TRUE(healthz.ok()) << healthz.status() << b.Log();
@@ -125,14 +140,29 @@ TEST_F(BrokerHaTest, AStandbyTakesOverWhenTheLeaderDiesOrStopsWithNothingLost) {
 
   std::map<std::string, uint64_t> acked;
   {
-    auto stub = InsecureBrokerStub(a.address());
+    // Half through the leader, half through the standby, which forwards
+    // them: every one lands in the leader's state, and a retry through the
+    // other replica gets the first answer.
+    auto leader = InsecureBrokerStub(a.address());
+    auto forwarding = InsecureBrokerStub(standby);
     for (int i = 0; i < 20; ++i) {
       v1::Tenant out;
       const std::string id = absl::StrCat("t", i);
-      grpc::Status s = CreateTenant(stub.get(), id, 4096 * (i + 1), &out);
-      ASSERT_TRUE(s.ok()) << s.error_message();
+      grpc::Status s =
+          CreateTenant(i % 2 == 0 ? leader.get() : forwarding.get(), id, 4096 * (i + 1), &out);
+      ASSERT_TRUE(s.ok()) << s.error_message() << b.Log();
       acked[id] = out.quota().pinned_bytes();
     }
+    EXPECT_EQ(TenantQuotas(leader.get()), acked);
+    EXPECT_EQ(TenantQuotas(forwarding.get()), acked);
+    v1::Tenant again;
+    grpc::Status s = CreateTenant(forwarding.get(), "t2", 4096 * 3, &again);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(again.id(), "t2");
+    // The standby found the leader's address in the leader key.
+    EXPECT_TRUE(
+        absl::StrContains(b.Log(), "event=standby leader=replica-a leader_address=" + a.address()))
+        << b.Log();
   }
   a.Kill();  // kill -9: the standby takes over when the lease runs out.
   ASSERT_TRUE(b.WaitForPort().ok()) << b.Log();
@@ -223,12 +253,14 @@ TEST_F(BrokerHaTest, ALeaderDeposedWhilePausedLandsNothingAndStops) {
   EXPECT_EQ(b.Stop(), 0) << b.Log();
 }
 
-// Agents and iommuctl are given every replica's address; only the leader
-// listens, and they follow it through a failover without being told.
+// Agents and iommuctl are given every replica's address; whichever they
+// reach answers (a standby by forwarding to the leader), and they carry on
+// through a failover without being told.
 TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   const int port_a = testing::PickFreePort();
   const int port_b = testing::PickFreePort();
-  const std::string replicas = absl::StrCat("127.0.0.1:", port_a, ",127.0.0.1:", port_b);
+  const std::string b_address = absl::StrCat("127.0.0.1:", port_b);
+  const std::string replicas = absl::StrCat("127.0.0.1:", port_a, ",", b_address);
   auto start = [&](Daemon* d, const std::string& name, int port) {
     std::vector<std::string> args = Args(name);
     args[0] = absl::StrCat("--listen=127.0.0.1:", port);
@@ -267,11 +299,15 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   ASSERT_TRUE(testing::PollUntil(node_ready, absl::Seconds(30))) << agent.Log();
   testing::CommandResult created = ctl({"tenant", "create", "acme", "--pinned=1Gi"});
   ASSERT_EQ(created.exit_code, 0) << created.err;
+  // The standby alone: it forwards to the leader.
+  testing::CommandResult via_standby = ctl({"--broker=" + b_address, "tenant", "get", "acme"});
+  EXPECT_EQ(via_standby.exit_code, 0) << via_standby.err << b.Log();
+  EXPECT_TRUE(absl::StrContains(via_standby.out, "acme")) << via_standby.out;
 
   a.Kill();
-  // Right after the kill no replica listens until b's lease campaign wins:
-  // iommuctl rides through that by itself (client/call_retry.h), with no
-  // retry by hand, and its mutation lands once.
+  // Right after the kill nothing serves until b's lease campaign wins (b
+  // forwards to a dead leader): iommuctl rides through that by itself (client/call_retry.h), with
+  // no retry by hand, and its mutation lands once.
   testing::CommandResult during =
       ctl({"--timeout=30s", "tenant", "create", "during-failover", "--pinned=1Gi"});
   EXPECT_EQ(during.exit_code, 0) << during.err << b.Log();
@@ -291,6 +327,84 @@ TEST_F(BrokerHaTest, AnAgentAndIommuctlGivenEveryReplicaFollowTheLeader) {
   EXPECT_TRUE(absl::StrContains(agent.Log(), "event=session_lost")) << agent.Log();
   agent.Stop();
   EXPECT_EQ(b.Stop(), 0) << b.Log();
+}
+
+// With mTLS a standby forwards each call as its caller's, not as its own
+// (the broker's): the leader authorizes the caller, and a Watch is relayed.
+TEST_F(BrokerHaTest, AStandbyForwardsEachCallWithItsCallersRights) {
+  const std::string certs = dir_ + "/certs";
+  testing::CommandResult issued = testing::RunCommand(
+      {testing::RunfilePath("deploy/make-dev-certs.sh"), "--out", certs, "--tenant", "acme"});
+  ASSERT_EQ(issued.exit_code, 0) << issued.err;
+  auto launch = [&](Daemon* d, const std::string& replica) {
+    std::vector<std::string> args = Args(replica);
+    args.pop_back();  // --insecure
+    args.push_back("--tls-cert=" + certs + "/broker.crt");
+    args.push_back("--tls-key=" + certs + "/broker.key");
+    args.push_back("--tls-ca=" + certs + "/ca.crt");
+    return d->Launch(testing::RunfilePath("server/iommu-broker"), args, dir_, replica);
+  };
+  Daemon a, b;
+  ASSERT_TRUE(launch(&a, "replica-a").ok());
+  ASSERT_TRUE(a.WaitForPort().ok()) << a.Log();
+  ASSERT_TRUE(launch(&b, "replica-b").ok());
+  ASSERT_TRUE(WaitsBehind(b, "replica-a")) << b.Log();
+  const std::string standby = ListeningAddress(b);
+  ASSERT_FALSE(standby.empty()) << b.Log();
+  auto stub_as = [&](const std::string& stem) {
+    TransportConfig t;
+    t.cert_file = absl::StrCat(certs, "/", stem, ".crt");
+    t.key_file = absl::StrCat(certs, "/", stem, ".key");
+    t.ca_file = certs + "/ca.crt";
+    return v1::Broker::NewStub(
+        grpc::CreateChannel(standby, MakeChannelCredentials(t, Identity{Role::kBroker, ""})));
+  };
+  auto op = stub_as("operator-admin");
+  v1::Tenant out;
+  ASSERT_TRUE(CreateTenant(op.get(), "acme", 1 << 20, &out).ok());
+  ASSERT_TRUE(CreateTenant(op.get(), "other", 1 << 20, &out).ok());
+
+  // The tenant reads its own tenant through the standby, and the leader
+  // refuses it what only an operator may do, naming the tenant as caller.
+  auto acme = stub_as("tenant-acme");
+  grpc::ClientContext get_ctx;
+  v1::GetTenantRequest get;
+  get.set_tenant_id("acme");
+  grpc::Status s = acme->GetTenant(&get_ctx, get, &out);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  grpc::ClientContext list_ctx;
+  v1::ListTenantsResponse tenants;
+  s = acme->ListTenants(&list_ctx, v1::ListTenantsRequest(), &tenants);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(), "ListTenants: needs the operator role; caller is tenant/acme");
+  EXPECT_TRUE(absl::StrContains(a.Log(), "caller=tenant/acme")) << a.Log();
+
+  // A watch through the standby sees a change made at the leader.
+  grpc::ClientContext watch_ctx;
+  watch_ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  v1::WatchRequest watch;
+  watch.add_kinds(v1::OBJECT_KIND_TENANT);
+  std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> stream = op->Watch(&watch_ctx, watch);
+  v1::WatchResponse first;
+  ASSERT_TRUE(stream->Read(&first)) << stream->Finish().error_message();
+  {
+    auto direct = v1::Broker::NewStub(grpc::CreateChannel(
+        a.address(),
+        MakeChannelCredentials(TransportConfig{false, certs + "/operator-admin.crt",
+                                               certs + "/operator-admin.key", certs + "/ca.crt"},
+                               Identity{Role::kBroker, ""})));
+    ASSERT_TRUE(CreateTenant(direct.get(), "watched", 1 << 20, &out).ok());
+  }
+  bool seen = false;
+  v1::WatchResponse r;
+  while (!seen && stream->Read(&r)) {
+    for (const v1::WatchEvent& e : r.events()) seen |= e.tenant().id() == "watched";
+  }
+  EXPECT_TRUE(seen) << "the relayed watch did not show the change";
+  watch_ctx.TryCancel();
+  stream->Finish();
+  EXPECT_EQ(b.Stop(), 0) << b.Log();
+  EXPECT_EQ(a.Stop(), 0) << a.Log();
 }
 
 // From the embedded SQLite file to etcd: iommu-store-migrate moves
@@ -344,8 +458,12 @@ TEST_F(BrokerHaTest, AFleetMovesFromSqliteToEtcdWithNothingLost) {
 
 TEST_F(BrokerHaTest, BadStoreFlagsAreRefusedAtStart) {
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
-           {"--store=etcd://nohost"}, {"--store=zookeeper://x:1"},
-           {"--store=etcd://" + etcd_.endpoint(), "--etcd-prefix=no-slash"}}) {
+           {"--store=etcd://nohost"},
+           {"--store=zookeeper://x:1"},
+           {"--store=etcd://" + etcd_.endpoint(), "--etcd-prefix=no-slash"},
+           // Published in the leader key as "<name> <address>": no spaces.
+           {"--store=etcd://" + etcd_.endpoint(), "--replica-name=two words"},
+           {"--store=etcd://" + etcd_.endpoint(), "--advertise-address=host :7400"}}) {
     std::vector<std::string> argv = {testing::RunfilePath("server/iommu-broker"),
                                      "--listen=127.0.0.1:0", "--insecure"};
     argv.insert(argv.end(), bad.begin(), bad.end());
