@@ -5,19 +5,18 @@
 // fire well before any certificate in it expires.
 //
 // What the value reflects: the certificate the daemon will use. Files the
-// daemon re-reads while it runs (--tls_cert and --tls_ca: gRPC's file
-// watcher, every minute) are read again at each scrape, so a rotation shows
+// daemon re-reads while it runs (--tls_cert and --tls_ca, every
+// --tls-reload-seconds) are read again at each scrape, so a rotation shows
 // up without a restart. Files it reads only at start (the broker's
 // --etcd_cert/--etcd_ca) are read once, at Watch(): after rotating them the
 // gauge, like the connection, keeps the old certificate until the daemon is
 // restarted, and an expiry alert keeps saying that a restart is due.
 //
 // A file that cannot be used (unreadable, not PEM, half-written, or a
-// certificate that does not match its key) is exported as 0, "expired":
-// once gRPC's reload meets such files it serves no certificate and new
-// handshakes fail (seen with Debian 12's gRPC), so this is as urgent as an
-// expired certificate and fires the same alert. The change is logged
-// (event=tls_cert_unreadable).
+// certificate that does not match its key) is exported as 0, "expired": the
+// daemon refuses to load it and keeps its last good set (common/tls_mirror.h),
+// but would not start with it, so this is as urgent as an expired certificate
+// and fires the same alert. The change is logged (event=tls_cert_unreadable).
 //
 // Thread-safe: Watch() and Collect() may be called from any thread,
 // Collect() from the HTTP server's threads concurrently.

@@ -3,7 +3,6 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <fstream>
 #include <map>
@@ -11,10 +10,11 @@
 #include <tuple>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "common/tls_mirror.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -22,8 +22,10 @@
 namespace iommu {
 namespace {
 
-// How often the watched PEM files are re-read (gRPC's file watcher).
-constexpr unsigned kCertRefreshSeconds = 60;
+// How often gRPC's file watcher re-reads the mirror's files (memory, so
+// cheap): a change reaches new connections about a reload interval after
+// the operator made it.
+constexpr unsigned kMirrorRefreshSeconds = 1;
 
 absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
   if (path.empty()) {
@@ -50,25 +52,6 @@ struct PkeyDeleter {
 std::unique_ptr<X509, X509Deleter> ParseCert(const std::string& pem) {
   std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   return std::unique_ptr<X509, X509Deleter>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-}
-
-// The certificate's spiffe:// names. Only URI SANs count: a DNS or email
-// SAN that spells a SPIFFE ID is not one (a CA may issue those to anyone who
-// controls a host name or a mailbox).
-std::vector<std::string> SpiffeUriSans(X509* x509) {
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(x509, NID_subject_alt_name, nullptr, nullptr));
-  std::vector<std::string> spiffe;
-  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
-    const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
-    std::string v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                  static_cast<size_t>(ASN1_STRING_length(uri)));
-    if (absl::StartsWith(v, "spiffe://")) spiffe.push_back(std::move(v));
-  }
-  GENERAL_NAMES_free(names);
-  return spiffe;
 }
 
 // The client side's check of the server's identity, after gRPC has verified
@@ -102,25 +85,54 @@ class SpiffeIdVerifier final : public grpc::experimental::ExternalCertificateVer
   const std::string expected_;
 };
 
-// One file watcher per set of files for the whole process: each watcher
-// runs a thread, and the broker opens a channel per agent (a thousand agents
-// must not mean a thousand threads re-reading the same three files).
+// A file watcher over a TlsMirror of `config`'s files, or (when the mirror
+// cannot be made) over the files themselves.
+struct SharedTls {
+  std::unique_ptr<TlsMirror> mirror;
+  std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> provider;
+};
+
+SharedTls MakeSharedTls(const TransportConfig& config) {
+  using grpc::experimental::FileWatcherCertificateProvider;
+  SharedTls out;
+  absl::StatusOr<std::unique_ptr<TlsMirror>> mirror =
+      TlsMirror::Create({config.key_file, config.cert_file, config.ca_file});
+  if (!mirror.ok()) {
+    // Out of fds or memory at start: serving the files unchecked, as gRPC
+    // alone would, beats serving nothing.
+    LogEvent(LogLevel::kError, "tls_mirror_unavailable",
+             {{"error", mirror.status().message()}, {"reading", "the files directly"}});
+    const auto seconds = static_cast<unsigned>(absl::ToInt64Seconds(config.reload_interval));
+    out.provider = config.cert_file.empty()
+                       ? std::make_shared<FileWatcherCertificateProvider>(config.ca_file, seconds)
+                       : std::make_shared<FileWatcherCertificateProvider>(
+                             config.key_file, config.cert_file, config.ca_file, seconds);
+    return out;
+  }
+  out.mirror = *std::move(mirror);
+  out.mirror->StartReloading(config.reload_interval);
+  const std::string& identity = out.mirror->identity_path();
+  out.provider = identity.empty()
+                     ? std::make_shared<FileWatcherCertificateProvider>(out.mirror->ca_path(),
+                                                                        kMirrorRefreshSeconds)
+                     : std::make_shared<FileWatcherCertificateProvider>(
+                           identity, identity, out.mirror->ca_path(), kMirrorRefreshSeconds);
+  return out;
+}
+
+// One mirror and one file watcher per set of files for the whole process:
+// each runs a thread, and the broker opens a channel per agent (a thousand
+// agents must not mean a thousand threads re-reading the same three files).
+// Never destroyed: the watchers' threads read the mirrors' fds until exit.
 std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> SharedProvider(
     const TransportConfig& config) {
-  static absl::Mutex mu(absl::kConstInit);  // Guards *providers.
-  static auto* providers =
-      new std::map<std::tuple<std::string, std::string, std::string>,
-                   std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider>>();
+  static absl::Mutex mu(absl::kConstInit);  // Guards *shared.
+  static auto* shared =
+      new std::map<std::tuple<std::string, std::string, std::string>, SharedTls>();
   absl::MutexLock l(&mu);
-  auto& p = (*providers)[{config.key_file, config.cert_file, config.ca_file}];
-  if (p == nullptr) {
-    p = config.cert_file.empty()
-            ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-                  config.ca_file, kCertRefreshSeconds)
-            : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-                  config.key_file, config.cert_file, config.ca_file, kCertRefreshSeconds);
-  }
-  return p;
+  SharedTls& s = (*shared)[{config.key_file, config.cert_file, config.ca_file}];
+  if (s.provider == nullptr) s = MakeSharedTls(config);
+  return s.provider;
 }
 
 }  // namespace

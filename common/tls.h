@@ -1,9 +1,13 @@
 // Transport security for every gRPC channel of the product: mutual TLS with
 // SPIFFE identities, or plaintext when --insecure says so.
 //
-// Certificates are PEM files watched on disk (re-read every minute), so a
-// rotation is: write the new files in place (rename over the old ones); new
-// connections use them, established ones keep going. Servers verify client
+// Certificates are PEM files re-read every reload_interval (--tls-reload-seconds,
+// a minute by default), so a rotation is: write the new files in place
+// (rename over the old ones); new connections use them, established ones keep
+// going. A set that does not hold together (a key that does not match its
+// certificate, another SPIFFE ID, a broken file, or a rotation read between
+// its renames) is not loaded: the last good set stays in use and the refusal
+// is logged (common/tls_mirror.h). Servers verify client
 // certificates against the CA bundle when a client presents one and refuse
 // the handshake for a certificate from another CA; a client without a
 // certificate gets through the handshake and is then refused per RPC with
@@ -18,6 +22,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/identity.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
@@ -31,6 +36,9 @@ struct TransportConfig {
   std::string key_file;   // PEM private key of cert_file.
   std::string ca_file;    // PEM bundle of CAs that sign peers' certificates.
   std::string trust_domain = "iommu.local";
+  // How often the files are re-read. The first configuration to use a set of
+  // files sets it for the process (one reloader per set of files).
+  absl::Duration reload_interval = absl::Seconds(60);
 };
 
 // Checks the flags and the files: INVALID_ARGUMENT naming the three flags

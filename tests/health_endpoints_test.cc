@@ -164,8 +164,10 @@ TEST(HealthEndpointsTest, TlsDaemonsExportTheirCertificatesExpiry) {
                                 "level=warning src=broker event=tls_cert_expiry cert=tls_cert"))
       << cluster.broker().Log();
 
-  // A certificate beside a key it does not match is one gRPC will not load:
-  // it reads as expired (0), and the log says why.
+  // A certificate beside a key it does not match: the daemon refuses the pair
+  // and keeps serving its last good one (tls_rotation_test), but the files on
+  // disk are unusable (a restart would fail), so the gauge reads expired (0)
+  // and the alert pages; the log says why.
   testing::CommandResult swap =
       testing::RunCommand({"/bin/cp", dir + "/operator-admin.key", dir + "/broker.key"});
   ASSERT_EQ(swap.exit_code, 0) << swap.err;
