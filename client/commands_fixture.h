@@ -1,6 +1,8 @@
 // CommandsTest: runs iommuctl's whole program (RunIommuctl) in-process
 // against a FakeBrokerStub, with a fixed environment (no $IOMMU_BROKER, no
 // config file unless a test sets env_.config_path) and numbered request ids.
+// Shared by the tests of each group of commands (*_commands_test.cc,
+// commands_test.cc, ...).
 #ifndef CLIENT_COMMANDS_FIXTURE_H_
 #define CLIENT_COMMANDS_FIXTURE_H_
 
@@ -13,11 +15,20 @@
 #include "client/args.h"
 #include "client/commands.h"
 #include "client/fake_broker_stub.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 
 namespace iommu {
 namespace client {
+
+// For reading iommuctl's JSON back into a message: it adds an RFC 3339
+// sibling to every *_ms time field, which the message does not know.
+inline google::protobuf::util::JsonParseOptions IgnoreUnknownFields() {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  return options;
+}
 
 class CommandsTest : public ::testing::Test {
  protected:

@@ -191,6 +191,55 @@ bool IsEpochMillis(const pb::FieldDescriptor* f) {
          absl::EndsWith(f->name(), "_ms");
 }
 
+// Map field `f` of `m` (a member of an object indented by `indent`) as a JSON
+// object, its entries sorted by key so that the output is stable.
+void AppendJsonMap(const pb::Message& m, const pb::FieldDescriptor* f, int indent,
+                   std::string* out) {
+  const pb::Reflection* r = m.GetReflection();
+  const std::string pad(indent + 2, ' ');
+  const int n = r->FieldSize(m, f);
+  if (n == 0) {
+    out->append("{}");
+    return;
+  }
+  std::map<std::string, const pb::Message*> entries;
+  for (int j = 0; j < n; ++j) {
+    const pb::Message& entry = r->GetRepeatedMessage(m, f, j);
+    entries[MapKey(entry)] = &entry;
+  }
+  out->append("{\n");
+  bool first_entry = true;
+  for (const auto& [k, entry] : entries) {
+    if (!first_entry) out->append(",\n");
+    first_entry = false;
+    absl::StrAppend(out, pad, "  ");
+    AppendJsonString(k, out);
+    out->append(": ");
+    AppendJsonValue(*entry, entry->GetDescriptor()->map_value(), -1, indent + 4, out);
+  }
+  absl::StrAppend(out, "\n", pad, "}");
+}
+
+// Repeated field `f` of `m` (a member of an object indented by `indent`) as a
+// JSON array.
+void AppendJsonArray(const pb::Message& m, const pb::FieldDescriptor* f, int indent,
+                     std::string* out) {
+  const pb::Reflection* r = m.GetReflection();
+  const std::string pad(indent + 2, ' ');
+  const int n = r->FieldSize(m, f);
+  if (n == 0) {
+    out->append("[]");
+    return;
+  }
+  out->append("[\n");
+  for (int j = 0; j < n; ++j) {
+    if (j > 0) out->append(",\n");
+    absl::StrAppend(out, pad, "  ");
+    AppendJsonValue(m, f, j, indent + 4, out);
+  }
+  absl::StrAppend(out, "\n", pad, "]");
+}
+
 void AppendJsonMessage(const pb::Message& m, int indent, std::string* out) {
   const pb::Descriptor* d = m.GetDescriptor();
   const pb::Reflection* r = m.GetReflection();
@@ -214,41 +263,9 @@ void AppendJsonMessage(const pb::Message& m, int indent, std::string* out) {
     }
     key(f->name());
     if (f->is_map()) {
-      const int n = r->FieldSize(m, f);
-      if (n == 0) {
-        out->append("{}");
-        continue;
-      }
-      // Sorted by key, so that the output is stable.
-      std::map<std::string, const pb::Message*> entries;
-      for (int j = 0; j < n; ++j) {
-        const pb::Message& entry = r->GetRepeatedMessage(m, f, j);
-        entries[MapKey(entry)] = &entry;
-      }
-      out->append("{\n");
-      bool first_entry = true;
-      for (const auto& [k, entry] : entries) {
-        if (!first_entry) out->append(",\n");
-        first_entry = false;
-        absl::StrAppend(out, pad, "  ");
-        AppendJsonString(k, out);
-        out->append(": ");
-        AppendJsonValue(*entry, entry->GetDescriptor()->map_value(), -1, indent + 4, out);
-      }
-      absl::StrAppend(out, "\n", pad, "}");
+      AppendJsonMap(m, f, indent, out);
     } else if (f->is_repeated()) {
-      const int n = r->FieldSize(m, f);
-      if (n == 0) {
-        out->append("[]");
-        continue;
-      }
-      out->append("[\n");
-      for (int j = 0; j < n; ++j) {
-        if (j > 0) out->append(",\n");
-        absl::StrAppend(out, pad, "  ");
-        AppendJsonValue(m, f, j, indent + 4, out);
-      }
-      absl::StrAppend(out, "\n", pad, "]");
+      AppendJsonArray(m, f, indent, out);
     } else {
       AppendJsonValue(m, f, -1, indent + 2, out);
       if (IsEpochMillis(f)) {
