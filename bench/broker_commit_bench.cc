@@ -9,6 +9,8 @@
 //   ... --op=window       AllocateWindow / ReleaseWindow, alternating (default)
 //   ... --op=budget       SetContainerBudget
 //   ... --op=read         GetContainer (no store access)
+//   ... --op=stats        Stats(), what each Prometheus scrape of the broker
+//                         costs (and holds the broker's lock for)
 //   ... --wal_restart_mb=4  the WAL size past which the checkpointer pauses
 //                         commits for one RESTART checkpoint
 //   ... --prefill=100000  that many other containers (each with one window)
@@ -42,7 +44,7 @@
 
 ABSL_FLAG(int, threads, 32, "concurrent closed-loop clients");
 ABSL_FLAG(double, seconds, 5, "measured duration");
-ABSL_FLAG(std::string, op, "window", "window | budget | read");
+ABSL_FLAG(std::string, op, "window", "window | budget | read | stats");
 ABSL_FLAG(int, prefill, 0, "other containers (one window each) loaded from the store at start");
 ABSL_FLAG(std::string, dir, "", "directory for the database (default: a new one under $TMPDIR)");
 ABSL_FLAG(bool, request_ids, true, "send a request_id with every mutation");
@@ -252,6 +254,9 @@ int Main() {
           r.set_container_id(containers[i]);
           v1::Container out;
           s = broker.GetContainer(r, &out);
+        } else if (op == "stats") {
+          const BrokerStats stats = broker.Stats();
+          if (stats.tenants.empty()) s = absl::InternalError("Stats() saw no tenants");
         } else {
           Die("--op", absl::InvalidArgumentError(op));
         }

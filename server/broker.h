@@ -287,9 +287,12 @@ class Broker final : public OwnershipView {
     std::map<std::string, TenantTotals> tenants;  // No entry: all zero.
     std::map<std::string, std::set<std::string>> tenant_containers;  // No entry: none.
     std::map<std::string, std::set<std::string>> node_containers;    // No entry: none.
+    // Those of node_containers marked deleting, so that the scrape counts
+    // container states per node without visiting each container.
+    std::map<std::string, std::set<std::string>> node_deleting;  // No entry: none.
     bool operator==(const Indexes& o) const {
       return tenants == o.tenants && tenant_containers == o.tenant_containers &&
-             node_containers == o.node_containers;
+             node_containers == o.node_containers && node_deleting == o.node_deleting;
     }
   };
 
@@ -331,6 +334,7 @@ class Broker final : public OwnershipView {
   // Erases the container, its windows and its devices' holder entries.
   void EraseContainerLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetBudgetLocked(ContainerEntry* c, uint64_t budget) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkDeletingLocked(ContainerEntry* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The window's record and ids only; the caller updates c->allocator.
   void AddWindowLocked(ContainerEntry* c, const v1::Window& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseWindowLocked(ContainerEntry* c, const std::string& id)

@@ -411,9 +411,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
       marked.set_deleting(true);
       WriteBatch intent;
       intent.puts.push_back(Record(kContainer, id, marked));
-      c->container.set_deleting(true);
-      c->changed_seq = ApplyingSeqLocked();
-      MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, id);
+      MarkDeletingLocked(c);
       absl::Status s = CommitLocked(std::move(intent));  // Rolled back on error; c is stale.
       if (!s.ok()) {
         deleting_.erase(id);

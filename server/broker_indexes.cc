@@ -49,6 +49,7 @@ void Broker::AddContainerLocked(ContainerEntry entry) {
   if (!c.name().empty()) container_names_[{c.name(), c.tenant_id()}] = c.id();
   index_.tenant_containers[c.tenant_id()].insert(c.id());
   index_.node_containers[c.node()].insert(c.id());
+  if (c.deleting()) index_.node_deleting[c.node()].insert(c.id());
   Add(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
   const std::string id = c.id();
   containers_.emplace(id, std::move(entry));
@@ -71,6 +72,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
   if (!c.name().empty()) container_names_.erase({c.name(), c.tenant_id()});
   EraseFromSet(&index_.tenant_containers, c.tenant_id(), id);
   EraseFromSet(&index_.node_containers, c.node(), id);
+  EraseFromSet(&index_.node_deleting, c.node(), id);
   Subtract(&index_.tenants, c.tenant_id(), c.pin_budget_bytes(), 0);
   containers_.erase(it);
   push_order_.erase(id);  // A push in flight keeps its own reference.
@@ -82,6 +84,13 @@ void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
   Subtract(&index_.tenants, c->container.tenant_id(), c->container.pin_budget_bytes(), 0);
   c->container.set_pin_budget_bytes(budget);
   Add(&index_.tenants, c->container.tenant_id(), budget, 0);
+}
+
+void Broker::MarkDeletingLocked(ContainerEntry* c) {
+  c->changed_seq = ApplyingSeqLocked();
+  MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
+  c->container.set_deleting(true);
+  index_.node_deleting[c->container.node()].insert(c->container.id());
 }
 
 void Broker::AddWindowLocked(ContainerEntry* c, const v1::Window& w) {
@@ -109,6 +118,7 @@ Broker::Indexes Broker::RecountLocked() const {
   for (const auto& [id, c] : containers_) {
     x.tenant_containers[c.container.tenant_id()].insert(id);
     x.node_containers[c.container.node()].insert(id);
+    if (c.container.deleting()) x.node_deleting[c.container.node()].insert(id);
     Add(&x.tenants, c.container.tenant_id(), c.container.pin_budget_bytes(), 0);
   }
   for (const auto& [id, w] : windows_) Add(&x.tenants, w.tenant_id(), 0, w.size());
@@ -144,6 +154,8 @@ absl::Status Broker::CheckIndexes() const {
   std::string where = differ("tenant totals", want.tenants, index_.tenants);
   if (where.empty()) where = differ("containers", want.tenant_containers, index_.tenant_containers);
   if (where.empty()) where = differ("node containers", want.node_containers, index_.node_containers);
+  if (where.empty())
+    where = differ("deleting containers", want.node_deleting, index_.node_deleting);
   return absl::InternalError(absl::StrCat("indexes differ from a recount: ", where));
 }
 

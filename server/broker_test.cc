@@ -1212,10 +1212,16 @@ TEST_F(DeleteTest, CommitsItsIntentBeforeTheAgentDestroys) {
   EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_DELETING);
   EXPECT_THAT(Allocate(id_, 0x1000).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "is being deleted"));
+  // The scrape counts it as its view shows it, from the maintained indexes.
+  EXPECT_EQ(broker_->Stats().containers_deleting, 1);
+  EXPECT_EQ(broker_->Stats().containers_ready, 0);
+  EXPECT_TRUE(broker_->CheckIndexes().ok()) << broker_->CheckIndexes();
 
   // After a restart the agent registers without it: the delete is finished,
   // and the agent is not asked to re-create it.
   Restart();
+  EXPECT_EQ(broker_->Stats().containers_deleting, 1);  // Persisted.
+  EXPECT_EQ(broker_->Stats().containers_node_unavailable, 0);
   v1::RegisterResponse reg;
   RegisterNode("n1", {Dev("0000:00:04.0", 5)}, &reg);
   EXPECT_EQ(reg.desired_containers_size(), 0);
@@ -1230,6 +1236,8 @@ TEST_F(DeleteTest, ContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
   EXPECT_FALSE(Delete().ok());
   ASSERT_TRUE(Get().ok());
   EXPECT_EQ(Get()->state(), v1::CONTAINER_STATE_DELETING);
+  EXPECT_EQ(broker_->Stats().containers_deleting, 1);
+  EXPECT_TRUE(broker_->CheckIndexes().ok()) << broker_->CheckIndexes();
   // The agent re-registers still holding it: it stays desired.
   v1::RegisterRequest req;
   req.set_node("n1");
@@ -1248,6 +1256,8 @@ TEST_F(DeleteTest, ContainerTheAgentStillHoldsIsKeptUntilTheDeleteIsRepeated) {
   ASSERT_TRUE(Delete().ok());
   EXPECT_EQ(agents_.held("n1:1").count(id_), 0u);
   EXPECT_THAT(Get().status(), StatusIs(absl::StatusCode::kNotFound, "no container"));
+  EXPECT_EQ(broker_->Stats().containers_deleting, 0);
+  EXPECT_TRUE(broker_->CheckIndexes().ok()) << broker_->CheckIndexes();
 }
 
 
