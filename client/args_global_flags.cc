@@ -21,8 +21,8 @@ namespace client {
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* flags = new std::vector<FlagSpec>{
       Flag("broker", ValueKind::kString, "HOST:PORT",
-           absl::StrCat("Broker address, or every replica's, comma-separated: only the "
-                        "leader serves and iommuctl finds it (default: $",
+           absl::StrCat("Broker address, or every replica's, comma-separated: any "
+                        "replica answers, a standby by forwarding to the leader (default: $",
                         kBrokerEnvVar, ", else the current context's, else ", kDefaultBrokerAddress,
                         ").")),
       Flag("cert", ValueKind::kString, "FILE",

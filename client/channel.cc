@@ -36,8 +36,8 @@ StubFactory GrpcStubFactory() {
     absl::StatusOr<std::string> target = BrokerTarget("--broker", global.broker);
     if (!target.ok()) return target.status();
     // Reconnect soon after a refused connection: a call retried while no
-    // replica listens (client/call_retry.h) then reaches the next leader
-    // within half a second of it listening, not after gRPC's growing backoff.
+    // replica listens (client/call_retry.h) then reaches a replica within
+    // half a second of it listening, not after gRPC's growing backoff.
     grpc::ChannelArguments args;
     SetReconnectBackoff(absl::Milliseconds(100), absl::Milliseconds(500), &args);
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
