@@ -150,6 +150,8 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
   device_holder_ = std::move(device_holder);
   container_names_ = std::move(container_names);
   index_ = RecountLocked();
+  placement_ = BuildPlacementLocked();
+  placement_stale_.clear();
   return absl::OkStatus();
 }
 

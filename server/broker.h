@@ -49,10 +49,11 @@
 #include "server/authz.h"
 #include "server/broker_stats.h"
 #include "server/event_log.h"
+#include "server/model/placement_index.h"
 #include "server/push_queue.h"
 #include "server/request_index.h"
-#include "server/watch_log.h"
 #include "server/store.h"
+#include "server/watch_log.h"
 #include "server/window_allocator.h"
 
 namespace iommu {
@@ -229,7 +230,8 @@ class Broker final : public OwnershipView {
   // Recounts the per-tenant and per-node indexes from the containers and
   // windows (linear) and compares them with the ones every change keeps up
   // to date. INTERNAL naming the first difference.
-  absl::Status CheckIndexes() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The placement index too, against one built from every node.
+  absl::Status CheckIndexes() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct NodeEntry {
@@ -543,6 +545,27 @@ class Broker final : public OwnershipView {
   absl::Status PlaceBySelectorLocked(const v1::CreateContainerRequest& req, std::string* node,
                                      std::vector<std::string>* devices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `node`'s free, assignable, unreserved whole IOMMU groups matching `key`,
+  // taken in group order while they fit: exactly `count` devices (sorted),
+  // or nullopt when its groups do not add up to it.
+  std::optional<std::vector<std::string>> PickDevicesLocked(const std::string& node,
+                                                            const NodeEntry& n,
+                                                            const model::SelectorKey& key,
+                                                            uint32_t count) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The placement index's upkeep: `node`'s devices, their holders, or
+  // whether it is placeable (NodePlaceableLocked) changed, or it is gone.
+  // Stale nodes are brought up to date at the next placement, so a burst of
+  // changes to one node (a registration re-creating its containers) costs
+  // one update of O(its devices).
+  void MarkPlacementStaleLocked(const std::string& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    placement_stale_.insert(node);
+  }
+  void RefreshPlacementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A fresh index of every node, as RefreshPlacementLocked keeps it.
+  model::PlacementIndex BuildPlacementLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CheckIndexes' part for the placement index.
+  absl::Status CheckPlacementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked(const char* prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Node CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -602,6 +625,11 @@ class Broker final : public OwnershipView {
   // concurrent retry cannot run twice.
   std::set<std::string> inflight_ ABSL_GUARDED_BY(mu_);
   Indexes index_ ABSL_GUARDED_BY(mu_);
+  // Placement by selector in O(log nodes): free whole groups per node and
+  // selector, ranked (server/model/placement_index.h), and the nodes whose
+  // entry is out of date (MarkPlacementStaleLocked).
+  model::PlacementIndex placement_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> placement_stale_ ABSL_GUARDED_BY(mu_);
   // Group commit. Every applied mutation takes the next sequence number.
   std::shared_ptr<PendingGroup> open_group_ ABSL_GUARDED_BY(mu_);  // Null: none.
   bool committing_ ABSL_GUARDED_BY(mu_) = false;  // A leader is in the store call.

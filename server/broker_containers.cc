@@ -1,6 +1,8 @@
 // The Broker's containers: placement, create (reserve, agent call, commit),
 // read, list and delete.
-#include "server/broker.h"
+#include <algorithm>
+#include <map>
+#include <optional>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
+#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
@@ -114,48 +117,56 @@ absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req
     return absl::InvalidArgumentError(
         absl::StrCat("selector.count: at most 64 devices per container, got ", count));
   }
-  auto matches = [&](const v1::Device& d) {
-    return (req.selector().vendor_id() == 0 || d.vendor_id() == req.selector().vendor_id()) &&
-           (req.selector().device_id() == 0 || d.device_id() == req.selector().device_id());
-  };
-  std::string best_node;
-  std::vector<std::string> best_devices;
-  size_t best_free = 0;
-  for (const auto& [name, n] : nodes_) {
-    if (!NodePlaceableLocked(n)) continue;
-    // Whole groups only: a group qualifies when every member matches, is
-    // assignable and is free.
-    std::map<uint32_t, std::vector<const v1::Device*>> groups;
-    for (const v1::Device& d : n.devices) groups[d.iommu_group()].push_back(&d);
-    std::vector<std::string> picked;
-    size_t free_matching = 0;
-    for (const auto& [group, members] : groups) {
-      bool ok = true;
-      for (const v1::Device* d : members) {
-        ok = ok && matches(*d) && d->assignable() && !DeviceBusyLocked(name, d->address());
-      }
-      if (!ok) continue;
-      free_matching += members.size();
-      if (picked.size() + members.size() <= count) {
-        for (const v1::Device* d : members) picked.push_back(d->address());
-      }
-    }
-    if (picked.size() == count && free_matching > best_free) {
-      best_free = free_matching;
-      best_node = name;
-      best_devices = picked;
-    }
-  }
-  if (best_node.empty()) {
+  const model::SelectorKey key{req.selector().vendor_id(), req.selector().device_id()};
+  RefreshPlacementLocked();
+  std::string found;
+  // The placeable node with the most free matching devices (ties: first by
+  // name), skipping those whose groups do not add up to `count` or whose
+  // devices are reserved by a create in flight: O(log nodes) plus the
+  // devices of the nodes looked at, whatever the fleet's size.
+  placement_.VisitBest(key, count, [&](const std::string& name, int64_t) {
+    mu_.AssertHeld();  // VisitBest calls back synchronously, under mu_.
+    auto n = nodes_.find(name);
+    if (n == nodes_.end()) return true;
+    std::optional<std::vector<std::string>> picked = PickDevicesLocked(name, n->second, key, count);
+    if (!picked.has_value()) return true;
+    found = name;
+    *devices = *std::move(picked);
+    return false;
+  });
+  if (found.empty()) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "selector: no ready, uncordoned node has %u free assignable device(s) matching "
         "vendor_id=0x%04x device_id=0x%04x",
         count, req.selector().vendor_id(), req.selector().device_id()));
   }
-  std::sort(best_devices.begin(), best_devices.end());
-  *node = best_node;
-  *devices = best_devices;
+  *node = std::move(found);
   return absl::OkStatus();
+}
+
+std::optional<std::vector<std::string>> Broker::PickDevicesLocked(const std::string& node,
+                                                                  const NodeEntry& n,
+                                                                  const model::SelectorKey& key,
+                                                                  uint32_t count) const {
+  // Whole groups only: a group qualifies when every member matches, is
+  // assignable and is neither held nor reserved.
+  std::map<uint32_t, std::vector<const v1::Device*>> groups;
+  for (const v1::Device& d : n.devices) groups[d.iommu_group()].push_back(&d);
+  std::vector<std::string> picked;
+  for (const auto& [group, members] : groups) {
+    bool ok = true;
+    for (const v1::Device* d : members) {
+      ok =
+          ok && model::Matches(key, *d) && d->assignable() && !DeviceBusyLocked(node, d->address());
+    }
+    if (ok && picked.size() + members.size() <= count) {
+      for (const v1::Device* d : members) picked.push_back(d->address());
+    }
+    if (picked.size() == count) break;
+  }
+  if (picked.size() != count) return std::nullopt;
+  std::sort(picked.begin(), picked.end());
+  return picked;
 }
 
 absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequest& req) {

@@ -1,8 +1,9 @@
 // The Broker's derived indexes (containers by node and tenant, per-tenant
 // totals, device holders), kept in step with every add and erase.
-#include "server/broker.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
@@ -46,6 +47,7 @@ void Broker::AddContainerLocked(ContainerEntry entry) {
   MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c.id());
   MarkAppliedLocked(v1::OBJECT_KIND_NODE, c.node());
   for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
+  MarkPlacementStaleLocked(c.node());
   if (!c.name().empty()) container_names_[{c.name(), c.tenant_id()}] = c.id();
   index_.tenant_containers[c.tenant_id()].insert(c.id());
   index_.node_containers[c.node()].insert(c.id());
@@ -69,6 +71,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
     windows_.erase(wit);
   }
   for (const std::string& d : c.devices()) device_holder_.erase({c.node(), d});
+  MarkPlacementStaleLocked(c.node());
   if (!c.name().empty()) container_names_.erase({c.name(), c.tenant_id()});
   EraseFromSet(&index_.tenant_containers, c.tenant_id(), id);
   EraseFromSet(&index_.node_containers, c.node(), id);
@@ -137,8 +140,78 @@ const std::set<std::string>& Broker::TenantContainersLocked(const std::string& t
   return it == index_.tenant_containers.end() ? *kNone : it->second;
 }
 
-absl::Status Broker::CheckIndexes() const {
+model::PlacementIndex Broker::BuildPlacementLocked() const {
+  model::PlacementIndex index;
+  auto held = [this](const std::string& node, const std::string& address) {
+    mu_.AssertHeld();  // Called by UpdateNode, under mu_.
+    return device_holder_.count({node, address}) > 0;
+  };
+  for (const auto& [name, n] : nodes_) {
+    index.UpdateNode(name, n.devices, held);
+    index.SetEligible(name, NodePlaceableLocked(n));
+  }
+  return index;
+}
+
+void Broker::RefreshPlacementLocked() {
+  auto held = [this](const std::string& node, const std::string& address) {
+    mu_.AssertHeld();  // Called by UpdateNode, under mu_.
+    return device_holder_.count({node, address}) > 0;
+  };
+  for (const std::string& name : placement_stale_) {
+    auto n = nodes_.find(name);
+    if (n == nodes_.end()) {
+      placement_.RemoveNode(name);
+      continue;
+    }
+    placement_.UpdateNode(name, n->second.devices, held);
+    placement_.SetEligible(name, NodePlaceableLocked(n->second));
+  }
+  placement_stale_.clear();
+}
+
+absl::Status Broker::CheckPlacementLocked() {
+  // A node whose change was never marked stale keeps its old entry through
+  // the refresh, and differs from the fresh index below.
+  RefreshPlacementLocked();
+  const model::PlacementIndex want = BuildPlacementLocked();
+  for (const auto& [name, n] : nodes_) {
+    if (want.eligible(name) != placement_.eligible(name)) {
+      return absl::InternalError(absl::StrCat("placement index: node ", name,
+                                              " eligible=", placement_.eligible(name),
+                                              ", a rebuild says ", want.eligible(name)));
+    }
+    std::set<model::SelectorKey> keys = {{0, 0}};
+    for (const v1::Device& d : n.devices) {
+      keys.insert({{d.vendor_id(), 0}, {0, d.device_id()}, {d.vendor_id(), d.device_id()}});
+    }
+    for (const model::SelectorKey& k : keys) {
+      if (want.FreeCount(name, k) != placement_.FreeCount(name, k)) {
+        return absl::InternalError(
+            absl::StrFormat("placement index: node %s has %d free devices of vendor_id=0x%04x "
+                            "device_id=0x%04x, a rebuild says %d",
+                            name, placement_.FreeCount(name, k), k.vendor_id, k.device_id,
+                            want.FreeCount(name, k)));
+      }
+    }
+  }
+  // And no node the broker no longer knows is offered.
+  std::string unknown;
+  placement_.VisitBest({0, 0}, 1, [&](const std::string& node, int64_t) {
+    mu_.AssertHeld();  // VisitBest calls back synchronously, under mu_.
+    if (nodes_.count(node)) return true;
+    unknown = node;
+    return false;
+  });
+  if (!unknown.empty()) {
+    return absl::InternalError(absl::StrCat("placement index: offers unknown node ", unknown));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Broker::CheckIndexes() {
   absl::MutexLock l(&mu_);
+  RETURN_IF_ERROR(CheckPlacementLocked());
   const Indexes want = RecountLocked();
   if (want == index_) return absl::OkStatus();
   auto differ = [](const char* what, const auto& want, const auto& have) -> std::string {

@@ -54,6 +54,7 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
   plan->apply = [this, n, cordoned] {  // n is stable in nodes_.
     mu_.AssertHeld();  // Applied under mu_.
     n->node.set_cordoned(cordoned);
+    MarkPlacementStaleLocked(n->node.name());
     MarkAppliedLocked(v1::OBJECT_KIND_NODE, n->node.name());
   };
   v1::Node view = NodeViewLocked(*n);
@@ -191,6 +192,7 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
           mu_.AssertHeld();  // Applied under mu_.
           MarkGoneLocked(v1::OBJECT_KIND_NODE, name, *CurrentLocked(v1::OBJECT_KIND_NODE, name));
           nodes_.erase(name);
+          MarkPlacementStaleLocked(name);
         };
         LogEvent(LogLevel::kInfo, "node_deleted",
                  {{"node", req.node()}, {"force", req.force()}, {"request_id", req.request_id()}});

@@ -78,6 +78,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   n.agent_incarnation = req.agent_incarnation();
   n.session_id = absl::StrFormat("s-%016x", absl::Uniform<uint64_t>(rng_));
   n.reconciled = false;
+  MarkPlacementStaleLocked(req.node());
   NoteHeartbeatLocked(&n);
   n.usage.clear();
   n.failed.clear();
@@ -135,6 +136,7 @@ absl::StatusOr<Broker::NodeEntry*> Broker::PersistRegistrationLocked(
   before.node = persisted;
   before.grant_key = key;
   before.devices.assign(devices.devices().begin(), devices.devices().end());
+  MarkPlacementStaleLocked(req.node());
   RETURN_IF_ERROR(CommitLocked(std::move(batch)));
   auto found = nodes_.find(req.node());  // Looked up again: mu_ was released.
   if (found == nodes_.end()) return RolledBack(req.node());
@@ -230,6 +232,7 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
   }
   it->second.failed.clear();
   it->second.reconciled = true;
+  MarkPlacementStaleLocked(req.node());
   for (int i = 0; i < req.failed_container_ids_size(); ++i) {
     const std::string reason = i < req.failure_reasons_size() ? req.failure_reasons(i) : "";
     // Shown as CONTAINER_STATE_FAILED until the agent's retry succeeds: the
@@ -310,6 +313,7 @@ std::vector<std::string> Broker::CheckLiveness() {
     if (!n.session_id.empty() && silent_ms > options_.node_timeout_ms) {
       n.session_id.clear();
       n.usage.clear();
+      MarkPlacementStaleLocked(name);
       marked.push_back(name);
       MarkObservedLocked(v1::OBJECT_KIND_NODE, name);
       MarkNodeContainersLocked(name);

@@ -659,6 +659,11 @@ TEST_F(BrokerTest, StoreFailureOnCreateUndoesAgentContainer) {
               StatusIs(absl::StatusCode::kUnavailable, "disk full"));
   EXPECT_EQ(Snapshot(), before);
   EXPECT_TRUE(agents_.held("n1:1").empty());
+  // The rollback reloaded the state: the device is offered again.
+  EXPECT_OK(broker_->CheckIndexes());
+  auto placed = Place("acme", 0, 1);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_THAT(placed->devices(), ElementsAre("0000:00:04.0"));
 }
 
 TEST_F(BrokerTest, StoreFailureOnWindowLeavesAllocatorUnchanged) {
@@ -708,6 +713,74 @@ TEST_F(BrokerTest, PlacementNeverPutsTwoContainersOnOneDevice) {
   }
   EXPECT_THAT(Place("acme", 0, 1).status(),
               StatusIs(absl::StatusCode::kResourceExhausted, "selector"));
+}
+
+// Placement reads an index kept up to date by every change to a node (its
+// devices, their holders, cordon, liveness, registration and reconcile): it
+// must answer as a walk over every node would, and match a rebuild.
+TEST_F(BrokerTest, PlacementFollowsEveryChangeToANode) {
+  RegisterNode("a", {Dev("0000:00:04.0", 1)});
+  RegisterNode("b", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2)});
+  CreateTenant("acme");
+  auto on_b = Place("acme", 0, 1);
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_EQ(on_b->node(), "b");  // 2 free against a's 1.
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // Both have 1 free now: ties go to the first by name, a.
+  auto on_a = Place("acme", 0, 1);
+  ASSERT_TRUE(on_a.ok());
+  EXPECT_EQ(on_a->node(), "a");
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // A delete frees a's device again; a cordon takes b out.
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(on_a->id());
+  v1::DeleteContainerResponse dresp;
+  ASSERT_OK(broker_->DeleteContainer(dr, &dresp));
+  v1::CordonNodeRequest cr;
+  cr.set_node("a");
+  v1::Node n;
+  ASSERT_OK(broker_->CordonNode(cr, &n));
+  EXPECT_OK(broker_->CheckIndexes());
+  auto second_b = Place("acme", 0, 1);
+  ASSERT_TRUE(second_b.ok());
+  EXPECT_EQ(second_b->node(), "b");
+  EXPECT_THAT(Place("acme", 0, 1).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, "no ready, uncordoned node"));
+  v1::UncordonNodeRequest ur;
+  ur.set_node("a");
+  ASSERT_OK(broker_->UncordonNode(ur, &n));
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // a falls silent: nothing goes there; it registers with a new device and
+  // is still skipped until it has reconciled.
+  now_ms_ += 10000;
+  EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("a", "b"));
+  EXPECT_OK(broker_->CheckIndexes());
+  EXPECT_THAT(Place("acme", 0, 1).status(), StatusIs(absl::StatusCode::kResourceExhausted, ""));
+  v1::RegisterRequest req;
+  req.set_node("a");
+  req.set_agent_address("a:1");
+  req.set_backend("sim");
+  req.set_simulated(true);
+  *req.add_devices() = Dev("0000:00:04.0", 1);
+  *req.add_devices() = Dev("0000:00:07.0", 7);
+  v1::RegisterResponse reg;
+  ASSERT_OK(broker_->Register(req, &reg));
+  EXPECT_OK(broker_->CheckIndexes());
+  EXPECT_THAT(Place("acme", 0, 1).status(), StatusIs(absl::StatusCode::kResourceExhausted, ""));
+  v1::ReconciledRequest rec;
+  rec.set_node("a");
+  rec.set_session_id(reg.session_id());
+  v1::ReconciledResponse rr;
+  ASSERT_OK(broker_->Reconciled(rec, &rr));
+  EXPECT_OK(broker_->CheckIndexes());
+  auto two = Place("acme", 0, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->node(), "a");
+  EXPECT_THAT(two->devices(), ElementsAre("0000:00:04.0", "0000:00:07.0"));
+  EXPECT_OK(broker_->CheckIndexes());
 }
 
 TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) {
