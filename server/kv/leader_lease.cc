@@ -1,9 +1,12 @@
 #include "server/kv/leader_lease.h"
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
@@ -12,31 +15,73 @@ namespace iommu {
 namespace kv {
 namespace {
 
-// Waits until `key` is deleted at a revision after `revision`, or `timeout`
-// passes. A standby thereby takes over as soon as a dead leader's lease
-// expires instead of at its next poll. The watch starts right after the
-// revision the key was read at, so a delete in between is in its history.
-// A watch that cannot start or fails is waited out: the caller polls.
-void WaitForRelease(KvStore* kv, const std::string& key, int64_t revision,
-                    absl::Duration timeout) {
-  absl::Notification released;
-  WatchRequest request;
-  request.key = key;
-  request.start_revision = revision + 1;
-  absl::StatusOr<std::unique_ptr<WatchHandle>> watch =
-      kv->Watch(request, [&released](const absl::StatusOr<WatchBatch>& batch) {
-        if (!batch.ok() || released.HasBeenNotified()) return;
-        for (const Event& e : batch->events) {
-          if (e.type == EventType::kDelete) {
-            released.Notify();
+// The leader key's deletes, from one watch kept for the whole campaign (a
+// standby may wait for days: one watch, not one per poll). A standby thereby
+// takes over as soon as a dead leader's lease expires instead of at its next
+// poll. The watch starts right after the revision the key was first read
+// at, so a delete in between is in its history; a watch that cannot start or
+// fails is waited out (the caller polls) and started again at the next wait.
+class ReleaseWatch {
+ public:
+  ReleaseWatch(KvStore* kv, std::string key) : kv_(kv), key_(std::move(key)) {}
+  ReleaseWatch(const ReleaseWatch&) = delete;
+  ReleaseWatch& operator=(const ReleaseWatch&) = delete;
+  // Destroying handle_ cancels the watch and waits for a running callback,
+  // so the members it touches outlive every call (handle_ is declared last).
+
+  // Returns once the key was deleted at a revision after `revision` (the one
+  // it was last read at), or after `timeout`.
+  void Wait(int64_t revision, absl::Duration timeout) {
+    bool restart = handle_ == nullptr;
+    {
+      absl::MutexLock l(&mu_);
+      restart = restart || failed_;
+    }
+    if (restart) Start(revision);
+    absl::MutexLock l(&mu_);
+    auto released = [this, revision] {
+      mu_.AssertHeld();  // Await evaluates it under mu_.
+      return deleted_at_ > revision;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&released), timeout);
+  }
+
+ private:
+  void Start(int64_t revision) {
+    handle_.reset();  // The failed one, if any: its callback is done.
+    {
+      absl::MutexLock l(&mu_);
+      failed_ = false;
+    }
+    WatchRequest request;
+    request.key = key_;
+    request.start_revision = revision + 1;
+    absl::StatusOr<std::unique_ptr<WatchHandle>> watch =
+        kv_->Watch(request, [this](const absl::StatusOr<WatchBatch>& batch) {
+          absl::MutexLock l(&mu_);
+          if (!batch.ok()) {
+            failed_ = true;
             return;
           }
-        }
-      });
-  released.WaitForNotificationWithTimeout(timeout);
-  // Destroying the handle waits for a running callback, so `released`
-  // outlives every call.
-}
+          for (const Event& e : batch->events) {
+            if (e.type == EventType::kDelete) deleted_at_ = std::max(deleted_at_, batch->revision);
+          }
+        });
+    if (watch.ok()) {
+      handle_ = *std::move(watch);
+      return;
+    }
+    absl::MutexLock l(&mu_);
+    failed_ = true;
+  }
+
+  KvStore* const kv_;
+  const std::string key_;
+  absl::Mutex mu_;
+  int64_t deleted_at_ ABSL_GUARDED_BY(mu_) = 0;  // Revision of the last delete seen.
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;     // The watch ended with an error.
+  std::unique_ptr<WatchHandle> handle_;          // Null: not started.
+};
 
 }  // namespace
 
@@ -49,6 +94,7 @@ absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
     return absl::InvalidArgumentError("leader lease ttl: must be at least 2 s");
   }
   ASSIGN_OR_RETURN(int64_t lease, kv->LeaseGrant(options.ttl_seconds));
+  ReleaseWatch release(kv, options.key);
   while (true) {
     // Create the key only if nobody holds it; otherwise read who does.
     TxnRequest txn;
@@ -90,7 +136,7 @@ absl::StatusOr<std::unique_ptr<LeaderLease>> LeaderLease::Campaign(KvStore* kv,
       (void)kv->LeaseRevoke(lease);
       return absl::CancelledError("leader campaign: given up while waiting");
     }
-    WaitForRelease(kv, options.key, resp->revision, options.poll);
+    release.Wait(resp->revision, options.poll);
     // The lease must outlive the wait: renew it, or take a new one if it
     // expired meanwhile (a long pause).
     if (!kv->LeaseKeepAlive(lease).ok()) {

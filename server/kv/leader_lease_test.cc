@@ -5,9 +5,11 @@
 #include "server/kv/leader_lease.h"
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
-#include <thread>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -90,6 +92,46 @@ TEST_F(LeaderLeaseTest, AWaitingReplicaTakesOverWhenTheKeyGoesNotAtItsNextPoll) 
   campaign.join();
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ((*kv_->Get("/leader"))->value, "b");
+}
+
+// A KvStore that counts the watches started through it.
+class WatchCountingKv final : public KvStore {
+ public:
+  explicit WatchCountingKv(KvStore* kv) : kv_(kv) {}
+  int watches() const { return watches_.load(); }
+  absl::StatusOr<TxnResponse> Txn(const TxnRequest& txn) override { return kv_->Txn(txn); }
+  absl::StatusOr<RangeResponse> Range(const RangeRequest& r) override { return kv_->Range(r); }
+  absl::StatusOr<std::unique_ptr<WatchHandle>> Watch(const WatchRequest& r,
+                                                     WatchCallback callback) override {
+    ++watches_;
+    return kv_->Watch(r, std::move(callback));
+  }
+  absl::Status Compact(int64_t revision) override { return kv_->Compact(revision); }
+  int64_t CompactedRevision() override { return kv_->CompactedRevision(); }
+  absl::StatusOr<int64_t> LeaseGrant(int64_t ttl) override { return kv_->LeaseGrant(ttl); }
+  absl::StatusOr<int64_t> LeaseKeepAlive(int64_t id) override { return kv_->LeaseKeepAlive(id); }
+  absl::StatusOr<int64_t> LeaseRevoke(int64_t id) override { return kv_->LeaseRevoke(id); }
+  absl::StatusOr<LeaseStatus> LeaseTimeToLive(int64_t id) override {
+    return kv_->LeaseTimeToLive(id);
+  }
+
+ private:
+  KvStore* const kv_;
+  std::atomic<int> watches_{0};
+};
+
+// A standby may wait for days: it keeps one watch of the leader key, not one
+// per poll (each would be a watch created and cancelled on etcd).
+TEST_F(LeaderLeaseTest, AWaitingReplicaKeepsOneWatchForItsWholeWait) {
+  auto a = LeaderLease::Campaign(kv_.get(), Options("a"), nullptr, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status();
+  WatchCountingKv counting(kv_.get());
+  int polls = 0;
+  auto gave_up = LeaderLease::Campaign(
+      &counting, Options("b"), [&](absl::string_view) { return ++polls < 10; }, nullptr);
+  EXPECT_EQ(gave_up.status().code(), absl::StatusCode::kCancelled) << gave_up.status();
+  EXPECT_EQ(polls, 10);
+  EXPECT_EQ(counting.watches(), 1);
 }
 
 TEST_F(LeaderLeaseTest, ALostLeaseIsReportedAndTheOldLeaderIsFenced) {
