@@ -26,7 +26,8 @@ constexpr char kKernelErrorsHelp[] =
 constexpr char kCertExpiry[] = "iommu_agent_tls_cert_expiry_timestamp_seconds";
 constexpr char kCertExpiryHelp[] =
     "When the earliest certificate in the file named by `cert` (tls_cert, tls_ca) expires "
-    "(notAfter, Unix time), as on disk at this scrape (the agent reloads them every minute).";
+    "(notAfter, Unix time), as on disk at this scrape (the agent re-reads them every "
+    "--tls-reload-seconds, 60 s by default).";
 
 // A map pins its pages: microseconds for a page, up to seconds for
 // gigabytes of guest memory.

@@ -5,12 +5,12 @@
 // fire well before any certificate in it expires.
 //
 // What the value reflects: the certificate the daemon will use. Files the
-// daemon re-reads while it runs (--tls_cert and --tls_ca, every
-// --tls-reload-seconds) are read again at each scrape, so a rotation shows
-// up without a restart. Files it reads only at start (the broker's
-// --etcd_cert/--etcd_ca) are read once, at Watch(): after rotating them the
-// gauge, like the connection, keeps the old certificate until the daemon is
-// restarted, and an expiry alert keeps saying that a restart is due.
+// daemon re-reads while it runs (--tls_cert and --tls_ca, and the broker's
+// --etcd_cert/--etcd_ca, every --tls-reload-seconds) are read again at each
+// scrape, so a rotation shows up without a restart. Files a daemon would
+// read only at start (none today; WatchedCertFile::reloaded false) are read
+// once, at Watch(): after rotating them the gauge, like the connection,
+// would keep the old certificate until the daemon is restarted.
 //
 // A file that cannot be used (unreadable, not PEM, half-written, or a
 // certificate that does not match its key) is exported as 0, "expired": the

@@ -16,7 +16,8 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (unencrypted,
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM bundle of the CA(s) that sign every peer's certificate (re-read like --tls-cert)");
 ABSL_FLAG(int64_t, tls_reload_seconds, 60,
-          "how often --tls-cert, --tls-key and --tls-ca are re-read (1..3600 seconds)");
+          "how often --tls-cert, --tls-key and --tls-ca (and the broker's --etcd-cert, "
+          "--etcd-key and --etcd-ca) are re-read (1..3600 seconds)");
 ABSL_FLAG(std::string, trust_domain, "iommu.local",
           "SPIFFE trust domain of every identity (spiffe://<trust_domain>/...)");
 ABSL_FLAG(bool, insecure, false,

@@ -156,9 +156,11 @@ std::vector<std::string> SpiffeUriSans(X509* x509) {
 }
 
 absl::StatusOr<std::unique_ptr<TlsMirror>> TlsMirror::Create(TlsFiles files) {
-  if (files.key_file.empty() != files.cert_file.empty() || files.ca_file.empty()) {
+  if (files.key_file.empty() != files.cert_file.empty() ||
+      (files.cert_file.empty() && files.ca_file.empty())) {
     return absl::InvalidArgumentError(
-        "TLS files: a key and a certificate go together, and a CA bundle is required");
+        "TLS files: a key and a certificate go together, and without them a CA bundle is "
+        "required");
   }
   UniqueFd identity_fd;
   if (!files.cert_file.empty()) {
@@ -166,10 +168,14 @@ absl::StatusOr<std::unique_ptr<TlsMirror>> TlsMirror::Create(TlsFiles files) {
     if (!fd.ok()) return fd.status();
     identity_fd = std::move(*fd);
   }
-  absl::StatusOr<UniqueFd> ca_fd = NewMemfd("tls-ca");
-  if (!ca_fd.ok()) return ca_fd.status();
+  UniqueFd ca_fd;
+  if (!files.ca_file.empty()) {
+    absl::StatusOr<UniqueFd> fd = NewMemfd("tls-ca");
+    if (!fd.ok()) return fd.status();
+    ca_fd = std::move(*fd);
+  }
   std::unique_ptr<TlsMirror> mirror(
-      new TlsMirror(std::move(files), std::move(identity_fd), std::move(*ca_fd)));
+      new TlsMirror(std::move(files), std::move(identity_fd), std::move(ca_fd)));
   // A refusal is logged, and leaves the files empty: see the header.
   mirror->Reload().IgnoreError();
   return mirror;
@@ -180,7 +186,7 @@ TlsMirror::TlsMirror(TlsFiles files, UniqueFd identity_fd, UniqueFd ca_fd)
       identity_fd_(std::move(identity_fd)),
       ca_fd_(std::move(ca_fd)),
       identity_path_(identity_fd_.valid() ? FdPath(identity_fd_) : ""),
-      ca_path_(FdPath(ca_fd_)) {}
+      ca_path_(ca_fd_.valid() ? FdPath(ca_fd_) : "") {}
 
 TlsMirror::~TlsMirror() {
   {
@@ -209,7 +215,7 @@ std::optional<TlsMirror::Fault> TlsMirror::ReadFiles(Pems* out) const {
   const std::vector<std::pair<const std::string*, std::string*>> files = {
       {&files_.key_file, &out->key}, {&files_.cert_file, &out->cert}, {&files_.ca_file, &out->ca}};
   for (const auto& [path, content] : files) {
-    if (path->empty()) continue;  // No identity: CA only.
+    if (path->empty()) continue;  // No identity (CA only), or no CA (identity only).
     absl::StatusOr<std::string> read = ReadSmallFile(*path);
     if (!read.ok()) return Fault{*path, read.status()};
     *content = *std::move(read);
@@ -246,7 +252,7 @@ absl::Status TlsMirror::Reload() {
       return Refuse(Fault{files_.cert_file, s}, std::nullopt);
     }
   }
-  if (!served_.has_value() || served_->ca != pems.ca) {
+  if (ca_fd_.valid() && (!served_.has_value() || served_->ca != pems.ca)) {
     if (absl::Status s = Publish(ca_fd_, "tls-ca", pems.ca); !s.ok()) {
       return Refuse(Fault{files_.ca_file, s}, std::nullopt);
     }
@@ -257,7 +263,7 @@ absl::Status TlsMirror::Reload() {
               {"key", files_.key_file},
               {"spiffe_id", absl::StrJoin(checked.spiffe, ",")}};
   }
-  fields.push_back({"ca", files_.ca_file});
+  if (ca_fd_.valid()) fields.push_back({"ca", files_.ca_file});
   LogEvent(LogLevel::kInfo, "tls_reloaded", fields);
   served_ = std::move(pems);
   served_spiffe_ = std::move(checked.spiffe);
@@ -300,8 +306,10 @@ std::optional<TlsMirror::Fault> TlsMirror::Check(const Pems& pems, Checked* out)
     // and then the chain in the one file.
     out->identity = absl::StrCat(*key_pem, pems.cert);
   }
-  absl::StatusOr<std::vector<X509Ptr>> cas = ParseCertificates(pems.ca);
-  if (!cas.ok()) return Fault{files_.ca_file, cas.status()};
+  if (ca_fd_.valid()) {
+    absl::StatusOr<std::vector<X509Ptr>> cas = ParseCertificates(pems.ca);
+    if (!cas.ok()) return Fault{files_.ca_file, cas.status()};
+  }
   return std::nullopt;
 }
 

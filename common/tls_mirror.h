@@ -24,7 +24,8 @@
 // leaf being served (a rotation must not change who the process is; the
 // first set may name anyone), and every certificate block of the CA file
 // parses, at least one. Without a certificate file (a client with no
-// identity) only the CA bundle is mirrored.
+// identity) only the CA bundle is mirrored; without a CA file (a client that
+// trusts the system's roots) only the identity.
 //
 // Thread-safe: Reload() may be called from any thread, and runs on its own
 // thread after StartReloading().
@@ -47,7 +48,8 @@
 
 namespace iommu {
 
-// The operator's files. key_file and cert_file are both set or both empty.
+// The operator's files. key_file and cert_file are both set or both empty;
+// ca_file may be empty only when they are set.
 struct TlsFiles {
   std::string key_file;
   std::string cert_file;
@@ -61,7 +63,7 @@ class TlsMirror final {
   // to serve and handshakes fail, as they would have with those files) until
   // a reload finds a good one. Errors: memfd_create()'s errno (e.g.
   // RESOURCE_EXHAUSTED for EMFILE), INVALID_ARGUMENT when only one of
-  // key_file and cert_file is given or ca_file is empty.
+  // key_file and cert_file is given, or none of the three files.
   static absl::StatusOr<std::unique_ptr<TlsMirror>> Create(TlsFiles files);
 
   TlsMirror(const TlsMirror&) = delete;
@@ -74,7 +76,7 @@ class TlsMirror final {
   // The key and certificate chain in one PEM file, for both of gRPC's key and
   // certificate paths; empty without a certificate file.
   const std::string& identity_path() const { return identity_path_; }
-  // The CA bundle.
+  // The CA bundle; empty without a CA file.
   const std::string& ca_path() const { return ca_path_; }
 
   // Reads the operator's files and, when their bytes differ from both the
@@ -125,7 +127,7 @@ class TlsMirror final {
   // Constant after construction.
   const TlsFiles files_;
   const UniqueFd identity_fd_;  // Invalid without a certificate file.
-  const UniqueFd ca_fd_;
+  const UniqueFd ca_fd_;        // Invalid without a CA file.
   const std::string identity_path_;
   const std::string ca_path_;
 

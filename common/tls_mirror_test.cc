@@ -236,6 +236,24 @@ TEST_F(TlsMirrorTest, WithoutAnIdentityMirrorsOnlyTheCa) {
               StatusIs(absl::StatusCode::kInvalidArgument, "go together"));
 }
 
+// A client that trusts the system's roots (the broker's etcd client given
+// --etcd-cert and --etcd-key but no --etcd-ca).
+TEST_F(TlsMirrorTest, WithoutACaMirrorsOnlyTheIdentity) {
+  ASSERT_OK_AND_ASSIGN(mirror, TlsMirror::Create({files_.key_file, files_.cert_file, ""}));
+  EXPECT_EQ(mirror->ca_path(), "");
+  EXPECT_TRUE(absl::EndsWith(ReadAll(mirror->identity_path()), Gen("gen1", "broker.crt")));
+  Install("gen1", "operator-admin.key", "broker.key");
+  EXPECT_THAT(mirror->Reload(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "does not match the certificate"));
+  Install("gen2", "broker.key", "broker.key");
+  Install("gen2", "broker.crt", "broker.crt");
+  EXPECT_OK(mirror->Reload());
+  EXPECT_TRUE(absl::EndsWith(ReadAll(mirror->identity_path()), Gen("gen2", "broker.crt")));
+  EXPECT_TRUE(KeyMatchesCertificate(ReadAll(mirror->identity_path())));
+  EXPECT_THAT(TlsMirror::Create({"", "", ""}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "a CA bundle is required"));
+}
+
 TEST_F(TlsMirrorTest, ItsThreadPublishesAChangeWithoutBeingAsked) {
   ASSERT_OK_AND_ASSIGN(mirror, TlsMirror::Create(files_));
   mirror->StartReloading(absl::Milliseconds(20));

@@ -33,8 +33,8 @@ constexpr char kLastLeaderChangeHelp[] =
 constexpr char kCertExpiry[] = "iommu_broker_tls_cert_expiry_timestamp_seconds";
 constexpr char kCertExpiryHelp[] =
     "When the earliest certificate in the file named by `cert` expires (notAfter, Unix time): "
-    "tls_cert and tls_ca as on disk at this scrape (the broker reloads them every minute), "
-    "etcd_cert and etcd_ca as loaded at start.";
+    "as on disk at this scrape (the broker re-reads tls_cert, tls_ca, etcd_cert and etcd_ca "
+    "every --tls-reload-seconds, 60 s by default).";
 
 // RPCs range from a map lookup (tens of microseconds) to a create that waits
 // for an agent (up to --agent-timeout-ms).

@@ -59,11 +59,15 @@ ABSL_FLAG(std::string, store, "",
           "elect one leader, the others wait to take over)");
 ABSL_FLAG(std::string, etcd_prefix, "/iommu-broker",
           "with --store=etcd://: the key prefix of this broker's state (one prefix per fleet)");
-ABSL_FLAG(std::string, etcd_cert, "", "with --store=etcd://: client certificate for etcd (mTLS)");
-ABSL_FLAG(std::string, etcd_key, "", "with --store=etcd://: its private key");
+ABSL_FLAG(std::string, etcd_cert, "",
+          "with --store=etcd://: client certificate for etcd (mTLS). Re-read every "
+          "--tls-reload-seconds, like --tls-cert, so rotating is replacing the files; a key that "
+          "does not match it is refused (logged) and the last good pair stays in use");
+ABSL_FLAG(std::string, etcd_key, "", "with --store=etcd://: its private key (re-read with it)");
 ABSL_FLAG(std::string, etcd_ca, "",
-          "with --store=etcd://: CA to verify etcd's certificate; without --etcd-ca, "
-          "--etcd-cert and --etcd-key: plaintext");
+          "with --store=etcd://: CA to verify etcd's certificate, which must also name the "
+          "endpoint's host (re-read like --etcd-cert); without --etcd-ca, --etcd-cert and "
+          "--etcd-key: plaintext");
 ABSL_FLAG(int64_t, etcd_max_txn_ops, 128,
           "with --store=etcd://: the cluster's --max-txn-ops; larger commit groups are split "
           "between changes, never inside one");
@@ -156,7 +160,9 @@ std::string AdvertiseAddress(const std::string& listen, int port) {
 }
 
 // Every store flag, read and checked once (INVALID_ARGUMENT names the flag).
-absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
+// The etcd client's files are re-read every `tls_reload_interval`, as the
+// broker's own (--tls-reload-seconds).
+absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags(absl::Duration tls_reload_interval) {
   iommu::StoreOptions o;
   ASSIGN_OR_RETURN(o.spec,
                    iommu::ParseStoreSpec(absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_db)));
@@ -164,6 +170,7 @@ absl::StatusOr<iommu::StoreOptions> StoreOptionsFromFlags() {
   o.etcd_cert_file = absl::GetFlag(FLAGS_etcd_cert);
   o.etcd_key_file = absl::GetFlag(FLAGS_etcd_key);
   o.etcd_ca_file = absl::GetFlag(FLAGS_etcd_ca);
+  o.etcd_tls_reload_interval = tls_reload_interval;
   o.etcd_max_txn_ops = absl::GetFlag(FLAGS_etcd_max_txn_ops);
   o.leader_ttl_seconds = absl::GetFlag(FLAGS_leader_ttl_seconds);
   o.replica_name = ReplicaName();
@@ -328,7 +335,8 @@ int Run() {
                                  "is an operator; development only"}});
   }
 
-  absl::StatusOr<iommu::StoreOptions> store_options = StoreOptionsFromFlags();
+  absl::StatusOr<iommu::StoreOptions> store_options =
+      StoreOptionsFromFlags(transport->reload_interval);
   if (!store_options.ok()) {
     iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", store_options.status().message()}});
     return 2;

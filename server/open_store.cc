@@ -59,6 +59,7 @@ absl::StatusOr<OpenedStore> OpenStore(const StoreOptions& options,
       o.tls_cert_file = options.etcd_cert_file;
       o.tls_key_file = options.etcd_key_file;
       o.tls_ca_file = options.etcd_ca_file;
+      o.tls_reload_interval = options.etcd_tls_reload_interval;
       o.limits.max_txn_ops = options.etcd_max_txn_ops;
       // Leases outlive the process: those of remembered answers must (a
       // retry after a failover replays them). A broker that stops hands
@@ -89,10 +90,10 @@ std::vector<WatchedCertFile> EtcdCertFiles(const StoreOptions& options) {
   std::vector<WatchedCertFile> out;
   if (options.spec.kind != StoreSpec::Kind::kEtcd) return out;
   if (!options.etcd_cert_file.empty()) {
-    out.push_back({"etcd_cert", options.etcd_cert_file, /*reloaded=*/false, options.etcd_key_file});
+    out.push_back({"etcd_cert", options.etcd_cert_file, /*reloaded=*/true, options.etcd_key_file});
   }
   if (!options.etcd_ca_file.empty()) {
-    out.push_back({"etcd_ca", options.etcd_ca_file, /*reloaded=*/false, ""});
+    out.push_back({"etcd_ca", options.etcd_ca_file, /*reloaded=*/true, ""});
   }
   return out;
 }

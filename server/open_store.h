@@ -32,6 +32,9 @@ struct StoreOptions {
   std::string etcd_cert_file;
   std::string etcd_key_file;
   std::string etcd_ca_file;
+  // How often those files are re-read (the broker's --tls-reload-seconds),
+  // so that rotating them is replacing them (kv::EtcdKvOptions).
+  absl::Duration etcd_tls_reload_interval = absl::Seconds(60);
   int64_t etcd_max_txn_ops = 128;  // The cluster's --max-txn-ops.
   std::string replica_name;        // Shown as the leader.
   // Where the other replicas reach this one's API (--advertise-address),
@@ -77,9 +80,9 @@ std::string FormatLeaderValue(const LeaderInfo& leader);
 LeaderInfo ParseLeaderValue(absl::string_view value);
 
 // The etcd client's certificate files (--etcd-cert, --etcd-ca) for the
-// expiry gauge; none unless the store is etcd. The client reads them once,
-// when the store opens, so they are watched as read once: after rotating
-// them the gauge keeps the old expiry until the broker restarts.
+// expiry gauge; none unless the store is etcd. The client re-reads them
+// every etcd_tls_reload_interval, so they are watched as reloaded: the
+// gauge follows the files on disk.
 std::vector<WatchedCertFile> EtcdCertFiles(const StoreOptions& options);
 
 }  // namespace iommu

@@ -21,18 +21,19 @@ StoreOptions Options(absl::string_view store) {
   return o;
 }
 
-// The etcd client loads its files once, when the store opens: the expiry
-// gauge must show those, not files rotated on disk since.
-TEST(EtcdCertFilesTest, EtcdStoresWatchTheirClientFilesAsReadOnce) {
+// The etcd client re-reads its files (every --tls-reload-seconds): the
+// expiry gauge must follow the files on disk, so that renewing them clears
+// the alert without a restart.
+TEST(EtcdCertFilesTest, EtcdStoresWatchTheirClientFilesAsReloaded) {
   EXPECT_THAT(EtcdCertFiles(Options("etcd://10.0.0.1:2379")),
-              ElementsAre(FieldsAre("etcd_cert", "/etc/etcd-tls/client.crt", false,
+              ElementsAre(FieldsAre("etcd_cert", "/etc/etcd-tls/client.crt", true,
                                     "/etc/etcd-tls/client.key"),
-                          FieldsAre("etcd_ca", "/etc/etcd-tls/ca.crt", false, "")));
+                          FieldsAre("etcd_ca", "/etc/etcd-tls/ca.crt", true, "")));
   StoreOptions ca_only = Options("etcd://10.0.0.1:2379");
   ca_only.etcd_cert_file.clear();
   ca_only.etcd_key_file.clear();
   EXPECT_THAT(EtcdCertFiles(ca_only),
-              ElementsAre(FieldsAre("etcd_ca", "/etc/etcd-tls/ca.crt", false, "")));
+              ElementsAre(FieldsAre("etcd_ca", "/etc/etcd-tls/ca.crt", true, "")));
 }
 
 TEST(EtcdCertFilesTest, OtherStoresHaveNone) {

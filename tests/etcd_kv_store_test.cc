@@ -236,9 +236,11 @@ TEST(EtcdKvStoreTest, UnreachableFirstEndpointFallsThroughToTheNextOnOpen) {
 // Runs a shell command (openssl); false when it fails.
 bool RunShell(const std::string& command) { return std::system(command.c_str()) == 0; }
 
-// A CA, a server certificate for 127.0.0.1 and a client certificate, all
-// from `openssl` into `dir`.
-iommu::testing::EtcdTlsFiles MakeCertificates(const std::string& dir) {
+// A CA, a server certificate naming `server_san` and a client certificate
+// (no SAN, as etcd client certificates usually are), all from `openssl`
+// into `dir`.
+iommu::testing::EtcdTlsFiles MakeCertificates(const std::string& dir,
+                                              const std::string& server_san = "IP:127.0.0.1") {
   const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
   const auto cert = [&](const std::string& name, const std::string& san) {
     std::ofstream(dir + "/" + name + ".ext") << (san.empty() ? "" : "subjectAltName=" + san) << "\n";
@@ -249,7 +251,7 @@ iommu::testing::EtcdTlsFiles MakeCertificates(const std::string& dir) {
   };
   EXPECT_TRUE(RunShell(absl::StrCat("cd ", dir, " && openssl req -x509 ", ec,
                                " -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca 2>/dev/null")));
-  cert("server", "IP:127.0.0.1");
+  cert("server", server_san);
   cert("client", "");
   return {dir + "/ca.crt", dir + "/server.crt", dir + "/server.key", dir + "/client.crt",
           dir + "/client.key"};
@@ -282,6 +284,72 @@ TEST(EtcdKvStoreTest, MutualTlsWithClientCertificateWorksAndPlaintextIsRefused) 
   EtcdKvOptions missing = o;
   missing.tls_key_file = dir + "/nope.key";
   EXPECT_THAT(OpenEtcdKvStore(missing).status(), StatusIs(absl::StatusCode::kNotFound, "nope.key"));
+
+  // Files that do not hold together are refused at open, naming the file,
+  // rather than failing every handshake.
+  EtcdKvOptions mismatched = o;
+  mismatched.tls_key_file = files.server_key_file;
+  EXPECT_THAT(OpenEtcdKvStore(mismatched).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       files.server_key_file + ": does not match the certificate"));
+  EtcdKvOptions garbage_ca = o;
+  garbage_ca.tls_ca_file = files.client_key_file;
+  EXPECT_THAT(OpenEtcdKvStore(garbage_ca).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, files.client_key_file));
+}
+
+// etcd's certificate must name the host the endpoint gives, as with any TLS
+// client (grpc::SslCredentials checked it, and so must the reloading
+// credentials): a certificate for "localhost" from the trusted CA is
+// accepted at localhost:PORT and refused at 127.0.0.1:PORT, the same etcd.
+TEST(EtcdKvStoreTest, EtcdsCertificateMustNameTheEndpointsHost) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  ASSERT_NE(tmp, nullptr);
+  const std::string dir = absl::StrCat(tmp, "/tls-host");
+  ASSERT_TRUE(RunShell("mkdir -p " + dir));
+  iommu::testing::EtcdTlsFiles files = MakeCertificates(dir, "DNS:localhost");
+  files.server_name = "localhost";
+  iommu::testing::EtcdProcess etcd;
+  const absl::Status started = etcd.Start(absl::Seconds(20), &files);
+  ASSERT_TRUE(started.ok()) << started;
+  const std::string port = etcd.endpoint().substr(etcd.endpoint().rfind(':') + 1);
+
+  EtcdKvOptions by_name = Options("localhost:" + port);
+  by_name.tls_ca_file = files.ca_file;
+  by_name.tls_cert_file = files.client_cert_file;
+  by_name.tls_key_file = files.client_key_file;
+  auto store = MustOpen(by_name);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->Put("a", "1").ok());
+
+  EtcdKvOptions by_address = by_name;
+  by_address.endpoints = etcd.endpoint();
+  by_address.dial_timeout = absl::Seconds(2);
+  EXPECT_THAT(OpenEtcdKvStore(by_address).status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd.endpoint()));
+}
+
+// --etcd-cert and --etcd-key without --etcd-ca: etcd is verified against
+// the system's roots (here the test CA, by gRPC's own override of them), as
+// grpc::SslCredentials did.
+TEST(EtcdKvStoreTest, WithoutACaEtcdIsVerifiedAgainstTheSystemRoots) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  ASSERT_NE(tmp, nullptr);
+  const std::string dir = absl::StrCat(tmp, "/tls-system-roots");
+  ASSERT_TRUE(RunShell("mkdir -p " + dir));
+  const iommu::testing::EtcdTlsFiles files = MakeCertificates(dir);
+  // Read once per process, at the first use of the default roots: no other
+  // test here uses them (every other TLS client names its CA).
+  ASSERT_EQ(setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", files.ca_file.c_str(), 1), 0);
+  iommu::testing::EtcdProcess etcd;
+  const absl::Status started = etcd.Start(absl::Seconds(20), &files);
+  ASSERT_TRUE(started.ok()) << started;
+  EtcdKvOptions o = Options(etcd.endpoint());
+  o.tls_cert_file = files.client_cert_file;
+  o.tls_key_file = files.client_key_file;
+  auto store = MustOpen(o);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->Put("a", "1").ok());
 }
 
 }  // namespace

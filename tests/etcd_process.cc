@@ -56,28 +56,22 @@ std::string EtcdProcess::Log() const {
   return s.str();
 }
 
-absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls) {
-  if (pid_ > 0) return absl::FailedPreconditionError("etcd already started");
-  if (access(kEtcd, X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kEtcd, " is missing: install the Debian package `etcd-server` (scripts/setup.sh does)"));
-  }
-  dir_ = NewTempDir("etcd");
-  client_port_ = 0;
-  // Port 0 everywhere: nothing to race other tests for. The advertised URLs
+std::vector<std::string> EtcdProcess::SingleMemberArgv(const std::string& client_url,
+                                                       const EtcdTlsFiles* tls) {
+  // Port 0 for peers: nothing to race other tests for. The advertised URLs
   // are then not reachable addresses, which a single member never uses.
   const std::string any = "http://127.0.0.1:0";
-  const std::string client = tls != nullptr ? "https://127.0.0.1:0" : any;
   std::vector<std::string> argv = {kEtcd,
                                    "--name=test",
                                    "--data-dir=" + dir_ + "/data",
-                                   "--listen-client-urls=" + client,
-                                   "--advertise-client-urls=" + client,
+                                   "--listen-client-urls=" + client_url,
+                                   "--advertise-client-urls=" + client_url,
                                    "--listen-peer-urls=" + any,
                                    "--initial-advertise-peer-urls=" + any,
                                    "--initial-cluster=test=" + any,
                                    "--initial-cluster-state=new"};
-  std::shared_ptr<grpc::ChannelCredentials> probe_creds = grpc::InsecureChannelCredentials();
+  probe_creds_ = grpc::InsecureChannelCredentials();
+  probe_server_name_.clear();
   if (tls != nullptr) {
     argv.insert(argv.end(), {"--cert-file=" + tls->server_cert_file,
                              "--key-file=" + tls->server_key_file,
@@ -92,16 +86,39 @@ absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls)
     ssl.pem_root_certs = read(tls->ca_file);
     ssl.pem_cert_chain = read(tls->client_cert_file);
     ssl.pem_private_key = read(tls->client_key_file);
-    probe_creds = grpc::SslCredentials(ssl);
+    probe_creds_ = grpc::SslCredentials(ssl);
+    probe_server_name_ = tls->server_name;
   }
-  probe_creds_ = probe_creds;
-  RETURN_IF_ERROR(Exec(std::move(argv)));
+  return argv;
+}
+
+absl::Status EtcdProcess::Start(absl::Duration timeout, const EtcdTlsFiles* tls) {
+  if (pid_ > 0) return absl::FailedPreconditionError("etcd already started");
+  if (access(kEtcd, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kEtcd, " is missing: install the Debian package `etcd-server` (scripts/setup.sh does)"));
+  }
+  dir_ = NewTempDir("etcd");
+  client_port_ = 0;
+  // Port 0: the kernel picks the client port, which etcd then logs.
+  const std::string client = tls != nullptr ? "https://127.0.0.1:0" : "http://127.0.0.1:0";
+  RETURN_IF_ERROR(Exec(SingleMemberArgv(client, tls)));
   return WaitReady(timeout, tls != nullptr ? kServingTlsLine : kServingLine);
+}
+
+absl::Status EtcdProcess::RestartWithTls(const EtcdTlsFiles& tls, absl::Duration timeout) {
+  if (pid_ <= 0 || client_port_ == 0) {
+    return absl::FailedPreconditionError("etcd is not running (RestartWithTls needs Start)");
+  }
+  Terminate();
+  RETURN_IF_ERROR(Exec(SingleMemberArgv(absl::StrCat("https://127.0.0.1:", client_port_), &tls)));
+  return WaitReady(timeout, kServingTlsLine);
 }
 
 absl::Status EtcdProcess::Exec(std::vector<std::string> argv) {
   argv_ = argv;
   const std::string log_path = dir_ + "/etcd.log";
+  log_offset_ = Log().size();  // Earlier launches' lines.
   std::vector<char*> cargv;
   for (std::string& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
@@ -136,6 +153,7 @@ absl::Status EtcdProcess::Launch(const EtcdMemberSpec& m) {
   dir_ = NewTempDir("etcd-" + m.name);
   client_port_ = m.client_port;
   probe_creds_ = grpc::InsecureChannelCredentials();
+  probe_server_name_.clear();
   const std::string client = absl::StrCat("http://127.0.0.1:", m.client_port);
   const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
   return Exec({kEtcd, "--name=" + m.name, "--data-dir=" + dir_ + "/data",
@@ -167,19 +185,26 @@ absl::Status EtcdProcess::WaitReady(absl::Duration timeout, absl::string_view se
   if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
   const absl::Time deadline = absl::Now() + timeout;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
-  std::string last = "etcd has not logged its client port yet";
+  std::string last = "etcd has not logged that it serves clients yet";
   while (absl::Now() < deadline) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
       return absl::InternalError(absl::StrCat("etcd exited (wait status ", status, "):\n", Log()));
     }
-    if (client_port_ == 0) {
-      client_port_ = ClientPortFromLog(Log(), serving_line);
-    }
-    if (client_port_ != 0) {
+    // Probe only once this launch serves (its log says so). A probe channel
+    // that first tried while a restarted member was still starting (port
+    // known, etcd not serving yet) was seen failing every attempt for 20 s
+    // after etcd served, when a new channel connected at once.
+    const std::string log = Log();
+    const std::string launched = log.size() > log_offset_ ? log.substr(log_offset_) : "";
+    const int serving_port = ClientPortFromLog(launched, serving_line);
+    if (client_port_ == 0) client_port_ = serving_port;
+    if (serving_port != 0) {
       if (!kv) {
-        kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(endpoint(), probe_creds_));
+        grpc::ChannelArguments args;
+        if (!probe_server_name_.empty()) args.SetSslTargetNameOverride(probe_server_name_);
+        kv = etcdserverpb::KV::NewStub(grpc::CreateCustomChannel(endpoint(), probe_creds_, args));
       }
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
@@ -197,21 +222,24 @@ absl::Status EtcdProcess::WaitReady(absl::Duration timeout, absl::string_view se
                    Log()));
 }
 
-void EtcdProcess::Stop() {
-  if (pid_ > 0) {
-    kill(pid_, SIGTERM);
-    const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (absl::Now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
+void EtcdProcess::Terminate() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGTERM);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  int status = 0;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (absl::Now() > deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      break;
     }
-    pid_ = -1;
+    absl::SleepFor(absl::Milliseconds(20));
   }
+  pid_ = -1;
+}
+
+void EtcdProcess::Stop() {
+  Terminate();
   if (!dir_.empty()) {
     std::error_code ignored;  // Best effort: the directory is under TEST_TMPDIR.
     std::filesystem::remove_all(dir_, ignored);

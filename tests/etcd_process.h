@@ -29,10 +29,13 @@ namespace iommu::testing {
 // certificate signed by `ca_file` (--client-cert-auth). Peers stay plaintext.
 struct EtcdTlsFiles {
   std::string ca_file;
-  std::string server_cert_file;  // Valid for IP 127.0.0.1.
+  std::string server_cert_file;  // Valid for IP 127.0.0.1, or for server_name.
   std::string server_key_file;
   std::string client_cert_file;  // Used by Start's readiness probe.
   std::string client_key_file;
+  // The name the readiness probe expects server_cert_file to carry, when it
+  // does not carry IP 127.0.0.1 (e.g. "localhost"); empty: 127.0.0.1.
+  std::string server_name;
 };
 
 // One member of a multi-member cluster: fixed ports (every member must know
@@ -61,6 +64,12 @@ class EtcdProcess final {
   absl::Status Start(absl::Duration timeout = absl::Seconds(20),
                      const EtcdTlsFiles* tls = nullptr);
 
+  // Stops a started member (SIGTERM, its data kept) and starts it again on
+  // the same data and client port, now serving with `tls` (e.g. a rotated
+  // certificate from another CA, trusting only that CA), and waits as Start
+  // does, probing with tls's client certificate. Errors as Start's.
+  absl::Status RestartWithTls(const EtcdTlsFiles& tls, absl::Duration timeout = absl::Seconds(20));
+
   // Starts a cluster member without waiting for it (a member answers only
   // once a majority runs); WaitReady waits. Kill (SIGKILL, the data kept)
   // and Relaunch (the same member on its data) simulate a member's crash.
@@ -82,12 +91,19 @@ class EtcdProcess final {
  private:
   absl::Status Exec(std::vector<std::string> argv);
   absl::Status WaitReady(absl::Duration timeout, absl::string_view serving_line);
+  // etcd's flags for the single member of Start, its client listener at
+  // `client_url`; sets probe_creds_.
+  std::vector<std::string> SingleMemberArgv(const std::string& client_url, const EtcdTlsFiles* tls);
+  // SIGTERM, then SIGKILL after 5 s; reaps. The data stays.
+  void Terminate();
 
   pid_t pid_ = -1;
   int client_port_ = 0;
   std::string dir_;  // Holds data/ and etcd.log.
+  size_t log_offset_ = 0;          // Where the last launch's lines start in etcd.log.
   std::vector<std::string> argv_;  // Of the last launch, for Relaunch.
   std::shared_ptr<grpc::ChannelCredentials> probe_creds_;
+  std::string probe_server_name_;  // EtcdTlsFiles::server_name.
 };
 
 }  // namespace iommu::testing

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -22,8 +20,12 @@
 #include "absl/synchronization/notification.h"
 #include "common/reconnect.h"
 #include "common/status_macros.h"
+#include "common/tls_mirror.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "server/kv/kv_rules.h"
 
 namespace iommu {
@@ -35,6 +37,10 @@ namespace pb = ::etcdserverpb;
 // One etcd endpoint: its channel and stubs (thread-safe, shared with the
 // watches so that a handle may outlive the store).
 struct Endpoint {
+  // The TLS files the channel's credentials read (null: plaintext), shared
+  // by every endpoint. First, so destroyed last: the mirror closes the
+  // files gRPC reads, which must stay until the channel is gone.
+  std::shared_ptr<TlsMirror> tls;
   std::string address;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::KV::Stub> kv;
@@ -86,14 +92,72 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what, const std::
   }
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(what, " ", path, " cannot be read"));
+// How often gRPC's file watcher re-reads the mirror's files (memory, so
+// cheap; as common/tls.cc): a rotation reaches new connections within
+// about tls_reload_interval plus this.
+constexpr unsigned kMirrorRefreshSeconds = 1;
+
+// The channels' credentials, and the mirror of the TLS files they read
+// (null for plaintext), which must outlive every channel made with them.
+struct ChannelSecurity {
+  std::shared_ptr<TlsMirror> mirror;
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+};
+
+// Plaintext without TLS files. Otherwise TLS credentials reading a
+// TlsMirror of the files through gRPC's file watcher, so that a rotation
+// is picked up without a restart and a set that does not hold together is
+// never used (the mirror keeps the last good one). A first set that does
+// not hold together is an error: the store does not open on it.
+//
+// etcd's certificate is checked as grpc::SslCredentials checked it: its
+// chain against the CA (or the system's roots), then its SANs against the
+// endpoint's host, both by gRPC during the handshake (verify_server_certs
+// and the host name verifier), and the host of every call against the
+// certificate (check_call_host).
+absl::StatusOr<ChannelSecurity> MakeChannelSecurity(const EtcdKvOptions& options) {
+  ChannelSecurity out;
+  if (options.tls_cert_file.empty() && options.tls_key_file.empty() &&
+      options.tls_ca_file.empty()) {
+    out.creds = grpc::InsecureChannelCredentials();
+    return out;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "etcd TLS: a client certificate and its key go together; give both or neither");
+  }
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<TlsMirror> mirror,
+      TlsMirror::Create({options.tls_key_file, options.tls_cert_file, options.tls_ca_file}));
+  // Create loaded the files, and logged a refusal; the refusal is returned
+  // again here without another log line.
+  if (absl::Status s = mirror->Reload(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("etcd TLS: ", s.message()));
+  }
+  using grpc::experimental::FileWatcherCertificateProvider;
+  const std::string& identity = mirror->identity_path();
+  const std::string& ca = mirror->ca_path();
+  // An empty CA path: no root certificates watched, the system's are used.
+  auto provider = identity.empty()
+                      ? std::make_shared<FileWatcherCertificateProvider>(ca, kMirrorRefreshSeconds)
+                      : std::make_shared<FileWatcherCertificateProvider>(identity, identity, ca,
+                                                                         kMirrorRefreshSeconds);
+  grpc::experimental::TlsChannelCredentialsOptions tls;
+  tls.set_certificate_provider(provider);
+  if (!ca.empty()) tls.watch_root_certs();
+  if (!identity.empty()) tls.watch_identity_key_cert_pairs();
+  // gRPC's defaults, spelled out: they are the whole of etcd's
+  // authentication, and must not change under us.
+  tls.set_verify_server_certs(true);
+  tls.set_certificate_verifier(std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+  tls.set_check_call_host(true);
+  out.creds = grpc::experimental::TlsCredentials(tls);
+  if (out.creds == nullptr) return absl::InternalError("etcd TLS: gRPC made no TLS credentials");
+  if (options.tls_reload_interval > absl::ZeroDuration()) {
+    mirror->StartReloading(options.tls_reload_interval);
+  }
+  out.mirror = std::move(mirror);
+  return out;
 }
 
 pb::Compare::CompareResult ToPbResult(CompareOp op) {
@@ -707,25 +771,7 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& op
   if (addresses.empty()) {
     return absl::InvalidArgumentError("etcd endpoints: empty; want host:port[,host:port...]");
   }
-  std::shared_ptr<grpc::ChannelCredentials> creds;
-  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty() ||
-      !options.tls_ca_file.empty()) {
-    if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
-      return absl::InvalidArgumentError(
-          "etcd TLS: a client certificate and its key go together; give both or neither");
-    }
-    grpc::SslCredentialsOptions ssl;
-    if (!options.tls_ca_file.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.tls_ca_file, "etcd CA file"));
-    }
-    if (!options.tls_cert_file.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(options.tls_cert_file, "etcd cert file"));
-      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFile(options.tls_key_file, "etcd key file"));
-    }
-    creds = grpc::SslCredentials(ssl);
-  } else {
-    creds = grpc::InsecureChannelCredentials();
-  }
+  ASSIGN_OR_RETURN(ChannelSecurity security, MakeChannelSecurity(options));
   grpc::ChannelArguments args;
   // A watch's history replay may carry many revisions in one response.
   args.SetMaxReceiveMessageSize(-1);
@@ -741,8 +787,9 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& op
   std::vector<std::shared_ptr<Endpoint>> endpoints;
   for (const std::string& a : addresses) {
     auto ep = std::make_shared<Endpoint>();
+    ep->tls = security.mirror;
     ep->address = a;
-    ep->channel = grpc::CreateCustomChannel(a, creds, args);
+    ep->channel = grpc::CreateCustomChannel(a, security.creds, args);
     ep->kv = pb::KV::NewStub(ep->channel);
     ep->watch = pb::Watch::NewStub(ep->channel);
     ep->lease = pb::Lease::NewStub(ep->channel);

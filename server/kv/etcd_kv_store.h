@@ -46,11 +46,21 @@ struct EtcdKvOptions {
   // Prepended to every key ("/iommu-broker/" or ""). Keep it free of other
   // stores' prefixes: "a/" and "a/b/" would overlap.
   std::string prefix;
-  // mTLS when cert and key are given (with the CA to verify etcd); TLS with
-  // server verification only when only the CA is given; plaintext otherwise.
+  // mTLS when cert and key are given (with the CA to verify etcd; without
+  // one, the system's roots); TLS with server verification only when only
+  // the CA is given; plaintext when none is. etcd's certificate must chain
+  // to the CA and name the endpoint's host (a DNS or IP SAN matching the
+  // host of the endpoint's host:port), as for any TLS client.
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_ca_file;
+  // How often the TLS files are re-read (common/tls_mirror.h): a set that
+  // holds together (the key matches the certificate, every certificate
+  // parses) is used for the connections made from then on, so rotating is
+  // replacing the files; one that does not is refused and logged
+  // (event=tls_reload_refused) and the last good set stays in use. Zero:
+  // read once, at open.
+  absl::Duration tls_reload_interval = absl::Seconds(60);
   // How long OpenEtcdKvStore waits for a connection to some endpoint.
   absl::Duration dial_timeout = absl::Seconds(5);
   // The deadline of each unary call (and of a watch's creation).
@@ -72,9 +82,11 @@ struct EtcdKvOptions {
 };
 
 // Connects to etcd and returns the store. Errors: INVALID_ARGUMENT for empty
-// endpoints; NOT_FOUND / PERMISSION_DENIED naming a TLS file that cannot be
-// read; UNAVAILABLE naming the endpoints when none answers within
-// dial_timeout.
+// endpoints, a certificate without its key, or a TLS file that does not
+// hold together (named: a key that does not match its certificate, a file
+// with no PEM certificate); NOT_FOUND / PERMISSION_DENIED naming a TLS file
+// that cannot be read; UNAVAILABLE naming the endpoints when none answers
+// within dial_timeout (also when etcd refuses the handshake).
 absl::StatusOr<std::unique_ptr<KvStore>> OpenEtcdKvStore(const EtcdKvOptions& options);
 
 }  // namespace kv
