@@ -152,6 +152,7 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
   index_ = RecountLocked();
   placement_ = BuildPlacementLocked();
   placement_stale_.clear();
+  for (auto& [name, n] : nodes_) n.heartbeat_answer.reset();
   return absl::OkStatus();
 }
 

@@ -230,8 +230,14 @@ class Broker final : public OwnershipView {
   // Recounts the per-tenant and per-node indexes from the containers and
   // windows (linear) and compares them with the ones every change keeps up
   // to date. INTERNAL naming the first difference.
-  // The placement index too, against one built from every node.
+  // The placement index too, against one built from every node, and each
+  // node's cached heartbeat answer against a fresh one.
   absl::Status CheckIndexes() ABSL_LOCKS_EXCLUDED(mu_);
+  // How many heartbeat answers were built (not copied from the cache).
+  int64_t HeartbeatAnswersBuilt() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock l(&mu_);
+    return heartbeat_answers_built_;
+  }
 
  private:
   struct NodeEntry {
@@ -251,6 +257,11 @@ class Broker final : public OwnershipView {
     // Containers the agent could not re-create at its last reconcile, with
     // the reason; cleared at each registration.
     std::map<std::string, std::string> failed;
+    // What a heartbeat answers (every container's budget and windows),
+    // built by the first heartbeat after a change to one of the node's
+    // containers (HeartbeatAnswerStaleLocked) and copied outside mu_ by the
+    // others: every node asks every interval, its answer rarely changes.
+    std::shared_ptr<const v1::HeartbeatResponse> heartbeat_answer;
   };
   struct ContainerEntry {
     v1::Container container;  // As persisted.
@@ -562,6 +573,14 @@ class Broker final : public OwnershipView {
     placement_stale_.insert(node);
   }
   void RefreshPlacementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A budget or the windows of a container on `node` changed, or the set of
+  // its containers did: its cached heartbeat answer is out of date.
+  void HeartbeatAnswerStaleLocked(const std::string& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = nodes_.find(node);
+    if (it != nodes_.end()) it->second.heartbeat_answer.reset();
+  }
+  std::shared_ptr<const v1::HeartbeatResponse> HeartbeatAnswerLocked(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A fresh index of every node, as RefreshPlacementLocked keeps it.
   model::PlacementIndex BuildPlacementLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CheckIndexes' part for the placement index.
@@ -630,6 +649,7 @@ class Broker final : public OwnershipView {
   // entry is out of date (MarkPlacementStaleLocked).
   model::PlacementIndex placement_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> placement_stale_ ABSL_GUARDED_BY(mu_);
+  int64_t heartbeat_answers_built_ ABSL_GUARDED_BY(mu_) = 0;
   // Group commit. Every applied mutation takes the next sequence number.
   std::shared_ptr<PendingGroup> open_group_ ABSL_GUARDED_BY(mu_);  // Null: none.
   bool committing_ ABSL_GUARDED_BY(mu_) = false;  // A leader is in the store call.

@@ -24,6 +24,7 @@ using broker_internal::Fingerprint;
 using broker_internal::NewEvent;
 using broker_internal::NodeRef;
 using broker_internal::Page;
+using broker_internal::PageSubset;
 using broker_internal::Quoted;
 using broker_internal::Record;
 using broker_internal::RequestKey;
@@ -354,25 +355,34 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
   ASSIGN_OR_RETURN(LabelSelector selector,
                    LabelSelector::Parse("label_selector", req.label_selector()));
   absl::MutexLock l(&mu_);
+  auto keep = [&](const ContainerEntry& c) {
+    mu_.AssertHeld();  // Paging runs under the caller's lock.
+    if (!req.tenant_id().empty() && c.container.tenant_id() != req.tenant_id()) return false;
+    if (!selector.Matches(c.container.labels())) return false;
+    if (!req.node().empty() && c.container.node() != req.node()) return false;
+    if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED && ContainerStateLocked(c) != req.state()) {
+      return false;
+    }
+    return true;
+  };
+  auto emit = [&](const ContainerEntry& c) {
+    mu_.AssertHeld();  // Paging runs under the caller's lock.
+    *out->add_containers() = ContainerViewLocked(c);
+  };
+  // By node or tenant: walk that index (the smaller when both are given),
+  // not every container, so a page costs O(page) whatever the fleet holds.
+  const std::set<std::string>* ids = nullptr;
+  if (!req.node().empty()) ids = &NodeContainersLocked(req.node());
+  if (!req.tenant_id().empty()) {
+    const std::set<std::string>& mine = TenantContainersLocked(req.tenant_id());
+    if (ids == nullptr || mine.size() < ids->size()) ids = &mine;
+  }
   std::string next;
-  Page(
-      containers_, req.page_token(), limit,
-      [&](const ContainerEntry& c) {
-        mu_.AssertHeld();  // Page runs under the caller's lock.
-        if (!req.tenant_id().empty() && c.container.tenant_id() != req.tenant_id()) return false;
-        if (!selector.Matches(c.container.labels())) return false;
-        if (!req.node().empty() && c.container.node() != req.node()) return false;
-        if (req.state() != v1::CONTAINER_STATE_UNSPECIFIED &&
-            ContainerStateLocked(c) != req.state()) {
-          return false;
-        }
-        return true;
-      },
-      [&](const ContainerEntry& c) {
-        mu_.AssertHeld();  // Page runs under the caller's lock.
-        *out->add_containers() = ContainerViewLocked(c);
-      },
-      &next);
+  if (ids != nullptr) {
+    PageSubset(*ids, containers_, req.page_token(), limit, keep, emit, &next);
+  } else {
+    Page(containers_, req.page_token(), limit, keep, emit, &next);
+  }
   out->set_next_page_token(next);
   out->set_resource_version(watch_.CurrentVersion());
   return AwaitDurableLocked();

@@ -76,14 +76,17 @@ class GroupCommitTest : public ::testing::Test {
     return out;
   }
 
-  void RegisterNode(const std::string& name, int device_count) {
+  // Returns the node's session id ("" when it could not register).
+  std::string RegisterNode(const std::string& name, int device_count) {
     std::vector<v1::Device> devices(device_count);
     for (int i = 0; i < device_count; ++i) {
       devices[i].set_address(Address(i));
       devices[i].set_iommu_group(i + 1);
       devices[i].set_assignable(true);
     }
-    ASSERT_OK(RegisterReadyNode(broker_.get(), name, devices));
+    absl::StatusOr<v1::RegisterResponse> reg = RegisterReadyNode(broker_.get(), name, devices);
+    EXPECT_OK(reg);
+    return reg.ok() ? reg->session_id() : "";
   }
 
   FakeStore fake_;
@@ -115,6 +118,59 @@ TEST_F(GroupCommitTest, MutationsWaitingBehindACommitShareTheNextOne) {
   v1::ListTenantsResponse all;
   ASSERT_TRUE(broker_->ListTenants({}, &all).ok());
   EXPECT_EQ(all.tenants_size(), 17);
+}
+
+// A heartbeat answer built from state that a failed commit then takes back
+// must not be cached for the next heartbeat: the agent would be told of a
+// window the broker no longer has.
+TEST_F(GroupCommitTest, AHeartbeatAnswerBuiltFromRolledBackStateIsNotReused) {
+  ASSERT_OK(CreateTenant("t"));
+  v1::Device device;
+  device.set_address(Address(0));
+  device.set_iommu_group(1);
+  device.set_assignable(true);
+  absl::StatusOr<v1::RegisterResponse> reg = RegisterReadyNode(broker_.get(), "n1", {device});
+  ASSERT_OK(reg);
+  v1::CreateContainerRequest create;
+  create.set_tenant_id("t");
+  create.set_node("n1");
+  create.add_devices(Address(0));
+  v1::Container c;
+  ASSERT_OK(broker_->CreateContainer(create, &c));
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(reg->session_id());
+
+  fake_.PauseCommits();
+  absl::Status allocated;
+  std::thread a([&] {
+    v1::AllocateWindowRequest req;
+    req.set_container_id(c.id());
+    req.set_size(4096);
+    v1::Window w;
+    allocated = broker_->AllocateWindow(req, &w);
+  });
+  fake_.AwaitPausedCommits(1);
+  // The window is applied, not durable; a heartbeat builds its answer now.
+  const int64_t built = broker_->HeartbeatAnswersBuilt();
+  absl::Status beat;
+  std::thread b([&] {
+    v1::HeartbeatResponse out;
+    beat = broker_->Heartbeat(hb, &out);
+  });
+  while (broker_->HeartbeatAnswersBuilt() == built) std::this_thread::yield();
+  fake_.set_next_commit_error(absl::UnavailableError("disk full"));
+  fake_.ResumeCommits();
+  a.join();
+  b.join();
+  EXPECT_FALSE(allocated.ok());
+  EXPECT_FALSE(beat.ok()) << "a heartbeat was answered with a window that never became durable";
+
+  v1::HeartbeatResponse after;
+  ASSERT_OK(broker_->Heartbeat(hb, &after));
+  ASSERT_EQ(after.windows_size(), 1);
+  EXPECT_EQ(after.windows(0).windows_size(), 0) << after.ShortDebugString();
+  EXPECT_OK(broker_->CheckIndexes());
 }
 
 TEST_F(GroupCommitTest, FailedGroupFailsEveryMemberAndEverythingAfterItAndRollsBack) {
@@ -244,7 +300,7 @@ TEST_F(GroupCommitTest, RetryWhileTheFirstAttemptWaitsForItsCommitIsInFlight) {
 }
 
 TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
-  RegisterNode("n1", 24);
+  const std::string session = RegisterNode("n1", 24);
   RegisterNode("n2", 24);
   for (const char* t : {"a", "b", "c"}) {
     v1::CreateTenantRequest req;
@@ -311,6 +367,15 @@ TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
       v1::Window w;
       EXPECT_FALSE(broker_->AllocateWindow(req, &w).ok());
       fake_.set_next_commit_error(absl::OkStatus());
+    }
+    if (step % 3 == 0) {
+      // Heartbeats cache their answer, which CheckIndexes compares with a
+      // fresh one.
+      v1::HeartbeatRequest hb;
+      hb.set_node("n1");
+      hb.set_session_id(session);
+      v1::HeartbeatResponse out;
+      ASSERT_OK(broker_->Heartbeat(hb, &out));
     }
     absl::Status check = broker_->CheckIndexes();
     ASSERT_TRUE(check.ok()) << "step " << step << " op " << op << ": " << check;

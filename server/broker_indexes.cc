@@ -48,6 +48,7 @@ void Broker::AddContainerLocked(ContainerEntry entry) {
   MarkAppliedLocked(v1::OBJECT_KIND_NODE, c.node());
   for (const std::string& d : c.devices()) device_holder_[{c.node(), d}] = c.id();
   MarkPlacementStaleLocked(c.node());
+  HeartbeatAnswerStaleLocked(c.node());
   if (!c.name().empty()) container_names_[{c.name(), c.tenant_id()}] = c.id();
   index_.tenant_containers[c.tenant_id()].insert(c.id());
   index_.node_containers[c.node()].insert(c.id());
@@ -72,6 +73,7 @@ void Broker::EraseContainerLocked(const std::string& id) {
   }
   for (const std::string& d : c.devices()) device_holder_.erase({c.node(), d});
   MarkPlacementStaleLocked(c.node());
+  HeartbeatAnswerStaleLocked(c.node());
   if (!c.name().empty()) container_names_.erase({c.name(), c.tenant_id()});
   EraseFromSet(&index_.tenant_containers, c.tenant_id(), id);
   EraseFromSet(&index_.node_containers, c.node(), id);
@@ -86,6 +88,7 @@ void Broker::SetBudgetLocked(ContainerEntry* c, uint64_t budget) {
   MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
   Subtract(&index_.tenants, c->container.tenant_id(), c->container.pin_budget_bytes(), 0);
   c->container.set_pin_budget_bytes(budget);
+  HeartbeatAnswerStaleLocked(c->container.node());
   Add(&index_.tenants, c->container.tenant_id(), budget, 0);
 }
 
@@ -102,6 +105,7 @@ void Broker::AddWindowLocked(ContainerEntry* c, const v1::Window& w) {
   MarkAppliedLocked(v1::OBJECT_KIND_WINDOW, w.id());
   c->window_ids.insert(w.id());
   windows_[w.id()] = w;
+  HeartbeatAnswerStaleLocked(c->container.node());
   Add(&index_.tenants, w.tenant_id(), 0, w.size());
 }
 
@@ -109,6 +113,7 @@ void Broker::EraseWindowLocked(ContainerEntry* c, const std::string& id) {
   c->changed_seq = ApplyingSeqLocked();
   MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
   c->window_ids.erase(id);
+  HeartbeatAnswerStaleLocked(c->container.node());
   auto it = windows_.find(id);
   if (it == windows_.end()) return;
   MarkGoneLocked(v1::OBJECT_KIND_WINDOW, id, *CurrentLocked(v1::OBJECT_KIND_WINDOW, id));
@@ -212,6 +217,14 @@ absl::Status Broker::CheckPlacementLocked() {
 absl::Status Broker::CheckIndexes() {
   absl::MutexLock l(&mu_);
   RETURN_IF_ERROR(CheckPlacementLocked());
+  for (const auto& [name, n] : nodes_) {
+    if (n.heartbeat_answer != nullptr && n.heartbeat_answer->SerializeAsString() !=
+                                             HeartbeatAnswerLocked(name)->SerializeAsString()) {
+      return absl::InternalError(
+          absl::StrCat("heartbeat answer of node ", name,
+                       " differs from a fresh one: ", n.heartbeat_answer->ShortDebugString()));
+    }
+  }
   const Indexes want = RecountLocked();
   if (want == index_) return absl::OkStatus();
   auto differ = [](const char* what, const auto& want, const auto& have) -> std::string {

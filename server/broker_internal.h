@@ -8,6 +8,7 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -15,12 +16,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
 #include "google/protobuf/field_mask.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message.h"
-#include "common/status_macros.h"
-#include "common/validation.h"
 #include "server/broker.h"
 
 namespace iommu {
@@ -101,6 +102,24 @@ void Page(const Map& map, const std::string& token, uint32_t limit, Keep keep, E
     }
     emit(it->second);
     *next = it->first;
+    ++n;
+  }
+  next->clear();  // Reached the end: no more pages.
+}
+
+// Page's walk over only the entries of `map` whose keys are in `ids` (an
+// index of some of them, ordered as `map`): O(page) however big `map` is.
+template <typename Map, typename Keep, typename Emit>
+void PageSubset(const std::set<std::string>& ids, const Map& map, const std::string& token,
+                uint32_t limit, Keep keep, Emit emit, std::string* next) {
+  auto it = token.empty() ? ids.begin() : ids.upper_bound(token);
+  uint32_t n = 0;
+  for (; it != ids.end(); ++it) {
+    auto entry = map.find(*it);
+    if (entry == map.end() || !keep(entry->second)) continue;
+    if (n == limit) return;  // *next already names the last one emitted.
+    emit(entry->second);
+    *next = *it;
     ++n;
   }
   next->clear();  // Reached the end: no more pages.

@@ -196,7 +196,7 @@ int Broker::DesiredContainersLocked(const std::string& node, std::set<std::strin
 
 absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatResponse* out) {
   RETURN_IF_ERROR(ValidateNodeName("node", req.node()));
-  absl::MutexLock l(&mu_);
+  absl::ReleasableMutexLock l(&mu_);
   auto it = nodes_.find(req.node());
   if (it == nodes_.end() || it->second.session_id.empty() ||
       it->second.session_id != req.session_id()) {
@@ -210,15 +210,32 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   for (const v1::PinUsage& u : req.usage()) {
     if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
   }
-  for (const std::string& id : NodeContainersLocked(req.node())) {
+  if (n.heartbeat_answer == nullptr) {
+    n.heartbeat_answer = HeartbeatAnswerLocked(req.node());
+    ++heartbeat_answers_built_;
+  }
+  const std::shared_ptr<const v1::HeartbeatResponse> answer = n.heartbeat_answer;
+  // Agents enforce what this answer carries: only durable budgets and windows.
+  RETURN_IF_ERROR(AwaitDurableLocked());
+  l.Release();
+  // The copy, O(the node's containers), is made without mu_: at thousands of
+  // nodes each heartbeating every second it would otherwise hold up every
+  // other call.
+  *out = *answer;
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const v1::HeartbeatResponse> Broker::HeartbeatAnswerLocked(
+    const std::string& node) const {
+  auto answer = std::make_shared<v1::HeartbeatResponse>();
+  for (const std::string& id : NodeContainersLocked(node)) {
     const ContainerEntry& c = containers_.at(id);
-    v1::ContainerBudget* b = out->add_budgets();
+    v1::ContainerBudget* b = answer->add_budgets();
     b->set_container_id(id);
     b->set_pin_budget_bytes(c.container.pin_budget_bytes());
-    *out->add_windows() = WindowsLocked(c);
+    *answer->add_windows() = WindowsLocked(c);
   }
-  // Agents enforce what this answer carries: only durable budgets and windows.
-  return AwaitDurableLocked();
+  return answer;
 }
 
 absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::ReconciledResponse*) {

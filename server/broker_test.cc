@@ -7,8 +7,11 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grant_token.h"
 #include "common/status_matchers.h"
@@ -943,6 +946,60 @@ TEST_F(BrokerTest, ListsPageInIdOrder) {
   EXPECT_THAT(seen, ElementsAre("t0", "t1", "t2", "t3", "t4", "t5", "t6"));
 }
 
+// Lists by node, by tenant or both walk an index, and page through exactly
+// the containers a walk over all of them with the same filters would give.
+TEST_F(BrokerTest, ContainerListsByNodeAndTenantPageThroughExactlyTheirOwn) {
+  std::vector<v1::Device> devices;
+  for (int i = 0; i < 6; ++i) devices.push_back(Dev(absl::StrFormat("0000:00:%02x.0", i), i));
+  RegisterNode("n1", devices);
+  RegisterNode("n2", devices);
+  CreateTenant("acme");
+  CreateTenant("zeta");
+  // (node, tenant) -> ids, in id order.
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> made;
+  for (int i = 0; i < 6; ++i) {
+    for (const std::string node : {"n1", "n2"}) {
+      const std::string tenant = i % 3 == 0 ? "zeta" : "acme";
+      auto c = Create(tenant, node, {absl::StrFormat("0000:00:%02x.0", i)});
+      ASSERT_TRUE(c.ok()) << c.status();
+      made[{node, tenant}].insert(c->id());
+    }
+  }
+  auto list = [&](const std::string& node, const std::string& tenant) {
+    v1::ListContainersRequest req;
+    req.set_node(node);
+    req.set_tenant_id(tenant);
+    req.set_page_size(2);
+    std::vector<std::string> seen;
+    for (int pages = 0; pages < 20; ++pages) {
+      v1::ListContainersResponse resp;
+      EXPECT_OK(broker_->ListContainers(req, &resp));
+      for (const auto& c : resp.containers()) {
+        if (!node.empty()) EXPECT_EQ(c.node(), node);
+        if (!tenant.empty()) EXPECT_EQ(c.tenant_id(), tenant);
+        seen.push_back(c.id());
+      }
+      if (resp.next_page_token().empty()) break;
+      req.set_page_token(resp.next_page_token());
+    }
+    return seen;
+  };
+  auto want = [&](const std::string& node, const std::string& tenant) {
+    std::set<std::string> ids;
+    for (const auto& [key, set] : made) {
+      if ((node.empty() || key.first == node) && (tenant.empty() || key.second == tenant)) {
+        ids.insert(set.begin(), set.end());
+      }
+    }
+    return std::vector<std::string>(ids.begin(), ids.end());
+  };
+  for (const std::string node : {"", "n1", "n2", "n3"}) {
+    for (const std::string tenant : {"", "acme", "zeta", "nobody"}) {
+      EXPECT_EQ(list(node, tenant), want(node, tenant)) << node << "/" << tenant;
+    }
+  }
+}
+
 TEST_F(BrokerTest, HeartbeatUsageShowsInUsageWithDedupSavings) {
   const std::string session = RegisterNode("n1", {Dev("0000:00:04.0", 5)});
   CreateTenant("acme");
@@ -1045,6 +1102,65 @@ TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem
   v1::Container got;
   ASSERT_TRUE(broker_->GetContainer(gc, &got).ok());
   EXPECT_EQ(got.pin_budget_bytes(), 256u << 20);
+}
+
+// A heartbeat's answer is cached per node: every change to the node's
+// containers (create, budget, windows, delete, a rolled-back commit) must
+// show in the next one, and nothing else's.
+TEST_F(BrokerTest, HeartbeatAnswersFollowEveryChangeToTheNodesContainers) {
+  const std::string s1 = RegisterNode("n1", {Dev("0000:00:04.0", 1)});
+  const std::string s2 = RegisterNode("n2", {Dev("0000:00:04.0", 1)});
+  CreateTenant("acme");
+  // container id -> "budget:window,window" as the node's heartbeat says.
+  auto beat = [&](const std::string& node, const std::string& session) {
+    v1::HeartbeatRequest hb;
+    hb.set_node(node);
+    hb.set_session_id(session);
+    v1::HeartbeatResponse r;
+    EXPECT_OK(broker_->Heartbeat(hb, &r));
+    std::map<std::string, std::string> out;
+    for (const auto& b : r.budgets())
+      out[b.container_id()] = absl::StrCat(b.pin_budget_bytes(), ":");
+    for (const auto& cw : r.windows()) {
+      for (const auto& w : cw.windows()) absl::StrAppend(&out[cw.container_id()], w.start(), ",");
+    }
+    return out;
+  };
+  using Beat = std::map<std::string, std::string>;
+  EXPECT_EQ(beat("n1", s1), Beat{});
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_TRUE(c.ok());
+  const std::string budget = absl::StrCat(c->pin_budget_bytes());
+  EXPECT_EQ(beat("n1", s1), (Beat{{c->id(), budget + ":"}}));
+  EXPECT_EQ(beat("n2", s2), Beat{});
+
+  auto w = Allocate(c->id(), 1 << 20, 0, true, 0x100000);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(beat("n1", s1), (Beat{{c->id(), budget + ":1048576,"}}));
+
+  v1::SetContainerBudgetRequest sb;
+  sb.set_container_id(c->id());
+  sb.set_pin_budget_bytes(64 << 20);
+  v1::Container changed;
+  ASSERT_OK(broker_->SetContainerBudget(sb, &changed));
+  EXPECT_EQ(beat("n1", s1), (Beat{{c->id(), "67108864:1048576,"}}));
+
+  // A window whose commit fails is rolled back, and so is the answer.
+  store_.set_next_commit_error(absl::UnavailableError("disk full"));
+  EXPECT_FALSE(Allocate(c->id(), 1 << 20, 0, true, 0x200000).ok());
+  EXPECT_EQ(beat("n1", s1), (Beat{{c->id(), "67108864:1048576,"}}));
+
+  v1::ReleaseWindowRequest rw;
+  rw.set_window_id(w->id());
+  v1::ReleaseWindowResponse rwr;
+  ASSERT_OK(broker_->ReleaseWindow(rw, &rwr));
+  EXPECT_EQ(beat("n1", s1), (Beat{{c->id(), "67108864:"}}));
+
+  v1::DeleteContainerRequest dr;
+  dr.set_container_id(c->id());
+  v1::DeleteContainerResponse dresp;
+  ASSERT_OK(broker_->DeleteContainer(dr, &dresp));
+  EXPECT_EQ(beat("n1", s1), Beat{});
 }
 
 TEST_F(BrokerTest, GrantLauncherSignsWithTheNodeKeyAndListsTheWindows) {
