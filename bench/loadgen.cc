@@ -171,18 +171,31 @@ class LoadGen {
 
   World& world() { return world_; }
 
+  // Every node, page by page (a page holds at most 1,000).
+  grpc::Status ListAllNodes(std::vector<v1::Node>* out) {
+    out->clear();
+    v1::ListNodesRequest req;
+    req.set_page_size(1000);
+    do {
+      grpc::ClientContext ctx;
+      v1::ListNodesResponse resp;
+      grpc::Status s = broker_->ListNodes(&ctx, req, &resp);
+      if (!s.ok()) return s;
+      out->insert(out->end(), resp.nodes().begin(), resp.nodes().end());
+      req.set_page_token(resp.next_page_token());
+    } while (!req.page_token().empty());
+    return grpc::Status::OK;
+  }
+
   // Polls ListNodes until `n` nodes are READY; false after 60 s.
   bool WaitNodes(int n) {
     const auto give_up = Clock::now() + std::chrono::seconds(60);
     int ready = 0;
     while (Clock::now() < give_up) {
-      grpc::ClientContext ctx;
-      v1::ListNodesRequest req;
-      req.set_page_size(1000);
-      v1::ListNodesResponse resp;
+      std::vector<v1::Node> nodes;
       ready = 0;
-      if (broker_->ListNodes(&ctx, req, &resp).ok()) {
-        for (const auto& node : resp.nodes()) ready += node.state() == v1::NODE_STATE_READY;
+      if (ListAllNodes(&nodes).ok()) {
+        for (const auto& node : nodes) ready += node.state() == v1::NODE_STATE_READY;
         if (ready >= n) return true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -267,15 +280,14 @@ class LoadGen {
   // Every READY node's free devices, interleaved (node 0's first device, node
   // 1's first device, ...), for --fill_explicit.
   bool ListFreeDevices() {
-    grpc::ClientContext ctx;
-    v1::ListNodesRequest req;
-    req.set_page_size(1000);
-    v1::ListNodesResponse nodes;
-    grpc::Status s = broker_->ListNodes(&ctx, req, &nodes);
+    std::vector<v1::Node> nodes;
+    grpc::Status s = ListAllNodes(&nodes);
     if (!s.ok()) return Fail("ListNodes", s);
+    std::vector<std::string> names;  // Of the READY nodes, as per_node.
     std::vector<std::vector<std::string>> per_node;
-    for (const auto& node : nodes.nodes()) {
+    for (const auto& node : nodes) {
       if (node.state() != v1::NODE_STATE_READY) continue;
+      names.push_back(node.name());
       grpc::ClientContext dctx;
       v1::ListDevicesRequest dreq;
       dreq.set_node(node.name());
@@ -292,7 +304,7 @@ class LoadGen {
       bool any = false;
       for (size_t k = 0; k < per_node.size(); ++k) {
         if (i < per_node[k].size()) {
-          fill_slots_.push_back({nodes.nodes(k).name(), per_node[k][i]});
+          fill_slots_.push_back({names[k], per_node[k][i]});
           any = true;
         }
       }

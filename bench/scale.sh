@@ -12,11 +12,16 @@
 #     (its port file is written after the store is loaded and the server
 #     listens) and until every node has re-registered and is READY again;
 #   - the fake agents' heartbeat latency (they heartbeat at the broker's
-#     interval, default 1 s: NODES heartbeats/s).
+#     interval, default 1 s: NODES heartbeats/s) and how many times a node
+#     timed out, before, during and after the fill. Real agents heartbeat
+#     each on its own; the fake ones use HEARTBEAT_THREADS synchronous
+#     threads (default NODES/25, at least 8), so a heartbeat slower than
+#     HEARTBEAT_THREADS/NODES seconds delays the next nodes' beats and shows
+#     as the harness's lateness, not the broker's.
 # The fill names each container's node and device (round-robin over the
-# nodes) unless -S: placement by selector scans every node's devices under the
-# broker's lock (about 20 ms per create with 1,000 nodes here), which would
-# make the fill itself take an hour; with -S the fill places by selector.
+# nodes) unless -S, which fills by selector (placement reads the broker's
+# placement index, O(log nodes) per create; before it, a walk over every
+# node's devices made a fill by selector take an hour at 1,000 nodes).
 # Placement latency is measured by selector either way, empty and at size.
 # If the fill does not reach CONTAINERS within FILL_MAX_S, what it reached is
 # reported and measured.
@@ -26,7 +31,7 @@
 #   RESULTS/scale.txt          everything printed, incl. fake_agents' stats
 #
 # Usage: bench/scale.sh [-o RESULTS] [-n NODES] [-N CONTAINERS] [-t FILL_MAX_S]
-#                       [-d SECONDS] [-b HEARTBEAT_MS] [-S]
+#                       [-d SECONDS] [-b HEARTBEAT_MS] [-H HEARTBEAT_THREADS] [-S]
 #   defaults: bench/results, 1000 nodes, 100000 containers, 600 s, 5 s, 1000 ms
 #   (the broker's node timeout is set to 5 heartbeat intervals, its default ratio)
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR (loadgen, fake_agents,
@@ -40,8 +45,9 @@ containers=100000
 fill_max=600
 dur=5
 hb_ms=1000
+hb_threads=""
 fill_how=--fill_explicit
-while getopts "o:n:N:t:d:b:Sh" opt; do
+while getopts "o:n:N:t:d:b:H:Sh" opt; do
   case "$opt" in
     o) out="$OPTARG" ;;
     n) nodes="$OPTARG" ;;
@@ -49,10 +55,12 @@ while getopts "o:n:N:t:d:b:Sh" opt; do
     t) fill_max="$OPTARG" ;;
     d) dur="$OPTARG" ;;
     b) hb_ms="$OPTARG" ;;
+    H) hb_threads="$OPTARG" ;;
     S) fill_how=--nofill_explicit ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
+[ -n "$hb_threads" ] || hb_threads=$(( nodes / 25 > 8 ? nodes / 25 : 8 ))
 # 10% spare devices so placement never runs out at CONTAINERS.
 devices_per_node=$(( (containers * 11 / 10 + nodes - 1) / nodes + 1 ))
 
@@ -74,7 +82,7 @@ stop() {  # PID...: SIGTERM and wait
   for p in "$@"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
   for p in "$@"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
 }
-trap 'stop "$FAKE_PID" "$BROKER_PID"; rm -rf "$tmp"' EXIT
+trap 'stop "$FAKE_PID" "$BROKER_PID"; cp "$tmp/fake.log" "$out/scale-fake_agents.txt" 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
 log=$out/scale.txt
@@ -110,11 +118,12 @@ note nodes "$nodes"
 note devices_per_node "$devices_per_node"
 note heartbeat_interval_ms "$hb_ms"
 note containers_target "$containers"
+note heartbeat_threads "$hb_threads"
 
 start_broker
 note start_ms_empty "$START_MS"
 "$FAKE" --broker="$BROKER_ADDR" --nodes="$nodes" --devices_per_node="$devices_per_node" \
-  --ready_file="$tmp/fake.ready" > "$tmp/fake.log" 2>&1 &
+  --heartbeat_threads="$hb_threads" --ready_file="$tmp/fake.ready" > "$tmp/fake.log" 2>&1 &
 FAKE_PID=$!
 t0=$(now_ms)
 "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes="$nodes" --mixes= | tee -a "$log"
@@ -124,6 +133,9 @@ note broker_rss_kb_nodes_only "$(rss_kb "$BROKER_PID")"
 echo "== latency with $nodes nodes and no containers" | tee -a "$log"
 "$LOADGEN" --broker="$BROKER_ADDR" --mixes=noop,place,list --concurrency=1,16 \
   --duration_s="$dur" --warmup_s=1 --csv="$out/scale.csv" --label=empty | tee -a "$log"
+
+timeouts() { grep -c 'event=node_unavailable' "$tmp/broker.log" || true; }
+note nodes_timed_out_before_fill "$(timeouts)"
 
 echo "== fill: $containers containers ($fill_how), 100 tenants, 32 outstanding" | tee -a "$log"
 note fill_mode "${fill_how#--}"
@@ -138,13 +150,14 @@ note fill_per_s "$(awk -v m="$fill_ms" -v n="${made:-0}" 'BEGIN {printf "%.0f", 
 note broker_rss_kb_at_size "$(rss_kb "$BROKER_PID")"
 note broker_hwm_kb_at_size "$(hwm_kb "$BROKER_PID")"
 note fake_agents_rss_kb "$(rss_kb "$FAKE_PID")"
+note nodes_timed_out_by_end_of_fill "$(timeouts)"
 
 echo "== latency at size" | tee -a "$log"
 "$LOADGEN" --broker="$BROKER_ADDR" --mixes=noop,place,list --concurrency=1,16 \
   --duration_s="$dur" --warmup_s=1 --csv="$out/scale.csv" --label=at_size | tee -a "$log"
 note broker_cpu_s_total "$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$BROKER_PID/stat")"
 
-note nodes_timed_out_before_restart "$(grep -c 'event=node_unavailable' "$tmp/broker.log" || true)"
+note nodes_timed_out_before_restart "$(timeouts)"
 
 echo "== restart on the full store" | tee -a "$log"
 stop "$BROKER_PID"
