@@ -1,14 +1,11 @@
 #include "common/cert_expiry.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -18,68 +15,20 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/pem_files.h"
 
 namespace iommu {
 namespace {
 
-// Certificate files are a few kilobytes; a path that leads to something far
-// larger (a wrong flag pointing at a disk image, /dev/zero) is refused rather
-// than read without end.
-constexpr size_t kMaxPemBytes = 1 << 20;
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-
-// Closes the descriptor on every way out.
-class ScopedFd final {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  const int fd_;
-};
-
-// The whole file, or an error naming it as `what` (errno's code;
-// INVALID_ARGUMENT past kMaxPemBytes).
+// The whole file, or an error naming it as `what`.
 absl::StatusOr<std::string> ReadSmallFile(absl::string_view what, const std::string& path) {
-  ScopedFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(what, " ", path, ": open"));
+  absl::StatusOr<std::string> pem = ReadPemFile(path);
+  if (!pem.ok()) {
+    return absl::Status(pem.status().code(),
+                        absl::StrCat(what, " ", path, ": ", pem.status().message()));
   }
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    const ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat(what, " ", path, ": read"));
-    }
-    if (n == 0) return out;
-    if (out.size() + static_cast<size_t>(n) > kMaxPemBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " ", path, ": larger than ", kMaxPemBytes, " bytes, not a PEM file"));
-    }
-    out.append(buf, static_cast<size_t>(n));
-  }
+  return pem;
 }
-
-// For PEM reads: never ask for a pass phrase. OpenSSL's default callback
-// prompts on the terminal, which would block a scrape on an encrypted key
-// dropped in by a rotation; this makes such a key fail to load instead.
-int NoPassPhrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
 
 // OpenSSL's description of the newest error on this thread's queue.
 std::string OpenSslReason(unsigned long err) {
@@ -102,7 +51,7 @@ absl::StatusOr<std::vector<int64_t>> PemCertificateExpiries(absl::string_view pe
   // The queue may hold another caller's leftovers; what is read below must
   // be this parse's own.
   ERR_clear_error();
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  BioPtr bio = MemBio(pem);
   if (bio == nullptr) {
     ERR_clear_error();
     return absl::ResourceExhaustedError(
@@ -110,8 +59,7 @@ absl::StatusOr<std::vector<int64_t>> PemCertificateExpiries(absl::string_view pe
   }
   std::vector<int64_t> out;
   for (;;) {
-    std::unique_ptr<X509, X509Deleter> x509(
-        PEM_read_bio_X509(bio.get(), nullptr, NoPassPhrase, nullptr));
+    X509Ptr x509(PEM_read_bio_X509(bio.get(), nullptr, NoPassPhrase, nullptr));
     if (x509 == nullptr) break;
     const ASN1_TIME* not_after = X509_get0_notAfter(x509.get());
     struct tm tm = {};
@@ -156,16 +104,14 @@ absl::Status CheckCertificateMatchesKey(const std::string& cert_path, const std:
   // Both are at most kMaxPemBytes, so their sizes fit an int; an empty
   // buffer reads as "no PEM" below.
   ERR_clear_error();
-  std::unique_ptr<BIO, BioDeleter> cert_bio(
-      BIO_new_mem_buf(cert_pem->data(), static_cast<int>(cert_pem->size())));
-  std::unique_ptr<BIO, BioDeleter> key_bio(
-      BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
-  std::unique_ptr<X509, X509Deleter> x509(
-      cert_bio == nullptr ? nullptr
-                          : PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassPhrase, nullptr));
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(
-      key_bio == nullptr ? nullptr
-                         : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassPhrase, nullptr));
+  BioPtr cert_bio = MemBio(*cert_pem);
+  BioPtr key_bio = MemBio(*key_pem);
+  X509Ptr x509(cert_bio == nullptr
+                   ? nullptr
+                   : PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassPhrase, nullptr));
+  PkeyPtr key(key_bio == nullptr
+                  ? nullptr
+                  : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassPhrase, nullptr));
   const bool match =
       x509 != nullptr && key != nullptr && X509_check_private_key(x509.get(), key.get()) == 1;
   ERR_clear_error();

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/pem_files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,16 +23,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+using Pkey = PkeyPtr;
 
 // 2033-05-18T03:33:20Z: UTCTime in a certificate.
 constexpr int64_t kIn2033 = 2000000000;
@@ -51,7 +43,7 @@ Pkey NewKey() { return Pkey(EVP_EC_gen("P-256")); }
 // A self-signed certificate valid until `not_after` (seconds since the
 // epoch), as PEM.
 std::string CertPem(EVP_PKEY* key, int64_t not_after) {
-  std::unique_ptr<X509, X509Deleter> x509(X509_new());
+  X509Ptr x509(X509_new());
   X509_set_version(x509.get(), 2);
   ASN1_INTEGER_set(X509_get_serialNumber(x509.get()), 1);
   ASN1_TIME_set(X509_getm_notBefore(x509.get()), static_cast<time_t>(not_after - 86400));
@@ -62,13 +54,13 @@ std::string CertPem(EVP_PKEY* key, int64_t not_after) {
                              reinterpret_cast<const unsigned char*>("cert-expiry-test"), -1, -1, 0);
   X509_set_issuer_name(x509.get(), name);
   EXPECT_GT(X509_sign(x509.get(), key, EVP_sha256()), 0);
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new(BIO_s_mem()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
   EXPECT_EQ(PEM_write_bio_X509(bio.get(), x509.get()), 1);
   return BioContents(bio.get());
 }
 
 std::string KeyPem(EVP_PKEY* key) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new(BIO_s_mem()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
   EXPECT_EQ(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr), 1);
   return BioContents(bio.get());
 }
@@ -196,7 +188,7 @@ TEST_F(CertExpiryTest, ChecksThatACertificateMatchesItsKey) {
 // A scrape must not stop to ask for a pass phrase (OpenSSL's default
 // callback prompts on the terminal): an encrypted key just does not load.
 TEST_F(CertExpiryTest, RefusesAnEncryptedKeyWithoutPrompting) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new(BIO_s_mem()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
   static char kPass[] = "secret";
   ASSERT_EQ(PEM_write_bio_PrivateKey(bio.get(), key_.get(), EVP_aes_256_cbc(), nullptr, 0, nullptr,
                                      kPass),

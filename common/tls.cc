@@ -4,9 +4,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <tuple>
 #include <vector>
 
@@ -14,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/log.h"
+#include "common/pem_files.h"
 #include "common/tls_mirror.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -32,26 +31,17 @@ absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string&
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": required unless --insecure (a PEM file)"));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  absl::StatusOr<std::string> pem = ReadPemFile(path);
+  if (!pem.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": cannot read ", path, ": ", pem.status().message()));
+  }
+  return pem;
 }
 
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-
-std::unique_ptr<X509, X509Deleter> ParseCert(const std::string& pem) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  return std::unique_ptr<X509, X509Deleter>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+X509Ptr ParseCert(const std::string& pem) {
+  BioPtr bio = MemBio(pem);
+  return X509Ptr(PEM_read_bio_X509(bio.get(), nullptr, NoPassPhrase, nullptr));
 }
 
 // The client side's check of the server's identity, after gRPC has verified
@@ -173,9 +163,8 @@ absl::Status ValidateTransportConfig(const TransportConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat(names.ca, ": ", config.ca_file, " holds no PEM certificate"));
   }
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())));
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  BioPtr bio = MemBio(*key);
+  PkeyPtr pkey(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassPhrase, nullptr));
   if (pkey == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         names.key, ": ", config.key_file, " holds no unencrypted PEM private key"));

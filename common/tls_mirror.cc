@@ -20,55 +20,10 @@
 #include "absl/strings/str_join.h"
 #include "common/errno_status.h"
 #include "common/log.h"
+#include "common/pem_files.h"
 
 namespace iommu {
 namespace {
-
-// Certificate files are a few kilobytes; a path that leads to something far
-// larger (a flag pointing at a disk image, /dev/zero) is refused rather than
-// read without end.
-constexpr size_t kMaxFileBytes = 1 << 20;
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-
-// Never ask for a pass phrase: OpenSSL's default callback would prompt on
-// the terminal and block the reload on an encrypted key.
-int NoPassPhrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
-
-// The whole file; errors do not name it (the caller does).
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(errno, "open");
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    const ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, "read");
-    if (n == 0) return out;
-    if (out.size() + static_cast<size_t>(n) > kMaxFileBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("larger than ", kMaxFileBytes, " bytes, not a PEM file"));
-    }
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
-BioPtr MemBio(const std::string& pem) {
-  // Files are at most kMaxFileBytes, so the size fits an int.
-  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-}
 
 // Every certificate in `pem`, in order; INVALID_ARGUMENT (`why` only, the
 // caller names the file) when there is none or any certificate block does
@@ -216,7 +171,7 @@ std::optional<TlsMirror::Fault> TlsMirror::ReadFiles(Pems* out) const {
       {&files_.key_file, &out->key}, {&files_.cert_file, &out->cert}, {&files_.ca_file, &out->ca}};
   for (const auto& [path, content] : files) {
     if (path->empty()) continue;  // No identity (CA only), or no CA (identity only).
-    absl::StatusOr<std::string> read = ReadSmallFile(*path);
+    absl::StatusOr<std::string> read = ReadPemFile(*path);
     if (!read.ok()) return Fault{*path, read.status()};
     *content = *std::move(read);
   }
