@@ -581,6 +581,8 @@ class Broker final : public OwnershipView {
   }
   std::shared_ptr<const v1::HeartbeatResponse> HeartbeatAnswerLocked(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a container holds a device (device_holder_), for the index.
+  model::PlacementIndex::HeldFn HeldFnLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A fresh index of every node, as RefreshPlacementLocked keeps it.
   model::PlacementIndex BuildPlacementLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CheckIndexes' part for the placement index.

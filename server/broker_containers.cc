@@ -1,5 +1,7 @@
 // The Broker's containers: placement, create (reserve, agent call, commit),
 // read, list and delete.
+#include "server/broker.h"
+
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -13,7 +15,6 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
-#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {

@@ -1,9 +1,10 @@
 // The Broker's derived indexes (containers by node and tenant, per-tenant
 // totals, device holders), kept in step with every add and erase.
+#include "server/broker.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
@@ -145,12 +146,16 @@ const std::set<std::string>& Broker::TenantContainersLocked(const std::string& t
   return it == index_.tenant_containers.end() ? *kNone : it->second;
 }
 
-model::PlacementIndex Broker::BuildPlacementLocked() const {
-  model::PlacementIndex index;
-  auto held = [this](const std::string& node, const std::string& address) {
-    mu_.AssertHeld();  // Called by UpdateNode, under mu_.
+model::PlacementIndex::HeldFn Broker::HeldFnLocked() const {
+  return [this](const std::string& node, const std::string& address) {
+    mu_.AssertHeld();  // Called by PlacementIndex::UpdateNode, under mu_.
     return device_holder_.count({node, address}) > 0;
   };
+}
+
+model::PlacementIndex Broker::BuildPlacementLocked() const {
+  model::PlacementIndex index;
+  const model::PlacementIndex::HeldFn held = HeldFnLocked();
   for (const auto& [name, n] : nodes_) {
     index.UpdateNode(name, n.devices, held);
     index.SetEligible(name, NodePlaceableLocked(n));
@@ -159,10 +164,7 @@ model::PlacementIndex Broker::BuildPlacementLocked() const {
 }
 
 void Broker::RefreshPlacementLocked() {
-  auto held = [this](const std::string& node, const std::string& address) {
-    mu_.AssertHeld();  // Called by UpdateNode, under mu_.
-    return device_holder_.count({node, address}) > 0;
-  };
+  const model::PlacementIndex::HeldFn held = HeldFnLocked();
   for (const std::string& name : placement_stale_) {
     auto n = nodes_.find(name);
     if (n == nodes_.end()) {
