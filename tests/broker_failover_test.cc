@@ -314,7 +314,9 @@ TEST_F(BrokerFailoverTest, KillingTheLeaderUnderLoadLosesNothingAndEtcdMembersMa
   bool recovered = false;
   while (!give_up && !recovered) {
     for (int i = 0; i < kBrokers; ++i) {
-      if (brokers_[i].pid() <= 0) ASSERT_TRUE(LaunchBroker(i).ok());
+      if (brokers_[i].pid() <= 0) {
+        ASSERT_TRUE(LaunchBroker(i).ok());
+      }
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
