@@ -167,6 +167,10 @@ void FakeLauncherHandler::OnRequest(uint64_t conn_id, const v1::LauncherRequest&
       }
       return;
     }
+    case v1::LauncherRequest::kResumeSession:
+      // The fake keeps no session beyond its connection: none to resume.
+      SetError(absl::NotFoundError("session_id: no session to resume"), response);
+      return;
     case v1::LauncherRequest::OP_NOT_SET:
       std::abort();  // The server filters these out.
   }

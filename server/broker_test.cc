@@ -975,8 +975,12 @@ TEST_F(BrokerTest, ContainerListsByNodeAndTenantPageThroughExactlyTheirOwn) {
       v1::ListContainersResponse resp;
       EXPECT_OK(broker_->ListContainers(req, &resp));
       for (const auto& c : resp.containers()) {
-        if (!node.empty()) EXPECT_EQ(c.node(), node);
-        if (!tenant.empty()) EXPECT_EQ(c.tenant_id(), tenant);
+        if (!node.empty()) {
+          EXPECT_EQ(c.node(), node);
+        }
+        if (!tenant.empty()) {
+          EXPECT_EQ(c.tenant_id(), tenant);
+        }
         seen.push_back(c.id());
       }
       if (resp.next_page_token().empty()) break;

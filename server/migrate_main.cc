@@ -1,7 +1,7 @@
 // iommu-store-migrate: moves a stopped broker's whole state from one store to
-// another, e.g. from its SQLite file to an etcd cluster:
+// another, e.g. from its SQLite file to an etcd cluster (one command line):
 //
-//   iommu-store-migrate --from=sqlite:/var/lib/iommu-broker/broker.db \
+//   iommu-store-migrate --from=sqlite:/var/lib/iommu-broker/broker.db
 //       --to=etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
 //
 // Stores are named as the broker's --store names them. The destination must

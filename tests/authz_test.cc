@@ -581,7 +581,9 @@ TEST_F(AuthzTest, EveryRpcCrossedWithEveryCaller) {
        [&](Caller c) {
          v1::GetVersionResponse out;
          grpc::Status s = Invoke(BrokerAs(c).get(), &B::GetVersion, v1::GetVersionRequest(), &out);
-         if (s.ok()) EXPECT_EQ(out.version(), kVersion);
+         if (s.ok()) {
+           EXPECT_EQ(out.version(), kVersion);
+         }
          return s;
        }},
       // ---- NodeRegistry, for node-1. Requests that get through are refused

@@ -358,7 +358,9 @@ TEST_F(StoreFaultChaosTest, RefusedCreateAndWindowChangesOnFullDiskLeaveNothingO
   if (create.ok()) containers.insert(b.id());
   EXPECT_EQ(fleet->containers.size(), containers.size());
   EXPECT_EQ(fleet->windows.count(first.id()), release.ok() ? 0u : 1u);
-  if (allocate.ok()) EXPECT_EQ(fleet->windows.count(second.id()), 1u);
+  if (allocate.ok()) {
+    EXPECT_EQ(fleet->windows.count(second.id()), 1u);
+  }
   EXPECT_EQ(fleet->windows.size(), (release.ok() ? 0u : 1u) + (allocate.ok() ? 1u : 0u));
   EXPECT_EQ(agent_holds(), containers) << "the agent and the broker disagree after a full disk";
 
