@@ -556,14 +556,6 @@ class Broker final : public OwnershipView {
   absl::Status PlaceBySelectorLocked(const v1::CreateContainerRequest& req, std::string* node,
                                      std::vector<std::string>* devices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `node`'s free, assignable, unreserved whole IOMMU groups matching `key`,
-  // taken in group order while they fit: exactly `count` devices (sorted),
-  // or nullopt when its groups do not add up to it.
-  std::optional<std::vector<std::string>> PickDevicesLocked(const std::string& node,
-                                                            const NodeEntry& n,
-                                                            const model::SelectorKey& key,
-                                                            uint32_t count) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The placement index's upkeep: `node`'s devices, their holders, or
   // whether it is placeable (NodePlaceableLocked) changed, or it is gone.
   // Stale nodes are brought up to date at the next placement, so a burst of

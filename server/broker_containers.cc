@@ -130,7 +130,11 @@ absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req
     mu_.AssertHeld();  // VisitBest calls back synchronously, under mu_.
     auto n = nodes_.find(name);
     if (n == nodes_.end()) return true;
-    std::optional<std::vector<std::string>> picked = PickDevicesLocked(name, n->second, key, count);
+    std::optional<std::vector<std::string>> picked =
+        model::PickWholeGroups(n->second.devices, key, count, [&](const std::string& address) {
+          mu_.AssertHeld();  // Called synchronously, under mu_.
+          return DeviceBusyLocked(name, address);
+        });
     if (!picked.has_value()) return true;
     found = name;
     *devices = *std::move(picked);
@@ -144,31 +148,6 @@ absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req
   }
   *node = std::move(found);
   return absl::OkStatus();
-}
-
-std::optional<std::vector<std::string>> Broker::PickDevicesLocked(const std::string& node,
-                                                                  const NodeEntry& n,
-                                                                  const model::SelectorKey& key,
-                                                                  uint32_t count) const {
-  // Whole groups only: a group qualifies when every member matches, is
-  // assignable and is neither held nor reserved.
-  std::map<uint32_t, std::vector<const v1::Device*>> groups;
-  for (const v1::Device& d : n.devices) groups[d.iommu_group()].push_back(&d);
-  std::vector<std::string> picked;
-  for (const auto& [group, members] : groups) {
-    bool ok = true;
-    for (const v1::Device* d : members) {
-      ok =
-          ok && model::Matches(key, *d) && d->assignable() && !DeviceBusyLocked(node, d->address());
-    }
-    if (ok && picked.size() + members.size() <= count) {
-      for (const v1::Device* d : members) picked.push_back(d->address());
-    }
-    if (picked.size() == count) break;
-  }
-  if (picked.size() != count) return std::nullopt;
-  std::sort(picked.begin(), picked.end());
-  return picked;
 }
 
 absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequest& req) {

@@ -131,23 +131,9 @@ std::optional<std::vector<std::string>> FleetState::PickDevices(
     const std::function<bool(const std::string& address)>& busy) const {
   const NodeState* n = FindNode(node);
   if (n == nullptr) return std::nullopt;
-  std::map<uint32_t, std::vector<const v1::Device*>> groups;
-  for (const v1::Device& d : n->devices) groups[d.iommu_group()].push_back(&d);
-  std::vector<std::string> picked;
-  for (const auto& [group, members] : groups) {
-    if (picked.size() + members.size() > count) continue;
-    bool ok = true;
-    for (const v1::Device* d : members) {
-      ok = ok && Matches(key, *d) && d->assignable() && DeviceHolder(node, d->address()) == nullptr &&
-           !busy(d->address());
-    }
-    if (!ok) continue;
-    for (const v1::Device* d : members) picked.push_back(d->address());
-    if (picked.size() == count) break;
-  }
-  if (picked.size() != count) return std::nullopt;
-  std::sort(picked.begin(), picked.end());
-  return picked;
+  return PickWholeGroups(n->devices, key, count, [&](const std::string& address) {
+    return DeviceHolder(node, address) != nullptr || busy(address);
+  });
 }
 
 // ------------------------------------------------------------------ apply

@@ -28,6 +28,27 @@ std::vector<SelectorKey> GroupKeys(const std::vector<const v1::Device*>& members
   return keys;
 }
 
+std::optional<std::vector<std::string>> PickWholeGroups(
+    const std::vector<v1::Device>& devices, const SelectorKey& key, uint32_t count,
+    const std::function<bool(const std::string& address)>& taken) {
+  std::map<uint32_t, std::vector<const v1::Device*>> groups;
+  for (const v1::Device& d : devices) groups[d.iommu_group()].push_back(&d);
+  std::vector<std::string> picked;
+  for (const auto& [group, members] : groups) {
+    if (picked.size() + members.size() > count) continue;
+    bool ok = true;
+    for (const v1::Device* d : members) {
+      ok = ok && Matches(key, *d) && d->assignable() && !taken(d->address());
+    }
+    if (!ok) continue;
+    for (const v1::Device* d : members) picked.push_back(d->address());
+    if (picked.size() == count) break;
+  }
+  if (picked.size() != count) return std::nullopt;
+  std::sort(picked.begin(), picked.end());
+  return picked;
+}
+
 void PlacementIndex::Rank(const std::string& node, bool add) {
   if (!eligible_.count(node)) return;
   auto it = free_.find(node);

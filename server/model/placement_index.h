@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -45,6 +46,15 @@ bool Matches(const SelectorKey& key, const v1::Device& d);
 // The selector keys a group of devices qualifies for by matching alone (the
 // caller checks assignability and holders).
 std::vector<SelectorKey> GroupKeys(const std::vector<const v1::Device*>& members);
+
+// Picks `count` devices from whole IOMMU groups of `devices` whose every
+// member matches `key`, is assignable and is not `taken` (held by a
+// container, or promised to a change not yet committed), taking groups in
+// group order while they fit. Sorted addresses, or nullopt when the groups
+// do not add up to exactly `count`.
+std::optional<std::vector<std::string>> PickWholeGroups(
+    const std::vector<v1::Device>& devices, const SelectorKey& key, uint32_t count,
+    const std::function<bool(const std::string& address)>& taken);
 
 class PlacementIndex {
  public:
