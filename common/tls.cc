@@ -21,11 +21,6 @@
 namespace iommu {
 namespace {
 
-// How often gRPC's file watcher re-reads the mirror's files (memory, so
-// cheap): a change reaches new connections about a reload interval after
-// the operator made it.
-constexpr unsigned kMirrorRefreshSeconds = 1;
-
 absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
   if (path.empty()) {
     return absl::InvalidArgumentError(
@@ -101,12 +96,7 @@ SharedTls MakeSharedTls(const TransportConfig& config) {
   }
   out.mirror = *std::move(mirror);
   out.mirror->StartReloading(config.reload_interval);
-  const std::string& identity = out.mirror->identity_path();
-  out.provider = identity.empty()
-                     ? std::make_shared<FileWatcherCertificateProvider>(out.mirror->ca_path(),
-                                                                        kMirrorRefreshSeconds)
-                     : std::make_shared<FileWatcherCertificateProvider>(
-                           identity, identity, out.mirror->ca_path(), kMirrorRefreshSeconds);
+  out.provider = WatchMirror(*out.mirror);
   return out;
 }
 
@@ -126,6 +116,20 @@ std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> SharedProvid
 }
 
 }  // namespace
+
+std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> WatchMirror(
+    const TlsMirror& mirror) {
+  using grpc::experimental::FileWatcherCertificateProvider;
+  // Memory, so cheap: a change reaches new connections about a reload
+  // interval after the operator made it.
+  constexpr unsigned kRefreshSeconds = 1;
+  const std::string& identity = mirror.identity_path();
+  if (identity.empty()) {
+    return std::make_shared<FileWatcherCertificateProvider>(mirror.ca_path(), kRefreshSeconds);
+  }
+  return std::make_shared<FileWatcherCertificateProvider>(identity, identity, mirror.ca_path(),
+                                                          kRefreshSeconds);
+}
 
 absl::Status ValidateTransportConfig(const TransportConfig& config,
                                      const TransportFlagNames& names) {

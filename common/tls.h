@@ -24,8 +24,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/identity.h"
+#include "common/tls_mirror.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/server_context.h"
 
 namespace iommu {
@@ -66,6 +68,13 @@ absl::StatusOr<Identity> CertificateIdentity(const std::string& cert_file,
 
 // One line for the start-up log: "mtls spiffe://td/broker" or "plaintext".
 std::string DescribeTransport(const TransportConfig& config);
+
+// gRPC's file watcher over `mirror`'s files: its identity (key and chain in
+// one file) when it has one, its CA bundle (none: gRPC's default roots).
+// They are memory and change only to a whole, checked set, so the watcher
+// re-reads them every second. `mirror` must outlive the provider.
+std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> WatchMirror(
+    const TlsMirror& mirror);
 
 // Server credentials: mTLS (client certificate requested and verified if
 // presented) or, with insecure, plaintext. Call after ValidateTransportConfig.

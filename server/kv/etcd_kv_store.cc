@@ -20,6 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/reconnect.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 #include "common/tls_mirror.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -92,11 +93,6 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what, const std::
   }
 }
 
-// How often gRPC's file watcher re-reads the mirror's files (memory, so
-// cheap; as common/tls.cc): a rotation reaches new connections within
-// about tls_reload_interval plus this.
-constexpr unsigned kMirrorRefreshSeconds = 1;
-
 // The channels' credentials, and the mirror of the TLS files they read
 // (null for plaintext), which must outlive every channel made with them.
 struct ChannelSecurity {
@@ -134,18 +130,11 @@ absl::StatusOr<ChannelSecurity> MakeChannelSecurity(const EtcdKvOptions& options
   if (absl::Status s = mirror->Reload(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("etcd TLS: ", s.message()));
   }
-  using grpc::experimental::FileWatcherCertificateProvider;
-  const std::string& identity = mirror->identity_path();
-  const std::string& ca = mirror->ca_path();
-  // An empty CA path: no root certificates watched, the system's are used.
-  auto provider = identity.empty()
-                      ? std::make_shared<FileWatcherCertificateProvider>(ca, kMirrorRefreshSeconds)
-                      : std::make_shared<FileWatcherCertificateProvider>(identity, identity, ca,
-                                                                         kMirrorRefreshSeconds);
   grpc::experimental::TlsChannelCredentialsOptions tls;
-  tls.set_certificate_provider(provider);
-  if (!ca.empty()) tls.watch_root_certs();
-  if (!identity.empty()) tls.watch_identity_key_cert_pairs();
+  tls.set_certificate_provider(WatchMirror(*mirror));
+  // Without a CA file no roots are watched: the system's are used.
+  if (!mirror->ca_path().empty()) tls.watch_root_certs();
+  if (!mirror->identity_path().empty()) tls.watch_identity_key_cert_pairs();
   // gRPC's defaults, spelled out: they are the whole of etcd's
   // authentication, and must not change under us.
   tls.set_verify_server_certs(true);
