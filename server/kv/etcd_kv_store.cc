@@ -2,52 +2,39 @@
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
+#include <cstdint>
+#include <memory>
 #include <set>
-#include <thread>
+#include <string>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/reconnect.h"
 #include "common/status_macros.h"
-#include "common/tls.h"
-#include "common/tls_mirror.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/security/tls_certificate_provider.h"
-#include "grpcpp/security/tls_certificate_verifier.h"
-#include "grpcpp/security/tls_credentials_options.h"
+#include "server/kv/etcd_channel.h"
+#include "server/kv/etcd_internal.h"
+#include "server/kv/etcd_watch.h"
 #include "server/kv/kv_rules.h"
+#include "server/kv/kv_store.h"
 
 namespace iommu {
 namespace kv {
 namespace {
 
 namespace pb = ::etcdserverpb;
-
-// One etcd endpoint: its channel and stubs (thread-safe, shared with the
-// watches so that a handle may outlive the store).
-struct Endpoint {
-  // The TLS files the channel's credentials read (null: plaintext), shared
-  // by every endpoint. First, so destroyed last: the mirror closes the
-  // files gRPC reads, which must stay until the channel is gone.
-  std::shared_ptr<TlsMirror> tls;
-  std::string address;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<pb::KV::Stub> kv;
-  std::unique_ptr<pb::Watch::Stub> watch;
-  std::unique_ptr<pb::Lease::Stub> lease;
-};
 
 // Reports one call's round trip (sent to answered, failed or timed out) to
 // EtcdKvOptions::observe_call when it goes out of scope.
@@ -74,81 +61,6 @@ bool IsCompacted(const grpc::Status& s) {
          s.error_message().find("compacted") != std::string::npos;
 }
 
-// The one place a grpc::Status from etcd becomes an absl::Status.
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what, const std::string& address,
-                      absl::Duration call_timeout) {
-  switch (s.error_code()) {
-    case grpc::StatusCode::OK:
-      return absl::OkStatus();
-    case grpc::StatusCode::UNAVAILABLE:
-      return absl::UnavailableError(absl::StrCat("etcd at ", address, " is unreachable (", what,
-                                                 "): ", s.error_message()));
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return absl::UnavailableError(absl::StrCat("etcd at ", address, " did not answer ", what,
-                                                 " within ", absl::FormatDuration(call_timeout),
-                                                 "; its outcome is unknown: ", s.error_message()));
-    default:
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                          absl::StrCat("etcd at ", address, ", ", what, ": ", s.error_message()));
-  }
-}
-
-// The channels' credentials, and the mirror of the TLS files they read
-// (null for plaintext), which must outlive every channel made with them.
-struct ChannelSecurity {
-  std::shared_ptr<TlsMirror> mirror;
-  std::shared_ptr<grpc::ChannelCredentials> creds;
-};
-
-// Plaintext without TLS files. Otherwise TLS credentials reading a
-// TlsMirror of the files through gRPC's file watcher, so that a rotation
-// is picked up without a restart and a set that does not hold together is
-// never used (the mirror keeps the last good one). A first set that does
-// not hold together is an error: the store does not open on it.
-//
-// etcd's certificate is checked as grpc::SslCredentials checked it: its
-// chain against the CA (or the system's roots), then its SANs against the
-// endpoint's host, both by gRPC during the handshake (verify_server_certs
-// and the host name verifier), and the host of every call against the
-// certificate (check_call_host).
-absl::StatusOr<ChannelSecurity> MakeChannelSecurity(const EtcdKvOptions& options) {
-  ChannelSecurity out;
-  if (options.tls_cert_file.empty() && options.tls_key_file.empty() &&
-      options.tls_ca_file.empty()) {
-    out.creds = grpc::InsecureChannelCredentials();
-    return out;
-  }
-  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "etcd TLS: a client certificate and its key go together; give both or neither");
-  }
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<TlsMirror> mirror,
-      TlsMirror::Create({options.tls_key_file, options.tls_cert_file, options.tls_ca_file}));
-  // Create loaded the files, and logged a refusal; the refusal is returned
-  // again here without another log line.
-  if (absl::Status s = mirror->Reload(); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("etcd TLS: ", s.message()));
-  }
-  grpc::experimental::TlsChannelCredentialsOptions tls;
-  tls.set_certificate_provider(WatchMirror(*mirror));
-  // Without a CA file no roots are watched: the system's are used.
-  if (!mirror->ca_path().empty()) tls.watch_root_certs();
-  if (!mirror->identity_path().empty()) tls.watch_identity_key_cert_pairs();
-  // gRPC's defaults, spelled out: they are the whole of etcd's
-  // authentication, and must not change under us.
-  tls.set_verify_server_certs(true);
-  tls.set_certificate_verifier(std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-  tls.set_check_call_host(true);
-  out.creds = grpc::experimental::TlsCredentials(tls);
-  if (out.creds == nullptr) return absl::InternalError("etcd TLS: gRPC made no TLS credentials");
-  if (options.tls_reload_interval > absl::ZeroDuration()) {
-    mirror->StartReloading(options.tls_reload_interval);
-  }
-  out.mirror = std::move(mirror);
-  return out;
-}
-
 pb::Compare::CompareResult ToPbResult(CompareOp op) {
   switch (op) {
     case CompareOp::kEqual:
@@ -162,191 +74,6 @@ pb::Compare::CompareResult ToPbResult(CompareOp op) {
   }
   return pb::Compare::EQUAL;
 }
-
-// A watch: one bidi stream, a reader thread turning responses into batches
-// (one per revision) and a delivery thread running the callback. The handle
-// owns both; destroying it cancels the stream and joins them.
-class EtcdWatch final : public WatchHandle {
- public:
-  EtcdWatch(std::shared_ptr<Endpoint> endpoint, pb::WatchCreateRequest create, std::string prefix,
-            int64_t max_pending, WatchCallback callback)
-      : endpoint_(std::move(endpoint)),
-        create_(std::move(create)),
-        prefix_(std::move(prefix)),
-        max_pending_(max_pending),
-        callback_(std::move(callback)) {}
-  EtcdWatch(const EtcdWatch&) = delete;
-  EtcdWatch& operator=(const EtcdWatch&) = delete;
-
-  ~EtcdWatch() override {
-    {
-      absl::MutexLock l(&mu_);
-      stopping_ = true;
-    }
-    ctx_.TryCancel();
-    if (reader_.joinable()) reader_.join();
-    if (deliverer_.joinable()) deliverer_.join();
-  }
-
-  // Starts the threads and waits until etcd confirms the watch. Errors:
-  // UNAVAILABLE when etcd does not confirm within `timeout`; etcd's reason
-  // when it refuses.
-  absl::Status Start(absl::Duration timeout) {
-    reader_ = std::thread([this] { ReadLoop(); });
-    deliverer_ = std::thread([this] { DeliverLoop(); });
-    absl::MutexLock l(&mu_);
-    auto started = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return created_ || !start_error_.ok();
-    };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&started), timeout)) {
-      return absl::UnavailableError(absl::StrCat("etcd at ", endpoint_->address,
-                                                 " did not confirm a watch within ",
-                                                 absl::FormatDuration(timeout)));
-    }
-    return start_error_;
-  }
-
- private:
-  using Item = std::variant<WatchBatch, absl::Status>;
-
-  KeyValue Strip(const mvccpb::KeyValue& in) const {
-    KeyValue kv;
-    kv.key = in.key().substr(std::min(prefix_.size(), in.key().size()));
-    kv.value = in.value();
-    kv.create_revision = in.create_revision();
-    kv.mod_revision = in.mod_revision();
-    kv.version = in.version();
-    kv.lease = in.lease();
-    return kv;
-  }
-
-  void ReadLoop() {
-    stream_ = endpoint_->watch->Watch(&ctx_);
-    pb::WatchRequest req;
-    *req.mutable_create_request() = create_;
-    absl::Status end;
-    if (!stream_->Write(req)) {
-      end = FromGrpc(stream_->Finish(), "watch create", endpoint_->address, absl::ZeroDuration());
-      if (end.ok()) {
-        end = absl::UnavailableError(
-            absl::StrCat("etcd at ", endpoint_->address, " closed a watch stream at creation"));
-      }
-      Fail(end);
-      return;
-    }
-    pb::WatchResponse resp;
-    while (stream_->Read(&resp)) {
-      if (resp.created()) {
-        absl::MutexLock l(&mu_);
-        created_ = true;
-      }
-      if (resp.canceled()) {
-        if (resp.compact_revision() > 0) {
-          end = absl::OutOfRangeError(absl::StrCat(
-              "watch: history compacted; revisions below ", resp.compact_revision(),
-              " are gone, relist and watch from there"));
-        } else {
-          end = absl::UnavailableError(absl::StrCat("etcd at ", endpoint_->address,
-                                                    " canceled a watch: ", resp.cancel_reason()));
-        }
-        break;
-      }
-      if (resp.events_size() == 0) continue;
-      std::vector<WatchBatch> batches;
-      for (const mvccpb::Event& e : resp.events()) {
-        const int64_t rev = e.kv().mod_revision();
-        if (batches.empty() || batches.back().revision != rev) {
-          batches.push_back(WatchBatch{rev, {}});
-        }
-        Event ev;
-        ev.type = e.type() == mvccpb::Event::DELETE ? EventType::kDelete : EventType::kPut;
-        ev.kv = Strip(e.kv());
-        if (e.has_prev_kv()) ev.prev_kv = Strip(e.prev_kv());
-        batches.back().events.push_back(std::move(ev));
-      }
-      absl::MutexLock l(&mu_);
-      if (stopping_ || failed_) break;
-      for (WatchBatch& b : batches) {
-        pending_events_ += b.events.size();
-        queue_.emplace_back(std::move(b));
-      }
-      if (pending_events_ > max_pending_) {
-        queue_.clear();
-        queue_.emplace_back(absl::ResourceExhaustedError(
-            absl::StrCat("watch fell behind: more than ", max_pending_,
-                         " events waiting for its callback; relist and watch again")));
-        failed_ = true;
-        ctx_.TryCancel();
-        break;
-      }
-    }
-    const grpc::Status finish = stream_->Finish();
-    if (end.ok()) {
-      end = absl::UnavailableError(absl::StrCat("watch stream to etcd at ", endpoint_->address,
-                                                " ended: ", finish.error_message()));
-    }
-    Fail(end);
-  }
-
-  // Queues the final error unless the watch is being destroyed or failed.
-  void Fail(const absl::Status& s) {
-    absl::MutexLock l(&mu_);
-    reader_done_ = true;
-    if (!created_ && start_error_.ok()) {
-      start_error_ = s;  // Watch() returns it; the callback never runs.
-      return;
-    }
-    if (stopping_ || failed_) return;
-    failed_ = true;
-    queue_.emplace_back(s);
-  }
-
-  void DeliverLoop() {
-    while (true) {
-      Item item;
-      {
-        absl::MutexLock l(&mu_);
-        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_ || !queue_.empty() || (reader_done_ && !start_error_.ok());
-        };
-        mu_.Await(absl::Condition(&ready));
-        if (stopping_ || queue_.empty()) return;
-        item = std::move(queue_.front());
-        queue_.pop_front();
-        if (auto* b = std::get_if<WatchBatch>(&item)) pending_events_ -= b->events.size();
-      }
-      if (auto* b = std::get_if<WatchBatch>(&item)) {
-        callback_(*b);
-      } else {
-        callback_(std::get<absl::Status>(item));
-        return;
-      }
-    }
-  }
-
-  // Constant after construction.
-  const std::shared_ptr<Endpoint> endpoint_;
-  const pb::WatchCreateRequest create_;
-  const std::string prefix_;
-  const int64_t max_pending_;
-  const WatchCallback callback_;
-
-  grpc::ClientContext ctx_;  // TryCancel is thread-safe.
-  // Used only by the reader thread.
-  std::unique_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream_;
-
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool created_ ABSL_GUARDED_BY(mu_) = false;
-  bool failed_ ABSL_GUARDED_BY(mu_) = false;  // The final error is queued.
-  bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status start_error_ ABSL_GUARDED_BY(mu_);
-  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  int64_t pending_events_ ABSL_GUARDED_BY(mu_) = 0;
-
-  std::thread reader_;
-  std::thread deliverer_;
-};
 
 class EtcdKvStore final : public KvStore {
  public:
@@ -630,16 +357,7 @@ class EtcdKvStore final : public KvStore {
     if (IsOpenEnded(range_end)) return PrefixRangeEnd(options_.prefix);
     return options_.prefix + range_end;
   }
-  KeyValue Strip(const mvccpb::KeyValue& in) const {
-    KeyValue kv;
-    kv.key = in.key().substr(std::min(options_.prefix.size(), in.key().size()));
-    kv.value = in.value();
-    kv.create_revision = in.create_revision();
-    kv.mod_revision = in.mod_revision();
-    kv.version = in.version();
-    kv.lease = in.lease();
-    return kv;
-  }
+  KeyValue Strip(const mvccpb::KeyValue& in) const { return StripPrefix(in, options_.prefix); }
   RangeResponse FromPb(const pb::RangeResponse& resp) const {
     RangeResponse out;
     for (const mvccpb::KeyValue& kv : resp.kvs()) out.kvs.push_back(Strip(kv));
