@@ -262,6 +262,10 @@ class Broker final : public OwnershipView {
     // containers (HeartbeatAnswerStaleLocked) and copied outside mu_ by the
     // others: every node asks every interval, its answer rarely changes.
     std::shared_ptr<const v1::HeartbeatResponse> heartbeat_answer;
+    // applied_seq_ when heartbeat_answer was built: all it shows is durable
+    // once that is, so a heartbeat waits for that and not for every commit
+    // in flight (a registration storm keeps one in flight all the time).
+    uint64_t heartbeat_answer_seq = 0;
   };
   struct ContainerEntry {
     v1::Container container;  // As persisted.

@@ -5,6 +5,7 @@
 // a full recount.
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -171,6 +172,69 @@ TEST_F(GroupCommitTest, AHeartbeatAnswerBuiltFromRolledBackStateIsNotReused) {
   ASSERT_EQ(after.windows_size(), 1);
   EXPECT_EQ(after.windows(0).windows_size(), 0) << after.ShortDebugString();
   EXPECT_OK(broker_->CheckIndexes());
+}
+
+// A node's heartbeat waits for what its answer shows to be durable, not for
+// another node's commit: under a registration storm one is always in flight,
+// and heartbeats waiting for each made nodes time out.
+TEST_F(GroupCommitTest, AHeartbeatDoesNotWaitForAnotherNodesCommit) {
+  ASSERT_OK(CreateTenant("t"));
+  const std::string session = RegisterNode("n1", 1);
+  RegisterNode("n2", 1);
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  v1::HeartbeatResponse first;
+  ASSERT_OK(broker_->Heartbeat(hb, &first));
+
+  fake_.PauseCommits();
+  absl::Status created;
+  std::thread other([&] {
+    v1::CreateContainerRequest req;
+    req.set_tenant_id("t");
+    req.set_node("n2");
+    req.add_devices(Address(0));
+    v1::Container c;
+    created = broker_->CreateContainer(req, &c);
+  });
+  fake_.AwaitPausedCommits(1);
+  // Answered while n2's commit is held; a wait for it would never end here.
+  std::future<absl::Status> beat = std::async(std::launch::async, [&] {
+    v1::HeartbeatResponse out;
+    return broker_->Heartbeat(hb, &out);
+  });
+  const bool answered = beat.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  fake_.ResumeCommits();
+  other.join();
+  EXPECT_TRUE(answered) << "n1's heartbeat waited for n2's commit";
+  EXPECT_OK(beat.get());
+  EXPECT_OK(created);
+}
+
+// A node that registers again exactly as it was (its agent or the broker
+// restarted) commits nothing; one whose devices changed is persisted.
+TEST_F(GroupCommitTest, AnUnchangedRegistrationCommitsNothing) {
+  RegisterNode("n1", 2);
+  const int commits = fake_.commits();
+  RegisterNode("n1", 2);
+  EXPECT_EQ(fake_.commits(), commits);
+  Restart();
+  const std::string session = RegisterNode("n1", 2);
+  EXPECT_EQ(fake_.commits(), commits) << "a broker restart re-persisted an unchanged node";
+  v1::HeartbeatRequest hb;
+  hb.set_node("n1");
+  hb.set_session_id(session);
+  v1::HeartbeatResponse out;
+  EXPECT_OK(broker_->Heartbeat(hb, &out));
+
+  RegisterNode("n1", 3);
+  EXPECT_EQ(fake_.commits(), commits + 1);
+  Restart();
+  v1::ListDevicesRequest list;
+  list.set_node("n1");
+  v1::ListDevicesResponse devices;
+  ASSERT_OK(broker_->ListDevices(list, &devices));
+  EXPECT_EQ(devices.devices_size(), 3) << "the changed registration was not persisted";
 }
 
 TEST_F(GroupCommitTest, FailedGroupFailsEveryMemberAndEverythingAfterItAndRollsBack) {
