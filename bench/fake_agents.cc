@@ -12,20 +12,29 @@
 // what is measured.
 //
 // Each node heartbeats at the interval the broker returns at registration,
-// from --heartbeat_threads threads; a node the broker forgot (it restarted or
-// timed the node out) registers again and reconciles, reporting every
-// desired container as held. Every --report_s seconds a line on stdout says
-// how many nodes are registered, heartbeats sent, their p50/p99 latency,
-// failures and re-registrations since the last line: if heartbeats fall
-// behind their interval, the broker times nodes out, and this shows it.
+// from --heartbeat_threads threads, its first beat one interval after its
+// own registration; a node the broker forgot (it restarted or timed the node
+// out) registers again and reconciles, reporting every desired container as
+// held. Registrations run on --register_threads threads of their own, as a
+// real agent re-registers on its own thread: a slow registration never
+// delays another node's heartbeats (it did when the heartbeat thread
+// re-registered inline, and after a broker restart that made nodes time out
+// one after another, in a loop of the harness's own making).
+//
+// Every --report_s seconds a line on stdout says how many nodes are
+// registered, heartbeats sent, their p50/p99 latency, failures and
+// re-registrations since the last line: if heartbeats fall behind their
+// interval, the broker times nodes out, and this shows it.
 //
 // --ready_file is written once every node has registered the first time.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -46,7 +55,7 @@ ABSL_FLAG(int, nodes, 1000, "Simulated nodes.");
 ABSL_FLAG(int, devices_per_node, 110, "Assignable devices per node (vendor 1234:11e8).");
 ABSL_FLAG(std::string, node_prefix, "bench-", "Node names are this and a 4-digit index.");
 ABSL_FLAG(int, heartbeat_threads, 8, "Threads sending heartbeats (nodes split among them).");
-ABSL_FLAG(int, register_threads, 4, "Threads registering nodes at start.");
+ABSL_FLAG(int, register_threads, 4, "Threads registering nodes (at start and again).");
 ABSL_FLAG(double, report_s, 10, "Seconds between the stats lines on stdout.");
 ABSL_FLAG(std::string, ready_file, "", "Written (with the agent port) once all nodes registered.");
 
@@ -101,10 +110,35 @@ class FakeAgentService final : public v1::Agent::Service {
   std::atomic<int64_t> creates_{0};
 };
 
+// `session` and `next_heartbeat` belong to whoever holds the node: a
+// register thread while `joined` is false, its heartbeat thread once a
+// register thread set it (release/acquire hands them over).
 struct SimNode {
   std::string name;
   std::string session;
   Clock::time_point next_heartbeat;
+  std::atomic<bool> joined{false};
+};
+
+// Nodes waiting to (re-)register, in order.
+class RegisterQueue {
+ public:
+  void Push(int node) {
+    absl::MutexLock l(&mu_);
+    pending_.push_back(node);
+  }
+  int Pop() {
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(
+        +[](std::deque<int>* q) { return !q->empty(); }, &pending_));
+    const int node = pending_.front();
+    pending_.pop_front();
+    return node;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::deque<int> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 struct Stats {
@@ -160,20 +194,48 @@ class Fleet {
     if (!s.ok()) return s;
     node->session = resp.session_id();
     interval_ms_.store(std::max<uint32_t>(resp.heartbeat_interval_ms(), 10));
+    node->next_heartbeat = Clock::now() + std::chrono::milliseconds(interval_ms_.load());
+    node->joined.store(true, std::memory_order_release);
     absl::MutexLock l(&stats_.mu);
     ++stats_.registrations;
     return grpc::Status::OK;
   }
 
-  // Heartbeats nodes[i] for i % threads == t, forever.
-  void HeartbeatLoop(std::vector<SimNode>* nodes, int t, int threads) {
-    for (size_t i = t; i < nodes->size(); i += threads) {
-      (*nodes)[i].next_heartbeat = Clock::now() + std::chrono::milliseconds(interval_ms_.load());
-    }
+  // Registers the nodes `queue` hands out, forever; a failed attempt puts
+  // the node back at the end after 200 ms. A node's first registration
+  // failing 20 times in a row is counted in `failed` and not retried.
+  void RegisterLoop(std::vector<SimNode>* nodes, RegisterQueue* queue,
+                    std::vector<int>* first_failures, std::atomic<int>* first_done,
+                    std::atomic<int>* failed) {
     for (;;) {
-      Clock::time_point soonest = Clock::time_point::max();
+      const int i = queue->Pop();
+      SimNode& n = (*nodes)[i];
+      const bool first = n.session.empty();
+      grpc::Status s = Register(&n);
+      if (s.ok()) {
+        if (first) first_done->fetch_add(1);
+        continue;
+      }
+      std::fprintf(stderr, "fake_agents: register %s: %s\n", n.name.c_str(),
+                   s.error_message().c_str());
+      if (first && ++(*first_failures)[i] >= 20) {
+        failed->fetch_add(1);
+        first_done->fetch_add(1);
+        continue;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      queue->Push(i);
+    }
+  }
+
+  // Heartbeats the joined nodes[i] for i % threads == t, forever; a node the
+  // broker forgot goes to `queue` to register again.
+  void HeartbeatLoop(std::vector<SimNode>* nodes, int t, int threads, RegisterQueue* queue) {
+    for (;;) {
+      Clock::time_point soonest = Clock::now() + std::chrono::milliseconds(interval_ms_.load());
       for (size_t i = t; i < nodes->size(); i += threads) {
         SimNode& n = (*nodes)[i];
+        if (!n.joined.load(std::memory_order_acquire)) continue;
         const auto now = Clock::now();
         if (n.next_heartbeat > now) {
           soonest = std::min(soonest, n.next_heartbeat);
@@ -181,12 +243,16 @@ class Fleet {
         }
         const auto interval = std::chrono::milliseconds(interval_ms_.load());
         const bool late = now - n.next_heartbeat > interval;
-        HeartbeatOne(&n, late);
+        if (!HeartbeatOne(&n, late)) {
+          n.joined.store(false, std::memory_order_relaxed);
+          queue->Push(static_cast<int>(i));
+          continue;
+        }
         n.next_heartbeat += interval;
         if (late) n.next_heartbeat = Clock::now() + interval;  // Do not burst to catch up.
         soonest = std::min(soonest, n.next_heartbeat);
       }
-      std::this_thread::sleep_until(std::min(soonest, Clock::now() + std::chrono::seconds(1)));
+      std::this_thread::sleep_until(soonest);
     }
   }
 
@@ -223,7 +289,8 @@ class Fleet {
   }
 
  private:
-  void HeartbeatOne(SimNode* n, bool late) {
+  // False when the broker forgot the node's session: it must register again.
+  bool HeartbeatOne(SimNode* n, bool late) {
     v1::HeartbeatRequest req;
     req.set_node(n->name);
     req.set_session_id(n->session);
@@ -243,14 +310,8 @@ class Fleet {
       }
       if (late) ++stats_.late;
     }
-    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-      // The broker forgot this session (restart or timeout): join again.
-      grpc::Status r = Register(n);
-      if (!r.ok()) {
-        std::fprintf(stderr, "fake_agents: re-register %s: %s\n", n->name.c_str(),
-                     r.error_message().c_str());
-      }
-    }
+    // The broker forgot this session (restart or timeout): join again.
+    return s.error_code() != grpc::StatusCode::FAILED_PRECONDITION;
   }
 
   std::unique_ptr<v1::NodeRegistry::Stub> registry_;
@@ -290,40 +351,26 @@ int Main(int argc, char** argv) {
     nodes[i].name = absl::StrFormat("%s%04d", absl::GetFlag(FLAGS_node_prefix), i);
   }
   const auto t0 = Clock::now();
-  {
-    const int threads = std::max(1, absl::GetFlag(FLAGS_register_threads));
-    std::atomic<int> failed{0};
-    std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] {
-        for (int i = t; i < n; i += threads) {
-          grpc::Status s;
-          for (int attempt = 0; attempt < 20; ++attempt) {
-            s = fleet.Register(&nodes[i]);
-            if (s.ok()) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(200));
-          }
-          if (!s.ok()) {
-            std::fprintf(stderr, "fake_agents: register %s: %s\n", nodes[i].name.c_str(),
-                         s.error_message().c_str());
-            failed.fetch_add(1);
-          }
-        }
-      });
-    }
-    for (auto& w : workers) w.join();
-    if (failed.load() > 0) return 1;
+  RegisterQueue queue;
+  for (int i = 0; i < n; ++i) queue.Push(i);
+  std::vector<int> first_failures(n, 0);  // Only its register thread touches a node's count.
+  std::atomic<int> first_done{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_register_threads)); ++t) {
+    threads.emplace_back(
+        [&] { fleet.RegisterLoop(&nodes, &queue, &first_failures, &first_done, &failed); });
   }
+  const int hb_threads = std::max(1, absl::GetFlag(FLAGS_heartbeat_threads));
+  for (int t = 0; t < hb_threads; ++t) {
+    threads.emplace_back([&, t] { fleet.HeartbeatLoop(&nodes, t, hb_threads, &queue); });
+  }
+  while (first_done.load() < n) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (failed.load() > 0) _exit(1);  // The threads above run forever.
   std::printf("fake_agents: registered %d nodes x %d devices in %.2f s; agent API at %s\n", n,
               absl::GetFlag(FLAGS_devices_per_node),
               std::chrono::duration<double>(Clock::now() - t0).count(), address.c_str());
   std::fflush(stdout);
 
-  const int hb_threads = std::max(1, absl::GetFlag(FLAGS_heartbeat_threads));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < hb_threads; ++t) {
-    threads.emplace_back([&, t] { fleet.HeartbeatLoop(&nodes, t, hb_threads); });
-  }
   threads.emplace_back([&] { fleet.ReportLoop(n, service); });
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     std::ofstream(ready + ".tmp") << port << "\n";
