@@ -455,6 +455,11 @@ class Broker final : public OwnershipView {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Every container on `node` (their state follows the node's).
   void MarkNodeContainersLocked(const std::string& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The containers whose failure (NodeEntry::failed) differs between
+  // `before` and `after`: their state or message changed.
+  void MarkFailuresChangedLocked(const std::map<std::string, std::string>& before,
+                                 const std::map<std::string, std::string>& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends to watch_ every marked object whose changes are all durable (or
   // rolled back), as it is now.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -270,6 +270,7 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
         "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
         "; register again"));
   }
+  const std::map<std::string, std::string> failed_before = std::move(it->second.failed);
   it->second.failed.clear();
   it->second.reconciled = true;
   MarkPlacementStaleLocked(req.node());
@@ -295,7 +296,11 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
         {NodeRef(req.node())}));
   }
   MarkObservedLocked(v1::OBJECT_KIND_NODE, req.node());
-  MarkNodeContainersLocked(req.node());
+  // Registration already showed every container of the node live; what a
+  // reconcile changes is only which of them failed. A change for each
+  // container here would send watchers O(fleet) events that change nothing
+  // when a restarted broker's whole fleet reconciles.
+  MarkFailuresChangedLocked(failed_before, it->second.failed);
   PublishLocked();
   LogEvent(LogLevel::kInfo, "node_reconciled",
            {{"node", req.node()},

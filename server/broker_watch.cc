@@ -93,6 +93,19 @@ void Broker::MarkNodeContainersLocked(const std::string& node) {
   }
 }
 
+void Broker::MarkFailuresChangedLocked(const std::map<std::string, std::string>& before,
+                                       const std::map<std::string, std::string>& after) {
+  for (const auto& [id, reason] : before) {
+    auto now = after.find(id);
+    if (now == after.end() || now->second != reason) {
+      MarkObservedLocked(v1::OBJECT_KIND_CONTAINER, id);
+    }
+  }
+  for (const auto& [id, reason] : after) {
+    if (!before.count(id)) MarkObservedLocked(v1::OBJECT_KIND_CONTAINER, id);
+  }
+}
+
 std::optional<WatchLog::Change> Broker::CurrentLocked(v1::ObjectKind kind,
                                                       const std::string& id) const {
   WatchLog::Change c;

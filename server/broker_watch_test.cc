@@ -25,6 +25,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using ::testing::UnorderedElementsAre;
 
 // "PUT container c-..." lines, for readable expectations.
 std::string Describe(const v1::WatchEvent& e) {
@@ -172,6 +173,55 @@ TEST_F(BrokerWatchTest, ANodeGoingSilentReachesItsContainers) {
   EXPECT_THAT(Seen(From(from)),
               ElementsAre("PUT node n1 NODE_STATE_UNAVAILABLE",
                           "PUT container vm-1 CONTAINER_STATE_NODE_UNAVAILABLE"));
+}
+
+// A node coming back shows each of its containers live once, at its
+// registration; its reconcile adds only the containers whose failure
+// changed, not another event for every container that stayed as it was.
+TEST_F(BrokerWatchTest, AReturningNodeShowsItsContainersOnceAndAReconcileOnlyItsFailures) {
+  Tenant("acme");
+  Node("n1");
+  Container("acme", "vm-1");
+  const std::string vm2 = Container("acme", "vm-2");
+  now_ms_ += 6000;
+  broker_->CheckLiveness();
+
+  std::string from = broker_->watch_log().CurrentVersion();
+  v1::RegisterRequest reg;
+  reg.set_node("n1");
+  reg.set_agent_address("n1:1");
+  reg.set_backend("sim");
+  reg.set_simulated(true);
+  for (int i = 0; i < 4; ++i) {
+    v1::Device* d = reg.add_devices();
+    d->set_address("0000:00:0" + std::to_string(i) + ".0");
+    d->set_iommu_group(i);
+    d->set_assignable(true);
+  }
+  v1::RegisterResponse session;
+  ASSERT_OK(broker_->Register(reg, &session));
+  EXPECT_THAT(Seen(From(from), &from),
+              UnorderedElementsAre("PUT node n1 NODE_STATE_RECONCILING",
+                                   "PUT container vm-1 CONTAINER_STATE_READY",
+                                   "PUT container vm-2 CONTAINER_STATE_READY"));
+
+  v1::ReconciledRequest rec;
+  rec.set_node("n1");
+  rec.set_session_id(session.session_id());
+  rec.add_failed_container_ids(vm2);
+  rec.add_failure_reasons("no memory");
+  v1::ReconciledResponse unused;
+  ASSERT_OK(broker_->Reconciled(rec, &unused));
+  EXPECT_THAT(Seen(From(from), &from),
+              UnorderedElementsAre("PUT node n1 NODE_STATE_READY",
+                                   "PUT container vm-2 CONTAINER_STATE_FAILED"));
+
+  // The agent's retry re-created it: only vm-2 changes again.
+  rec.clear_failed_container_ids();
+  rec.clear_failure_reasons();
+  ASSERT_OK(broker_->Reconciled(rec, &unused));
+  EXPECT_THAT(Seen(From(from)), UnorderedElementsAre("PUT node n1 NODE_STATE_READY",
+                                                     "PUT container vm-2 CONTAINER_STATE_READY"));
 }
 
 TEST_F(BrokerWatchTest, DeletesCarryTheLastStateOfTheContainerAndItsWindows) {
