@@ -17,7 +17,9 @@
 #     each on its own; the fake ones use HEARTBEAT_THREADS synchronous
 #     threads (default NODES/25, at least 8), so a heartbeat slower than
 #     HEARTBEAT_THREADS/NODES seconds delays the next nodes' beats and shows
-#     as the harness's lateness, not the broker's.
+#     as the harness's lateness, not the broker's. Registrations, at start
+#     and after the restart, run on as many threads of their own (real
+#     agents register each on its own).
 # The fill names each container's node and device (round-robin over the
 # nodes) unless -S, which fills by selector (placement reads the broker's
 # placement index, O(log nodes) per create; before it, a walk over every
@@ -123,7 +125,7 @@ note heartbeat_threads "$hb_threads"
 start_broker
 note start_ms_empty "$START_MS"
 "$FAKE" --broker="$BROKER_ADDR" --nodes="$nodes" --devices_per_node="$devices_per_node" \
-  --heartbeat_threads="$hb_threads" --ready_file="$tmp/fake.ready" > "$tmp/fake.log" 2>&1 &
+  --heartbeat_threads="$hb_threads" --register_threads="$hb_threads" --ready_file="$tmp/fake.ready" > "$tmp/fake.log" 2>&1 &
 FAKE_PID=$!
 t0=$(now_ms)
 "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes="$nodes" --mixes= | tee -a "$log"
