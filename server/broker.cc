@@ -1,9 +1,11 @@
 #include "server/broker.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -353,9 +355,26 @@ v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
                                  : v1::NODE_STATE_RECONCILING);
   v.set_last_heartbeat_ms(n.last_heartbeat_ms);
   v.set_device_count(n.devices.size());
+  // The node's held and pending devices are one contiguous range of each
+  // map (keyed by node first): a walk of those, not a lookup per device in
+  // maps of the whole fleet's devices, which made a page of 1,000 nodes cost
+  // ~45,000 string-keyed searches of 200,000 entries under mu_.
+  const std::string& name = n.node.name();
+  std::vector<absl::string_view> busy;
+  for (auto it = device_holder_.lower_bound({name, ""});
+       it != device_holder_.end() && it->first.first == name; ++it) {
+    busy.push_back(it->first.second);
+  }
+  for (auto it = pending_devices_.lower_bound({name, ""});
+       it != pending_devices_.end() && it->first == name; ++it) {
+    busy.push_back(it->second);
+  }
+  std::sort(busy.begin(), busy.end());
   uint32_t free_count = 0;
   for (const v1::Device& d : n.devices) {
-    if (d.assignable() && !DeviceBusyLocked(n.node.name(), d.address())) ++free_count;
+    if (d.assignable() && !std::binary_search(busy.begin(), busy.end(), d.address())) {
+      ++free_count;
+    }
   }
   v.set_free_device_count(free_count);
   v.set_container_count(NodeContainersLocked(n.node.name()).size());

@@ -314,6 +314,32 @@ TEST_F(BrokerTest, DevicesAndUsageArePaged) {
               StatusIs(absl::StatusCode::kInvalidArgument, "page_token"));
 }
 
+// A node's free device count: its assignable devices no container holds.
+// Another node's holder of the same address does not count.
+TEST_F(BrokerTest, ANodesFreeDeviceCountIsItsAssignableDevicesNoContainerHolds) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6),
+                      Dev("0000:00:06.0", 7, 0x1234, 0x11e8, /*assignable=*/false)});
+  RegisterNode("n2", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+  CreateTenant("acme");
+  auto c = Create("acme", "n1", {"0000:00:04.0"});
+  ASSERT_OK(c);
+  auto free_counts = [&] {
+    v1::ListNodesResponse nodes;
+    EXPECT_OK(broker_->ListNodes({}, &nodes));
+    std::vector<std::string> out;
+    for (const v1::Node& n : nodes.nodes()) {
+      out.push_back(absl::StrCat(n.name(), " ", n.free_device_count(), "/", n.device_count()));
+    }
+    return out;
+  };
+  EXPECT_THAT(free_counts(), ElementsAre("n1 1/3", "n2 2/2"));
+  v1::DeleteContainerRequest del;
+  del.set_container_id(c->id());
+  v1::DeleteContainerResponse gone;
+  ASSERT_OK(broker_->DeleteContainer(del, &gone));
+  EXPECT_THAT(free_counts(), ElementsAre("n1 2/3", "n2 2/2"));
+}
+
 TEST_F(BrokerTest, ScenarioFromTenantToDelete) {
   RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
   CreateTenant("acme");
