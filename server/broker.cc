@@ -43,7 +43,8 @@ Broker::Broker(Store* store, AgentClient* agents, BrokerOptions options)
     : store_(store),
       agents_(agents),
       options_(std::move(options)),
-      watch_(absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen()))) {}
+      watch_(absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen()))),
+      registrations_(options_.max_concurrent_registrations) {}
 
 absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(Store* store, AgentClient* agents,
                                                        BrokerOptions options) {
@@ -437,8 +438,9 @@ std::string Broker::NewIdLocked(const char* prefix) {
 // ------------------------------------------------------------ metrics
 
 BrokerStats Broker::Stats() const {
-  absl::MutexLock l(&mu_);
   BrokerStats s;
+  s.registrations_waiting = registrations_.waiting();
+  absl::MutexLock l(&mu_);
   std::map<std::string, BrokerStats::Tenant> tenants;
   for (const auto& [id, t] : tenants_) {
     BrokerStats::Tenant& row = tenants[id];

@@ -53,6 +53,7 @@
 #include "server/push_queue.h"
 #include "server/request_index.h"
 #include "server/store.h"
+#include "server/turnstile.h"
 #include "server/watch_log.h"
 #include "server/window_allocator.h"
 
@@ -87,6 +88,12 @@ struct BrokerOptions {
   // bytes of memory (server/request_index.h), whatever its size in the
   // store: 1,000,000 answers, about 50-90 MB.
   int64_t max_remembered_answers_per_caller = 1000000;
+  // Registrations worked on at once; the others wait their turn before
+  // they touch the broker's state. A registration holds the broker's lock
+  // for O(the node's containers), and after a broker restart every node
+  // registers at once: unbounded, they queued for the lock ahead of the
+  // heartbeats, which came seconds late and timed nodes out. 0: no bound.
+  int64_t max_concurrent_registrations = 8;
   // Milliseconds since the epoch; injectable so tests control time.
   std::function<int64_t()> now_ms;
   // Who answers, for operators' GetVersion: this replica's name, its store
@@ -601,6 +608,9 @@ class Broker final : public OwnershipView {
   EventLog events_;
   // The same, for the Watch RPC; its run id is random per broker object.
   WatchLog watch_;
+  // Bounds registrations at once (BrokerOptions::max_concurrent_registrations);
+  // taken before mu_, never while holding it.
+  Turnstile registrations_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, v1::Tenant> tenants_ ABSL_GUARDED_BY(mu_);

@@ -30,6 +30,7 @@ namespace iommu {
 namespace {
 
 using ::testing::AnyOf;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 
@@ -235,6 +236,43 @@ TEST_F(GroupCommitTest, AnUnchangedRegistrationCommitsNothing) {
   v1::ListDevicesResponse devices;
   ASSERT_OK(broker_->ListDevices(list, &devices));
   EXPECT_EQ(devices.devices_size(), 3) << "the changed registration was not persisted";
+}
+
+// Registrations beyond BrokerOptions::max_concurrent_registrations wait
+// their turn before they touch the broker's state, and heartbeats go on
+// meanwhile: a fleet registering at once cannot hold them up.
+TEST_F(GroupCommitTest, RegistrationsBeyondTheBoundWaitTheirTurnWhileHeartbeatsGoOn) {
+  BrokerOptions options;
+  options.max_concurrent_registrations = 1;
+  broker_.reset();
+  auto b = Broker::Create(store(), &agents_, options);
+  ASSERT_OK(b);
+  broker_ = *std::move(b);
+  v1::HeartbeatRequest hb;
+  hb.set_node("n0");
+  hb.set_session_id(RegisterNode("n0", 1));
+  v1::HeartbeatResponse beat;
+  ASSERT_OK(broker_->Heartbeat(hb, &beat));
+
+  fake_.PauseCommits();
+  std::thread first([&] { RegisterNode("n1", 1); });  // A new node: its commit is held.
+  fake_.AwaitPausedCommits(1);
+  std::thread second([&] { RegisterNode("n2", 1); });
+  while (broker_->Stats().registrations_waiting < 1) std::this_thread::yield();
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const BrokerStats::Node& n : broker_->Stats().nodes) out.push_back(n.name);
+    return out;
+  };
+  EXPECT_THAT(names(), ElementsAre("n0", "n1")) << "n2 went past its turn";
+  EXPECT_OK(broker_->Heartbeat(hb, &beat));
+
+  fake_.ResumeCommits();
+  first.join();
+  second.join();
+  EXPECT_EQ(broker_->Stats().registrations_waiting, 0);
+  EXPECT_THAT(names(), ElementsAre("n0", "n1", "n2"));
+  EXPECT_OK(broker_->CheckIndexes());
 }
 
 TEST_F(GroupCommitTest, FailedGroupFailsEveryMemberAndEverythingAfterItAndRollsBack) {

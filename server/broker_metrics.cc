@@ -203,6 +203,13 @@ std::vector<prometheus::MetricFamily> BrokerMetrics::StateFamilies(const BrokerS
   AddGauge(&nodes, {{"state", "reconciling"}}, static_cast<double>(s.nodes_reconciling));
   out.push_back(std::move(nodes));
 
+  prometheus::MetricFamily waiting =
+      NewFamily("iommu_broker_registrations_waiting",
+                "Node registrations waiting for their turn (--max_concurrent_registrations).",
+                MetricType::Gauge);
+  AddGauge(&waiting, {}, static_cast<double>(s.registrations_waiting));
+  out.push_back(std::move(waiting));
+
   prometheus::MetricFamily up =
       NewFamily("iommu_broker_node_up",
                 "1 while the node's agent heartbeats, 0 once the node is unavailable.",

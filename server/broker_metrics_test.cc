@@ -57,6 +57,7 @@ TEST(BrokerMetricsTest, StateGaugesFromStats) {
            "iommu_broker_nodes{state=\"ready\"} 1\n",
            "iommu_broker_nodes{state=\"cordoned\"} 0\n",
            "iommu_broker_nodes{state=\"unavailable\"} 1\n",
+           "iommu_broker_registrations_waiting 0\n",
            "iommu_broker_node_up{node=\"n1\"} 1\n",
            "iommu_broker_node_up{node=\"n2\"} 0\n",
        }) {

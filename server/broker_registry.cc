@@ -1,5 +1,7 @@
 // The node registry: agents register, heartbeat and report reconciled; node
 // liveness and the expiry of remembered answers.
+#include "server/broker.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/grant_token.h"
@@ -7,7 +9,6 @@
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
@@ -77,6 +78,7 @@ bool SameDevices(const std::vector<v1::Device>& stored, const v1::ListDevicesRes
 
 absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterResponse* out) {
   RETURN_IF_ERROR(ValidateRegisterRequest(req));
+  Turnstile::Turn turn(&registrations_);
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(NodeEntry * found, PersistRegistrationLocked(req));
   std::set<std::string> held;

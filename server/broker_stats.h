@@ -40,6 +40,9 @@ struct BrokerStats {
   int64_t nodes_cordoned = 0;
   int64_t nodes_unavailable = 0;
   int64_t nodes_reconciling = 0;  // Registered, not yet reported back.
+  // Registrations waiting for their turn (BrokerOptions::
+  // max_concurrent_registrations): a queue here is a registration storm.
+  int64_t registrations_waiting = 0;
   std::vector<Node> nodes;  // By name.
 };
 

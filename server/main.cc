@@ -85,6 +85,9 @@ ABSL_FLAG(int64_t, leader_ttl_seconds, 2,
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving (for scripts and tests)");
 ABSL_FLAG(int64_t, heartbeat_interval_ms, 1000, "how often agents are told to heartbeat");
+ABSL_FLAG(int64_t, max_concurrent_registrations, 8,
+          "node registrations worked on at once; the others wait their turn, so that a whole "
+          "fleet registering after a broker restart does not hold up heartbeats (0: no bound)");
 ABSL_FLAG(int64_t, node_timeout_ms, 5000,
           "a node whose last heartbeat is older than this becomes UNAVAILABLE");
 ABSL_FLAG(int64_t, agent_timeout_ms, 10000, "deadline of each broker-to-agent call");
@@ -256,6 +259,7 @@ iommu::BrokerOptions BrokerOptionsFromFlags(const iommu::StoreOptions& store,
   iommu::BrokerOptions options;
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
+  options.max_concurrent_registrations = absl::GetFlag(FLAGS_max_concurrent_registrations);
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
