@@ -253,6 +253,29 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o, co
   return store;
 }
 
+// The numeric flags of BrokerOptions: INVALID_ARGUMENT naming the first
+// out of range, before anything starts.
+absl::Status ValidateBrokerFlags() {
+  const struct {
+    const char* flag;
+    int64_t value;
+    int64_t min;
+  } checks[] = {
+      {"--heartbeat-interval-ms", absl::GetFlag(FLAGS_heartbeat_interval_ms), 1},
+      {"--node-timeout-ms", absl::GetFlag(FLAGS_node_timeout_ms), 1},
+      {"--max-concurrent-registrations", absl::GetFlag(FLAGS_max_concurrent_registrations), 0},
+      {"--max-remembered-answers-per-caller",
+       absl::GetFlag(FLAGS_max_remembered_answers_per_caller), 0},
+  };
+  for (const auto& c : checks) {
+    if (c.value < c.min) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(c.flag, ": must be at least ", c.min, ", got ", c.value));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Broker options from the flags and the store this replica leads on.
 iommu::BrokerOptions BrokerOptionsFromFlags(const iommu::StoreOptions& store,
                                             const std::string& store_description) {
@@ -339,6 +362,10 @@ int Run() {
                                  "is an operator; development only"}});
   }
 
+  if (absl::Status s = ValidateBrokerFlags(); !s.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
+    return 2;
+  }
   absl::StatusOr<iommu::StoreOptions> store_options =
       StoreOptionsFromFlags(transport->reload_interval);
   if (!store_options.ok()) {

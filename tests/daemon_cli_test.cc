@@ -95,6 +95,23 @@ TEST(DaemonCliTest, OldUnderscoreSpellingsWorkWithAWarningAndUnknownFlagsExitTwo
   EXPECT_THAT(out, HasSubstr("unknown flag --node-timout-ms (see --help)"));
 }
 
+// A broker flag out of range stops the start with exit 2 and names the flag
+// and its rule.
+TEST(DaemonCliTest, BrokerRefusesNumericFlagsOutOfRange) {
+  for (const auto& [flag, rule] : std::vector<std::pair<std::string, std::string>>{
+           {"--max-concurrent-registrations=-1",
+            "--max-concurrent-registrations: must be at "
+            "least 0, got -1"},
+           {"--node-timeout-ms=0", "--node-timeout-ms: must be at least 1, got 0"},
+           {"--heartbeat-interval-ms=-5", "--heartbeat-interval-ms: must be at least 1, got -5"},
+       }) {
+    auto [code, out] = RunProgram("server/iommu-broker",
+                                  "--insecure --listen=127.0.0.1:0 --db=/nonexistent/x.db " + flag);
+    EXPECT_EQ(code, 2) << flag << ": " << out;
+    EXPECT_THAT(out, HasSubstr(rule)) << flag;
+  }
+}
+
 // Regression (issue 11, item 7): a token on the command line is readable by
 // every local user through /proc/PID/cmdline; the launcher refuses it before
 // doing anything and says where a token may come from.
