@@ -34,8 +34,10 @@
 #
 # Usage: bench/scale.sh [-o RESULTS] [-n NODES] [-N CONTAINERS] [-t FILL_MAX_S]
 #                       [-d SECONDS] [-b HEARTBEAT_MS] [-H HEARTBEAT_THREADS] [-S]
+#                       [-F "BROKER FLAGS"]
 #   defaults: bench/results, 1000 nodes, 100000 containers, 600 s, 5 s, 1000 ms
-#   (the broker's node timeout is set to 5 heartbeat intervals, its default ratio)
+#   (the broker's node timeout is set to 5 heartbeat intervals, its default ratio);
+#   -F adds flags to both broker starts, e.g. -F --max-concurrent-registrations=0
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR (loadgen, fake_agents,
 # iommu-broker), BENCH_TMP as in bench/broker_load.sh.
 set -euo pipefail
@@ -49,7 +51,8 @@ dur=5
 hb_ms=1000
 hb_threads=""
 fill_how=--fill_explicit
-while getopts "o:n:N:t:d:b:H:Sh" opt; do
+broker_flags=()
+while getopts "o:n:N:t:d:b:H:SF:h" opt; do
   case "$opt" in
     o) out="$OPTARG" ;;
     n) nodes="$OPTARG" ;;
@@ -59,6 +62,7 @@ while getopts "o:n:N:t:d:b:H:Sh" opt; do
     b) hb_ms="$OPTARG" ;;
     H) hb_threads="$OPTARG" ;;
     S) fill_how=--nofill_explicit ;;
+    F) read -r -a broker_flags <<< "$OPTARG" ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
@@ -104,7 +108,8 @@ start_broker() {  # sets BROKER_PID and START_MS (ms to serving)
   local t0
   t0=$(now_ms)
   "$BROKER" --insecure --listen="$BROKER_ADDR" --db="$tmp/broker.db" --port_file="$tmp/broker.port" \
-    --heartbeat_interval_ms="$hb_ms" --node_timeout_ms=$((hb_ms * 5)) 2>>"$tmp/broker.log" &
+    --heartbeat_interval_ms="$hb_ms" --node_timeout_ms=$((hb_ms * 5)) "${broker_flags[@]}" \
+    2>>"$tmp/broker.log" &
   BROKER_PID=$!
   for _ in $(seq 1 60000); do
     [ -s "$tmp/broker.port" ] && break
@@ -121,6 +126,7 @@ note devices_per_node "$devices_per_node"
 note heartbeat_interval_ms "$hb_ms"
 note containers_target "$containers"
 note heartbeat_threads "$hb_threads"
+note broker_flags "${broker_flags[*]:-}"
 
 start_broker
 note start_ms_empty "$START_MS"
