@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -258,7 +260,13 @@ TEST_F(GroupCommitTest, RegistrationsBeyondTheBoundWaitTheirTurnWhileHeartbeatsG
   std::thread first([&] { RegisterNode("n1", 1); });  // A new node: its commit is held.
   fake_.AwaitPausedCommits(1);
   std::thread second([&] { RegisterNode("n2", 1); });
-  while (broker_->Stats().registrations_waiting < 1) std::this_thread::yield();
+  // Bounded, so that a registration going past its turn fails the test
+  // rather than hanging it.
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (broker_->Stats().registrations_waiting < 1 && absl::Now() < give_up) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(broker_->Stats().registrations_waiting, 1);
   auto names = [&] {
     std::vector<std::string> out;
     for (const BrokerStats::Node& n : broker_->Stats().nodes) out.push_back(n.name);
