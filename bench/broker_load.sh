@@ -17,10 +17,13 @@
 #   RESULTS/load-env.txt  broker flags and the store's file system
 #   RESULTS/vs_etcd.csv   broker (label broker) and etcd (label etcd) rows,
 #                         loadgen's columns (bench/load_table.h)
-#   RESULTS/vs_etcd.txt   those tables and the broker/etcd ratios
+#   RESULTS/vs_etcd.txt   those tables and the broker/etcd ratios, with each
+#                         server's CPU per call (from /proc, over the measured
+#                         seconds)
 #
 # Usage: bench/broker_load.sh [-o RESULTS] [-d SECONDS] [-c CONCURRENCY_LIST]
 #                             [-m MIXES] [-T] [-E] [-C ETCD_CONCURRENCY_LIST]
+#                             [-s STORE_KIND]
 #   RESULTS      default bench/results
 #   SECONDS      measured seconds per (mix, concurrency); default 5 (+1 warm-up)
 #   CONCURRENCY  default 1,2,4,8,16,32,64
@@ -28,6 +31,8 @@
 #   -T           skip the mTLS point
 #   -E           skip broker vs etcd
 #   ETCD_CONCURRENCY  broker vs etcd at these concurrencies; default 1,32
+#   STORE_KIND   the brokers' --store kind: sqlite (default) or sqlite-kv (the
+#                versioned store, server/kv), each in a fresh file
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR as in bench/micro.sh
 # (BENCH_BIN_DIR must then hold loadgen, etcd_load, iommu-broker and
 # iommu-agent); BENCH_TMP: where the stores live (default: mktemp -d under
@@ -43,7 +48,8 @@ mixes=noop,read,mutate
 mtls=1
 vs_etcd=1
 etcd_conc=1,32
-while getopts "o:d:c:m:TEC:h" opt; do
+store_kind=sqlite
+while getopts "o:d:c:m:TEC:s:h" opt; do
   case "$opt" in
     o) out="$OPTARG" ;;
     d) dur="$OPTARG" ;;
@@ -52,9 +58,14 @@ while getopts "o:d:c:m:TEC:h" opt; do
     T) mtls=0 ;;
     E) vs_etcd=0 ;;
     C) etcd_conc="$OPTARG" ;;
+    s) store_kind="$OPTARG" ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
+case "$store_kind" in
+  sqlite | sqlite-kv) ;;
+  *) echo "broker_load: -s: the store kind is sqlite or sqlite-kv, not '$store_kind'" >&2; exit 2 ;;
+esac
 
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
   LOADGEN=$BENCH_BIN_DIR/loadgen BROKER=$BENCH_BIN_DIR/iommu-broker AGENT=$BENCH_BIN_DIR/iommu-agent
@@ -109,7 +120,7 @@ start_pair() {
   local dir=$1 tb=$2 ta=$3
   mkdir -p "$dir"
   # shellcheck disable=SC2086
-  "$BROKER" --listen=127.0.0.1:0 --db="$dir/broker.db" --port_file="$dir/broker.port" \
+  "$BROKER" --listen=127.0.0.1:0 --store="$store_kind:$dir/broker.db" --port_file="$dir/broker.port" \
     $tb 2>"$dir/broker.log" &
   PIDS+=($!)
   BROKER_PID=$!
@@ -148,11 +159,12 @@ start_etcd() {
     exit 1
   fi
   ETCD_ADDR=127.0.0.1:$port
+  ETCD_PID=$pid
 }
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "broker: --insecure, store $tmp/*/broker.db ($(df -T "$tmp" | awk 'NR==2 {print $2" on "$1}'))"
+  echo "broker: --insecure, store $store_kind:$tmp/*/broker.db ($(df -T "$tmp" | awk 'NR==2 {print $2" on "$1}'))"
   echo "agent: one iommu-agent --backend=sim, 128 devices"
   echo "loadgen: one channel (one HTTP/2 connection), one completion-queue thread, closed loop"
 } > "$out/load-env.txt"
@@ -162,7 +174,8 @@ if [ -n "$mixes" ]; then
   echo "== load: insecure, concurrency $conc, mixes $mixes, ${dur}s each" | tee "$out/load.txt"
   start_pair "$tmp/insecure" --insecure --insecure
   "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes=1 --mixes="$mixes" --concurrency="$conc" \
-    --duration_s="$dur" --warmup_s=1 --csv="$out/load.csv" --label=insecure | tee -a "$out/load.txt"
+    --duration_s="$dur" --warmup_s=1 --csv="$out/load.csv" --label=insecure \
+    --server_pid="$BROKER_PID" | tee -a "$out/load.txt"
   grep VmHWM "/proc/$BROKER_PID/status" | sed 's/^/broker after load: /' | tee -a "$out/load-env.txt"
   cleanup
 fi
@@ -199,10 +212,10 @@ if [ "$vs_etcd" = 1 ]; then
   for c in "${etcd_levels[@]}"; do
     "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes=1 --mixes=mutate --concurrency="$c" \
       --read_containers=0 --duration_s="$dur" --warmup_s=1 --csv="$out/vs_etcd.csv" \
-      --label=broker | tee -a "$out/vs_etcd.txt"
+      --label=broker --server_pid="$BROKER_PID" | tee -a "$out/vs_etcd.txt"
     "$ETCD_LOAD" --endpoint="$ETCD_ADDR" --mixes=put,txn --concurrency="$c" \
       --duration_s="$dur" --warmup_s=1 --csv="$out/vs_etcd.csv" --label=etcd \
-      | tee -a "$out/vs_etcd.txt"
+      --server_pid="$ETCD_PID" | tee -a "$out/vs_etcd.txt"
   done
   cleanup
   # The side-by-side table: broker = the whole mutate mix (every RPC of it
@@ -214,8 +227,9 @@ for r in csv.DictReader(open(sys.argv[1])):
     if r["op"] == "all":
         rows[(r["label"], r["mix"], int(r["concurrency"]))] = r
 print("\n| clients | broker mutations/s | etcd put/s | etcd txn/s | broker/put | broker/txn "
-      "| broker p99 ms | put p99 ms | txn p99 ms | p99 broker/put |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "| broker p99 ms | put p99 ms | txn p99 ms | p99 broker/put "
+      "| broker CPU us/mutation | etcd CPU us/put | etcd CPU us/txn |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for c in sorted({k[2] for k in rows}):
     b, p, t = (rows.get(k) for k in (("broker", "mutate", c), ("etcd", "put", c), ("etcd", "txn", c)))
     if not (b and p and t):
@@ -224,8 +238,10 @@ for c in sorted({k[2] for k in rows}):
     q = lambda r: float(r["qps"])
     ms = lambda r: float(r["p99_us"]) / 1000
     ratio = lambda x, y: f"{x / y:.2f}x" if y > 0 else "-"
+    cpu = lambda r: f"{float(r['server_cpu_us_per_op']):.0f}" if r.get("server_cpu_us_per_op") else "-"
     print(f"| {c} | {q(b):,.0f} | {q(p):,.0f} | {q(t):,.0f} | {ratio(q(b), q(p))} | "
-          f"{ratio(q(b), q(t))} | {ms(b):.1f} | {ms(p):.1f} | {ms(t):.1f} | {ratio(ms(b), ms(p))} |")
+          f"{ratio(q(b), q(t))} | {ms(b):.1f} | {ms(p):.1f} | {ms(t):.1f} | {ratio(ms(b), ms(p))} "
+          f"| {cpu(b)} | {cpu(p)} | {cpu(t)} |")
 PY
   echo "   -> $out/vs_etcd.csv $out/vs_etcd.txt"
 fi

@@ -41,6 +41,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/load_table.h"
+#include "bench/server_cpu.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -56,6 +57,9 @@ ABSL_FLAG(int, value_bytes, 256, "Size of every value written.");
 ABSL_FLAG(std::string, key_prefix, "etcd-load/", "Prefix of every key written.");
 ABSL_FLAG(std::string, csv, "", "Append result rows to this CSV file (loadgen's columns).");
 ABSL_FLAG(std::string, label, "etcd", "The CSV's label column.");
+ABSL_FLAG(int, server_pid, 0,
+          "etcd's pid, when it runs on this machine: each row then says etcd's CPU per completed "
+          "call (bench/server_cpu.h).");
 
 namespace iommu {
 namespace {
@@ -273,8 +277,12 @@ int Main(int argc, char** argv) {
     for (const auto& [mix, name] : mixes) {
       std::vector<uint32_t> us;
       int64_t errors = 0;
+      const auto start = std::chrono::steady_clock::now();
+      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), start + bench::Seconds(warmup),
+                                 start + bench::Seconds(warmup + duration));
       load.Run(mix, name, c, warmup, duration, &us, &errors);
-      const bench::LoadRow row = bench::SummarizeLoad(name, "all", c, duration, us, errors);
+      bench::LoadRow row = bench::SummarizeLoad(name, "all", c, duration, us, errors);
+      row.server_cpu_us_per_op = bench::MicrosPerOp(cpu.Seconds(), row.ops);
       bench::PrintLoadRow(stdout, row, no_floor);
       if (csv.is_open()) csv.Append(label, row, no_floor);
       std::fflush(stdout);

@@ -16,6 +16,10 @@ double Percentile(const std::vector<uint32_t>& sorted, double q) {
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
+std::string CpuPerOp(const LoadRow& r) {
+  return r.server_cpu_us_per_op ? absl::StrFormat("%.0f", *r.server_cpu_us_per_op) : "";
+}
+
 }  // namespace
 
 LoadRow SummarizeLoad(const std::string& mix, const std::string& op, int concurrency,
@@ -40,15 +44,17 @@ std::string LoadRatio(double x, double floor) {
 }
 
 void PrintLoadHeader(std::FILE* out) {
-  std::fprintf(out, "%-7s %-24s %5s %9s %9s %9s %9s %6s %8s %8s %8s\n", "mix", "op", "conc", "qps",
-               "p50_us", "p99_us", "p999_us", "errors", "qps/noop", "p50/noop", "p99/noop");
+  std::fprintf(out, "%-7s %-24s %5s %9s %9s %9s %9s %6s %8s %8s %8s %10s\n", "mix", "op", "conc",
+               "qps", "p50_us", "p99_us", "p999_us", "errors", "qps/noop", "p50/noop", "p99/noop",
+               "srv_cpu_us");
 }
 
 void PrintLoadRow(std::FILE* out, const LoadRow& r, const LoadRow& floor) {
-  std::fprintf(out, "%-7s %-24s %5d %9.0f %9.0f %9.0f %9.0f %6lld %8s %8s %8s\n", r.mix.c_str(),
-               r.op.c_str(), r.concurrency, r.qps, r.p50, r.p99, r.p999,
+  std::fprintf(out, "%-7s %-24s %5d %9.0f %9.0f %9.0f %9.0f %6lld %8s %8s %8s %10s\n",
+               r.mix.c_str(), r.op.c_str(), r.concurrency, r.qps, r.p50, r.p99, r.p999,
                static_cast<long long>(r.errors), LoadRatio(r.qps, floor.qps).c_str(),
-               LoadRatio(r.p50, floor.p50).c_str(), LoadRatio(r.p99, floor.p99).c_str());
+               LoadRatio(r.p50, floor.p50).c_str(), LoadRatio(r.p99, floor.p99).c_str(),
+               CpuPerOp(r).c_str());
 }
 
 bool LoadCsv::Open(const std::string& path) {
@@ -64,17 +70,17 @@ bool LoadCsv::Open(const std::string& path) {
   }
   if (empty) {
     out_ << "label,mix,op,concurrency,ops,seconds,qps,p50_us,p99_us,p999_us,errors,"
-            "qps_vs_noop,p50_vs_noop,p99_vs_noop\n";
+            "qps_vs_noop,p50_vs_noop,p99_vs_noop,server_cpu_us_per_op\n";
   }
   return true;
 }
 
 void LoadCsv::Append(const std::string& label, const LoadRow& r, const LoadRow& floor) {
-  out_ << absl::StrFormat("%s,%s,%s,%d,%lld,%.1f,%.1f,%.0f,%.0f,%.0f,%lld,%s,%s,%s\n", label,
+  out_ << absl::StrFormat("%s,%s,%s,%d,%lld,%.1f,%.1f,%.0f,%.0f,%.0f,%lld,%s,%s,%s,%s\n", label,
                           r.mix, r.op, r.concurrency, static_cast<long long>(r.ops), r.seconds,
                           r.qps, r.p50, r.p99, r.p999, static_cast<long long>(r.errors),
                           LoadRatio(r.qps, floor.qps), LoadRatio(r.p50, floor.p50),
-                          LoadRatio(r.p99, floor.p99));
+                          LoadRatio(r.p99, floor.p99), CpuPerOp(r));
   out_.flush();
 }
 

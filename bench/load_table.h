@@ -4,7 +4,12 @@
 // that bench/broker_load.sh can set a broker row next to an etcd row.
 //
 //   CSV: label,mix,op,concurrency,ops,seconds,qps,p50_us,p99_us,p999_us,errors,
-//        qps_vs_noop,p50_vs_noop,p99_vs_noop
+//        qps_vs_noop,p50_vs_noop,p99_vs_noop,server_cpu_us_per_op
+//
+// server_cpu_us_per_op is the server process's CPU time (all threads, user +
+// system, bench/server_cpu.h) over the measured window divided by the calls
+// completed in it; empty when the tool was not told the server's pid. Only a
+// whole mix's row ("all") has it: the server's CPU is not split by RPC.
 //
 // The *_vs_noop columns are ratios to a floor row measured in the same run
 // (loadgen's health check); empty when there is no floor.
@@ -16,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +33,7 @@ struct LoadRow {
   int64_t ops = 0;
   double seconds = 0, qps = 0, p50 = 0, p99 = 0, p999 = 0;  // Latencies in us.
   int64_t errors = 0;
+  std::optional<double> server_cpu_us_per_op;
 };
 
 // Exact percentiles of `us` (latencies in microseconds of the calls that

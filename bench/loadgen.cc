@@ -52,6 +52,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/load_table.h"
+#include "bench/server_cpu.h"
 #include "common/broker_target.h"
 #include "common/tls.h"
 #include "grpcpp/grpcpp.h"
@@ -83,6 +84,9 @@ ABSL_FLAG(int, fill_concurrency, 32, "Outstanding creates during --fill.");
 ABSL_FLAG(double, fill_max_s, 600, "Stop --fill after this many seconds and report what it reached.");
 ABSL_FLAG(int, wait_nodes, 0, "First wait (up to 60 s) until this many nodes are READY.");
 ABSL_FLAG(std::string, csv, "", "Append result rows to this CSV file.");
+ABSL_FLAG(int, server_pid, 0,
+          "The broker's pid, when it runs on this machine: each mix's row then says the broker's "
+          "CPU per completed call (bench/server_cpu.h).");
 ABSL_FLAG(std::string, label, "", "Free text put in the CSV's label column (e.g. insecure, mtls).");
 ABSL_FLAG(std::string, cert, "", "Client certificate (mTLS); empty: plaintext (broker --insecure).");
 ABSL_FLAG(std::string, key, "", "Client key (mTLS).");
@@ -604,6 +608,9 @@ int Main(int argc, char** argv) {
     for (const std::string& mix : mixes) {
       std::vector<Sample> samples;
       int64_t errors = 0;
+      const auto start = std::chrono::steady_clock::now();
+      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), start + bench::Seconds(warmup),
+                                 start + bench::Seconds(warmup + duration));
       gen.Run(MixOps(mix), c, warmup, duration, &samples, &errors);
       std::map<std::string, std::vector<uint32_t>> by_op;
       std::vector<uint32_t> all;
@@ -618,6 +625,7 @@ int Main(int argc, char** argv) {
           rows.push_back(bench::SummarizeLoad(mix, op, c, duration, us, 0));
         }
       }
+      rows[0].server_cpu_us_per_op = bench::MicrosPerOp(cpu.Seconds(), rows[0].ops);
       if (mix == "noop") floor = rows[0];
       for (const LoadRow& r : rows) {
         bench::PrintLoadRow(stdout, r, floor);
