@@ -128,6 +128,11 @@ absl::StatusOr<ServingApi> ServeAgentApi(const std::string& listen,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ServingApi out;
+  // The synchronous server ends idle pollers beyond MAX_POLLERS (default 2)
+  // and creates a thread whenever every poller is busy, so the broker's
+  // concurrent creates, deletes and window pushes each cost a thread
+  // creation. Its calls in flight to one node are few: keep that many.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 32);
   builder.AddListeningPort(listen, MakeServerCredentials(transport), &out.port);
   builder.RegisterService(service);
   out.server = builder.BuildAndStart();

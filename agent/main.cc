@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -450,6 +451,10 @@ int Main(int argc, char** argv) {
                     "--tls-cert=agent-NAME.crt --tls-key=agent-NAME.key --tls-ca=ca.crt "
                     "(or --insecure) [--backend=sim --sim-devices=...]");
   ParseFlags(argc, argv);
+  // Abseil's lock-order graph is on by default in this build of the library
+  // and costs a graph lookup on every lock of every call; the broker turns
+  // it off too (--mutex_deadlock_detection). Tests keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   SetLogSource("agent");
   absl::StatusOr<AgentOptions> options = ParseAgentOptions(FlagsFromCommandLine(), LookupGroupId);
