@@ -103,11 +103,18 @@ struct BrokerOptions {
   int64_t leader_since_ms = 0;
 };
 
+// INVALID_ARGUMENT naming the first option out of its range and the rule, in
+// the form "<option>: must be at least <min>, got <value>"; the daemon's
+// flags carry the options' names (heartbeat_interval_ms is
+// --heartbeat-interval-ms). Broker::Create refuses such options. Pure.
+absl::Status ValidateBrokerOptions(const BrokerOptions& options);
+
 class Broker final : public OwnershipView {
  public:
   // Loads the state from `store` (containers come back with their windows).
-  // `store` and `agents` must outlive the broker. Errors: the store's, or
-  // DATA_LOSS when a record cannot be parsed.
+  // `store` and `agents` must outlive the broker. Errors: INVALID_ARGUMENT
+  // for options ValidateBrokerOptions refuses, the store's, or DATA_LOSS
+  // when a record cannot be parsed.
   static absl::StatusOr<std::unique_ptr<Broker>> Create(Store* store, AgentClient* agents,
                                                         BrokerOptions options);
 

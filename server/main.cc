@@ -19,6 +19,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -253,32 +254,11 @@ absl::StatusOr<iommu::OpenedStore> OpenConfiguredStore(iommu::StoreOptions o, co
   return store;
 }
 
-// The numeric flags of BrokerOptions: INVALID_ARGUMENT naming the first
-// out of range, before anything starts.
-absl::Status ValidateBrokerFlags() {
-  const struct {
-    const char* flag;
-    int64_t value;
-    int64_t min;
-  } checks[] = {
-      {"--heartbeat-interval-ms", absl::GetFlag(FLAGS_heartbeat_interval_ms), 1},
-      {"--node-timeout-ms", absl::GetFlag(FLAGS_node_timeout_ms), 1},
-      {"--max-concurrent-registrations", absl::GetFlag(FLAGS_max_concurrent_registrations), 0},
-      {"--max-remembered-answers-per-caller",
-       absl::GetFlag(FLAGS_max_remembered_answers_per_caller), 0},
-  };
-  for (const auto& c : checks) {
-    if (c.value < c.min) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(c.flag, ": must be at least ", c.min, ", got ", c.value));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Broker options from the flags and the store this replica leads on.
-iommu::BrokerOptions BrokerOptionsFromFlags(const iommu::StoreOptions& store,
-                                            const std::string& store_description) {
+// The broker's options from its flags (the store's part comes later, from
+// the store this replica leads on). INVALID_ARGUMENT naming the flag and its
+// rule for a value out of range, before anything starts: the options carry
+// their flags' names (ValidateBrokerOptions).
+absl::StatusOr<iommu::BrokerOptions> BrokerOptionsFromFlags() {
   iommu::BrokerOptions options;
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.node_timeout_ms = absl::GetFlag(FLAGS_node_timeout_ms);
@@ -286,9 +266,10 @@ iommu::BrokerOptions BrokerOptionsFromFlags(const iommu::StoreOptions& store,
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
-  options.replica = store.replica_name;
-  options.store = store_description;
-  options.leader_since_ms = absl::ToUnixMillis(absl::Now());
+  if (absl::Status s = iommu::ValidateBrokerOptions(options); !s.ok()) {
+    std::string flag = "--" + absl::StrReplaceAll(s.message(), {{"_", "-"}});
+    return absl::InvalidArgumentError(flag);
+  }
   return options;
 }
 
@@ -362,8 +343,9 @@ int Run() {
                                  "is an operator; development only"}});
   }
 
-  if (absl::Status s = ValidateBrokerFlags(); !s.ok()) {
-    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", s.message()}});
+  absl::StatusOr<iommu::BrokerOptions> options = BrokerOptionsFromFlags();
+  if (!options.ok()) {
+    iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", options.status().message()}});
     return 2;
   }
   absl::StatusOr<iommu::StoreOptions> store_options =
@@ -482,11 +464,13 @@ int Run() {
   leadership = store->leader.get();
   auto agents = iommu::NewGrpcAgentClient(
       absl::Milliseconds(absl::GetFlag(FLAGS_agent_timeout_ms)), *transport);
-  iommu::BrokerOptions options = BrokerOptionsFromFlags(*store_options, store_description);
+  options->replica = store_options->replica_name;
+  options->store = store_description;
+  options->leader_since_ms = absl::ToUnixMillis(absl::Now());
   iommu::TimedStore timed_store(store->store.get(), [m = metrics.get()](absl::Duration d) {
     m->ObserveStoreCommit(d);
   });
-  auto broker = iommu::Broker::Create(&timed_store, agents.get(), options);
+  auto broker = iommu::Broker::Create(&timed_store, agents.get(), *options);
   if (!broker.ok()) {
     stop_api();
     iommu::LogEvent(iommu::LogLevel::kError, "fatal", {{"error", broker.status().ToString()}});
@@ -499,8 +483,8 @@ int Run() {
     serving_broker = nullptr;
   };
   metrics->SetStatsSource([b = broker->get()] { return b->Stats(); });
-  metrics->SetLeadership(options.replica, StoreKind(store_options->spec), true,
-                         absl::FromUnixMillis(options.leader_since_ms));
+  metrics->SetLeadership(options->replica, StoreKind(store_options->spec), true,
+                         absl::FromUnixMillis(options->leader_since_ms));
   serving_broker = broker->get();
 
   // Every refusal by the authorization layer is logged by the service; the
