@@ -363,6 +363,29 @@ bool Broker::DeviceBusyLocked(const std::string& node, const std::string& addres
   return device_holder_.count({node, address}) || pending_devices_.count({node, address});
 }
 
+std::vector<absl::string_view> Broker::BusyDevicesLocked(const std::string& node) const {
+  std::vector<absl::string_view> busy;
+  for (auto it = device_holder_.lower_bound({node, ""});
+       it != device_holder_.end() && it->first.first == node; ++it) {
+    busy.push_back(it->first.second);
+  }
+  for (auto it = pending_devices_.lower_bound({node, ""});
+       it != pending_devices_.end() && it->first == node; ++it) {
+    busy.push_back(it->second);
+  }
+  std::sort(busy.begin(), busy.end());
+  return busy;
+}
+
+size_t Broker::PendingDeviceCountLocked(const std::string& node) const {
+  size_t n = 0;
+  for (auto it = pending_devices_.lower_bound({node, ""});
+       it != pending_devices_.end() && it->first == node; ++it) {
+    ++n;
+  }
+  return n;
+}
+
 std::vector<v1::Device> Broker::DeviceViewLocked(const NodeEntry& n) const {
   std::vector<v1::Device> out = n.devices;
   for (v1::Device& d : out) {
@@ -379,21 +402,10 @@ v1::Node Broker::NodeViewLocked(const NodeEntry& n) const {
                                  : v1::NODE_STATE_RECONCILING);
   v.set_last_heartbeat_ms(n.last_heartbeat_ms);
   v.set_device_count(n.devices.size());
-  // The node's held and pending devices are one contiguous range of each
-  // map (keyed by node first): a walk of those, not a lookup per device in
-  // maps of the whole fleet's devices, which made a page of 1,000 nodes cost
-  // ~45,000 string-keyed searches of 200,000 entries under mu_.
-  const std::string& name = n.node.name();
-  std::vector<absl::string_view> busy;
-  for (auto it = device_holder_.lower_bound({name, ""});
-       it != device_holder_.end() && it->first.first == name; ++it) {
-    busy.push_back(it->first.second);
-  }
-  for (auto it = pending_devices_.lower_bound({name, ""});
-       it != pending_devices_.end() && it->first == name; ++it) {
-    busy.push_back(it->second);
-  }
-  std::sort(busy.begin(), busy.end());
+  // One walk of the node's busy devices, not a lookup per device in maps of
+  // the whole fleet's devices, which made a page of 1,000 nodes cost ~45,000
+  // string-keyed searches of 200,000 entries under mu_.
+  const std::vector<absl::string_view> busy = BusyDevicesLocked(n.node.name());
   uint32_t free_count = 0;
   for (const v1::Device& d : n.devices) {
     if (d.assignable() && !std::binary_search(busy.begin(), busy.end(), d.address())) {

@@ -42,6 +42,7 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
@@ -553,8 +554,16 @@ class Broker final : public OwnershipView {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::Device> DeviceViewLocked(const NodeEntry& n) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A device no create may take: a container holds it, or a create in
+  // flight has reserved it. DeviceBusyLocked asks it of one device;
+  // BusyDevicesLocked lists a node's, sorted, in O(its busy devices) (both
+  // maps are keyed by node first).
   bool DeviceBusyLocked(const std::string& node, const std::string& address) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<absl::string_view> BusyDevicesLocked(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Devices of `node` reserved by creates in flight.
+  size_t PendingDeviceCountLocked(const std::string& node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TenantContainerCountLocked(const std::string& tenant) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t TenantWindowBytesLocked(const std::string& tenant) const

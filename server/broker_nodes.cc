@@ -172,8 +172,8 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
       "DeleteNode", caller, req, out, [&](v1::DeleteNodeResponse*) -> absl::StatusOr<Plan> {
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
-        size_t held = NodeContainersLocked(req.node()).size();
-        for (const auto& [node, address] : pending_devices_) held += node == req.node();
+        const size_t held =
+            NodeContainersLocked(req.node()).size() + PendingDeviceCountLocked(req.node());
         if (held > 0) {
           return absl::FailedPreconditionError(absl::StrCat(
               "node: node ", Quoted(req.node()), " still has ", held,
