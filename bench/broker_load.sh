@@ -23,7 +23,7 @@
 #
 # Usage: bench/broker_load.sh [-o RESULTS] [-d SECONDS] [-c CONCURRENCY_LIST]
 #                             [-m MIXES] [-T] [-E] [-C ETCD_CONCURRENCY_LIST]
-#                             [-s STORE_KIND]
+#                             [-s STORE_KIND] [-A AGENTS]
 #   RESULTS      default bench/results
 #   SECONDS      measured seconds per (mix, concurrency); default 5 (+1 warm-up)
 #   CONCURRENCY  default 1,2,4,8,16,32,64
@@ -33,6 +33,9 @@
 #   ETCD_CONCURRENCY  broker vs etcd at these concurrencies; default 1,32
 #   STORE_KIND   the brokers' --store kind: sqlite (default) or sqlite-kv (the
 #                versioned store, server/kv), each in a fresh file
+#   AGENTS       sim agents (nodes) in broker vs etcd, the 128 devices split
+#                between them; default 1 (every mutation's agent call goes
+#                to one node, which does them one at a time)
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR as in bench/micro.sh
 # (BENCH_BIN_DIR must then hold loadgen, etcd_load, iommu-broker and
 # iommu-agent); BENCH_TMP: where the stores live (default: mktemp -d under
@@ -49,7 +52,8 @@ mtls=1
 vs_etcd=1
 etcd_conc=1,32
 store_kind=sqlite
-while getopts "o:d:c:m:TEC:s:h" opt; do
+vs_agents=1
+while getopts "o:d:c:m:TEC:s:A:h" opt; do
   case "$opt" in
     o) out="$OPTARG" ;;
     d) dur="$OPTARG" ;;
@@ -59,9 +63,14 @@ while getopts "o:d:c:m:TEC:s:h" opt; do
     E) vs_etcd=0 ;;
     C) etcd_conc="$OPTARG" ;;
     s) store_kind="$OPTARG" ;;
+    A) vs_agents="$OPTARG" ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
   esac
 done
+case "$vs_agents" in
+  1 | 2 | 4 | 8 | 16) ;;
+  *) echo "broker_load: -A: agents are 1, 2, 4, 8 or 16 (they split 128 devices), not '$vs_agents'" >&2; exit 2 ;;
+esac
 case "$store_kind" in
   sqlite | sqlite-kv) ;;
   *) echo "broker_load: -s: the store kind is sqlite or sqlite-kv, not '$store_kind'" >&2; exit 2 ;;
@@ -115,23 +124,32 @@ sim_devices=$(for i in $(seq 0 127); do
   printf '0000:%02x:%02x.0=1234:11e8@%d\n' $((1 + i / 32)) $((i % 32)) $((100 + i))
 done | paste -sd,)
 
-# start_pair DIR TRANSPORT_BROKER TRANSPORT_AGENT: a broker and a sim agent.
+# start_pair DIR TRANSPORT_BROKER TRANSPORT_AGENT [AGENTS]: a broker and
+# AGENTS sim agents (default 1): load-node, load-node-2, ..., the 128 devices
+# split between them.
 start_pair() {
-  local dir=$1 tb=$2 ta=$3
+  local dir=$1 tb=$2 ta=$3 agents=${4:-1}
   mkdir -p "$dir"
   # shellcheck disable=SC2086
-  "$BROKER" --listen=127.0.0.1:0 --store="$store_kind:$dir/broker.db" --port_file="$dir/broker.port" \
+  "$BROKER" --listen=127.0.0.1:0 --store="$store_kind:$dir/broker.db" --port-file="$dir/broker.port" \
     $tb 2>"$dir/broker.log" &
   PIDS+=($!)
   BROKER_PID=$!
   wait_for_file "$dir/broker.port" broker "$dir/broker.log"
   BROKER_ADDR=127.0.0.1:$(cat "$dir/broker.port")
-  # shellcheck disable=SC2086
-  "$AGENT" --node=load-node --broker="$BROKER_ADDR" --backend=sim --sim_devices="$sim_devices" \
-    --launcher_socket="$dir/launcher.sock" --port_file="$dir/agent.port" $ta \
-    2>"$dir/agent.log" &
-  PIDS+=($!)
-  wait_for_file "$dir/agent.port" agent "$dir/agent.log"
+  local per=$((128 / agents)) a node devices
+  for a in $(seq 1 "$agents"); do
+    node=load-node
+    [ "$a" -gt 1 ] && node=load-node-$a
+    devices=$(tr , '\n' <<< "$sim_devices" | sed -n "$(((a - 1) * per + 1)),$((a * per))p" | paste -sd,)
+    # shellcheck disable=SC2086
+    "$AGENT" --node="$node" --broker="$BROKER_ADDR" --backend=sim --sim-devices="$devices" \
+      --state-dir="$dir/agent-$a-state" --launcher-socket="$dir/launcher-$a.sock" \
+      --port-file="$dir/agent-$a.port" $ta \
+      2>"$dir/agent-$a.log" &
+    PIDS+=($!)
+    wait_for_file "$dir/agent-$a.port" agent "$dir/agent-$a.log"
+  done
 }
 
 # start_etcd DIR: a single-member etcd with its data in DIR/data. Port 0 in
@@ -185,8 +203,8 @@ if [ "$mtls" = 1 ] && [ -n "$mixes" ]; then
   deploy/make-dev-certs.sh --out "$tmp/certs" --agent load-node --tenant bench >/dev/null
   c=$tmp/certs
   start_pair "$tmp/mtls" \
-    "--tls_cert=$c/broker.crt --tls_key=$c/broker.key --tls_ca=$c/ca.crt" \
-    "--tls_cert=$c/agent-load-node.crt --tls_key=$c/agent-load-node.key --tls_ca=$c/ca.crt"
+    "--tls-cert=$c/broker.crt --tls-key=$c/broker.key --tls-ca=$c/ca.crt" \
+    "--tls-cert=$c/agent-load-node.crt --tls-key=$c/agent-load-node.key --tls-ca=$c/ca.crt"
   "$LOADGEN" --broker="$BROKER_ADDR" --cert="$c/operator-admin.crt" --key="$c/operator-admin.key" \
     --ca="$c/ca.crt" --wait_nodes=1 --mixes="$mixes" --concurrency=32 --duration_s="$dur" \
     --warmup_s=1 --csv="$out/load.csv" --label=mtls | tee -a "$out/load.txt"
@@ -202,7 +220,7 @@ if [ "$vs_etcd" = 1 ]; then
   rm -f "$out/vs_etcd.csv"
   echo "== broker vs etcd: concurrency $etcd_conc, ${dur}s each, stores on" \
     "$(df -T "$tmp" | awk 'NR==2 {print $2" on "$1}')" | tee "$out/vs_etcd.txt"
-  start_pair "$v" --insecure --insecure
+  start_pair "$v" --insecure --insecure "$vs_agents"
   start_etcd "$v/etcd"
   {
     echo "etcd: $("$ETCD" --version | head -n 1), single member, data $v/etcd/data"
@@ -210,7 +228,7 @@ if [ "$vs_etcd" = 1 ]; then
   } >> "$out/load-env.txt"
   IFS=, read -r -a etcd_levels <<< "$etcd_conc"
   for c in "${etcd_levels[@]}"; do
-    "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes=1 --mixes=mutate --concurrency="$c" \
+    "$LOADGEN" --broker="$BROKER_ADDR" --wait_nodes="$vs_agents" --mixes=mutate --concurrency="$c" \
       --read_containers=0 --duration_s="$dur" --warmup_s=1 --csv="$out/vs_etcd.csv" \
       --label=broker --server_pid="$BROKER_PID" | tee -a "$out/vs_etcd.txt"
     "$ETCD_LOAD" --endpoint="$ETCD_ADDR" --mixes=put,txn --concurrency="$c" \
