@@ -88,8 +88,8 @@ START_NS=$(date +%s%N)
 start_broker
 for i in $(seq 1 "$agents"); do
   "$AGENT" --node="node-$i" --broker="$addr" --backend=sim --insecure \
-    --sim_devices="0000:00:04.0=1234:11e8@5" --launcher_socket="$tmp/l$i.sock" \
-    --listen=127.0.0.1:0 2>>"$tmp/agent-$i.log" &
+    --sim-devices="0000:00:04.0=1234:11e8@5" --launcher-socket="$tmp/l$i.sock" \
+    --state-dir="$tmp/agent-$i-state" --listen=127.0.0.1:0 2>>"$tmp/agent-$i.log" &
   PIDS+=($!)
 done
 wait_all_ready >/dev/null
