@@ -207,7 +207,8 @@ if [ "$mtls" = 1 ] && [ -n "$mixes" ]; then
     "--tls-cert=$c/agent-load-node.crt --tls-key=$c/agent-load-node.key --tls-ca=$c/ca.crt"
   "$LOADGEN" --broker="$BROKER_ADDR" --cert="$c/operator-admin.crt" --key="$c/operator-admin.key" \
     --ca="$c/ca.crt" --wait_nodes=1 --mixes="$mixes" --concurrency=32 --duration_s="$dur" \
-    --warmup_s=1 --csv="$out/load.csv" --label=mtls | tee -a "$out/load.txt"
+    --warmup_s=1 --csv="$out/load.csv" --label=mtls --server_pid="$BROKER_PID" \
+    | tee -a "$out/load.txt"
   cleanup
 fi
 if [ "$vs_etcd" = 1 ]; then

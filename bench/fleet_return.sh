@@ -55,7 +55,7 @@ trap 'exit 130' INT TERM
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
 start_broker() {
-  "$BROKER" --listen="$addr" --db="$tmp/broker.db" --insecure 2>>"$tmp/broker.log" &
+  "$BROKER" --listen="$addr" --db="$tmp/broker.db" --insecure >>"$tmp/broker.log" 2>&1 &
   BROKER_PID=$!
 }
 ready_nodes() {
@@ -89,19 +89,23 @@ start_broker
 for i in $(seq 1 "$agents"); do
   "$AGENT" --node="node-$i" --broker="$addr" --backend=sim --insecure \
     --sim-devices="0000:00:04.0=1234:11e8@5" --launcher-socket="$tmp/l$i.sock" \
-    --state-dir="$tmp/agent-$i-state" --listen=127.0.0.1:0 2>>"$tmp/agent-$i.log" &
+    --state-dir="$tmp/agent-$i-state" --listen=127.0.0.1:0 >>"$tmp/agent-$i.log" 2>&1 &
   PIDS+=($!)
 done
 wait_all_ready >/dev/null
 
-{
-  echo "== fleet return: $agents sim agents, broker away ${outage}s (SIGKILL), $(date -u +%FT%TZ)"
-  for r in $(seq 1 "$rounds"); do
-    kill -KILL "$BROKER_PID"
-    wait "$BROKER_PID" 2>/dev/null || true
-    sleep "$outage"
-    START_NS=$(date +%s%N)
-    start_broker
-    echo "round $r: $(wait_all_ready) (since the broker's restart)"
-  done
-} | tee "$out/fleet_return.txt"
+# The rounds run in this shell, not in a pipeline's subshell: a broker
+# restarted there was not the one cleanup kills, and it held the pipe open,
+# so the script never ended.
+report=$out/fleet_return.txt
+: >"$report"
+say() { echo "$*" | tee -a "$report"; }
+say "== fleet return: $agents sim agents, broker away ${outage}s (SIGKILL), $(date -u +%FT%TZ)"
+for r in $(seq 1 "$rounds"); do
+  kill -KILL "$BROKER_PID"
+  wait "$BROKER_PID" 2>/dev/null || true
+  sleep "$outage"
+  START_NS=$(date +%s%N)
+  start_broker
+  say "round $r: $(wait_all_ready) (since the broker's restart)"
+done
