@@ -6,7 +6,9 @@
 #   * broker_load.sh: every mix over plaintext and mTLS, then broker vs etcd
 #     with two agents; every row without errors, the CPU-per-call column
 #     filled for each whole mix, the broker-vs-etcd table written;
-#   * fleet_return.sh: two agents all READY again after a broker kill -9.
+#   * fleet_return.sh: two agents all READY again after a broker kill -9;
+#   * ha_load.sh: 3 brokers on a 3-member etcd, mutations and etcd txns
+#     without errors, one leader kill -9 with no acknowledged write lost.
 # No figure is checked: timings belong to the benchmarks themselves.
 set -euo pipefail
 
@@ -28,6 +30,7 @@ if ! timeout 300 bench/broker_load.sh -o "$load" -m noop,read,mutate -c 1 -d 1 -
   fail "broker_load.sh did not finish"
 fi
 # label,mix,op,concurrency,ops,seconds,qps,p50_us,p99_us,p999_us,errors,...,server_cpu_us_per_op
+# With CPU=0 the CPU-per-call column may be empty (no server pid given).
 check_rows() {  # FILE LABEL MIX...
   local file=$1 label=$2 mix
   shift 2
@@ -41,7 +44,8 @@ check_rows() {  # FILE LABEL MIX...
     IFS=, read -r -a col <<<"$row"
     [ "${col[4]}" -gt 0 ] || fail "$file: $label $mix completed no call: $row"
     [ "${col[10]}" = 0 ] || fail "$file: $label $mix had errors: $row"
-    [ -n "${col[14]:-}" ] || fail "$file: $label $mix has no server CPU per call: $row"
+    [ "${CPU:-1}" = 0 ] || [ -n "${col[14]:-}" ] ||
+      fail "$file: $label $mix has no server CPU per call: $row"
   done
 }
 check_rows "$load/load.csv" insecure noop read mutate
@@ -57,6 +61,19 @@ if ! timeout 180 bench/fleet_return.sh -o "$fleet" -n 2 -s 1 -r 1 >"$TEST_TMPDIR
 fi
 grep -q 'round 1: .*all 2 READY' "$fleet/fleet_return.txt" 2>/dev/null ||
   fail "fleet_return.txt does not say both nodes came back: $(cat "$fleet/fleet_return.txt" 2>&1)"
+
+ha=$TEST_TMPDIR/ha
+ln -sf "$PWD/bench/ha_failover" "$bin/"
+if ! timeout 300 bench/ha_load.sh -o "$ha" -d 1 -C 1 -n 1 >"$TEST_TMPDIR/ha.out" 2>&1; then
+  tail -n 40 "$TEST_TMPDIR/ha.out" >&2
+  fail "ha_load.sh did not finish"
+fi
+CPU=0 check_rows "$ha/ha_vs_etcd.csv" ha-brokers mutate
+CPU=0 check_rows "$ha/ha_vs_etcd.csv" etcd-3 txn
+grep -q '^trials that lost an acknowledged write: 0 ' "$ha/ha_failover.txt" 2>/dev/null ||
+  fail "ha_failover.txt: $(grep -i 'lost' "$ha/ha_failover.txt" 2>&1)"
+grep -q '^failover over 1 of 1 trials' "$ha/ha_failover.txt" ||
+  fail "ha_failover.txt: the trial did not complete: $(cat "$ha/ha_failover.txt" 2>&1)"
 
 if [ "$failures" -gt 0 ]; then
   echo "$failures failure(s)" >&2
