@@ -156,6 +156,21 @@ absl::Status Daemon::WaitForPort(absl::Duration timeout) {
   return absl::DeadlineExceededError(absl::StrCat(name, " did not publish its port: ", Log()));
 }
 
+int TerminateAndReap(pid_t pid, absl::Duration grace) {
+  kill(pid, SIGTERM);
+  const absl::Time deadline = absl::Now() + grace;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (absl::Now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return status;
+}
+
 int Daemon::Stop() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);

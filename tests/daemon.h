@@ -37,6 +37,10 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
 // come back on the same port after a restart).
 int PickFreePort();
 
+// Stops child process `pid`: SIGTERM, up to `grace` for it to exit, then
+// SIGKILL. Always reaps it. Returns its wait status (as waitpid).
+int TerminateAndReap(pid_t pid, absl::Duration grace);
+
 class Daemon final {
  public:
   Daemon() = default;

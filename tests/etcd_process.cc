@@ -224,17 +224,7 @@ absl::Status EtcdProcess::WaitReady(absl::Duration timeout, absl::string_view se
 
 void EtcdProcess::Terminate() {
   if (pid_ <= 0) return;
-  kill(pid_, SIGTERM);
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  int status = 0;
-  while (waitpid(pid_, &status, WNOHANG) == 0) {
-    if (absl::Now() > deadline) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  TerminateAndReap(pid_, absl::Seconds(5));
   pid_ = -1;
 }
 

@@ -170,17 +170,7 @@ std::set<std::string> PromQlMetricNames(const std::string& expr) {
 
 PrometheusProcess::~PrometheusProcess() {
   if (pid_ <= 0) return;
-  kill(pid_, SIGTERM);
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  int status = 0;
-  while (waitpid(pid_, &status, WNOHANG) == 0) {
-    if (absl::Now() > deadline) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  TerminateAndReap(pid_, absl::Seconds(10));
 }
 
 absl::Status PrometheusProcess::Start(const std::string& dir, const std::vector<Job>& jobs,
