@@ -63,8 +63,8 @@ namespace iommu {
 // The most windows one container holds. A launcher grant names every window
 // of its container and must fit a token (kMaxGrantTokenBytes), which this
 // many windows with the longest node and tenant names do with room to spare
-// (broker_test checks the worst case). A guest needs a few windows: its RAM
-// below and above 4 GiB, and hot-plugged memory.
+// (broker_containers_test checks the worst case). A guest needs a few
+// windows: its RAM below and above 4 GiB, and hot-plugged memory.
 inline constexpr size_t kMaxWindowsPerContainer = 48;
 
 struct BrokerOptions {
