@@ -2,7 +2,7 @@
 # Broker HA benchmark (issue 14): a 3-member etcd cluster (Debian's
 # etcd-server, loopback, free ports picked just before, all data under one
 # temp dir), 3 broker replicas on it (--store=etcd://, plaintext --insecure,
-# --leader_ttl_seconds from -L) and one iommu-agent on the simulated backend
+# --leader-ttl-seconds from -L) and one iommu-agent on the simulated backend
 # with 128 devices, registered through the list of replicas. Then:
 #
 #  1. Throughput, unless -R: at each concurrency of -C, bench/loadgen's
@@ -35,7 +35,7 @@
 #   SECONDS      measured seconds per (side, concurrency); default 5 (+1 warm-up)
 #   CONCURRENCY  default 1,32
 #   TRIALS       leader kills; default 20
-#   TTL_SECONDS  the brokers' --leader_ttl_seconds; default 2, the broker's own
+#   TTL_SECONDS  the brokers' --leader-ttl-seconds; default 2, the broker's own
 #   -R           skip the throughput phase
 #   -F           skip the failover trials
 # Environment: BAZEL, BAZEL_STARTUP_OPTS, BENCH_BIN_DIR as in bench/micro.sh
@@ -168,9 +168,9 @@ set -eu
 i=\$1
 set -- ${broker_port[*]}; shift "\$i"; port=\$1
 set -- ${metrics_port[*]}; shift "\$i"; mport=\$1
-"$BROKER" --listen=127.0.0.1:\$port --metrics_address=127.0.0.1:\$mport \\
-  --store=etcd://$ETCD_ENDPOINTS --etcd_prefix=/ha-bench --replica_name=b\$i \\
-  --leader_ttl_seconds=$ttl --shutdown_grace_ms=500 --insecure >>"$tmp/b\$i.log" 2>&1 &
+"$BROKER" --listen=127.0.0.1:\$port --metrics-address=127.0.0.1:\$mport \\
+  --store=etcd://$ETCD_ENDPOINTS --etcd-prefix=/ha-bench --replica-name=b\$i \\
+  --leader-ttl-seconds=$ttl --shutdown-grace-ms=500 --insecure >>"$tmp/b\$i.log" 2>&1 &
 echo \$! >"$tmp/b\$i.pid"
 for _ in \$(seq 1 400); do
   if curl -sf --max-time 1 http://127.0.0.1:\$mport/metrics 2>/dev/null |
@@ -193,9 +193,9 @@ write_start_broker
 for i in 0 1 2; do "$tmp/start-broker" "$i"; done
 BROKERS=$(for i in 0 1 2; do echo "127.0.0.1:${broker_port[$i]}"; done | paste -sd,)
 "$AGENT" --node=ha-node --broker="$BROKERS" --listen=127.0.0.1:0 --backend=sim \
-  --sim_devices="$sim_devices" --launcher_socket="$tmp/launcher.sock" \
-  --state_dir="$tmp/agent-state" --port_file="$tmp/agent.port" --insecure \
-  --registration_max_backoff=200ms 2>"$tmp/agent.log" &
+  --sim-devices="$sim_devices" --launcher-socket="$tmp/launcher.sock" \
+  --state-dir="$tmp/agent-state" --port-file="$tmp/agent.port" --insecure \
+  --registration-max-backoff=200ms 2>"$tmp/agent.log" &
 PIDS+=($!)
 AGENT_PID=$!
 for _ in $(seq 1 400); do [ -s "$tmp/agent.port" ] && break; sleep 0.05; done
@@ -206,7 +206,7 @@ for _ in $(seq 1 400); do [ -s "$tmp/agent.port" ] && break; sleep 0.05; done
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
   echo "cpu: $(nproc) x $(lscpu | sed -n 's/^Model name: *//p' | head -n 1); load $(cut -d' ' -f1-3 /proc/loadavg) at start"
   echo "etcd: $("$ETCD" --version | head -n 1), 3 members, data under $tmp ($(df -T "$tmp" | awk 'NR==2 {print $2" on "$1}'))"
-  echo "brokers: 3 replicas, --store=etcd://$ETCD_ENDPOINTS --leader_ttl_seconds=$ttl --insecure"
+  echo "brokers: 3 replicas, --store=etcd://$ETCD_ENDPOINTS --leader-ttl-seconds=$ttl --insecure"
   echo "agent: one iommu-agent --backend=sim, 128 devices, --broker=<the 3 replicas>"
   echo "loadgen: --broker=<the 3 replicas> --wait_for_ready, one channel, one completion-queue thread, closed loop"
   echo "etcd_load: one channel to member 0 (the brokers' first endpoint), closed loop, 256-byte values"
@@ -284,7 +284,7 @@ fi
 
 if [ "$failover" = 1 ]; then
   rm -f "$out/ha_failover.csv"
-  echo "== failover: $trials x kill -9 of the leader, --leader_ttl_seconds=$ttl" \
+  echo "== failover: $trials x kill -9 of the leader, --leader-ttl-seconds=$ttl" \
     | tee "$out/ha_failover.txt"
   pid_files=$(for i in 0 1 2; do echo "$tmp/b$i.pid"; done | paste -sd,)
   # A trial that cannot be measured ends the run; what was measured stays.

@@ -107,8 +107,8 @@ start_broker() {  # sets BROKER_PID and START_MS (ms to serving)
   rm -f "$tmp/broker.port"
   local t0
   t0=$(now_ms)
-  "$BROKER" --insecure --listen="$BROKER_ADDR" --db="$tmp/broker.db" --port_file="$tmp/broker.port" \
-    --heartbeat_interval_ms="$hb_ms" --node_timeout_ms=$((hb_ms * 5)) "${broker_flags[@]}" \
+  "$BROKER" --insecure --listen="$BROKER_ADDR" --db="$tmp/broker.db" --port-file="$tmp/broker.port" \
+    --heartbeat-interval-ms="$hb_ms" --node-timeout-ms=$((hb_ms * 5)) "${broker_flags[@]}" \
     2>>"$tmp/broker.log" &
   BROKER_PID=$!
   for _ in $(seq 1 60000); do
