@@ -267,8 +267,11 @@ absl::StatusOr<iommu::BrokerOptions> BrokerOptionsFromFlags() {
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
   if (absl::Status s = iommu::ValidateBrokerOptions(options); !s.ok()) {
-    std::string flag = "--" + absl::StrReplaceAll(s.message(), {{"_", "-"}});
-    return absl::InvalidArgumentError(flag);
+    // "<option>: <rule>" -> "--<option-with-dashes>: <rule>".
+    const absl::string_view message = s.message();
+    const size_t colon = std::min(message.find(':'), message.size());
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", absl::StrReplaceAll(message.substr(0, colon), {{"_", "-"}}), message.substr(colon)));
   }
   return options;
 }
