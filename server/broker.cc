@@ -341,27 +341,23 @@ bool Broker::DeviceBusyLocked(const std::string& node, const std::string& addres
   return device_holder_.count({node, address}) || pending_devices_.count({node, address});
 }
 
+std::vector<absl::string_view> Broker::PendingDevicesLocked(const std::string& node) const {
+  std::vector<absl::string_view> out;
+  for (auto it = pending_devices_.lower_bound({node, ""});
+       it != pending_devices_.end() && it->first == node; ++it) {
+    out.push_back(it->second);
+  }
+  return out;
+}
+
 std::vector<absl::string_view> Broker::BusyDevicesLocked(const std::string& node) const {
-  std::vector<absl::string_view> busy;
+  std::vector<absl::string_view> busy = PendingDevicesLocked(node);
   for (auto it = device_holder_.lower_bound({node, ""});
        it != device_holder_.end() && it->first.first == node; ++it) {
     busy.push_back(it->first.second);
   }
-  for (auto it = pending_devices_.lower_bound({node, ""});
-       it != pending_devices_.end() && it->first == node; ++it) {
-    busy.push_back(it->second);
-  }
   std::sort(busy.begin(), busy.end());
   return busy;
-}
-
-size_t Broker::PendingDeviceCountLocked(const std::string& node) const {
-  size_t n = 0;
-  for (auto it = pending_devices_.lower_bound({node, ""});
-       it != pending_devices_.end() && it->first == node; ++it) {
-    ++n;
-  }
-  return n;
 }
 
 std::vector<v1::Device> Broker::DeviceViewLocked(const NodeEntry& n) const {

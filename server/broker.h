@@ -520,8 +520,9 @@ class Broker final : public OwnershipView {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<absl::string_view> BusyDevicesLocked(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Devices of `node` reserved by creates in flight.
-  size_t PendingDeviceCountLocked(const std::string& node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Devices of `node` reserved by creates in flight, in O(their number).
+  std::vector<absl::string_view> PendingDevicesLocked(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TenantContainerCountLocked(const std::string& tenant) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t TenantWindowBytesLocked(const std::string& tenant) const

@@ -173,7 +173,7 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
         mu_.AssertHeld();  // Mutate runs this under mu_.
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         const size_t held =
-            NodeContainersLocked(req.node()).size() + PendingDeviceCountLocked(req.node());
+            NodeContainersLocked(req.node()).size() + PendingDevicesLocked(req.node()).size();
         if (held > 0) {
           return absl::FailedPreconditionError(absl::StrCat(
               "node: node ", Quoted(req.node()), " still has ", held,
