@@ -277,9 +277,7 @@ int Main(int argc, char** argv) {
     for (const auto& [mix, name] : mixes) {
       std::vector<uint32_t> us;
       int64_t errors = 0;
-      const auto start = std::chrono::steady_clock::now();
-      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), start + bench::Seconds(warmup),
-                                 start + bench::Seconds(warmup + duration));
+      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), warmup, duration);
       load.Run(mix, name, c, warmup, duration, &us, &errors);
       bench::LoadRow row = bench::SummarizeLoad(name, "all", c, duration, us, errors);
       row.server_cpu_us_per_op = bench::MicrosPerOp(cpu.Seconds(), row.ops);

@@ -608,9 +608,7 @@ int Main(int argc, char** argv) {
     for (const std::string& mix : mixes) {
       std::vector<Sample> samples;
       int64_t errors = 0;
-      const auto start = std::chrono::steady_clock::now();
-      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), start + bench::Seconds(warmup),
-                                 start + bench::Seconds(warmup + duration));
+      bench::ServerCpuWindow cpu(absl::GetFlag(FLAGS_server_pid), warmup, duration);
       gen.Run(MixOps(mix), c, warmup, duration, &samples, &errors);
       std::map<std::string, std::vector<uint32_t>> by_op;
       std::vector<uint32_t> all;

@@ -59,6 +59,19 @@ ServerCpuWindow::ServerCpuWindow(int pid, Clock::time_point from, Clock::time_po
   });
 }
 
+namespace {
+
+ServerCpuWindow::Clock::time_point In(double seconds) {
+  return ServerCpuWindow::Clock::now() +
+         std::chrono::duration_cast<ServerCpuWindow::Clock::duration>(
+             std::chrono::duration<double>(seconds));
+}
+
+}  // namespace
+
+ServerCpuWindow::ServerCpuWindow(int pid, double warmup_s, double duration_s)
+    : ServerCpuWindow(pid, In(warmup_s), In(warmup_s + duration_s)) {}
+
 ServerCpuWindow::~ServerCpuWindow() {
   if (thread_.joinable()) thread_.join();
 }

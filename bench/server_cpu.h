@@ -18,12 +18,6 @@
 
 namespace iommu::bench {
 
-// `s` seconds as a steady_clock duration (the load tools' times are doubles).
-inline std::chrono::steady_clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
-}
-
 // CPU microseconds per op; empty without a measurement or without ops.
 inline std::optional<double> MicrosPerOp(std::optional<double> cpu_seconds, int64_t ops) {
   if (!cpu_seconds || ops <= 0) return std::nullopt;
@@ -45,6 +39,9 @@ class ServerCpuWindow final {
   using Clock = std::chrono::steady_clock;
   // pid <= 0: measures nothing (Seconds() is empty).
   ServerCpuWindow(int pid, Clock::time_point from, Clock::time_point to);
+  // The measured window of a load tool's run starting now: after
+  // `warmup_s`, for `duration_s`.
+  ServerCpuWindow(int pid, double warmup_s, double duration_s);
   ~ServerCpuWindow();
   ServerCpuWindow(const ServerCpuWindow&) = delete;
   ServerCpuWindow& operator=(const ServerCpuWindow&) = delete;
