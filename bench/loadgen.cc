@@ -51,6 +51,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "bench/broker_setup.h"
 #include "bench/load_table.h"
 #include "bench/server_cpu.h"
 #include "common/broker_target.h"
@@ -175,35 +177,10 @@ class LoadGen {
 
   World& world() { return world_; }
 
-  // Every node, page by page (a page holds at most 1,000).
-  grpc::Status ListAllNodes(std::vector<v1::Node>* out) {
-    out->clear();
-    v1::ListNodesRequest req;
-    req.set_page_size(1000);
-    do {
-      grpc::ClientContext ctx;
-      v1::ListNodesResponse resp;
-      grpc::Status s = broker_->ListNodes(&ctx, req, &resp);
-      if (!s.ok()) return s;
-      out->insert(out->end(), resp.nodes().begin(), resp.nodes().end());
-      req.set_page_token(resp.next_page_token());
-    } while (!req.page_token().empty());
-    return grpc::Status::OK;
-  }
-
-  // Polls ListNodes until `n` nodes are READY; false after 60 s.
+  // Waits (up to 60 s) until `n` nodes are READY.
   bool WaitNodes(int n) {
-    const auto give_up = Clock::now() + std::chrono::seconds(60);
-    int ready = 0;
-    while (Clock::now() < give_up) {
-      std::vector<v1::Node> nodes;
-      ready = 0;
-      if (ListAllNodes(&nodes).ok()) {
-        for (const auto& node : nodes) ready += node.state() == v1::NODE_STATE_READY;
-        if (ready >= n) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    const int ready = bench::WaitNodesReady(broker_.get(), n, absl::Seconds(60));
+    if (ready >= n) return true;
     std::fprintf(stderr, "loadgen: --wait_nodes: %d of %d nodes READY after 60 s\n", ready, n);
     return false;
   }
@@ -247,15 +224,8 @@ class LoadGen {
   }
 
   bool EnsureTenant(const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::CreateTenantRequest req;
-    req.set_request_id(NewRequestId());
-    req.set_tenant_id(id);
-    req.mutable_quota()->set_pinned_bytes(uint64_t{1} << 50);
-    v1::Tenant out;
-    grpc::Status s = broker_->CreateTenant(&ctx, req, &out);
-    if (s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) return true;
-    return Fail("CreateTenant " + id, s);
+    grpc::Status s = bench::EnsureTenant(broker_.get(), id, NewRequestId());
+    return s.ok() || Fail("CreateTenant " + id, s);
   }
 
   // Creates `n` containers by selector, spread over `tenants` tenants, with
@@ -281,40 +251,10 @@ class LoadGen {
     return made;
   }
 
-  // Every READY node's free devices, interleaved (node 0's first device, node
-  // 1's first device, ...), for --fill_explicit.
+  // Every READY node's free devices, for --fill_explicit.
   bool ListFreeDevices() {
-    std::vector<v1::Node> nodes;
-    grpc::Status s = ListAllNodes(&nodes);
-    if (!s.ok()) return Fail("ListNodes", s);
-    std::vector<std::string> names;  // Of the READY nodes, as per_node.
-    std::vector<std::vector<std::string>> per_node;
-    for (const auto& node : nodes) {
-      if (node.state() != v1::NODE_STATE_READY) continue;
-      names.push_back(node.name());
-      grpc::ClientContext dctx;
-      v1::ListDevicesRequest dreq;
-      dreq.set_node(node.name());
-      dreq.set_page_size(1000);
-      v1::ListDevicesResponse devices;
-      s = broker_->ListDevices(&dctx, dreq, &devices);
-      if (!s.ok()) return Fail("ListDevices " + node.name(), s);
-      per_node.emplace_back();
-      for (const auto& d : devices.devices()) {
-        if (d.assignable() && d.container_id().empty()) per_node.back().push_back(d.address());
-      }
-    }
-    for (size_t i = 0;; ++i) {
-      bool any = false;
-      for (size_t k = 0; k < per_node.size(); ++k) {
-        if (i < per_node[k].size()) {
-          fill_slots_.push_back({names[k], per_node[k][i]});
-          any = true;
-        }
-      }
-      if (!any) break;
-    }
-    return true;
+    grpc::Status s = bench::FreeDevicesInterleaved(broker_.get(), &fill_slots_);
+    return s.ok() || Fail("--fill_explicit: free devices", s);
   }
 
   // One closed-loop run: `concurrency` slots cycling through `ops`; samples
