@@ -6,6 +6,7 @@
 // another's.
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -173,17 +174,28 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
   v1::Container hanging;
   grpc::ClientContext hanging_ctx;
   grpc::Status hanging_status;
-  std::thread stuck([&] { hanging_status = hostile->CreateContainer(&hanging_ctx, cr, &hanging); });
+  std::atomic<bool> stuck_done{false};
+  std::thread stuck([&] {
+    hanging_status = hostile->CreateContainer(&hanging_ctx, cr, &hanging);
+    stuck_done = true;
+  });
   // Until the broker holds the stuck call, a second one may still get in;
   // the bound only guards against a hang (60 s).
   grpc::Status s;
-  for (int i = 0; i < 3000; ++i) {
+  for (int i = 0; i < 3000 && !stuck_done; ++i) {
     v1::ListContainersRequest lr;
     v1::ListContainersResponse lo;
     s = hostile->ListContainers(Context().get(), lr, &lo);
     // A list slowed past its deadline by a loaded machine proves nothing.
     if (!s.ok() && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) break;
     absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (stuck_done) {
+    stuck.join();
+    kill(cluster.agent("node-1").pid(), SIGCONT);
+    FAIL() << "the create that should hang on the stopped agent ended: "
+           << hanging_status.error_code() << ": " << hanging_status.error_message() << "\n"
+           << cluster.broker().Log();
   }
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   EXPECT_NE(s.error_message().find("tenant/hostile already has 1 calls in flight"),
