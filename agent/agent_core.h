@@ -201,7 +201,7 @@ class AgentCore final {
   // tenant, containers, mappings and their limit, open sessions.
   AgentStats Stats();
 
-  // ---- launcher sessions: memory and mappings ----
+  // ---- launcher sessions: memory and mappings (mapping them: agent_core_mappings.cc) ----
 
   // Opens launcher session `session_id` on container `container_id` of
   // `tenant`, which may map only inside `grant_windows` (the windows the
@@ -450,7 +450,7 @@ class AgentCore final {
                                           std::vector<DrainRun>* revoke)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // ---- teardown without mu_ ----
+  // ---- teardown without mu_ (agent_core_mappings.cc) ----
   // Moves the mappings of `held` that `pick` selects out of its live table
   // into runs: maximal IOVA ranges holding only picked mappings (gaps with no
   // mapping included, never a draining range) and reserves each range in
