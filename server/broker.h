@@ -280,9 +280,13 @@ class Broker final : public OwnershipView {
     // Those of node_containers marked deleting, so that the scrape counts
     // container states per node without visiting each container.
     std::map<std::string, std::set<std::string>> node_deleting;  // No entry: none.
+    // The nodes whose agents last reported usage for a tenant (NodeEntry's
+    // usage), so that a tenant's usage costs its nodes, not the fleet's.
+    std::map<std::string, std::set<std::string>> usage_nodes;  // No entry: none.
     bool operator==(const Indexes& o) const {
       return tenants == o.tenants && tenant_containers == o.tenant_containers &&
-             node_containers == o.node_containers && node_deleting == o.node_deleting;
+             node_containers == o.node_containers && node_deleting == o.node_deleting &&
+             usage_nodes == o.usage_nodes;
     }
   };
 
@@ -335,6 +339,11 @@ class Broker final : public OwnershipView {
   const std::set<std::string>& NodeContainersLocked(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const std::set<std::string>& TenantContainersLocked(const std::string& tenant) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replaces what node `name` (entry `n`) last reported of each tenant's
+  // usage, keeping index_.usage_nodes in step; empty `usage` forgets it.
+  void SetNodeUsageLocked(const std::string& name, NodeEntry* n,
+                          std::map<std::string, v1::PinUsage> usage)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int64_t Now() const { return options_.now_ms(); }

@@ -131,7 +131,19 @@ Broker::Indexes Broker::RecountLocked() const {
     Add(&x.tenants, c.container.tenant_id(), c.container.pin_budget_bytes(), 0);
   }
   for (const auto& [id, w] : windows_) Add(&x.tenants, w.tenant_id(), 0, w.size());
+  for (const auto& [name, n] : nodes_) {
+    for (const auto& [tenant, u] : n.usage) x.usage_nodes[tenant].insert(name);
+  }
   return x;
+}
+
+void Broker::SetNodeUsageLocked(const std::string& name, NodeEntry* n,
+                                std::map<std::string, v1::PinUsage> usage) {
+  for (const auto& [tenant, u] : n->usage) {
+    if (!usage.count(tenant)) EraseFromSet(&index_.usage_nodes, tenant, name);
+  }
+  for (const auto& [tenant, u] : usage) index_.usage_nodes[tenant].insert(name);
+  n->usage = std::move(usage);
 }
 
 const std::set<std::string>& Broker::NodeContainersLocked(const std::string& node) const {
@@ -244,6 +256,7 @@ absl::Status Broker::CheckIndexes() {
   if (where.empty()) where = differ("node containers", want.node_containers, index_.node_containers);
   if (where.empty())
     where = differ("deleting containers", want.node_deleting, index_.node_deleting);
+  if (where.empty()) where = differ("usage nodes", want.usage_nodes, index_.usage_nodes);
   return absl::InternalError(absl::StrCat("indexes differ from a recount: ", where));
 }
 

@@ -191,6 +191,9 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
         plan.apply = [this, name = req.node()]() {
           mu_.AssertHeld();  // Applied under mu_.
           MarkGoneLocked(v1::OBJECT_KIND_NODE, name, *CurrentLocked(v1::OBJECT_KIND_NODE, name));
+          if (auto gone = nodes_.find(name); gone != nodes_.end()) {
+            SetNodeUsageLocked(name, &gone->second, {});
+          }
           nodes_.erase(name);
           MarkPlacementStaleLocked(name);
         };

@@ -96,7 +96,7 @@ absl::Status Broker::Register(const v1::RegisterRequest& req, v1::RegisterRespon
   n.reconciled = false;
   MarkPlacementStaleLocked(req.node());
   NoteHeartbeatLocked(&n);
-  n.usage.clear();
+  SetNodeUsageLocked(req.node(), &n, {});
   n.failed.clear();
   out->set_session_id(n.session_id);
   out->set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
@@ -230,10 +230,11 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   }
   NodeEntry& n = it->second;
   NoteHeartbeatLocked(&n);
-  n.usage.clear();
+  std::map<std::string, v1::PinUsage> usage;
   for (const v1::PinUsage& u : req.usage()) {
-    if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) n.usage[u.tenant_id()] = u;
+    if (ValidateTenantId("usage.tenant_id", u.tenant_id()).ok()) usage[u.tenant_id()] = u;
   }
+  SetNodeUsageLocked(req.node(), &n, std::move(usage));
   if (n.heartbeat_answer == nullptr) {
     n.heartbeat_answer = HeartbeatAnswerLocked(req.node());
     n.heartbeat_answer_seq = applied_seq_;
@@ -359,7 +360,7 @@ std::vector<std::string> Broker::CheckLiveness() {
     const int64_t silent_ms = now - n.last_heartbeat_ms - (deaf_ms_ - n.deaf_ms_at_heartbeat);
     if (!n.session_id.empty() && silent_ms > options_.node_timeout_ms) {
       n.session_id.clear();
-      n.usage.clear();
+      SetNodeUsageLocked(name, &n, {});
       MarkPlacementStaleLocked(name);
       marked.push_back(name);
       MarkObservedLocked(v1::OBJECT_KIND_NODE, name);

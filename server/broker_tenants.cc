@@ -332,20 +332,28 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
     r.set_windows(r.windows() + c.window_ids.size());
     r.set_window_bytes(r.window_bytes() + c.allocator.allocated_bytes());
   }
-  for (const auto& [name, n] : nodes_) {
-    for (const auto& [tenant, u] : n.usage) {
-      if (!wanted(tenant, name)) continue;
-      v1::NodeUsage& r = row(tenant, name);
+  // What the page's tenants' agents reported, from the nodes that reported
+  // it: O(the page's tenants' nodes), not O(the fleet).
+  for (const std::string& t : page) {
+    auto reported = index_.usage_nodes.find(t);
+    if (reported == index_.usage_nodes.end()) continue;
+    for (const std::string& name : reported->second) {
+      if (!wanted(t, name)) continue;
+      auto n = nodes_.find(name);
+      if (n == nodes_.end()) continue;  // CheckIndexes reports such a stale entry.
+      auto reported_usage = n->second.usage.find(t);
+      if (reported_usage == n->second.usage.end()) continue;
+      const v1::PinUsage& u = reported_usage->second;
+      v1::NodeUsage& r = row(t, name);
       r.set_pinned_bytes(u.billed_bytes());
       r.set_mapped_bytes(u.mapped_bytes());
     }
   }
   std::map<std::string, v1::TenantUsage> totals;
-  for (const auto& [id, t] : tenants_) {
-    if (!page.count(id)) continue;
+  for (const std::string& id : page) {
     v1::TenantUsage& u = totals[id];
     u.set_tenant_id(id);
-    *u.mutable_quota() = t.quota();
+    *u.mutable_quota() = tenants_.at(id).quota();
   }
   for (const auto& [key, r] : rows) {
     *out->add_nodes() = r;

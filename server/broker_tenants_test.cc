@@ -193,6 +193,76 @@ TEST_F(BrokerTest, HeartbeatUsageShowsInUsageWithDedupSavings) {
   EXPECT_EQ(usage.tenants(0).dedup_saved_bytes(), 0x20000u);
 }
 
+// Usage is what each node's agent last reported, per tenant: a heartbeat
+// replaces its node's report, a registration or the node's delete drops it,
+// and a page of tenants shows only the nodes that reported for them.
+TEST_F(BrokerTest, UsageIsWhatEachNodeLastReported) {
+  const std::string s1 = RegisterNode("n1", {Dev("0000:00:04.0", 5)});
+  const std::string s2 = RegisterNode("n2", {Dev("0000:00:04.0", 5)});
+  CreateTenant("acme");
+  CreateTenant("zeta");
+  auto beat = [&](const std::string& node, const std::string& session,
+                  const std::map<std::string, uint64_t>& billed) {
+    v1::HeartbeatRequest hb;
+    hb.set_node(node);
+    hb.set_session_id(session);
+    for (const auto& [tenant, bytes] : billed) {
+      v1::PinUsage* u = hb.add_usage();
+      u->set_tenant_id(tenant);
+      u->set_billed_bytes(bytes);
+      u->set_mapped_bytes(bytes);
+    }
+    v1::HeartbeatResponse out;
+    ASSERT_OK(broker_->Heartbeat(hb, &out));
+  };
+  // Per (tenant, node) row of GetUsage, and the tenants' totals.
+  auto usage = [&](const std::string& tenant, const std::string& node) {
+    v1::GetUsageRequest req;
+    req.set_tenant_id(tenant);
+    req.set_node(node);
+    v1::GetUsageResponse out;
+    EXPECT_OK(broker_->GetUsage(req, &out));
+    std::map<std::string, uint64_t> seen;
+    for (const v1::NodeUsage& r : out.nodes()) {
+      if (r.pinned_bytes() != 0) seen[r.tenant_id() + "@" + r.node()] = r.pinned_bytes();
+    }
+    for (const v1::TenantUsage& t : out.tenants()) seen[t.tenant_id()] = t.pinned_bytes();
+    return seen;
+  };
+  using Seen = std::map<std::string, uint64_t>;
+
+  ASSERT_NO_FATAL_FAILURE(beat("n1", s1, {{"acme", 0x1000}, {"zeta", 0x2000}}));
+  ASSERT_NO_FATAL_FAILURE(beat("n2", s2, {{"acme", 0x4000}}));
+  EXPECT_EQ(usage("acme", ""), (Seen{{"acme", 0x5000}, {"acme@n1", 0x1000}, {"acme@n2", 0x4000}}));
+  EXPECT_EQ(usage("acme", "n2"), (Seen{{"acme", 0x4000}, {"acme@n2", 0x4000}}));
+  EXPECT_EQ(usage("", ""), (Seen{{"acme", 0x5000},
+                                 {"acme@n1", 0x1000},
+                                 {"acme@n2", 0x4000},
+                                 {"zeta", 0x2000},
+                                 {"zeta@n1", 0x2000}}));
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // n1's next report no longer names acme.
+  ASSERT_NO_FATAL_FAILURE(beat("n1", s1, {{"zeta", 0x3000}}));
+  EXPECT_EQ(usage("acme", ""), (Seen{{"acme", 0x4000}, {"acme@n2", 0x4000}}));
+  EXPECT_EQ(usage("zeta", ""), (Seen{{"zeta", 0x3000}, {"zeta@n1", 0x3000}}));
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // n2's agent registers again: it has reported nothing yet.
+  RegisterNode("n2", {Dev("0000:00:04.0", 5)});
+  EXPECT_EQ(usage("acme", ""), (Seen{{"acme", 0}}));
+  EXPECT_OK(broker_->CheckIndexes());
+
+  // n1 is deleted: its report goes with it.
+  v1::DeleteNodeRequest del;
+  del.set_node("n1");
+  del.set_force(true);
+  v1::DeleteNodeResponse deleted;
+  ASSERT_OK(broker_->DeleteNode(del, &deleted));
+  EXPECT_EQ(usage("zeta", ""), (Seen{{"zeta", 0}}));
+  EXPECT_OK(broker_->CheckIndexes());
+}
+
 TEST_F(BrokerTest, PinBudgetsDefaultToTheUnbudgetedRestAndNeverSumPastQuota) {
   RegisterNode("n1", {Dev("0000:00:04.0", 1), Dev("0000:00:05.0", 2), Dev("0000:00:06.0", 3),
                       Dev("0000:00:07.0", 4)});
