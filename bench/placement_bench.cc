@@ -3,7 +3,8 @@
 // over every device of every node that it replaced, and the broker's whole
 // CreateContainer-by-selector + DeleteContainer on an in-memory store (so
 // the index's upkeep is counted, fsync is not). Issue goal: placement at
-// 5,000 nodes within 1.5x of its cost at 100 nodes.
+// 5,000 nodes within 1.5x of its cost at 100 nodes. And GetUsage of one
+// tenant, whose cost must not grow with the fleet either.
 //
 //   bazel run -c opt //bench:placement_bench
 //
@@ -236,6 +237,59 @@ void BM_BrokerPlaceAndDelete(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_BrokerPlaceAndDelete)->Apply(FleetSizes);
+
+// A tenant's usage (GetUsage of one tenant) as the fleet grows, with each
+// tenant on a fixed number of nodes: one tenant per 10 nodes, each node's
+// agent reporting usage for 2 tenants, so every tenant is reported by about
+// 20 nodes at every fleet size. Issue goal: costs independent of the fleet.
+void BM_BrokerTenantUsage(benchmark::State& state) {
+  const int nodes = static_cast<int>(state.range(0));
+  const int tenants = nodes / 10;
+  FakeStore store;
+  OkAgents agents;
+  BrokerOptions o;
+  o.liveness_check_interval_ms = 0;  // No node times out mid-run.
+  absl::StatusOr<std::unique_ptr<Broker>> b = Broker::Create(&store, &agents, o);
+  DieUnless(b.status(), "broker");
+  Broker& broker = **b;
+  auto tenant = [](int i) { return absl::StrFormat("t-%05d", i); };
+  for (int i = 0; i < tenants; ++i) {
+    v1::CreateTenantRequest t;
+    t.set_tenant_id(tenant(i));
+    t.mutable_quota()->set_pinned_bytes(1ULL << 50);
+    v1::Tenant out;
+    DieUnless(broker.CreateTenant(t, &out), "tenant");
+  }
+  for (int i = 0; i < nodes; ++i) {
+    const std::string name = absl::StrFormat("node-%05d", i);
+    v1::Device dev;
+    dev.set_address(Address(0));
+    dev.set_vendor_id(kVendors[0]);
+    dev.set_assignable(true);
+    absl::StatusOr<v1::RegisterResponse> r = RegisterReadyNode(&broker, name, {dev});
+    DieUnless(r.status(), "register");
+    v1::HeartbeatRequest hb;
+    hb.set_node(name);
+    hb.set_session_id(r->session_id());
+    for (int k : {i % tenants, (i + 1) % tenants}) {
+      v1::PinUsage* u = hb.add_usage();
+      u->set_tenant_id(tenant(k));
+      u->set_billed_bytes(0x10000);
+      u->set_mapped_bytes(0x10000);
+    }
+    v1::HeartbeatResponse answer;
+    DieUnless(broker.Heartbeat(hb, &answer), "heartbeat");
+  }
+  FastRng rng(4);
+  for (auto _ : state) {
+    v1::GetUsageRequest req;
+    req.set_tenant_id(tenant(static_cast<int>(rng.Below(tenants))));
+    v1::GetUsageResponse out;
+    DieUnless(broker.GetUsage(req, &out), "usage");
+    benchmark::DoNotOptimize(out);
+  }
+}
+BENCHMARK(BM_BrokerTenantUsage)->Apply(FleetSizes);
 
 }  // namespace
 }  // namespace bench

@@ -13,18 +13,19 @@
 
 namespace iommu {
 
-using broker_internal::MaskedQuota;
-using broker_internal::NewEvent;
-using broker_internal::NodeRef;
-using broker_internal::Page;
-using broker_internal::QuotaText;
-using broker_internal::Quoted;
-using broker_internal::Record;
-using broker_internal::TenantRef;
 using broker_internal::kContainer;
 using broker_internal::kNormal;
 using broker_internal::kTenant;
 using broker_internal::kWarning;
+using broker_internal::MaskedQuota;
+using broker_internal::NewEvent;
+using broker_internal::NodeRef;
+using broker_internal::Page;
+using broker_internal::PageSubset;
+using broker_internal::QuotaText;
+using broker_internal::Quoted;
+using broker_internal::Record;
+using broker_internal::TenantRef;
 
 // ------------------------------------------------------------ tenants
 
@@ -310,10 +311,14 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
   // This page's tenants: the filter, then at most `limit` ids after the token.
   std::set<std::string> page;
   std::string next;
-  Page(
-      tenants_, req.page_token(), limit,
-      [&](const v1::Tenant& t) { return req.tenant_id().empty() || t.id() == req.tenant_id(); },
-      [&](const v1::Tenant& t) { page.insert(t.id()); }, &next);
+  auto every = [](const v1::Tenant&) { return true; };
+  auto take = [&](const v1::Tenant& t) { page.insert(t.id()); };
+  if (req.tenant_id().empty()) {
+    Page(tenants_, req.page_token(), limit, every, take, &next);
+  } else {
+    // One tenant: looked up, not searched for among all of them.
+    PageSubset({req.tenant_id()}, tenants_, req.page_token(), limit, every, take, &next);
+  }
   out->set_next_page_token(next);
   auto wanted = [&](const std::string& tenant, const std::string& node) {
     return page.count(tenant) && (req.node().empty() || node == req.node());

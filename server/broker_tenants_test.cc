@@ -235,6 +235,18 @@ TEST_F(BrokerTest, UsageIsWhatEachNodeLastReported) {
   ASSERT_NO_FATAL_FAILURE(beat("n2", s2, {{"acme", 0x4000}}));
   EXPECT_EQ(usage("acme", ""), (Seen{{"acme", 0x5000}, {"acme@n1", 0x1000}, {"acme@n2", 0x4000}}));
   EXPECT_EQ(usage("acme", "n2"), (Seen{{"acme", 0x4000}, {"acme@n2", 0x4000}}));
+  {
+    // One tenant is one page: the page after it is empty.
+    v1::GetUsageRequest req;
+    req.set_tenant_id("acme");
+    v1::GetUsageResponse first, after;
+    ASSERT_OK(broker_->GetUsage(req, &first));
+    EXPECT_EQ(first.next_page_token(), "");
+    req.set_page_token("acme");
+    ASSERT_OK(broker_->GetUsage(req, &after));
+    EXPECT_EQ(after.tenants_size(), 0);
+    EXPECT_EQ(after.nodes_size(), 0);
+  }
   EXPECT_EQ(usage("", ""), (Seen{{"acme", 0x5000},
                                  {"acme@n1", 0x1000},
                                  {"acme@n2", 0x4000},
