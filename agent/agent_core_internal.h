@@ -1,7 +1,7 @@
 // Small helpers the parts of AgentCore (agent_core*.cc) share: window
 // containment and the wording of their refusals.
-#ifndef IOMMU_AGENT_AGENT_CORE_INTERNAL_H_
-#define IOMMU_AGENT_AGENT_CORE_INTERNAL_H_
+#ifndef AGENT_AGENT_CORE_INTERNAL_H_
+#define AGENT_AGENT_CORE_INTERNAL_H_
 
 #include <cstdint>
 #include <string>
@@ -40,4 +40,4 @@ inline std::string ContainerIdField(absl::string_view id) {
 }  // namespace agent
 }  // namespace iommu
 
-#endif  // IOMMU_AGENT_AGENT_CORE_INTERNAL_H_
+#endif  // AGENT_AGENT_CORE_INTERNAL_H_

@@ -2,8 +2,8 @@
 // measures anything: list every node, wait for nodes to be READY, make sure a
 // tenant exists, and find the free devices of READY nodes. None of them is
 // measured; each returns the broker's status for the caller to report.
-#ifndef IOMMU_BENCH_BROKER_SETUP_H_
-#define IOMMU_BENCH_BROKER_SETUP_H_
+#ifndef BENCH_BROKER_SETUP_H_
+#define BENCH_BROKER_SETUP_H_
 
 #include <cstdint>
 #include <string>
@@ -37,4 +37,4 @@ grpc::Status FreeDevicesInterleaved(v1::Broker::Stub* broker,
 
 }  // namespace iommu::bench
 
-#endif  // IOMMU_BENCH_BROKER_SETUP_H_
+#endif  // BENCH_BROKER_SETUP_H_
