@@ -198,11 +198,7 @@ TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) 
 
   now_ms_ += 4000;
   EXPECT_TRUE(broker_->CheckLiveness().empty());
-  v1::HeartbeatRequest hb;
-  hb.set_node("n1");
-  hb.set_session_id(session);
-  v1::HeartbeatResponse hbr;
-  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  ASSERT_TRUE(Heartbeat("n1", session).ok());
   now_ms_ += 5001;
   EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("n1"));
 
@@ -218,7 +214,7 @@ TEST_F(BrokerTest, SilentNodeBecomesUnavailableAndReregistersWithItsContainers) 
   EXPECT_EQ(got.state(), v1::CONTAINER_STATE_NODE_UNAVAILABLE);
   EXPECT_THAT(Create("acme", "n1", {"0000:00:05.0"}).status(),
               StatusIs(absl::StatusCode::kUnavailable, "node: node \"n1\" is not heartbeating"));
-  EXPECT_THAT(broker_->Heartbeat(hb, &hbr),
+  EXPECT_THAT(Heartbeat("n1", session).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "register again"));
 
   // The agent comes back: it is told which containers it must hold.
@@ -310,11 +306,9 @@ TEST_F(BrokerTest, HeartbeatAnswersFollowEveryChangeToTheNodesContainers) {
   CreateTenant("acme");
   // container id -> "budget:window,window" as the node's heartbeat says.
   auto beat = [&](const std::string& node, const std::string& session) {
-    v1::HeartbeatRequest hb;
-    hb.set_node(node);
-    hb.set_session_id(session);
-    v1::HeartbeatResponse r;
-    EXPECT_OK(broker_->Heartbeat(hb, &r));
+    absl::StatusOr<v1::HeartbeatResponse> answer = Heartbeat(node, session);
+    EXPECT_OK(answer);
+    const v1::HeartbeatResponse r = answer.ok() ? *answer : v1::HeartbeatResponse();
     std::map<std::string, std::string> out;
     for (const auto& b : r.budgets())
       out[b.container_id()] = absl::StrCat(b.pin_budget_bytes(), ":");
@@ -374,11 +368,7 @@ TEST_F(BrokerTest, BrokerPauseDoesNotCountAsNodeSilence) {
     now_ms_ += 250;
     EXPECT_TRUE(broker_->CheckLiveness().empty()) << i;
   }
-  v1::HeartbeatRequest hb;
-  hb.set_node("n1");
-  hb.set_session_id(session);
-  v1::HeartbeatResponse hbr;
-  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  ASSERT_TRUE(Heartbeat("n1", session).ok());
   // Silence while the broker runs still counts.
   for (int i = 0; i < 20; ++i) {
     now_ms_ += 250;
@@ -395,13 +385,9 @@ TEST_F(BrokerTest, LateLivenessCheckWhileHeartbeatsFlowedIsNoPause) {
   const std::string a = RegisterNode("a", {Dev("0000:00:04.0", 5)});
   RegisterNode("b", {Dev("0000:00:05.0", 6)});
   EXPECT_TRUE(broker_->CheckLiveness().empty());
-  v1::HeartbeatRequest hb;
-  hb.set_node("a");
-  hb.set_session_id(a);
-  v1::HeartbeatResponse hbr;
   for (int i = 0; i < 8; ++i) {  // a keeps heartbeating, b has gone quiet.
     now_ms_ += 1000;
-    ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+    ASSERT_TRUE(Heartbeat("a", a).ok());
   }
   EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("b"));
 }

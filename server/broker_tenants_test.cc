@@ -176,15 +176,7 @@ TEST_F(BrokerTest, ContainerListsByNodeAndTenantPageThroughExactlyTheirOwn) {
 TEST_F(BrokerTest, HeartbeatUsageShowsInUsageWithDedupSavings) {
   const std::string session = RegisterNode("n1", {Dev("0000:00:04.0", 5)});
   CreateTenant("acme");
-  v1::HeartbeatRequest hb;
-  hb.set_node("n1");
-  hb.set_session_id(session);
-  auto* u = hb.add_usage();
-  u->set_tenant_id("acme");
-  u->set_billed_bytes(0x10000);
-  u->set_mapped_bytes(0x30000);
-  v1::HeartbeatResponse hbr;
-  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  ASSERT_TRUE(Heartbeat("n1", session, {{"acme", {0x10000, 0x30000}}}).ok());
   v1::GetUsageResponse usage;
   ASSERT_TRUE(broker_->GetUsage({}, &usage).ok());
   ASSERT_EQ(usage.tenants_size(), 1);
@@ -201,19 +193,12 @@ TEST_F(BrokerTest, UsageIsWhatEachNodeLastReported) {
   const std::string s2 = RegisterNode("n2", {Dev("0000:00:04.0", 5)});
   CreateTenant("acme");
   CreateTenant("zeta");
+  // Each tenant's bytes, billed and mapped alike.
   auto beat = [&](const std::string& node, const std::string& session,
                   const std::map<std::string, uint64_t>& billed) {
-    v1::HeartbeatRequest hb;
-    hb.set_node(node);
-    hb.set_session_id(session);
-    for (const auto& [tenant, bytes] : billed) {
-      v1::PinUsage* u = hb.add_usage();
-      u->set_tenant_id(tenant);
-      u->set_billed_bytes(bytes);
-      u->set_mapped_bytes(bytes);
-    }
-    v1::HeartbeatResponse out;
-    ASSERT_OK(broker_->Heartbeat(hb, &out));
+    std::map<std::string, std::pair<uint64_t, uint64_t>> usage;
+    for (const auto& [tenant, bytes] : billed) usage[tenant] = {bytes, bytes};
+    ASSERT_OK(Heartbeat(node, session, usage));
   };
   // Per (tenant, node) row of GetUsage, and the tenants' totals.
   auto usage = [&](const std::string& tenant, const std::string& node) {
@@ -337,13 +322,10 @@ TEST_F(BrokerTest, LoweringQuotaShrinksNewestBudgetsFirstAndHeartbeatCarriesThem
   q.mutable_quota()->set_pinned_bytes(256 << 20);
   v1::Tenant t;
   ASSERT_TRUE(broker_->SetTenantQuota(q, &t).ok());
-  v1::HeartbeatRequest hb;
-  hb.set_node("n1");
-  hb.set_session_id(session);
-  v1::HeartbeatResponse hbr;
-  ASSERT_TRUE(broker_->Heartbeat(hb, &hbr).ok());
+  absl::StatusOr<v1::HeartbeatResponse> hbr = Heartbeat("n1", session);
+  ASSERT_TRUE(hbr.ok());
   std::map<std::string, uint64_t> budgets;
-  for (const auto& b : hbr.budgets()) budgets[b.container_id()] = b.pin_budget_bytes();
+  for (const auto& b : hbr->budgets()) budgets[b.container_id()] = b.pin_budget_bytes();
   EXPECT_EQ(budgets[newer.id()], 0u);
   EXPECT_EQ(budgets[older.id()], 256u << 20);
   // They were also pushed to the agent, after the reply.

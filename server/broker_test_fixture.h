@@ -155,6 +155,26 @@ class BrokerTest : public ::testing::Test {
     return resp->session_id();
   }
 
+  // A heartbeat of `node` in `session`, reporting for each tenant in
+  // `usage` its {billed, mapped} bytes on the node.
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
+      const std::string& node, const std::string& session,
+      const std::map<std::string, std::pair<uint64_t, uint64_t>>& usage = {}) {
+    v1::HeartbeatRequest req;
+    req.set_node(node);
+    req.set_session_id(session);
+    for (const auto& [tenant, bytes] : usage) {
+      v1::PinUsage* u = req.add_usage();
+      u->set_tenant_id(tenant);
+      u->set_billed_bytes(bytes.first);
+      u->set_mapped_bytes(bytes.second);
+    }
+    v1::HeartbeatResponse out;
+    absl::Status s = broker_->Heartbeat(req, &out);
+    if (!s.ok()) return s;
+    return out;
+  }
+
   void CreateTenant(const std::string& id, uint32_t max_containers = 0, uint64_t window_bytes = 0) {
     v1::CreateTenantRequest req;
     req.set_tenant_id(id);
