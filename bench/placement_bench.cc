@@ -183,18 +183,28 @@ void DieUnless(const absl::Status& s, const char* what) {
   std::exit(1);
 }
 
-std::unique_ptr<BrokerFleet> MakeBrokerFleet(int nodes) {
+// A broker on an in-memory store with a do-nothing agent, and no fleet yet.
+std::unique_ptr<BrokerFleet> EmptyBroker() {
   auto f = std::make_unique<BrokerFleet>();
   BrokerOptions o;
   o.liveness_check_interval_ms = 0;  // No node times out mid-run.
   absl::StatusOr<std::unique_ptr<Broker>> b = Broker::Create(&f->store, &f->agents, o);
   DieUnless(b.status(), "broker");
   f->broker = *std::move(b);
+  return f;
+}
+
+void AddTenant(Broker* broker, const std::string& id) {
   v1::CreateTenantRequest t;
-  t.set_tenant_id("t");
+  t.set_tenant_id(id);
   t.mutable_quota()->set_pinned_bytes(1ULL << 50);
   v1::Tenant tenant;
-  DieUnless(f->broker->CreateTenant(t, &tenant), "tenant");
+  DieUnless(broker->CreateTenant(t, &tenant), "tenant");
+}
+
+std::unique_ptr<BrokerFleet> MakeBrokerFleet(int nodes) {
+  std::unique_ptr<BrokerFleet> f = EmptyBroker();
+  AddTenant(f->broker.get(), "t");
   for (int i = 0; i < nodes; ++i) {
     const std::string name = absl::StrFormat("node-%05d", i);
     std::vector<v1::Device> devices;
@@ -245,21 +255,10 @@ BENCHMARK(BM_BrokerPlaceAndDelete)->Apply(FleetSizes);
 void BM_BrokerTenantUsage(benchmark::State& state) {
   const int nodes = static_cast<int>(state.range(0));
   const int tenants = nodes / 10;
-  FakeStore store;
-  OkAgents agents;
-  BrokerOptions o;
-  o.liveness_check_interval_ms = 0;  // No node times out mid-run.
-  absl::StatusOr<std::unique_ptr<Broker>> b = Broker::Create(&store, &agents, o);
-  DieUnless(b.status(), "broker");
-  Broker& broker = **b;
+  std::unique_ptr<BrokerFleet> f = EmptyBroker();
+  Broker& broker = *f->broker;
   auto tenant = [](int i) { return absl::StrFormat("t-%05d", i); };
-  for (int i = 0; i < tenants; ++i) {
-    v1::CreateTenantRequest t;
-    t.set_tenant_id(tenant(i));
-    t.mutable_quota()->set_pinned_bytes(1ULL << 50);
-    v1::Tenant out;
-    DieUnless(broker.CreateTenant(t, &out), "tenant");
-  }
+  for (int i = 0; i < tenants; ++i) AddTenant(&broker, tenant(i));
   for (int i = 0; i < nodes; ++i) {
     const std::string name = absl::StrFormat("node-%05d", i);
     v1::Device dev;
