@@ -135,6 +135,20 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
     it->second.window_ids.insert(w.id());
     windows[w.id()] = w;
   }
+  // A node's devices or key without its record are what a DeleteNode of an
+  // earlier version left behind: the node is gone, and so are they.
+  size_t orphans = 0;
+  for (auto it = nodes.begin(); it != nodes.end();) {
+    if (!it->second.node.name().empty()) {
+      ++it;
+      continue;
+    }
+    ++orphans;
+    it = nodes.erase(it);
+  }
+  if (orphans > 0) {
+    LogEvent(LogLevel::kInfo, "deleted_nodes_records_ignored", {{"nodes", orphans}});
+  }
   // What the store does not hold survives a rollback: a node's live
   // session, what its agent last reported, and every other field that is
   // not persisted. Only node, devices and grant_key come from the store.

@@ -11,14 +11,16 @@
 namespace iommu {
 
 using broker_internal::Fingerprint;
+using broker_internal::kDevices;
+using broker_internal::kNode;
+using broker_internal::kNodeKey;
+using broker_internal::kNormal;
 using broker_internal::NewEvent;
 using broker_internal::NodeRef;
 using broker_internal::Page;
 using broker_internal::Quoted;
 using broker_internal::Record;
 using broker_internal::RequestKey;
-using broker_internal::kNode;
-using broker_internal::kNormal;
 
 // ------------------------------------------------------------ nodes
 
@@ -187,7 +189,11 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
               "force the delete (the agent then registers the node again)"));
         }
         Plan plan;
+        // All of the node's records: a part left behind would bring the node
+        // back, nameless, at the next restart.
         plan.batch.deletes.push_back({kNode, req.node()});
+        plan.batch.deletes.push_back({kDevices, req.node()});
+        plan.batch.deletes.push_back({kNodeKey, req.node()});
         plan.apply = [this, name = req.node()]() {
           mu_.AssertHeld();  // Applied under mu_.
           MarkGoneLocked(v1::OBJECT_KIND_NODE, name, *CurrentLocked(v1::OBJECT_KIND_NODE, name));

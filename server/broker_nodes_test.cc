@@ -392,5 +392,61 @@ TEST_F(BrokerTest, LateLivenessCheckWhileHeartbeatsFlowedIsNoPause) {
   EXPECT_THAT(broker_->CheckLiveness(), ElementsAre("b"));
 }
 
+// A deleted node is gone for good: nothing of it (its devices, its grant
+// key) outlives it in the store, so a restart does not bring it back, and
+// the agent registering it again starts afresh.
+TEST_F(BrokerTest, ADeletedNodeStaysDeletedAcrossARestart) {
+  RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+  v1::RegisterResponse first;
+  RegisterNode("n2", {Dev("0000:00:04.0", 5)}, &first);
+  v1::DeleteNodeRequest del;
+  del.set_node("n1");
+  del.set_force(true);
+  v1::DeleteNodeResponse deleted;
+  ASSERT_OK(broker_->DeleteNode(del, &deleted));
+  absl::StatusOr<std::vector<StoreRecord>> records = store_.LoadAll();
+  ASSERT_OK(records);
+  for (const StoreRecord& r : *records) EXPECT_NE(r.id, "n1") << r.kind << "/" << r.id;
+
+  Restart();
+  v1::ListNodesResponse nodes;
+  ASSERT_OK(broker_->ListNodes({}, &nodes));
+  ASSERT_EQ(nodes.nodes_size(), 1) << nodes.ShortDebugString();
+  EXPECT_EQ(nodes.nodes(0).name(), "n2");
+  v1::GetNodeRequest get;
+  get.set_node("n1");
+  v1::Node n;
+  EXPECT_EQ(broker_->GetNode(get, &n).code(), absl::StatusCode::kNotFound);
+  v1::ListDevicesRequest devices;
+  devices.set_node("n1");
+  v1::ListDevicesResponse listed;
+  EXPECT_EQ(broker_->ListDevices(devices, &listed).code(), absl::StatusCode::kNotFound);
+
+  RegisterNode("n1", {Dev("0000:00:06.0", 7)});
+  ASSERT_OK(broker_->GetNode(get, &n));
+  ASSERT_OK(broker_->ListDevices(devices, &listed));
+  ASSERT_EQ(listed.devices_size(), 1);
+  EXPECT_EQ(listed.devices(0).address(), "0000:00:06.0");
+}
+
+// What a DeleteNode of an earlier version left in the store (the node's
+// devices and key, without its record) does not make a node at load.
+TEST_F(BrokerTest, ADeletedNodesLeftoverRecordsAreIgnoredAtLoad) {
+  RegisterNode("n2", {Dev("0000:00:04.0", 5)});
+  v1::ListDevicesResponse devices;
+  devices.add_devices()->CopyFrom(Dev("0000:00:04.0", 5));
+  WriteBatch leftovers;
+  leftovers.puts.push_back({"devices", "gone", devices.SerializeAsString()});
+  leftovers.puts.push_back({"nodekey", "gone", std::string(32, 'k')});
+  ASSERT_OK(store_.Commit(leftovers));
+
+  Restart();
+  v1::ListNodesResponse nodes;
+  ASSERT_OK(broker_->ListNodes({}, &nodes));
+  ASSERT_EQ(nodes.nodes_size(), 1) << nodes.ShortDebugString();
+  EXPECT_EQ(nodes.nodes(0).name(), "n2");
+  EXPECT_EQ(broker_->Stats().nodes_unavailable, 1);
+}
+
 }  // namespace
 }  // namespace iommu

@@ -242,6 +242,15 @@ TEST_F(CliTest, NodeDeleteIsRefusedWhileTheNodeHoldsContainersOrIsAliveThenDrops
   text = testing::ScrapeMetrics(*metrics);
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_THAT(*text, Not(HasSubstr("node=\"node-1\"")));
+
+  // And stays gone across a restart: none of its records outlives it.
+  cluster_.broker().Kill();
+  ASSERT_TRUE(cluster_.StartBroker().ok()) << cluster_.broker().Log();
+  nodes = Json<v1::ListNodesResponse>(Ctl({"-o", "json", "node", "list"}));
+  EXPECT_EQ(nodes.nodes_size(), 0) << nodes.ShortDebugString();
+  r = Ctl({"node", "get", "node-1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND: node: no node \"node-1\""));
 }
 
 // Over gRPC: force deletes a live node, whose agent then registers it again.
