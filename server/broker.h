@@ -204,7 +204,8 @@ class Broker final : public OwnershipView {
   // windows (linear) and compares them with the ones every change keeps up
   // to date. INTERNAL naming the first difference.
   // The placement index too, against one built from every node, and each
-  // node's cached heartbeat answer against a fresh one.
+  // node's cached heartbeat answer against a fresh one. And memory against
+  // the store (CheckMatchesStoreLocked), after waiting for pending commits.
   absl::Status CheckIndexes() ABSL_LOCKS_EXCLUDED(mu_);
   // How many heartbeat answers were built (not copied from the cache).
   int64_t HeartbeatAnswersBuilt() const ABSL_LOCKS_EXCLUDED(mu_) {
@@ -579,6 +580,12 @@ class Broker final : public OwnershipView {
   model::PlacementIndex BuildPlacementLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CheckIndexes' part for the placement index.
   absl::Status CheckPlacementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CheckIndexes' part for memory against the store: once every pending
+  // change is durable, the state the broker serves equals the model
+  // (model::FleetState) built from what the store holds, as a restart would
+  // load it. Each mutation is written twice, as the records it commits and
+  // as its change to memory; this is where the two must agree.
+  absl::Status CheckMatchesStoreLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked(const char* prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Node CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

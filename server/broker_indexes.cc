@@ -1,10 +1,8 @@
 // The Broker's derived indexes (containers by node and tenant, per-tenant
 // totals, device holders), kept in step with every add and erase.
-#include "server/broker.h"
-
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
@@ -187,77 +185,6 @@ void Broker::RefreshPlacementLocked() {
     placement_.SetEligible(name, NodePlaceableLocked(n->second));
   }
   placement_stale_.clear();
-}
-
-absl::Status Broker::CheckPlacementLocked() {
-  // A node whose change was never marked stale keeps its old entry through
-  // the refresh, and differs from the fresh index below.
-  RefreshPlacementLocked();
-  const model::PlacementIndex want = BuildPlacementLocked();
-  for (const auto& [name, n] : nodes_) {
-    if (want.eligible(name) != placement_.eligible(name)) {
-      return absl::InternalError(absl::StrCat("placement index: node ", name,
-                                              " eligible=", placement_.eligible(name),
-                                              ", a rebuild says ", want.eligible(name)));
-    }
-    std::set<model::SelectorKey> keys = {{0, 0}};
-    for (const v1::Device& d : n.devices) {
-      keys.insert({{d.vendor_id(), 0}, {0, d.device_id()}, {d.vendor_id(), d.device_id()}});
-    }
-    for (const model::SelectorKey& k : keys) {
-      if (want.FreeCount(name, k) != placement_.FreeCount(name, k)) {
-        return absl::InternalError(
-            absl::StrFormat("placement index: node %s has %d free devices of vendor_id=0x%04x "
-                            "device_id=0x%04x, a rebuild says %d",
-                            name, placement_.FreeCount(name, k), k.vendor_id, k.device_id,
-                            want.FreeCount(name, k)));
-      }
-    }
-  }
-  // And no node the broker no longer knows is offered.
-  std::string unknown;
-  placement_.VisitBest({0, 0}, 1, [&](const std::string& node, int64_t) {
-    mu_.AssertHeld();  // VisitBest calls back synchronously, under mu_.
-    if (nodes_.count(node)) return true;
-    unknown = node;
-    return false;
-  });
-  if (!unknown.empty()) {
-    return absl::InternalError(absl::StrCat("placement index: offers unknown node ", unknown));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Broker::CheckIndexes() {
-  absl::MutexLock l(&mu_);
-  RETURN_IF_ERROR(CheckPlacementLocked());
-  for (const auto& [name, n] : nodes_) {
-    if (n.heartbeat_answer != nullptr && n.heartbeat_answer->SerializeAsString() !=
-                                             HeartbeatAnswerLocked(name)->SerializeAsString()) {
-      return absl::InternalError(
-          absl::StrCat("heartbeat answer of node ", name,
-                       " differs from a fresh one: ", n.heartbeat_answer->ShortDebugString()));
-    }
-  }
-  const Indexes want = RecountLocked();
-  if (want == index_) return absl::OkStatus();
-  auto differ = [](const char* what, const auto& want, const auto& have) -> std::string {
-    for (const auto& [key, value] : want) {
-      auto it = have.find(key);
-      if (it == have.end() || !(it->second == value)) return absl::StrCat(what, " of ", key);
-    }
-    for (const auto& [key, value] : have) {
-      if (!want.count(key)) return absl::StrCat(what, " of ", key, " (stale entry)");
-    }
-    return "";
-  };
-  std::string where = differ("tenant totals", want.tenants, index_.tenants);
-  if (where.empty()) where = differ("containers", want.tenant_containers, index_.tenant_containers);
-  if (where.empty()) where = differ("node containers", want.node_containers, index_.node_containers);
-  if (where.empty())
-    where = differ("deleting containers", want.node_deleting, index_.node_deleting);
-  if (where.empty()) where = differ("usage nodes", want.usage_nodes, index_.usage_nodes);
-  return absl::InternalError(absl::StrCat("indexes differ from a recount: ", where));
 }
 
 }  // namespace iommu

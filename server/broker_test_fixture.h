@@ -132,6 +132,15 @@ inline v1::Device Dev(const std::string& addr, uint32_t group, uint32_t vendor =
 class BrokerTest : public ::testing::Test {
  protected:
   void SetUp() override { Restart(); }
+  // Every test ends with the broker's state checked whole: indexes against
+  // a recount and memory against the store (Broker::CheckIndexes), so a
+  // mutation whose change to memory disagrees with the records it committed
+  // fails the test that made it. A broker that failed closed serves nothing
+  // and is not checked.
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    EXPECT_OK(broker_->CheckIndexes()) << "at the end of the test";
+  }
 
   void Restart(int64_t liveness_check_interval_ms = 0, int64_t max_remembered = 1000000) {
     broker_.reset();
