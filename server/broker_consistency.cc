@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "server/broker.h"
 #include "server/broker_internal.h"
 #include "server/model/fleet_state.h"
@@ -39,8 +40,9 @@ absl::Status SameKeys(const std::string& kind, const A& have, const B& want) {
   return absl::OkStatus();
 }
 
+// Field by field: serialized bytes may order a map's entries differently.
 bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Message& b) {
-  return a.SerializeAsString() == b.SerializeAsString();
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
 }  // namespace

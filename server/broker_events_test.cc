@@ -29,6 +29,13 @@ v1::ObjectRef Ref(v1::ObjectKind kind, const std::string& id) {
 
 class BrokerEventsTest : public ::testing::Test {
  protected:
+  // Ends every test with the broker's state checked whole (CheckIndexes:
+  // indexes, and memory against the store).
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    absl::Status s = broker_->CheckIndexes();
+    EXPECT_TRUE(s.ok()) << "at the end of the test: " << s;
+  }
   void SetUp() override { Restart(); }
 
   void Restart() {

@@ -40,6 +40,13 @@ std::string Address(int i) { return absl::StrFormat("0000:00:%02x.0", i); }
 
 class GroupCommitTest : public ::testing::Test {
  protected:
+  // Ends every test with the broker's state checked whole (CheckIndexes:
+  // indexes, and memory against the store).
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    absl::Status s = broker_->CheckIndexes();
+    EXPECT_TRUE(s.ok()) << "at the end of the test: " << s;
+  }
   void SetUp() override { Restart(); }
 
   void Restart() {

@@ -32,6 +32,13 @@ const Identity kBeta{Role::kTenant, "beta"};
 
 class BrokerNamesTest : public ::testing::Test {
  protected:
+  // Ends every test with the broker's state checked whole (CheckIndexes:
+  // indexes, and memory against the store).
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    absl::Status s = broker_->CheckIndexes();
+    EXPECT_TRUE(s.ok()) << "at the end of the test: " << s;
+  }
   void SetUp() override {
     Restart();
     for (const char* t : {"acme", "beta"}) {

@@ -30,6 +30,13 @@ v1::CreateTenantRequest CreateRequest(const std::string& request_id, const std::
 
 class BrokerReplayTest : public ::testing::Test {
  protected:
+  // Ends every test with the broker's state checked whole (CheckIndexes:
+  // indexes, and memory against the store).
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    absl::Status s = broker_->CheckIndexes();
+    EXPECT_TRUE(s.ok()) << "at the end of the test: " << s;
+  }
   void SetUp() override { ASSERT_TRUE(Restart().ok()); }
 
   // A new broker on the same store, as after a restart of the daemon.

@@ -44,6 +44,13 @@ std::string Describe(const v1::WatchEvent& e) {
 
 class BrokerWatchTest : public ::testing::Test {
  protected:
+  // Ends every test with the broker's state checked whole (CheckIndexes:
+  // indexes, and memory against the store).
+  void TearDown() override {
+    if (broker_ == nullptr || !broker_->Unrecoverable().ok()) return;
+    absl::Status s = broker_->CheckIndexes();
+    EXPECT_TRUE(s.ok()) << "at the end of the test: " << s;
+  }
   void SetUp() override {
     BrokerOptions o;
     o.node_timeout_ms = 5000;
