@@ -44,6 +44,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/log.h"
 #include "proto/agent.pb.h"
 #include "proto/broker.pb.h"
 #include "server/agent_client.h"
@@ -252,10 +253,23 @@ class Broker final : public OwnershipView {
   };
   // A change computed under the lock: applied to memory, then committed
   // (group commit), then acknowledged; rolled back by reload if the commit
-  // fails.
+  // fails. Its log lines and events are said only once it is durable
+  // (Mutate), so a change rolled back leaves none claiming it happened.
   struct Plan {
+    struct Line {
+      LogLevel level;
+      std::string event;
+      std::vector<LogField> fields;  // Keys are string literals.
+    };
     WriteBatch batch;
     std::function<void()> apply;
+    std::vector<Line> lines;
+    std::vector<v1::Event> events;
+
+    void Log(LogLevel level, absl::string_view event, std::vector<LogField> fields) {
+      lines.push_back({level, std::string(event), std::move(fields)});
+    }
+    void Record(v1::Event event) { events.push_back(std::move(event)); }
   };
   // Mutations applied in memory and waiting for one store commit.
   struct PendingGroup {

@@ -66,17 +66,17 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         };
         ContainerEntry view{changed, c->allocator, c->window_ids};
         *answer = ContainerViewLocked(view);
-        LogEvent(LogLevel::kInfo, "container_budget_set",
+        plan.Log(LogLevel::kInfo, "container_budget_set",
                  {{"container", changed.id()},
                   {"tenant", changed.tenant_id()},
                   {"node", changed.node()},
                   {"pin_budget_bytes", req.pin_budget_bytes()},
                   {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "BudgetChanged", ContainerRef(changed.id()),
-                             changed.tenant_id(), req.request_id(),
-                             absl::StrCat("pin budget ", EventBytes(req.pin_budget_bytes()),
-                                          " (was ", EventBytes(c->container.pin_budget_bytes()),
-                                          ")")));
+        plan.Record(
+            NewEvent(kNormal, "BudgetChanged", ContainerRef(changed.id()), changed.tenant_id(),
+                     req.request_id(),
+                     absl::StrCat("pin budget ", EventBytes(req.pin_budget_bytes()), " (was ",
+                                  EventBytes(c->container.pin_budget_bytes()), ")")));
         return plan;
       });
 }
@@ -104,12 +104,12 @@ absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req
         *answer = ContainerViewLocked(*c);
         *answer->mutable_labels() = changed.labels();
         const std::string text = LabelsText(changed.labels());
-        LogEvent(LogLevel::kInfo, "container_labels_set",
+        plan.Log(LogLevel::kInfo, "container_labels_set",
                  {{"container", id},
                   {"tenant", changed.tenant_id()},
                   {"labels", text},
                   {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "LabelsChanged", ContainerRef(id), changed.tenant_id(),
+        plan.Record(NewEvent(kNormal, "LabelsChanged", ContainerRef(id), changed.tenant_id(),
                              req.request_id(), absl::StrCat("labels: ", text)));
         return plan;
       });

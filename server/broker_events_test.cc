@@ -18,7 +18,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
+using ::testing::Not;
 
 v1::ObjectRef Ref(v1::ObjectKind kind, const std::string& id) {
   v1::ObjectRef r;
@@ -216,8 +216,8 @@ TEST_F(BrokerEventsTest, QuotaAndBudgetChangesSayWhatTheyWere) {
   EXPECT_EQ(q.reason(), "QuotaChanged");
   EXPECT_THAT(q.message(), HasSubstr("quota: pinned 2MiB, max containers no limit, window bytes "
                                      "no limit (was: pinned 1GiB, max containers no limit,"));
-  EXPECT_THAT(q.message(), HasSubstr(absl::StrCat("budgets shrunk to fit, newest first: ",
-                                                  c->id(), " to 2MiB")));
+  EXPECT_THAT(q.message(), HasSubstr(absl::StrCat("budgets shrunk to fit, newest first: ", c->id(),
+                                                  " to 2MiB")));
 }
 
 TEST_F(BrokerEventsTest, NodeTroubleIsWarningsAndRepeatsAreCounted) {
@@ -254,9 +254,9 @@ TEST_F(BrokerEventsTest, NodeTroubleIsWarningsAndRepeatsAreCounted) {
   for (const auto& e : node->events()) reasons.push_back(e.reason());
   // The first registration (nothing to re-create) differs from the three
   // retries, which are one event each with a count.
-  EXPECT_THAT(reasons, ElementsAre("NodeRegistered", "NodeReconciled", "ContainerCreated",
-                                   "NodeUnavailable", "NodeRegistered", "ContainerFailed",
-                                   "NodeReconciled"));
+  EXPECT_THAT(reasons,
+              ElementsAre("NodeRegistered", "NodeReconciled", "ContainerCreated", "NodeUnavailable",
+                          "NodeRegistered", "ContainerFailed", "NodeReconciled"));
   EXPECT_EQ(node->events(3).type(), v1::EVENT_TYPE_WARNING);
   EXPECT_EQ(node->events(0).count(), 1u);
   EXPECT_EQ(node->events(4).count(), 3u);
@@ -357,6 +357,63 @@ TEST_F(BrokerEventsTest, EventsDoNotSurviveARestart) {
   auto events = Events(v1::OBJECT_KIND_TENANT, "acme");
   ASSERT_TRUE(events.ok()) << events.status();
   EXPECT_THAT(events->events(), IsEmpty());
+}
+
+// A change the store refused did not happen: it leaves no event and no log
+// line saying it did, only the failed commit's own line.
+TEST_F(BrokerEventsTest, AChangeTheStoreRefusedLeavesNoEventOrLogLine) {
+  RegisterNode("n1");
+  CreateTenant("acme");
+  auto c = Create("acme", "0000:00:04.0");
+  ASSERT_TRUE(c.ok());
+  auto all_reasons = [&] {
+    std::vector<std::string> out;
+    v1::ListEventsResponse events;
+    EXPECT_TRUE(broker_->ListEvents({}, &events).ok());
+    for (const auto& e : events.events()) out.push_back(e.reason());
+    return out;
+  };
+  const std::vector<std::string> before = all_reasons();
+  const absl::Status disk_full = absl::UnavailableError("disk full");
+
+  ::testing::internal::CaptureStderr();
+  store_.set_next_commit_error(disk_full);
+  v1::AllocateWindowRequest alloc;
+  alloc.set_container_id(c->id());
+  alloc.set_size(1 << 20);
+  v1::Window w;
+  EXPECT_EQ(broker_->AllocateWindow(alloc, &w).code(), absl::StatusCode::kUnavailable);
+  store_.set_next_commit_error(disk_full);
+  v1::SetContainerBudgetRequest budget;
+  budget.set_container_id(c->id());
+  budget.set_pin_budget_bytes(4 << 20);
+  v1::Container changed;
+  EXPECT_EQ(broker_->SetContainerBudget(budget, &changed).code(), absl::StatusCode::kUnavailable);
+  store_.set_next_commit_error(disk_full);
+  v1::SetTenantQuotaRequest quota;
+  quota.set_tenant_id("acme");
+  quota.mutable_quota()->set_pinned_bytes(2 << 20);
+  v1::Tenant t;
+  EXPECT_EQ(broker_->SetTenantQuota(quota, &t).code(), absl::StatusCode::kUnavailable);
+  store_.set_next_commit_error(disk_full);
+  v1::CordonNodeRequest cordon;
+  cordon.set_node("n1");
+  v1::Node n;
+  EXPECT_EQ(broker_->CordonNode(cordon, &n).code(), absl::StatusCode::kUnavailable);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+
+  EXPECT_EQ(all_reasons(), before);
+  for (const char* line : {"event=window_allocated", "event=container_budget_set",
+                           "event=tenant_quota_set", "event=node_cordoned"}) {
+    EXPECT_THAT(log, Not(HasSubstr(line))) << log;
+  }
+  EXPECT_THAT(log, HasSubstr("event=commit_failed"));
+
+  // The same changes, committed, are told.
+  ASSERT_TRUE(broker_->AllocateWindow(alloc, &w).ok());
+  ASSERT_TRUE(broker_->CordonNode(cordon, &n).ok());
+  EXPECT_THAT(Reasons(v1::OBJECT_KIND_NODE, "n1"), ::testing::Contains("NodeCordoned"));
+  EXPECT_THAT(Reasons(v1::OBJECT_KIND_CONTAINER, c->id()), ::testing::Contains("WindowAllocated"));
 }
 
 }  // namespace

@@ -181,6 +181,8 @@ absl::Status Broker::Mutate(const char* method, const Identity& caller, const Re
   absl::Status committed = CommitLocked(std::move(plan->batch));
   if (!req.request_id().empty()) inflight_.erase(rkey);
   RETURN_IF_ERROR(committed);
+  for (const Plan::Line& line : plan->lines) LogEvent(line.level, line.event, line.fields);
+  for (v1::Event& event : plan->events) RecordEvent(std::move(event));
   *out = std::move(answer);
   return absl::OkStatus();
 }

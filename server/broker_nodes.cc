@@ -72,9 +72,9 @@ absl::Status Broker::CordonNode(const v1::CordonNodeRequest& req, v1::Node* out,
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, true, &plan);
-        LogEvent(LogLevel::kInfo, "node_cordoned",
+        plan.Log(LogLevel::kInfo, "node_cordoned",
                  {{"node", req.node()}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "NodeCordoned", NodeRef(req.node()), "", req.request_id(),
+        plan.Record(NewEvent(kNormal, "NodeCordoned", NodeRef(req.node()), "", req.request_id(),
                              "cordoned: no new containers are placed here"));
         return plan;
       });
@@ -88,9 +88,9 @@ absl::Status Broker::UncordonNode(const v1::UncordonNodeRequest& req, v1::Node* 
         ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
         Plan plan;
         *answer = CordonPlanLocked(n, false, &plan);
-        LogEvent(LogLevel::kInfo, "node_uncordoned",
+        plan.Log(LogLevel::kInfo, "node_uncordoned",
                  {{"node", req.node()}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "NodeUncordoned", NodeRef(req.node()), "", req.request_id(),
+        plan.Record(NewEvent(kNormal, "NodeUncordoned", NodeRef(req.node()), "", req.request_id(),
                              "uncordoned: new containers may be placed here again"));
         return plan;
       });
@@ -203,9 +203,9 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
           nodes_.erase(name);
           MarkPlacementStaleLocked(name);
         };
-        LogEvent(LogLevel::kInfo, "node_deleted",
+        plan.Log(LogLevel::kInfo, "node_deleted",
                  {{"node", req.node()}, {"force", req.force()}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),
+        plan.Record(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),
                              req.force() ? "deleted (forced)" : "deleted"));
         return plan;
       });

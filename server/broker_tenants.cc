@@ -53,11 +53,10 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
           tenants_[t.id()] = t;
           MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
         };
-        LogEvent(LogLevel::kInfo, "tenant_created",
+        plan.Log(LogLevel::kInfo, "tenant_created",
                  {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(
-            kNormal, "TenantCreated", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
-            absl::StrCat("quota: ", QuotaText(req.quota()))));
+        plan.Record(NewEvent(kNormal, "TenantCreated", TenantRef(req.tenant_id()), req.tenant_id(),
+                             req.request_id(), absl::StrCat("quota: ", QuotaText(req.quota()))));
         return plan;
       });
 }
@@ -211,14 +210,13 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
           MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
           for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
         };
-        LogEvent(LogLevel::kInfo, "tenant_quota_set",
+        plan.Log(LogLevel::kInfo, "tenant_quota_set",
                  {{"tenant", req.tenant_id()},
                   {"pinned_bytes", quota.pinned_bytes()},
                   {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(
+        plan.Record(NewEvent(
             kNormal, "QuotaChanged", TenantRef(req.tenant_id()), req.tenant_id(), req.request_id(),
-            absl::StrCat("quota: ", QuotaText(quota), " (was: ",
-                         QuotaText(it->second.quota()), ")",
+            absl::StrCat("quota: ", QuotaText(quota), " (was: ", QuotaText(it->second.quota()), ")",
                          shrunk.empty() ? "" : "; budgets shrunk to fit, newest first: ",
                          absl::StrJoin(shrunk, ", ", [](std::string* o, const auto& c) {
                            absl::StrAppend(o, c.first, " to ", EventBytes(c.second));
@@ -249,9 +247,9 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
           MarkGoneLocked(v1::OBJECT_KIND_TENANT, id, *CurrentLocked(v1::OBJECT_KIND_TENANT, id));
           tenants_.erase(id);
         };
-        LogEvent(LogLevel::kInfo, "tenant_deleted",
+        plan.Log(LogLevel::kInfo, "tenant_deleted",
                  {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
+        plan.Record(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
                              req.request_id(), "deleted"));
         return plan;
       });
@@ -278,9 +276,9 @@ absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::
         };
         *answer = changed;
         const std::string text = LabelsText(changed.labels());
-        LogEvent(LogLevel::kInfo, "tenant_labels_set",
+        plan.Log(LogLevel::kInfo, "tenant_labels_set",
                  {{"tenant", changed.id()}, {"labels", text}, {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "LabelsChanged", TenantRef(changed.id()), changed.id(),
+        plan.Record(NewEvent(kNormal, "LabelsChanged", TenantRef(changed.id()), changed.id(),
                              req.request_id(), absl::StrCat("labels: ", text)));
         return plan;
       });

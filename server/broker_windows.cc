@@ -175,19 +175,18 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
           mu_.AssertHeld();  // Applied under mu_.
           AddWindowLocked(c, w);
         };
-        LogEvent(LogLevel::kInfo, "window_allocated",
+        plan.Log(LogLevel::kInfo, "window_allocated",
                  {{"window", answer->id()},
                   {"container", id},
                   {"tenant", tenant},
                   {"base", Hex(base)},
                   {"size", Hex(req.size())},
                   {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "WindowAllocated", WindowRef(answer->id()), tenant,
-                             req.request_id(),
-                             absl::StrCat(answer->id(), " at ", Hex(base), "-",
-                                          Hex(base + req.size() - 1), " (",
-                                          EventBytes(req.size()), ")"),
-                             {ContainerRef(id)}));
+        plan.Record(
+            NewEvent(kNormal, "WindowAllocated", WindowRef(answer->id()), tenant, req.request_id(),
+                     absl::StrCat(answer->id(), " at ", Hex(base), "-", Hex(base + req.size() - 1),
+                                  " (", EventBytes(req.size()), ")"),
+                     {ContainerRef(id)}));
         return plan;
       });
 }
@@ -214,12 +213,12 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
           mu_.AssertHeld();  // Applied under mu_.
           EraseWindowLocked(c, id);
         };
-        LogEvent(LogLevel::kInfo, "window_released",
+        plan.Log(LogLevel::kInfo, "window_released",
                  {{"window", req.window_id()},
                   {"container", w->second.container_id()},
                   {"tenant", w->second.tenant_id()},
                   {"request_id", req.request_id()}});
-        RecordEvent(NewEvent(kNormal, "WindowReleased", WindowRef(req.window_id()),
+        plan.Record(NewEvent(kNormal, "WindowReleased", WindowRef(req.window_id()),
                              w->second.tenant_id(), req.request_id(),
                              absl::StrCat(req.window_id(), " at ", Hex(w->second.base()), "-",
                                           Hex(w->second.base() + w->second.size() - 1), " (",
