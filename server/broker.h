@@ -251,10 +251,11 @@ class Broker final : public OwnershipView {
     // (AwaitDurableLocked(seq)) rather than for every mutation in flight.
     uint64_t changed_seq = 0;
   };
-  // A change computed under the lock: applied to memory, then committed
-  // (group commit), then acknowledged; rolled back by reload if the commit
-  // fails. Its log lines and events are said only once it is durable
-  // (Mutate), so a change rolled back leaves none claiming it happened.
+  // A change computed under the lock, without changing anything: applied to
+  // memory from its records (ApplyChangeLocked), then committed (group
+  // commit), then acknowledged; rolled back by reload if the commit fails.
+  // Its log lines and events are said only once it is durable (Mutate), so a
+  // change rolled back leaves none claiming it happened.
   struct Plan {
     struct Line {
       LogLevel level;
@@ -262,7 +263,6 @@ class Broker final : public OwnershipView {
       std::vector<LogField> fields;  // Keys are string literals.
     };
     WriteBatch batch;
-    std::function<void()> apply;
     std::vector<Line> lines;
     std::vector<v1::Event> events;
 
@@ -313,6 +313,18 @@ class Broker final : public OwnershipView {
   // back after a failed group commit.
   absl::Status RestoreLocked(const std::vector<StoreRecord>& records)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- applying a change (broker_apply.cc) ----
+  // Applies `change` to memory as the store will apply it (puts, then
+  // deletes): maps, indexes, allocators and the marks that publish it to
+  // watchers once durable. All or nothing: INTERNAL, changing nothing, for a
+  // change that does not fit the state (a bug in its planner). Followed by
+  // CommitLocked in the same critical section.
+  absl::Status ApplyChangeLocked(const WriteBatch& change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ApplyChangeLocked, then CommitLocked: how every mutation changes state.
+  absl::Status ApplyAndCommitLocked(WriteBatch change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A container's window allocator, from the geometry its agent reported.
+  static absl::StatusOr<WindowAllocator> AllocatorFor(const v1::Container& c);
 
   // ---- group commit ----
   // Commits `batch`, whose change the caller has already applied to memory,

@@ -97,6 +97,10 @@ absl::Status Broker::CheckMatchesStoreLocked() {
       return Differs("container", id, c.container.ShortDebugString());
     }
     if (c.window_ids != want.window_ids) return Differs("container", id, "another set of windows");
+    if (c.allocator.Windows() != want.allocator.Windows() ||
+        c.allocator.FreeRanges() != want.allocator.FreeRanges()) {
+      return Differs("container", id, "its window allocator has other windows or free ranges");
+    }
     for (const std::string& d : c.container.devices()) holders[{c.container.node(), d}] = id;
     if (!c.container.name().empty()) names[{c.container.name(), c.container.tenant_id()}] = id;
   }

@@ -59,11 +59,6 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         changed.set_pin_budget_bytes(req.pin_budget_bytes());
         Plan plan;
         plan.batch.puts.push_back(Record(kContainer, changed.id(), changed));
-        plan.apply = [this, c, changed] {
-          mu_.AssertHeld();  // Applied under mu_.
-          SetBudgetLocked(c, changed.pin_budget_bytes());
-          c->container = changed;
-        };
         ContainerEntry view{changed, c->allocator, c->window_ids};
         *answer = ContainerViewLocked(view);
         plan.Log(LogLevel::kInfo, "container_budget_set",
@@ -94,13 +89,6 @@ absl::Status Broker::SetContainerLabels(const v1::SetContainerLabelsRequest& req
         RETURN_IF_ERROR(EditLabels(req.labels(), req.remove_keys(), changed.mutable_labels()));
         Plan plan;
         plan.batch.puts.push_back(Record(kContainer, id, changed));
-        plan.apply = [this, c, changed] {
-          mu_.AssertHeld();  // Applied under mu_.
-          c->changed_seq = ApplyingSeqLocked();
-          // Marked first: the mark keeps the labels watchers saw.
-          MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c->container.id());
-          *c->container.mutable_labels() = changed.labels();
-        };
         *answer = ContainerViewLocked(*c);
         *answer->mutable_labels() = changed.labels();
         const std::string text = LabelsText(changed.labels());

@@ -278,23 +278,16 @@ absl::Status Broker::CommitCreatedContainer(
   c.set_pin_budget_bytes(budget);
   c.set_name(req.name());
   *c.mutable_labels() = req.labels();
-  std::vector<IovaInterval> usable;
-  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
-  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
-  if (page == 0) {
-    return absl::InternalError(absl::StrCat("node ", Quoted(node), ": agent reported container ",
-                                            id, " with no IOMMU page size"));
-  }
-  ASSIGN_OR_RETURN(WindowAllocator alloc, WindowAllocator::Create(usable, page));
-  ContainerEntry entry{c, std::move(alloc), {}};
-  v1::Container answer = ContainerViewLocked(entry);
+  // The agent's geometry must make an allocator (a page size, usable
+  // ranges): checked before anything is committed.
+  ASSIGN_OR_RETURN(WindowAllocator alloc, AllocatorFor(c));
+  v1::Container answer = ContainerViewLocked(ContainerEntry{c, std::move(alloc), {}});
   WriteBatch batch;
   batch.puts.push_back(Record(kContainer, id, c));
   if (!req.request_id().empty()) {
     batch.request = RequestRecord{rkey, fingerprint, answer.SerializeAsString(), Now()};
   }
-  AddContainerLocked(std::move(entry));
-  RETURN_IF_ERROR(CommitLocked(std::move(batch)));  // Rolled back on error.
+  RETURN_IF_ERROR(ApplyAndCommitLocked(std::move(batch)));  // Rolled back on error.
   LogEvent(LogLevel::kInfo, "container_created",
            {{"container", id},
             {"tenant", req.tenant_id()},
@@ -377,10 +370,6 @@ absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string
   Plan plan;
   plan.batch.deletes.push_back({kContainer, id});
   for (const std::string& w : c.window_ids) plan.batch.deletes.push_back({kWindow, w});
-  plan.apply = [this, id]() {
-    mu_.AssertHeld();  // Applied under mu_.
-    EraseContainerLocked(id);
-  };
   return plan;
 }
 
@@ -412,8 +401,8 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
       marked.set_deleting(true);
       WriteBatch intent;
       intent.puts.push_back(Record(kContainer, id, marked));
-      MarkDeletingLocked(c);
-      absl::Status s = CommitLocked(std::move(intent));  // Rolled back on error; c is stale.
+      // Rolled back on error; c is stale after it.
+      absl::Status s = ApplyAndCommitLocked(std::move(intent));
       if (!s.ok()) {
         deleting_.erase(id);
         return s;
@@ -437,8 +426,7 @@ absl::Status Broker::DeleteContainerInternal(const std::string& id,
   deleting_.erase(id);
   ASSIGN_OR_RETURN(Plan plan, PlanDeleteContainerLocked(id));
   if (request.has_value()) plan.batch.request = request;
-  plan.apply();
-  absl::Status removed = CommitLocked(std::move(plan.batch));  // Rolled back on error.
+  absl::Status removed = ApplyAndCommitLocked(std::move(plan.batch));  // Rolled back on error.
   if (!removed.ok()) {
     if (!live) return removed;
     // Destroyed on the node, but not forgotten: the container stays

@@ -177,8 +177,7 @@ absl::Status Broker::Mutate(const char* method, const Identity& caller, const Re
     // find; a retry meanwhile is told the request is in flight.
     inflight_.insert(rkey);
   }
-  if (plan->apply) plan->apply();
-  absl::Status committed = CommitLocked(std::move(plan->batch));
+  absl::Status committed = ApplyAndCommitLocked(std::move(plan->batch));
   if (!req.request_id().empty()) inflight_.erase(rkey);
   RETURN_IF_ERROR(committed);
   for (const Plan::Line& line : plan->lines) LogEvent(line.level, line.event, line.fields);

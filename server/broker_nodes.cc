@@ -53,12 +53,6 @@ v1::Node Broker::CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan) {
   v1::Node persisted = n->node;
   persisted.set_cordoned(cordoned);
   plan->batch.puts.push_back(Record(kNode, persisted.name(), persisted));
-  plan->apply = [this, n, cordoned] {  // n is stable in nodes_.
-    mu_.AssertHeld();  // Applied under mu_.
-    n->node.set_cordoned(cordoned);
-    MarkPlacementStaleLocked(n->node.name());
-    MarkAppliedLocked(v1::OBJECT_KIND_NODE, n->node.name());
-  };
   v1::Node view = NodeViewLocked(*n);
   view.set_cordoned(cordoned);
   return view;
@@ -111,8 +105,8 @@ absl::Status Broker::DrainNode(const v1::DrainNodeRequest& req, v1::DrainNodeRes
     Plan plan;
     CordonPlanLocked(n, true, &plan);
     if (!req.request_id().empty()) inflight_.insert(rkey);
-    plan.apply();
-    absl::Status cordoned = CommitLocked(std::move(plan.batch));  // n is stale after this.
+    // n is stale after this.
+    absl::Status cordoned = ApplyAndCommitLocked(std::move(plan.batch));
     if (!cordoned.ok()) {
       inflight_.erase(rkey);
       return cordoned;
@@ -194,15 +188,6 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
         plan.batch.deletes.push_back({kNode, req.node()});
         plan.batch.deletes.push_back({kDevices, req.node()});
         plan.batch.deletes.push_back({kNodeKey, req.node()});
-        plan.apply = [this, name = req.node()]() {
-          mu_.AssertHeld();  // Applied under mu_.
-          MarkGoneLocked(v1::OBJECT_KIND_NODE, name, *CurrentLocked(v1::OBJECT_KIND_NODE, name));
-          if (auto gone = nodes_.find(name); gone != nodes_.end()) {
-            SetNodeUsageLocked(name, &gone->second, {});
-          }
-          nodes_.erase(name);
-          MarkPlacementStaleLocked(name);
-        };
         plan.Log(LogLevel::kInfo, "node_deleted",
                  {{"node", req.node()}, {"force", req.force()}, {"request_id", req.request_id()}});
         plan.Record(NewEvent(kNormal, "NodeDeleted", NodeRef(req.node()), "", req.request_id(),

@@ -157,11 +157,7 @@ absl::StatusOr<Broker::NodeEntry*> Broker::PersistRegistrationLocked(
   // The persisted part is applied now and committed with the group; a
   // failed commit rolls it back (and forgets a node never known). The
   // session starts only once the node's record is durable.
-  before.node = persisted;
-  before.grant_key = key;
-  before.devices.assign(devices.devices().begin(), devices.devices().end());
-  MarkPlacementStaleLocked(req.node());
-  RETURN_IF_ERROR(CommitLocked(std::move(batch)));
+  RETURN_IF_ERROR(ApplyAndCommitLocked(std::move(batch)));
   auto found = nodes_.find(req.node());  // Looked up again: mu_ was released.
   if (found == nodes_.end()) return RolledBack(req.node());
   return &found->second;
@@ -184,9 +180,8 @@ absl::StatusOr<bool> Broker::FinishDeletesAtRegistrationLocked(const std::string
     absl::StatusOr<Plan> plan = PlanDeleteContainerLocked(id);
     if (!plan.ok()) continue;
     for (auto& d : plan->batch.deletes) removal.deletes.push_back(std::move(d));
-    plan->apply();
   }
-  RETURN_IF_ERROR(CommitLocked(std::move(removal)));
+  RETURN_IF_ERROR(ApplyAndCommitLocked(std::move(removal)));
   for (const std::string& id : finished) {
     LogEvent(LogLevel::kInfo, "container_deleted",
              {{"container", id}, {"node", node}, {"note", "finished_at_registration"}});

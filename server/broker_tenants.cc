@@ -48,11 +48,6 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         *answer->mutable_labels() = req.labels();
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, answer->id(), *answer));
-        plan.apply = [this, t = *answer]() {
-          mu_.AssertHeld();  // Applied under mu_.
-          tenants_[t.id()] = t;
-          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
-        };
         plan.Log(LogLevel::kInfo, "tenant_created",
                  {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
         plan.Record(NewEvent(kNormal, "TenantCreated", TenantRef(req.tenant_id()), req.tenant_id(),
@@ -204,12 +199,6 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
             budgeted -= cut;
           }
         }
-        plan.apply = [this, t = *answer, shrunk]() {
-          mu_.AssertHeld();  // Applied under mu_.
-          tenants_[t.id()] = t;
-          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
-          for (const auto& [id, budget] : shrunk) SetBudgetLocked(&containers_.at(id), budget);
-        };
         plan.Log(LogLevel::kInfo, "tenant_quota_set",
                  {{"tenant", req.tenant_id()},
                   {"pinned_bytes", quota.pinned_bytes()},
@@ -242,11 +231,6 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
         }
         Plan plan;
         plan.batch.deletes.push_back({kTenant, req.tenant_id()});
-        plan.apply = [this, id = req.tenant_id()]() {
-          mu_.AssertHeld();  // Applied under mu_.
-          MarkGoneLocked(v1::OBJECT_KIND_TENANT, id, *CurrentLocked(v1::OBJECT_KIND_TENANT, id));
-          tenants_.erase(id);
-        };
         plan.Log(LogLevel::kInfo, "tenant_deleted",
                  {{"tenant", req.tenant_id()}, {"request_id", req.request_id()}});
         plan.Record(NewEvent(kNormal, "TenantDeleted", TenantRef(req.tenant_id()), req.tenant_id(),
@@ -269,11 +253,6 @@ absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::
         RETURN_IF_ERROR(EditLabels(req.labels(), req.remove_keys(), changed.mutable_labels()));
         Plan plan;
         plan.batch.puts.push_back(Record(kTenant, changed.id(), changed));
-        plan.apply = [this, changed] {
-          mu_.AssertHeld();  // Applied under mu_.
-          tenants_[changed.id()] = changed;
-          MarkAppliedLocked(v1::OBJECT_KIND_TENANT, changed.id());
-        };
         *answer = changed;
         const std::string text = LabelsText(changed.labels());
         plan.Log(LogLevel::kInfo, "tenant_labels_set",

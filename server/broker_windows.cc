@@ -151,17 +151,18 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
                   " window bytes reserved; ", Hex(req.size()),
                   " more would pass quota.window_bytes")));
         }
-        // Reserve in place, as the plan's last step that can fail (a failed
-        // Allocate changes nothing). Mutate applies every successful plan at
-        // once, and a failed group commit is rolled back by reloading the
-        // allocators from the store, so no staging copy (linear in the
-        // container's windows) is needed.
+        // Where the window goes, found on the allocator itself and given
+        // back at once, so that planning changes nothing: its free ranges
+        // are kept merged, so the release restores exactly the state before
+        // (no copy of it is needed). The apply reserves the range from the
+        // window's record.
         uint64_t base = req.base();
         if (req.fixed_base()) {
           RETURN_IF_ERROR(c->allocator.AllocateAt(base, req.size()));
         } else {
           ASSIGN_OR_RETURN(base, c->allocator.Allocate(req.size(), alignment));
         }
+        RETURN_IF_ERROR(c->allocator.Release(base));
         answer->set_id(NewIdLocked("w-"));
         answer->set_container_id(id);
         answer->set_tenant_id(tenant);
@@ -171,10 +172,6 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         answer->set_create_time_ms(Now());
         Plan plan;
         plan.batch.puts.push_back(Record(kWindow, answer->id(), *answer));
-        plan.apply = [this, c, w = *answer] {
-          mu_.AssertHeld();  // Applied under mu_.
-          AddWindowLocked(c, w);
-        };
         plan.Log(LogLevel::kInfo, "window_allocated",
                  {{"window", answer->id()},
                   {"container", id},
@@ -203,16 +200,8 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
           return absl::NotFoundError(absl::StrCat("window_id: no window ", Quoted(req.window_id())));
         }
         *container_id = w->second.container_id();
-        ContainerEntry* c = &containers_.at(w->second.container_id());
-        // Released in place, as the plan's last step that can fail; see
-        // AllocateWindowInternal for why no staging copy is needed.
-        RETURN_IF_ERROR(c->allocator.Release(w->second.base()));
         Plan plan;
         plan.batch.deletes.push_back({kWindow, req.window_id()});
-        plan.apply = [this, c, id = req.window_id()] {
-          mu_.AssertHeld();  // Applied under mu_.
-          EraseWindowLocked(c, id);
-        };
         plan.Log(LogLevel::kInfo, "window_released",
                  {{"window", req.window_id()},
                   {"container", w->second.container_id()},

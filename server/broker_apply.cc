@@ -1,0 +1,205 @@
+// The Broker's memory follows the records it commits: a mutation is written
+// once, as the change it commits (a WriteBatch), and ApplyChangeLocked
+// applies that change to the maps and indexes, so what is served between
+// apply and commit is what a restart would load after it.
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/broker.h"
+#include "server/broker_internal.h"
+
+namespace iommu {
+
+using broker_internal::kContainer;
+using broker_internal::kDevices;
+using broker_internal::kNode;
+using broker_internal::kNodeKey;
+using broker_internal::kTenant;
+using broker_internal::kWindow;
+
+namespace {
+
+absl::Status Unparsable(const StoreRecord& r) {
+  return absl::InternalError(absl::StrCat("change: record ", r.kind, "/", r.id, " does not parse"));
+}
+
+bool Same(const google::protobuf::Message& a, const google::protobuf::Message& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
+
+}  // namespace
+
+absl::StatusOr<WindowAllocator> Broker::AllocatorFor(const v1::Container& c) {
+  std::vector<IovaInterval> usable;
+  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
+  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
+  if (page == 0) {
+    return absl::InternalError(
+        absl::StrCat("container ", c.id(), " on node ", c.node(), " has no IOMMU page size"));
+  }
+  return WindowAllocator::Create(std::move(usable), page);
+}
+
+// Two passes: the first parses every record and makes every check and
+// reservation that can fail, undoing its reservations on failure; the
+// second cannot fail. So a change either applies whole or not at all.
+absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
+  std::vector<v1::Tenant> tenants;
+  std::vector<v1::Node> nodes;
+  std::vector<std::pair<std::string, v1::ListDevicesResponse>> devices;
+  std::vector<const StoreRecord*> keys;
+  std::vector<v1::Container> containers;
+  std::map<std::string, WindowAllocator> created;  // New containers' allocators.
+  std::vector<v1::Window> windows;
+  for (const StoreRecord& r : change.puts) {
+    if (r.kind == kTenant) {
+      if (!tenants.emplace_back().ParseFromString(r.value)) return Unparsable(r);
+    } else if (r.kind == kNode) {
+      if (!nodes.emplace_back().ParseFromString(r.value)) return Unparsable(r);
+    } else if (r.kind == kDevices) {
+      if (!devices.emplace_back(r.id, v1::ListDevicesResponse()).second.ParseFromString(r.value)) {
+        return Unparsable(r);
+      }
+    } else if (r.kind == kNodeKey) {
+      keys.push_back(&r);
+    } else if (r.kind == kContainer) {
+      v1::Container& c = containers.emplace_back();
+      if (!c.ParseFromString(r.value)) return Unparsable(r);
+      auto it = containers_.find(c.id());
+      if (it == containers_.end()) {
+        ASSIGN_OR_RETURN(WindowAllocator a, AllocatorFor(c));
+        created.insert_or_assign(c.id(), std::move(a));
+        continue;
+      }
+      // What a container is made of never changes; only its budget, labels
+      // and deleting mark do.
+      const v1::Container& was = it->second.container;
+      if (c.node() != was.node() || c.tenant_id() != was.tenant_id() || c.name() != was.name() ||
+          !Same(c.geometry(), was.geometry()) ||
+          !std::equal(c.devices().begin(), c.devices().end(), was.devices().begin(),
+                      was.devices().end())) {
+        return absl::InternalError(absl::StrCat("change: container ", c.id(),
+                                                " would change its node, tenant, name, devices "
+                                                "or geometry"));
+      }
+    } else if (r.kind == kWindow) {
+      if (!windows.emplace_back().ParseFromString(r.value)) return Unparsable(r);
+    } else {
+      return absl::InternalError(absl::StrCat("change: unknown record kind ", r.kind));
+    }
+  }
+  for (const auto& [kind, id] : change.deletes) {
+    if (kind != kTenant && kind != kNode && kind != kDevices && kind != kNodeKey &&
+        kind != kContainer && kind != kWindow) {
+      return absl::InternalError(absl::StrCat("change: unknown record kind ", kind));
+    }
+  }
+  // Windows never change once made: a put reserves its range.
+  std::vector<std::pair<WindowAllocator*, uint64_t>> reserved;
+  auto unreserve = [&reserved] {
+    for (auto& [a, base] : reserved) a->Release(base).IgnoreError();
+  };
+  for (const v1::Window& w : windows) {
+    WindowAllocator* a = nullptr;
+    if (auto c = created.find(w.container_id()); c != created.end()) {
+      a = &c->second;
+    } else if (auto c = containers_.find(w.container_id()); c != containers_.end()) {
+      a = &c->second.allocator;
+    }
+    absl::Status s = a == nullptr             ? absl::NotFoundError("no such container")
+                     : windows_.count(w.id()) ? absl::AlreadyExistsError("the window exists")
+                                              : a->AllocateAt(w.base(), w.size());
+    if (!s.ok()) {
+      unreserve();
+      return absl::InternalError(absl::StrCat("change: window ", w.id(), " in container ",
+                                              w.container_id(), ": ", s.message()));
+    }
+    reserved.push_back({a, w.base()});
+  }
+
+  // ---- cannot fail from here on ----
+  for (v1::Tenant& t : tenants) {
+    MarkAppliedLocked(v1::OBJECT_KIND_TENANT, t.id());
+    const std::string id = t.id();
+    tenants_[id] = std::move(t);
+  }
+  for (v1::Node& n : nodes) {
+    const std::string name = n.name();
+    MarkAppliedLocked(v1::OBJECT_KIND_NODE, name);
+    MarkPlacementStaleLocked(name);  // Cordoned or not decides placement.
+    nodes_[name].node = std::move(n);
+  }
+  for (auto& [name, d] : devices) {
+    MarkPlacementStaleLocked(name);
+    nodes_[name].devices.assign(d.devices().begin(), d.devices().end());
+  }
+  for (const StoreRecord* r : keys) nodes_[r->id].grant_key = r->value;
+  for (v1::Container& c : containers) {
+    if (auto a = created.find(c.id()); a != created.end()) {
+      AddContainerLocked(ContainerEntry{std::move(c), std::move(a->second), {}});
+      continue;
+    }
+    ContainerEntry* entry = &containers_.at(c.id());
+    // Marked before anything changes: the first mark keeps the labels
+    // watchers saw (MarkAppliedLocked).
+    MarkAppliedLocked(v1::OBJECT_KIND_CONTAINER, c.id());
+    entry->changed_seq = ApplyingSeqLocked();
+    if (c.pin_budget_bytes() != entry->container.pin_budget_bytes()) {
+      SetBudgetLocked(entry, c.pin_budget_bytes());
+    }
+    if (c.deleting() && !entry->container.deleting()) MarkDeletingLocked(entry);
+    entry->container = std::move(c);
+  }
+  for (const v1::Window& w : windows) {
+    auto c = containers_.find(w.container_id());
+    AddWindowLocked(&c->second, w);
+  }
+  for (const auto& [kind, id] : change.deletes) {
+    if (kind == kTenant) {
+      if (!tenants_.count(id)) continue;
+      MarkGoneLocked(v1::OBJECT_KIND_TENANT, id, *CurrentLocked(v1::OBJECT_KIND_TENANT, id));
+      tenants_.erase(id);
+    } else if (kind == kNode) {
+      auto n = nodes_.find(id);
+      if (n == nodes_.end()) continue;
+      MarkGoneLocked(v1::OBJECT_KIND_NODE, id, *CurrentLocked(v1::OBJECT_KIND_NODE, id));
+      SetNodeUsageLocked(id, &n->second, {});
+      nodes_.erase(n);
+      MarkPlacementStaleLocked(id);
+    } else if (kind == kDevices || kind == kNodeKey) {
+      // Deleted with the node's record (DeleteNode), which erased the entry.
+      auto n = nodes_.find(id);
+      if (n == nodes_.end()) continue;
+      if (kind == kDevices) {
+        n->second.devices.clear();
+        MarkPlacementStaleLocked(id);
+      } else {
+        n->second.grant_key.clear();
+      }
+    } else if (kind == kContainer) {
+      EraseContainerLocked(id);  // And its windows.
+    } else if (kind == kWindow) {
+      auto w = windows_.find(id);
+      if (w == windows_.end()) continue;  // Erased with its container.
+      ContainerEntry* c = &containers_.at(w->second.container_id());
+      c->allocator.Release(w->second.base()).IgnoreError();  // Reserved when it was put.
+      EraseWindowLocked(c, id);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Broker::ApplyAndCommitLocked(WriteBatch change) {
+  RETURN_IF_ERROR(ApplyChangeLocked(change));
+  return CommitLocked(std::move(change));
+}
+
+}  // namespace iommu
