@@ -104,15 +104,14 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
     } else if (r.kind == kContainer) {
       v1::Container c;
       if (!c.ParseFromString(r.value)) return corrupt(r);
-      std::vector<IovaInterval> usable;
-      for (const auto& range : c.geometry().usable_ranges()) {
-        usable.push_back({range.start(), range.last()});
+      absl::StatusOr<WindowAllocator> alloc = AllocatorFor(c);
+      if (!alloc.ok()) {
+        return absl::DataLossError(absl::StrCat("store: container ", c.id(), ": ",
+                                                alloc.status().message()));
       }
-      ASSIGN_OR_RETURN(WindowAllocator alloc,
-                       WindowAllocator::Create(usable, MinPageSize(c.geometry().page_size_bitmap())));
       for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = c.id();
       if (!c.name().empty()) container_names[{c.name(), c.tenant_id()}] = c.id();
-      containers.emplace(c.id(), ContainerEntry{c, std::move(alloc), {}});
+      containers.emplace(c.id(), ContainerEntry{c, *std::move(alloc), {}});
     } else if (r.kind == kWindow) {
       v1::Window w;
       if (!w.ParseFromString(r.value)) return corrupt(r);
