@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "server/broker.h"
 #include "server/broker_internal.h"
 
@@ -29,10 +28,6 @@ namespace {
 
 absl::Status Unparsable(const StoreRecord& r) {
   return absl::InternalError(absl::StrCat("change: record ", r.kind, "/", r.id, " does not parse"));
-}
-
-bool Same(const google::protobuf::Message& a, const google::protobuf::Message& b) {
-  return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
 }  // namespace
@@ -83,7 +78,8 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
       // and deleting mark do.
       const v1::Container& was = it->second.container;
       if (c.node() != was.node() || c.tenant_id() != was.tenant_id() || c.name() != was.name() ||
-          !Same(c.geometry(), was.geometry()) ||
+          // Bytes, not fields: no map in it, and this runs under the lock.
+          c.geometry().SerializeAsString() != was.geometry().SerializeAsString() ||
           !std::equal(c.devices().begin(), c.devices().end(), was.devices().begin(),
                       was.devices().end())) {
         return absl::InternalError(absl::StrCat("change: container ", c.id(),
