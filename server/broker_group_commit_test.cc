@@ -35,7 +35,6 @@ using ::testing::AnyOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-
 std::string Address(int i) { return absl::StrFormat("0000:00:%02x.0", i); }
 
 class GroupCommitTest : public ::testing::Test {
@@ -361,8 +360,7 @@ TEST_F(GroupCommitTest, ReadNeverShowsAnObjectItsFailedCommitTakesBack) {
   a.join();
   reader.join();
   EXPECT_FALSE(created.ok());
-  EXPECT_THAT(read.code(),
-              AnyOf(absl::StatusCode::kUnavailable, absl::StatusCode::kNotFound))
+  EXPECT_THAT(read.code(), AnyOf(absl::StatusCode::kUnavailable, absl::StatusCode::kNotFound))
       << read;
 }
 
@@ -416,7 +414,10 @@ TEST_F(GroupCommitTest, RetryWhileTheFirstAttemptWaitsForItsCommitIsInFlight) {
   EXPECT_EQ(DurableTenants().size(), 1u);
 }
 
-TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
+// Every kind of mutation, at random, with failed commits among them: after
+// each step the indexes equal a recount and memory equals what the store's
+// records make (CheckIndexes).
+TEST_F(GroupCommitTest, StateEqualsARecountAndTheStoreAfterRandomOperations) {
   const std::string session = RegisterNode("n1", 24);
   RegisterNode("n2", 24);
   for (const char* t : {"a", "b", "c"}) {
@@ -430,14 +431,18 @@ TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
   absl::BitGen rng;
   std::map<std::string, std::string> containers;  // id -> tenant
   std::vector<std::string> windows;
-  auto pick = [&](const auto& v) { return *std::next(v.begin(), absl::Uniform<size_t>(rng, 0, v.size())); };
+  auto pick = [&](const auto& v) {
+    return *std::next(v.begin(), absl::Uniform<size_t>(rng, 0, v.size()));
+  };
   for (int step = 0; step < 400; ++step) {
-    const int op = absl::Uniform(rng, 0, 7);
+    const int op = absl::Uniform(rng, 0, 11);
     const std::string tenant = std::string(1, "abc"[absl::Uniform(rng, 0, 3)]);
     if (op == 0 || containers.empty()) {
       v1::CreateContainerRequest req;
       req.set_tenant_id(tenant);
       req.set_pin_budget_bytes(4096 * absl::Uniform(rng, 1, 64));
+      if (absl::Bernoulli(rng, 0.3)) req.set_name(absl::StrCat("vm-", step));
+      (*req.mutable_labels())["step"] = std::to_string(step);
       v1::Container c;
       if (broker_->CreateContainer(req, &c).ok()) containers[c.id()] = tenant;
     } else if (op == 1) {
@@ -474,6 +479,51 @@ TEST_F(GroupCommitTest, IndexesEqualARecountAfterRandomOperations) {
       req.mutable_quota()->set_window_bytes(1ULL << 30);
       v1::Tenant out;
       ASSERT_TRUE(broker_->SetTenantQuota(req, &out).ok());
+    } else if (op == 7) {
+      v1::SetContainerLabelsRequest req;
+      req.set_container_id(pick(containers).first);
+      (*req.mutable_labels())[absl::StrCat("k", absl::Uniform(rng, 0, 4))] = "v";
+      req.add_remove_keys(absl::StrCat("k", absl::Uniform(rng, 0, 4)));
+      v1::Container out;
+      broker_->SetContainerLabels(req, &out).IgnoreError();  // Refused if both name one key.
+    } else if (op == 8) {
+      v1::SetTenantLabelsRequest req;
+      req.set_tenant_id(tenant);
+      (*req.mutable_labels())["step"] = std::to_string(step);
+      v1::Tenant out;
+      ASSERT_OK(broker_->SetTenantLabels(req, &out));
+    } else if (op == 9) {
+      v1::CordonNodeRequest req;
+      req.set_node("n2");
+      v1::Node out;
+      if (absl::Bernoulli(rng, 0.5)) {
+        ASSERT_OK(broker_->CordonNode(req, &out));
+      } else {
+        v1::UncordonNodeRequest un;
+        un.set_node("n2");
+        ASSERT_OK(broker_->UncordonNode(un, &out));
+      }
+    } else if (op == 10) {
+      // A tenant that comes and goes, and a fixed-base window.
+      v1::CreateTenantRequest create;
+      create.set_tenant_id("d");
+      create.mutable_quota()->set_pinned_bytes(1ULL << 20);
+      v1::Tenant t;
+      const absl::Status created = broker_->CreateTenant(create, &t);
+      if (!created.ok()) {
+        ASSERT_EQ(created.code(), absl::StatusCode::kAlreadyExists) << created;
+        v1::DeleteTenantRequest del;
+        del.set_tenant_id("d");
+        v1::DeleteTenantResponse gone;
+        ASSERT_OK(broker_->DeleteTenant(del, &gone));
+      }
+      v1::AllocateWindowRequest req;
+      req.set_container_id(pick(containers).first);
+      req.set_size(4096);
+      req.set_fixed_base(true);
+      req.set_base(4096 * absl::Uniform(rng, 1, 64));
+      v1::Window w;
+      if (broker_->AllocateWindow(req, &w).ok()) windows.push_back(w.id());
     }
     if (step % 7 == 0) {
       // A failed commit rolls back through a reload: indexes rebuilt.
