@@ -8,13 +8,7 @@
 // It is a production library too (`iommu-agent --backend=sim`), not testonly.
 // Fault injection (set_next_error) is for tests.
 //
-// Device specs, one per device:
-//   ADDRESS=VENDOR:DEVICE@GROUP[!DRIVER]
-//   e.g. "0000:00:04.0=1234:11e8@5"; "0000:00:06.0=8086:10d3@7!host"
-// VENDOR and DEVICE are hex, GROUP decimal. "!DRIVER" marks a device bound to
-// a host driver: it and every device of its IOMMU group are unassignable.
-// The flag form joins specs with ','; the config-file form has one spec per
-// line, '#' starting a comment.
+// Its devices come from specs (agent/sim_devices.h).
 //
 // Thread-safe: every method may be called concurrently.
 #ifndef AGENT_SIM_BACKEND_H_
@@ -34,35 +28,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/backend.h"
+#include "agent/sim_devices.h"
 
 namespace iommu {
 namespace agent {
-
-// One fake device, as parsed from a spec.
-struct SimDeviceSpec {
-  std::string address;
-  uint32_t vendor_id = 0;
-  uint32_t device_id = 0;
-  uint32_t iommu_group = 0;
-  // Empty when the device is bound to vfio-pci; else the host driver holding
-  // it (which makes its whole group unassignable).
-  std::string host_driver;
-};
-
-// Parses the flag form: specs joined by ','. Empty input gives no devices.
-// Errors (INVALID_ARGUMENT) quote the offending spec and state the rule.
-absl::StatusOr<std::vector<SimDeviceSpec>> ParseSimDevices(
-    absl::string_view specs);
-
-// Parses the config-file form: one spec per line, blank lines and '#'
-// comments ignored. Errors name the line number.
-absl::StatusOr<std::vector<SimDeviceSpec>> ParseSimConfig(
-    absl::string_view text);
-
-// Reads and parses a config file. Errors: the errno of open/read as a status
-// naming the path (e.g. NOT_FOUND), or the parse error prefixed by the path.
-absl::StatusOr<std::vector<SimDeviceSpec>> ReadSimConfigFile(
-    const std::string& path);
 
 // x86 defaults, as type1 and iommufd report them on a typical Intel host:
 // usable [0, 0xfedfffff] and [0xfef00000, 0x7fffffffff] (the MSI window
