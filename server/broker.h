@@ -10,8 +10,10 @@
 // and changes nothing twice.
 //
 // Group commit: concurrent mutations share one store commit (one fsync). A
-// mutation plans and applies its change to memory under the lock, appends its
-// WriteBatch to the open group and waits, without the lock, until a group
+// mutation plans its change as the store records it will commit (a
+// WriteBatch) under the lock, applies those records to memory
+// (ApplyChangeLocked), appends them to the open group and waits, without the
+// lock, until a group
 // containing it is durable; the first waiter finding no commit in progress
 // commits the whole group (see CommitLocked). Later mutations plan against
 // the applied-but-not-yet-durable state; groups commit in order, so a
@@ -224,7 +226,6 @@ class Broker final : public OwnershipView {
   using Indexes = broker_state::Indexes;
   using DirtyMark = broker_state::DirtyMark;
   using PushOrder = broker_state::PushOrder;
-
 
   Broker(Store* store, AgentClient* agents, BrokerOptions options);
   absl::Status Load();
@@ -530,8 +531,9 @@ class Broker final : public OwnershipView {
   // CheckIndexes' part for memory against the store: once every pending
   // change is durable, the state the broker serves equals the model
   // (model::FleetState) built from what the store holds, as a restart would
-  // load it. Each mutation is written twice, as the records it commits and
-  // as its change to memory; this is where the two must agree.
+  // load it. Memory follows each change's records (ApplyChangeLocked) and a
+  // load builds it from all of them (RestoreLocked): this is where the two
+  // must agree.
   absl::Status CheckMatchesStoreLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked(const char* prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Node CordonPlanLocked(NodeEntry* n, bool cordoned, Plan* plan)

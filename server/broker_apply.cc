@@ -75,16 +75,17 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
         continue;
       }
       // What a container is made of never changes; only its budget, labels
-      // and deleting mark do.
+      // and deleting mark do, and that mark is never taken back.
       const v1::Container& was = it->second.container;
       if (c.node() != was.node() || c.tenant_id() != was.tenant_id() || c.name() != was.name() ||
+          (was.deleting() && !c.deleting()) ||
           // Bytes, not fields: no map in it, and this runs under the lock.
           c.geometry().SerializeAsString() != was.geometry().SerializeAsString() ||
           !std::equal(c.devices().begin(), c.devices().end(), was.devices().begin(),
                       was.devices().end())) {
         return absl::InternalError(absl::StrCat("change: container ", c.id(),
                                                 " would change its node, tenant, name, devices "
-                                                "or geometry"));
+                                                "or geometry, or stop being deleted"));
       }
     } else if (r.kind == kWindow) {
       if (!windows.emplace_back().ParseFromString(r.value)) return Unparsable(r);
