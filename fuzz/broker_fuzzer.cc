@@ -7,11 +7,14 @@
 //    the objects made so far or arbitrary bytes, request ids reused or not;
 //  * heartbeats, commits the store refuses (the group rolls back), and
 //    broker restarts on the same store.
+// Calls come from the operator or from a tenant, authorized by the
+// Authorizer as the service does.
 // Properties: no crash; every refusal has a message; after every call the
 // indexes equal a recount and memory equals what the store's records make
-// (Broker::CheckIndexes); and a restart serves the tenants, containers and
-// windows it served before it (nothing acknowledged lost, nothing refused
-// kept).
+// (Broker::CheckIndexes); a tenant's call never changes another tenant's
+// record, containers or windows; and a restart serves the tenants,
+// containers and windows it served before it (nothing acknowledged lost,
+// nothing refused kept).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,6 +27,7 @@
 #include "fuzz/fuzz_input.h"
 #include "google/protobuf/stubs/logging.h"
 #include "proto/broker.pb.h"
+#include "server/authz.h"
 #include "server/broker.h"
 #include "server/fake_store.h"
 #include "server/ok_agents.h"
@@ -61,12 +65,14 @@ class Run {
   Run() { Start(); }
 
   void Start() {
+    authz_.reset();
     broker_.reset();
     BrokerOptions o;
     o.now_ms = [this] { return now_ms_; };
     absl::StatusOr<std::unique_ptr<Broker>> b = Broker::Create(&store_, &agents_, o);
     FUZZ_CHECK(b.ok(), "start: " + b.status().ToString());
     broker_ = *std::move(b);
+    authz_ = std::make_unique<Authorizer>(broker_.get(), nullptr);
   }
 
   void Setup() {
@@ -81,6 +87,11 @@ class Run {
 
   void Step(FuzzInput* in) {
     const int op = in->U8() % 19;
+    // Mostly the operator; else a tenant, authorized as the service does.
+    const uint8_t who = in->U8();
+    caller_ =
+        who < 160 ? Identity{Role::kOperator, "ops"} : Identity{Role::kTenant, kTenants[who % 3]};
+    const std::string others_before = caller_.role == Role::kTenant ? OthersState() : "";
     absl::Status s;
     switch (op) {
       case 0:
@@ -146,6 +157,14 @@ class Run {
                "op " + std::to_string(op) + ": " + s.ToString());
     const absl::Status check = broker_->CheckIndexes();
     FUZZ_CHECK(check.ok(), "after op " + std::to_string(op) + ": " + check.ToString());
+    // Ops 0-13 are the caller's; the others are an agent's, the store's or
+    // the clock's.
+    if (caller_.role == Role::kTenant && op <= 13) {
+      const std::string others_after = OthersState();
+      FUZZ_CHECK(others_before == others_after,
+                 caller_.ToString() + " changed another tenant's objects with op " +
+                     std::to_string(op) + ":\n" + others_before + "---\n" + others_after);
+    }
   }
 
  private:
@@ -191,14 +210,14 @@ class Run {
     req.mutable_quota()->set_window_bytes(in->Bool() ? 0 : in->UInt(4));
     Labels(in, req.mutable_labels());
     v1::Tenant out;
-    return broker_->CreateTenant(req, &out);
+    return Call(&Broker::CreateTenant, req, &out);
   }
   absl::Status DeleteTenant(FuzzInput* in) {
     v1::DeleteTenantRequest req;
     req.set_request_id(RequestId(in));
     req.set_tenant_id(Tenant(in));
     v1::DeleteTenantResponse out;
-    return broker_->DeleteTenant(req, &out);
+    return Call(&Broker::DeleteTenant, req, &out);
   }
   absl::Status SetQuota(FuzzInput* in) {
     v1::SetTenantQuotaRequest req;
@@ -208,7 +227,7 @@ class Run {
     req.mutable_quota()->set_max_containers(in->U8() % 8);
     req.mutable_quota()->set_window_bytes(in->Bool() ? 0 : in->UInt(4));
     v1::Tenant out;
-    return broker_->SetTenantQuota(req, &out);
+    return Call(&Broker::SetTenantQuota, req, &out);
   }
   absl::Status SetTenantLabels(FuzzInput* in) {
     v1::SetTenantLabelsRequest req;
@@ -217,7 +236,7 @@ class Run {
     Labels(in, req.mutable_labels());
     if (in->Bool()) req.add_remove_keys(kLabelKeys[in->U8() % 3]);
     v1::Tenant out;
-    return broker_->SetTenantLabels(req, &out);
+    return Call(&Broker::SetTenantLabels, req, &out);
   }
   absl::Status CreateContainer(FuzzInput* in) {
     v1::CreateContainerRequest req;
@@ -236,7 +255,7 @@ class Run {
       req.set_name(in->Bool() ? absl::StrCat("vm-", in->U8() % 4) : in->ShortString());
     Labels(in, req.mutable_labels());
     v1::Container out;
-    absl::Status s = broker_->CreateContainer(req, &out);
+    absl::Status s = Call(&Broker::CreateContainer, req, &out);
     if (s.ok()) containers_.push_back(out.id());
     return s;
   }
@@ -245,7 +264,7 @@ class Run {
     req.set_request_id(RequestId(in));
     req.set_container_id(Pick(in, containers_));
     v1::DeleteContainerResponse out;
-    return broker_->DeleteContainer(req, &out);
+    return Call(&Broker::DeleteContainer, req, &out);
   }
   absl::Status SetBudget(FuzzInput* in) {
     v1::SetContainerBudgetRequest req;
@@ -253,7 +272,7 @@ class Run {
     req.set_container_id(Pick(in, containers_));
     req.set_pin_budget_bytes(in->Bool() ? Pages(in) : in->U64());
     v1::Container out;
-    return broker_->SetContainerBudget(req, &out);
+    return Call(&Broker::SetContainerBudget, req, &out);
   }
   absl::Status SetContainerLabels(FuzzInput* in) {
     v1::SetContainerLabelsRequest req;
@@ -262,7 +281,7 @@ class Run {
     Labels(in, req.mutable_labels());
     if (in->Bool()) req.add_remove_keys(kLabelKeys[in->U8() % 3]);
     v1::Container out;
-    return broker_->SetContainerLabels(req, &out);
+    return Call(&Broker::SetContainerLabels, req, &out);
   }
   absl::Status AllocateWindow(FuzzInput* in) {
     v1::AllocateWindowRequest req;
@@ -275,7 +294,7 @@ class Run {
       req.set_base(in->Bool() ? Pages(in) * 16 : in->U64());
     }
     v1::Window out;
-    absl::Status s = broker_->AllocateWindow(req, &out);
+    absl::Status s = Call(&Broker::AllocateWindow, req, &out);
     if (s.ok()) windows_.push_back(out.id());
     return s;
   }
@@ -284,7 +303,7 @@ class Run {
     req.set_request_id(RequestId(in));
     req.set_window_id(Pick(in, windows_));
     v1::ReleaseWindowResponse out;
-    return broker_->ReleaseWindow(req, &out);
+    return Call(&Broker::ReleaseWindow, req, &out);
   }
   absl::Status Cordon(FuzzInput* in) {
     v1::Node out;
@@ -292,12 +311,12 @@ class Run {
       v1::CordonNodeRequest req;
       req.set_request_id(RequestId(in));
       req.set_node(Node(in));
-      return broker_->CordonNode(req, &out);
+      return Call(&Broker::CordonNode, req, &out);
     }
     v1::UncordonNodeRequest req;
     req.set_request_id(RequestId(in));
     req.set_node(Node(in));
-    return broker_->UncordonNode(req, &out);
+    return Call(&Broker::UncordonNode, req, &out);
   }
   absl::Status DeleteNode(FuzzInput* in) {
     v1::DeleteNodeRequest req;
@@ -305,7 +324,7 @@ class Run {
     req.set_node(Node(in));
     req.set_force(in->Bool());
     v1::DeleteNodeResponse out;
-    return broker_->DeleteNode(req, &out);
+    return Call(&Broker::DeleteNode, req, &out);
   }
   absl::Status Register(FuzzInput* in) {
     const std::string node = Node(in);
@@ -324,6 +343,44 @@ class Run {
     u->set_mapped_bytes(Pages(in));
     v1::HeartbeatResponse out;
     return broker_->Heartbeat(req, &out);
+  }
+
+  // Authorizes `req` for the caller (which may narrow it), then calls the
+  // broker as that caller: what BrokerService does after the handshake.
+  template <typename Req, typename Resp>
+  absl::Status Call(absl::Status (Broker::*method)(const Req&, Resp*, const Identity&), Req req,
+                    Resp* out) {
+    if (absl::Status s = authz_->Authorize(caller_, &req); !s.ok()) return s;
+    return (broker_.get()->*method)(req, out, caller_);
+  }
+
+  // Everything of the tenants other than the caller: their records,
+  // containers and windows.
+  std::string OthersState() {
+    std::string out;
+    for (const char* t : kTenants) {
+      if (t == caller_.name) continue;
+      v1::GetTenantRequest get;
+      get.set_tenant_id(t);
+      v1::Tenant tenant;
+      if (broker_->GetTenant(get, &tenant).ok()) absl::StrAppend(&out, tenant.ShortDebugString());
+      v1::ListContainersRequest lc;
+      lc.set_tenant_id(t);
+      v1::ListContainersResponse c;
+      v1::ListWindowsRequest lw;
+      lw.set_tenant_id(t);
+      v1::ListWindowsResponse w;
+      for (const absl::Status& s :
+           {broker_->ListContainers(lc, &c), broker_->ListWindows(lw, &w)}) {
+        FUZZ_CHECK(s.ok(), "list: " + s.ToString());
+      }
+      for (const v1::Container& x : c.containers()) {
+        absl::StrAppend(&out, x.id(), " ", x.pin_budget_bytes(), " ", x.labels_size(), " ",
+                        x.deleting(), "\n");
+      }
+      for (const v1::Window& x : w.windows()) absl::StrAppend(&out, x.ShortDebugString(), "\n");
+    }
+    return out;
   }
 
   // What a restart must serve again: every tenant, container and window, as
@@ -357,6 +414,8 @@ class Run {
   FakeStore store_;
   OkAgents agents_;
   std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Authorizer> authz_;
+  Identity caller_;
   std::vector<std::string> sessions_;
   std::vector<std::string> containers_;
   std::vector<std::string> windows_;
