@@ -62,8 +62,23 @@ absl::Status Broker::Load() {
   ASSIGN_OR_RETURN(RequestIndex requests, LoadRequestIndex(store_));
   absl::MutexLock l(&mu_);
   last_liveness_check_ms_ = Now();  // A pause before the first check counts too.
-  RETURN_IF_ERROR(RestoreLocked(records));
+  std::vector<std::string> leftovers;
+  RETURN_IF_ERROR(RestoreLocked(records, &leftovers));
   requests_ = std::move(requests);
+  if (!leftovers.empty()) {
+    // Deleted now, so that the store holds only what memory does. Harmless
+    // if this fails: they are ignored at every load.
+    WriteBatch cleanup;
+    for (const std::string& node : leftovers) {
+      cleanup.deletes.push_back({kDevices, node});
+      cleanup.deletes.push_back({kNodeKey, node});
+    }
+    const absl::Status s = ApplyAndCommitLocked(std::move(cleanup));
+    std::vector<LogField> fields = {{"nodes", leftovers.size()}};
+    if (!s.ok()) fields.push_back({"error", s.message()});
+    LogEvent(s.ok() ? LogLevel::kInfo : LogLevel::kWarning, "deleted_nodes_records_removed",
+             fields);
+  }
   LogEvent(LogLevel::kInfo, "loaded",
            {{"tenants", tenants_.size()},
             {"nodes", nodes_.size()},
@@ -73,7 +88,8 @@ absl::Status Broker::Load() {
   return absl::OkStatus();
 }
 
-absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
+absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
+                                   std::vector<std::string>* leftovers) {
   auto corrupt = [](const StoreRecord& r) {
     return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
                                             " does not parse"));
@@ -136,18 +152,16 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records) {
   }
   // A node's devices or key without its record are what a DeleteNode of an
   // earlier version left behind: the node is gone, and so are they.
-  size_t orphans = 0;
+  std::vector<std::string> orphans;
   for (auto it = nodes.begin(); it != nodes.end();) {
     if (!it->second.node.name().empty()) {
       ++it;
       continue;
     }
-    ++orphans;
+    orphans.push_back(it->first);
     it = nodes.erase(it);
   }
-  if (orphans > 0) {
-    LogEvent(LogLevel::kInfo, "deleted_nodes_records_ignored", {{"nodes", orphans}});
-  }
+  if (leftovers != nullptr) *leftovers = std::move(orphans);
   // What the store does not hold survives a rollback: a node's live
   // session, what its agent last reported, and every other field that is
   // not persisted. Only node, devices and grant_key come from the store.

@@ -233,7 +233,10 @@ class Broker final : public OwnershipView {
   // containers, windows) with `records`, keeping what is not persisted
   // (sessions, heartbeats, usage, reservations). Used at start and to roll
   // back after a failed group commit.
-  absl::Status RestoreLocked(const std::vector<StoreRecord>& records)
+  // Devices and keys of nodes without a record (left by DeleteNode of an
+  // earlier version) are ignored; their node names go to `leftovers`.
+  absl::Status RestoreLocked(const std::vector<StoreRecord>& records,
+                             std::vector<std::string>* leftovers = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // ---- applying a change (broker_apply.cc) ----

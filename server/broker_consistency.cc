@@ -65,16 +65,10 @@ absl::Status Broker::CheckMatchesStoreLocked() {
       return Differs("tenant", id, t.ShortDebugString());
     }
   }
-  // Devices or a key without the node's record are what a DeleteNode of an
-  // earlier version left behind; the broker ignores them (RestoreLocked).
-  std::map<std::string, const model::NodeState*> stored_nodes;
-  for (const auto& [name, n] : model.nodes()) {
-    if (n.node.has_value()) stored_nodes[name] = &n;
-  }
-  RETURN_IF_ERROR(SameKeys("node", nodes_, stored_nodes));
+  RETURN_IF_ERROR(SameKeys("node", nodes_, model.nodes()));
   for (const auto& [name, n] : nodes_) {
-    const model::NodeState& want = *stored_nodes.at(name);
-    if (!SameMessage(n.node, *want.node)) {
+    const model::NodeState& want = model.nodes().at(name);
+    if (!want.node.has_value() || !SameMessage(n.node, *want.node)) {
       return Differs("node", name, n.node.ShortDebugString());
     }
     if (n.devices.size() != want.devices.size()) {

@@ -430,8 +430,9 @@ TEST_F(BrokerTest, ADeletedNodeStaysDeletedAcrossARestart) {
 }
 
 // What a DeleteNode of an earlier version left in the store (the node's
-// devices and key, without its record) does not make a node at load.
-TEST_F(BrokerTest, ADeletedNodesLeftoverRecordsAreIgnoredAtLoad) {
+// devices and key, without its record) does not make a node at load, and
+// the load deletes it.
+TEST_F(BrokerTest, ADeletedNodesLeftoverRecordsAreIgnoredAndRemovedAtLoad) {
   RegisterNode("n2", {Dev("0000:00:04.0", 5)});
   v1::ListDevicesResponse devices;
   devices.add_devices()->CopyFrom(Dev("0000:00:04.0", 5));
@@ -446,6 +447,9 @@ TEST_F(BrokerTest, ADeletedNodesLeftoverRecordsAreIgnoredAtLoad) {
   ASSERT_EQ(nodes.nodes_size(), 1) << nodes.ShortDebugString();
   EXPECT_EQ(nodes.nodes(0).name(), "n2");
   EXPECT_EQ(broker_->Stats().nodes_unavailable, 1);
+  absl::StatusOr<std::vector<StoreRecord>> records = store_.LoadAll();
+  ASSERT_OK(records);
+  for (const StoreRecord& r : *records) EXPECT_NE(r.id, "gone") << r.kind << "/" << r.id;
 }
 
 }  // namespace
