@@ -212,12 +212,12 @@ TEST(EtcdKvStoreTest, HungEtcdIsUnavailableAfterTheCallTimeoutAndRecovers) {
   o.call_timeout = absl::Milliseconds(500);
   auto store = MustOpen(o);
   ASSERT_NE(store, nullptr);
-  ASSERT_EQ(kill(etcd.pid(), SIGSTOP), 0);
+  ASSERT_OK(etcd.Pause());
   const absl::Time start = absl::Now();
   EXPECT_THAT(store->Put("a", "1").status(),
               StatusIs(absl::StatusCode::kUnavailable, "did not answer txn"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
-  ASSERT_EQ(kill(etcd.pid(), SIGCONT), 0);
+  ASSERT_OK(etcd.Resume());
   o.call_timeout = absl::Seconds(5);
   auto again = MustOpen(o);
   ASSERT_NE(again, nullptr);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <system_error>
@@ -133,6 +134,11 @@ absl::Status EtcdProcess::Exec(std::vector<std::string> argv) {
     // already run gRPC threads).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);  // The test died before prctl.
+    // Its own process group: the kernel resumes the stopped members of a
+    // group that becomes orphaned (SIGHUP, then SIGCONT), which must never
+    // undo a test's Pause; the group of etcd alone keeps its parent, the
+    // test, in another group of the session for as long as the test runs.
+    setpgid(0, 0);
     const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
@@ -161,6 +167,32 @@ absl::Status EtcdProcess::Launch(const EtcdMemberSpec& m) {
                "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
                "--initial-cluster=" + m.initial_cluster, "--initial-cluster-state=new",
                "--initial-cluster-token=iommu-test"});
+}
+
+absl::Status EtcdProcess::Pause(absl::Duration timeout) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
+  if (kill(pid_, SIGSTOP) != 0) return absl::ErrnoToStatus(errno, "SIGSTOP etcd");
+  const std::string stat_path = absl::StrCat("/proc/", pid_, "/stat");
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string state;
+  while (absl::Now() < deadline) {
+    std::ifstream in(stat_path);
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // "PID (comm) S ...": the state follows the last ')'; comm may hold ')'.
+    const size_t close = stat.rfind(')');
+    state = close != std::string::npos && close + 2 < stat.size() ? stat.substr(close + 2, 1) : "?";
+    if (state == "T") return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("etcd (pid ", pid_, ") not stopped after ",
+                                                  absl::FormatDuration(timeout), ": state ",
+                                                  state));
+}
+
+absl::Status EtcdProcess::Resume() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
+  if (kill(pid_, SIGCONT) != 0) return absl::ErrnoToStatus(errno, "SIGCONT etcd");
+  return absl::OkStatus();
 }
 
 absl::Status EtcdProcess::WaitReady(absl::Duration timeout) {

@@ -78,6 +78,13 @@ class EtcdProcess final {
   void Kill();
   absl::Status Relaunch();
 
+  // SIGSTOP, then waits until the kernel reports every thread stopped
+  // (/proc/PID/stat state 'T'), so that a call made after Pause returns
+  // cannot be answered; FAILED_PRECONDITION when not running, DEADLINE_EXCEEDED
+  // when it has not stopped within `timeout`. Resume sends SIGCONT.
+  absl::Status Pause(absl::Duration timeout = absl::Seconds(5));
+  absl::Status Resume();
+
   // SIGTERM, wait up to 5 s, then SIGKILL; reaps etcd and deletes its data
   // directory. Idempotent.
   void Stop();
