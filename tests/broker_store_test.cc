@@ -5,8 +5,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +23,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
+#include "server/sqlite_store.h"
+#include "server/store.h"
 #include "tests/daemon.h"
 #include "tests/test_util.h"
 
@@ -249,6 +251,41 @@ TEST_F(BrokerStoreTest, FlippedBytesInABtreePageRefuseTheStartWithDataLoss) {
   testing::CommandResult r = RunRefused(db_);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("DATA_LOSS: store: " + db_ + " is damaged"));
+  EXPECT_THAT(r.err, HasSubstr("restore the last backup"));
+}
+
+// Records that pass their checksums but break what the broker's state must
+// hold (here a device held by two containers, which placement would then
+// hand out again) refuse the start like a damaged file, naming the records.
+TEST_F(BrokerStoreTest, RecordsThatBreakTheStatesInvariantsRefuseTheStartWithDataLoss) {
+  {
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(db_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    v1::Tenant t;
+    t.set_id("t");
+    v1::Node n;
+    n.set_name("n1");
+    WriteBatch b;
+    b.puts.push_back({"tenant", "t", t.SerializeAsString()});
+    b.puts.push_back({"node", "n1", n.SerializeAsString()});
+    for (const std::string id : {"c-1", "c-2"}) {
+      v1::Container c;
+      c.set_id(id);
+      c.set_tenant_id("t");
+      c.set_node("n1");
+      c.add_devices("0000:00:04.0");
+      v1::IovaRange* r = c.mutable_geometry()->add_usable_ranges();
+      r->set_start(0);
+      r->set_last((1ULL << 32) - 1);
+      c.mutable_geometry()->set_page_size_bitmap(4096);
+      b.puts.push_back({"container", id, c.SerializeAsString()});
+    }
+    ASSERT_TRUE((*store)->Commit(b).ok());
+  }
+  testing::CommandResult r = RunRefused(db_);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("DATA_LOSS: store: containers c-1 and c-2 both hold device "
+                               "n1/0000:00:04.0"));
   EXPECT_THAT(r.err, HasSubstr("restore the last backup"));
 }
 

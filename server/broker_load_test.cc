@@ -1,0 +1,130 @@
+// A store whose records break an invariant of the broker's state (a device
+// held by two containers, an owner that does not exist, overlapping
+// windows, a name taken twice) is refused at load with DATA_LOSS naming the
+// record, and the broker does not start on it: serving it could hand a
+// device out twice or reach an owner that is not there.
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/broker_test_fixture.h"
+
+namespace iommu {
+namespace {
+
+class BrokerLoadTest : public BrokerTest {
+ protected:
+  // A tenant "t", node "n1" with two devices, container "a" holding the
+  // first device, with one window; returns container a.
+  v1::Container Populate() {
+    CreateTenant("t");
+    RegisterNode("n1", {Dev("0000:00:04.0", 5), Dev("0000:00:05.0", 6)});
+    absl::StatusOr<v1::Container> a = Create("t", "n1", {"0000:00:04.0"});
+    EXPECT_OK(a);
+    if (!a.ok()) return {};
+    EXPECT_OK(Allocate(a->id(), 1 << 20));
+    absl::StatusOr<std::vector<StoreRecord>> records = store_.LoadAll();
+    EXPECT_OK(records);
+    for (const StoreRecord& r : *records) {
+      if (r.kind == "container") stored_container_.ParseFromString(r.value);
+      if (r.kind == "window") stored_window_.ParseFromString(r.value);
+    }
+    return *a;
+  }
+
+  // Adds `puts` to the store behind the broker's back, then opens a new
+  // broker on it.
+  absl::Status LoadWith(const std::vector<StoreRecord>& puts) {
+    broker_.reset();
+    WriteBatch b;
+    b.puts = puts;
+    EXPECT_OK(store_.Commit(b));
+    BrokerOptions o;
+    o.now_ms = [this] { return now_ms_; };
+    return Broker::Create(&store_, &agents_, o).status();
+  }
+
+  v1::Container stored_container_;
+  v1::Window stored_window_;
+};
+
+TEST_F(BrokerLoadTest, ADeviceHeldByTwoContainersIsRefused) {
+  Populate();
+  v1::Container b = stored_container_;
+  b.set_id("ctr-b");
+  b.clear_name();
+  EXPECT_THAT(LoadWith({{"container", b.id(), b.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "0000:00:04.0"));
+}
+
+TEST_F(BrokerLoadTest, AContainerOnAMissingNodeIsRefused) {
+  Populate();
+  v1::Container b = stored_container_;
+  b.set_id("ctr-b");
+  b.set_node("ghost");
+  EXPECT_THAT(LoadWith({{"container", b.id(), b.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "ghost"));
+}
+
+TEST_F(BrokerLoadTest, AContainerOfAMissingTenantIsRefused) {
+  Populate();
+  v1::Container b = stored_container_;
+  b.set_id("ctr-b");
+  b.set_tenant_id("nobody");
+  b.clear_devices();
+  b.add_devices("0000:00:05.0");
+  EXPECT_THAT(LoadWith({{"container", b.id(), b.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "nobody"));
+}
+
+TEST_F(BrokerLoadTest, OverlappingWindowsAreRefused) {
+  Populate();
+  v1::Window w = stored_window_;
+  w.set_id("win-b");
+  EXPECT_THAT(LoadWith({{"window", w.id(), w.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "win-b"));
+}
+
+TEST_F(BrokerLoadTest, ANameTakenTwiceInATenantIsRefused) {
+  Populate();
+  v1::Container b = stored_container_;
+  b.set_id("ctr-b");
+  b.set_name("same");
+  b.clear_devices();
+  b.add_devices("0000:00:05.0");
+  v1::Container a = stored_container_;
+  a.set_name("same");
+  EXPECT_THAT(LoadWith({{"container", a.id(), a.SerializeAsString()},
+                        {"container", b.id(), b.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "same"));
+}
+
+TEST_F(BrokerLoadTest, ARecordWhoseObjectNamesAnotherIdIsRefused) {
+  Populate();
+  v1::Tenant t;
+  t.set_id("other");
+  EXPECT_THAT(LoadWith({{"tenant", "t2", t.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "tenant/t2 holds tenant \"other\""));
+}
+
+TEST_F(BrokerLoadTest, AWindowOfAnotherTenantThanItsContainerIsRefused) {
+  Populate();
+  v1::Tenant t;
+  t.set_id("t2");
+  v1::Window w = stored_window_;
+  w.set_tenant_id("t2");
+  EXPECT_THAT(LoadWith({{"tenant", "t2", t.SerializeAsString()},
+                        {"window", w.id(), w.SerializeAsString()}}),
+              StatusIs(absl::StatusCode::kDataLoss, "of tenant t2"));
+}
+
+// The check passes on what the broker itself wrote.
+TEST_F(BrokerLoadTest, WhatTheBrokerWroteLoads) {
+  Populate();
+  EXPECT_OK(LoadWith({}));
+}
+
+}  // namespace
+}  // namespace iommu
