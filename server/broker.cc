@@ -146,8 +146,12 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
       for (const std::string& d : c.devices()) {
         auto [held, fresh] = device_holder.try_emplace({c.node(), d}, c.id());
         if (!fresh) {
-          return absl::DataLossError(absl::StrCat("store: containers ", held->second, " and ",
-                                                  c.id(), " both hold device ", c.node(), "/", d));
+          return absl::DataLossError(
+              held->second == c.id()
+                  ? absl::StrCat("store: container ", c.id(), " lists device ", c.node(), "/", d,
+                                 " twice")
+                  : absl::StrCat("store: containers ", held->second, " and ", c.id(),
+                                 " both hold device ", c.node(), "/", d));
         }
       }
       if (!c.name().empty()) {

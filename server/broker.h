@@ -202,6 +202,9 @@ class Broker final : public OwnershipView {
   absl::Status Unrecoverable() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- for tests ----
+  // Applies and commits `change` as a mutation's planner would, so tests can
+  // show what the apply refuses (INTERNAL, nothing changed).
+  absl::Status ApplyAndCommitForTesting(WriteBatch change) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until every queued best-effort push to agents has been made.
   void WaitForPushes();
   // Recounts the per-tenant and per-node indexes from the containers and
@@ -246,6 +249,13 @@ class Broker final : public OwnershipView {
   // change that does not fit the state (a bug in its planner). Followed by
   // CommitLocked in the same critical section.
   absl::Status ApplyChangeLocked(const WriteBatch& change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // INTERNAL when new container `c` (put by `change`, beside the new ones
+  // in `created`) would break what a load checks: its tenant and node exist
+  // (now or in `change`), its devices are free and listed once, its name is
+  // free in its tenant.
+  absl::Status CheckNewContainerLocked(const v1::Container& c, const WriteBatch& change,
+                                       const std::map<std::string, WindowAllocator>& created) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ApplyChangeLocked, then CommitLocked: how every mutation changes state.
   absl::Status ApplyAndCommitLocked(WriteBatch change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A container's window allocator, from the geometry its agent reported.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,46 @@ absl::StatusOr<WindowAllocator> Broker::AllocatorFor(const v1::Container& c) {
   return WindowAllocator::Create(std::move(usable), page);
 }
 
+// What a load refuses (RestoreLocked) a change may not make either: the
+// planners never propose it, and this keeps a planner's mistake from
+// reaching memory or the store.
+absl::Status Broker::CheckNewContainerLocked(
+    const v1::Container& c, const WriteBatch& change,
+    const std::map<std::string, WindowAllocator>& created) const {
+  auto refused = [&c](const std::string& why) {
+    return absl::InternalError(absl::StrCat("change: new container ", c.id(), ": ", why));
+  };
+  auto put = [&change](const char* kind, const std::string& id) {
+    return std::any_of(change.puts.begin(), change.puts.end(),
+                       [&](const StoreRecord& r) { return r.kind == kind && r.id == id; });
+  };
+  if (created.count(c.id())) return refused("put twice");
+  if (!tenants_.count(c.tenant_id()) && !put(kTenant, c.tenant_id())) {
+    return refused(absl::StrCat("tenant ", c.tenant_id(), " does not exist"));
+  }
+  auto n = nodes_.find(c.node());
+  if ((n == nodes_.end() || n->second.node.name().empty()) && !put(kNode, c.node())) {
+    return refused(absl::StrCat("node ", c.node(), " does not exist"));
+  }
+  for (const std::string& d : c.devices()) {
+    if (auto held = device_holder_.find({c.node(), d}); held != device_holder_.end()) {
+      return refused(
+          absl::StrCat("device ", c.node(), "/", d, " is held by container ", held->second));
+    }
+  }
+  if (std::set<std::string>(c.devices().begin(), c.devices().end()).size() !=
+      static_cast<size_t>(c.devices_size())) {
+    return refused("a device is listed twice");
+  }
+  if (!c.name().empty()) {
+    if (auto named = container_names_.find({c.name(), c.tenant_id()});
+        named != container_names_.end()) {
+      return refused(absl::StrCat("the name ", c.name(), " is taken by container ", named->second));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Two passes: the first parses every record and makes every check and
 // reservation that can fail, undoing its reservations on failure; the
 // second cannot fail. So a change either applies whole or not at all.
@@ -70,6 +111,7 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
       if (!c.ParseFromString(r.value)) return Unparsable(r);
       auto it = containers_.find(c.id());
       if (it == containers_.end()) {
+        RETURN_IF_ERROR(CheckNewContainerLocked(c, change, created));
         ASSIGN_OR_RETURN(WindowAllocator a, AllocatorFor(c));
         created.insert_or_assign(c.id(), std::move(a));
         continue;
@@ -197,6 +239,11 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
 absl::Status Broker::ApplyAndCommitLocked(WriteBatch change) {
   RETURN_IF_ERROR(ApplyChangeLocked(change));
   return CommitLocked(std::move(change));
+}
+
+absl::Status Broker::ApplyAndCommitForTesting(WriteBatch change) {
+  absl::MutexLock l(&mu_);
+  return ApplyAndCommitLocked(std::move(change));
 }
 
 }  // namespace iommu

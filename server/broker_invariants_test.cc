@@ -1,8 +1,9 @@
-// A store whose records break an invariant of the broker's state (a device
-// held by two containers, an owner that does not exist, overlapping
-// windows, a name taken twice) is refused at load with DATA_LOSS naming the
-// record, and the broker does not start on it: serving it could hand a
-// device out twice or reach an owner that is not there.
+// Records that break an invariant of the broker's state (a device held by
+// two containers, an owner that does not exist, overlapping windows, a name
+// taken twice): a store holding them is refused at load with DATA_LOSS
+// naming the records, and the broker does not start on it (serving it could
+// hand a device out twice or reach an owner that is not there); a change
+// that would make them is refused whole with INTERNAL and changes nothing.
 #include <string>
 #include <vector>
 
@@ -14,7 +15,7 @@
 namespace iommu {
 namespace {
 
-class BrokerLoadTest : public BrokerTest {
+class BrokerInvariantsTest : public BrokerTest {
  protected:
   // A tenant "t", node "n1" with two devices, container "a" holding the
   // first device, with one window; returns container a.
@@ -50,7 +51,7 @@ class BrokerLoadTest : public BrokerTest {
   v1::Window stored_window_;
 };
 
-TEST_F(BrokerLoadTest, ADeviceHeldByTwoContainersIsRefused) {
+TEST_F(BrokerInvariantsTest, ADeviceHeldByTwoContainersIsRefused) {
   Populate();
   v1::Container b = stored_container_;
   b.set_id("ctr-b");
@@ -59,7 +60,7 @@ TEST_F(BrokerLoadTest, ADeviceHeldByTwoContainersIsRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "0000:00:04.0"));
 }
 
-TEST_F(BrokerLoadTest, AContainerOnAMissingNodeIsRefused) {
+TEST_F(BrokerInvariantsTest, AContainerOnAMissingNodeIsRefused) {
   Populate();
   v1::Container b = stored_container_;
   b.set_id("ctr-b");
@@ -68,7 +69,7 @@ TEST_F(BrokerLoadTest, AContainerOnAMissingNodeIsRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "ghost"));
 }
 
-TEST_F(BrokerLoadTest, AContainerOfAMissingTenantIsRefused) {
+TEST_F(BrokerInvariantsTest, AContainerOfAMissingTenantIsRefused) {
   Populate();
   v1::Container b = stored_container_;
   b.set_id("ctr-b");
@@ -79,7 +80,7 @@ TEST_F(BrokerLoadTest, AContainerOfAMissingTenantIsRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "nobody"));
 }
 
-TEST_F(BrokerLoadTest, OverlappingWindowsAreRefused) {
+TEST_F(BrokerInvariantsTest, OverlappingWindowsAreRefused) {
   Populate();
   v1::Window w = stored_window_;
   w.set_id("win-b");
@@ -87,7 +88,7 @@ TEST_F(BrokerLoadTest, OverlappingWindowsAreRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "win-b"));
 }
 
-TEST_F(BrokerLoadTest, ANameTakenTwiceInATenantIsRefused) {
+TEST_F(BrokerInvariantsTest, ANameTakenTwiceInATenantIsRefused) {
   Populate();
   v1::Container b = stored_container_;
   b.set_id("ctr-b");
@@ -101,7 +102,7 @@ TEST_F(BrokerLoadTest, ANameTakenTwiceInATenantIsRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "same"));
 }
 
-TEST_F(BrokerLoadTest, ARecordWhoseObjectNamesAnotherIdIsRefused) {
+TEST_F(BrokerInvariantsTest, ARecordWhoseObjectNamesAnotherIdIsRefused) {
   Populate();
   v1::Tenant t;
   t.set_id("other");
@@ -109,7 +110,7 @@ TEST_F(BrokerLoadTest, ARecordWhoseObjectNamesAnotherIdIsRefused) {
               StatusIs(absl::StatusCode::kDataLoss, "tenant/t2 holds tenant \"other\""));
 }
 
-TEST_F(BrokerLoadTest, AWindowOfAnotherTenantThanItsContainerIsRefused) {
+TEST_F(BrokerInvariantsTest, AWindowOfAnotherTenantThanItsContainerIsRefused) {
   Populate();
   v1::Tenant t;
   t.set_id("t2");
@@ -121,9 +122,49 @@ TEST_F(BrokerLoadTest, AWindowOfAnotherTenantThanItsContainerIsRefused) {
 }
 
 // The check passes on what the broker itself wrote.
-TEST_F(BrokerLoadTest, WhatTheBrokerWroteLoads) {
+TEST_F(BrokerInvariantsTest, WhatTheBrokerWroteLoads) {
   Populate();
   EXPECT_OK(LoadWith({}));
+}
+
+// A change that would break the same invariants is refused whole, whatever
+// planner made it, and neither memory nor the store changes.
+TEST_F(BrokerInvariantsTest, AChangeThatBreaksAnInvariantIsRefusedAndChangesNothing) {
+  Populate();
+  // A change putting container `id` (without devices when `device` is
+  // empty), as a planner would.
+  auto create = [this](const std::string& id, const std::string& tenant, const std::string& node,
+                       const std::string& device, const std::string& name) {
+    v1::Container c = stored_container_;
+    c.set_id(id);
+    c.set_tenant_id(tenant);
+    c.set_node(node);
+    c.clear_devices();
+    if (!device.empty()) c.add_devices(device);
+    c.set_name(name);
+    c.set_pin_budget_bytes(0);
+    WriteBatch b;
+    b.puts.push_back({"container", id, c.SerializeAsString()});
+    return b;
+  };
+  // One that fits is applied and committed.
+  ASSERT_OK(
+      broker_->ApplyAndCommitForTesting(create("c-named", "t", "n1", "0000:00:05.0", "taken")));
+  const std::string before = Snapshot();
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(create("c-x", "t", "n1", "0000:00:04.0", "")),
+              StatusIs(absl::StatusCode::kInternal, "is held by container"));
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(create("c-x", "nobody", "n1", "", "")),
+              StatusIs(absl::StatusCode::kInternal, "tenant nobody does not exist"));
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(create("c-x", "t", "ghost", "", "")),
+              StatusIs(absl::StatusCode::kInternal, "node ghost does not exist"));
+  EXPECT_THAT(
+      broker_->ApplyAndCommitForTesting(create("c-x", "t", "n1", "", "taken")),
+      StatusIs(absl::StatusCode::kInternal, "the name taken is taken by container c-named"));
+  WriteBatch twice = create("c-x", "t", "n1", "", "");
+  twice.puts.push_back(twice.puts[0]);
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(twice),
+              StatusIs(absl::StatusCode::kInternal, "put twice"));
+  EXPECT_EQ(Snapshot(), before);
 }
 
 }  // namespace
