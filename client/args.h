@@ -127,6 +127,9 @@ struct GlobalOptions {
   bool no_headers = false;
   absl::Duration timeout = absl::Seconds(5);
   std::string request_id;              // Empty: generate one per mutation.
+  // --verbose: the client's own info lines (certificates loaded, ...) on
+  // stderr too; without it only its warnings and errors.
+  bool verbose = false;
 };
 
 // The result of parsing a command line.

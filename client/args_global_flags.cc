@@ -68,6 +68,10 @@ const std::vector<FlagSpec>& GlobalFlags() {
       Flag("request-id", ValueKind::kString, "ID",
            "Idempotency key of a mutation (default: a fresh random id). Repeat a failed "
            "mutation with the same id to retry it safely."),
+      Flag("verbose", ValueKind::kSwitch, "",
+           "Also print the client's own info lines on stderr (e.g. which certificate it "
+           "loaded); without it only its warnings and errors, so stderr stays for what went "
+           "wrong."),
       Flag("help", ValueKind::kSwitch, "", "Show help (also -h)."),
   };
   return *flags;
@@ -139,6 +143,8 @@ absl::Status ApplyGlobal(const FlagSpec& spec, const FlagValue& value, Invocatio
     inv->global.timeout = value.duration;
   } else if (spec.name == "request-id") {
     inv->global.request_id = value.text;
+  } else if (spec.name == "verbose") {
+    inv->global.verbose = value.number != 0;
   }
   return absl::OkStatus();
 }

@@ -29,6 +29,7 @@
 #include "client/config_file.h"
 #include "client/structured_output.h"
 #include "client/views.pb.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/repeated_ptr_field.h"
@@ -317,6 +318,9 @@ int RunIommuctl(int argc, const char* const argv[], std::ostream& out, std::ostr
     return 2;
   }
   const Invocation& inv = *parsed;
+  // A command's output is the answer; the libraries' info lines (e.g. the
+  // TLS files loaded) would bury it on every call.
+  SetMinLogLevel(inv.global.verbose ? LogLevel::kInfo : LogLevel::kWarning);
   if (std::optional<int> code = RunWithoutBroker(inv, args, out, err, env)) return *code;
 
   auto handler = Handlers().find(inv.command->FullName());

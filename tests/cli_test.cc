@@ -325,6 +325,22 @@ TEST_F(CliTest, BrokerAddressAndCertificatesComeFromEnvironment) {
   EXPECT_THAT(r.out, HasSubstr("node-1"));
 }
 
+// stderr is for what went wrong: a command that worked prints nothing there
+// (the TLS files it loaded were an info line on every call), unless asked.
+TEST_F(CliTest, AWorkingCommandKeepsStderrEmptyAndVerboseShowsTheClientsLines) {
+  CommandResult r = Ctl({"node", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("node-1"));
+  EXPECT_EQ(r.err, "");
+  r = Ctl({"--verbose", "node", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("event=tls_reloaded"));
+  // A warning or an error still shows without --verbose.
+  r = Ctl({"node", "get", "no-such-node"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+}
+
 TEST_F(CliTest, ATenantSeesOnlyItsOwn) {
   ASSERT_EQ(Ctl({"tenant", "create", "acme", "--pinned=1Gi"}).exit_code, 0);
   ASSERT_EQ(Ctl({"tenant", "create", "other", "--pinned=1Gi"}).exit_code, 0);
