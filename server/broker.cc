@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "server/broker_internal.h"
+#include "server/model/stored_records.h"
 
 namespace iommu {
 
@@ -96,15 +97,12 @@ absl::Status Broker::Load() {
 
 absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
                                    std::vector<std::string>* leftovers) {
+  // What the store holds is checked like any input before it is served: a
+  // device held twice would be handed out twice (server/model/stored_records.h).
+  RETURN_IF_ERROR(model::CheckStoredRecords(records));
   auto corrupt = [](const StoreRecord& r) {
     return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
                                             " does not parse"));
-  };
-  // A record is found by its key: one whose object names another id would
-  // be changed and deleted under a key the store does not hold.
-  auto misfiled = [](const StoreRecord& r, const std::string& id) {
-    return absl::DataLossError(
-        absl::StrCat("store: record ", r.kind, "/", r.id, " holds ", r.kind, " ", Quoted(id)));
   };
   // Built aside and swapped in at the end, so an error changes nothing.
   std::map<std::string, v1::Tenant> tenants;
@@ -118,12 +116,10 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
     if (r.kind == kTenant) {
       v1::Tenant t;
       if (!t.ParseFromString(r.value)) return corrupt(r);
-      if (t.id() != r.id) return misfiled(r, t.id());
       tenants[t.id()] = t;
     } else if (r.kind == kNode) {
       v1::Node n;
       if (!n.ParseFromString(r.value)) return corrupt(r);
-      if (n.name() != r.id) return misfiled(r, n.name());
       nodes[n.name()].node = n;
     } else if (r.kind == kDevices) {
       v1::ListDevicesResponse d;
@@ -134,39 +130,17 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
     } else if (r.kind == kContainer) {
       v1::Container c;
       if (!c.ParseFromString(r.value)) return corrupt(r);
-      if (c.id() != r.id) return misfiled(r, c.id());
       absl::StatusOr<WindowAllocator> alloc = AllocatorFor(c);
       if (!alloc.ok()) {
         return absl::DataLossError(absl::StrCat("store: container ", c.id(), ": ",
                                                 alloc.status().message()));
       }
-      // What the store holds is checked like any input: a device held
-      // twice would be handed out twice, a name taken twice resolves to
-      // either container.
-      for (const std::string& d : c.devices()) {
-        auto [held, fresh] = device_holder.try_emplace({c.node(), d}, c.id());
-        if (!fresh) {
-          return absl::DataLossError(
-              held->second == c.id()
-                  ? absl::StrCat("store: container ", c.id(), " lists device ", c.node(), "/", d,
-                                 " twice")
-                  : absl::StrCat("store: containers ", held->second, " and ", c.id(),
-                                 " both hold device ", c.node(), "/", d));
-        }
-      }
-      if (!c.name().empty()) {
-        auto [named, fresh] = container_names.try_emplace({c.name(), c.tenant_id()}, c.id());
-        if (!fresh) {
-          return absl::DataLossError(absl::StrCat("store: containers ", named->second, " and ",
-                                                  c.id(), " of tenant ", c.tenant_id(),
-                                                  " are both named ", Quoted(c.name())));
-        }
-      }
+      for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = c.id();
+      if (!c.name().empty()) container_names[{c.name(), c.tenant_id()}] = c.id();
       containers.emplace(c.id(), ContainerEntry{c, *std::move(alloc), {}});
     } else if (r.kind == kWindow) {
       v1::Window w;
       if (!w.ParseFromString(r.value)) return corrupt(r);
-      if (w.id() != r.id) return misfiled(r, w.id());
       window_records.push_back(w);
     } else {
       return absl::DataLossError(absl::StrCat("store: unknown record kind ", Quoted(r.kind)));
@@ -177,11 +151,6 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
     if (it == containers.end()) {
       return absl::DataLossError(absl::StrCat("store: window ", w.id(), " names missing container ",
                                               w.container_id()));
-    }
-    if (w.tenant_id() != it->second.container.tenant_id()) {
-      return absl::DataLossError(absl::StrCat("store: window ", w.id(), " of tenant ",
-                                              w.tenant_id(), " is in container ", w.container_id(),
-                                              " of tenant ", it->second.container.tenant_id()));
     }
     absl::Status s = it->second.allocator.AllocateAt(w.base(), w.size());
     if (!s.ok()) {
@@ -203,16 +172,6 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
     it = nodes.erase(it);
   }
   if (leftovers != nullptr) *leftovers = std::move(orphans);
-  for (const auto& [id, c] : containers) {
-    if (!tenants.count(c.container.tenant_id())) {
-      return absl::DataLossError(absl::StrCat("store: container ", id, " belongs to tenant ",
-                                              c.container.tenant_id(), ", which does not exist"));
-    }
-    if (!nodes.count(c.container.node())) {
-      return absl::DataLossError(absl::StrCat("store: container ", id, " is on node ",
-                                              c.container.node(), ", which does not exist"));
-    }
-  }
   // What the store does not hold survives a rollback: a node's live
   // session, what its agent last reported, and every other field that is
   // not persisted. Only node, devices and grant_key come from the store.

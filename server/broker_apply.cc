@@ -15,6 +15,7 @@
 #include "common/validation.h"
 #include "server/broker.h"
 #include "server/broker_internal.h"
+#include "server/model/stored_records.h"
 
 namespace iommu {
 
@@ -34,14 +35,10 @@ absl::Status Unparsable(const StoreRecord& r) {
 }  // namespace
 
 absl::StatusOr<WindowAllocator> Broker::AllocatorFor(const v1::Container& c) {
-  std::vector<IovaInterval> usable;
-  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
-  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
-  if (page == 0) {
-    return absl::InternalError(
-        absl::StrCat("container ", c.id(), " on node ", c.node(), " has no IOMMU page size"));
-  }
-  return WindowAllocator::Create(std::move(usable), page);
+  absl::StatusOr<WindowAllocator> a = model::ContainerAllocator(c);
+  // A geometry comes from an agent or the store, never from the caller.
+  if (!a.ok()) return absl::InternalError(a.status().message());
+  return a;
 }
 
 // What a load refuses (RestoreLocked) a change may not make either: the
@@ -148,14 +145,22 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
   };
   for (const v1::Window& w : windows) {
     WindowAllocator* a = nullptr;
+    const std::string* tenant = nullptr;  // The container's.
     if (auto c = created.find(w.container_id()); c != created.end()) {
       a = &c->second;
+      for (const v1::Container& put : containers) {
+        if (put.id() == w.container_id()) tenant = &put.tenant_id();
+      }
     } else if (auto c = containers_.find(w.container_id()); c != containers_.end()) {
       a = &c->second.allocator;
+      tenant = &c->second.container.tenant_id();
     }
     absl::Status s = a == nullptr             ? absl::NotFoundError("no such container")
                      : windows_.count(w.id()) ? absl::AlreadyExistsError("the window exists")
-                                              : a->AllocateAt(w.base(), w.size());
+                     : *tenant != w.tenant_id()
+                         ? absl::FailedPreconditionError(
+                               absl::StrCat("of tenant ", w.tenant_id(), ", not its container's"))
+                         : a->AllocateAt(w.base(), w.size());
     if (!s.ok()) {
       unreserve();
       return absl::InternalError(absl::StrCat("change: window ", w.id(), " in container ",

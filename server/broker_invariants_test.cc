@@ -107,7 +107,7 @@ TEST_F(BrokerInvariantsTest, ARecordWhoseObjectNamesAnotherIdIsRefused) {
   v1::Tenant t;
   t.set_id("other");
   EXPECT_THAT(LoadWith({{"tenant", "t2", t.SerializeAsString()}}),
-              StatusIs(absl::StatusCode::kDataLoss, "tenant/t2 holds tenant \"other\""));
+              StatusIs(absl::StatusCode::kDataLoss, "tenant/t2: holds tenant \"other\""));
 }
 
 TEST_F(BrokerInvariantsTest, AWindowOfAnotherTenantThanItsContainerIsRefused) {
@@ -160,6 +160,13 @@ TEST_F(BrokerInvariantsTest, AChangeThatBreaksAnInvariantIsRefusedAndChangesNoth
   EXPECT_THAT(
       broker_->ApplyAndCommitForTesting(create("c-x", "t", "n1", "", "taken")),
       StatusIs(absl::StatusCode::kInternal, "the name taken is taken by container c-named"));
+  v1::Window foreign = stored_window_;
+  foreign.set_id("w-foreign");
+  foreign.set_base(0x10000000);
+  foreign.set_tenant_id("t2");
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(
+                  {{{"window", foreign.id(), foreign.SerializeAsString()}}, {}}),
+              StatusIs(absl::StatusCode::kInternal, "of tenant t2, not its container's"));
   WriteBatch twice = create("c-x", "t", "n1", "", "");
   twice.puts.push_back(twice.puts[0]);
   EXPECT_THAT(broker_->ApplyAndCommitForTesting(twice),

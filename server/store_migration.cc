@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "server/model/stored_records.h"
 
 namespace iommu {
 
@@ -14,6 +15,11 @@ absl::StatusOr<MigrationReport> MigrateStore(Store* from, Store* to, int64_t bat
     return absl::InvalidArgumentError("batch_records: must be at least 1");
   }
   ASSIGN_OR_RETURN(std::vector<StoreRecord> records, from->LoadAll());
+  // A state no broker would load is not copied anywhere: refused before the
+  // destination is touched, naming what is wrong.
+  if (absl::Status s = model::CheckStoredRecords(records); !s.ok()) {
+    return absl::DataLossError(absl::StrCat("source: ", s.message(), "; nothing was moved"));
+  }
   ASSIGN_OR_RETURN(std::vector<StoreRecord> existing, to->LoadAll());
   if (!existing.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -26,8 +26,10 @@ struct MigrationReport {
   int64_t batches = 0;
 };
 
-// FAILED_PRECONDITION when `to` holds records already; DATA_LOSS when what
-// `to` holds afterwards differs from `from`; the stores' errors otherwise.
+// FAILED_PRECONDITION when `to` holds records already; DATA_LOSS, before
+// anything is written, when `from`'s records break what a broker checks at
+// load (model::CheckStoredRecords), and when what `to` holds afterwards
+// differs from `from`; the stores' errors otherwise.
 absl::StatusOr<MigrationReport> MigrateStore(Store* from, Store* to, int64_t batch_records);
 
 // "moved 42 records (node: 3, tenant: 2, ...) in 1 batch".

@@ -267,6 +267,12 @@ absl::Status FleetState::PutContainer(v1::Container c, std::vector<Undo>* undo,
   auto old = containers_.find(c.id());
   std::optional<ContainerState> prev;
   if (old != containers_.end()) prev = old->second;
+  if (prev.has_value() && prev->container.tenant_id() != c.tenant_id() &&
+      !prev->window_ids.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "container ", c.id(), ": moves to tenant ", c.tenant_id(), " while it holds window ",
+        *prev->window_ids.begin(), " of tenant ", prev->container.tenant_id()));
+  }
   const bool same_geometry = prev.has_value() && SameGeometry(prev->container, c);
   std::optional<WindowAllocator> allocator;
   if (same_geometry) {
@@ -340,6 +346,12 @@ absl::Status FleetState::PutWindow(v1::Window w, std::vector<Undo>* undo) {
   if (c == containers_.end()) {
     return absl::FailedPreconditionError(
         absl::StrCat("window ", w.id(), ": names missing container ", w.container_id()));
+  }
+  // Its bytes count against its tenant's quota: that must be its container's.
+  if (w.tenant_id() != c->second.container.tenant_id()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("window ", w.id(), ": of tenant ", w.tenant_id(), " in container ",
+                     w.container_id(), " of tenant ", c->second.container.tenant_id()));
   }
   std::optional<v1::Window> prev;
   if (auto old = windows_.find(w.id()); old != windows_.end()) {

@@ -1,0 +1,130 @@
+#include "server/model/stored_records.h"
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/validation.h"
+#include "server/model/fleet_state.h"
+
+namespace iommu {
+namespace model {
+namespace {
+
+absl::Status Lost(const StoreRecord& r, const std::string& why) {
+  return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id, ": ", why));
+}
+
+// Parses `r` into `m` and checks that it names `r`'s own id.
+template <typename M>
+absl::Status ParseFiled(const StoreRecord& r, M* m, const std::string& (M::*id)() const) {
+  if (!m->ParseFromString(r.value)) return Lost(r, "does not parse");
+  if ((m->*id)() != r.id) {
+    return Lost(r, absl::StrCat("holds ", r.kind, " \"", (m->*id)(), "\", not its own"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c) {
+  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
+  if (page == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("container ", c.id(), " on node ", c.node(), " has no IOMMU page size"));
+  }
+  std::vector<IovaInterval> usable;
+  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
+  absl::StatusOr<WindowAllocator> a = WindowAllocator::Create(std::move(usable), page);
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("container ", c.id(), ": geometry: ", a.status().message()));
+  }
+  return a;
+}
+
+absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records) {
+  std::set<std::string> tenants;
+  std::set<std::string> nodes;
+  std::map<std::string, v1::Container> containers;
+  std::vector<std::pair<const StoreRecord*, v1::Window>> windows;
+  for (const StoreRecord& r : records) {
+    if (r.kind == kTenantKind) {
+      v1::Tenant t;
+      if (absl::Status s = ParseFiled(r, &t, &v1::Tenant::id); !s.ok()) return s;
+      tenants.insert(t.id());
+    } else if (r.kind == kNodeKind) {
+      v1::Node n;
+      if (absl::Status s = ParseFiled(r, &n, &v1::Node::name); !s.ok()) return s;
+      nodes.insert(n.name());
+    } else if (r.kind == kDevicesKind) {
+      v1::ListDevicesResponse d;
+      if (!d.ParseFromString(r.value)) return Lost(r, "does not parse");
+    } else if (r.kind == kNodeKeyKind) {
+      // Raw key bytes.
+    } else if (r.kind == kContainerKind) {
+      v1::Container c;
+      if (absl::Status s = ParseFiled(r, &c, &v1::Container::id); !s.ok()) return s;
+      containers.emplace(c.id(), std::move(c));
+    } else if (r.kind == kWindowKind) {
+      v1::Window w;
+      if (absl::Status s = ParseFiled(r, &w, &v1::Window::id); !s.ok()) return s;
+      windows.emplace_back(&r, std::move(w));
+    } else {
+      return Lost(r, "unknown kind");
+    }
+  }
+  // Containers, once every owner is known (records come in any order).
+  std::map<std::pair<std::string, std::string>, std::string> holder;  // (node, device) -> id.
+  std::map<std::pair<std::string, std::string>, std::string> named;   // (tenant, name) -> id.
+  std::map<std::string, WindowAllocator> allocators;
+  for (const auto& [id, c] : containers) {
+    const std::string where = absl::StrCat("store: container ", id);
+    if (!tenants.count(c.tenant_id())) {
+      return absl::DataLossError(
+          absl::StrCat(where, " belongs to tenant ", c.tenant_id(), ", which does not exist"));
+    }
+    if (!nodes.count(c.node())) {
+      return absl::DataLossError(
+          absl::StrCat(where, " is on node ", c.node(), ", which does not exist"));
+    }
+    for (const std::string& d : c.devices()) {
+      auto [held, fresh] = holder.try_emplace({c.node(), d}, id);
+      if (fresh) continue;
+      return absl::DataLossError(
+          held->second == id ? absl::StrCat(where, " lists device ", c.node(), "/", d, " twice")
+                             : absl::StrCat("store: containers ", held->second, " and ", id,
+                                            " both hold device ", c.node(), "/", d));
+    }
+    if (!c.name().empty()) {
+      auto [other, fresh] = named.try_emplace({c.tenant_id(), c.name()}, id);
+      if (!fresh) {
+        return absl::DataLossError(absl::StrCat("store: containers ", other->second, " and ", id,
+                                                " of tenant ", c.tenant_id(), " are both named \"",
+                                                c.name(), "\""));
+      }
+    }
+    absl::StatusOr<WindowAllocator> a = ContainerAllocator(c);
+    if (!a.ok()) return absl::DataLossError(absl::StrCat("store: ", a.status().message()));
+    allocators.emplace(id, *std::move(a));
+  }
+  for (const auto& [r, w] : windows) {
+    auto c = containers.find(w.container_id());
+    if (c == containers.end()) {
+      return Lost(*r, absl::StrCat("names missing container ", w.container_id()));
+    }
+    if (w.tenant_id() != c->second.tenant_id()) {
+      return Lost(*r, absl::StrCat("of tenant ", w.tenant_id(), " is in container ",
+                                   w.container_id(), " of tenant ", c->second.tenant_id()));
+    }
+    if (absl::Status s = allocators.at(c->first).AllocateAt(w.base(), w.size()); !s.ok()) {
+      return Lost(*r, absl::StrCat("does not fit container ", w.container_id(), ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace model
+}  // namespace iommu
