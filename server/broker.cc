@@ -99,79 +99,30 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
                                    std::vector<std::string>* leftovers) {
   // What the store holds is checked like any input before it is served: a
   // device held twice would be handed out twice (server/model/stored_records.h).
-  RETURN_IF_ERROR(model::CheckStoredRecords(records));
-  auto corrupt = [](const StoreRecord& r) {
-    return absl::DataLossError(absl::StrCat("store: record ", r.kind, "/", r.id,
-                                            " does not parse"));
-  };
+  ASSIGN_OR_RETURN(model::StoredState stored, model::ParseStoredRecords(records));
   // Built aside and swapped in at the end, so an error changes nothing.
-  std::map<std::string, v1::Tenant> tenants;
   std::map<std::string, NodeEntry> nodes;
+  for (auto& [name, n] : stored.nodes) {
+    NodeEntry& e = nodes[name];
+    e.node = std::move(n);
+    if (auto d = stored.devices.find(name); d != stored.devices.end()) {
+      e.devices = std::move(d->second);
+    }
+    if (auto k = stored.node_keys.find(name); k != stored.node_keys.end()) {
+      e.grant_key = std::move(k->second);
+    }
+  }
   std::map<std::string, ContainerEntry> containers;
-  std::map<std::string, v1::Window> windows;
   std::map<std::pair<std::string, std::string>, std::string> device_holder;
   std::map<std::pair<std::string, std::string>, std::string> container_names;
-  std::vector<v1::Window> window_records;
-  for (const StoreRecord& r : records) {
-    if (r.kind == kTenant) {
-      v1::Tenant t;
-      if (!t.ParseFromString(r.value)) return corrupt(r);
-      tenants[t.id()] = t;
-    } else if (r.kind == kNode) {
-      v1::Node n;
-      if (!n.ParseFromString(r.value)) return corrupt(r);
-      nodes[n.name()].node = n;
-    } else if (r.kind == kDevices) {
-      v1::ListDevicesResponse d;
-      if (!d.ParseFromString(r.value)) return corrupt(r);
-      nodes[r.id].devices.assign(d.devices().begin(), d.devices().end());
-    } else if (r.kind == kNodeKey) {
-      nodes[r.id].grant_key = r.value;
-    } else if (r.kind == kContainer) {
-      v1::Container c;
-      if (!c.ParseFromString(r.value)) return corrupt(r);
-      absl::StatusOr<WindowAllocator> alloc = AllocatorFor(c);
-      if (!alloc.ok()) {
-        return absl::DataLossError(absl::StrCat("store: container ", c.id(), ": ",
-                                                alloc.status().message()));
-      }
-      for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = c.id();
-      if (!c.name().empty()) container_names[{c.name(), c.tenant_id()}] = c.id();
-      containers.emplace(c.id(), ContainerEntry{c, *std::move(alloc), {}});
-    } else if (r.kind == kWindow) {
-      v1::Window w;
-      if (!w.ParseFromString(r.value)) return corrupt(r);
-      window_records.push_back(w);
-    } else {
-      return absl::DataLossError(absl::StrCat("store: unknown record kind ", Quoted(r.kind)));
-    }
+  for (auto& [id, sc] : stored.containers) {
+    const v1::Container& c = sc.container;
+    for (const std::string& d : c.devices()) device_holder[{c.node(), d}] = id;
+    if (!c.name().empty()) container_names[{c.name(), c.tenant_id()}] = id;
+    containers.emplace(id, ContainerEntry{std::move(sc.container), std::move(sc.allocator),
+                                          std::move(sc.window_ids)});
   }
-  for (const v1::Window& w : window_records) {
-    auto it = containers.find(w.container_id());
-    if (it == containers.end()) {
-      return absl::DataLossError(absl::StrCat("store: window ", w.id(), " names missing container ",
-                                              w.container_id()));
-    }
-    absl::Status s = it->second.allocator.AllocateAt(w.base(), w.size());
-    if (!s.ok()) {
-      return absl::DataLossError(absl::StrCat("store: window ", w.id(), " does not fit: ",
-                                              s.message()));
-    }
-    it->second.window_ids.insert(w.id());
-    windows[w.id()] = w;
-  }
-  // A node's devices or key without its record are what a DeleteNode of an
-  // earlier version left behind: the node is gone, and so are they.
-  std::vector<std::string> orphans;
-  for (auto it = nodes.begin(); it != nodes.end();) {
-    if (!it->second.node.name().empty()) {
-      ++it;
-      continue;
-    }
-    orphans.push_back(it->first);
-    it = nodes.erase(it);
-  }
-  if (leftovers != nullptr) *leftovers = std::move(orphans);
+  if (leftovers != nullptr) *leftovers = std::move(stored.leftover_nodes);
   // What the store does not hold survives a rollback: a node's live
   // session, what its agent last reported, and every other field that is
   // not persisted. Only node, devices and grant_key come from the store.
@@ -184,10 +135,10 @@ absl::Status Broker::RestoreLocked(const std::vector<StoreRecord>& records,
     kept.grant_key = std::move(n.grant_key);
     n = std::move(kept);
   }
-  tenants_ = std::move(tenants);
+  tenants_ = std::move(stored.tenants);
   nodes_ = std::move(nodes);
   containers_ = std::move(containers);
-  windows_ = std::move(windows);
+  windows_ = std::move(stored.windows);
   device_holder_ = std::move(device_holder);
   container_names_ = std::move(container_names);
   index_ = RecountLocked();

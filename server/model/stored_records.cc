@@ -1,5 +1,6 @@
 #include "server/model/stored_records.h"
 
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -45,29 +46,31 @@ absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c) {
   return a;
 }
 
-absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records) {
-  std::set<std::string> tenants;
-  std::set<std::string> nodes;
-  std::map<std::string, v1::Container> containers;
+absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& records) {
+  StoredState out;
   std::vector<std::pair<const StoreRecord*, v1::Window>> windows;
   for (const StoreRecord& r : records) {
     if (r.kind == kTenantKind) {
       v1::Tenant t;
       if (absl::Status s = ParseFiled(r, &t, &v1::Tenant::id); !s.ok()) return s;
-      tenants.insert(t.id());
+      out.tenants.emplace(r.id, std::move(t));
     } else if (r.kind == kNodeKind) {
       v1::Node n;
       if (absl::Status s = ParseFiled(r, &n, &v1::Node::name); !s.ok()) return s;
-      nodes.insert(n.name());
+      out.nodes.emplace(r.id, std::move(n));
     } else if (r.kind == kDevicesKind) {
       v1::ListDevicesResponse d;
       if (!d.ParseFromString(r.value)) return Lost(r, "does not parse");
+      out.devices[r.id].assign(std::make_move_iterator(d.mutable_devices()->begin()),
+                               std::make_move_iterator(d.mutable_devices()->end()));
     } else if (r.kind == kNodeKeyKind) {
-      // Raw key bytes.
+      out.node_keys[r.id] = r.value;
     } else if (r.kind == kContainerKind) {
       v1::Container c;
       if (absl::Status s = ParseFiled(r, &c, &v1::Container::id); !s.ok()) return s;
-      containers.emplace(c.id(), std::move(c));
+      absl::StatusOr<WindowAllocator> a = ContainerAllocator(c);
+      if (!a.ok()) return Lost(r, std::string(a.status().message()));
+      out.containers.emplace(r.id, StoredContainer{std::move(c), *std::move(a), {}});
     } else if (r.kind == kWindowKind) {
       v1::Window w;
       if (absl::Status s = ParseFiled(r, &w, &v1::Window::id); !s.ok()) return s;
@@ -76,17 +79,30 @@ absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records) {
       return Lost(r, "unknown kind");
     }
   }
+  // A node's parts without its record.
+  std::set<std::string> leftovers;
+  for (const auto& [name, d] : out.devices) {
+    if (!out.nodes.count(name)) leftovers.insert(name);
+  }
+  for (const auto& [name, k] : out.node_keys) {
+    if (!out.nodes.count(name)) leftovers.insert(name);
+  }
+  for (const std::string& name : leftovers) {
+    out.devices.erase(name);
+    out.node_keys.erase(name);
+  }
+  out.leftover_nodes.assign(leftovers.begin(), leftovers.end());
   // Containers, once every owner is known (records come in any order).
   std::map<std::pair<std::string, std::string>, std::string> holder;  // (node, device) -> id.
   std::map<std::pair<std::string, std::string>, std::string> named;   // (tenant, name) -> id.
-  std::map<std::string, WindowAllocator> allocators;
-  for (const auto& [id, c] : containers) {
+  for (const auto& [id, sc] : out.containers) {
+    const v1::Container& c = sc.container;
     const std::string where = absl::StrCat("store: container ", id);
-    if (!tenants.count(c.tenant_id())) {
+    if (!out.tenants.count(c.tenant_id())) {
       return absl::DataLossError(
           absl::StrCat(where, " belongs to tenant ", c.tenant_id(), ", which does not exist"));
     }
-    if (!nodes.count(c.node())) {
+    if (!out.nodes.count(c.node())) {
       return absl::DataLossError(
           absl::StrCat(where, " is on node ", c.node(), ", which does not exist"));
     }
@@ -106,24 +122,29 @@ absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records) {
                                                 c.name(), "\""));
       }
     }
-    absl::StatusOr<WindowAllocator> a = ContainerAllocator(c);
-    if (!a.ok()) return absl::DataLossError(absl::StrCat("store: ", a.status().message()));
-    allocators.emplace(id, *std::move(a));
   }
-  for (const auto& [r, w] : windows) {
-    auto c = containers.find(w.container_id());
-    if (c == containers.end()) {
+  for (auto& [r, w] : windows) {
+    auto c = out.containers.find(w.container_id());
+    if (c == out.containers.end()) {
       return Lost(*r, absl::StrCat("names missing container ", w.container_id()));
     }
-    if (w.tenant_id() != c->second.tenant_id()) {
-      return Lost(*r, absl::StrCat("of tenant ", w.tenant_id(), " is in container ",
-                                   w.container_id(), " of tenant ", c->second.tenant_id()));
+    if (w.tenant_id() != c->second.container.tenant_id()) {
+      return Lost(*r,
+                  absl::StrCat("of tenant ", w.tenant_id(), " is in container ", w.container_id(),
+                               " of tenant ", c->second.container.tenant_id()));
     }
-    if (absl::Status s = allocators.at(c->first).AllocateAt(w.base(), w.size()); !s.ok()) {
+    if (absl::Status s = c->second.allocator.AllocateAt(w.base(), w.size()); !s.ok()) {
       return Lost(*r, absl::StrCat("does not fit container ", w.container_id(), ": ", s.message()));
     }
+    c->second.window_ids.insert(w.id());
+    std::string id = w.id();
+    out.windows.emplace(std::move(id), std::move(w));
   }
-  return absl::OkStatus();
+  return out;
+}
+
+absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records) {
+  return ParseStoredRecords(records).status();
 }
 
 }  // namespace model

@@ -14,6 +14,9 @@
 #ifndef SERVER_MODEL_STORED_RECORDS_H_
 #define SERVER_MODEL_STORED_RECORDS_H_
 
+#include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,10 +33,34 @@ namespace model {
 // geometry has no page size or its ranges do not make an allocator.
 absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c);
 
-// OK, or DATA_LOSS naming the first record (or pair of records) that breaks
-// a rule above. The devices and grant key of a node without its record
-// (what a DeleteNode of an older version left behind) are allowed: a load
-// ignores them.
+// A container as stored, with its windows reserved in its allocator.
+struct StoredContainer {
+  v1::Container container;
+  WindowAllocator allocator;
+  std::set<std::string> window_ids;
+};
+
+// The records, parsed and checked, keyed by id (node name for a node's
+// devices and key).
+struct StoredState {
+  std::map<std::string, v1::Tenant> tenants;
+  std::map<std::string, v1::Node> nodes;
+  std::map<std::string, std::vector<v1::Device>> devices;
+  std::map<std::string, std::string> node_keys;  // Raw grant-signing keys.
+  std::map<std::string, StoredContainer> containers;
+  std::map<std::string, v1::Window> windows;
+  // Nodes with devices or a key but no record: what a DeleteNode of an
+  // older version left behind. Their parts are not in `devices` and
+  // `node_keys`; a load ignores them (and may delete them).
+  std::vector<std::string> leftover_nodes;
+};
+
+// The state `records` hold, or DATA_LOSS naming the first record (or pair
+// of records) that breaks a rule above. Parsing and checking are one pass,
+// so a load pays for them once.
+absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& records);
+
+// ParseStoredRecords' verdict alone.
 absl::Status CheckStoredRecords(const std::vector<StoreRecord>& records);
 
 }  // namespace model
