@@ -4,6 +4,7 @@
 // naming the records, and the broker does not start on it (serving it could
 // hand a device out twice or reach an owner that is not there); a change
 // that would make them is refused whole with INTERNAL and changes nothing.
+#include <random>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/broker_test_fixture.h"
+#include "server/model/fleet_state.h"
+#include "server/model/test_records.h"
 
 namespace iommu {
 namespace {
@@ -172,6 +175,59 @@ TEST_F(BrokerInvariantsTest, AChangeThatBreaksAnInvariantIsRefusedAndChangesNoth
   EXPECT_THAT(broker_->ApplyAndCommitForTesting(twice),
               StatusIs(absl::StatusCode::kInternal, "put twice"));
   EXPECT_EQ(Snapshot(), before);
+}
+
+// Whatever a store holds, a broker either refuses to load it (DATA_LOSS) or
+// loads a state that matches the store and serves it without failing:
+// stores filled with random changes, in half of the runs some written
+// blindly (most of those break a rule), then a load, reads, a registration
+// and a heartbeat.
+TEST(BrokerRandomStoreTest, AnyStoreIsRefusedWithDataLossOrServedConsistently) {
+  std::mt19937 rng(2026);
+  int loaded = 0, refused = 0;
+  for (int run = 0; run < 300; ++run) {
+    // Mostly changes the model accepts (valid states), some written blindly.
+    FakeStore store;
+    model::FleetState filter;
+    const bool blind_run = run % 2 == 0;
+    for (int i = 0, n = 1 + static_cast<int>(rng() % 40); i < n; ++i) {
+      WriteBatch change = model::RandomChange(&rng, /*one_write_per_key=*/true);
+      const bool blind = blind_run && rng() % 8 == 0;
+      if (filter.Apply(change).ok() || blind) ASSERT_OK(store.Commit(change));
+    }
+    FakeAgents agents;
+    BrokerOptions o;
+    o.now_ms = [] { return int64_t{1'000'000}; };
+    absl::StatusOr<std::unique_ptr<Broker>> b = Broker::Create(&store, &agents, o);
+    if (!b.ok()) {
+      ++refused;
+      EXPECT_EQ(b.status().code(), absl::StatusCode::kDataLoss) << b.status();
+      continue;
+    }
+    ++loaded;
+    Broker& broker = **b;
+    ASSERT_OK(broker.CheckIndexes()) << "run " << run;
+    v1::ListNodesResponse nodes;
+    EXPECT_OK(broker.ListNodes({}, &nodes));
+    v1::ListContainersResponse containers;
+    EXPECT_OK(broker.ListContainers({}, &containers));
+    v1::GetUsageResponse usage;
+    EXPECT_OK(broker.GetUsage({}, &usage));
+    // The node the random stores use most, registering with other devices
+    // than the store says it had, then reporting.
+    absl::StatusOr<v1::RegisterResponse> r =
+        RegisterReadyNode(&broker, "n0", {Dev(model::Dev(1), 1), Dev(model::Dev(7), 7)});
+    if (r.ok()) {
+      v1::HeartbeatRequest hb;
+      hb.set_node("n0");
+      hb.set_session_id(r->session_id());
+      v1::HeartbeatResponse out;
+      EXPECT_OK(broker.Heartbeat(hb, &out));
+    }
+    ASSERT_OK(broker.CheckIndexes()) << "run " << run;
+  }
+  EXPECT_GT(loaded, 30);
+  EXPECT_GT(refused, 30);
 }
 
 }  // namespace
