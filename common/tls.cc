@@ -5,12 +5,14 @@
 #include <openssl/x509.h>
 
 #include <map>
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/identity_cache.h"
 #include "common/log.h"
 #include "common/pem_files.h"
 #include "common/tls_mirror.h"
@@ -248,7 +250,15 @@ absl::StatusOr<Identity> PeerIdentity(const grpc::ServerContext& ctx,
   // gRPC's SAN property mixes every kind of name (DNS, email, IP, URI), so
   // the names are read from the verified leaf certificate itself.
   std::vector<grpc::string_ref> pem = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
-  auto x509 = pem.size() == 1 ? ParseCert(std::string(pem[0].data(), pem[0].size())) : nullptr;
+  if (pem.size() != 1) {
+    return absl::UnauthenticatedError("peer certificate: the TLS layer did not expose it");
+  }
+  const absl::string_view bytes(pem[0].data(), pem[0].size());
+  // Every call of a connection presents the same certificate: it is read
+  // once (common/identity_cache.h).
+  static IdentityCache* const cache = new IdentityCache(4096);
+  if (std::optional<Identity> seen = cache->Find(config.trust_domain, bytes)) return *seen;
+  auto x509 = ParseCert(std::string(bytes));
   if (x509 == nullptr) {
     return absl::UnauthenticatedError("peer certificate: the TLS layer did not expose it");
   }
@@ -257,7 +267,9 @@ absl::StatusOr<Identity> PeerIdentity(const grpc::ServerContext& ctx,
     return absl::UnauthenticatedError(absl::StrCat(
         "peer certificate: must carry exactly one spiffe:// SAN URI, found ", spiffe.size()));
   }
-  return ParseSpiffeId(spiffe[0], config.trust_domain);
+  absl::StatusOr<Identity> identity = ParseSpiffeId(spiffe[0], config.trust_domain);
+  if (identity.ok()) cache->Insert(config.trust_domain, bytes, *identity);
+  return identity;
 }
 
 }  // namespace iommu
