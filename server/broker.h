@@ -250,11 +250,13 @@ class Broker final : public OwnershipView {
   // CommitLocked in the same critical section.
   absl::Status ApplyChangeLocked(const WriteBatch& change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // INTERNAL when new container `c` (put by `change`, beside the new ones
-  // in `created`) would break what a load checks: its tenant and node exist
-  // (now or in `change`), its devices are free and listed once, its name is
-  // free in its tenant.
+  // in `created`, whose devices are in `claimed`) would break what a load
+  // checks: its tenant and node exist (now or in `change`), its devices are
+  // free and claimed once (added to `claimed`), its name is free in its
+  // tenant.
   absl::Status CheckNewContainerLocked(const v1::Container& c, const WriteBatch& change,
-                                       const std::map<std::string, WindowAllocator>& created) const
+                                       const std::map<std::string, WindowAllocator>& created,
+                                       std::set<std::pair<std::string, std::string>>* claimed) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // ApplyChangeLocked, then CommitLocked: how every mutation changes state.
   absl::Status ApplyAndCommitLocked(WriteBatch change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -41,12 +41,13 @@ absl::StatusOr<WindowAllocator> Broker::AllocatorFor(const v1::Container& c) {
   return a;
 }
 
-// What a load refuses (RestoreLocked) a change may not make either: the
-// planners never propose it, and this keeps a planner's mistake from
-// reaching memory or the store.
+// What a load refuses (model::ParseStoredRecords) a change may not make
+// either: the planners never propose it, and this keeps a planner's mistake
+// from reaching memory or the store.
 absl::Status Broker::CheckNewContainerLocked(
     const v1::Container& c, const WriteBatch& change,
-    const std::map<std::string, WindowAllocator>& created) const {
+    const std::map<std::string, WindowAllocator>& created,
+    std::set<std::pair<std::string, std::string>>* claimed) const {
   auto refused = [&c](const std::string& why) {
     return absl::InternalError(absl::StrCat("change: new container ", c.id(), ": ", why));
   };
@@ -67,10 +68,9 @@ absl::Status Broker::CheckNewContainerLocked(
       return refused(
           absl::StrCat("device ", c.node(), "/", d, " is held by container ", held->second));
     }
-  }
-  if (std::set<std::string>(c.devices().begin(), c.devices().end()).size() !=
-      static_cast<size_t>(c.devices_size())) {
-    return refused("a device is listed twice");
+    if (!claimed->insert({c.node(), d}).second) {
+      return refused(absl::StrCat("device ", c.node(), "/", d, " is listed twice in the change"));
+    }
   }
   if (!c.name().empty()) {
     if (auto named = container_names_.find({c.name(), c.tenant_id()});
@@ -91,6 +91,7 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
   std::vector<const StoreRecord*> keys;
   std::vector<v1::Container> containers;
   std::map<std::string, WindowAllocator> created;  // New containers' allocators.
+  std::set<std::pair<std::string, std::string>> claimed;  // (node, device) of new containers.
   std::vector<v1::Window> windows;
   for (const StoreRecord& r : change.puts) {
     if (r.kind == kTenant) {
@@ -108,7 +109,7 @@ absl::Status Broker::ApplyChangeLocked(const WriteBatch& change) {
       if (!c.ParseFromString(r.value)) return Unparsable(r);
       auto it = containers_.find(c.id());
       if (it == containers_.end()) {
-        RETURN_IF_ERROR(CheckNewContainerLocked(c, change, created));
+        RETURN_IF_ERROR(CheckNewContainerLocked(c, change, created, &claimed));
         ASSIGN_OR_RETURN(WindowAllocator a, AllocatorFor(c));
         created.insert_or_assign(c.id(), std::move(a));
         continue;

@@ -170,6 +170,10 @@ TEST_F(BrokerInvariantsTest, AChangeThatBreaksAnInvariantIsRefusedAndChangesNoth
   EXPECT_THAT(broker_->ApplyAndCommitForTesting(
                   {{{"window", foreign.id(), foreign.SerializeAsString()}}, {}}),
               StatusIs(absl::StatusCode::kInternal, "of tenant t2, not its container's"));
+  WriteBatch both = create("c-x", "t", "n1", "0000:00:09.0", "");
+  both.puts.push_back(create("c-y", "t", "n1", "0000:00:09.0", "").puts[0]);
+  EXPECT_THAT(broker_->ApplyAndCommitForTesting(both),
+              StatusIs(absl::StatusCode::kInternal, "is listed twice in the change"));
   WriteBatch twice = create("c-x", "t", "n1", "", "");
   twice.puts.push_back(twice.puts[0]);
   EXPECT_THAT(broker_->ApplyAndCommitForTesting(twice),
