@@ -5,8 +5,10 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/validation.h"
 #include "server/model/fleet_state.h"
 
@@ -46,63 +48,75 @@ absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c) {
   return a;
 }
 
-absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& records) {
-  StoredState out;
-  std::vector<std::pair<const StoreRecord*, v1::Window>> windows;
+namespace {
+
+using PendingWindows = std::vector<std::pair<const StoreRecord*, v1::Window>>;
+
+// Parses every record into `out` (windows into `windows`, placed later),
+// checking each on its own.
+absl::Status ParseEach(const std::vector<StoreRecord>& records, StoredState* out,
+                       PendingWindows* windows) {
   for (const StoreRecord& r : records) {
     if (r.kind == kTenantKind) {
       v1::Tenant t;
-      if (absl::Status s = ParseFiled(r, &t, &v1::Tenant::id); !s.ok()) return s;
-      out.tenants.emplace(r.id, std::move(t));
+      RETURN_IF_ERROR(ParseFiled(r, &t, &v1::Tenant::id));
+      out->tenants.emplace(r.id, std::move(t));
     } else if (r.kind == kNodeKind) {
       v1::Node n;
-      if (absl::Status s = ParseFiled(r, &n, &v1::Node::name); !s.ok()) return s;
-      out.nodes.emplace(r.id, std::move(n));
+      RETURN_IF_ERROR(ParseFiled(r, &n, &v1::Node::name));
+      out->nodes.emplace(r.id, std::move(n));
     } else if (r.kind == kDevicesKind) {
       v1::ListDevicesResponse d;
       if (!d.ParseFromString(r.value)) return Lost(r, "does not parse");
-      out.devices[r.id].assign(std::make_move_iterator(d.mutable_devices()->begin()),
-                               std::make_move_iterator(d.mutable_devices()->end()));
+      out->devices[r.id].assign(std::make_move_iterator(d.mutable_devices()->begin()),
+                                std::make_move_iterator(d.mutable_devices()->end()));
     } else if (r.kind == kNodeKeyKind) {
-      out.node_keys[r.id] = r.value;
+      out->node_keys[r.id] = r.value;
     } else if (r.kind == kContainerKind) {
       v1::Container c;
-      if (absl::Status s = ParseFiled(r, &c, &v1::Container::id); !s.ok()) return s;
+      RETURN_IF_ERROR(ParseFiled(r, &c, &v1::Container::id));
       absl::StatusOr<WindowAllocator> a = ContainerAllocator(c);
       if (!a.ok()) return Lost(r, std::string(a.status().message()));
-      out.containers.emplace(r.id, StoredContainer{std::move(c), *std::move(a), {}});
+      out->containers.emplace(r.id, StoredContainer{std::move(c), *std::move(a), {}});
     } else if (r.kind == kWindowKind) {
       v1::Window w;
-      if (absl::Status s = ParseFiled(r, &w, &v1::Window::id); !s.ok()) return s;
-      windows.emplace_back(&r, std::move(w));
+      RETURN_IF_ERROR(ParseFiled(r, &w, &v1::Window::id));
+      windows->emplace_back(&r, std::move(w));
     } else {
       return Lost(r, "unknown kind");
     }
   }
-  // A node's parts without its record.
+  return absl::OkStatus();
+}
+
+// Moves the devices and keys of nodes without a record to leftover_nodes.
+void SetLeftoversAside(StoredState* out) {
   std::set<std::string> leftovers;
-  for (const auto& [name, d] : out.devices) {
-    if (!out.nodes.count(name)) leftovers.insert(name);
+  for (const auto& [name, d] : out->devices) {
+    if (!out->nodes.count(name)) leftovers.insert(name);
   }
-  for (const auto& [name, k] : out.node_keys) {
-    if (!out.nodes.count(name)) leftovers.insert(name);
+  for (const auto& [name, k] : out->node_keys) {
+    if (!out->nodes.count(name)) leftovers.insert(name);
   }
   for (const std::string& name : leftovers) {
-    out.devices.erase(name);
-    out.node_keys.erase(name);
+    out->devices.erase(name);
+    out->node_keys.erase(name);
   }
-  out.leftover_nodes.assign(leftovers.begin(), leftovers.end());
-  // Containers, once every owner is known (records come in any order).
+  out->leftover_nodes.assign(leftovers.begin(), leftovers.end());
+}
+
+// Owners present, devices held once, names unique per tenant.
+absl::Status CheckContainers(const StoredState& state) {
   std::map<std::pair<std::string, std::string>, std::string> holder;  // (node, device) -> id.
   std::map<std::pair<std::string, std::string>, std::string> named;   // (tenant, name) -> id.
-  for (const auto& [id, sc] : out.containers) {
+  for (const auto& [id, sc] : state.containers) {
     const v1::Container& c = sc.container;
     const std::string where = absl::StrCat("store: container ", id);
-    if (!out.tenants.count(c.tenant_id())) {
+    if (!state.tenants.count(c.tenant_id())) {
       return absl::DataLossError(
           absl::StrCat(where, " belongs to tenant ", c.tenant_id(), ", which does not exist"));
     }
-    if (!out.nodes.count(c.node())) {
+    if (!state.nodes.count(c.node())) {
       return absl::DataLossError(
           absl::StrCat(where, " is on node ", c.node(), ", which does not exist"));
     }
@@ -114,18 +128,23 @@ absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& r
                              : absl::StrCat("store: containers ", held->second, " and ", id,
                                             " both hold device ", c.node(), "/", d));
     }
-    if (!c.name().empty()) {
-      auto [other, fresh] = named.try_emplace({c.tenant_id(), c.name()}, id);
-      if (!fresh) {
-        return absl::DataLossError(absl::StrCat("store: containers ", other->second, " and ", id,
-                                                " of tenant ", c.tenant_id(), " are both named \"",
-                                                c.name(), "\""));
-      }
+    if (c.name().empty()) continue;
+    auto [other, fresh] = named.try_emplace({c.tenant_id(), c.name()}, id);
+    if (!fresh) {
+      return absl::DataLossError(absl::StrCat("store: containers ", other->second, " and ", id,
+                                              " of tenant ", c.tenant_id(), " are both named \"",
+                                              c.name(), "\""));
     }
   }
+  return absl::OkStatus();
+}
+
+// Reserves each window in its container's allocator, refusing one of
+// another tenant, of no container, or that does not fit.
+absl::Status PlaceWindows(PendingWindows windows, StoredState* out) {
   for (auto& [r, w] : windows) {
-    auto c = out.containers.find(w.container_id());
-    if (c == out.containers.end()) {
+    auto c = out->containers.find(w.container_id());
+    if (c == out->containers.end()) {
       return Lost(*r, absl::StrCat("names missing container ", w.container_id()));
     }
     if (w.tenant_id() != c->second.container.tenant_id()) {
@@ -138,8 +157,22 @@ absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& r
     }
     c->second.window_ids.insert(w.id());
     std::string id = w.id();
-    out.windows.emplace(std::move(id), std::move(w));
+    out->windows.emplace(std::move(id), std::move(w));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<StoredState> ParseStoredRecords(const std::vector<StoreRecord>& records) {
+  StoredState out;
+  PendingWindows windows;
+  RETURN_IF_ERROR(ParseEach(records, &out, &windows));
+  SetLeftoversAside(&out);
+  // Containers and windows once every owner is known: records come in any
+  // order.
+  RETURN_IF_ERROR(CheckContainers(out));
+  RETURN_IF_ERROR(PlaceWindows(std::move(windows), &out));
   return out;
 }
 
