@@ -1,5 +1,7 @@
 #include "common/identity_cache.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace iommu {
