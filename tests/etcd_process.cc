@@ -44,6 +44,26 @@ int ClientPortFromLog(const std::string& log, absl::string_view serving_line) {
   return absl::SimpleAtoi(log.substr(begin, end - begin), &port) ? port : 0;
 }
 
+// The state letter of /proc/.../stat ("PID (comm) S ..."; comm may hold
+// ')'), or "?" when it cannot be read.
+std::string StateOf(const std::string& stat_path) {
+  std::ifstream in(stat_path);
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() ? stat.substr(close + 2, 1) : "?";
+}
+
+// "T" when every thread of `pid` is stopped, else the first other state.
+std::string ThreadsState(pid_t pid) {
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string state = StateOf(it->path().string() + "/stat");
+    if (state != "T") return state;
+  }
+  return ec ? "?" : "T";
+}
+
 }  // namespace
 
 EtcdProcess::~EtcdProcess() { Stop(); }
@@ -74,9 +94,9 @@ std::vector<std::string> EtcdProcess::SingleMemberArgv(const std::string& client
   probe_creds_ = grpc::InsecureChannelCredentials();
   probe_server_name_.clear();
   if (tls != nullptr) {
-    argv.insert(argv.end(), {"--cert-file=" + tls->server_cert_file,
-                             "--key-file=" + tls->server_key_file,
-                             "--trusted-ca-file=" + tls->ca_file, "--client-cert-auth"});
+    argv.insert(argv.end(),
+                {"--cert-file=" + tls->server_cert_file, "--key-file=" + tls->server_key_file,
+                 "--trusted-ca-file=" + tls->ca_file, "--client-cert-auth"});
     const auto read = [](const std::string& path) {
       std::ifstream in(path);
       std::stringstream s;
@@ -172,21 +192,16 @@ absl::Status EtcdProcess::Launch(const EtcdMemberSpec& m) {
 absl::Status EtcdProcess::Pause(absl::Duration timeout) {
   if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
   if (kill(pid_, SIGSTOP) != 0) return absl::ErrnoToStatus(errno, "SIGSTOP etcd");
-  const std::string stat_path = absl::StrCat("/proc/", pid_, "/stat");
   const absl::Time deadline = absl::Now() + timeout;
   std::string state;
   while (absl::Now() < deadline) {
-    std::ifstream in(stat_path);
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    // "PID (comm) S ...": the state follows the last ')'; comm may hold ')'.
-    const size_t close = stat.rfind(')');
-    state = close != std::string::npos && close + 2 < stat.size() ? stat.substr(close + 2, 1) : "?";
+    state = ThreadsState(pid_);
     if (state == "T") return absl::OkStatus();
     absl::SleepFor(absl::Milliseconds(5));
   }
   return absl::DeadlineExceededError(absl::StrCat("etcd (pid ", pid_, ") not stopped after ",
-                                                  absl::FormatDuration(timeout), ": state ",
-                                                  state));
+                                                  absl::FormatDuration(timeout),
+                                                  ": a thread in state ", state));
 }
 
 absl::Status EtcdProcess::Resume() {
@@ -249,9 +264,8 @@ absl::Status EtcdProcess::WaitReady(absl::Duration timeout, absl::string_view se
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
-  return absl::DeadlineExceededError(
-      absl::StrCat("etcd not ready after ", absl::FormatDuration(timeout), ": ", last, "\n",
-                   Log()));
+  return absl::DeadlineExceededError(absl::StrCat(
+      "etcd not ready after ", absl::FormatDuration(timeout), ": ", last, "\n", Log()));
 }
 
 void EtcdProcess::Terminate() {

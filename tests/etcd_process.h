@@ -79,7 +79,7 @@ class EtcdProcess final {
   absl::Status Relaunch();
 
   // SIGSTOP, then waits until the kernel reports every thread stopped
-  // (/proc/PID/stat state 'T'), so that a call made after Pause returns
+  // (state 'T' in /proc/PID/task/*/stat), so that a call made after Pause returns
   // cannot be answered; FAILED_PRECONDITION when not running, DEADLINE_EXCEEDED
   // when it has not stopped within `timeout`. Resume sends SIGCONT.
   absl::Status Pause(absl::Duration timeout = absl::Seconds(5));
