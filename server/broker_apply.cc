@@ -15,7 +15,7 @@
 #include "common/validation.h"
 #include "server/broker.h"
 #include "server/broker_internal.h"
-#include "server/model/stored_records.h"
+#include "server/model/fleet_state.h"
 
 namespace iommu {
 

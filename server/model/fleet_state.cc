@@ -35,14 +35,8 @@ absl::Status ParseRecord(const StoreRecord& r, M* out) {
 }
 
 absl::StatusOr<WindowAllocator> AllocatorFor(const v1::Container& c) {
-  std::vector<IovaInterval> usable;
-  for (const auto& range : c.geometry().usable_ranges()) usable.push_back({range.start(), range.last()});
-  absl::StatusOr<WindowAllocator> a =
-      WindowAllocator::Create(usable, MinPageSize(c.geometry().page_size_bitmap()));
-  if (!a.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("container ", c.id(), ": geometry: ", a.status().message()));
-  }
+  absl::StatusOr<WindowAllocator> a = ContainerAllocator(c);
+  if (!a.ok()) return absl::FailedPreconditionError(a.status().message());
   return a;
 }
 
@@ -61,6 +55,22 @@ std::vector<std::string> Page(const std::set<std::pair<std::string, std::string>
 }
 
 }  // namespace
+
+absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c) {
+  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
+  if (page == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("container ", c.id(), " on node ", c.node(),
+                                                   ": geometry: no IOMMU page size"));
+  }
+  std::vector<IovaInterval> usable;
+  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
+  absl::StatusOr<WindowAllocator> a = WindowAllocator::Create(std::move(usable), page);
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("container ", c.id(), ": geometry: ", a.status().message()));
+  }
+  return a;
+}
 
 std::string RecordKey(const std::string& kind, const std::string& id) {
   return absl::StrCat("/", kind, "/", id);

@@ -83,6 +83,11 @@ struct FleetCounts {
   }
 };
 
+// The allocator of container `c`'s windows: its usable ranges, at its
+// smallest IOMMU page size. INVALID_ARGUMENT naming the container when its
+// geometry has no page size or its ranges do not make an allocator.
+absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c);
+
 class FleetState {
  public:
   FleetState() = default;

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "common/validation.h"
 #include "server/model/fleet_state.h"
 
 namespace iommu {
@@ -31,22 +30,6 @@ absl::Status ParseFiled(const StoreRecord& r, M* m, const std::string& (M::*id)(
 }
 
 }  // namespace
-
-absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c) {
-  const uint64_t page = MinPageSize(c.geometry().page_size_bitmap());
-  if (page == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("container ", c.id(), " on node ", c.node(), " has no IOMMU page size"));
-  }
-  std::vector<IovaInterval> usable;
-  for (const auto& r : c.geometry().usable_ranges()) usable.push_back({r.start(), r.last()});
-  absl::StatusOr<WindowAllocator> a = WindowAllocator::Create(std::move(usable), page);
-  if (!a.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("container ", c.id(), ": geometry: ", a.status().message()));
-  }
-  return a;
-}
 
 namespace {
 

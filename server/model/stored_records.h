@@ -28,11 +28,6 @@
 namespace iommu {
 namespace model {
 
-// The allocator of container `c`'s windows: its usable ranges, at its
-// smallest IOMMU page size. INVALID_ARGUMENT naming the container when its
-// geometry has no page size or its ranges do not make an allocator.
-absl::StatusOr<WindowAllocator> ContainerAllocator(const v1::Container& c);
-
 // A container as stored, with its windows reserved in its allocator.
 struct StoredContainer {
   v1::Container container;
