@@ -28,6 +28,15 @@ std::string NewTempDir(const std::string& name) {
   return dir ? std::string(dir) : std::string();
 }
 
+char ProcStatState(const std::string& stat_path) {
+  std::ifstream in(stat_path);
+  std::string line;
+  if (!std::getline(in, line)) return '?';
+  // "PID (comm) S ...": the state follows the last ')', as comm may hold ')'.
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : '?';
+}
+
 std::string RunfilePath(const std::string& relative) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* ws = std::getenv("TEST_WORKSPACE");

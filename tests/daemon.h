@@ -37,6 +37,11 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
 // come back on the same port after a restart).
 int PickFreePort();
 
+// The state letter in the /proc stat file at `stat_path` (/proc/PID/stat or
+// /proc/PID/task/TID/stat: 'R', 'S', 'T', 'Z', ...), or '?' when it cannot
+// be read.
+char ProcStatState(const std::string& stat_path);
+
 // Stops child process `pid`: SIGTERM, up to `grace` for it to exit, then
 // SIGKILL. Always reaps it. Returns its wait status (as waitpid).
 int TerminateAndReap(pid_t pid, absl::Duration grace);

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <sstream>
 #include <system_error>
@@ -44,24 +43,15 @@ int ClientPortFromLog(const std::string& log, absl::string_view serving_line) {
   return absl::SimpleAtoi(log.substr(begin, end - begin), &port) ? port : 0;
 }
 
-// The state letter of /proc/.../stat ("PID (comm) S ..."; comm may hold
-// ')'), or "?" when it cannot be read.
-std::string StateOf(const std::string& stat_path) {
-  std::ifstream in(stat_path);
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() ? stat.substr(close + 2, 1) : "?";
-}
-
-// "T" when every thread of `pid` is stopped, else the first other state.
-std::string ThreadsState(pid_t pid) {
+// 'T' when every thread of `pid` is stopped, else the first other state.
+char ThreadsState(pid_t pid) {
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string state = StateOf(it->path().string() + "/stat");
-    if (state != "T") return state;
+    const char state = ProcStatState(it->path().string() + "/stat");
+    if (state != 'T') return state;
   }
-  return ec ? "?" : "T";
+  return ec ? '?' : 'T';
 }
 
 }  // namespace
@@ -193,15 +183,15 @@ absl::Status EtcdProcess::Pause(absl::Duration timeout) {
   if (pid_ <= 0) return absl::FailedPreconditionError("etcd is not running");
   if (kill(pid_, SIGSTOP) != 0) return absl::ErrnoToStatus(errno, "SIGSTOP etcd");
   const absl::Time deadline = absl::Now() + timeout;
-  std::string state;
+  char state = '?';
   while (absl::Now() < deadline) {
     state = ThreadsState(pid_);
-    if (state == "T") return absl::OkStatus();
+    if (state == 'T') return absl::OkStatus();
     absl::SleepFor(absl::Milliseconds(5));
   }
   return absl::DeadlineExceededError(absl::StrCat("etcd (pid ", pid_, ") not stopped after ",
                                                   absl::FormatDuration(timeout),
-                                                  ": a thread in state ", state));
+                                                  ": a thread in state ", std::string(1, state)));
 }
 
 absl::Status EtcdProcess::Resume() {

@@ -57,11 +57,8 @@ using ::testing::HasSubstr;
 
 // Whether `pid` runs (and is not a zombie), without reaping it.
 bool Alive(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+  const char state = testing::ProcStatState(absl::StrCat("/proc/", pid, "/stat"));
+  return state != '?' && state != 'Z';
 }
 
 // The private mount namespace and the tmpfs, made in main() before any test
