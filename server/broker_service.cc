@@ -75,6 +75,11 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
     return Finish(method, ctx, Identity{}, deps.limits, req, caller.status());
   }
   const Identity& who = caller->identity;
+  // A stopping replica refuses the call before anything of it starts; the
+  // caller retries elsewhere, so the refusal is not worth a warning.
+  absl::StatusOr<CallGate::Pass> pass = deps.serving->gate().Enter();
+  if (!pass.ok())
+    return Finish(method, ctx, who, deps.limits, req, pass.status(), LogLevel::kDebug);
   std::optional<CallerAdmission> admission;
   if (deps.bound_inflight) {
     admission.emplace(deps.limits, who.ToString());
@@ -89,8 +94,9 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
     if (!route.ok()) return Finish(method, ctx, who, deps.limits, req, route.status());
     std::unique_ptr<grpc::ClientContext> client =
         deps.serving->forwarder()->ContextFor(*ctx, *caller);
-    return Finish(method, ctx, who, deps.limits, req,
-                  FromGrpcStatus(forward(**route, client.get())), LogLevel::kDebug);
+    absl::Status answer =
+        LeaderForwarder::Answer(FromGrpcStatus(forward(**route, client.get())), *ctx);
+    return Finish(method, ctx, who, deps.limits, req, answer, LogLevel::kDebug);
   }
   Req scoped = req;
   if (absl::Status s = local->authz->Authorize(who, &scoped); !s.ok()) {
@@ -165,6 +171,11 @@ grpc::Status BrokerService::Watch(grpc::ServerContext* ctx, const v1::WatchReque
     if (local != nullptr) local->authz->CountDenial(kMethod, Identity{}, caller.status());
     return Finish(kMethod, ctx, Identity{}, deps_.limits, *req, caller.status());
   }
+  absl::StatusOr<CallGate::Pass> pass = deps_.serving->gate().Enter();
+  if (!pass.ok()) {
+    return Finish(kMethod, ctx, caller->identity, deps_.limits, *req, pass.status(),
+                  LogLevel::kDebug);
+  }
   absl::Status s = local != nullptr ? WatchHere(*local, ctx, *caller, *req, writer)
                                     : RelayWatch(ctx, *caller, *req, writer);
   return Finish(kMethod, ctx, caller->identity, deps_.limits, *req, s, LogLevel::kInfo);
@@ -179,11 +190,18 @@ absl::Status BrokerService::WatchHere(const ServingState::Local& local, grpc::Se
   if (!plan.ok()) return plan.status();
   const std::string who = caller.identity.ToString();
   RETURN_IF_ERROR(watches_.Take(who));
+  // A stop ends the stream within StreamWatch's poll; the watcher resumes
+  // from the last version it saw, at another replica or this one's successor.
+  const CallGate& gate = deps_.serving->gate();
   absl::Status s = StreamWatch(
       local.broker->watch_log(), *std::move(plan),
       [writer](const v1::WatchResponse& r) { return writer->Write(r); },
-      [ctx] { return ctx->IsCancelled(); });
+      [ctx, &gate] { return ctx->IsCancelled() || gate.closed(); });
   watches_.Give(who);
+  if (s.ok() && !ctx->IsCancelled() && gate.closed()) {
+    return absl::UnavailableError(
+        "Watch: this broker replica is stopping; resume from the last version seen");
+  }
   return s;
 }
 
@@ -208,7 +226,7 @@ absl::Status BrokerService::RelayWatch(grpc::ServerContext* ctx, const Caller& c
       break;
     }
   }
-  absl::Status s = FromGrpcStatus(stream->Finish());
+  absl::Status s = LeaderForwarder::Answer(FromGrpcStatus(stream->Finish()), *ctx);
   watches_.Give(who);
   return s;
 }

@@ -23,6 +23,7 @@
 #include "proto/broker.grpc.pb.h"
 #include "server/authz.h"
 #include "server/broker.h"
+#include "server/call_gate.h"
 #include "server/caller_limits.h"
 #include "server/leader_forwarder.h"
 
@@ -31,6 +32,8 @@ namespace iommu {
 // What answers the calls this replica takes: the leader, through
 // `forwarder`, until Lead() publishes this replica's own Broker. A replica
 // leads once it holds the store (a single broker on SQLite: at its start).
+// Every call comes in through its gate (call_gate.h), which a stop closes
+// before gRPC shuts down.
 //
 // Thread-safe: Lead() publishes once, with release ordering; handlers read
 // it without a lock.
@@ -57,8 +60,12 @@ class ServingState {
       const Caller& caller) const;
   const LeaderForwarder* forwarder() const { return forwarder_; }
 
+  // The door every call (watches included) comes in by.
+  CallGate& gate() const { return gate_; }
+
  private:
   const LeaderForwarder* const forwarder_;
+  mutable CallGate gate_;
   Local storage_{nullptr, nullptr};  // Written once, before local_ points at it.
   std::atomic<const Local*> local_{nullptr};
 };

@@ -58,4 +58,11 @@ std::unique_ptr<grpc::ClientContext> LeaderForwarder::ContextFor(const grpc::Ser
   return client;
 }
 
+absl::Status LeaderForwarder::Answer(absl::Status leader, const grpc::ServerContext& ctx) {
+  if (leader.code() != absl::StatusCode::kCancelled || ctx.IsCancelled()) return leader;
+  return absl::UnavailableError(
+      "broker: the leader dropped the call as it stopped (it may or may not have been applied); "
+      "retry with the same request_id");
+}
+
 }  // namespace iommu

@@ -63,15 +63,12 @@ class LeaderForwarder {
   std::unique_ptr<grpc::ClientContext> ContextFor(const grpc::ServerContext& ctx,
                                                   const Caller& caller) const;
 
-  // Forwards a unary call: `call(stub, client_context)` makes it on the
-  // route's stub. The leader's answer, or why there was none.
-  template <typename Call>
-  absl::Status Forward(const grpc::ServerContext& ctx, const Caller& caller, Call call) const {
-    absl::StatusOr<std::shared_ptr<const Route>> route = RouteFor(caller);
-    if (!route.ok()) return route.status();
-    std::unique_ptr<grpc::ClientContext> client = ContextFor(ctx, caller);
-    return FromGrpcStatus(call(**route, client.get()));
-  }
+  // What to tell the caller of `ctx` when the leader answered `leader`.
+  // CANCELLED that the caller did not cause comes from the leader's
+  // shutdown (gRPC answers it to calls a stopping server cut off or never
+  // handed to a handler): the call may or may not have been applied, which
+  // is UNAVAILABLE, "retry with the same request id", to the caller.
+  static absl::Status Answer(absl::Status leader, const grpc::ServerContext& ctx);
 
  private:
   const TransportConfig transport_;

@@ -436,11 +436,24 @@ int Run() {
                     {{"error", absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))}});
     return 1;
   }
-  // Every way out stops the API before what its handlers use goes.
-  auto stop_api = [&server] {
+  // Every way out stops the API before what its handlers use goes. The gate
+  // closes first: calls coming in are refused with UNAVAILABLE (clients
+  // retry it, at another replica or this one's successor) while the calls
+  // taken finish within the grace. Only then does gRPC shut down, which
+  // would have cut those off, and answers the few calls that reach it in
+  // between with CANCELLED (see call_gate.h).
+  auto stop_api = [&server, &serving_state, &store_options] {
     if (server == nullptr) return;
-    server->Shutdown(absl::ToChronoTime(
-        absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))));
+    const absl::Time deadline =
+        absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+    serving_state.gate().Close(
+        absl::StrCat("broker replica ", store_options->replica_name, " is stopping"));
+    if (const int running = serving_state.gate().AwaitIdle(deadline); running > 0) {
+      iommu::LogEvent(
+          iommu::LogLevel::kWarning, "drain_incomplete",
+          {{"calls_running", running}, {"grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms)}});
+    }
+    server->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
     server.reset();
   };
   store_options->advertise_address = AdvertiseAddress(absl::GetFlag(FLAGS_listen), port);

@@ -1,25 +1,33 @@
 // SIGTERM, the graceful stop (issue 6): the broker stops taking new calls,
 // lets the calls in flight finish within --shutdown-grace-ms, closes its store
 // cleanly (the WAL checkpointed into the database), and exits 0; everything it
-// acknowledged is there after a restart. The agent, on SIGTERM, ends every
-// launcher session (mappings unmapped, billing released) and exits 0.
+// acknowledged is there after a restart. While it drains, it answers every
+// call that comes in with UNAVAILABLE "stopping" (which clients retry), not
+// gRPC's CANCELLED. The agent, on SIGTERM, ends every launcher session
+// (mappings unmapped, billing released) and exits 0.
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
 #include "tests/daemon.h"
+#include "tests/test_util.h"
 
 namespace iommu {
 namespace {
@@ -125,6 +133,125 @@ TEST(ShutdownTest, SigtermDrainsInFlightCallsClosesTheStoreAndLosesNothing) {
   EXPECT_GE(acked.size(), 50u);
   stub.reset();
   EXPECT_EQ(again.Stop(), 0);
+}
+
+// Whether bytes sent to `port` on loopback wait unread in a receive queue:
+// a call reached a process that is stopped. gRPC listens on IPv6 sockets
+// (IPv4 clients appear v4-mapped), so both tables are read.
+bool UnreadBytesTo(int port) {
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(path);
+    const std::string table((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (absl::string_view line : absl::StrSplit(table, '\n', absl::SkipEmpty())) {
+      // "sl local_address rem_address st tx_queue:rx_queue ...", addresses
+      // as hex "ADDR:PORT".
+      std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() < 5) continue;
+      std::vector<absl::string_view> local = absl::StrSplit(f[1], ':');
+      std::vector<absl::string_view> queues = absl::StrSplit(f[4], ':');
+      uint32_t local_port = 0;
+      uint32_t rx = 0;
+      if (local.size() != 2 || queues.size() != 2 || !absl::SimpleHexAtoi(local[1], &local_port) ||
+          !absl::SimpleHexAtoi(queues[1], &rx)) {
+        continue;
+      }
+      if (static_cast<int>(local_port) == port && rx > 0) return true;
+    }
+  }
+  return false;
+}
+
+TEST(ShutdownTest, WhileDrainingNewCallsAreRefusedAsRetryableAndTheCallInFlightIsAnswered) {
+  const std::string dir = testing::NewTempDir("drain");
+  const std::string broker = testing::RunfilePath("server/iommu-broker");
+  // A grace long enough that only the call in flight ends the drain.
+  const std::vector<std::string> args = {"--listen=127.0.0.1:0",       "--db=" + dir + "/broker.db",
+                                         "--shutdown-grace-ms=120000", "--agent-timeout-ms=120000",
+                                         "--node-timeout-ms=600000",   "--insecure"};
+  Daemon b;
+  ASSERT_TRUE(b.Start(broker, args, dir, "broker").ok()) << b.Log();
+  Daemon agent;
+  ASSERT_TRUE(
+      agent
+          .Start(testing::RunfilePath("agent/iommu-agent"),
+                 {"--node=n1", "--broker=" + b.address(), "--listen=127.0.0.1:0", "--backend=sim",
+                  "--sim-devices=0000:00:04.0=1234:11e8@4", "--launcher-socket=" + dir + "/n1.sock",
+                  "--state-dir=" + dir + "/n1.state", "--insecure"},
+                 dir, "agent-n1")
+          .ok())
+      << agent.Log();
+  auto stub = Connect(b.address());
+  ASSERT_TRUE(testing::PollUntil(
+      [&] {
+        grpc::ClientContext ctx;
+        v1::GetNodeRequest req;
+        req.set_node("n1");
+        v1::Node node;
+        return stub->GetNode(&ctx, req, &node).ok() && node.state() == v1::NODE_STATE_READY;
+      },
+      absl::Seconds(30)))
+      << agent.Log();
+  {
+    grpc::ClientContext ctx;
+    v1::CreateTenantRequest req;
+    req.set_tenant_id("t");
+    req.mutable_quota()->set_pinned_bytes(1 << 20);
+    v1::Tenant out;
+    ASSERT_TRUE(stub->CreateTenant(&ctx, req, &out).ok());
+  }
+
+  // The agent stops: the broker's CreateContainer waits on it, in flight.
+  ASSERT_EQ(kill(agent.pid(), SIGSTOP), 0);
+  grpc::Status created;
+  v1::Container container;
+  std::thread create([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+    v1::CreateContainerRequest req;
+    req.set_request_id("in-flight");
+    req.set_tenant_id("t");
+    req.set_node("n1");
+    req.add_devices("0000:00:04.0");
+    created = stub->CreateContainer(&ctx, req, &container);
+  });
+  ASSERT_TRUE(testing::PollUntil([&] { return UnreadBytesTo(agent.port()); }, absl::Seconds(60)))
+      << b.Log();
+  ASSERT_EQ(kill(b.pid(), SIGTERM), 0);
+
+  // Draining: a call is refused, as retryable, by the broker itself (the
+  // connection stays up while the call in flight runs).
+  grpc::Status refused;
+  ASSERT_TRUE(testing::PollUntil(
+      [&] {
+        grpc::ClientContext ctx;
+        v1::ListTenantsRequest req;
+        v1::ListTenantsResponse resp;
+        refused = stub->ListTenants(&ctx, req, &resp);
+        return !refused.ok();
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("is stopping; retry"));
+
+  // The call in flight gets its answer, and the broker then exits cleanly.
+  ASSERT_EQ(kill(agent.pid(), SIGCONT), 0);
+  create.join();
+  EXPECT_TRUE(created.ok()) << created.error_code() << " " << created.error_message();
+  EXPECT_EQ(b.Wait(), 0) << b.Log();
+  EXPECT_THAT(b.Log(), HasSubstr("event=drained"));
+
+  // What it acknowledged is there after a restart.
+  Daemon again;
+  ASSERT_TRUE(again.Start(broker, args, dir, "broker").ok()) << again.Log();
+  auto after = Connect(again.address());
+  grpc::ClientContext ctx;
+  v1::GetContainerRequest get;
+  get.set_container_id(container.id());
+  v1::Container stored;
+  EXPECT_TRUE(after->GetContainer(&ctx, get, &stored).ok()) << container.id();
+  after.reset();
+  EXPECT_EQ(again.Stop(), 0);
+  EXPECT_EQ(agent.Stop(), 0) << agent.Log();
 }
 
 }  // namespace
