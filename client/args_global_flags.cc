@@ -63,8 +63,8 @@ const std::vector<FlagSpec>& GlobalFlags() {
            "Print tables without their header row (lists and usage)."),
       Flag("timeout", ValueKind::kDuration, "DURATION",
            "How long each call to the broker may take, e.g. 5s, 500ms (default 5s). A call "
-           "that finds no broker (none listening, a change of leader) is tried again within "
-           "it, with the same request id."),
+           "that finds no broker (none listening, one stopping, a change of leader) is tried "
+           "again within it, with the same request id."),
       Flag("request-id", ValueKind::kString, "ID",
            "Idempotency key of a mutation (default: a fresh random id). Repeat a failed "
            "mutation with the same id to retry it safely."),

@@ -8,7 +8,7 @@ namespace iommu {
 namespace client {
 
 bool RetryableCallError(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsAborted(status);
+  return absl::IsUnavailable(status) || absl::IsAborted(status) || absl::IsCancelled(status);
 }
 
 absl::Status CallWithRetries(const CallRetryOptions& options, const CallAttempt& attempt,

@@ -1,8 +1,10 @@
 // How iommuctl carries on when no broker answers: a call that failed with
 // UNAVAILABLE (nothing listens at an address, a connection broke, a broker
-// between leaders or deposed) or ABORTED (a retry met its own first attempt
-// still in flight) is made again, with a growing pause, until --timeout has
-// passed since the first attempt. The caller thus rides through a change of
+// between leaders or deposed), ABORTED (a retry met its own first attempt
+// still in flight) or CANCELLED (iommuctl never cancels its own calls: gRPC
+// answers this to calls that reached a broker as it shut down) is made
+// again, with a growing pause, until --timeout has passed since the first
+// attempt. The caller thus rides through a change of
 // leader among the replicas it names (--broker=A,B,C) without retrying by
 // hand.
 //

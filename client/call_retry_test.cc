@@ -69,6 +69,11 @@ TEST_F(CallRetryTest, AnAttemptOvertakenByItsOwnFirstIsRetried) {
   EXPECT_EQ(waited_.size(), 2u);
 }
 
+TEST_F(CallRetryTest, ACallABrokerDroppedAsItStoppedIsRetried) {
+  EXPECT_OK(Run({absl::CancelledError(""), absl::OkStatus()}));
+  EXPECT_EQ(waited_.size(), 2u);
+}
+
 TEST_F(CallRetryTest, RefusalsAreNotRetried) {
   for (const absl::Status& refusal :
        {absl::InvalidArgumentError("tenant_id: bad"), absl::NotFoundError("no tenant"),

@@ -126,14 +126,18 @@ class BrokerFailoverTest : public ::testing::Test {
       grpc::Status s = (stub->*method)(&ctx, req, out);
       if (s.ok()) return true;
       // A refusal that is not about availability (UNAVAILABLE covers a
-      // deposed leader's fenced write) is a bug of the broker (e.g. a retry
-      // refused as a different request). ABORTED "in flight": the retry
-      // overtook its own first attempt (its deadline passed while a slow
-      // commit went on); the broker says to retry after it finishes.
+      // deposed leader's fenced write and a stopping replica's refusal) is a
+      // bug of the broker (e.g. a retry refused as a different request).
+      // ABORTED "in flight": the retry overtook its own first attempt (its
+      // deadline passed while a slow commit went on); the broker says to
+      // retry after it finishes. CANCELLED (this client never cancels):
+      // gRPC's answer to a call that reached a replica as it shut down, after
+      // its gate closed (server/call_gate.h).
       const bool overtaken = s.error_code() == grpc::StatusCode::ABORTED &&
                              absl::StrContains(s.error_message(), "in flight");
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
-          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED && !overtaken) {
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+          s.error_code() != grpc::StatusCode::CANCELLED && !overtaken) {
         ADD_FAILURE() << "refused: " << s.error_code() << " " << s.error_message();
         return false;
       }
