@@ -453,7 +453,11 @@ int Run() {
           iommu::LogLevel::kWarning, "drain_incomplete",
           {{"calls_running", running}, {"grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms)}});
     }
-    server->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
+    // Whatever still runs now is a call gRPC took as it was closing and
+    // never handed to a handler: a short wait, then gRPC cancels it (the
+    // caller retries), rather than it hanging until the caller's deadline.
+    const absl::Time now = absl::Now();
+    server->Shutdown(absl::ToChronoTime(std::clamp(deadline, now, now + absl::Seconds(1))));
     server.reset();
   };
   store_options->advertise_address = AdvertiseAddress(absl::GetFlag(FLAGS_listen), port);
