@@ -78,8 +78,9 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
   // A stopping replica refuses the call before anything of it starts; the
   // caller retries elsewhere, so the refusal is not worth a warning.
   absl::StatusOr<CallGate::Pass> pass = deps.serving->gate().Enter();
-  if (!pass.ok())
+  if (!pass.ok()) {
     return Finish(method, ctx, who, deps.limits, req, pass.status(), LogLevel::kDebug);
+  }
   std::optional<CallerAdmission> admission;
   if (deps.bound_inflight) {
     admission.emplace(deps.limits, who.ToString());
