@@ -84,7 +84,10 @@ v1::Event NewEvent(v1::EventType type, const char* reason, v1::ObjectRef object,
 
 absl::Status AgentCallError(const std::string& node, const std::string& address,
                             const absl::Status& s) {
-  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+  // The broker never cancels its calls to agents: CANCELLED is an agent
+  // that dropped the call as it stopped (gRPC's answer at its server's
+  // shutdown), which is as retryable as no answer at all.
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s)) {
     return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node),
                                                address.empty() ? "" : " at ", address,
                                                " did not answer: ", s.message()));

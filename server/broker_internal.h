@@ -126,8 +126,9 @@ void PageSubset(const std::set<std::string>& ids, const Map& map, const std::str
 }
 
 // An agent's refusal as the broker's caller sees it: UNAVAILABLE when the
-// agent could not be reached (`address`, when known, says where it was
-// tried), else the agent's own code with the node named.
+// agent could not be reached or dropped the call as it stopped (`address`,
+// when known, says where it was tried), else the agent's own code with the
+// node named.
 absl::Status AgentCallError(const std::string& node, const std::string& address,
                             const absl::Status& s);
 

@@ -261,6 +261,12 @@ TEST_F(BrokerTest, AgentFailureOnCreateChangesNothing) {
       Create("acme", "n1", {"0000:00:04.0"}).status(),
       StatusIs(absl::StatusCode::kUnavailable, "node: agent of node \"n1\" did not answer"));
   EXPECT_EQ(Snapshot(), before);
+  // An agent stopping mid-call: retryable, not the caller's own CANCELLED.
+  agents_.set_next_error(absl::CancelledError(""));
+  EXPECT_THAT(
+      Create("acme", "n1", {"0000:00:04.0"}).status(),
+      StatusIs(absl::StatusCode::kUnavailable, "node: agent of node \"n1\" did not answer"));
+  EXPECT_EQ(Snapshot(), before);
   agents_.set_next_error(absl::FailedPreconditionError("devices[0]: EBUSY"));
   EXPECT_THAT(Create("acme", "n1", {"0000:00:04.0"}).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "node \"n1\": devices[0]: EBUSY"));
