@@ -107,6 +107,13 @@ grpc::Status Serve(const char* method, const grpc::ServerContext* ctx, const Ser
                 level);
 }
 
+// How a watch ends when this replica stops: the watcher resumes, from the
+// last version it saw, at another replica or this one's successor.
+absl::Status StoppingWatchError() {
+  return absl::UnavailableError(
+      "Watch: this broker replica is stopping; resume from the last version seen");
+}
+
 }  // namespace
 
 void ServingState::Lead(Broker* broker, const Authorizer* authz) {
@@ -191,8 +198,7 @@ absl::Status BrokerService::WatchHere(const ServingState::Local& local, grpc::Se
   if (!plan.ok()) return plan.status();
   const std::string who = caller.identity.ToString();
   RETURN_IF_ERROR(watches_.Take(who));
-  // A stop ends the stream within StreamWatch's poll; the watcher resumes
-  // from the last version it saw, at another replica or this one's successor.
+  // A stop ends the stream within StreamWatch's poll.
   const CallGate& gate = deps_.serving->gate();
   absl::Status s = StreamWatch(
       local.broker->watch_log(), *std::move(plan),
@@ -200,8 +206,7 @@ absl::Status BrokerService::WatchHere(const ServingState::Local& local, grpc::Se
       [ctx, &gate] { return ctx->IsCancelled() || gate.closed(); });
   watches_.Give(who);
   if (s.ok() && !ctx->IsCancelled() && gate.closed()) {
-    return absl::UnavailableError(
-        "Watch: this broker replica is stopping; resume from the last version seen");
+    return StoppingWatchError();
   }
   return s;
 }
@@ -220,6 +225,11 @@ absl::Status BrokerService::RelayWatch(grpc::ServerContext* ctx, const Caller& c
       deps_.serving->forwarder()->ContextFor(*ctx, caller);
   std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> stream =
       (*route)->broker->Watch(client.get(), req);
+  // A stop of this replica ends the relay at once rather than after the
+  // leader's next message; the watcher resumes elsewhere.
+  const CallGate& gate = deps_.serving->gate();
+  std::unique_ptr<CallGate::Listener> on_stop =
+      deps_.serving->gate().OnClose([&client] { client->TryCancel(); });
   v1::WatchResponse r;
   while (stream->Read(&r)) {
     if (!writer->Write(r)) {
@@ -227,8 +237,12 @@ absl::Status BrokerService::RelayWatch(grpc::ServerContext* ctx, const Caller& c
       break;
     }
   }
+  on_stop.reset();
   absl::Status s = LeaderForwarder::Answer(FromGrpcStatus(stream->Finish()), *ctx);
   watches_.Give(who);
+  if (!s.ok() && !ctx->IsCancelled() && gate.closed()) {
+    return StoppingWatchError();
+  }
   return s;
 }
 

@@ -27,6 +27,25 @@ void CallGate::Close(std::string reason) {
   if (closed_) return;
   closed_ = true;
   reason_ = std::move(reason);
+  for (auto& [id, on_close] : listeners_) on_close();
+  listeners_.clear();
+}
+
+std::unique_ptr<CallGate::Listener> CallGate::OnClose(std::function<void()> on_close) {
+  absl::MutexLock l(&mu_);
+  if (closed_) {
+    on_close();
+  } else {
+    listeners_.emplace(next_listener_, std::move(on_close));
+  }
+  return std::unique_ptr<Listener>(new Listener(this, next_listener_++));
+}
+
+CallGate::Listener::~Listener() { gate_->Forget(id_); }
+
+void CallGate::Forget(uint64_t listener) {
+  absl::MutexLock l(&mu_);
+  listeners_.erase(listener);
 }
 
 bool CallGate::closed() const {

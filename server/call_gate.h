@@ -1,8 +1,9 @@
 // The door the API's calls come in by, so that a replica can stop without
-// cutting calls off. gRPC's own shutdown (grpc::Server::Shutdown) cancels
-// the calls still running when its deadline passes, and answers CANCELLED
-// to calls that had reached the server but no handler yet: clients cannot
-// tell that from their own cancellation and do not retry it. A stop
+// cutting calls off. gRPC's own shutdown (grpc::Server::Shutdown) answers
+// CANCELLED to calls that had reached the server but no handler yet
+// (clients cannot tell that from their own cancellation and do not retry
+// it), and cuts off the calls still running when its deadline passes
+// ("Cancelling all calls"), whatever they were doing. A stop
 // therefore first closes the gate: calls that come in from then on are
 // refused with UNAVAILABLE (clients retry those, reaching another replica
 // or this one's successor), the calls taken before run to their answer, and
@@ -12,6 +13,10 @@
 #ifndef SERVER_CALL_GATE_H_
 #define SERVER_CALL_GATE_H_
 
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -56,13 +61,35 @@ class CallGate {
   // the number still running (0: all done).
   int AwaitIdle(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // What a call that waits on something else (a relayed stream) does when
+  // the gate closes, e.g. cancel what it waits on: `on_close` runs once, on
+  // the closing thread, or at once if the gate is closed already. It must
+  // not call back into the gate. Never runs after the listener is gone.
+  class Listener {
+   public:
+    Listener(Listener&&) = delete;
+    Listener(const Listener&) = delete;
+    ~Listener();
+
+   private:
+    friend class CallGate;
+    Listener(CallGate* gate, uint64_t id) : gate_(gate), id_(id) {}
+    CallGate* const gate_;
+    const uint64_t id_;
+  };
+  std::unique_ptr<Listener> OnClose(std::function<void()> on_close) ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   void Leave() ABSL_LOCKS_EXCLUDED(mu_);
+  void Forget(uint64_t listener) ABSL_LOCKS_EXCLUDED(mu_);
 
   mutable absl::Mutex mu_;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::string reason_ ABSL_GUARDED_BY(mu_);
+  // Run under mu_ by Close(), so a listener's destructor waits out a run.
+  std::map<uint64_t, std::function<void()>> listeners_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_listener_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace iommu

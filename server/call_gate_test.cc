@@ -51,6 +51,22 @@ TEST(CallGateTest, AwaitIdleWaitsForTheCallsTakenBeforeTheClose) {
   call.join();
 }
 
+TEST(CallGateTest, AListenerRunsOnceAtTheCloseOrAtOnceIfClosedAndNeverAfterItIsGone) {
+  CallGate gate;
+  int ran = 0;
+  int gone_ran = 0;
+  auto listener = gate.OnClose([&ran] { ++ran; });
+  gate.OnClose([&gone_ran] { ++gone_ran; });  // Destroyed at once.
+  EXPECT_EQ(ran, 0);
+  gate.Close("stopping");
+  gate.Close("again");
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(gone_ran, 0);
+  int late = 0;
+  auto after = gate.OnClose([&late] { ++late; });
+  EXPECT_EQ(late, 1);
+}
+
 TEST(CallGateTest, AMovedPassLeavesOnce) {
   CallGate gate;
   {

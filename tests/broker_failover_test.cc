@@ -293,8 +293,8 @@ TEST_F(BrokerFailoverTest, KillingTheLeaderUnderLoadLosesNothingAndEtcdMembersMa
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
     grpc::Status s = stub->CreateTenant(&ctx, req, &out);
     EXPECT_FALSE(s.ok());
-    // CANCELLED: the leader, its lease lost, stopped with this call still
-    // waiting on etcd past its grace (documented as "retry", like the rest).
+    // CANCELLED: the call reached the leader just as it shut down, its
+    // lease lost (documented as "retry", like the rest).
     EXPECT_TRUE(s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                 s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
                 s.error_code() == grpc::StatusCode::CANCELLED)
