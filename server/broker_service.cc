@@ -227,9 +227,8 @@ absl::Status BrokerService::RelayWatch(grpc::ServerContext* ctx, const Caller& c
       (*route)->broker->Watch(client.get(), req);
   // A stop of this replica ends the relay at once rather than after the
   // leader's next message; the watcher resumes elsewhere.
-  const CallGate& gate = deps_.serving->gate();
-  std::unique_ptr<CallGate::Listener> on_stop =
-      deps_.serving->gate().OnClose([&client] { client->TryCancel(); });
+  CallGate& gate = deps_.serving->gate();
+  std::unique_ptr<CallGate::Listener> on_stop = gate.OnClose([&client] { client->TryCancel(); });
   v1::WatchResponse r;
   while (stream->Read(&r)) {
     if (!writer->Write(r)) {
