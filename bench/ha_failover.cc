@@ -2,15 +2,15 @@
 // to the first write acknowledged after it, over --trials trials.
 //
 // One writer runs for the whole bench, as an orchestrator would: one channel
-// to every replica's address (common/broker_target.h; only the leader
-// listens), the reconnect backoff common/reconnect.h recommends, and each
-// write a SetTenantQuota with a request id, retried with that id until
-// acknowledged, every attempt wait_for_ready with a 5 s deadline. The
-// quota grows by one page per write, so the tenant's state stays one row
-// and a read shows the last write that landed.
+// to every replica's address (common/broker_target.h; a standby forwards
+// each call to the leader), the reconnect backoff common/reconnect.h
+// recommends, and each write a SetTenantQuota with a request id, retried
+// with that id until acknowledged, every attempt wait_for_ready with a 5 s
+// deadline. The quota grows by one page per write, so the tenant's state
+// stays one row and a read shows the last write that landed.
 //
-// A trial: find the leader (the replica whose own address answers
-// GetVersion), check the writer is being acknowledged, kill -9 the pid in
+// A trial: find the leader (the replica GetVersion names, whichever replica
+// answers it), check the writer is being acknowledged, kill -9 the pid in
 // that replica's pid file, and wait for the first acknowledgment of an
 // attempt that started after the kill: failover = that acknowledgment - the
 // kill. An attempt in flight at the kill does not count even when its answer
@@ -64,6 +64,9 @@
 
 ABSL_FLAG(std::vector<std::string>, brokers, {},
           "Required. Every replica's host:port, in replica order.");
+ABSL_FLAG(std::vector<std::string>, replica_names, {},
+          "Each replica's --replica-name (same order); default b0, b1, ...: GetVersion names "
+          "the leader by it.");
 ABSL_FLAG(std::vector<std::string>, pid_files, {},
           "Required. Each replica's pid file (same order), rewritten by --restart_cmd.");
 ABSL_FLAG(std::string, restart_cmd, "",
@@ -213,11 +216,13 @@ class Writer {
   uint64_t last_quota_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Which replica leads: only the leader listens, so the one whose own address
-// answers GetVersion (on a channel of its own per replica).
+// Which replica leads: the one GetVersion names. Every replica answers it (a
+// standby forwards it to the leader), so the answer's name, not who
+// answered, says which one leads.
 class Replicas {
  public:
-  explicit Replicas(const std::vector<std::string>& addresses) {
+  Replicas(const std::vector<std::string>& addresses, std::vector<std::string> names)
+      : names_(std::move(names)) {
     for (const std::string& a : addresses) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -228,13 +233,18 @@ class Replicas {
   }
   int size() const { return static_cast<int>(stubs_.size()); }
 
-  // The leading replica's index, or -1 when none answers.
+  // The leading replica's index, or -1 when none answers or it names no
+  // replica of ours.
   int Leader() {
     for (int i = 0; i < size(); ++i) {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
       v1::GetVersionResponse v;
-      if (stubs_[i]->GetVersion(&ctx, v1::GetVersionRequest(), &v).ok()) return i;
+      if (!stubs_[i]->GetVersion(&ctx, v1::GetVersionRequest(), &v).ok()) continue;
+      for (int j = 0; j < static_cast<int>(names_.size()); ++j) {
+        if (names_[j] == v.replica()) return j;
+      }
+      return -1;
     }
     return -1;
   }
@@ -249,6 +259,7 @@ class Replicas {
   }
 
  private:
+  const std::vector<std::string> names_;
   std::vector<std::unique_ptr<v1::Broker::Stub>> stubs_;
 };
 
@@ -392,7 +403,15 @@ int Main(int argc, char** argv) {
                         "killed_unix_ms\n");
     }
   }
-  Replicas replicas(brokers);
+  std::vector<std::string> names = absl::GetFlag(FLAGS_replica_names);
+  if (names.empty()) {
+    for (size_t i = 0; i < brokers.size(); ++i) names.push_back(absl::StrCat("b", i));
+  }
+  if (names.size() != brokers.size()) {
+    std::fprintf(stderr, "ha_failover: --replica_names must name every replica of --brokers\n");
+    return 2;
+  }
+  Replicas replicas(brokers, names);
   Writer writer(*target, absl::GetFlag(FLAGS_tenant));
   if (!writer.Start()) return 1;
 

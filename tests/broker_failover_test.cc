@@ -72,7 +72,8 @@ class BrokerFailoverTest : public ::testing::Test {
         dir_, absl::StrCat("b", i));
   }
 
-  // The replica that answers (only the leader listens), or -1.
+  // The replica that leads, or -1. Every replica answers GetVersion (a
+  // standby forwards it), so the answer's replica name says which one leads.
   int Leader() {
     for (int i = 0; i < kBrokers; ++i) {
       if (brokers_[i].pid() <= 0) continue;
@@ -80,7 +81,11 @@ class BrokerFailoverTest : public ::testing::Test {
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(500)));
       v1::GetVersionResponse v;
-      if (stub->GetVersion(&ctx, v1::GetVersionRequest(), &v).ok()) return i;
+      if (!stub->GetVersion(&ctx, v1::GetVersionRequest(), &v).ok()) continue;
+      for (int j = 0; j < kBrokers; ++j) {
+        if (v.replica() == absl::StrCat("b", j) && brokers_[j].pid() > 0) return j;
+      }
+      return -1;
     }
     return -1;
   }
