@@ -90,6 +90,17 @@ class BrokerFailoverTest : public ::testing::Test {
     return -1;
   }
 
+  // Whether replica i's running process took the lead: every start logs
+  // event=listening, and a replica logs event=serving once it leads (the
+  // log holds every start of the replica, so only what follows the last
+  // event=listening counts). A second opinion on Leader(): a kill of a
+  // standby taken for the leader would test forwarding, not failover.
+  bool Led(int i) {
+    const std::string log = brokers_[i].Log();
+    const size_t start = log.rfind("event=listening ");
+    return start != std::string::npos && log.find("event=serving ", start) != std::string::npos;
+  }
+
   // The end of every broker's log, for failure messages.
   std::string Tails() {
     std::string out;
@@ -250,6 +261,11 @@ TEST_F(BrokerFailoverTest, KillingTheLeaderUnderLoadLosesNothingAndEtcdMembersMa
     int leader = -1;
     ASSERT_TRUE(testing::PollUntil([&] { return (leader = Leader()) >= 0; }, absl::Seconds(30)))
         << brokers_[0].Log() << brokers_[1].Log() << brokers_[2].Log();
+    // The leader answers as soon as it leads and logs event=serving just
+    // after: a short wait for the line.
+    ASSERT_TRUE(testing::PollUntil([&] { return Led(leader); }, absl::Seconds(10)))
+        << "replica b" << leader << " does not lead\n"
+        << Tails();
     const absl::Time killed = absl::Now();
     brokers_[leader].Kill();
     // Takeover: from the kill to the first write started after it and
