@@ -7,7 +7,6 @@
 // (mappings unmapped, billing released) and exits 0.
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <atomic>
 #include <fstream>
@@ -26,21 +25,15 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/broker.grpc.pb.h"
+#include "tests/cluster.h"
 #include "tests/daemon.h"
 #include "tests/test_util.h"
 
 namespace iommu {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Daemon;
-
-std::unique_ptr<v1::Broker::Stub> Connect(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::Broker::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-}
+using ::testing::HasSubstr;
 
 off_t FileSize(const std::string& path) {
   struct stat st;
@@ -64,7 +57,7 @@ TEST(ShutdownTest, SigtermDrainsInFlightCallsClosesTheStoreAndLosesNothing) {
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c) {
     clients.emplace_back([&, c] {
-      auto stub = Connect(address);
+      auto stub = testing::InsecureBrokerStub(address);
       for (int i = 0; !stop.load(); ++i) {
         v1::CreateTenantRequest req;
         req.set_tenant_id(absl::StrCat("t", c, "-", i));
@@ -117,7 +110,7 @@ TEST(ShutdownTest, SigtermDrainsInFlightCallsClosesTheStoreAndLosesNothing) {
   // Everything acknowledged is there after a restart.
   Daemon again;
   ASSERT_TRUE(again.Start(broker, args, dir, "broker").ok()) << again.Log();
-  auto stub = Connect(again.address());
+  auto stub = testing::InsecureBrokerStub(again.address());
   std::map<std::string, bool> seen;
   v1::ListTenantsRequest req;
   req.set_page_size(1000);
@@ -162,35 +155,16 @@ bool UnreadBytesTo(int port) {
 }
 
 TEST(ShutdownTest, WhileDrainingNewCallsAreRefusedAsRetryableAndTheCallInFlightIsAnswered) {
-  const std::string dir = testing::NewTempDir("drain");
-  const std::string broker = testing::RunfilePath("server/iommu-broker");
   // A grace long enough that only the call in flight ends the drain.
-  const std::vector<std::string> args = {"--listen=127.0.0.1:0",       "--db=" + dir + "/broker.db",
-                                         "--shutdown-grace-ms=120000", "--agent-timeout-ms=120000",
-                                         "--node-timeout-ms=600000",   "--insecure"};
-  Daemon b;
-  ASSERT_TRUE(b.Start(broker, args, dir, "broker").ok()) << b.Log();
-  Daemon agent;
-  ASSERT_TRUE(
-      agent
-          .Start(testing::RunfilePath("agent/iommu-agent"),
-                 {"--node=n1", "--broker=" + b.address(), "--listen=127.0.0.1:0", "--backend=sim",
-                  "--sim-devices=0000:00:04.0=1234:11e8@4", "--launcher-socket=" + dir + "/n1.sock",
-                  "--state-dir=" + dir + "/n1.state", "--insecure"},
-                 dir, "agent-n1")
-          .ok())
-      << agent.Log();
-  auto stub = Connect(b.address());
-  ASSERT_TRUE(testing::PollUntil(
-      [&] {
-        grpc::ClientContext ctx;
-        v1::GetNodeRequest req;
-        req.set_node("n1");
-        v1::Node node;
-        return stub->GetNode(&ctx, req, &node).ok() && node.state() == v1::NODE_STATE_READY;
-      },
-      absl::Seconds(30)))
-      << agent.Log();
+  testing::ClusterOptions options;
+  options.broker_args = {"--shutdown-grace-ms=120000", "--agent-timeout-ms=120000",
+                         "--node-timeout-ms=600000"};
+  testing::Cluster cluster(options);
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();
+  ASSERT_TRUE(cluster.StartAgent("n1", "0000:00:04.0=1234:11e8@4").ok()) << cluster.broker().Log();
+  Daemon& b = cluster.broker();
+  Daemon& agent = cluster.agent("n1");
+  auto stub = cluster.BrokerStub();
   {
     grpc::ClientContext ctx;
     v1::CreateTenantRequest req;
@@ -241,16 +215,15 @@ TEST(ShutdownTest, WhileDrainingNewCallsAreRefusedAsRetryableAndTheCallInFlightI
   EXPECT_THAT(b.Log(), HasSubstr("event=drained"));
 
   // What it acknowledged is there after a restart.
-  Daemon again;
-  ASSERT_TRUE(again.Start(broker, args, dir, "broker").ok()) << again.Log();
-  auto after = Connect(again.address());
+  ASSERT_TRUE(cluster.StartBroker().ok()) << b.Log();
+  auto after = cluster.BrokerStub();
   grpc::ClientContext ctx;
   v1::GetContainerRequest get;
   get.set_container_id(container.id());
   v1::Container stored;
   EXPECT_TRUE(after->GetContainer(&ctx, get, &stored).ok()) << container.id();
   after.reset();
-  EXPECT_EQ(again.Stop(), 0);
+  EXPECT_EQ(b.Stop(), 0);
   EXPECT_EQ(agent.Stop(), 0) << agent.Log();
 }
 
