@@ -60,19 +60,21 @@ class ServingState {
       const Caller& caller) const;
   const LeaderForwarder* forwarder() const { return forwarder_; }
 
-  // The door every call (watches included) comes in by.
-  CallGate& gate() const { return gate_; }
+  // The door every call (watches included) comes in by: handlers enter it,
+  // a stop closes it.
+  CallGate& gate() { return gate_; }
+  const CallGate& gate() const { return gate_; }
 
  private:
   const LeaderForwarder* const forwarder_;
-  mutable CallGate gate_;
+  CallGate gate_;
   Local storage_{nullptr, nullptr};  // Written once, before local_ points at it.
   std::atomic<const Local*> local_{nullptr};
 };
 
 // What both services use; everything must outlive them.
 struct ServiceDeps {
-  const ServingState* serving;
+  ServingState* serving;  // Handlers enter its gate.
   const TransportConfig* transport;
   // Per-caller calls in flight and refusal log volume (thread-safe).
   CallerLimits* limits;
