@@ -10,7 +10,8 @@
 // stays one row and a read shows the last write that landed.
 //
 // A trial: find the leader (the replica GetVersion names, whichever replica
-// answers it), check the writer is being acknowledged, kill -9 the pid in
+// answers it; with --logs, its log must also show it serving), check the
+// writer is being acknowledged, kill -9 the pid in
 // that replica's pid file, and wait for the first acknowledgment of an
 // attempt that started after the kill: failover = that acknowledgment - the
 // kill. An attempt in flight at the kill does not count even when its answer
@@ -39,6 +40,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,11 +52,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/ascii.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/broker_target.h"
@@ -69,6 +71,10 @@ ABSL_FLAG(std::vector<std::string>, replica_names, {},
           "the leader by it.");
 ABSL_FLAG(std::vector<std::string>, pid_files, {},
           "Required. Each replica's pid file (same order), rewritten by --restart_cmd.");
+ABSL_FLAG(std::vector<std::string>, logs, {},
+          "Each replica's log file (same order, appended to across restarts). When set, a "
+          "trial kills a replica only once its log shows it leads: `event=serving` after its "
+          "last `event=listening`.");
 ABSL_FLAG(std::string, restart_cmd, "",
           "Required. Run as `sh -c 'CMD INDEX'` to start a killed replica again; returns once it "
           "is a standby.");
@@ -271,6 +277,17 @@ pid_t ReadPid(const std::string& path) {
   return absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &pid) ? pid : -1;
 }
 
+// Whether the log at `path` says its replica leads: its running process
+// (the last `event=listening`, a start) logged `event=serving` since. A
+// second witness beside GetVersion's name, so a kill of a standby cannot
+// pass for a failover.
+bool LogSaysLeads(const std::string& path) {
+  std::ifstream in(path);
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t start = log.rfind("event=listening ");
+  return start != std::string::npos && log.find("event=serving ", start) != std::string::npos;
+}
+
 // Runs `sh -c "CMD INDEX"` and waits for it; true when it exits 0.
 bool RunRestart(const std::string& cmd, int index) {
   std::string line = absl::StrCat(cmd, " ", index);
@@ -307,7 +324,8 @@ struct Trial {
 // One kill -9 of the leader and the return to a stable cluster; nullopt
 // (with the reason on stderr) when the cluster is not in a state to measure.
 std::optional<Trial> RunTrial(Replicas& replicas, Writer& writer,
-                              const std::vector<std::string>& pid_files) {
+                              const std::vector<std::string>& pid_files,
+                              const std::vector<std::string>& logs) {
   Trial t;
   t.killed = replicas.WaitLeader(30);
   if (t.killed < 0) {
@@ -319,6 +337,13 @@ std::optional<Trial> RunTrial(Replicas& replicas, Writer& writer,
   if (!WaitFor([&] { return writer.AcksSince(healthy_from) >= 3; }, 30)) {
     std::fprintf(stderr, "ha_failover: the writer is not acknowledged (leader: replica %d)\n",
                  t.killed);
+    return std::nullopt;
+  }
+  if (!logs.empty() && !WaitFor([&] { return LogSaysLeads(logs[t.killed]); }, 10)) {
+    std::fprintf(stderr,
+                 "ha_failover: GetVersion names replica %d the leader, but its log %s does not "
+                 "show it serving\n",
+                 t.killed, logs[t.killed].c_str());
     return std::nullopt;
   }
   const pid_t pid = ReadPid(pid_files[t.killed]);
@@ -411,6 +436,11 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ha_failover: --replica_names must name every replica of --brokers\n");
     return 2;
   }
+  const std::vector<std::string> logs = absl::GetFlag(FLAGS_logs);
+  if (!logs.empty() && logs.size() != brokers.size()) {
+    std::fprintf(stderr, "ha_failover: --logs must name every replica's log, in --brokers order\n");
+    return 2;
+  }
   Replicas replicas(brokers, names);
   Writer writer(*target, absl::GetFlag(FLAGS_tenant));
   if (!writer.Start()) return 1;
@@ -420,7 +450,7 @@ int Main(int argc, char** argv) {
   const int trials = absl::GetFlag(FLAGS_trials);
   std::printf("trial  killed  new leader  failover s  restart s  failed attempts\n");
   for (int k = 1; k <= trials; ++k) {
-    std::optional<Trial> t = RunTrial(replicas, writer, pid_files);
+    std::optional<Trial> t = RunTrial(replicas, writer, pid_files, logs);
     if (!t) break;
     times.push_back(t->failover_s);
     lost += t->lost == 1;

@@ -287,8 +287,9 @@ if [ "$failover" = 1 ]; then
   echo "== failover: $trials x kill -9 of the leader, --leader-ttl-seconds=$ttl" \
     | tee "$out/ha_failover.txt"
   pid_files=$(for i in 0 1 2; do echo "$tmp/b$i.pid"; done | paste -sd,)
+  logs=$(for i in 0 1 2; do echo "$tmp/b$i.log"; done | paste -sd,)
   # A trial that cannot be measured ends the run; what was measured stays.
-  "$FAILOVER" --brokers="$BROKERS" --pid_files="$pid_files" --restart_cmd="$tmp/start-broker" \
+  "$FAILOVER" --brokers="$BROKERS" --pid_files="$pid_files" --logs="$logs" --restart_cmd="$tmp/start-broker" \
     --trials="$trials" --csv="$out/ha_failover.csv" --label="leader_ttl_seconds=$ttl" \
     | tee -a "$out/ha_failover.txt" || rc=$?
   # Where each failover's time went, from the brokers' logs (wall clock, ms):
