@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/message_text.h"
 
 namespace iommu {
 namespace {
@@ -35,11 +36,9 @@ constexpr Unit kUnits[] = {
     {"E", kK * kK * kK * kK * kK * kK},
 };
 
-std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
-
 absl::Status Invalid(absl::string_view field, absl::string_view text, absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": ", Quote(text), " ", why, " (sizes are ", kByteSizeForms, ")"));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", QuoteForMessage(text), " ", why,
+                                                 " (sizes are ", kByteSizeForms, ")"));
 }
 
 // The message for a unit that is not one of kUnits: for a letter we can
@@ -49,7 +48,7 @@ std::string UnitAdvice(absl::string_view digits, absl::string_view unit) {
   static constexpr char kLetters[] = "KMGTPE";
   bool known = false;
   for (const char* p = kLetters; *p != '\0'; ++p) known = known || *p == letter;
-  if (!known) return absl::StrCat("has an unknown unit ", Quote(unit));
+  if (!known) return absl::StrCat("has an unknown unit ", QuoteForMessage(unit));
   const std::string binary = absl::StrCat(digits, std::string(1, letter), "i");
   const std::string decimal =
       absl::StrCat(digits, letter == 'K' ? std::string("k") : std::string(1, letter));

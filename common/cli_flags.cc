@@ -12,12 +12,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/byte_size.h"
+#include "common/message_text.h"
 
 namespace iommu {
 namespace cli {
 namespace {
-
-std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
 absl::Status Usage(absl::string_view message) { return absl::InvalidArgumentError(message); }
 
@@ -28,7 +27,8 @@ absl::Status ParseSwitch(absl::string_view flag, absl::string_view text, FlagVal
   } else if (lower == "false" || lower == "0") {
     value->number = 0;
   } else {
-    return Usage(absl::StrCat(flag, ": takes no value (or =true / =false), got ", Quote(text)));
+    return Usage(
+        absl::StrCat(flag, ": takes no value (or =true / =false), got ", QuoteForMessage(text)));
   }
   return absl::OkStatus();
 }
@@ -69,7 +69,7 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
   int base = 10;
   if (absl::ConsumePrefix(&digits, "0x") || absl::ConsumePrefix(&digits, "0X")) base = 16;
   if (digits.empty()) {
-    return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
+    return Usage(absl::StrCat(flag, ": expected ", what, ", got ", QuoteForMessage(text)));
   }
   uint64_t v = 0;
   for (char ch : digits) {
@@ -79,15 +79,16 @@ absl::StatusOr<uint64_t> ParseUint(absl::string_view flag, absl::string_view tex
     } else if (base == 16 && absl::ascii_isxdigit(ch)) {
       d = absl::ascii_tolower(ch) - 'a' + 10;
     } else {
-      return Usage(absl::StrCat(flag, ": expected ", what, ", got ", Quote(text)));
+      return Usage(absl::StrCat(flag, ": expected ", what, ", got ", QuoteForMessage(text)));
     }
     if (v > (std::numeric_limits<uint64_t>::max() - d) / base) {
-      return Usage(absl::StrCat(flag, ": ", Quote(text), " is too large"));
+      return Usage(absl::StrCat(flag, ": ", QuoteForMessage(text), " is too large"));
     }
     v = v * base + d;
   }
   if (v > max) {
-    return Usage(absl::StrFormat("%s: %s is too large (at most %#x)", flag, Quote(text), max));
+    return Usage(
+        absl::StrFormat("%s: %s is too large (at most %#x)", flag, QuoteForMessage(text), max));
   }
   return v;
 }
@@ -97,7 +98,7 @@ absl::StatusOr<uint32_t> ParsePciId(absl::string_view flag, absl::string_view te
   if (!absl::ConsumePrefix(&digits, "0x")) absl::ConsumePrefix(&digits, "0X");
   if (digits.empty() || digits.size() > 4 ||
       digits.find_first_not_of("0123456789abcdefABCDEF") != absl::string_view::npos) {
-    return Usage(absl::StrCat(flag, ": ", Quote(text),
+    return Usage(absl::StrCat(flag, ": ", QuoteForMessage(text),
                               " is not a PCI id: want 1-4 hex digits as lspci shows them, 0x "
                               "optional (e.g. 8086 or 0x8086; ids are never decimal)"));
   }
@@ -114,11 +115,12 @@ absl::StatusOr<absl::Duration> ParseDuration(absl::string_view flag, absl::strin
   if (absl::SimpleAtoi(text, &seconds)) {
     d = absl::Seconds(seconds);
   } else if (!absl::ParseDuration(text, &d)) {
-    return Usage(
-        absl::StrCat(flag, ": invalid duration ", Quote(text), " (expected e.g. 5s, 500ms, 1m)"));
+    return Usage(absl::StrCat(flag, ": invalid duration ", QuoteForMessage(text),
+                              " (expected e.g. 5s, 500ms, 1m)"));
   }
   if (d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
-    return Usage(absl::StrCat(flag, ": must be a positive, finite duration, got ", Quote(text)));
+    return Usage(
+        absl::StrCat(flag, ": must be a positive, finite duration, got ", QuoteForMessage(text)));
   }
   return d;
 }
@@ -219,7 +221,7 @@ absl::StatusOr<FlagValues> ParseFlags(const std::vector<FlagSpec>& flags,
   FlagValues values;
   for (size_t i = 0; i < args.size(); ++i) {
     if (!absl::StartsWith(args[i], "--")) {
-      return Usage(absl::StrCat("unexpected argument ", Quote(args[i])));
+      return Usage(absl::StrCat("unexpected argument ", QuoteForMessage(args[i])));
     }
     const FlagArg arg = SplitFlag(args[i]);
     const FlagSpec* spec = FindFlag(flags, arg.name);

@@ -8,7 +8,8 @@
 
 namespace iommu {
 
-// Same code (the canonical codes are numerically identical), same message.
+// Same code (the canonical codes are numerically identical), same message,
+// cut to kMaxMessageBytes (common/message_text.h) when longer.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Same code, same message.

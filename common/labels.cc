@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/message_text.h"
 #include "common/validation.h"
 
 namespace iommu {
@@ -10,12 +11,6 @@ namespace {
 
 absl::Status Invalid(absl::string_view field, absl::string_view rule) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", rule));
-}
-
-// Quoted for messages, cut short so a hostile value cannot flood logs.
-std::string Quote(absl::string_view v) {
-  if (v.size() > 64) return absl::StrCat("\"", absl::CHexEscape(v.substr(0, 64)), "...\"");
-  return absl::StrCat("\"", absl::CHexEscape(v), "\"");
 }
 
 bool IsLowerAlnum(char c) { return absl::ascii_islower(c) || absl::ascii_isdigit(c); }
@@ -55,7 +50,7 @@ absl::Status ValidateContainerName(absl::string_view field, absl::string_view va
   if (value.empty()) return Invalid(field, "required");
   const std::string rule = absl::StrCat(
       "a name is 1-63 characters from [a-z0-9-] starting and ending with a letter or digit, got ",
-      Quote(value));
+      QuoteForMessage(value));
   if (value.size() > 63 || !IsLowerAlnum(value.front()) || !IsLowerAlnum(value.back())) {
     return Invalid(field, rule);
   }
@@ -65,14 +60,14 @@ absl::Status ValidateContainerName(absl::string_view field, absl::string_view va
   if (ValidateObjectId(field, value, "c-").ok()) {
     return Invalid(field, absl::StrCat("a name may not have the form of a container id (\"c-\" "
                                        "and 16 hex digits), got ",
-                                       Quote(value)));
+                                       QuoteForMessage(value)));
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateLabel(absl::string_view field, absl::string_view key,
                            absl::string_view value) {
-  const std::string where = absl::StrCat(field, "[", Quote(key), "]");
+  const std::string where = absl::StrCat(field, "[", QuoteForMessage(key), "]");
   if (key.empty()) return Invalid(field, "a label key may not be empty");
   absl::string_view name = key;
   const size_t slash = key.find('/');
@@ -92,7 +87,7 @@ absl::Status ValidateLabel(absl::string_view field, absl::string_view key,
     return Invalid(where, absl::StrCat("a value must be empty or 1-63 characters from "
                                        "[A-Za-z0-9._-] starting and ending with a letter or "
                                        "digit, got ",
-                                       Quote(value)));
+                                       QuoteForMessage(value)));
   }
   return absl::OkStatus();
 }
@@ -102,7 +97,8 @@ absl::Status TooManyLabels(absl::string_view field, size_t count) {
 }
 
 absl::Status BothSetAndRemoved(absl::string_view key) {
-  return Invalid("remove_keys", absl::StrCat("key ", Quote(key), " is also in labels; a key may "
+  return Invalid("remove_keys", absl::StrCat("key ", QuoteForMessage(key),
+                                             " is also in labels; a key may "
                                              "be set or removed, not both"));
 }
 

@@ -3,13 +3,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
-
 #include <atomic>
+#include <cstdlib>
 
 #include "absl/strings/escaping.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/message_text.h"
 
 namespace iommu {
 namespace {
@@ -116,7 +116,9 @@ std::string FormatLogLine(LogLevel level, absl::string_view event,
   AppendValue(&line, event);
   for (const LogField& f : fields) {
     absl::StrAppend(&line, " ", f.key, "=");
-    AppendValue(&line, f.value);
+    // A value may repeat what a caller sent: each is bounded, so a refusal's
+    // line is too.
+    AppendValue(&line, ElideMiddle(f.value));
   }
   return line;
 }

@@ -4,7 +4,8 @@
 // Under systemd (stderr is $JOURNAL_STREAM) each line starts with its syslog
 // priority, "<6>ts=...", which the journal strips and records.
 // Values with spaces, quotes, '=' or non-printing bytes are quoted and
-// escaped so that lines stay machine-parseable. Never log secrets (tokens,
+// escaped so that lines stay machine-parseable, and each is cut to
+// kMaxMessageBytes (common/message_text.h). Never log secrets (tokens,
 // keys): callers pass ids only.
 //
 // Thread-safe: the level and source are atomics set once at start, and each

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-
+#include "common/message_text.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -39,6 +39,18 @@ TEST(LogTest, IntegersAreNotPrintedAsBool) {
 TEST(LogTest, EmptyValueIsQuoted) {
   EXPECT_THAT(FormatLogLine(LogLevel::kInfo, "e", {{"session", ""}}),
               EndsWith("session=\"\""));
+}
+
+// A value may be whatever a caller sent: each is cut to its start and end,
+// so one refusal cannot write megabytes.
+TEST(LogTest, LongValuesAreCutInTheMiddle) {
+  const std::string error = "tenant_id: " + std::string(4000000, 'a') + " is not yours";
+  const std::string line =
+      FormatLogLine(LogLevel::kWarning, "rpc_error", {{"caller", "tenant/evil"}, {"error", error}});
+  EXPECT_LT(line.size(), 2 * kMaxMessageBytes);
+  EXPECT_THAT(line, HasSubstr("caller=tenant/evil error=\"tenant_id: aaa"));
+  EXPECT_THAT(line, HasSubstr(" bytes elided]..."));
+  EXPECT_THAT(line, EndsWith("aaa is not yours\""));
 }
 
 TEST(LogTest, ParsesLevels) {

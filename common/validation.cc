@@ -4,6 +4,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/message_text.h"
 
 namespace iommu {
 namespace {
@@ -15,24 +16,19 @@ absl::Status Invalid(absl::string_view field, absl::string_view rule) {
 bool IsLowerAlnum(char c) { return absl::ascii_islower(c) || absl::ascii_isdigit(c); }
 bool IsLowerHex(char c) { return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f'); }
 
-// Quoted for messages, cut short so a hostile value cannot flood logs.
-std::string Quote(absl::string_view v) {
-  if (v.size() > 64) return absl::StrCat("\"", absl::CHexEscape(v.substr(0, 64)), "...\"");
-  return absl::StrCat("\"", absl::CHexEscape(v), "\"");
-}
-
 }  // namespace
 
 absl::Status ValidateTenantId(absl::string_view field, absl::string_view value) {
   if (value.empty()) return Invalid(field, "required");
   if (value.size() > 63) return Invalid(field, "at most 63 characters");
   if (!absl::ascii_islower(value[0])) {
-    return Invalid(field, absl::StrCat("must start with a lowercase letter, got ", Quote(value)));
+    return Invalid(
+        field, absl::StrCat("must start with a lowercase letter, got ", QuoteForMessage(value)));
   }
   for (char c : value) {
     if (!IsLowerAlnum(c) && c != '-') {
       return Invalid(field, absl::StrCat("only lowercase letters, digits and '-' allowed, got ",
-                                         Quote(value)));
+                                         QuoteForMessage(value)));
     }
   }
   return absl::OkStatus();
@@ -42,13 +38,14 @@ absl::Status ValidateNodeName(absl::string_view field, absl::string_view value) 
   if (value.empty()) return Invalid(field, "required");
   if (value.size() > 63) return Invalid(field, "at most 63 characters");
   if (!IsLowerAlnum(value[0])) {
-    return Invalid(field,
-                   absl::StrCat("must start with a lowercase letter or digit, got ", Quote(value)));
+    return Invalid(field, absl::StrCat("must start with a lowercase letter or digit, got ",
+                                       QuoteForMessage(value)));
   }
   for (char c : value) {
     if (!IsLowerAlnum(c) && c != '-' && c != '.') {
-      return Invalid(field, absl::StrCat("only lowercase letters, digits, '-' and '.' allowed, got ",
-                                         Quote(value)));
+      return Invalid(field,
+                     absl::StrCat("only lowercase letters, digits, '-' and '.' allowed, got ",
+                                  QuoteForMessage(value)));
     }
   }
   return absl::OkStatus();
@@ -59,7 +56,8 @@ absl::Status ValidateRequestId(absl::string_view field, absl::string_view value)
   if (value.size() > 128) return Invalid(field, "at most 128 characters");
   for (char c : value) {
     if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != ':' && c != '-') {
-      return Invalid(field, absl::StrCat("only [A-Za-z0-9._:-] allowed, got ", Quote(value)));
+      return Invalid(field,
+                     absl::StrCat("only [A-Za-z0-9._:-] allowed, got ", QuoteForMessage(value)));
     }
   }
   return absl::OkStatus();
@@ -67,8 +65,8 @@ absl::Status ValidateRequestId(absl::string_view field, absl::string_view value)
 
 absl::Status ValidatePciAddress(absl::string_view field, absl::string_view value) {
   // DDDD:BB:DD.F
-  const std::string rule =
-      absl::StrCat("must be a PCI address DDDD:BB:DD.F in lowercase hex, got ", Quote(value));
+  const std::string rule = absl::StrCat("must be a PCI address DDDD:BB:DD.F in lowercase hex, got ",
+                                        QuoteForMessage(value));
   if (value.size() != 12 || value[4] != ':' || value[7] != ':' || value[10] != '.') {
     return Invalid(field, rule);
   }
@@ -78,7 +76,8 @@ absl::Status ValidatePciAddress(absl::string_view field, absl::string_view value
   const int dev = std::stoi(std::string(value.substr(8, 2)), nullptr, 16);
   const int fn = value[11] - '0';
   if (dev > 0x1f || fn < 0 || fn > 7) {
-    return Invalid(field, absl::StrCat("device must be <= 1f and function <= 7, got ", Quote(value)));
+    return Invalid(field, absl::StrCat("device must be <= 1f and function <= 7, got ",
+                                       QuoteForMessage(value)));
   }
   return absl::OkStatus();
 }
@@ -86,8 +85,8 @@ absl::Status ValidatePciAddress(absl::string_view field, absl::string_view value
 absl::Status ValidateObjectId(absl::string_view field, absl::string_view value,
                               absl::string_view prefix) {
   if (value.empty()) return Invalid(field, "required");
-  const std::string rule =
-      absl::StrCat("must be \"", prefix, "\" followed by 16 lowercase hex digits, got ", Quote(value));
+  const std::string rule = absl::StrCat(
+      "must be \"", prefix, "\" followed by 16 lowercase hex digits, got ", QuoteForMessage(value));
   if (value.size() != prefix.size() + 16 || value.substr(0, prefix.size()) != prefix) {
     return Invalid(field, rule);
   }

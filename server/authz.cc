@@ -1,11 +1,12 @@
 #include "server/authz.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/message_text.h"
+#include "common/status_macros.h"
+#include "common/validation.h"
 
 namespace iommu {
 namespace {
-
-std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
 absl::Status NeedsRole(absl::string_view method, absl::string_view role, const Identity& caller) {
   return absl::PermissionDeniedError(absl::StrCat(method, ": needs the ", role,
@@ -52,14 +53,15 @@ absl::Status Authorizer::OwnContainer(absl::string_view method, const Identity& 
     if (container_id.compare(0, slash, caller.name) != 0 || slash != caller.name.size()) {
       return Deny(method, caller,
                   absl::NotFoundError(absl::StrCat("container_id: no container named ",
-                                                   Quoted(container_id))));
+                                                   QuoteForMessage(container_id))));
     }
     return absl::OkStatus();
   }
   std::optional<std::string> owner = owners_->ContainerTenant(container_id);
   if (owner.has_value() && *owner != caller.name) {
     return Deny(method, caller,
-                absl::NotFoundError(absl::StrCat("container_id: no container ", Quoted(container_id))));
+                absl::NotFoundError(
+                    absl::StrCat("container_id: no container ", QuoteForMessage(container_id))));
   }
   return absl::OkStatus();
 }
@@ -74,10 +76,12 @@ absl::Status Authorizer::OwnTenantFilter(absl::string_view method, const Identit
     return absl::OkStatus();
   }
   if (*tenant_id != caller.name) {
+    // A name no tenant can have is a malformed request, not a denial.
+    RETURN_IF_ERROR(ValidateTenantId("tenant_id", *tenant_id));
     return Deny(method, caller,
                 absl::PermissionDeniedError(absl::StrCat(
                     "tenant_id: ", caller.ToString(), " may only name its own tenant ",
-                    Quoted(caller.name), ", not ", Quoted(*tenant_id))));
+                    QuoteForMessage(caller.name), ", not ", QuoteForMessage(*tenant_id))));
   }
   return absl::OkStatus();
 }
@@ -89,9 +93,9 @@ absl::Status Authorizer::OwnNode(absl::string_view method, const Identity& calle
   if (caller.role != Role::kAgent) return Deny(method, caller, NeedsRole(method, "agent", caller));
   if (node != caller.name) {
     return Deny(method, caller,
-                absl::PermissionDeniedError(absl::StrCat(
-                    "node: ", caller.ToString(), " may only act for node ", Quoted(caller.name),
-                    ", not ", Quoted(node))));
+                absl::PermissionDeniedError(
+                    absl::StrCat("node: ", caller.ToString(), " may only act for node ",
+                                 QuoteForMessage(caller.name), ", not ", QuoteForMessage(node))));
   }
   return absl::OkStatus();
 }
@@ -173,7 +177,8 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::ReleaseWindowRequest* 
   std::optional<std::string> owner = owners_->WindowTenant(req->window_id());
   if (owner.has_value() && *owner != c.name) {
     return Deny("ReleaseWindow", c,
-                absl::NotFoundError(absl::StrCat("window_id: no window ", Quoted(req->window_id()))));
+                absl::NotFoundError(
+                    absl::StrCat("window_id: no window ", QuoteForMessage(req->window_id()))));
   }
   return absl::OkStatus();
 }
@@ -226,10 +231,11 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::ListEventsRequest* req
   switch (object.kind()) {
     case v1::OBJECT_KIND_TENANT:
       if (object.id() != c.name) {
+        RETURN_IF_ERROR(ValidateTenantId("object.id", object.id()));
         return Deny(kMethod, c,
                     absl::PermissionDeniedError(absl::StrCat(
                         "object.id: ", c.ToString(), " may only name its own tenant ",
-                        Quoted(c.name), ", not ", Quoted(object.id()))));
+                        QuoteForMessage(c.name), ", not ", QuoteForMessage(object.id()))));
       }
       break;
     case v1::OBJECT_KIND_NODE:
@@ -242,7 +248,7 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::ListEventsRequest* req
       if (owner.has_value() && *owner != c.name) {
         return Deny(kMethod, c,
                     absl::NotFoundError(
-                        absl::StrCat("object.id: no container ", Quoted(object.id()))));
+                        absl::StrCat("object.id: no container ", QuoteForMessage(object.id()))));
       }
       break;
     case v1::OBJECT_KIND_WINDOW:
@@ -250,7 +256,7 @@ absl::Status Authorizer::Authorize(const Identity& c, v1::ListEventsRequest* req
       if (owner.has_value() && *owner != c.name) {
         return Deny(kMethod, c,
                     absl::NotFoundError(
-                        absl::StrCat("object.id: no window ", Quoted(object.id()))));
+                        absl::StrCat("object.id: no window ", QuoteForMessage(object.id()))));
       }
       break;
     default:

@@ -15,7 +15,6 @@
 
 namespace iommu {
 
-using broker_internal::Quoted;
 using broker_internal::kContainer;
 using broker_internal::kDevices;
 using broker_internal::kNode;
@@ -272,7 +271,7 @@ absl::StatusOr<std::optional<RequestRecord>> Broker::FindAnswerLocked(
   // fingerprint (digests may collide) and replay it.
   auto reused = [&request_id] {
     return absl::FailedPreconditionError(
-        absl::StrCat("request_id: ", Quoted(request_id),
+        absl::StrCat("request_id: ", QuoteForMessage(request_id),
                      " was already used for a different request; use a new id"));
   };
   const uint64_t digest = FingerprintDigest(fingerprint);
@@ -309,7 +308,7 @@ absl::StatusOr<Broker::NodeEntry*> Broker::FindNodeLocked(const std::string& fie
   RETURN_IF_ERROR(ValidateNodeName(field, name));
   auto it = nodes_.find(name);
   if (it == nodes_.end()) {
-    return absl::NotFoundError(absl::StrCat(field, ": no node ", Quoted(name)));
+    return absl::NotFoundError(absl::StrCat(field, ": no node ", QuoteForMessage(name)));
   }
   return &it->second;
 }
@@ -318,7 +317,7 @@ absl::StatusOr<Broker::ContainerEntry*> Broker::FindContainerLocked(const std::s
   RETURN_IF_ERROR(ValidateObjectId("container_id", id, "c-"));
   auto it = containers_.find(id);
   if (it == containers_.end()) {
-    return absl::NotFoundError(absl::StrCat("container_id: no container ", Quoted(id)));
+    return absl::NotFoundError(absl::StrCat("container_id: no container ", QuoteForMessage(id)));
   }
   return &it->second;
 }

@@ -13,13 +13,12 @@
 namespace iommu {
 
 using broker_internal::ContainerRef;
-using broker_internal::NewEvent;
-using broker_internal::Quoted;
-using broker_internal::Record;
-using broker_internal::TenantRef;
 using broker_internal::kContainer;
 using broker_internal::kNormal;
 using broker_internal::kWarning;
+using broker_internal::NewEvent;
+using broker_internal::Record;
+using broker_internal::TenantRef;
 
 absl::Status Broker::SetContainerBudget(const v1::SetContainerBudgetRequest& req,
                                         v1::Container* out, const Identity& caller) {
@@ -47,10 +46,10 @@ absl::Status Broker::SetContainerBudgetInternal(const v1::SetContainerBudgetRequ
         if (req.pin_budget_bytes() > c->container.pin_budget_bytes() &&
             (others > quota || req.pin_budget_bytes() > quota - others)) {
           return RecordRefusal(
-              NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant,
-                       req.request_id(), "", {TenantRef(tenant)}),
+              NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant, req.request_id(), "",
+                       {TenantRef(tenant)}),
               absl::ResourceExhaustedError(absl::StrCat(
-                  "pin_budget_bytes: tenant ", Quoted(tenant), " has ",
+                  "pin_budget_bytes: tenant ", QuoteForMessage(tenant), " has ",
                   Hex(others > quota ? 0 : quota - others),
                   " bytes of its pinned quota available for this container; asked for ",
                   Hex(req.pin_budget_bytes()))));
@@ -114,8 +113,8 @@ absl::StatusOr<std::string> Broker::ResolveContainerLocked(const Identity& calle
   std::string tenant = parsed.tenant;
   if (tenant_caller && tenant.empty()) tenant = caller.name;
   const absl::Status none = absl::NotFoundError(
-      absl::StrCat(field, ": no container named ", Quoted(ref),
-                   tenant.empty() ? "" : absl::StrCat(" in tenant ", Quoted(tenant))));
+      absl::StrCat(field, ": no container named ", QuoteForMessage(ref),
+                   tenant.empty() ? "" : absl::StrCat(" in tenant ", QuoteForMessage(tenant))));
   if (tenant_caller && tenant != caller.name) return none;
   if (!tenant.empty()) {
     auto it = container_names_.find({parsed.name, tenant});
@@ -131,17 +130,18 @@ absl::StatusOr<std::string> Broker::ResolveContainerLocked(const Identity& calle
   }
   if (tenants.empty()) return none;
   if (tenants.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": tenants ", absl::StrJoin(tenants, ", "), " each have a container named ",
-        Quoted(ref), "; write TENANT/NAME"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": tenants ", absl::StrJoin(tenants, ", "),
+                     " each have a container named ", QuoteForMessage(ref), "; write TENANT/NAME"));
   }
   return id;
 }
 
 absl::Status Broker::NameFreeLocked(const std::string& tenant, const std::string& name) const {
   if (container_names_.count({name, tenant}) || pending_names_.count({name, tenant})) {
-    return absl::AlreadyExistsError(absl::StrCat("name: tenant ", Quoted(tenant),
-                                                 " already has a container named ", Quoted(name)));
+    return absl::AlreadyExistsError(absl::StrCat("name: tenant ", QuoteForMessage(tenant),
+                                                 " already has a container named ",
+                                                 QuoteForMessage(name)));
   }
   return absl::OkStatus();
 }
@@ -161,11 +161,11 @@ absl::StatusOr<Broker::ContainerEntry*> Broker::GrantableLocked(const std::strin
   const std::string& node = c->container.node();
   auto n = nodes_.find(node);
   if (n == nodes_.end() || !NodeLiveLocked(n->second)) {
-    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+    return absl::UnavailableError(absl::StrCat("container_id: node ", QuoteForMessage(node),
                                                " of container ", id, " is not heartbeating"));
   }
   if (!n->second.reconciled) {
-    return absl::UnavailableError(absl::StrCat("container_id: node ", Quoted(node),
+    return absl::UnavailableError(absl::StrCat("container_id: node ", QuoteForMessage(node),
                                                " of container ", id,
                                                " is reconciling after registering; retry"));
   }
@@ -203,7 +203,8 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   ASSIGN_OR_RETURN(ContainerEntry * c, GrantableLocked(id));
   auto n = nodes_.find(c->container.node());  // GrantableLocked found it.
   if (n->second.grant_key.empty()) {
-    return absl::InternalError(absl::StrCat("node ", Quoted(c->container.node()), " has no key"));
+    return absl::InternalError(
+        absl::StrCat("node ", QuoteForMessage(c->container.node()), " has no key"));
   }
   const int64_t now = Now();
   v1::LauncherGrant grant;

@@ -22,18 +22,17 @@ namespace iommu {
 using broker_internal::AgentCallError;
 using broker_internal::ContainerRef;
 using broker_internal::Fingerprint;
-using broker_internal::NewEvent;
-using broker_internal::NodeRef;
-using broker_internal::Page;
-using broker_internal::PageSubset;
-using broker_internal::Quoted;
-using broker_internal::Record;
-using broker_internal::RequestKey;
-using broker_internal::TenantRef;
 using broker_internal::kContainer;
 using broker_internal::kNormal;
 using broker_internal::kWarning;
 using broker_internal::kWindow;
+using broker_internal::NewEvent;
+using broker_internal::NodeRef;
+using broker_internal::Page;
+using broker_internal::PageSubset;
+using broker_internal::Record;
+using broker_internal::RequestKey;
+using broker_internal::TenantRef;
 
 // ------------------------------------------------------------ containers
 
@@ -49,16 +48,16 @@ absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req, st
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
   if (!NodeLiveLocked(*n)) {
     return absl::UnavailableError(
-        absl::StrCat("node: node ", Quoted(req.node()), " is not heartbeating"));
+        absl::StrCat("node: node ", QuoteForMessage(req.node()), " is not heartbeating"));
   }
   if (!n->reconciled) {
     return absl::UnavailableError(
-        absl::StrCat("node: node ", Quoted(req.node()),
+        absl::StrCat("node: node ", QuoteForMessage(req.node()),
                      " is reconciling after its agent registered; retry in a moment"));
   }
   if (n->node.cordoned()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("node: node ", Quoted(req.node()), " is cordoned"));
+        absl::StrCat("node: node ", QuoteForMessage(req.node()), " is cordoned"));
   }
   if (req.devices().empty()) {
     return absl::InvalidArgumentError("devices: at least one device is required with node");
@@ -75,7 +74,7 @@ absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req, st
                           [&](const v1::Device& x) { return x.address() == addr; });
     if (d == n->devices.end()) {
       return absl::NotFoundError(
-          absl::StrCat(field, ": node ", Quoted(req.node()), " has no device ", addr));
+          absl::StrCat(field, ": node ", QuoteForMessage(req.node()), " has no device ", addr));
     }
     if (!d->assignable()) {
       return absl::FailedPreconditionError(
@@ -156,7 +155,8 @@ absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequ
   RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
   auto tenant = tenants_.find(req.tenant_id());
   if (tenant == tenants_.end()) {
-    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+    return absl::NotFoundError(
+        absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
   }
   if (!req.name().empty()) RETURN_IF_ERROR(NameFreeLocked(req.tenant_id(), req.name()));
   const uint32_t max = tenant->second.quota().max_containers();
@@ -165,8 +165,8 @@ absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequ
     return RecordRefusal(NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()),
                                   req.tenant_id(), req.request_id(), ""),
                          absl::ResourceExhaustedError(absl::StrCat(
-                             "tenant_id: tenant ", Quoted(req.tenant_id()), " holds ", held,
-                             " of its ", max, " containers (quota.max_containers)")));
+                             "tenant_id: tenant ", QuoteForMessage(req.tenant_id()), " holds ",
+                             held, " of its ", max, " containers (quota.max_containers)")));
   }
   if (req.pin_budget_bytes() % 4096 != 0) {
     return absl::InvalidArgumentError(
@@ -181,7 +181,7 @@ absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequ
         NewEvent(kWarning, "QuotaExceeded", TenantRef(req.tenant_id()), req.tenant_id(),
                  req.request_id(), ""),
         absl::ResourceExhaustedError(absl::StrCat(
-            "pin_budget_bytes: tenant ", Quoted(req.tenant_id()), " has ", Hex(unbudgeted),
+            "pin_budget_bytes: tenant ", QuoteForMessage(req.tenant_id()), " has ", Hex(unbudgeted),
             " bytes of its pinned quota ", Hex(quota),
             " not yet budgeted to containers; asked for ", Hex(req.pin_budget_bytes()))));
   }
@@ -364,7 +364,7 @@ absl::Status Broker::ListContainers(const v1::ListContainersRequest& req,
 absl::StatusOr<Broker::Plan> Broker::PlanDeleteContainerLocked(const std::string& id) {
   auto it = containers_.find(id);
   if (it == containers_.end()) {
-    return absl::NotFoundError(absl::StrCat("container_id: no container ", Quoted(id)));
+    return absl::NotFoundError(absl::StrCat("container_id: no container ", QuoteForMessage(id)));
   }
   const ContainerEntry& c = it->second;
   Plan plan;

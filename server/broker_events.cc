@@ -1,22 +1,23 @@
 // The Broker's event log and version answers.
-#include "server/broker.h"
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/labels.h"
+#include "common/message_text.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "common/version.h"
+#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {
-
-using broker_internal::Quoted;
 
 // ------------------------------------------------------------ events
 
 void Broker::RecordEvent(v1::Event event) {
   event.set_last_time_ms(Now());
+  // Kept and served to watchers: bounded like every message (a refusal's
+  // may repeat what a caller sent, a failure's what an agent reported).
+  if (event.message().size() > kMaxMessageBytes) event.set_message(ElideMiddle(event.message()));
   events_.Record(std::move(event));
 }
 
@@ -113,7 +114,8 @@ absl::Status Broker::ListEvents(const v1::ListEventsRequest& req, v1::ListEvents
   // authorization layer's for another tenant's object.
   if (what != nullptr && !ObjectExistsLocked(resolved, req.tenant_id()) &&
       !events_.Holds(resolved, req.tenant_id())) {
-    return absl::NotFoundError(absl::StrCat("object.id: no ", what, " ", Quoted(object.id())));
+    return absl::NotFoundError(
+        absl::StrCat("object.id: no ", what, " ", QuoteForMessage(object.id())));
   }
   EventLog::Page page = events_.List(resolved, req.tenant_id(), after, limit);
   for (v1::Event& e : page.events) *out->add_events() = std::move(e);

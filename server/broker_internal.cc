@@ -6,8 +6,6 @@
 namespace iommu {
 namespace broker_internal {
 
-std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
-
 bool IsLowerHex(const std::string& s, size_t length) {
   if (s.size() != length) return false;
   for (char c : s) {
@@ -31,7 +29,7 @@ absl::StatusOr<v1::Quota> MaskedQuota(const v1::Quota& current, const v1::Quota&
       out.set_window_bytes(given.window_bytes());
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "update_mask: unknown path ", Quoted(path),
+          "update_mask: unknown path ", QuoteForMessage(path),
           " (known: quota.pinned_bytes, quota.max_containers, quota.window_bytes, quota, *)"));
     }
   }
@@ -88,11 +86,11 @@ absl::Status AgentCallError(const std::string& node, const std::string& address,
   // that dropped the call as it stopped (gRPC's answer at its server's
   // shutdown), which is as retryable as no answer at all.
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s)) {
-    return absl::UnavailableError(absl::StrCat("node: agent of node ", Quoted(node),
+    return absl::UnavailableError(absl::StrCat("node: agent of node ", QuoteForMessage(node),
                                                address.empty() ? "" : " at ", address,
                                                " did not answer: ", s.message()));
   }
-  return absl::Status(s.code(), absl::StrCat("node ", Quoted(node), ": ", s.message()));
+  return absl::Status(s.code(), absl::StrCat("node ", QuoteForMessage(node), ": ", s.message()));
 }
 
 }  // namespace broker_internal

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/message_text.h"
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "google/protobuf/field_mask.pb.h"
@@ -34,8 +35,6 @@ inline constexpr char kDevices[] = "devices";
 inline constexpr char kContainer[] = "container";
 inline constexpr char kWindow[] = "window";
 inline constexpr char kNodeKey[] = "nodekey";
-
-std::string Quoted(const std::string& s);
 
 bool IsLowerHex(const std::string& s, size_t length);
 
@@ -141,7 +140,8 @@ absl::Status Broker::CheckReplayLocked(const std::string& request_id, const std:
   RETURN_IF_ERROR(ValidateRequestId("request_id", request_id));
   if (request_id.empty()) return absl::OkStatus();
   if (inflight_.count(key)) {
-    return absl::AbortedError(absl::StrCat("request_id: a request with id ", broker_internal::Quoted(request_id),
+    return absl::AbortedError(absl::StrCat("request_id: a request with id ",
+                                           QuoteForMessage(request_id),
                                            " is in flight; retry after it finishes"));
   }
   ASSIGN_OR_RETURN(std::optional<RequestRecord> prior,

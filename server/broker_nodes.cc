@@ -18,7 +18,6 @@ using broker_internal::kNormal;
 using broker_internal::NewEvent;
 using broker_internal::NodeRef;
 using broker_internal::Page;
-using broker_internal::Quoted;
 using broker_internal::Record;
 using broker_internal::RequestKey;
 
@@ -172,13 +171,14 @@ absl::Status Broker::DeleteNode(const v1::DeleteNodeRequest& req, v1::DeleteNode
             NodeContainersLocked(req.node()).size() + PendingDevicesLocked(req.node()).size();
         if (held > 0) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "node: node ", Quoted(req.node()), " still has ", held,
+              "node: node ", QuoteForMessage(req.node()), " still has ", held,
               " container(s) (or creates in flight); delete them first, e.g. iommuctl node "
-              "drain ", req.node(), " --delete-containers"));
+              "drain ",
+              req.node(), " --delete-containers"));
         }
         if (NodeLiveLocked(*n) && !req.force()) {
           return absl::FailedPreconditionError(absl::StrCat(
-              "node: node ", Quoted(req.node()),
+              "node: node ", QuoteForMessage(req.node()),
               " is alive (its agent is registered and heartbeating); stop its agent first, or "
               "force the delete (the agent then registers the node again)"));
         }

@@ -15,15 +15,14 @@ namespace iommu {
 
 using broker_internal::ContainerRef;
 using broker_internal::IsLowerHex;
-using broker_internal::NewEvent;
-using broker_internal::NodeRef;
-using broker_internal::Quoted;
-using broker_internal::Record;
 using broker_internal::kDevices;
 using broker_internal::kNode;
 using broker_internal::kNodeKey;
 using broker_internal::kNormal;
 using broker_internal::kWarning;
+using broker_internal::NewEvent;
+using broker_internal::NodeRef;
+using broker_internal::Record;
 
 // ------------------------------------------------------------ registry
 
@@ -56,8 +55,8 @@ absl::Status ValidateRegisterRequest(const v1::RegisterRequest& req) {
 }
 
 absl::Status RolledBack(const std::string& node) {
-  return absl::UnavailableError(
-      absl::StrCat("node: node ", Quoted(node), " was rolled back by a failed commit; retry"));
+  return absl::UnavailableError(absl::StrCat("node: node ", QuoteForMessage(node),
+                                             " was rolled back by a failed commit; retry"));
 }
 
 bool SameNodeRecord(const v1::Node& a, const v1::Node& b) {
@@ -219,9 +218,9 @@ absl::Status Broker::Heartbeat(const v1::HeartbeatRequest& req, v1::HeartbeatRes
   auto it = nodes_.find(req.node());
   if (it == nodes_.end() || it->second.session_id.empty() ||
       it->second.session_id != req.session_id()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
-        "; register again"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session_id: node ", QuoteForMessage(req.node()), " has no session ",
+                     QuoteForMessage(req.session_id()), "; register again"));
   }
   NodeEntry& n = it->second;
   NoteHeartbeatLocked(&n);
@@ -264,9 +263,9 @@ absl::Status Broker::Reconciled(const v1::ReconciledRequest& req, v1::Reconciled
   absl::MutexLock l(&mu_);
   auto it = nodes_.find(req.node());
   if (it == nodes_.end() || it->second.session_id != req.session_id()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session_id: node ", Quoted(req.node()), " has no session ", Quoted(req.session_id()),
-        "; register again"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session_id: node ", QuoteForMessage(req.node()), " has no session ",
+                     QuoteForMessage(req.session_id()), "; register again"));
   }
   const std::map<std::string, std::string> failed_before = std::move(it->second.failed);
   it->second.failed.clear();

@@ -23,7 +23,6 @@ using broker_internal::NodeRef;
 using broker_internal::Page;
 using broker_internal::PageSubset;
 using broker_internal::QuotaText;
-using broker_internal::Quoted;
 using broker_internal::Record;
 using broker_internal::TenantRef;
 
@@ -39,8 +38,8 @@ absl::Status Broker::CreateTenant(const v1::CreateTenantRequest& req, v1::Tenant
         RETURN_IF_ERROR(ValidateQuota(req.quota().pinned_bytes(), req.quota().window_bytes()));
         RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
         if (tenants_.count(req.tenant_id())) {
-          return absl::AlreadyExistsError(
-              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " already exists"));
+          return absl::AlreadyExistsError(absl::StrCat(
+              "tenant_id: tenant ", QuoteForMessage(req.tenant_id()), " already exists"));
         }
         answer->set_id(req.tenant_id());
         *answer->mutable_quota() = req.quota();
@@ -62,7 +61,8 @@ absl::Status Broker::GetTenant(const v1::GetTenantRequest& req, v1::Tenant* out,
   absl::MutexLock l(&mu_);
   auto it = tenants_.find(req.tenant_id());
   if (it == tenants_.end()) {
-    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+    return absl::NotFoundError(
+        absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
   }
   *out = it->second;
   return AwaitDurableLocked();
@@ -165,7 +165,8 @@ absl::Status Broker::SetTenantQuotaInternal(const v1::SetTenantQuotaRequest& req
         if (!req.has_quota()) return absl::InvalidArgumentError("quota: required");
         auto it = tenants_.find(req.tenant_id());
         if (it == tenants_.end()) {
-          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+          return absl::NotFoundError(
+              absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
         }
         ASSIGN_OR_RETURN(const v1::Quota quota,
                          MaskedQuota(it->second.quota(), req.quota(), req.update_mask()));
@@ -221,13 +222,14 @@ absl::Status Broker::DeleteTenant(const v1::DeleteTenantRequest& req, v1::Delete
         mu_.AssertHeld();  // Mutate runs this under mu_.
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         if (!tenants_.count(req.tenant_id())) {
-          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+          return absl::NotFoundError(
+              absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
         }
         const int held = TenantContainerCountLocked(req.tenant_id());
         if (held > 0) {
           return absl::FailedPreconditionError(
-              absl::StrCat("tenant_id: tenant ", Quoted(req.tenant_id()), " still owns ", held,
-                           " container(s); delete them first"));
+              absl::StrCat("tenant_id: tenant ", QuoteForMessage(req.tenant_id()), " still owns ",
+                           held, " container(s); delete them first"));
         }
         Plan plan;
         plan.batch.deletes.push_back({kTenant, req.tenant_id()});
@@ -247,7 +249,8 @@ absl::Status Broker::SetTenantLabels(const v1::SetTenantLabelsRequest& req, v1::
         RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
         auto it = tenants_.find(req.tenant_id());
         if (it == tenants_.end()) {
-          return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+          return absl::NotFoundError(
+              absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
         }
         v1::Tenant changed = it->second;
         RETURN_IF_ERROR(EditLabels(req.labels(), req.remove_keys(), changed.mutable_labels()));
@@ -273,10 +276,11 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
   RETURN_IF_ERROR(ValidatePageToken("page_token", req.page_token()));
   absl::MutexLock l(&mu_);
   if (!req.tenant_id().empty() && !tenants_.count(req.tenant_id())) {
-    return absl::NotFoundError(absl::StrCat("tenant_id: no tenant ", Quoted(req.tenant_id())));
+    return absl::NotFoundError(
+        absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
   }
   if (!req.node().empty() && !nodes_.count(req.node())) {
-    return absl::NotFoundError(absl::StrCat("node: no node ", Quoted(req.node())));
+    return absl::NotFoundError(absl::StrCat("node: no node ", QuoteForMessage(req.node())));
   }
   std::map<std::pair<std::string, std::string>, v1::NodeUsage> rows;  // (tenant, node)
   auto row = [&](const std::string& tenant, const std::string& node) -> v1::NodeUsage& {

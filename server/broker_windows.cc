@@ -12,16 +12,15 @@
 namespace iommu {
 
 using broker_internal::ContainerRef;
-using broker_internal::NewEvent;
-using broker_internal::NodeRef;
-using broker_internal::Page;
-using broker_internal::Quoted;
-using broker_internal::Record;
-using broker_internal::TenantRef;
-using broker_internal::WindowRef;
 using broker_internal::kNormal;
 using broker_internal::kWarning;
 using broker_internal::kWindow;
+using broker_internal::NewEvent;
+using broker_internal::NodeRef;
+using broker_internal::Page;
+using broker_internal::Record;
+using broker_internal::TenantRef;
+using broker_internal::WindowRef;
 
 // ------------------------------------------------------------ windows
 
@@ -143,13 +142,12 @@ absl::Status Broker::AllocateWindowInternal(const v1::AllocateWindowRequest& req
         const uint64_t limit = t == tenants_.end() ? 0 : t->second.quota().window_bytes();
         const uint64_t used = TenantWindowBytesLocked(tenant);
         if (limit != 0 && (used > limit || req.size() > limit - used)) {
-          return RecordRefusal(
-              NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant,
-                       req.request_id(), "", {TenantRef(tenant)}),
-              absl::ResourceExhaustedError(absl::StrCat(
-                  "size: tenant ", Quoted(tenant), " has ", Hex(used), " of its ", Hex(limit),
-                  " window bytes reserved; ", Hex(req.size()),
-                  " more would pass quota.window_bytes")));
+          return RecordRefusal(NewEvent(kWarning, "QuotaExceeded", ContainerRef(id), tenant,
+                                        req.request_id(), "", {TenantRef(tenant)}),
+                               absl::ResourceExhaustedError(absl::StrCat(
+                                   "size: tenant ", QuoteForMessage(tenant), " has ", Hex(used),
+                                   " of its ", Hex(limit), " window bytes reserved; ",
+                                   Hex(req.size()), " more would pass quota.window_bytes")));
         }
         // Where the window goes, found on the allocator itself and given
         // back at once, so that planning changes nothing: its free ranges
@@ -197,7 +195,8 @@ absl::Status Broker::ReleaseWindowInternal(const v1::ReleaseWindowRequest& req,
         RETURN_IF_ERROR(ValidateObjectId("window_id", req.window_id(), "w-"));
         auto w = windows_.find(req.window_id());
         if (w == windows_.end()) {
-          return absl::NotFoundError(absl::StrCat("window_id: no window ", Quoted(req.window_id())));
+          return absl::NotFoundError(
+              absl::StrCat("window_id: no window ", QuoteForMessage(req.window_id())));
         }
         *container_id = w->second.container_id();
         Plan plan;
