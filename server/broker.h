@@ -504,18 +504,20 @@ class Broker final : public OwnershipView {
   // flight.
   uint64_t TenantBudgetLocked(const std::string& tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Picks the node and devices for a create request; see CreateContainerRequest.
-  absl::Status PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
-                           std::vector<std::string>* devices) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PlaceLocked(const v1::CreateContainerRequest& req, const Identity& caller,
+                           std::string* node, std::vector<std::string>* devices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CreateContainer's checks of the request against its tenant: fields,
   // name, max_containers and the pinned quota not yet budgeted (refusals
   // recorded as events). The pin budget the container gets.
   absl::StatusOr<uint64_t> AdmitCreateLocked(const v1::CreateContainerRequest& req)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PlaceLocked's two ways: the node and devices the request names, checked
-  // one by one; or the free whole IOMMU groups matching its selector on the
-  // placeable node with the most of them.
-  absl::Status PlaceOnNodeLocked(const v1::CreateContainerRequest& req, std::string* node,
-                                 std::vector<std::string>* devices)
+  // one by one (a refusal names the container holding a device only to an
+  // operator or its own tenant); or the free whole IOMMU groups matching its
+  // selector on the placeable node with the most of them.
+  absl::Status PlaceOnNodeLocked(const v1::CreateContainerRequest& req, const Identity& caller,
+                                 std::string* node, std::vector<std::string>* devices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PlaceBySelectorLocked(const v1::CreateContainerRequest& req, std::string* node,
                                      std::vector<std::string>* devices)

@@ -36,13 +36,37 @@ using broker_internal::TenantRef;
 
 // ------------------------------------------------------------ containers
 
-absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, std::string* node,
-                                 std::vector<std::string>* devices) {
-  if (!req.node().empty()) return PlaceOnNodeLocked(req, node, devices);
+namespace {
+
+// The request's placement is one of its two forms (node and devices, or a
+// selector), and a selector's ids are PCI ids (16 bits).
+absl::Status ValidatePlacementForm(const v1::CreateContainerRequest& req) {
+  if (req.has_selector() && (!req.node().empty() || !req.devices().empty())) {
+    return absl::InvalidArgumentError("selector: either node and devices, or a selector, not both");
+  }
+  if (req.selector().vendor_id() > 0xffff) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("selector.vendor_id: a PCI vendor id is at most 0xffff, got %#x",
+                        req.selector().vendor_id()));
+  }
+  if (req.selector().device_id() > 0xffff) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("selector.device_id: a PCI device id is at most 0xffff, got %#x",
+                        req.selector().device_id()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Broker::PlaceLocked(const v1::CreateContainerRequest& req, const Identity& caller,
+                                 std::string* node, std::vector<std::string>* devices) {
+  if (!req.node().empty()) return PlaceOnNodeLocked(req, caller, node, devices);
   return PlaceBySelectorLocked(req, node, devices);
 }
 
-absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req, std::string* node,
+absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req,
+                                       const Identity& caller, std::string* node,
                                        std::vector<std::string>* devices) {
   // Explicit placement: the node and its devices, checked one by one.
   ASSIGN_OR_RETURN(NodeEntry * n, FindNodeLocked("node", req.node()));
@@ -82,8 +106,12 @@ absl::Status Broker::PlaceOnNodeLocked(const v1::CreateContainerRequest& req, st
     }
     auto holder = device_holder_.find({req.node(), addr});
     if (holder != device_holder_.end()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(field, ": device ", addr, " is held by container ", holder->second));
+      // Another tenant's container id is never shown to a tenant.
+      const bool theirs = containers_.at(holder->second).container.tenant_id() == req.tenant_id();
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": device ", addr, " is held by ",
+          caller.role != Role::kTenant || theirs ? absl::StrCat("container ", holder->second)
+                                                 : "another tenant's container"));
     }
     if (pending_devices_.count({req.node(), addr})) {
       return absl::FailedPreconditionError(
@@ -151,6 +179,7 @@ absl::Status Broker::PlaceBySelectorLocked(const v1::CreateContainerRequest& req
 
 absl::StatusOr<uint64_t> Broker::AdmitCreateLocked(const v1::CreateContainerRequest& req) {
   RETURN_IF_ERROR(ValidateTenantId("tenant_id", req.tenant_id()));
+  RETURN_IF_ERROR(ValidatePlacementForm(req));
   if (!req.name().empty()) RETURN_IF_ERROR(ValidateContainerName("name", req.name()));
   RETURN_IF_ERROR(ValidateLabels("labels", req.labels()));
   auto tenant = tenants_.find(req.tenant_id());
@@ -202,7 +231,7 @@ absl::Status Broker::CreateContainer(const v1::CreateContainerRequest& req, v1::
     RETURN_IF_ERROR(CheckReplayLocked(req.request_id(), rkey, fingerprint, out, &replayed));
     if (replayed) return absl::OkStatus();
     ASSIGN_OR_RETURN(budget, AdmitCreateLocked(req));
-    absl::Status placed = PlaceLocked(req, &node, &devices);
+    absl::Status placed = PlaceLocked(req, caller, &node, &devices);
     // No room is worth telling people about; a malformed request is not.
     if (absl::IsResourceExhausted(placed)) {
       RecordRefusal(NewEvent(kWarning, "PlacementFailed", TenantRef(req.tenant_id()),

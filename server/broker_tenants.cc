@@ -279,7 +279,9 @@ absl::Status Broker::GetUsage(const v1::GetUsageRequest& req, v1::GetUsageRespon
     return absl::NotFoundError(
         absl::StrCat("tenant_id: no tenant ", QuoteForMessage(req.tenant_id())));
   }
-  if (!req.node().empty() && !nodes_.count(req.node())) {
+  // Nodes are the operators' to list: a tenant naming one it has nothing on
+  // gets the empty answer whether the node exists or not.
+  if (!req.node().empty() && !nodes_.count(req.node()) && caller.role != Role::kTenant) {
     return absl::NotFoundError(absl::StrCat("node: no node ", QuoteForMessage(req.node())));
   }
   std::map<std::pair<std::string, std::string>, v1::NodeUsage> rows;  // (tenant, node)

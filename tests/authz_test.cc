@@ -827,6 +827,90 @@ TEST_F(AuthzTest, LongValuesAreRefusedWithBoundedMessagesAndLogLines) {
   EXPECT_LT(longest, 8192u) << "a log line repeats a caller's value at length";
 }
 
+// A device another tenant's container holds is refused without that
+// container's id; its own tenant and operators get the id.
+TEST_F(AuthzTest, AHeldDeviceNamesItsHolderOnlyToItsTenantAndOperators) {
+  const std::string c = NewContainer(kOwner);
+  v1::GetContainerRequest get;
+  get.set_container_id(c);
+  v1::Container held;
+  ASSERT_TRUE(
+      Invoke(cluster_->BrokerStub().get(), &v1::Broker::Stub::GetContainer, get, &held).ok());
+  ASSERT_EQ(held.devices_size(), 1);
+  const auto create_on = [&](Caller as, const char* tenant) {
+    v1::CreateContainerRequest req;
+    req.set_tenant_id(tenant);
+    req.set_node(held.node());
+    req.add_devices(held.devices(0));
+    req.set_pin_budget_bytes(4096);
+    v1::Container out;
+    return Invoke(BrokerAs(as).get(), &v1::Broker::Stub::CreateContainer, req, &out);
+  };
+  const std::string prefix = absl::StrCat("devices[0]: device ", held.devices(0), " is held by ");
+  grpc::Status s = create_on(kOtherTenant, kOther);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), prefix + "another tenant's container");
+  s = create_on(kOwningTenant, kOwner);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), prefix + "container " + c);
+  s = create_on(kOperator, kOther);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), prefix + "container " + c);
+  DeleteContainer(c);
+}
+
+// Nodes are for operators to list: a tenant asking for its usage on a node
+// gets the same answer whether the node exists or not.
+TEST_F(AuthzTest, ATenantsUsageByNodeDoesNotTellWhichNodesExist) {
+  auto other = BrokerAs(kOtherTenant);
+  const auto usage_on = [&](const std::string& node, v1::GetUsageResponse* out) {
+    v1::GetUsageRequest req;
+    req.set_node(node);
+    return Invoke(other.get(), &v1::Broker::Stub::GetUsage, req, out);
+  };
+  v1::GetUsageResponse real, made_up;
+  grpc::Status s = usage_on("node-2", &real);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = usage_on("node-9", &made_up);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(real.SerializeAsString(), made_up.SerializeAsString());
+  // An operator is told.
+  v1::GetUsageRequest req;
+  req.set_node("node-9");
+  v1::GetUsageResponse out;
+  EXPECT_EQ(
+      Invoke(cluster_->BrokerStub().get(), &v1::Broker::Stub::GetUsage, req, &out).error_code(),
+      StatusCode::NOT_FOUND);
+}
+
+// The two forms of placement do not mix, and a selector's ids are PCI ids.
+TEST_F(AuthzTest, CreateContainerRefusesAMixedOrOutOfRangePlacement) {
+  auto owner = BrokerAs(kOwningTenant);
+  v1::CreateContainerRequest req;
+  req.set_tenant_id(kOwner);
+  req.set_node("node-1");
+  req.add_devices("0000:00:09.0");
+  req.mutable_selector()->set_count(7);
+  v1::Container out;
+  grpc::Status s = Invoke(owner.get(), &v1::Broker::Stub::CreateContainer, req, &out);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "selector: either node and devices, or a selector, not both");
+  req.clear_node();
+  req.clear_devices();
+  req.mutable_selector()->set_count(1);
+  req.mutable_selector()->set_vendor_id(0x10000);
+  s = Invoke(owner.get(), &v1::Broker::Stub::CreateContainer, req, &out);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(),
+            "selector.vendor_id: a PCI vendor id is at most 0xffff, got 0x10000");
+  req.mutable_selector()->set_vendor_id(0);
+  req.mutable_selector()->set_device_id(0xffffffff);
+  s = Invoke(owner.get(), &v1::Broker::Stub::CreateContainer, req, &out);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(),
+            "selector.device_id: a PCI device id is at most 0xffff, got 0xffffffff");
+}
+
 // Request ids are scoped by the caller: another tenant using an id first
 // neither blocks this tenant's own request with that id nor learns that it
 // was used, and each caller's retry gets its own first answer.
