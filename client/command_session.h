@@ -18,6 +18,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -51,6 +52,13 @@ absl::Status UsageError(absl::string_view message);
 
 // True when `status` was made by UsageError.
 bool IsUsageError(const absl::Status& status);
+
+// Whether a list answer carries a resource_version (a watch can start there).
+template <typename Resp, typename = void>
+struct HasResourceVersion : std::false_type {};
+template <typename Resp>
+struct HasResourceVersion<Resp, std::void_t<decltype(std::declval<Resp>().resource_version())>>
+    : std::true_type {};
 
 // One run of one command: the stub, the options and the output stream.
 class Session final {
@@ -104,6 +112,8 @@ class Session final {
   // Calls a list method page by page (page_size 1000, or fewer to stop at
   // --limit) and gathers the items of every page into `all`. When --limit
   // stops early, all->next_page_token resumes after the last item shown.
+  // A list that carries a resource_version gets its first page's: a watch
+  // from there misses no change made while the later pages were read.
   template <typename Req, typename Resp, typename Item>
   absl::Status ListAll(grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
                        Req request, google::protobuf::RepeatedPtrField<Item>* (Resp::*items)(),
@@ -118,6 +128,9 @@ class Session final {
       request.set_page_token(token);
       Resp page;
       RETURN_IF_ERROR(Call(method, request, &page));
+      if constexpr (HasResourceVersion<Resp>::value) {
+        if (token.empty()) all->set_resource_version(page.resource_version());
+      }
       auto* got = (page.*items)();
       for (Item& item : *got) {
         if (limit > 0 && static_cast<uint64_t>((all->*items)()->size()) >= limit) break;

@@ -263,6 +263,7 @@ void ServeTenants(FakeBrokerStub& fake, int total) {
     const int end = std::min<int>(total, start + static_cast<int>(req.page_size()));
     for (int i = start; i < end; ++i) resp->add_tenants()->set_id(absl::StrFormat("t%04d", i));
     if (end < total) resp->set_next_page_token(absl::StrCat(end));
+    resp->set_resource_version(absl::StrCat("run.", 7 + start));  // Each page is later.
     return grpc::Status::OK;
   });
 }
@@ -281,6 +282,8 @@ TEST_F(CommandsTest, ListFetchesEveryPage) {
   EXPECT_EQ(all.tenants_size(), 2500);
   EXPECT_EQ(all.tenants(2499).id(), "t2499");
   EXPECT_EQ(all.next_page_token(), "");
+  // The first page's version: a watch from there misses nothing.
+  EXPECT_EQ(all.resource_version(), "run.7");
 }
 
 TEST_F(CommandsTest, LimitStopsEarlyAndKeepsTheResumeToken) {
