@@ -27,6 +27,7 @@ struct LauncherServer::Connection {
   PeerCred peer;
   bool open = true;  // False once it must be closed.
   bool session_opened = false;  // An OpenSession was answered OK.
+  bool logged = false;          // Its launcher_connected line was logged.
   absl::Time open_deadline;     // Closed at this time unless session_opened.
 };
 
@@ -43,6 +44,18 @@ v1::LauncherResponse ErrorResponse(uint64_t seq, const absl::Status& status) {
   response.set_message(std::string(status.message()));
   return response;
 }
+
+// Logs `event` unless `limiter` refuses `key` now; a line that passes
+// carries how many of `key`'s lines were dropped since the last one.
+void LogLimited(LogLimiter& limiter, const std::string& key, LogLevel level,
+                absl::string_view event, std::vector<LogField> fields) {
+  uint64_t suppressed = 0;
+  if (!limiter.Allow(key, absl::Now(), &suppressed)) return;
+  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+  LogEvent(level, event, fields);
+}
+
+std::string UidKey(uid_t uid) { return absl::StrCat("uid=", uid); }
 
 // The op's field name ("map"), for logs.
 std::string OpName(const v1::LauncherRequest& req) {
@@ -156,7 +169,7 @@ void LauncherServer::Run() {
         ++it;
         continue;
       }
-      LogEvent(LogLevel::kInfo, "launcher_disconnected", {{"conn", (*it)->id}});
+      LogDisconnected(**it, "");
       handler_->OnDisconnect((*it)->id);
       it = conns.erase(it);
     }
@@ -166,8 +179,7 @@ void LauncherServer::Run() {
   }
 
   for (const auto& c : conns) {
-    LogEvent(LogLevel::kInfo, "launcher_disconnected",
-             {{"conn", c->id}, {"reason", "server stopping"}});
+    LogDisconnected(*c, "server stopping");
     handler_->OnDisconnect(c->id);
   }
   conns.clear();
@@ -252,17 +264,37 @@ void LauncherServer::Evict(std::vector<std::unique_ptr<Connection>>* conns, Conn
 
 void LauncherServer::WarnAbout(uid_t uid, absl::string_view event,
                                std::vector<LogField> fields) {
+  LogLimited(warnings_, UidKey(uid), LogLevel::kWarning, event, std::move(fields));
+}
+
+void LauncherServer::LogConnected(Connection* conn) {
   uint64_t suppressed = 0;
-  if (!warnings_.Allow(absl::StrCat("uid=", uid), absl::Now(), &suppressed)) return;
+  if (!connection_lines_.Allow(UidKey(conn->peer.uid), absl::Now(), &suppressed)) return;
+  conn->logged = true;
+  std::vector<LogField> fields = {{"conn", conn->id},
+                                  {"pid", conn->peer.pid},
+                                  {"uid", conn->peer.uid},
+                                  {"gid", conn->peer.gid}};
+  // Connections of this uid logged neither at connect nor at disconnect.
   if (suppressed > 0) fields.push_back({"suppressed", suppressed});
-  LogEvent(LogLevel::kWarning, event, fields);
+  LogEvent(LogLevel::kInfo, "launcher_connected", fields);
+}
+
+void LauncherServer::LogDisconnected(const Connection& conn, absl::string_view reason) {
+  if (!conn.logged) return;
+  std::vector<LogField> fields = {
+      {"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid}};
+  if (!reason.empty()) fields.push_back({"reason", reason});
+  LogEvent(LogLevel::kInfo, "launcher_disconnected", fields);
 }
 
 bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) {
   absl::StatusOr<UniqueFd> fd = AcceptUnix(listener_.get());
   if (!fd.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_accept_failed",
-             {{"error", fd.status().message()}});
+    // Not tied to a peer (the fd table is full and the like), but peers can
+    // keep it so; the accept backoff alone still allows 10 lines a second.
+    LogLimited(warnings_, "accept", LogLevel::kWarning, "launcher_accept_failed",
+               {{"error", fd.status().message()}});
     return false;
   }
   if (!fd->valid()) return true;  // Nothing pending after all.
@@ -270,7 +302,9 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   conn.fd = *std::move(fd);
   absl::StatusOr<PeerCred> peer = GetPeerCred(conn.fd.get());
   if (!peer.ok()) {
-    LogEvent(LogLevel::kWarning, "launcher_refused", {{"error", peer.status().message()}});
+    // No uid to key by: all such refusals share one bucket.
+    LogLimited(warnings_, "peercred", LogLevel::kWarning, "launcher_refused",
+               {{"error", peer.status().message()}});
     return true;
   }
   // When full, a connection without a session of the uid holding the most
@@ -303,9 +337,7 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   }
   // Only now, so that a newcomer the handler refuses evicts nobody.
   if (victim != nullptr) Evict(conns, victim, conn.peer.uid);
-  LogEvent(LogLevel::kInfo, "launcher_connected",
-           {{"conn", conn.id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
-            {"gid", conn.peer.gid}});
+  LogConnected(&conn);
   conns->push_back(std::make_unique<Connection>(std::move(conn)));
   return true;
 }
@@ -396,16 +428,23 @@ bool LauncherServer::ServeOne(Connection* conn) {
         kMaxLauncherPacketFds));
   }
   if (!internal.ok()) {
-    LogEvent(LogLevel::kError, "launcher_bad_response",
-             {{"conn", conn->id}, {"op", OpName(req)}, {"error", internal.message()}});
+    // A handler bug, but one a peer may be able to repeat at will.
+    LogLimited(warnings_, UidKey(conn->peer.uid), LogLevel::kError, "launcher_bad_response",
+               {{"conn", conn->id},
+                {"uid", conn->peer.uid},
+                {"op", OpName(req)},
+                {"error", internal.message()}});
     response = ErrorResponse(req.seq(), internal);
     out_fds.clear();
   }
-  LogEvent(LogLevel::kDebug, "launcher_request",
-           {{"conn", conn->id}, {"seq", req.seq()}, {"op", OpName(req)},
-            {"code", absl::StatusCodeToString(
-                         static_cast<absl::StatusCode>(response.code()))},
-            {"fds_in", fds_in}, {"fds_out", out_fds.size()}});
+  LogLimited(request_lines_, UidKey(conn->peer.uid), LogLevel::kDebug, "launcher_request",
+             {{"conn", conn->id},
+              {"uid", conn->peer.uid},
+              {"seq", req.seq()},
+              {"op", OpName(req)},
+              {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(response.code()))},
+              {"fds_in", fds_in},
+              {"fds_out", out_fds.size()}});
   return Send(conn, response, out_fds);
 }
 
@@ -413,8 +452,9 @@ bool LauncherServer::Send(Connection* conn, const v1::LauncherResponse& response
                           const std::vector<int>& fds) {
   std::string bytes;
   if (!response.SerializeToString(&bytes)) {
-    LogEvent(LogLevel::kError, "launcher_send_failed",
-             {{"conn", conn->id}, {"error", "response does not serialize"}});
+    LogLimited(
+        warnings_, UidKey(conn->peer.uid), LogLevel::kError, "launcher_send_failed",
+        {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", "response does not serialize"}});
     return false;
   }
   // The socket is non-blocking: a launcher that does not read its responses

@@ -146,6 +146,12 @@ class LauncherServer final {
   // peer's refusals cannot flood the log; a line that passes carries how
   // many were dropped before it.
   void WarnAbout(uid_t uid, absl::string_view event, std::vector<LogField> fields);
+  // Logs `conn`'s launcher_connected line if its uid's share of
+  // connection_lines_ allows, and remembers whether it did: the matching
+  // launcher_disconnected line is logged exactly when this one was, so a
+  // peer looping connect/close costs the log a bounded number of pairs.
+  void LogConnected(Connection* conn);
+  void LogDisconnected(const Connection& conn, absl::string_view reason);
   // Accepts one pending connection; false when accept4 failed and the
   // listener should rest (EMFILE and the like).
   bool AcceptOne(std::vector<std::unique_ptr<Connection>>* conns);
@@ -171,7 +177,14 @@ class LauncherServer final {
   absl::Mutex mu_;
   std::thread thread_ ABSL_GUARDED_BY(mu_);
   uint64_t next_conn_id_ = 1;  // Server thread only.
-  LogLimiter warnings_;         // Server thread only.
+  // Every line a peer can cause at will goes through one of these, keyed by
+  // uid (README "log volume"). Separate buckets so that a uid's connection
+  // churn does not hide its refusals, and debug request lines (opt-in, and
+  // wanted in full for a launcher being debugged) have a larger share.
+  // Server thread only.
+  LogLimiter warnings_;
+  LogLimiter connection_lines_;
+  LogLimiter request_lines_{/*per_second=*/50.0, /*burst=*/200.0};
 };
 
 }  // namespace agent

@@ -12,7 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/fake_launcher_handler.h"
@@ -25,7 +28,9 @@ namespace iommu {
 namespace agent {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using Code = absl::StatusCode;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
@@ -117,6 +122,44 @@ TEST_F(LauncherServerTest, ConnectAndDisconnectAreReportedExactlyOnce) {
   server_->Stop();
   EXPECT_THAT(handler_.events(),
               ElementsAre(absl::StrCat("connect 1 uid=", getuid()), "disconnect 1"));
+}
+
+// Lines of `log` whose event is `event`.
+std::vector<std::string> LinesOf(const std::string& log, absl::string_view event) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StrContains(line, absl::StrCat("event=", event, " "))) lines.emplace_back(line);
+  }
+  return lines;
+}
+
+// A uid allowed on the socket looping connect/close once wrote 1.45 M lines
+// in 10 s; its connection lines are now bounded per uid like its refusals.
+TEST_F(LauncherServerTest, ConnectionChurnOfOneUidLogsABoundedNumberOfLines) {
+  StartServer();
+  ::testing::internal::CaptureStderr();
+  constexpr size_t kConnections = 2000;
+  for (size_t i = 0; i < kConnections; ++i) RawClient client(path_);
+  const bool served = handler_.WaitForEvents("disconnect", kConnections, 6 * kWait);
+  // The bucket refills (1 line a second): the next connection is logged and
+  // says how many were not.
+  absl::SleepFor(absl::Milliseconds(1100));
+  { RawClient client(path_); }
+  const bool last_served = handler_.WaitForEvents("disconnect", kConnections + 1, kWait);
+  server_->Stop();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(served && last_served) << handler_.CountEvents("disconnect") << " disconnects";
+  EXPECT_EQ(handler_.CountEvents("connect"), kConnections + 1);
+
+  const std::vector<std::string> connected = LinesOf(log, "launcher_connected");
+  const std::vector<std::string> disconnected = LinesOf(log, "launcher_disconnected");
+  EXPECT_GE(connected.size(), 1u);
+  EXPECT_LT(connected.size() + disconnected.size(), 100u) << log.substr(0, 4000);
+  // Pairs: a connection's disconnect is logged exactly when its connect was.
+  EXPECT_EQ(disconnected.size(), connected.size());
+  ASSERT_FALSE(connected.empty());
+  EXPECT_THAT(connected.back(), HasSubstr(absl::StrCat(" uid=", getuid())));
+  EXPECT_THAT(connected.back(), ContainsRegex(" suppressed=[1-9][0-9]*"));
 }
 
 TEST_F(LauncherServerTest, SocketGetsModeAndIsRemovedOnStop) {

@@ -90,6 +90,16 @@ absl::Status LauncherSessions::Refuse(const Conn& conn, const std::string& conta
   return s;
 }
 
+void LauncherSessions::LogAbout(const Conn& conn, absl::string_view kind, absl::string_view event,
+                                std::vector<LogField> fields) {
+  uint64_t suppressed = 0;
+  if (!events_.Allow(absl::StrCat(kind, " uid=", conn.peer.uid), absl::Now(), &suppressed)) {
+    return;
+  }
+  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+  LogEvent(LogLevel::kInfo, event, fields);
+}
+
 LauncherSessions::LauncherSessions(AgentCore* core, LauncherSessionOptions options)
     : core_(core),
       options_(std::move(options)),
@@ -206,9 +216,13 @@ void LauncherSessions::OnRequest(uint64_t conn_id, const v1::LauncherRequest& re
             out_fds->push_back(fd.get());
             conn.sent_fds.push_back(std::move(fd));
           }
-          LogEvent(LogLevel::kInfo, "device_fds_sent",
-                   {{"session", conn.session_id}, {"container", conn.container_id},
-                    {"devices", out_fds->size()}, {"pid", conn.peer.pid}});
+          // A launcher may ask for its devices as often as it likes.
+          LogAbout(conn, "devices", "device_fds_sent",
+                   {{"session", conn.session_id},
+                    {"container", conn.container_id},
+                    {"devices", out_fds->size()},
+                    {"pid", conn.peer.pid},
+                    {"uid", conn.peer.uid}});
         }
         break;
       }
@@ -305,9 +319,12 @@ absl::Status LauncherSessions::Open(Conn& conn, const v1::LauncherRequest::OpenS
     }
   }
   opened->set_expires_ms(grant.expires_ms());
-  LogEvent(LogLevel::kInfo, "session_opened",
-           {{"session", conn.session_id}, {"container", conn.container_id},
-            {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid},
+  LogAbout(conn, "session", "session_opened",
+           {{"session", conn.session_id},
+            {"container", conn.container_id},
+            {"tenant", conn.tenant_id},
+            {"pid", conn.peer.pid},
+            {"uid", conn.peer.uid},
             {"windows", opened->windows_size()}});
   return absl::OkStatus();
 }
@@ -339,9 +356,12 @@ absl::Status LauncherSessions::Resume(Conn& conn, const v1::LauncherRequest::Res
     out->set_base(w.start);
     out->set_size(w.last - w.start + 1);
   }
-  LogEvent(LogLevel::kInfo, "session_resumed_by_launcher",
-           {{"session", conn.session_id}, {"container", conn.container_id},
-            {"tenant", conn.tenant_id}, {"pid", conn.peer.pid}, {"uid", conn.peer.uid}});
+  LogAbout(conn, "session", "session_resumed_by_launcher",
+           {{"session", conn.session_id},
+            {"container", conn.container_id},
+            {"tenant", conn.tenant_id},
+            {"pid", conn.peer.pid},
+            {"uid", conn.peer.uid}});
   return absl::OkStatus();
 }
 

@@ -113,6 +113,9 @@ class LauncherSessions final : public LauncherHandler {
   // A refusal of `conn`'s request, logged rate-limited per uid.
   absl::Status Refuse(const Conn& conn, const std::string& container, absl::Status s)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An info line about `conn`, rate-limited per uid and `kind` in events_.
+  void LogAbout(const Conn& conn, absl::string_view kind, absl::string_view event,
+                std::vector<LogField> fields) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   AgentCore* const core_;
@@ -124,6 +127,11 @@ class LauncherSessions final : public LauncherHandler {
   PeerPolicy peers_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   LogLimiter warnings_ ABSL_GUARDED_BY(mu_);
+  // Sessions opened and resumed, device fds sent: state changes operators
+  // want to see, so a burst of 20 per uid passes before any is dropped; a
+  // peer looping on them still cannot flood the log. Separate from
+  // warnings_ so that refusals stay visible.
+  LogLimiter events_ ABSL_GUARDED_BY(mu_){/*per_second=*/1.0, /*burst=*/20.0};
 };
 
 }  // namespace agent
