@@ -11,8 +11,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/errno_status.h"
 #include "agent/log.h"
+#include "agent/state_dir_check.h"
+#include "common/errno_status.h"
 #include "common/status_macros.h"
 
 namespace iommu {
@@ -38,10 +39,14 @@ absl::StatusOr<std::unique_ptr<Persistence>> Persistence::Open(const Persistence
     if (::mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return ErrnoStatus(errno, absl::StrCat("state_dir: mkdir ", options.state_dir));
     }
+    // Before anything in it is read: the journal decides what a root agent
+    // restores, so only the agent's own uid may have written it.
+    ASSIGN_OR_RETURN(const UniqueFd dir, CheckStateDir(options.state_dir));
     // One agent per journal: two would each believe they own the kernel
     // objects it names.
     const std::string lock = absl::StrCat(options.state_dir, "/journal.lock");
-    p->lock_fd_ = UniqueFd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    p->lock_fd_ = UniqueFd(
+        ::openat(dir.get(), "journal.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!p->lock_fd_) return ErrnoStatus(errno, absl::StrCat("state_dir: open ", lock));
     if (::flock(p->lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) {

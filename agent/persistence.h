@@ -48,7 +48,9 @@ absl::Status ValidatePersistenceOptions(const PersistenceOptions& options);
 class Persistence final {
  public:
   // Opens the journal (locking it: a second agent on the same state_dir is
-  // FAILED_PRECONDITION naming the directory) and the fd store. Errors name
+  // FAILED_PRECONDITION naming the directory) and the fd store. A state_dir
+  // or journal file that another uid owns or that group or others may write
+  // is FAILED_PRECONDITION before the journal is read (CheckStateDir). Errors name
   // the flag (state_dir, fd_store) and what failed; an fd holder that cannot
   // be reached is UNAVAILABLE (the agent does not start, so nothing it holds
   // is forgotten).

@@ -312,5 +312,33 @@ TEST_F(AgentRestartTest, TwoAgentsCannotShareAStateDirectory) {
   EXPECT_THAT(cluster_.agent("n2").Log(), HasSubstr("in use by another agent"));
 }
 
+// The agent runs as root and restores whatever the journal names: a state
+// directory or journal others may write is refused before it is read, and
+// the agent says which path, what it found and how to fix it.
+TEST_F(AgentRestartTest, AStateDirectoryOthersMayWriteIsRefusedAtStart) {
+  StartAgent(AgentFlags());
+  EXPECT_EQ(cluster_.agent("n1").Stop(), 0);
+  const std::string state = absl::StrCat(cluster_.dir(), "/n1.state");
+  ASSERT_EQ(::chmod(state.c_str(), 0777), 0);
+  EXPECT_FALSE(cluster_.StartAgent("n1", kTwoEdus, AgentFlags()).ok());
+  const int status = cluster_.agent("n1").early_exit_status();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  EXPECT_THAT(cluster_.agent("n1").Log(),
+              HasSubstr(absl::StrCat(state, " is owned by uid ", ::geteuid(), " with mode 0777")));
+  EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr(absl::StrCat("chmod 0700 ", state)));
+
+  // The same for the journal itself.
+  ASSERT_EQ(::chmod(state.c_str(), 0700), 0);
+  const std::string journal = absl::StrCat(state, "/journal.db");
+  ASSERT_EQ(::chmod(journal.c_str(), 0666), 0);
+  EXPECT_FALSE(cluster_.StartAgent("n1", kTwoEdus, AgentFlags()).ok());
+  EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr(absl::StrCat(journal, " is owned by uid")));
+  EXPECT_THAT(cluster_.agent("n1").Log(), HasSubstr("writable by group and others"));
+
+  // Fixed as the message says, the agent starts and restores.
+  ASSERT_EQ(::chmod(journal.c_str(), 0600), 0);
+  StartAgent(AgentFlags());
+}
+
 }  // namespace
 }  // namespace iommu::testing
