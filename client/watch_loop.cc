@@ -1,6 +1,7 @@
 #include "client/watch_loop.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <utility>
 
@@ -18,6 +19,17 @@ bool Retryable(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kOk ||
          code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kAborted ||
          code == absl::StatusCode::kCancelled || code == absl::StatusCode::kResourceExhausted;
+}
+
+// Waits, up to a few seconds, until the channel under `stub` is connected:
+// a wait_for_ready GetVersion, which drives the connection and its
+// handshake while it waits.
+absl::Status AwaitConnection(v1::Broker::StubInterface* stub) {
+  grpc::ClientContext ctx;
+  ctx.set_wait_for_ready(true);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetVersionResponse version;
+  return FromGrpcStatus(stub->GetVersion(&ctx, v1::GetVersionRequest(), &version));
 }
 
 }  // namespace
@@ -94,6 +106,14 @@ absl::Status RunWatch(v1::Broker::StubInterface* stub, v1::WatchRequest request,
                            "); reconnecting"));
     if (!loop.wait(backoff)) return absl::OkStatus();
     backoff = std::min(backoff * 2, absl::Seconds(5));
+    // The stream is a fail-fast call: on a channel that lost its broker it
+    // fails at once without connecting, and a TLS handshake makes progress
+    // only while some call waits on the channel. A bounded call that waits
+    // for the connection makes it; its failure is just another retry.
+    if (absl::Status ready = AwaitConnection(stub); !ready.ok()) {
+      loop.note(
+          absl::StrCat("watch: the broker is not reachable yet (", ready.message(), "); retrying"));
+    }
   }
 }
 
