@@ -1,25 +1,30 @@
 // A small HTTP server for the daemons' operational endpoints (/metrics,
 // /healthz, /readyz): GET and HEAD on exact paths, answered by handlers that
-// return a whole reply. Built on civetweb (what prometheus-cpp's exposer
-// uses), with request timeouts and a fixed thread pool, so a client that
-// connects and sends nothing holds one worker for at most the timeout.
+// return a whole reply, one request per connection.
 //
-// Thread-safety: handlers run on the server's worker threads, possibly
-// concurrently; the destructor stops the server and waits for them.
+// One thread runs a poll() loop over non-blocking sockets, so a connection
+// costs a few bytes of state rather than a worker: clients that connect and
+// send nothing (or send slowly) cannot keep a complete request from being
+// answered. The earlier thread-per-connection server (civetweb, 2 workers)
+// was starved by a handful of idle connections, which made liveness probes
+// fail and got the daemons restarted on an attacker's demand.
+//
+// Thread-safety: handlers run on the server's loop thread, one at a time, so
+// they must be quick (they read counters). The destructor stops the loop and
+// waits for it; no handler runs after it returns.
 #ifndef COMMON_HTTP_SERVER_H_
 #define COMMON_HTTP_SERVER_H_
 
+#include <cstddef>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <vector>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-
-struct mg_context;
-struct mg_connection;
+#include "common/unique_fd.h"
 
 namespace iommu {
 
@@ -32,14 +37,23 @@ struct HttpReply {
 using HttpHandler = std::function<HttpReply()>;
 
 struct HttpServerOptions {
-  int threads = 2;
-  int request_timeout_ms = 5000;
+  // How long a connection has to send its whole request head, and then again
+  // how long the reply may take to be written. Well below the 1 s+ timeouts
+  // probes and scrapers use, so a stuck client is gone before it matters.
+  int request_timeout_ms = 2000;
+  // Open connections at most. When full, a newcomer replaces the connection
+  // that has waited longest without sending a complete request, so filling
+  // the table never locks out a prober.
+  int max_connections = 128;
+  // A longer request head is answered 431 and the connection closed.
+  size_t max_request_head_bytes = 8192;
 };
 
 class HttpServer {
  public:
-  // Serves `handlers` (exact path -> handler) on `address` (host:port; port
-  // 0 picks a free one). Other paths are 404, other methods 405.
+  // Serves `handlers` (exact path -> handler) on `address` (host:port, host
+  // an IPv4 literal, a bracketed IPv6 literal or a name; port 0 picks a free
+  // one). Other paths are 404, other methods 405, malformed requests 400.
   // INVALID_ARGUMENT for a malformed address or path (naming `field`),
   // UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
@@ -53,14 +67,18 @@ class HttpServer {
   int port() const { return port_; }
 
  private:
-  struct Route;
-  HttpServer();
-  static int Handle(mg_connection* conn, void* cbdata);
+  HttpServer(std::map<std::string, HttpHandler> handlers, HttpServerOptions options,
+             UniqueFd listener, UniqueFd wake, int port);
+  void Run();  // The loop thread's body.
 
-  mg_context* ctx_ = nullptr;
-  std::map<std::string, HttpHandler> handlers_;
-  std::vector<std::unique_ptr<Route>> routes_;  // civetweb points at them.
-  int port_ = 0;
+  // Set before the loop thread starts and never changed after, so the loop
+  // reads them without a lock. All connection state is local to Run().
+  const std::map<std::string, HttpHandler> handlers_;
+  const HttpServerOptions options_;
+  const UniqueFd listener_;  // Non-blocking, listening.
+  const UniqueFd wake_;      // eventfd: the destructor writes it to stop the loop.
+  const int port_;
+  std::thread loop_;
 };
 
 }  // namespace iommu
