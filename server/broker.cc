@@ -32,7 +32,7 @@ absl::StatusOr<RequestIndex> LoadRequestIndex(Store* store) {
   ASSIGN_OR_RETURN(std::vector<RequestSummary> listed, store->ListRequests());
   RequestIndex index;
   for (const RequestSummary& r : listed) {
-    index.Insert(r.request_id, r.fingerprint_digest, r.time_ms);
+    index.Insert(r.request_id, r.fingerprint_digest, r.time_ms, r.bytes);
   }
   return index;
 }
@@ -193,7 +193,7 @@ void Broker::LeadCommitLocked() {
     for (const WriteBatch& b : group->batches) {
       if (!b.request.has_value()) continue;
       const RequestRecord& r = *b.request;
-      requests_.Insert(r.request_id, FingerprintDigest(r.fingerprint), r.time_ms);
+      requests_.Insert(r.request_id, FingerprintDigest(r.fingerprint), r.time_ms, RequestBytes(r));
     }
     PublishLocked();
     return;

@@ -17,6 +17,7 @@ absl::Status ValidateBrokerOptions(const BrokerOptions& options) {
       {"liveness_check_interval_ms", options.liveness_check_interval_ms, 0},
       {"request_ttl_ms", options.request_ttl_ms, 1},
       {"max_remembered_answers_per_caller", options.max_remembered_answers_per_caller, 0},
+      {"max_remembered_answer_bytes_per_caller", options.max_remembered_answer_bytes_per_caller, 0},
       {"max_concurrent_registrations", options.max_concurrent_registrations, 0},
   };
   for (const auto& c : checks) {

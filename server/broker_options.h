@@ -34,6 +34,11 @@ struct BrokerOptions {
   // bytes of memory (server/request_index.h), whatever its size in the
   // store: 1,000,000 answers, about 50-90 MB.
   int64_t max_remembered_answers_per_caller = 1000000;
+  // The same bound in bytes of the store (RequestBytes: id, fingerprint and
+  // response of each): answers range from about a hundred bytes to tens of
+  // KiB (a container with 32 long labels), so the count alone let one
+  // caller add gigabytes. 0: no limit.
+  int64_t max_remembered_answer_bytes_per_caller = int64_t{256} << 20;
   // Registrations worked on at once; the others wait their turn before
   // they touch the broker's state. A registration holds the broker's lock
   // for O(the node's containers), and after a broker restart every node

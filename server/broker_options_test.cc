@@ -33,6 +33,8 @@ TEST(BrokerOptionsTest, EachOptionOutOfRangeIsRefusedByNameAndRule) {
        "request_ttl_ms: must be at least 1, got 0"},
       {[](BrokerOptions* o) { o->max_remembered_answers_per_caller = -1; },
        "max_remembered_answers_per_caller: must be at least 0, got -1"},
+      {[](BrokerOptions* o) { o->max_remembered_answer_bytes_per_caller = -1; },
+       "max_remembered_answer_bytes_per_caller: must be at least 0, got -1"},
       {[](BrokerOptions* o) { o->max_concurrent_registrations = INT64_MIN; },
        "max_concurrent_registrations: must be at least 0, got -9223372036854775808"},
   };

@@ -390,15 +390,25 @@ absl::Status Broker::ExpireRequests() {
 }
 
 absl::Status Broker::CheckRememberedLocked(const std::string& key) const {
-  const int64_t limit = options_.max_remembered_answers_per_caller;
-  if (limit <= 0) return absl::OkStatus();
   const std::string scope = RequestScope(key);
-  const int64_t remembered = requests_.CountInScope(scope);
-  if (remembered < limit) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "request_id: ", scope, " has ", remembered, " answers remembered for retries (limit ", limit,
-      " per caller, --max-remembered-answers-per-caller); send mutations without request_id "
-      "or wait for older answers to expire (after ", options_.request_ttl_ms / 1000, " s)"));
+  const std::string remedy =
+      absl::StrCat("send mutations without request_id or wait for older answers to expire (after ",
+                   options_.request_ttl_ms / 1000, " s)");
+  const int64_t limit = options_.max_remembered_answers_per_caller;
+  const int64_t remembered = limit > 0 ? requests_.CountInScope(scope) : 0;
+  if (limit > 0 && remembered >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request_id: ", scope, " has ", remembered, " answers remembered for retries (limit ",
+        limit, " per caller, --max-remembered-answers-per-caller); ", remedy));
+  }
+  const int64_t byte_limit = options_.max_remembered_answer_bytes_per_caller;
+  const uint64_t bytes = byte_limit > 0 ? requests_.BytesInScope(scope) : 0;
+  if (byte_limit > 0 && bytes >= static_cast<uint64_t>(byte_limit)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request_id: ", scope, " has ", bytes, " bytes of answers remembered for retries (limit ",
+        byte_limit, " per caller, --max-remembered-answer-bytes-per-caller); ", remedy));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace iommu

@@ -105,6 +105,10 @@ ABSL_FLAG(int64_t, max_remembered_answers_per_caller, 1000000,
           "are refused with RESOURCE_EXHAUSTED, so no tenant can grow the store without bound. "
           "Each remembered answer also takes 47-94 bytes of the broker's memory (its index of "
           "request ids, server/request_index.h): 1000000 answers, about 50-90 MB. 0: no limit");
+ABSL_FLAG(int64_t, max_remembered_answer_bytes_per_caller, int64_t{256} << 20,
+          "The same bound in bytes of the store (each answer's request id, request fingerprint "
+          "and response): answers range from ~100 bytes to tens of KiB, so the count alone would "
+          "let one caller add gigabytes. Default 268435456 (256 MiB). 0: no limit");
 ABSL_FLAG(uint32_t, max_inflight_per_caller, 64,
           "Calls of one caller (certificate identity) in flight at once; more are refused with "
           "RESOURCE_EXHAUSTED, so one tenant cannot hold every handler thread. 0: no limit");
@@ -266,6 +270,8 @@ absl::StatusOr<iommu::BrokerOptions> BrokerOptionsFromFlags() {
   options.liveness_check_interval_ms = kHousekeepingPeriodMs;
   options.max_remembered_answers_per_caller =
       absl::GetFlag(FLAGS_max_remembered_answers_per_caller);
+  options.max_remembered_answer_bytes_per_caller =
+      absl::GetFlag(FLAGS_max_remembered_answer_bytes_per_caller);
   if (absl::Status s = iommu::ValidateBrokerOptions(options); !s.ok()) {
     // "<option>: <rule>" -> "--<option-with-dashes>: <rule>".
     const absl::string_view message = s.message();

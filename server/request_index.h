@@ -11,11 +11,12 @@
 //   kSameDigest   one is, probably for this very request (digests of unequal
 //                 fingerprints may collide): read the answer and compare the
 //                 whole fingerprint before replaying it.
-// It also counts entries per scope (the per-caller bound on remembered
-// answers) and forgets entries older than a cutoff (expiry).
+// It also counts entries and their bytes in the store per scope (the
+// per-caller bounds on remembered answers) and forgets entries older than a
+// cutoff (expiry).
 //
 // Memory: each entry is 40 bytes (a 16-byte key hash, an 8-byte digest, an
-// 8-byte time, a 4-byte scope number and padding) in an open-addressing
+// 8-byte time, a 4-byte scope number and a 4-byte size) in an open-addressing
 // table with one control byte per slot, kept between 7/16 and 7/8 full: 47
 // to 94 bytes per remembered answer, whatever the lengths of its id and
 // request (1,000,000 answers: about 50-90 MB; twice that for a moment while
@@ -62,16 +63,18 @@ class RequestIndex final {
   Match Find(absl::string_view key, uint64_t digest) const;
 
   // Remembers that an answer under `key`, for a request of digest `digest`,
-  // was acknowledged at `time_ms`; replaces an entry of the same key. O(1)
-  // amortized.
-  void Insert(absl::string_view key, uint64_t digest, int64_t time_ms);
+  // was acknowledged at `time_ms` and takes `bytes` in the store
+  // (RequestBytes); replaces an entry of the same key. O(1) amortized.
+  void Insert(absl::string_view key, uint64_t digest, int64_t time_ms, uint64_t bytes = 0);
 
   // Forgets the entries acknowledged before `before_ms` (the store's
   // ExpireRequests rule). Returns how many. Linear in the entries.
   int64_t Expire(int64_t before_ms);
 
-  // Entries whose key has scope `scope` (RequestScope). O(1) expected.
+  // Entries whose key has scope `scope` (RequestScope), and the bytes they
+  // take in the store. O(1) expected.
   int64_t CountInScope(absl::string_view scope) const;
+  uint64_t BytesInScope(absl::string_view scope) const;
 
   size_t size() const { return entries_.size(); }
 
@@ -80,6 +83,7 @@ class RequestIndex final {
     uint64_t digest = 0;
     int64_t time_ms = 0;
     uint32_t scope = 0;  // Index into scope_counts_.
+    uint32_t bytes = 0;  // Saturated: an answer is far below 4 GiB (gRPC's message limit).
   };
   // Key hashes are already uniform: their low half is their table hash.
   struct KeyHasher {
@@ -93,6 +97,7 @@ class RequestIndex final {
   Hash128 key_;
   absl::flat_hash_map<Hash128, Entry, KeyHasher> entries_;
   std::vector<int64_t> scope_counts_;
+  std::vector<uint64_t> scope_bytes_;  // By scope number, like scope_counts_.
   absl::flat_hash_map<std::string, uint32_t> scope_numbers_;
 };
 

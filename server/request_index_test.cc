@@ -72,6 +72,23 @@ TEST(RequestIndexTest, CountsPerScope) {
   EXPECT_EQ(index.CountInScope(""), 0);
 }
 
+TEST(RequestIndexTest, CountsBytesPerScopeThroughReplacementAndExpiry) {
+  RequestIndex index;
+  index.Insert("tenant/acme|a", 1, 10, 100);
+  index.Insert("tenant/acme|b", 2, 20, 5000);
+  index.Insert("operator/admin|a", 3, 30, 7);
+  EXPECT_EQ(index.BytesInScope("tenant/acme"), 5100u);
+  EXPECT_EQ(index.BytesInScope("operator/admin"), 7u);
+  EXPECT_EQ(index.BytesInScope("tenant/nobody"), 0u);
+  index.Insert("tenant/acme|b", 2, 25, 300);  // Replaced: its old size goes.
+  EXPECT_EQ(index.BytesInScope("tenant/acme"), 400u);
+  EXPECT_EQ(index.Expire(15), 1);
+  EXPECT_EQ(index.BytesInScope("tenant/acme"), 300u);
+  EXPECT_EQ(index.Expire(100), 2);
+  EXPECT_EQ(index.BytesInScope("tenant/acme"), 0u);
+  EXPECT_EQ(index.BytesInScope("operator/admin"), 0u);
+}
+
 TEST(RequestIndexTest, InsertingAKeyAgainReplacesItsEntryAndCountsItOnce) {
   RequestIndex index;
   index.Insert("tenant/acme|a", 1, 10);

@@ -356,7 +356,8 @@ class SqliteStore final : public Store {
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
       ASSIGN_OR_RETURN(RequestRecord r, RequestFromRow(st.get(), nullptr));
-      out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms});
+      const uint64_t bytes = RequestBytes(r);
+      out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms, bytes});
     }
     if (rc != SQLITE_DONE) return Error(read_db_, "list requests");
     return out;

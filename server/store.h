@@ -54,7 +54,14 @@ struct RequestSummary {
   std::string request_id;
   uint64_t fingerprint_digest = 0;  // FingerprintDigest(fingerprint), request_digest.h.
   int64_t time_ms = 0;              // When it was acknowledged.
+  uint64_t bytes = 0;               // RequestBytes of the record.
 };
+
+// What a remembered answer costs the store, about: its id, fingerprint and
+// response (the per-caller bound on remembered bytes counts this).
+inline uint64_t RequestBytes(const RequestRecord& r) {
+  return r.request_id.size() + r.fingerprint.size() + r.response.size();
+}
 
 // One atomic change: all of it is applied or none of it.
 struct WriteBatch {

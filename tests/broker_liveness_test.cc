@@ -252,5 +252,50 @@ TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
   EXPECT_TRUE(allocate_as("hostile", hostile, "h-1").ok());  // A retry still replays.
 }
 
+// The same bound in bytes of the store: answers differ in size by two
+// orders of magnitude, so the count alone let one caller add gigabytes.
+TEST(BrokerLivenessTest, RememberedAnswerBytesAreBoundedPerCaller) {
+  Cluster cluster(TwoTenants("--max-remembered-answer-bytes-per-caller=4000"));
+  ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
+  auto op = cluster.BrokerStub();
+  auto label_as = [&](const std::string& tenant, const std::string& container,
+                      const std::string& request_id) {
+    auto stub = cluster.BrokerStubAs("tenant-" + tenant);
+    v1::SetContainerLabelsRequest req;
+    req.set_request_id(request_id);
+    req.set_container_id(container);
+    (*req.mutable_labels())["note"] = std::string(60, 'x');
+    v1::Container out;
+    return stub->SetContainerLabels(Context().get(), req, &out);
+  };
+  auto container_of = [&](const std::string& tenant) {
+    v1::CreateContainerRequest cr;
+    cr.set_tenant_id(tenant);
+    cr.mutable_selector()->set_count(1);
+    v1::Container c;
+    EXPECT_TRUE(op->CreateContainer(Context().get(), cr, &c).ok());
+    return c.id();
+  };
+  const std::string hostile = container_of("hostile");
+  const std::string acme = container_of("acme");
+  grpc::Status s;
+  int accepted = 0;
+  for (; accepted < 200; ++accepted) {
+    s = label_as("hostile", hostile, absl::StrCat("h-", accepted));
+    if (!s.ok()) break;
+  }
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("bytes of answers remembered for retries (limit 4000 per "
+                                   "caller, --max-remembered-answer-bytes-per-caller)"),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_GT(accepted, 1);
+  EXPECT_TRUE(label_as("acme", acme, "a-1").ok());  // Another caller's bound is its own.
+  ASSERT_TRUE(cluster.StartBroker().ok()) << cluster.broker().Log();  // Restart.
+  s = label_as("hostile", hostile, absl::StrCat("h-", accepted));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(label_as("hostile", hostile, "h-0").ok());  // A retry still replays.
+}
+
 }  // namespace
 }  // namespace iommu
