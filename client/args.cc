@@ -89,7 +89,7 @@ const std::map<std::string, RequestMapping>& RequestFields() {
       {"container delete", {"container_id", {}}},
       {"container set-budget", {"container_id", {{"budget", "pin_budget_bytes"}}}},
       {"container label", {"container_id", {{"remove", "remove_keys"}}}},
-      {"container grant", {"container_id", {}}},
+      {"container grant", {"container_id", {{"launcher-uid", "launcher_uid"}}}},
       {"window allocate",
        {"container_id", {{"size", "size"}, {"align", "alignment"}, {"base", "base"}}}},
       {"window release", {"window_id", {}}},

@@ -310,16 +310,21 @@ void AddContainerCommands(std::vector<CommandSpec>* c) {
        "the windows listed; the agent checks the token without calling the broker. The token "
        "must be presented before it expires (--ttl); the session then lives as long as its "
        "socket. Windows allocated after the grant need a new grant.\n\n"
+       "With --launcher-uid the agent takes the token only from a launcher running as that "
+       "uid, so a token that leaks to another user of the node is useless to it.\n\n"
        "Prints the token first, then where to present it and what it grants; --token-only "
        "prints just the token, for scripts.",
        {Flag("ttl", ValueKind::kDuration, "DURATION",
              "How long the token may be presented: whole seconds from 1s to 1h, e.g. 30s, 5m "
              "(default: the broker's, 60s)."),
+        Flag("launcher-uid", ValueKind::kUint32, "UID",
+             "Bind the token to the launcher's uid on the node: the agent refuses it from any "
+             "other uid (default: any uid its socket admits)."),
         Flag("token-only", ValueKind::kSwitch, "",
              "Print only the token and a newline (table output only), e.g. "
              "TOKEN=$(iommuctl container grant ID --token-only).")},
        {"iommuctl container grant c-0123456789abcdef",
-        "iommuctl container grant c-0123456789abcdef --ttl=5m",
+        "iommuctl container grant c-0123456789abcdef --ttl=5m --launcher-uid=$(id -u qemu)",
         "TOKEN=$(iommuctl container grant c-0123456789abcdef --token-only)"}});
 }
 

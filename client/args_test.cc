@@ -423,9 +423,11 @@ TEST(RenderHelpTest, BudgetAndGrantCommandsShowTheirFlagsAndExamples) {
   EXPECT_THAT(help, HasSubstr("Examples:\n  iommuctl container set-budget c-"));
 
   help = RenderHelp("container", FindCommand("container", "grant"));
-  EXPECT_THAT(help, HasSubstr("iommuctl container grant ID [--ttl=DURATION] [--token-only]\n"));
-  EXPECT_THAT(help, HasSubstr("--ttl=DURATION  How long the token may be presented"));
-  EXPECT_THAT(help, HasSubstr("--token-only    Print only the token and a newline"));
+  EXPECT_THAT(help, HasSubstr("iommuctl container grant ID [--ttl=DURATION] [--launcher-uid=UID]\n"
+                              "    [--token-only]\n"));
+  EXPECT_THAT(help, HasSubstr("--ttl=DURATION      How long the token may be presented"));
+  EXPECT_THAT(help, HasSubstr("--launcher-uid=UID  Bind the token to the launcher's uid"));
+  EXPECT_THAT(help, HasSubstr("--token-only        Print only the token and a newline"));
   EXPECT_THAT(help, HasSubstr("  TOKEN=$(iommuctl container grant c-0123456789abcdef "
                               "--token-only)\n"));
 }

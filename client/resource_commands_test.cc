@@ -141,6 +141,21 @@ v1::GrantLauncherResponse SampleGrant() {
   return g;
 }
 
+TEST_F(CommandsTest, ContainerGrantBindsTheTokenToALauncherUidOnlyWhenAsked) {
+  fake_->SetResponse("GrantLauncher", SampleGrant());
+  ASSERT_EQ(Run({"container", "grant", "c-1", "--launcher-uid=107"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "grant", "c-1", "--launcher-uid=0"}), 0) << err_;
+  ASSERT_EQ(Run({"container", "grant", "c-1"}), 0) << err_;
+  auto reqs = fake_->Requests<v1::GrantLauncherRequest>("GrantLauncher");
+  ASSERT_EQ(reqs.size(), 3u);
+  ASSERT_TRUE(reqs[0].has_launcher_uid());
+  EXPECT_EQ(reqs[0].launcher_uid(), 107u);
+  ASSERT_TRUE(reqs[1].has_launcher_uid());  // root is a uid like any other.
+  EXPECT_EQ(reqs[1].launcher_uid(), 0u);
+  EXPECT_FALSE(reqs[2].has_launcher_uid());
+  EXPECT_EQ(Run({"container", "grant", "c-1", "--launcher-uid=qemu"}), 2);
+}
+
 TEST_F(CommandsTest, ContainerGrantBuildsTheRequestAndShowsTheTokenFirst) {
   fake_->SetResponse("GrantLauncher", SampleGrant());
   ASSERT_EQ(Run({"container", "grant", "c-00000000000000a1", "--ttl=5m"}), 0) << err_;

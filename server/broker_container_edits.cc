@@ -215,6 +215,7 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
   grant.set_issued_ms(now);
   grant.set_expires_ms(now + 1000LL * (req.ttl_seconds() == 0 ? 60 : req.ttl_seconds()));
   grant.set_agent_incarnation(n->second.agent_incarnation);
+  if (req.has_launcher_uid()) grant.set_launcher_uid(req.launcher_uid());
   for (const std::string& wid : c->window_ids) {
     const v1::Window& w = windows_.at(wid);
     v1::GrantWindow* gw = grant.add_windows();
@@ -241,6 +242,8 @@ absl::Status Broker::GrantLauncher(const v1::GrantLauncherRequest& req,
             {"tenant", grant.tenant_id()},
             {"node", grant.node()},
             {"windows", grant.windows_size()},
+            {"launcher_uid",
+             grant.has_launcher_uid() ? absl::StrCat(grant.launcher_uid()) : std::string("any")},
             {"expires_ms", grant.expires_ms()}});
   RecordEvent(NewEvent(kNormal, "LauncherGranted", ContainerRef(id),
                        grant.tenant_id(), "",

@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -162,10 +163,12 @@ class LauncherE2eTest : public ::testing::Test {
                                               window_size);
   }
 
-  std::string Grant(const std::string& container_id) {
+  std::string Grant(const std::string& container_id,
+                    std::optional<uint32_t> launcher_uid = std::nullopt) {
     v1::GrantLauncherRequest req;
     req.set_container_id(container_id);
     req.set_ttl_seconds(300);
+    if (launcher_uid.has_value()) req.set_launcher_uid(*launcher_uid);
     v1::GrantLauncherResponse out;
     grpc::Status s = Call(broker_.get(), &v1::Broker::Stub::GrantLauncher, req, &out);
     if (!s.ok()) ADD_FAILURE() << "GrantLauncher: " << s.error_message();
@@ -296,6 +299,25 @@ class LauncherE2eTest : public ::testing::Test {
   std::map<std::string, std::unique_ptr<v1::Agent::Stub>> agents_;
 };
 
+// A grant bound to a launcher's uid opens a session only for that uid: a
+// token that leaks to another user of the node is useless to it.
+TEST_F(LauncherE2eTest, AGrantBoundToAUidIsRefusedFromAnyOther) {
+  CreateTenant("acme", 64 * kMiB);
+  const std::string c = CreateContainer("acme", "n1", kDevA);
+  ASSERT_FALSE(c.empty());
+  const uid_t me = getuid();
+  absl::StatusOr<std::unique_ptr<LauncherClient>> client = LauncherClient::Connect(Socket("n1"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<v1::LauncherResponse::SessionOpened> opened =
+      (*client)->OpenSession(Grant(c, me + 1));
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kPermissionDenied) << opened.status();
+  EXPECT_THAT(std::string(opened.status().message()),
+              HasSubstr(absl::StrCat("issued for uid ", me + 1, ", presented by uid ", me)));
+  client = LauncherClient::Connect(Socket("n1"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  opened = (*client)->OpenSession(Grant(c, me));
+  EXPECT_TRUE(opened.ok()) << opened.status();
+}
 
 // ------------------------------------------------------------- invariant 3
 
