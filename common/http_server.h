@@ -5,9 +5,9 @@
 // One thread runs a poll() loop over non-blocking sockets, so a connection
 // costs a few bytes of state rather than a worker: clients that connect and
 // send nothing (or send slowly) cannot keep a complete request from being
-// answered. The earlier thread-per-connection server (civetweb, 2 workers)
-// was starved by a handful of idle connections, which made liveness probes
-// fail and got the daemons restarted on an attacker's demand.
+// answered. A thread-per-connection server with a few workers is starved by
+// as many idle connections: liveness probes then fail, and whoever can reach
+// the port gets the daemon restarted on demand.
 //
 // Thread-safety: handlers run on the server's loop thread, one at a time, so
 // they must be quick (they read counters). The destructor stops the loop and

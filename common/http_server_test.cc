@@ -207,8 +207,8 @@ TEST_F(HttpServerTest, RefusalsSayWhy) {
               StartsWith("HTTP/1.1 200 OK\r\n"));
 }
 
-// The regression: civetweb's two workers were held by two idle connections
-// until request_timeout_ms, so probes failed for as long as a client kept
+// A server with a worker per connection is held by as many idle connections
+// until request_timeout_ms, so probes fail for as long as a client keeps
 // reconnecting. Here far more idle connections than the table holds stay
 // open for the whole test, and a prober is still answered.
 TEST(HttpServerIdleTest, ManyIdleConnectionsDoNotStarveARequest) {
