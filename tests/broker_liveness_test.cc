@@ -213,12 +213,22 @@ TEST(BrokerLivenessTest, OneCallersCallsInFlightAreBounded) {
   EXPECT_TRUE(hanging_status.ok()) << hanging_status.error_message();
 }
 
+// A container of `tenant` on any node, made by the operator; its id.
+std::string NewContainer(Cluster& cluster, const std::string& tenant) {
+  v1::CreateContainerRequest cr;
+  cr.set_tenant_id(tenant);
+  cr.mutable_selector()->set_count(1);
+  v1::Container c;
+  grpc::Status s = cluster.BrokerStub()->CreateContainer(Context().get(), cr, &c);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return c.id();
+}
+
 // Answers remembered for retries are bounded per caller, and survive a
 // restart of the broker with their count.
 TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
   Cluster cluster(TwoTenants("--max-remembered-answers-per-caller=2"));
   ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
-  auto op = cluster.BrokerStub();
   auto allocate_as = [&](const std::string& tenant, const std::string& container,
                          const std::string& request_id) {
     auto stub = cluster.BrokerStubAs("tenant-" + tenant);
@@ -229,16 +239,8 @@ TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
     v1::Window w;
     return stub->AllocateWindow(Context().get(), req, &w);
   };
-  auto container_of = [&](const std::string& tenant) {
-    v1::CreateContainerRequest cr;
-    cr.set_tenant_id(tenant);
-    cr.mutable_selector()->set_count(1);
-    v1::Container c;
-    EXPECT_TRUE(op->CreateContainer(Context().get(), cr, &c).ok());
-    return c.id();
-  };
-  const std::string hostile = container_of("hostile");
-  const std::string acme = container_of("acme");
+  const std::string hostile = NewContainer(cluster, "hostile");
+  const std::string acme = NewContainer(cluster, "acme");
   ASSERT_TRUE(allocate_as("hostile", hostile, "h-1").ok());
   ASSERT_TRUE(allocate_as("hostile", hostile, "h-2").ok());
   grpc::Status s = allocate_as("hostile", hostile, "h-3");
@@ -257,7 +259,6 @@ TEST(BrokerLivenessTest, RememberedAnswersAreBoundedPerCaller) {
 TEST(BrokerLivenessTest, RememberedAnswerBytesAreBoundedPerCaller) {
   Cluster cluster(TwoTenants("--max-remembered-answer-bytes-per-caller=4000"));
   ASSERT_NO_FATAL_FAILURE(StartWithTwoTenants(cluster));
-  auto op = cluster.BrokerStub();
   auto label_as = [&](const std::string& tenant, const std::string& container,
                       const std::string& request_id) {
     auto stub = cluster.BrokerStubAs("tenant-" + tenant);
@@ -268,16 +269,8 @@ TEST(BrokerLivenessTest, RememberedAnswerBytesAreBoundedPerCaller) {
     v1::Container out;
     return stub->SetContainerLabels(Context().get(), req, &out);
   };
-  auto container_of = [&](const std::string& tenant) {
-    v1::CreateContainerRequest cr;
-    cr.set_tenant_id(tenant);
-    cr.mutable_selector()->set_count(1);
-    v1::Container c;
-    EXPECT_TRUE(op->CreateContainer(Context().get(), cr, &c).ok());
-    return c.id();
-  };
-  const std::string hostile = container_of("hostile");
-  const std::string acme = container_of("acme");
+  const std::string hostile = NewContainer(cluster, "hostile");
+  const std::string acme = NewContainer(cluster, "acme");
   grpc::Status s;
   int accepted = 0;
   for (; accepted < 200; ++accepted) {
