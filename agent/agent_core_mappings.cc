@@ -135,14 +135,13 @@ absl::Status AgentCore::MapMemory(const std::string& session_id, const std::stri
   if (newly > 0 && (billed > budget || newly > budget - billed)) {
     // Rate-limited per tenant: a launcher retrying a refused map in a loop
     // must not flood the log (DESIGN.md invariant 10).
-    uint64_t suppressed = 0;
-    if (warnings_.Allow(session->tenant, absl::Now(), &suppressed)) {
-      std::vector<LogField> fields = {
-          {"container", container_id}, {"session", session_id}, {"owner", owner},
-          {"billed", billed},          {"newly", newly},        {"budget", budget}};
-      if (suppressed > 0) fields.push_back({"suppressed", suppressed});
-      LogEvent(LogLevel::kWarning, "map_refused_quota", fields);
-    }
+    LogIfAllowed(warnings_, session->tenant, LogLevel::kWarning, "map_refused_quota",
+                 {{"container", container_id},
+                  {"session", session_id},
+                  {"owner", owner},
+                  {"billed", billed},
+                  {"newly", newly},
+                  {"budget", budget}});
     return absl::ResourceExhaustedError(absl::StrCat(
         "length: mapping ", Hex(length), " bytes would bill tenant \"", owner, "\" ", Hex(newly),
         " more bytes; it has ", Hex(billed), " billed of its ", Hex(budget),

@@ -45,16 +45,6 @@ v1::LauncherResponse ErrorResponse(uint64_t seq, const absl::Status& status) {
   return response;
 }
 
-// Logs `event` unless `limiter` refuses `key` now; a line that passes
-// carries how many of `key`'s lines were dropped since the last one.
-void LogLimited(LogLimiter& limiter, const std::string& key, LogLevel level,
-                absl::string_view event, std::vector<LogField> fields) {
-  uint64_t suppressed = 0;
-  if (!limiter.Allow(key, absl::Now(), &suppressed)) return;
-  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
-  LogEvent(level, event, fields);
-}
-
 std::string UidKey(uid_t uid) { return absl::StrCat("uid=", uid); }
 
 // The op's field name ("map"), for logs.
@@ -264,7 +254,7 @@ void LauncherServer::Evict(std::vector<std::unique_ptr<Connection>>* conns, Conn
 
 void LauncherServer::WarnAbout(uid_t uid, absl::string_view event,
                                std::vector<LogField> fields) {
-  LogLimited(warnings_, UidKey(uid), LogLevel::kWarning, event, std::move(fields));
+  LogIfAllowed(warnings_, UidKey(uid), LogLevel::kWarning, event, std::move(fields));
 }
 
 void LauncherServer::LogConnected(Connection* conn) {
@@ -293,8 +283,8 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   if (!fd.ok()) {
     // Not tied to a peer (the fd table is full and the like), but peers can
     // keep it so; the accept backoff alone still allows 10 lines a second.
-    LogLimited(warnings_, "accept", LogLevel::kWarning, "launcher_accept_failed",
-               {{"error", fd.status().message()}});
+    LogIfAllowed(warnings_, "accept", LogLevel::kWarning, "launcher_accept_failed",
+                 {{"error", fd.status().message()}});
     return false;
   }
   if (!fd->valid()) return true;  // Nothing pending after all.
@@ -303,8 +293,8 @@ bool LauncherServer::AcceptOne(std::vector<std::unique_ptr<Connection>>* conns) 
   absl::StatusOr<PeerCred> peer = GetPeerCred(conn.fd.get());
   if (!peer.ok()) {
     // No uid to key by: all such refusals share one bucket.
-    LogLimited(warnings_, "peercred", LogLevel::kWarning, "launcher_refused",
-               {{"error", peer.status().message()}});
+    LogIfAllowed(warnings_, "peercred", LogLevel::kWarning, "launcher_refused",
+                 {{"error", peer.status().message()}});
     return true;
   }
   // When full, a connection without a session of the uid holding the most
@@ -429,22 +419,22 @@ bool LauncherServer::ServeOne(Connection* conn) {
   }
   if (!internal.ok()) {
     // A handler bug, but one a peer may be able to repeat at will.
-    LogLimited(warnings_, UidKey(conn->peer.uid), LogLevel::kError, "launcher_bad_response",
-               {{"conn", conn->id},
-                {"uid", conn->peer.uid},
-                {"op", OpName(req)},
-                {"error", internal.message()}});
+    LogIfAllowed(warnings_, UidKey(conn->peer.uid), LogLevel::kError, "launcher_bad_response",
+                 {{"conn", conn->id},
+                  {"uid", conn->peer.uid},
+                  {"op", OpName(req)},
+                  {"error", internal.message()}});
     response = ErrorResponse(req.seq(), internal);
     out_fds.clear();
   }
-  LogLimited(request_lines_, UidKey(conn->peer.uid), LogLevel::kDebug, "launcher_request",
-             {{"conn", conn->id},
-              {"uid", conn->peer.uid},
-              {"seq", req.seq()},
-              {"op", OpName(req)},
-              {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(response.code()))},
-              {"fds_in", fds_in},
-              {"fds_out", out_fds.size()}});
+  LogIfAllowed(request_lines_, UidKey(conn->peer.uid), LogLevel::kDebug, "launcher_request",
+               {{"conn", conn->id},
+                {"uid", conn->peer.uid},
+                {"seq", req.seq()},
+                {"op", OpName(req)},
+                {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(response.code()))},
+                {"fds_in", fds_in},
+                {"fds_out", out_fds.size()}});
   return Send(conn, response, out_fds);
 }
 
@@ -452,7 +442,7 @@ bool LauncherServer::Send(Connection* conn, const v1::LauncherResponse& response
                           const std::vector<int>& fds) {
   std::string bytes;
   if (!response.SerializeToString(&bytes)) {
-    LogLimited(
+    LogIfAllowed(
         warnings_, UidKey(conn->peer.uid), LogLevel::kError, "launcher_send_failed",
         {{"conn", conn->id}, {"uid", conn->peer.uid}, {"error", "response does not serialize"}});
     return false;

@@ -78,26 +78,19 @@ uint64_t LauncherSessions::TenantMemoryBytesLocked(const std::string& tenant) {
 
 absl::Status LauncherSessions::Refuse(const Conn& conn, const std::string& container,
                                       absl::Status s) {
-  uint64_t suppressed = 0;
-  if (warnings_.Allow(absl::StrCat("uid=", conn.peer.uid), absl::Now(), &suppressed)) {
-    std::vector<LogField> fields = {{"pid", conn.peer.pid},
-                                    {"uid", conn.peer.uid},
-                                    {"container", container},
-                                    {"error", s.message()}};
-    if (suppressed > 0) fields.push_back({"suppressed", suppressed});
-    LogEvent(LogLevel::kWarning, "session_refused", fields);
-  }
+  LogIfAllowed(warnings_, absl::StrCat("uid=", conn.peer.uid), LogLevel::kWarning,
+               "session_refused",
+               {{"pid", conn.peer.pid},
+                {"uid", conn.peer.uid},
+                {"container", container},
+                {"error", s.message()}});
   return s;
 }
 
 void LauncherSessions::LogAbout(const Conn& conn, absl::string_view kind, absl::string_view event,
                                 std::vector<LogField> fields) {
-  uint64_t suppressed = 0;
-  if (!events_.Allow(absl::StrCat(kind, " uid=", conn.peer.uid), absl::Now(), &suppressed)) {
-    return;
-  }
-  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
-  LogEvent(LogLevel::kInfo, event, fields);
+  LogIfAllowed(events_, absl::StrCat(kind, " uid=", conn.peer.uid), LogLevel::kInfo, event,
+               std::move(fields));
 }
 
 LauncherSessions::LauncherSessions(AgentCore* core, LauncherSessionOptions options)

@@ -27,9 +27,8 @@ const char* TypeName(mode_t mode) {
 absl::Status Refuse(const std::string& path, const struct stat& st, uid_t euid, bool directory,
                     absl::string_view problem) {
   const std::string owner = euid == 0 ? "root" : absl::StrCat(euid);
-  const std::string fix = directory
-                              ? absl::StrCat("chown ", owner, " ", path, " && chmod 0700 ", path)
-                              : absl::StrCat("chown ", owner, " ", path, " && chmod 0600 ", path);
+  const std::string fix =
+      absl::StrCat("chown ", owner, " ", path, " && chmod ", directory ? "0700 " : "0600 ", path);
   return absl::FailedPreconditionError(
       absl::StrCat("state_dir: ", path, " is owned by uid ", st.st_uid, " with mode ",
                    ModeString(st.st_mode), " (", problem,
@@ -88,8 +87,9 @@ absl::StatusOr<UniqueFd> CheckStateDir(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), flags));
   if (!fd) return ErrnoStatus(errno, absl::StrCat("state_dir: open ", dir));
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0)
+  if (::fstat(fd.get(), &st) != 0) {
     return ErrnoStatus(errno, absl::StrCat("state_dir: fstat ", dir));
+  }
   RETURN_IF_ERROR(CheckStatePath(dir, st, euid, /*directory=*/true));
   // Relative to the checked directory, and without following a link.
   for (const char* name : kStateFiles) {

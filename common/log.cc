@@ -117,8 +117,12 @@ std::string FormatLogLine(LogLevel level, absl::string_view event,
   for (const LogField& f : fields) {
     absl::StrAppend(&line, " ", f.key, "=");
     // A value may repeat what a caller sent: each is bounded, so a refusal's
-    // line is too.
-    AppendValue(&line, ElideMiddle(f.value));
+    // line is too. Only a long one is copied to cut it.
+    if (f.value.size() > kMaxMessageBytes) {
+      AppendValue(&line, ElideMiddle(f.value));
+    } else {
+      AppendValue(&line, f.value);
+    }
   }
   return line;
 }

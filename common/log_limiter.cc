@@ -1,6 +1,9 @@
 #include "common/log_limiter.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "absl/time/clock.h"
 
 namespace iommu {
 namespace {
@@ -46,6 +49,15 @@ bool LogLimiter::Allow(const std::string& key, absl::Time now, uint64_t* suppres
   b.tokens -= 1.0;
   *suppressed = b.suppressed;
   b.suppressed = 0;
+  return true;
+}
+
+bool LogIfAllowed(LogLimiter& limiter, const std::string& key, LogLevel level,
+                  absl::string_view event, std::vector<LogField> fields) {
+  uint64_t suppressed = 0;
+  if (!limiter.Allow(key, absl::Now(), &suppressed)) return false;
+  if (suppressed > 0) fields.push_back({"suppressed", suppressed});
+  LogEvent(level, event, fields);
   return true;
 }
 

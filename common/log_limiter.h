@@ -5,8 +5,9 @@
 // lines over the rate are counted, and the next line that passes carries
 // "suppressed=N" so the volume is still visible.
 //
-// Pure logic, no I/O, time injected. Thread-compatible: each owner calls it
-// from one thread or under its own mutex.
+// LogLimiter is pure logic, no I/O, time injected; LogIfAllowed writes the
+// line through common/log.h. Thread-compatible: each owner calls them from
+// one thread or under its own mutex.
 #ifndef COMMON_LOG_LIMITER_H_
 #define COMMON_LOG_LIMITER_H_
 
@@ -14,8 +15,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/log.h"
 
 namespace iommu {
 
@@ -49,6 +53,12 @@ class LogLimiter final {
   const size_t max_keys_;
   std::map<std::string, Bucket> buckets_;
 };
+
+// Logs `event` with `fields` when `limiter` allows a line for `key` now,
+// adding suppressed=N when lines of `key` were dropped since the last one;
+// drops it otherwise. True when it was logged.
+bool LogIfAllowed(LogLimiter& limiter, const std::string& key, LogLevel level,
+                  absl::string_view event, std::vector<LogField> fields);
 
 }  // namespace iommu
 

@@ -1,4 +1,6 @@
 // The Broker's event log and version answers.
+#include "server/broker.h"
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/labels.h"
@@ -6,7 +8,6 @@
 #include "common/status_macros.h"
 #include "common/validation.h"
 #include "common/version.h"
-#include "server/broker.h"
 #include "server/broker_internal.h"
 
 namespace iommu {

@@ -391,22 +391,30 @@ absl::Status Broker::ExpireRequests() {
 
 absl::Status Broker::CheckRememberedLocked(const std::string& key) const {
   const std::string scope = RequestScope(key);
-  const std::string remedy =
-      absl::StrCat("send mutations without request_id or wait for older answers to expire (after ",
-                   options_.request_ttl_ms / 1000, " s)");
+  // Built only for a refusal: this runs for every mutation with a request id.
+  auto refuse = [&](absl::string_view held, int64_t limit, absl::string_view flag) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request_id: ", scope, " has ", held, " remembered for retries (limit ", limit,
+                     " per caller, --", flag,
+                     "); send mutations without request_id or wait for older "
+                     "answers to expire (after ",
+                     options_.request_ttl_ms / 1000, " s)"));
+  };
   const int64_t limit = options_.max_remembered_answers_per_caller;
-  const int64_t remembered = limit > 0 ? requests_.CountInScope(scope) : 0;
-  if (limit > 0 && remembered >= limit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request_id: ", scope, " has ", remembered, " answers remembered for retries (limit ",
-        limit, " per caller, --max-remembered-answers-per-caller); ", remedy));
+  if (limit > 0) {
+    const int64_t remembered = requests_.CountInScope(scope);
+    if (remembered >= limit) {
+      return refuse(absl::StrCat(remembered, " answers"), limit,
+                    "max-remembered-answers-per-caller");
+    }
   }
   const int64_t byte_limit = options_.max_remembered_answer_bytes_per_caller;
-  const uint64_t bytes = byte_limit > 0 ? requests_.BytesInScope(scope) : 0;
-  if (byte_limit > 0 && bytes >= static_cast<uint64_t>(byte_limit)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request_id: ", scope, " has ", bytes, " bytes of answers remembered for retries (limit ",
-        byte_limit, " per caller, --max-remembered-answer-bytes-per-caller); ", remedy));
+  if (byte_limit > 0) {
+    const uint64_t bytes = requests_.BytesInScope(scope);
+    if (bytes >= static_cast<uint64_t>(byte_limit)) {
+      return refuse(absl::StrCat(bytes, " bytes of answers"), byte_limit,
+                    "max-remembered-answer-bytes-per-caller");
+    }
   }
   return absl::OkStatus();
 }

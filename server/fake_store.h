@@ -80,7 +80,7 @@ class FakeStore final : public Store {
     }
     std::vector<RequestSummary> out;
     for (const auto& [id, r] : requests_) {
-      out.push_back({id, FingerprintDigest(r.fingerprint), r.time_ms, RequestBytes(r)});
+      out.push_back(SummarizeRequest(r));
     }
     return out;
   }

@@ -356,8 +356,7 @@ class SqliteStore final : public Store {
     int rc;
     while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
       ASSIGN_OR_RETURN(RequestRecord r, RequestFromRow(st.get(), nullptr));
-      const uint64_t bytes = RequestBytes(r);
-      out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms, bytes});
+      out.push_back(SummarizeRequest(std::move(r)));
     }
     if (rc != SQLITE_DONE) return Error(read_db_, "list requests");
     return out;

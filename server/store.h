@@ -63,6 +63,13 @@ inline uint64_t RequestBytes(const RequestRecord& r) {
   return r.request_id.size() + r.fingerprint.size() + r.response.size();
 }
 
+// What Store::ListRequests reports of `r`.
+inline RequestSummary SummarizeRequest(RequestRecord r) {
+  const uint64_t bytes = RequestBytes(r);
+  const uint64_t digest = FingerprintDigest(r.fingerprint);
+  return {std::move(r.request_id), digest, r.time_ms, bytes};
+}
+
 // One atomic change: all of it is applied or none of it.
 struct WriteBatch {
   std::vector<StoreRecord> puts;                            // Insert or replace.

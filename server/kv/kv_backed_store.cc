@@ -284,8 +284,7 @@ absl::StatusOr<std::vector<RequestSummary>> KvBackedStore::ListRequests() {
   out.reserve(kvs.size());
   for (const KeyValue& kv : kvs) {
     ASSIGN_OR_RETURN(RequestRecord r, DecodeRequest(kv.key.substr(skip), kv.value));
-    const uint64_t bytes = RequestBytes(r);
-    out.push_back({std::move(r.request_id), FingerprintDigest(r.fingerprint), r.time_ms, bytes});
+    out.push_back(SummarizeRequest(std::move(r)));
   }
   return out;
 }
